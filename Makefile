@@ -1,0 +1,30 @@
+# luksconv — see README.md. `make demo` and `make test` install what they need.
+GO      ?= go
+BIN     := bin/luksconv
+# The full suite must stay well under CI's limit on 2 cores.
+TESTTIMEOUT ?= 25m
+
+.PHONY: all deps build test vet demo bench fuzz clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build:
+	$(GO) build -o $(BIN) ./cmd/luksconv
+
+vet:
+	$(GO) vet ./...
+
+test: deps vet
+	$(GO) test -timeout $(TESTTIMEOUT) ./...
+
+demo: deps build
+	@scripts/demo.sh
+
+bench: deps build
+	@scripts/bench.sh
+
+clean:
+	rm -rf bin testdata/.cache demo-out

@@ -1,0 +1,436 @@
+package main
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+var binPath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "luksconv-cli")
+	if err != nil {
+		panic(err)
+	}
+	binPath = filepath.Join(dir, "luksconv")
+	if out, err := exec.Command("go", "build", "-o", binPath, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building luksconv: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// run executes the CLI and returns stdout, stderr and the exit code.
+func run(t *testing.T, stdin []byte, args ...string) (string, string, int) {
+	t.Helper()
+	cmd := exec.Command(binPath, args...)
+	var so, se bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &so, &se
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err := cmd.Run()
+	code := 0
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatal(err)
+	}
+	return so.String(), se.String(), code
+}
+
+func sum(t *testing.T, path string) [32]byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sha256.Sum256(b)
+}
+
+func copyFile(t *testing.T, src, dst string, n int64) {
+	t.Helper()
+	in, err := os.Open(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	out, err := os.Create(dst)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer out.Close()
+	if n < 0 {
+		_, err = io.Copy(out, in)
+	} else {
+		_, err = io.CopyN(out, in, n)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInspectAgreesWithLuksDump compares `inspect --json` with cryptsetup's own view of each header.
+func TestInspectAgreesWithLuksDump(t *testing.T) {
+	set := fixture.Load(t)
+	for _, f := range set.Fixtures {
+		t.Run(f.Name, func(t *testing.T) {
+			args := []string{"inspect", "--json", f.Image}
+			if f.Header != "" {
+				args = append(args, "--header", f.Header, "--partition", strconv.Itoa(f.Partition))
+			}
+			out, errOut, code := run(t, nil, args...)
+			if code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut)
+			}
+			var rep luksconv.Report
+			if err := json.Unmarshal([]byte(out), &rep); err != nil {
+				t.Fatal(err)
+			}
+			var li *luksconv.LUKSInfo
+			for _, p := range rep.Partitions {
+				if p.Number == f.Partition {
+					li = p.LUKS
+				}
+			}
+			if li == nil {
+				t.Fatalf("inspect found no LUKS volume on partition %d:\n%s", f.Partition, out)
+			}
+			dumpTarget := f.Header
+			if dumpTarget == "" {
+				dumpTarget = extractPartition(t, f.Image, rep, f.Partition)
+			}
+			dump, err := exec.Command("cryptsetup", "luksDump", dumpTarget).CombinedOutput()
+			if err != nil {
+				t.Fatalf("cryptsetup luksDump: %v\n%s", err, dump)
+			}
+			d := parseDump(string(dump))
+			if d.version != li.Version {
+				t.Errorf("version: inspect %d, luksDump %d", li.Version, d.version)
+			}
+			if d.cipher != li.Cipher {
+				t.Errorf("cipher: inspect %q, luksDump %q", li.Cipher, d.cipher)
+			}
+			if d.keyBits != li.KeySizeBits {
+				t.Errorf("key size: inspect %d, luksDump %d", li.KeySizeBits, d.keyBits)
+			}
+			if d.offset != li.DataOffset {
+				t.Errorf("data offset: inspect %d, luksDump %d", li.DataOffset, d.offset)
+			}
+			if d.version == 2 && d.sector != li.SectorSize {
+				t.Errorf("sector size: inspect %d, luksDump %d", li.SectorSize, d.sector)
+			}
+			var ids []int
+			for _, k := range li.Keyslots {
+				ids = append(ids, k.ID)
+			}
+			if fmt.Sprint(ids) != fmt.Sprint(d.keyslots) {
+				t.Errorf("keyslots: inspect %v, luksDump %v", ids, d.keyslots)
+			}
+		})
+	}
+}
+
+// extractPartition copies a partition out so cryptsetup can read its attached header.
+func extractPartition(t *testing.T, image string, rep luksconv.Report, n int) string {
+	t.Helper()
+	for _, p := range rep.Partitions {
+		if p.Number != n {
+			continue
+		}
+		in, err := os.Open(image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer in.Close()
+		dst := filepath.Join(t.TempDir(), "part")
+		out, _ := os.Create(dst)
+		defer out.Close()
+		// The header and keyslots fit in the first 32 MiB.
+		if _, err := io.Copy(out, io.NewSectionReader(in, p.Offset, min(p.Size, 32<<20))); err != nil {
+			t.Fatal(err)
+		}
+		return dst
+	}
+	t.Fatalf("no partition %d", n)
+	return ""
+}
+
+type dumpInfo struct {
+	version, keyBits, sector int
+	offset                   int64
+	cipher                   string
+	keyslots                 []int
+}
+
+// parseDump reads the fields inspect reports from `cryptsetup luksDump` (LUKS1 and LUKS2 layouts).
+func parseDump(s string) dumpInfo {
+	var d dumpInfo
+	find := func(re string) string {
+		m := regexp.MustCompile(re).FindStringSubmatch(s)
+		if m == nil {
+			return ""
+		}
+		return m[1]
+	}
+	d.version, _ = strconv.Atoi(find(`(?m)^Version:\s+(\d+)`))
+	if d.version == 1 {
+		d.cipher = find(`(?m)^Cipher name:\s+(\S+)`) + "-" + find(`(?m)^Cipher mode:\s+(\S+)`)
+		d.keyBits, _ = strconv.Atoi(find(`(?m)^MK bits:\s+(\d+)`))
+		sectors, _ := strconv.ParseInt(find(`(?m)^Payload offset:\s+(\d+)`), 10, 64)
+		d.offset = sectors * 512
+		for _, m := range regexp.MustCompile(`(?m)^Key Slot (\d): ENABLED`).FindAllStringSubmatch(s, -1) {
+			n, _ := strconv.Atoi(m[1])
+			d.keyslots = append(d.keyslots, n)
+		}
+		d.sector = 512
+		return d
+	}
+	seg := s[strings.Index(s, "Data segments:"):]
+	seg = seg[:strings.Index(seg, "Keyslots:")]
+	m := regexp.MustCompile(`(?m)^\s+offset:\s+(\d+) \[bytes\]`).FindStringSubmatch(seg)
+	if m != nil {
+		d.offset, _ = strconv.ParseInt(m[1], 10, 64)
+	}
+	if m := regexp.MustCompile(`(?m)^\s+cipher:\s+(\S+)`).FindStringSubmatch(seg); m != nil {
+		d.cipher = m[1]
+	}
+	if m := regexp.MustCompile(`(?m)^\s+sector:\s+(\d+)`).FindStringSubmatch(seg); m != nil {
+		d.sector, _ = strconv.Atoi(m[1])
+	}
+	ks := s[strings.Index(s, "Keyslots:"):]
+	if i := strings.Index(ks, "Tokens:"); i >= 0 {
+		ks = ks[:i]
+	}
+	for _, m := range regexp.MustCompile(`(?m)^\s+(\d+): (?:luks2|reencrypt)`).FindAllStringSubmatch(ks, -1) {
+		n, _ := strconv.Atoi(m[1])
+		d.keyslots = append(d.keyslots, n)
+	}
+	// The volume key size is the digest's; luksDump prints it per keyslot as "Key: N bits".
+	if m := regexp.MustCompile(`(?m)^\s+Key:\s+(\d+) bits`).FindStringSubmatch(ks); m != nil {
+		d.keyBits, _ = strconv.Atoi(m[1])
+	}
+	return d
+}
+
+// TestBadInput runs the bad-input cases through the CLI: each gives one clear message, its documented exit
+// code, leaves the source byte-identical and leaves no output behind.
+func TestBadInput(t *testing.T) {
+	set := fixture.Load(t)
+	f, ok := set.Get("rhel8-lvm")
+	if !ok {
+		t.Fatal("no rhel8-lvm fixture")
+	}
+	dir := t.TempDir()
+	key, _ := os.ReadFile(f.KeyFiles[0])
+	fi, _ := os.Stat(f.Image)
+
+	truncated := filepath.Join(dir, "truncated.raw")
+	copyFile(t, f.Image, truncated, fi.Size()/2)
+
+	nlKey := filepath.Join(dir, "nl.key")
+	os.WriteFile(nlKey, append(append([]byte{}, key...), '\n'), 0o600)
+	wrongKey := filepath.Join(dir, "wrong.key")
+	os.WriteFile(wrongKey, bytes.Repeat([]byte("A"), 172), 0o600)
+
+	oneCopy := filepath.Join(dir, "hdr-one-copy")
+	bothCopies := filepath.Join(dir, "hdr-both-copies")
+	copyFile(t, f.Header, oneCopy, -1)
+	copyFile(t, f.Header, bothCopies, -1)
+	hdrSize := luks2HeaderSize(t, f.Header)
+	flipByte(t, oneCopy, 4096+10)            // primary JSON area
+	flipByte(t, bothCopies, 4096+10)         // primary JSON area
+	flipByte(t, bothCopies, hdrSize+4096+10) // secondary JSON area
+
+	badPrimaryGPT := filepath.Join(dir, "gpt-primary.raw")
+	copyFile(t, f.Image, badPrimaryGPT, -1)
+	flipByte(t, badPrimaryGPT, 512+20) // primary header CRC field
+	badBothGPT := filepath.Join(dir, "gpt-both.raw")
+	copyFile(t, badPrimaryGPT, badBothGPT, -1)
+	flipByte(t, badBothGPT, fi.Size()-512+20) // backup header CRC field
+
+	cases := []struct {
+		name  string
+		image string
+		args  []string
+		code  int
+		want  string // in stderr
+		ok    bool   // conversion must succeed
+	}{
+		{"wrong key", f.Image, []string{"--key-file", wrongKey, "--header", f.Header}, exitWrongKey, "no keyslot", false},
+		{"trailing newline", f.Image, []string{"--key-file", nlKey, "--header", f.Header}, exitWrongKey, "newline", false},
+		{"truncated image", truncated, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "", false},
+		{"LUKS2 checksum, one copy", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", oneCopy}, 0, "", true},
+		{"LUKS2 checksum, both copies", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", bothCopies}, exitCorrupt, "checksum", false},
+		{"damaged primary GPT", badPrimaryGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, 0, "", true},
+		{"damaged GPT, both copies", badBothGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "gpt", false},
+		{"no key", f.Image, []string{"--header", f.Header}, exitUsage, "passphrase", false},
+		{"no such partition", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--partition", "9"}, exitUsage, "partition 9", false},
+		{"bad format", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--format", "qcow2"}, exitUsage, "format", false},
+	}
+	if r, ok := set.Get("reencrypt-interrupted"); ok {
+		cases = append(cases, struct {
+			name  string
+			image string
+			args  []string
+			code  int
+			want  string
+			ok    bool
+		}{"re-encryption in progress", r.Image, []string{"--key-file", r.KeyFiles[0], "--header", r.Header, "--partition", strconv.Itoa(r.Partition)}, exitReencrypting, "re-encryption", false})
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := sum(t, c.image)
+			out := filepath.Join(t.TempDir(), "out.raw")
+			args := append([]string{"convert", "-q"}, c.args...)
+			args = append(args, c.image, out)
+			_, errOut, code := run(t, nil, args...)
+			if code != c.code {
+				t.Fatalf("exit %d, want %d; stderr:\n%s", code, c.code, errOut)
+			}
+			if !strings.Contains(strings.ToLower(errOut), strings.ToLower(c.want)) {
+				t.Errorf("stderr does not mention %q:\n%s", c.want, errOut)
+			}
+			if sum(t, c.image) != before {
+				t.Fatal("the source image changed")
+			}
+			entries, _ := os.ReadDir(filepath.Dir(out))
+			if c.ok {
+				if len(entries) != 1 {
+					t.Fatalf("want exactly the output, found %d entries", len(entries))
+				}
+				return
+			}
+			if len(entries) != 0 {
+				t.Fatalf("a failed run left %s behind", entries[0].Name())
+			}
+			if lines := strings.Count(strings.TrimSpace(errOut), "\n") + 1; lines > 2 {
+				t.Errorf("want one clear line (plus an optional hint), got %d:\n%s", lines, errOut)
+			}
+		})
+	}
+}
+
+func TestOutputRefusals(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	img := filepath.Join(dir, "disk.raw")
+	copyFile(t, f.Image, img, -1)
+	before := sum(t, img)
+	link := filepath.Join(dir, "link.raw")
+	os.Link(img, link)
+	for _, out := range []string{img, link, filepath.Join(dir, ".", "disk.raw")} {
+		_, errOut, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], "--header", f.Header, img, out)
+		if code != exitOutput {
+			t.Fatalf("output %s: exit %d, want %d: %s", out, code, exitOutput, errOut)
+		}
+	}
+	exists := filepath.Join(dir, "exists.raw")
+	os.WriteFile(exists, []byte("keep me"), 0o600)
+	_, errOut, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], "--header", f.Header, img, exists)
+	if code != exitOutput || !strings.Contains(errOut, "--force") {
+		t.Fatalf("existing output: exit %d: %s", code, errOut)
+	}
+	if b, _ := os.ReadFile(exists); string(b) != "keep me" {
+		t.Fatal("existing output was modified")
+	}
+	if sum(t, img) != before {
+		t.Fatal("the source image changed")
+	}
+}
+
+func TestKeyFromStdinAndEnv(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, _ := os.ReadFile(f.KeyFiles[0])
+	dir := t.TempDir()
+	_, errOut, code := run(t, key, "convert", "-q", "--key-file", "-", "--header", f.Header, f.Image, filepath.Join(dir, "a.raw"))
+	if code != 0 {
+		t.Fatalf("stdin: exit %d: %s", code, errOut)
+	}
+	cmd := exec.Command(binPath, "convert", "-q", "--key-env", "LUKSCONV_TEST_KEY", "--header", f.Header, f.Image, filepath.Join(dir, "b.raw"))
+	cmd.Env = append(os.Environ(), "LUKSCONV_TEST_KEY="+string(key))
+	var se bytes.Buffer
+	cmd.Stderr = &se
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("env: %v: %s", err, se.String())
+	}
+	if sum(t, filepath.Join(dir, "a.raw")) != sum(t, f.Expected) || sum(t, filepath.Join(dir, "b.raw")) != sum(t, f.Expected) {
+		t.Fatal("outputs differ from the expected disk")
+	}
+}
+
+// TestNoSecretInOutput checks that the key never reaches stdout/stderr, in any mode.
+func TestNoSecretInOutput(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, _ := os.ReadFile(f.KeyFiles[0])
+	dir := t.TempDir()
+	for _, args := range [][]string{
+		{"plan", "--json", "--key-file", f.KeyFiles[0], "--header", f.Header, f.Image},
+		{"convert", "--json", "--key-file", f.KeyFiles[0], "--header", f.Header, f.Image, filepath.Join(dir, "o.raw")},
+		{"convert", "--key-file", f.KeyFiles[0], "--header", f.Header, "--format", "vhd", f.Image, filepath.Join(dir, "o.vhd")},
+	} {
+		so, se, code := run(t, nil, args...)
+		if code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, code, se)
+		}
+		if strings.Contains(so+se, string(key)) || strings.Contains(so+se, string(key[:16])) {
+			t.Fatalf("%v printed the passphrase", args)
+		}
+	}
+}
+
+func flipByte(t *testing.T, path string, off int64) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, 1)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := fh.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// luks2HeaderSize reads hdr_size (big-endian u64 at offset 8) from a LUKS2 header file.
+func luks2HeaderSize(t *testing.T, path string) int64 {
+	t.Helper()
+	b := make([]byte, 16)
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	if _, err := fh.ReadAt(b, 0); err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, c := range b[8:16] {
+		n = n<<8 | int64(c)
+	}
+	return n
+}

@@ -1,0 +1,327 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
+)
+
+// volumeFlags choose the encrypted volume.
+type volumeFlags struct {
+	header    string
+	partition int
+}
+
+func (v *volumeFlags) register(c *cobra.Command) {
+	c.Flags().StringVar(&v.header, "header", "", "detached LUKS header file (ADE: /boot/luks/osluksheader)")
+	c.Flags().IntVar(&v.partition, "partition", 0, "GPT partition number of the encrypted volume (default: find it)")
+}
+
+// openHeader opens the detached header, if one was named.
+func (v *volumeFlags) openHeader() (*luksconv.Header, func(), error) {
+	if v.header == "" {
+		return nil, func() {}, nil
+	}
+	f, err := os.Open(v.header)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: header: %v", errUsage, err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, nil, err
+	}
+	return &luksconv.Header{R: f, Size: fi.Size(), Path: v.header}, func() { f.Close() }, nil
+}
+
+func openSource(path string) (*luksconv.Source, error) {
+	src, err := luksconv.OpenFile(path)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil, fmt.Errorf("%w: %v", errUsage, err)
+		}
+		return nil, err
+	}
+	return src, nil
+}
+
+func newInspectCmd() *cobra.Command {
+	var vf volumeFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "inspect IMAGE",
+		Short: "Show the partitions of a disk image and the encrypted volume on it",
+		Args:  usageArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			src, err := openSource(args[0])
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			hdr, closeHdr, err := vf.openHeader()
+			if err != nil {
+				return err
+			}
+			defer closeHdr()
+			rep, err := luksconv.Inspect(c.Context(), src, luksconv.InspectOptions{Header: hdr, Partition: vf.partition})
+			if err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), rep)
+			}
+			printReport(c.OutOrStdout(), rep)
+			return nil
+		},
+	}
+	vf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
+	return c
+}
+
+// convertFlags are shared by plan and convert.
+type convertFlags struct {
+	volumeFlags
+	key          keyFlags
+	keyslot      int
+	format       string
+	allowUnknown bool
+}
+
+func (cf *convertFlags) register(c *cobra.Command) {
+	cf.volumeFlags.register(c)
+	c.Flags().StringVar(&cf.key.file, "key-file", "", "file whose exact bytes are the passphrase (ADE's BEK file); - reads standard input")
+	c.Flags().StringVar(&cf.key.env, "key-env", "", "environment variable holding the passphrase")
+	c.Flags().IntVar(&cf.keyslot, "keyslot", -1, "try only this keyslot (default: every active one)")
+	c.Flags().StringVar(&cf.format, "format", "raw", "output format: raw (sparse image) or vhd (fixed VHD, padded to a whole MiB for Azure)")
+	c.Flags().BoolVar(&cf.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
+}
+
+// makePlan unlocks the volume and lays out the conversion. The caller must Close the plan.
+func (cf *convertFlags) makePlan(c *cobra.Command, src *luksconv.Source) (*luksconv.Plan, error) {
+	if cf.format != "raw" && cf.format != "vhd" {
+		return nil, fmt.Errorf("%w: --format must be raw or vhd, not %q", errUsage, cf.format)
+	}
+	pass, err := cf.key.read(c.InOrStdin())
+	if err != nil {
+		return nil, err
+	}
+	defer clear(pass)
+	hdr, closeHdr, err := cf.openHeader()
+	if err != nil {
+		return nil, err
+	}
+	defer closeHdr()
+	opts := luksconv.PlanOptions{Passphrase: pass, Header: hdr, Partition: cf.partition,
+		Format: luksconv.Format(cf.format), AllowUnknownContent: cf.allowUnknown}
+	if cf.keyslot >= 0 {
+		opts.Keyslot = &cf.keyslot
+	}
+	p, err := luksconv.NewPlan(c.Context(), src, opts)
+	if err != nil {
+		return nil, explainKeyError(err, pass)
+	}
+	return p, nil
+}
+
+func newPlanCmd() *cobra.Command {
+	var cf convertFlags
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "plan --key-file F [--header F] IMAGE",
+		Short: "Unlock the volume and show what convert would write, without writing",
+		Args:  usageArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			src, err := openSource(args[0])
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			p, err := cf.makePlan(c, src)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), p)
+			}
+			printPlan(c.OutOrStdout(), p)
+			return nil
+		},
+	}
+	cf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan as JSON")
+	return c
+}
+
+func newConvertCmd() *cobra.Command {
+	var cf convertFlags
+	var asJSON, force, quiet bool
+	var workers int
+	c := &cobra.Command{
+		Use:   "convert --key-file F [--header F] IMAGE OUT",
+		Short: "Write a plaintext copy of the disk: the volume decrypted, everything else copied",
+		Args:  usageArgs(2),
+		RunE: func(c *cobra.Command, args []string) error {
+			in, out := args[0], args[1]
+			if err := checkOutputPath(in, out); err != nil {
+				return err
+			}
+			src, err := openSource(in)
+			if err != nil {
+				return err
+			}
+			defer src.Close()
+			p, err := cf.makePlan(c, src)
+			if err != nil {
+				return err
+			}
+			defer p.Close()
+			stderr := c.ErrOrStderr()
+			if !quiet {
+				printPlan(stderr, p)
+			}
+			sink, err := luksconv.CreateFile(out, p.OutputSize, p.Format, force)
+			if err != nil {
+				return err
+			}
+			pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, quiet)
+			res, err := luksconv.Execute(c.Context(), p, src, sink, luksconv.ExecuteOptions{Workers: workers, Progress: pr.update})
+			if err != nil {
+				sink.Abort()
+				return err
+			}
+			if err := sink.Commit(); err != nil {
+				return err
+			}
+			if asJSON {
+				return writeJSON(c.OutOrStdout(), struct {
+					Output string           `json:"output"`
+					Plan   *luksconv.Plan   `json:"plan"`
+					Result *luksconv.Result `json:"result"`
+				}{out, p, res})
+			}
+			rate := float64(res.BytesCopied+res.BytesDecrypted) / res.Duration.Seconds()
+			fmt.Fprintf(c.OutOrStdout(), "converted %s -> %s (%s): decrypted %s, copied %s, wrote %s, skipped %s of zeros in %s (%s/s)\n",
+				in, out, p.Format, human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten),
+				human(res.BytesSkipped), res.Duration.Round(1e6), human(int64(rate)))
+			return nil
+		},
+	}
+	cf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the plan and result as JSON on standard output")
+	c.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress")
+	c.Flags().IntVar(&workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
+	return c
+}
+
+// checkOutputPath refuses an output that is the input: the source is never written to.
+func checkOutputPath(in, out string) error {
+	ai, _ := filepath.Abs(in)
+	ao, _ := filepath.Abs(out)
+	if ai == ao {
+		return fmt.Errorf("%w: output %s is the input image; luksconv never writes to its source", errOutput, out)
+	}
+	fi, err1 := os.Stat(in)
+	fo, err2 := os.Stat(out)
+	if err1 == nil && err2 == nil && os.SameFile(fi, fo) {
+		return fmt.Errorf("%w: output %s is the same file as the input %s; luksconv never writes to its source", errOutput, out, in)
+	}
+	return nil
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func printReport(w io.Writer, rep *luksconv.Report) {
+	fmt.Fprintf(w, "Image:  %s (%s, virtual size %s = %d bytes)\n", rep.Image.Path, rep.Image.Format, human(rep.Image.Size), rep.Image.Size)
+	if rep.Table != nil {
+		fmt.Fprintf(w, "Table:  GPT, %d-byte sectors, disk GUID %s\n", rep.Table.SectorSize, rep.Table.DiskGUID)
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "#\tSTART\tSIZE\tTYPE\tNAME\tCONTENT\tPARTUUID")
+	for _, p := range rep.Partitions {
+		typ := p.TypeName
+		if typ == "" {
+			typ = p.Type
+		}
+		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Offset, human(p.Size), typ, p.Name, p.Content, p.GUID)
+	}
+	tw.Flush()
+	for _, p := range rep.Partitions {
+		if p.LUKS != nil {
+			printLUKS(w, p.Number, p.LUKS)
+		}
+	}
+	for _, wn := range rep.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", wn)
+	}
+}
+
+func printLUKS(w io.Writer, n int, l *luksconv.LUKSInfo) {
+	where := "header at the partition start"
+	if l.Header == "detached" {
+		where = "detached header " + l.HeaderPath
+	}
+	size := "to the end of the partition"
+	if l.DataSize >= 0 {
+		size = fmt.Sprintf("%d bytes", l.DataSize)
+	}
+	fmt.Fprintf(w, "\nPartition %d: LUKS%d (%s)\n", n, l.Version, where)
+	fmt.Fprintf(w, "  uuid %s, cipher %s, %d-bit key, %d-byte sectors\n", l.UUID, l.Cipher, l.KeySizeBits, l.SectorSize)
+	fmt.Fprintf(w, "  data at offset %d, %s\n", l.DataOffset, size)
+	for _, k := range l.Keyslots {
+		var kdf string
+		switch k.KDF {
+		case "pbkdf2":
+			kdf = fmt.Sprintf("pbkdf2-%s, %d iterations", k.Hash, k.Iterations)
+		case "":
+			kdf = k.Type
+		default:
+			kdf = fmt.Sprintf("%s, time %d, memory %d KiB, %d threads", k.KDF, k.Time, k.MemoryKiB, k.CPUs)
+		}
+		fmt.Fprintf(w, "  keyslot %d: %s\n", k.ID, kdf)
+	}
+	if l.Convertible {
+		fmt.Fprintln(w, "  convertible: yes")
+	} else {
+		fmt.Fprintf(w, "  convertible: no: %s\n", l.Reason)
+	}
+	for _, wn := range l.Warnings {
+		fmt.Fprintf(w, "  warning: %s\n", wn)
+	}
+}
+
+func printPlan(w io.Writer, p *luksconv.Plan) {
+	v := p.Volume
+	fmt.Fprintf(w, "Volume: partition %d (%s), LUKS%d %s header, %s %d-bit, %d-byte sectors, unlocked with keyslot %d, plaintext holds %s\n",
+		v.Partition, v.PartUUID, v.Version, v.Header, v.Cipher, v.KeySizeBits, v.SectorSize, v.Keyslot, v.Content)
+	fmt.Fprintf(w, "Output: %s, %s (%d bytes): decrypt %s, copy %s, zero %s\n", p.Format, human(p.OutputSize), p.OutputSize,
+		human(p.Totals.Decrypt), human(p.Totals.Copy), human(p.Totals.Zero))
+	var kinds []string
+	for _, r := range p.Regions {
+		kinds = append(kinds, fmt.Sprintf("%s %d+%d", r.Kind, r.Offset, r.Length))
+	}
+	if len(kinds) <= 12 {
+		fmt.Fprintf(w, "Regions: %s\n", strings.Join(kinds, ", "))
+	} else {
+		fmt.Fprintf(w, "Regions: %d (see --json)\n", len(kinds))
+	}
+	for _, pt := range p.Patches {
+		fmt.Fprintf(w, "Patch: %d bytes at %d: %s\n", pt.Length, pt.Offset, pt.Why)
+	}
+	for _, wn := range p.Warnings {
+		fmt.Fprintf(w, "warning: %s\n", wn)
+	}
+}

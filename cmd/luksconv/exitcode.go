@@ -1,0 +1,57 @@
+package main
+
+import (
+	"context"
+	"errors"
+
+	"github.com/luksconv/luksconv/diskcipher"
+	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/luks"
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/vhd"
+)
+
+// Exit codes. Documented in the README; keep the two in step.
+const (
+	exitOK           = 0
+	exitFailure      = 1 // I/O errors and anything not listed below
+	exitUsage        = 2 // bad flags or a request that does not fit the disk
+	exitWrongKey     = 3 // no keyslot opens with the passphrase
+	exitUnsupported  = 4 // a format, cipher or feature luksconv does not convert
+	exitCorrupt      = 5 // damaged or truncated input
+	exitReencrypting = 6 // a LUKS2 re-encryption is in progress (ADE's encryption was interrupted)
+	exitOutput       = 7 // the output cannot be written where asked (exists, is the input)
+	exitNothingToDo  = 8 // no encrypted volume found
+	exitInterrupted  = 130
+)
+
+// exitCode maps an error to the documented exit code.
+func exitCode(err error) int {
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, context.Canceled):
+		return exitInterrupted
+	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrUsage):
+		return exitUsage
+	case errors.Is(err, luks.ErrWrongPassphrase):
+		return exitWrongKey
+	case errors.Is(err, luks.ErrReencryptInProgress):
+		return exitReencrypting
+	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported):
+		return exitUnsupported
+	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
+		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
+		return exitCorrupt
+	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, errOutput):
+		return exitOutput
+	case errors.Is(err, luksconv.ErrNothingToConvert):
+		return exitNothingToDo
+	}
+	return exitFailure
+}
+
+var (
+	errUsage  = errors.New("usage")
+	errOutput = errors.New("output")
+)

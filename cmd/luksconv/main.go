@@ -1,0 +1,79 @@
+// Command luksconv converts Azure Disk Encryption (LUKS) disk images into plaintext disks, offline.
+//
+//	luksconv inspect [--header F] IMAGE
+//	luksconv plan    --key-file F [--header F] IMAGE
+//	luksconv convert --key-file F [--header F] [--partition N] [--format raw|vhd] IMAGE OUT
+//
+// Exit codes are listed in the README and in exitcode.go.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+)
+
+var version = "dev"
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	root := newRootCmd()
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "luksconv: %v\n", err)
+		if hint := hintFor(err); hint != "" {
+			fmt.Fprintf(os.Stderr, "hint: %s\n", hint)
+		}
+	}
+	os.Exit(exitCode(err))
+}
+
+func newRootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "luksconv",
+		Short:         "Convert Azure Disk Encryption (LUKS) disks into plaintext disks, offline",
+		Version:       version,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
+	})
+	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd())
+	return root
+}
+
+// usageArgs rejects a wrong number of positional arguments with the usage exit code.
+func usageArgs(n int) cobra.PositionalArgs {
+	return func(c *cobra.Command, args []string) error {
+		if len(args) != n {
+			return fmt.Errorf("%w: %s takes %d argument(s), got %d (see --help)", errUsage, c.Name(), n, len(args))
+		}
+		return nil
+	}
+}
+
+// hintFor adds a likely cause to some errors.
+func hintFor(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	return ""
+}
+
+// hintedError carries a hint for the user beside the error.
+type hintedError struct {
+	err  error
+	hint string
+}
+
+func (e *hintedError) Error() string { return e.err.Error() }
+func (e *hintedError) Unwrap() error { return e.err }
+func (e *hintedError) Hint() string  { return e.hint }

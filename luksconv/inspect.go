@@ -1,0 +1,208 @@
+package luksconv
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/luks"
+)
+
+// Header is a detached LUKS header (ADE keeps the OS disk's in /boot/luks/osluksheader).
+type Header struct {
+	R    io.ReaderAt
+	Size int64
+	// Path names the header in reports; it is not opened.
+	Path string
+}
+
+// Report is what Inspect found on a disk. It holds no secrets and marshals to JSON.
+type Report struct {
+	Image      ImageInfo       `json:"image"`
+	Table      *TableInfo      `json:"partition_table,omitempty"`
+	Partitions []PartitionInfo `json:"partitions"`
+	Warnings   []string        `json:"warnings,omitempty"`
+}
+
+// ImageInfo describes the source container.
+type ImageInfo struct {
+	Path     string `json:"path,omitempty"`
+	Format   string `json:"format"`
+	FileSize int64  `json:"file_size"`
+	Size     int64  `json:"virtual_size"`
+}
+
+// TableInfo describes the partition table.
+type TableInfo struct {
+	Type       string `json:"type"`
+	SectorSize int    `json:"sector_size"`
+	DiskGUID   string `json:"disk_guid"`
+	UsedBackup bool   `json:"used_backup,omitempty"`
+}
+
+// PartitionInfo describes one partition and what it holds.
+type PartitionInfo struct {
+	Number   int       `json:"number"`
+	Name     string    `json:"name"`
+	Type     string    `json:"type_guid"`
+	TypeName string    `json:"type_name,omitempty"`
+	GUID     string    `json:"partuuid"`
+	Offset   int64     `json:"offset"`
+	Size     int64     `json:"size"`
+	Content  Content   `json:"content"`
+	LUKS     *LUKSInfo `json:"luks,omitempty"`
+}
+
+// LUKSInfo describes a LUKS header, attached or detached.
+type LUKSInfo struct {
+	Header      string        `json:"header"` // "attached" or "detached"
+	HeaderPath  string        `json:"header_path,omitempty"`
+	Version     int           `json:"version"`
+	UUID        string        `json:"uuid"`
+	Cipher      string        `json:"cipher"`
+	KeySizeBits int           `json:"key_size_bits"`
+	SectorSize  int           `json:"sector_size"`
+	DataOffset  int64         `json:"data_offset"`
+	DataSize    int64         `json:"data_size"` // -1: to the end of the partition
+	Keyslots    []KeyslotInfo `json:"keyslots"`
+	Convertible bool          `json:"convertible"`
+	Reason      string        `json:"reason,omitempty"` // why it cannot be converted
+	Warnings    []string      `json:"warnings,omitempty"`
+}
+
+// KeyslotInfo describes one keyslot.
+type KeyslotInfo struct {
+	ID         int    `json:"id"`
+	Type       string `json:"type"`
+	KDF        string `json:"kdf,omitempty"`
+	Hash       string `json:"hash,omitempty"`
+	Iterations int    `json:"iterations,omitempty"`
+	Time       int    `json:"time,omitempty"`
+	MemoryKiB  int    `json:"memory_kib,omitempty"`
+	CPUs       int    `json:"cpus,omitempty"`
+	Priority   int    `json:"priority,omitempty"`
+}
+
+// InspectOptions tune Inspect.
+type InspectOptions struct {
+	// Header is a detached LUKS header to describe; it is matched to the partition named by Partition,
+	// or to the only partition with no recognisable signature.
+	Header *Header
+	// Partition is the GPT number the detached header belongs to (0: find it).
+	Partition int
+}
+
+// Inspect reads the partition table and identifies what each partition holds. It reads only metadata.
+func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, error) {
+	rep := &Report{Image: ImageInfo{Path: src.Path, Format: src.Format, FileSize: src.FileSize, Size: src.Size}}
+	tab, err := gpt.Read(src, src.Size, 0)
+	if err != nil {
+		return nil, err
+	}
+	rep.Table = &TableInfo{Type: "gpt", SectorSize: tab.SectorSize, DiskGUID: tab.Header.DiskGUID.String(),
+		UsedBackup: tab.Primary == nil}
+	rep.Warnings = append(rep.Warnings, tab.Warnings...)
+	for _, p := range tab.Partitions {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		pi := PartitionInfo{Number: p.Number, Name: p.Name, Type: p.Type.String(), TypeName: gpt.TypeName(p.Type),
+			GUID: p.GUID.String(), Offset: p.Offset, Size: p.Size}
+		if p.Offset+p.Size > src.Size {
+			return nil, fmt.Errorf("partition %d ends at byte %d, beyond the end of the %d-byte disk: the image is truncated: %w",
+				p.Number, p.Offset+p.Size, src.Size, ErrTruncated)
+		}
+		part := io.NewSectionReader(src, p.Offset, p.Size)
+		if p.Type == gpt.TypeBIOSBoot {
+			pi.Content = ContentBIOSBoot
+		} else if pi.Content, err = probe(part, p.Size); err != nil {
+			return nil, fmt.Errorf("partition %d: %w", p.Number, err)
+		}
+		if pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2 {
+			h, err := luks.ReadHeader(part, p.Size)
+			if err != nil {
+				// Inspect reports what it can; Plan refuses.
+				rep.Warnings = append(rep.Warnings, fmt.Sprintf("partition %d: %v", p.Number, err))
+			} else {
+				pi.LUKS = describeLUKS(h, "attached", "")
+			}
+		}
+		rep.Partitions = append(rep.Partitions, pi)
+	}
+	if opts.Header != nil {
+		h, err := luks.ReadHeader(opts.Header.R, opts.Header.Size)
+		if err != nil {
+			return nil, fmt.Errorf("detached header %s: %w", opts.Header.Path, err)
+		}
+		n, err := detachedTarget(rep.Partitions, opts.Partition)
+		if err != nil {
+			return nil, err
+		}
+		for i := range rep.Partitions {
+			if rep.Partitions[i].Number == n {
+				rep.Partitions[i].LUKS = describeLUKS(h, "detached", opts.Header.Path)
+			}
+		}
+	}
+	return rep, nil
+}
+
+func describeLUKS(h *luks.Header, where, path string) *LUKSInfo {
+	li := &LUKSInfo{Header: where, HeaderPath: path, Version: h.Version, UUID: h.UUID, Cipher: h.Cipher,
+		KeySizeBits: h.KeySize * 8, SectorSize: h.SectorSize, DataOffset: h.DataOffset, DataSize: h.DataSize,
+		Convertible: true, Warnings: h.Warnings}
+	for _, k := range h.Keyslots {
+		if !k.Active {
+			continue
+		}
+		li.Keyslots = append(li.Keyslots, KeyslotInfo{ID: k.ID, Type: k.Type, KDF: k.KDF, Hash: k.Hash,
+			Iterations: k.Iterations, Time: k.Time, MemoryKiB: k.MemoryKiB, CPUs: k.CPUs, Priority: k.Priority})
+	}
+	if err := h.Supported(); err != nil {
+		li.Convertible = false
+		li.Reason = err.Error()
+	}
+	return li
+}
+
+// detachedTarget picks the partition a detached header belongs to: the one named, or else the only
+// partition whose content has no signature.
+func detachedTarget(parts []PartitionInfo, want int) (int, error) {
+	if want > 0 {
+		for _, p := range parts {
+			if p.Number == want {
+				if p.Content == ContentLUKS1 || p.Content == ContentLUKS2 {
+					return 0, fmt.Errorf("partition %d carries its own LUKS header; a detached header does not apply: %w", want, ErrUsage)
+				}
+				return want, nil
+			}
+		}
+		return 0, fmt.Errorf("no partition %d on this disk: %w", want, ErrUsage)
+	}
+	var cands []int
+	for _, p := range parts {
+		if p.Content == ContentUnknown {
+			cands = append(cands, p.Number)
+		}
+	}
+	switch len(cands) {
+	case 1:
+		return cands[0], nil
+	case 0:
+		return 0, fmt.Errorf("no partition without a filesystem signature for the detached header; name one with --partition: %w", ErrUsage)
+	}
+	return 0, fmt.Errorf("partitions %v all lack a signature; name the encrypted one with --partition: %w", cands, ErrUsage)
+}
+
+// Errors a caller must tell apart. Format-specific ones live in their packages (luks.ErrWrongPassphrase,
+// luks.ErrReencryptInProgress, gpt.ErrCorrupt, ...).
+var (
+	// ErrUsage means the request does not fit the disk (no such partition, ambiguous choice).
+	ErrUsage = errors.New("luksconv: invalid request")
+	// ErrTruncated means the image is shorter than its own metadata says.
+	ErrTruncated = errors.New("luksconv: image truncated")
+	// ErrNothingToConvert means the disk holds no LUKS volume and no detached header was given.
+	ErrNothingToConvert = errors.New("luksconv: no encrypted volume found")
+)

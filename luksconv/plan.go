@@ -1,0 +1,332 @@
+package luksconv
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/luksconv/luksconv/diskcipher"
+	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/luks"
+	"github.com/luksconv/luksconv/vhd"
+)
+
+// RegionKind says how an output region is produced.
+type RegionKind string
+
+const (
+	// Copy copies source bytes unchanged.
+	Copy RegionKind = "copy"
+	// Decrypt decrypts source ciphertext into plaintext.
+	Decrypt RegionKind = "decrypt"
+	// Zero leaves the output zero: unallocated source ranges, the space a LUKS header used, padding.
+	Zero RegionKind = "zero"
+)
+
+// Region is one contiguous range of the output disk.
+type Region struct {
+	Kind   RegionKind `json:"kind"`
+	Offset int64      `json:"offset"` // in the output
+	Length int64      `json:"length"`
+	// Source is the byte offset in the source disk that Copy and Decrypt regions read.
+	Source int64 `json:"source,omitempty"`
+	// IV is the IV sector number (512-byte units) of the region's first byte, for Decrypt regions.
+	IV uint64 `json:"iv,omitempty"`
+}
+
+// Patch overwrites output bytes after the regions are produced (GPT relocation, guest edits).
+type Patch struct {
+	Offset int64  `json:"offset"`
+	Length int    `json:"length"`
+	Why    string `json:"why"`
+	Data   []byte `json:"-"`
+}
+
+// Format is an output container format.
+type Format string
+
+const (
+	// FormatRaw is a plain (sparse) disk image of exactly the source's virtual size.
+	FormatRaw Format = "raw"
+	// FormatVHD is a fixed VHD whose virtual size is rounded up to a whole MiB, as Azure requires.
+	FormatVHD Format = "vhd"
+)
+
+// VolumeInfo describes the encrypted volume a plan converts.
+type VolumeInfo struct {
+	Partition     int    `json:"partition"`
+	PartUUID      string `json:"partuuid"`
+	Header        string `json:"header"` // "attached" or "detached"
+	HeaderPath    string `json:"header_path,omitempty"`
+	Version       int    `json:"luks_version"`
+	UUID          string `json:"luks_uuid"`
+	Cipher        string `json:"cipher"`
+	KeySizeBits   int    `json:"key_size_bits"`
+	SectorSize    int    `json:"sector_size"`
+	Keyslot       int    `json:"keyslot"`
+	PayloadOffset int64  `json:"payload_offset"` // in the source, absolute
+	PayloadSize   int64  `json:"payload_size"`
+	Content       string `json:"content"` // what the plaintext holds, by signature
+}
+
+// Plan is the complete description of a conversion: plain data, free of secrets. The unlocked key it
+// carries is not marshalled; call Close when done with it.
+type Plan struct {
+	Source     ImageInfo  `json:"source"`
+	Format     Format     `json:"format"`
+	OutputSize int64      `json:"output_size"`
+	Volume     VolumeInfo `json:"volume"`
+	Regions    []Region   `json:"regions"`
+	Patches    []Patch    `json:"patches,omitempty"`
+	Totals     Totals     `json:"totals"`
+	Warnings   []string   `json:"warnings,omitempty"`
+
+	key    *luks.VolumeKey
+	cipher diskcipher.Cipher
+}
+
+// Totals sums region lengths by kind.
+type Totals struct {
+	Copy    int64 `json:"copy"`
+	Decrypt int64 `json:"decrypt"`
+	Zero    int64 `json:"zero"`
+}
+
+// PlanOptions say what to convert and how.
+type PlanOptions struct {
+	// Passphrase unlocks a keyslot: the exact bytes of the key file. Plan does not keep it.
+	Passphrase []byte
+	// Header is a detached LUKS header; nil means the volume carries its own.
+	Header *Header
+	// Partition is the GPT number of the encrypted partition (0: find it).
+	Partition int
+	// Keyslot restricts unlocking to one keyslot; nil tries every active one.
+	Keyslot *int
+	// Format is the output container (default FormatRaw).
+	Format Format
+	// AllowUnknownContent converts even when the decrypted volume has no recognisable signature, which
+	// usually means the detached header belongs to another disk.
+	AllowUnknownContent bool
+}
+
+// NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.
+func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) {
+	if opts.Format == "" {
+		opts.Format = FormatRaw
+	}
+	if opts.Format != FormatRaw && opts.Format != FormatVHD {
+		return nil, fmt.Errorf("unknown output format %q (want raw or vhd): %w", opts.Format, ErrUsage)
+	}
+	rep, err := Inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
+	if err != nil {
+		return nil, err
+	}
+	tab, err := gpt.Read(src, src.Size, rep.Table.SectorSize)
+	if err != nil {
+		return nil, err
+	}
+	part, err := pickPartition(rep, opts)
+	if err != nil {
+		return nil, err
+	}
+	gp, _ := tab.Partition(part.Number)
+	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings}
+
+	// The header device: the partition itself, or the detached file.
+	partR := io.NewSectionReader(src, gp.Offset, gp.Size)
+	var hdrR io.ReaderAt = partR
+	hdrSize, where, hdrPath := gp.Size, "attached", ""
+	if opts.Header != nil {
+		hdrR, hdrSize, where, hdrPath = opts.Header.R, opts.Header.Size, "detached", opts.Header.Path
+	}
+	h, err := luks.ReadHeader(hdrR, hdrSize)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+	}
+	p.Warnings = append(p.Warnings, h.Warnings...)
+	payOff, payLen, err := h.Payload(gp.Size)
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+	}
+	if where == "attached" && payOff < h.HeaderSize {
+		return nil, fmt.Errorf("partition %d: LUKS payload at %d overlaps the %d-byte header: %w", part.Number, payOff, h.HeaderSize, luks.ErrCorrupt)
+	}
+	key, err := h.Unlock(opts.Passphrase, keyslotArg(opts.Keyslot))
+	if err != nil {
+		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+	}
+	c, err := h.NewCipher(key)
+	if err != nil {
+		key.Destroy()
+		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+	}
+	p.key, p.cipher = key, c
+
+	p.Volume = VolumeInfo{Partition: part.Number, PartUUID: part.GUID, Header: where, HeaderPath: hdrPath,
+		Version: h.Version, UUID: h.UUID, Cipher: h.Cipher, KeySizeBits: h.KeySize * 8, SectorSize: h.SectorSize,
+		Keyslot: key.Slot, PayloadOffset: gp.Offset + payOff, PayloadSize: payLen}
+
+	// Look at what the plaintext holds: garbage means the header and the partition do not belong together.
+	content, err := p.probePlaintext(src, h)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
+	p.Volume.Content = string(content)
+	if content == ContentUnknown || content == ContentEmpty {
+		msg := fmt.Sprintf("partition %d decrypts to data with no recognisable signature (%s)", part.Number, content)
+		if !opts.AllowUnknownContent && where == "detached" {
+			p.Close()
+			return nil, fmt.Errorf("%s: the detached header probably belongs to another disk (override with --allow-unknown-content): %w", msg, ErrUsage)
+		}
+		p.Warnings = append(p.Warnings, msg)
+	}
+
+	// Output layout: the source copied, the volume decrypted in place of its partition. With an attached
+	// header the plaintext moves to the partition start and the rest of the partition (the header's old
+	// room) becomes zeros, so no keyslot material survives.
+	var regions []Region
+	regions = append(regions, copyRegions(src, 0, gp.Offset)...)
+	regions = append(regions, Region{Kind: Decrypt, Offset: gp.Offset, Length: payLen, Source: gp.Offset + payOff, IV: h.IV(0)})
+	if tail := gp.Size - payLen; tail > 0 {
+		if where == "detached" && payOff == 0 {
+			// Bytes past the last whole encryption sector were never encrypted.
+			regions = append(regions, copyRegions(src, gp.Offset+payLen, tail)...)
+		} else {
+			regions = append(regions, Region{Kind: Zero, Offset: gp.Offset + payLen, Length: tail})
+		}
+	}
+	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
+
+	if opts.Format == FormatVHD {
+		if size := vhd.AzureSize(src.Size); size != src.Size {
+			writes, err := tab.Relocate(src, size)
+			if err != nil {
+				p.Close()
+				return nil, fmt.Errorf("moving the backup GPT to the padded end: %w", err)
+			}
+			for _, w := range writes {
+				p.Patches = append(p.Patches, Patch{Offset: w.Offset, Length: len(w.Data), Data: w.Data,
+					Why: "GPT: move the backup table to the end of the disk padded to a whole MiB for Azure"})
+			}
+			regions = append(regions, Region{Kind: Zero, Offset: src.Size, Length: size - src.Size})
+			p.OutputSize = size
+			p.Warnings = append(p.Warnings, fmt.Sprintf("disk size %d is not a whole MiB; the VHD is padded to %d bytes", src.Size, size))
+		}
+	}
+	sort.Slice(p.Patches, func(i, j int) bool { return p.Patches[i].Offset < p.Patches[j].Offset })
+	p.Regions = mergeRegions(regions)
+	for _, r := range p.Regions {
+		switch r.Kind {
+		case Copy:
+			p.Totals.Copy += r.Length
+		case Decrypt:
+			p.Totals.Decrypt += r.Length
+		case Zero:
+			p.Totals.Zero += r.Length
+		}
+	}
+	return p, nil
+}
+
+// Close destroys the unlocked volume key. The plan's data stays readable.
+func (p *Plan) Close() {
+	if p.key != nil {
+		p.key.Destroy()
+		p.key = nil
+	}
+	p.cipher = nil
+}
+
+func keyslotArg(k *int) int {
+	if k == nil {
+		return -1
+	}
+	return *k
+}
+
+// pickPartition chooses the encrypted partition: the one named, the one the detached header was matched to,
+// or the only one with an attached LUKS header.
+func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
+	var luksParts []PartitionInfo
+	for _, pi := range rep.Partitions {
+		if opts.Partition > 0 && pi.Number == opts.Partition {
+			if opts.Header == nil && pi.LUKS == nil {
+				return pi, fmt.Errorf("partition %d has no LUKS header (%s); give the detached header with --header: %w", pi.Number, pi.Content, ErrUsage)
+			}
+			return pi, nil
+		}
+		if pi.LUKS != nil {
+			luksParts = append(luksParts, pi)
+		}
+	}
+	if opts.Partition > 0 {
+		return PartitionInfo{}, fmt.Errorf("no partition %d on this disk: %w", opts.Partition, ErrUsage)
+	}
+	switch len(luksParts) {
+	case 1:
+		return luksParts[0], nil
+	case 0:
+		return PartitionInfo{}, fmt.Errorf("no LUKS header on any partition; for an ADE OS disk give /boot/luks/osluksheader with --header: %w", ErrNothingToConvert)
+	}
+	return PartitionInfo{}, fmt.Errorf("%d partitions carry LUKS headers; choose one with --partition: %w", len(luksParts), ErrUsage)
+}
+
+// probePlaintext decrypts the start of the payload and identifies it.
+func (p *Plan) probePlaintext(src io.ReaderAt, h *luks.Header) (Content, error) {
+	n := int64(probeSize)
+	if n > p.Volume.PayloadSize {
+		n = p.Volume.PayloadSize - p.Volume.PayloadSize%int64(h.SectorSize)
+	}
+	buf := make([]byte, n)
+	if _, err := src.ReadAt(buf, p.Volume.PayloadOffset); err != nil {
+		return "", fmt.Errorf("reading the encrypted payload at %d: %w", p.Volume.PayloadOffset, err)
+	}
+	p.cipher.Decrypt(buf, buf, h.IV(0))
+	c := probeBytes(buf)
+	clear(buf)
+	return c, nil
+}
+
+// copyRegions copies [off, off+length) of the source, leaving the parts the source never allocated zero.
+func copyRegions(src *Source, off, length int64) []Region {
+	var out []Region
+	end := off + length
+	pos := off
+	for _, e := range src.Allocated() {
+		s, t := max(e.Off, off), min(e.Off+e.Len, end)
+		if s >= t {
+			continue
+		}
+		if s > pos {
+			out = append(out, Region{Kind: Zero, Offset: pos, Length: s - pos})
+		}
+		out = append(out, Region{Kind: Copy, Offset: s, Length: t - s, Source: s})
+		pos = t
+	}
+	if pos < end {
+		out = append(out, Region{Kind: Zero, Offset: pos, Length: end - pos})
+	}
+	return out
+}
+
+// mergeRegions joins neighbours that continue each other and drops empty ones.
+func mergeRegions(in []Region) []Region {
+	var out []Region
+	for _, r := range in {
+		if r.Length <= 0 {
+			continue
+		}
+		if n := len(out); n > 0 {
+			last := &out[n-1]
+			if last.Kind == r.Kind && last.Offset+last.Length == r.Offset &&
+				(r.Kind == Zero || (r.Kind == Copy && last.Source+last.Length == r.Source)) {
+				last.Length += r.Length
+				continue
+			}
+		}
+		out = append(out, r)
+	}
+	return out
+}

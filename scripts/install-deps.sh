@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what `make demo` and `make test` need. Idempotent: installs only what is missing.
+# Runs as root (CI, developer machines); elsewhere it uses sudo when available.
+set -euo pipefail
+
+# command → Debian package that provides it
+declare -A need=(
+  [cryptsetup]=cryptsetup-bin
+  [sgdisk]=gdisk
+  [mkfs.xfs]=xfsprogs
+  [xfs_repair]=xfsprogs
+  [pvcreate]=lvm2
+  [mkfs.vfat]=dosfstools
+  [fsck.fat]=dosfstools
+  [mcopy]=mtools
+  [qemu-img]=qemu-utils
+  [mkfs.ext4]=e2fsprogs
+  [xz]=xz-utils
+  [openssl]=openssl
+  [losetup]=mount
+  [jq]=jq
+)
+
+missing=()
+for cmd in "${!need[@]}"; do
+  command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
+done
+
+if ((${#missing[@]})); then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+  echo "install-deps: installing $pkgs"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+fi
+
+command -v go >/dev/null 2>&1 || { echo "install-deps: Go 1.26 is required (see go.mod)" >&2; exit 1; }
+go mod download
+echo "install-deps: ok"
