@@ -322,3 +322,67 @@ func (s *cancellingSink) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 func (s *cancellingSink) ZeroFilled() bool { return true }
+
+// TestVHDPaddingRelocatesGPT converts a disk whose size is not a whole MiB to VHD: the output is padded
+// to the next MiB and the backup GPT moves to the new end, which sgdisk must find clean.
+func TestVHDPaddingRelocatesGPT(t *testing.T) {
+	set := fixture.Load(t)
+	f, ok := set.Get("luks2-pbkdf2-sha512-attached")
+	if !ok {
+		t.Fatal("no luks2-pbkdf2-sha512-attached fixture")
+	}
+	dir := t.TempDir()
+	// Grow the disk by 7 sectors and let sgdisk move its backup table there: a real, odd-sized disk.
+	odd := filepath.Join(dir, "odd.raw")
+	oddExpected := filepath.Join(dir, "odd.expected.raw")
+	for _, c := range [][2]string{{f.Image, odd}, {f.Expected, oddExpected}} {
+		b, err := os.ReadFile(c[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(c[1], append(b, make([]byte, 7*512)...), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if out, err := exec.Command("sgdisk", "-e", c[1]).CombinedOutput(); err != nil {
+			t.Fatalf("sgdisk -e: %v\n%s", err, out)
+		}
+	}
+	out, p, _ := convert(t, odd, "", f.KeyFiles[0], f.Partition, luksconv.FormatVHD, 2, !holdsFilesystem(f))
+	fi, _ := os.Stat(odd)
+	if p.OutputSize != vhd.AzureSize(fi.Size()) || p.OutputSize == fi.Size() {
+		t.Fatalf("output size %d for a %d-byte disk", p.OutputSize, fi.Size())
+	}
+	if len(p.Patches) == 0 {
+		t.Fatal("no GPT relocation patches")
+	}
+	raw := filepath.Join(dir, "out.raw")
+	if o, err := exec.Command("qemu-img", "convert", "-f", "vpc", "-O", "raw", out, raw).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img convert: %v\n%s", err, o)
+	}
+	v, err := exec.Command("sgdisk", "-v", raw).CombinedOutput()
+	if err != nil || !strings.Contains(string(v), "No problems found") {
+		t.Fatalf("sgdisk -v on the padded output: %v\n%s", err, v)
+	}
+	// Every partition holds exactly what the expected disk holds.
+	for _, part := range f.Partitions {
+		a := readRange(t, raw, part.Start, part.Size)
+		b := readRange(t, oddExpected, part.Start, part.Size)
+		if !bytes.Equal(a, b) {
+			t.Fatalf("partition %d differs from the expected disk", part.Number)
+		}
+	}
+}
+
+func readRange(t *testing.T, path string, off, n int64) []byte {
+	t.Helper()
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, n)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}

@@ -202,13 +202,11 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 	close(finished)
 	pwg.Wait()
 	if firstErr == nil && ctx.Err() != nil {
+		// Cancelled by the caller: workers skipped what was left, so the output is incomplete.
 		firstErr = ctx.Err()
 	}
-	if firstErr == nil {
-		// The parent context may have been cancelled after the last chunk; that is still success.
-		if opts.Progress != nil {
-			opts.Progress(snapshot(true))
-		}
+	if firstErr == nil && opts.Progress != nil {
+		opts.Progress(snapshot(true))
 	}
 	res := &Result{BytesCopied: st.copied.Load(), BytesDecrypted: st.decrypted.Load(), BytesWritten: st.written.Load(),
 		BytesSkipped: st.skipped.Load(), Duration: time.Since(start)}

@@ -252,12 +252,13 @@ func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
 	var luksParts []PartitionInfo
 	for _, pi := range rep.Partitions {
 		if opts.Partition > 0 && pi.Number == opts.Partition {
-			if opts.Header == nil && pi.LUKS == nil {
+			if opts.Header == nil && pi.LUKS == nil && pi.Content != ContentLUKS1 && pi.Content != ContentLUKS2 {
 				return pi, fmt.Errorf("partition %d has no LUKS header (%s); give the detached header with --header: %w", pi.Number, pi.Content, ErrUsage)
 			}
 			return pi, nil
 		}
-		if pi.LUKS != nil {
+		if pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2 {
+			// A damaged attached header still counts, so that its error surfaces below.
 			luksParts = append(luksParts, pi)
 		}
 	}

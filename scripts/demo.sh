@@ -33,7 +33,7 @@ $bin convert --key-file "$key" --header "$header" --format vhd "$image" "$out/pl
 echo
 
 echo "== Checks by tools luksconv did not write =="
-qemu-img info "$out/plain.vhd" | sed -n '1,4p'
+qemu-img info -f vpc "$out/plain.vhd" | sed -n '1,4p'
 if qemu-img compare -q -f vpc -F raw "$out/plain.vhd" "$expected"; then
   echo "qemu-img compare: the VHD equals the known plaintext disk"
 else

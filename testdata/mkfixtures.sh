@@ -9,6 +9,7 @@
 #
 # Exit status: 0 ok, 2 usage, 3 a required tool/privilege is missing ("missing tool: X" on stderr),
 # anything else: a build step failed. The manifest format is documented by internal/fixture.Manifest.
+# KEEP_TMP=1 keeps OUTDIR.tmp after a failure for debugging.
 # Needs root: loop devices for LVM and cryptsetup's reencryption lock in /run/cryptsetup.
 # Device-mapper is NOT needed: encryption is offline `cryptsetup reencrypt`, LVs are never activated.
 set -euo pipefail
@@ -139,7 +140,8 @@ proto_body() {
 # mkxfs TREE IMG SIZE UUID LABEL [mkfs.xfs options]: an XFS image holding TREE, made without mounting.
 # mkfs.xfs >= 5.19 refuses filesystems < 300 MB unless fstests' variables are all set (TEST_DIR,
 # TEST_DEV and QA_CHECK_FS; one alone is not enough). mkfs.xfs 6.1 -p also corrupts the filesystem when a
-# file is larger than one allocation group, so callers pick agcount to fit big files (the LUKS header).
+# file is larger than one allocation group, so callers pick agcount to fit big files (the LUKS header),
+# and writes remote symlinks (targets > 336 bytes with 512-byte inodes) that xfs_repair rejects.
 mkxfs() {
   local tree=$1 img=$2 sz=$3 uuid=$4 label=$5
   shift 5
@@ -220,8 +222,9 @@ manifest_entry() {
   } >"$f"
 }
 
-# luks_manifest NAME: the common fields; the caller passes the per-fixture ones.
-luks_fields() { # image expected keyfiles(json) header partition luksver cipher keybits sector kdf payloadoff madeby plaintext
+# luks_fields IMAGE EXPECTED KEYFILES_JSON HEADER PARTITION LUKSVER CIPHER KEYBITS SECTOR KDF PAYLOADOFF MADEBY
+#   PLAINTEXT: the manifest fields every fixture has, one key=json per line.
+luks_fields() {
   printf '%s\n' "image=$(jstr "$1")" "expected=$(jstr "$2")" "key_files=$3" "header=$(jstr "$4")" \
     "partition=$5" "luks_version=$6" "cipher=$(jstr "$7")" "key_size_bits=$8" "sector_size=$9" \
     "kdf=$(jstr "${10}")" "payload_offset=${11}" "made_by=$(jstr "${12}")" "plaintext=$(jstr "${13}")"
@@ -231,7 +234,7 @@ LVMCFG() { # the --config for lvm commands on loop device $1: no udev, no dm, no
   printf 'devices{filter=["a|^%s$|","r|.*|"] global_filter=["a|^%s$|","r|.*|"] obtain_device_list_from_udev=0 use_devicesfile=0} activation{udev_sync=0 udev_rules=0 monitoring=0} global{activation=0} backup{backup=0 archive=0}' "$1" "$1"
 }
 
-# boot_tree DIR KVER BOOT_UUID KERNELOPTS HEADER: /boot contents common to the OS fixtures.
+# boot_files DIR KVER SEED: /boot contents common to the OS fixtures (kernel and initramfs are random).
 boot_files() {
   local d=$1 kver=$2 seed=$3
   mkdir -p "$d/luks" "$d/grub2" "$d/efi"

@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# make bench: end-to-end conversion throughput on a large disk built by the real tools, side by side with
+# qemu-img convert of a LUKS1 image holding the same plaintext and a plain cat of the input (the read
+# ceiling), plus per-core XTS speed next to OpenSSL. One run, one machine, one table.
+#   BENCH_GIB=4 make bench      (size of the encrypted partition; default 4)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+gib=${BENCH_GIB:-4}
+dir=bench-out
+fx="$dir/fixtures-${gib}g"
+bin=bin/luksconv
+[ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+mkdir -p "$dir"
+
+if [ ! -f "$fx/manifest.json" ]; then
+  echo "bench: building the ${gib} GiB fixtures (once; cached in $fx)"
+  rm -rf "$fx"
+  testdata/mkfixtures.sh --bench "$gib" "$fx" >"$dir/build.log" 2>&1 || { tail -30 "$dir/build.log"; exit 1; }
+fi
+m="$fx/manifest.json"
+get() { jq -r ".fixtures[] | select(.name==\"$1\") | .$2" "$m"; }
+n="bench-${gib}g"
+img="$fx/$(get "$n" image)"
+hdr="$fx/$(get "$n" header)"
+key="$fx/$(get "$n" 'key_files[0]')"
+want=$(get "$n" plaintext_sha256)
+l1="$fx/$(get "$n-luks1" image)"
+l1key="$fx/$(get "$n-luks1" 'key_files[0]')"
+bytes=$((gib * 1024 * 1024 * 1024))
+out="$dir/out.raw"
+
+dropcache() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+# measure NAME CMD...: cold page cache, wall seconds and peak RSS from /usr/bin/time.
+declare -A secs rss
+measure() {
+  local name=$1; shift
+  rm -f "$out"; dropcache
+  /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/$name.err" || { cat "$dir/$name.err"; exit 1; }
+  read -r secs[$name] rss[$name] <"$dir/time.txt"
+}
+
+echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+measure cat cat "$img"
+measure luksconv "$bin" convert -q --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
+got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || { echo "bench: luksconv output does not hold the expected plaintext" >&2; exit 1; }
+measure qemu qemu-img convert --object "secret,id=s,file=$l1key" --image-opts \
+  "driver=luks,key-secret=s,file.filename=$l1" -O raw "$out"
+got=$(sha256sum <"$out" | cut -d' ' -f1)
+[ "$got" = "$want" ] || { echo "bench: qemu-img output does not hold the expected plaintext" >&2; exit 1; }
+rm -f "$out"
+
+rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
+
+# Per-core XTS: our cipher (Go benchmark, one goroutine) next to OpenSSL on 4 KiB sectors.
+gobench=$(go test -run '^$' -bench 'BenchmarkXTSDecrypt' -benchtime 2s ./diskcipher/ 2>/dev/null | grep -E '^Benchmark' || true)
+ossl() { openssl speed -seconds 2 -evp "$1" -bytes 4096 2>/dev/null | awk -v c="$1" '$1==c {v=$2; sub(/k$/,"",v); printf "%.2f", v*1000/1e9}'; }
+
+printf '\n| measurement | time (s) | GB/s | peak RSS (MiB) | vs qemu-img |\n|---|---|---|---|---|\n'
+for k in cat luksconv qemu; do
+  label=$k
+  case $k in
+    cat) label="cat of the input (read ceiling)" ;;
+    luksconv) label="luksconv convert (LUKS2, aes-xts-plain64 512-bit)" ;;
+    qemu) label="qemu-img convert (LUKS1, aes-xts-plain64 512-bit)" ;;
+  esac
+  printf '| %s | %s | %s | %d | %sx |\n' "$label" "${secs[$k]}" "$(rate "${secs[$k]}")" $((rss[$k] / 1024)) "$(ratio "${secs[$k]}" "${secs[qemu]}")"
+done
+printf '\nluksconv / cat ceiling: %s\n' "$(ratio "${secs[luksconv]}" "${secs[cat]}")"
+printf '\nXTS decrypt, one core, 4 KiB sectors:\n'
+printf '  openssl speed -evp aes-256-xts: %s GB/s\n' "$(ossl aes-256-xts)"
+printf '  openssl speed -evp aes-128-xts: %s GB/s\n' "$(ossl aes-128-xts)"
+echo "$gobench" | awk '/4096/ { for (i=1;i<=NF;i++) if ($i=="MB/s") printf "  %s: %.2f GB/s\n", $1, $(i-1)/1000 }'
+printf '\n(%s GiB partition; cold page cache before each run; command: BENCH_GIB=%s make bench)\n' "$gib" "$gib"
