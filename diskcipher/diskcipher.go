@@ -10,6 +10,13 @@
 //
 // Only AES is implemented, in the modes XTS (plain, plain64, plain64be IVs),
 // CBC (plain, plain64, plain64be, essiv:sha256 IVs) and ECB (no IV).
+//
+// XTS, the mode of every ADE and default LUKS2 volume, runs in assembly on
+// amd64 (AES-NI, or VAES on AVX-512 registers where the CPU has it) and on
+// arm64 (ARMv8 Cryptography Extensions), chosen at run time; elsewhere, on
+// CPUs without AES instructions, or with the purego build tag, it uses
+// crypto/aes one block at a time. The assembly paths use round keys expanded
+// by this package, which the Cipher holds for its lifetime.
 package diskcipher
 
 import (

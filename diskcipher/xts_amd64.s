@@ -73,25 +73,29 @@ GLOBL xtsLaneShr<>(SB), RODATA|NOPTR, $64
 	PADDQ  t, t;          \
 	PXOR   tmp, t
 
-// TWEAK1 saves the current tweak X8 for block x at off(SP), xors it in and
-// advances X8.
-#define TWEAK1(off, x) \
-	MOVOU X8, off(SP); \
-	PXOR  X8, x;       \
+// NEXT_TWEAK stores the running tweak X8 at off(base) and advances it.
+#define NEXT_TWEAK(off, base) \
+	MOVOU X8, off(base); \
 	DOUBLE(X8, X10, X12)
 
-#define TWEAK8 \
-	TWEAK1(0, X0); TWEAK1(16, X1); TWEAK1(32, X2); TWEAK1(48, X3); \
-	TWEAK1(64, X4); TWEAK1(80, X5); TWEAK1(96, X6); TWEAK1(112, X7)
+#define TWEAK_IN1(off, x) \
+	MOVOU off(R10), X11; \
+	PXOR  X11, x
 
-#define UNTWEAK_STORE1(off, x) \
-	MOVOU off(SP), X11; \
-	PXOR  X11, x;       \
-	MOVOU x, off(DI)
+#define TWEAKS_IN8 \
+	TWEAK_IN1(0, X0); TWEAK_IN1(16, X1); TWEAK_IN1(32, X2); TWEAK_IN1(48, X3); \
+	TWEAK_IN1(64, X4); TWEAK_IN1(80, X5); TWEAK_IN1(96, X6); TWEAK_IN1(112, X7)
 
-#define UNTWEAK_STORE8 \
-	UNTWEAK_STORE1(0, X0); UNTWEAK_STORE1(16, X1); UNTWEAK_STORE1(32, X2); UNTWEAK_STORE1(48, X3); \
-	UNTWEAK_STORE1(64, X4); UNTWEAK_STORE1(80, X5); UNTWEAK_STORE1(96, X6); UNTWEAK_STORE1(112, X7)
+// LAST1 runs the last round with the tweak folded into the round key X9:
+// AESDECLAST(x, k^t) = AESDECLAST(x, k)^t, and likewise for AESENCLAST.
+#define LAST1(op, off, x) \
+	MOVOU off(R10), X11; \
+	PXOR  X9, X11;       \
+	op    X11, x
+
+#define LAST8(op) \
+	LAST1(op, 0, X0); LAST1(op, 16, X1); LAST1(op, 32, X2); LAST1(op, 48, X3); \
+	LAST1(op, 64, X4); LAST1(op, 80, X5); LAST1(op, 96, X6); LAST1(op, 112, X7)
 
 // ---- VAES: blocks in Z0-Z3 (four per register), their tweaks in Z4-Z7,
 // round key slots 0-14 broadcast to Z16-Z30, xtsPoly in Z8, temps Z10-Z11.
@@ -247,7 +251,14 @@ done:
 
 // func xtsDecryptAESNI(nr int, rk, dst, src, tweaks *byte, n, sectorSize int)
 // Requires: AES, SSE2
-TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $128-56
+//
+// The tweaks of the current 8 blocks are at (R10), those of the next 8 are
+// computed during the middle rounds into (R11), so that the doubling chain
+// overlaps the AES work; the two areas swap after every batch. When sectors
+// are whole batches (every dm-crypt sector size), the last batch of a sector
+// computes the first tweaks of the next one (R13 = 1), so no sector starts
+// with a serial tweak computation.
+TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $256-56
 	MOVQ  nr+0(FP), AX
 	MOVQ  rk+8(FP), BX
 	MOVQ  dst+16(FP), DI
@@ -256,15 +267,43 @@ TEXT ·xtsDecryptAESNI(SB), NOSPLIT, $128-56
 	MOVQ  n+40(FP), CX
 	MOVQ  sectorSize+48(FP), R8
 	MOVOU xtsDoubleMask<>(SB), X12
+	MOVQ  R8, R12
+	ANDQ  $127, R12 // R12 != 0: sectors end with single blocks
+	XORQ  R13, R13
 
 sector:
+	MOVQ  R8, R9 // bytes left in the sector
+	TESTQ R13, R13
+	JNZ   sectortweaksdone
 	MOVOU (DX), X8 // tweak of block 0
 	ADDQ  $16, DX
-	MOVQ  R8, R9   // bytes left in the sector
+	LEAQ  0(SP), R10
+	LEAQ  128(SP), R11
+	NEXT_TWEAK(0, R10)
+	NEXT_TWEAK(16, R10)
+	NEXT_TWEAK(32, R10)
+	NEXT_TWEAK(48, R10)
+	NEXT_TWEAK(64, R10)
+	NEXT_TWEAK(80, R10)
+	NEXT_TWEAK(96, R10)
+	NEXT_TWEAK(112, R10)
+
+sectortweaksdone:
+	XORQ R13, R13
 
 blocks8:
 	CMPQ  R9, $128
 	JB    blocks1
+	JNE   batch8
+	CMPQ  CX, $1
+	JE    batch8
+	TESTQ R12, R12
+	JNZ   batch8
+	MOVOU (DX), X8 // last batch: continue with the next sector's tweaks
+	ADDQ  $16, DX
+	MOVQ  $1, R13
+
+batch8:
 	MOVOU 0(SI), X0
 	MOVOU 16(SI), X1
 	MOVOU 32(SI), X2
@@ -273,7 +312,7 @@ blocks8:
 	MOVOU 80(SI), X5
 	MOVOU 96(SI), X6
 	MOVOU 112(SI), X7
-	TWEAK8
+	TWEAKS_IN8
 	MOVOU 0(BX), X9
 	XOR8(X9)
 	CMPQ  AX, $12
@@ -288,26 +327,45 @@ r8_192:
 
 r8_128:
 	ROUND8(AESDEC, 80)
+	NEXT_TWEAK(0, R11)
 	ROUND8(AESDEC, 96)
+	NEXT_TWEAK(16, R11)
 	ROUND8(AESDEC, 112)
+	NEXT_TWEAK(32, R11)
 	ROUND8(AESDEC, 128)
+	NEXT_TWEAK(48, R11)
 	ROUND8(AESDEC, 144)
+	NEXT_TWEAK(64, R11)
 	ROUND8(AESDEC, 160)
+	NEXT_TWEAK(80, R11)
 	ROUND8(AESDEC, 176)
+	NEXT_TWEAK(96, R11)
 	ROUND8(AESDEC, 192)
+	NEXT_TWEAK(112, R11)
 	ROUND8(AESDEC, 208)
-	ROUND8(AESDECLAST, 224)
-	UNTWEAK_STORE8
+	MOVOU 224(BX), X9
+	LAST8(AESDECLAST)
+	MOVOU X0, 0(DI)
+	MOVOU X1, 16(DI)
+	MOVOU X2, 32(DI)
+	MOVOU X3, 48(DI)
+	MOVOU X4, 64(DI)
+	MOVOU X5, 80(DI)
+	MOVOU X6, 96(DI)
+	MOVOU X7, 112(DI)
+	XCHGQ R10, R11
 	ADDQ  $128, SI
 	ADDQ  $128, DI
 	SUBQ  $128, R9
 	JMP   blocks8
 
 blocks1:
+	// Fewer than 8 blocks left: their tweaks are at (R10).
 	TESTQ R9, R9
 	JZ    nextsector
 	MOVOU (SI), X0
-	PXOR  X8, X0
+	MOVOU (R10), X13
+	PXOR  X13, X0
 	MOVOU 0(BX), X9
 	PXOR  X9, X0
 	CMPQ  AX, $12
@@ -331,9 +389,9 @@ r1_128:
 	ROUND1(AESDEC, 192)
 	ROUND1(AESDEC, 208)
 	ROUND1(AESDECLAST, 224)
-	PXOR  X8, X0
+	PXOR  X13, X0
 	MOVOU X0, (DI)
-	DOUBLE(X8, X10, X12)
+	ADDQ  $16, R10
 	ADDQ  $16, SI
 	ADDQ  $16, DI
 	SUBQ  $16, R9
@@ -353,11 +411,26 @@ nextsector:
 	MOVOU X0, 80(SP)
 	MOVOU X0, 96(SP)
 	MOVOU X0, 112(SP)
+	MOVOU X0, 128(SP)
+	MOVOU X0, 144(SP)
+	MOVOU X0, 160(SP)
+	MOVOU X0, 176(SP)
+	MOVOU X0, 192(SP)
+	MOVOU X0, 208(SP)
+	MOVOU X0, 224(SP)
+	MOVOU X0, 240(SP)
 	RET
 
 // func xtsEncryptAESNI(nr int, rk, dst, src, tweaks *byte, n, sectorSize int)
 // Requires: AES, SSE2
-TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $128-56
+//
+// The tweaks of the current 8 blocks are at (R10), those of the next 8 are
+// computed during the middle rounds into (R11), so that the doubling chain
+// overlaps the AES work; the two areas swap after every batch. When sectors
+// are whole batches (every dm-crypt sector size), the last batch of a sector
+// computes the first tweaks of the next one (R13 = 1), so no sector starts
+// with a serial tweak computation.
+TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $256-56
 	MOVQ  nr+0(FP), AX
 	MOVQ  rk+8(FP), BX
 	MOVQ  dst+16(FP), DI
@@ -366,15 +439,43 @@ TEXT ·xtsEncryptAESNI(SB), NOSPLIT, $128-56
 	MOVQ  n+40(FP), CX
 	MOVQ  sectorSize+48(FP), R8
 	MOVOU xtsDoubleMask<>(SB), X12
+	MOVQ  R8, R12
+	ANDQ  $127, R12 // R12 != 0: sectors end with single blocks
+	XORQ  R13, R13
 
 sector:
+	MOVQ  R8, R9 // bytes left in the sector
+	TESTQ R13, R13
+	JNZ   sectortweaksdone
 	MOVOU (DX), X8 // tweak of block 0
 	ADDQ  $16, DX
-	MOVQ  R8, R9   // bytes left in the sector
+	LEAQ  0(SP), R10
+	LEAQ  128(SP), R11
+	NEXT_TWEAK(0, R10)
+	NEXT_TWEAK(16, R10)
+	NEXT_TWEAK(32, R10)
+	NEXT_TWEAK(48, R10)
+	NEXT_TWEAK(64, R10)
+	NEXT_TWEAK(80, R10)
+	NEXT_TWEAK(96, R10)
+	NEXT_TWEAK(112, R10)
+
+sectortweaksdone:
+	XORQ R13, R13
 
 blocks8:
 	CMPQ  R9, $128
 	JB    blocks1
+	JNE   batch8
+	CMPQ  CX, $1
+	JE    batch8
+	TESTQ R12, R12
+	JNZ   batch8
+	MOVOU (DX), X8 // last batch: continue with the next sector's tweaks
+	ADDQ  $16, DX
+	MOVQ  $1, R13
+
+batch8:
 	MOVOU 0(SI), X0
 	MOVOU 16(SI), X1
 	MOVOU 32(SI), X2
@@ -383,7 +484,7 @@ blocks8:
 	MOVOU 80(SI), X5
 	MOVOU 96(SI), X6
 	MOVOU 112(SI), X7
-	TWEAK8
+	TWEAKS_IN8
 	MOVOU 0(BX), X9
 	XOR8(X9)
 	CMPQ  AX, $12
@@ -398,26 +499,45 @@ r8_192:
 
 r8_128:
 	ROUND8(AESENC, 80)
+	NEXT_TWEAK(0, R11)
 	ROUND8(AESENC, 96)
+	NEXT_TWEAK(16, R11)
 	ROUND8(AESENC, 112)
+	NEXT_TWEAK(32, R11)
 	ROUND8(AESENC, 128)
+	NEXT_TWEAK(48, R11)
 	ROUND8(AESENC, 144)
+	NEXT_TWEAK(64, R11)
 	ROUND8(AESENC, 160)
+	NEXT_TWEAK(80, R11)
 	ROUND8(AESENC, 176)
+	NEXT_TWEAK(96, R11)
 	ROUND8(AESENC, 192)
+	NEXT_TWEAK(112, R11)
 	ROUND8(AESENC, 208)
-	ROUND8(AESENCLAST, 224)
-	UNTWEAK_STORE8
+	MOVOU 224(BX), X9
+	LAST8(AESENCLAST)
+	MOVOU X0, 0(DI)
+	MOVOU X1, 16(DI)
+	MOVOU X2, 32(DI)
+	MOVOU X3, 48(DI)
+	MOVOU X4, 64(DI)
+	MOVOU X5, 80(DI)
+	MOVOU X6, 96(DI)
+	MOVOU X7, 112(DI)
+	XCHGQ R10, R11
 	ADDQ  $128, SI
 	ADDQ  $128, DI
 	SUBQ  $128, R9
 	JMP   blocks8
 
 blocks1:
+	// Fewer than 8 blocks left: their tweaks are at (R10).
 	TESTQ R9, R9
 	JZ    nextsector
 	MOVOU (SI), X0
-	PXOR  X8, X0
+	MOVOU (R10), X13
+	PXOR  X13, X0
 	MOVOU 0(BX), X9
 	PXOR  X9, X0
 	CMPQ  AX, $12
@@ -441,9 +561,9 @@ r1_128:
 	ROUND1(AESENC, 192)
 	ROUND1(AESENC, 208)
 	ROUND1(AESENCLAST, 224)
-	PXOR  X8, X0
+	PXOR  X13, X0
 	MOVOU X0, (DI)
-	DOUBLE(X8, X10, X12)
+	ADDQ  $16, R10
 	ADDQ  $16, SI
 	ADDQ  $16, DI
 	SUBQ  $16, R9
@@ -463,6 +583,14 @@ nextsector:
 	MOVOU X0, 80(SP)
 	MOVOU X0, 96(SP)
 	MOVOU X0, 112(SP)
+	MOVOU X0, 128(SP)
+	MOVOU X0, 144(SP)
+	MOVOU X0, 160(SP)
+	MOVOU X0, 176(SP)
+	MOVOU X0, 192(SP)
+	MOVOU X0, 208(SP)
+	MOVOU X0, 224(SP)
+	MOVOU X0, 240(SP)
 	RET
 
 // func xtsDecryptVAES(nr int, rk, dst, src, tweaks *byte, n, sectorSize int)

@@ -34,8 +34,10 @@ func xtsCryptBatched(impl xtsImpl, decrypt bool, c *xtsCipher, dst, src []byte, 
 	ss := c.sectorSize
 	step := uint64(ss / 512)
 	var tw [tweakBatch * 16]byte
+	used := 0
 	for len(src) > 0 {
 		n := min(len(src)/ss, tweakBatch)
+		used = max(used, n)
 		for i := 0; i < n; i++ {
 			lo, hi := ivBlock(c.iv, iv)
 			binary.LittleEndian.PutUint64(tw[16*i:], lo)
@@ -45,5 +47,5 @@ func xtsCryptBatched(impl xtsImpl, decrypt bool, c *xtsCipher, dst, src []byte, 
 		xtsKernel(impl, decrypt, c.hw, dst[:n*ss], src[:n*ss], &tw, n)
 		src, dst = src[n*ss:], dst[n*ss:]
 	}
-	clear(tw[:])
+	clear(tw[:16*used])
 }
