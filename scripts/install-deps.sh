@@ -19,6 +19,8 @@ declare -A need=(
   [openssl]=openssl
   [losetup]=mount
   [jq]=jq
+  [grub-editenv]=grub-common
+  [lsinitrd]=dracut-core
 )
 
 missing=()

@@ -200,7 +200,7 @@ parts_json() {
       /^First sector:/ {fs=$3}
       /^Last sector:/ {ls=$3}
       /^Partition name:/ {sub(/^Partition name: /, ""); nm=$0; gsub(/^'\''|'\''$/, "", nm)}
-      END {printf "%s{\"number\":%d,\"start\":%d,\"size\":%d,\"type_guid\":\"%s\",\"guid\":\"%s\",\"name\":\"%s\"}",
+      END {printf "%s{\"number\":%d,\"start\":%.0f,\"size\":%.0f,\"type_guid\":\"%s\",\"guid\":\"%s\",\"name\":\"%s\"}",
         sep, n, fs*512, (ls-fs+1)*512, tolower(tg), tolower(g), nm}'
     sep=,
   done

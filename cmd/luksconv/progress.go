@@ -30,7 +30,7 @@ func newProgress(w io.Writer, total int64, quiet bool) *progressReporter {
 			progressbar.OptionShowElapsedTimeOnFinish(),
 			progressbar.OptionSetWidth(30),
 			progressbar.OptionThrottle(100*time.Millisecond),
-			progressbar.OptionFullWidth(),
+			progressbar.OptionShowCount(),
 		)
 	}
 	return pr

@@ -1,0 +1,265 @@
+package guest
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+)
+
+// FixBLSEntry is Policy{}.FixBLSEntry.
+func FixBLSEntry(path string, b []byte) ([]byte, []Change) { return Policy{}.FixBLSEntry(path, b) }
+
+// FixBLSEntry removes ADE's arguments from the options lines of a Boot Loader Specification entry
+// (/boot/loader/entries/*.conf). RHEL 9 entries hold the literal command line; RHEL 8's
+// `options $kernelopts` references are left alone (the arguments are in grubenv, see FixGrubenv).
+// An options line left with no arguments is removed. The result is nil when nothing needs changing.
+func (p Policy) FixBLSEntry(path string, b []byte) ([]byte, []Change) {
+	ls := splitLines(b)
+	var changes []Change
+	out := ls[:0:0]
+	for _, l := range ls {
+		key, rest := cutField(l.text)
+		if key != "options" {
+			out = append(out, l)
+			continue
+		}
+		fixed, removed := p.FixCmdline(rest)
+		if removed == nil {
+			out = append(out, l)
+			continue
+		}
+		why := "remove ADE kernel arguments " + strings.Join(removed, " ") + " from the BLS options line"
+		if fixed == "" {
+			changes = append(changes, newChange(path, why+" (nothing else left on it: line removed)", []string{l.text}, nil))
+			continue
+		}
+		nl := line{l.text[:len(l.text)-len(rest)] + fixed, l.nl}
+		changes = append(changes, newChange(path, why, []string{l.text}, []string{nl.text}))
+		out = append(out, nl)
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(out), changes
+}
+
+// cutField splits "  key  value..." into key and everything after the whitespace that follows it.
+func cutField(s string) (key, rest string) {
+	t := strings.TrimLeft(s, " \t")
+	i := strings.IndexAny(t, " \t")
+	if i < 0 {
+		return t, ""
+	}
+	return t[:i], strings.TrimLeft(t[i:], " \t")
+}
+
+var (
+	// linuxRE matches grub.cfg kernel lines: indent, command, kernel path, arguments.
+	linuxRE = regexp.MustCompile(`^(\s*(?:linux|linux16|linuxefi)\s+\S+)(\s*)(.*)$`)
+	// setKerneloptsRE matches RHEL 8's `set kernelopts="..."` (also default_kernelopts) fallback.
+	setKerneloptsRE = regexp.MustCompile(`^(\s*set\s+[A-Za-z_]*kernelopts=)(.*)$`)
+)
+
+// FixGrubCfg is Policy{}.FixGrubCfg.
+func FixGrubCfg(path string, b []byte) ([]byte, []Change) { return Policy{}.FixGrubCfg(path, b) }
+
+// FixGrubCfg removes ADE's arguments from a grub.cfg: the arguments of linux, linux16 and linuxefi
+// lines (RHEL 7 menu entries) and the value of `set kernelopts=` lines (RHEL 8's fallback when grubenv
+// has none). Everything else is left byte for byte. The result is nil when nothing needs changing.
+func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
+	ls := splitLines(b)
+	var changes []Change
+	for i, l := range ls {
+		var text string
+		var removed []string
+		if m := linuxRE.FindStringSubmatch(l.text); m != nil {
+			var fixed string
+			if fixed, removed = p.FixCmdline(m[3]); removed != nil {
+				text = m[1]
+				if fixed != "" {
+					text += " " + fixed
+				}
+			}
+		} else if m := setKerneloptsRE.FindStringSubmatch(l.text); m != nil {
+			val, q, rest, ok := cutShellWord(m[2])
+			if !ok {
+				continue
+			}
+			var fixed string
+			if fixed, removed = p.FixCmdline(val); removed != nil {
+				text = m[1] + q + fixed + q + rest
+			}
+		}
+		if removed == nil {
+			continue
+		}
+		changes = append(changes, newChange(path, "remove ADE kernel arguments "+strings.Join(removed, " "),
+			[]string{l.text}, []string{text}))
+		ls[i].text = text
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}
+
+// cutShellWord splits the value at the start of s: a "double"- or 'single'-quoted string on one line
+// (q is the quote) or an unquoted word. rest is what follows the value. ok is false for a quote that
+// is not closed on this line: a multi-line value is left alone rather than guessed at.
+func cutShellWord(s string) (val, q, rest string, ok bool) {
+	if s == "" {
+		return "", "", "", true
+	}
+	switch s[0] {
+	case '"':
+		for i := 1; i < len(s); i++ {
+			switch s[i] {
+			case '\\':
+				i++
+			case '"':
+				return s[1:i], `"`, s[i+1:], true
+			}
+		}
+		return "", "", "", false
+	case '\'':
+		if i := strings.IndexByte(s[1:], '\''); i >= 0 {
+			return s[1 : 1+i], "'", s[2+i:], true
+		}
+		return "", "", "", false
+	}
+	if i := strings.IndexAny(s, " \t"); i >= 0 {
+		return s[:i], "", s[i:], true
+	}
+	return s, "", "", true
+}
+
+// defaultGrubRE matches GRUB_CMDLINE_LINUX[_DEFAULT]= and += assignments in /etc/default/grub.
+var defaultGrubRE = regexp.MustCompile(`^(\s*(?:export\s+)?GRUB_CMDLINE_LINUX(?:_DEFAULT)?)(\+?=)(.*)$`)
+
+// FixDefaultGrub is Policy{}.FixDefaultGrub.
+func FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
+	return Policy{}.FixDefaultGrub(b, max)
+}
+
+// FixDefaultGrub removes ADE's arguments from /etc/default/grub: from GRUB_CMDLINE_LINUX="..." (and
+// _DEFAULT) and from the `GRUB_CMDLINE_LINUX+=" ... "` lines ADE appends (once, or twice on RHEL 7).
+// An appended += line left empty is removed, together with the blank line ADE wrote before it. In a
+// += line, rd.debug also counts as ADE's when the line holds nothing but ADE arguments and rd.debug:
+// stock RHEL never writes += lines, and RHEL 7's legacy flow appended `GRUB_CMDLINE_LINUX+=" rd.debug"`.
+//
+// A missing final newline is added (LEAPP's grub config check requires one) and reported. That is
+// the one edit that can grow the file, so max is the space available to it (its allocated blocks);
+// a value below len(b) means no growth, and an output that does not fit is an error. The result is
+// nil when nothing needs changing.
+func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
+	ls := splitLines(b)
+	var changes []Change
+	drop := make([]bool, len(ls))
+	for i, l := range ls {
+		m := defaultGrubRE.FindStringSubmatch(l.text)
+		if m == nil {
+			continue
+		}
+		val, q, rest, ok := cutShellWord(m[3])
+		if !ok {
+			continue
+		}
+		pol := p
+		appended := m[2] == "+="
+		if appended && onlyADEOrDebug(val) {
+			pol.DropDebug = true
+		}
+		fixed, removed := pol.FixCmdline(val)
+		if removed == nil {
+			continue
+		}
+		why := "remove ADE kernel arguments " + strings.Join(removed, " ")
+		if appended && fixed == "" && strings.TrimSpace(rest) == "" {
+			drop[i] = true
+			before := []string{l.text}
+			if i > 0 && ls[i-1].text == "" && !drop[i-1] {
+				drop[i-1] = true
+				before = []string{"", l.text}
+			}
+			changes = append(changes, newChange(PathDefaultGrub, why+" (the appended line held nothing else: removed)", before, nil))
+			continue
+		}
+		// Keep the separating blanks inside the quotes: `GRUB_CMDLINE_LINUX+=" x"` needs its leading
+		// space to stay apart from the value it extends.
+		if fixed != "" {
+			if c := val[0]; c == ' ' || c == '\t' {
+				fixed = " " + fixed
+			}
+			if c := val[len(val)-1]; c == ' ' || c == '\t' {
+				fixed += " "
+			}
+		}
+		text := m[1] + m[2] + q + fixed + q + rest
+		changes = append(changes, newChange(PathDefaultGrub, why, []string{l.text}, []string{text}))
+		ls[i].text = text
+	}
+	out := ls[:0:0]
+	for i, l := range ls {
+		if !drop[i] {
+			out = append(out, l)
+		}
+	}
+	if n := len(out); n > 0 && out[n-1].nl == "" {
+		out[n-1].nl = "\n"
+		changes = append(changes, newChange(PathDefaultGrub, "add the missing final newline (LEAPP requires it)",
+			[]string{out[n-1].text}, []string{out[n-1].text}))
+	}
+	if changes == nil {
+		return nil, nil, nil
+	}
+	res := joinLines(out)
+	if len(res) > room(len(b), max) {
+		return nil, nil, fmt.Errorf("%s: adding the final newline needs %d bytes, only %d available", PathDefaultGrub, len(res), room(len(b), max))
+	}
+	return res, changes, nil
+}
+
+// onlyADEOrDebug reports whether every argument in s is an ADE argument or rd.debug (and there is
+// at least one).
+func onlyADEOrDebug(s string) bool {
+	args := strings.Fields(s)
+	uuids := osencryptUUIDs(args)
+	for _, a := range args {
+		if a != "rd.debug" && !isADEArg(a, uuids) {
+			return false
+		}
+	}
+	return len(args) > 0
+}
+
+// FixKernelCmdline is Policy{}.FixKernelCmdline.
+func FixKernelCmdline(b []byte) ([]byte, []Change) { return Policy{}.FixKernelCmdline(b) }
+
+// FixKernelCmdline removes ADE's arguments from /etc/kernel/cmdline (the RHEL 9 source of new BLS
+// entries' options). kernel-install reads the whole file as one command line, so rd.debug is removed
+// from every line when an ADE argument is anywhere in the file. Lines and the final newline (or its
+// absence) are kept. The result is nil when nothing needs changing.
+func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
+	ls := splitLines(b)
+	ade := false
+	for _, l := range ls {
+		if hasADEArg(l.text) {
+			ade = true
+			break
+		}
+	}
+	var changes []Change
+	for i, l := range ls {
+		fixed, removed := p.fixArgs(l.text, ade)
+		if removed == nil {
+			continue
+		}
+		changes = append(changes, newChange(PathKernelCmdline, "remove ADE kernel arguments "+strings.Join(removed, " "),
+			[]string{l.text}, []string{fixed}))
+		ls[i].text = fixed
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}

@@ -1,0 +1,146 @@
+// Package guest undoes what Azure Disk Encryption (ADE) changed in a RHEL 7/8/9 guest's configuration
+// files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
+// the caller reads the files from the guest's XFS/FAT filesystems and writes the results back in place.
+//
+// What ADE changes (see the project's ade-internals.md §4):
+//
+//   - kernel arguments rd.luks.ade.partuuid=, rd.luks.ade.bootuuid=, rd.debug, and for RAW disks
+//     root=/dev/mapper/osencrypt (RHEL 8/9 and RHEL 7 path A); rd.luks.uuid=osencrypt (RHEL 7 path C);
+//     early RHEL 8 builds used systemd's rd.luks.name=<uuid>=osencrypt with rd.luks.options/key/data/hdr
+//     for the same <uuid>. They live in /etc/default/grub (GRUB_CMDLINE_LINUX and appended
+//     `GRUB_CMDLINE_LINUX+=" ... "` lines, often duplicated), the grubenv kernelopts variable (RHEL 8),
+//     BLS entries' options lines (RHEL 9), grub.cfg linux/linux16/linuxefi lines (RHEL 7) and
+//     `set kernelopts=` fallbacks (RHEL 8), and possibly /etc/kernel/cmdline;
+//   - the osencrypt line in /etc/crypttab, the BEK volume line in /etc/fstab, the devices/filter line
+//     appended to /etc/lvm/lvm.conf, /etc/dracut.conf.d/ade.conf and ADE's lines in /etc/dracut.conf;
+//   - the dracut modules 91adeOnline / 91ade, disabled here by rewriting their module-setup.sh.
+//
+// Every Fix function returns nil content (and no changes) when the input needs no edit, so a second
+// pass over fixed content is a no-op. Outputs never exceed the caller's space: most are shorter than
+// the input; functions that may grow content take max, the bytes available to the file (its allocated
+// blocks), and FixGrubenv keeps the exact size.
+//
+// Redaction: these files hold no secrets, but Change lines and removed arguments are passed through
+// a redactor that replaces the value of any name=value whose name ends in key, pass, passwd, password,
+// passphrase, secret or token (case-insensitive, e.g. rd.luks.key=…) with "<redacted>", in case a
+// guest carries a key or passphrase on its command line. Only descriptions are redacted, never the
+// returned content.
+package guest
+
+import (
+	"bytes"
+	"regexp"
+	"strings"
+)
+
+// Change is one edit to one file, for the conversion plan and the report. Before and After hold the
+// changed lines only (After is empty when lines were removed), redacted as described in the package
+// documentation. Path is the file's conventional guest path for functions that edit a fixed file
+// (/etc/crypttab, ...) or the path the caller passed; it is empty for FixGrubenv and
+// DisableDracutModule, whose caller knows which file it read.
+type Change struct {
+	Path   string
+	Why    string
+	Before []string
+	After  []string
+}
+
+// Finding is one piece of ADE residue reported by [Scan]. Line is 1-based; 0 means the whole file.
+type Finding struct {
+	Path string
+	What string
+	Line int
+}
+
+// Conventional guest paths of the fixed-location files, used in Change.Path.
+const (
+	PathDefaultGrub   = "/etc/default/grub"
+	PathKernelCmdline = "/etc/kernel/cmdline"
+	PathCrypttab      = "/etc/crypttab"
+	PathFstab         = "/etc/fstab"
+	PathLVMConf       = "/etc/lvm/lvm.conf"
+)
+
+// Policy widens what the Fix functions remove. The zero value is the default policy, used by the
+// package-level functions of the same names.
+type Policy struct {
+	// DropDebug removes rd.debug from every command line. By default rd.debug is removed only from a
+	// line that also carried an ADE argument, since ADE always added it together with those; RHEL 7
+	// path B (legacy 91ade) added rd.debug alone, so a caller that found the 91ade module (or ADE's
+	// `GRUB_CMDLINE_LINUX+=" rd.debug"` line) should set it.
+	DropDebug bool
+	// CrypttabMappers names further crypttab mappers to drop besides osencrypt, for example
+	// "resourceencrypt" or a data disk's mapper, when those disks are converted too.
+	CrypttabMappers []string
+	// CrypttabBEK drops every crypttab entry whose key file is on the ADE BEK volume
+	// (/mnt/azure_bek_disk/LinuxPassPhraseFileName*), i.e. all ADE data volumes.
+	CrypttabBEK bool
+}
+
+// line is one line of a text file without its terminator; nl is "\n" or "" for a last line that
+// has none.
+type line struct {
+	text string
+	nl   string
+}
+
+func splitLines(b []byte) []line {
+	var ls []line
+	s := string(b)
+	for len(s) > 0 {
+		i := strings.IndexByte(s, '\n')
+		if i < 0 {
+			ls = append(ls, line{s, ""})
+			break
+		}
+		ls = append(ls, line{s[:i], "\n"})
+		s = s[i+1:]
+	}
+	return ls
+}
+
+// joinLines is the inverse of splitLines; it never returns nil, which the Fix functions reserve for
+// "no change".
+func joinLines(ls []line) []byte {
+	buf := bytes.NewBuffer([]byte{})
+	for _, l := range ls {
+		buf.WriteString(l.text)
+		buf.WriteString(l.nl)
+	}
+	return buf.Bytes()
+}
+
+// adeComment is the marker line ADE writes above the crypttab and fstab lines it adds for data
+// volumes; it is dropped together with the line it annotates.
+const adeComment = "#This line was added by Azure Disk Encryption"
+
+var secretRE = regexp.MustCompile(`(?i)(^|[\s,;"'])([\w.\-]*(?:key|pass|passwd|password|passphrase|secret|token))=([^\s,;"']*)`)
+
+// redact hides the values of key=/password=-like settings in a line meant for a report.
+func redact(s string) string {
+	return secretRE.ReplaceAllString(s, "$1$2=<redacted>")
+}
+
+func redactAll(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = redact(s)
+	}
+	return out
+}
+
+func newChange(path, why string, before, after []string) Change {
+	return Change{Path: path, Why: why, Before: redactAll(before), After: redactAll(after)}
+}
+
+// room returns the largest output size allowed: max, but never less than the input's own size,
+// since shrinking or keeping the size always fits.
+func room(n, max int) int {
+	if max < n {
+		return n
+	}
+	return max
+}

@@ -1,0 +1,184 @@
+package lvm
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+)
+
+// Extent is a piece of an LV mapped onto the PV: LV bytes
+// [LVOff, LVOff+Len) are PV bytes [PVOff, PVOff+Len).
+type Extent struct {
+	LVOff, PVOff, Len int64
+}
+
+// Range is a byte range on the PV.
+type Range struct {
+	Off, Len int64
+}
+
+// Map returns the PV byte ranges backing LV bytes [off, off+n), in LV order,
+// with adjacent pieces merged. It handles linear segments and striped
+// segments (chunks dealt round-robin over the stripes as dm-stripe does)
+// whose areas all lie on this PV. Other segment types, areas on other PVs
+// and areas on LVs (stacking) give an error wrapping ErrUnsupported.
+func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
+	if pv.VG == nil || pv.info == nil {
+		return nil, errors.New("lvm: PV has no volume group metadata")
+	}
+	if lv == nil {
+		return nil, errors.New("lvm: nil LV")
+	}
+	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
+		return nil, fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
+	}
+	es := pv.VG.ExtentSize
+	var out []Extent
+	add := func(e Extent) {
+		if k := len(out) - 1; k >= 0 && out[k].LVOff+out[k].Len == e.LVOff && out[k].PVOff+out[k].Len == e.PVOff {
+			out[k].Len += e.Len
+			return
+		}
+		out = append(out, e)
+	}
+	for pos, end := off, off+n; pos < end; {
+		le := pos / es
+		i := sort.Search(len(lv.Segments), func(i int) bool {
+			s := lv.Segments[i]
+			return s.StartExtent+s.ExtentCount > le
+		})
+		if i == len(lv.Segments) {
+			return nil, fmt.Errorf("lvm: LV %s: no segment holds extent %d", lv.Name, le)
+		}
+		s := &lv.Segments[i]
+		segStart := s.StartExtent * es
+		segEnd := segStart + s.ExtentCount*es
+		stop := min(end, segEnd)
+		if s.Type != "striped" && s.Type != "linear" {
+			return nil, fmt.Errorf("%w: LV %s: segment type %q at extent %d", ErrUnsupported, lv.Name, s.Type, s.StartExtent)
+		}
+		bases := make([]int64, len(s.Stripes))
+		for k, st := range s.Stripes {
+			if st.PV != pv.info.Name {
+				what := "another PV"
+				if _, isPV := pv.VG.PV(st.PV); !isPV {
+					what = "a logical volume (stacked LVs)"
+				}
+				return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, %s", ErrUnsupported, lv.Name, s.StartExtent, st.PV, what)
+			}
+			bases[k] = pv.info.PEStart + st.StartExtent*es
+		}
+		if len(bases) == 1 {
+			add(Extent{LVOff: pos, PVOff: bases[0] + pos - segStart, Len: stop - pos})
+			pos = stop
+			continue
+		}
+		// dm-stripe: chunk c of the segment goes to stripe c mod n, at
+		// chunk c div n of that stripe's area.
+		chunk, nst := s.StripeSize, int64(len(bases))
+		if chunk <= 0 || (s.ExtentCount/nst*es)%chunk != 0 {
+			return nil, fmt.Errorf("%w: LV %s: stripe size %d does not divide the stripe area", ErrUnsupported, lv.Name, chunk)
+		}
+		for pos < stop {
+			o := pos - segStart
+			c, within := o/chunk, o%chunk
+			l := min(chunk-within, stop-pos)
+			add(Extent{LVOff: pos, PVOff: bases[c%nst] + (c/nst)*chunk + within, Len: l})
+			pos += l
+		}
+	}
+	return out, nil
+}
+
+// LVReader returns a reader over the LV's contents, read from r (the PV
+// device) through Map. Reads fail with an error wrapping ErrUnsupported where
+// Map would.
+func (pv *PV) LVReader(r io.ReaderAt, lv *LV) *io.SectionReader {
+	return io.NewSectionReader(&lvReaderAt{pv: pv, r: r, lv: lv}, 0, lv.Size)
+}
+
+type lvReaderAt struct {
+	pv *PV
+	r  io.ReaderAt
+	lv *LV
+}
+
+func (l *lvReaderAt) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 {
+		return 0, errors.New("lvm: negative offset")
+	}
+	if off >= l.lv.Size {
+		return 0, io.EOF
+	}
+	want := min(int64(len(p)), l.lv.Size-off)
+	exts, err := l.pv.Map(l.lv, off, want)
+	if err != nil {
+		return 0, err
+	}
+	done := 0
+	for _, e := range exts {
+		if e.PVOff+e.Len > l.pv.size {
+			return done, fmt.Errorf("lvm: LV %s byte %d maps to PV byte %d, past the end of the %d-byte device", l.lv.Name, e.LVOff, e.PVOff, l.pv.size)
+		}
+		n, err := l.r.ReadAt(p[e.LVOff-off:e.LVOff-off+e.Len], e.PVOff)
+		done += n
+		if err != nil && !(err == io.EOF && int64(n) == e.Len) {
+			return done, fmt.Errorf("lvm: LV %s: reading PV byte %d: %w", l.lv.Name, e.PVOff+int64(n), err)
+		}
+	}
+	if want < int64(len(p)) {
+		return done, io.EOF
+	}
+	return done, nil
+}
+
+// FreeRanges lists the PV byte ranges of the data area (pe_start to
+// pe_start+pe_count*extent_size) that no LV uses, in order. Areas of segment
+// types Map does not handle count as used for the segment's whole
+// extent_count, an upper bound, so nothing in use is reported free. It
+// returns nil when the PV has no VG metadata.
+func (pv *PV) FreeRanges() []Range {
+	if pv.VG == nil || pv.info == nil {
+		return nil
+	}
+	type span struct{ lo, hi int64 } // extents [lo, hi)
+	var used []span
+	self := pv.info.Name
+	mark := func(start, count int64) {
+		lo, hi := max(start, 0), min(start+count, pv.info.PECount)
+		if lo < hi {
+			used = append(used, span{lo, hi})
+		}
+	}
+	for _, lv := range pv.VG.LVs {
+		for _, s := range lv.Segments {
+			if n := int64(len(s.Stripes)); n > 0 {
+				for _, st := range s.Stripes {
+					if st.PV == self {
+						mark(st.StartExtent, s.ExtentCount/n)
+					}
+				}
+			}
+			for _, a := range s.Areas {
+				if a.PV == self {
+					mark(a.StartExtent, s.ExtentCount)
+				}
+			}
+		}
+	}
+	sort.Slice(used, func(i, j int) bool { return used[i].lo < used[j].lo })
+	es, base := pv.VG.ExtentSize, pv.info.PEStart
+	var free []Range
+	var next int64
+	for _, u := range used {
+		if u.lo > next {
+			free = append(free, Range{Off: base + next*es, Len: (u.lo - next) * es})
+		}
+		next = max(next, u.hi)
+	}
+	if next < pv.info.PECount {
+		free = append(free, Range{Off: base + next*es, Len: (pv.info.PECount - next) * es})
+	}
+	return free
+}
