@@ -21,6 +21,9 @@ declare -A need=(
   [jq]=jq
   [grub-editenv]=grub-common
   [lsinitrd]=dracut-core
+  [cpio]=cpio
+  [zstd]=zstd
+  [lz4]=lz4
 )
 
 missing=()

@@ -1,0 +1,408 @@
+package initramfs
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+
+	"github.com/klauspost/compress/gzip"
+	"github.com/klauspost/compress/zstd"
+	"github.com/pierrec/lz4/v4"
+	"github.com/ulikunitz/xz"
+)
+
+// Compression names the format of a segment.
+type Compression string
+
+// The formats the kernel's decompress_method recognises, by their 2-byte magic. Bzip2, LZMA and LZO
+// are recognised (so the error can name them) but not decoded.
+const (
+	None      Compression = "none"
+	Gzip      Compression = "gzip"
+	XZ        Compression = "xz"
+	Zstd      Compression = "zstd"
+	LZ4Legacy Compression = "lz4-legacy"
+	Bzip2     Compression = "bzip2"
+	LZMA      Compression = "lzma"
+	LZO       Compression = "lzo"
+)
+
+// xz check IDs (xz file format 1.0.4 §2.1.1.2) and their names as `xz --list` prints them.
+var xzCheckNames = map[byte]string{0x00: "None", 0x01: "CRC32", 0x04: "CRC64", 0x0A: "SHA-256"}
+
+const (
+	lz4LegacyMagic = 0x184C2102
+	// lz4LegacyChunk is the uncompressed size of one legacy block: what `lz4 -l` writes and the most
+	// the kernel's unlz4 accepts per chunk (LZ4_DEFAULT_UNCOMPRESSED_CHUNK_SIZE).
+	lz4LegacyChunk = 8 << 20
+	// zstdMaxWindow: the kernel refuses frames whose window exceeds ZSTD_WINDOWSIZE_MAX; 1 GiB is well
+	// above anything dracut makes and keeps the decoder's allocation bounded.
+	zstdMaxWindow = 1 << 30
+)
+
+// detect identifies a compressed stream from its magic, as lib/decompress.c does (two bytes), then
+// checks the rest of the format's magic so a chance match is reported as such.
+func detect(b []byte) (Compression, error) {
+	if len(b) < 2 {
+		return "", errors.New("invalid magic at start of compressed archive")
+	}
+	full := func(c Compression, magic []byte) (Compression, error) {
+		if !bytes.HasPrefix(b, magic) {
+			return "", fmt.Errorf("%s magic prefix % x not followed by the rest of the %s magic", c, b[:2], c)
+		}
+		return c, nil
+	}
+	switch {
+	case b[0] == 0x1f && b[1] == 0x8b:
+		return Gzip, nil
+	case b[0] == 0x1f && b[1] == 0x9e:
+		return "", errors.New("old-style gzip (1f 9e) is not supported")
+	case b[0] == 0x42 && b[1] == 0x5a:
+		return Bzip2, nil
+	case b[0] == 0x5d && b[1] == 0x00:
+		return LZMA, nil
+	case b[0] == 0xfd && b[1] == 0x37:
+		return full(XZ, []byte{0xfd, '7', 'z', 'X', 'Z', 0})
+	case b[0] == 0x89 && b[1] == 0x4c:
+		return LZO, nil
+	case b[0] == 0x02 && b[1] == 0x21:
+		return full(LZ4Legacy, []byte{0x02, 0x21, 0x4c, 0x18})
+	case b[0] == 0x28 && b[1] == 0xb5:
+		return full(Zstd, []byte{0x28, 0xb5, 0x2f, 0xfd})
+	}
+	return "", fmt.Errorf("invalid magic % x at start of compressed archive", b[:2])
+}
+
+// decoded is the result of decompressing one segment.
+type decoded struct {
+	out      []byte
+	consumed int    // compressed bytes the kernel's decompressor consumes
+	xzCheck  string // xz only
+}
+
+// errTooLarge is returned when a stream expands beyond the caller's budget.
+var errTooLarge = errors.New("decompressed size exceeds limit")
+
+// readAllLimit reads r to EOF, failing once more than limit bytes come out.
+func readAllLimit(r io.Reader, limit int64) ([]byte, error) {
+	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(out)) > limit {
+		return nil, errTooLarge
+	}
+	return out, nil
+}
+
+// decode decompresses the stream at the start of b, which may be followed by anything, and reports how
+// many bytes of b the kernel's decompressor would consume.
+func decode(c Compression, b []byte, limit int64) (decoded, error) {
+	switch c {
+	case Gzip:
+		return decodeGzip(b, limit)
+	case XZ:
+		return decodeXZ(b, limit)
+	case Zstd:
+		return decodeZstd(b, limit)
+	case LZ4Legacy:
+		return decodeLZ4Legacy(b, limit)
+	}
+	return decoded{}, fmt.Errorf("%s compression is not supported", c)
+}
+
+func decodeGzip(b []byte, limit int64) (decoded, error) {
+	// The kernel's gunzip (lib/decompress_inflate.c) requires method 8 and skips only an FNAME field;
+	// FEXTRA, FCOMMENT or FHCRC would be inflated as data and fail there.
+	if len(b) < 10 {
+		return decoded{}, errors.New("gzip: truncated header")
+	}
+	if b[2] != 8 {
+		return decoded{}, fmt.Errorf("gzip: compression method %d, want 8 (deflate)", b[2])
+	}
+	if f := b[3]; f&^0x09 != 0 {
+		return decoded{}, fmt.Errorf("gzip: header flags %#02x: the kernel handles only FNAME", f)
+	}
+	// bytes.Reader is an io.ByteReader, so neither gzip nor flate reads ahead: what is left in br is
+	// exactly what follows the member.
+	br := bytes.NewReader(b)
+	zr, err := gzip.NewReader(br)
+	if err != nil {
+		return decoded{}, fmt.Errorf("gzip: %w", err)
+	}
+	zr.Multistream(false)
+	out, err := readAllLimit(zr, limit)
+	if err != nil {
+		return decoded{}, fmt.Errorf("gzip: %w", err)
+	}
+	return decoded{out: out, consumed: len(b) - br.Len()}, nil
+}
+
+// xzStreamLen finds the end of the xz stream starting at b[0]: the first position where a valid stream
+// footer (CRC32 over backward size and flags, flags equal to the header's) follows a valid index (index
+// indicator byte, CRC32 over the index). The kernel decodes one stream (XZ_STREAM_END) and stops there.
+func xzStreamLen(b []byte) (int, error) {
+	const hdr = 12
+	if len(b) < 2*hdr {
+		return 0, errors.New("xz: truncated stream")
+	}
+	if binary.LittleEndian.Uint32(b[8:12]) != crc32.ChecksumIEEE(b[6:8]) {
+		return 0, errors.New("xz: stream header CRC32 mismatch")
+	}
+	for from := 2 * hdr; from <= len(b); {
+		i := bytes.Index(b[from-2:], []byte("YZ"))
+		if i < 0 {
+			break
+		}
+		end := from + i
+		from = end + 1
+		if end%4 != 0 {
+			continue
+		}
+		f := b[end-hdr : end]
+		if binary.LittleEndian.Uint32(f[0:4]) != crc32.ChecksumIEEE(f[4:10]) || !bytes.Equal(f[8:10], b[6:8]) {
+			continue
+		}
+		isize := (int64(binary.LittleEndian.Uint32(f[4:8])) + 1) * 4
+		istart := int64(end-hdr) - isize
+		if istart < hdr || b[istart] != 0 {
+			continue
+		}
+		ix := b[istart : end-hdr]
+		if binary.LittleEndian.Uint32(ix[len(ix)-4:]) != crc32.ChecksumIEEE(ix[:len(ix)-4]) {
+			continue
+		}
+		return end, nil
+	}
+	return 0, errors.New("xz: no stream footer found (truncated stream)")
+}
+
+func decodeXZ(b []byte, limit int64) (decoded, error) {
+	if len(b) < 12 {
+		return decoded{}, errors.New("xz: truncated stream header")
+	}
+	check, ok := xzCheckNames[b[7]&0x0f]
+	if b[6] != 0 || b[7]&0xf0 != 0 || !ok {
+		return decoded{}, fmt.Errorf("xz: unsupported stream flags % x", b[6:8])
+	}
+	// The kernel verifies CRC32 (or none); CRC64 streams are read here so that they can be reported
+	// and rewritten, SHA-256 is refused since the kernel cannot unpack it at all.
+	if check == "SHA-256" {
+		return decoded{}, errors.New("xz: SHA-256 check is not supported by the kernel's xz decoder")
+	}
+	n, err := xzStreamLen(b)
+	if err != nil {
+		return decoded{}, err
+	}
+	zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(b[:n]))
+	if err != nil {
+		return decoded{}, fmt.Errorf("xz: %w", err)
+	}
+	out, err := readAllLimit(zr, limit)
+	if err != nil {
+		return decoded{}, fmt.Errorf("xz: %w", err)
+	}
+	return decoded{out: out, consumed: n, xzCheck: check}, nil
+}
+
+// zstdFrameLen walks the frame header and block headers (RFC 8878 §3.1.1) to find where the frame ends;
+// the kernel decodes exactly one frame.
+func zstdFrameLen(b []byte) (int, error) {
+	if len(b) < 5 {
+		return 0, errors.New("zstd: truncated frame header")
+	}
+	fhd := b[4]
+	if fhd&0x08 != 0 {
+		return 0, errors.New("zstd: reserved frame header bit set")
+	}
+	if fhd&0x03 != 0 {
+		return 0, errors.New("zstd: frame needs a dictionary, which the kernel does not support")
+	}
+	single := fhd&0x20 != 0
+	p := 5
+	if !single {
+		p++ // window descriptor
+	}
+	fcs := [4]int{0, 2, 4, 8}[fhd>>6]
+	if fhd>>6 == 0 && single {
+		fcs = 1
+	}
+	p += fcs
+	for {
+		if p+3 > len(b) {
+			return 0, fmt.Errorf("zstd: truncated block header at frame offset %d", p)
+		}
+		bh := uint32(b[p]) | uint32(b[p+1])<<8 | uint32(b[p+2])<<16
+		p += 3
+		size := int(bh >> 3)
+		switch (bh >> 1) & 3 {
+		case 1: // RLE: one byte repeated
+			size = 1
+		case 3:
+			return 0, fmt.Errorf("zstd: reserved block type at frame offset %d", p-3)
+		}
+		if size > len(b)-p {
+			return 0, fmt.Errorf("zstd: truncated block at frame offset %d", p-3)
+		}
+		p += size
+		if bh&1 != 0 {
+			break
+		}
+	}
+	if fhd&0x04 != 0 {
+		p += 4
+	}
+	if p > len(b) {
+		return 0, errors.New("zstd: truncated content checksum")
+	}
+	return p, nil
+}
+
+func decodeZstd(b []byte, limit int64) (decoded, error) {
+	n, err := zstdFrameLen(b)
+	if err != nil {
+		return decoded{}, err
+	}
+	zr, err := zstd.NewReader(bytes.NewReader(b[:n]), zstd.WithDecoderConcurrency(1),
+		zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderLowmem(true))
+	if err != nil {
+		return decoded{}, fmt.Errorf("zstd: %w", err)
+	}
+	defer zr.Close()
+	out, err := readAllLimit(zr, limit)
+	if err != nil {
+		return decoded{}, fmt.Errorf("zstd: %w", err)
+	}
+	return decoded{out: out, consumed: n}, nil
+}
+
+// decodeLZ4Legacy follows the kernel's unlz4 on an in-memory buffer: after the magic, a sequence of
+// little-endian chunk sizes and LZ4 blocks; a repeated magic is skipped, a zero size or fewer than four
+// bytes left ends the stream. Anything else is taken as a chunk, so an lz4 segment can only be followed
+// by zero padding.
+func decodeLZ4Legacy(b []byte, limit int64) (decoded, error) {
+	p := 4
+	var out []byte
+	var chunk []byte
+	for len(b)-p >= 4 {
+		cs := binary.LittleEndian.Uint32(b[p:])
+		if cs == lz4LegacyMagic {
+			p += 4
+			continue
+		}
+		if cs == 0 {
+			break
+		}
+		if int64(cs) > int64(lz4.CompressBlockBound(lz4LegacyChunk)) || int64(cs) > int64(len(b)-p-4) {
+			return decoded{}, fmt.Errorf("lz4: chunk at stream offset %d: size %d exceeds the data left (%d bytes)", p, cs, len(b)-p-4)
+		}
+		if chunk == nil {
+			chunk = make([]byte, lz4LegacyChunk)
+		}
+		n, err := lz4.UncompressBlock(b[p+4:p+4+int(cs)], chunk)
+		if err != nil {
+			return decoded{}, fmt.Errorf("lz4: chunk at stream offset %d: %w", p, err)
+		}
+		if int64(len(out))+int64(n) > limit {
+			return decoded{}, fmt.Errorf("lz4: %w", errTooLarge)
+		}
+		out = append(out, chunk[:n]...)
+		p += 4 + int(cs)
+	}
+	return decoded{out: out, consumed: p}, nil
+}
+
+// encode compresses raw as one stream of format c, with the settings dracut uses where the library
+// allows: gzip default level; xz with a CRC32 check and 1 MiB dictionary; zstd at klauspost's
+// SpeedBestCompression (its closest to `zstd -15`) with a 4 MiB window (zstd -15's windowLog 22) in one
+// frame; lz4 in the legacy frame with 8 MiB chunks compressed by the HC compressor at level 9 (`lz4 -l -9`).
+func encode(c Compression, raw []byte) ([]byte, error) {
+	var buf bytes.Buffer
+	switch c {
+	case Gzip:
+		zw, err := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := zw.Write(raw); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+	case XZ:
+		zw, err := xz.WriterConfig{CheckSum: xz.CRC32, DictCap: 1 << 20}.NewWriter(&buf)
+		if err != nil {
+			return nil, err
+		}
+		if _, err := zw.Write(raw); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+	case Zstd:
+		zw, err := zstd.NewWriter(&buf, zstd.WithEncoderLevel(zstd.SpeedBestCompression),
+			zstd.WithEncoderConcurrency(1), zstd.WithWindowSize(4<<20))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := zw.Write(raw); err != nil {
+			return nil, err
+		}
+		if err := zw.Close(); err != nil {
+			return nil, err
+		}
+	case LZ4Legacy:
+		return encodeLZ4Legacy(raw)
+	default:
+		return nil, fmt.Errorf("cannot write %s compression", c)
+	}
+	return buf.Bytes(), nil
+}
+
+func encodeLZ4Legacy(raw []byte) ([]byte, error) {
+	out := binary.LittleEndian.AppendUint32(nil, lz4LegacyMagic)
+	dst := make([]byte, lz4.CompressBlockBound(lz4LegacyChunk))
+	c := lz4.CompressorHC{Level: lz4.Level9}
+	for len(raw) > 0 {
+		n := min(len(raw), lz4LegacyChunk)
+		k, err := c.CompressBlock(raw[:n], dst)
+		if err != nil {
+			return nil, fmt.Errorf("lz4: %w", err)
+		}
+		block := dst[:k]
+		if k == 0 {
+			// Incompressible: the legacy frame has no "stored" flag, so emit an LZ4 block made of
+			// literals only, which every decoder accepts.
+			block = lz4Literals(raw[:n])
+		}
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(block)))
+		out = append(out, block...)
+		raw = raw[n:]
+	}
+	return out, nil
+}
+
+// lz4Literals encodes src as a single LZ4 sequence with no match (block format: token, literal length
+// extension bytes, literals).
+func lz4Literals(src []byte) []byte {
+	n := len(src)
+	out := make([]byte, 0, n+n/255+16)
+	if n < 15 {
+		out = append(out, byte(n<<4))
+	} else {
+		out = append(out, 0xf0)
+		for r := n - 15; ; r -= 255 {
+			if r < 255 {
+				out = append(out, byte(r))
+				break
+			}
+			out = append(out, 255)
+		}
+	}
+	return append(out, src...)
+}
