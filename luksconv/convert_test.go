@@ -386,3 +386,62 @@ func readRange(t *testing.T, path string, off, n int64) []byte {
 	}
 	return b
 }
+
+// TestAutoDiscovery converts ADE OS disks given only the key: the header comes from /boot/luks/osluksheader
+// and the partition from rd.luks.ade.partuuid (RHEL 8) or from having no signature (RHEL 7 layout).
+func TestAutoDiscovery(t *testing.T) {
+	set := fixture.Load(t)
+	tested := 0
+	for _, f := range set.Fixtures {
+		if f.BootPartition == 0 || f.Header == "" || f.Expected == "" || f.SparseBlock != 0 {
+			continue
+		}
+		tested++
+		t.Run(f.Name, func(t *testing.T) {
+			src, err := luksconv.OpenFile(f.Image)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rep.ADE == nil || rep.ADE.BootPartition != f.BootPartition || rep.ADE.HeaderPath != f.HeaderPath {
+				t.Fatalf("ADE discovery: %+v, want /boot on partition %d holding %s", rep.ADE, f.BootPartition, f.HeaderPath)
+			}
+			if rep.ADE.PartUUID != "" && rep.ADE.PartUUID != f.PartUUID {
+				t.Errorf("rd.luks.ade.partuuid %s, fixture partition has %s", rep.ADE.PartUUID, f.PartUUID)
+			}
+			out, p, _ := convert(t, f.Image, "", f.KeyFiles[0], 0, luksconv.FormatRaw, 2, false)
+			if p.Volume.Partition != f.Partition || p.Volume.Header != "detached" {
+				t.Fatalf("converted partition %d (%s header), want %d (detached)", p.Volume.Partition, p.Volume.Header, f.Partition)
+			}
+			exp, _ := os.Stat(f.Expected)
+			sameContent(t, out, f.Expected, exp.Size())
+
+			// The output still carries the header on /boot (guest edits come later), but its partition is
+			// plaintext now: Inspect must say so instead of offering to decrypt it again.
+			conv, err := luksconv.OpenFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conv.Close()
+			rep, err = luksconv.Inspect(context.Background(), conv, luksconv.InspectOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, pi := range rep.Partitions {
+				if pi.LUKS != nil {
+					t.Fatalf("the converted disk still shows LUKS on partition %d", pi.Number)
+				}
+			}
+			if !strings.Contains(strings.Join(rep.Warnings, "\n"), "converted before") {
+				t.Errorf("no warning about the leftover header: %v", rep.Warnings)
+			}
+		})
+	}
+	if tested < 2 {
+		t.Fatalf("only %d fixtures with a header on /boot", tested)
+	}
+}

@@ -23,7 +23,9 @@ type Report struct {
 	Image      ImageInfo       `json:"image"`
 	Table      *TableInfo      `json:"partition_table,omitempty"`
 	Partitions []PartitionInfo `json:"partitions"`
-	Warnings   []string        `json:"warnings,omitempty"`
+	// ADE is set when /boot holds ADE's detached header.
+	ADE      *ADEInfo `json:"ade,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // ImageInfo describes the source container.
@@ -95,7 +97,68 @@ type InspectOptions struct {
 }
 
 // Inspect reads the partition table and identifies what each partition holds. It reads only metadata.
+// Without InspectOptions.Header it looks for ADE's detached header on /boot (luks/osluksheader).
 func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, error) {
+	rep, _, err := inspect(ctx, src, opts)
+	return rep, err
+}
+
+// inspect is Inspect that also returns the detached header in use (given or found on /boot).
+func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *Header, error) {
+	rep, err := readPartitions(ctx, src)
+	if err != nil {
+		return nil, nil, err
+	}
+	hdr, want := opts.Header, opts.Partition
+	if hdr == nil {
+		ade, found, warns := discoverADE(src, rep.Partitions)
+		rep.Warnings = append(rep.Warnings, warns...)
+		if found != nil {
+			rep.ADE, hdr = ade, found
+			if want == 0 && ade.PartUUID != "" {
+				for _, p := range rep.Partitions {
+					if p.GUID == ade.PartUUID {
+						want = p.Number
+					}
+				}
+				if want == 0 {
+					rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s names rd.luks.ade.partuuid=%s, which no partition has", ade.ArgSource, ade.PartUUID))
+				}
+			}
+		}
+	}
+	if hdr == nil {
+		return rep, nil, nil
+	}
+	h, err := luks.ReadHeader(hdr.R, hdr.Size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("detached header %s: %w", hdr.Path, err)
+	}
+	n, err := detachedTarget(rep.Partitions, want)
+	if err != nil {
+		if opts.Header == nil {
+			// A header left on /boot of a disk that is already plaintext, or of an unusual layout:
+			// report it, and let the caller name the partition.
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("found %s but no encrypted partition for it: %v", hdr.Path, err))
+			return rep, nil, nil
+		}
+		return nil, nil, err
+	}
+	if opts.Header == nil && opts.Partition == 0 && contentOf(rep.Partitions, n) != ContentUnknown {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("found %s, but partition %d already holds %s (converted before?)",
+			hdr.Path, n, contentOf(rep.Partitions, n)))
+		return rep, nil, nil
+	}
+	for i := range rep.Partitions {
+		if rep.Partitions[i].Number == n {
+			rep.Partitions[i].LUKS = describeLUKS(h, "detached", hdr.Path)
+		}
+	}
+	return rep, hdr, nil
+}
+
+// readPartitions reads the GPT and probes every partition.
+func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 	rep := &Report{Image: ImageInfo{Path: src.Path, Format: src.Format, FileSize: src.FileSize, Size: src.Size}}
 	tab, err := gpt.Read(src, src.Size, 0)
 	if err != nil {
@@ -130,21 +193,6 @@ func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, er
 			}
 		}
 		rep.Partitions = append(rep.Partitions, pi)
-	}
-	if opts.Header != nil {
-		h, err := luks.ReadHeader(opts.Header.R, opts.Header.Size)
-		if err != nil {
-			return nil, fmt.Errorf("detached header %s: %w", opts.Header.Path, err)
-		}
-		n, err := detachedTarget(rep.Partitions, opts.Partition)
-		if err != nil {
-			return nil, err
-		}
-		for i := range rep.Partitions {
-			if rep.Partitions[i].Number == n {
-				rep.Partitions[i].LUKS = describeLUKS(h, "detached", opts.Header.Path)
-			}
-		}
 	}
 	return rep, nil
 }
@@ -206,3 +254,12 @@ var (
 	// ErrNothingToConvert means the disk holds no LUKS volume and no detached header was given.
 	ErrNothingToConvert = errors.New("luksconv: no encrypted volume found")
 )
+
+func contentOf(parts []PartitionInfo, n int) Content {
+	for _, p := range parts {
+		if p.Number == n {
+			return p.Content
+		}
+	}
+	return ""
+}

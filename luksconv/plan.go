@@ -118,10 +118,11 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	if opts.Format != FormatRaw && opts.Format != FormatVHD {
 		return nil, fmt.Errorf("unknown output format %q (want raw or vhd): %w", opts.Format, ErrUsage)
 	}
-	rep, err := Inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
+	rep, hdr, err := inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
 	if err != nil {
 		return nil, err
 	}
+	opts.Header = hdr // given, or found on /boot
 	tab, err := gpt.Read(src, src.Size, rep.Table.SectorSize)
 	if err != nil {
 		return nil, err
@@ -269,7 +270,7 @@ func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
 	case 1:
 		return luksParts[0], nil
 	case 0:
-		return PartitionInfo{}, fmt.Errorf("no LUKS header on any partition; for an ADE OS disk give /boot/luks/osluksheader with --header: %w", ErrNothingToConvert)
+		return PartitionInfo{}, fmt.Errorf("no LUKS header on any partition and no /boot/luks/osluksheader; give a detached header with --header: %w", ErrNothingToConvert)
 	}
 	return PartitionInfo{}, fmt.Errorf("%d partitions carry LUKS headers; choose one with --partition: %w", len(luksParts), ErrUsage)
 }

@@ -378,6 +378,23 @@ func TestKeyFromStdinAndEnv(t *testing.T) {
 	}
 }
 
+// TestKeyOnly converts an ADE OS disk with nothing but the key file: the header is found on /boot.
+func TestKeyOnly(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	out := filepath.Join(t.TempDir(), "o.raw")
+	so, se, code := run(t, nil, "inspect", f.Image)
+	if code != 0 || !strings.Contains(so, "rd.luks.ade.partuuid="+f.PartUUID) || !strings.Contains(so, "/luks/osluksheader") {
+		t.Fatalf("inspect: exit %d:\n%s%s", code, so, se)
+	}
+	if _, se, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
+		t.Fatalf("convert: exit %d: %s", code, se)
+	}
+	if sum(t, out) != sum(t, f.Expected) {
+		t.Fatal("output differs from the expected disk")
+	}
+}
+
 // TestNoSecretInOutput checks that the key never reaches stdout/stderr, in any mode.
 func TestNoSecretInOutput(t *testing.T) {
 	set := fixture.Load(t)

@@ -259,6 +259,13 @@ func printReport(w io.Writer, rep *luksconv.Report) {
 		fmt.Fprintf(tw, "%d\t%d\t%s\t%s\t%s\t%s\t%s\n", p.Number, p.Offset, human(p.Size), typ, p.Name, p.Content, p.GUID)
 	}
 	tw.Flush()
+	if a := rep.ADE; a != nil {
+		fmt.Fprintf(w, "\nAzure Disk Encryption: /boot is partition %d and holds %s (%d bytes)", a.BootPartition, a.HeaderPath, a.HeaderSize)
+		if a.PartUUID != "" {
+			fmt.Fprintf(w, "; %s names the encrypted partition rd.luks.ade.partuuid=%s", a.ArgSource, a.PartUUID)
+		}
+		fmt.Fprintln(w)
+	}
 	for _, p := range rep.Partitions {
 		if p.LUKS != nil {
 			printLUKS(w, p.Number, p.LUKS)

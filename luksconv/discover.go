@@ -1,0 +1,87 @@
+package luksconv
+
+import (
+	"fmt"
+	"io"
+	"path"
+	"regexp"
+	"strings"
+
+	"github.com/luksconv/luksconv/xfs"
+)
+
+// ADEHeaderPath is where ADE keeps the OS disk's detached LUKS header, relative to /boot.
+const ADEHeaderPath = "/luks/osluksheader"
+
+// ADEInfo is what Inspect found of Azure Disk Encryption on /boot.
+type ADEInfo struct {
+	// BootPartition holds /boot (the filesystem with luks/osluksheader).
+	BootPartition int    `json:"boot_partition"`
+	HeaderPath    string `json:"header_path"`
+	HeaderSize    int64  `json:"header_size"`
+	// PartUUID is the encrypted partition named by rd.luks.ade.partuuid, and ArgSource the file it was
+	// read from ("" when no boot configuration names it, as with RHEL 7's 91ade).
+	PartUUID  string `json:"partuuid,omitempty"`
+	ArgSource string `json:"arg_source,omitempty"`
+}
+
+// bootConfigFiles are the /boot files whose kernel command lines may carry rd.luks.ade.partuuid.
+var bootConfigFiles = []string{"/grub2/grubenv", "/grub2/grub.cfg", "/grub/grub.cfg"}
+
+var partuuidArg = regexp.MustCompile(`(?:^|[\s"'=])rd\.luks\.ade\.partuuid=([0-9A-Fa-f-]{36})`)
+
+// discoverADE looks on every XFS partition for ADE's detached header and the kernel argument naming the
+// encrypted partition. It returns the header (readable through the filesystem) or nil when there is none.
+func discoverADE(src *Source, parts []PartitionInfo) (*ADEInfo, *Header, []string) {
+	var warns []string
+	for _, p := range parts {
+		if p.Content != ContentXFS {
+			continue
+		}
+		fs, err := xfs.Open(io.NewSectionReader(src, p.Offset, p.Size), p.Size)
+		if err != nil {
+			warns = append(warns, fmt.Sprintf("partition %d: %v", p.Number, err))
+			continue
+		}
+		ino, err := fs.LookupFollow(ADEHeaderPath)
+		if err != nil || !ino.IsRegular() {
+			continue
+		}
+		r, err := fs.FileReader(ino)
+		if err != nil {
+			warns = append(warns, fmt.Sprintf("partition %d: %s: %v", p.Number, ADEHeaderPath, err))
+			continue
+		}
+		info := &ADEInfo{BootPartition: p.Number, HeaderPath: ADEHeaderPath, HeaderSize: ino.Size}
+		info.PartUUID, info.ArgSource = findPartUUIDArg(fs)
+		hdr := &Header{R: r, Size: ino.Size, Path: fmt.Sprintf("partition %d:/boot%s", p.Number, ADEHeaderPath)}
+		return info, hdr, warns
+	}
+	return nil, nil, warns
+}
+
+// findPartUUIDArg reads rd.luks.ade.partuuid from the boot configuration on /boot.
+func findPartUUIDArg(fs *xfs.FS) (uuid, source string) {
+	files := append([]string(nil), bootConfigFiles...)
+	if ents, err := fs.ReadDir("/loader/entries"); err == nil {
+		for _, e := range ents {
+			if strings.HasSuffix(e.Name, ".conf") {
+				files = append(files, path.Join("/loader/entries", e.Name))
+			}
+		}
+	}
+	for _, f := range files {
+		ino, err := fs.Lookup(f)
+		if err != nil || !ino.IsRegular() || ino.Size > 1<<20 {
+			continue // absent, a symlink into the ESP, or not a config file
+		}
+		b, err := fs.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		if m := partuuidArg.FindSubmatch(b); m != nil {
+			return strings.ToLower(string(m[1])), "/boot" + f
+		}
+	}
+	return "", ""
+}
