@@ -50,7 +50,7 @@ func openHeader(t testing.TB, path string) *luksconv.Header {
 }
 
 // convert runs the library path end to end and returns the output path.
-func convert(t *testing.T, input, headerPath, keyFile string, partition int, format luksconv.Format, workers int, allowUnknown bool) (string, *luksconv.Plan, *luksconv.Result) {
+func convert(t *testing.T, input, headerPath, keyFile string, partition int, format luksconv.Format, workers int, allowUnknown bool, fullCopy ...bool) (string, *luksconv.Plan, *luksconv.Result) {
 	t.Helper()
 	key, err := os.ReadFile(keyFile)
 	if err != nil {
@@ -63,7 +63,7 @@ func convert(t *testing.T, input, headerPath, keyFile string, partition int, for
 	defer src.Close()
 	p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{
 		Passphrase: key, Header: openHeader(t, headerPath), Partition: partition, Format: format,
-		AllowUnknownContent: allowUnknown})
+		AllowUnknownContent: allowUnknown, FullCopy: len(fullCopy) > 0 && fullCopy[0]})
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}
@@ -141,7 +141,8 @@ func TestConvertFixtures(t *testing.T) {
 			for ki, key := range f.KeyFiles {
 				t.Run(f.Name+"/"+kind+"/key"+string(rune('0'+ki)), func(t *testing.T) {
 					before := fileHash(t, input)
-					out, p, res := convert(t, input, f.Header, key, f.Partition, luksconv.FormatRaw, 2, !holdsFilesystem(f))
+					// Full copy: every sector of the volume, free space included, must decrypt exactly.
+					out, p, res := convert(t, input, f.Header, key, f.Partition, luksconv.FormatRaw, 2, !holdsFilesystem(f), true)
 					exp, _ := os.Stat(f.Expected)
 					if p.OutputSize != exp.Size() {
 						t.Fatalf("output size %d, expected image is %d", p.OutputSize, exp.Size())
@@ -444,4 +445,71 @@ func TestAutoDiscovery(t *testing.T) {
 	if tested < 2 {
 		t.Fatalf("only %d fixtures with a header on /boot", tested)
 	}
+}
+
+// TestUsedBlocksOnly checks the default used-block-aware plan: free LVM extents and XFS free space are
+// skipped (not read, written as zeros), the output still equals the expected disk (whose free space is
+// zero), and --full-copy skips nothing.
+func TestUsedBlocksOnly(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, _ := os.ReadFile(f.KeyFiles[0])
+	src, err := luksconv.OpenFile(f.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	plan := func(full bool) *luksconv.Plan {
+		p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{Passphrase: key, FullCopy: full})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(p.Close)
+		return p
+	}
+	used, full := plan(false), plan(true)
+	if len(full.Skipped) != 0 {
+		t.Fatalf("full copy skipped %v", full.Skipped)
+	}
+	reasons := map[string]int64{}
+	var skipped int64
+	for _, s := range used.Skipped {
+		reasons[s.Reason] = s.Bytes
+		skipped += s.Bytes
+	}
+	for _, want := range []string{"lvm free extents", "xfs free space: partition 2", "xfs free space: rootvg/rootlv",
+		"xfs free space: rootvg/homelv", "xfs free space: rootvg/varlv"} {
+		if reasons[want] == 0 {
+			t.Errorf("nothing skipped for %q (skipped: %v)", want, used.Skipped)
+		}
+	}
+	if got := full.Totals.Copy + full.Totals.Decrypt - (used.Totals.Copy + used.Totals.Decrypt); got != skipped {
+		t.Errorf("work shrank by %d bytes, skipped entries sum to %d", got, skipped)
+	}
+	if len(used.Warnings) != 0 {
+		t.Errorf("warnings: %v", used.Warnings)
+	}
+	// Every decrypt region still starts on an encryption sector.
+	for _, r := range used.Regions {
+		if r.Kind == luksconv.Decrypt && (r.Offset%int64(used.Volume.SectorSize) != 0 || r.Length%int64(used.Volume.SectorSize) != 0) {
+			t.Fatalf("decrypt region %+v is not sector-aligned", r)
+		}
+	}
+	out := filepath.Join(t.TempDir(), "used.raw")
+	sink, err := luksconv.CreateFile(out, used.OutputSize, used.Format, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := luksconv.Execute(context.Background(), used, src, sink, luksconv.ExecuteOptions{Workers: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sink.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if res.BytesCopied+res.BytesDecrypted != used.Totals.Copy+used.Totals.Decrypt {
+		t.Errorf("read %d bytes, plan says %d", res.BytesCopied+res.BytesDecrypted, used.Totals.Copy+used.Totals.Decrypt)
+	}
+	exp, _ := os.Stat(f.Expected)
+	sameContent(t, out, f.Expected, exp.Size())
 }

@@ -33,6 +33,8 @@ type Region struct {
 	Source int64 `json:"source,omitempty"`
 	// IV is the IV sector number (512-byte units) of the region's first byte, for Decrypt regions.
 	IV uint64 `json:"iv,omitempty"`
+	// Reason says why a Zero region is not copied (free space, padding, the old LUKS header).
+	Reason string `json:"reason,omitempty"`
 }
 
 // Patch overwrites output bytes after the regions are produced (GPT relocation, guest edits).
@@ -80,7 +82,9 @@ type Plan struct {
 	Regions    []Region   `json:"regions"`
 	Patches    []Patch    `json:"patches,omitempty"`
 	Totals     Totals     `json:"totals"`
-	Warnings   []string   `json:"warnings,omitempty"`
+	// Skipped sums the Zero regions that hold free space, by reason (empty with FullCopy).
+	Skipped  []Skip   `json:"skipped,omitempty"`
+	Warnings []string `json:"warnings,omitempty"`
 
 	key    *luks.VolumeKey
 	cipher diskcipher.Cipher
@@ -108,6 +112,9 @@ type PlanOptions struct {
 	// AllowUnknownContent converts even when the decrypted volume has no recognisable signature, which
 	// usually means the detached header belongs to another disk.
 	AllowUnknownContent bool
+	// FullCopy copies and decrypts everything, free space included. By default free LVM extents and the
+	// free space of XFS filesystems are written as zeros without being read.
+	FullCopy bool
 }
 
 // NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.
@@ -195,10 +202,21 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 			// Bytes past the last whole encryption sector were never encrypted.
 			regions = append(regions, copyRegions(src, gp.Offset+payLen, tail)...)
 		} else {
-			regions = append(regions, Region{Kind: Zero, Offset: gp.Offset + payLen, Length: tail})
+			regions = append(regions, Region{Kind: Zero, Offset: gp.Offset + payLen, Length: tail, Reason: "LUKS header space"})
 		}
 	}
 	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
+
+	if !opts.FullCopy {
+		plain, err := luks.NewReader(partR, gp.Size, h, key)
+		if err != nil {
+			p.Close()
+			return nil, err
+		}
+		spans, warns := p.usedOnly(src, rep.Partitions, plain, payLen, gp.Offset)
+		p.Warnings = append(p.Warnings, warns...)
+		regions, p.Skipped = carve(regions, spans, int64(h.SectorSize))
+	}
 
 	if opts.Format == FormatVHD {
 		if size := vhd.AzureSize(src.Size); size != src.Size {
@@ -211,7 +229,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 				p.Patches = append(p.Patches, Patch{Offset: w.Offset, Length: len(w.Data), Data: w.Data,
 					Why: "GPT: move the backup table to the end of the disk padded to a whole MiB for Azure"})
 			}
-			regions = append(regions, Region{Kind: Zero, Offset: src.Size, Length: size - src.Size})
+			regions = append(regions, Region{Kind: Zero, Offset: src.Size, Length: size - src.Size, Reason: "padding to a whole MiB"})
 			p.OutputSize = size
 			p.Warnings = append(p.Warnings, fmt.Sprintf("disk size %d is not a whole MiB; the VHD is padded to %d bytes", src.Size, size))
 		}
@@ -302,13 +320,13 @@ func copyRegions(src *Source, off, length int64) []Region {
 			continue
 		}
 		if s > pos {
-			out = append(out, Region{Kind: Zero, Offset: pos, Length: s - pos})
+			out = append(out, Region{Kind: Zero, Offset: pos, Length: s - pos, Reason: "unallocated in the source"})
 		}
 		out = append(out, Region{Kind: Copy, Offset: s, Length: t - s, Source: s})
 		pos = t
 	}
 	if pos < end {
-		out = append(out, Region{Kind: Zero, Offset: pos, Length: end - pos})
+		out = append(out, Region{Kind: Zero, Offset: pos, Length: end - pos, Reason: "unallocated in the source"})
 	}
 	return out
 }
@@ -323,7 +341,7 @@ func mergeRegions(in []Region) []Region {
 		if n := len(out); n > 0 {
 			last := &out[n-1]
 			if last.Kind == r.Kind && last.Offset+last.Length == r.Offset &&
-				(r.Kind == Zero || (r.Kind == Copy && last.Source+last.Length == r.Source)) {
+				((r.Kind == Zero && last.Reason == r.Reason) || (r.Kind == Copy && last.Source+last.Length == r.Source)) {
 				last.Length += r.Length
 				continue
 			}

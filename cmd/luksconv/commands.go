@@ -93,6 +93,7 @@ type convertFlags struct {
 	keyslot      int
 	format       string
 	allowUnknown bool
+	fullCopy     bool
 }
 
 func (cf *convertFlags) register(c *cobra.Command) {
@@ -102,6 +103,7 @@ func (cf *convertFlags) register(c *cobra.Command) {
 	c.Flags().IntVar(&cf.keyslot, "keyslot", -1, "try only this keyslot (default: every active one)")
 	c.Flags().StringVar(&cf.format, "format", "raw", "output format: raw (sparse image) or vhd (fixed VHD, padded to a whole MiB for Azure)")
 	c.Flags().BoolVar(&cf.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
+	c.Flags().BoolVar(&cf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents and XFS free space become zeros)")
 }
 
 // makePlan unlocks the volume and lays out the conversion. The caller must Close the plan.
@@ -120,7 +122,7 @@ func (cf *convertFlags) makePlan(c *cobra.Command, src *luksconv.Source) (*luksc
 	}
 	defer closeHdr()
 	opts := luksconv.PlanOptions{Passphrase: pass, Header: hdr, Partition: cf.partition,
-		Format: luksconv.Format(cf.format), AllowUnknownContent: cf.allowUnknown}
+		Format: luksconv.Format(cf.format), AllowUnknownContent: cf.allowUnknown, FullCopy: cf.fullCopy}
 	if cf.keyslot >= 0 {
 		opts.Keyslot = &cf.keyslot
 	}
@@ -324,6 +326,9 @@ func printPlan(w io.Writer, p *luksconv.Plan) {
 		fmt.Fprintf(w, "Regions: %s\n", strings.Join(kinds, ", "))
 	} else {
 		fmt.Fprintf(w, "Regions: %d (see --json)\n", len(kinds))
+	}
+	for _, sk := range p.Skipped {
+		fmt.Fprintf(w, "Skip: %s of %s (written as zeros, not read)\n", human(sk.Bytes), sk.Reason)
 	}
 	for _, pt := range p.Patches {
 		fmt.Fprintf(w, "Patch: %d bytes at %d: %s\n", pt.Length, pt.Offset, pt.Why)

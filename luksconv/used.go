@@ -1,0 +1,161 @@
+package luksconv
+
+import (
+	"fmt"
+	"io"
+	"sort"
+
+	"github.com/luksconv/luksconv/lvm"
+	"github.com/luksconv/luksconv/xfs"
+)
+
+// Skip is output space that holds no data and is written as zeros instead of being copied or
+// decrypted: LVM extents no LV uses, and the free space of XFS filesystems.
+type Skip struct {
+	Reason string `json:"reason"` // e.g. "lvm free extents", "xfs free space: rootvg/rootlv"
+	Bytes  int64  `json:"bytes"`
+}
+
+// span is an output byte range with the reason it may be skipped.
+type span struct {
+	off, n int64
+	why    string
+}
+
+// usedOnly finds what the plan need not read: free space in every XFS partition and, inside the decrypted
+// volume, free LVM extents and the free space of XFS logical volumes (or of an XFS volume itself).
+// Anything it cannot judge safely (a dirty log, an LV type it does not map) stays copied, with a warning.
+func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) ([]span, []string) {
+	var spans []span
+	var warns []string
+	for _, pi := range parts {
+		if pi.Number == p.Volume.Partition || pi.Content != ContentXFS {
+			continue
+		}
+		s, err := xfsFree(io.NewSectionReader(src, pi.Offset, pi.Size), pi.Size, func(off, n int64) []span {
+			return []span{{pi.Offset + off, n, fmt.Sprintf("xfs free space: partition %d", pi.Number)}}
+		})
+		if err != nil {
+			warns = append(warns, fmt.Sprintf("partition %d copied in full: %v", pi.Number, err))
+		}
+		spans = append(spans, s...)
+	}
+
+	switch Content(p.Volume.Content) {
+	case ContentXFS:
+		s, err := xfsFree(plain, plainSize, func(off, n int64) []span {
+			return []span{{partOff + off, n, fmt.Sprintf("xfs free space: partition %d", p.Volume.Partition)}}
+		})
+		if err != nil {
+			warns = append(warns, fmt.Sprintf("partition %d decrypted in full: %v", p.Volume.Partition, err))
+		}
+		spans = append(spans, s...)
+	case ContentLVM2:
+		pv, err := lvm.Open(plain, plainSize)
+		if err != nil || pv.VG == nil {
+			warns = append(warns, fmt.Sprintf("partition %d decrypted in full: LVM metadata: %v", p.Volume.Partition, err))
+			break
+		}
+		for _, r := range pv.FreeRanges() {
+			spans = append(spans, span{partOff + r.Off, r.Len, "lvm free extents"})
+		}
+		for i := range pv.VG.LVs {
+			lv := &pv.VG.LVs[i]
+			name := pv.VG.Name + "/" + lv.Name
+			lvr := pv.LVReader(plain, lv)
+			head := make([]byte, probeSize)
+			if n, _ := lvr.ReadAt(head, 0); probeBytes(head[:n]) != ContentXFS {
+				continue
+			}
+			s, err := xfsFree(lvr, lv.Size, func(off, n int64) []span {
+				ext, err := pv.Map(lv, off, n)
+				if err != nil {
+					return nil
+				}
+				out := make([]span, 0, len(ext))
+				for _, e := range ext {
+					out = append(out, span{partOff + e.PVOff, e.Len, "xfs free space: " + name})
+				}
+				return out
+			})
+			if err != nil {
+				warns = append(warns, fmt.Sprintf("%s decrypted in full: %v", name, err))
+			}
+			spans = append(spans, s...)
+		}
+	}
+	return spans, warns
+}
+
+// xfsFree lists an XFS filesystem's free space, mapped to output spans by toOut.
+func xfsFree(r io.ReaderAt, size int64, toOut func(off, n int64) []span) ([]span, error) {
+	fs, err := xfs.Open(r, size)
+	if err != nil {
+		return nil, err
+	}
+	free, err := fs.FreeSpace()
+	if err != nil {
+		return nil, err
+	}
+	var out []span
+	for _, f := range free {
+		out = append(out, toOut(f.Off, f.Len)...)
+	}
+	return out, nil
+}
+
+// carve turns the parts of Copy and Decrypt regions that spans cover into Zero regions. Decrypt pieces
+// keep whole encryption sectors: a span is shrunk to sector boundaries counted from the region's start.
+func carve(regions []Region, spans []span, sectorSize int64) ([]Region, []Skip) {
+	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
+	skipped := map[string]int64{}
+	var out []Region
+	for _, r := range regions {
+		if r.Kind == Zero {
+			out = append(out, r)
+			continue
+		}
+		unit := int64(1)
+		if r.Kind == Decrypt {
+			unit = sectorSize
+		}
+		pos := r.Offset // output offset up to which r has been emitted
+		end := r.Offset + r.Length
+		i := sort.Search(len(spans), func(i int) bool { return spans[i].off+spans[i].n > r.Offset })
+		for ; i < len(spans) && spans[i].off < end; i++ {
+			s := spans[i]
+			a, b := max(s.off, pos), min(s.off+s.n, end)
+			// Round inward to whole units from the region start.
+			a = r.Offset + (a-r.Offset+unit-1)/unit*unit
+			b = r.Offset + (b-r.Offset)/unit*unit
+			if a >= b {
+				continue
+			}
+			if a > pos {
+				out = append(out, piece(r, pos, a))
+			}
+			out = append(out, Region{Kind: Zero, Offset: a, Length: b - a, Reason: s.why})
+			skipped[s.why] += b - a
+			pos = b
+		}
+		if pos < end {
+			out = append(out, piece(r, pos, end))
+		}
+	}
+	var skips []Skip
+	for why, n := range skipped {
+		skips = append(skips, Skip{Reason: why, Bytes: n})
+	}
+	sort.Slice(skips, func(i, j int) bool { return skips[i].Reason < skips[j].Reason })
+	return out, skips
+}
+
+// piece is the part [a, b) of the output that r produces.
+func piece(r Region, a, b int64) Region {
+	d := a - r.Offset
+	q := Region{Kind: r.Kind, Offset: a, Length: b - a, Source: r.Source + d}
+	if r.Kind == Decrypt {
+		q.IV = r.IV + uint64(d/512)
+	}
+	return q
+}
