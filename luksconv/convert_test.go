@@ -49,21 +49,32 @@ func openHeader(t testing.TB, path string) *luksconv.Header {
 	return &luksconv.Header{R: f, Size: fi.Size(), Path: path}
 }
 
-// convert runs the library path end to end and returns the output path.
+// convert runs the library path end to end with the guest left as it is (KeepGuest), so that the output
+// can be compared with the fixture's expected disk, and returns the output path.
 func convert(t *testing.T, input, headerPath, keyFile string, partition int, format luksconv.Format, workers int, allowUnknown bool, fullCopy ...bool) (string, *luksconv.Plan, *luksconv.Result) {
 	t.Helper()
 	key, err := os.ReadFile(keyFile)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return convertOpts(t, input, luksconv.PlanOptions{
+		Passphrase: key, Header: openHeader(t, headerPath), Partition: partition, Format: format,
+		AllowUnknownContent: allowUnknown, FullCopy: len(fullCopy) > 0 && fullCopy[0], KeepGuest: true}, workers)
+}
+
+// convertOpts plans with opts, executes into a new file and returns its path.
+func convertOpts(t *testing.T, input string, opts luksconv.PlanOptions, workers int) (string, *luksconv.Plan, *luksconv.Result) {
+	t.Helper()
 	src, err := luksconv.OpenFile(input)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer src.Close()
-	p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{
-		Passphrase: key, Header: openHeader(t, headerPath), Partition: partition, Format: format,
-		AllowUnknownContent: allowUnknown, FullCopy: len(fullCopy) > 0 && fullCopy[0]})
+	if opts.Format == "" {
+		opts.Format = luksconv.FormatRaw
+	}
+	format := opts.Format
+	p, err := luksconv.NewPlan(context.Background(), src, opts)
 	if err != nil {
 		t.Fatalf("plan: %v", err)
 	}
@@ -460,7 +471,7 @@ func TestUsedBlocksOnly(t *testing.T) {
 	}
 	defer src.Close()
 	plan := func(full bool) *luksconv.Plan {
-		p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{Passphrase: key, FullCopy: full})
+		p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{Passphrase: key, FullCopy: full, KeepGuest: true})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -39,6 +39,10 @@ func Example() {
 		log.Fatal(err)
 	}
 	defer plan.Close()
+	// The guest edits that undo ADE inside the disk (kernel arguments, crypttab, ...), applied as patches.
+	for _, e := range plan.Edits {
+		fmt.Printf("%s: %s\n", e.Path, e.Why)
+	}
 
 	sink, err := luksconv.CreateFile("plain.vhd", plan.OutputSize, plan.Format, false)
 	if err != nil {

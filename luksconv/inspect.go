@@ -24,8 +24,14 @@ type Report struct {
 	Table      *TableInfo      `json:"partition_table,omitempty"`
 	Partitions []PartitionInfo `json:"partitions"`
 	// ADE is set when /boot holds ADE's detached header.
-	ADE      *ADEInfo `json:"ade,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
+	ADE *ADEInfo `json:"ade,omitempty"`
+	// Edits lists what convert would change in the guest, as far as it can be seen without the key
+	// (for an encrypted root: the /boot side only; `plan` shows all).
+	Edits []Edit `json:"edits,omitempty"`
+	// Readiness is the LEAPP-style check of the guest as it is now (nil when no guest filesystem is
+	// readable).
+	Readiness *Readiness `json:"readiness,omitempty"`
+	Warnings  []string   `json:"warnings,omitempty"`
 }
 
 // ImageInfo describes the source container.
@@ -98,9 +104,16 @@ type InspectOptions struct {
 
 // Inspect reads the partition table and identifies what each partition holds. It reads only metadata.
 // Without InspectOptions.Header it looks for ADE's detached header on /boot (luks/osluksheader).
+//
+// It also reports the guest edits convert would make and the guest's readiness for a LEAPP upgrade,
+// from the filesystems it can read without a key.
 func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, error) {
 	rep, _, err := inspect(ctx, src, opts)
-	return rep, err
+	if err != nil {
+		return nil, err
+	}
+	inspectGuest(src, rep)
+	return rep, nil
 }
 
 // inspect is Inspect that also returns the detached header in use (given or found on /boot).
@@ -132,6 +145,12 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 	}
 	h, err := luks.ReadHeader(hdr.R, hdr.Size)
 	if err != nil {
+		if opts.Header == nil && wiped(hdr.R) {
+			// A converted disk: the header file is still there, zeroed.
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s holds no LUKS header, only zeros (wiped by a conversion)", hdr.Path))
+			rep.ADE = nil
+			return rep, nil, nil
+		}
 		return nil, nil, fmt.Errorf("detached header %s: %w", hdr.Path, err)
 	}
 	n, err := detachedTarget(rep.Partitions, want)
@@ -253,7 +272,17 @@ var (
 	ErrTruncated = errors.New("luksconv: image truncated")
 	// ErrNothingToConvert means the disk holds no LUKS volume and no detached header was given.
 	ErrNothingToConvert = errors.New("luksconv: no encrypted volume found")
+	// ErrGuestEdit means a required guest edit cannot be made in place (PlanOptions.StrictInitramfs: an
+	// initramfs without ADE's hooks does not fit its file's blocks).
+	ErrGuestEdit = errors.New("luksconv: guest edit not possible in place")
 )
+
+// wiped reports whether a header file starts with zeros where a LUKS header would be.
+func wiped(r io.ReaderAt) bool {
+	b := make([]byte, 4096)
+	n, _ := r.ReadAt(b, 0)
+	return n > 0 && allZero(b[:n])
+}
 
 func contentOf(parts []PartitionInfo, n int) Content {
 	for _, p := range parts {

@@ -83,8 +83,14 @@ type Plan struct {
 	Patches    []Patch    `json:"patches,omitempty"`
 	Totals     Totals     `json:"totals"`
 	// Skipped sums the Zero regions that hold free space, by reason (empty with FullCopy).
-	Skipped  []Skip   `json:"skipped,omitempty"`
-	Warnings []string `json:"warnings,omitempty"`
+	Skipped []Skip `json:"skipped,omitempty"`
+	// Edits lists the changes made inside the guest (applied as Patches) so that the output boots
+	// without ADE; empty with PlanOptions.KeepGuest.
+	Edits []Edit `json:"edits,omitempty"`
+	// Readiness is the LEAPP-style check of the guest as the output will hold it (nil when no guest
+	// filesystem was found, or with KeepGuest).
+	Readiness *Readiness `json:"readiness,omitempty"`
+	Warnings  []string   `json:"warnings,omitempty"`
 
 	key    *luks.VolumeKey
 	cipher diskcipher.Cipher
@@ -115,6 +121,18 @@ type PlanOptions struct {
 	// FullCopy copies and decrypts everything, free space included. By default free LVM extents and the
 	// free space of XFS filesystems are written as zeros without being read.
 	FullCopy bool
+	// KeepGuest leaves the guest as it is: the output is the source with the volume decrypted, byte for
+	// byte. By default the guest is edited so that it boots without ADE: the kernel arguments,
+	// crypttab, fstab, lvm.conf filter and dracut settings ADE added are removed, ADE's dracut modules
+	// disabled, its hooks removed from the initramfs images on /boot, and /boot/luks/osluksheader and
+	// /var/lib/azure_disk_encryption_config wiped (see Plan.Edits). Every edit rewrites a file inside
+	// the blocks it already owns; what cannot be done that way is a warning.
+	KeepGuest bool
+	// StrictInitramfs makes NewPlan fail when an initramfs holding ADE's hooks cannot be rewritten in
+	// place (the image without them does not fit the file's blocks, or cannot be re-encoded). By
+	// default that is a warning and the image keeps the hooks, which are inert once the kernel
+	// arguments are gone, until the guest rebuilds it with dracut.
+	StrictInitramfs bool
 }
 
 // NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.
@@ -207,15 +225,22 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	}
 	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
 
+	plain, err := luks.NewReader(partR, gp.Size, h, key)
+	if err != nil {
+		p.Close()
+		return nil, err
+	}
 	if !opts.FullCopy {
-		plain, err := luks.NewReader(partR, gp.Size, h, key)
-		if err != nil {
-			p.Close()
-			return nil, err
-		}
 		spans, warns := p.usedOnly(src, rep.Partitions, plain, payLen, gp.Offset)
 		p.Warnings = append(p.Warnings, warns...)
 		regions, p.Skipped = carve(regions, spans, int64(h.SectorSize))
+	}
+
+	if !opts.KeepGuest {
+		if err := p.editGuest(src, rep, plain, gp.Offset, payLen, content, opts); err != nil {
+			p.Close()
+			return nil, err
+		}
 	}
 
 	if opts.Format == FormatVHD {

@@ -362,11 +362,11 @@ func TestKeyFromStdinAndEnv(t *testing.T) {
 	f, _ := set.Get("rhel8-lvm")
 	key, _ := os.ReadFile(f.KeyFiles[0])
 	dir := t.TempDir()
-	_, errOut, code := run(t, key, "convert", "-q", "--key-file", "-", "--header", f.Header, f.Image, filepath.Join(dir, "a.raw"))
+	_, errOut, code := run(t, key, "convert", "-q", "--keep-guest", "--key-file", "-", "--header", f.Header, f.Image, filepath.Join(dir, "a.raw"))
 	if code != 0 {
 		t.Fatalf("stdin: exit %d: %s", code, errOut)
 	}
-	cmd := exec.Command(binPath, "convert", "-q", "--key-env", "LUKSCONV_TEST_KEY", "--header", f.Header, f.Image, filepath.Join(dir, "b.raw"))
+	cmd := exec.Command(binPath, "convert", "-q", "--keep-guest", "--key-env", "LUKSCONV_TEST_KEY", "--header", f.Header, f.Image, filepath.Join(dir, "b.raw"))
 	cmd.Env = append(os.Environ(), "LUKSCONV_TEST_KEY="+string(key))
 	var se bytes.Buffer
 	cmd.Stderr = &se
@@ -387,7 +387,7 @@ func TestKeyOnly(t *testing.T) {
 	if code != 0 || !strings.Contains(so, "rd.luks.ade.partuuid="+f.PartUUID) || !strings.Contains(so, "/luks/osluksheader") {
 		t.Fatalf("inspect: exit %d:\n%s%s", code, so, se)
 	}
-	if _, se, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
+	if _, se, code := run(t, nil, "convert", "-q", "--keep-guest", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
 		t.Fatalf("convert: exit %d: %s", code, se)
 	}
 	if sum(t, out) != sum(t, f.Expected) {
@@ -450,4 +450,78 @@ func luks2HeaderSize(t *testing.T, path string) int64 {
 		n = n<<8 | int64(c)
 	}
 	return n
+}
+
+// TestGuestEditsCLI: inspect lists the /boot-side edits of an encrypted disk and says it is not ready;
+// plan shows every edit and a ready verdict; --keep-guest plans none; convert's output then inspects
+// as ready with nothing left to edit.
+func TestGuestEditsCLI(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	so, se, code := run(t, nil, "inspect", f.Image)
+	if code != 0 {
+		t.Fatalf("inspect: exit %d: %s", code, se)
+	}
+	for _, want := range []string{"Guest edits convert would make", "/boot/grub2/grubenv", "/boot/luks/osluksheader",
+		"Readiness (LEAPP-style, the guest as it is now): NOT ready", "SKIP / (root filesystem)"} {
+		if !strings.Contains(so, want) {
+			t.Errorf("inspect output lacks %q:\n%s", want, so)
+		}
+	}
+	if strings.Contains(so, "/etc/crypttab [") {
+		t.Errorf("inspect without a key lists root edits:\n%s", so)
+	}
+
+	so, se, code = run(t, nil, "plan", "--key-file", f.KeyFiles[0], f.Image)
+	if code != 0 {
+		t.Fatalf("plan: exit %d: %s", code, se)
+	}
+	for _, want := range []string{"Guest edits: ", "/etc/crypttab [/ (rootvg/rootlv)]", "- osencrypt /dev/disk/by-partuuid/",
+		"/var/lib/azure_disk_encryption_config/azure_crypt_params.ini [/var (rootvg/varlv)]",
+		"Readiness (LEAPP-style, the guest as the output will hold it): ready", "PASS /boot/grub2/grubenv",
+		"warning: partition 1 (FAT, EFI System Partition) is not edited"} {
+		if !strings.Contains(so, want) {
+			t.Errorf("plan output lacks %q:\n%s", want, so)
+		}
+	}
+	so, _, code = run(t, nil, "plan", "--keep-guest", "--key-file", f.KeyFiles[0], f.Image)
+	if code != 0 || strings.Contains(so, "Guest edits") || strings.Contains(so, "Readiness") {
+		t.Errorf("plan --keep-guest: exit %d:\n%s", code, so)
+	}
+	so, _, _ = run(t, nil, "plan", "--json", "--key-file", f.KeyFiles[0], f.Image)
+	var p luksconv.Plan
+	if err := json.Unmarshal([]byte(so), &p); err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Edits) == 0 || p.Readiness == nil || !p.Readiness.Ready {
+		t.Fatalf("plan --json: %d edits, readiness %+v", len(p.Edits), p.Readiness)
+	}
+	for _, e := range p.Edits {
+		if e.Path == "/boot/grub2/grubenv" && (len(e.Before) != 1 || len(e.After) != 1 || strings.Contains(e.After[0], "rd.luks.ade")) {
+			t.Errorf("grubenv edit: %+v", e)
+		}
+	}
+
+	out := filepath.Join(t.TempDir(), "o.raw")
+	if _, se, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
+		t.Fatalf("convert: exit %d: %s", code, se)
+	}
+	if sum(t, out) == sum(t, f.Expected) {
+		t.Fatal("convert made no guest edit")
+	}
+	so, se, code = run(t, nil, "inspect", "--json", out)
+	if code != 0 {
+		t.Fatalf("inspect of the output: exit %d: %s", code, se)
+	}
+	var rep luksconv.Report
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Edits) != 0 || rep.Readiness == nil || !rep.Readiness.Ready {
+		t.Errorf("inspect of the output: %d edits left, readiness %+v", len(rep.Edits), rep.Readiness)
+	}
+	// Converting the output again finds nothing to do.
+	if _, se, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], out, out+".2"); code != exitNothingToDo {
+		t.Errorf("second convert: exit %d: %s", code, se)
+	}
 }

@@ -94,6 +94,8 @@ type convertFlags struct {
 	format       string
 	allowUnknown bool
 	fullCopy     bool
+	keepGuest    bool
+	strictInitrd bool
 }
 
 func (cf *convertFlags) register(c *cobra.Command) {
@@ -104,6 +106,8 @@ func (cf *convertFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&cf.format, "format", "raw", "output format: raw (sparse image) or vhd (fixed VHD, padded to a whole MiB for Azure)")
 	c.Flags().BoolVar(&cf.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
 	c.Flags().BoolVar(&cf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents and XFS free space become zeros)")
+	c.Flags().BoolVar(&cf.keepGuest, "keep-guest", false, "do not edit the guest: the output is the source with the volume decrypted, byte for byte (default: undo ADE in /boot and the root filesystem)")
+	c.Flags().BoolVar(&cf.strictInitrd, "strict-initramfs", false, "fail if an initramfs holding ADE's hooks cannot be rewritten in place (default: warn and leave it)")
 }
 
 // makePlan unlocks the volume and lays out the conversion. The caller must Close the plan.
@@ -122,7 +126,8 @@ func (cf *convertFlags) makePlan(c *cobra.Command, src *luksconv.Source) (*luksc
 	}
 	defer closeHdr()
 	opts := luksconv.PlanOptions{Passphrase: pass, Header: hdr, Partition: cf.partition,
-		Format: luksconv.Format(cf.format), AllowUnknownContent: cf.allowUnknown, FullCopy: cf.fullCopy}
+		Format: luksconv.Format(cf.format), AllowUnknownContent: cf.allowUnknown, FullCopy: cf.fullCopy,
+		KeepGuest: cf.keepGuest, StrictInitramfs: cf.strictInitrd}
 	if cf.keyslot >= 0 {
 		opts.Keyslot = &cf.keyslot
 	}
@@ -273,6 +278,14 @@ func printReport(w io.Writer, rep *luksconv.Report) {
 			printLUKS(w, p.Number, p.LUKS)
 		}
 	}
+	if len(rep.Edits) > 0 {
+		fmt.Fprintln(w)
+		printEdits(w, "Guest edits convert would make (without the key only unencrypted filesystems are read; plan shows all)", rep.Edits)
+	}
+	if rep.Readiness != nil {
+		fmt.Fprintln(w)
+		printReadiness(w, "Readiness (LEAPP-style, the guest as it is now)", rep.Readiness)
+	}
 	for _, wn := range rep.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", wn)
 	}
@@ -330,10 +343,51 @@ func printPlan(w io.Writer, p *luksconv.Plan) {
 	for _, sk := range p.Skipped {
 		fmt.Fprintf(w, "Skip: %s of %s (written as zeros, not read)\n", human(sk.Bytes), sk.Reason)
 	}
-	for _, pt := range p.Patches {
-		fmt.Fprintf(w, "Patch: %d bytes at %d: %s\n", pt.Length, pt.Offset, pt.Why)
+	if len(p.Patches) <= 12 {
+		for _, pt := range p.Patches {
+			fmt.Fprintf(w, "Patch: %d bytes at %d: %s\n", pt.Length, pt.Offset, pt.Why)
+		}
+	} else {
+		var n int64
+		for _, pt := range p.Patches {
+			n += int64(pt.Length)
+		}
+		fmt.Fprintf(w, "Patches: %d, %s in total (see --json)\n", len(p.Patches), human(n))
+	}
+	if len(p.Edits) > 0 {
+		printEdits(w, "Guest edits", p.Edits)
+	}
+	if p.Readiness != nil {
+		printReadiness(w, "Readiness (LEAPP-style, the guest as the output will hold it)", p.Readiness)
 	}
 	for _, wn := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", wn)
+	}
+}
+
+func printEdits(w io.Writer, title string, edits []luksconv.Edit) {
+	fmt.Fprintf(w, "%s: %d\n", title, len(edits))
+	for _, e := range edits {
+		fmt.Fprintf(w, "  %s [%s]: %s\n", e.Path, e.Filesystem, e.Why)
+		for _, l := range e.Before {
+			fmt.Fprintf(w, "    - %s\n", l)
+		}
+		for _, l := range e.After {
+			fmt.Fprintf(w, "    + %s\n", l)
+		}
+	}
+}
+
+func printReadiness(w io.Writer, title string, r *luksconv.Readiness) {
+	verdict := "ready"
+	if !r.Ready {
+		verdict = "NOT ready"
+	}
+	fmt.Fprintf(w, "%s: %s\n", title, verdict)
+	for _, c := range r.Checks {
+		fmt.Fprintf(w, "  %-4s %s\n", strings.ToUpper(c.Status), c.Name)
+		for _, d := range c.Detail {
+			fmt.Fprintf(w, "         %s\n", d)
+		}
 	}
 }

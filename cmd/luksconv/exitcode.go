@@ -17,7 +17,7 @@ const (
 	exitFailure      = 1 // I/O errors and anything not listed below
 	exitUsage        = 2 // bad flags or a request that does not fit the disk
 	exitWrongKey     = 3 // no keyslot opens with the passphrase
-	exitUnsupported  = 4 // a format, cipher or feature luksconv does not convert
+	exitUnsupported  = 4 // a format, cipher or feature luksconv does not convert; a guest edit it cannot make in place (--strict-initramfs)
 	exitCorrupt      = 5 // damaged or truncated input
 	exitReencrypting = 6 // a LUKS2 re-encryption is in progress (ADE's encryption was interrupted)
 	exitOutput       = 7 // the output cannot be written where asked (exists, is the input)
@@ -38,7 +38,8 @@ func exitCode(err error) int {
 		return exitWrongKey
 	case errors.Is(err, luks.ErrReencryptInProgress):
 		return exitReencrypting
-	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported):
+	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported),
+		errors.Is(err, luksconv.ErrGuestEdit):
 		return exitUnsupported
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
 		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
