@@ -33,12 +33,25 @@ echo
 
 echo "== Checks by tools luksconv did not write =="
 qemu-img info -f vpc "$out/plain.vhd" | sed -n '1,4p'
-if qemu-img compare -q -f vpc -F raw "$out/plain.vhd" "$expected"; then
-  echo "qemu-img compare: the VHD equals the known plaintext disk"
+qemu-img convert -f vpc -O raw "$out/plain.vhd" "$out/plain.raw"
+sgdisk -v "$out/plain.raw" | grep -E 'No problems|problem' | head -3
+bootpart=$(jq -r "$fx.boot_partition" "$m")
+read -r start size < <(jq -r "$fx.partitions[] | select(.number==$bootpart) | \"\(.start) \(.size)\"" "$m")
+dd if="$out/plain.raw" of="$out/boot.xfs" bs=1M iflag=skip_bytes,count_bytes skip="$start" count="$size" status=none
+if xfs_repair -n -f "$out/boot.xfs" >/dev/null 2>&1; then echo "xfs_repair -n: /boot is clean after the edits"; else echo "xfs_repair -n: /boot has errors" >&2; exit 1; fi
+echo
+echo "== The decryption alone is exact (--keep-guest --full-copy, compared with the known plaintext) =="
+$bin convert -q --keep-guest --full-copy --key-file "$key" "$image" "$out/decrypted.raw" --force
+if cmp -s "$out/decrypted.raw" "$expected"; then
+  echo "cmp: the decrypted disk equals the known plaintext disk byte for byte"
 else
-  echo "qemu-img compare: MISMATCH" >&2
+  echo "cmp: MISMATCH" >&2
   exit 1
 fi
+rm -f "$out/decrypted.raw" "$out/plain.raw" "$out/boot.xfs"
+echo
+echo "== luksconv inspect of the output =="
+$bin inspect "$out/plain.vhd" | sed -n '/Readiness/,$p'
 after=$(sha256sum "$image" | cut -d' ' -f1)
 [ "$before" = "$after" ] && echo "source image unchanged (sha256 $after)" || { echo "SOURCE CHANGED" >&2; exit 1; }
 echo
