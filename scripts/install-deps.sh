@@ -40,6 +40,15 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
 fi
 
+# Azurite, the Azure Storage emulator the blob tests run against, project-local (needs node and npm).
+repo=$(cd "$(dirname "$0")/.." && pwd)
+if ! command -v npm >/dev/null 2>&1; then
+  $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $([ "$(id -u)" -eq 0 ] || echo sudo) apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+[ -x "$repo/.tools/azurite/node_modules/.bin/azurite-blob" ] ||
+  npm install --prefix "$repo/.tools/azurite" --no-audit --no-fund --loglevel=error azurite@3.35.0 >/dev/null
+
 command -v go >/dev/null 2>&1 || { echo "install-deps: Go 1.26 is required (see go.mod)" >&2; exit 1; }
 go mod download
 echo "install-deps: ok"

@@ -1,0 +1,188 @@
+package blobio
+
+import (
+	"context"
+	"encoding/xml"
+	"errors"
+	"fmt"
+	"net/url"
+	"regexp"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
+)
+
+// Redacted replaces secret values in URLs and messages.
+const Redacted = "REDACTED"
+
+var (
+	// sig=… in a URL, a query string, text holding a URL, or XML (&amp;sig=).
+	sigPlain = regexp.MustCompile(`(?i)((?:^|[?&;\s"'(<])sig=)[A-Za-z0-9%+/=_.~-]*`)
+	// sig=… inside a URL that was itself query-escaped (a copy-source parameter).
+	sigEscaped = regexp.MustCompile(`(?i)((?:%3F|%26)sig%3D)[^&\s"'<>#]*?(%26|[&\s"'<>#]|$)`)
+)
+
+// Redact returns s with the value of every SAS signature (the sig query
+// parameter) replaced by "REDACTED". s may be a URL, a query string or any
+// text containing URLs, such as an error message. The other SAS parameters
+// (sv, se, sp, sr, skoid, …) are not secret and are kept: the expiry se in
+// particular helps to explain an authentication failure.
+func Redact(s string) string {
+	s = sigPlain.ReplaceAllString(s, "${1}"+Redacted)
+	return sigEscaped.ReplaceAllString(s, "${1}"+Redacted+"${2}")
+}
+
+// redactor removes the signature of one SAS URL wherever it appears, also
+// outside a sig= parameter (a service error body may echo a bad value).
+type redactor struct{ secrets []string }
+
+func newRedactor(sasURL string) *redactor {
+	r := &redactor{}
+	u, err := url.Parse(sasURL)
+	if err != nil {
+		return r
+	}
+	add := func(s string) {
+		// Very short values are not signatures and would blank out ordinary text.
+		if len(s) >= 8 && !strings.EqualFold(s, Redacted) {
+			r.secrets = append(r.secrets, s)
+		}
+	}
+	for k, vs := range u.Query() {
+		if !strings.EqualFold(k, "sig") {
+			continue
+		}
+		for _, v := range vs {
+			add(v)
+			add(url.QueryEscape(v))
+			add(url.PathEscape(v))
+			add(strings.ReplaceAll(url.QueryEscape(v), "%", "%25"))
+		}
+	}
+	// The raw form as written in the URL (its escaping may differ from ours).
+	for _, kv := range strings.FieldsFunc(u.RawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "sig") {
+			add(v)
+		}
+	}
+	return r
+}
+
+func (r *redactor) redact(s string) string {
+	s = Redact(s)
+	if r == nil {
+		return s
+	}
+	for _, sec := range r.secrets {
+		s = strings.ReplaceAll(s, sec, Redacted)
+	}
+	return s
+}
+
+// Error is the error returned by a failed request. Its text names the
+// operation, the byte range and the blob with its SAS signature redacted, and
+// never contains the signature.
+type Error struct {
+	Op         string // "read", "write", "clear", "create", "get properties", "get page ranges"
+	URL        string // the blob URL, redacted
+	Off, Len   int64  // the byte range of the operation; Len is 0 when it has none
+	StatusCode int    // the HTTP status; 0 when no response arrived
+	Code       string // the storage error code (x-ms-error-code), e.g. "ServerBusy"
+	Tries      int    // requests made
+	// Err is the cause. It is context.Canceled or context.DeadlineExceeded when
+	// the caller's context ended; otherwise an error whose text has been
+	// redacted. The SDK's own error is not kept, because its text and fields
+	// carry the request URL.
+	Err error
+}
+
+func (e *Error) Error() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "blobio: %s", e.Op)
+	if e.Len > 0 {
+		fmt.Fprintf(&b, " of bytes [%d, %d)", e.Off, e.Off+e.Len)
+	}
+	if e.URL != "" {
+		fmt.Fprintf(&b, " of %s", e.URL)
+	}
+	if e.Tries > 1 {
+		fmt.Fprintf(&b, " (%d tries)", e.Tries)
+	}
+	if e.Err != nil {
+		fmt.Fprintf(&b, ": %v", e.Err)
+	}
+	// Defence in depth: the parts were redacted already.
+	return Redact(b.String())
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// HTTPStatus returns the HTTP status of the failed request in err's chain, or 0.
+func HTTPStatus(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.StatusCode
+	}
+	return 0
+}
+
+// newError builds an *Error from a cause that may carry the URL.
+func (r *redactor) newError(op, redactedURL string, off, n int64, tries int, cause error) *Error {
+	e := &Error{Op: op, URL: redactedURL, Off: off, Len: n, Tries: tries}
+	switch {
+	case cause == nil:
+	case errors.Is(cause, context.Canceled):
+		e.Err = context.Canceled
+	case errors.Is(cause, context.DeadlineExceeded):
+		e.Err = context.DeadlineExceeded
+	default:
+		var re *azcore.ResponseError
+		if errors.As(cause, &re) {
+			e.StatusCode, e.Code = re.StatusCode, re.ErrorCode
+			e.Err = errors.New(r.redact(describeResponse(re)))
+		} else {
+			e.Err = errors.New(r.redact(cause.Error()))
+		}
+	}
+	return e
+}
+
+// describeResponse is a one-line summary of a service error: status, code,
+// and the service's message (which explains, for example, an expired SAS).
+func describeResponse(re *azcore.ResponseError) string {
+	s := fmt.Sprintf("HTTP %d", re.StatusCode)
+	if re.ErrorCode != "" {
+		s += " " + re.ErrorCode
+	}
+	if re.RawResponse == nil {
+		return s
+	}
+	body, err := runtime.Payload(re.RawResponse)
+	if err != nil || len(body) == 0 {
+		return s
+	}
+	var x struct {
+		Message string `xml:"Message"`
+		Detail  string `xml:"AuthenticationErrorDetail"`
+	}
+	if xml.Unmarshal(body, &x) != nil {
+		// Not a storage error body (a proxy's page, say): its first line.
+		line, _, _ := strings.Cut(strings.TrimSpace(string(body)), "\n")
+		if len(line) > 200 {
+			line = line[:200] + "…"
+		}
+		return s + ": " + line
+	}
+	msg := x.Message
+	if i := strings.IndexAny(msg, "\r\n"); i >= 0 {
+		msg = msg[:i] // the rest is RequestId and Time
+	}
+	if msg != "" {
+		s += ": " + msg
+	}
+	if x.Detail != "" {
+		s += " (" + x.Detail + ")"
+	}
+	return s
+}
