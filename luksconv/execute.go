@@ -213,14 +213,25 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 	return res, firstErr
 }
 
-// patchRanges returns the parts of [off, off+n) that patches touch.
+// patchAlign is the unit patch writes inside Zero regions are widened to: sinks such as page blobs
+// take only whole 512-byte pages, and one 4 KiB write is cheaper than several small ones.
+const patchAlign = 4096
+
+// patchRanges returns the parts of [off, off+n) that patches touch, widened to patchAlign (within the
+// region) and merged, so that each page is written once with every patch that lands in it.
 func (p *Plan) patchRanges(off, n int64) [][2]int64 {
 	var out [][2]int64
 	for _, pt := range p.Patches {
 		s, e := max(pt.Offset, off), min(pt.Offset+int64(len(pt.Data)), off+n)
-		if s < e {
-			out = append(out, [2]int64{s, e - s})
+		if s >= e {
+			continue
 		}
+		s, e = max(s/patchAlign*patchAlign, off), min((e+patchAlign-1)/patchAlign*patchAlign, off+n)
+		if k := len(out); k > 0 && s <= out[k-1][0]+out[k-1][1] {
+			out[k-1][1] = max(out[k-1][1], e-out[k-1][0])
+			continue
+		}
+		out = append(out, [2]int64{s, e - s})
 	}
 	return out
 }
