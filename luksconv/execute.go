@@ -20,6 +20,13 @@ type Sink interface {
 	ZeroFilled() bool
 }
 
+// resumable is a Sink that remembers what an earlier, interrupted run already wrote (a page blob with a
+// journal): Execute skips those chunks, and reports chunks it skips for being zero.
+type resumable interface {
+	Done(off, n int64) bool
+	MarkDone(off, n int64) error
+}
+
 // ExecuteOptions tune Execute. The zero value is usable.
 type ExecuteOptions struct {
 	// Workers is the number of chunks in flight (default: the number of CPUs).
@@ -44,11 +51,13 @@ type Progress struct {
 
 // Result summarises a finished conversion.
 type Result struct {
-	BytesCopied    int64         `json:"bytes_copied"`
-	BytesDecrypted int64         `json:"bytes_decrypted"`
-	BytesWritten   int64         `json:"bytes_written"`
-	BytesSkipped   int64         `json:"bytes_skipped_zero"`
-	Duration       time.Duration `json:"duration_ns"`
+	BytesCopied    int64 `json:"bytes_copied"`
+	BytesDecrypted int64 `json:"bytes_decrypted"`
+	BytesWritten   int64 `json:"bytes_written"`
+	BytesSkipped   int64 `json:"bytes_skipped_zero"`
+	// BytesResumed counts bytes an earlier, interrupted run had already written (not read again).
+	BytesResumed int64         `json:"bytes_resumed,omitempty"`
+	Duration     time.Duration `json:"duration_ns"`
 }
 
 // DefaultChunkSize is the default unit of work.
@@ -88,7 +97,8 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
-	var st struct{ done, written, skipped, copied, decrypted atomic.Int64 }
+	var st struct{ done, written, skipped, copied, decrypted, resumed atomic.Int64 }
+	resume, _ := sink.(resumable)
 	total := p.Totals.Copy + p.Totals.Decrypt
 
 	jobs := make(chan job, workers)
@@ -142,6 +152,13 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 					continue // drain
 				}
 				b := buf[:j.n]
+				if resume != nil && resume.Done(j.off, int64(j.n)) {
+					st.resumed.Add(int64(j.n))
+					if j.kind != Zero {
+						st.done.Add(int64(j.n))
+					}
+					continue
+				}
 				switch j.kind {
 				case Zero:
 					clear(b)
@@ -164,6 +181,11 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 				p.applyPatches(b, j.off)
 				if sink.ZeroFilled() && allZero(b) {
 					st.skipped.Add(int64(j.n))
+					if resume != nil {
+						if err := resume.MarkDone(j.off, int64(j.n)); err != nil {
+							fail(err)
+						}
+					}
 					continue
 				}
 				if _, err := sink.WriteAt(b, j.off); err != nil {
@@ -209,7 +231,7 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 		opts.Progress(snapshot(true))
 	}
 	res := &Result{BytesCopied: st.copied.Load(), BytesDecrypted: st.decrypted.Load(), BytesWritten: st.written.Load(),
-		BytesSkipped: st.skipped.Load(), Duration: time.Since(start)}
+		BytesSkipped: st.skipped.Load(), BytesResumed: st.resumed.Load(), Duration: time.Since(start)}
 	return res, firstErr
 }
 

@@ -17,8 +17,9 @@ type Source struct {
 	// FileSize is the size of the container; Size is the virtual disk size.
 	FileSize, Size int64
 
-	img    *vhd.Image
-	closer io.Closer
+	img     *vhd.Image
+	pageMap []vhd.Extent // written pages of a page blob, nil for files
+	closer  io.Closer
 }
 
 // OpenFile opens a raw image or VHD read-only.
@@ -67,7 +68,12 @@ func NewSource(r io.ReaderAt, fileSize int64) (*Source, error) {
 func (s *Source) ReadAt(p []byte, off int64) (int, error) { return s.img.ReadAt(p, off) }
 
 // Allocated lists the byte ranges of the virtual disk that may hold data; the rest reads as zeros.
-func (s *Source) Allocated() []vhd.Extent { return s.img.Allocated() }
+func (s *Source) Allocated() []vhd.Extent {
+	if s.pageMap != nil {
+		return s.pageMap
+	}
+	return s.img.Allocated()
+}
 
 // Close closes the underlying file, if Source opened it.
 func (s *Source) Close() error {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 
+	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -41,7 +43,16 @@ func (v *volumeFlags) openHeader() (*luksconv.Header, func(), error) {
 	return &luksconv.Header{R: f, Size: fi.Size(), Path: v.header}, func() { f.Close() }, nil
 }
 
-func openSource(path string) (*luksconv.Source, error) {
+// blobLog prints page-blob warnings and retry notices (already free of SAS signatures) on stderr.
+func blobLog(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "luksconv: "+format+"\n", args...)
+}
+
+// openSource opens a local image, or a page blob when path is a SAS URL.
+func openSource(ctx context.Context, path string, workers int) (*luksconv.Source, error) {
+	if luksconv.IsURL(path) {
+		return luksconv.OpenPageBlob(ctx, path, luksconv.BlobOptions{Workers: workers, Logf: blobLog})
+	}
 	src, err := luksconv.OpenFile(path)
 	if err != nil {
 		if os.IsNotExist(err) {
@@ -60,7 +71,7 @@ func newInspectCmd() *cobra.Command {
 		Short: "Show the partitions of a disk image and the encrypted volume on it",
 		Args:  usageArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			src, err := openSource(args[0])
+			src, err := openSource(c.Context(), args[0], 0)
 			if err != nil {
 				return err
 			}
@@ -146,7 +157,7 @@ func newPlanCmd() *cobra.Command {
 		Short: "Unlock the volume and show what convert would write, without writing",
 		Args:  usageArgs(1),
 		RunE: func(c *cobra.Command, args []string) error {
-			src, err := openSource(args[0])
+			src, err := openSource(c.Context(), args[0], 0)
 			if err != nil {
 				return err
 			}
@@ -172,8 +183,9 @@ func newConvertCmd() *cobra.Command {
 	var cf convertFlags
 	var asJSON, force, quiet bool
 	var workers int
+	var journal string
 	c := &cobra.Command{
-		Use:   "convert --key-file F [--header F] IMAGE OUT",
+		Use:   "convert --key-file F [--header F] IMAGE|SAS-URL OUT|SAS-URL",
 		Short: "Write a plaintext copy of the disk: the volume decrypted, everything else copied",
 		Args:  usageArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
@@ -181,7 +193,14 @@ func newConvertCmd() *cobra.Command {
 			if err := checkOutputPath(in, out); err != nil {
 				return err
 			}
-			src, err := openSource(in)
+			if luksconv.IsURL(out) {
+				// A page blob (a managed disk's upload URL) holds a fixed VHD.
+				if c.Flags().Changed("format") && cf.format != "vhd" {
+					return fmt.Errorf("%w: an upload URL takes a fixed VHD; drop --format %s", errUsage, cf.format)
+				}
+				cf.format = "vhd"
+			}
+			src, err := openSource(c.Context(), in, workers)
 			if err != nil {
 				return err
 			}
@@ -195,19 +214,23 @@ func newConvertCmd() *cobra.Command {
 			if !quiet {
 				printPlan(stderr, p)
 			}
-			sink, err := luksconv.CreateFile(out, p.OutputSize, p.Format, force)
+			sink, err := createSink(c.Context(), out, p, force, journal, workers)
 			if err != nil {
 				return err
+			}
+			if sink.journal != "" && !quiet {
+				fmt.Fprintf(stderr, "Resume journal: %s (run the same command again to continue after an interruption)\n", sink.journal)
 			}
 			pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, quiet)
 			res, err := luksconv.Execute(c.Context(), p, src, sink, luksconv.ExecuteOptions{Workers: workers, Progress: pr.update})
 			if err != nil {
-				sink.Abort()
+				sink.abort()
 				return err
 			}
-			if err := sink.Commit(); err != nil {
+			if err := sink.commit(c.Context()); err != nil {
 				return err
 			}
+			out = sink.name
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), struct {
 					Output string           `json:"output"`
@@ -217,7 +240,7 @@ func newConvertCmd() *cobra.Command {
 			}
 			rate := float64(res.BytesCopied+res.BytesDecrypted) / res.Duration.Seconds()
 			fmt.Fprintf(c.OutOrStdout(), "converted %s -> %s (%s): decrypted %s, copied %s, wrote %s, skipped %s of zeros in %s (%s/s)\n",
-				in, out, p.Format, human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten),
+				blobio.Redact(in), out, p.Format, human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten),
 				human(res.BytesSkipped), res.Duration.Round(1e6), human(int64(rate)))
 			return nil
 		},
@@ -227,11 +250,59 @@ func newConvertCmd() *cobra.Command {
 	c.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress")
 	c.Flags().IntVar(&workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
+	c.Flags().StringVar(&journal, "journal", "", "resume journal for an upload URL (default: .luksconv-<plan id>.journal in the current directory)")
 	return c
+}
+
+// outSink is a local file or a page blob behind one commit/abort pair.
+type outSink struct {
+	luksconv.Sink
+	name, journal string
+	commit        func(context.Context) error
+	abort         func()
+}
+
+// createSink opens OUT: a new local file (renamed into place on commit) or a page blob by SAS URL
+// (resumable through a journal; the VHD footer is written on commit).
+func createSink(ctx context.Context, out string, p *luksconv.Plan, force bool, journal string, workers int) (*outSink, error) {
+	if !luksconv.IsURL(out) {
+		f, err := luksconv.CreateFile(out, p.OutputSize, p.Format, force)
+		if err != nil {
+			return nil, err
+		}
+		return &outSink{Sink: f, name: out, commit: func(context.Context) error { return f.Commit() }, abort: func() { f.Abort() }}, nil
+	}
+	if journal == "" {
+		journal = ".luksconv-" + p.ID()[:16] + ".journal"
+	}
+	b, err := luksconv.CreatePageBlobSink(ctx, out, p.OutputSize, journal, p.ID(), luksconv.BlobOptions{Workers: workers, Logf: blobLog})
+	if err != nil {
+		return nil, err
+	}
+	return &outSink{Sink: b, name: blobio.Redact(out), journal: journal,
+		commit: func(ctx context.Context) error {
+			if err := b.Commit(ctx); err != nil {
+				b.Close()
+				return err
+			}
+			if err := b.Close(); err != nil {
+				return err
+			}
+			return os.Remove(journal) // done: nothing left to resume
+		},
+		// The journal stays, flushed, so that running the same command again continues.
+		abort: func() { b.Close() },
+	}, nil
 }
 
 // checkOutputPath refuses an output that is the input: the source is never written to.
 func checkOutputPath(in, out string) error {
+	if luksconv.IsURL(in) || luksconv.IsURL(out) {
+		if blobTarget(in) == blobTarget(out) {
+			return fmt.Errorf("%w: output %s is the input; luksconv never writes to its source", errOutput, blobio.Redact(out))
+		}
+		return nil
+	}
 	ai, _ := filepath.Abs(in)
 	ao, _ := filepath.Abs(out)
 	if ai == ao {
@@ -390,4 +461,12 @@ func printReadiness(w io.Writer, title string, r *luksconv.Readiness) {
 			fmt.Fprintf(w, "         %s\n", d)
 		}
 	}
+}
+
+// blobTarget is a URL without its query (the SAS), or a local path as given.
+func blobTarget(s string) string {
+	if i := strings.IndexByte(s, '?'); i >= 0 && luksconv.IsURL(s) {
+		return s[:i]
+	}
+	return s
 }
