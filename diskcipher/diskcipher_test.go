@@ -17,6 +17,8 @@ import (
 	"testing"
 
 	"golang.org/x/crypto/xts"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 func unhex(t testing.TB, s string) []byte {
@@ -165,14 +167,6 @@ func checkAgainst(t *testing.T, r *rand.Rand, name string, c Cipher, ivs []uint6
 	}
 }
 
-func randKey(r *rand.Rand, n int) []byte {
-	k := make([]byte, n)
-	for i := range k {
-		k[i] = byte(r.Uint32())
-	}
-	return k
-}
-
 func TestXTSMatchesXCrypto(t *testing.T) { forEachXTSImpl(t, testXTSMatchesXCrypto) }
 
 func testXTSMatchesXCrypto(t *testing.T) {
@@ -180,7 +174,7 @@ func testXTSMatchesXCrypto(t *testing.T) {
 	for _, ss := range sectorSizes {
 		for _, kl := range []int{32, 48, 64} {
 			for trial := 0; trial < 3; trial++ {
-				key := randKey(r, kl)
+				key := testenv.RandBytes(r, kl)
 				ref, err := xts.NewCipher(aes.NewCipher, key)
 				if err != nil {
 					t.Fatal(err)
@@ -243,7 +237,7 @@ func testXTSPlain64BE(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
 	for _, ss := range sectorSizes {
 		for _, kl := range []int{32, 64} {
-			key := randKey(r, kl)
+			key := testenv.RandBytes(r, kl)
 			k1, _ := aes.NewCipher(key[:kl/2])
 			k2, _ := aes.NewCipher(key[kl/2:])
 			c, err := New("aes-xts-plain64be", key, ss)
@@ -287,7 +281,7 @@ func TestCBCMatchesStdlib(t *testing.T) {
 	r := rand.New(rand.NewPCG(5, 6))
 	for _, ss := range sectorSizes {
 		for _, kl := range []int{16, 24, 32} {
-			key := randKey(r, kl)
+			key := testenv.RandBytes(r, kl)
 			b, _ := aes.NewCipher(key)
 			for _, mode := range []string{"plain", "plain64", "plain64be", "essiv:sha256"} {
 				spec := "aes-cbc-" + mode
@@ -322,13 +316,10 @@ func TestCBCMatchesStdlib(t *testing.T) {
 // TestCBCOpenSSL checks one aes-cbc-essiv:sha256 sector against openssl,
 // which also computes the ESSIV salt and IV.
 func TestCBCOpenSSL(t *testing.T) {
-	openssl, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("!!! openssl not installed (apt-get install openssl): skipping the independent CBC/ESSIV check")
-	}
+	testenv.Need(t, "openssl")
 	run := func(stdin []byte, args ...string) []byte {
 		t.Helper()
-		cmd := exec.Command(openssl, args...)
+		cmd := exec.Command("openssl", args...)
 		cmd.Stdin = bytes.NewReader(stdin)
 		var stderr bytes.Buffer
 		cmd.Stderr = &stderr
@@ -339,8 +330,8 @@ func TestCBCOpenSSL(t *testing.T) {
 		return out
 	}
 	r := rand.New(rand.NewPCG(7, 8))
-	key := randKey(r, 16)
-	pt := randKey(r, 512)
+	key := testenv.RandBytes(r, 16)
+	pt := testenv.RandBytes(r, 512)
 	const sector = 0x0102030405060708
 
 	salt := run(key, "dgst", "-sha256", "-binary")
@@ -371,10 +362,7 @@ func TestCBCOpenSSL(t *testing.T) {
 // cryptsetup (offline LUKS2 reencryption with a detached header, so the data
 // segment starts at byte 0 with iv_tweak 0) and decrypts it with New.
 func TestCryptsetup(t *testing.T) {
-	cs, err := exec.LookPath("cryptsetup")
-	if err != nil {
-		t.Skip("!!! cryptsetup not installed (apt-get install cryptsetup-bin): skipping the cryptsetup cross-check")
-	}
+	testenv.Need(t, "cryptsetup")
 	cases := []struct {
 		spec   string
 		keyLen int
@@ -396,25 +384,16 @@ func TestCryptsetup(t *testing.T) {
 		name := fmt.Sprintf("%s/%d/%d", tc.spec, tc.keyLen*8, tc.ss)
 		t.Run(name, func(t *testing.T) {
 			dir := t.TempDir()
-			key := randKey(r, tc.keyLen)
-			pt := randKey(r, 64<<10)
-			data := filepath.Join(dir, "data.img")
-			write := func(name string, b []byte) {
-				if err := os.WriteFile(filepath.Join(dir, name), b, 0o600); err != nil {
-					t.Fatal(err)
-				}
-			}
-			write("data.img", pt)
-			write("vk", key)
-			write("pass", []byte("passphrase"))
-			cmd := exec.Command(cs, "reencrypt", "--encrypt", "--type", "luks2", "--batch-mode",
-				"--header", filepath.Join(dir, "hdr.img"), "--volume-key-file", filepath.Join(dir, "vk"),
-				"--key-file", filepath.Join(dir, "pass"), "--key-size", fmt.Sprint(tc.keyLen*8),
+			key := testenv.RandBytes(r, tc.keyLen)
+			pt := testenv.RandBytes(r, 64<<10)
+			data := testenv.WriteFile(t, dir, "data.img", pt)
+			vk := testenv.WriteFile(t, dir, "vk", key)
+			pass := testenv.WriteFile(t, dir, "pass", []byte("passphrase"))
+			testenv.Run(t, "cryptsetup", "reencrypt", "--encrypt", "--type", "luks2", "--batch-mode",
+				"--header", filepath.Join(dir, "hdr.img"), "--volume-key-file", vk,
+				"--key-file", pass, "--key-size", fmt.Sprint(tc.keyLen*8),
 				"--cipher", tc.spec, "--sector-size", fmt.Sprint(tc.ss),
 				"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000", data)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("%v: %v\n%s", cmd.Args, err, out)
-			}
 			ct, err := os.ReadFile(data)
 			if err != nil {
 				t.Fatal(err)
@@ -492,8 +471,8 @@ func TestNewErrors(t *testing.T) {
 
 func TestSpecAliases(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	key := randKey(r, 32)
-	pt := randKey(r, 1024)
+	key := testenv.RandBytes(r, 32)
+	pt := testenv.RandBytes(r, 1024)
 	enc := func(spec string) []byte {
 		t.Helper()
 		c, err := New(spec, key, 512)

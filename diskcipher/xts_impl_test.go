@@ -8,6 +8,8 @@ import (
 	"math/rand/v2"
 	"runtime"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // setXTSImpl switches the XTS implementation and returns a function that
@@ -171,11 +173,11 @@ func TestAESSchedule(t *testing.T) {
 	r := rand.New(rand.NewPCG(13, 14))
 	for _, kl := range []int{16, 24, 32} {
 		for trial := 0; trial < 50; trial++ {
-			key := randKey(r, kl)
+			key := testenv.RandBytes(r, kl)
 			ref, _ := aes.NewCipher(key)
 			var enc, dec aesSchedule
 			nr := expandKey(&enc, &dec, key)
-			b := randKey(r, 16)
+			b := testenv.RandBytes(r, 16)
 			want := make([]byte, 16)
 			ref.Encrypt(want, b)
 			got := bytes.Clone(b)
@@ -250,7 +252,7 @@ func TestXTSAsmMatchesGeneric(t *testing.T) {
 		for _, ss := range sectorSizes {
 			for _, kl := range []int{32, 48, 64} {
 				for _, spec := range []string{"aes-xts-plain64", "aes-xts-plain", "aes-xts-plain64be"} {
-					key := randKey(r, kl)
+					key := testenv.RandBytes(r, kl)
 					c, err := New(spec, key, ss)
 					if err != nil {
 						t.Fatal(err)
@@ -261,7 +263,7 @@ func TestXTSAsmMatchesGeneric(t *testing.T) {
 						if ss == 4096 && nsec > 17 {
 							nsec = 17
 						}
-						src := randKey(r, nsec*ss)
+						src := testenv.RandBytes(r, nsec*ss)
 						what := fmt.Sprintf("%s %d-byte key ss=%d sectors=%d", spec, kl, ss, nsec)
 						checkAsmVsGeneric(t, impl, c, src, iv, r.IntN(16), r.IntN(16), what)
 					}
@@ -280,13 +282,13 @@ func TestXTSAsmOddDataUnits(t *testing.T) {
 	for _, impl := range impls {
 		for _, du := range []int{16, 32, 48, 112, 128, 144, 240, 256, 272, 400, 768, 1040} {
 			for _, kl := range []int{32, 48, 64} {
-				x, err := newXTS(randKey(r, kl), 512, ivPlain64)
+				x, err := newXTS(testenv.RandBytes(r, kl), 512, ivPlain64)
 				if err != nil {
 					t.Fatal(err)
 				}
 				x.sectorSize = du
 				nsec := 1 + r.IntN(20)
-				src := randKey(r, nsec*du)
+				src := testenv.RandBytes(r, nsec*du)
 				checkAsmVsGeneric(t, impl, x, src, r.Uint64(), r.IntN(16), r.IntN(16),
 					fmt.Sprintf("data unit %d, %d-byte key, %d units", du, kl, nsec))
 			}

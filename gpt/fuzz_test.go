@@ -10,6 +10,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // The small fixture is a 1 MiB 512-byte-sector disk made by sgdisk with a
@@ -111,7 +113,7 @@ func loadSmallFixture(t testing.TB) (head, tail []byte) {
 }
 
 func TestSmallFixture(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	path := newDisk(t, smallFixtureSize, smallFixtureArgs...)
 	img, err := os.ReadFile(path)
 	if err != nil {

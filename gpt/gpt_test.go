@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 func TestGUID(t *testing.T) {
@@ -106,16 +108,8 @@ func makeTypesDisk(t testing.TB) (path string, nums []int) {
 
 func readFile(t testing.TB, path string, sectorSize int) (*Table, error) {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return Read(f, fi.Size(), sectorSize)
+	f, size := testenv.Open(t, path)
+	return Read(f, size, sectorSize)
 }
 
 func mustRead(t testing.TB, path string) *Table {
@@ -128,7 +122,7 @@ func mustRead(t testing.TB, path string) *Table {
 }
 
 func TestReadMatchesSgdisk(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	path, nums := makeTypesDisk(t)
 	if ok, out := sgdiskVerify(t, path); !ok {
 		t.Fatalf("sgdisk -v does not find the fixture clean:\n%s", out)
@@ -218,7 +212,7 @@ const smallDisk = 8 << 20
 // is built once: sgdisk sleeps a second after every write.
 func makeSmallDisk(t testing.TB) string {
 	t.Helper()
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	smallOnce.Do(func() {
 		smallPath, smallErr = buildDisk(cacheDir, "small.img", smallDisk,
 			"-n", "1:2048:+1M", "-t", "1:EF00", "-c", "1:esp",
@@ -228,7 +222,7 @@ func makeSmallDisk(t testing.TB) string {
 	if smallErr != nil {
 		t.Fatal(smallErr)
 	}
-	return copyDisk(t, smallPath)
+	return testenv.CopyFile(t, smallPath)
 }
 
 var (
@@ -249,7 +243,7 @@ func TestMain(m *testing.M) {
 }
 
 func TestDamage(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	const ss = 512
 	const last = smallDisk/ss - 1
 	cases := []damageCase{
@@ -526,7 +520,7 @@ func (b bytesReaderAt) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func TestIOErrorIsNotCorruption(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	path := makeSmallDisk(t)
 	b, err := os.ReadFile(path)
 	if err != nil {

@@ -6,39 +6,16 @@ package gpt
 import (
 	"bufio"
 	"encoding/binary"
-	"fmt"
 	"hash/crc32"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
-
-func requireSgdisk(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("sgdisk"); err != nil {
-		t.Skip("SKIPPING: sgdisk not found (apt-get install gdisk); the GPT oracle tests cannot run")
-	}
-}
-
-// sgdisk runs sgdisk and returns its combined output.
-func sgdisk(t testing.TB, args ...string) (string, error) {
-	t.Helper()
-	out, err := exec.Command("sgdisk", args...).CombinedOutput()
-	return string(out), err
-}
-
-func mustSgdisk(t testing.TB, args ...string) string {
-	t.Helper()
-	out, err := sgdisk(t, args...)
-	if err != nil {
-		t.Fatalf("sgdisk %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return out
-}
 
 // newDisk creates a sparse file of size bytes in a test directory and
 // partitions it with sgdisk.
@@ -60,20 +37,10 @@ func buildDisk(dir, name string, size int64, args ...string) (string, error) {
 		return "", err
 	}
 	args = append(args, path)
-	if out, err := exec.Command("sgdisk", args...).CombinedOutput(); err != nil {
-		return "", fmt.Errorf("sgdisk %s: %v\n%s", strings.Join(args, " "), err, out)
+	if _, err := testenv.RunErr("sgdisk", args...); err != nil {
+		return "", err
 	}
 	return path, nil
-}
-
-// copyDisk copies a (sparse) disk image into a test directory.
-func copyDisk(t testing.TB, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), filepath.Base(src))
-	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v\n%s", err, out)
-	}
-	return dst
 }
 
 type sgPart struct {
@@ -127,7 +94,7 @@ func atou(t testing.TB, s string, base int) uint64 {
 // sgdiskTable parses `sgdisk -p` and `sgdisk -i N` for every partition.
 func sgdiskTable(t testing.TB, dev string) sgTable {
 	t.Helper()
-	out := mustSgdisk(t, "-p", dev)
+	out := testenv.Run(t, "sgdisk", "-p", dev)
 	var st sgTable
 	st.sectorSize = int(atou(t, match1(t, reSector, out), 10))
 	st.diskGUID = strings.ToLower(match1(t, reDiskID, out))
@@ -144,7 +111,7 @@ func sgdiskTable(t testing.TB, dev string) sgTable {
 			continue
 		}
 		n := int(atou(t, m[1], 10))
-		info := mustSgdisk(t, "-i", m[1], dev)
+		info := testenv.Run(t, "sgdisk", "-i", m[1], dev)
 		p := sgPart{
 			num:   n,
 			start: atou(t, match1(t, reFirst, info), 10),
@@ -204,7 +171,7 @@ var sgdiskBenign = regexp.MustCompile(`(?s)Warning: The size of the partition ta
 // problems found" about the empty table it made up: not clean.)
 func sgdiskVerify(t testing.TB, dev string) (bool, string) {
 	t.Helper()
-	out, _ := sgdisk(t, "-v", dev)
+	out, _ := testenv.RunErr("sgdisk", "-v", dev)
 	rest := sgdiskBenign.ReplaceAllString(out, "")
 	bad := regexp.MustCompile(`(?i)warning|problem:|caution|corrupt|crc|invalid|identified \d+ problems|creating new gpt`)
 	return strings.Contains(out, "No problems found") && !bad.MatchString(rest), out

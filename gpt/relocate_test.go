@@ -7,6 +7,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 func applyWrites(t testing.TB, path string, size int64, ws []Write) {
@@ -21,7 +23,7 @@ func applyWrites(t testing.TB, path string, size int64, ws []Write) {
 }
 
 func TestRelocate(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	const ss = 512
 	const oldLast = smallDisk/ss - 1
 	cases := []struct {

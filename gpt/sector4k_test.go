@@ -4,48 +4,19 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
-// attach4K attaches path as a loop device with 4096-byte logical sectors,
-// or skips the test loudly when loop devices are unavailable.
-func attach4K(t *testing.T, path string) (dev string, detach func()) {
-	t.Helper()
-	out, err := exec.Command("losetup", "--find", "--show", "--sector-size", "4096", path).CombinedOutput()
-	if err != nil {
-		t.Skipf("SKIPPING 4096-byte-sector GPT case: losetup --sector-size 4096 failed (needs root and loop devices): %v\n%s", err, out)
-	}
-	dev = strings.TrimSpace(string(out))
-	done := false
-	detach = func() {
-		if !done {
-			done = true
-			if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-				t.Errorf("losetup -d %s: %v\n%s", dev, err, out)
-			}
-		}
-	}
-	t.Cleanup(detach)
-	return dev, detach
-}
-
 func Test4KSectorDisk(t *testing.T) {
-	requireSgdisk(t)
+	testenv.Need(t, "sgdisk")
 	const size = 64 << 20
 	const astral = "astral 😀 x" // outside the BMP: a UTF-16 surrogate pair
-	path := filepath.Join(t.TempDir(), "4k.img")
-	if err := os.WriteFile(path, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(path, size); err != nil {
-		t.Fatal(err)
-	}
-	dev, detach := attach4K(t, path)
-	mustSgdisk(t, "-n", "1:0:+8M", "-t", "1:EF00", "-c", "1:"+astral,
+	path := testenv.SparseFile(t, t.TempDir(), "4k.img", size)
+	dev, detach := testenv.AttachLoop(t, path, "--sector-size", "4096")
+	testenv.Run(t, "sgdisk", "-n", "1:0:+8M", "-t", "1:EF00", "-c", "1:"+astral,
 		"-n", "2:0:+16M", "-t", "2:8E00", "-c", "2:lvm ü",
 		"-n", "3:0:+8M", "-t", "3:8309", dev)
 	st := sgdiskTable(t, dev)
@@ -94,7 +65,7 @@ func Test4KSectorDisk(t *testing.T) {
 	if len(after.Warnings) != 0 || after.Backup == nil || after.Backup.MyLBA != newSize/4096-1 {
 		t.Errorf("after Relocate: warnings %q, backup %+v", after.Warnings, after.Backup)
 	}
-	dev2, _ := attach4K(t, path)
+	dev2, _ := testenv.AttachLoop(t, path, "--sector-size", "4096")
 	if ok, out := sgdiskVerify(t, dev2); !ok {
 		t.Errorf("sgdisk -v after Relocate:\n%s", out)
 	}

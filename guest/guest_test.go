@@ -8,6 +8,8 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/fixture"
 )
 
 // Values from testdata/mkfixtures.sh (the rhel8-lvm and rhel7-raw fixtures), so the strings below are
@@ -616,29 +618,10 @@ func TestRedact(t *testing.T) {
 	}
 }
 
-// repoRoot walks up from the package directory to the directory holding go.mod.
-func repoRoot(t *testing.T) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the package directory")
-		}
-		dir = parent
-	}
-}
-
 // TestFixtureScriptStrings checks that the fixture script still writes the ADE strings the tables
 // above quote, so the two cannot drift apart silently.
 func TestFixtureScriptStrings(t *testing.T) {
-	b, err := os.ReadFile(filepath.Join(repoRoot(t), "testdata", "mkfixtures.sh"))
+	b, err := os.ReadFile(filepath.Join(fixture.Root(), "testdata", "mkfixtures.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,46 +7,33 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // Oracles: grub-editenv (grub-common) for grubenv, bash for the shell-syntax files (/etc/default/grub,
 // dracut.conf, module-setup.sh), lvmconfig (lvm2) for lvm.conf and dracut (dracut-core) for the
 // disabled module. Each test skips loudly when its tool is missing.
 
-func lookTool(t *testing.T, pkg string, names ...string) string {
+// lookTool returns the first of names that is installed, and skips the test, loudly, when none is.
+func lookTool(t *testing.T, names ...string) string {
 	t.Helper()
 	for _, n := range names {
-		if p, err := exec.LookPath(n); err == nil {
+		if p, err := exec.LookPath(n); err == nil { // testenv put /usr/sbin and /sbin on PATH
 			return p
 		}
-		for _, dir := range []string{"/usr/sbin", "/sbin"} {
-			if p := filepath.Join(dir, n); fileExists(p) {
-				return p
-			}
-		}
 	}
-	t.Skipf("SKIPPING ORACLE TEST: %s not installed (apt-get install %s)", names[0], pkg)
+	testenv.Need(t, names[0])
 	return ""
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
-func run(t *testing.T, env []string, name string, args ...string) string {
-	t.Helper()
-	cmd := exec.Command(name, args...)
-	cmd.Env = append(os.Environ(), env...)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %q: %v\n%s", name, args, err, out)
-	}
-	return string(out)
-}
-
 // TestGrubenvOracle builds grubenv blocks with grub-editenv, fixes them, and checks that the result
 // is byte-identical to what grub-editenv writes when told to set the fixed kernelopts, that it is
 // still 1024 bytes, and that `grub-editenv FILE list` lists the expected variables.
 func TestGrubenvOracle(t *testing.T) {
-	editenv := lookTool(t, "grub-common", "grub-editenv", "grub2-editenv")
+	editenv := lookTool(t, "grub-editenv", "grub2-editenv")
 	dir := t.TempDir()
 	saved := "saved_entry=" + mid8 + "-" + kver8
 	tests := []struct {
@@ -66,8 +53,8 @@ func TestGrubenvOracle(t *testing.T) {
 	for i, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := filepath.Join(dir, "grubenv"+string(rune('a'+i)))
-			run(t, nil, editenv, f, "create")
-			run(t, nil, editenv, append([]string{f, "set"}, tt.vars...)...)
+			testenv.Run(t, editenv, f, "create")
+			testenv.Run(t, editenv, append([]string{f, "set"}, tt.vars...)...)
 			in, err := os.ReadFile(f)
 			if err != nil {
 				t.Fatal(err)
@@ -89,7 +76,7 @@ func TestGrubenvOracle(t *testing.T) {
 			}
 			for _, v := range tt.want {
 				if strings.HasPrefix(v, "kernelopts=") {
-					run(t, nil, editenv, ref, "set", v)
+					testenv.Run(t, editenv, ref, "set", v)
 				}
 			}
 			refb, _ := os.ReadFile(ref)
@@ -100,7 +87,7 @@ func TestGrubenvOracle(t *testing.T) {
 			if err := os.WriteFile(fixed, out, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			list := run(t, nil, editenv, fixed, "list")
+			list := testenv.Run(t, editenv, fixed, "list")
 			if want := strings.Join(tt.want, "\n") + "\n"; list != want {
 				t.Errorf("grub-editenv list:\n%s\nwant\n%s", list, want)
 			}
@@ -116,7 +103,7 @@ func TestGrubenvOracle(t *testing.T) {
 	if err := os.WriteFile(f, out, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := run(t, nil, editenv, f, "list"), saved+"\nkernelopts="+base8+"\nboot_success=0\n"; got != want {
+	if got, want := testenv.Run(t, editenv, f, "list"), saved+"\nkernelopts="+base8+"\nboot_success=0\n"; got != want {
 		t.Errorf("grub-editenv list:\n%s\nwant\n%s", got, want)
 	}
 }
@@ -128,16 +115,16 @@ func sourceVars(t *testing.T, bash string, content []byte, vars ...string) []str
 	if err := os.WriteFile(f, content, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, nil, bash, "-n", f)
+	testenv.Run(t, bash, "-n", f)
 	script := `. "$1" 2>/dev/null; shift; for v; do printf '%s\n' "${!v}"; done`
-	out := run(t, nil, bash, append([]string{"-c", script, "bash", f}, vars...)...)
+	out := testenv.Run(t, bash, append([]string{"-c", script, "bash", f}, vars...)...)
 	return strings.Split(strings.TrimSuffix(out, "\n"), "\n")
 }
 
 // TestDefaultGrubBash sources /etc/default/grub before and after the fix, as grub2-mkconfig does, and
 // checks that the resulting GRUB_CMDLINE_LINUX is the original one minus ADE's arguments.
 func TestDefaultGrubBash(t *testing.T) {
-	bash := lookTool(t, "bash", "bash")
+	bash := lookTool(t, "bash")
 	inputs := []string{
 		defaultGrub8 + "GRUB_CMDLINE_LINUX+=\" " + ade8 + " \"\n",
 		defaultGrub7 + adeAppend(ade7) + adeAppend(ade7),
@@ -168,7 +155,7 @@ func TestDefaultGrubBash(t *testing.T) {
 // TestDracutConfBash sources the fixed dracut configuration as dracut does and checks that ADE's
 // drivers and modules are no longer requested while the user's settings stay.
 func TestDracutConfBash(t *testing.T) {
-	bash := lookTool(t, "bash", "bash")
+	bash := lookTool(t, "bash")
 	for _, tt := range []struct{ path, in string }{
 		{"/etc/dracut.conf.d/ade.conf", "\nadd_drivers+=\" dm_crypt \"\n\nadd_dracutmodules+=\" crypt lvm \"\n"},
 		{"/etc/dracut.conf.d/ade.conf", "\nadd_fstab+=\" /lib/dracut/modules.d/91adeOnline/ade_fstab_line \"\n\nadd_drivers+=\" dm_crypt \"\n\nadd_dracutmodules+=\" crypt\"\n"},
@@ -190,7 +177,7 @@ func TestDracutConfBash(t *testing.T) {
 
 // TestLVMConfOracle asks lvmconfig which devices/filter it reads from lvm.conf before and after.
 func TestLVMConfOracle(t *testing.T) {
-	lvmconfig := lookTool(t, "lvm2", "lvmconfig")
+	lvmconfig := lookTool(t, "lvmconfig")
 	env := []string{"LVM_SUPPRESS_FD_WARNINGS=1"}
 	query := func(content []byte, key string) (string, bool) {
 		dir := t.TempDir()
@@ -228,18 +215,18 @@ func TestLVMConfOracle(t *testing.T) {
 // TestDisabledModuleDracut runs the real dracut over a module directory holding an ADE-like
 // 91adeOnline (no check(): always included) and then its disabled module-setup.sh.
 func TestDisabledModuleDracut(t *testing.T) {
-	bash := lookTool(t, "bash", "bash")
+	bash := lookTool(t, "bash")
 	for _, s := range disabledModuleScripts {
 		f := filepath.Join(t.TempDir(), "module-setup.sh")
 		if err := os.WriteFile(f, []byte(s), 0o755); err != nil {
 			t.Fatal(err)
 		}
-		run(t, nil, bash, "-n", f)
-		if got := run(t, nil, bash, "-c", `. "$1"; check; echo $?`, "bash", f); got != "255\n" {
+		testenv.Run(t, bash, "-n", f)
+		if got := testenv.Run(t, bash, "-c", `. "$1"; check; echo $?`, "bash", f); got != "255\n" {
 			t.Errorf("check() returned %q", got)
 		}
 	}
-	dracut := lookTool(t, "dracut-core", "dracut")
+	dracut := lookTool(t, "dracut")
 	const sysBase = "/usr/lib/dracut"
 	if !fileExists(filepath.Join(sysBase, "dracut-functions.sh")) {
 		t.Skipf("SKIPPING ORACLE TEST: %s/dracut-functions.sh missing (apt-get install dracut-core)", sysBase)
@@ -277,7 +264,8 @@ func TestDisabledModuleDracut(t *testing.T) {
 			t.Fatal(err)
 		}
 		tmp := t.TempDir()
-		out := run(t, []string{"dracutbasedir=" + base}, dracut, "--no-kernel", "--no-compress", "--no-early-microcode",
+		// env(1) hands dracut its private dracutbasedir.
+		out := testenv.Run(t, "env", "dracutbasedir="+base, dracut, "--no-kernel", "--no-compress", "--no-early-microcode",
 			"--no-hostonly", "--conf", "/dev/null", "--confdir", confdir, "--tmpdir", tmp, "-f", filepath.Join(tmp, "initrd.img"))
 		return strings.Contains(out, "Including module: adeOnline")
 	}

@@ -8,6 +8,8 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // ADE-style dracut modules written from ade-internals §4.1-4.2 (the real ones are not redistributable
@@ -117,13 +119,13 @@ func dracutImage(t *testing.T, module, compress string) string {
 	if err := os.MkdirAll(filepath.Join(dir, "fw/intel-ucode"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, "fw/intel-ucode/06-55-04", bytes.Repeat([]byte{0x5a, 0x17, 0x01}, 1001))
+	testenv.WriteFile(t, dir, "fw/intel-ucode/06-55-04", bytes.Repeat([]byte{0x5a, 0x17, 0x01}, 1001))
 	hdr := make([]byte, 64<<10)
 	copy(hdr, "LUKS\xba\xbe\x00\x02")
-	writeFile(t, dir, "osluksheader", hdr)
-	writeFile(t, dir, "crypttab", []byte(testCrypttab))
-	writeFile(t, dir, "lvm.conf", []byte(testLVMConf))
-	writeFile(t, dir, "fstab", []byte(testFstab))
+	testenv.WriteFile(t, dir, "osluksheader", hdr)
+	testenv.WriteFile(t, dir, "crypttab", []byte(testCrypttab))
+	testenv.WriteFile(t, dir, "lvm.conf", []byte(testLVMConf))
+	testenv.WriteFile(t, dir, "fstab", []byte(testFstab))
 	out := filepath.Join(dir, "initramfs.img")
 	name := strings.TrimLeft(module, "0123456789")
 	cmd := exec.Command("dracut", "--no-kernel", "--no-hostonly", "-m", "bash "+name, "--kver", "0.0.0-test",
@@ -151,8 +153,8 @@ func listingLines(out string) map[string]string {
 }
 
 func TestADEEditDracut(t *testing.T) {
-	need(t, "dracut", "lsinitrd", "cpio", "xz", "zstd")
-	needRoot(t)
+	testenv.Need(t, "dracut", "lsinitrd", "cpio", "xz", "zstd")
+	testenv.NeedRoot(t)
 	for _, tc := range []struct {
 		module, compress string
 		comp             Compression
@@ -199,7 +201,7 @@ func TestADEEditDracut(t *testing.T) {
 			if len(rep.NotFound) > 0 || rep.Segments[0].Rewritten || !bytes.Equal(out[:im.Segments[1].Offset], img[:im.Segments[1].Offset]) {
 				t.Errorf("report %+v: early cpio must be copied", rep)
 			}
-			newPath := writeFile(t, t.TempDir(), "new.img", out)
+			newPath := testenv.WriteFile(t, t.TempDir(), "new.img", out)
 			after := lsinitrd(t, newPath)
 			newLines := listingLines(after)
 			for name := range newLines {
@@ -243,7 +245,7 @@ func TestADEEditDracut(t *testing.T) {
 			}
 			if tc.comp == XZ {
 				s := rep.Segments[1]
-				seg := writeFile(t, t.TempDir(), "main.xz", out[s.NewOffset:s.NewOffset+s.NewLength])
+				seg := testenv.WriteFile(t, t.TempDir(), "main.xz", out[s.NewOffset:s.NewOffset+s.NewLength])
 				if robot := string(sh(t, "", nil, "xz --list --robot "+seg)); !strings.Contains(robot, "\tCRC32\t") {
 					t.Errorf("rewritten xz segment is not CRC32:\n%s", robot)
 				}

@@ -21,28 +21,9 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
-
-var toolPackage = map[string]string{
-	"cpio": "cpio", "lsinitrd": "dracut-core", "dracut": "dracut-core", "gzip": "gzip",
-	"xz": "xz-utils", "zstd": "zstd", "lz4": "lz4",
-}
-
-func need(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIPPING: %s not found (apt-get install %s); this oracle test cannot run", tool, toolPackage[tool])
-		}
-	}
-}
-
-func needRoot(t testing.TB) {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("SKIPPING: needs root to create device nodes and keep ownership in cpio fixtures")
-	}
-}
 
 // sh runs a bash script in dir with TZ=UTC and LC_ALL=C, feeding stdin, and returns stdout.
 func sh(t testing.TB, dir string, stdin []byte, script string) []byte {
@@ -81,13 +62,7 @@ var (
 func makeTree(t testing.TB, dir string) {
 	t.Helper()
 	rng := rand.New(rand.NewPCG(1, 2))
-	randBytes := func(n int) []byte {
-		b := make([]byte, n)
-		for i := range b {
-			b[i] = byte(rng.IntN(256))
-		}
-		return b
-	}
+	randBytes := func(n int) []byte { return testenv.RandBytes(rng, n) }
 	must := func(err error) {
 		t.Helper()
 		if err != nil {
@@ -314,15 +289,6 @@ func lsinitrd(t testing.TB, path string, args ...string) string {
 	return strings.Join(keep, "\n")
 }
 
-func writeFile(t testing.TB, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 // earlyCPIO builds dracut's uncompressed early cpio (early_cpio + Intel microcode) with GNU cpio.
 func earlyCPIO(t testing.TB) []byte {
 	t.Helper()
@@ -330,11 +296,11 @@ func earlyCPIO(t testing.TB) []byte {
 	if err := os.MkdirAll(filepath.Join(dir, "kernel/x86/microcode"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	writeFile(t, dir, "early_cpio", []byte("1\n"))
+	testenv.WriteFile(t, dir, "early_cpio", []byte("1\n"))
 	ucode := make([]byte, 3001)
 	for i := range ucode {
 		ucode[i] = byte(i * 7)
 	}
-	writeFile(t, dir, "kernel/x86/microcode/GenuineIntel.bin", ucode)
+	testenv.WriteFile(t, dir, "kernel/x86/microcode/GenuineIntel.bin", ucode)
 	return cpioCreate(t, dir, "newc")
 }

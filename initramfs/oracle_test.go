@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 var allCompressions = []Compression{Gzip, XZ, Zstd, LZ4Legacy}
@@ -85,8 +87,8 @@ func checkExtracted(t *testing.T, im *Image, seg int, archive []byte) {
 }
 
 func TestParseMatchesGNUCpio(t *testing.T) {
-	need(t, "cpio")
-	needRoot(t)
+	testenv.Need(t, "cpio")
+	testenv.NeedRoot(t)
 	tree := t.TempDir()
 	makeTree(t, tree)
 	for _, format := range []string{"newc", "crc"} {
@@ -146,8 +148,8 @@ func dracutStyle(t *testing.T, c Compression, tree string) (img, early, main, co
 }
 
 func TestParseDracutStyle(t *testing.T) {
-	need(t, "cpio", "lsinitrd", "gzip", "xz", "zstd", "lz4")
-	needRoot(t)
+	testenv.Need(t, "cpio", "lsinitrd", "gzip", "xz", "zstd", "lz4")
+	testenv.NeedRoot(t)
 	tree := t.TempDir()
 	makeTree(t, tree)
 	for _, c := range allCompressions {
@@ -180,7 +182,7 @@ func TestParseDracutStyle(t *testing.T) {
 			}
 			checkExtracted(t, im, 1, main)
 			// lsinitrd (skipcpio + the decompressor it picks by magic) names the same files.
-			path := writeFile(t, t.TempDir(), "initramfs.img", img)
+			path := testenv.WriteFile(t, t.TempDir(), "initramfs.img", img)
 			got := lsinitrdNames(lsinitrd(t, path))
 			var want []string
 			for _, s := range im.Segments {
@@ -237,8 +239,8 @@ func sameEntries(t *testing.T, a, b *Image) {
 }
 
 func TestRewriteRoundTrip(t *testing.T) {
-	need(t, "cpio", "lsinitrd", "gzip", "xz", "zstd", "lz4")
-	needRoot(t)
+	testenv.Need(t, "cpio", "lsinitrd", "gzip", "xz", "zstd", "lz4")
+	testenv.NeedRoot(t)
 	tree := t.TempDir()
 	makeTree(t, tree)
 	for _, c := range allCompressions {
@@ -277,12 +279,12 @@ func TestRewriteRoundTrip(t *testing.T) {
 				t.Errorf("extracted trees differ (stderr %q):\n--- rewritten\n%s\n--- original\n%s", stderr, gotTree, wantTree)
 			}
 			dir := t.TempDir()
-			if got, want := lsinitrd(t, writeFile(t, dir, "new.img", out)), lsinitrd(t, writeFile(t, dir, "old.img", img)); got != want {
+			if got, want := lsinitrd(t, testenv.WriteFile(t, dir, "new.img", out)), lsinitrd(t, testenv.WriteFile(t, dir, "old.img", img)); got != want {
 				t.Errorf("lsinitrd differs:\n--- rewritten\n%s\n--- original\n%s", got, want)
 			}
 			switch c {
 			case XZ:
-				robot := string(sh(t, "", nil, "xz --list --robot "+writeFile(t, dir, "main.xz", seg)))
+				robot := string(sh(t, "", nil, "xz --list --robot "+testenv.WriteFile(t, dir, "main.xz", seg)))
 				if !strings.Contains(robot, "\tCRC32\t") || strings.Contains(robot, "CRC64") {
 					t.Errorf("xz --list --robot does not say CRC32 only:\n%s", robot)
 				}
@@ -303,8 +305,8 @@ func TestRewriteRoundTrip(t *testing.T) {
 // TestRewriteEdits checks that editing the image equals editing the tree and archiving it again with
 // GNU cpio, compared on what GNU cpio extracts.
 func TestRewriteEdits(t *testing.T) {
-	need(t, "cpio", "gzip")
-	needRoot(t)
+	testenv.Need(t, "cpio", "gzip")
+	testenv.NeedRoot(t)
 	tree := t.TempDir()
 	makeTree(t, tree)
 	busybox, _ := os.ReadFile(filepath.Join(tree, "usr/bin/busybox"))

@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/luksconv/luksconv/diskcipher"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luks"
 )
 
@@ -44,7 +45,7 @@ func TestCompatImages(t *testing.T) {
 		{"compatv10image.img", "aes-cbc-plain", sha1.New, "51b48c2471a7593ceaf14dc5e66bca86ed05f6cc"},
 	} {
 		t.Run(tc.file, func(t *testing.T) {
-			h, f, size := readHeader(t, corpus(t, tc.file))
+			h, f, size := readHeader(t, testenv.CryptsetupImage(t, tc.file))
 			if h.Version != 1 || h.Cipher != tc.cipher || h.KeySize != 16 {
 				t.Errorf("version %d cipher %q key %d", h.Version, h.Cipher, h.KeySize)
 			}
@@ -71,7 +72,7 @@ func TestCompatImages(t *testing.T) {
 // "0123456789abcdef" (cryptsetup tests/api-test-2.c KEY1, KEY2).
 func TestCompatImage2(t *testing.T) {
 	t.Parallel()
-	path := corpus(t, "compatimage2.img")
+	path := testenv.CryptsetupImage(t, "compatimage2.img")
 	h, _, _ := readHeader(t, path)
 	if h.Version != 2 || h.Cipher != "aes-cbc-essiv:sha256" || h.DataOffset != 4<<20 || h.SectorSize != 512 {
 		t.Errorf("header %+v", h)
@@ -87,8 +88,7 @@ func TestCompatImage2(t *testing.T) {
 	_, err := h.Unlock([]byte("compatkey"), 1)
 	wantErr(t, err, luks.ErrWrongPassphrase)
 	if _, err := exec.LookPath("cryptsetup"); err == nil {
-		keyFile := filepath.Join(t.TempDir(), "k")
-		writeFile(t, keyFile, []byte("compatkey"))
+		keyFile := testenv.WriteFile(t, t.TempDir(), "k", []byte("compatkey"))
 		if want := cryptsetupVolumeKey(t, keyFile, path); !bytes.Equal(want, k0.Bytes()) {
 			t.Error("volume key differs from cryptsetup's")
 		}
@@ -100,7 +100,7 @@ func TestCompatImage2(t *testing.T) {
 // ciphers or hashes Go does not have must be refused with ErrUnsupported.
 func TestLUKS1Images(t *testing.T) {
 	t.Parallel()
-	key, err := os.ReadFile(corpus(t, "luks1-images.tar/luks1-images/keyfile1"))
+	key, err := os.ReadFile(testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/keyfile1"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,7 +122,7 @@ func TestLUKS1Images(t *testing.T) {
 		{"luks1_twofish-xts-plain64-whirlpool", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h, f, size := readHeader(t, corpus(t, "luks1-images.tar/luks1-images/"+tc.name+".img"))
+			h, f, size := readHeader(t, testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/"+tc.name+".img"))
 			if !tc.supported {
 				err := h.Supported()
 				wantErr(t, err, luks.ErrUnsupported)
@@ -155,7 +155,7 @@ func TestLUKS1Images(t *testing.T) {
 					t.Fatal(err)
 				}
 				out.Close()
-				if got := strings.TrimSpace(mustRun(t, "blkid", "-p", "-o", "value", "-s", "UUID", plain)); got != "DEAD-BABE" {
+				if got := strings.TrimSpace(testenv.Run(t, "blkid", "-p", "-o", "value", "-s", "UUID", plain)); got != "DEAD-BABE" {
 					t.Errorf("blkid UUID %q, want DEAD-BABE", got)
 				}
 			}
@@ -165,11 +165,11 @@ func TestLUKS1Images(t *testing.T) {
 
 func TestUnsupportedIsDiskcipher(t *testing.T) {
 	t.Parallel()
-	h, _, _ := readHeader(t, corpus(t, "luks1-images.tar/luks1-images/luks1_serpent-xts-plain64-sha1.img"))
+	h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/luks1_serpent-xts-plain64-sha1.img"))
 	if err := h.Supported(); !errors.Is(err, diskcipher.ErrUnsupported) || !errors.Is(err, luks.ErrUnsupported) {
 		t.Errorf("Supported() = %v, want both luks.ErrUnsupported and diskcipher.ErrUnsupported", err)
 	}
-	h, _, _ = readHeader(t, corpus(t, "luks1-images.tar/luks1-images/luks1_aes-xts-plain64-whirlpool.img"))
+	h, _, _ = readHeader(t, testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/luks1_aes-xts-plain64-whirlpool.img"))
 	if err := h.Supported(); !errors.Is(err, luks.ErrUnsupported) || !bytes.Contains([]byte(err.Error()), []byte("whirlpool")) {
 		t.Errorf("Supported() = %v, want ErrUnsupported naming whirlpool", err)
 	}
@@ -183,7 +183,7 @@ func TestLUKS2MetadataSizes(t *testing.T) {
 	for _, kb := range []int64{16, 32, 64, 128, 256, 512, 1024, 2048, 4096} {
 		name := "test_image_" + itoa(kb)
 		t.Run(name, func(t *testing.T) {
-			h, _, _ := readHeader(t, corpus(t, "luks2_mda_images.tar/"+name))
+			h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "luks2_mda_images.tar/"+name))
 			if h.MetadataSize != kb<<10 || len(h.Warnings) != 0 || h.UsedSecondary {
 				t.Errorf("metadata size %d, warnings %q, secondary %v", h.MetadataSize, h.Warnings, h.UsedSecondary)
 			}
@@ -212,7 +212,7 @@ func appendInt(b []byte, n int64) []byte {
 // api-test-2.c PASSPHRASE ("blablabl" in this version of the tarball).
 func TestHeaderRequirements(t *testing.T) {
 	t.Parallel()
-	h, _, _ := readHeader(t, corpus(t, "luks2_header_requirements.tar/luks2_header_requirements"))
+	h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "luks2_header_requirements.tar/luks2_header_requirements"))
 	if len(h.Requirements) != 2 || h.Requirements[0] != "req0" || h.Requirements[1] != "req1" {
 		t.Errorf("requirements %q", h.Requirements)
 	}
@@ -224,7 +224,7 @@ func TestHeaderRequirements(t *testing.T) {
 	_, err = h.Unlock([]byte("blablabl"), -1)
 	wantErr(t, err, luks.ErrUnsupported)
 
-	h, _, _ = readHeader(t, corpus(t, "luks2_header_requirements.tar/luks2_header_requirements_free"))
+	h, _, _ = readHeader(t, testenv.CryptsetupImage(t, "luks2_header_requirements.tar/luks2_header_requirements_free"))
 	if err := h.Supported(); err != nil {
 		t.Fatal(err)
 	}
@@ -235,7 +235,7 @@ func TestHeaderRequirements(t *testing.T) {
 // slot 1 is an unbound key that must never be used for data.
 func TestKeyslotUnassigned(t *testing.T) {
 	t.Parallel()
-	path := corpus(t, "luks2_keyslot_unassigned.img")
+	path := testenv.CryptsetupImage(t, "luks2_keyslot_unassigned.img")
 	h, _, _ := readHeader(t, path)
 	if len(h.Keyslots) != 2 || len(h.Keyslots[0].Segments) != 1 || len(h.Keyslots[1].Segments) != 0 {
 		t.Fatalf("keyslots %+v", h.Keyslots)
@@ -249,8 +249,7 @@ func TestKeyslotUnassigned(t *testing.T) {
 	_, err = h.Unlock([]byte("compatkey"), 7)
 	wantErr(t, err, luks.ErrKeyslotUnusable)
 	if _, err := exec.LookPath("cryptsetup"); err == nil {
-		keyFile := filepath.Join(t.TempDir(), "k")
-		writeFile(t, keyFile, []byte("compatkey"))
+		keyFile := testenv.WriteFile(t, t.TempDir(), "k", []byte("compatkey"))
 		if want := cryptsetupVolumeKey(t, keyFile, path); !bytes.Equal(want, k.Bytes()) {
 			t.Error("volume key differs from cryptsetup's")
 		}
@@ -259,7 +258,7 @@ func TestKeyslotUnassigned(t *testing.T) {
 
 func TestInvalidCipher(t *testing.T) {
 	t.Parallel()
-	h, _, _ := readHeader(t, corpus(t, "luks2_invalid_cipher.img"))
+	h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "luks2_invalid_cipher.img"))
 	err := h.Supported()
 	if !errors.Is(err, luks.ErrUnsupported) || !errors.Is(err, diskcipher.ErrUnsupported) {
 		t.Errorf("Supported() = %v", err)
@@ -271,7 +270,7 @@ func TestInvalidCipher(t *testing.T) {
 // ErrUnsupported rather than a wrong passphrase.
 func TestValidHdr(t *testing.T) {
 	t.Parallel()
-	h, _, _ := readHeader(t, corpus(t, "luks2_valid_hdr.img"))
+	h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "luks2_valid_hdr.img"))
 	if h.UUID != "12a3a118-7039-4575-a649-3f559d8d87ee" || h.Cipher != "aes-xts-plain64" || len(h.Keyslots) == 0 {
 		t.Errorf("header %+v", h)
 	}
@@ -288,7 +287,7 @@ func TestEvilHeaders(t *testing.T) {
 		"evil_hdr-keyslot_overlap", "evil_hdr-luks_hdr_damage", "evil_hdr-payload_overwrite",
 		"evil_hdr-small_luks_device", "evil_hdr-stripes_payload_dmg",
 	} {
-		f, size := open(t, corpus(t, name))
+		f, size := testenv.Open(t, testenv.CryptsetupImage(t, name))
 		h, err := luks.ReadHeader(f, size)
 		var fe *luks.FormatError
 		if h != nil || !errors.As(err, &fe) || !errors.Is(err, luks.ErrCorrupt) {
@@ -297,7 +296,7 @@ func TestEvilHeaders(t *testing.T) {
 		}
 		t.Logf("%s: %v", name, err)
 	}
-	h, _, _ := readHeader(t, corpus(t, "valid_header_file"))
+	h, _, _ := readHeader(t, testenv.CryptsetupImage(t, "valid_header_file"))
 	if h.Cipher != "aes-cbc-essiv:sha256" || h.KeySize != 32 || h.DataOffset != 4096*512 {
 		t.Errorf("valid_header_file: %+v", h)
 	}
@@ -314,7 +313,7 @@ func TestEvilHeaders(t *testing.T) {
 func TestLUKS1Reencrypt(t *testing.T) {
 	t.Parallel()
 	const base = "LUKS-d238e48a-0ed3-4169-b841-f26b44693134.tar/LUKS-d238e48a-0ed3-4169-b841-f26b44693134"
-	org, _, _ := readHeader(t, corpus(t, base+".org"))
+	org, _, _ := readHeader(t, testenv.CryptsetupImage(t, base+".org"))
 	if org.UUID != "d238e48a-0ed3-4169-b841-f26b44693134" || org.Cipher != "aes-xts-plain64" || org.KeySize != 64 {
 		t.Errorf(".org: %+v", org)
 	}
@@ -322,10 +321,10 @@ func TestLUKS1Reencrypt(t *testing.T) {
 		t.Errorf(".org is a plain LUKS1 header: %v", err)
 	}
 
-	newHdr, _, _ := readHeader(t, corpus(t, base+".new"))
+	newHdr, _, _ := readHeader(t, testenv.CryptsetupImage(t, base+".new"))
 	wantErr(t, newHdr.Supported(), luks.ErrReencryptInProgress)
 
-	data, err := os.ReadFile(corpus(t, base+".org"))
+	data, err := os.ReadFile(testenv.CryptsetupImage(t, base+".org"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -348,7 +347,7 @@ func TestLUKS1Reencrypt(t *testing.T) {
 // the explicit opt-in, does find the stale copy.
 func TestStaleSecondaryIsNotLUKS(t *testing.T) {
 	t.Parallel()
-	f, size := open(t, corpus(t, "blkid-luks2-pv.img"))
+	f, size := testenv.Open(t, testenv.CryptsetupImage(t, "blkid-luks2-pv.img"))
 	_, err := luks.ReadHeader(f, size)
 	if err != luks.ErrNotLUKS {
 		t.Fatalf("ReadHeader = %v, want ErrNotLUKS", err)
@@ -365,7 +364,7 @@ func TestStaleSecondaryIsNotLUKS(t *testing.T) {
 func TestNotLUKS(t *testing.T) {
 	t.Parallel()
 	for _, name := range []string{"img_fs_vfat.img", "img_fs_xfs.img"} {
-		f, size := open(t, corpus(t, name))
+		f, size := testenv.Open(t, testenv.CryptsetupImage(t, name))
 		if _, err := luks.ReadHeader(f, size); err != luks.ErrNotLUKS {
 			t.Errorf("%s: %v", name, err)
 		}

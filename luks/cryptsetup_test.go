@@ -19,6 +19,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luks"
 )
 
@@ -31,36 +32,21 @@ var cheapPBKDF2 = []string{"--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "100
 
 // keyFiles writes the two test passphrases to files in dir.
 func keyFiles(t *testing.T, dir string) (k1, k2 string) {
-	k1, k2 = filepath.Join(dir, "k1"), filepath.Join(dir, "k2")
-	writeFile(t, k1, []byte(pass1))
-	writeFile(t, k2, []byte(pass2))
-	return k1, k2
+	return testenv.WriteFile(t, dir, "k1", []byte(pass1)), testenv.WriteFile(t, dir, "k2", []byte(pass2))
 }
 
-func truncate(t *testing.T, path string, size int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Truncate(size); err != nil {
-		t.Fatal(err)
-	}
-	f.Close()
-}
-
-func randomFile(t *testing.T, path string, size int) []byte {
+// randomFile writes size random bytes to dir/name.
+func randomFile(t *testing.T, dir, name string, size int) (path string, data []byte) {
 	t.Helper()
 	b := make([]byte, size)
 	rand.Read(b)
-	writeFile(t, path, b)
-	return b
+	return testenv.WriteFile(t, dir, name, b), b
 }
 
 // dumpText parses "Key: value" lines of the text luksDump output.
 func dumpText(t *testing.T, hdr string) map[string]string {
 	t.Helper()
-	out := mustRun(t, "cryptsetup", "luksDump", hdr)
+	out := testenv.Run(t, "cryptsetup", "luksDump", hdr)
 	m := map[string]string{}
 	slot := ""
 	sc := bufio.NewScanner(strings.NewReader(out))
@@ -90,7 +76,7 @@ func dumpText(t *testing.T, hdr string) map[string]string {
 func dumpJSON(t *testing.T, hdr string) map[string]any {
 	t.Helper()
 	var m map[string]any
-	if err := json.Unmarshal([]byte(mustRun(t, "cryptsetup", "luksDump", "--dump-json-metadata", hdr)), &m); err != nil {
+	if err := json.Unmarshal([]byte(testenv.Run(t, "cryptsetup", "luksDump", "--dump-json-metadata", hdr)), &m); err != nil {
 		t.Fatal(err)
 	}
 	return m
@@ -223,16 +209,15 @@ func TestFormatMatrix(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			k1, k2 := keyFiles(t, dir)
-			data := filepath.Join(dir, "data")
-			truncate(t, data, 17<<20)
+			data := testenv.SparseFile(t, dir, "data", 17<<20)
 			hdr := data
 			args := append(append([]string{"luksFormat", "-q", "--key-file", k1}, tc.kdf...), tc.args...)
 			if tc.detached {
 				hdr = filepath.Join(dir, "hdr")
 				args = append(args, "--header", hdr)
 			}
-			mustRun(t, "cryptsetup", append(args, data)...)
-			mustRun(t, "cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, tc.kdf...), hdr, k2)...)
+			testenv.Run(t, "cryptsetup", append(args, data)...)
+			testenv.Run(t, "cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, tc.kdf...), hdr, k2)...)
 
 			h, _, _ := readHeader(t, hdr)
 			if err := h.Supported(); err != nil {
@@ -279,16 +264,14 @@ func TestReencryptKnownPlaintext(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
 			k1, _ := keyFiles(t, dir)
-			data := filepath.Join(dir, "data")
-			plain := randomFile(t, data, tc.size)
+			data, plain := randomFile(t, dir, "data", tc.size)
 			hdr := data
 			args := append([]string{"reencrypt", "-q", "--encrypt", "--type", "luks2", "--key-file", k1}, tc.args...)
 			if tc.detached {
-				hdr = filepath.Join(dir, "osluksheader")
-				truncate(t, hdr, 32<<20)
+				hdr = testenv.SparseFile(t, dir, "osluksheader", 32<<20)
 				args = append(args, "--header", hdr)
 			}
-			mustRun(t, "cryptsetup", append(args, data)...)
+			testenv.Run(t, "cryptsetup", append(args, data)...)
 
 			h, _, _ := readHeader(t, hdr)
 			compareWithLuksDump(t, h, hdr)
@@ -299,7 +282,7 @@ func TestReencryptKnownPlaintext(t *testing.T) {
 			if want := cryptsetupVolumeKey(t, k1, hdr); !bytes.Equal(want, k.Bytes()) {
 				t.Error("volume key differs from cryptsetup's")
 			}
-			f, size := open(t, data)
+			f, size := testenv.Open(t, data)
 			r, err := luks.NewReader(f, size, h, k)
 			if err != nil {
 				t.Fatal(err)
@@ -384,10 +367,9 @@ func checkRandomReads(t *testing.T, r *luks.Reader, plain []byte) {
 func makeLUKS2Header(t *testing.T, dir string, extra ...string) (hdr, k1, k2 string) {
 	t.Helper()
 	k1, k2 = keyFiles(t, dir)
-	data := filepath.Join(dir, "data")
-	truncate(t, data, 1<<20)
+	data := testenv.SparseFile(t, dir, "data", 1<<20)
 	hdr = filepath.Join(dir, "hdr")
-	mustRun(t, "cryptsetup", append(append(append([]string{"luksFormat", "-q", "--type", "luks2", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), extra...), data)...)
+	testenv.Run(t, "cryptsetup", append(append(append([]string{"luksFormat", "-q", "--type", "luks2", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), extra...), data)...)
 	return hdr, k1, k2
 }
 
@@ -428,9 +410,8 @@ func TestChecksumCorruption(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			h, err := luks.ReadHeader(bytes.NewReader(tc.data), int64(len(tc.data)))
 			// cryptsetup is the oracle for "still opens" vs "corrupt".
-			p := filepath.Join(t.TempDir(), "h")
-			writeFile(t, p, tc.data)
-			csErr := run("cryptsetup", "luksDump", p)
+			p := testenv.WriteFile(t, t.TempDir(), "h", tc.data)
+			_, csErr := testenv.RunErr("cryptsetup", "luksDump", p)
 			if !tc.ok {
 				var fe *luks.FormatError
 				if !errors.As(err, &fe) || !errors.Is(err, luks.ErrCorrupt) || csErr == nil {
@@ -458,7 +439,7 @@ func TestSeqID(t *testing.T) {
 	dir := t.TempDir()
 	hdr, _, _ := makeLUKS2Header(t, dir, "--label", "old")
 	old, _ := os.ReadFile(hdr)
-	mustRun(t, "cryptsetup", "config", "--label", "new", hdr)
+	testenv.Run(t, "cryptsetup", "config", "--label", "new", hdr)
 	cur, _ := os.ReadFile(hdr)
 	h0, err := luks.ReadHeader(bytes.NewReader(cur), int64(len(cur)))
 	if err != nil {
@@ -476,8 +457,7 @@ func TestSeqID(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			data := bytes.Clone(cur)
 			copy(data[tc.from:tc.to], old[tc.from:tc.to])
-			p := filepath.Join(t.TempDir(), "h")
-			writeFile(t, p, data)
+			p := testenv.WriteFile(t, t.TempDir(), "h", data)
 			h, err := luks.ReadHeader(bytes.NewReader(data), int64(len(data)))
 			if err != nil {
 				t.Fatal(err)
@@ -499,9 +479,9 @@ func TestPriority(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	hdr, k1, k2 := makeLUKS2Header(t, dir)
-	mustRun(t, "cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, cheapPBKDF2...), hdr, k2)...)
-	mustRun(t, "cryptsetup", "config", "--priority", "ignore", "--key-slot", "0", hdr)
-	mustRun(t, "cryptsetup", "config", "--priority", "prefer", "--key-slot", "1", hdr)
+	testenv.Run(t, "cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, cheapPBKDF2...), hdr, k2)...)
+	testenv.Run(t, "cryptsetup", "config", "--priority", "ignore", "--key-slot", "0", hdr)
+	testenv.Run(t, "cryptsetup", "config", "--priority", "prefer", "--key-slot", "1", hdr)
 	h, _, _ := readHeader(t, hdr)
 	compareWithLuksDump(t, h, hdr)
 	if h.Keyslots[0].Priority != 0 || h.Keyslots[1].Priority != 2 {
@@ -525,11 +505,9 @@ func TestReencryptInitOnly(t *testing.T) {
 	t.Parallel()
 	dir := t.TempDir()
 	k1, _ := keyFiles(t, dir)
-	data := filepath.Join(dir, "data")
-	randomFile(t, data, 1<<20)
-	hdr := filepath.Join(dir, "osluksheader")
-	truncate(t, hdr, 32<<20)
-	mustRun(t, "cryptsetup", append(append([]string{"reencrypt", "-q", "--encrypt", "--init-only", "--type", "luks2", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), data)...)
+	data, _ := randomFile(t, dir, "data", 1<<20)
+	hdr := testenv.SparseFile(t, dir, "osluksheader", 32<<20)
+	testenv.Run(t, "cryptsetup", append(append([]string{"reencrypt", "-q", "--encrypt", "--init-only", "--type", "luks2", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), data)...)
 	h, _, _ := readHeader(t, hdr)
 	compareWithLuksDump(t, h, hdr)
 	wantErr(t, h.Supported(), luks.ErrReencryptInProgress)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luks"
 )
 
@@ -24,7 +25,7 @@ func FuzzReadHeader(f *testing.F) {
 		"luks2_header_requirements.tar/luks2_header_requirements",
 		"luks2_mda_images.tar/test_image_16",
 	} {
-		data, err := os.ReadFile(corpus(f, name))
+		data, err := os.ReadFile(testenv.CryptsetupImage(f, name))
 		if err != nil {
 			f.Fatal(err)
 		}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luks"
 )
 
@@ -49,9 +50,8 @@ func sealCopy(c []byte) {
 
 // cryptsetupAccepts runs luksDump on the image (the oracle).
 func cryptsetupAccepts(t *testing.T, img []byte) bool {
-	p := filepath.Join(t.TempDir(), "h")
-	writeFile(t, p, img)
-	return run("cryptsetup", "luksDump", p) == nil
+	_, err := testenv.RunErr("cryptsetup", "luksDump", testenv.WriteFile(t, t.TempDir(), "h", img))
+	return err == nil
 }
 
 // baseLUKS2 is a detached LUKS2 header with two pbkdf2 keyslots (pass1,
@@ -72,10 +72,10 @@ func baseLUKS2(t *testing.T) ([]byte, string) {
 		if baseErr = os.WriteFile(data, make([]byte, 1<<20), 0o600); baseErr != nil {
 			return
 		}
-		if baseErr = run("cryptsetup", append(append([]string{"luksFormat", "-q", "--type", "luks2", "--sector-size", "512", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), data)...); baseErr != nil {
+		if _, baseErr = testenv.RunErr("cryptsetup", append(append([]string{"luksFormat", "-q", "--type", "luks2", "--sector-size", "512", "--key-file", k1, "--header", hdr}, cheapPBKDF2...), data)...); baseErr != nil {
 			return
 		}
-		if baseErr = run("cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, cheapPBKDF2...), hdr, k2)...); baseErr != nil {
+		if _, baseErr = testenv.RunErr("cryptsetup", append(append([]string{"luksAddKey", "-q", "--key-file", k1}, cheapPBKDF2...), hdr, k2)...); baseErr != nil {
 			return
 		}
 		baseImg, baseErr = os.ReadFile(hdr)

@@ -4,24 +4,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/lvm"
 )
-
-// copyImage copies a (sparse) image into a fresh test directory.
-func copyImage(t *testing.T, src string) string {
-	t.Helper()
-	dst := filepath.Join(t.TempDir(), "copy.img")
-	if out, err := exec.Command("cp", "--sparse=always", src, dst).CombinedOutput(); err != nil {
-		t.Fatalf("cp: %v: %s", err, out)
-	}
-	return dst
-}
 
 // flipByte XORs the byte at off with 0x01 (so it always changes).
 func flipByte(t *testing.T, path string, off int64) {
@@ -43,7 +32,7 @@ func flipByte(t *testing.T, path string, off int64) {
 
 func openPath(t *testing.T, path string) (*lvm.PV, error) {
 	t.Helper()
-	f, size := openFile(t, path)
+	f, size := testenv.Open(t, path)
 	return lvm.Open(f, size)
 }
 
@@ -111,7 +100,7 @@ func TestCorruptCopies(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			img := copyImage(t, e.img)
+			img := testenv.CopyFile(t, e.img)
 			for _, d := range c.damage {
 				flipByte(t, img, d.at)
 			}
@@ -160,12 +149,12 @@ func TestOlderCopy(t *testing.T) {
 	m, _ := e.pvckHeaders(e.img)
 	hdr2, size2 := num(t, m, "mda_header_2.start"), num(t, m, "mda_header_2.size")
 	saved := make([]byte, size2)
-	f, _ := openFile(t, e.img)
+	f, _ := testenv.Open(t, e.img)
 	if _, err := f.ReadAt(saved, hdr2); err != nil {
 		t.Fatal(err)
 	}
 	e.must("vgchange", "--addtag", "newer", "vgo")
-	img := copyImage(t, e.img)
+	img := testenv.CopyFile(t, e.img)
 	w, err := os.OpenFile(img, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -245,7 +234,7 @@ func TestTruncated(t *testing.T) {
 		{64<<20 - 512, false, ""}, // only the second metadata area is cut
 	} {
 		t.Run(strconv.FormatInt(c.size, 10), func(t *testing.T) {
-			img := copyImage(t, e.img)
+			img := testenv.CopyFile(t, e.img)
 			if err := os.Truncate(img, c.size); err != nil {
 				t.Fatal(err)
 			}

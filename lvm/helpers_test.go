@@ -14,93 +14,16 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
-// repoShared is ../shared relative to the repository root (the directory
-// holding go.mod).
-func repoShared(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-	return filepath.Join(dir, "..", "shared")
-}
-
-var (
-	xzOnce sync.Map // name -> *xzResult
-)
-
-type xzResult struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// corpusImage decompresses ../shared/testdata/cryptsetup/<name>.xz once per
-// test binary and returns a path to a private copy for this test.
-func corpusImage(t testing.TB, name string) string {
-	t.Helper()
-	src := filepath.Join(repoShared(t), "testdata", "cryptsetup", name+".xz")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("SKIP: cryptsetup corpus image %s not found: %v", src, err)
-	}
-	if _, err := exec.LookPath("xz"); err != nil {
-		t.Skip("SKIP: xz is not installed (apt-get install xz-utils); the cryptsetup corpus is xz-compressed")
-	}
-	v, _ := xzOnce.LoadOrStore(name, &xzResult{})
-	r := v.(*xzResult)
-	r.once.Do(func() {
-		var out []byte
-		out, r.err = exec.Command("xz", "-dc", src).Output()
-		if r.err != nil {
-			return
-		}
-		d, err := os.MkdirTemp("", "lvm-corpus-")
-		if err != nil {
-			r.err = err
-			return
-		}
-		r.path = filepath.Join(d, name)
-		r.err = os.WriteFile(r.path, out, 0o644)
-	})
-	if r.err != nil {
-		t.Fatalf("decompressing %s: %v", src, r.err)
-	}
-	dst := filepath.Join(t.TempDir(), name)
-	b, err := os.ReadFile(r.path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(dst, b, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return dst
-}
-
-// requireLVMTools skips (loudly) when the lvm2 tools or root are missing.
+// requireLVMTools skips (loudly) unless the lvm2 tools and root are there.
 func requireLVMTools(t testing.TB) {
 	t.Helper()
-	for _, tool := range []string{"pvcreate", "vgcreate", "vgcfgrestore", "vgcfgbackup", "pvck", "pvs", "lvs", "losetup"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIP: %s not found (apt-get install lvm2 util-linux); the LVM oracle tests cannot run", tool)
-		}
-	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: the LVM oracle tests need root (loop devices, pvcreate)")
-	}
+	testenv.Need(t, "pvcreate", "vgcreate", "vgcfgrestore", "vgcfgbackup", "pvck", "pvs", "lvs", "losetup")
+	testenv.NeedRoot(t) // loop devices, pvcreate
 }
 
 // lvmEnv is a private lvm configuration directory, optionally bound to one
@@ -152,23 +75,8 @@ backup {
 func newLoopPV(t testing.TB, size int64, pvcreateArgs ...string) *lvmEnv {
 	t.Helper()
 	requireLVMTools(t)
-	img := filepath.Join(t.TempDir(), "pv.img")
-	if err := os.WriteFile(img, nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Truncate(img, size); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("losetup", "-f", "--show", img).CombinedOutput()
-	if err != nil {
-		t.Skipf("SKIP: cannot attach a loop device (losetup -f --show): %v: %s", err, out)
-	}
-	dev := strings.TrimSpace(string(out))
-	t.Cleanup(func() {
-		if out, err := exec.Command("losetup", "-d", dev).CombinedOutput(); err != nil {
-			t.Errorf("losetup -d %s: %v: %s", dev, err, out)
-		}
-	})
+	img := testenv.SparseFile(t, t.TempDir(), "pv.img", size)
+	dev, _ := testenv.AttachLoop(t, img)
 	e := newEnv(t, dev)
 	e.img = img
 	e.must(append([]string{"pvcreate", "-y"}, append(pvcreateArgs, dev)...)...)
@@ -268,21 +176,6 @@ func atoi(t testing.TB, s string) int64 {
 		t.Fatalf("not a number: %q", s)
 	}
 	return v
-}
-
-// openFile opens path and returns it with its size; it is closed at test end.
-func openFile(t testing.TB, path string) (*os.File, int64) {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return f, st.Size()
 }
 
 // lvSegment builds a linear segment section for restore texts.

@@ -7,12 +7,12 @@ import (
 	"io"
 	"math/rand"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/lvm"
 )
 
@@ -89,8 +89,8 @@ func checkHeaders(t *testing.T, pv *lvm.PV, m map[string]string, dump string) {
 
 func TestBlkidLUKS2PV(t *testing.T) {
 	t.Parallel()
-	img := corpusImage(t, "blkid-luks2-pv.img")
-	f, size := openFile(t, img)
+	img := testenv.CryptsetupImage(t, "blkid-luks2-pv.img")
+	f, size := testenv.Open(t, img)
 	pv, err := lvm.Open(f, size)
 	if err != nil {
 		t.Fatal(err)
@@ -117,9 +117,7 @@ func TestBlkidLUKS2PV(t *testing.T) {
 		t.Errorf("FreeRanges = %v, want %v", got, want)
 	}
 	// pvck reads image files directly; no loop device is needed here.
-	if _, err := exec.LookPath("pvck"); err != nil {
-		t.Skip("SKIP: pvck not found (apt-get install lvm2); header cross-check not run")
-	}
+	testenv.Need(t, "pvck")
 	e := newEnv(t, "")
 	m, dump := e.pvckHeaders(img)
 	checkHeaders(t, pv, m, dump)
@@ -208,7 +206,7 @@ func TestToolLayouts(t *testing.T) {
 // offsets the tools give and reads it back through LVReader.
 func checkAgainstTools(t *testing.T, e *lvmEnv, vgName string) *lvm.PV {
 	t.Helper()
-	f, size := openFile(t, e.img)
+	f, size := testenv.Open(t, e.img)
 	pv, err := lvm.Open(f, size)
 	if err != nil {
 		t.Fatal(err)
@@ -373,7 +371,7 @@ func checkContents(t *testing.T, e *lvmEnv, pv *lvm.PV, segs []oracleSeg, peStar
 			}
 		}
 	}
-	f, _ := openFile(t, e.img)
+	f, _ := testenv.Open(t, e.img)
 	rng := rand.New(rand.NewSource(1))
 	for _, lv := range pv.VG.LVs {
 		lv := lv
@@ -445,7 +443,7 @@ func TestLinearMap(t *testing.T) {
 		lvSegment("segment1", 0, 2, "pv0", 20),
 		lvSegment("segment2", 2, 3, "pv0", 8),
 		lvSegment("segment3", 5, 1, "pv0", 30))))
-	f, size := openFile(t, e.img)
+	f, size := testenv.Open(t, e.img)
 	pv, err := lvm.Open(f, size)
 	if err != nil {
 		t.Fatal(err)

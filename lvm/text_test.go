@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/lvm"
 )
 
@@ -130,7 +131,7 @@ func TestParseBackupFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, size := openFile(t, e.img)
+	f, size := testenv.Open(t, e.img)
 	pv, err := lvm.Open(f, size)
 	if err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -20,13 +21,13 @@ import (
 // 3 MiB are random (blocks 0 and 1 allocated, block 2 not), and the raw disk.
 func qemuDynamic(t *testing.T) (img, raw []byte) {
 	t.Helper()
-	needQemu(t)
+	testenv.Need(t, "qemu-img")
 	dir := t.TempDir()
 	raw = make([]byte, 6*vhd.MiB)
-	copy(raw, randBytes(rand.New(rand.NewPCG(7, 8)), 3*vhd.MiB))
-	rawPath := writeFile(t, dir, "d.raw", raw)
+	copy(raw, testenv.RandBytes(rand.New(rand.NewPCG(7, 8)), 3*vhd.MiB))
+	rawPath := testenv.WriteFile(t, dir, "d.raw", raw)
 	out := filepath.Join(dir, "d.vhd")
-	run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size", rawPath, out)
+	testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=dynamic,force_size", rawPath, out)
 	img, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +225,7 @@ func TestSectorBitmap(t *testing.T) {
 
 func TestFixedVariants(t *testing.T) {
 	r := rand.New(rand.NewPCG(9, 10))
-	disk := randBytes(r, 1<<20)
+	disk := testenv.RandBytes(r, 1<<20)
 	fb, err := vhd.FixedFooterBytes(int64(len(disk)))
 	if err != nil {
 		t.Fatal(err)
@@ -278,7 +279,7 @@ func TestFixedVariants(t *testing.T) {
 func TestRaw(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
 	for _, n := range []int{0, 100, 511, 512, 4096 + 7, 1 << 20} {
-		disk := randBytes(r, n)
+		disk := testenv.RandBytes(r, n)
 		im, err := openBytes(disk)
 		if err != nil || im.Kind != vhd.Raw || im.Footer != nil || im.Size() != int64(n) {
 			t.Fatalf("raw %d: %v %+v", n, err, im)

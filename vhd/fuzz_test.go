@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -19,7 +20,7 @@ import (
 // qemu-img is installed, tiny qemu-made fixed and dynamic images.
 func FuzzOpen(f *testing.F) {
 	r := rand.New(rand.NewPCG(13, 14))
-	disk := randBytes(r, 16<<10)
+	disk := testenv.RandBytes(r, 16<<10)
 	f.Add(buildDynamic(disk, 4096, func(b int) bool { return b != 1 }))
 	f.Add(buildDynamic(disk[:3*512], 512, func(b int) bool { return b == 1 }))
 	f.Add(buildDynamic(disk, 8192, func(int) bool { return false }))

@@ -7,31 +7,11 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
-
-// needQemu skips loudly when qemu-img (Debian package qemu-utils) is missing.
-func needQemu(t testing.TB) {
-	t.Helper()
-	if _, err := exec.LookPath("qemu-img"); err != nil {
-		t.Skip("SKIPPING: qemu-img not found; install qemu-utils (scripts/install-deps.sh) to run the VHD oracle tests")
-	}
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := exec.Command(name, args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return string(out)
-}
 
 type qemuInfo struct {
 	Format      string `json:"format"`
@@ -43,45 +23,17 @@ type qemuInfo struct {
 func info(t testing.TB, path, format string) qemuInfo {
 	t.Helper()
 	var qi qemuInfo
-	out := run(t, "qemu-img", "info", "-f", format, "--output=json", path)
+	out := testenv.Run(t, "qemu-img", "info", "-f", format, "--output=json", path)
 	if err := json.Unmarshal([]byte(out), &qi); err != nil {
 		t.Fatalf("qemu-img info %s: %v\n%s", path, err, out)
 	}
 	return qi
 }
 
-func randBytes(r *rand.Rand, n int) []byte {
-	b := make([]byte, n)
-	for i := 0; i+8 <= n; i += 8 {
-		binary.LittleEndian.PutUint64(b[i:], r.Uint64())
-	}
-	for i := n &^ 7; i < n; i++ {
-		b[i] = byte(r.Uint32())
-	}
-	return b
-}
-
-func writeFile(t testing.TB, dir, name string, data []byte) string {
-	t.Helper()
-	p := filepath.Join(dir, name)
-	if err := os.WriteFile(p, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
+// openFile opens the image at path with Open.
 func openFile(t testing.TB, path string) *vhd.Image {
 	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	im, err := vhd.Open(f, st.Size())
+	im, err := vhd.Open(testenv.Open(t, path))
 	if err != nil {
 		t.Fatalf("Open(%s): %v", path, err)
 	}

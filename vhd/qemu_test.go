@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -15,7 +16,7 @@ import (
 // qemu writes and checks that Open detects the kind and reads the raw
 // contents back everywhere.
 func TestReadQemuImages(t *testing.T) {
-	needQemu(t)
+	testenv.Need(t, "qemu-img")
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(1, 2))
 
@@ -24,23 +25,23 @@ func TestReadQemuImages(t *testing.T) {
 		{0, 512}, {3*vhd.MiB + 100, 100 << 10}, {10*vhd.MiB - 7, 20}, // crosses a 2 MiB block boundary
 		{40 * vhd.MiB, 1}, {64*vhd.MiB - 512, 512},
 	} {
-		copy(holes[c.off:], randBytes(r, c.n))
+		copy(holes[c.off:], testenv.RandBytes(r, c.n))
 	}
 	raws := []struct {
 		name string
 		data []byte
 	}{
-		{"20MiB", randBytes(r, 20*vhd.MiB)},
-		{"20MiB+7s", randBytes(r, 20*vhd.MiB+7*512)},
-		{"20MiB+2049s", randBytes(r, 20*vhd.MiB+2049*512)},
+		{"20MiB", testenv.RandBytes(r, 20*vhd.MiB)},
+		{"20MiB+7s", testenv.RandBytes(r, 20*vhd.MiB+7*512)},
+		{"20MiB+2049s", testenv.RandBytes(r, 20*vhd.MiB+2049*512)},
 		{"64MiB-holes", holes},
 	}
 	for _, raw := range raws {
-		rawPath := writeFile(t, dir, raw.name+".raw", raw.data)
+		rawPath := testenv.WriteFile(t, dir, raw.name+".raw", raw.data)
 		for _, sub := range []string{"fixed,force_size", "fixed", "dynamic", "dynamic,force_size"} {
 			t.Run(raw.name+"/"+sub, func(t *testing.T) {
 				out := filepath.Join(dir, raw.name+"-"+strings.ReplaceAll(sub, ",", "-")+".vhd")
-				run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, rawPath, out)
+				testenv.Run(t, "qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat="+sub, rawPath, out)
 				qi := info(t, out, "vpc")
 				im := openFile(t, out)
 
@@ -98,11 +99,11 @@ func TestReadQemuImages(t *testing.T) {
 // TestGeometryMatchesQemu compares GeometryFor with the geometry qemu-img
 // writes for sizes across the specification's branches (spt 17, 31, 63, 255).
 func TestGeometryMatchesQemu(t *testing.T) {
-	needQemu(t)
+	testenv.Need(t, "qemu-img")
 	dir := t.TempDir()
 	for _, size := range []string{"1M", "20M", "100M", "500M", "1G", "4G", "8G", "30G", "64G", "127G", "200G"} {
 		p := filepath.Join(dir, size+".vhd")
-		run(t, "qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, size)
+		testenv.Run(t, "qemu-img", "create", "-q", "-f", "vpc", "-o", "subformat=dynamic", p, size)
 		qi := info(t, p, "vpc")
 		im := openFile(t, p)
 		f := im.Footer
@@ -126,7 +127,7 @@ func TestGeometryMatchesQemu(t *testing.T) {
 // TestFixedFooterQemu appends our footer to raw images and has qemu-img read
 // the result.
 func TestFixedFooterQemu(t *testing.T) {
-	needQemu(t)
+	testenv.Need(t, "qemu-img")
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(3, 4))
 	chsExact := vhd.Geometry{Cylinders: 964, Heads: 8, SectorsPerTrack: 17}.Size() // 67125248
@@ -143,7 +144,7 @@ func TestFixedFooterQemu(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			raw := make([]byte, c.size)
-			copy(raw, randBytes(r, int(c.data)))
+			copy(raw, testenv.RandBytes(r, int(c.data)))
 			f, err := vhd.NewFixedFooter(c.size)
 			if err != nil {
 				t.Fatal(err)
@@ -155,19 +156,19 @@ func TestFixedFooterQemu(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rawPath := writeFile(t, dir, c.name+".raw", raw)
-			out := writeFile(t, dir, c.name+".vhd", append(raw, fb...))
+			rawPath := testenv.WriteFile(t, dir, c.name+".raw", raw)
+			out := testenv.WriteFile(t, dir, c.name+".vhd", append(raw, fb...))
 
 			qi := info(t, out, "vpc")
 			if qi.Format != "vpc" || qi.VirtualSize != c.size {
 				t.Fatalf("qemu-img info: %+v, want vpc with virtual-size %d", qi, c.size)
 			}
-			if msg := run(t, "qemu-img", "compare", "-s", "-f", "vpc", "-F", "raw", out, rawPath); !strings.Contains(msg, "identical") {
+			if msg := testenv.Run(t, "qemu-img", "compare", "-s", "-f", "vpc", "-F", "raw", out, rawPath); !strings.Contains(msg, "identical") {
 				t.Fatalf("qemu-img compare: %s", msg)
 			}
 			// qemu-img convert back to raw reads our footer's size too.
 			back := filepath.Join(dir, c.name+".back")
-			run(t, "qemu-img", "convert", "-f", "vpc", "-O", "raw", out, back)
+			testenv.Run(t, "qemu-img", "convert", "-f", "vpc", "-O", "raw", out, back)
 			if st, err := os.Stat(back); err != nil || st.Size() != c.size {
 				t.Fatalf("qemu-img convert back: %v, %v", st, err)
 			}
@@ -187,21 +188,21 @@ func TestFixedFooterQemu(t *testing.T) {
 // TestBuildDynamicQemu checks the dynamic-image builder used by the other
 // tests and the fuzz seeds against qemu, with a non-default block size.
 func TestBuildDynamicQemu(t *testing.T) {
-	needQemu(t)
+	testenv.Need(t, "qemu-img")
 	dir := t.TempDir()
 	r := rand.New(rand.NewPCG(5, 6))
-	disk := randBytes(r, 64<<10+3*512)
+	disk := testenv.RandBytes(r, 64<<10+3*512)
 	for i := 8 << 10; i < 24<<10; i++ { // blocks 2..5 of 4 KiB are zero and left unallocated
 		disk[i] = 0
 	}
 	img := buildDynamic(disk, 4096, func(b int) bool { return b < 2 || b > 5 })
-	p := writeFile(t, dir, "built.vhd", img)
-	rawPath := writeFile(t, dir, "built.raw", disk)
+	p := testenv.WriteFile(t, dir, "built.vhd", img)
+	rawPath := testenv.WriteFile(t, dir, "built.raw", disk)
 	if qi := info(t, p, "vpc"); qi.VirtualSize != int64(len(disk)) {
 		t.Fatalf("qemu-img info: %+v", qi)
 	}
 	// Not strict (-s): that also compares allocation status.
-	if msg := run(t, "qemu-img", "compare", "-f", "vpc", "-F", "raw", p, rawPath); !strings.Contains(msg, "identical") {
+	if msg := testenv.Run(t, "qemu-img", "compare", "-f", "vpc", "-F", "raw", p, rawPath); !strings.Contains(msg, "identical") {
 		t.Fatalf("qemu-img compare: %s", msg)
 	}
 	im := openFile(t, p)

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"path"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // walkAll reads every directory, file and symlink reachable from / and
@@ -58,7 +60,7 @@ func walkAll(t *testing.T, fs *FS, img string) int {
 // v5 with rmapbt, reflink, bigtime, NREXT64 and 4 KiB sectors; v4; and a
 // 4 KiB-block image with 512-byte sectors.
 func TestCryptsetupImages(t *testing.T) {
-	need(t, "xfs_db")
+	testenv.Need(t, "xfs_db")
 	for _, tc := range []struct {
 		name    string
 		version int
@@ -69,7 +71,7 @@ func TestCryptsetupImages(t *testing.T) {
 		{"xfs_512_block_size.img", 5, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := cryptsetupImage(t, tc.name)
+			img := testenv.CryptsetupImage(t, tc.name)
 			fs := openImage(t, img)
 			if fs.SB.Version() != tc.version {
 				t.Errorf("version %d, want %d", fs.SB.Version(), tc.version)

@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // flipByte returns a copy of img with one byte inverted.
@@ -25,13 +27,7 @@ func flipByte(t *testing.T, img string, off int64) string {
 
 func openFile(t *testing.T, img string) (*FS, error) {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, _ := f.Stat()
-	return Open(f, st.Size())
+	return Open(testenv.Open(t, img))
 }
 
 // wantFormatError checks err is a *FormatError at off, and that xfs_repair
@@ -45,7 +41,7 @@ func wantFormatError(t *testing.T, err error, off int64, img string) {
 	if fe.Offset != off {
 		t.Errorf("FormatError offset %d, want %d (%v)", fe.Offset, off, err)
 	}
-	if _, rerr := runErr("xfs_repair", "-n", "-f", img); rerr == nil {
+	if _, rerr := testenv.RunErr("xfs_repair", "-n", "-f", img); rerr == nil {
 		t.Errorf("oracle disagrees: xfs_repair -n accepts the image that gave %v", err)
 	}
 }
@@ -55,7 +51,7 @@ var stackOffset = regexp.MustCompile(`byte offset (\d+)`)
 // TestCorruption flips bytes in checksummed metadata and expects errors
 // that name the structure's offset.
 func TestCorruption(t *testing.T) {
-	need(t, "xfs_db", "xfs_repair")
+	testenv.Need(t, "xfs_db", "xfs_repair")
 	img := mkfsImage(t, "48m")
 
 	t.Run("superblock", func(t *testing.T) {
@@ -111,7 +107,7 @@ func TestCorruption(t *testing.T) {
 		wantFormatError(t, err, off, bad)
 	})
 	t.Run("bmbt", func(t *testing.T) {
-		need(t, "xz")
+		testenv.Need(t, "xz")
 		frag := fixture(t, "frag4k.img")
 		fs := openImage(t, frag)
 		m := regexp.MustCompile(`u3.bmbt.ptrs\[1\] = (\d+)`).FindStringSubmatch(xfsDB(t, frag, "path /frag", "p u3.bmbt.ptrs"))
@@ -141,7 +137,7 @@ func TestCorruption(t *testing.T) {
 // filesystems without the XSLM block header. xfs_repair rejects them, and
 // so must Readlink.
 func TestMkfsRemoteSymlink(t *testing.T) {
-	need(t, "xfs_repair")
+	testenv.Need(t, "xfs_repair")
 	img := mkfsImageTree(t, "48m", false) // v5 image with the v4-only long link
 	fs := openImage(t, img)
 	if !fs.SB.HasCRC() {
@@ -149,7 +145,7 @@ func TestMkfsRemoteSymlink(t *testing.T) {
 	}
 	_, err := fs.Readlink("/links/long")
 	if err == nil {
-		if _, rerr := runErr("xfs_repair", "-n", "-f", img); rerr == nil {
+		if _, rerr := testenv.RunErr("xfs_repair", "-n", "-f", img); rerr == nil {
 			t.Skip("SKIP: this mkfs.xfs writes valid remote symlinks; nothing to check")
 		}
 		t.Fatal("Readlink accepted a remote symlink that xfs_repair rejects")

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // checkFragContent asserts the content rule of the fragmented fixtures:
@@ -43,7 +45,7 @@ func compareExtents(t *testing.T, fs *FS, img, path string) []Extent {
 }
 
 func TestFragmented4K(t *testing.T) {
-	need(t, "xfs_db")
+	testenv.Need(t, "xfs_db")
 	img := fixture(t, "frag4k.img")
 	fs := openImage(t, img)
 	if len(fs.Warnings) != 0 || fs.Writable() != nil {
@@ -165,7 +167,7 @@ func TestFragmented4K(t *testing.T) {
 }
 
 func TestFragmented1K(t *testing.T) {
-	need(t, "xfs_db")
+	testenv.Need(t, "xfs_db")
 	img := fixture(t, "frag1k.img")
 	fs := openImage(t, img)
 	if err := fs.Writable(); err != nil {
@@ -208,7 +210,7 @@ func TestFragmented1K(t *testing.T) {
 
 func TestDirtyLog(t *testing.T) {
 	img := fixture(t, "dirty.img")
-	if out, err := runErr("xfs_repair", "-n", "-f", img); err == nil {
+	if out, err := testenv.RunErr("xfs_repair", "-n", "-f", img); err == nil {
 		t.Fatalf("oracle disagrees: xfs_repair -n calls the fixture's log clean\n%s", out)
 	}
 	fs := openImage(t, img)
@@ -236,13 +238,13 @@ func TestDirtyLog(t *testing.T) {
 // unmount record carries cycle N and the rest of the log cycle N-1, the
 // shape of a log that has wrapped. xfs_repair -n is the judge.
 func TestLogformatWrapped(t *testing.T) {
-	need(t, "xfs_db", "xfs_repair")
+	testenv.Need(t, "xfs_db", "xfs_repair")
 	base := mkfsImage(t, "48m")
 	for _, args := range [][]string{{"-c", "2"}, {"-c", "7"}, {"-c", "100000"}, {"-c", "9", "-s", "4096"}, {"-c", "3", "-s", "32768"}} {
 		t.Run(strings.Join(args, ""), func(t *testing.T) {
-			img := copyImage(t, base)
-			run(t, "xfs_db", "-x", "-c", "logformat "+strings.Join(args, " "), img)
-			_, repairErr := runErr("xfs_repair", "-n", "-f", img)
+			img := testenv.CopyFile(t, base)
+			testenv.Run(t, "xfs_db", "-x", "-c", "logformat "+strings.Join(args, " "), img)
+			_, repairErr := testenv.RunErr("xfs_repair", "-n", "-f", img)
 			fs := openImage(t, img)
 			if (fs.Writable() == nil) != (repairErr == nil) {
 				t.Errorf("Writable = %v, xfs_repair -n error = %v", fs.Writable(), repairErr)

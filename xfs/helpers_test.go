@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -14,37 +13,9 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
-
-// need skips the test, loudly, when a tool is missing.
-func need(t testing.TB, tools ...string) {
-	t.Helper()
-	for _, tool := range tools {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("SKIP: %s is not installed (apt-get install xfsprogs xz-utils); XFS oracle tests need it", tool)
-		}
-	}
-}
-
-func run(t testing.TB, name string, args ...string) string {
-	t.Helper()
-	out, err := runErr(name, args...)
-	if err != nil {
-		t.Fatalf("%s %s: %v\n%s", name, strings.Join(args, " "), err, out)
-	}
-	return out
-}
-
-func runErr(name string, args ...string) (string, error) {
-	cmd := exec.Command(name, args...)
-	// mkfs.xfs refuses filesystems under 300 MB unless it believes it runs
-	// inside fstests; small images keep the tests fast.
-	cmd.Env = append(os.Environ(), "TEST_DIR=1", "TEST_DEV=1", "QA_CHECK_FS=1")
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
-	return buf.String(), err
-}
 
 // xfsDB runs read-only xfs_db commands against img.
 func xfsDB(t testing.TB, img string, cmds ...string) string {
@@ -53,67 +24,24 @@ func xfsDB(t testing.TB, img string, cmds ...string) string {
 	for _, c := range cmds {
 		args = append(args, "-c", c)
 	}
-	return run(t, "xfs_db", append(args, img)...)
+	return testenv.Run(t, "xfs_db", append(args, img)...)
 }
 
 // openImage opens an image file with Open.
 func openImage(t testing.TB, img string) *FS {
 	t.Helper()
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	st, err := f.Stat()
-	if err != nil {
-		t.Fatal(err)
-	}
-	fsys, err := Open(f, st.Size())
+	fsys, err := Open(testenv.Open(t, img))
 	if err != nil {
 		t.Fatalf("Open(%s): %v", img, err)
 	}
 	return fsys
 }
 
-// repoRoot walks up from the package directory to the directory holding
-// go.mod.
-func repoRoot(t testing.TB) string {
-	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-}
-
-// cryptsetupImage decompresses ../shared/testdata/cryptsetup/<name>.xz into
-// a temporary directory.
-func cryptsetupImage(t testing.TB, name string) string {
-	t.Helper()
-	src := filepath.Join(repoRoot(t), "..", "shared", "testdata", "cryptsetup", name+".xz")
-	if _, err := os.Stat(src); err != nil {
-		t.Skipf("SKIP: cryptsetup corpus file %s not found: %v", src, err)
-	}
-	need(t, "xz")
-	out := filepath.Join(t.TempDir(), name)
-	run(t, "sh", "-c", fmt.Sprintf("xz -dc %q > %q", src, out))
-	return out
-}
-
 // fixture decompresses testdata/<name>.xz (built by testdata/mkfixtures.sh,
 // which needs a mounted filesystem) into a temporary file.
 func fixture(t testing.TB, name string) string {
 	t.Helper()
-	need(t, "xz")
+	testenv.Need(t, "xz")
 	src, err := filepath.Abs(filepath.Join("testdata", name+".xz"))
 	if err != nil {
 		t.Fatal(err)
@@ -122,7 +50,7 @@ func fixture(t testing.TB, name string) string {
 		t.Fatalf("fixture %s: %v (rebuild with testdata/mkfixtures.sh)", name, err)
 	}
 	out := filepath.Join(t.TempDir(), name)
-	run(t, "sh", "-c", fmt.Sprintf("xz -dc %q > %q", src, out))
+	testenv.Run(t, "sh", "-c", fmt.Sprintf("xz -dc %q > %q", src, out))
 	return out
 }
 
@@ -144,13 +72,9 @@ type testTree struct {
 	byPth map[string]*node
 }
 
+// pseudoRandom is file content that depends only on seed.
 func pseudoRandom(seed uint64, n int) []byte {
-	r := rand.New(rand.NewPCG(seed, 0x5851f42d4c957f2d))
-	b := make([]byte, n)
-	for i := range b {
-		b[i] = byte(r.Uint32())
-	}
-	return b
+	return testenv.RandBytes(rand.New(rand.NewPCG(seed, 0x5851f42d4c957f2d)), n)
 }
 
 var (
@@ -284,7 +208,6 @@ var (
 type cachedImage struct {
 	once sync.Once
 	path string
-	out  string
 	err  error
 }
 
@@ -300,7 +223,7 @@ func isV5(opts []string) bool {
 
 // mkfsImage returns a sparse image holding the test tree, made by mkfs.xfs
 // -p with the given extra options. Images are built once per option set and
-// shared: callers must not modify them (copyImage first).
+// shared: callers must not modify them (testenv.CopyFile first).
 func mkfsImage(t testing.TB, size string, opts ...string) string {
 	t.Helper()
 	return mkfsImageTree(t, size, isV5(opts), opts...)
@@ -309,7 +232,7 @@ func mkfsImage(t testing.TB, size string, opts ...string) string {
 // mkfsImageTree is mkfsImage with an explicit choice of the v5 tree.
 func mkfsImageTree(t testing.TB, size string, v5 bool, opts ...string) string {
 	t.Helper()
-	need(t, "mkfs.xfs", "xfs_db")
+	testenv.Need(t, "mkfs.xfs", "xfs_db")
 	protoMu.Lock()
 	if sharedDir == "" {
 		d, err := os.MkdirTemp("", "xfs-test-")
@@ -340,10 +263,10 @@ func mkfsImageTree(t testing.TB, size string, v5 bool, opts ...string) string {
 			return
 		}
 		args := append([]string{"-q", "-f", "-p", p, "-d", "file,name=" + c.path + ",size=" + size}, opts...)
-		c.out, c.err = runErr("mkfs.xfs", args...)
+		_, c.err = testenv.RunErr("mkfs.xfs", args...)
 	})
 	if c.err != nil {
-		t.Fatalf("mkfs.xfs %v: %v\n%s", opts, c.err, c.out)
+		t.Fatal(c.err)
 	}
 	return c.path
 }
@@ -373,19 +296,12 @@ func writeSparse(t testing.TB, path string, data []byte) {
 	}
 }
 
-// copyImage returns a private sparse copy of img.
-func copyImage(t testing.TB, img string) string {
-	t.Helper()
-	data, err := os.ReadFile(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := filepath.Join(t.TempDir(), filepath.Base(img))
-	writeSparse(t, out, data)
-	return out
-}
-
 func TestMain(m *testing.M) {
+	// mkfs.xfs refuses filesystems under 300 MB unless it believes it runs
+	// inside fstests; small images keep the tests fast.
+	for _, v := range []string{"TEST_DIR", "TEST_DEV", "QA_CHECK_FS"} {
+		os.Setenv(v, "1")
+	}
 	code := m.Run()
 	if sharedDir != "" {
 		os.RemoveAll(sharedDir)
@@ -516,8 +432,6 @@ func applyWrites(t testing.TB, img string, ws []Write) string {
 // repairClean runs xfs_repair -n and fails the test unless it exits 0.
 func repairClean(t testing.TB, img string) {
 	t.Helper()
-	need(t, "xfs_repair")
-	if out, err := runErr("xfs_repair", "-n", "-f", img); err != nil {
-		t.Fatalf("xfs_repair -n -f: %v\n%s", err, out)
-	}
+	testenv.Need(t, "xfs_repair")
+	testenv.Run(t, "xfs_repair", "-n", "-f", img)
 }

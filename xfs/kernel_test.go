@@ -9,6 +9,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // TestKernelWrappedLog lets the kernel write a log that wraps several times,
@@ -16,25 +18,23 @@ import (
 // unmount, after a shutdown with unwritten metadata, and after the replay a
 // later mount performs. It needs root and loop mounts.
 func TestKernelWrappedLog(t *testing.T) {
-	need(t, "mkfs.xfs", "xfs_repair", "xfs_io", "mount", "umount")
+	testenv.Need(t, "mkfs.xfs", "xfs_repair", "xfs_io", "mount", "umount")
 	if testing.Short() {
 		t.Skip("SKIP: -short: the wrapped-log test mounts a filesystem")
 	}
-	if os.Geteuid() != 0 {
-		t.Skip("SKIP: not root: the wrapped-log test needs the kernel to write an XFS log through a loop mount")
-	}
+	testenv.NeedRoot(t) // the kernel writes the XFS log through a loop mount
 	dir := t.TempDir()
 	img := filepath.Join(dir, "log.img")
 	if err := os.WriteFile(img, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// The smallest log mkfs.xfs accepts wraps after little traffic.
-	out, _ := runErr("mkfs.xfs", "-f", "-b", "size=1024", "-l", "size=2m", "-d", "file,name="+img+",size=32m")
+	out, _ := testenv.RunErr("mkfs.xfs", "-f", "-b", "size=1024", "-l", "size=2m", "-d", "file,name="+img+",size=32m")
 	logSize := "2m"
 	if m := regexp.MustCompile(`minimum size is (\d+) blocks`).FindStringSubmatch(out); m != nil {
 		logSize = m[1] + "b"
 	}
-	run(t, "mkfs.xfs", "-q", "-f", "-b", "size=1024", "-l", "size="+logSize, "-d", "file,name="+img+",size=32m")
+	testenv.Run(t, "mkfs.xfs", "-q", "-f", "-b", "size=1024", "-l", "size="+logSize, "-d", "file,name="+img+",size=32m")
 	mnt := filepath.Join(dir, "mnt")
 	if err := os.Mkdir(mnt, 0o755); err != nil {
 		t.Fatal(err)
@@ -72,7 +72,7 @@ func TestKernelWrappedLog(t *testing.T) {
 	}
 	verdict := func(wantClean bool) *FS {
 		t.Helper()
-		_, repairErr := runErr("xfs_repair", "-n", "-f", img)
+		_, repairErr := testenv.RunErr("xfs_repair", "-n", "-f", img)
 		if (repairErr == nil) != wantClean {
 			t.Fatalf("oracle: xfs_repair -n error %v, expected clean=%v", repairErr, wantClean)
 		}
@@ -121,7 +121,7 @@ func TestKernelWrappedLog(t *testing.T) {
 			t.Fatal(err)
 		}
 		syncDir(t, mnt)
-		run(t, "xfs_io", "-x", "-c", "shutdown", mnt)
+		testenv.Run(t, "xfs_io", "-x", "-c", "shutdown", mnt)
 		umount()
 		fs = verdict(false)
 		if _, err := fs.FreeSpace(); !errors.Is(err, ErrDirtyLog) {

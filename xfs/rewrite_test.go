@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // TestRewrite rewrites files of the test tree (same size, shorter, longer
@@ -195,7 +197,7 @@ func TestRewriteModTime(t *testing.T) {
 // TestRewriteRefusals sets flags and feature bits with xfs_db -x (which
 // keeps CRCs valid) and expects refusals.
 func TestRewriteRefusals(t *testing.T) {
-	need(t, "xfs_db")
+	testenv.Need(t, "xfs_db")
 	base := mkfsImage(t, "48m")
 	fs := openImage(t, base)
 	ino, err := fs.Lookup("/files/f4096")
@@ -217,12 +219,12 @@ func TestRewriteRefusals(t *testing.T) {
 		{"log-incompat", []string{"sb 0", "write -d features_log_incompat 1"}, "log_incompat"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			img := copyImage(t, base)
+			img := testenv.CopyFile(t, base)
 			args := []string{"-x"}
 			for _, c := range tc.cmds {
 				args = append(args, "-c", c)
 			}
-			run(t, "xfs_db", append(args, img)...)
+			testenv.Run(t, "xfs_db", append(args, img)...)
 			fs := openImage(t, img)
 			_, err := fs.Rewrite("/files/f4096", make([]byte, 10))
 			if !errors.Is(err, ErrCannotEdit) || !strings.Contains(err.Error(), tc.why) {
@@ -240,7 +242,7 @@ func TestRewriteRefusals(t *testing.T) {
 // TestRewriteFixture covers kernel-made files: a 600-extent btree file on
 // an NREXT64 filesystem, reflinked files, a hole, an unwritten extent.
 func TestRewriteFixture(t *testing.T) {
-	need(t, "xfs_db", "xfs_repair")
+	testenv.Need(t, "xfs_db", "xfs_repair")
 	img := fixture(t, "frag4k.img")
 	fs := openImage(t, img)
 	refused := func(p string, n int, why string) {

@@ -1,0 +1,186 @@
+// Package testenv gives the tests of several packages what they need from their environment: the
+// shared cryptsetup corpus, external tools, root, and a few file helpers. Like Go's internal/testenv
+// it is for tests only: functions take the test and skip or fail it rather than return errors.
+//
+// A test skips only when something truly cannot be had on this machine, and says so loudly:
+//
+//	func TestOracle(t *testing.T) {
+//		testenv.Need(t, "sgdisk") // skips: "TOOL UNAVAILABLE: sgdisk not found ..."
+//		out := testenv.Run(t, "sgdisk", "-p", disk) // fails the test, with the output, on error
+//		...
+//	}
+//
+// Importing testenv appends /usr/sbin and /sbin to PATH when they are missing from it: Debian puts
+// cryptsetup, sgdisk, mkfs.xfs and the lvm2 tools there and a non-root PATH often lacks them, and
+// extending PATH once makes the tool Need finds the same one exec.Command runs.
+package testenv
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/luksconv/luksconv/internal/fixture"
+)
+
+func init() {
+	dirs := filepath.SplitList(os.Getenv("PATH"))
+	for _, d := range []string{"/usr/sbin", "/sbin"} {
+		if !slices.Contains(dirs, d) {
+			dirs = append(dirs, d)
+		}
+	}
+	os.Setenv("PATH", strings.Join(dirs, string(os.PathListSeparator)))
+}
+
+// debianPackage names the Debian package that provides a tool, for the skip message.
+var debianPackage = map[string]string{
+	"blkid": "util-linux", "bash": "bash", "cpio": "cpio", "cryptsetup": "cryptsetup-bin",
+	"dracut": "dracut-core", "grub-editenv": "grub-common", "gzip": "gzip", "losetup": "mount",
+	"lsinitrd": "dracut-core", "lvmconfig": "lvm2", "lvs": "lvm2", "lz4": "lz4", "mkfs.xfs": "xfsprogs",
+	"mount": "mount", "openssl": "openssl", "pvck": "lvm2", "pvcreate": "lvm2", "pvs": "lvm2",
+	"qemu-img": "qemu-utils", "sgdisk": "gdisk", "umount": "mount", "vgcfgbackup": "lvm2",
+	"vgcfgrestore": "lvm2", "vgcreate": "lvm2", "xfs_db": "xfsprogs", "xfs_io": "xfsprogs",
+	"xfs_repair": "xfsprogs", "xz": "xz-utils", "zstd": "zstd",
+}
+
+// Need skips the test, loudly, unless every tool is on PATH (which includes /usr/sbin and /sbin).
+func Need(t testing.TB, tools ...string) {
+	t.Helper()
+	for _, tool := range tools {
+		if _, err := exec.LookPath(tool); err != nil {
+			pkg := ""
+			if p, ok := debianPackage[tool]; ok {
+				pkg = ", Debian package " + p
+			}
+			t.Skipf("TOOL UNAVAILABLE: %s not found in PATH, /usr/sbin or /sbin%s (scripts/install-deps.sh installs it)", tool, pkg)
+		}
+	}
+}
+
+// NeedRoot skips the test, loudly, unless it runs as root.
+func NeedRoot(t testing.TB) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("ROOT UNAVAILABLE: this test needs root (loop devices, device nodes, cryptsetup's locks); run the tests as root")
+	}
+}
+
+// RunErr runs the command and returns its combined stdout and stderr. The error, if any, names the
+// command and carries the output, so it can be reported as it is.
+func RunErr(name string, args ...string) (string, error) {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w\n%s", name, strings.Join(args, " "), err, out)
+	}
+	return string(out), nil
+}
+
+// Run runs the command and returns its combined stdout and stderr; it fails the test, with that
+// output, when the command fails.
+func Run(t testing.TB, name string, args ...string) string {
+	t.Helper()
+	out, err := RunErr(name, args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// SharedDir returns ../shared next to the repository root (the directory holding go.mod), where the
+// project keeps test data it does not own. It skips the test, loudly, when that directory is absent.
+func SharedDir(t testing.TB) string {
+	t.Helper()
+	root := fixture.Root()
+	if root == "" {
+		t.Fatal("testenv: no go.mod above the working directory")
+	}
+	dir := filepath.Join(root, "..", "shared")
+	if _, err := os.Stat(dir); err != nil {
+		t.Skipf("SHARED TEST DATA UNAVAILABLE: %v (the tests read ../shared next to the repository)", err)
+	}
+	return dir
+}
+
+// Open opens path for reading and returns it with its size; it is closed when the test ends.
+func Open(t testing.TB, path string) (*os.File, int64) {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f, st.Size()
+}
+
+// WriteFile writes data to dir/name (mode 0644) and returns that path.
+func WriteFile(t testing.TB, dir, name string, data []byte) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// SparseFile creates dir/name as a hole of size bytes (a blank disk) and returns that path.
+func SparseFile(t testing.TB, dir, name string, size int64) string {
+	t.Helper()
+	p := WriteFile(t, dir, name, nil)
+	if err := os.Truncate(p, size); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// CopyFile returns a private copy of src, under the same base name in a new test directory. Holes
+// stay holes (cp --sparse=always): test disks are large and mostly empty.
+func CopyFile(t testing.TB, src string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(src))
+	Run(t, "cp", "--sparse=always", src, dst)
+	return dst
+}
+
+// AttachLoop attaches path to a free loop device, passing args to losetup (e.g. "--sector-size",
+// "4096"), and returns the device. It skips the test, loudly, when no loop device can be had (no
+// root, no loop driver). detach detaches the device; it runs at the end of the test if not before.
+func AttachLoop(t testing.TB, path string, args ...string) (dev string, detach func()) {
+	t.Helper()
+	Need(t, "losetup")
+	out, err := RunErr("losetup", append(append([]string{"--find", "--show"}, args...), path)...)
+	if err != nil {
+		t.Skipf("LOOP DEVICE UNAVAILABLE (needs root and the loop driver): %v", err)
+	}
+	dev = strings.TrimSpace(out)
+	var once sync.Once
+	detach = func() {
+		once.Do(func() {
+			if _, err := RunErr("losetup", "-d", dev); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	t.Cleanup(detach)
+	return dev, detach
+}
+
+// RandBytes returns n bytes drawn from r, one r.Uint32 per byte, so a seeded r gives the same bytes
+// on every run.
+func RandBytes(r *rand.Rand, n int) []byte {
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = byte(r.Uint32())
+	}
+	return b
+}
