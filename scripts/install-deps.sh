@@ -24,6 +24,7 @@ declare -A need=(
   [cpio]=cpio
   [zstd]=zstd
   [lz4]=lz4
+  [qemu-system-x86_64]=qemu-system-x86
 )
 
 missing=()
