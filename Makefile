@@ -26,5 +26,9 @@ demo: deps build
 bench: deps build
 	@scripts/bench.sh
 
+# Each fuzz target for FUZZTIME (default 30s); FUZZ=./pkg for one package.
+fuzz: deps
+	@scripts/fuzz.sh
+
 clean:
 	rm -rf bin testdata/.cache demo-out
