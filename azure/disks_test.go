@@ -1,0 +1,407 @@
+package azure
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+)
+
+const gib = 1 << 30
+
+var desID = "/subscriptions/" + sub + "/resourceGroups/rg-keys/providers/Microsoft.Compute/diskEncryptionSets/des1"
+
+// sourceFixture is a single-pass ADE OS disk in zone 2 and a snapshot of it.
+func sourceFixture(c *cloud) {
+	caps := &armcompute.SupportedCapabilities{Architecture: to.Ptr(armcompute.ArchitectureX64), AcceleratedNetwork: to.Ptr(true), DiskControllerTypes: to.Ptr("SCSI, NVMe")}
+	diskID := resID(typeDisk, "osdisk")
+	c.disks[key(rg, "osdisk")] = &armcompute.Disk{
+		ID: to.Ptr(diskID), Location: to.Ptr(region), Zones: []*string{to.Ptr("2")},
+		SKU: &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
+		Properties: &armcompute.DiskProperties{
+			DiskSizeBytes: to.Ptr[int64](30 * gib), DiskSizeGB: to.Ptr[int32](30),
+			OSType: to.Ptr(armcompute.OperatingSystemTypesLinux), HyperVGeneration: to.Ptr(armcompute.HyperVGenerationV2),
+			SupportedCapabilities: caps, EncryptionSettingsCollection: adeCollection(true),
+			DiskState:    to.Ptr(armcompute.DiskStateAttached),
+			PurchasePlan: &armcompute.DiskPurchasePlan{Name: to.Ptr("rhel-lvm89"), Product: to.Ptr("rhel-byos"), Publisher: to.Ptr("redhat")},
+		},
+	}
+	c.snapshots[key(rg, "snap")] = &armcompute.Snapshot{
+		ID: to.Ptr(resID(typeSnapshot, "snap")), Location: to.Ptr(region),
+		SKU: &armcompute.SnapshotSKU{Name: to.Ptr(armcompute.SnapshotStorageAccountTypesStandardLRS)},
+		Properties: &armcompute.SnapshotProperties{
+			CreationData:  &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(diskID)},
+			DiskSizeBytes: to.Ptr[int64](30 * gib),
+			OSType:        to.Ptr(armcompute.OperatingSystemTypesLinux), HyperVGeneration: to.Ptr(armcompute.HyperVGenerationV2),
+			SupportedCapabilities: caps, EncryptionSettingsCollection: adeCollection(true),
+			PurchasePlan: &armcompute.DiskPurchasePlan{Name: to.Ptr("rhel-lvm89"), Product: to.Ptr("rhel-byos"), Publisher: to.Ptr("redhat")},
+		},
+	}
+	c.des[key("rg-keys", "des1")] = &armcompute.DiskEncryptionSet{
+		ID: to.Ptr(desID), Location: to.Ptr("West Europe"),
+		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
+	}
+}
+
+func TestCreateUploadDisk(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	cl := c.client()
+	ctx := context.Background()
+	spec, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "osdisk-plain", desID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tgt, err := cl.CreateUploadDisk(ctx, *spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := c.diskPut
+	if d == nil {
+		t.Fatal("no disk PUT")
+	}
+	p := d.Properties
+	cd := p.CreationData
+	switch {
+	case *cd.CreateOption != armcompute.DiskCreateOptionUpload:
+		t.Errorf("createOption %s", *cd.CreateOption)
+	case cd.UploadSizeBytes == nil || *cd.UploadSizeBytes != 30*gib+512:
+		t.Errorf("uploadSizeBytes %v", cd.UploadSizeBytes)
+	case cd.SourceResourceID != nil || cd.SourceURI != nil:
+		t.Errorf("the upload disk names a source")
+	case p.Encryption == nil || *p.Encryption.Type != armcompute.EncryptionTypeEncryptionAtRestWithCustomerKey || *p.Encryption.DiskEncryptionSetID != desID:
+		t.Errorf("encryption %+v", p.Encryption)
+	case p.EncryptionSettingsCollection != nil:
+		t.Errorf("ADE settings copied to the target")
+	case *p.OSType != armcompute.OperatingSystemTypesLinux || *p.HyperVGeneration != armcompute.HyperVGenerationV2:
+		t.Errorf("os %s gen %s", *p.OSType, *p.HyperVGeneration)
+	case p.SupportedCapabilities == nil || *p.SupportedCapabilities.DiskControllerTypes != "SCSI, NVMe" || *p.SupportedCapabilities.Architecture != armcompute.ArchitectureX64:
+		t.Errorf("capabilities %+v", p.SupportedCapabilities)
+	case p.PurchasePlan == nil || *p.PurchasePlan.Product != "rhel-byos":
+		t.Errorf("purchase plan %+v", p.PurchasePlan)
+	case len(d.Zones) != 1 || *d.Zones[0] != "2":
+		t.Errorf("zones %v", d.Zones)
+	case d.SKU == nil || *d.SKU.Name != armcompute.DiskStorageAccountTypesPremiumLRS:
+		t.Errorf("sku %+v (must come from the source disk, not the snapshot)", d.SKU)
+	case *d.Location != region:
+		t.Errorf("location %s", *d.Location)
+	case cd.LogicalSectorSize != nil:
+		t.Errorf("logical sector size set for Premium_LRS")
+	}
+	// Also on the wire: the JSON body has no encryptionSettingsCollection.
+	if b, _ := json.Marshal(d); strings.Contains(string(b), "encryptionSettings") {
+		t.Errorf("request body mentions encryptionSettings: %s", b)
+	}
+	if tgt.SASURL != sasURL("osdisk-plain") || tgt.UploadSizeBytes != 30*gib+512 || tgt.SizeBytes != 30*gib || tgt.DiskID != resID(typeDisk, "osdisk-plain") {
+		t.Errorf("target %+v", tgt)
+	}
+	if b, _ := json.Marshal(tgt); strings.Contains(string(b), sasSecret) || strings.Contains(string(b), "sig=") {
+		t.Errorf("target JSON carries the SAS: %s", b)
+	}
+	wantCalls := []string{"PUT disk osdisk-plain", "GRANT disk osdisk-plain Write 86400"}
+	if !slices.Equal(c.calls, wantCalls) {
+		t.Errorf("calls %q, want %q", c.calls, wantCalls)
+	}
+	if err := tgt.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.Finish(ctx); err != nil { // idempotent: no second revoke
+		t.Fatal(err)
+	}
+	wantCalls = append(wantCalls, "REVOKE disk osdisk-plain")
+	if !slices.Equal(c.calls, wantCalls) {
+		t.Errorf("calls %q, want %q", c.calls, wantCalls)
+	}
+}
+
+func TestDiskSpecFrom(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	cl := c.client()
+	ctx := context.Background()
+
+	// From the disk itself.
+	spec, err := cl.DiskSpecFrom(ctx, resID(typeDisk, "osdisk"), "rg-target", "new", desID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if spec.ResourceGroup != "rg-target" || spec.SizeBytes != 30*gib || spec.SKU != armcompute.DiskStorageAccountTypesPremiumLRS || !slices.Equal(spec.Zones, []string{"2"}) || spec.Location != region {
+		t.Errorf("spec %+v", spec)
+	}
+
+	// A snapshot that lacks the capabilities takes them from its disk.
+	c.snapshots[key(rg, "snap")].Properties.SupportedCapabilities = nil
+	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
+	if err != nil || spec.SupportedCapabilities == nil || *spec.SupportedCapabilities.DiskControllerTypes != "SCSI, NVMe" {
+		t.Fatalf("capabilities not taken from the source disk: %+v, %v", spec, err)
+	}
+
+	// Double-encryption DES: the disk must ask for the same type.
+	c.des[key("rg-keys", "des1")].Properties.EncryptionType = to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithPlatformAndCustomerKeys)
+	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
+	if err != nil || spec.EncryptionType != armcompute.EncryptionTypeEncryptionAtRestWithPlatformAndCustomerKeys {
+		t.Fatalf("double encryption: %+v, %v", spec, err)
+	}
+
+	// A DES in another region is refused.
+	c.des[key("rg-keys", "des1")].Location = to.Ptr("northeurope")
+	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID); !errors.Is(err, ErrState) {
+		t.Errorf("DES in another region: %v", err)
+	}
+
+	// Source disk deleted: zones and SKU fall back, with a note.
+	delete(c.disks, key(rg, "osdisk"))
+	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(spec.Zones) != 0 || spec.SKU != armcompute.DiskStorageAccountTypesStandardLRS || len(spec.Notes) == 0 {
+		t.Errorf("spec without source disk %+v", spec)
+	}
+
+	// A Trusted Launch source is described but refused at creation.
+	c.snapshots[key(rg, "snap")].Properties.SecurityProfile = &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesTrustedLaunch)}
+	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.DiskEncryptionSetID = desID
+	n := len(c.calls)
+	if _, err := cl.CreateUploadDisk(ctx, *spec); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("Trusted Launch: %v", err)
+	}
+	if len(c.calls) != n {
+		t.Errorf("calls made for a refused spec: %q", c.calls[n:])
+	}
+}
+
+func TestCreateUploadDiskValidation(t *testing.T) {
+	c := newCloud(t)
+	cl := c.client()
+	good := DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID}
+	for name, mut := range map[string]func(*DiskSpec){
+		"no name":       func(s *DiskSpec) { s.Name = "" },
+		"no location":   func(s *DiskSpec) { s.Location = "" },
+		"not MiB":       func(s *DiskSpec) { s.SizeBytes += 512 },
+		"too small":     func(s *DiskSpec) { s.SizeBytes = 1 << 20 },
+		"too large":     func(s *DiskSpec) { s.SizeBytes = 64 << 40 },
+		"no DES":        func(s *DiskSpec) { s.DiskEncryptionSetID = "" },
+		"DES + PMK":     func(s *DiskSpec) { s.EncryptionType = armcompute.EncryptionTypeEncryptionAtRestWithPlatformKey },
+		"bad DES ID":    func(s *DiskSpec) { s.DiskEncryptionSetID = resID(typeDisk, "x") },
+		"other sub DES": func(s *DiskSpec) { s.Subscription = "00000000-0000-0000-0000-000000000999" },
+		"SAS too long":  func(s *DiskSpec) { s.AccessDuration = 61 * 24 * time.Hour },
+		"SAS too short": func(s *DiskSpec) { s.AccessDuration = time.Millisecond },
+		"secure source": func(s *DiskSpec) {
+			s.SecurityType = armcompute.DiskSecurityTypesConfidentialVMDiskEncryptedWithCustomerKey
+		},
+	} {
+		s := good
+		mut(&s)
+		if _, err := cl.CreateUploadDisk(context.Background(), s); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if len(c.calls) != 0 {
+		t.Errorf("invalid specs reached the service: %q", c.calls)
+	}
+	// Ultra and Premium SSD v2 need 512-byte logical sectors for a VHD.
+	s := good
+	s.SKU = armcompute.DiskStorageAccountTypesPremiumV2LRS
+	if _, err := cl.CreateUploadDisk(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	if ls := c.diskPut.Properties.CreationData.LogicalSectorSize; ls == nil || *ls != 512 {
+		t.Errorf("PremiumV2 logical sector size %v", ls)
+	}
+}
+
+func TestCreateUploadDiskExists(t *testing.T) {
+	c := newCloud(t)
+	c.disks[key(rg, "d")] = &armcompute.Disk{ID: to.Ptr(resID(typeDisk, "d")), Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+	_, err := c.client().CreateUploadDisk(context.Background(), DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
+	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "Unattached") {
+		t.Fatalf("err = %v", err)
+	}
+	if len(c.calls) != 0 {
+		t.Errorf("calls %q on an existing disk", c.calls)
+	}
+}
+
+// A failing grant leaves no SAS open and no empty disk behind, and the
+// error carries no signature.
+func TestCreateUploadDiskGrantFails(t *testing.T) {
+	for _, mode := range []string{"error", "nosas", "transport"} {
+		t.Run(mode, func(t *testing.T) {
+			c := newCloud(t)
+			c.failGrant = mode
+			_, err := c.client().CreateUploadDisk(context.Background(), DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if strings.Contains(err.Error(), sasSecret) || strings.Contains(err.Error(), "SIGsecret") {
+				t.Errorf("error leaks the SAS signature: %v", err)
+			}
+			want := []string{"PUT disk d", "GRANT disk d Write 86400", "REVOKE disk d", "DELETE disk d"}
+			if !slices.Equal(c.calls, want) {
+				t.Errorf("calls %q, want %q", c.calls, want)
+			}
+			if _, ok := c.disks[key(rg, "d")]; ok {
+				t.Errorf("empty disk left behind")
+			}
+			t.Log(err)
+		})
+	}
+}
+
+// Revoke validates the VHD footer: InvalidVhd fails Finish with the
+// service's code; Abort then still deletes the disk.
+func TestUploadFinishFailures(t *testing.T) {
+	c := newCloud(t)
+	cl := c.client()
+	ctx := context.Background()
+	spec := DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID, AccessDuration: time.Hour}
+	tgt, err := cl.CreateUploadDisk(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.failRevoke = "InvalidVhd"
+	err = tgt.Finish(ctx)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != "InvalidVhd" {
+		t.Fatalf("Finish: %v", err)
+	}
+	if st, err := tgt.State(ctx); err != nil || st != armcompute.DiskStateActiveUpload {
+		t.Fatalf("state %s, %v", st, err)
+	}
+	c.failRevoke = ""
+	if err := tgt.Abort(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PUT disk d", "GRANT disk d Write 3600", "REVOKE disk d", "REVOKE disk d", "DELETE disk d"}
+	if !slices.Equal(c.calls, want) {
+		t.Errorf("calls %q, want %q", c.calls, want)
+	}
+
+	// Revoke succeeds but the disk did not become Unattached.
+	c.calls = nil
+	c.revokeKeeps = true
+	tgt, err = cl.CreateUploadDisk(ctx, spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tgt.Finish(ctx); !errors.Is(err, ErrState) {
+		t.Fatalf("Finish with the disk still ActiveUpload: %v", err)
+	}
+}
+
+func TestOpenUploadDisk(t *testing.T) {
+	c := newCloud(t)
+	cl := c.client()
+	ctx := context.Background()
+	tgt, err := cl.CreateUploadDisk(ctx, DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Resume: a new grant on the same disk, same sizes.
+	again, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 2*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.UploadSizeBytes != 30*gib+512 || again.SASURL == "" {
+		t.Errorf("reopened %+v", again)
+	}
+	if err := again.Finish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// A finished disk cannot be reopened.
+	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0); !errors.Is(err, ErrState) {
+		t.Errorf("reopen Unattached: %v", err)
+	}
+}
+
+func TestGrantRead(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	cl := c.client()
+	ctx := context.Background()
+	sas, revoke, err := cl.GrantRead(ctx, resID(typeSnapshot, "snap"), 3*time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if sas != sasURL("snap") {
+		t.Errorf("sas %q", sas)
+	}
+	if err := revoke(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := revoke(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"GRANT snapshot snap Read 10800", "REVOKE snapshot snap"}
+	if !slices.Equal(c.calls, want) {
+		t.Errorf("calls %q, want %q", c.calls, want)
+	}
+
+	// Failure paths revoke too, and never show the signature.
+	for _, mode := range []string{"nosas", "transport", "error"} { // "error" last: see cloud.failGrant
+		c.calls, c.failGrant = nil, mode
+		_, rv, err := cl.GrantRead(ctx, resID(typeSnapshot, "snap"), 0)
+		if err == nil || rv != nil {
+			t.Fatalf("%s: err %v", mode, err)
+		}
+		if strings.Contains(err.Error(), "SIGsecret") {
+			t.Errorf("%s: error leaks the SAS signature: %v", mode, err)
+		}
+		want := []string{"GRANT snapshot snap Read 86400", "REVOKE snapshot snap"}
+		if !slices.Equal(c.calls, want) {
+			t.Errorf("%s: calls %q, want %q", mode, c.calls, want)
+		}
+	}
+	// A disk can be exported too.
+	c.calls, c.failGrant = nil, ""
+	if _, rv, err := cl.GrantRead(ctx, resID(typeDisk, "osdisk"), time.Hour); err != nil {
+		t.Fatal(err)
+	} else if err := rv(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := cl.GrantRead(ctx, resID(typeVM, "vm"), time.Hour); err == nil {
+		t.Error("GrantRead accepted a VM")
+	}
+}
+
+func TestSnapshotDisk(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	id, err := c.client().SnapshotDisk(context.Background(), resID(typeDisk, "osdisk"), "snap2", &SnapshotOptions{Incremental: true, Tags: map[string]string{"by": "luksconv"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != resID(typeSnapshot, "snap2") {
+		t.Errorf("id %s", id)
+	}
+	s := c.snapshotPut
+	if *s.Properties.CreationData.CreateOption != armcompute.DiskCreateOptionCopy || *s.Properties.CreationData.SourceResourceID != resID(typeDisk, "osdisk") ||
+		*s.Location != region || !*s.Properties.Incremental || *s.Tags["by"] != "luksconv" {
+		t.Errorf("snapshot body %+v", s)
+	}
+}
+
+func TestErrorRedaction(t *testing.T) {
+	err := opError("grant", "https://md-x.blob.storage.azure.net/c/abcd?sv=1&sig=TOPSECRET", errors.New("dial https://md-x.blob.storage.azure.net/c/abcd?sig=TOPSECRET&se=2030: reset"))
+	if strings.Contains(err.Error(), "TOPSECRET") {
+		t.Fatalf("not redacted: %v", err)
+	}
+	if !strings.Contains(err.Error(), "se=2030") {
+		t.Errorf("over-redacted: %v", err)
+	}
+	wrapped := opError("outer", "", opError("inner", "", context.Canceled))
+	if !errors.Is(wrapped, context.Canceled) {
+		t.Errorf("context error lost: %v", wrapped)
+	}
+}

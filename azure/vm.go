@@ -1,0 +1,619 @@
+package azure
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"reflect"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+)
+
+// VMPlan records an ADE VM and the ARM calls that re-create it around a
+// plaintext OS disk: the same name, location, zone, size, NICs, data disks,
+// availability set, plan, tags, identity and security settings; the new OS
+// disk attached; no OS profile or image reference (the disk already holds
+// the OS), no osDisk.encryptionSettings and no extensions (the ADE extension
+// must not come back). The plan marshals to JSON and is what --dry-run
+// prints; RecreateVM executes it.
+type VMPlan struct {
+	VMID          string `json:"vmId"`
+	ResourceGroup string `json:"resourceGroup"`
+	Name          string `json:"name"`
+	// Etag is the VM's etag when planned; RecreateVM refuses a VM that
+	// changed since.
+	Etag        string `json:"etag,omitempty"`
+	OldOSDiskID string `json:"oldOsDiskId"`
+	NewOSDiskID string `json:"newOsDiskId"`
+	// Steps are the ARM calls, in order, in words.
+	Steps []string `json:"steps"`
+	// Changes is the difference between the recorded VM (read-only fields
+	// left out, extensions by name) and the new VM's PUT body.
+	Changes []Change `json:"changes"`
+	// RemovedExtensions lists the extensions that are not re-created, as
+	// "name (publisher/type)"; ADE's is among them.
+	RemovedExtensions []string `json:"removedExtensions,omitempty"`
+	// Warnings are manual follow-ups and checks that need a person.
+	Warnings []string `json:"warnings,omitempty"`
+	// DetachUpdate is the PATCH that sets deleteOption=Detach on the NICs
+	// and disks before the delete, nil when all are Detach already.
+	DetachUpdate *armcompute.VirtualMachineUpdate `json:"detachUpdate,omitempty"`
+	// New is the PUT body of the new VM.
+	New *armcompute.VirtualMachine `json:"newVm"`
+	// Rollback is a PUT body that re-creates the original VM on its old OS
+	// disk (without extensions), used by RestoreVM.
+	Rollback *armcompute.VirtualMachine `json:"rollbackVm"`
+	// Original is the VM as read, kept as the record of what was deleted.
+	Original *armcompute.VirtualMachine `json:"originalVm"`
+}
+
+// Change is one difference between two JSON documents. Path uses dots for
+// object members ("properties.storageProfile.osDisk.createOption"),
+// [i] for array elements and ["…"] for members that are not identifiers.
+type Change struct {
+	Op   string          `json:"op"` // "add", "remove" or "replace"
+	Path string          `json:"path"`
+	Old  json.RawMessage `json:"old,omitempty"`
+	New  json.RawMessage `json:"new,omitempty"`
+}
+
+func (c Change) String() string {
+	switch c.Op {
+	case "add":
+		return fmt.Sprintf("+ %s: %s", c.Path, c.New)
+	case "remove":
+		return fmt.Sprintf("- %s: %s", c.Path, c.Old)
+	}
+	return fmt.Sprintf("~ %s: %s -> %s", c.Path, c.Old, c.New)
+}
+
+// String renders the plan for a person: steps, changes, warnings.
+func (p *VMPlan) String() string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "Re-create VM %s\n", p.VMID)
+	for i, s := range p.Steps {
+		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
+	}
+	b.WriteString("Changes to the VM model:\n")
+	for _, c := range p.Changes {
+		fmt.Fprintf(&b, "  %s\n", c)
+	}
+	if len(p.Warnings) > 0 {
+		b.WriteString("Warnings:\n")
+		for _, w := range p.Warnings {
+			fmt.Fprintf(&b, "  ! %s\n", w)
+		}
+	}
+	return b.String()
+}
+
+// IsADEExtension reports whether an extension is Azure Disk Encryption
+// (publisher Microsoft.Azure.Security, type AzureDiskEncryption or
+// AzureDiskEncryptionForLinux).
+func IsADEExtension(publisher, typ string) bool {
+	return strings.EqualFold(publisher, "Microsoft.Azure.Security") && strings.HasPrefix(strings.ToLower(typ), "azurediskencryption")
+}
+
+// PlanRecreateVM reads the VM vmID and plans its re-creation with the OS
+// disk newOSDiskID (a disk from CreateUploadDisk). Nothing is changed. The
+// new disk may not exist yet during a dry run; then its checks are left to
+// RecreateVM and a warning says so.
+func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (*VMPlan, error) {
+	const op = "plan re-creation of"
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	if _, err := parseID(newOSDiskID, typeDisk); err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	// userData is returned only when asked for; without it the new VM would lose it.
+	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, &armcompute.VirtualMachinesClientGetOptions{Expand: to.Ptr(armcompute.InstanceViewTypesUserData)})
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	vm := r.VirtualMachine
+	plan := &VMPlan{VMID: vmID, ResourceGroup: rid.ResourceGroup, Name: rid.Name, Etag: str(vm.Etag), NewOSDiskID: newOSDiskID, Original: &vm}
+	p := vm.Properties
+	if p == nil || p.StorageProfile == nil || p.StorageProfile.OSDisk == nil {
+		return nil, newError(op, vmID, ErrState, "VM model has no storageProfile.osDisk")
+	}
+	osd := p.StorageProfile.OSDisk
+	if osd.ManagedDisk == nil || str(osd.ManagedDisk.ID) == "" {
+		return nil, newError(op, vmID, ErrUnsupported, "OS disk is not a managed disk")
+	}
+	plan.OldOSDiskID = *osd.ManagedDisk.ID
+	if sameID(plan.OldOSDiskID, newOSDiskID) {
+		return nil, newError(op, vmID, ErrState, "new OS disk is the VM's current OS disk")
+	}
+	if sp := p.SecurityProfile; sp != nil && sp.SecurityType != nil && *sp.SecurityType != armcompute.SecurityTypesStandard {
+		return nil, newError(op, vmID, ErrUnsupported, "VM security type %s needs an OS disk with the same security profile; the upload disk has none", *sp.SecurityType)
+	}
+	for _, d := range p.StorageProfile.DataDisks {
+		if d != nil && (d.ManagedDisk == nil || str(d.ManagedDisk.ID) == "") {
+			return nil, newError(op, vmID, ErrUnsupported, "data disk at LUN %d is not a managed disk", deref(d.Lun))
+		}
+	}
+	if err := c.checkNewOSDisk(ctx, &vm, newOSDiskID, plan); err != nil {
+		return nil, err
+	}
+
+	plan.New = attachModel(&vm, newOSDiskID, false)
+	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, true)
+	plan.DetachUpdate = detachUpdate(&vm)
+
+	for _, e := range vm.Resources {
+		if e == nil {
+			continue
+		}
+		var pub, typ string
+		if e.Properties != nil {
+			pub, typ = str(e.Properties.Publisher), str(e.Properties.Type)
+		}
+		plan.RemovedExtensions = append(plan.RemovedExtensions, fmt.Sprintf("%s (%s/%s)", extName(e), pub, typ))
+		if !IsADEExtension(pub, typ) {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("extension %s (%s/%s) is not re-created: re-add it after boot (its protected settings cannot be read back)", extName(e), pub, typ))
+		}
+	}
+	if np := p.NetworkProfile; np != nil && len(np.NetworkInterfaceConfigurations) > 0 {
+		plan.Warnings = append(plan.Warnings, "the VM's NICs were created from networkInterfaceConfigurations; the new VM references the existing NICs by ID instead")
+	}
+	if len(p.StorageProfile.DataDisks) > 0 {
+		plan.Warnings = append(plan.Warnings, "data disks are re-attached as they are: an ADE-encrypted data disk needs its own conversion, a VM without ADE will not unlock it")
+	}
+	if id := vm.Identity; id != nil && id.Type != nil && strings.Contains(strings.ToLower(string(*id.Type)), "systemassigned") {
+		plan.Warnings = append(plan.Warnings, "the system-assigned identity gets a new principal: re-create its role assignments and Key Vault access")
+	}
+	if p.VirtualMachineScaleSet != nil {
+		plan.Warnings = append(plan.Warnings, "the VM belongs to a flexible scale set; re-creating it there is untested")
+	}
+	plan.Warnings = append(plan.Warnings, "a Basic SKU dynamic public IP on the NIC may be released when the VM is deleted")
+
+	if plan.DetachUpdate != nil {
+		plan.Steps = append(plan.Steps, fmt.Sprintf("PATCH %s: deleteOption=Detach on its NICs and disks (detachUpdate)", vmID))
+	}
+	plan.Steps = append(plan.Steps,
+		fmt.Sprintf("DELETE %s: NICs, OS disk %s and data disks are kept", vmID, plan.OldOSDiskID),
+		fmt.Sprintf("PUT %s (newVm): OS disk %s attached, no ADE extension, no encryptionSettings", vmID, newOSDiskID),
+	)
+
+	before, err := comparable(&vm, true)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	after, err := comparable(plan.New, false)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	diffJSON("", before, after, &plan.Changes)
+	return plan, nil
+}
+
+// checkNewOSDisk checks the new OS disk against the VM when it exists.
+func (c *Client) checkNewOSDisk(ctx context.Context, vm *armcompute.VirtualMachine, diskID string, plan *VMPlan) error {
+	const op = "check new OS disk"
+	did, _ := parseID(diskID, typeDisk)
+	f, err := c.compute(did.Subscription)
+	if err != nil {
+		return opError(op, diskID, err)
+	}
+	d, err := f.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
+	if err != nil {
+		if isNotFound(err) && plan != nil {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("new OS disk %s does not exist yet; it is checked again before the VM is deleted", diskID))
+			return nil
+		}
+		return opError(op, diskID, err)
+	}
+	p := d.Properties
+	if p == nil {
+		return newError(op, diskID, ErrState, "disk has no properties")
+	}
+	if col := p.EncryptionSettingsCollection; col != nil && len(col.EncryptionSettings) > 0 {
+		return newError(op, diskID, ErrState, "disk carries ADE encryption settings")
+	}
+	if !sameLocation(str(d.Location), str(vm.Location)) {
+		return newError(op, diskID, ErrState, "disk is in %s, the VM in %s", str(d.Location), str(vm.Location))
+	}
+	if vz, dz := ptrStrings(vm.Zones), ptrStrings(d.Zones); len(vz) > 0 && !slices.Equal(vz, dz) {
+		return newError(op, diskID, ErrState, "disk zones %v differ from the VM's %v", dz, vz)
+	}
+	if str(d.ManagedBy) != "" {
+		return newError(op, diskID, ErrState, "disk is attached to %s", str(d.ManagedBy))
+	}
+	state := armcompute.DiskState("")
+	if p.DiskState != nil {
+		state = *p.DiskState
+	}
+	if state != armcompute.DiskStateUnattached {
+		if plan != nil && (state == armcompute.DiskStateReadyToUpload || state == armcompute.DiskStateActiveUpload) {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("new OS disk is %s: finish the upload before re-creating the VM", state))
+			return nil
+		}
+		return newError(op, diskID, ErrState, "disk is %q, want %s", state, armcompute.DiskStateUnattached)
+	}
+	return nil
+}
+
+// RecreateVM executes a plan: it checks that the VM has not changed and
+// that the new OS disk is Unattached and free of ADE settings, applies
+// DetachUpdate, deletes the VM (keeping NICs and disks) and creates it
+// again from plan.New. If the creation fails the VM is gone; RestoreVM
+// re-creates the original from plan.Rollback.
+func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
+	const op = "re-create VM"
+	if plan == nil || plan.New == nil {
+		return errors.New("azure: re-create VM: no plan")
+	}
+	rid, err := parseID(plan.VMID, typeVM)
+	if err != nil {
+		return opError(op, plan.VMID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return opError(op, plan.VMID, err)
+	}
+	vms := f.NewVirtualMachinesClient()
+	cur, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return opError(op, plan.VMID, err)
+	}
+	if plan.Etag != "" && str(cur.Etag) != "" && str(cur.Etag) != plan.Etag {
+		return newError(op, plan.VMID, ErrState, "VM changed since the plan (etag %s, planned %s): plan again", str(cur.Etag), plan.Etag)
+	}
+	if err := c.checkNewOSDisk(ctx, &cur.VirtualMachine, plan.NewOSDiskID, nil); err != nil {
+		return err
+	}
+	if plan.DetachUpdate != nil {
+		if _, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, nil)).wait(ctx, c); err != nil {
+			return opError("set deleteOption=Detach on", plan.VMID, err)
+		}
+	}
+	if _, err := started(vms.BeginDelete(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c); err != nil {
+		return opError("delete VM", plan.VMID, err)
+	}
+	if _, err := started(vms.BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.New, nil)).wait(ctx, c); err != nil {
+		e := opError("create VM (the old VM is deleted; RestoreVM or the plan's rollbackVm re-creates it)", plan.VMID, err)
+		return e
+	}
+	return nil
+}
+
+// RestoreVM re-creates the original VM on its old OS disk from
+// plan.Rollback, after a failed RecreateVM or to go back. Extensions are
+// not re-created.
+func (c *Client) RestoreVM(ctx context.Context, plan *VMPlan) error {
+	const op = "restore VM"
+	if plan == nil || plan.Rollback == nil {
+		return errors.New("azure: restore VM: no rollback model in the plan")
+	}
+	rid, err := parseID(plan.VMID, typeVM)
+	if err != nil {
+		return opError(op, plan.VMID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return opError(op, plan.VMID, err)
+	}
+	_, err = started(f.NewVirtualMachinesClient().BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.Rollback, nil)).wait(ctx, c)
+	return opError(op, plan.VMID, err)
+}
+
+// attachModel derives a PUT body from a VM as read: a deep copy without
+// read-only fields, OS profile, image reference and extensions, with
+// osDiskID attached as the OS disk and every NIC and disk set to Detach on
+// delete. keepEncryption keeps osDisk.encryptionSettings (for the rollback
+// of a dual-pass VM).
+func attachModel(orig *armcompute.VirtualMachine, osDiskID string, keepEncryption bool) *armcompute.VirtualMachine {
+	vm := cloneVM(orig)
+	vm.ID, vm.Etag, vm.ManagedBy, vm.Resources, vm.SystemData, vm.Type = nil, nil, nil, nil, nil, nil
+	if id := vm.Identity; id != nil {
+		id.PrincipalID, id.TenantID = nil, nil
+		for k := range id.UserAssignedIdentities {
+			id.UserAssignedIdentities[k] = &armcompute.UserAssignedIdentitiesValue{}
+		}
+	}
+	p := vm.Properties
+	p.InstanceView, p.ProvisioningState, p.TimeCreated, p.VMID = nil, nil, nil, nil
+	p.OSProfile = nil
+	sp := p.StorageProfile
+	sp.ImageReference = nil
+	old := sp.OSDisk
+	osd := &armcompute.OSDisk{
+		CreateOption:            to.Ptr(armcompute.DiskCreateOptionTypesAttach),
+		OSType:                  old.OSType,
+		Caching:                 old.Caching,
+		WriteAcceleratorEnabled: old.WriteAcceleratorEnabled,
+		DeleteOption:            to.Ptr(armcompute.DiskDeleteOptionTypesDetach),
+		ManagedDisk:             &armcompute.ManagedDiskParameters{ID: to.Ptr(osDiskID)},
+	}
+	if did, err := parseID(osDiskID, typeDisk); err == nil {
+		osd.Name = to.Ptr(did.Name)
+	}
+	if keepEncryption {
+		osd.EncryptionSettings = old.EncryptionSettings
+	}
+	sp.OSDisk = osd
+	for i, d := range sp.DataDisks {
+		if d == nil {
+			continue
+		}
+		nd := &armcompute.DataDisk{
+			CreateOption:            to.Ptr(armcompute.DiskCreateOptionTypesAttach),
+			Lun:                     d.Lun,
+			Caching:                 d.Caching,
+			WriteAcceleratorEnabled: d.WriteAcceleratorEnabled,
+			DeleteOption:            to.Ptr(armcompute.DiskDeleteOptionTypesDetach),
+			Name:                    d.Name,
+		}
+		if d.ManagedDisk != nil {
+			nd.ManagedDisk = &armcompute.ManagedDiskParameters{ID: d.ManagedDisk.ID}
+		}
+		sp.DataDisks[i] = nd
+	}
+	if np := p.NetworkProfile; np != nil {
+		np.NetworkInterfaceConfigurations, np.NetworkAPIVersion = nil, nil
+		for _, n := range np.NetworkInterfaces {
+			if n == nil {
+				continue
+			}
+			if n.Properties == nil {
+				n.Properties = &armcompute.NetworkInterfaceReferenceProperties{}
+			}
+			n.Properties.DeleteOption = to.Ptr(armcompute.DeleteOptionsDetach)
+		}
+	}
+	return vm
+}
+
+// detachUpdate returns the PATCH that makes the VM's delete keep its NICs
+// and disks, or nil when every deleteOption is already Detach (the default
+// for resources attached rather than created with the VM).
+func detachUpdate(vm *armcompute.VirtualMachine) *armcompute.VirtualMachineUpdate {
+	p := vm.Properties
+	var u armcompute.VirtualMachineProperties
+	need := false
+	if np := p.NetworkProfile; np != nil {
+		nicDelete := false
+		var nics []*armcompute.NetworkInterfaceReference
+		for _, n := range np.NetworkInterfaces {
+			if n == nil {
+				continue
+			}
+			var primary *bool
+			if n.Properties != nil {
+				primary = n.Properties.Primary
+				if n.Properties.DeleteOption != nil && *n.Properties.DeleteOption == armcompute.DeleteOptionsDelete {
+					nicDelete = true
+				}
+			}
+			nics = append(nics, &armcompute.NetworkInterfaceReference{ID: n.ID, Properties: &armcompute.NetworkInterfaceReferenceProperties{Primary: primary, DeleteOption: to.Ptr(armcompute.DeleteOptionsDetach)}})
+		}
+		if nicDelete {
+			u.NetworkProfile = &armcompute.NetworkProfile{NetworkInterfaces: nics}
+			need = true
+		}
+	}
+	sp := p.StorageProfile
+	var su armcompute.StorageProfile
+	if sp.OSDisk.DeleteOption != nil && *sp.OSDisk.DeleteOption == armcompute.DiskDeleteOptionTypesDelete {
+		su.OSDisk = &armcompute.OSDisk{DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+	}
+	dataDelete := false
+	var dds []*armcompute.DataDisk
+	for _, d := range sp.DataDisks {
+		if d == nil {
+			continue
+		}
+		if d.DeleteOption != nil && *d.DeleteOption == armcompute.DiskDeleteOptionTypesDelete {
+			dataDelete = true
+		}
+		nd := &armcompute.DataDisk{CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach), Lun: d.Lun, Caching: d.Caching, Name: d.Name, WriteAcceleratorEnabled: d.WriteAcceleratorEnabled, DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+		if d.ManagedDisk != nil {
+			nd.ManagedDisk = &armcompute.ManagedDiskParameters{ID: d.ManagedDisk.ID}
+		}
+		dds = append(dds, nd)
+	}
+	if dataDelete {
+		su.DataDisks = dds
+	}
+	if su.OSDisk != nil || su.DataDisks != nil {
+		u.StorageProfile = &su
+		need = true
+	}
+	if !need {
+		return nil
+	}
+	return &armcompute.VirtualMachineUpdate{Properties: &u}
+}
+
+// cloneVM deep-copies a VM model through its JSON form, which is complete
+// for every field the service accepts.
+func cloneVM(vm *armcompute.VirtualMachine) *armcompute.VirtualMachine {
+	b, err := json.Marshal(vm)
+	out := &armcompute.VirtualMachine{}
+	if err == nil && json.Unmarshal(b, out) == nil {
+		if out.Properties == nil {
+			out.Properties = &armcompute.VirtualMachineProperties{}
+		}
+		if out.Properties.StorageProfile == nil {
+			out.Properties.StorageProfile = &armcompute.StorageProfile{}
+		}
+		if out.Properties.StorageProfile.OSDisk == nil {
+			out.Properties.StorageProfile.OSDisk = &armcompute.OSDisk{}
+		}
+		// A VM model always marshals; the fallback keeps the invariant
+		// that Properties.StorageProfile.OSDisk is not nil.
+		return out
+	}
+	return &armcompute.VirtualMachine{Properties: &armcompute.VirtualMachineProperties{StorageProfile: &armcompute.StorageProfile{OSDisk: &armcompute.OSDisk{}}}}
+}
+
+// readOnly are the members of a VM that the service sets and a PUT ignores;
+// they are left out of the plan's diff.
+var readOnly = []string{"id", "etag", "type", "systemData", "managedBy", "properties.instanceView", "properties.provisioningState", "properties.timeCreated", "properties.vmId", "identity.principalId", "identity.tenantId"}
+
+// comparable returns the JSON form of a VM for the diff. For the original
+// (summarizeExtensions) the extension resources become their names.
+func comparable(vm *armcompute.VirtualMachine, summarizeExtensions bool) (map[string]any, error) {
+	b, err := json.Marshal(vm)
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	d := json.NewDecoder(bytes.NewReader(b))
+	d.UseNumber()
+	if err := d.Decode(&m); err != nil {
+		return nil, err
+	}
+	for _, p := range readOnly {
+		deletePath(m, strings.Split(p, "."))
+	}
+	if id, ok := m["identity"].(map[string]any); ok {
+		if uai, ok := id["userAssignedIdentities"].(map[string]any); ok {
+			for k := range uai {
+				uai[k] = map[string]any{}
+			}
+		}
+	}
+	if summarizeExtensions {
+		if _, ok := m["resources"]; ok {
+			var names []any
+			for _, e := range vm.Resources {
+				if e == nil {
+					continue
+				}
+				var pub, typ string
+				if e.Properties != nil {
+					pub, typ = str(e.Properties.Publisher), str(e.Properties.Type)
+				}
+				names = append(names, fmt.Sprintf("%s (%s/%s)", extName(e), pub, typ))
+			}
+			m["resources"] = names
+		}
+	}
+	return m, nil
+}
+
+func deletePath(m map[string]any, path []string) {
+	for len(path) > 1 {
+		next, ok := m[path[0]].(map[string]any)
+		if !ok {
+			return
+		}
+		m, path = next, path[1:]
+	}
+	delete(m, path[0])
+}
+
+var identifier = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+func joinPath(base, key string) string {
+	if !identifier.MatchString(key) {
+		k, _ := json.Marshal(key)
+		return base + "[" + string(k) + "]"
+	}
+	if base == "" {
+		return key
+	}
+	return base + "." + key
+}
+
+func raw(v any) json.RawMessage {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return json.RawMessage(`null`)
+	}
+	return b
+}
+
+// diffJSON appends the changes that turn a into b, in a stable order.
+func diffJSON(path string, a, b any, out *[]Change) {
+	am, aok := a.(map[string]any)
+	bm, bok := b.(map[string]any)
+	if aok && bok {
+		keys := slices.Sorted(maps.Keys(am))
+		for k := range bm {
+			if _, ok := am[k]; !ok {
+				keys = append(keys, k)
+			}
+		}
+		slices.Sort(keys)
+		for _, k := range keys {
+			av, ain := am[k]
+			bv, bin := bm[k]
+			p := joinPath(path, k)
+			switch {
+			case !bin:
+				*out = append(*out, Change{Op: "remove", Path: p, Old: raw(av)})
+			case !ain:
+				*out = append(*out, Change{Op: "add", Path: p, New: raw(bv)})
+			default:
+				diffJSON(p, av, bv, out)
+			}
+		}
+		return
+	}
+	as, aok := a.([]any)
+	bs, bok := b.([]any)
+	if aok && bok {
+		for i := 0; i < max(len(as), len(bs)); i++ {
+			p := fmt.Sprintf("%s[%d]", path, i)
+			switch {
+			case i >= len(bs):
+				*out = append(*out, Change{Op: "remove", Path: p, Old: raw(as[i])})
+			case i >= len(as):
+				*out = append(*out, Change{Op: "add", Path: p, New: raw(bs[i])})
+			default:
+				diffJSON(p, as[i], bs[i], out)
+			}
+		}
+		return
+	}
+	if !reflect.DeepEqual(a, b) {
+		*out = append(*out, Change{Op: "replace", Path: path, Old: raw(a), New: raw(b)})
+	}
+}
+
+func extName(e *armcompute.VirtualMachineExtension) string {
+	if n := str(e.Name); n != "" {
+		return n
+	}
+	if id, err := parseID(str(e.ID)); err == nil {
+		return id.Name
+	}
+	if i := strings.LastIndex(str(e.ID), "/"); i >= 0 {
+		return str(e.ID)[i+1:]
+	}
+	return "?"
+}
+
+func ptrStrings(ps []*string) []string {
+	var out []string
+	for _, p := range ps {
+		if p != nil {
+			out = append(out, strings.ToLower(*p))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}

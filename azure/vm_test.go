@@ -1,0 +1,352 @@
+package azure
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+)
+
+func nicID(name string) string {
+	return "/subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.Network/networkInterfaces/" + name
+}
+
+// adeVM is a dual-pass ADE VM in zone 1 with two NICs (one to be deleted
+// with the VM), a data disk, an image reference, an OS profile and two
+// extensions; osdisk-plain is the converted disk next to it.
+func adeVM(c *cloud) {
+	vmID := resID(typeVM, "vm1")
+	uai := "/subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
+	c.vms[key(rg, "vm1")] = &armcompute.VirtualMachine{
+		ID: to.Ptr(vmID), Name: to.Ptr("vm1"), Type: to.Ptr(typeVM), Etag: to.Ptr(`"7"`),
+		Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
+		Tags: map[string]*string{"app": to.Ptr("erp")},
+		Plan: &armcompute.Plan{Name: to.Ptr("rhel-lvm89"), Product: to.Ptr("rhel-byos"), Publisher: to.Ptr("redhat")},
+		Identity: &armcompute.VirtualMachineIdentity{
+			Type:                   to.Ptr(armcompute.ResourceIdentityTypeUserAssigned),
+			UserAssignedIdentities: map[string]*armcompute.UserAssignedIdentitiesValue{uai: {PrincipalID: to.Ptr("p-1"), ClientID: to.Ptr("c-1")}},
+		},
+		Properties: &armcompute.VirtualMachineProperties{
+			VMID: to.Ptr("1111"), ProvisioningState: to.Ptr("Succeeded"),
+			HardwareProfile: &armcompute.HardwareProfile{VMSize: to.Ptr(armcompute.VirtualMachineSizeTypesStandardD4SV3)},
+			NetworkProfile: &armcompute.NetworkProfile{NetworkInterfaces: []*armcompute.NetworkInterfaceReference{
+				{ID: to.Ptr(nicID("nic1")), Properties: &armcompute.NetworkInterfaceReferenceProperties{Primary: to.Ptr(true), DeleteOption: to.Ptr(armcompute.DeleteOptionsDelete)}},
+				{ID: to.Ptr(nicID("nic2")), Properties: &armcompute.NetworkInterfaceReferenceProperties{Primary: to.Ptr(false)}},
+			}},
+			StorageProfile: &armcompute.StorageProfile{
+				ImageReference: &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")},
+				OSDisk: &armcompute.OSDisk{
+					CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesFromImage), OSType: to.Ptr(armcompute.OperatingSystemTypesLinux),
+					Caching: to.Ptr(armcompute.CachingTypesReadWrite), Name: to.Ptr("osdisk"), DiskSizeGB: to.Ptr[int32](30),
+					ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(resID(typeDisk, "osdisk")), StorageAccountType: to.Ptr(armcompute.StorageAccountTypesPremiumLRS)},
+					EncryptionSettings: &armcompute.DiskEncryptionSettings{
+						Enabled:           to.Ptr(true),
+						DiskEncryptionKey: &armcompute.KeyVaultSecretReference{SecretURL: to.Ptr(secretURL("bek")), SourceVault: &armcompute.SubResource{ID: to.Ptr(vaultID("adevault"))}},
+					},
+				},
+				DataDisks: []*armcompute.DataDisk{{
+					Lun: to.Ptr[int32](0), CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesEmpty), Name: to.Ptr("data1"),
+					DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDelete), DiskSizeGB: to.Ptr[int32](64),
+					ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(resID(typeDisk, "data1"))},
+				}},
+			},
+			OSProfile:          &armcompute.OSProfile{ComputerName: to.Ptr("vm1"), AdminUsername: to.Ptr("azureuser")},
+			DiagnosticsProfile: &armcompute.DiagnosticsProfile{BootDiagnostics: &armcompute.BootDiagnostics{Enabled: to.Ptr(true)}},
+			UserData:           to.Ptr("IyEvYmluL3NoCg=="),
+		},
+		Resources: []*armcompute.VirtualMachineExtension{
+			{ID: to.Ptr(vmID + "/extensions/AzureDiskEncryptionForLinux"), Name: to.Ptr("AzureDiskEncryptionForLinux"), Properties: &armcompute.VirtualMachineExtensionProperties{
+				Publisher: to.Ptr("Microsoft.Azure.Security"), Type: to.Ptr("AzureDiskEncryptionForLinux"), TypeHandlerVersion: to.Ptr("1.1"),
+				Settings: map[string]any{"EncryptionOperation": "EnableEncryption", "KeyVaultURL": vaultU},
+			}},
+			{ID: to.Ptr(vmID + "/extensions/AzureMonitorLinuxAgent"), Name: to.Ptr("AzureMonitorLinuxAgent"), Properties: &armcompute.VirtualMachineExtensionProperties{
+				Publisher: to.Ptr("Microsoft.Azure.Monitor"), Type: to.Ptr("AzureMonitorLinuxAgent"),
+			}},
+		},
+	}
+	c.disks[key(rg, "osdisk-plain")] = &armcompute.Disk{
+		ID: to.Ptr(resID(typeDisk, "osdisk-plain")), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
+		Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)},
+	}
+}
+
+func hasChange(cs []Change, op, path string) *Change {
+	for i := range cs {
+		if cs[i].Op == op && cs[i].Path == path {
+			return &cs[i]
+		}
+	}
+	return nil
+}
+
+func TestPlanRecreateVM(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	newDisk := resID(typeDisk, "osdisk-plain")
+	plan, err := c.client().PlanRecreateVM(context.Background(), resID(typeVM, "vm1"), newDisk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.calls) != 0 {
+		t.Fatalf("planning changed something: %q", c.calls)
+	}
+	if c.vmGetExpand != "userData" {
+		t.Errorf("VM read without userData (expand=%q)", c.vmGetExpand)
+	}
+	n := plan.New
+	p := n.Properties
+	osd := p.StorageProfile.OSDisk
+	nics := p.NetworkProfile.NetworkInterfaces
+	switch {
+	case str(n.Name) != "vm1" || plan.Name != "vm1" || plan.ResourceGroup != rg:
+		t.Errorf("name %q/%q", str(n.Name), plan.Name)
+	case str(n.Location) != region || len(n.Zones) != 1 || *n.Zones[0] != "1":
+		t.Errorf("location %s zones %v", str(n.Location), n.Zones)
+	case *p.HardwareProfile.VMSize != armcompute.VirtualMachineSizeTypesStandardD4SV3:
+		t.Errorf("size %s", *p.HardwareProfile.VMSize)
+	case len(nics) != 2 || *nics[0].ID != nicID("nic1") || *nics[1].ID != nicID("nic2") || !*nics[0].Properties.Primary || *nics[1].Properties.Primary:
+		t.Errorf("NICs %+v", nics)
+	case *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach || *nics[1].Properties.DeleteOption != armcompute.DeleteOptionsDetach:
+		t.Errorf("NIC delete options not Detach")
+	case *osd.CreateOption != armcompute.DiskCreateOptionTypesAttach || *osd.ManagedDisk.ID != newDisk || str(osd.Name) != "osdisk-plain" || *osd.OSType != armcompute.OperatingSystemTypesLinux:
+		t.Errorf("OS disk %+v", osd)
+	case osd.EncryptionSettings != nil:
+		t.Errorf("encryptionSettings kept")
+	case osd.ManagedDisk.StorageAccountType != nil || osd.DiskSizeGB != nil:
+		t.Errorf("OS disk carries properties of the old disk")
+	case p.OSProfile != nil || p.StorageProfile.ImageReference != nil:
+		t.Errorf("OS profile or image reference kept")
+	case n.Resources != nil || n.ID != nil || n.Etag != nil || p.VMID != nil || p.ProvisioningState != nil:
+		t.Errorf("read-only fields or extensions kept")
+	case str(p.UserData) != "IyEvYmluL3NoCg==" || n.Plan == nil || str(n.Tags["app"]) != "erp" || p.DiagnosticsProfile == nil:
+		t.Errorf("user data, plan, tags or diagnostics lost")
+	case len(p.StorageProfile.DataDisks) != 1 || *p.StorageProfile.DataDisks[0].CreateOption != armcompute.DiskCreateOptionTypesAttach || *p.StorageProfile.DataDisks[0].ManagedDisk.ID != resID(typeDisk, "data1"):
+		t.Errorf("data disks %+v", p.StorageProfile.DataDisks)
+	}
+	for k, v := range n.Identity.UserAssignedIdentities {
+		if v.PrincipalID != nil || v.ClientID != nil {
+			t.Errorf("identity %s keeps read-only IDs", k)
+		}
+	}
+	body, err := json.Marshal(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []string{"AzureDiskEncryption", "encryptionSettings", "osProfile", "imageReference", "Microsoft.Azure.Security"} {
+		if strings.Contains(string(body), bad) {
+			t.Errorf("new VM body contains %s", bad)
+		}
+	}
+
+	// The original is recorded untouched.
+	o := plan.Original.Properties
+	if o.StorageProfile.OSDisk.EncryptionSettings == nil || *o.NetworkProfile.NetworkInterfaces[0].Properties.DeleteOption != armcompute.DeleteOptionsDelete || len(plan.Original.Resources) != 2 {
+		t.Errorf("original model was modified")
+	}
+	// The rollback goes back to the old disk with its ADE settings.
+	r := plan.Rollback.Properties.StorageProfile.OSDisk
+	if *r.ManagedDisk.ID != resID(typeDisk, "osdisk") || r.EncryptionSettings == nil || *r.CreateOption != armcompute.DiskCreateOptionTypesAttach {
+		t.Errorf("rollback OS disk %+v", r)
+	}
+	// Only the NIC and data disk marked Delete need the PATCH.
+	u := plan.DetachUpdate
+	if u == nil || u.Properties.NetworkProfile == nil || len(u.Properties.NetworkProfile.NetworkInterfaces) != 2 || u.Properties.StorageProfile.OSDisk != nil ||
+		len(u.Properties.StorageProfile.DataDisks) != 1 || *u.Properties.StorageProfile.DataDisks[0].DeleteOption != armcompute.DiskDeleteOptionTypesDetach {
+		t.Errorf("detach update %+v", u)
+	}
+
+	// The diff names what changes and nothing that stays.
+	ch := hasChange(plan.Changes, "replace", "properties.storageProfile.osDisk.managedDisk.id")
+	if ch == nil || string(ch.Old) != `"`+resID(typeDisk, "osdisk")+`"` || string(ch.New) != `"`+newDisk+`"` {
+		t.Errorf("OS disk change %+v", ch)
+	}
+	for _, want := range []struct{ op, path string }{
+		{"remove", "properties.osProfile"},
+		{"remove", "properties.storageProfile.imageReference"},
+		{"remove", "properties.storageProfile.osDisk.encryptionSettings"},
+		{"remove", "resources"},
+		{"replace", "properties.storageProfile.osDisk.createOption"},
+		{"replace", "properties.networkProfile.networkInterfaces[0].properties.deleteOption"},
+		{"add", "properties.networkProfile.networkInterfaces[1].properties.deleteOption"},
+	} {
+		if hasChange(plan.Changes, want.op, want.path) == nil {
+			t.Errorf("no %s %s in changes", want.op, want.path)
+		}
+	}
+	for _, c := range plan.Changes {
+		for _, same := range []string{"name", "location", "zones", "tags", "plan", "properties.hardwareProfile", "properties.userData", "properties.networkProfile.networkInterfaces[0].id", "identity", "id", "etag", "properties.vmId"} {
+			if c.Path == same || strings.HasPrefix(c.Path, same+".") || strings.HasPrefix(c.Path, same+"[") {
+				t.Errorf("unexpected change %s", c)
+			}
+		}
+	}
+	if ch := hasChange(plan.Changes, "remove", "resources"); ch == nil || !strings.Contains(string(ch.Old), "AzureDiskEncryptionForLinux (Microsoft.Azure.Security/AzureDiskEncryptionForLinux)") {
+		t.Errorf("extension removal %+v", ch)
+	}
+	if len(plan.RemovedExtensions) != 2 {
+		t.Errorf("removed extensions %q", plan.RemovedExtensions)
+	}
+	warn := strings.Join(plan.Warnings, "\n")
+	if !strings.Contains(warn, "AzureMonitorLinuxAgent") || strings.Contains(warn, "extension AzureDiskEncryption") || !strings.Contains(warn, "data disks") {
+		t.Errorf("warnings %q", plan.Warnings)
+	}
+	text := plan.String()
+	if !strings.Contains(text, "~ properties.storageProfile.osDisk.managedDisk.id: ") || !strings.Contains(text, "DELETE ") {
+		t.Errorf("plan text:\n%s", text)
+	}
+
+	// The plan survives a JSON round trip (written by --dry-run, read back).
+	js, err := json.MarshalIndent(plan, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var back VMPlan
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
+	b2, _ := json.Marshal(back.New)
+	if string(b2) != string(body) || back.Etag != `"7"` || len(back.Changes) != len(plan.Changes) {
+		t.Errorf("round trip differs")
+	}
+}
+
+func TestRecreateVM(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	cl := c.client()
+	ctx := context.Background()
+	plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cl.RecreateVM(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}
+	if !slices.Equal(c.calls, want) {
+		t.Fatalf("calls %q, want %q", c.calls, want)
+	}
+	if nics := c.vmPatch.Properties.NetworkProfile.NetworkInterfaces; *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach {
+		t.Errorf("PATCH did not detach nic1")
+	}
+	osd := c.vmPut.Properties.StorageProfile.OSDisk
+	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk-plain") || osd.EncryptionSettings != nil || c.vmPut.Resources != nil {
+		t.Errorf("PUT body OS disk %+v", osd)
+	}
+}
+
+func TestRecreateVMRefuses(t *testing.T) {
+	ctx := context.Background()
+	newDisk := resID(typeDisk, "osdisk-plain")
+
+	t.Run("VM changed", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		cl := c.client()
+		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.vms[key(rg, "vm1")].Etag = to.Ptr(`"8"`)
+		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
+			t.Fatalf("err = %v", err)
+		}
+		if len(c.calls) != 0 {
+			t.Errorf("calls %q", c.calls)
+		}
+	})
+	t.Run("upload not finished", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		c.disks[key(rg, "osdisk-plain")].Properties.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
+		cl := c.client()
+		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(plan.Warnings, "\n"), "ActiveUpload") {
+			t.Errorf("no warning: %q", plan.Warnings)
+		}
+		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
+			t.Fatalf("err = %v", err)
+		}
+		if len(c.calls) != 0 {
+			t.Errorf("calls %q", c.calls)
+		}
+	})
+	t.Run("new disk missing at plan time", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		delete(c.disks, key(rg, "osdisk-plain"))
+		cl := c.client()
+		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !strings.Contains(strings.Join(plan.Warnings, "\n"), "does not exist yet") {
+			t.Errorf("no warning: %q", plan.Warnings)
+		}
+		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrNotFound) {
+			t.Fatalf("err = %v", err)
+		}
+	})
+	for name, mut := range map[string]func(c *cloud){
+		"new disk has ADE settings": func(c *cloud) {
+			c.disks[key(rg, "osdisk-plain")].Properties.EncryptionSettingsCollection = adeCollection(false)
+		},
+		"new disk in another zone": func(c *cloud) { c.disks[key(rg, "osdisk-plain")].Zones = []*string{to.Ptr("3")} },
+		"new disk attached":        func(c *cloud) { c.disks[key(rg, "osdisk-plain")].ManagedBy = to.Ptr(resID(typeVM, "other")) },
+		"trusted launch VM": func(c *cloud) {
+			c.vms[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch)}
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			mut(c)
+			if _, err := c.client().PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk); err == nil {
+				t.Fatal("planned")
+			}
+		})
+	}
+	t.Run("same disk", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		if _, err := c.client().PlanRecreateVM(ctx, resID(typeVM, "vm1"), resID(typeDisk, "OSDISK")); err == nil {
+			t.Fatal("planned a swap to the current OS disk")
+		}
+	})
+}
+
+func TestRecreateVMCreateFailsThenRestore(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	cl := c.client()
+	ctx := context.Background()
+	plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.failVMCreate = true
+	err = cl.RecreateVM(ctx, plan)
+	var ae *Error
+	if !errors.As(err, &ae) || ae.Code != "OSDiskSwapNotSupportedForVMsUsingDiskEncryption" || !strings.Contains(err.Error(), "RestoreVM") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := cl.RestoreVM(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "PUT vm vm1"}
+	if !slices.Equal(c.calls, want) {
+		t.Fatalf("calls %q, want %q", c.calls, want)
+	}
+	osd := c.vmPut.Properties.StorageProfile.OSDisk
+	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk") || osd.EncryptionSettings == nil {
+		t.Errorf("restore PUT OS disk %+v", osd)
+	}
+}
