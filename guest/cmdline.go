@@ -1,6 +1,9 @@
 package guest
 
-import "strings"
+import (
+	"slices"
+	"strings"
+)
 
 // FixCmdline is Policy{}.FixCmdline.
 func FixCmdline(s string) (string, []string) { return Policy{}.FixCmdline(s) }
@@ -14,15 +17,25 @@ func FixCmdline(s string) (string, []string) { return Policy{}.FixCmdline(s) }
 //     LinuxPassPhraseFileName;
 //   - rd.debug (all copies), but only when one of the above was on the same line, or p.DropDebug.
 //
-// The other arguments keep their order and are joined with single spaces. If nothing is removed, s
-// is returned unchanged. The second result lists the removed arguments in order (redacted).
+// Then it appends the p.AddArgs the line does not already hold. The other arguments keep their order
+// and are joined with single spaces. If nothing is removed or added, s is returned unchanged. The
+// second result lists the removed arguments in order (redacted); it is nil when only arguments were
+// added, so compare the first result with s to learn whether anything changed.
 func (p Policy) FixCmdline(s string) (string, []string) {
-	return p.fixArgs(s, false)
+	fixed, removed, _ := p.editArgs(s, false, true)
+	return fixed, removed
 }
 
-// fixArgs is FixCmdline with rd.debug also removed when adeElsewhere says an ADE argument was seen
-// elsewhere in the same logical command line (a multi-line /etc/kernel/cmdline).
+// fixArgs is FixCmdline without AddArgs, with rd.debug also removed when adeElsewhere says an ADE
+// argument was seen elsewhere in the same logical command line (a multi-line /etc/kernel/cmdline).
 func (p Policy) fixArgs(s string, adeElsewhere bool) (string, []string) {
+	fixed, removed, _ := p.editArgs(s, adeElsewhere, false)
+	return fixed, removed
+}
+
+// editArgs removes ADE's arguments from s and, if add, appends the missing p.AddArgs. It returns s
+// itself when nothing changes.
+func (p Policy) editArgs(s string, adeElsewhere, add bool) (fixed string, removed, added []string) {
 	args := strings.Fields(s)
 	uuids := osencryptUUIDs(args)
 	ade := adeElsewhere || p.DropDebug
@@ -32,21 +45,66 @@ func (p Policy) fixArgs(s string, adeElsewhere bool) (string, []string) {
 			break
 		}
 	}
-	if !ade {
-		return s, nil
-	}
-	var kept, removed []string
-	for _, a := range args {
-		if isADEArg(a, uuids) || a == "rd.debug" {
-			removed = append(removed, a)
-		} else {
-			kept = append(kept, a)
+	fixed = s
+	if ade {
+		var kept []string
+		for _, a := range args {
+			if isADEArg(a, uuids) || a == "rd.debug" {
+				removed = append(removed, a)
+			} else {
+				kept = append(kept, a)
+			}
+		}
+		if removed != nil {
+			fixed = strings.Join(kept, " ")
 		}
 	}
-	if len(removed) == 0 {
-		return s, nil
+	if add {
+		if added = p.missingArgs(fixed); added != nil {
+			fixed = appendArgs(fixed, added)
+		}
 	}
-	return strings.Join(kept, " "), redactAll(removed)
+	return fixed, redactAll(removed), added
+}
+
+// addArgs returns p.AddArgs without duplicates and without the arguments the Fix functions may not
+// add: empty ones, ones holding blanks, quotes, backslashes or '$' (they would need quoting in the
+// shell and grub files), and ones FixCmdline removes (adding them would undo the removal).
+func (p Policy) addArgs() []string {
+	var out []string
+	for _, a := range p.AddArgs {
+		if a == "" || strings.ContainsAny(a, " \t\n\r\v\f\"'\\$`") || a == "rd.debug" ||
+			isADEArg(a, osencryptUUIDs([]string{a})) || slices.Contains(out, a) {
+			continue
+		}
+		out = append(out, a)
+	}
+	return out
+}
+
+// missingArgs returns the arguments of p.AddArgs that the command line(s) in lines lack (nil if none).
+func (p Policy) missingArgs(lines ...string) []string {
+	var have []string
+	for _, l := range lines {
+		have = append(have, strings.Fields(l)...)
+	}
+	var miss []string
+	for _, a := range p.addArgs() {
+		if !slices.Contains(have, a) {
+			miss = append(miss, a)
+		}
+	}
+	return miss
+}
+
+// appendArgs appends args to the command line v, before v's trailing blanks.
+func appendArgs(v string, args []string) string {
+	t := strings.TrimRight(v, " \t")
+	sep := ""
+	if t != "" {
+		sep = " "
+	}
+	return t + sep + strings.Join(args, " ") + v[len(t):]
 }
 
 // hasADEArg reports whether s holds an ADE argument (not counting rd.debug).

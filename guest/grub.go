@@ -12,28 +12,54 @@ func FixBLSEntry(path string, b []byte) ([]byte, []Change) { return Policy{}.Fix
 // FixBLSEntry removes ADE's arguments from the options lines of a Boot Loader Specification entry
 // (/boot/loader/entries/*.conf). RHEL 9 entries hold the literal command line; RHEL 8's
 // `options $kernelopts` references are left alone (the arguments are in grubenv, see FixGrubenv).
-// An options line left with no arguments is removed. The result is nil when nothing needs changing.
+// An options line left with no arguments is removed. The missing p.AddArgs are appended to the
+// entry's last options line (grub joins an entry's options lines), unless the entry takes its
+// arguments from $kernelopts or has no options line. The result is nil when nothing needs changing.
 func (p Policy) FixBLSEntry(path string, b []byte) ([]byte, []Change) {
 	ls := splitLines(b)
-	var changes []Change
-	out := ls[:0:0]
-	for _, l := range ls {
+	type opt struct {
+		rest, fixed string
+		removed     []string
+	}
+	opts := map[int]*opt{}
+	last := -1
+	var all []string
+	usesKernelopts := false
+	for i, l := range ls {
 		key, rest := cutField(l.text)
 		if key != "options" {
+			continue
+		}
+		fixed, removed := p.fixArgs(rest, false)
+		opts[i] = &opt{rest, fixed, removed}
+		all = append(all, fixed)
+		last = i
+		usesKernelopts = usesKernelopts || referencesKernelopts(rest)
+	}
+	var added []string
+	if last >= 0 && !usesKernelopts {
+		if added = p.missingArgs(all...); added != nil {
+			opts[last].fixed = appendArgs(opts[last].fixed, added)
+		}
+	}
+	var changes []Change
+	out := ls[:0:0]
+	for i, l := range ls {
+		o := opts[i]
+		var add []string
+		if i == last {
+			add = added
+		}
+		if o == nil || (o.removed == nil && add == nil) {
 			out = append(out, l)
 			continue
 		}
-		fixed, removed := p.FixCmdline(rest)
-		if removed == nil {
-			out = append(out, l)
-			continue
-		}
-		why := "remove ADE kernel arguments " + strings.Join(removed, " ") + " from the BLS options line"
-		if fixed == "" {
+		why := p.editWhy(o.removed, add, " from the BLS options line")
+		if o.fixed == "" {
 			changes = append(changes, newChange(path, why+" (nothing else left on it: line removed)", []string{l.text}, nil))
 			continue
 		}
-		nl := line{l.text[:len(l.text)-len(rest)] + fixed, l.nl}
+		nl := line{l.text[:len(l.text)-len(o.rest)] + o.fixed, l.nl}
 		changes = append(changes, newChange(path, why, []string{l.text}, []string{nl.text}))
 		out = append(out, nl)
 	}
@@ -42,6 +68,12 @@ func (p Policy) FixBLSEntry(path string, b []byte) ([]byte, []Change) {
 	}
 	return joinLines(out), changes
 }
+
+// kerneloptsRE matches a reference to grub's kernelopts variable.
+var kerneloptsRE = regexp.MustCompile(`\$(?:kernelopts|\{kernelopts\})(?:[^A-Za-z0-9_]|$)`)
+
+// referencesKernelopts reports whether a command line takes arguments from $kernelopts.
+func referencesKernelopts(s string) bool { return kerneloptsRE.MatchString(s) }
 
 // cutField splits "  key  value..." into key and everything after the whitespace that follows it.
 func cutField(s string) (key, rest string) {
@@ -65,16 +97,19 @@ func FixGrubCfg(path string, b []byte) ([]byte, []Change) { return Policy{}.FixG
 
 // FixGrubCfg removes ADE's arguments from a grub.cfg: the arguments of linux, linux16 and linuxefi
 // lines (RHEL 7 menu entries) and the value of `set kernelopts=` lines (RHEL 8's fallback when grubenv
-// has none). Everything else is left byte for byte. The result is nil when nothing needs changing.
+// has none), and appends the missing p.AddArgs to each of them (not to a linux line that takes its
+// arguments from $kernelopts). Everything else is left byte for byte. The result is nil when nothing
+// needs changing.
 func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
 	ls := splitLines(b)
 	var changes []Change
 	for i, l := range ls {
 		var text string
-		var removed []string
+		var removed, added []string
 		if m := linuxRE.FindStringSubmatch(l.text); m != nil {
 			var fixed string
-			if fixed, removed = p.FixCmdline(m[3]); removed != nil {
+			fixed, removed, added = p.editArgs(m[3], false, !referencesKernelopts(m[3]))
+			if removed != nil || added != nil {
 				text = m[1]
 				if fixed != "" {
 					text += " " + fixed
@@ -86,14 +121,17 @@ func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
 				continue
 			}
 			var fixed string
-			if fixed, removed = p.FixCmdline(val); removed != nil {
+			if fixed, removed, added = p.editArgs(val, false, true); removed != nil || added != nil {
+				if q == "" && strings.ContainsAny(fixed, " \t") {
+					q = `"`
+				}
 				text = m[1] + q + fixed + q + rest
 			}
 		}
-		if removed == nil {
+		if removed == nil && added == nil {
 			continue
 		}
-		changes = append(changes, newChange(path, "remove ADE kernel arguments "+strings.Join(removed, " "),
+		changes = append(changes, newChange(path, p.editWhy(removed, added, ""),
 			[]string{l.text}, []string{text}))
 		ls[i].text = text
 	}
@@ -146,15 +184,25 @@ func FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 // An appended += line left empty is removed, together with the blank line ADE wrote before it. In a
 // += line, rd.debug also counts as ADE's when the line holds nothing but ADE arguments and rd.debug:
 // stock RHEL never writes += lines, and RHEL 7's legacy flow appended `GRUB_CMDLINE_LINUX+=" rd.debug"`.
+// The p.AddArgs that none of those lines holds are appended to the last plain GRUB_CMDLINE_LINUX=
+// assignment (quoted with " if it was not quoted); a file without one gets none.
 //
-// A missing final newline is added (LEAPP's grub config check requires one) and reported. That is
-// the one edit that can grow the file, so max is the space available to it (its allocated blocks);
-// a value below len(b) means no growth, and an output that does not fit is an error. The result is
-// nil when nothing needs changing.
+// A missing final newline is added (LEAPP's grub config check requires one) and reported. That and
+// AddArgs are the edits that can grow the file, so max is the space available to it (its allocated
+// blocks); a value below len(b) means no growth, and an output that does not fit is an error. The
+// result is nil when nothing needs changing.
 func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 	ls := splitLines(b)
-	var changes []Change
+	type assign struct {
+		m                       []string
+		val, q, rest, fixed     string
+		removed                 []string
+		appended, dropBlank, ok bool
+	}
+	as := map[int]*assign{}
 	drop := make([]bool, len(ls))
+	target := -1
+	var all []string
 	for i, l := range ls {
 		m := defaultGrubRE.FindStringSubmatch(l.text)
 		if m == nil {
@@ -164,37 +212,73 @@ func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 		if !ok {
 			continue
 		}
+		a := &assign{m: m, val: val, q: q, rest: rest, fixed: val, appended: m[2] == "+="}
+		as[i] = a
 		pol := p
-		appended := m[2] == "+="
-		if appended && onlyADEOrDebug(val) {
+		if a.appended && onlyADEOrDebug(val) {
 			pol.DropDebug = true
 		}
-		fixed, removed := pol.FixCmdline(val)
-		if removed == nil {
+		fixed, removed := pol.fixArgs(val, false)
+		if removed != nil {
+			a.removed = removed
+			a.fixed = fixed
+			// Keep the separating blanks inside the quotes: `GRUB_CMDLINE_LINUX+=" x"` needs its
+			// leading space to stay apart from the value it extends.
+			if fixed != "" {
+				if c := val[0]; c == ' ' || c == '\t' {
+					a.fixed = " " + a.fixed
+				}
+				if c := val[len(val)-1]; c == ' ' || c == '\t' {
+					a.fixed += " "
+				}
+			}
+			if a.appended && fixed == "" && strings.TrimSpace(rest) == "" {
+				drop[i] = true
+				if i > 0 && ls[i-1].text == "" && !drop[i-1] {
+					drop[i-1] = true
+					a.dropBlank = true
+				}
+				continue
+			}
+		}
+		all = append(all, a.fixed)
+		if !a.appended && strings.HasSuffix(m[1], "GRUB_CMDLINE_LINUX") {
+			target = i
+		}
+	}
+	var added []string
+	if target >= 0 {
+		if added = p.missingArgs(all...); added != nil {
+			a := as[target]
+			a.fixed = appendArgs(a.fixed, added)
+			if a.q == "" {
+				a.q = `"`
+			}
+		}
+	}
+	var changes []Change
+	for i, l := range ls {
+		a := as[i]
+		if a == nil {
 			continue
 		}
-		why := "remove ADE kernel arguments " + strings.Join(removed, " ")
-		if appended && fixed == "" && strings.TrimSpace(rest) == "" {
-			drop[i] = true
+		var add []string
+		if i == target {
+			add = added
+		}
+		if a.removed == nil && add == nil {
+			continue
+		}
+		why := p.editWhy(a.removed, add, "")
+		if drop[i] {
 			before := []string{l.text}
-			if i > 0 && ls[i-1].text == "" && !drop[i-1] {
-				drop[i-1] = true
+			if a.dropBlank {
 				before = []string{"", l.text}
 			}
 			changes = append(changes, newChange(PathDefaultGrub, why+" (the appended line held nothing else: removed)", before, nil))
 			continue
 		}
-		// Keep the separating blanks inside the quotes: `GRUB_CMDLINE_LINUX+=" x"` needs its leading
-		// space to stay apart from the value it extends.
-		if fixed != "" {
-			if c := val[0]; c == ' ' || c == '\t' {
-				fixed = " " + fixed
-			}
-			if c := val[len(val)-1]; c == ' ' || c == '\t' {
-				fixed += " "
-			}
-		}
-		text := m[1] + m[2] + q + fixed + q + rest
+		text := a.m[1] + a.m[2] + a.q + a.fixed + a.q + a.rest
 		changes = append(changes, newChange(PathDefaultGrub, why, []string{l.text}, []string{text}))
 		ls[i].text = text
 	}
@@ -214,7 +298,7 @@ func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 	}
 	res := joinLines(out)
 	if len(res) > room(len(b), max) {
-		return nil, nil, fmt.Errorf("%s: adding the final newline needs %d bytes, only %d available", PathDefaultGrub, len(res), room(len(b), max))
+		return nil, nil, fmt.Errorf("%s: the edited file needs %d bytes, only %d available", PathDefaultGrub, len(res), room(len(b), max))
 	}
 	return res, changes, nil
 }
@@ -237,8 +321,10 @@ func FixKernelCmdline(b []byte) ([]byte, []Change) { return Policy{}.FixKernelCm
 
 // FixKernelCmdline removes ADE's arguments from /etc/kernel/cmdline (the RHEL 9 source of new BLS
 // entries' options). kernel-install reads the whole file as one command line, so rd.debug is removed
-// from every line when an ADE argument is anywhere in the file. Lines and the final newline (or its
-// absence) are kept. The result is nil when nothing needs changing.
+// from every line when an ADE argument is anywhere in the file, and the p.AddArgs missing from the
+// whole file are appended to its last non-blank line (a blank file gets none). Lines and the final
+// newline (or its absence) are kept. Only AddArgs make the result longer than b: the caller checks
+// that it fits. The result is nil when nothing needs changing.
 func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
 	ls := splitLines(b)
 	ade := false
@@ -248,15 +334,33 @@ func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
 			break
 		}
 	}
+	fixed := make([]string, len(ls))
+	removed := make([][]string, len(ls))
+	target := -1
+	for i, l := range ls {
+		fixed[i], removed[i] = p.fixArgs(l.text, ade)
+		if strings.TrimSpace(fixed[i]) != "" {
+			target = i
+		}
+	}
+	var added []string
+	if target >= 0 {
+		if added = p.missingArgs(fixed...); added != nil {
+			fixed[target] = appendArgs(fixed[target], added)
+		}
+	}
 	var changes []Change
 	for i, l := range ls {
-		fixed, removed := p.fixArgs(l.text, ade)
-		if removed == nil {
+		var add []string
+		if i == target {
+			add = added
+		}
+		if removed[i] == nil && add == nil {
 			continue
 		}
-		changes = append(changes, newChange(PathKernelCmdline, "remove ADE kernel arguments "+strings.Join(removed, " "),
-			[]string{l.text}, []string{fixed}))
-		ls[i].text = fixed
+		changes = append(changes, newChange(PathKernelCmdline, p.editWhy(removed[i], add, ""),
+			[]string{l.text}, []string{fixed[i]}))
+		ls[i].text = fixed[i]
 	}
 	if changes == nil {
 		return nil, nil

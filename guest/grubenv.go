@@ -95,11 +95,14 @@ func escapeEnv(s string) string {
 func FixGrubenv(b []byte) ([]byte, []Change, error) { return Policy{}.FixGrubenv(b) }
 
 // FixGrubenv removes ADE's arguments (see FixCmdline) from the kernelopts variable of a GRUB
-// environment block (RHEL 8 BLS entries reference it as $kernelopts). The block keeps its exact size:
-// like grub_envblk_set, the rest of the block moves left and the freed bytes are appended as '#'
-// padding, so the result is byte-identical to what `grub-editenv FILE set kernelopts=...` writes.
-// Content without the signature line is an error wrapping ErrNotGrubenv, never a guess. The result
-// is nil when nothing needs changing. Change.Path is empty.
+// environment block (RHEL 8 BLS entries reference it as $kernelopts) and appends the missing
+// p.AddArgs to it. The block keeps its exact size, like grub_envblk_set: when the value shrinks the
+// rest of the block moves left and the freed bytes are appended as '#' padding; when it grows the rest
+// moves right into the trailing '#' padding, and a block with too little padding is an error (as
+// grub-editenv's "environment block too small"). The result is byte-identical to what
+// `grub-editenv FILE set kernelopts=...` writes. A block without kernelopts gets none. Content without
+// the signature line is an error wrapping ErrNotGrubenv, never a guess. The result is nil when nothing
+// needs changing. Change.Path is empty.
 func (p Policy) FixGrubenv(b []byte) ([]byte, []Change, error) {
 	vars, err := parseGrubenv(b)
 	if err != nil {
@@ -113,27 +116,43 @@ func (p Policy) FixGrubenv(b []byte) ([]byte, []Change, error) {
 		if v.name != "kernelopts" {
 			continue
 		}
-		fixed, removed := p.FixCmdline(v.value)
-		if removed == nil {
+		fixed, removed, added := p.editArgs(v.value, false, true)
+		if removed == nil && added == nil {
 			continue
 		}
 		if out == nil {
 			out = append([]byte(nil), b...)
 		}
 		esc := escapeEnv(fixed)
-		if len(esc) > v.end-v.valStart {
-			// Cannot happen (arguments are only removed), but never grow the block.
-			return nil, nil, fmt.Errorf("grubenv: kernelopts at offset %d: edited value does not fit", v.start)
-		}
 		out = append(append(out[:v.valStart:v.valStart], esc...), out[v.end:]...)
-		changes = append([]Change{newChange("", "remove ADE kernel arguments "+strings.Join(removed, " ")+" from grubenv kernelopts",
+		changes = append([]Change{newChange("", p.editWhy(removed, added, " from grubenv kernelopts"),
 			[]string{"kernelopts=" + v.value}, []string{"kernelopts=" + fixed})}, changes...)
 	}
 	if out == nil {
 		return nil, nil, nil
 	}
+	if grow := len(out) - len(b); grow > 0 {
+		// The block's tail is its '#' padding (after the last newline), which the edits never touch.
+		if pad := grubenvPadding(b); grow > pad {
+			return nil, nil, fmt.Errorf("grubenv: kernelopts needs %d more bytes, the block has %d bytes of '#' padding left at offset %d", grow, pad, len(b)-pad)
+		}
+		out = out[:len(b)]
+	}
 	for len(out) < len(b) {
 		out = append(out, '#')
 	}
 	return out, changes, nil
+}
+
+// grubenvPadding is the length of the run of '#' that ends the block after its last newline, the free
+// space grub_envblk_set may use (0 when the block does not end that way).
+func grubenvPadding(b []byte) int {
+	n := len(b)
+	for n > 0 && b[n-1] == '#' {
+		n--
+	}
+	if n == 0 || b[n-1] != '\n' {
+		return 0
+	}
+	return len(b) - n
 }

@@ -75,6 +75,37 @@ type Policy struct {
 	// CrypttabBEK drops every crypttab entry whose key file is on the ADE BEK volume
 	// (/mnt/azure_bek_disk/LinuxPassPhraseFileName*), i.e. all ADE data volumes.
 	CrypttabBEK bool
+	// AddArgs are kernel arguments to append to every command line the kernel command line functions
+	// edit (FixCmdline, FixGrubenv's kernelopts, FixBLSEntry, FixGrubCfg, FixDefaultGrub's
+	// GRUB_CMDLINE_LINUX, FixKernelCmdline), each once: an argument the command line already holds is
+	// not added again, so a second pass is a no-op. Lines that take their arguments from
+	// $kernelopts are left to the kernelopts variable. Each entry must be one plain argument, as
+	// in rd.ade=0: entries that are empty or hold blanks, quotes, backslashes or '$', and entries
+	// FixCmdline removes, are ignored.
+	AddArgs []string
+	// AddWhy, if set, explains AddArgs in the Why of every Change that adds them.
+	AddWhy string
+}
+
+// addWhy describes added arguments for a Change's Why.
+func (p Policy) addWhy(added []string) string {
+	s := "add kernel arguments " + strings.Join(added, " ")
+	if p.AddWhy != "" {
+		s += " (" + p.AddWhy + ")"
+	}
+	return s
+}
+
+// editWhy describes an edit of a command line: removed ADE arguments (after prefix), added arguments.
+func (p Policy) editWhy(removed, added []string, where string) string {
+	var parts []string
+	if removed != nil {
+		parts = append(parts, "remove ADE kernel arguments "+strings.Join(removed, " ")+where)
+	}
+	if added != nil {
+		parts = append(parts, p.addWhy(added))
+	}
+	return strings.Join(parts, "; ")
 }
 
 // line is one line of a text file without its terminator; nl is "\n" or "" for a last line that

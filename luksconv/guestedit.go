@@ -144,10 +144,26 @@ type guestEditor struct {
 	// initramfs results for the readiness check: path -> residue left (nil: clean)
 	initrd     map[string][]string
 	initrdList []string
+	kept       []keptInitramfs // images on /boot that still hold ADE's hooks after the edits
+	bootArgs   []string        // kernel arguments added to the boot loader's command lines for them
 	seen       map[string]bool // fs name + inode: each file edited once
 	zero       []byte
 	noRoot     string // why the root was not examined
 	esp        []PartitionInfo
+}
+
+// keptInitramfs is an initramfs on /boot whose ADE hooks stay (the image without them did not fit, or
+// it could not be read), and what of ADE's it holds.
+type keptInitramfs struct {
+	path string
+	// hook is the ADE module whose hook stays: "91adeOnline", whose cmdline hook rd.ade=0 switches
+	// off; "91ade" (RHEL 7), which has no such switch; "" for none (only ADE's lvm.conf or crypttab
+	// copies stay).
+	hook string
+	// lvmFilter: the image's lvm.conf carries ADE's filter rejecting the (now plaintext) PV.
+	lvmFilter bool
+	// crypttab: the image's crypttab names osencrypt.
+	crypttab bool
 }
 
 // guestOptions tune guestEdits.
@@ -487,8 +503,18 @@ func (e *guestEditor) rootEdits() error {
 }
 
 func (e *guestEditor) bootEdits() error {
-	pol := e.policy
 	g := e.boot
+	// The initramfs first: whether its ADE hooks stay decides the kernel arguments below.
+	if ents, err := g.fs.ReadDir("/"); err == nil {
+		for _, d := range ents {
+			if strings.HasPrefix(d.Name, "initramfs-") && strings.HasSuffix(d.Name, ".img") {
+				if err := e.editInitramfs("/" + d.Name); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	pol := e.bootPolicy()
 	for _, p := range []string{"/grub2/grubenv", "/grub/grubenv"} {
 		gp := g.guestPath(p)
 		ino, err := g.fs.Lookup(p)
@@ -528,17 +554,77 @@ func (e *guestEditor) bootEdits() error {
 			})
 		}
 	}
-	if ents, err := g.fs.ReadDir("/"); err == nil {
-		for _, d := range ents {
-			if strings.HasPrefix(d.Name, "initramfs-") && strings.HasSuffix(d.Name, ".img") {
-				if err := e.editInitramfs("/" + d.Name); err != nil {
-					return err
-				}
+	if pol.AddArgs != nil {
+		for _, ed := range e.edits {
+			if strings.Contains(ed.Why, pol.AddWhy) {
+				e.bootArgs = pol.AddArgs
+				break
 			}
+		}
+		if e.bootArgs == nil && g.readOnly == nil {
+			e.warn(fmt.Sprintf("%s; but no boot loader command line on %s took the arguments %s: add them by hand (grub's e key) or rebuild the initramfs in the guest",
+				pol.AddWhy, g.label(), strings.Join(pol.AddArgs, " ")))
 		}
 	}
 	e.wipeTree(g.guestPath("/luks"), "wipe ADE's detached LUKS header (it holds the encrypted volume key)")
 	return nil
+}
+
+// Kernel arguments that switch off what a kept initramfs still holds of ADE's: 91adeOnline's cmdline
+// hook honours rd.ade=0 (without rd.luks.ade.partuuid its udev rule would match every block device);
+// rd.lvm.conf=0 makes dracut's lvm module ignore the image's lvm.conf and its filter, which rejects
+// the plaintext PV by PARTUUID; rd.luks.crypttab=0 keeps the image's osencrypt crypttab line from
+// becoming a unit that waits for the BEK volume.
+const (
+	argADEOff      = "rd.ade=0"
+	argLVMConfOff  = "rd.lvm.conf=0"
+	argCrypttabOff = "rd.luks.crypttab=0"
+)
+
+// bootPolicy is e.policy plus the kernel arguments the kept initramfs images need, for the command
+// lines the boot loader uses (grubenv kernelopts, BLS options, grub.cfg). /etc/default/grub and
+// /etc/kernel/cmdline do not get them: they are only needed until the next dracut run, which leaves
+// the disabled module out.
+func (e *guestEditor) bootPolicy() guest.Policy {
+	pol := e.policy
+	var paths, what []string
+	hook, lvmFilter, crypttab := false, false, false
+	for _, k := range e.kept {
+		if k.hook == "91ade" {
+			e.warn(fmt.Sprintf("%s keeps RHEL 7's 91ade hook, which no kernel argument switches off: rebuild the initramfs in the guest (dracut -f --regenerate-all) before booting the plaintext disk", k.path))
+			continue
+		}
+		paths = append(paths, k.path)
+		hook = hook || k.hook != ""
+		lvmFilter = lvmFilter || k.lvmFilter
+		crypttab = crypttab || k.crypttab
+	}
+	if hook {
+		pol.AddArgs = append(pol.AddArgs, argADEOff)
+		what = append(what, "ADE's hook")
+	}
+	if lvmFilter {
+		pol.AddArgs = append(pol.AddArgs, argLVMConfOff)
+		what = append(what, "ADE's lvm filter")
+	}
+	if crypttab {
+		pol.AddArgs = append(pol.AddArgs, argCrypttabOff)
+		what = append(what, "ADE's osencrypt crypttab line")
+	}
+	if pol.AddArgs == nil {
+		return pol
+	}
+	pol.AddWhy = fmt.Sprintf("%s still holds %s; these arguments switch them off until the next dracut run, which leaves the disabled module out",
+		strings.Join(paths, ", "), joinAnd(what))
+	return pol
+}
+
+// joinAnd joins "a", "b", "c" as "a, b and c".
+func joinAnd(s []string) string {
+	if len(s) < 2 {
+		return strings.Join(s, "")
+	}
+	return strings.Join(s[:len(s)-1], ", ") + " and " + s[len(s)-1]
 }
 
 // canEdit reports whether g may be edited, warning once when it may not.
@@ -630,6 +716,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if ino.Size > initramfs.MaxImageSize {
 		e.warn(fmt.Sprintf("%s: %d bytes is larger than luksconv reads (%d); its ADE hooks, if any, remain", gp, ino.Size, int64(initramfs.MaxImageSize)))
 		e.initrd[gp] = []string{"not examined (too large)"}
+		e.keepUnread(gp)
 		return nil
 	}
 	r, err := g.fs.FileReader(ino)
@@ -641,6 +728,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if err != nil {
 		e.warn(fmt.Sprintf("%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (dracut -f --regenerate-all)", gp, err))
 		e.initrd[gp] = []string{"not examined: " + err.Error()}
+		e.keepUnread(gp)
 		return nil
 	}
 	edit, findings := initramfs.ADEEdit(img)
@@ -655,8 +743,11 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if len(edit.Remove) == 0 && len(edit.RemovePrefix) == 0 && len(edit.Replace) == 0 {
 		return nil
 	}
+	kept := keptInitramfs{path: gp, hook: adeHook(edit), lvmFilter: edit.Replace["etc/lvm/lvm.conf"] != nil,
+		crypttab: edit.Replace["etc/crypttab"] != nil}
 	fail := func(msg string) error {
 		e.initrd[gp] = append(e.initrd[gp], msg)
+		e.kept = append(e.kept, kept)
 		if e.strict {
 			return fmt.Errorf("%s: %s: %w", gp, msg, ErrGuestEdit)
 		}
@@ -676,6 +767,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 	}
 	if !e.canEdit(g) {
 		e.initrd[gp] = append(e.initrd[gp], "filesystem not editable")
+		e.kept = append(e.kept, kept)
 		return nil
 	}
 	if err := e.rewrite(g, ino, out, "guest edit: "+gp); err != nil {
@@ -691,6 +783,45 @@ func (e *guestEditor) editInitramfs(p string) error {
 		Why:    fmt.Sprintf("remove ADE's dracut hooks and files from the initramfs (%d -> %d bytes)", rep.OldSize, rep.NewSize),
 		Before: details})
 	return nil
+}
+
+// adeHook names the ADE dracut module whose files edit removes: "91ade" if any of RHEL 7's 91ade
+// files (its ask script, udev rule or embedded header) is there, else "91adeOnline" for its generator
+// or the cmdline hook both share, else "".
+func adeHook(edit initramfs.Edit) string {
+	hook := ""
+	for _, f := range edit.Remove {
+		switch path.Base(f) {
+		case "cryptroot-ask-ade", "50-udev-ade.rules", "osluksheader":
+			return "91ade"
+		case "crypt-run-generator-ade", "30-parse-crypt-ade.sh", "parse-crypt-ade.sh", "70-luks-ade.rules":
+			hook = "91adeOnline"
+		}
+	}
+	return hook
+}
+
+// keepUnread records an initramfs luksconv could not read as keeping ADE's hooks when the root
+// filesystem has ADE's dracut module, which any image built since went into; its lvm.conf and
+// crypttab copies are taken to carry what the root's had before the edits.
+func (e *guestEditor) keepUnread(gp string) {
+	k := keptInitramfs{path: gp}
+	switch {
+	case e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade"):
+		k.hook = "91ade"
+	case e.exists("/usr/lib/dracut/modules.d/91adeOnline") || e.exists("/lib/dracut/modules.d/91adeOnline"):
+		k.hook = "91adeOnline"
+	default:
+		return
+	}
+	for _, f := range e.files {
+		if f.path == guest.PathLVMConf || f.path == guest.PathCrypttab {
+			residue := len(guest.Scan(f.path, f.before)) > 0
+			k.lvmFilter = k.lvmFilter || (f.path == guest.PathLVMConf && residue)
+			k.crypttab = k.crypttab || (f.path == guest.PathCrypttab && residue)
+		}
+	}
+	e.kept = append(e.kept, k)
 }
 
 // wipeTree zeroes the content of every regular file under guest path dir (or dir itself if it is a
@@ -967,6 +1098,14 @@ func (e *guestEditor) readiness(luksLeft []string, after bool) *Readiness {
 			}
 		}
 		c.Detail = left
+		if after && e.bootArgs != nil && c.Status == CheckFail {
+			for _, k := range e.kept {
+				if k.path == p && k.hook != "91ade" {
+					c.Detail = append(c.Detail, fmt.Sprintf("the boot loader's kernel command lines now carry %s, which switch ADE's hook off until the next dracut run rebuilds this image",
+						strings.Join(e.bootArgs, " ")))
+				}
+			}
+		}
 		add(c)
 	}
 	for _, p := range e.esp {

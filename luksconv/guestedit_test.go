@@ -212,6 +212,20 @@ func TestGuestEdits(t *testing.T) {
 			if !strings.Contains(warns, "is not an initramfs luksconv can read") {
 				t.Errorf("no warning about the fixture's random initramfs:\n%s", warns)
 			}
+			// The unreadable image is taken to keep the hooks of the root's ADE module.
+			var added []string
+			for _, e := range p.Edits {
+				if strings.Contains(e.Why, "add kernel arguments") {
+					added = append(added, e.Path+": "+strings.Join(e.After, " "))
+				}
+			}
+			t.Logf("kernel arguments added: %q", added)
+			if name == "rhel8-lvm" && (len(added) == 0 || !strings.Contains(added[0], " rd.ade=0 rd.lvm.conf=0 rd.luks.crypttab=0")) {
+				t.Errorf("rhel8-lvm (91adeOnline): added %q", added)
+			}
+			if name == "rhel7-luks1" && (len(added) != 0) != !strings.Contains(warns, "91ade hook, which no kernel argument switches off") {
+				t.Errorf("rhel7-luks1: added %q; warnings:\n%s", added, warns)
+			}
 			diffsInPatches(t, out, f.Expected, p)
 			// Edits rewrite blocks files own: no patch lands in free space the plan skipped.
 			for _, pt := range p.Patches {
@@ -613,11 +627,33 @@ func TestGuestEditsInitramfs(t *testing.T) {
 				if p.Readiness == nil || p.Readiness.Ready {
 					t.Errorf("readiness passes with ADE's hooks left in the initramfs: %+v", p.Readiness)
 				}
+				// The kept image's hook and crypttab copy are switched off on grubenv's kernelopts.
+				var add *luksconv.Edit
+				for i, e := range p.Edits {
+					if strings.Contains(e.Why, "add kernel arguments") {
+						add = &p.Edits[i]
+					}
+				}
+				if add == nil || add.Path != "/boot/grub2/grubenv" || len(add.After) != 1 ||
+					!strings.HasSuffix(add.After[0], " rd.ade=0 rd.luks.crypttab=0") ||
+					!strings.Contains(add.Why, "/boot"+imgName+" still holds ADE's hook and ADE's osencrypt crypttab line") {
+					t.Errorf("kernel arguments for the kept image: %+v", add)
+				}
+				for _, c := range p.Readiness.Checks {
+					if c.Name == "/boot"+imgName && !strings.Contains(strings.Join(c.Detail, "\n"), "now carry rd.ade=0 rd.luks.crypttab=0") {
+						t.Errorf("readiness of the kept image: %+v", c)
+					}
+				}
 				t.Logf("gzip re-encoding does not fit, as expected with Go's deflate: %v", err)
 				return
 			}
 			if err != nil {
 				t.Errorf("StrictInitramfs refused an image that fits: %v", err)
+			}
+			for _, e := range p.Edits {
+				if strings.Contains(e.Why, "add kernel arguments") {
+					t.Errorf("kernel arguments added although the image was rewritten: %+v", e)
+				}
 			}
 			t.Logf("%s: %s %v", ed.Path, ed.Why, ed.Before)
 			img := extractFS(t, out, f, bootFS)

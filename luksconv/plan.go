@@ -130,8 +130,9 @@ type PlanOptions struct {
 	KeepGuest bool
 	// StrictInitramfs makes NewPlan fail when an initramfs holding ADE's hooks cannot be rewritten in
 	// place (the image without them does not fit the file's blocks, or cannot be re-encoded). By
-	// default that is a warning and the image keeps the hooks, which are inert once the kernel
-	// arguments are gone, until the guest rebuilds it with dracut.
+	// default that is a warning: the image keeps the hooks, and the boot loader's command lines get
+	// rd.ade=0 (and rd.lvm.conf=0, rd.luks.crypttab=0 where the image needs them) to switch them off
+	// until the guest rebuilds its initramfs with dracut, which leaves the disabled module out.
 	StrictInitramfs bool
 }
 
