@@ -561,6 +561,9 @@ func (e *guestEditor) bootEdits() error {
 				break
 			}
 		}
+		if e.bootArgs == nil && bootArgsPresent(g.fs, pol.AddArgs) {
+			e.bootArgs = pol.AddArgs // an earlier conversion added them
+		}
 		if e.bootArgs == nil && g.readOnly == nil {
 			e.warn(fmt.Sprintf("%s; but no boot loader command line on %s took the arguments %s: add them by hand (grub's e key) or rebuild the initramfs in the guest",
 				pol.AddWhy, g.label(), strings.Join(pol.AddArgs, " ")))
@@ -1026,6 +1029,46 @@ func readFile(x *xfs.FS, p string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", p, maxConfigFile)
 	}
 	return readInode(x, ino)
+}
+
+// bootArgsPresent reports whether a boot loader command line on /boot (grubenv, grub.cfg, a BLS entry)
+// already carries every one of args.
+func bootArgsPresent(x *xfs.FS, args []string) bool {
+	files := []string{"/grub2/grubenv", "/grub2/grub.cfg", "/grub/grub.cfg"}
+	if ents, err := x.ReadDir("/loader/entries"); err == nil {
+		for _, d := range ents {
+			files = append(files, "/loader/entries/"+d.Name)
+		}
+	}
+	for _, f := range files {
+		b, err := readFile(x, f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			have := 0
+			for _, a := range args {
+				if containsWord(line, a) {
+					have++
+				}
+			}
+			if have == len(args) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// containsWord reports whether arg stands in line as a whole, blank-separated word (the value of
+// kernelopts= counts: "kernelopts=root=… rd.ade=0").
+func containsWord(line, arg string) bool {
+	for _, w := range strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' || r == '"' || r == '\'' }) {
+		if w == arg {
+			return true
+		}
+	}
+	return false
 }
 
 // readiness summarises ADE residue in the examined files, after the edits (after) or as they are.

@@ -315,6 +315,11 @@ func TestGuestEdits(t *testing.T) {
 			if len(rep.Edits) != 0 {
 				t.Errorf("inspect of the output still finds edits to make: %+v", rep.Edits)
 			}
+			for _, w := range rep.Warnings {
+				if strings.Contains(w, "took the arguments") {
+					t.Errorf("inspect of the output does not see the kernel arguments the conversion added: %s", w)
+				}
+			}
 			if rep.Readiness == nil || !rep.Readiness.Ready {
 				t.Errorf("inspect of the output: readiness %+v", rep.Readiness)
 			}
