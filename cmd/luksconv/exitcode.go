@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 
+	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/diskcipher"
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
@@ -32,21 +33,21 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
-	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrUsage):
+	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrUsage), errors.Is(err, azure.ErrNotFound):
 		return exitUsage
-	case errors.Is(err, luks.ErrWrongPassphrase):
+	case errors.Is(err, luks.ErrWrongPassphrase), errors.Is(err, azure.ErrBadSecret):
 		return exitWrongKey
 	case errors.Is(err, luks.ErrReencryptInProgress):
 		return exitReencrypting
 	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported),
-		errors.Is(err, luksconv.ErrGuestEdit):
+		errors.Is(err, luksconv.ErrGuestEdit), errors.Is(err, azure.ErrUnsupported):
 		return exitUnsupported
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
 		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
 		return exitCorrupt
-	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, errOutput):
+	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
 		return exitOutput
-	case errors.Is(err, luksconv.ErrNothingToConvert):
+	case errors.Is(err, luksconv.ErrNothingToConvert), errors.Is(err, azure.ErrNoEncryptionSettings):
 		return exitNothingToDo
 	}
 	return exitFailure

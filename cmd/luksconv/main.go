@@ -3,6 +3,8 @@
 //	luksconv inspect [--header F] IMAGE
 //	luksconv plan    --key-file F [--header F] IMAGE
 //	luksconv convert --key-file F [--header F] [--partition N] [--format raw|vhd] IMAGE OUT
+//	luksconv azure inspect (--snapshot ID | --source-disk ID)
+//	luksconv azure convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--dry-run]
 //
 // Exit codes are listed in the README and in exitcode.go.
 package main
@@ -45,7 +47,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
 	})
-	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd())
+	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newAzureCmd())
 	return root
 }
 
