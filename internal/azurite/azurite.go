@@ -30,6 +30,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/sas"
+	"github.com/luksconv/luksconv/internal/scriptcache"
 )
 
 // Version is the Azurite release installed and tested against. 3.35.0 is the
@@ -116,7 +117,7 @@ func Command() (string, error) {
 		return "", err
 	}
 	// Test binaries of several packages may run at once: one installs.
-	unlock, err := lockFile(filepath.Join(dir, ".install.lock"))
+	unlock, err := scriptcache.Lock(filepath.Join(dir, ".install.lock"), func() {})
 	if err != nil {
 		return "", err
 	}

@@ -10,13 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/luksconv/luksconv/internal/scriptcache"
 )
 
 // EnvDir names the environment variable that overrides the cache directory of the boot disk set.
@@ -24,9 +25,6 @@ const EnvDir = "LUKSCONV_BOOTDISK"
 
 // buildTimeout bounds one run of mkbootdisk.sh (about 30 s plus a 30 MB download).
 const buildTimeout = 10 * time.Minute
-
-// exitMissingTool is mkbootdisk.sh's exit status for a missing tool, privilege or package.
-const exitMissingTool = 3
 
 // Manifest is OUTDIR/manifest.json as written by testdata/boot/mkbootdisk.sh. Paths of host files are
 // relative to the set directory in the file and absolute after ReadManifest; paths ending in "Path" or
@@ -189,7 +187,7 @@ func Fixture(t testing.TB) *Manifest {
 		o = build(t, script, version, dir, debs)
 		cache[dir] = o
 		if o.m != nil && defaultDir {
-			pruneStale(filepath.Dir(dir), filepath.Base(dir))
+			scriptcache.PruneStale(filepath.Dir(dir), filepath.Base(dir))
 		}
 	}
 	mu.Unlock()
@@ -203,108 +201,27 @@ func Fixture(t testing.TB) *Manifest {
 }
 
 func build(t testing.TB, script, version, dir, debs string) *outcome {
-	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %v", err)}
-	}
-	unlock, err := lockFile(dir+".lock", func() {
-		t.Logf("qemuboot: waiting for another process building %s", dir)
-	})
-	if err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: lock %s.lock: %v", dir, err)}
-	}
-	defer unlock()
-	if m, err := ReadManifest(dir); err == nil && m.Version == version {
-		return &outcome{m: m}
-	}
-	if _, err := exec.LookPath("bash"); err != nil {
-		return &outcome{skip: "BOOT TESTS UNAVAILABLE: bash not installed"}
-	}
-	logPath := dir + ".log"
-	logf, err := os.Create(logPath)
-	if err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %v", err)}
-	}
-	defer logf.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", script, dir)
-	cmd.Env = append(os.Environ(), "DEB_CACHE="+debs)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// On timeout interrupt rather than kill, so the script's trap detaches its loop devices.
-	cmd.Cancel = func() error { return cmd.Process.Signal(os.Interrupt) }
-	cmd.WaitDelay = 30 * time.Second
 	if err := os.MkdirAll(debs, 0o755); err != nil {
 		return &outcome{fail: fmt.Sprintf("qemuboot: %v", err)}
 	}
-	start := time.Now()
-	t.Logf("qemuboot: building %s (log: %s)", dir, logPath)
-	runErr := cmd.Run()
-	logf.Close()
-	tail := logTail(logPath, 40)
-	var exitErr *exec.ExitError
-	if errors.As(runErr, &exitErr) && exitErr.ExitCode() == exitMissingTool {
-		msg := "a required tool is missing"
-		if m := missingRE.FindStringSubmatch(tail); m != nil {
-			msg = m[1]
-			if !strings.ContainsAny(msg, " \t") {
-				msg += " not installed"
-			}
-		}
-		return &outcome{skip: "BOOT TESTS UNAVAILABLE: " + msg + " (install with scripts/install-deps.sh; log: " + logPath + ")"}
+	ready := func(dir string) bool {
+		m, err := ReadManifest(dir)
+		return err == nil && m.Version == version
 	}
-	if runErr != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %s %s failed after %s: %v\n--- last lines of %s ---\n%s",
-			script, dir, time.Since(start).Round(time.Millisecond), runErr, logPath, tail)}
+	skip, fail := scriptcache.Build(t, scriptcache.Spec{Name: "qemuboot", Unavailable: "BOOT TESTS UNAVAILABLE",
+		Script: script, Dir: dir, Env: []string{"DEB_CACHE=" + debs}, Timeout: buildTimeout, Ready: ready})
+	if skip != "" || fail != "" {
+		return &outcome{skip: skip, fail: fail}
 	}
-	t.Logf("qemuboot: built %s in %s", dir, time.Since(start).Round(time.Millisecond))
 	m, err := ReadManifest(dir)
 	if err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %v\n--- last lines of %s ---\n%s", err, logPath, tail)}
+		return &outcome{fail: fmt.Sprintf("qemuboot: %v\n--- last lines of %s ---\n%s", err, scriptcache.LogPath(dir),
+			scriptcache.LogTail(scriptcache.LogPath(dir), 40))}
 	}
 	if m.Version != version {
 		return &outcome{fail: fmt.Sprintf("qemuboot: %s/manifest.json has version %q, want %q", dir, m.Version, version)}
 	}
 	return &outcome{m: m}
-}
-
-var missingRE = regexp.MustCompile(`(?m)^missing tool: (.*)$`)
-
-func logTail(path string, n int) string {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return err.Error()
-	}
-	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
-}
-
-var hashDirRE = regexp.MustCompile(`^[0-9a-f]{16}$`)
-
-// pruneStale removes sets built by other versions of the script, skipping sets being built.
-func pruneStale(cacheDir, keep string) {
-	entries, err := os.ReadDir(cacheDir)
-	if err != nil {
-		return
-	}
-	for _, e := range entries {
-		name := e.Name()
-		if !e.IsDir() || name == keep || !hashDirRE.MatchString(name) {
-			continue
-		}
-		p := filepath.Join(cacheDir, name)
-		unlock, ok := tryLockFile(p + ".lock")
-		if !ok {
-			continue
-		}
-		os.RemoveAll(p)
-		os.RemoveAll(p + ".tmp")
-		os.Remove(p + ".log")
-		os.Remove(p + ".lock")
-		unlock()
-	}
 }
 
 // NeedQEMU skips the test, loudly, when qemu-system-x86_64 is not installed.

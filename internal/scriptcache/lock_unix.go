@@ -1,6 +1,6 @@
 //go:build unix
 
-package qemuboot
+package scriptcache
 
 import (
 	"errors"
@@ -8,8 +8,8 @@ import (
 	"syscall"
 )
 
-// lockFile takes an exclusive flock on path, calling waiting once if another process holds it.
-func lockFile(path string, waiting func()) (unlock func(), err error) {
+// Lock takes an exclusive flock on path, calling waiting once if another process holds it.
+func Lock(path string, waiting func()) (unlock func(), err error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, err
@@ -26,8 +26,8 @@ func lockFile(path string, waiting func()) (unlock func(), err error) {
 	return func() { f.Close() }, nil // closing the descriptor releases the lock
 }
 
-// tryLockFile takes an exclusive flock on path if nobody holds it.
-func tryLockFile(path string) (unlock func(), ok bool) {
+// TryLock takes an exclusive flock on path if nobody holds it.
+func TryLock(path string) (unlock func(), ok bool) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
 	if err != nil {
 		return nil, false
