@@ -150,6 +150,9 @@ type guestEditor struct {
 	zero       []byte
 	noRoot     string // why the root was not examined
 	esp        []PartitionInfo
+	espVols    []guestVolume  // the FAT partitions' contents (esp.go)
+	espRead    map[int]bool   // partition number -> its FAT was read and its EFI/*/grub files examined
+	espErr     map[int]string // partition number -> why its FAT was not read
 }
 
 // keptInitramfs is an initramfs on /boot whose ADE hooks stay (the image without them did not fit, or
@@ -177,13 +180,18 @@ type guestOptions struct {
 // edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
 // everything else that cannot be done is a warning.
 func guestEdits(vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*guestEditor, error) {
-	e := &guestEditor{strict: opts.strictInitramfs, seen: map[string]bool{}, initrd: map[string][]string{}}
+	e := &guestEditor{strict: opts.strictInitramfs, seen: map[string]bool{}, initrd: map[string][]string{},
+		espRead: map[int]bool{}, espErr: map[int]string{}}
 	for _, p := range parts {
 		if p.Content == ContentFAT {
 			e.esp = append(e.esp, p)
 		}
 	}
 	for _, v := range vols {
+		if v.content == ContentFAT {
+			e.espVols = append(e.espVols, v)
+			continue
+		}
 		e.discover(v)
 	}
 	e.pickBoot()
@@ -206,10 +214,8 @@ func guestEdits(vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*
 			return nil, err
 		}
 	}
-	if len(e.edits) > 0 {
-		for _, p := range e.esp {
-			e.warn(fmt.Sprintf("partition %d (FAT, EFI System Partition) is not edited: luksconv does not write FAT yet, so EFI/redhat/grubenv and grub.cfg there may still carry ADE's kernel arguments", p.Number))
-		}
+	if e.boot == nil {
+		e.espEdits(e.policy) // with /boot, bootEdits did them with its policy
 	}
 	sort.SliceStable(e.patches, func(i, j int) bool { return e.patches[i].Offset < e.patches[j].Offset })
 	for i := 1; i < len(e.patches); i++ {
@@ -515,6 +521,7 @@ func (e *guestEditor) bootEdits() error {
 		}
 	}
 	pol := e.bootPolicy()
+	e.espEdits(pol)
 	for _, p := range []string{"/grub2/grubenv", "/grub/grubenv"} {
 		gp := g.guestPath(p)
 		ino, err := g.fs.Lookup(p)
@@ -523,6 +530,9 @@ func (e *guestEditor) bootEdits() error {
 		}
 		if ino.IsSymlink() {
 			t, _ := g.fs.Readlink(p)
+			if len(e.espRead) > 0 && strings.Contains(t, "efi/EFI/") {
+				continue // edited on the EFI System Partition
+			}
 			e.warn(fmt.Sprintf("%s is a symbolic link to %s (the EFI System Partition, FAT), which luksconv does not edit yet: its kernelopts may still carry ADE's arguments", gp, t))
 			continue
 		}
@@ -1152,8 +1162,15 @@ func (e *guestEditor) readiness(luksLeft []string, after bool) *Readiness {
 		add(c)
 	}
 	for _, p := range e.esp {
+		if e.espRead[p.Number] {
+			continue // its files are checked above
+		}
+		why := e.espErr[p.Number]
+		if why == "" {
+			why = "not read"
+		}
 		add(Check{Name: fmt.Sprintf("EFI System Partition (partition %d)", p.Number), Status: CheckSkip,
-			Detail: []string{"FAT is not read yet: check EFI/redhat/grubenv and grub.cfg by hand"}})
+			Detail: []string{why + ": check EFI/*/grubenv and grub.cfg by hand"}})
 	}
 	return rd
 }
@@ -1169,7 +1186,7 @@ func (p *Plan) editGuest(src *Source, rep *Report, plain io.ReaderAt, volOut, vo
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: plain, size: volSize, out: volOut, content: content})
 		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
 			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is still LUKS-encrypted", pi.Number))
-		case pi.Content == ContentXFS || pi.Content == ContentLVM2:
+		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
 				size: pi.Size, out: pi.Offset, content: pi.Content})
 		}
@@ -1196,7 +1213,7 @@ func inspectGuest(src *Source, rep *Report) {
 		switch {
 		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
 			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is LUKS-encrypted", pi.Number))
-		case pi.Content == ContentXFS || pi.Content == ContentLVM2:
+		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
 				size: pi.Size, out: pi.Offset, content: pi.Content})
 		}
