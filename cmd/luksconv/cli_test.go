@@ -479,7 +479,7 @@ func TestGuestEditsCLI(t *testing.T) {
 	for _, want := range []string{"Guest edits: ", "/etc/crypttab [/ (rootvg/rootlv)]", "- osencrypt /dev/disk/by-partuuid/",
 		"/var/lib/azure_disk_encryption_config/azure_crypt_params.ini [/var (rootvg/varlv)]",
 		"Readiness (LEAPP-style, the guest as the output will hold it): ready", "PASS /boot/grub2/grubenv",
-		"warning: partition 1 (FAT, EFI System Partition) is not edited"} {
+		"/boot/efi/EFI/redhat/grubenv [/boot/efi (partition 1)]", "PASS /boot/efi/EFI/redhat/grubenv"} {
 		if !strings.Contains(so, want) {
 			t.Errorf("plan output lacks %q:\n%s", want, so)
 		}

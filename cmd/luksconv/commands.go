@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -181,7 +182,7 @@ func newPlanCmd() *cobra.Command {
 
 func newConvertCmd() *cobra.Command {
 	var cf convertFlags
-	var asJSON, force, quiet bool
+	var asJSON, force, quiet, verify bool
 	var workers int
 	var journal string
 	c := &cobra.Command{
@@ -230,25 +231,36 @@ func newConvertCmd() *cobra.Command {
 			if err := sink.commit(c.Context()); err != nil {
 				return err
 			}
+			var vrep error
+			if verify {
+				vrep = verifyOutput(c, p, src, out, sink.name, workers, quiet || asJSON)
+				if vrep != nil && !errors.Is(vrep, luksconv.ErrVerifyFailed) {
+					return vrep
+				}
+			}
 			out = sink.name
 			if asJSON {
-				return writeJSON(c.OutOrStdout(), struct {
+				if err := writeJSON(c.OutOrStdout(), struct {
 					Output string           `json:"output"`
 					Plan   *luksconv.Plan   `json:"plan"`
 					Result *luksconv.Result `json:"result"`
-				}{out, p, res})
+				}{out, p, res}); err != nil {
+					return err
+				}
+				return vrep
 			}
 			rate := float64(res.BytesCopied+res.BytesDecrypted) / res.Duration.Seconds()
 			fmt.Fprintf(c.OutOrStdout(), "converted %s -> %s (%s): decrypted %s, copied %s, wrote %s, skipped %s of zeros in %s (%s/s)\n",
 				blobio.Redact(in), out, p.Format, human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten),
 				human(res.BytesSkipped), res.Duration.Round(1e6), human(int64(rate)))
-			return nil
+			return vrep
 		},
 	}
 	cf.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan and result as JSON on standard output")
 	c.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress")
+	c.Flags().BoolVar(&verify, "verify", false, "re-read the output and check it against the plan after writing (see verify)")
 	c.Flags().IntVar(&workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	c.Flags().StringVar(&journal, "journal", "", "resume journal for an upload URL (default: .luksconv-<plan id>.journal in the current directory)")
 	return c
@@ -469,4 +481,20 @@ func blobTarget(s string) string {
 		return s[:i]
 	}
 	return s
+}
+
+// verifyOutput re-reads the written output (raw, VHD or page blob) and checks it against p; the report
+// goes to stderr (it is quiet when the output is JSON or -q and it passes).
+func verifyOutput(c *cobra.Command, p *luksconv.Plan, src *luksconv.Source, out, name string, workers int, quiet bool) error {
+	o, err := openSource(c.Context(), out, workers)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer o.Close()
+	var buf strings.Builder
+	err = runVerify(c.Context(), &buf, p, src, o, name, workers, 20, false)
+	if err != nil || !quiet {
+		fmt.Fprint(c.ErrOrStderr(), buf.String())
+	}
+	return err
 }

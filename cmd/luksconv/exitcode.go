@@ -23,6 +23,7 @@ const (
 	exitReencrypting = 6 // a LUKS2 re-encryption is in progress (ADE's encryption was interrupted)
 	exitOutput       = 7 // the output cannot be written where asked (exists, is the input)
 	exitNothingToDo  = 8 // no encrypted volume found
+	exitVerifyFailed = 9 // verify (or convert --verify) found the output differs from the plan
 	exitInterrupted  = 130
 )
 
@@ -31,6 +32,8 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.Is(err, luksconv.ErrVerifyFailed):
+		return exitVerifyFailed
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrUsage), errors.Is(err, azure.ErrNotFound):

@@ -3,6 +3,7 @@
 //	luksconv inspect [--header F] IMAGE
 //	luksconv plan    --key-file F [--header F] IMAGE
 //	luksconv convert --key-file F [--header F] [--partition N] [--format raw|vhd] IMAGE OUT
+//	luksconv verify  --key-file F [--header F] IMAGE OUT
 //	luksconv azure inspect (--snapshot ID | --source-disk ID)
 //	luksconv azure convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--dry-run]
 //
@@ -47,7 +48,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
 	})
-	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newAzureCmd())
+	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newVerifyCmd(), newAzureCmd())
 	return root
 }
 

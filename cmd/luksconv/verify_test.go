@@ -1,0 +1,103 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/luksconv/luksconv/internal/azurite"
+	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// TestVerifyCommand converts with --verify, verifies the output again, then corrupts and truncates
+// copies of it.
+func TestVerifyCommand(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.vhd")
+	_, se, code := run(t, nil, "convert", "--verify", "--format", "vhd", "--key-file", f.KeyFiles[0], f.Image, out)
+	if code != 0 || !strings.Contains(se, "PASS") {
+		t.Fatalf("convert --verify: exit %d:\n%s", code, se)
+	}
+	so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, out)
+	if code != 0 || !strings.Contains(so, ": PASS") || !strings.Contains(so, "ok   lvm") {
+		t.Fatalf("verify: exit %d:\n%s%s", code, so, se)
+	}
+	so, _, code = run(t, nil, "verify", "--json", "--key-file", f.KeyFiles[0], f.Image, out)
+	var rep luksconv.VerifyReport
+	if err := json.Unmarshal([]byte(so), &rep); code != 0 || err != nil || !rep.Pass || rep.Checked.Decrypt == 0 {
+		t.Fatalf("verify --json: exit %d, %v:\n%s", code, err, so)
+	}
+	// Verifying with other options than convert used is a mismatch: --keep-guest drops the guest edits.
+	if so, _, code := run(t, nil, "verify", "--keep-guest", "--key-file", f.KeyFiles[0], f.Image, out); code != exitVerifyFailed || !strings.Contains(so, "mismatches:") {
+		t.Fatalf("verify --keep-guest of an edited output: exit %d, want %d:\n%s", code, exitVerifyFailed, so)
+	}
+
+	// One flipped byte in the middle of the first large decrypt region.
+	var plan luksconv.Plan
+	pj, _, _ := run(t, nil, "plan", "--json", "--format", "vhd", "--key-file", f.KeyFiles[0], f.Image)
+	if err := json.Unmarshal([]byte(pj), &plan); err != nil {
+		t.Fatal(err)
+	}
+	var flip int64 = -1
+	for _, r := range plan.Regions {
+		if r.Kind == luksconv.Decrypt && r.Length > 64<<10 {
+			flip = r.Offset + r.Length/2 + 3
+			break
+		}
+	}
+	if flip < 0 {
+		t.Fatal("no decrypt region to corrupt")
+	}
+	bad := filepath.Join(dir, "bad.vhd")
+	copyFile(t, out, bad, -1)
+	fh, err := os.OpenFile(bad, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := []byte{0}
+	fh.ReadAt(b, flip)
+	b[0] ^= 1
+	fh.WriteAt(b, flip)
+	fh.Close()
+	so, se, code = run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, bad)
+	if code != exitVerifyFailed || !strings.Contains(so, "FAIL") || !strings.Contains(so, "in the decrypt region") {
+		t.Fatalf("verify of a corrupted output: exit %d, want %d:\n%s%s", code, exitVerifyFailed, so, se)
+	}
+
+	// A truncated raw output: one clear line, the corrupt/truncated exit code.
+	raw := filepath.Join(dir, "out.raw")
+	if _, se, code := run(t, nil, "convert", "-q", "--key-file", f.KeyFiles[0], f.Image, raw); code != 0 {
+		t.Fatalf("convert: exit %d: %s", code, se)
+	}
+	short := filepath.Join(dir, "short.raw")
+	copyFile(t, raw, short, 1<<20)
+	_, se, code = run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, short)
+	if code != exitCorrupt || !strings.Contains(se, "truncated") {
+		t.Fatalf("verify of a truncated output: exit %d, want %d:\n%s", code, exitCorrupt, se)
+	}
+}
+
+// TestVerifyPageBlob checks a conversion uploaded to a page blob (Azurite) with convert --verify and verify.
+func TestVerifyPageBlob(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	az := azurite.Start(t)
+	az.CreateContainer(t, "disks")
+	dst := az.BlobSAS(t, "disks", "plain.vhd", azurite.WriteSAS, time.Hour)
+	dir := t.TempDir()
+	_, se, code := run(t, nil, "convert", "--verify", "--journal", filepath.Join(dir, "j"), "--key-file", f.KeyFiles[0], f.Image, dst)
+	if code != 0 || !strings.Contains(se, "PASS") || strings.Contains(se, sasSig(t, dst)) {
+		t.Fatalf("convert --verify to a page blob: exit %d:\n%s", code, se)
+	}
+	rd := az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour)
+	so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, rd)
+	if code != 0 || !strings.Contains(so, ": PASS") || strings.Contains(so+se, sasSig(t, rd)) {
+		t.Fatalf("verify of a page blob: exit %d:\n%s%s", code, so, se)
+	}
+}

@@ -1,0 +1,200 @@
+package luksconv_test
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// verifyFixture plans the fixture's conversion afresh (with guest edits, as convert does by default) and
+// verifies out against it.
+func verifyFixture(t *testing.T, f fixture.Fixture, out string, format luksconv.Format) (*luksconv.VerifyReport, *luksconv.Plan, error) {
+	t.Helper()
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := luksconv.OpenFile(f.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	p, err := luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{Passphrase: key,
+		Header: openHeader(t, f.Header), Partition: f.Partition, Format: format})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	o, err := luksconv.OpenFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	rep, err := luksconv.Verify(context.Background(), p, src, o, luksconv.VerifyOptions{Workers: 2, ChunkSize: 1 << 20})
+	return rep, p, err
+}
+
+func TestVerify(t *testing.T) {
+	set := fixture.Load(t)
+	f, ok := set.Get("rhel8-lvm")
+	if !ok {
+		t.Fatal("no rhel8-lvm fixture")
+	}
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header), Partition: f.Partition}, 2)
+
+	rep, p, err := verifyFixture(t, f, out, luksconv.FormatRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Pass || rep.MismatchCount != 0 {
+		t.Fatalf("a fresh conversion fails verification: %+v", rep)
+	}
+	if rep.Checked != p.Totals {
+		t.Errorf("checked %+v, the plan has %+v", rep.Checked, p.Totals)
+	}
+	if len(p.Patches) == 0 || rep.Patched == 0 {
+		t.Fatalf("the fixture's plan has %d patches, %d patch bytes checked: the test needs guest edits", len(p.Patches), rep.Patched)
+	}
+	names := map[string]bool{}
+	for _, c := range rep.Structure {
+		names[c.Name] = c.OK
+	}
+	if !names["gpt"] || !names["lvm"] || len(names) < 4 {
+		t.Fatalf("structure checks missing or failing: %+v", rep.Structure)
+	}
+
+	// Flip one byte in a Decrypt region, one in a Copy region and one inside a patch, each away from the
+	// others and from the metadata the structure checks read.
+	patched := func(off int64) bool {
+		for _, pt := range p.Patches {
+			if off >= pt.Offset-4096 && off < pt.Offset+int64(len(pt.Data))+4096 {
+				return true
+			}
+		}
+		return false
+	}
+	var flips []int64
+	for _, kind := range []luksconv.RegionKind{luksconv.Decrypt, luksconv.Copy} {
+		found := false
+		for _, r := range p.Regions {
+			if r.Kind != kind || r.Length < 3<<20 {
+				continue
+			}
+			for off := r.Offset + r.Length/2; off < r.Offset+r.Length-4096 && !found; off += 4096 {
+				if !patched(off) {
+					flips, found = append(flips, off+17), true
+				}
+			}
+			if found {
+				break
+			}
+		}
+		if !found {
+			t.Fatalf("no %s region large enough to corrupt", kind)
+		}
+	}
+	pt := p.Patches[len(p.Patches)-1]
+	flips = append(flips, pt.Offset+int64(len(pt.Data))/2)
+
+	bad := filepath.Join(t.TempDir(), "bad.raw")
+	copyFileTo(t, out, bad)
+	fh, err := os.OpenFile(bad, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, off := range flips {
+		b := make([]byte, 1)
+		if _, err := fh.ReadAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+		b[0] ^= 0x5a
+		if _, err := fh.WriteAt(b, off); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fh.Close()
+	rep, _, err = verifyFixture(t, f, bad, luksconv.FormatRaw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Pass || rep.MismatchCount != 3 || rep.MismatchBytes != 3 || len(rep.Mismatches) != 3 {
+		t.Fatalf("three flipped bytes: pass %v, %d mismatches (%d bytes): %+v", rep.Pass, rep.MismatchCount, rep.MismatchBytes, rep.Mismatches)
+	}
+	kinds := map[luksconv.RegionKind]int{}
+	var inPatch int
+	for i, m := range rep.Mismatches {
+		if m.Offset != sortedCopy(flips)[i] {
+			t.Errorf("mismatch %d at %d, flipped bytes at %v", i, m.Offset, flips)
+		}
+		kinds[m.Kind]++
+		if m.Patch != "" {
+			inPatch++
+			if m.Offset != flips[2] {
+				t.Errorf("mismatch at %d names patch %q; only %d is inside one", m.Offset, m.Patch, flips[2])
+			}
+		}
+	}
+	if kinds[luksconv.Decrypt] == 0 || kinds[luksconv.Copy] == 0 || inPatch != 1 {
+		t.Fatalf("mismatches do not name each region kind and the patch: %+v", rep.Mismatches)
+	}
+
+	// A truncated output is an error, not a report.
+	short := filepath.Join(t.TempDir(), "short.raw")
+	copyFileTo(t, out, short)
+	if err := os.Truncate(short, p.OutputSize/2); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := verifyFixture(t, f, short, luksconv.FormatRaw); !errors.Is(err, luksconv.ErrTruncated) {
+		t.Fatalf("truncated output: %v, want ErrTruncated", err)
+	}
+}
+
+func TestVerifyVHD(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
+		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	rep, _, err := verifyFixture(t, f, out, luksconv.FormatVHD)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Pass {
+		t.Fatalf("VHD output fails verification: %+v", rep)
+	}
+}
+
+func copyFileTo(t *testing.T, src, dst string) {
+	t.Helper()
+	b, err := os.ReadFile(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dst, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func sortedCopy(x []int64) []int64 {
+	y := append([]int64(nil), x...)
+	for i := range y {
+		for j := i + 1; j < len(y); j++ {
+			if y[j] < y[i] {
+				y[i], y[j] = y[j], y[i]
+			}
+		}
+	}
+	return y
+}
