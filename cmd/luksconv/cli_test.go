@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -395,24 +396,94 @@ func TestKeyOnly(t *testing.T) {
 	}
 }
 
-// TestNoSecretInOutput checks that the key never reaches stdout/stderr, in any mode.
+// TestNoSecretInOutput runs plan, convert (raw, VHD, key from file, standard input and environment),
+// verify and a failing run, then looks for the passphrase and the volume key (raw, and hex as cryptsetup
+// prints it) in everything printed and in every byte of every file written. The output disks hold the
+// plaintext volume, so this also proves the LUKS header on /boot was wiped.
 func TestNoSecretInOutput(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
 	key, _ := os.ReadFile(f.KeyFiles[0])
+	dump, err := exec.Command("cryptsetup", "luksDump", "--dump-volume-key", "--batch-mode", "--key-file", f.KeyFiles[0], f.Header).CombinedOutput()
+	if err != nil {
+		t.Fatalf("cryptsetup --dump-volume-key: %v", err)
+	}
+	m := regexp.MustCompile(`(?s)(?:MK dump|Volume key):\s*((?:[0-9a-f]{2}\s+)+)`).FindSubmatch(dump)
+	if m == nil {
+		t.Fatal("no volume key in cryptsetup's dump")
+	}
+	vkHex := strings.Join(strings.Fields(string(m[1])), "")
+	vk, err := hex.DecodeString(vkHex)
+	if err != nil || len(vk) != 64 {
+		t.Fatalf("volume key %q: %v", vkHex, err)
+	}
+	secrets := map[string][]byte{"passphrase": key, "passphrase prefix": key[:16], "volume key": vk,
+		"volume key (hex)": []byte(vkHex), "volume key (hex, upper)": []byte(strings.ToUpper(vkHex)),
+		"volume key (spaced hex)": []byte(strings.TrimSpace(string(m[1])))}
+	found := func(b []byte) string {
+		for name, s := range secrets {
+			if bytes.Contains(b, s) {
+				return name
+			}
+		}
+		return ""
+	}
+	check := func(what string, b []byte) {
+		t.Helper()
+		if name := found(b); name != "" {
+			t.Fatalf("%s contains the %s", what, name)
+		}
+	}
+	// The search itself works: cryptsetup's dump and the key file are found.
+	if found(dump) == "" || found(append([]byte("x"), key...)) == "" {
+		t.Fatal("the secret search finds nothing in cryptsetup's own dump or the key file")
+	}
+
 	dir := t.TempDir()
-	for _, args := range [][]string{
-		{"plan", "--json", "--key-file", f.KeyFiles[0], "--header", f.Header, f.Image},
-		{"convert", "--json", "--key-file", f.KeyFiles[0], "--header", f.Header, f.Image, filepath.Join(dir, "o.raw")},
-		{"convert", "--key-file", f.KeyFiles[0], "--header", f.Header, "--format", "vhd", f.Image, filepath.Join(dir, "o.vhd")},
-	} {
-		so, se, code := run(t, nil, args...)
-		if code != 0 {
-			t.Fatalf("%v: exit %d: %s", args, code, se)
+	cmds := []struct {
+		args  []string
+		stdin []byte
+		env   string
+	}{
+		{args: []string{"plan", "--json", "--key-file", f.KeyFiles[0], f.Image}},
+		{args: []string{"convert", "--json", "--key-file", f.KeyFiles[0], f.Image, filepath.Join(dir, "o.raw")}},
+		{args: []string{"convert", "--verify", "--key-file", "-", "--format", "vhd", f.Image, filepath.Join(dir, "o.vhd")}, stdin: key},
+		{args: []string{"convert", "--full-copy", "--keep-guest", "--key-env", "LUKSCONV_TEST_KEY", f.Image, filepath.Join(dir, "plain.raw")}, env: string(key)},
+		{args: []string{"verify", "--json", "--key-file", f.KeyFiles[0], f.Image, filepath.Join(dir, "o.raw")}},
+		{args: []string{"inspect", "--json", filepath.Join(dir, "o.raw")}},
+	}
+	for _, c := range cmds {
+		cmd := exec.Command(binPath, c.args...)
+		if c.stdin != nil {
+			cmd.Stdin = bytes.NewReader(c.stdin)
 		}
-		if strings.Contains(so+se, string(key)) || strings.Contains(so+se, string(key[:16])) {
-			t.Fatalf("%v printed the passphrase", args)
+		if c.env != "" {
+			cmd.Env = append(os.Environ(), "LUKSCONV_TEST_KEY="+c.env)
 		}
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Fatalf("%v: %v\n%s", c.args, err, out)
+		}
+		check(fmt.Sprintf("the output of %v", c.args), out)
+	}
+	// A failing run prints nothing secret either.
+	so, se, code := run(t, nil, "convert", "--key-file", f.KeyFiles[0], "--keyslot", "5", f.Image, filepath.Join(dir, "bad.raw"))
+	if code == 0 {
+		t.Fatal("convert with a missing keyslot succeeded")
+	}
+	check("a failing run's output", []byte(so+se))
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 3 {
+		t.Fatalf("want o.raw, o.vhd and plain.raw in the output directory, found %d entries", len(entries))
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// plain.raw is the plain decryption (--keep-guest): its /boot still holds the LUKS header,
+		// whose keyslots hold the volume key only encrypted; the key itself must not appear anywhere.
+		check("output file "+e.Name(), b)
 	}
 }
 
