@@ -15,6 +15,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/internal/fixture"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/luksconv"
@@ -523,4 +524,52 @@ func TestUsedBlocksOnly(t *testing.T) {
 	}
 	exp, _ := os.Stat(f.Expected)
 	sameContent(t, out, f.Expected, exp.Size())
+}
+
+// TestWholeDiskVolume converts a LUKS device with no partition table (an attached-header volume cut out
+// of its disk): the output is the plaintext at offset 0 followed by zeros, which is exactly the fixture's
+// plaintext partition image.
+func TestWholeDiskVolume(t *testing.T) {
+	set := fixture.Load(t)
+	f, ok := set.Get("data-luks2-4k")
+	if !ok {
+		t.Fatal("no data-luks2-4k fixture")
+	}
+	part, ok := f.Part(f.Partition)
+	if !ok {
+		t.Fatalf("no partition %d in the manifest", f.Partition)
+	}
+	bare := filepath.Join(t.TempDir(), "bare.luks")
+	if err := os.WriteFile(bare, readRange(t, f.Image, part.Start, part.Size), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	src, err := luksconv.OpenFile(bare)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
+	src.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rep.Partitions) != 1 || rep.Partitions[0].Number != 0 || rep.Partitions[0].LUKS == nil || rep.Table != nil {
+		t.Fatalf("inspect of a bare LUKS device: %+v", rep.Partitions)
+	}
+	out, p, _ := convert(t, bare, "", f.KeyFiles[0], 0, luksconv.FormatRaw, 2, !holdsFilesystem(f), true)
+	if p.Volume.Partition != 0 || p.Volume.Header != "attached" {
+		t.Fatalf("plan volume %+v", p.Volume)
+	}
+	sameContent(t, out, f.Plaintext, part.Size)
+
+	// A blank disk is still "no partition table", not a volume.
+	blank := filepath.Join(t.TempDir(), "blank.raw")
+	os.WriteFile(blank, make([]byte, 1<<20), 0o600)
+	b, err := luksconv.OpenFile(blank)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.Close()
+	if _, err := luksconv.Inspect(context.Background(), b, luksconv.InspectOptions{}); !errors.Is(err, gpt.ErrNoGPT) {
+		t.Fatalf("blank disk: %v, want gpt.ErrNoGPT", err)
+	}
 }

@@ -180,6 +180,9 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 	rep := &Report{Image: ImageInfo{Path: src.Path, Format: src.Format, FileSize: src.FileSize, Size: src.Size}}
 	tab, err := gpt.Read(src, src.Size, 0)
+	if errors.Is(err, gpt.ErrNoGPT) {
+		return wholeDisk(src, rep, err)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -213,6 +216,32 @@ func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 		}
 		rep.Partitions = append(rep.Partitions, pi)
 	}
+	return rep, nil
+}
+
+// wholeDisk handles a disk without a GPT: a LUKS device that fills the whole image (a data disk
+// encrypted without partitions, or a bare LUKS image) is reported as partition 0.
+func wholeDisk(src *Source, rep *Report, noGPT error) (*Report, error) {
+	c, err := probe(src, src.Size)
+	if err != nil {
+		return nil, err
+	}
+	if c != ContentLUKS1 && c != ContentLUKS2 {
+		head := make([]byte, 512)
+		if _, err := src.ReadAt(head, 0); err == nil && head[510] == 0x55 && head[511] == 0xaa {
+			return nil, fmt.Errorf("%w (the disk has an MBR partition table, which luksconv does not read yet)", noGPT)
+		}
+		return nil, noGPT
+	}
+	pi := PartitionInfo{Number: 0, Name: "(whole disk)", Offset: 0, Size: src.Size, Content: c}
+	h, err := luks.ReadHeader(src, src.Size)
+	if err != nil {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("whole disk: %v", err))
+	} else {
+		pi.LUKS = describeLUKS(h, "attached", "")
+	}
+	rep.Partitions = []PartitionInfo{pi}
+	rep.Warnings = append(rep.Warnings, "no partition table: the whole disk is one LUKS volume (partition 0)")
 	return rep, nil
 }
 

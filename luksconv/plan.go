@@ -149,15 +149,18 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 		return nil, err
 	}
 	opts.Header = hdr // given, or found on /boot
-	tab, err := gpt.Read(src, src.Size, rep.Table.SectorSize)
-	if err != nil {
-		return nil, err
-	}
 	part, err := pickPartition(rep, opts)
 	if err != nil {
 		return nil, err
 	}
-	gp, _ := tab.Partition(part.Number)
+	var tab *gpt.Table // nil for a whole-disk volume
+	gp := &gpt.Partition{Offset: 0, Size: src.Size}
+	if rep.Table != nil {
+		if tab, err = gpt.Read(src, src.Size, rep.Table.SectorSize); err != nil {
+			return nil, err
+		}
+		gp, _ = tab.Partition(part.Number)
+	}
 	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings}
 
 	// The header device: the partition itself, or the detached file.
@@ -246,10 +249,12 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 
 	if opts.Format == FormatVHD {
 		if size := vhd.AzureSize(src.Size); size != src.Size {
-			writes, err := tab.Relocate(src, size)
-			if err != nil {
-				p.Close()
-				return nil, fmt.Errorf("moving the backup GPT to the padded end: %w", err)
+			var writes []gpt.Write
+			if tab != nil {
+				if writes, err = tab.Relocate(src, size); err != nil {
+					p.Close()
+					return nil, fmt.Errorf("moving the backup GPT to the padded end: %w", err)
+				}
 			}
 			for _, w := range writes {
 				p.Patches = append(p.Patches, Patch{Offset: w.Offset, Length: len(w.Data), Data: w.Data,
