@@ -55,6 +55,9 @@ measure cat "$img" cat "$img"
 measure luksconv "$img" "$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
 got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
 [ "$got" = "$want" ] || { echo "bench: luksconv output does not hold the expected plaintext" >&2; exit 1; }
+measure luksconv1 "$l1" "$bin" convert -q --allow-unknown-content --key-file "$l1key" "$l1" "$out"
+got=$(head -c "$bytes" "$out" | sha256sum | cut -d' ' -f1)
+[ "$got" = "$want" ] || { echo "bench: luksconv output of the LUKS1 image does not hold the expected plaintext" >&2; exit 1; }
 measure qemu "$l1" qemu-img convert --object "secret,id=s,file=$l1key" --image-opts \
   "driver=luks,key-secret=s,file.filename=$l1" -O raw "$out"
 got=$(sha256sum <"$out" | cut -d' ' -f1)
@@ -70,10 +73,11 @@ gobench=$(go test -run '^$' -bench 'BenchmarkXTSDecrypt' -benchtime 2s ./diskcip
 ossl() { openssl speed -seconds 2 -decrypt -evp "$1" -bytes 4096 2>/dev/null | awk -v c="$1" 'toupper($1)==toupper(c) {v=$2; sub(/k$/,"",v); printf "%.2f", v*1000/1e9}'; }
 
 printf '\n| measurement | cold cache: s | GB/s | warm cache: s | GB/s | vs qemu-img (warm) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|\n'
-for k in cat luksconv qemu; do
+for k in cat luksconv luksconv1 qemu; do
   case $k in
     cat) label="cat of the input (read ceiling)" ;;
     luksconv) label="luksconv convert (LUKS2, aes-xts-plain64 512-bit)" ;;
+    luksconv1) label="luksconv convert (the LUKS1 image qemu-img reads)" ;;
     qemu) label="qemu-img convert (LUKS1, aes-xts-plain64 512-bit)" ;;
   esac
   printf '| %s | %s | %s | %s | %s | %sx | %d |\n' "$label" "${secs[$k,cold]}" "$(rate "${secs[$k,cold]}")" \
