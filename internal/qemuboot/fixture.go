@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -145,17 +144,6 @@ func Script() (path, version string, err error) {
 	return path, hex.EncodeToString(h.Sum(nil)), nil
 }
 
-type outcome struct {
-	m    *Manifest
-	skip string
-	fail string
-}
-
-var (
-	mu    sync.Mutex
-	cache = map[string]*outcome{}
-)
-
 // Fixture returns the bootable disk set, building it first with testdata/boot/mkbootdisk.sh if the
 // cache holds none for the current script. The set lives in $LUKSCONV_BOOTDISK if set, otherwise in
 // <repo>/testdata/.cache/boot/<first 16 hex digits of the version>/; downloaded .debs are kept in
@@ -181,47 +169,18 @@ func Fixture(t testing.TB) *Manifest {
 	if dir, err = filepath.Abs(dir); err != nil {
 		t.Fatalf("qemuboot: %v", err)
 	}
-	mu.Lock()
-	o, ok := cache[dir]
-	if !ok {
-		o = build(t, script, version, dir, debs)
-		cache[dir] = o
-		if o.m != nil && defaultDir {
-			scriptcache.PruneStale(filepath.Dir(dir), filepath.Base(dir))
-		}
-	}
-	mu.Unlock()
-	switch {
-	case o.skip != "":
-		t.Skip(o.skip)
-	case o.fail != "":
-		t.Fatal(o.fail)
-	}
-	return o.m
-}
-
-func build(t testing.TB, script, version, dir, debs string) *outcome {
 	if err := os.MkdirAll(debs, 0o755); err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %v", err)}
+		t.Fatalf("qemuboot: %v", err)
 	}
-	ready := func(dir string) bool {
+	read := func(dir string) (*Manifest, error) {
 		m, err := ReadManifest(dir)
-		return err == nil && m.Version == version
+		if err == nil && m.Version != version {
+			err = fmt.Errorf("%s/manifest.json has version %q, want %q", dir, m.Version, version)
+		}
+		return m, err
 	}
-	skip, fail := scriptcache.Build(t, scriptcache.Spec{Name: "qemuboot", Unavailable: "BOOT TESTS UNAVAILABLE",
-		Script: script, Dir: dir, Env: []string{"DEB_CACHE=" + debs}, Timeout: buildTimeout, Ready: ready})
-	if skip != "" || fail != "" {
-		return &outcome{skip: skip, fail: fail}
-	}
-	m, err := ReadManifest(dir)
-	if err != nil {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %v\n--- last lines of %s ---\n%s", err, scriptcache.LogPath(dir),
-			scriptcache.LogTail(scriptcache.LogPath(dir), 40))}
-	}
-	if m.Version != version {
-		return &outcome{fail: fmt.Sprintf("qemuboot: %s/manifest.json has version %q, want %q", dir, m.Version, version)}
-	}
-	return &outcome{m: m}
+	return scriptcache.Load(t, scriptcache.Spec{Name: "qemuboot", Unavailable: "BOOT TESTS UNAVAILABLE",
+		Script: script, Dir: dir, Env: []string{"DEB_CACHE=" + debs}, Timeout: buildTimeout}, defaultDir, read)
 }
 
 // NeedQEMU skips the test, loudly, when qemu-system-x86_64 is not installed.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -32,7 +33,8 @@ type Spec struct {
 	Env []string
 	// Timeout bounds the run; on expiry the script gets SIGINT, so its trap can clean up.
 	Timeout time.Duration
-	// Ready reports whether Dir already holds a complete build of the current version.
+	// Ready reports whether Dir already holds a complete build of the current version (set by
+	// BuildAndRead from its read function).
 	Ready func(dir string) bool
 }
 
@@ -136,4 +138,57 @@ func PruneStale(cacheDir, keep string) {
 		os.Remove(p + ".lock")
 		unlock()
 	}
+}
+
+// Result is a build read back: its value, or why the tests skip or fail.
+type Result[T any] struct {
+	Value      T
+	Skip, Fail string
+}
+
+// BuildAndRead runs Build, then read on the directory; an error from read (a missing or stale manifest)
+// is a failure that carries the tail of the log. read also serves as s.Ready: a directory it accepts
+// needs no build.
+func BuildAndRead[T any](t testing.TB, s Spec, read func(dir string) (T, error)) Result[T] {
+	s.Ready = func(dir string) bool { _, err := read(dir); return err == nil }
+	var r Result[T]
+	if r.Skip, r.Fail = Build(t, s); r.Skip != "" || r.Fail != "" {
+		return r
+	}
+	v, err := read(s.Dir)
+	if err != nil {
+		r.Fail = fmt.Sprintf("%s: %v\n--- last lines of %s ---\n%s", s.Name, err, LogPath(s.Dir), LogTail(LogPath(s.Dir), 40))
+		return r
+	}
+	r.Value = v
+	return r
+}
+
+var (
+	mu      sync.Mutex
+	results = map[string]any{} // by directory, so one test binary builds each set at most once
+)
+
+// Load returns the build of s, making it first if needed, once per test binary and directory; it skips
+// or fails t as BuildAndRead says. With prune, builds of other script versions are removed from the
+// cache directory after a success.
+func Load[T any](t testing.TB, s Spec, prune bool, read func(dir string) (T, error)) T {
+	t.Helper()
+	mu.Lock()
+	r, ok := results[s.Dir].(Result[T])
+	if !ok {
+		r = BuildAndRead(t, s, read)
+		results[s.Dir] = r
+		if prune && r.Skip == "" && r.Fail == "" {
+			PruneStale(filepath.Dir(s.Dir), filepath.Base(s.Dir))
+		}
+	}
+	mu.Unlock()
+	switch {
+	case r.Skip != "":
+		t.Skip(r.Skip)
+	case r.Fail != "":
+		t.Fatal(r.Fail)
+	}
+	return r.Value
 }
