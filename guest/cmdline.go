@@ -97,6 +97,10 @@ func (p Policy) missingArgs(lines ...string) []string {
 	return miss
 }
 
+// HasAddArgs reports whether the command line(s) in lines already hold every argument the Fix functions
+// would add (p.AddArgs, less the ones they never add).
+func (p Policy) HasAddArgs(lines ...string) bool { return p.missingArgs(lines...) == nil }
+
 // appendArgs appends args to the command line v, before v's trailing blanks.
 func appendArgs(v string, args []string) string {
 	t := strings.TrimRight(v, " \t")

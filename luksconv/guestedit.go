@@ -571,7 +571,7 @@ func (e *guestEditor) bootEdits() error {
 				break
 			}
 		}
-		if e.bootArgs == nil && bootArgsPresent(g.fs, pol.AddArgs) {
+		if e.bootArgs == nil && bootArgsPresent(g.fs, pol) {
 			e.bootArgs = pol.AddArgs // an earlier conversion added them
 		}
 		if e.bootArgs == nil && g.readOnly == nil {
@@ -1042,40 +1042,24 @@ func readFile(x *xfs.FS, p string) ([]byte, error) {
 }
 
 // bootArgsPresent reports whether a boot loader command line on /boot (grubenv, grub.cfg, a BLS entry)
-// already carries every one of args.
-func bootArgsPresent(x *xfs.FS, args []string) bool {
+// already carries every argument pol adds.
+func bootArgsPresent(x *xfs.FS, pol guest.Policy) bool {
 	files := []string{"/grub2/grubenv", "/grub2/grub.cfg", "/grub/grub.cfg"}
 	if ents, err := x.ReadDir("/loader/entries"); err == nil {
 		for _, d := range ents {
 			files = append(files, "/loader/entries/"+d.Name)
 		}
 	}
+	unquote := strings.NewReplacer(`"`, " ", `'`, " ") // grub.cfg quotes `set kernelopts="…"`
 	for _, f := range files {
 		b, err := readFile(x, f)
 		if err != nil {
 			continue
 		}
 		for _, line := range strings.Split(string(b), "\n") {
-			have := 0
-			for _, a := range args {
-				if containsWord(line, a) {
-					have++
-				}
-			}
-			if have == len(args) {
+			if pol.HasAddArgs(unquote.Replace(line)) {
 				return true
 			}
-		}
-	}
-	return false
-}
-
-// containsWord reports whether arg stands in line as a whole, blank-separated word (the value of
-// kernelopts= counts: "kernelopts=root=… rd.ade=0").
-func containsWord(line, arg string) bool {
-	for _, w := range strings.FieldsFunc(line, func(r rune) bool { return r == ' ' || r == '\t' || r == '"' || r == '\'' }) {
-		if w == arg {
-			return true
 		}
 	}
 	return false
