@@ -32,6 +32,8 @@ type Report struct {
 	// readable).
 	Readiness *Readiness `json:"readiness,omitempty"`
 	Warnings  []string   `json:"warnings,omitempty"`
+
+	tab *gpt.Table // the table read, for NewPlan (nil without a GPT)
 }
 
 // ImageInfo describes the source container.
@@ -186,6 +188,7 @@ func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 	if err != nil {
 		return nil, err
 	}
+	rep.tab = tab
 	rep.Table = &TableInfo{Type: "gpt", SectorSize: tab.SectorSize, DiskGUID: tab.Header.DiskGUID.String(),
 		UsedBackup: tab.Primary == nil}
 	rep.Warnings = append(rep.Warnings, tab.Warnings...)

@@ -153,12 +153,9 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	if err != nil {
 		return nil, err
 	}
-	var tab *gpt.Table // nil for a whole-disk volume
+	tab := rep.tab // nil for a whole-disk volume
 	gp := &gpt.Partition{Offset: 0, Size: src.Size}
-	if rep.Table != nil {
-		if tab, err = gpt.Read(src, src.Size, rep.Table.SectorSize); err != nil {
-			return nil, err
-		}
+	if tab != nil {
 		gp, _ = tab.Partition(part.Number)
 	}
 	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings}
