@@ -26,9 +26,9 @@ var adeModules = map[string]bool{"adeOnline": true, "ade": true}
 // ADEEdit returns the Edit that removes Azure Disk Encryption's hooks and files from an initramfs
 // (the 91adeOnline and 91ade variants, including 91ade's embedded /osluksheader) and rewrites the
 // initramfs' copies of etc/crypttab (StripCrypttab), etc/fstab (StripBEKFstab), etc/lvm/lvm.conf
-// (StripLVMFilter) and dracut's modules.txt. The findings describe what was found, including what an
-// edit cannot fix: a 90crypt module patched by ADE's pre-2018 flow, and other hooks that reference the
-// osencrypt mapping. Those need the initramfs to be rebuilt with dracut.
+// (StripLVMFilter), and dracut's modules.txt and build-parameter.txt. The findings describe what was
+// found, including what an edit cannot fix: a 90crypt module patched by ADE's pre-2018 flow, and
+// other hooks that reference the osencrypt mapping. Those need the initramfs to be rebuilt with dracut.
 func ADEEdit(im *Image) (Edit, []string) {
 	e := Edit{Replace: map[string][]byte{}}
 	var findings []string
@@ -65,6 +65,8 @@ func ADEEdit(im *Image) (Edit, []string) {
 		{"etc/lvm/lvm.conf", StripLVMFilter, "ADE device filter"},
 		{"usr/lib/dracut/modules.txt", stripModulesList, "ADE module names"},
 		{"lib/dracut/modules.txt", stripModulesList, "ADE module names"},
+		{"usr/lib/dracut/build-parameter.txt", stripBuildParameters, "ADE module names"},
+		{"lib/dracut/build-parameter.txt", stripBuildParameters, "ADE module names"},
 	}
 	for _, s := range strip {
 		ent, ok := files[s.name]
@@ -203,4 +205,33 @@ func StripLVMFilter(b []byte) []byte {
 // stripModulesList removes ADE's module names from dracut's modules.txt (one name per line).
 func stripModulesList(b []byte) []byte {
 	return filterLines(b, func(l []byte) bool { return adeModules[string(bytes.TrimSpace(l))] })
+}
+
+// stripBuildParameters removes ADE's module names from dracut's build-parameter.txt, the command line
+// dracut ran with (lsinitrd prints it as "Arguments:"), where they appear as words of a quoted list
+// such as --add 'crypt adeOnline'. Each name goes with one space next to it.
+func stripBuildParameters(b []byte) []byte {
+	sep := func(c byte) bool { return c == ' ' || c == '\'' || c == '"' || c == '\n' || c == '\t' }
+	var out []byte
+	i := 0
+	for i < len(b) {
+		if sep(b[i]) {
+			out = append(out, b[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(b) && !sep(b[j]) {
+			j++
+		}
+		if !adeModules[string(b[i:j])] {
+			out = append(out, b[i:j]...)
+		} else if n := len(out); n > 0 && out[n-1] == ' ' {
+			out = out[:n-1]
+		} else if j < len(b) && b[j] == ' ' {
+			j++
+		}
+		i = j
+	}
+	return out
 }

@@ -315,6 +315,15 @@ func decodeLZ4Legacy(b []byte, limit int64) (decoded, error) {
 	return decoded{out: out, consumed: p}, nil
 }
 
+// canEncode reports whether encode writes format c.
+func canEncode(c Compression) bool {
+	switch c {
+	case Gzip, XZ, Zstd, LZ4Legacy:
+		return true
+	}
+	return false
+}
+
 // encode compresses raw as one stream of format c, with the settings dracut uses where the library
 // allows: gzip default level; xz with a CRC32 check and 1 MiB dictionary; zstd at klauspost's
 // SpeedBestCompression (its closest to `zstd -15`) with a 4 MiB window (zstd -15's windowLog 22) in one

@@ -21,12 +21,19 @@ type Edit struct {
 	// Recompress re-encodes compressed segments even when none of their entries change; by default
 	// such segments are copied byte for byte.
 	Recompress bool
+	// Compression, when set, is the format re-encoded compressed segments are written in instead of
+	// their own: a smaller format can make an edited image fit where its first format does not. The
+	// caller must know the kernel decompresses it (see KernelDecompressors). Uncompressed segments
+	// stay uncompressed: the early microcode cpio must.
+	Compression Compression
 }
 
 // SegmentChange describes one segment before and after a rewrite.
 type SegmentChange struct {
-	Index                    int
-	Compression              Compression
+	Index       int
+	Compression Compression
+	// NewCompression is the format written: Compression unless Edit.Compression changed it.
+	NewCompression           Compression
 	OldOffset, OldLength     int64
 	NewOffset, NewLength     int64
 	OldExpanded, NewExpanded int64 // decompressed sizes
@@ -261,6 +268,9 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	if e.Compression != "" && !canEncode(e.Compression) {
+		return nil, nil, fmt.Errorf("initramfs: cannot write %s compression", e.Compression)
+	}
 	rep := &Report{OldSize: im.Size}
 	removedDirs := map[string]bool{}
 	type segOut struct {
@@ -304,7 +314,8 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 	for si := range im.Segments {
 		s := &im.Segments[si]
 		o := &outs[si]
-		ch := SegmentChange{Index: si, Compression: s.Compression, OldOffset: s.Offset, OldLength: s.Length,
+		ch := SegmentChange{Index: si, Compression: s.Compression, NewCompression: s.Compression,
+			OldOffset: s.Offset, OldLength: s.Length,
 			NewOffset: int64(out.Len()), OldExpanded: s.ExpandedSize, Removed: o.removed, Replaced: o.replaced}
 		var seg []byte
 		if o.changed || (e.Recompress && s.Compression != None) {
@@ -323,7 +334,10 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 			ch.NewExpanded = int64(raw.Len())
 			seg = raw.Bytes()
 			if s.Compression != None {
-				if seg, err = encode(s.Compression, seg); err != nil {
+				if e.Compression != "" {
+					ch.NewCompression = e.Compression
+				}
+				if seg, err = encode(ch.NewCompression, seg); err != nil {
 					return nil, nil, fmt.Errorf("initramfs: segment %d: %w", si, err)
 				}
 			}
@@ -339,7 +353,7 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 		ch.NewLength = int64(len(seg))
 		pad := s.Padding
 		if si+1 < len(im.Segments) {
-			if s.Compression == LZ4Legacy && pad < 4 {
+			if ch.NewCompression == LZ4Legacy && pad < 4 {
 				pad = 4
 			}
 			if im.Segments[si+1].Compression == None {

@@ -775,8 +775,30 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if err != nil {
 		return fail(err.Error())
 	}
+	recompressed := ""
 	if int64(len(out)) > room {
-		return fail(fmt.Sprintf("the image without ADE's hooks is %d bytes and does not fit the %d bytes the file owns", len(out), room))
+		// luksconv's encoders are weaker than the gzip/xz/zstd binaries dracut ran, so the image
+		// re-encoded in its own format can outgrow the file's blocks. A format the kernel also
+		// unpacks and that compresses better (xz, zstd) usually fits; the kernel's config says which.
+		formats, config := e.kernelFormats(img)
+		tried := []string{fmt.Sprintf("%s %d bytes", mainCompression(rep), len(out))}
+		for _, c := range formats {
+			edit.Compression = c
+			o, r2, err := img.Rewrite(r, edit)
+			if err != nil {
+				return fail(fmt.Sprintf("rewriting without ADE's hooks as %s failed: %v", c, err))
+			}
+			if int64(len(o)) <= room {
+				recompressed = fmt.Sprintf("; re-compressed as %s: luksconv's %s did not fit the file's %d bytes, and %s unpacks %s",
+					c, tried[0], room, config, c)
+				out, rep = o, r2
+				break
+			}
+			tried = append(tried, fmt.Sprintf("%s %d bytes", c, len(o)))
+		}
+		if recompressed == "" {
+			return fail(fmt.Sprintf("the image without ADE's hooks (%s) does not fit the %d bytes the file owns", strings.Join(tried, ", "), room))
+		}
 	}
 	if !e.canEdit(g) {
 		e.initrd[gp] = append(e.initrd[gp], "filesystem not editable")
@@ -793,9 +815,72 @@ func (e *guestEditor) editInitramfs(p string) error {
 		}
 	}
 	e.edits = append(e.edits, Edit{Filesystem: g.label(), Path: gp,
-		Why:    fmt.Sprintf("remove ADE's dracut hooks and files from the initramfs (%d -> %d bytes)", rep.OldSize, rep.NewSize),
+		Why:    fmt.Sprintf("remove ADE's dracut hooks and files from the initramfs (%d -> %d bytes%s)", rep.OldSize, rep.NewSize, recompressed),
 		Before: details})
 	return nil
+}
+
+// initramfsAlternatives are the formats tried, in order, when an edited initramfs does not fit in its
+// own format: xz compresses best with luksconv's encoders and every RHEL kernel since 6 unpacks it;
+// zstd (RHEL 9) comes next.
+var initramfsAlternatives = []initramfs.Compression{initramfs.XZ, initramfs.Zstd}
+
+// kernelFormats returns the initramfsAlternatives, other than the format img's main archive already has,
+// that the kernel img belongs to unpacks, according to /boot/config-RELEASE for every kernel release
+// whose modules img carries; and a description of that evidence. Without a config file for each, none:
+// a kernel that cannot unpack its initramfs does not boot.
+func (e *guestEditor) kernelFormats(img *initramfs.Image) ([]initramfs.Compression, string) {
+	kvers := initramfs.KernelVersions(img)
+	if len(kvers) == 0 {
+		return nil, ""
+	}
+	ok := map[initramfs.Compression]int{}
+	var names []string
+	for _, kv := range kvers {
+		gp := "/boot/config-" + kv
+		g, p := e.resolve(gp)
+		if g == nil {
+			return nil, ""
+		}
+		ino, err := g.fs.Lookup(p)
+		if err != nil || !ino.IsRegular() || ino.Size > maxKernelConfig {
+			return nil, ""
+		}
+		b, err := readInode(g.fs, ino)
+		if err != nil {
+			return nil, ""
+		}
+		for _, c := range initramfs.KernelDecompressors(b) {
+			ok[c]++
+		}
+		names = append(names, gp)
+	}
+	own := map[initramfs.Compression]bool{}
+	for _, s := range img.Segments {
+		own[s.Compression] = true
+	}
+	var out []initramfs.Compression
+	for _, c := range initramfsAlternatives {
+		if ok[c] == len(kvers) && !own[c] {
+			out = append(out, c)
+		}
+	}
+	return out, "the kernel (" + strings.Join(names, ", ") + ")"
+}
+
+// maxKernelConfig bounds a /boot/config-RELEASE file read to learn the kernel's decompressors
+// (RHEL's are about 200 KiB).
+const maxKernelConfig = 4 << 20
+
+// mainCompression names the format of the last rewritten compressed segment: dracut's main archive.
+func mainCompression(rep *initramfs.Report) initramfs.Compression {
+	c := initramfs.None
+	for _, s := range rep.Segments {
+		if s.Rewritten && s.Compression != initramfs.None {
+			c = s.Compression
+		}
+	}
+	return c
 }
 
 // adeHook names the ADE dracut module whose files edit removes: "91ade" if any of RHEL 7's 91ade

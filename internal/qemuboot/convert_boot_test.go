@@ -1,8 +1,10 @@
 package qemuboot_test
 
 import (
+	"bytes"
 	"context"
 	"io"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +16,7 @@ import (
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/internal/qemuboot"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/lvm"
 )
 
 // adeActivity are console lines of 91adeOnline doing anything but switching itself off.
@@ -27,9 +30,11 @@ var adeActivity = []*regexp.Regexp{
 // TestBootConverted converts the ADE-style boot disk with the luksconv library, as `luksconv convert`
 // does (key file only: the detached header is found on /boot), and boots the output without the BEK
 // volume: the root must come up on the plaintext PV with no dm-crypt device and no ADE module
-// activity. The initramfs is Debian dracut's compressed image, which the rewrite without ADE's hooks
-// usually does not fit, so this is the case where luksconv keeps it and adds rd.ade=0 rd.lvm.conf=0
-// to grubenv's kernelopts instead; if the rewrite fits, the image itself must be clean.
+// activity. The initramfs is Debian dracut's gzip image; luksconv's gzip of it without ADE's hooks is
+// larger than the file's blocks, and /boot holds the kernel's config (CONFIG_RD_XZ=y), so luksconv
+// must re-compress it as xz in place: the boot proves the kernel unpacks what luksconv wrote. After
+// the conversion no file in /boot, in the root LV or inside the initramfs names ADE's arguments, its
+// mapper or its LVM filter, and lsinitrd lists no ADE hook.
 func TestBootConverted(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
@@ -54,6 +59,9 @@ func TestBootConverted(t *testing.T) {
 	}
 	for _, w := range p.Warnings {
 		t.Logf("warning: %s", w)
+	}
+	if !rewritten {
+		t.Errorf("initramfs %s was not rewritten without ADE's hooks; warnings: %q", img, p.Warnings)
 	}
 
 	// What grub would boot from the output's /boot.
@@ -94,6 +102,9 @@ func TestBootConverted(t *testing.T) {
 		}
 	}
 	xfsRepairPartition(t, out, set.BootPartition)
+	if rewritten {
+		checkNoADE(t, out, set, bf.Initrd)
+	}
 
 	r := qemuboot.BootDisk(t, out, false)
 	t.Logf("converted disk without BEK: %s to the marker (initramfs rewritten: %v)", r.Elapsed.Round(time.Second), rewritten)
@@ -186,4 +197,132 @@ func xfsRepairPartition(t *testing.T, disk string, n int) {
 	if b, err := exec.Command(repair, "-n", "-f", img).CombinedOutput(); err != nil {
 		t.Errorf("xfs_repair -n on /boot (partition %d) of the output: %v\n%s", n, err, b)
 	}
+}
+
+// adeStrings are what no file of the converted disk may contain: ADE's kernel arguments, its mapper
+// name and the LVM filter rejecting the (formerly encrypted) partition.
+func adeStrings(set *qemuboot.Manifest) []string {
+	return []string{"rd.luks.ade", "osencrypt", "r|" + set.PartUUID + "|"}
+}
+
+// checkNoADE unpacks the converted initramfs with lsinitrd and loop-mounts /boot and the root LV of
+// the converted disk, and fails for every file that holds one of adeStrings and for every ADE hook
+// lsinitrd lists.
+func checkNoADE(t *testing.T, disk string, set *qemuboot.Manifest, initrd string) {
+	t.Helper()
+	for _, tool := range []string{"lsinitrd", "mount", "umount"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Fatalf("%s not installed (scripts/install-deps.sh installs it): %v", tool, err)
+		}
+	}
+	list, err := exec.Command("lsinitrd", initrd).CombinedOutput()
+	if err != nil {
+		t.Fatalf("lsinitrd %s: %v\n%s", initrd, err, list)
+	}
+	for _, hook := range []string{"parse-crypt-ade", "crypt-run-generator-ade", "adeOnline", "70-luks-ade"} {
+		if strings.Contains(string(list), hook) {
+			t.Errorf("lsinitrd of the converted initramfs lists %s", hook)
+		}
+	}
+	if !strings.Contains(string(list), "Version: dracut") || !strings.Contains(string(list), "lvm.conf") {
+		t.Errorf("lsinitrd does not read the converted initramfs as a dracut image with lvm.conf:\n%.2000s", list)
+	}
+	unpacked := t.TempDir()
+	cmd := exec.Command("lsinitrd", "--unpack", initrd)
+	cmd.Dir = unpacked
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("lsinitrd --unpack: %v\n%s", err, b)
+	}
+	grepTree(t, "initramfs:", unpacked, adeStrings(set))
+
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	tab, err := gpt.Read(f, fi.Size(), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bootPart, ok1 := tab.Partition(set.BootPartition)
+	pvPart, ok2 := tab.Partition(set.LUKSPartition)
+	if !ok1 || !ok2 {
+		t.Fatalf("partitions %d/%d missing", set.BootPartition, set.LUKSPartition)
+	}
+	grepTree(t, "/boot", mountCopy(t, io.NewSectionReader(f, bootPart.Offset, bootPart.Size)), adeStrings(set))
+
+	pvr := io.NewSectionReader(f, pvPart.Offset, pvPart.Size)
+	pv, err := lvm.Open(pvr, pvPart.Size)
+	if err != nil || pv.VG == nil {
+		t.Fatalf("the converted PV does not read as LVM2: %v", err)
+	}
+	vg, lvName, _ := strings.Cut(set.RootLV, "/")
+	for i := range pv.VG.LVs {
+		if lv := &pv.VG.LVs[i]; pv.VG.Name == vg && lv.Name == lvName {
+			grepTree(t, "/", mountCopy(t, pv.LVReader(pvr, lv)), adeStrings(set))
+			return
+		}
+	}
+	t.Fatalf("no LV %s in VG %s", set.RootLV, pv.VG.Name)
+}
+
+// mountCopy copies an XFS filesystem to a file and loop-mounts it read-only until the test ends.
+func mountCopy(t *testing.T, r io.Reader) string {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "fs.xfs")
+	w, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(w, r)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	mnt := filepath.Join(dir, "mnt")
+	if err := os.Mkdir(mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := exec.Command("mount", "-t", "xfs", "-o", "ro,loop,nouuid", img, mnt).CombinedOutput(); err != nil {
+		t.Fatalf("cannot loop-mount the converted filesystem (root and loop devices are needed): %v\n%s", err, b)
+	}
+	t.Cleanup(func() {
+		if b, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v\n%s", mnt, err, b)
+		}
+	})
+	return mnt
+}
+
+// grepTree fails for every regular file below dir that contains one of forbidden.
+func grepTree(t *testing.T, label, dir string, forbidden []string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		n++
+		for _, s := range forbidden {
+			if bytes.Contains(b, []byte(s)) {
+				t.Errorf("%s %s still contains %q", label, strings.TrimPrefix(p, dir), s)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 3 {
+		t.Errorf("%s: only %d files found under %s", label, n, dir)
+	}
+	t.Logf("%s: %d files hold none of %q", label, n, forbidden)
 }
