@@ -29,7 +29,9 @@ type resumable interface {
 
 // ExecuteOptions tune Execute. The zero value is usable.
 type ExecuteOptions struct {
-	// Workers is the number of chunks in flight (default: the number of CPUs).
+	// Workers is the number of chunks in flight (default: the number of CPUs, at least 2 so that one
+	// worker's reads overlap another's decryption and writes, and at most 16 so that memory stays
+	// bounded on large machines).
 	Workers int
 	// ChunkSize is the unit of work in bytes, a multiple of 4096 (default 4 MiB).
 	ChunkSize int
@@ -56,31 +58,43 @@ type Result struct {
 	BytesWritten   int64 `json:"bytes_written"`
 	BytesSkipped   int64 `json:"bytes_skipped_zero"`
 	// BytesResumed counts bytes an earlier, interrupted run had already written (not read again).
-	BytesResumed int64         `json:"bytes_resumed,omitempty"`
-	Duration     time.Duration `json:"duration_ns"`
+	BytesResumed int64 `json:"bytes_resumed,omitempty"`
+	// ZeroCiphertextZeroed counts bytes of all-zero ciphertext in Decrypt regions marked
+	// ZeroCiphertextAsZero (free space read with FullCopy, clean XFS logs), written as zero plaintext;
+	// ZeroCiphertextDecrypted counts those met elsewhere (space in use), decrypted like any other.
+	// Free space that is skipped without being read is not counted.
+	ZeroCiphertextZeroed    int64         `json:"zero_ciphertext_zeroed"`
+	ZeroCiphertextDecrypted int64         `json:"zero_ciphertext_decrypted"`
+	Duration                time.Duration `json:"duration_ns"`
 }
 
 // DefaultChunkSize is the default unit of work.
 const DefaultChunkSize = 4 << 20
 
+// maxDefaultWorkers caps the default worker count: 16 × DefaultChunkSize is 64 MiB of buffers.
+const maxDefaultWorkers = 16
+
 type job struct {
-	kind RegionKind
-	off  int64 // output offset
-	n    int
-	src  int64
-	iv   uint64
+	kind   RegionKind
+	off    int64 // output offset
+	n      int
+	src    int64
+	iv     uint64
+	asZero bool // all-zero ciphertext stays zero (Region.ZeroCiphertextAsZero)
 }
 
-// Execute produces the output described by p from src into sink. Memory use is Workers × ChunkSize,
-// whatever the disk size. On error or cancellation it stops early; the sink then holds a partial
-// output that the caller must discard.
+// Execute produces the output described by p from src into sink. Each worker reads, decrypts and writes
+// one chunk at a time in its own buffer, so with two or more workers reads, decryption and writes
+// overlap; nothing is allocated per chunk. Memory use is Workers × ChunkSize, whatever the disk size.
+// On error or cancellation it stops early; the sink then holds a partial output that the caller must
+// discard.
 func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts ExecuteOptions) (*Result, error) {
 	if p.cipher == nil {
 		return nil, errors.New("luksconv: plan has no unlocked key (closed, or decoded from JSON)")
 	}
 	workers := opts.Workers
 	if workers <= 0 {
-		workers = runtime.NumCPU()
+		workers = min(max(runtime.NumCPU(), 2), maxDefaultWorkers)
 	}
 	chunk := opts.ChunkSize
 	if chunk <= 0 {
@@ -97,7 +111,10 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	start := time.Now()
-	var st struct{ done, written, skipped, copied, decrypted, resumed atomic.Int64 }
+	var st struct {
+		done, written, skipped, copied, decrypted, resumed atomic.Int64
+		zeroZeroed, zeroDecrypted                          atomic.Int64
+	}
 	resume, _ := sink.(resumable)
 	total := p.Totals.Copy + p.Totals.Decrypt
 
@@ -132,6 +149,7 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 					j := job{kind: r.Kind, off: rg[0] + o, n: int(n), src: r.Source + rel}
 					if r.Kind == Decrypt {
 						j.iv = r.IV + uint64(rel/512)
+						j.asZero = r.ZeroCiphertextAsZero
 					}
 					if !emit(j) {
 						return
@@ -171,7 +189,11 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 						continue
 					}
 					if j.kind == Decrypt {
-						p.cipher.Decrypt(b, b, j.iv)
+						if z := decryptChunk(p.cipher, b, j.iv, j.asZero); z > 0 && j.asZero {
+							st.zeroZeroed.Add(z)
+						} else if z > 0 {
+							st.zeroDecrypted.Add(z)
+						}
 						st.decrypted.Add(int64(j.n))
 					} else {
 						st.copied.Add(int64(j.n))
@@ -231,7 +253,8 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts Exec
 		opts.Progress(snapshot(true))
 	}
 	res := &Result{BytesCopied: st.copied.Load(), BytesDecrypted: st.decrypted.Load(), BytesWritten: st.written.Load(),
-		BytesSkipped: st.skipped.Load(), BytesResumed: st.resumed.Load(), Duration: time.Since(start)}
+		BytesSkipped: st.skipped.Load(), BytesResumed: st.resumed.Load(), ZeroCiphertextZeroed: st.zeroZeroed.Load(),
+		ZeroCiphertextDecrypted: st.zeroDecrypted.Load(), Duration: time.Since(start)}
 	return res, firstErr
 }
 

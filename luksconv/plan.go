@@ -33,8 +33,14 @@ type Region struct {
 	Source int64 `json:"source,omitempty"`
 	// IV is the IV sector number (512-byte units) of the region's first byte, for Decrypt regions.
 	IV uint64 `json:"iv,omitempty"`
-	// Reason says why a Zero region is not copied (free space, padding, the old LUKS header).
+	// Reason says why a Zero region is not copied (free space, padding, the old LUKS header), or why a
+	// Decrypt region is ZeroCiphertextAsZero.
 	Reason string `json:"reason,omitempty"`
+	// ZeroCiphertextAsZero, on a Decrypt region, writes encryption sectors whose ciphertext is all zero
+	// (RHEL 7's sparse copy, discards) as zero plaintext instead of decrypting them: the region is free
+	// space read with FullCopy, or the log of a clean XFS filesystem. Elsewhere such sectors are
+	// decrypted like any other. See Result.ZeroCiphertextZeroed.
+	ZeroCiphertextAsZero bool `json:"zero_ciphertext_as_zero,omitempty"`
 }
 
 // Patch overwrites output bytes after the regions are produced (GPT relocation, guest edits).
@@ -226,19 +232,21 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	}
 	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
 
-	plain, err := luks.NewReader(partR, gp.Size, h, key)
-	if err != nil {
-		p.Close()
-		return nil, err
-	}
+	// The analysis and the guest edits read all-zero ciphertext as zero plaintext (zerocipher.go), as the
+	// output's free space and XFS logs are written.
+	analysed := &zeroCipherReader{data: partR, off: payOff, size: payLen, iv0: h.IV(0), cipher: c}
+	free, logs, warns := p.usedOnly(src, rep.Partitions, analysed, payLen, gp.Offset)
 	if !opts.FullCopy {
-		spans, warns := p.usedOnly(src, rep.Partitions, plain, payLen, gp.Offset)
 		p.Warnings = append(p.Warnings, warns...)
-		regions, p.Skipped = carve(regions, spans, int64(h.SectorSize))
+		regions, p.Skipped = carve(regions, free, int64(h.SectorSize))
+	} else {
+		// Free space is read and decrypted, but all-zero ciphertext there still becomes zeros.
+		logs = append(logs, free...)
 	}
+	regions = markZeroCiphertext(regions, logs, int64(h.SectorSize))
 
 	if !opts.KeepGuest {
-		if err := p.editGuest(src, rep, plain, gp.Offset, payLen, content, opts); err != nil {
+		if err := p.editGuest(src, rep, analysed, gp.Offset, payLen, content, opts); err != nil {
 			p.Close()
 			return nil, err
 		}

@@ -25,15 +25,16 @@ type span struct {
 // usedOnly finds what the plan need not read: free space in every XFS partition and, inside the decrypted
 // volume, free LVM extents and the free space of XFS logical volumes (or of an XFS volume itself).
 // Anything it cannot judge safely (a dirty log, an LV type it does not map) stays copied, with a warning.
-func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) ([]span, []string) {
-	var spans []span
-	var warns []string
+// It also returns the internal logs of the clean XFS filesystems it judged (see zerocipher.go): there
+// all-zero ciphertext becomes zero plaintext. plain must read zero ciphertext as zero (zeroCipherReader).
+func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) (spans, logs []span, warns []string) {
 	for _, pi := range parts {
 		if pi.Number == p.Volume.Partition || pi.Content != ContentXFS {
 			continue
 		}
-		s, err := xfsFree(io.NewSectionReader(src, pi.Offset, pi.Size), pi.Size, func(off, n int64) []span {
-			return []span{{pi.Offset + off, n, fmt.Sprintf("xfs free space: partition %d", pi.Number)}}
+		// Unencrypted: its log holds no ciphertext, so only the free space matters.
+		s, _, err := xfsFree(io.NewSectionReader(src, pi.Offset, pi.Size), pi.Size, func(off, n int64, why string) []span {
+			return []span{{pi.Offset + off, n, fmt.Sprintf("%s: partition %d", why, pi.Number)}}
 		})
 		if err != nil {
 			warns = append(warns, fmt.Sprintf("partition %d copied in full: %v", pi.Number, err))
@@ -43,13 +44,13 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 
 	switch Content(p.Volume.Content) {
 	case ContentXFS:
-		s, err := xfsFree(plain, plainSize, func(off, n int64) []span {
-			return []span{{partOff + off, n, fmt.Sprintf("xfs free space: partition %d", p.Volume.Partition)}}
+		s, l, err := xfsFree(plain, plainSize, func(off, n int64, why string) []span {
+			return []span{{partOff + off, n, fmt.Sprintf("%s: partition %d", why, p.Volume.Partition)}}
 		})
 		if err != nil {
 			warns = append(warns, fmt.Sprintf("partition %d decrypted in full: %v", p.Volume.Partition, err))
 		}
-		spans = append(spans, s...)
+		spans, logs = append(spans, s...), append(logs, l...)
 	case ContentLVM2:
 		pv, err := lvm.Open(plain, plainSize)
 		if err != nil || pv.VG == nil {
@@ -67,51 +68,74 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 			if n, _ := lvr.ReadAt(head, 0); probeBytes(head[:n]) != ContentXFS {
 				continue
 			}
-			s, err := xfsFree(lvr, lv.Size, func(off, n int64) []span {
+			s, l, err := xfsFree(lvr, lv.Size, func(off, n int64, why string) []span {
 				ext, err := pv.Map(lv, off, n)
 				if err != nil {
 					return nil
 				}
 				out := make([]span, 0, len(ext))
 				for _, e := range ext {
-					out = append(out, span{partOff + e.PVOff, e.Len, "xfs free space: " + name})
+					out = append(out, span{partOff + e.PVOff, e.Len, why + ": " + name})
 				}
 				return out
 			})
 			if err != nil {
 				warns = append(warns, fmt.Sprintf("%s decrypted in full: %v", name, err))
 			}
-			spans = append(spans, s...)
+			spans, logs = append(spans, s...), append(logs, l...)
 		}
 	}
-	return spans, warns
+	return spans, logs, warns
 }
 
-// xfsFree lists an XFS filesystem's free space, mapped to output spans by toOut.
-func xfsFree(r io.ReaderAt, size int64, toOut func(off, n int64) []span) ([]span, error) {
+// xfsFree lists an XFS filesystem's free space and its internal log, mapped to output spans by toOut
+// (why is "xfs free space" or "xfs log"). The log is returned only when the free space is (the log is
+// clean).
+func xfsFree(r io.ReaderAt, size int64, toOut func(off, n int64, why string) []span) (free, logs []span, err error) {
 	fs, err := xfs.Open(r, size)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	free, err := fs.FreeSpace()
+	rs, err := fs.FreeSpace()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	var out []span
-	for _, f := range free {
-		out = append(out, toOut(f.Off, f.Len)...)
+	for _, f := range rs {
+		free = append(free, toOut(f.Off, f.Len, "xfs free space")...)
 	}
-	return out, nil
+	sb := &fs.SB
+	if sb.LogStart != 0 && sb.AGBlkLog < 64 {
+		agno, agbno := sb.LogStart>>sb.AGBlkLog, sb.LogStart&(1<<sb.AGBlkLog-1)
+		off := (int64(agno)*int64(sb.AGBlocks) + int64(agbno)) * int64(sb.BlockSize)
+		n := int64(sb.LogBlocks) * int64(sb.BlockSize)
+		if off >= 0 && n > 0 && off <= size-n { // Open checked it; stay safe on any claim
+			logs = toOut(off, n, "xfs log")
+		}
+	}
+	return free, logs, nil
 }
 
 // carve turns the parts of Copy and Decrypt regions that spans cover into Zero regions. Decrypt pieces
 // keep whole encryption sectors: a span is shrunk to sector boundaries counted from the region's start.
 func carve(regions []Region, spans []span, sectorSize int64) ([]Region, []Skip) {
+	return split(regions, spans, sectorSize, false)
+}
+
+// markZeroCiphertext marks the parts of Decrypt regions that spans cover ZeroCiphertextAsZero, with the
+// span's reason: there all-zero ciphertext sectors become zero plaintext (see zerocipher.go).
+func markZeroCiphertext(regions []Region, spans []span, sectorSize int64) []Region {
+	out, _ := split(regions, spans, sectorSize, true)
+	return out
+}
+
+// split cuts the parts that spans cover out of regions: as Zero regions, or with mark, as Decrypt
+// pieces marked ZeroCiphertextAsZero (Copy and Zero regions are then left alone).
+func split(regions []Region, spans []span, sectorSize int64, mark bool) ([]Region, []Skip) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
 	skipped := map[string]int64{}
 	var out []Region
 	for _, r := range regions {
-		if r.Kind == Zero {
+		if r.Kind == Zero || (mark && (r.Kind != Decrypt || r.ZeroCiphertextAsZero)) {
 			out = append(out, r)
 			continue
 		}
@@ -134,8 +158,14 @@ func carve(regions []Region, spans []span, sectorSize int64) ([]Region, []Skip) 
 			if a > pos {
 				out = append(out, piece(r, pos, a))
 			}
-			out = append(out, Region{Kind: Zero, Offset: a, Length: b - a, Reason: s.why})
-			skipped[s.why] += b - a
+			if mark {
+				q := piece(r, a, b)
+				q.ZeroCiphertextAsZero, q.Reason = true, s.why
+				out = append(out, q)
+			} else {
+				out = append(out, Region{Kind: Zero, Offset: a, Length: b - a, Reason: s.why})
+				skipped[s.why] += b - a
+			}
 			pos = b
 		}
 		if pos < end {
@@ -156,6 +186,7 @@ func piece(r Region, a, b int64) Region {
 	q := Region{Kind: r.Kind, Offset: a, Length: b - a, Source: r.Source + d}
 	if r.Kind == Decrypt {
 		q.IV = r.IV + uint64(d/512)
+		q.ZeroCiphertextAsZero, q.Reason = r.ZeroCiphertextAsZero, r.Reason
 	}
 	return q
 }

@@ -158,7 +158,7 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out io.ReaderAt, opts
 						continue
 					}
 					if j.r.Kind == Decrypt {
-						p.cipher.Decrypt(w, w, j.iv)
+						decryptChunk(p.cipher, w, j.iv, j.r.ZeroCiphertextAsZero)
 					}
 				}
 				p.applyPatches(w, j.off)

@@ -1,21 +1,117 @@
 #!/usr/bin/env bash
 # make bench: end-to-end conversion throughput on a large disk built by the real tools, side by side with
-# qemu-img convert of a LUKS1 image holding the same plaintext and a plain cat of the input (the read
-# ceiling), plus per-core XTS speed next to OpenSSL. One run, one machine, one table.
-#   BENCH_GIB=4 make bench      (size of the encrypted partition; default 4)
+# qemu-img convert of a LUKS1 image holding the same plaintext and a plain cat of the input (the I/O
+# ceiling, to /dev/null and to a file beside the output), plus per-core XTS speed next to OpenSSL; then a
+# mostly empty ADE-style LVM+XFS disk converted used-block-aware and with --full-copy. One run, one
+# machine, one table; peak RSS for every row.
+#   BENCH_GIB=8            size of the dense encrypted partition (default 8)
+#   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (default 64; 0 leaves those rows out).
+#                          Its ciphertext is dense (cryptsetup reencrypt --encrypt writes every sector),
+#                          so it needs that much free disk space: the script checks and stops if not.
+# Fixtures are cached in bench-out/ by size; caches of other sizes are removed to free the space.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-gib=${BENCH_GIB:-4}
+gib=${BENCH_GIB:-8}
+sgib=${BENCH_SPARSE_GIB:-64}
+[[ $gib =~ ^[1-9][0-9]*$ && $sgib =~ ^[0-9]+$ ]] || { echo "bench: BENCH_GIB and BENCH_SPARSE_GIB take whole GiB" >&2; exit 2; }
 dir=bench-out
 fx="$dir/fixtures-${gib}g"
+sfx="$dir/sparse-${sgib}g"
 bin=bin/luksconv
 [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 mkdir -p "$dir"
+for old in "$dir"/fixtures-*g "$dir"/sparse-*g; do
+  [ -e "$old" ] && [ "$old" != "$fx" ] && [ "$old" != "$sfx" ] || continue
+  echo "bench: removing the cache $old (another size)"
+  rm -rf "$old"
+done
+avail() { df --output=avail -B1 "$1" | tail -1; }
 
 if [ ! -f "$fx/manifest.json" ]; then
   echo "bench: building the ${gib} GiB fixtures (once; cached in $fx)"
   rm -rf "$fx"
   testdata/mkfixtures.sh --bench "$gib" "$fx" >"$dir/build.log" 2>&1 || { tail -30 "$dir/build.log"; exit 1; }
+fi
+
+# build_sparse DIR GIB: an ADE-style OS disk of GIB GiB with 10% of it in use. GPT: partition 1 an empty
+# 1 GiB /boot (xfs), partition 2 an LVM PV (rootvg, rootlv over every extent) holding an XFS root filled
+# with GIB/10 GiB of random files, then encrypted in place by `cryptsetup reencrypt --encrypt` with a
+# detached LUKS2 header (the RHEL 8+ ADE flow, so every sector holds ciphertext). Made with the real
+# tools on loop devices (LVs are never activated: mkfs.xfs and the mount use a loop device at the LV's
+# offset, which is the PV's pe_start since rootlv is one linear segment). Writes DIR/meta (sizes,
+# offsets, bytes in use) and DIR/files.sha256.
+# It runs in a subshell so that set -e applies inside and the EXIT trap releases its loop devices.
+build_sparse() (
+  set -euo pipefail
+  export LVM_SUPPRESS_FD_WARNINGS=1
+  d=$1 g=$2 mib=$(($2 * 1024)) loops=() tmp="$1.tmp" ok=""
+  attach() { local l; l=$(losetup -f --show "$@"); loops+=("$l"); echo "$l"; }
+  detach() {
+    local l keep=()
+    losetup -d "$1"
+    for l in "${loops[@]}"; do [ "$l" = "$1" ] || keep+=("$l"); done
+    loops=("${keep[@]}")
+  }
+  cleanup() {
+    for l in "${loops[@]}"; do
+      umount "$l" 2>/dev/null || true
+      losetup -d "$l" 2>/dev/null || true
+    done
+    [ -n "$ok" ] || rm -rf "$tmp"
+  }
+  trap cleanup EXIT
+  rm -rf "$tmp"; mkdir -p "$tmp"
+  local img="$tmp/disk.raw" pstart=$((1025 * 1048576)) psize=$(((mib - 1026) * 1048576))
+  truncate -s $((mib * 1048576)) "$img"
+  sgdisk -o -n 1:2048:$((1025 * 2048 - 1)) -t 1:0700 -n 2:$((1025 * 2048)):$(((mib - 1) * 2048 - 1)) -t 2:8E00 "$img" >/dev/null
+  attach -o 1048576 --sizelimit $((1024 * 1048576)) "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
+  mkfs.xfs -q -f -K "$loop"
+  detach "$loop"
+  attach -o "$pstart" --sizelimit "$psize" "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
+  cfg="devices{filter=[\"a|^$loop\$|\",\"r|.*|\"] global_filter=[\"a|^$loop\$|\",\"r|.*|\"] obtain_device_list_from_udev=0 use_devicesfile=0} activation{udev_sync=0 udev_rules=0 monitoring=0} global{activation=0} backup{backup=0 archive=0}"
+  {
+    pvcreate --config "$cfg" -q -y -ff --norestorefile "$loop"
+    vgcreate --config "$cfg" -q -s 4M rootvg "$loop"
+    lvcreate --config "$cfg" -q -an -Zn -y -l 100%FREE -n rootlv rootvg
+  } 2>&1 | { grep -v -e 'WARNING: Activation disabled' -e 'not zeroed' -e 'leaked on' -e 'device-mapper' -e 'libdevmapper' || true; }
+  pe=$(pvs --config "$cfg" --noheadings --units b --nosuffix -o pe_start "$loop" 2>/dev/null | tr -d ' ')
+  lvsize=$(lvs --config "$cfg" --noheadings --units b --nosuffix -o lv_size rootvg/rootlv 2>/dev/null | tr -d ' ')
+  [[ $pe =~ ^[0-9]+$ && $lvsize =~ ^[0-9]+$ ]] || { echo "bench: cannot read the LV layout (pe_start '$pe', size '$lvsize')" >&2; return 1; }
+  detach "$loop"
+  attach -o $((pstart + pe)) --sizelimit "$lvsize" "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
+  mkfs.xfs -q -f -K "$loop"
+  mnt="$tmp/mnt"; mkdir -p "$mnt"
+  mount "$loop" "$mnt"
+  fill=$((g * 1024 * 1048576 / 10))
+  mkdir -p "$mnt/data"
+  head -c "$fill" /dev/zero | openssl enc -aes-128-ctr -pass pass:bench-sparse -nosalt -pbkdf2 -iter 1 |
+    split -b 256M -a 3 - "$mnt/data/f."
+  (cd "$mnt" && sha256sum data/*) >"$tmp/files.sha256"
+  used=$(df --output=used -B1 "$mnt" | tail -1)
+  umount "$mnt"
+  detach "$loop"
+  attach -o "$pstart" --sizelimit "$psize" "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
+  head -c 127 /dev/urandom | base64 -w0 >"$tmp/key"
+  head -c 33554432 /dev/zero >"$tmp/header"
+  echo "bench: cryptsetup reencrypt --encrypt of the ${g} GiB PV"
+  cryptsetup reencrypt --encrypt --type luks2 --header "$tmp/header" --key-file "$tmp/key" \
+    --pbkdf-memory 32768 --pbkdf-force-iterations 4 -q "$loop"
+  printf 'lv_offset=%s\nlv_size=%s\nused=%s\nfill=%s\n' $((pstart + pe)) "$lvsize" "$used" "$fill" >"$tmp/meta"
+  detach "$loop"
+  rm -rf "$mnt" "$tmp/loop"
+  mv "$tmp" "$d"
+  ok=1
+)
+if ((sgib > 0)) && [ ! -f "$sfx/meta" ]; then
+  need=$((sgib * 1024 * 1048576 + (2 << 30)))
+  if [ "$(avail "$dir")" -lt "$need" ]; then
+    echo "bench: the ${sgib} GiB disk needs $((need >> 30)) GiB free beside $dir, which has $(($(avail "$dir") >> 30)) GiB;" \
+      "set BENCH_SPARSE_GIB smaller (or 0 to leave those rows out)" >&2
+    exit 1
+  fi
+  echo "bench: building the ${sgib} GiB disk with 10% in use (once; cached in $sfx)"
+  build_sparse "$sfx" "$sgib" >"$dir/build-sparse.log" 2>&1 &
+  wait $! || { tail -30 "$dir/build-sparse.log"; exit 1; }
 fi
 m="$fx/manifest.json"
 get() { jq -r ".fixtures[] | select(.name==\"$1\") | .$2" "$m"; }
@@ -30,7 +126,7 @@ bytes=$((gib * 1024 * 1024 * 1024))
 # Outputs go to tmpfs when it has room, so the table measures the converters rather than the disk's
 # write-back (both tools get the same sink).
 out="$dir/out.raw"
-if [ "$(df --output=avail -B1 /dev/shm 2>/dev/null | tail -1)" -gt $((bytes + (1 << 30))) ] 2>/dev/null; then
+if [ "$(avail /dev/shm 2>/dev/null)" -gt $((bytes + (1 << 30))) ] 2>/dev/null; then
   out=/dev/shm/luksconv-bench.raw
 fi
 
@@ -52,6 +148,8 @@ measure() {
 
 echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 measure cat "$img" cat "$img"
+# The same bytes written to a file on the output's filesystem: the ceiling for a converter that must write.
+measure catout "$img" sh -c 'cat "$1" >"$2"' _ "$img" "$out"
 measure luksconv "$img" "$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
 got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
 [ "$got" = "$want" ] || { echo "bench: luksconv output does not hold the expected plaintext" >&2; exit 1; }
@@ -65,6 +163,33 @@ got=$(sha256sum <"$out" | cut -d' ' -f1)
 rm -f "$out"
 sink="disk"; [[ $out == /dev/shm/* ]] && sink="tmpfs"
 
+# The 10%-used disk: one cold run each (the input does not fit in the page cache at full size).
+declare -A wrote
+if ((sgib > 0)); then
+  # shellcheck disable=SC1091
+  . "$sfx/meta"
+  sout="$dir/sparse-out.raw"
+  [ "$(avail /dev/shm 2>/dev/null)" -gt $((used + (2 << 30))) ] 2>/dev/null && sout=/dev/shm/luksconv-bench-sparse.raw
+  for k in used full; do
+    flag=""; [ $k = full ] && flag=--full-copy
+    rm -f "$sout"; dropcache
+    /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$bin" convert --json -q --keep-guest $flag --key-file "$sfx/key" \
+      --header "$sfx/header" --partition 2 "$sfx/disk.raw" "$sout" >"$dir/sparse-$k.json" 2>"$dir/sparse-$k.err" ||
+      { cat "$dir/sparse-$k.err"; exit 1; }
+    read -r secs[sparse$k,cold] rss[sparse$k,cold] <"$dir/time.txt"
+    wrote[$k]=$(jq -r .result.bytes_written "$dir/sparse-$k.json")
+    # The output's root must pass xfs_repair -n and hold every file.
+    l=$(losetup -f --show -r -o "$lv_offset" --sizelimit "$lv_size" "$sout")
+    xfs_repair -n "$l" >"$dir/sparse-$k.repair" 2>&1 || { losetup -d "$l"; echo "bench: xfs_repair -n fails on the $k output" >&2; tail "$dir/sparse-$k.repair"; exit 1; }
+    mkdir -p "$dir/mnt"
+    mount -o ro,norecovery "$l" "$dir/mnt"
+    ok=0; (cd "$dir/mnt" && sha256sum -c --quiet "$OLDPWD/$sfx/files.sha256") || ok=$?
+    umount "$dir/mnt"; losetup -d "$l"
+    ((ok == 0)) || { echo "bench: files differ in the $k output" >&2; exit 1; }
+  done
+  rm -f "$sout"
+fi
+
 rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
 
@@ -73,9 +198,10 @@ gobench=$(go test -run '^$' -bench 'BenchmarkXTSDecrypt' -benchtime 2s ./diskcip
 ossl() { openssl speed -seconds 2 -decrypt -evp "$1" -bytes 4096 2>/dev/null | awk -v c="$1" 'toupper($1)==toupper(c) {v=$2; sub(/k$/,"",v); printf "%.2f", v*1000/1e9}'; }
 
 printf '\n| measurement | cold cache: s | GB/s | warm cache: s | GB/s | vs qemu-img (warm) | peak RSS (MiB) |\n|---|---|---|---|---|---|---|\n'
-for k in cat luksconv luksconv1 qemu; do
+for k in cat catout luksconv luksconv1 qemu; do
   case $k in
-    cat) label="cat of the input (read ceiling)" ;;
+    cat) label="cat of the input > /dev/null (read ceiling)" ;;
+    catout) label="cat of the input > a file beside the output (read+write ceiling)" ;;
     luksconv) label="luksconv convert (LUKS2, aes-xts-plain64 512-bit)" ;;
     luksconv1) label="luksconv convert (the LUKS1 image qemu-img reads)" ;;
     qemu) label="qemu-img convert (LUKS1, aes-xts-plain64 512-bit)" ;;
@@ -84,10 +210,26 @@ for k in cat luksconv luksconv1 qemu; do
     "${secs[$k,warm]}" "$(rate "${secs[$k,warm]}")" "$(ratio "${secs[$k,warm]}" "${secs[qemu,warm]}")" \
     $(( (rss[$k,cold] > rss[$k,warm] ? rss[$k,cold] : rss[$k,warm]) / 1024 ))
 done
-printf '\nluksconv / cat ceiling: %s cold, %s warm\n' "$(ratio "${secs[luksconv,cold]}" "${secs[cat,cold]}")" \
+printf '\nluksconv speed / cat > /dev/null speed: %s cold, %s warm\n' "$(ratio "${secs[luksconv,cold]}" "${secs[cat,cold]}")" \
   "$(ratio "${secs[luksconv,warm]}" "${secs[cat,warm]}")"
+printf 'luksconv speed / cat > file speed: %s cold, %s warm\n' "$(ratio "${secs[luksconv,cold]}" "${secs[catout,cold]}")" \
+  "$(ratio "${secs[luksconv,warm]}" "${secs[catout,warm]}")"
+if ((sgib > 0)); then
+  printf '\n| %s GiB disk, %s GiB in use (cold cache) | s | bytes written | vs --full-copy time | peak RSS (MiB) |\n|---|---|---|---|---|\n' \
+    "$sgib" "$(awk -v u="$used" 'BEGIN { printf "%.1f", u / 2^30 }')"
+  for k in used full; do
+    case $k in
+      used) label="luksconv convert (used-block-aware, default)" ;;
+      full) label="luksconv convert --full-copy" ;;
+    esac
+    printf '| %s | %s | %s | %sx | %d |\n' "$label" "${secs[sparse$k,cold]}" "${wrote[$k]}" \
+      "$(awk -v a="${secs[sparse$k,cold]}" -v b="${secs[sparsefull,cold]}" 'BEGIN { printf "%.3f", a / b }')" $((rss[sparse$k,cold] / 1024))
+  done
+  printf '\nbytes in use (df of the root before encryption): %s; written by the used-block-aware run / in use: %s\n' "$used" \
+    "$(awk -v a="${wrote[used]}" -v b="$used" 'BEGIN { printf "%.3f", a / b }')"
+fi
 printf '\nXTS decrypt, one core, 4 KiB sectors:\n'
 printf '  openssl speed -evp aes-256-xts: %s GB/s\n' "$(ossl aes-256-xts)"
 printf '  openssl speed -evp aes-128-xts: %s GB/s\n' "$(ossl aes-128-xts)"
 echo "$gobench" | awk '/4096/ { for (i=1;i<=NF;i++) if ($i=="MB/s") printf "  %s: %.2f GB/s\n", $1, $(i-1)/1000 }'
-printf '\n(%s GiB partition; cold = page cache dropped before the run, warm = input read once before; output on %s; command: BENCH_GIB=%s make bench)\n' "$gib" "$sink" "$gib"
+printf '\n(%s GiB partition; cold = page cache dropped before the run, warm = input read once before; output on %s; command: BENCH_GIB=%s BENCH_SPARSE_GIB=%s make bench)\n' "$gib" "$sink" "$gib" "$sgib"
