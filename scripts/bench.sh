@@ -5,16 +5,30 @@
 # mostly empty ADE-style LVM+XFS disk converted used-block-aware and with --full-copy. One run, one
 # machine, one table; peak RSS for every row.
 #   BENCH_GIB=8            size of the dense encrypted partition (default 8)
-#   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (default 64; 0 leaves those rows out).
-#                          Its ciphertext is dense (cryptsetup reencrypt --encrypt writes every sector),
-#                          so it needs that much free disk space: the script checks and stops if not.
+#   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (0 leaves those rows out). Its ciphertext
+#                          is dense (cryptsetup reencrypt --encrypt writes every sector), so it needs
+#                          that much free disk space. Unset: 64, or the largest multiple of 8 GiB that
+#                          fits beside the other fixtures (said in the output). Set: stops if it does not fit.
+#   BENCH_BUILD_ONLY=1     build (or keep) the fixtures and stop, e.g. before a run on a quiet machine
 # Fixtures are cached in bench-out/ by size; caches of other sizes are removed to free the space.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gib=${BENCH_GIB:-8}
-sgib=${BENCH_SPARSE_GIB:-64}
-[[ $gib =~ ^[1-9][0-9]*$ && $sgib =~ ^[0-9]+$ ]] || { echo "bench: BENCH_GIB and BENCH_SPARSE_GIB take whole GiB" >&2; exit 2; }
+sgib=${BENCH_SPARSE_GIB:-auto}
+[[ $gib =~ ^[1-9][0-9]*$ && $sgib =~ ^([0-9]+|auto)$ ]] || { echo "bench: BENCH_GIB and BENCH_SPARSE_GIB take whole GiB" >&2; exit 2; }
 dir=bench-out
+mkdir -p "$dir"
+if [ "$sgib" = auto ]; then
+  # Room for the sparse disk: free space now, less the dense fixtures still to build (LUKS2 + LUKS1),
+  # less 2 GiB of margin, plus a cached sparse disk of any size (removed below if its size changes).
+  room=$(( $(df --output=avail -B1 "$dir" | tail -1) >> 30 ))
+  [ -f "$dir/fixtures-${gib}g/manifest.json" ] || room=$((room - 2 * gib))
+  for c in "$dir"/sparse-*g; do [ -f "$c/meta" ] && room=$((room + $(du -s -BG "$c" | cut -dG -f1))); done
+  room=$(( (room - 2) / 8 * 8 ))
+  sgib=$(( room < 64 ? room : 64 ))
+  ((sgib > 0)) || sgib=0
+  ((sgib == 64)) || echo "bench: only ${sgib} GiB of free disk fits the 10%-used disk (64 wanted); set BENCH_SPARSE_GIB to choose"
+fi
 fx="$dir/fixtures-${gib}g"
 sfx="$dir/sparse-${sgib}g"
 bin=bin/luksconv
@@ -113,6 +127,7 @@ if ((sgib > 0)) && [ ! -f "$sfx/meta" ]; then
   build_sparse "$sfx" "$sgib" >"$dir/build-sparse.log" 2>&1 &
   wait $! || { tail -30 "$dir/build-sparse.log"; exit 1; }
 fi
+[ -z "${BENCH_BUILD_ONLY:-}" ] || { echo "bench: fixtures ready in $fx${sfx:+ and $sfx}"; exit 0; }
 m="$fx/manifest.json"
 get() { jq -r ".fixtures[] | select(.name==\"$1\") | .$2" "$m"; }
 n="bench-${gib}g"

@@ -81,13 +81,16 @@ func newAzureCmd() *cobra.Command {
 // grantRead opens src for reading and returns the source and a cleanup that closes it and revokes
 // the SAS with a context that outlives cancellation (Ctrl-C). The cleanup's error is reported on w.
 func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w io.Writer) (*luksconv.Source, func() error, error) {
+	debugAzure("grant read access", id)
 	sas, revoke, err := cl.GrantRead(ctx, id, 0)
 	if err != nil {
 		return nil, nil, err
 	}
+	debugAzure("read access granted", id, "sas", blobio.Redact(sas))
 	done := func() error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
+		debugAzure("revoke read access", id)
 		if err := revoke(rctx); err != nil {
 			fmt.Fprintf(w, "luksconv: warning: revoking read access to %s: %v\n", id, err)
 			return err
@@ -98,6 +101,7 @@ func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w 
 	if err != nil {
 		return nil, nil, errors.Join(err, done())
 	}
+	debugSource(sas, src)
 	return src, func() error { src.Close(); return done() }, nil
 }
 
@@ -119,6 +123,7 @@ func newAzureInspectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			debugAzure("read ADE key references", id)
 			ks, kerr := cl.KeySources(ctx, id)
 			if kerr != nil && !errors.Is(kerr, azure.ErrNoEncryptionSettings) {
 				return kerr
@@ -138,6 +143,7 @@ func newAzureInspectCmd() *cobra.Command {
 				return err
 			}
 			rep.Image.Path = id
+			debugReport(rep)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), struct {
 					Resource   string            `json:"resource"`
@@ -231,7 +237,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
-	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	return c
 }
 
@@ -256,8 +262,10 @@ func (f *azureConvert) check() (string, error) {
 // key returns the key-file bytes: from --key-file, or recovered from Key Vault.
 func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, c *cobra.Command, rep *azureReport) ([]byte, error) {
 	if f.keyFile != "" {
+		debugKeySource(keyFlags{file: f.keyFile})
 		return keyFlags{file: f.keyFile}.read(c.InOrStdin())
 	}
+	debugAzure("read ADE key references", id)
 	ks, err := cl.KeySources(ctx, id)
 	if err != nil {
 		if errors.Is(err, azure.ErrNoEncryptionSettings) {
@@ -269,6 +277,7 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, c *
 		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d ADE key references found; using the first (%s)", len(ks), ks[0].SecretURL))
 	}
 	rep.KeySource = &ks[0]
+	debugAzure("recover key from Key Vault", ks[0].ResourceID, "secret", ks[0].SecretURL, "kek", ks[0].KEKURL, "from", ks[0].From)
 	return cl.RecoverKey(ctx, &ks[0])
 }
 
@@ -285,13 +294,16 @@ func (f *azureConvert) plan(ctx context.Context, src *luksconv.Source, pass []by
 	if f.keyslot >= 0 {
 		opts.Keyslot = &f.keyslot
 	}
+	debugUnlock(opts)
 	p, err := luksconv.NewPlan(ctx, src, opts)
 	if err != nil && wrapped && errors.Is(err, luks.ErrWrongPassphrase) {
 		if alt, derr := decodeBase64Key(pass); derr == nil {
+			dlog.Debug("the unwrapped key opens no keyslot; trying it base64-decoded (old ADE builds)")
 			opts.Passphrase = alt
 			p2, err2 := luksconv.NewPlan(ctx, src, opts)
 			clear(alt)
 			if err2 == nil {
+				debugPlan(p2)
 				return p2, nil
 			}
 		}
@@ -299,6 +311,7 @@ func (f *azureConvert) plan(ctx context.Context, src *luksconv.Source, pass []by
 	if err != nil {
 		return nil, explainKeyError(err, pass)
 	}
+	debugPlan(p)
 	return p, nil
 }
 
@@ -331,6 +344,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			fmt.Fprintf(stderr, "dry run: would snapshot %s; reading the disk directly\n", id)
 		} else {
 			name := fmt.Sprintf("%s-luksconv-src-%d", f.target, time.Now().Unix())
+			debugAzure("snapshot disk", id, "snapshot_name", name)
 			snap, err := cl.SnapshotDisk(ctx, id, name, nil)
 			if err != nil {
 				return err
@@ -361,8 +375,11 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	rep.Plan = p
 	if !f.quiet || f.dryRun {
 		printPlan(stderr, p)
+	} else {
+		printWarnings(stderr, p.Warnings)
 	}
 
+	debugAzure("read source and disk encryption set", readID, "des", f.des, "target", f.target)
 	spec, err := cl.DiskSpecFrom(ctx, readID, f.rg, f.target, f.des)
 	if err != nil {
 		return err
@@ -375,6 +392,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	diskID := spec.ID(f.subscriptionOf(id))
 
 	if f.recreate {
+		debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
 		vp, err := cl.PlanRecreateVM(ctx, f.vm, diskID)
 		if err != nil {
 			return err
@@ -402,6 +420,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if journal == "" {
 		journal = ".luksconv-" + p.ID()[:16] + ".journal"
 	}
+	debugAzure("create upload disk", diskID, "size", spec.SizeBytes)
 	tgt, err := cl.CreateUploadDisk(ctx, *spec)
 	if errors.Is(err, azure.ErrExists) {
 		if _, serr := os.Stat(journal); serr != nil {
@@ -409,6 +428,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		}
 		// An interrupted run left the disk and its journal: continue it.
 		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)
+		debugAzure("open upload disk (resume)", diskID, "journal", journal)
 		tgt, err = cl.OpenUploadDisk(ctx, diskID, 0)
 	}
 	if err != nil {
@@ -421,23 +441,30 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			// End write access; the disk and the journal stay so that the same command resumes.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 			defer cancel()
+			debugAzure("revoke write access", diskID)
 			if rerr := tgt.Revoke(rctx); rerr != nil {
 				fmt.Fprintf(stderr, "luksconv: warning: revoking write access to %s: %v\n", diskID, rerr)
 			}
 		}
 	}()
 
+	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
 	sink, err := luksconv.CreatePageBlobSink(ctx, tgt.SASURL, p.OutputSize, journal, p.ID(),
 		luksconv.BlobOptions{Workers: f.workers, Logf: blobLog})
 	if err != nil {
 		return err
 	}
+	dlog.Debug("output opened", "kind", "page blob", "url", blobio.Redact(tgt.SASURL), "size", p.OutputSize, "journal", journal)
 	pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
-	res, err := luksconv.Execute(ctx, p, src, sink, luksconv.ExecuteOptions{Workers: f.workers, Progress: pr.update})
+	dlog.Debug("execute", "workers", f.workers, "output", tgt.DiskID)
+	res, err := luksconv.Execute(ctx, p, src, sink, luksconv.ExecuteOptions{Workers: f.workers, Progress: debugProgress(pr.update)})
 	if err != nil {
+		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
 		sink.Close()
 		return err
 	}
+	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
+		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
 	if err := sink.Commit(ctx); err != nil {
 		sink.Close()
 		return err
@@ -447,12 +474,14 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	}
 	os.Remove(journal)
 	rep.Result = res
+	debugAzure("finish upload (revoke write access)", tgt.DiskID)
 	if err := tgt.Finish(ctx); err != nil {
 		return err
 	}
 	finished = true
 
 	if rep.VMPlan != nil {
+		debugAzure("re-create VM", f.vm)
 		if err := cl.RecreateVM(ctx, rep.VMPlan); err != nil {
 			return &hintedError{err, "the VM may be deleted: `luksconv` left the old OS disk untouched; re-create it from the plan's rollbackVm (azure.RestoreVM)"}
 		}

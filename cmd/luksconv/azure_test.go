@@ -344,12 +344,31 @@ func TestAzureConvert(t *testing.T) {
 			if _, se, code := runCLI(t, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
 				t.Fatalf("local convert: exit %d: %s", code, se)
 			}
-			so, se, code := runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+			so, se, code := runCLI(t, "--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 				"--target-disk", "plain", "--journal", filepath.Join(dir, "j"), "--json")
 			if code != 0 {
 				t.Fatalf("azure convert: exit %d:\n%s", code, se)
 			}
 			f.assertNoSAS(t, so+se)
+			// Debug lines on, and nothing printed holds the passphrase, the volume key or a SAS signature
+			// (every SAS the fake handed out, as sent and decoded).
+			sec := fixtureSecrets(t, fx)
+			if len(f.sas) < 2 {
+				t.Fatalf("%d SAS URLs handed out", len(f.sas))
+			}
+			for _, u := range f.sas {
+				sec.addSAS(t, u)
+			}
+			sec.check(t, "the standard output of azure convert", []byte(so))
+			sec.check(t, "the standard error of azure convert", []byte(se))
+			for _, w := range []string{`msg=azure op="read ADE key references" resource=` + fakeID("snapshots", "snap"),
+				`msg=azure op="recover key from Key Vault"`, `op="grant read access"`, `op="read access granted"`, "sig=REDACTED",
+				`op="create upload disk" resource=` + fakeID("disks", "plain"), `op="upload access granted"`, `op="finish upload`,
+				`op="revoke read access"`, `msg="LUKS header found"`, `msg="keyslot opened"`, `msg="execute progress"`, `msg="guest edit"`} {
+				if !strings.Contains(se, w) {
+					t.Errorf("the debug output lacks %q:\n%s", w, se)
+				}
+			}
 
 			var rep struct {
 				Target struct {
@@ -378,6 +397,8 @@ func TestAzureConvert(t *testing.T) {
 			if !bytes.Equal(got, want) {
 				t.Fatal("the uploaded disk differs from the local conversion")
 			}
+			sec.check(t, "the uploaded disk", got)
+			sec.checkDir(t, dir)
 
 			d := f.diskPut
 			if d == nil {

@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -17,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 )
 
@@ -267,39 +267,66 @@ func TestBadInput(t *testing.T) {
 	copyFile(t, badPrimaryGPT, badBothGPT, -1)
 	flipByte(t, badBothGPT, fi.Size()-512+20) // backup header CRC field
 
-	cases := []struct {
-		name  string
-		image string
-		args  []string
-		code  int
-		want  string // in stderr
-		ok    bool   // conversion must succeed
-	}{
-		{"wrong key", f.Image, []string{"--key-file", wrongKey, "--header", f.Header}, exitWrongKey, "no keyslot", false},
-		{"trailing newline", f.Image, []string{"--key-file", nlKey, "--header", f.Header}, exitWrongKey, "newline", false},
-		{"truncated image", truncated, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "", false},
-		{"LUKS2 checksum, one copy", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", oneCopy}, 0, "", true},
-		{"LUKS2 checksum, both copies", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", bothCopies}, exitCorrupt, "checksum", false},
-		{"damaged primary GPT", badPrimaryGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, 0, "", true},
-		{"damaged GPT, both copies", badBothGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "gpt", false},
-		{"no key", f.Image, []string{"--header", f.Header}, exitUsage, "passphrase", false},
-		{"no such partition", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--partition", "9"}, exitUsage, "partition 9", false},
-		{"bad format", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--format", "qcow2"}, exitUsage, "format", false},
+	cases := []badInputCase{
+		{"wrong key", f.Image, []string{"--key-file", wrongKey, "--header", f.Header}, exitWrongKey, "no keyslot", false, "", nil},
+		{"trailing newline", f.Image, []string{"--key-file", nlKey, "--header", f.Header}, exitWrongKey, "newline", false, "", nil},
+		{"truncated image", truncated, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "", false, "", nil},
+		{"LUKS2 checksum, one copy", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", oneCopy}, 0, "", true, "", nil},
+		{"LUKS2 checksum, both copies", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", bothCopies}, exitCorrupt, "checksum", false, "", nil},
+		{"damaged primary GPT", badPrimaryGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, 0, "", true, "", nil},
+		{"damaged GPT, both copies", badBothGPT, []string{"--key-file", f.KeyFiles[0], "--header", f.Header}, exitCorrupt, "gpt", false, "", nil},
+		{"no key", f.Image, []string{"--header", f.Header}, exitUsage, "passphrase", false, "", nil},
+		{"no such partition", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--partition", "9"}, exitUsage, "partition 9", false, "", nil},
+		{"bad format", f.Image, []string{"--key-file", f.KeyFiles[0], "--header", f.Header, "--format", "qcow2"}, exitUsage, "format", false, "", nil},
 	}
 	if r, ok := set.Get("reencrypt-interrupted"); ok {
-		cases = append(cases, struct {
-			name  string
-			image string
-			args  []string
-			code  int
-			want  string
-			ok    bool
-		}{"re-encryption in progress", r.Image, []string{"--key-file", r.KeyFiles[0], "--header", r.Header, "--partition", strconv.Itoa(r.Partition)}, exitReencrypting, "re-encryption", false})
+		cases = append(cases, badInputCase{"re-encryption in progress", r.Image, []string{"--key-file", r.KeyFiles[0], "--header", r.Header, "--partition", strconv.Itoa(r.Partition)}, exitReencrypting, "re-encryption", false, "", nil})
 	}
+
+	// Output on a too-small device: refused before anything is written (also with --force).
+	smallDev, _ := testenv.AttachLoop(t, testenv.SparseFile(t, dir, "small-dev.img", 8<<20))
+	d4k, _ := set.Get("data-luks2-4k") // a 50 MiB disk
+	cases = append(cases, badInputCase{"output on a too-small device", d4k.Image, []string{"--force", "--key-file", d4k.KeyFiles[0]},
+		exitOutput, "too small", false, smallDev, nil})
+
+	// An unsupported cipher: cryptsetup's LUKS1 images in Twofish and Serpent (whole keyfile1 is the passphrase).
+	kf1 := testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/keyfile1")
+	for _, c := range []string{"twofish", "serpent"} {
+		img := testenv.CryptsetupImage(t, "luks1-images.tar/luks1-images/luks1_"+c+"-xts-plain64-sha256.img")
+		cases = append(cases, badInputCase{"unsupported cipher " + c, img, []string{"--key-file", kf1},
+			exitUnsupported, "unsupported cipher \"" + c + "-xts-plain64\"", false, "", nil})
+	}
+
+	// A dirty XFS log: not an error. The filesystem is decrypted in full (its free space cannot be
+	// trusted) and not edited, with one warning; the log is kept for the kernel to replay at mount.
+	dirty, dirtyKey, dirtyPlain := dirtyXFSDisk(t)
+	cases = append(cases, badInputCase{"dirty XFS log", dirty, []string{"--key-file", dirtyKey}, 0, "decrypted in full: xfs: cannot edit in place: xfs: log is dirty", true, "",
+		func(t *testing.T, out, errOut string) {
+			want, _ := os.ReadFile(dirtyPlain)
+			got, err := os.ReadFile(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) < len(want) || !bytes.Equal(got[:len(want)], want) || !bytes.Equal(got[len(want):], make([]byte, len(got)-len(want))) {
+				t.Error("the output is not the dirty filesystem followed by zeros")
+			}
+			if n := strings.Count(errOut, "log is dirty"); n != 1 {
+				t.Errorf("the dirty log is reported %d times:\n%s", n, errOut)
+			}
+			if _, err := testenv.RunErr("xfs_repair", "-n", "-f", out); err == nil {
+				t.Error("the output's log is clean: it was replayed or discarded, not kept")
+			}
+		}})
+
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			before := sum(t, c.image)
 			out := filepath.Join(t.TempDir(), "out.raw")
+			var outBefore [32]byte
+			if c.out != "" {
+				out = c.out
+				outBefore = sum(t, out)
+			}
 			args := append([]string{"convert", "-q"}, c.args...)
 			args = append(args, c.image, out)
 			_, errOut, code := run(t, nil, args...)
@@ -312,21 +339,42 @@ func TestBadInput(t *testing.T) {
 			if sum(t, c.image) != before {
 				t.Fatal("the source image changed")
 			}
-			entries, _ := os.ReadDir(filepath.Dir(out))
-			if c.ok {
-				if len(entries) != 1 {
-					t.Fatalf("want exactly the output, found %d entries", len(entries))
-				}
-				return
+			if c.check != nil {
+				c.check(t, out, errOut)
 			}
-			if len(entries) != 0 {
-				t.Fatalf("a failed run left %s behind", entries[0].Name())
+			if c.out != "" {
+				if sum(t, out) != outBefore {
+					t.Fatalf("the refused output %s was written to", out)
+				}
+			} else {
+				entries, _ := os.ReadDir(filepath.Dir(out))
+				if c.ok {
+					if len(entries) != 1 {
+						t.Fatalf("want exactly the output, found %d entries", len(entries))
+					}
+					return
+				}
+				if len(entries) != 0 {
+					t.Fatalf("a failed run left %s behind", entries[0].Name())
+				}
 			}
 			if lines := strings.Count(strings.TrimSpace(errOut), "\n") + 1; lines > 2 {
 				t.Errorf("want one clear line (plus an optional hint), got %d:\n%s", lines, errOut)
 			}
 		})
 	}
+}
+
+// badInputCase is one row of TestBadInput.
+type badInputCase struct {
+	name  string
+	image string
+	args  []string
+	code  int
+	want  string // in stderr
+	ok    bool   // conversion must succeed
+	out   string // the output, when not a new file (a device); it must be left unchanged
+	check func(t *testing.T, out, errOut string)
 }
 
 func TestOutputRefusals(t *testing.T) {
@@ -404,39 +452,10 @@ func TestNoSecretInOutput(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
 	key, _ := os.ReadFile(f.KeyFiles[0])
-	dump, err := exec.Command("cryptsetup", "luksDump", "--dump-volume-key", "--batch-mode", "--key-file", f.KeyFiles[0], f.Header).CombinedOutput()
-	if err != nil {
-		t.Fatalf("cryptsetup --dump-volume-key: %v", err)
-	}
-	m := regexp.MustCompile(`(?s)(?:MK dump|Volume key):\s*((?:[0-9a-f]{2}\s+)+)`).FindSubmatch(dump)
-	if m == nil {
-		t.Fatal("no volume key in cryptsetup's dump")
-	}
-	vkHex := strings.Join(strings.Fields(string(m[1])), "")
-	vk, err := hex.DecodeString(vkHex)
-	if err != nil || len(vk) != 64 {
-		t.Fatalf("volume key %q: %v", vkHex, err)
-	}
-	secrets := map[string][]byte{"passphrase": key, "passphrase prefix": key[:16], "volume key": vk,
-		"volume key (hex)": []byte(vkHex), "volume key (hex, upper)": []byte(strings.ToUpper(vkHex)),
-		"volume key (spaced hex)": []byte(strings.TrimSpace(string(m[1])))}
-	found := func(b []byte) string {
-		for name, s := range secrets {
-			if bytes.Contains(b, s) {
-				return name
-			}
-		}
-		return ""
-	}
+	sec := fixtureSecrets(t, f)
 	check := func(what string, b []byte) {
 		t.Helper()
-		if name := found(b); name != "" {
-			t.Fatalf("%s contains the %s", what, name)
-		}
-	}
-	// The search itself works: cryptsetup's dump and the key file are found.
-	if found(dump) == "" || found(append([]byte("x"), key...)) == "" {
-		t.Fatal("the secret search finds nothing in cryptsetup's own dump or the key file")
+		sec.check(t, what, b)
 	}
 
 	dir := t.TempDir()
@@ -452,26 +471,60 @@ func TestNoSecretInOutput(t *testing.T) {
 		{args: []string{"verify", "--json", "--key-file", f.KeyFiles[0], f.Image, filepath.Join(dir, "o.raw")}},
 		{args: []string{"inspect", "--json", filepath.Join(dir, "o.raw")}},
 	}
-	for _, c := range cmds {
-		cmd := exec.Command(binPath, c.args...)
+	// Every command runs with debug logging: --debug, or LUKSCONV_DEBUG=1 for the odd ones.
+	var debugOut bytes.Buffer
+	for i, c := range cmds {
+		args := c.args
+		env := os.Environ()
+		if i%2 == 0 {
+			args = append([]string{"--debug"}, args...)
+		} else {
+			env = append(env, "LUKSCONV_DEBUG=1")
+		}
+		cmd := exec.Command(binPath, args...)
+		cmd.Env = env
 		if c.stdin != nil {
 			cmd.Stdin = bytes.NewReader(c.stdin)
 		}
 		if c.env != "" {
-			cmd.Env = append(os.Environ(), "LUKSCONV_TEST_KEY="+c.env)
+			cmd.Env = append(cmd.Env, "LUKSCONV_TEST_KEY="+c.env)
 		}
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Fatalf("%v: %v\n%s", c.args, err, out)
+		var so, se bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &so, &se
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("%v: %v\n%s%s", args, err, so.Bytes(), se.Bytes())
 		}
-		check(fmt.Sprintf("the output of %v", c.args), out)
+		check(fmt.Sprintf("the standard output of %v", args), so.Bytes())
+		check(fmt.Sprintf("the standard error of %v", args), se.Bytes())
+		if !strings.Contains(se.String(), "level=DEBUG msg=start") {
+			t.Fatalf("%v (debug by %s) wrote no debug lines:\n%s", args, map[bool]string{true: "--debug", false: "LUKSCONV_DEBUG"}[i%2 == 0], se.String())
+		}
+		debugOut.Write(se.Bytes())
 	}
-	// A failing run prints nothing secret either.
-	so, se, code := run(t, nil, "convert", "--key-file", f.KeyFiles[0], "--keyslot", "5", f.Image, filepath.Join(dir, "bad.raw"))
+	// The debug lines say what was done: they are not trivially empty.
+	for _, want := range []string{`msg="source opened"`, `msg="LUKS header found"`, "cipher=aes-xts-plain64", "key_bits=512",
+		`msg="keyslot opened" keyslot=0`, "msg=plan ", `msg="guest edit" path=/etc/crypttab`, `msg="execute progress"`,
+		"final=true", `msg="output opened" kind=file`, `msg="passphrase source" from="standard input"`,
+		`msg="passphrase source" from="environment variable" name=LUKSCONV_TEST_KEY`} {
+		if !strings.Contains(debugOut.String(), want) {
+			t.Errorf("the debug output lacks %q", want)
+		}
+	}
+	// A failing run prints nothing secret either, with debug lines too.
+	so, se, code := run(t, nil, "--debug", "convert", "--key-file", f.KeyFiles[0], "--keyslot", "5", f.Image, filepath.Join(dir, "bad.raw"))
 	if code == 0 {
 		t.Fatal("convert with a missing keyslot succeeded")
 	}
+	if !strings.Contains(se, `trying="keyslot 5 only"`) {
+		t.Errorf("the failing run's debug lines lack the keyslot tried:\n%s", se)
+	}
 	check("a failing run's output", []byte(so+se))
+	// So does a passphrase that is wrong by a trailing newline: its hint names the cause, not the key.
+	so, se, code = run(t, append(append([]byte{}, key...), '\n'), "--debug", "convert", "--key-file", "-", "--header", f.Header, f.Image, filepath.Join(dir, "bad.raw"))
+	if code != exitWrongKey || !strings.Contains(se, "newline") {
+		t.Fatalf("convert with a trailing newline on stdin: exit %d: %s", code, se)
+	}
+	check("a wrong-key run's output", []byte(so+se))
 	entries, _ := os.ReadDir(dir)
 	if len(entries) != 3 {
 		t.Fatalf("want o.raw, o.vhd and plain.raw in the output directory, found %d entries", len(entries))

@@ -44,15 +44,16 @@ func (v *volumeFlags) openHeader() (*luksconv.Header, func(), error) {
 	return &luksconv.Header{R: f, Size: fi.Size(), Path: v.header}, func() { f.Close() }, nil
 }
 
-// blobLog prints page-blob warnings and retry notices (already free of SAS signatures) on stderr.
-func blobLog(format string, args ...any) {
-	fmt.Fprintf(os.Stderr, "luksconv: "+format+"\n", args...)
-}
-
 // openSource opens a local image, or a page blob when path is a SAS URL.
 func openSource(ctx context.Context, path string, workers int) (*luksconv.Source, error) {
 	if luksconv.IsURL(path) {
-		return luksconv.OpenPageBlob(ctx, path, luksconv.BlobOptions{Workers: workers, Logf: blobLog})
+		dlog.Debug("opening page blob", "url", blobio.Redact(path))
+		src, err := luksconv.OpenPageBlob(ctx, path, luksconv.BlobOptions{Workers: workers, Logf: blobLog})
+		if err != nil {
+			return nil, err
+		}
+		debugSource(path, src)
+		return src, nil
 	}
 	src, err := luksconv.OpenFile(path)
 	if err != nil {
@@ -61,6 +62,7 @@ func openSource(ctx context.Context, path string, workers int) (*luksconv.Source
 		}
 		return nil, err
 	}
+	debugSource(path, src)
 	return src, nil
 }
 
@@ -86,6 +88,7 @@ func newInspectCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			debugReport(rep)
 			if asJSON {
 				return writeJSON(c.OutOrStdout(), rep)
 			}
@@ -127,6 +130,7 @@ func (cf *convertFlags) makePlan(c *cobra.Command, src *luksconv.Source) (*luksc
 	if cf.format != "raw" && cf.format != "vhd" {
 		return nil, fmt.Errorf("%w: --format must be raw or vhd, not %q", errUsage, cf.format)
 	}
+	debugKeySource(cf.key)
 	pass, err := cf.key.read(c.InOrStdin())
 	if err != nil {
 		return nil, err
@@ -143,10 +147,12 @@ func (cf *convertFlags) makePlan(c *cobra.Command, src *luksconv.Source) (*luksc
 	if cf.keyslot >= 0 {
 		opts.Keyslot = &cf.keyslot
 	}
+	debugUnlock(opts)
 	p, err := luksconv.NewPlan(c.Context(), src, opts)
 	if err != nil {
 		return nil, explainKeyError(err, pass)
 	}
+	debugPlan(p)
 	return p, nil
 }
 
@@ -214,6 +220,8 @@ func newConvertCmd() *cobra.Command {
 			stderr := c.ErrOrStderr()
 			if !quiet {
 				printPlan(stderr, p)
+			} else {
+				printWarnings(stderr, p.Warnings)
 			}
 			sink, err := createSink(c.Context(), out, p, force, journal, workers)
 			if err != nil {
@@ -223,14 +231,19 @@ func newConvertCmd() *cobra.Command {
 				fmt.Fprintf(stderr, "Resume journal: %s (run the same command again to continue after an interruption)\n", sink.journal)
 			}
 			pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, quiet)
-			res, err := luksconv.Execute(c.Context(), p, src, sink, luksconv.ExecuteOptions{Workers: workers, Progress: pr.update})
+			dlog.Debug("execute", "workers", workers, "output", sink.name)
+			res, err := luksconv.Execute(c.Context(), p, src, sink, luksconv.ExecuteOptions{Workers: workers, Progress: debugProgress(pr.update)})
 			if err != nil {
+				dlog.Debug("execute failed; removing the partial output", "output", sink.name, "error", err)
 				sink.abort()
 				return err
 			}
+			dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
+				"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
 			if err := sink.commit(c.Context()); err != nil {
 				return err
 			}
+			dlog.Debug("output committed", "output", sink.name)
 			var vrep error
 			if verify {
 				vrep = verifyOutput(c, p, src, out, sink.name, workers, quiet || asJSON)
@@ -259,7 +272,7 @@ func newConvertCmd() *cobra.Command {
 	cf.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the plan and result as JSON on standard output")
 	c.Flags().BoolVar(&force, "force", false, "replace OUT if it exists")
-	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress")
+	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	c.Flags().BoolVar(&verify, "verify", false, "re-read the output and check it against the plan after writing (see verify)")
 	c.Flags().IntVar(&workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	c.Flags().StringVar(&journal, "journal", "", "resume journal for an upload URL (default: .luksconv-<plan id>.journal in the current directory)")
@@ -278,10 +291,22 @@ type outSink struct {
 // (resumable through a journal; the VHD footer is written on commit).
 func createSink(ctx context.Context, out string, p *luksconv.Plan, force bool, journal string, workers int) (*outSink, error) {
 	if !luksconv.IsURL(out) {
+		if isBlockDevice(out) {
+			d, err := openDevice(out, p.OutputSize, p.Format, force)
+			if err != nil {
+				return nil, err
+			}
+			dlog.Debug("output opened", "kind", "block device", "path", out, "size", p.OutputSize, "held_back", len(d.head))
+			return &outSink{Sink: d, name: out, commit: func(context.Context) error { return d.commit() }, abort: d.abort}, nil
+		}
+		if fi, err := os.Stat(out); err == nil && !fi.Mode().IsRegular() {
+			return nil, fmt.Errorf("%w: output %s is neither a regular file nor a block device", errOutput, out)
+		}
 		f, err := luksconv.CreateFile(out, p.OutputSize, p.Format, force)
 		if err != nil {
 			return nil, err
 		}
+		dlog.Debug("output opened", "kind", "file", "path", out, "temp", f.TempPath(), "size", p.OutputSize, "format", string(p.Format))
 		return &outSink{Sink: f, name: out, commit: func(context.Context) error { return f.Commit() }, abort: func() { f.Abort() }}, nil
 	}
 	if journal == "" {
@@ -291,6 +316,7 @@ func createSink(ctx context.Context, out string, p *luksconv.Plan, force bool, j
 	if err != nil {
 		return nil, err
 	}
+	dlog.Debug("output opened", "kind", "page blob", "url", blobio.Redact(out), "size", p.OutputSize, "journal", journal)
 	return &outSink{Sink: b, name: blobio.Redact(out), journal: journal,
 		commit: func(ctx context.Context) error {
 			if err := b.Commit(ctx); err != nil {
@@ -326,6 +352,13 @@ func checkOutputPath(in, out string) error {
 		return fmt.Errorf("%w: output %s is the same file as the input %s; luksconv never writes to its source", errOutput, out, in)
 	}
 	return nil
+}
+
+// printWarnings prints the plan's warnings alone (what -q keeps of the plan summary).
+func printWarnings(w io.Writer, warnings []string) {
+	for _, wn := range warnings {
+		fmt.Fprintf(w, "warning: %s\n", wn)
+	}
 }
 
 func writeJSON(w io.Writer, v any) error {
@@ -486,11 +519,26 @@ func blobTarget(s string) string {
 // verifyOutput re-reads the written output (raw, VHD or page blob) and checks it against p; the report
 // goes to stderr (it is quiet when the output is JSON or -q and it passes).
 func verifyOutput(c *cobra.Command, p *luksconv.Plan, src *luksconv.Source, out, name string, workers int, quiet bool) error {
-	o, err := openSource(c.Context(), out, workers)
-	if err != nil {
-		return fmt.Errorf("verify: %w", err)
+	var o *luksconv.Source
+	var err error
+	if isBlockDevice(out) {
+		// The device may be larger than the disk written onto it.
+		n := p.OutputSize
+		if p.Format == luksconv.FormatVHD {
+			n += 512
+		}
+		var closeDev func()
+		if o, closeDev, err = openDeviceOutput(out, n); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer closeDev()
+	} else {
+		if o, err = openSource(c.Context(), out, workers); err != nil {
+			return fmt.Errorf("verify: %w", err)
+		}
+		defer o.Close()
 	}
-	defer o.Close()
+	dlog.Debug("verify", "output", blobio.Redact(name))
 	var buf strings.Builder
 	err = runVerify(c.Context(), &buf, p, src, o, name, workers, 20, false)
 	if err != nil || !quiet {

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -30,11 +33,35 @@ func TestInterrupt(t *testing.T) {
 	for i, delay := range []time.Duration{20, 60, 120, 200, 300, 450} {
 		dir := t.TempDir()
 		out := filepath.Join(dir, "out.raw")
-		cmd := exec.Command(binPath, "convert", "-q", "--workers", "1", "--key-file", f.KeyFiles[0], f.Image, out)
+		// --debug's first line comes after main installed its signal handler: the delays count from
+		// there, so a loaded machine cannot deliver the signal while the process is still starting.
+		cmd := exec.Command(binPath, "--debug", "convert", "-q", "--workers", "1", "--key-file", f.KeyFiles[0], f.Image, out)
+		pr, pw := io.Pipe()
 		var se bytes.Buffer
-		cmd.Stderr = &se
+		cmd.Stderr = pw
+		started := make(chan struct{})
+		copied := make(chan struct{})
+		go func() {
+			defer close(copied)
+			sc := bufio.NewScanner(pr)
+			once := false
+			for sc.Scan() {
+				se.WriteString(sc.Text() + "\n")
+				if !once && strings.Contains(sc.Text(), "msg=start") {
+					once = true
+					close(started)
+				}
+			}
+			io.Copy(io.Discard, pr)
+		}()
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
+		}
+		select {
+		case <-started:
+		case <-time.After(30 * time.Second):
+			cmd.Process.Kill()
+			t.Fatal("convert --debug wrote no start line within 30 s")
 		}
 		time.Sleep(delay * time.Millisecond)
 		sig := syscall.SIGINT
@@ -43,6 +70,8 @@ func TestInterrupt(t *testing.T) {
 		}
 		cmd.Process.Signal(sig)
 		err := cmd.Wait()
+		pw.Close()
+		<-copied
 		code := 0
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {

@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 var version = "dev"
@@ -29,10 +30,14 @@ func main() {
 	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
 	if err != nil {
+		dlog.Debug("failed", "exit_code", exitCode(err), "error", err)
 		fmt.Fprintf(os.Stderr, "luksconv: %v\n", err)
 		if hint := hintFor(err); hint != "" {
 			fmt.Fprintf(os.Stderr, "hint: %s\n", hint)
 		}
+	}
+	if err == nil {
+		dlog.Debug("done", "exit_code", 0)
 	}
 	os.Exit(exitCode(err))
 }
@@ -44,6 +49,17 @@ func newRootCmd() *cobra.Command {
 		Version:       version,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+	}
+	var debug bool
+	root.PersistentFlags().BoolVar(&debug, "debug", false, "write debug lines (log/slog text) about what luksconv does on standard error; never keys or SAS signatures (also: "+debugEnv+"=1)")
+	root.PersistentPreRun = func(c *cobra.Command, args []string) {
+		// Every argument and flag value that is a SAS URL lends its signature to the redaction.
+		vals := append([]string{}, args...)
+		c.Flags().Visit(func(f *pflag.Flag) { vals = append(vals, f.Value.String()) })
+		setupDebug(debugWanted(c, debug), c.ErrOrStderr(), vals)
+		if debugging() {
+			dlog.Debug("start", "version", version, "command", c.CommandPath(), "args", args)
+		}
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
