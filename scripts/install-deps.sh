@@ -7,6 +7,7 @@ set -euo pipefail
 declare -A need=(
   [cryptsetup]=cryptsetup-bin
   [sgdisk]=gdisk
+  [sfdisk]=fdisk
   [mkfs.xfs]=xfsprogs
   [xfs_repair]=xfsprogs
   [pvcreate]=lvm2

@@ -45,7 +45,7 @@ var debianPackage = map[string]string{
 	"dracut": "dracut-core", "grub-editenv": "grub-common", "gzip": "gzip", "losetup": "mount",
 	"lsinitrd": "dracut-core", "lvmconfig": "lvm2", "lvs": "lvm2", "lz4": "lz4", "mkfs.xfs": "xfsprogs",
 	"mount": "mount", "openssl": "openssl", "pvck": "lvm2", "pvcreate": "lvm2", "pvs": "lvm2",
-	"qemu-img": "qemu-utils", "sgdisk": "gdisk", "umount": "mount", "vgcfgbackup": "lvm2",
+	"qemu-img": "qemu-utils", "sfdisk": "fdisk", "sgdisk": "gdisk", "umount": "mount", "vgcfgbackup": "lvm2",
 	"vgcfgrestore": "lvm2", "vgcreate": "lvm2", "xfs_db": "xfsprogs", "xfs_io": "xfsprogs",
 	"xfs_repair": "xfsprogs", "xz": "xz-utils", "zstd": "zstd",
 }
