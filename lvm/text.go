@@ -115,7 +115,8 @@ func (p *textParser) skipSpace() {
 		case isSpace(c):
 			p.pos++
 		case c == '#':
-			for p.pos < len(p.b) && p.b[p.pos] != '\n' {
+			// A comment ends at the newline or at the text's terminating NUL (libdm's _get_token).
+			for p.pos < len(p.b) && p.b[p.pos] != '\n' && p.b[p.pos] != 0 {
 				p.pos++
 			}
 		default:
