@@ -232,7 +232,9 @@ func newConvertCmd() *cobra.Command {
 			}
 			pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, quiet)
 			dlog.Debug("execute", "workers", workers, "output", sink.name)
-			res, err := luksconv.Execute(c.Context(), p, src, sink, luksconv.ExecuteOptions{Workers: workers, Progress: debugProgress(pr.update)})
+			// Execute gets the sink itself, not the outSink around it: a page blob's resume journal is
+			// found through the sink's own methods (Done, MarkDone), which the wrapper would hide.
+			res, err := luksconv.Execute(c.Context(), p, src, sink.Sink, luksconv.ExecuteOptions{Workers: workers, Progress: debugProgress(pr.update)})
 			if err != nil {
 				dlog.Debug("execute failed; removing the partial output", "output", sink.name, "error", err)
 				sink.abort()
