@@ -430,6 +430,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)
 		debugAzure("open upload disk (resume)", diskID, "journal", journal)
 		tgt, err = cl.OpenUploadDisk(ctx, diskID, 0)
+		if errors.Is(err, azure.ErrState) {
+			// Revoking write access (which an interrupted run does) ends an upload in Azure: the disk
+			// turns Unattached with whatever was written, and cannot be opened for upload again.
+			return &hintedError{err, fmt.Sprintf("the interrupted upload cannot be resumed once its write access was revoked; "+
+				"delete the partial disk %s (luksconv never deletes disks) and the journal %s, then run again", diskID, journal)}
+		}
 	}
 	if err != nil {
 		return err

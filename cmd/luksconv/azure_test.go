@@ -318,7 +318,7 @@ func runCLI(t *testing.T, args ...string) (string, string, int) {
 	root.SetIn(strings.NewReader(""))
 	err := root.ExecuteContext(context.Background())
 	if err != nil {
-		fmt.Fprintf(&se, "luksconv: %v\n", err)
+		reportError(&se, err)
 	}
 	return so.String(), se.String(), exitCode(err)
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"math/rand"
 	"os"
 	"os/signal"
@@ -90,7 +89,7 @@ func runCLISignalled(t *testing.T, sig syscall.Signal, mark string, delay time.D
 		}
 	}
 	if err != nil {
-		fmt.Fprintf(se, "luksconv: %v\n", err)
+		reportError(se, err)
 	}
 	return so.String(), se.String(), exitCode(err), ctx.Err() != nil
 }
@@ -186,6 +185,9 @@ func TestInterruptAzureConvert(t *testing.T) {
 			code, len(jb), records, jbytes)
 		if code == exitInterrupted {
 			t.Errorf("rerun: exit %d", code)
+		}
+		if !strings.Contains(se, "cannot be resumed once its write access was revoked; delete the partial disk") {
+			t.Errorf("the failed rerun does not say what to do:\n%s", se)
 		}
 		if !slices.Contains(c, "REVOKE snapshot snap") || slices.Contains(c, "DELETE disk plain") {
 			t.Errorf("failed rerun: calls %q", c)

@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
 	"syscall"
@@ -31,10 +32,7 @@ func main() {
 	err := root.ExecuteContext(ctx)
 	if err != nil {
 		dlog.Debug("failed", "exit_code", exitCode(err), "error", err)
-		fmt.Fprintf(os.Stderr, "luksconv: %v\n", err)
-		if hint := hintFor(err); hint != "" {
-			fmt.Fprintf(os.Stderr, "hint: %s\n", hint)
-		}
+		reportError(os.Stderr, err)
 	}
 	if err == nil {
 		dlog.Debug("done", "exit_code", 0)
@@ -75,6 +73,14 @@ func usageArgs(n int) cobra.PositionalArgs {
 			return fmt.Errorf("%w: %s takes %d argument(s), got %d (see --help)", errUsage, c.Name(), n, len(args))
 		}
 		return nil
+	}
+}
+
+// reportError prints a failed command's error and, if there is one, its hint.
+func reportError(w io.Writer, err error) {
+	fmt.Fprintf(w, "luksconv: %v\n", err)
+	if hint := hintFor(err); hint != "" {
+		fmt.Fprintf(w, "hint: %s\n", hint)
 	}
 }
 
