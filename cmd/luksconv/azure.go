@@ -444,7 +444,8 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	finished := false
 	defer func() {
 		if !finished {
-			// End write access; the disk and the journal stay so that the same command resumes.
+			// End write access (this ends the upload in Azure: the rerun cannot resume it and says so);
+			// the partial disk and the journal stay for the user to inspect and delete.
 			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 			defer cancel()
 			debugAzure("revoke write access", diskID)
