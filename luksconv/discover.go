@@ -28,7 +28,9 @@ type ADEInfo struct {
 // bootConfigFiles are the /boot files whose kernel command lines may carry rd.luks.ade.partuuid.
 var bootConfigFiles = []string{"/grub2/grubenv", "/grub2/grub.cfg", "/grub/grub.cfg"}
 
-var partuuidArg = regexp.MustCompile(`(?:^|[\s"'=])rd\.luks\.ade\.partuuid=([0-9A-Fa-f-]{36})`)
+// partuuidArg matches a GPT partition GUID, or the PARTUUID Linux gives an MBR partition (disk
+// signature and partition number, "1a2b3c4d-02").
+var partuuidArg = regexp.MustCompile(`(?:^|[\s"'=])rd\.luks\.ade\.partuuid=([0-9A-Fa-f-]{36}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{2}\b)`)
 
 // discoverADE looks on every XFS partition for ADE's detached header and the kernel argument naming the
 // encrypted partition. It returns the header (readable through the filesystem) or nil when there is none.

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
+	"github.com/luksconv/luksconv/mbr"
 )
 
 // Header is a detached LUKS header (ADE keeps the OS disk's in /boot/luks/osluksheader).
@@ -33,7 +35,8 @@ type Report struct {
 	Readiness *Readiness `json:"readiness,omitempty"`
 	Warnings  []string   `json:"warnings,omitempty"`
 
-	tab *gpt.Table // the table read, for NewPlan (nil without a GPT)
+	tab  *gpt.Table // the table read, for NewPlan (nil without a GPT)
+	mtab *mbr.Table // the DOS table read when there is no GPT (nil otherwise)
 }
 
 // ImageInfo describes the source container.
@@ -46,13 +49,17 @@ type ImageInfo struct {
 
 // TableInfo describes the partition table.
 type TableInfo struct {
-	Type       string `json:"type"`
+	Type       string `json:"type"` // "gpt" or "mbr"
 	SectorSize int    `json:"sector_size"`
+	// DiskGUID is the GPT disk GUID, or for an MBR the disk signature as Linux shows it for PTUUID
+	// (8 hex digits).
 	DiskGUID   string `json:"disk_guid"`
 	UsedBackup bool   `json:"used_backup,omitempty"`
 }
 
-// PartitionInfo describes one partition and what it holds.
+// PartitionInfo describes one partition and what it holds. On an MBR disk Number is the Linux number
+// (logical partitions from 5), Type the system ID ("0x8e"), GUID the PARTUUID Linux derives from the disk
+// signature ("1a2b3c4d-02") and Name is empty; extended partitions are not listed.
 type PartitionInfo struct {
 	Number   int       `json:"number"`
 	Name     string    `json:"name"`
@@ -100,7 +107,7 @@ type InspectOptions struct {
 	// Header is a detached LUKS header to describe; it is matched to the partition named by Partition,
 	// or to the only partition with no recognisable signature.
 	Header *Header
-	// Partition is the GPT number the detached header belongs to (0: find it).
+	// Partition is the partition number the detached header belongs to (0: find it).
 	Partition int
 }
 
@@ -132,7 +139,7 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 			rep.ADE, hdr = ade, found
 			if want == 0 && ade.PartUUID != "" {
 				for _, p := range rep.Partitions {
-					if p.GUID == ade.PartUUID {
+					if strings.EqualFold(p.GUID, ade.PartUUID) {
 						want = p.Number
 					}
 				}
@@ -178,12 +185,12 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 	return rep, hdr, nil
 }
 
-// readPartitions reads the GPT and probes every partition.
+// readPartitions reads the GPT, or else a DOS partition table, and probes every partition.
 func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 	rep := &Report{Image: ImageInfo{Path: src.Path, Format: src.Format, FileSize: src.FileSize, Size: src.Size}}
 	tab, err := gpt.Read(src, src.Size, 0)
 	if errors.Is(err, gpt.ErrNoGPT) {
-		return wholeDisk(src, rep, err)
+		return withoutGPT(ctx, src, rep, err)
 	}
 	if err != nil {
 		return nil, err
@@ -193,49 +200,97 @@ func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 		UsedBackup: tab.Primary == nil}
 	rep.Warnings = append(rep.Warnings, tab.Warnings...)
 	for _, p := range tab.Partitions {
-		if err := ctx.Err(); err != nil {
-			return nil, err
-		}
 		pi := PartitionInfo{Number: p.Number, Name: p.Name, Type: p.Type.String(), TypeName: gpt.TypeName(p.Type),
 			GUID: p.GUID.String(), Offset: p.Offset, Size: p.Size}
-		if p.Offset+p.Size > src.Size {
-			return nil, fmt.Errorf("partition %d ends at byte %d, beyond the end of the %d-byte disk: the image is truncated: %w",
-				p.Number, p.Offset+p.Size, src.Size, ErrTruncated)
-		}
-		part := io.NewSectionReader(src, p.Offset, p.Size)
 		if p.Type == gpt.TypeBIOSBoot {
 			pi.Content = ContentBIOSBoot
-		} else if pi.Content, err = probe(part, p.Size); err != nil {
-			return nil, fmt.Errorf("partition %d: %w", p.Number, err)
 		}
-		if pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2 {
-			h, err := luks.ReadHeader(part, p.Size)
-			if err != nil {
-				// Inspect reports what it can; Plan refuses.
-				rep.Warnings = append(rep.Warnings, fmt.Sprintf("partition %d: %v", p.Number, err))
-			} else {
-				pi.LUKS = describeLUKS(h, "attached", "")
-			}
+		if err := probePartition(ctx, src, rep, pi); err != nil {
+			return nil, err
 		}
-		rep.Partitions = append(rep.Partitions, pi)
 	}
 	return rep, nil
 }
 
-// wholeDisk handles a disk without a GPT: a LUKS device that fills the whole image (a data disk
-// encrypted without partitions, or a bare LUKS image) is reported as partition 0.
-func wholeDisk(src *Source, rep *Report, noGPT error) (*Report, error) {
+// probePartition identifies what pi holds (unless its Content is already known) and appends it to rep.
+func probePartition(ctx context.Context, src *Source, rep *Report, pi PartitionInfo) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if pi.Offset+pi.Size > src.Size {
+		return fmt.Errorf("partition %d ends at byte %d, beyond the end of the %d-byte disk: the image is truncated: %w",
+			pi.Number, pi.Offset+pi.Size, src.Size, ErrTruncated)
+	}
+	part := io.NewSectionReader(src, pi.Offset, pi.Size)
+	if pi.Content == "" {
+		c, err := probe(part, pi.Size)
+		if err != nil {
+			return fmt.Errorf("partition %d: %w", pi.Number, err)
+		}
+		pi.Content = c
+	}
+	if pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2 {
+		h, err := luks.ReadHeader(part, pi.Size)
+		if err != nil {
+			// Inspect reports what it can; Plan refuses.
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("partition %d: %v", pi.Number, err))
+		} else {
+			pi.LUKS = describeLUKS(h, "attached", "")
+		}
+	}
+	rep.Partitions = append(rep.Partitions, pi)
+	return nil
+}
+
+// withoutGPT handles a disk without a GPT: a LUKS device that fills the whole image (a data disk
+// encrypted without partitions, or a bare LUKS image) is reported as partition 0; otherwise the disk
+// may have a DOS partition table (older BIOS-booted RHEL 7 images).
+func withoutGPT(ctx context.Context, src *Source, rep *Report, noGPT error) (*Report, error) {
 	c, err := probe(src, src.Size)
 	if err != nil {
 		return nil, err
 	}
-	if c != ContentLUKS1 && c != ContentLUKS2 {
-		head := make([]byte, 512)
-		if _, err := src.ReadAt(head, 0); err == nil && head[510] == 0x55 && head[511] == 0xaa {
-			return nil, fmt.Errorf("%w (the disk has an MBR partition table, which luksconv does not read yet)", noGPT)
-		}
+	// The whole-disk check comes first: a LUKS1 keyslot salt may happen to end LBA 0 with 0x55AA.
+	if c == ContentLUKS1 || c == ContentLUKS2 {
+		return wholeDisk(src, rep, c)
+	}
+	mt, err := mbr.Read(src, src.Size, 512)
+	if errors.Is(err, mbr.ErrNoTable) {
 		return nil, noGPT
 	}
+	if err != nil {
+		return nil, fmt.Errorf("%w, and the DOS partition table cannot be read: %w", noGPT, err)
+	}
+	if mt.Protective {
+		return nil, fmt.Errorf("%w, yet LBA 0 holds a protective MBR (the GPT is missing or damaged)", noGPT)
+	}
+	rep.mtab = mt
+	rep.Table = &TableInfo{Type: "mbr", SectorSize: mt.SectorSize, DiskGUID: fmt.Sprintf("%08x", mt.DiskSignature)}
+	for _, p := range mt.Partitions {
+		if mbr.IsExtended(p.Type) {
+			continue // a container of logical partitions, listed themselves
+		}
+		pi := PartitionInfo{Number: p.Number, Type: fmt.Sprintf("0x%02x", p.Type), TypeName: mbrTypeName(p.Type),
+			GUID: fmt.Sprintf("%08x-%02x", mt.DiskSignature, p.Number), Offset: p.Start, Size: p.Size}
+		if err := probePartition(ctx, src, rep, pi); err != nil {
+			return nil, err
+		}
+	}
+	return rep, nil
+}
+
+// mbrTypeName names the DOS system IDs a Linux disk uses.
+func mbrTypeName(t byte) string {
+	names := map[byte]string{0x07: "HPFS/NTFS/exFAT", 0x0b: "W95 FAT32", 0x0c: "W95 FAT32 (LBA)", 0x82: "Linux swap",
+		0x83: "Linux", 0x8e: "Linux LVM", 0xef: "EFI (FAT-12/16/32)", 0xfd: "Linux raid autodetect"}
+	if n, ok := names[t]; ok {
+		return fmt.Sprintf("%s (0x%02x)", n, t)
+	}
+	return fmt.Sprintf("0x%02x", t)
+}
+
+// wholeDisk reports a LUKS volume that fills the whole disk as partition 0.
+func wholeDisk(src *Source, rep *Report, c Content) (*Report, error) {
 	pi := PartitionInfo{Number: 0, Name: "(whole disk)", Offset: 0, Size: src.Size, Content: c}
 	h, err := luks.ReadHeader(src, src.Size)
 	if err != nil {

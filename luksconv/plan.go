@@ -9,6 +9,7 @@ import (
 	"github.com/luksconv/luksconv/diskcipher"
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
+	"github.com/luksconv/luksconv/mbr"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -115,7 +116,7 @@ type PlanOptions struct {
 	Passphrase []byte
 	// Header is a detached LUKS header; nil means the volume carries its own.
 	Header *Header
-	// Partition is the GPT number of the encrypted partition (0: find it).
+	// Partition is the number of the encrypted partition, as Linux numbers it (0: find it).
 	Partition int
 	// Keyslot restricts unlocking to one keyslot; nil tries every active one.
 	Keyslot *int
@@ -159,10 +160,21 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	if err != nil {
 		return nil, err
 	}
-	tab := rep.tab // nil for a whole-disk volume
+	// The partition's extent comes from the table itself (GPT, or DOS on older BIOS disks); a whole-disk
+	// volume has none.
+	tab := rep.tab
 	gp := &gpt.Partition{Offset: 0, Size: src.Size}
-	if tab != nil {
-		gp, _ = tab.Partition(part.Number)
+	switch {
+	case tab != nil:
+		if gp, _ = tab.Partition(part.Number); gp == nil {
+			return nil, fmt.Errorf("no partition %d in the GPT: %w", part.Number, ErrUsage)
+		}
+	case rep.mtab != nil:
+		mp, ok := rep.mtab.Partition(part.Number)
+		if !ok || mbr.IsExtended(mp.Type) {
+			return nil, fmt.Errorf("no partition %d in the DOS partition table: %w", part.Number, ErrUsage)
+		}
+		gp = &gpt.Partition{Number: mp.Number, Offset: mp.Start, Size: mp.Size}
 	}
 	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings}
 
@@ -254,6 +266,8 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 
 	if opts.Format == FormatVHD {
 		if size := vhd.AzureSize(src.Size); size != src.Size {
+			// A DOS partition table names no disk end, so its LBA 0 is copied unchanged; only a GPT has a
+			// backup table to move to the new end.
 			var writes []gpt.Write
 			if tab != nil {
 				if writes, err = tab.Relocate(src, size); err != nil {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/lvm"
+	"github.com/luksconv/luksconv/mbr"
 	"github.com/luksconv/luksconv/vhd"
 	"github.com/luksconv/luksconv/xfs"
 )
@@ -295,7 +296,7 @@ func (r *plainReader) ReadAt(b []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// checkStructure compares the output's GPT, the LVM metadata in its converted partition and the XFS
+// checkStructure compares the output's partition table (GPT or DOS), the LVM metadata in its converted partition and the XFS
 // superblocks it holds with the source's.
 func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 	var checks []StructureCheck
@@ -306,22 +307,19 @@ func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 		}
 		checks = append(checks, c)
 	}
-	st, err := gpt.Read(src, p.Source.Size, 0)
-	if err != nil {
-		add("gpt", fmt.Errorf("source: %w", err), "")
+	parts, ok := p.checkTable(src, out, add)
+	if !ok {
 		return checks
 	}
-	ot, err := gpt.Read(out, p.OutputSize, st.SectorSize)
-	if err == nil && len(ot.Warnings) > 0 {
-		err = fmt.Errorf("output: %s", ot.Warnings[0])
-	}
-	if err == nil {
-		err = samePartitions(st.Partitions, ot.Partitions)
-	}
-	add("gpt", err, fmt.Sprintf("%d partitions as in the source", len(ot.Partitions)))
 
 	// The converted partition's plaintext, in the source (decrypted afresh) and in the output.
-	gp, ok := st.Partition(p.Volume.Partition)
+	var gp extent
+	ok = false
+	for _, e := range parts {
+		if e.Number == p.Volume.Partition {
+			gp, ok = e, true
+		}
+	}
 	var iv0 uint64
 	found := false
 	for _, r := range p.Regions {
@@ -341,7 +339,7 @@ func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 		size     int64
 	}
 	var fss []fsPair
-	for _, part := range st.Partitions {
+	for _, part := range parts {
 		if part.Number != p.Volume.Partition {
 			fss = append(fss, fsPair{fmt.Sprintf("partition %d", part.Number),
 				io.NewSectionReader(src, part.Offset, part.Size), io.NewSectionReader(out, part.Offset, part.Size), part.Size})
@@ -384,6 +382,74 @@ func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 		add("xfs "+f.name, err, fmt.Sprintf("superblock and root directory readable, %d blocks", ofs.SB.DBlocks))
 	}
 	return checks
+}
+
+// extent is where a partition lies, whichever table describes it.
+type extent struct {
+	Number       int
+	Offset, Size int64
+}
+
+// checkTable compares the output's partition table with the source's (a GPT, or else a DOS table) and
+// returns the source's partitions; ok is false when the source's table cannot be read.
+func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string)) (parts []extent, ok bool) {
+	st, err := gpt.Read(src, p.Source.Size, 0)
+	if errors.Is(err, gpt.ErrNoGPT) {
+		if sm, merr := mbr.Read(src, p.Source.Size, 512); merr == nil && !sm.Protective {
+			return p.checkMBR(sm, out, add), true
+		}
+	}
+	if err != nil {
+		add("gpt", fmt.Errorf("source: %w", err), "")
+		return nil, false
+	}
+	ot, err := gpt.Read(out, p.OutputSize, st.SectorSize)
+	if err == nil && len(ot.Warnings) > 0 {
+		err = fmt.Errorf("output: %s", ot.Warnings[0])
+	}
+	if err == nil {
+		err = samePartitions(st.Partitions, ot.Partitions)
+	}
+	add("gpt", err, fmt.Sprintf("%d partitions as in the source", len(st.Partitions)))
+	for _, gp := range st.Partitions {
+		parts = append(parts, extent{gp.Number, gp.Offset, gp.Size})
+	}
+	return parts, true
+}
+
+// checkMBR compares the output's DOS partition table with the source's sm and returns the source's
+// partitions other than extended containers.
+func (p *Plan) checkMBR(sm *mbr.Table, out io.ReaderAt, add func(string, error, string)) []extent {
+	om, err := mbr.Read(out, p.OutputSize, sm.SectorSize)
+	if err == nil {
+		err = sameMBR(sm, om)
+	}
+	add("mbr", err, fmt.Sprintf("%d partitions as in the source", len(sm.Partitions)))
+	var parts []extent
+	for _, mp := range sm.Partitions {
+		if !mbr.IsExtended(mp.Type) {
+			parts = append(parts, extent{mp.Number, mp.Start, mp.Size})
+		}
+	}
+	return parts
+}
+
+func sameMBR(a, b *mbr.Table) error {
+	if b.Protective {
+		return errors.New("output: LBA 0 holds a protective MBR, the source a DOS partition table")
+	}
+	if a.DiskSignature != b.DiskSignature {
+		return fmt.Errorf("output: disk signature %08x, the source has %08x", b.DiskSignature, a.DiskSignature)
+	}
+	if len(a.Partitions) != len(b.Partitions) {
+		return fmt.Errorf("output has %d partitions, the source %d", len(b.Partitions), len(a.Partitions))
+	}
+	for i := range a.Partitions {
+		if a.Partitions[i] != b.Partitions[i] {
+			return fmt.Errorf("output partition %d differs from the source's", b.Partitions[i].Number)
+		}
+	}
+	return nil
 }
 
 func samePartitions(a, b []gpt.Partition) error {

@@ -372,7 +372,11 @@ func writeJSON(w io.Writer, v any) error {
 func printReport(w io.Writer, rep *luksconv.Report) {
 	fmt.Fprintf(w, "Image:  %s (%s, virtual size %s = %d bytes)\n", rep.Image.Path, rep.Image.Format, human(rep.Image.Size), rep.Image.Size)
 	if rep.Table != nil {
-		fmt.Fprintf(w, "Table:  GPT, %d-byte sectors, disk GUID %s\n", rep.Table.SectorSize, rep.Table.DiskGUID)
+		if rep.Table.Type == "mbr" {
+			fmt.Fprintf(w, "Table:  MBR (DOS), %d-byte sectors, disk signature %s\n", rep.Table.SectorSize, rep.Table.DiskGUID)
+		} else {
+			fmt.Fprintf(w, "Table:  GPT, %d-byte sectors, disk GUID %s\n", rep.Table.SectorSize, rep.Table.DiskGUID)
+		}
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "#\tSTART\tSIZE\tTYPE\tNAME\tCONTENT\tPARTUUID")
