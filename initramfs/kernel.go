@@ -71,6 +71,3 @@ func KernelDecompressors(config []byte) []Compression {
 	}
 	return out
 }
-
-// Encodable reports whether Rewrite can write format c (Edit.Compression).
-func Encodable(c Compression) bool { return canEncode(c) }

@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/luksconv/luksconv/lvm"
 )
@@ -102,15 +102,10 @@ func xfsRepairClean(t *testing.T, img string) {
 // mountRO loop-mounts an XFS image read-only until the test ends.
 func mountRO(t *testing.T, img string) string {
 	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "xfs", "-o", "ro,loop,nouuid", img, dir).CombinedOutput(); err != nil {
-		t.Skipf("SKIPPING: cannot loop-mount %s: %v\n%s", img, err, out)
+	dir, err := testenv.MountXFS(t, img)
+	if err != nil {
+		t.Skipf("SKIPPING: %v", err)
 	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", dir, err, out)
-		}
-	})
 	return dir
 }
 
@@ -250,23 +245,9 @@ func TestGuestEdits(t *testing.T) {
 				xfsRepairClean(t, img)
 				dir := mountRO(t, img)
 				// No file anywhere in the tree names ADE's arguments, mapper or LVM filter.
-				err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-					if err != nil || !d.Type().IsRegular() {
-						return err
-					}
-					b, err := os.ReadFile(p)
-					if err != nil {
-						return err
-					}
-					for _, s := range forbidden {
-						if bytes.Contains(b, []byte(s)) {
-							t.Errorf("%s%s still contains %q", mnt, strings.TrimPrefix(p, dir), s)
-						}
-					}
-					return nil
-				})
-				if err != nil {
-					t.Fatal(err)
+				hits, _ := testenv.GrepTree(t, dir, forbidden)
+				for _, h := range hits {
+					t.Errorf("%s%s still contains %q", mnt, h.Path, h.Needle)
 				}
 				// Every file the plan did not edit is exactly what the fixture put there.
 				for _, file := range fsys.Files {

@@ -1,10 +1,8 @@
 package qemuboot_test
 
 import (
-	"bytes"
 	"context"
 	"io"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/internal/qemuboot"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/luksconv/luksconv/lvm"
 )
@@ -101,9 +100,9 @@ func TestBootConverted(t *testing.T) {
 			}
 		}
 	}
-	xfsRepairPartition(t, out, set.BootPartition)
+	bootImg := xfsRepairPartition(t, out, set.BootPartition)
 	if rewritten {
-		checkNoADE(t, out, set, bf.Initrd)
+		checkNoADE(t, out, bootImg, set, bf.Initrd)
 	}
 
 	r := qemuboot.BootDisk(t, out, false)
@@ -161,8 +160,9 @@ func convertDisk(t *testing.T, disk, out string, key []byte) *luksconv.Plan {
 	return p
 }
 
-// xfsRepairPartition copies GPT partition n of the raw disk to a file and checks it with xfs_repair -n.
-func xfsRepairPartition(t *testing.T, disk string, n int) {
+// xfsRepairPartition copies GPT partition n of the raw disk to a file, checks it with xfs_repair -n
+// and returns the file.
+func xfsRepairPartition(t *testing.T, disk string, n int) string {
 	t.Helper()
 	f, err := os.Open(disk)
 	if err != nil {
@@ -178,18 +178,7 @@ func xfsRepairPartition(t *testing.T, disk string, n int) {
 	if !ok {
 		t.Fatalf("%s: no partition %d", disk, n)
 	}
-	img := filepath.Join(t.TempDir(), "boot.xfs")
-	w, err := os.Create(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = io.Copy(w, io.NewSectionReader(f, part.Offset, part.Size))
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := copyToFile(t, io.NewSectionReader(f, part.Offset, part.Size))
 	repair, err := exec.LookPath("xfs_repair")
 	if err != nil {
 		repair = "/usr/sbin/xfs_repair"
@@ -197,6 +186,25 @@ func xfsRepairPartition(t *testing.T, disk string, n int) {
 	if b, err := exec.Command(repair, "-n", "-f", img).CombinedOutput(); err != nil {
 		t.Errorf("xfs_repair -n on /boot (partition %d) of the output: %v\n%s", n, err, b)
 	}
+	return img
+}
+
+// copyToFile copies r to a new file in a test directory and returns its path.
+func copyToFile(t *testing.T, r io.Reader) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fs.img")
+	w, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = io.Copy(w, r)
+	if cerr := w.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
 }
 
 // adeStrings are what no file of the converted disk may contain: ADE's kernel arguments, its mapper
@@ -205,10 +213,10 @@ func adeStrings(set *qemuboot.Manifest) []string {
 	return []string{"rd.luks.ade", "osencrypt", "r|" + set.PartUUID + "|"}
 }
 
-// checkNoADE unpacks the converted initramfs with lsinitrd and loop-mounts /boot and the root LV of
-// the converted disk, and fails for every file that holds one of adeStrings and for every ADE hook
-// lsinitrd lists.
-func checkNoADE(t *testing.T, disk string, set *qemuboot.Manifest, initrd string) {
+// checkNoADE unpacks the converted initramfs with lsinitrd and loop-mounts /boot (bootImg, already
+// copied out of the converted disk) and the root LV of the converted disk, and fails for every file
+// that holds one of adeStrings and for every ADE hook lsinitrd lists.
+func checkNoADE(t *testing.T, disk, bootImg string, set *qemuboot.Manifest, initrd string) {
 	t.Helper()
 	for _, tool := range []string{"lsinitrd", "mount", "umount"} {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -234,6 +242,7 @@ func checkNoADE(t *testing.T, disk string, set *qemuboot.Manifest, initrd string
 		t.Fatalf("lsinitrd --unpack: %v\n%s", err, b)
 	}
 	grepTree(t, "initramfs:", unpacked, adeStrings(set))
+	grepTree(t, "/boot", mountXFS(t, bootImg), adeStrings(set))
 
 	f, err := os.Open(disk)
 	if err != nil {
@@ -245,13 +254,10 @@ func checkNoADE(t *testing.T, disk string, set *qemuboot.Manifest, initrd string
 	if err != nil {
 		t.Fatal(err)
 	}
-	bootPart, ok1 := tab.Partition(set.BootPartition)
-	pvPart, ok2 := tab.Partition(set.LUKSPartition)
-	if !ok1 || !ok2 {
-		t.Fatalf("partitions %d/%d missing", set.BootPartition, set.LUKSPartition)
+	pvPart, ok := tab.Partition(set.LUKSPartition)
+	if !ok {
+		t.Fatalf("partition %d missing", set.LUKSPartition)
 	}
-	grepTree(t, "/boot", mountCopy(t, io.NewSectionReader(f, bootPart.Offset, bootPart.Size)), adeStrings(set))
-
 	pvr := io.NewSectionReader(f, pvPart.Offset, pvPart.Size)
 	pv, err := lvm.Open(pvr, pvPart.Size)
 	if err != nil || pv.VG == nil {
@@ -260,66 +266,29 @@ func checkNoADE(t *testing.T, disk string, set *qemuboot.Manifest, initrd string
 	vg, lvName, _ := strings.Cut(set.RootLV, "/")
 	for i := range pv.VG.LVs {
 		if lv := &pv.VG.LVs[i]; pv.VG.Name == vg && lv.Name == lvName {
-			grepTree(t, "/", mountCopy(t, pv.LVReader(pvr, lv)), adeStrings(set))
+			grepTree(t, "/", mountXFS(t, copyToFile(t, pv.LVReader(pvr, lv))), adeStrings(set))
 			return
 		}
 	}
 	t.Fatalf("no LV %s in VG %s", set.RootLV, pv.VG.Name)
 }
 
-// mountCopy copies an XFS filesystem to a file and loop-mounts it read-only until the test ends.
-func mountCopy(t *testing.T, r io.Reader) string {
+// mountXFS loop-mounts an XFS image read-only until the test ends; it fails the test if it cannot.
+func mountXFS(t *testing.T, img string) string {
 	t.Helper()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "fs.xfs")
-	w, err := os.Create(img)
+	dir, err := testenv.MountXFS(t, img)
 	if err != nil {
-		t.Fatal(err)
+		t.Fatalf("%v (root and loop devices are needed)", err)
 	}
-	_, err = io.Copy(w, r)
-	if cerr := w.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	mnt := filepath.Join(dir, "mnt")
-	if err := os.Mkdir(mnt, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if b, err := exec.Command("mount", "-t", "xfs", "-o", "ro,loop,nouuid", img, mnt).CombinedOutput(); err != nil {
-		t.Fatalf("cannot loop-mount the converted filesystem (root and loop devices are needed): %v\n%s", err, b)
-	}
-	t.Cleanup(func() {
-		if b, err := exec.Command("umount", mnt).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v\n%s", mnt, err, b)
-		}
-	})
-	return mnt
+	return dir
 }
 
 // grepTree fails for every regular file below dir that contains one of forbidden.
 func grepTree(t *testing.T, label, dir string, forbidden []string) {
 	t.Helper()
-	n := 0
-	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || !d.Type().IsRegular() {
-			return err
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		n++
-		for _, s := range forbidden {
-			if bytes.Contains(b, []byte(s)) {
-				t.Errorf("%s %s still contains %q", label, strings.TrimPrefix(p, dir), s)
-			}
-		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
+	hits, n := testenv.GrepTree(t, dir, forbidden)
+	for _, h := range hits {
+		t.Errorf("%s %s still contains %q", label, h.Path, h.Needle)
 	}
 	if n < 3 {
 		t.Errorf("%s: only %d files found under %s", label, n, dir)

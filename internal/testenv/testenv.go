@@ -16,7 +16,9 @@
 package testenv
 
 import (
+	"bytes"
 	"fmt"
+	"io/fs"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -183,4 +185,53 @@ func RandBytes(r *rand.Rand, n int) []byte {
 		b[i] = byte(r.Uint32())
 	}
 	return b
+}
+
+// MountXFS loop-mounts the XFS image img read-only (nouuid: copies of one filesystem may be mounted
+// side by side) on a new directory, unmounted when the test ends. The error is the mount's, for the
+// caller to skip or fail on.
+func MountXFS(t testing.TB, img string) (string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	if _, err := RunErr("mount", "-t", "xfs", "-o", "ro,loop,nouuid", img, dir); err != nil {
+		return "", fmt.Errorf("cannot loop-mount %s: %w", img, err)
+	}
+	t.Cleanup(func() {
+		if _, err := RunErr("umount", dir); err != nil {
+			t.Error(err)
+		}
+	})
+	return dir, nil
+}
+
+// Hit is a file that contains a string GrepTree looks for.
+type Hit struct {
+	Path   string // below the searched directory, with a leading "/"
+	Needle string
+}
+
+// GrepTree reads every regular file below dir and reports each one that contains one of needles,
+// and how many files it read.
+func GrepTree(t testing.TB, dir string, needles []string) (hits []Hit, files int) {
+	t.Helper()
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		files++
+		for _, s := range needles {
+			if bytes.Contains(b, []byte(s)) {
+				hits = append(hits, Hit{Path: strings.TrimPrefix(p, dir), Needle: s})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return hits, files
 }
