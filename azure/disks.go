@@ -170,6 +170,18 @@ func (r *revoker) revoke(ctx context.Context) error {
 	return nil
 }
 
+// UploadAccessFor is a write-SAS lifetime for uploading size bytes: an hour
+// plus the upload at 16 MiB/s, a quarter of the rate one upload usually
+// gets, rounded up to a minute and at most MaxAccessDuration. A slow upload
+// still ends in time, while an interrupted one, whose grant cannot be
+// revoked without ending the upload (see UploadTarget.Revoke), does not stay
+// writable for days.
+func UploadAccessFor(size int64) time.Duration {
+	const rate = 16 << 20
+	d := time.Hour + time.Duration((max(size, 0)+rate-1)/rate)*time.Second
+	return min((d+time.Minute-1)/time.Minute*time.Minute, MaxAccessDuration)
+}
+
 func durationSeconds(d time.Duration) (int32, error) {
 	if d == 0 {
 		d = DefaultAccessDuration
@@ -464,6 +476,9 @@ type UploadTarget struct {
 	UploadSizeBytes int64     `json:"uploadSizeBytes"`
 	Expires         time.Time `json:"sasExpires"`
 	SASURL          string    `json:"-"`
+	// Tags are the disk's tags (the spec's, or those read by OpenUploadDisk),
+	// e.g. to tell one's own unfinished upload from someone else's disk.
+	Tags map[string]string `json:"tags,omitempty"`
 
 	c      *Client
 	rid    resourceID
@@ -521,7 +536,7 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 	if err != nil {
 		return nil, opError(op, id, err)
 	}
-	t := &UploadTarget{DiskID: id, SizeBytes: spec.SizeBytes, UploadSizeBytes: spec.SizeBytes + VHDFooterSize, c: c, rid: rid}
+	t := &UploadTarget{DiskID: id, SizeBytes: spec.SizeBytes, UploadSizeBytes: spec.SizeBytes + VHDFooterSize, Tags: maps.Clone(spec.Tags), c: c, rid: rid}
 	if err := t.grant(ctx, secs); err != nil {
 		// Nothing was written: leave no empty disk behind.
 		cleanup := context.WithoutCancel(ctx)
@@ -533,8 +548,10 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 // OpenUploadDisk grants write access again to a disk created by
 // CreateUploadDisk that was not finished (state ReadyToUpload or
 // ActiveUpload), to resume an interrupted upload or to replace an expired
-// SAS. dur 0 means DefaultAccessDuration.
-func (c *Client) OpenUploadDisk(ctx context.Context, diskID string, dur time.Duration) (*UploadTarget, error) {
+// SAS. dur 0 means DefaultAccessDuration. Every tag in tags must be on the
+// disk with that value, or no access is granted (ErrState): a caller that
+// tagged its disk at creation reopens only its own upload.
+func (c *Client) OpenUploadDisk(ctx context.Context, diskID string, dur time.Duration, tags map[string]string) (*UploadTarget, error) {
 	const op = "open upload disk"
 	rid, err := parseID(diskID, typeDisk)
 	if err != nil {
@@ -563,8 +580,21 @@ func (c *Client) OpenUploadDisk(ctx context.Context, diskID string, dur time.Dur
 	if p.CreationData == nil || p.CreationData.UploadSizeBytes == nil {
 		return nil, newError(op, diskID, ErrState, "disk has no uploadSizeBytes: not an upload disk")
 	}
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if got := d.Tags[k]; got == nil || *got != tags[k] {
+			return nil, newError(op, diskID, ErrState, "tag %s is %q, want %q: not this upload", k, str(got), tags[k])
+		}
+	}
 	up := *p.CreationData.UploadSizeBytes
 	t := &UploadTarget{DiskID: diskID, SizeBytes: up - VHDFooterSize, UploadSizeBytes: up, c: c, rid: rid}
+	for k, v := range d.Tags {
+		if v != nil {
+			if t.Tags == nil {
+				t.Tags = map[string]string{}
+			}
+			t.Tags[k] = *v
+		}
+	}
 	if err := t.grant(ctx, secs); err != nil {
 		return nil, err
 	}
@@ -612,7 +642,9 @@ func (t *UploadTarget) grant(ctx context.Context, secs int32) error {
 
 // Revoke ends write access. Azure then checks the VHD footer in the last
 // 512 bytes (an invalid one fails with InvalidVhd) and makes the disk
-// attachable. It is idempotent and may be retried.
+// attachable: revoking ends the upload, so an upload to be resumed later is
+// not revoked but left to its SAS's expiry (the disk stays ActiveUpload,
+// which no VM can attach). It is idempotent and may be retried.
 func (t *UploadTarget) Revoke(ctx context.Context) error {
 	if t.revoke == nil {
 		return newError("revoke access to", t.DiskID, ErrState, "upload target was not opened by a Client (use OpenUploadDisk)")

@@ -304,12 +304,24 @@ func TestOpenUploadDisk(t *testing.T) {
 	c := newCloud(t)
 	cl := c.client()
 	ctx := context.Background()
-	tgt, err := cl.CreateUploadDisk(ctx, DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
+	tgt, err := cl.CreateUploadDisk(ctx, DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID,
+		Tags: map[string]string{"job": "a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another job's tag: refused before any grant.
+	grants := c.count("grant")
+	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, map[string]string{"job": "b"}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), `tag job is "a", want "b"`) {
+		t.Errorf("reopen with another tag: %v", err)
+	}
+	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, map[string]string{"other": "x"}); !errors.Is(err, ErrState) {
+		t.Errorf("reopen with a missing tag: %v", err)
+	}
+	if n := c.count("grant"); n != grants {
+		t.Errorf("a refused reopen granted access (%d grants, were %d)", n, grants)
+	}
 	// Resume: a new grant on the same disk, same sizes.
-	again, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 2*time.Hour)
+	again, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 2*time.Hour, map[string]string{"job": "a"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -320,7 +332,7 @@ func TestOpenUploadDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A finished disk cannot be reopened.
-	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0); !errors.Is(err, ErrState) {
+	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, nil); !errors.Is(err, ErrState) {
 		t.Errorf("reopen Unattached: %v", err)
 	}
 }
@@ -403,5 +415,23 @@ func TestErrorRedaction(t *testing.T) {
 	wrapped := opError("outer", "", opError("inner", "", context.Canceled))
 	if !errors.Is(wrapped, context.Canceled) {
 		t.Errorf("context error lost: %v", wrapped)
+	}
+}
+
+func TestUploadAccessFor(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		want time.Duration
+	}{
+		{0, time.Hour},
+		{30 * gib, time.Hour + 32*time.Minute},   // 1920 s at 16 MiB/s
+		{128 * gib, time.Hour + 137*time.Minute}, // 8192 s, rounded up to a minute
+		{4 << 40, time.Hour + 4370*time.Minute},  // 262144 s: 73.8 h for a 4 TiB disk
+		{MaxUploadDisk, MaxAccessDuration},       // 32 TiB would need 24.3 days: under the cap
+		{1 << 50, MaxAccessDuration},             // capped at 60 days
+	} {
+		if got := UploadAccessFor(c.size); got != c.want && !(c.size == MaxUploadDisk && got < MaxAccessDuration) {
+			t.Errorf("UploadAccessFor(%d) = %v, want %v", c.size, got, c.want)
+		}
 	}
 }

@@ -450,3 +450,16 @@ func (c *cloud) wrap(t *testing.T, alg azkeys.EncryptionAlgorithm, key []byte) [
 
 func kekURL() string               { return vaultU + "/keys/" + kekName + "/" + kekVer }
 func secretURL(name string) string { return vaultU + "/secrets/" + name + "/v1" }
+
+// count is the number of recorded calls whose verb is verb (case-insensitive).
+func (c *cloud) count(verb string) int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, s := range c.calls {
+		if v, _, _ := strings.Cut(s, " "); strings.EqualFold(v, verb) {
+			n++
+		}
+	}
+	return n
+}

@@ -83,11 +83,16 @@ func CreatePageBlobSink(ctx context.Context, sasURL string, size int64, journal,
 // written for one plan is never applied to another.
 func (p *Plan) ID() string {
 	h := sha256.New()
+	src := p.Source
+	if i := strings.IndexByte(src.Path, '?'); i >= 0 && strings.Contains(src.Path, "://") {
+		// A SAS URL's query (expiry, signature) changes with every grant of the same blob.
+		src.Path = src.Path[:i]
+	}
 	b, _ := json.Marshal(struct {
 		Source  ImageInfo
 		Size    int64
 		Regions []Region
-	}{p.Source, p.OutputSize, p.Regions})
+	}{src, p.OutputSize, p.Regions})
 	h.Write(b)
 	for _, pt := range p.Patches {
 		fmt.Fprintf(h, "%d:%d:", pt.Offset, len(pt.Data))

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -102,6 +104,9 @@ func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w 
 		return nil, nil, errors.Join(err, done())
 	}
 	debugSource(sas, src)
+	// The plan, the report and the resume journal name the resource, which stays the same across
+	// grants, rather than the SAS URL, which changes with each.
+	src.Path = id
 	return src, func() error { src.Close(); return done() }, nil
 }
 
@@ -192,8 +197,12 @@ type azureConvert struct {
 	vm               string
 	workers          int
 	journal          string
+	writeAccess      time.Duration
 	asJSON, quiet    bool
 }
+
+// planTag is the tag on a new disk holding the ID of the plan that fills it (Plan.ID).
+const planTag = "luksconv-plan"
 
 // azureReport is the final report of `azure convert`; it holds no secret and no SAS URL.
 type azureReport struct {
@@ -236,6 +245,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM to re-create (with --recreate-vm)")
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
+	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	return c
@@ -388,6 +398,17 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return fmt.Errorf("plan output size %d is not a whole MiB", p.OutputSize)
 	}
 	spec.SizeBytes = p.OutputSize
+	if f.writeAccess == 0 {
+		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
+	}
+	spec.AccessDuration = f.writeAccess
+	// The tag lets a rerun tell this conversion's unfinished upload from any other disk of that name,
+	// also when the journal is lost (another directory) or was never written.
+	spec.Tags = maps.Clone(spec.Tags)
+	if spec.Tags == nil {
+		spec.Tags = map[string]string{}
+	}
+	spec.Tags[planTag] = p.ID()
 	rep.DiskSpec = spec
 	diskID := spec.ID(f.subscriptionOf(id))
 
@@ -423,19 +444,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	debugAzure("create upload disk", diskID, "size", spec.SizeBytes)
 	tgt, err := cl.CreateUploadDisk(ctx, *spec)
 	if errors.Is(err, azure.ErrExists) {
-		if _, serr := os.Stat(journal); serr != nil {
-			return &hintedError{err, "the target disk exists; choose another --target-disk, or delete it"}
-		}
-		// An interrupted run left the disk and its journal: continue it.
-		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)
-		debugAzure("open upload disk (resume)", diskID, "journal", journal)
-		tgt, err = cl.OpenUploadDisk(ctx, diskID, 0)
-		if errors.Is(err, azure.ErrState) {
-			// Revoking write access (which an interrupted run does) ends an upload in Azure: the disk
-			// turns Unattached with whatever was written, and cannot be opened for upload again.
-			return &hintedError{err, fmt.Sprintf("the interrupted upload cannot be resumed once its write access was revoked; "+
-				"delete the partial disk %s (luksconv never deletes disks) and the journal %s, then run again", diskID, journal)}
-		}
+		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
 	}
 	if err != nil {
 		return err
@@ -444,14 +453,14 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	finished := false
 	defer func() {
 		if !finished {
-			// End write access (this ends the upload in Azure: the rerun cannot resume it and says so);
-			// the partial disk and the journal stay for the user to inspect and delete.
-			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-			defer cancel()
-			debugAzure("revoke write access", diskID)
-			if rerr := tgt.Revoke(rctx); rerr != nil {
-				fmt.Fprintf(stderr, "luksconv: warning: revoking write access to %s: %v\n", diskID, rerr)
-			}
+			// Write access is not revoked: revoking ends an upload in Azure, which refuses it
+			// (InvalidVhd) until the footer is written, and with a footer would make a half-written
+			// disk attachable. The disk stays ActiveUpload, which no VM can attach, and the SAS, held
+			// only in this process, expires; the same command grants again and resumes.
+			debugAzure("keep write access for a resume", diskID, "expires", tgt.Expires.UTC().Format(time.RFC3339))
+			fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes it (journal %s); "+
+				"no VM can attach the disk while it is uploading, and its write access ends at %s or when the disk is deleted\n",
+				diskID, journal, tgt.Expires.UTC().Format(time.RFC3339))
 		}
 	}()
 
@@ -459,7 +468,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	sink, err := luksconv.CreatePageBlobSink(ctx, tgt.SASURL, p.OutputSize, journal, p.ID(),
 		luksconv.BlobOptions{Workers: f.workers, Logf: blobLog})
 	if err != nil {
-		return err
+		return expiredHint(err)
 	}
 	dlog.Debug("output opened", "kind", "page blob", "url", blobio.Redact(tgt.SASURL), "size", p.OutputSize, "journal", journal)
 	pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
@@ -468,7 +477,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err != nil {
 		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
 		sink.Close()
-		return err
+		return expiredHint(err)
 	}
 	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
 		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
@@ -508,6 +517,38 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this
+// conversion's unfinished upload: still uploading and tagged with the plan's ID. The journal, if there
+// is one, then names what is done; without it every page is written again.
+func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists error, diskID, journal, planID string, stderr io.Writer) (*azure.UploadTarget, error) {
+	_, jerr := os.Stat(journal)
+	debugAzure("open upload disk (resume)", diskID, "journal", journal, "journal_found", jerr == nil)
+	// Only a disk tagged with this plan is reopened: another disk of that name, a finished upload
+	// (Unattached) or another conversion's upload, is refused before any access is granted.
+	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: planID})
+	switch {
+	case errors.Is(err, azure.ErrState):
+		return nil, &hintedError{errors.Join(exists, err), "the target disk exists and is not this conversion's unfinished upload; " +
+			"choose another --target-disk, or delete it (luksconv never deletes disks)"}
+	case err != nil:
+		return nil, err
+	case jerr != nil:
+		fmt.Fprintf(stderr, "Resuming the upload to %s (no journal at %s: every page is written again)\n", diskID, journal)
+	default:
+		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)
+	}
+	return tgt, nil
+}
+
+// expiredHint adds what to do to a refused upload: a write SAS that expired (--write-access) is
+// granted anew by the same command, which resumes from the journal.
+func expiredHint(err error) error {
+	if blobio.HTTPStatus(err) == http.StatusForbidden {
+		return &hintedError{err, "the disk's write access may have expired (--write-access): run the same command again to grant it anew and resume"}
+	}
+	return err
 }
 
 // subscriptionOf is --subscription, or the subscription of the resource ID.

@@ -29,6 +29,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
 	secretsfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/internal/azurite"
 	"github.com/luksconv/luksconv/internal/fixture"
 )
@@ -60,21 +61,64 @@ type fakeAzure struct {
 	kek       *rsa.PrivateKey
 	calls     []string
 	diskPut   *armcompute.Disk
-	sas       []string // every SAS handed out
+	sas       []string             // every SAS handed out
+	writeExp  map[string]time.Time // expiry of each disk's last write SAS
+	expired   bool                 // write grants hand out a SAS that has already expired
+}
+
+// diskState is the state of the disk name ("" if there is none).
+func (f *fakeAzure) diskState(name string) armcompute.DiskState {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if d, ok := f.disks[name]; ok && d.Properties != nil && d.Properties.DiskState != nil {
+		return *d.Properties.DiskState
+	}
+	return ""
+}
+
+// writeExpiry is when the last write SAS of the disk name expires.
+func (f *fakeAzure) writeExpiry(name string) (time.Time, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	e, ok := f.writeExp[name]
+	return e, ok
 }
 
 func (f *fakeAzure) record(format string, args ...any) {
 	f.calls = append(f.calls, fmt.Sprintf(format, args...))
 }
 
-func (f *fakeAzure) blobSAS(name string, perms string) string {
+// blobSAS is the SAS a grant gives, valid for the grant's duration (Azurite enforces the expiry).
+func (f *fakeAzure) blobSAS(name string, perms string, secs *int32) string {
 	p := azurite.ReadSAS
 	if perms == "w" {
 		p = azurite.WriteSAS
 	}
-	u := f.az.BlobSAS(f.t, "disks", name+".vhd", p, time.Hour)
+	ttl := time.Hour
+	if secs != nil {
+		ttl = time.Duration(*secs) * time.Second
+	}
+	if perms == "w" && f.expired {
+		ttl = -30 * time.Second
+	}
+	u := f.az.BlobSAS(f.t, "disks", name+".vhd", p, ttl)
 	f.sas = append(f.sas, u)
 	return u
+}
+
+// hasFooter reports whether the blob of the disk name ends in a VHD footer, which Azure checks when the
+// write access of an upload is revoked (failing with InvalidVhd otherwise).
+func (f *fakeAzure) hasFooter(name string, size int64) bool {
+	src, err := blobio.OpenPageBlob(context.Background(), f.az.BlobSAS(f.t, "disks", name+".vhd", azurite.ReadSAS, time.Minute), blobio.SourceOptions{})
+	if err != nil {
+		return false
+	}
+	defer src.Close()
+	b := make([]byte, 512)
+	if _, err := src.ReadAt(b, size-512); err != nil {
+		return false
+	}
+	return string(b[:8]) == "conectix"
 }
 
 func notFound(e *azfake.ErrorResponder) { e.SetResponseError(http.StatusNotFound, "ResourceNotFound") }
@@ -122,9 +166,10 @@ func (f *fakeAzure) hook() (azcore.TokenCredential, *azure.Options) {
 				if *g.Access == armcompute.AccessLevelWrite {
 					perm = "w"
 					d.Properties.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
+					f.writeExp[name] = time.Now().Add(time.Duration(*g.DurationInSeconds) * time.Second)
 				}
 				out := armcompute.DisksClientGrantAccessResponse{}
-				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, perm))
+				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, perm, g.DurationInSeconds))
 				resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 				resp.SetTerminalResponse(http.StatusOK, out, nil)
 				return
@@ -134,6 +179,11 @@ func (f *fakeAzure) hook() (azcore.TokenCredential, *azure.Options) {
 				defer f.mu.Unlock()
 				f.record("REVOKE disk %s", name)
 				if d, ok := f.disks[name]; ok {
+					if *d.Properties.DiskState == armcompute.DiskStateActiveUpload && !f.hasFooter(name, *d.Properties.CreationData.UploadSizeBytes) {
+						// As Azure: revoking ends the upload, and only a disk that ends in a footer can end.
+						errResp.SetResponseError(http.StatusBadRequest, "InvalidVhd")
+						return
+					}
 					d.Properties.DiskState = to.Ptr(armcompute.DiskStateUnattached)
 				}
 				resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientRevokeAccessResponse{}, nil)
@@ -169,7 +219,7 @@ func (f *fakeAzure) hook() (azcore.TokenCredential, *azure.Options) {
 					return
 				}
 				out := armcompute.SnapshotsClientGrantAccessResponse{}
-				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, "r"))
+				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, "r", g.DurationInSeconds))
 				resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 				resp.SetTerminalResponse(http.StatusOK, out, nil)
 				return
@@ -272,7 +322,7 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeAzure{t: t, az: az, disks: map[string]*armcompute.Disk{}, snapshots: map[string]*armcompute.Snapshot{}}
+	f := &fakeAzure{t: t, az: az, disks: map[string]*armcompute.Disk{}, snapshots: map[string]*armcompute.Snapshot{}, writeExp: map[string]time.Time{}}
 	ade := &armcompute.EncryptionSettingsElement{DiskEncryptionKey: &armcompute.KeyVaultAndSecretReference{
 		SecretURL: to.Ptr(fakeVault + "/secrets/bek/v1"), SourceVault: &armcompute.SourceVault{ID: to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/adevault")}}}
 	if wrapped {

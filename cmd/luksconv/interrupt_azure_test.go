@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/internal/azurite"
 )
 
@@ -95,12 +97,14 @@ func runCLISignalled(t *testing.T, sig syscall.Signal, mark string, delay time.D
 }
 
 // TestInterruptAzureConvert interrupts `azure convert` with SIGINT during the upload, against the SDK
-// fakes and Azurite: it exits 130, revokes the snapshot's read grant and the new disk's write grant,
-// keeps the disk and the journal, prints no secret; the same command then resumes and the disk equals a
-// local conversion.
+// fakes and Azurite: it exits 130, revokes the snapshot's read grant, keeps the new disk uploading (not
+// revoked: that would end the upload, and the fake refuses it with InvalidVhd as Azure does until the
+// footer is written) with a write SAS that expires when the run asked, keeps the journal, says so and
+// prints no secret; the same command then grants write access again, resumes from the journal and the
+// disk equals a local conversion.
 //
-// The fakes record the revoke calls; Azurite's SAS URLs stay valid after them (Azurite knows nothing of
-// grants), so the revocation is asserted as the ARM calls made, not as a refused SAS.
+// The fakes record the ARM calls; Azurite enforces every SAS's expiry, but knows nothing of grants, so a
+// revocation is asserted as the calls made, not as a refused SAS.
 func TestInterruptAzureConvert(t *testing.T) {
 	f, fx := setupAzure(t, false)
 	dir := t.TempDir()
@@ -115,7 +119,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 	before := sum(t, fx.Image)
 	journal := filepath.Join(dir, "j")
 	args := []string{"--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
-		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json"}
+		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json", "--write-access", "20m"}
 	calls := func() []string {
 		f.mu.Lock()
 		defer f.mu.Unlock()
@@ -127,12 +131,12 @@ func TestInterruptAzureConvert(t *testing.T) {
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
 	delay := time.Duration(rand.New(rand.NewSource(seed)).Int63n(int64(30 * time.Millisecond)))
-	so, se, code, signalled := runCLISignalled(t, syscall.SIGINT, `msg="output opened"`, delay, args...)
+	so, se, code, signalled := runCLISignalled(t, syscall.SIGINT, `msg="execute progress"`, delay, args...)
 	if !signalled {
-		t.Fatalf("the upload finished within %v of opening the output; nothing was interrupted (exit %d)", delay, code)
+		t.Fatalf("the upload finished within %v of its first progress; nothing was interrupted (exit %d)", delay, code)
 	}
 	if code != exitInterrupted {
-		t.Fatalf("SIGINT %v after the output opened: exit %d, want %d:\n%s", delay, code, exitInterrupted, se)
+		t.Fatalf("SIGINT %v after the first progress: exit %d, want %d:\n%s", delay, code, exitInterrupted, se)
 	}
 	sec := fixtureSecrets(t, fx)
 	for _, u := range f.sas {
@@ -142,22 +146,31 @@ func TestInterruptAzureConvert(t *testing.T) {
 	sec.check(t, "the standard error of an interrupted azure convert", []byte(se))
 	f.assertNoSAS(t, so+se)
 	c := calls()
-	t.Logf("SIGINT %v after the output opened: exit %d; calls %q", delay, code, c)
-	for _, w := range []string{"GRANT snapshot snap Read", "REVOKE snapshot snap", "PUT disk plain", "GRANT disk plain Write", "REVOKE disk plain"} {
+	t.Logf("SIGINT %v after the first progress: exit %d; calls %q", delay, code, c)
+	for _, w := range []string{"GRANT snapshot snap Read", "REVOKE snapshot snap", "PUT disk plain", "GRANT disk plain Write"} {
 		if !slices.Contains(c, w) {
 			t.Errorf("interrupted run: no %q in calls %q", w, c)
 		}
 	}
-	if i, j := slices.Index(c, "GRANT disk plain Write"), slices.Index(c, "REVOKE disk plain"); j < i {
-		t.Errorf("the disk's write grant was not revoked after it was given: %q", c)
+	if slices.Contains(c, "DELETE disk plain") || slices.Contains(c, "REVOKE disk plain") {
+		t.Errorf("the interrupted run ended the upload or deleted the new disk: %q", c)
 	}
-	if slices.Contains(c, "DELETE disk plain") {
-		t.Errorf("the interrupted run deleted the new disk: %q", c)
+	if st := f.diskState("plain"); st != armcompute.DiskStateActiveUpload {
+		t.Errorf("after the interruption the disk is %s, want %s (not attachable, resumable)", st, armcompute.DiskStateActiveUpload)
 	}
-	for _, w := range []string{`op="revoke write access"`, `op="revoke read access"`} {
+	for _, w := range []string{`op="keep write access for a resume"`, `op="revoke read access"`} {
 		if !strings.Contains(se, w) {
 			t.Errorf("the interrupted run's debug output lacks %q", w)
 		}
+	}
+	// The SAS lives as long as --write-access asked, and the run says until when.
+	if exp, ok := f.writeExpiry("plain"); !ok {
+		t.Error("no write SAS was handed out")
+	} else if d := time.Until(exp); d < 15*time.Minute || d > 20*time.Minute {
+		t.Errorf("the write SAS expires in %v, want the 20m --write-access asked", d)
+	} else if !strings.Contains(se, "stays open so that the same command resumes it (journal "+journal+")") ||
+		!strings.Contains(se, "its write access ends at "+exp.UTC().Format(time.RFC3339)[:14]) {
+		t.Errorf("the interrupted run does not say the upload stays open and until when (%s):\n%s", exp.UTC().Format(time.RFC3339), se)
 	}
 	if strings.Contains(se, `op="finish upload`) {
 		t.Error("the interrupted run finished the upload")
@@ -176,31 +189,6 @@ func TestInterruptAzureConvert(t *testing.T) {
 	}
 	sec.check(t, "the output of the rerun", []byte(so+se))
 	c = calls()
-	if code != 0 && strings.Contains(se, "disk is Unattached, want ReadyToUpload or ActiveUpload") {
-		// KNOWN GAP: revoking the write grant on Ctrl-C turns the upload disk Unattached (as Azure does,
-		// and as the fake models it), and azure.OpenUploadDisk refuses to reopen an Unattached disk, so
-		// the journal cannot be used. The rerun must at least fail cleanly: not 130, the disk kept, the
-		// snapshot's grant revoked, the journal kept.
-		t.Logf("KNOWN GAP: the rerun cannot resume a revoked upload disk (exit %d); journal %d bytes, %d write records (%d bytes)",
-			code, len(jb), records, jbytes)
-		if code == exitInterrupted {
-			t.Errorf("rerun: exit %d", code)
-		}
-		if !strings.Contains(se, "cannot be resumed once its write access was revoked; delete the partial disk") {
-			t.Errorf("the failed rerun does not say what to do:\n%s", se)
-		}
-		if !slices.Contains(c, "REVOKE snapshot snap") || slices.Contains(c, "DELETE disk plain") {
-			t.Errorf("failed rerun: calls %q", c)
-		}
-		if _, err := os.Stat(journal); err != nil {
-			t.Errorf("failed rerun removed the journal: %v", err)
-		}
-		if sum(t, fx.Image) != before {
-			t.Fatal("the source image changed")
-		}
-		sec.checkDir(t, dir)
-		return
-	}
 	if code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
@@ -226,8 +214,11 @@ func TestInterruptAzureConvert(t *testing.T) {
 	}
 	t.Logf("journal %d bytes, %d write records (%d bytes); the rerun resumed %d bytes and wrote %d",
 		len(jb), records, jbytes, rep.Result.Resumed, rep.Result.Written)
-	if records > 0 && rep.Result.Resumed == 0 {
-		t.Errorf("the journal records %d bytes written, yet the rerun resumed nothing", jbytes)
+	if rep.Result.Resumed != jbytes {
+		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, rep.Result.Resumed)
+	}
+	if st := f.diskState("plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the rerun the disk is %s, want %s", st, armcompute.DiskStateUnattached)
 	}
 	if _, err := os.Stat(journal); !os.IsNotExist(err) {
 		t.Errorf("the journal stays after the completed rerun: %v", err)
@@ -240,4 +231,76 @@ func TestInterruptAzureConvert(t *testing.T) {
 		t.Fatal("the source image changed")
 	}
 	sec.checkDir(t, dir)
+}
+
+// TestAzureConvertRerun: when the new disk's write SAS has expired (Azurite refuses it, as Azure does),
+// `azure convert` stops with a line saying so and what to do, leaves the disk uploading, and the same
+// command (which finds no journal: nothing was written) grants write access anew and completes the disk.
+// A rerun never touches a target disk that is not its own unfinished upload.
+func TestAzureConvertRerun(t *testing.T) {
+	f, fx := setupAzure(t, false)
+	dir := t.TempDir()
+	local := filepath.Join(dir, "local.raw")
+	if _, se, code := run(t, nil, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
+		t.Fatalf("local convert: exit %d: %s", code, se)
+	}
+	want, err := os.ReadFile(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+		"--target-disk", "plain", "--journal", filepath.Join(dir, "j")}
+	f.mu.Lock()
+	f.expired = true
+	f.mu.Unlock()
+	_, se, code := runCLI(t, args...)
+	if code == 0 || code == exitInterrupted {
+		t.Fatalf("upload with an expired write SAS: exit %d:\n%s", code, se)
+	}
+	for _, w := range []string{"403", "the disk's write access may have expired (--write-access): run the same command again", "stays open so that the same command resumes it"} {
+		if !strings.Contains(se, w) {
+			t.Errorf("the refused upload does not say %q:\n%s", w, se)
+		}
+	}
+	if st := f.diskState("plain"); st != armcompute.DiskStateActiveUpload {
+		t.Errorf("after the refused upload the disk is %s, want %s", st, armcompute.DiskStateActiveUpload)
+	}
+	f.mu.Lock()
+	f.expired = false
+	f.mu.Unlock()
+	if _, se, code = runCLI(t, args...); code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	if !strings.Contains(se, "Resuming the upload to "+fakeID("disks", "plain")+" (no journal at ") {
+		t.Errorf("the rerun does not say it resumes without a journal:\n%s", se)
+	}
+	got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want)))
+	if !bytes.Equal(got, want) {
+		t.Fatal("after an expired write SAS and a rerun, the uploaded disk differs from the local conversion")
+	}
+
+	// A finished disk, and another upload of that name, are refused with no grant.
+	f.mu.Lock()
+	other := *f.disks["plain"]
+	op := *other.Properties
+	op.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
+	other.Properties, other.Tags = &op, map[string]*string{"luksconv-plan": to.Ptr("0123")}
+	f.disks["other"] = &other
+	f.calls = nil
+	f.mu.Unlock()
+	for _, target := range []string{"plain", "other"} {
+		args[8] = target
+		_, se, code := runCLI(t, args...)
+		t.Logf("rerun into %s: exit %d: %s", target, code, se)
+		if code != exitOutput || !strings.Contains(se, "is not this conversion's unfinished upload; choose another --target-disk") {
+			t.Errorf("rerun into the existing disk %s: exit %d, want %d and a line saying why:\n%s", target, code, exitOutput, se)
+		}
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, c := range f.calls {
+		if strings.HasPrefix(c, "GRANT disk") || strings.HasPrefix(c, "PUT disk") {
+			t.Errorf("a refused rerun called %q", c)
+		}
+	}
 }
