@@ -2,15 +2,19 @@
 # make bench: end-to-end conversion throughput on a large disk built by the real tools, side by side with
 # qemu-img convert of a LUKS1 image holding the same plaintext and a plain cat of the input (the I/O
 # ceiling, to /dev/null and to a file beside the output), plus per-core XTS speed next to OpenSSL; then a
-# mostly empty ADE-style LVM+XFS disk converted used-block-aware and with --full-copy. One run, one
-# machine, one table; peak RSS for every row.
+# mostly empty ADE-style LVM+XFS disk converted used-block-aware and with --full-copy, next to qemu-img
+# convert of the very same partition (same file, same ciphertext: qemu-img 7.2 reads neither LUKS2 nor a
+# detached header, so the disk carries, in a 2 MiB gap before partition 2, a LUKS1 header holding the
+# LUKS2 volume key whose payload starts exactly at partition 2). One run, one machine, one table; peak
+# RSS for every row.
 #   BENCH_GIB=8            size of the dense encrypted partition (default 8)
 #   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (0 leaves those rows out). Its ciphertext
 #                          is dense (cryptsetup reencrypt --encrypt writes every sector), so it needs
 #                          that much free disk space. Unset: 64, or the largest multiple of 8 GiB that
 #                          fits beside the other fixtures (said in the output). Set: stops if it does not fit.
 #   BENCH_BUILD_ONLY=1     build (or keep) the fixtures and stop, e.g. before a run on a quiet machine
-# Fixtures are cached in bench-out/ by size; caches of other sizes are removed to free the space.
+# Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
+# (its meta lacks layout=2), are removed to free the space.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gib=${BENCH_GIB:-8}
@@ -35,7 +39,7 @@ bin=bin/luksconv
 [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
 mkdir -p "$dir"
 for old in "$dir"/fixtures-*g "$dir"/sparse-*g; do
-  [ -e "$old" ] && [ "$old" != "$fx" ] && [ "$old" != "$sfx" ] || continue
+  if [ ! -e "$old" ] || [ "$old" = "$fx" ] || [ "$old" = "$sfx" ]; then continue; fi
   echo "bench: removing the cache $old (another size)"
   rm -rf "$old"
 done
@@ -48,17 +52,19 @@ if [ ! -f "$fx/manifest.json" ]; then
 fi
 
 # build_sparse DIR GIB: an ADE-style OS disk of GIB GiB with 10% of it in use. GPT: partition 1 an empty
-# 1 GiB /boot (xfs), partition 2 an LVM PV (rootvg, rootlv over every extent) holding an XFS root filled
-# with GIB/10 GiB of random files, then encrypted in place by `cryptsetup reencrypt --encrypt` with a
-# detached LUKS2 header (the RHEL 8+ ADE flow, so every sector holds ciphertext). Made with the real
-# tools on loop devices (LVs are never activated: mkfs.xfs and the mount use a loop device at the LV's
-# offset, which is the PV's pe_start since rootlv is one linear segment). Writes DIR/meta (sizes,
-# offsets, bytes in use) and DIR/files.sha256.
+# 1 GiB /boot (xfs), a 2 MiB gap, partition 2 an LVM PV (rootvg, rootlv over every extent) holding an XFS
+# root filled with GIB/10 GiB of random files, then encrypted in place by `cryptsetup reencrypt --encrypt`
+# with a detached LUKS2 header (the RHEL 8+ ADE flow, so every sector holds ciphertext). Made with the
+# real tools on loop devices (LVs are never activated: mkfs.xfs and the mount use a loop device at the
+# LV's offset, which is the PV's pe_start since rootlv is one linear segment). The gap gets a LUKS1
+# header made by cryptsetup luksFormat with the LUKS2 volume key and its payload 4096 sectors on, i.e. at
+# partition 2, so that qemu-img can read the same ciphertext. Writes DIR/meta (layout version, sizes,
+# offsets, bytes in use, the LUKS1 view's key file), DIR/files.sha256, DIR/key (LUKS2) and DIR/luks1.key.
 # It runs in a subshell so that set -e applies inside and the EXIT trap releases its loop devices.
 build_sparse() (
   set -euo pipefail
   export LVM_SUPPRESS_FD_WARNINGS=1
-  d=$1 g=$2 mib=$(($2 * 1024)) loops=() tmp="$1.tmp" ok=""
+  local d=$1 g=$2 mib=$(($2 * 1024)) loops=() tmp="$1.tmp" ok="" inuse
   attach() { local l; l=$(losetup -f --show "$@"); loops+=("$l"); echo "$l"; }
   detach() {
     local l keep=()
@@ -66,6 +72,7 @@ build_sparse() (
     for l in "${loops[@]}"; do [ "$l" = "$1" ] || keep+=("$l"); done
     loops=("${keep[@]}")
   }
+  # shellcheck disable=SC2317 # run by the EXIT trap
   cleanup() {
     for l in "${loops[@]}"; do
       umount "$l" 2>/dev/null || true
@@ -75,9 +82,11 @@ build_sparse() (
   }
   trap cleanup EXIT
   rm -rf "$tmp"; mkdir -p "$tmp"
-  local img="$tmp/disk.raw" pstart=$((1025 * 1048576)) psize=$(((mib - 1026) * 1048576))
+  # p1 at 1 MiB for 1 GiB, the gap at 1025 MiB for 2 MiB, p2 from 1027 MiB to 1 MiB before the end
+  # (room for the backup GPT).
+  local img="$tmp/disk.raw" gap=$((1025 * 1048576)) pstart=$((1027 * 1048576)) psize=$(((mib - 1028) * 1048576))
   truncate -s $((mib * 1048576)) "$img"
-  sgdisk -o -n 1:2048:$((1025 * 2048 - 1)) -t 1:0700 -n 2:$((1025 * 2048)):$(((mib - 1) * 2048 - 1)) -t 2:8E00 "$img" >/dev/null
+  sgdisk -o -n 1:2048:$((1025 * 2048 - 1)) -t 1:0700 -n 2:$((pstart / 512)):$(((mib - 1) * 2048 - 1)) -t 2:8E00 "$img" >/dev/null
   attach -o 1048576 --sizelimit $((1024 * 1048576)) "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
   mkfs.xfs -q -f -K "$loop"
   detach "$loop"
@@ -101,7 +110,7 @@ build_sparse() (
   head -c "$fill" /dev/zero | openssl enc -aes-128-ctr -pass pass:bench-sparse -nosalt -pbkdf2 -iter 1 |
     split -b 256M -a 3 - "$mnt/data/f."
   (cd "$mnt" && sha256sum data/*) >"$tmp/files.sha256"
-  used=$(df --output=used -B1 "$mnt" | tail -1)
+  inuse=$(df --output=used -B1 "$mnt" | tail -1)
   umount "$mnt"
   detach "$loop"
   attach -o "$pstart" --sizelimit "$psize" "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
@@ -110,13 +119,44 @@ build_sparse() (
   echo "bench: cryptsetup reencrypt --encrypt of the ${g} GiB PV"
   cryptsetup reencrypt --encrypt --type luks2 --header "$tmp/header" --key-file "$tmp/key" \
     --pbkdf-memory 32768 --pbkdf-force-iterations 4 -q "$loop"
-  printf 'lv_offset=%s\nlv_size=%s\nused=%s\nfill=%s\n' $((pstart + pe)) "$lvsize" "$used" "$fill" >"$tmp/meta"
   detach "$loop"
+  # The LUKS1 view for qemu-img. plain64 IVs count 512-byte sectors from the payload start; LUKS2's
+  # segment must then start at the partition's first byte with 512-byte sectors for both views to
+  # decrypt alike (what reencrypt --encrypt --header makes: checked, not assumed).
+  seg=$(cryptsetup luksDump "$tmp/header" | sed -n '/^Data segments:/,/^Keyslots:/p')
+  cipher=$(awk '$1 == "cipher:" { print $2; exit }' <<<"$seg")
+  if ! grep -Eq '^[[:space:]]+offset: 0 \[bytes\]' <<<"$seg" || ! grep -Eq '^[[:space:]]+sector: 512 \[bytes\]' <<<"$seg" ||
+    [ -z "$cipher" ]; then
+    echo "bench: the LUKS2 data segment is not at offset 0 with 512-byte sectors; no LUKS1 view possible:" >&2
+    echo "$seg" >&2
+    return 1
+  fi
+  # The volume key goes to a file only (never to the log) and is deleted once the LUKS1 header holds it.
+  cryptsetup luksDump --dump-volume-key --volume-key-file "$tmp/vk" --key-file "$tmp/key" -q "$tmp/header" >/dev/null
+  head -c 127 /dev/urandom | base64 -w0 >"$tmp/luks1.key"
+  # 3 MiB: luksFormat wants the device larger than the 2 MiB payload offset; only the header part is kept.
+  truncate -s 3M "$tmp/luks1.hdr"
+  cryptsetup luksFormat --type luks1 --cipher "$cipher" --key-size $(($(stat -c %s "$tmp/vk") * 8)) --hash sha256 \
+    --volume-key-file "$tmp/vk" --align-payload 4096 --key-file "$tmp/luks1.key" --pbkdf-force-iterations 1000 -q "$tmp/luks1.hdr"
+  dd if="$tmp/luks1.hdr" of="$img" bs=1M count=2 seek=$((gap >> 20)) conv=notrunc status=none
+  rm -f "$tmp/luks1.hdr"
+  # What qemu-img will see: payload exactly at partition 2, and the very volume key of the LUKS2 header.
+  attach -r -o "$gap" --sizelimit $((pstart - gap + psize)) "$img" >"$tmp/loop"; loop=$(<"$tmp/loop")
+  payload=$(cryptsetup luksDump "$loop" | awk '/^Payload offset:/ { print $3 }')
+  [ "$payload" = $(((pstart - gap) / 512)) ] || { echo "bench: the LUKS1 view's payload offset is '$payload' sectors" >&2; return 1; }
+  cryptsetup luksDump --dump-volume-key --volume-key-file "$tmp/vk1" --key-file "$tmp/luks1.key" -q "$loop" >/dev/null
+  detach "$loop"
+  cmp -s "$tmp/vk" "$tmp/vk1" || { rm -f "$tmp/vk" "$tmp/vk1"; echo "bench: the LUKS1 view holds another volume key" >&2; return 1; }
+  rm -f "$tmp/vk" "$tmp/vk1"
+  printf 'layout=2\nlv_offset=%s\nlv_size=%s\npe_start=%s\npart_offset=%s\npart_size=%s\nluks1_offset=%s\nluks1_key=luks1.key\nused=%s\nfill=%s\n' \
+    $((pstart + pe)) "$lvsize" "$pe" "$pstart" "$psize" "$gap" "$inuse" "$fill" >"$tmp/meta"
   rm -rf "$mnt" "$tmp/loop"
   mv "$tmp" "$d"
   ok=1
 )
-if ((sgib > 0)) && [ ! -f "$sfx/meta" ]; then
+if ((sgib > 0)) && ! grep -qx 'layout=2' "$sfx/meta" 2>/dev/null; then
+  # A cache without layout=2 has no LUKS1 view for the qemu-img row (or is half built): start afresh.
+  [ ! -e "$sfx" ] || { echo "bench: removing $sfx (an older layout)"; rm -rf "$sfx"; }
   need=$((sgib * 1024 * 1048576 + (2 << 30)))
   if [ "$(avail "$dir")" -lt "$need" ]; then
     echo "bench: the ${sgib} GiB disk needs $((need >> 30)) GiB free beside $dir, which has $(($(avail "$dir") >> 30)) GiB;" \
@@ -154,16 +194,17 @@ measure() {
   local name=$1 input=$2; shift 2
   rm -f "$out"; dropcache
   /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/$name.err" || { cat "$dir/$name.err"; exit 1; }
-  read -r secs[$name,cold] rss[$name,cold] <"$dir/time.txt"
+  read -r "secs[$name,cold]" "rss[$name,cold]" <"$dir/time.txt"
   rm -f "$out"; sync
   cat "$input" >/dev/null
   /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$@" >/dev/null 2>"$dir/$name.err" || { cat "$dir/$name.err"; exit 1; }
-  read -r secs[$name,warm] rss[$name,warm] <"$dir/time.txt"
+  read -r "secs[$name,warm]" "rss[$name,warm]" <"$dir/time.txt"
 }
 
 echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
 measure cat "$img" cat "$img"
 # The same bytes written to a file on the output's filesystem: the ceiling for a converter that must write.
+# shellcheck disable=SC2016 # $1 and $2 are the inner shell's
 measure catout "$img" sh -c 'cat "$1" >"$2"' _ "$img" "$out"
 measure luksconv "$img" "$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
 got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
@@ -181,20 +222,39 @@ sink="disk"; [[ $out == /dev/shm/* ]] && sink="tmpfs"
 # The 10%-used disk: one cold run each (the input does not fit in the page cache at full size).
 declare -A wrote
 if ((sgib > 0)); then
-  # shellcheck disable=SC1091
-  . "$sfx/meta"
+  # What build_sparse wrote; a value missing from meta stops the run.
+  meta() { sed -n "s/^$1=//p" "$sfx/meta" | grep . || { echo "bench: $sfx/meta has no $1" >&2; exit 1; }; }
+  # (One assignment a line: set -e sees only the last command substitution of a line.)
+  lv_offset=$(meta lv_offset)
+  lv_size=$(meta lv_size)
+  pe_start=$(meta pe_start)
+  part_offset=$(meta part_offset)
+  part_size=$(meta part_size)
+  luks1_offset=$(meta luks1_offset)
+  luks1_key=$(meta luks1_key)
+  used=$(meta used)
   sout="$dir/sparse-out.raw"
   [ "$(avail /dev/shm 2>/dev/null)" -gt $((used + (2 << 30))) ] 2>/dev/null && sout=/dev/shm/luksconv-bench-sparse.raw
-  for k in used full; do
-    flag=""; [ $k = full ] && flag=--full-copy
+  for k in used full qemu; do
+    case $k in
+      used) cmd=("$bin" convert --json -q --keep-guest) off=$lv_offset ;;
+      full) cmd=("$bin" convert --json -q --keep-guest --full-copy) off=$lv_offset ;;
+      # qemu-img reads partition 2 of the same file through the LUKS1 header in the gap before it (raw
+      # driver offset/size); its output is the partition alone, so the LV starts at pe_start there.
+      qemu) cmd=(qemu-img convert --object "secret,id=s,file=$sfx/$luks1_key" --image-opts
+        "driver=luks,key-secret=s,file.driver=raw,file.offset=$luks1_offset,file.size=$((part_offset - luks1_offset + part_size)),file.file.driver=file,file.file.filename=$sfx/disk.raw"
+        -O raw "$sout") off=$pe_start ;;
+    esac
+    so="$dir/sparse-$k.out"
+    [ $k = qemu ] || { cmd+=(--key-file "$sfx/key" --header "$sfx/header" --partition 2 "$sfx/disk.raw" "$sout"); so="$dir/sparse-$k.json"; }
     rm -f "$sout"; dropcache
-    /usr/bin/time -f '%e %M' -o "$dir/time.txt" "$bin" convert --json -q --keep-guest $flag --key-file "$sfx/key" \
-      --header "$sfx/header" --partition 2 "$sfx/disk.raw" "$sout" >"$dir/sparse-$k.json" 2>"$dir/sparse-$k.err" ||
+    /usr/bin/time -f '%e %M' -o "$dir/time.txt" "${cmd[@]}" >"$so" 2>"$dir/sparse-$k.err" ||
       { cat "$dir/sparse-$k.err"; exit 1; }
-    read -r secs[sparse$k,cold] rss[sparse$k,cold] <"$dir/time.txt"
-    wrote[$k]=$(jq -r .result.bytes_written "$dir/sparse-$k.json")
+    read -r "secs[sparse$k,cold]" "rss[sparse$k,cold]" <"$dir/time.txt"
+    # qemu-img reports nothing; what its output holds (it skips zero blocks) stands in for bytes written.
+    if [ $k = qemu ]; then wrote[$k]="$(du -B1 "$sout" | cut -f1) (allocated)"; else wrote[$k]=$(jq -r .result.bytes_written "$so"); fi
     # The output's root must pass xfs_repair -n and hold every file.
-    l=$(losetup -f --show -r -o "$lv_offset" --sizelimit "$lv_size" "$sout")
+    l=$(losetup -f --show -r -o "$off" --sizelimit "$lv_size" "$sout")
     xfs_repair -n "$l" >"$dir/sparse-$k.repair" 2>&1 || { losetup -d "$l"; echo "bench: xfs_repair -n fails on the $k output" >&2; tail "$dir/sparse-$k.repair"; exit 1; }
     mkdir -p "$dir/mnt"
     mount -o ro,norecovery "$l" "$dir/mnt"
@@ -230,16 +290,20 @@ printf '\nluksconv speed / cat > /dev/null speed: %s cold, %s warm\n' "$(ratio "
 printf 'luksconv speed / cat > file speed: %s cold, %s warm\n' "$(ratio "${secs[luksconv,cold]}" "${secs[catout,cold]}")" \
   "$(ratio "${secs[luksconv,warm]}" "${secs[catout,warm]}")"
 if ((sgib > 0)); then
-  printf '\n| %s GiB disk, %s GiB in use (cold cache) | s | bytes written | vs --full-copy time | peak RSS (MiB) |\n|---|---|---|---|---|\n' \
+  printf '\n| %s GiB disk, %s GiB in use (cold cache) | s | bytes written | vs --full-copy time | vs qemu-img | peak RSS (MiB) |\n|---|---|---|---|---|---|\n' \
     "$sgib" "$(awk -v u="$used" 'BEGIN { printf "%.1f", u / 2^30 }')"
-  for k in used full; do
+  for k in used full qemu; do
     case $k in
       used) label="luksconv convert (used-block-aware, default)" ;;
       full) label="luksconv convert --full-copy" ;;
+      qemu) label="qemu-img convert (partition 2 of the same file, via a LUKS1 header with the same volume key)" ;;
     esac
-    printf '| %s | %s | %s | %sx | %d |\n' "$label" "${secs[sparse$k,cold]}" "${wrote[$k]}" \
-      "$(awk -v a="${secs[sparse$k,cold]}" -v b="${secs[sparsefull,cold]}" 'BEGIN { printf "%.3f", a / b }')" $((rss[sparse$k,cold] / 1024))
+    printf '| %s | %s | %s | %sx | %sx | %d |\n' "$label" "${secs[sparse$k,cold]}" "${wrote[$k]}" \
+      "$(awk -v a="${secs[sparse$k,cold]}" -v b="${secs[sparsefull,cold]}" 'BEGIN { printf "%.3f", a / b }')" \
+      "$(ratio "${secs[sparse$k,cold]}" "${secs[sparseqemu,cold]}")" $((${rss[sparse$k,cold]} / 1024))
   done
+  printf '\nqemu-img time / luksconv time on this disk: %s used-block-aware, %s --full-copy\n' \
+    "$(ratio "${secs[sparseused,cold]}" "${secs[sparseqemu,cold]}")" "$(ratio "${secs[sparsefull,cold]}" "${secs[sparseqemu,cold]}")"
   printf '\nbytes in use (df of the root before encryption): %s; written by the used-block-aware run / in use: %s\n' "$used" \
     "$(awk -v a="${wrote[used]}" -v b="$used" 'BEGIN { printf "%.3f", a / b }')"
 fi
