@@ -11,10 +11,12 @@
 #   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (0 leaves those rows out). Its ciphertext
 #                          is dense (cryptsetup reencrypt --encrypt writes every sector), so it needs
 #                          that much free disk space. Unset: 64, or the largest multiple of 8 GiB that
-#                          fits beside the other fixtures (said in the output). Set: stops if it does not fit.
+#                          fits in the free space and the caches (said in the output). Set: stops if it
+#                          does not fit.
 #   BENCH_BUILD_ONLY=1     build (or keep) the fixtures and stop, e.g. before a run on a quiet machine
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
-# (its meta lacks layout=2), are removed to free the space.
+# (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
+# not fit side by side, the run measures the cached one first and then builds the other in its place.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 gib=${BENCH_GIB:-8}
@@ -23,11 +25,11 @@ sgib=${BENCH_SPARSE_GIB:-auto}
 dir=bench-out
 mkdir -p "$dir"
 if [ "$sgib" = auto ]; then
-  # Room for the sparse disk: free space now, less the dense fixtures still to build (LUKS2 + LUKS1),
-  # less 2 GiB of margin, plus a cached sparse disk of any size (removed below if its size changes).
+  # Room for the sparse disk: free space now plus every cache (a sparse disk of any size, removed below
+  # if its size changes, and the dense fixtures, which make way for it once their rows are measured when
+  # both do not fit), less 2 GiB of margin.
   room=$(( $(df --output=avail -B1 "$dir" | tail -1) >> 30 ))
-  [ -f "$dir/fixtures-${gib}g/manifest.json" ] || room=$((room - 2 * gib))
-  for c in "$dir"/sparse-*g; do [ -f "$c/meta" ] && room=$((room + $(du -s -BG "$c" | cut -dG -f1))); done
+  for c in "$dir"/sparse-*g "$dir/fixtures-${gib}g"; do [ -d "$c" ] && room=$((room + $(du -s -BG "$c" | cut -dG -f1))); done
   room=$(( (room - 2) / 8 * 8 ))
   sgib=$(( room < 64 ? room : 64 ))
   ((sgib > 0)) || sgib=0
@@ -45,11 +47,18 @@ for old in "$dir"/fixtures-*g "$dir"/sparse-*g; do
 done
 avail() { df --output=avail -B1 "$1" | tail -1; }
 
-if [ ! -f "$fx/manifest.json" ]; then
+# ensure_dense builds the dense fixtures once (cached in $fx). A cached sparse disk beside which they do
+# not fit is removed first; the run builds it again after the dense rows.
+ensure_dense() {
+  [ ! -f "$fx/manifest.json" ] || return 0
+  if [ "$(avail "$dir")" -lt $(((2 * gib + 2) << 30)) ] && [ -e "$sfx" ]; then
+    echo "bench: removing $sfx to make room for the ${gib} GiB fixtures (rebuilt after their rows)"
+    rm -rf "$sfx"
+  fi
   echo "bench: building the ${gib} GiB fixtures (once; cached in $fx)"
   rm -rf "$fx"
   testdata/mkfixtures.sh --bench "$gib" "$fx" >"$dir/build.log" 2>&1 || { tail -30 "$dir/build.log"; exit 1; }
-fi
+}
 
 # build_sparse DIR GIB: an ADE-style OS disk of GIB GiB with 10% of it in use. GPT: partition 1 an empty
 # 1 GiB /boot (xfs), a 2 MiB gap, partition 2 an LVM PV (rootvg, rootlv over every extent) holding an XFS
@@ -154,10 +163,24 @@ build_sparse() (
   mv "$tmp" "$d"
   ok=1
 )
-if ((sgib > 0)) && ! grep -qx 'layout=2' "$sfx/meta" 2>/dev/null; then
+sparse_cached() { ((sgib > 0)) && grep -qx 'layout=2' "$sfx/meta" 2>/dev/null; }
+# ensure_sparse builds the sparse disk once (cached in $sfx). If it does not fit beside the dense
+# fixtures, they are removed first (their rows are measured by then; the next run rebuilds them), except
+# with BENCH_BUILD_ONLY, which then leaves the disk to the run.
+ensure_sparse() {
+  ((sgib > 0)) || return 0
+  ! sparse_cached || return 0
   # A cache without layout=2 has no LUKS1 view for the qemu-img row (or is half built): start afresh.
   [ ! -e "$sfx" ] || { echo "bench: removing $sfx (an older layout)"; rm -rf "$sfx"; }
-  need=$((sgib * 1024 * 1048576 + (2 << 30)))
+  local need=$((sgib * 1024 * 1048576 + (2 << 30)))
+  if [ "$(avail "$dir")" -lt "$need" ] && [ -e "$fx" ]; then
+    if [ -n "${BENCH_BUILD_ONLY:-}" ]; then
+      echo "bench: the ${sgib} GiB disk does not fit beside $fx; the run builds it after the dense rows, in their place"
+      return 0
+    fi
+    echo "bench: removing $fx to make room for the ${sgib} GiB disk (the next run rebuilds it)"
+    rm -rf "$fx"
+  fi
   if [ "$(avail "$dir")" -lt "$need" ]; then
     echo "bench: the ${sgib} GiB disk needs $((need >> 30)) GiB free beside $dir, which has $(($(avail "$dir") >> 30)) GiB;" \
       "set BENCH_SPARSE_GIB smaller (or 0 to leave those rows out)" >&2
@@ -166,30 +189,18 @@ if ((sgib > 0)) && ! grep -qx 'layout=2' "$sfx/meta" 2>/dev/null; then
   echo "bench: building the ${sgib} GiB disk with 10% in use (once; cached in $sfx)"
   build_sparse "$sfx" "$sgib" >"$dir/build-sparse.log" 2>&1 &
   wait $! || { tail -30 "$dir/build-sparse.log"; exit 1; }
-fi
-[ -z "${BENCH_BUILD_ONLY:-}" ] || { echo "bench: fixtures ready in $fx${sfx:+ and $sfx}"; exit 0; }
-m="$fx/manifest.json"
-get() { jq -r ".fixtures[] | select(.name==\"$1\") | .$2" "$m"; }
-n="bench-${gib}g"
-img="$fx/$(get "$n" image)"
-hdr="$fx/$(get "$n" header)"
-key="$fx/$(get "$n" 'key_files[0]')"
-want=$(get "$n" plaintext_sha256)
-l1="$fx/$(get "$n-luks1" image)"
-l1key="$fx/$(get "$n-luks1" 'key_files[0]')"
-bytes=$((gib * 1024 * 1024 * 1024))
-# Outputs go to tmpfs when it has room, so the table measures the converters rather than the disk's
-# write-back (both tools get the same sink).
-out="$dir/out.raw"
-if [ "$(avail /dev/shm 2>/dev/null)" -gt $((bytes + (1 << 30))) ] 2>/dev/null; then
-  out=/dev/shm/luksconv-bench.raw
+}
+if [ -n "${BENCH_BUILD_ONLY:-}" ]; then
+  ensure_dense
+  ensure_sparse
+  echo "bench: fixtures ready in $fx$(sparse_cached && echo " and $sfx")"
+  exit 0
 fi
 
+declare -A secs rss wrote
 dropcache() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
-# measure NAME CMD...: cold page cache, wall seconds and peak RSS from /usr/bin/time.
 # measure NAME INPUT CMD...: once with a cold page cache (disk-bound) and once with INPUT already cached
 # (CPU-bound); wall seconds and peak RSS from /usr/bin/time.
-declare -A secs rss
 measure() {
   local name=$1 input=$2; shift 2
   rm -f "$out"; dropcache
@@ -201,27 +212,48 @@ measure() {
   read -r "secs[$name,warm]" "rss[$name,warm]" <"$dir/time.txt"
 }
 
-echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
-measure cat "$img" cat "$img"
-# The same bytes written to a file on the output's filesystem: the ceiling for a converter that must write.
-# shellcheck disable=SC2016 # $1 and $2 are the inner shell's
-measure catout "$img" sh -c 'cat "$1" >"$2"' _ "$img" "$out"
-measure luksconv "$img" "$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
-got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
-[ "$got" = "$want" ] || { echo "bench: luksconv output does not hold the expected plaintext" >&2; exit 1; }
-measure luksconv1 "$l1" "$bin" convert -q --allow-unknown-content --key-file "$l1key" "$l1" "$out"
-got=$(head -c "$bytes" "$out" | sha256sum | cut -d' ' -f1)
-[ "$got" = "$want" ] || { echo "bench: luksconv output of the LUKS1 image does not hold the expected plaintext" >&2; exit 1; }
-measure qemu "$l1" qemu-img convert --object "secret,id=s,file=$l1key" --image-opts \
-  "driver=luks,key-secret=s,file.filename=$l1" -O raw "$out"
-got=$(sha256sum <"$out" | cut -d' ' -f1)
-[ "$got" = "$want" ] || { echo "bench: qemu-img output does not hold the expected plaintext" >&2; exit 1; }
-rm -f "$out"
-sink="disk"; [[ $out == /dev/shm/* ]] && sink="tmpfs"
+# dense_rows measures cat, luksconv and qemu-img on the dense fixtures.
+dense_rows() {
+  m="$fx/manifest.json"
+  get() { jq -r ".fixtures[] | select(.name==\"$1\") | .$2" "$m"; }
+  n="bench-${gib}g"
+  img="$fx/$(get "$n" image)"
+  hdr="$fx/$(get "$n" header)"
+  key="$fx/$(get "$n" 'key_files[0]')"
+  want=$(get "$n" plaintext_sha256)
+  l1="$fx/$(get "$n-luks1" image)"
+  l1key="$fx/$(get "$n-luks1" 'key_files[0]')"
+  bytes=$((gib * 1024 * 1024 * 1024))
+  # Outputs go to tmpfs when it has room, so the table measures the converters rather than the disk's
+  # write-back (both tools get the same sink).
+  out="$dir/out.raw"
+  if [ "$(avail /dev/shm 2>/dev/null)" -gt $((bytes + (1 << 30))) ] 2>/dev/null; then
+    out=/dev/shm/luksconv-bench.raw
+  fi
 
-# The 10%-used disk: one cold run each (the input does not fit in the page cache at full size).
-declare -A wrote
-if ((sgib > 0)); then
+  measure cat "$img" cat "$img"
+  # The same bytes written to a file on the output's filesystem: the ceiling for a converter that must write.
+  # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+  measure catout "$img" sh -c 'cat "$1" >"$2"' _ "$img" "$out"
+  measure luksconv "$img" "$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$out"
+  got=$(dd if="$out" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "bench: luksconv output does not hold the expected plaintext" >&2; exit 1; }
+  measure luksconv1 "$l1" "$bin" convert -q --allow-unknown-content --key-file "$l1key" "$l1" "$out"
+  got=$(head -c "$bytes" "$out" | sha256sum | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "bench: luksconv output of the LUKS1 image does not hold the expected plaintext" >&2; exit 1; }
+  measure qemu "$l1" qemu-img convert --object "secret,id=s,file=$l1key" --image-opts \
+    "driver=luks,key-secret=s,file.filename=$l1" -O raw "$out"
+  got=$(sha256sum <"$out" | cut -d' ' -f1)
+  [ "$got" = "$want" ] || { echo "bench: qemu-img output does not hold the expected plaintext" >&2; exit 1; }
+  rm -f "$out"
+  sink="disk"
+  if [[ $out == /dev/shm/* ]]; then sink="tmpfs"; fi
+}
+
+# sparse_rows measures the 10%-used disk: one cold run each (the input does not fit in the page cache at
+# full size).
+sparse_rows() {
+  ((sgib > 0)) || return 0
   # What build_sparse wrote; a value missing from meta stops the run.
   meta() { sed -n "s/^$1=//p" "$sfx/meta" | grep . || { echo "bench: $sfx/meta has no $1" >&2; exit 1; }; }
   # (One assignment a line: set -e sees only the last command substitution of a line.)
@@ -263,6 +295,20 @@ if ((sgib > 0)); then
     ((ok == 0)) || { echo "bench: files differ in the $k output" >&2; exit 1; }
   done
   rm -f "$sout"
+}
+
+echo "bench: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //')"
+# Cached fixtures are measured first, so that when the dense fixtures and the sparse disk do not fit
+# side by side, one run builds the missing one only after the other's rows (and in its place).
+if sparse_cached && [ ! -f "$fx/manifest.json" ]; then
+  sparse_rows
+  ensure_dense
+  dense_rows
+else
+  ensure_dense
+  dense_rows
+  ensure_sparse
+  sparse_rows
 fi
 
 rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
