@@ -1,0 +1,323 @@
+package luksconv
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+
+	"github.com/luksconv/luksconv/lvm"
+	"github.com/luksconv/luksconv/xfs"
+)
+
+// guestVolume is a volume that may hold guest filesystems: a partition, or the decrypted volume.
+type guestVolume struct {
+	part     int
+	partUUID string
+	r        io.ReaderAt
+	size     int64
+	out      int64 // output offset of byte 0
+	content  Content
+}
+
+// outRange is a run of output bytes.
+type outRange struct{ off, n int64 }
+
+// guestFS is an XFS filesystem of the guest and how its device maps to the output.
+type guestFS struct {
+	name     string // "partition 2", "rootvg/varlv"
+	part     int
+	partUUID string
+	vg, lv   string
+	fs       *xfs.FS
+	toOut    func(off, n int64) ([]outRange, error)
+	mount    string
+	readOnly error // why it must not be edited, nil if it may be
+	warned   bool
+}
+
+func (g *guestFS) label() string {
+	if g.mount == "" {
+		return g.name
+	}
+	return fmt.Sprintf("%s (%s)", g.mount, g.name)
+}
+
+// guestPath is the path of fsPath in the running guest.
+func (g *guestFS) guestPath(fsPath string) string {
+	return path.Join(g.mount, fsPath)
+}
+
+func (g *guestFS) uuid() string {
+	u := g.fs.SB.UUID
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+func (g *guestFS) fsLabel() string {
+	return string(bytes.TrimRight(g.fs.SB.FName[:], "\x00"))
+}
+
+// discover opens the XFS filesystems of a volume: the volume itself, or the XFS logical volumes of an
+// LVM PV.
+func (e *guestEditor) discover(v guestVolume) {
+	switch v.content {
+	case ContentXFS:
+		x, err := xfs.Open(v.r, v.size)
+		if err != nil {
+			e.warn(fmt.Sprintf("partition %d: %v", v.part, err))
+			return
+		}
+		out := v.out
+		e.fss = append(e.fss, &guestFS{name: fmt.Sprintf("partition %d", v.part), part: v.part, partUUID: v.partUUID,
+			fs: x, readOnly: x.Writable(), toOut: func(off, n int64) ([]outRange, error) {
+				return []outRange{{out + off, n}}, nil
+			}})
+	case ContentLVM2:
+		pv, err := lvm.Open(v.r, v.size)
+		if err != nil || pv.VG == nil {
+			return // usedOnly already warned
+		}
+		for i := range pv.VG.LVs {
+			lv := &pv.VG.LVs[i]
+			lvr := pv.LVReader(v.r, lv)
+			head := make([]byte, probeSize)
+			if n, _ := lvr.ReadAt(head, 0); probeBytes(head[:n]) != ContentXFS {
+				continue
+			}
+			name := pv.VG.Name + "/" + lv.Name
+			x, err := xfs.Open(lvr, lv.Size)
+			if err != nil {
+				e.warn(fmt.Sprintf("%s: %v", name, err))
+				continue
+			}
+			out := v.out
+			e.fss = append(e.fss, &guestFS{name: name, part: v.part, vg: pv.VG.Name, lv: lv.Name, fs: x, readOnly: x.Writable(),
+				toOut: func(off, n int64) ([]outRange, error) {
+					ext, err := pv.Map(lv, off, n)
+					if err != nil {
+						return nil, err
+					}
+					r := make([]outRange, 0, len(ext))
+					for _, x := range ext {
+						r = append(r, outRange{out + x.PVOff, x.Len})
+					}
+					return r, nil
+				}})
+		}
+	}
+}
+
+func has(x *xfs.FS, p string) bool {
+	_, err := x.Lookup(p)
+	return err == nil
+}
+
+// pickBoot chooses /boot: the partition holding ADE's header, or else one with a GRUB or BLS
+// configuration and no /etc.
+func (e *guestEditor) pickBoot() {
+	for _, want := range []func(*xfs.FS) bool{
+		func(x *xfs.FS) bool { return has(x, ADEHeaderPath) },
+		func(x *xfs.FS) bool {
+			return !has(x, "/etc") && (has(x, "/grub2/grub.cfg") || has(x, "/grub2/grubenv") || has(x, "/loader/entries"))
+		},
+	} {
+		for _, g := range e.fss {
+			if g.lv == "" && want(g.fs) {
+				e.boot, g.mount = g, "/boot"
+				g.fs.MountPoint = "/boot"
+				return
+			}
+		}
+	}
+}
+
+// pickRoot chooses the root filesystem: the one with /etc/fstab and /etc/crypttab or /etc/os-release.
+func (e *guestEditor) pickRoot() {
+	var cands []*guestFS
+	for _, g := range e.fss {
+		if g != e.boot && has(g.fs, "/etc/fstab") && (has(g.fs, "/etc/crypttab") || has(g.fs, "/etc/os-release")) {
+			cands = append(cands, g)
+		}
+	}
+	if len(cands) == 0 {
+		e.noRoot = "no filesystem with /etc/fstab and /etc/os-release or /etc/crypttab was found"
+		return
+	}
+	if len(cands) > 1 {
+		var names []string
+		for _, g := range cands {
+			names = append(names, g.name)
+		}
+		e.warn(fmt.Sprintf("several filesystems look like a root filesystem (%s); editing %s", strings.Join(names, ", "), cands[0].name))
+	}
+	e.root, cands[0].mount = cands[0], "/"
+	cands[0].fs.MountPoint = "/"
+}
+
+// mountFromFstab assigns mount points to the other filesystems as the root's /etc/fstab names them.
+func (e *guestEditor) mountFromFstab(parts []PartitionInfo) {
+	b, err := readFile(e.root.fs, "/etc/fstab")
+	if err != nil {
+		e.warn(fmt.Sprintf("%s: /etc/fstab: %v", e.root.name, err))
+		return
+	}
+	for _, ln := range strings.Split(string(b), "\n") {
+		f := strings.Fields(ln)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		spec, mnt := unescapeFstab(f[0]), unescapeFstab(f[1])
+		if !strings.HasPrefix(mnt, "/") || mnt == "/" || mnt == "/boot" {
+			continue
+		}
+		for _, g := range e.fss {
+			if g.mount == "" && g.matches(spec) {
+				g.mount = path.Clean(mnt)
+				g.fs.MountPoint = g.mount
+				break
+			}
+		}
+	}
+}
+
+// matches reports whether an fstab device spec names g.
+func (g *guestFS) matches(spec string) bool {
+	cut := func(prefixes ...string) (string, bool) {
+		for _, p := range prefixes {
+			if v, ok := strings.CutPrefix(spec, p); ok {
+				return strings.Trim(v, `"`), true
+			}
+		}
+		return "", false
+	}
+	if v, ok := cut("UUID=", "/dev/disk/by-uuid/"); ok {
+		return strings.EqualFold(v, g.uuid())
+	}
+	if v, ok := cut("LABEL=", "/dev/disk/by-label/"); ok {
+		return v != "" && v == g.fsLabel()
+	}
+	if v, ok := cut("PARTUUID=", "/dev/disk/by-partuuid/"); ok {
+		return g.lv == "" && g.partUUID != "" && strings.EqualFold(v, g.partUUID)
+	}
+	if g.lv == "" {
+		return false
+	}
+	dm := strings.ReplaceAll(g.vg, "-", "--") + "-" + strings.ReplaceAll(g.lv, "-", "--")
+	return spec == "/dev/mapper/"+dm || spec == "/dev/"+g.vg+"/"+g.lv
+}
+
+// unescapeFstab decodes fstab's octal escapes (\040 for a space).
+func unescapeFstab(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// resolve finds the filesystem holding guest path p (longest mount point) and the path inside it.
+func (e *guestEditor) resolve(p string) (*guestFS, string) {
+	var best *guestFS
+	for _, g := range e.fss {
+		if g.mount == "" {
+			continue
+		}
+		if p == g.mount || g.mount == "/" || strings.HasPrefix(p, g.mount+"/") {
+			if best == nil || len(g.mount) > len(best.mount) {
+				best = g
+			}
+		}
+	}
+	if best == nil {
+		return nil, ""
+	}
+	rel := strings.TrimPrefix(p, best.mount)
+	if best.mount == "/" {
+		rel = p
+	}
+	if rel == "" {
+		rel = "/"
+	}
+	return best, rel
+}
+
+func (e *guestEditor) exists(guestPath string) bool {
+	g, p := e.resolve(guestPath)
+	return g != nil && has(g.fs, p)
+}
+
+// fileRoom is the bytes a file may grow to in place: the written extents contiguous from offset 0.
+func fileRoom(x *xfs.FS, ino *xfs.Inode) (int64, error) {
+	exts, err := x.Extents(ino)
+	if err != nil {
+		return 0, err
+	}
+	pos := int64(0)
+	for _, ex := range exts {
+		if ex.FileOff > pos || ex.Unwritten {
+			break
+		}
+		pos = max(pos, ex.FileOff+ex.Len)
+	}
+	return pos, nil
+}
+
+// writtenRanges lists the device ranges backing file bytes [from, to) rounded out to whole blocks,
+// written extents only (holes and unwritten extents read as zeros already).
+func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]xfs.Range, error) {
+	if !ino.IsRegular() || ino.Flags&xfs.FlagRealtime != 0 {
+		return nil, errors.New("not a regular data-device file")
+	}
+	bs := int64(x.SB.BlockSize)
+	from = from / bs * bs
+	to = (to + bs - 1) / bs * bs
+	exts, err := x.Extents(ino)
+	if err != nil {
+		return nil, err
+	}
+	var out []xfs.Range
+	for _, ex := range exts {
+		s, t := max(ex.FileOff, from), min(ex.FileOff+ex.Len, to)
+		if s >= t || ex.Unwritten {
+			continue
+		}
+		out = append(out, xfs.Range{Off: ex.DiskOff + s - ex.FileOff, Len: t - s})
+	}
+	return out, nil
+}
+
+func readInode(x *xfs.FS, ino *xfs.Inode) ([]byte, error) {
+	r, err := x.FileReader(ino)
+	if err != nil {
+		return nil, err
+	}
+	b := make([]byte, ino.Size)
+	if _, err := r.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, err
+	}
+	return b, nil
+}
+
+func readFile(x *xfs.FS, p string) ([]byte, error) {
+	ino, err := x.LookupFollow(p)
+	if err != nil {
+		return nil, err
+	}
+	if !ino.IsRegular() || ino.Size > maxConfigFile {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", p, maxConfigFile)
+	}
+	return readInode(x, ino)
+}

@@ -1,0 +1,221 @@
+package luksconv
+
+import (
+	"fmt"
+	"path"
+	"strings"
+
+	"github.com/luksconv/luksconv/guest"
+	"github.com/luksconv/luksconv/initramfs"
+)
+
+// keptInitramfs is an initramfs on /boot whose ADE hooks stay (the image without them did not fit, or
+// it could not be read), and what of ADE's it holds.
+type keptInitramfs struct {
+	path string
+	// hook is the ADE module whose hook stays: "91adeOnline", whose cmdline hook rd.ade=0 switches
+	// off; "91ade" (RHEL 7), which has no such switch; "" for none (only ADE's lvm.conf or crypttab
+	// copies stay).
+	hook string
+	// lvmFilter: the image's lvm.conf carries ADE's filter rejecting the (now plaintext) PV.
+	lvmFilter bool
+	// crypttab: the image's crypttab names osencrypt.
+	crypttab bool
+}
+
+// editInitramfs removes ADE's hooks from /boot's initramfs image p, in place if the new image fits the
+// file's blocks.
+func (e *guestEditor) editInitramfs(p string) error {
+	g := e.boot
+	gp := g.guestPath(p)
+	ino, err := g.fs.Lookup(p)
+	if err != nil || !ino.IsRegular() || !e.once(g, ino) {
+		return nil
+	}
+	e.initrdList = append(e.initrdList, gp)
+	if ino.Size > initramfs.MaxImageSize {
+		e.warn(fmt.Sprintf("%s: %d bytes is larger than luksconv reads (%d); its ADE hooks, if any, remain", gp, ino.Size, int64(initramfs.MaxImageSize)))
+		e.initrd[gp] = []string{"not examined (too large)"}
+		e.keepUnread(gp)
+		return nil
+	}
+	r, err := g.fs.FileReader(ino)
+	if err != nil {
+		e.warn(fmt.Sprintf("%s: %v", gp, err))
+		return nil
+	}
+	img, err := initramfs.Parse(r, ino.Size)
+	if err != nil {
+		e.warn(fmt.Sprintf("%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (dracut -f --regenerate-all)", gp, err))
+		e.initrd[gp] = []string{"not examined: " + err.Error()}
+		e.keepUnread(gp)
+		return nil
+	}
+	edit, findings := initramfs.ADEEdit(img)
+	var rebuild []string
+	for _, f := range findings {
+		if strings.Contains(f, "rebuild") {
+			rebuild = append(rebuild, f)
+			e.warn(fmt.Sprintf("%s: %s", gp, f))
+		}
+	}
+	e.initrd[gp] = rebuild
+	if len(edit.Remove) == 0 && len(edit.RemovePrefix) == 0 && len(edit.Replace) == 0 {
+		return nil
+	}
+	kept := keptInitramfs{path: gp, hook: adeHook(edit), lvmFilter: edit.Replace["etc/lvm/lvm.conf"] != nil,
+		crypttab: edit.Replace["etc/crypttab"] != nil}
+	fail := func(msg string) error {
+		e.initrd[gp] = append(e.initrd[gp], msg)
+		e.kept = append(e.kept, kept)
+		if e.strict {
+			return fmt.Errorf("%s: %s: %w", gp, msg, ErrGuestEdit)
+		}
+		e.warn(fmt.Sprintf("%s: %s; ADE's hooks stay in it: rebuild it in the guest (dracut -f --regenerate-all)", gp, msg))
+		return nil
+	}
+	out, rep, err := img.Rewrite(r, edit)
+	if err != nil {
+		return fail(fmt.Sprintf("rewriting without ADE's hooks failed: %v", err))
+	}
+	room, err := fileRoom(g.fs, ino)
+	if err != nil {
+		return fail(err.Error())
+	}
+	recompressed := ""
+	if int64(len(out)) > room {
+		// luksconv's encoders are weaker than the gzip/xz/zstd binaries dracut ran, so the image
+		// re-encoded in its own format can outgrow the file's blocks. A format the kernel also
+		// unpacks and that compresses better (xz, zstd) usually fits; the kernel's config says which.
+		formats, config := e.kernelFormats(img)
+		tried := []string{fmt.Sprintf("%s %d bytes", mainCompression(rep), len(out))}
+		for _, c := range formats {
+			edit.Compression = c
+			o, r2, err := img.Rewrite(r, edit)
+			if err != nil {
+				return fail(fmt.Sprintf("rewriting without ADE's hooks as %s failed: %v", c, err))
+			}
+			if int64(len(o)) <= room {
+				recompressed = fmt.Sprintf("; re-compressed as %s: luksconv's %s did not fit the file's %d bytes, and %s unpacks %s",
+					c, tried[0], room, config, c)
+				out, rep = o, r2
+				break
+			}
+			tried = append(tried, fmt.Sprintf("%s %d bytes", c, len(o)))
+		}
+		if recompressed == "" {
+			return fail(fmt.Sprintf("the image without ADE's hooks (%s) does not fit the %d bytes the file owns", strings.Join(tried, ", "), room))
+		}
+	}
+	if !e.canEdit(g) {
+		e.initrd[gp] = append(e.initrd[gp], "filesystem not editable")
+		e.kept = append(e.kept, kept)
+		return nil
+	}
+	if err := e.rewrite(g, ino, out, "guest edit: "+gp); err != nil {
+		return fail(err.Error())
+	}
+	var details []string
+	for _, f := range findings {
+		if !strings.Contains(f, "rebuild") {
+			details = append(details, f)
+		}
+	}
+	e.edits = append(e.edits, Edit{Filesystem: g.label(), Path: gp,
+		Why:    fmt.Sprintf("remove ADE's dracut hooks and files from the initramfs (%d -> %d bytes%s)", rep.OldSize, rep.NewSize, recompressed),
+		Before: details})
+	return nil
+}
+
+// kernelFormats returns the initramfsAlternatives, other than the format img's main archive already has,
+// that the kernel img belongs to unpacks, according to /boot/config-RELEASE for every kernel release
+// whose modules img carries; and a description of that evidence. Without a config file for each, none:
+// a kernel that cannot unpack its initramfs does not boot.
+func (e *guestEditor) kernelFormats(img *initramfs.Image) ([]initramfs.Compression, string) {
+	kvers := initramfs.KernelVersions(img)
+	if len(kvers) == 0 {
+		return nil, ""
+	}
+	ok := map[initramfs.Compression]int{}
+	var names []string
+	for _, kv := range kvers {
+		gp := "/boot/config-" + kv
+		g, p := e.resolve(gp)
+		if g == nil {
+			return nil, ""
+		}
+		ino, err := g.fs.Lookup(p)
+		if err != nil || !ino.IsRegular() || ino.Size > maxKernelConfig {
+			return nil, ""
+		}
+		b, err := readInode(g.fs, ino)
+		if err != nil {
+			return nil, ""
+		}
+		for _, c := range initramfs.KernelDecompressors(b) {
+			ok[c]++
+		}
+		names = append(names, gp)
+	}
+	own := map[initramfs.Compression]bool{}
+	for _, s := range img.Segments {
+		own[s.Compression] = true
+	}
+	var out []initramfs.Compression
+	for _, c := range initramfsAlternatives {
+		if ok[c] == len(kvers) && !own[c] {
+			out = append(out, c)
+		}
+	}
+	return out, "the kernel (" + strings.Join(names, ", ") + ")"
+}
+
+// mainCompression names the format of the last rewritten compressed segment: dracut's main archive.
+func mainCompression(rep *initramfs.Report) initramfs.Compression {
+	c := initramfs.None
+	for _, s := range rep.Segments {
+		if s.Rewritten && s.Compression != initramfs.None {
+			c = s.Compression
+		}
+	}
+	return c
+}
+
+// adeHook names the ADE dracut module whose files edit removes: "91ade" if any of RHEL 7's 91ade
+// files (its ask script, udev rule or embedded header) is there, else "91adeOnline" for its generator
+// or the cmdline hook both share, else "".
+func adeHook(edit initramfs.Edit) string {
+	hook := ""
+	for _, f := range edit.Remove {
+		switch path.Base(f) {
+		case "cryptroot-ask-ade", "50-udev-ade.rules", "osluksheader":
+			return "91ade"
+		case "crypt-run-generator-ade", "30-parse-crypt-ade.sh", "parse-crypt-ade.sh", "70-luks-ade.rules":
+			hook = "91adeOnline"
+		}
+	}
+	return hook
+}
+
+// keepUnread records an initramfs luksconv could not read as keeping ADE's hooks when the root
+// filesystem has ADE's dracut module, which any image built since went into; its lvm.conf and
+// crypttab copies are taken to carry what the root's had before the edits.
+func (e *guestEditor) keepUnread(gp string) {
+	k := keptInitramfs{path: gp}
+	switch {
+	case e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade"):
+		k.hook = "91ade"
+	case e.exists("/usr/lib/dracut/modules.d/91adeOnline") || e.exists("/lib/dracut/modules.d/91adeOnline"):
+		k.hook = "91adeOnline"
+	default:
+		return
+	}
+	for _, f := range e.files {
+		if f.path == guest.PathLVMConf || f.path == guest.PathCrypttab {
+			residue := len(guest.Scan(f.path, f.before)) > 0
+			k.lvmFilter = k.lvmFilter || (f.path == guest.PathLVMConf && residue)
+			k.crypttab = k.crypttab || (f.path == guest.PathCrypttab && residue)
+		}
+	}
+	e.kept = append(e.kept, k)
+}
