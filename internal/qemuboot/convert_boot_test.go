@@ -1,7 +1,10 @@
 package qemuboot_test
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -38,7 +41,7 @@ var adeActivity = []*regexp.Regexp{
 func TestBootConverted(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	bootConverted(t, qemuboot.Fixture(t).Disk, true)
+	bootConverted(t, qemuboot.Fixture(t).Disk, true, "re-compressed as xz")
 }
 
 // TestBootConvertedKeptInitramfs is TestBootConverted on a copy of the boot disk whose /boot lacks the
@@ -49,6 +52,54 @@ func TestBootConverted(t *testing.T) {
 func TestBootConvertedKeptInitramfs(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
+	disk := editBoot(t, func(mnt string) error {
+		configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
+		if len(configs) == 0 {
+			return errors.New("no config-* in /boot")
+		}
+		for _, c := range configs {
+			if err := os.Remove(c); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	bootConverted(t, disk, false, "")
+}
+
+// TestBootConvertedZstd is TestBootConverted on a copy of the boot disk whose kernel config says the
+// kernel unpacks zstd but not xz: luksconv must re-compress the initramfs as zstd, and the kernel must
+// boot from it (the real kernel does unpack both; only luksconv's choice is steered).
+func TestBootConvertedZstd(t *testing.T) {
+	skipShort(t)
+	t.Parallel()
+	disk := editBoot(t, func(mnt string) error {
+		configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
+		if len(configs) == 0 {
+			return errors.New("no config-* in /boot")
+		}
+		for _, c := range configs {
+			b, err := os.ReadFile(c)
+			if err != nil {
+				return err
+			}
+			if !bytes.Contains(b, []byte("\nCONFIG_RD_ZSTD=y\n")) || !bytes.Contains(b, []byte("\nCONFIG_RD_XZ=y\n")) {
+				return fmt.Errorf("%s: the kernel does not build in both xz and zstd", c)
+			}
+			b = bytes.Replace(b, []byte("\nCONFIG_RD_XZ=y\n"), []byte("\n# CONFIG_RD_XZ is not set\n"), 1)
+			if err := os.WriteFile(c, b, 0o644); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	bootConverted(t, disk, true, "re-compressed as zstd")
+}
+
+// editBoot returns a copy of the boot set's disk whose /boot edit changed through a read-write loop
+// mount (the kernel writes it; the set's own disk stays as built).
+func editBoot(t *testing.T, edit func(mnt string) error) string {
+	t.Helper()
 	set := qemuboot.Fixture(t)
 	disk := testenv.CopyFile(t, set.Disk)
 	f, err := os.Open(disk)
@@ -65,32 +116,27 @@ func TestBootConvertedKeptInitramfs(t *testing.T) {
 	if !ok {
 		t.Fatalf("no /boot partition %d", set.BootPartition)
 	}
-	// The kernel edits the copy's /boot (the source fixture stays as built).
 	dev, detach := testenv.AttachLoop(t, disk, "--offset", strconv.FormatInt(part.Offset, 10), "--sizelimit", strconv.FormatInt(part.Size, 10))
 	mnt := t.TempDir()
 	if out, err := testenv.RunErr("mount", "-t", "xfs", "-o", "nouuid", dev, mnt); err != nil {
 		t.Skipf("SKIPPING: cannot mount the boot disk copy's /boot read-write: %v\n%s", err, out)
 	}
-	configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
-	for _, c := range configs {
-		if err := os.Remove(c); err != nil {
-			t.Error(err)
-		}
-	}
+	eerr := edit(mnt)
 	if _, err := testenv.RunErr("umount", mnt); err != nil {
 		t.Fatal(err)
 	}
 	detach()
-	if len(configs) == 0 {
-		t.Fatal("the boot disk's /boot holds no config-* to remove")
+	if eerr != nil {
+		t.Fatalf("editing the copy's /boot: %v", eerr)
 	}
-	bootConverted(t, disk, false)
+	return disk
 }
 
 // bootConverted converts disk (the boot set's disk or a copy of it), checks the plan and the output,
 // and boots the output without the BEK volume. wantRewritten says whether the initramfs must have been
-// rewritten without ADE's hooks (else it must be kept, with the switch-off arguments added).
-func bootConverted(t *testing.T, disk string, wantRewritten bool) {
+// rewritten without ADE's hooks (else it must be kept, with the switch-off arguments added); how, if
+// set, must be in the rewrite's reason.
+func bootConverted(t *testing.T, disk string, wantRewritten bool, how string) {
 	t.Helper()
 	set := qemuboot.Fixture(t)
 	key, err := os.ReadFile(set.Key)
@@ -106,6 +152,9 @@ func bootConverted(t *testing.T, disk string, wantRewritten bool) {
 		t.Logf("edit %s: %s", e.Path, e.Why)
 		if e.Path == img {
 			rewritten = true
+			if !strings.Contains(e.Why, how) {
+				t.Errorf("initramfs edit %q does not say %q", e.Why, how)
+			}
 		}
 		if strings.Contains(e.Why, "add kernel arguments") {
 			addEdit = &p.Edits[i]
