@@ -21,7 +21,7 @@ var desID = "/subscriptions/" + sub + "/resourceGroups/rg-keys/providers/Microso
 func sourceFixture(c *cloud) {
 	caps := &armcompute.SupportedCapabilities{Architecture: to.Ptr(armcompute.ArchitectureX64), AcceleratedNetwork: to.Ptr(true), DiskControllerTypes: to.Ptr("SCSI, NVMe")}
 	diskID := resID(typeDisk, "osdisk")
-	c.disks[key(rg, "osdisk")] = &armcompute.Disk{
+	c.Disks[key(rg, "osdisk")] = &armcompute.Disk{
 		ID: to.Ptr(diskID), Location: to.Ptr(region), Zones: []*string{to.Ptr("2")},
 		SKU: &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
 		Properties: &armcompute.DiskProperties{
@@ -32,7 +32,7 @@ func sourceFixture(c *cloud) {
 			PurchasePlan: &armcompute.DiskPurchasePlan{Name: to.Ptr("rhel-lvm89"), Product: to.Ptr("rhel-byos"), Publisher: to.Ptr("redhat")},
 		},
 	}
-	c.snapshots[key(rg, "snap")] = &armcompute.Snapshot{
+	c.Snapshots[key(rg, "snap")] = &armcompute.Snapshot{
 		ID: to.Ptr(resID(typeSnapshot, "snap")), Location: to.Ptr(region),
 		SKU: &armcompute.SnapshotSKU{Name: to.Ptr(armcompute.SnapshotStorageAccountTypesStandardLRS)},
 		Properties: &armcompute.SnapshotProperties{
@@ -43,7 +43,7 @@ func sourceFixture(c *cloud) {
 			PurchasePlan: &armcompute.DiskPurchasePlan{Name: to.Ptr("rhel-lvm89"), Product: to.Ptr("rhel-byos"), Publisher: to.Ptr("redhat")},
 		},
 	}
-	c.des[key("rg-keys", "des1")] = &armcompute.DiskEncryptionSet{
+	c.DiskEncryptionSets[key("rg-keys", "des1")] = &armcompute.DiskEncryptionSet{
 		ID: to.Ptr(desID), Location: to.Ptr("West Europe"),
 		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
 	}
@@ -62,7 +62,7 @@ func TestCreateUploadDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := c.diskPut
+	d := c.DiskPut
 	if d == nil {
 		t.Fatal("no disk PUT")
 	}
@@ -105,8 +105,8 @@ func TestCreateUploadDisk(t *testing.T) {
 		t.Errorf("target JSON carries the SAS: %s", b)
 	}
 	wantCalls := []string{"PUT disk osdisk-plain", "GRANT disk osdisk-plain Write 86400"}
-	if !slices.Equal(c.calls, wantCalls) {
-		t.Errorf("calls %q, want %q", c.calls, wantCalls)
+	if !slices.Equal(c.Calls, wantCalls) {
+		t.Errorf("calls %q, want %q", c.Calls, wantCalls)
 	}
 	if err := tgt.Finish(ctx); err != nil {
 		t.Fatal(err)
@@ -115,8 +115,8 @@ func TestCreateUploadDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	wantCalls = append(wantCalls, "REVOKE disk osdisk-plain")
-	if !slices.Equal(c.calls, wantCalls) {
-		t.Errorf("calls %q, want %q", c.calls, wantCalls)
+	if !slices.Equal(c.Calls, wantCalls) {
+		t.Errorf("calls %q, want %q", c.Calls, wantCalls)
 	}
 }
 
@@ -136,27 +136,27 @@ func TestDiskSpecFrom(t *testing.T) {
 	}
 
 	// A snapshot that lacks the capabilities takes them from its disk.
-	c.snapshots[key(rg, "snap")].Properties.SupportedCapabilities = nil
+	c.Snapshots[key(rg, "snap")].Properties.SupportedCapabilities = nil
 	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
 	if err != nil || spec.SupportedCapabilities == nil || *spec.SupportedCapabilities.DiskControllerTypes != "SCSI, NVMe" {
 		t.Fatalf("capabilities not taken from the source disk: %+v, %v", spec, err)
 	}
 
 	// Double-encryption DES: the disk must ask for the same type.
-	c.des[key("rg-keys", "des1")].Properties.EncryptionType = to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithPlatformAndCustomerKeys)
+	c.DiskEncryptionSets[key("rg-keys", "des1")].Properties.EncryptionType = to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithPlatformAndCustomerKeys)
 	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
 	if err != nil || spec.EncryptionType != armcompute.EncryptionTypeEncryptionAtRestWithPlatformAndCustomerKeys {
 		t.Fatalf("double encryption: %+v, %v", spec, err)
 	}
 
 	// A DES in another region is refused.
-	c.des[key("rg-keys", "des1")].Location = to.Ptr("northeurope")
+	c.DiskEncryptionSets[key("rg-keys", "des1")].Location = to.Ptr("northeurope")
 	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID); !errors.Is(err, ErrState) {
 		t.Errorf("DES in another region: %v", err)
 	}
 
 	// Source disk deleted: zones and SKU fall back, with a note.
-	delete(c.disks, key(rg, "osdisk"))
+	delete(c.Disks, key(rg, "osdisk"))
 	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", "")
 	if err != nil {
 		t.Fatal(err)
@@ -166,18 +166,18 @@ func TestDiskSpecFrom(t *testing.T) {
 	}
 
 	// A Trusted Launch source is described but refused at creation.
-	c.snapshots[key(rg, "snap")].Properties.SecurityProfile = &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesTrustedLaunch)}
+	c.Snapshots[key(rg, "snap")].Properties.SecurityProfile = &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesTrustedLaunch)}
 	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	spec.DiskEncryptionSetID = desID
-	n := len(c.calls)
+	n := len(c.Calls)
 	if _, err := cl.CreateUploadDisk(ctx, *spec); !errors.Is(err, ErrUnsupported) {
 		t.Errorf("Trusted Launch: %v", err)
 	}
-	if len(c.calls) != n {
-		t.Errorf("calls made for a refused spec: %q", c.calls[n:])
+	if len(c.Calls) != n {
+		t.Errorf("calls made for a refused spec: %q", c.Calls[n:])
 	}
 }
 
@@ -207,8 +207,8 @@ func TestCreateUploadDiskValidation(t *testing.T) {
 			t.Errorf("%s: accepted", name)
 		}
 	}
-	if len(c.calls) != 0 {
-		t.Errorf("invalid specs reached the service: %q", c.calls)
+	if len(c.Calls) != 0 {
+		t.Errorf("invalid specs reached the service: %q", c.Calls)
 	}
 	// Ultra and Premium SSD v2 need 512-byte logical sectors for a VHD.
 	s := good
@@ -216,20 +216,20 @@ func TestCreateUploadDiskValidation(t *testing.T) {
 	if _, err := cl.CreateUploadDisk(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
-	if ls := c.diskPut.Properties.CreationData.LogicalSectorSize; ls == nil || *ls != 512 {
+	if ls := c.DiskPut.Properties.CreationData.LogicalSectorSize; ls == nil || *ls != 512 {
 		t.Errorf("PremiumV2 logical sector size %v", ls)
 	}
 }
 
 func TestCreateUploadDiskExists(t *testing.T) {
 	c := newCloud(t)
-	c.disks[key(rg, "d")] = &armcompute.Disk{ID: to.Ptr(resID(typeDisk, "d")), Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+	c.Disks[key(rg, "d")] = &armcompute.Disk{ID: to.Ptr(resID(typeDisk, "d")), Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
 	_, err := c.client().CreateUploadDisk(context.Background(), DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
 	if !errors.Is(err, ErrExists) || !strings.Contains(err.Error(), "Unattached") {
 		t.Fatalf("err = %v", err)
 	}
-	if len(c.calls) != 0 {
-		t.Errorf("calls %q on an existing disk", c.calls)
+	if len(c.Calls) != 0 {
+		t.Errorf("calls %q on an existing disk", c.Calls)
 	}
 }
 
@@ -239,7 +239,7 @@ func TestCreateUploadDiskGrantFails(t *testing.T) {
 	for _, mode := range []string{"error", "nosas", "transport"} {
 		t.Run(mode, func(t *testing.T) {
 			c := newCloud(t)
-			c.failGrant = mode
+			c.FailGrant = mode
 			_, err := c.client().CreateUploadDisk(context.Background(), DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
 			if err == nil {
 				t.Fatal("no error")
@@ -248,10 +248,10 @@ func TestCreateUploadDiskGrantFails(t *testing.T) {
 				t.Errorf("error leaks the SAS signature: %v", err)
 			}
 			want := []string{"PUT disk d", "GRANT disk d Write 86400", "REVOKE disk d", "DELETE disk d"}
-			if !slices.Equal(c.calls, want) {
-				t.Errorf("calls %q, want %q", c.calls, want)
+			if !slices.Equal(c.Calls, want) {
+				t.Errorf("calls %q, want %q", c.Calls, want)
 			}
-			if _, ok := c.disks[key(rg, "d")]; ok {
+			if _, ok := c.Disks[key(rg, "d")]; ok {
 				t.Errorf("empty disk left behind")
 			}
 			t.Log(err)
@@ -270,7 +270,7 @@ func TestUploadFinishFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.failRevoke = "InvalidVhd"
+	c.FailRevoke = "InvalidVhd"
 	err = tgt.Finish(ctx)
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Code != "InvalidVhd" {
@@ -279,18 +279,18 @@ func TestUploadFinishFailures(t *testing.T) {
 	if st, err := tgt.State(ctx); err != nil || st != armcompute.DiskStateActiveUpload {
 		t.Fatalf("state %s, %v", st, err)
 	}
-	c.failRevoke = ""
+	c.FailRevoke = ""
 	if err := tgt.Abort(ctx); err != nil {
 		t.Fatal(err)
 	}
 	want := []string{"PUT disk d", "GRANT disk d Write 3600", "REVOKE disk d", "REVOKE disk d", "DELETE disk d"}
-	if !slices.Equal(c.calls, want) {
-		t.Errorf("calls %q, want %q", c.calls, want)
+	if !slices.Equal(c.Calls, want) {
+		t.Errorf("calls %q, want %q", c.Calls, want)
 	}
 
 	// Revoke succeeds but the disk did not become Unattached.
-	c.calls = nil
-	c.revokeKeeps = true
+	c.Calls = nil
+	c.RevokeKeeps = true
 	tgt, err = cl.CreateUploadDisk(ctx, spec)
 	if err != nil {
 		t.Fatal(err)
@@ -310,14 +310,14 @@ func TestOpenUploadDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another job's tag: refused before any grant.
-	grants := c.count("grant")
+	grants := c.Count("grant")
 	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, map[string]string{"job": "b"}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), `tag job is "a", want "b"`) {
 		t.Errorf("reopen with another tag: %v", err)
 	}
 	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, map[string]string{"other": "x"}); !errors.Is(err, ErrState) {
 		t.Errorf("reopen with a missing tag: %v", err)
 	}
-	if n := c.count("grant"); n != grants {
+	if n := c.Count("grant"); n != grants {
 		t.Errorf("a refused reopen granted access (%d grants, were %d)", n, grants)
 	}
 	// Resume: a new grant on the same disk, same sizes.
@@ -356,13 +356,13 @@ func TestGrantRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"GRANT snapshot snap Read 10800", "REVOKE snapshot snap"}
-	if !slices.Equal(c.calls, want) {
-		t.Errorf("calls %q, want %q", c.calls, want)
+	if !slices.Equal(c.Calls, want) {
+		t.Errorf("calls %q, want %q", c.Calls, want)
 	}
 
 	// Failure paths revoke too, and never show the signature.
-	for _, mode := range []string{"nosas", "transport", "error"} { // "error" last: see cloud.failGrant
-		c.calls, c.failGrant = nil, mode
+	for _, mode := range []string{"nosas", "transport", "error"} { // "error" last: see azurefake.Cloud.FailGrant
+		c.Calls, c.FailGrant = nil, mode
 		_, rv, err := cl.GrantRead(ctx, resID(typeSnapshot, "snap"), 0)
 		if err == nil || rv != nil {
 			t.Fatalf("%s: err %v", mode, err)
@@ -371,12 +371,12 @@ func TestGrantRead(t *testing.T) {
 			t.Errorf("%s: error leaks the SAS signature: %v", mode, err)
 		}
 		want := []string{"GRANT snapshot snap Read 86400", "REVOKE snapshot snap"}
-		if !slices.Equal(c.calls, want) {
-			t.Errorf("%s: calls %q, want %q", mode, c.calls, want)
+		if !slices.Equal(c.Calls, want) {
+			t.Errorf("%s: calls %q, want %q", mode, c.Calls, want)
 		}
 	}
 	// A disk can be exported too.
-	c.calls, c.failGrant = nil, ""
+	c.Calls, c.FailGrant = nil, ""
 	if _, rv, err := cl.GrantRead(ctx, resID(typeDisk, "osdisk"), time.Hour); err != nil {
 		t.Fatal(err)
 	} else if err := rv(ctx); err != nil {
@@ -397,7 +397,7 @@ func TestSnapshotDisk(t *testing.T) {
 	if id != resID(typeSnapshot, "snap2") {
 		t.Errorf("id %s", id)
 	}
-	s := c.snapshotPut
+	s := c.SnapshotPut
 	if *s.Properties.CreationData.CreateOption != armcompute.DiskCreateOptionCopy || *s.Properties.CreationData.SourceResourceID != resID(typeDisk, "osdisk") ||
 		*s.Location != region || !*s.Properties.Incremental || *s.Tags["by"] != "luksconv" {
 		t.Errorf("snapshot body %+v", s)

@@ -45,7 +45,7 @@ func adeCollection(kek bool) *armcompute.EncryptionSettingsCollection {
 
 func TestKeySourcesSinglePassSnapshot(t *testing.T) {
 	c := newCloud(t)
-	c.snapshots[key(rg, "snap")] = &armcompute.Snapshot{
+	c.Snapshots[key(rg, "snap")] = &armcompute.Snapshot{
 		ID: to.Ptr(resID(typeSnapshot, "snap")), Location: to.Ptr(region),
 		Properties: &armcompute.SnapshotProperties{EncryptionSettingsCollection: adeCollection(true)},
 	}
@@ -68,17 +68,17 @@ func TestKeySourcesSinglePassSnapshot(t *testing.T) {
 func dualPass(c *cloud, osDisk bool) {
 	diskID := resID(typeDisk, "osdisk")
 	vmID := resID(typeVM, "vm1")
-	c.snapshots[key(rg, "snap")] = &armcompute.Snapshot{
+	c.Snapshots[key(rg, "snap")] = &armcompute.Snapshot{
 		ID: to.Ptr(resID(typeSnapshot, "snap")),
 		Properties: &armcompute.SnapshotProperties{CreationData: &armcompute.CreationData{
 			CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(diskID)}},
 	}
-	c.disks[key(rg, "osdisk")] = &armcompute.Disk{ID: to.Ptr(diskID), ManagedBy: to.Ptr(vmID), Properties: &armcompute.DiskProperties{}}
+	c.Disks[key(rg, "osdisk")] = &armcompute.Disk{ID: to.Ptr(diskID), ManagedBy: to.Ptr(vmID), Properties: &armcompute.DiskProperties{}}
 	attached := diskID
 	if !osDisk {
 		attached = resID(typeDisk, "other")
 	}
-	c.vms[key(rg, "vm1")] = &armcompute.VirtualMachine{
+	c.VMs[key(rg, "vm1")] = &armcompute.VirtualMachine{
 		ID: to.Ptr(vmID),
 		Properties: &armcompute.VirtualMachineProperties{StorageProfile: &armcompute.StorageProfile{OSDisk: &armcompute.OSDisk{
 			ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(attached)},
@@ -120,7 +120,7 @@ func TestKeySourcesNotOSDisk(t *testing.T) {
 
 func TestKeySourcesNone(t *testing.T) {
 	c := newCloud(t)
-	c.snapshots[key(rg, "snap")] = &armcompute.Snapshot{
+	c.Snapshots[key(rg, "snap")] = &armcompute.Snapshot{
 		ID: to.Ptr(resID(typeSnapshot, "snap")),
 		Properties: &armcompute.SnapshotProperties{CreationData: &armcompute.CreationData{
 			CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(resID(typeDisk, "gone"))}},
@@ -147,7 +147,7 @@ func TestKeySourcesNone(t *testing.T) {
 func TestRecoverKeyBEK(t *testing.T) {
 	c := newCloud(t)
 	want := adeKey(t)
-	c.secrets["bek/v1"] = azsecrets.Secret{
+	c.Secrets["bek/v1"] = azsecrets.Secret{
 		Value:       to.Ptr(base64.StdEncoding.EncodeToString(want)),
 		ContentType: to.Ptr("BEK"),
 		Tags:        map[string]*string{TagKeyFileName: to.Ptr("LinuxPassPhraseFileName")},
@@ -159,7 +159,7 @@ func TestRecoverKeyBEK(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Fatalf("key differs: %d bytes, want %d", len(got), len(want))
 	}
-	if c.unwrapKey != "" {
+	if c.UnwrapKey != "" {
 		t.Errorf("UnwrapKey called for a plain BEK")
 	}
 }
@@ -201,7 +201,7 @@ func TestRecoverKeyWrapped(t *testing.T) {
 				if a.tag != nil {
 					tags[TagKEKAlgorithm] = a.tag
 				}
-				c.secrets["bek/v1"] = azsecrets.Secret{
+				c.Secrets["bek/v1"] = azsecrets.Secret{
 					Value:       to.Ptr(enc(c.wrap(t, a.used, want))),
 					ContentType: to.Ptr("Wrapped BEK"),
 					Tags:        tags,
@@ -213,8 +213,8 @@ func TestRecoverKeyWrapped(t *testing.T) {
 				if !bytes.Equal(got, want) {
 					t.Fatalf("key differs")
 				}
-				if c.unwrapAlg != a.used || c.unwrapKey != kekName+"/"+kekVer {
-					t.Fatalf("unwrapped %s with %s, want %s/%s with %s", c.unwrapKey, c.unwrapAlg, kekName, kekVer, a.used)
+				if c.UnwrapAlg != a.used || c.UnwrapKey != kekName+"/"+kekVer {
+					t.Fatalf("unwrapped %s with %s, want %s/%s with %s", c.UnwrapKey, c.UnwrapAlg, kekName, kekVer, a.used)
 				}
 			})
 		}
@@ -225,7 +225,7 @@ func TestRecoverKeyWrapped(t *testing.T) {
 func TestRecoverKeyKEKFromTag(t *testing.T) {
 	c := newCloud(t)
 	want := adeKey(t)
-	c.secrets["bek/v1"] = azsecrets.Secret{
+	c.Secrets["bek/v1"] = azsecrets.Secret{
 		Value: to.Ptr(base64.RawURLEncoding.EncodeToString(c.wrap(t, azkeys.EncryptionAlgorithmRSAOAEP256, want))),
 		Tags: map[string]*string{
 			TagKEKURL:       to.Ptr("https://adevault.vault.azure.net:443/keys/" + kekName + "/" + kekVer),
@@ -300,8 +300,8 @@ func TestRecoverKeyErrorsHoldNoSecret(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			c.secrets["bek/v1"] = tc.secret
-			c.unwrapCorrupt = tc.corrupt
+			c.Secrets["bek/v1"] = tc.secret
+			c.UnwrapCorrupt = tc.corrupt
 			got, err := cl.RecoverKey(context.Background(), &tc.ks)
 			if err == nil {
 				t.Fatalf("no error, got %d bytes", len(got))

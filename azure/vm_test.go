@@ -22,7 +22,7 @@ func nicID(name string) string {
 func adeVM(c *cloud) {
 	vmID := resID(typeVM, "vm1")
 	uai := "/subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/id1"
-	c.vms[key(rg, "vm1")] = &armcompute.VirtualMachine{
+	c.VMs[key(rg, "vm1")] = &armcompute.VirtualMachine{
 		ID: to.Ptr(vmID), Name: to.Ptr("vm1"), Type: to.Ptr(typeVM), Etag: to.Ptr(`"7"`),
 		Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
 		Tags: map[string]*string{"app": to.Ptr("erp")},
@@ -69,7 +69,7 @@ func adeVM(c *cloud) {
 			}},
 		},
 	}
-	c.disks[key(rg, "osdisk-plain")] = &armcompute.Disk{
+	c.Disks[key(rg, "osdisk-plain")] = &armcompute.Disk{
 		ID: to.Ptr(resID(typeDisk, "osdisk-plain")), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
 		Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)},
 	}
@@ -92,11 +92,11 @@ func TestPlanRecreateVM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(c.calls) != 0 {
-		t.Fatalf("planning changed something: %q", c.calls)
+	if len(c.Calls) != 0 {
+		t.Fatalf("planning changed something: %q", c.Calls)
 	}
-	if c.vmGetExpand != "userData" {
-		t.Errorf("VM read without userData (expand=%q)", c.vmGetExpand)
+	if c.VMGetExpand != "userData" {
+		t.Errorf("VM read without userData (expand=%q)", c.VMGetExpand)
 	}
 	n := plan.New
 	p := n.Properties
@@ -228,14 +228,14 @@ func TestRecreateVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}
-	if !slices.Equal(c.calls, want) {
-		t.Fatalf("calls %q, want %q", c.calls, want)
+	if !slices.Equal(c.Calls, want) {
+		t.Fatalf("calls %q, want %q", c.Calls, want)
 	}
-	if nics := c.vmPatch.Properties.NetworkProfile.NetworkInterfaces; *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach {
+	if nics := c.VMPatch.Properties.NetworkProfile.NetworkInterfaces; *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach {
 		t.Errorf("PATCH did not detach nic1")
 	}
-	osd := c.vmPut.Properties.StorageProfile.OSDisk
-	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk-plain") || osd.EncryptionSettings != nil || c.vmPut.Resources != nil {
+	osd := c.VMPut.Properties.StorageProfile.OSDisk
+	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk-plain") || osd.EncryptionSettings != nil || c.VMPut.Resources != nil {
 		t.Errorf("PUT body OS disk %+v", osd)
 	}
 }
@@ -252,18 +252,18 @@ func TestRecreateVMRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c.vms[key(rg, "vm1")].Etag = to.Ptr(`"8"`)
+		c.VMs[key(rg, "vm1")].Etag = to.Ptr(`"8"`)
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
 			t.Fatalf("err = %v", err)
 		}
-		if len(c.calls) != 0 {
-			t.Errorf("calls %q", c.calls)
+		if len(c.Calls) != 0 {
+			t.Errorf("calls %q", c.Calls)
 		}
 	})
 	t.Run("upload not finished", func(t *testing.T) {
 		c := newCloud(t)
 		adeVM(c)
-		c.disks[key(rg, "osdisk-plain")].Properties.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
+		c.Disks[key(rg, "osdisk-plain")].Properties.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
 		cl := c.client()
 		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
 		if err != nil {
@@ -275,14 +275,14 @@ func TestRecreateVMRefuses(t *testing.T) {
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
 			t.Fatalf("err = %v", err)
 		}
-		if len(c.calls) != 0 {
-			t.Errorf("calls %q", c.calls)
+		if len(c.Calls) != 0 {
+			t.Errorf("calls %q", c.Calls)
 		}
 	})
 	t.Run("new disk missing at plan time", func(t *testing.T) {
 		c := newCloud(t)
 		adeVM(c)
-		delete(c.disks, key(rg, "osdisk-plain"))
+		delete(c.Disks, key(rg, "osdisk-plain"))
 		cl := c.client()
 		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
 		if err != nil {
@@ -297,12 +297,12 @@ func TestRecreateVMRefuses(t *testing.T) {
 	})
 	for name, mut := range map[string]func(c *cloud){
 		"new disk has ADE settings": func(c *cloud) {
-			c.disks[key(rg, "osdisk-plain")].Properties.EncryptionSettingsCollection = adeCollection(false)
+			c.Disks[key(rg, "osdisk-plain")].Properties.EncryptionSettingsCollection = adeCollection(false)
 		},
-		"new disk in another zone": func(c *cloud) { c.disks[key(rg, "osdisk-plain")].Zones = []*string{to.Ptr("3")} },
-		"new disk attached":        func(c *cloud) { c.disks[key(rg, "osdisk-plain")].ManagedBy = to.Ptr(resID(typeVM, "other")) },
+		"new disk in another zone": func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].Zones = []*string{to.Ptr("3")} },
+		"new disk attached":        func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].ManagedBy = to.Ptr(resID(typeVM, "other")) },
 		"trusted launch VM": func(c *cloud) {
-			c.vms[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch)}
+			c.VMs[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch)}
 		},
 	} {
 		t.Run(name, func(t *testing.T) {
@@ -332,7 +332,7 @@ func TestRecreateVMCreateFailsThenRestore(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c.failVMCreate = true
+	c.FailVMCreate = true
 	err = cl.RecreateVM(ctx, plan)
 	var ae *Error
 	if !errors.As(err, &ae) || ae.Code != "OSDiskSwapNotSupportedForVMsUsingDiskEncryption" || !strings.Contains(err.Error(), "RestoreVM") {
@@ -342,10 +342,10 @@ func TestRecreateVMCreateFailsThenRestore(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "PUT vm vm1"}
-	if !slices.Equal(c.calls, want) {
-		t.Fatalf("calls %q, want %q", c.calls, want)
+	if !slices.Equal(c.Calls, want) {
+		t.Fatalf("calls %q, want %q", c.Calls, want)
 	}
-	osd := c.vmPut.Properties.StorageProfile.OSDisk
+	osd := c.VMPut.Properties.StorageProfile.OSDisk
 	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk") || osd.EncryptionSettings == nil {
 		t.Errorf("restore PUT OS disk %+v", osd)
 	}

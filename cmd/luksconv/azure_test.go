@@ -3,33 +3,25 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/sha1"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
-	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
-	keysfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
-	secretsfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/azurite"
 	"github.com/luksconv/luksconv/internal/fixture"
 )
@@ -41,7 +33,6 @@ const (
 	fakeSub   = "00000000-0000-0000-0000-0000000000aa"
 	fakeRG    = "rg-ade"
 	fakeVault = "https://adevault.vault.azure.net"
-	kekVer    = "0123456789abcdef0123456789abcdef"
 )
 
 func fakeID(typ, name string) string {
@@ -50,56 +41,38 @@ func fakeID(typ, name string) string {
 
 var fakeDES = "/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.Compute/diskEncryptionSets/des1"
 
+// fakeAzure is the shared fake cloud with Azurite behind its SAS URLs. The fields below are guarded by
+// the cloud's lock: the fake calls grantSAS and hasFooter with it held.
 type fakeAzure struct {
+	*azurefake.Cloud
 	t  *testing.T
 	az *azurite.Server
-	mu sync.Mutex
 
-	disks     map[string]*armcompute.Disk
-	snapshots map[string]*armcompute.Snapshot
-	secret    azsecrets.Secret
-	kek       *rsa.PrivateKey
-	calls     []string
-	diskPut   *armcompute.Disk
-	sas       []string             // every SAS handed out
-	writeExp  map[string]time.Time // expiry of each disk's last write SAS
-	expired   bool                 // write grants hand out a SAS that has already expired
-}
-
-// diskState is the state of the disk name ("" if there is none).
-func (f *fakeAzure) diskState(name string) armcompute.DiskState {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	if d, ok := f.disks[name]; ok && d.Properties != nil && d.Properties.DiskState != nil {
-		return *d.Properties.DiskState
-	}
-	return ""
+	sas      []string             // every SAS handed out
+	writeExp map[string]time.Time // expiry of each disk's last write SAS
+	expired  bool                 // write grants hand out a SAS that has already expired
 }
 
 // writeExpiry is when the last write SAS of the disk name expires.
 func (f *fakeAzure) writeExpiry(name string) (time.Time, bool) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
+	f.Lock()
+	defer f.Unlock()
 	e, ok := f.writeExp[name]
 	return e, ok
 }
 
-func (f *fakeAzure) record(format string, args ...any) {
-	f.calls = append(f.calls, fmt.Sprintf(format, args...))
-}
-
-// blobSAS is the SAS a grant gives, valid for the grant's duration (Azurite enforces the expiry).
-func (f *fakeAzure) blobSAS(name string, perms string, secs *int32) string {
-	p := azurite.ReadSAS
-	if perms == "w" {
+// grantSAS mints the SAS a grant gives, valid for the grant's duration (Azurite enforces the expiry).
+func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) string {
+	p, ttl := azurite.ReadSAS, time.Hour
+	if g.DurationInSeconds != nil {
+		ttl = time.Duration(*g.DurationInSeconds) * time.Second
+	}
+	if *g.Access == armcompute.AccessLevelWrite {
 		p = azurite.WriteSAS
-	}
-	ttl := time.Hour
-	if secs != nil {
-		ttl = time.Duration(*secs) * time.Second
-	}
-	if perms == "w" && f.expired {
-		ttl = -30 * time.Second
+		f.writeExp[name] = time.Now().Add(ttl)
+		if f.expired {
+			ttl = -30 * time.Second
+		}
 	}
 	u := f.az.BlobSAS(f.t, "disks", name+".vhd", p, ttl)
 	f.sas = append(f.sas, u)
@@ -121,170 +94,20 @@ func (f *fakeAzure) hasFooter(name string, size int64) bool {
 	return string(b[:8]) == "conectix"
 }
 
-func notFound(e *azfake.ErrorResponder) { e.SetResponseError(http.StatusNotFound, "ResourceNotFound") }
-
 func (f *fakeAzure) hook() (azcore.TokenCredential, *azure.Options) {
-	fac := &computefake.ServerFactory{
-		DisksServer: computefake.DisksServer{
-			Get: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (resp azfake.Responder[armcompute.DisksClientGetResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				d, ok := f.disks[name]
-				if !ok {
-					notFound(&errResp)
-					return
-				}
-				resp.SetResponse(http.StatusOK, armcompute.DisksClientGetResponse{Disk: *d}, nil)
-				return
-			},
-			BeginCreateOrUpdate: func(ctx context.Context, rg, name string, disk armcompute.Disk, _ *armcompute.DisksClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.DisksClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("PUT disk %s", name)
-				body := disk
-				f.diskPut = &body
-				stored := disk
-				stored.ID, stored.Name = to.Ptr(fakeID("disks", name)), to.Ptr(name)
-				p := *disk.Properties
-				p.DiskState = to.Ptr(armcompute.DiskStateReadyToUpload)
-				p.DiskSizeBytes = to.Ptr(*p.CreationData.UploadSizeBytes - 512)
-				stored.Properties = &p
-				f.disks[name] = &stored
-				resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientCreateOrUpdateResponse{Disk: stored}, nil)
-				return
-			},
-			BeginGrantAccess: func(ctx context.Context, rg, name string, g armcompute.GrantAccessData, _ *armcompute.DisksClientBeginGrantAccessOptions) (resp azfake.PollerResponder[armcompute.DisksClientGrantAccessResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("GRANT disk %s %s", name, *g.Access)
-				d, ok := f.disks[name]
-				if !ok {
-					notFound(&errResp)
-					return
-				}
-				perm := "r"
-				if *g.Access == armcompute.AccessLevelWrite {
-					perm = "w"
-					d.Properties.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
-					f.writeExp[name] = time.Now().Add(time.Duration(*g.DurationInSeconds) * time.Second)
-				}
-				out := armcompute.DisksClientGrantAccessResponse{}
-				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, perm, g.DurationInSeconds))
-				resp.AddNonTerminalResponse(http.StatusAccepted, nil)
-				resp.SetTerminalResponse(http.StatusOK, out, nil)
-				return
-			},
-			BeginRevokeAccess: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientBeginRevokeAccessOptions) (resp azfake.PollerResponder[armcompute.DisksClientRevokeAccessResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("REVOKE disk %s", name)
-				if d, ok := f.disks[name]; ok {
-					if *d.Properties.DiskState == armcompute.DiskStateActiveUpload && !f.hasFooter(name, *d.Properties.CreationData.UploadSizeBytes) {
-						// As Azure: revoking ends the upload, and only a disk that ends in a footer can end.
-						errResp.SetResponseError(http.StatusBadRequest, "InvalidVhd")
-						return
-					}
-					d.Properties.DiskState = to.Ptr(armcompute.DiskStateUnattached)
-				}
-				resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientRevokeAccessResponse{}, nil)
-				return
-			},
-			BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.DisksClientDeleteResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("DELETE disk %s", name)
-				delete(f.disks, name)
-				resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientDeleteResponse{}, nil)
-				return
-			},
-		},
-		SnapshotsServer: computefake.SnapshotsServer{
-			Get: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientGetOptions) (resp azfake.Responder[armcompute.SnapshotsClientGetResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				s, ok := f.snapshots[name]
-				if !ok {
-					notFound(&errResp)
-					return
-				}
-				resp.SetResponse(http.StatusOK, armcompute.SnapshotsClientGetResponse{Snapshot: *s}, nil)
-				return
-			},
-			BeginGrantAccess: func(ctx context.Context, rg, name string, g armcompute.GrantAccessData, _ *armcompute.SnapshotsClientBeginGrantAccessOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientGrantAccessResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("GRANT snapshot %s %s", name, *g.Access)
-				if _, ok := f.snapshots[name]; !ok {
-					notFound(&errResp)
-					return
-				}
-				out := armcompute.SnapshotsClientGrantAccessResponse{}
-				out.AccessURI.AccessSAS = to.Ptr(f.blobSAS(name, "r", g.DurationInSeconds))
-				resp.AddNonTerminalResponse(http.StatusAccepted, nil)
-				resp.SetTerminalResponse(http.StatusOK, out, nil)
-				return
-			},
-			BeginRevokeAccess: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientBeginRevokeAccessOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientRevokeAccessResponse], errResp azfake.ErrorResponder) {
-				f.mu.Lock()
-				defer f.mu.Unlock()
-				f.record("REVOKE snapshot %s", name)
-				resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientRevokeAccessResponse{}, nil)
-				return
-			},
-		},
-		VirtualMachinesServer: computefake.VirtualMachinesServer{
-			Get: func(ctx context.Context, rg, name string, _ *armcompute.VirtualMachinesClientGetOptions) (resp azfake.Responder[armcompute.VirtualMachinesClientGetResponse], errResp azfake.ErrorResponder) {
-				if name != "vm1" {
-					notFound(&errResp)
-					return
-				}
-				resp.SetResponse(http.StatusOK, armcompute.VirtualMachinesClientGetResponse{VirtualMachine: fakeVM()}, nil)
-				return
-			},
-		},
-		DiskEncryptionSetsServer: computefake.DiskEncryptionSetsServer{
-			Get: func(ctx context.Context, rg, name string, _ *armcompute.DiskEncryptionSetsClientGetOptions) (resp azfake.Responder[armcompute.DiskEncryptionSetsClientGetResponse], errResp azfake.ErrorResponder) {
-				if name != "des1" {
-					notFound(&errResp)
-					return
-				}
-				resp.SetResponse(http.StatusOK, armcompute.DiskEncryptionSetsClientGetResponse{DiskEncryptionSet: armcompute.DiskEncryptionSet{
-					ID: to.Ptr(fakeDES), Location: to.Ptr("westeurope"),
-					Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
-				}}, nil)
-				return
-			},
-		},
-	}
-	ss := secretsfake.Server{
-		GetSecret: func(ctx context.Context, name, version string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			f.record("GET secret %s", name)
-			resp.SetResponse(http.StatusOK, azsecrets.GetSecretResponse{Secret: f.secret}, nil)
-			return
-		},
-	}
-	ks := keysfake.Server{
-		UnwrapKey: func(ctx context.Context, name, version string, p azkeys.KeyOperationParameters, _ *azkeys.UnwrapKeyOptions) (resp azfake.Responder[azkeys.UnwrapKeyResponse], errResp azfake.ErrorResponder) {
-			f.mu.Lock()
-			defer f.mu.Unlock()
-			f.record("UNWRAP %s", *p.Algorithm)
-			out, err := rsa.DecryptOAEP(sha1.New(), nil, f.kek, p.Value, nil)
-			if err != nil || *p.Algorithm != azkeys.EncryptionAlgorithmRSAOAEP {
-				errResp.SetResponseError(http.StatusBadRequest, "BadParameter")
-				return
-			}
-			resp.SetResponse(http.StatusOK, azkeys.UnwrapKeyResponse{KeyOperationResult: azkeys.KeyOperationResult{Result: out}}, nil)
-			return
-		},
-	}
 	return &azfake.TokenCredential{}, &azure.Options{
-		ARM:           &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: computefake.NewServerFactoryTransport(fac)}},
-		Secrets:       &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: secretsfake.NewServerTransport(&ss)}},
-		Keys:          &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: keysfake.NewServerTransport(&ks)}},
+		ARM:           f.ARMOptions(),
+		Secrets:       f.SecretsOptions(),
+		Keys:          f.KeysOptions(),
 		PollFrequency: time.Millisecond,
 	}
+}
+
+// hasCall reports whether calls holds want; a GRANT matches whatever duration it asked for.
+func hasCall(calls []string, want string) bool {
+	return slices.ContainsFunc(calls, func(c string) bool {
+		return c == want || strings.HasPrefix(want, "GRANT ") && strings.HasPrefix(c, want+" ")
+	})
 }
 
 // fakeVM is the ADE VM whose OS disk the snapshot was taken of.
@@ -322,26 +145,23 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fakeAzure{t: t, az: az, disks: map[string]*armcompute.Disk{}, snapshots: map[string]*armcompute.Snapshot{}, writeExp: map[string]time.Time{}}
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}}
+	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
 	ade := &armcompute.EncryptionSettingsElement{DiskEncryptionKey: &armcompute.KeyVaultAndSecretReference{
 		SecretURL: to.Ptr(fakeVault + "/secrets/bek/v1"), SourceVault: &armcompute.SourceVault{ID: to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/adevault")}}}
 	if wrapped {
-		f.kek, err = rsa.GenerateKey(rand.Reader, 2048)
+		w, err := f.Wrap(azkeys.EncryptionAlgorithmRSAOAEP, key)
 		if err != nil {
 			t.Fatal(err)
 		}
-		w, err := rsa.EncryptOAEP(sha1.New(), rand.Reader, &f.kek.PublicKey, key, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kek := fakeVault + "/keys/kek/" + kekVer
-		f.secret = azsecrets.Secret{Value: to.Ptr(base64.RawURLEncoding.EncodeToString(w)), ContentType: to.Ptr(azure.ContentTypeWBEK),
+		kek := fakeVault + "/keys/" + azurefake.KEKName + "/" + azurefake.KEKVersion
+		f.Secrets["bek/v1"] = azsecrets.Secret{Value: to.Ptr(base64.RawURLEncoding.EncodeToString(w)), ContentType: to.Ptr(azure.ContentTypeWBEK),
 			Tags: map[string]*string{azure.TagKEKURL: to.Ptr(kek)}}
 		ade.KeyEncryptionKey = &armcompute.KeyVaultAndKeyReference{KeyURL: to.Ptr(kek), SourceVault: ade.DiskEncryptionKey.SourceVault}
 	} else {
-		f.secret = azsecrets.Secret{Value: to.Ptr(base64.StdEncoding.EncodeToString(key)), ContentType: to.Ptr(azure.ContentTypeBEK)}
+		f.Secrets["bek/v1"] = azsecrets.Secret{Value: to.Ptr(base64.StdEncoding.EncodeToString(key)), ContentType: to.Ptr(azure.ContentTypeBEK)}
 	}
-	f.snapshots["snap"] = &armcompute.Snapshot{
+	f.Snapshots[azurefake.Key(fakeRG, "snap")] = &armcompute.Snapshot{
 		ID: to.Ptr(fakeID("snapshots", "snap")), Location: to.Ptr("westeurope"),
 		SKU: &armcompute.SnapshotSKU{Name: to.Ptr(armcompute.SnapshotStorageAccountTypesStandardLRS)},
 		Properties: &armcompute.SnapshotProperties{
@@ -350,6 +170,11 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 			EncryptionSettingsCollection: &armcompute.EncryptionSettingsCollection{Enabled: to.Ptr(true),
 				EncryptionSettingsVersion: to.Ptr("1.1"), EncryptionSettings: []*armcompute.EncryptionSettingsElement{ade}},
 		},
+	}
+	f.VMs[azurefake.Key(fakeRG, "vm1")] = to.Ptr(fakeVM())
+	f.DiskEncryptionSets[azurefake.Key("rg-keys", "des1")] = &armcompute.DiskEncryptionSet{
+		ID: to.Ptr(fakeDES), Location: to.Ptr("westeurope"),
+		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
 	}
 	old := azureClientHook
 	azureClientHook = f.hook
@@ -450,7 +275,7 @@ func TestAzureConvert(t *testing.T) {
 			sec.check(t, "the uploaded disk", got)
 			sec.checkDir(t, dir)
 
-			d := f.diskPut
+			d := f.DiskPut
 			if d == nil {
 				t.Fatal("no disk PUT")
 			}
@@ -466,29 +291,29 @@ func TestAzureConvert(t *testing.T) {
 				t.Errorf("creation data %+v", p.CreationData)
 			}
 			for _, c := range []string{"GRANT snapshot snap Read", "REVOKE snapshot snap", "PUT disk plain", "GRANT disk plain Write", "REVOKE disk plain", "GET secret bek"} {
-				if !slices.Contains(f.calls, c) {
-					t.Errorf("no %q in calls %q", c, f.calls)
+				if !hasCall(f.Calls, c) {
+					t.Errorf("no %q in calls %q", c, f.Calls)
 				}
 			}
-			if wrapped && !slices.Contains(f.calls, "UNWRAP RSA-OAEP") {
-				t.Errorf("no unwrap in calls %q", f.calls)
+			if wrapped && !slices.Contains(f.Calls, "UNWRAP RSA-OAEP") {
+				t.Errorf("no unwrap in calls %q", f.Calls)
 			}
-			if slices.Contains(f.calls, "DELETE disk plain") {
-				t.Errorf("the new disk was deleted: %q", f.calls)
+			if slices.Contains(f.Calls, "DELETE disk plain") {
+				t.Errorf("the new disk was deleted: %q", f.Calls)
 			}
 			if _, err := os.Stat(filepath.Join(dir, "j")); !os.IsNotExist(err) {
 				t.Errorf("journal left after a complete run: %v", err)
 			}
 
 			// The target exists now: a second run refuses to overwrite it, and still revokes the source.
-			f.calls = nil
+			f.Calls = nil
 			_, se, code = runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 				"--target-disk", "plain", "--journal", filepath.Join(dir, "j2"), "-q")
 			if code != exitOutput {
 				t.Errorf("existing target: exit %d, want %d:\n%s", code, exitOutput, se)
 			}
-			if !slices.Contains(f.calls, "REVOKE snapshot snap") {
-				t.Errorf("source not revoked after a failure: %q", f.calls)
+			if !slices.Contains(f.Calls, "REVOKE snapshot snap") {
+				t.Errorf("source not revoked after a failure: %q", f.Calls)
 			}
 		})
 	}
@@ -502,16 +327,16 @@ func TestAzureConvertDryRun(t *testing.T) {
 		t.Fatalf("dry run: exit %d:\n%s", code, se)
 	}
 	f.assertNoSAS(t, so+se)
-	for _, c := range f.calls {
-		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "DELETE") || c == "GRANT disk plain Write" {
-			t.Errorf("dry run changed something: %q", f.calls)
+	for _, c := range f.Calls {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "DELETE") || hasCall([]string{c}, "GRANT disk plain Write") {
+			t.Errorf("dry run changed something: %q", f.Calls)
 		}
 	}
-	if slices.Contains(f.calls, "GET secret bek") {
-		t.Errorf("--key-file given, yet Key Vault was read: %q", f.calls)
+	if slices.Contains(f.Calls, "GET secret bek") {
+		t.Errorf("--key-file given, yet Key Vault was read: %q", f.Calls)
 	}
-	if !slices.Contains(f.calls, "REVOKE snapshot snap") {
-		t.Errorf("source not revoked: %q", f.calls)
+	if !slices.Contains(f.Calls, "REVOKE snapshot snap") {
+		t.Errorf("source not revoked: %q", f.Calls)
 	}
 	for _, w := range []string{"Would create managed disk " + fakeID("disks", "plain"), fakeDES, `"sizeBytes": ` + fmt.Sprint(fx.DiskSize),
 		"Would re-create the VM", fakeID("disks", "plain"), "AzureDiskEncryptionForLinux"} {
@@ -537,11 +362,11 @@ func TestAzureInspect(t *testing.T) {
 			t.Errorf("inspect output lacks %q:\n%s", w, so)
 		}
 	}
-	if slices.Contains(f.calls, "GET secret bek") {
-		t.Errorf("inspect read the secret: %q", f.calls)
+	if slices.Contains(f.Calls, "GET secret bek") {
+		t.Errorf("inspect read the secret: %q", f.Calls)
 	}
-	if !slices.Contains(f.calls, "REVOKE snapshot snap") {
-		t.Errorf("source not revoked: %q", f.calls)
+	if !slices.Contains(f.Calls, "REVOKE snapshot snap") {
+		t.Errorf("source not revoked: %q", f.Calls)
 	}
 	// Usage errors.
 	if _, _, code := runCLI(t, "azure", "convert", "--snapshot", "x", "--source-disk", "y", "--des", fakeDES, "--target-disk", "t"); code != exitUsage {

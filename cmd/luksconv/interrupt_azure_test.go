@@ -17,6 +17,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/azurite"
 )
 
@@ -121,10 +122,10 @@ func TestInterruptAzureConvert(t *testing.T) {
 	args := []string{"--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json", "--write-access", "20m"}
 	calls := func() []string {
-		f.mu.Lock()
-		defer f.mu.Unlock()
-		c := slices.Clone(f.calls)
-		f.calls = nil
+		f.Lock()
+		defer f.Unlock()
+		c := slices.Clone(f.Calls)
+		f.Calls = nil
 		return c
 	}
 
@@ -148,14 +149,14 @@ func TestInterruptAzureConvert(t *testing.T) {
 	c := calls()
 	t.Logf("SIGINT %v after the first progress: exit %d; calls %q", delay, code, c)
 	for _, w := range []string{"GRANT snapshot snap Read", "REVOKE snapshot snap", "PUT disk plain", "GRANT disk plain Write"} {
-		if !slices.Contains(c, w) {
+		if !hasCall(c, w) {
 			t.Errorf("interrupted run: no %q in calls %q", w, c)
 		}
 	}
 	if slices.Contains(c, "DELETE disk plain") || slices.Contains(c, "REVOKE disk plain") {
 		t.Errorf("the interrupted run ended the upload or deleted the new disk: %q", c)
 	}
-	if st := f.diskState("plain"); st != armcompute.DiskStateActiveUpload {
+	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
 		t.Errorf("after the interruption the disk is %s, want %s (not attachable, resumable)", st, armcompute.DiskStateActiveUpload)
 	}
 	for _, w := range []string{`op="keep write access for a resume"`, `op="revoke read access"`} {
@@ -193,7 +194,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
 	for _, w := range []string{"GRANT disk plain Write", "REVOKE disk plain", "REVOKE snapshot snap"} {
-		if !slices.Contains(c, w) {
+		if !hasCall(c, w) {
 			t.Errorf("rerun: no %q in calls %q", w, c)
 		}
 	}
@@ -217,7 +218,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 	if rep.Result.Resumed != jbytes {
 		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, rep.Result.Resumed)
 	}
-	if st := f.diskState("plain"); st != armcompute.DiskStateUnattached {
+	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
 		t.Errorf("after the rerun the disk is %s, want %s", st, armcompute.DiskStateUnattached)
 	}
 	if _, err := os.Stat(journal); !os.IsNotExist(err) {
@@ -250,9 +251,9 @@ func TestAzureConvertRerun(t *testing.T) {
 	}
 	args := []string{"azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 		"--target-disk", "plain", "--journal", filepath.Join(dir, "j")}
-	f.mu.Lock()
+	f.Lock()
 	f.expired = true
-	f.mu.Unlock()
+	f.Unlock()
 	_, se, code := runCLI(t, args...)
 	if code == 0 || code == exitInterrupted {
 		t.Fatalf("upload with an expired write SAS: exit %d:\n%s", code, se)
@@ -262,12 +263,12 @@ func TestAzureConvertRerun(t *testing.T) {
 			t.Errorf("the refused upload does not say %q:\n%s", w, se)
 		}
 	}
-	if st := f.diskState("plain"); st != armcompute.DiskStateActiveUpload {
+	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
 		t.Errorf("after the refused upload the disk is %s, want %s", st, armcompute.DiskStateActiveUpload)
 	}
-	f.mu.Lock()
+	f.Lock()
 	f.expired = false
-	f.mu.Unlock()
+	f.Unlock()
 	if _, se, code = runCLI(t, args...); code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
@@ -280,14 +281,14 @@ func TestAzureConvertRerun(t *testing.T) {
 	}
 
 	// A finished disk, and another upload of that name, are refused with no grant.
-	f.mu.Lock()
-	other := *f.disks["plain"]
+	f.Lock()
+	other := *f.Disks[azurefake.Key(fakeRG, "plain")]
 	op := *other.Properties
 	op.DiskState = to.Ptr(armcompute.DiskStateActiveUpload)
 	other.Properties, other.Tags = &op, map[string]*string{"luksconv-plan": to.Ptr("0123")}
-	f.disks["other"] = &other
-	f.calls = nil
-	f.mu.Unlock()
+	f.Disks[azurefake.Key(fakeRG, "other")] = &other
+	f.Calls = nil
+	f.Unlock()
 	for _, target := range []string{"plain", "other"} {
 		args[8] = target
 		_, se, code := runCLI(t, args...)
@@ -296,9 +297,9 @@ func TestAzureConvertRerun(t *testing.T) {
 			t.Errorf("rerun into the existing disk %s: exit %d, want %d and a line saying why:\n%s", target, code, exitOutput, se)
 		}
 	}
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, c := range f.calls {
+	f.Lock()
+	defer f.Unlock()
+	for _, c := range f.Calls {
 		if strings.HasPrefix(c, "GRANT disk") || strings.HasPrefix(c, "PUT disk") {
 			t.Errorf("a refused rerun called %q", c)
 		}

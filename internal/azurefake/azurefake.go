@@ -1,0 +1,549 @@
+// Package azurefake is an in-memory Microsoft.Compute and Key Vault for
+// tests, served through the Azure SDK's own fake transports, so that a test
+// drives the real SDK clients (request encoding, long-running operations,
+// error decoding) without a network.
+//
+// It speaks only SDK types: the azure package's in-package tests import it,
+// so it must not import azure. A test builds its client from ARMOptions,
+// SecretsOptions and KeysOptions.
+package azurefake
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha1"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	keysfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	secretsfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets/fake"
+)
+
+// The one key encryption key the fake Key Vault holds: UnwrapKey of any
+// other name or version is a 404.
+const (
+	KEKName    = "kek"
+	KEKVersion = "0123456789abcdef0123456789abcdef"
+)
+
+// SASSignature is the signature of every SAS that StaticSAS makes, so that
+// a test can assert it never appears in an error or output.
+const SASSignature = "SIGsecretSIGsecret0123456789%2B%2F%3D"
+
+// StaticSAS is the SAS URL a grant of the resource name hands out when
+// Cloud.SAS is nil: shaped like a managed disk's, signed with SASSignature.
+func StaticSAS(name string) string {
+	return "https://md-impexp-abc.z12.blob.storage.azure.net/" + name + "/abcd?sv=2018-03-28&sr=b&si=x&sig=" + SASSignature
+}
+
+// Key is the key of a resource in Cloud's maps. Azure resource group and
+// resource names are case-insensitive, and so is the fake.
+func Key(resourceGroup, name string) string { return strings.ToLower(resourceGroup + "/" + name) }
+
+// Cloud is the fake's state. Tests set up resources by writing its maps,
+// inject failures through its Fail fields and read back what the client
+// sent from the captured fields.
+//
+// The embedded mutex guards every field; the fake servers hold it while
+// they run, and so must a test that touches a field while a client call
+// may be running. SAS and HasFooter are called with it held.
+type Cloud struct {
+	sync.Mutex
+
+	// Subscription is the subscription of the IDs the fake gives the
+	// resources it creates.
+	Subscription string
+
+	Disks              map[string]*armcompute.Disk              // by Key
+	Snapshots          map[string]*armcompute.Snapshot          // by Key
+	VMs                map[string]*armcompute.VirtualMachine    // by Key
+	DiskEncryptionSets map[string]*armcompute.DiskEncryptionSet // by Key
+	Secrets            map[string]azsecrets.Secret              // by "name/version"
+	KEK                *rsa.PrivateKey                          // the key KEKName/KEKVersion
+
+	// Calls records every mutating call and every Key Vault read, in order:
+	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
+	// "REVOKE snapshot NAME", "DELETE vm NAME", "PATCH vm NAME",
+	// "GET secret NAME", "UNWRAP ALGORITHM".
+	Calls []string
+
+	// The last request bodies and parameters the client sent.
+	DiskPut     *armcompute.Disk
+	SnapshotPut *armcompute.Snapshot
+	VMPut       *armcompute.VirtualMachine
+	VMPatch     *armcompute.VirtualMachineUpdate
+	VMGetExpand string
+	UnwrapAlg   azkeys.EncryptionAlgorithm
+	UnwrapKey   string // "name/version"
+
+	// SAS mints the SAS URL of a successful grant; kind is "disk" or
+	// "snapshot". Nil means StaticSAS(name). A test that serves the blobs
+	// (Azurite) mints real ones here, honouring g.DurationInSeconds.
+	SAS func(kind, name string, g armcompute.GrantAccessData) string
+
+	// HasFooter reports whether the upload of the disk name, uploadSize
+	// bytes (0 if the disk records none), ends in a VHD footer. Azure
+	// refuses to revoke the write access of an upload without one
+	// (InvalidVhd), since revoking ends the upload. Nil means it does.
+	HasFooter func(name string, uploadSize int64) bool
+
+	// FailGrant fails every grant: "error" as a long-running operation
+	// that ends in a 409 (the SDK fake transport keeps that poller for its
+	// URL, so a later grant of the same resource replays the failure),
+	// "nosas" as a success without a SAS, "transport" as a connection
+	// error whose text holds the SAS.
+	FailGrant string
+	// FailRevoke, if set, is the error code every disk revoke fails with.
+	FailRevoke string
+	// FailVMCreate fails the next VM PUT, as Azure refuses to swap the OS
+	// disk of an ADE VM.
+	FailVMCreate bool
+	// RevokeKeeps makes a disk revoke succeed without the disk leaving
+	// its state.
+	RevokeKeeps bool
+	// UnwrapCorrupt fails every UnwrapKey as a key that does not match.
+	UnwrapCorrupt bool
+}
+
+var (
+	kekOnce sync.Once
+	kek     *rsa.PrivateKey
+)
+
+// New returns an empty cloud for the subscription. Its KEK is generated
+// once per process: RSA key generation is too slow to repeat per test.
+func New(subscription string) *Cloud {
+	kekOnce.Do(func() {
+		k, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			// crypto/rand does not fail on any supported platform.
+			panic("azurefake: generating the KEK: " + err.Error())
+		}
+		kek = k
+	})
+	return &Cloud{
+		Subscription:       subscription,
+		Disks:              map[string]*armcompute.Disk{},
+		Snapshots:          map[string]*armcompute.Snapshot{},
+		VMs:                map[string]*armcompute.VirtualMachine{},
+		DiskEncryptionSets: map[string]*armcompute.DiskEncryptionSet{},
+		Secrets:            map[string]azsecrets.Secret{},
+		KEK:                kek,
+	}
+}
+
+// ARMOptions are client options whose transport is the fake
+// Microsoft.Compute: disks, snapshots, virtual machines and disk
+// encryption sets.
+func (c *Cloud) ARMOptions() *arm.ClientOptions {
+	f := &computefake.ServerFactory{
+		DisksServer:              c.disksServer(),
+		SnapshotsServer:          c.snapshotsServer(),
+		VirtualMachinesServer:    c.vmsServer(),
+		DiskEncryptionSetsServer: c.desServer(),
+	}
+	return &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: computefake.NewServerFactoryTransport(f)}}
+}
+
+// SecretsOptions are client options whose transport is the fake Key Vault's
+// secrets.
+func (c *Cloud) SecretsOptions() *azsecrets.ClientOptions {
+	s := c.secretsServer()
+	return &azsecrets.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: secretsfake.NewServerTransport(&s)}}
+}
+
+// KeysOptions are client options whose transport is the fake Key Vault's
+// keys.
+func (c *Cloud) KeysOptions() *azkeys.ClientOptions {
+	s := c.keysServer()
+	return &azkeys.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: keysfake.NewServerTransport(&s)}}
+}
+
+// Wrap encrypts key with the KEK as Key Vault's wrapKey would, for the
+// secret of a test's wrapped BEK.
+func (c *Cloud) Wrap(alg azkeys.EncryptionAlgorithm, key []byte) ([]byte, error) {
+	pub := &c.KEK.PublicKey
+	switch alg {
+	case azkeys.EncryptionAlgorithmRSAOAEP:
+		return rsa.EncryptOAEP(sha1.New(), rand.Reader, pub, key, nil)
+	case azkeys.EncryptionAlgorithmRSAOAEP256:
+		return rsa.EncryptOAEP(sha256.New(), rand.Reader, pub, key, nil)
+	case azkeys.EncryptionAlgorithmRSA15:
+		return rsa.EncryptPKCS1v15(rand.Reader, pub, key)
+	}
+	return nil, fmt.Errorf("azurefake: wrap: unsupported algorithm %q", alg)
+}
+
+// Count is the number of recorded calls whose verb is verb
+// (case-insensitive).
+func (c *Cloud) Count(verb string) int {
+	c.Lock()
+	defer c.Unlock()
+	n := 0
+	for _, s := range c.Calls {
+		if v, _, _ := strings.Cut(s, " "); strings.EqualFold(v, verb) {
+			n++
+		}
+	}
+	return n
+}
+
+// DiskState is the state of a disk ("" if there is no such disk).
+func (c *Cloud) DiskState(resourceGroup, name string) armcompute.DiskState {
+	c.Lock()
+	defer c.Unlock()
+	if d, ok := c.Disks[Key(resourceGroup, name)]; ok && d.Properties != nil && d.Properties.DiskState != nil {
+		return *d.Properties.DiskState
+	}
+	return ""
+}
+
+func (c *Cloud) record(format string, args ...any) {
+	c.Calls = append(c.Calls, fmt.Sprintf(format, args...))
+}
+
+func (c *Cloud) id(resourceGroup, typ, name string) *string {
+	return to.Ptr(fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/%s/%s", c.Subscription, resourceGroup, typ, name))
+}
+
+func (c *Cloud) sas(kind, name string, g armcompute.GrantAccessData) string {
+	if c.SAS == nil {
+		return StaticSAS(name)
+	}
+	return c.SAS(kind, name, g)
+}
+
+func notFound(e *azfake.ErrorResponder) { e.SetResponseError(http.StatusNotFound, "ResourceNotFound") }
+
+// get serves the GET of any resource kept in a map.
+func get[T, R any](c *Cloud, m map[string]*T, resourceGroup, name string, wrap func(T) R) (resp azfake.Responder[R], errResp azfake.ErrorResponder) {
+	c.Lock()
+	defer c.Unlock()
+	v, ok := m[Key(resourceGroup, name)]
+	if !ok {
+		notFound(&errResp)
+		return
+	}
+	resp.SetResponse(http.StatusOK, wrap(*v), nil)
+	return
+}
+
+// grant serves the grant-access of a disk or snapshot, which differ only
+// in their types and in what a grant does to a disk's state (granted).
+func grant[R any](c *Cloud, kind, name string, found bool, g armcompute.GrantAccessData, granted func(), wrap func(armcompute.AccessURI) R) (resp azfake.PollerResponder[R], errResp azfake.ErrorResponder) {
+	var access armcompute.AccessLevel
+	if g.Access != nil {
+		access = *g.Access
+	}
+	var secs int32
+	if g.DurationInSeconds != nil {
+		secs = *g.DurationInSeconds
+	}
+	c.record("GRANT %s %s %s %d", kind, name, access, secs)
+	if !found {
+		notFound(&errResp)
+		return
+	}
+	switch c.FailGrant {
+	case "error":
+		resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+		resp.SetTerminalError(http.StatusConflict, "OperationNotAllowed")
+		return
+	case "transport":
+		errResp.SetError(errors.New("connection reset while granting " + c.sas(kind, name, g)))
+		return
+	}
+	if granted != nil {
+		granted()
+	}
+	var u armcompute.AccessURI
+	if c.FailGrant != "nosas" {
+		u.AccessSAS = to.Ptr(c.sas(kind, name, g))
+	}
+	resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+	resp.SetTerminalResponse(http.StatusOK, wrap(u), nil)
+	return
+}
+
+func (c *Cloud) disksServer() computefake.DisksServer {
+	return computefake.DisksServer{
+		Get: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (azfake.Responder[armcompute.DisksClientGetResponse], azfake.ErrorResponder) {
+			return get(c, c.Disks, rg, name, func(d armcompute.Disk) armcompute.DisksClientGetResponse {
+				return armcompute.DisksClientGetResponse{Disk: d}
+			})
+		},
+		// An upload disk starts ReadyToUpload, its size the upload size
+		// less the VHD footer, as Azure reports it.
+		BeginCreateOrUpdate: func(ctx context.Context, rg, name string, disk armcompute.Disk, _ *armcompute.DisksClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.DisksClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("PUT disk %s", name)
+			body := disk
+			c.DiskPut = &body
+			stored := disk
+			stored.ID, stored.Name = c.id(rg, "disks", name), to.Ptr(name)
+			var p armcompute.DiskProperties
+			if disk.Properties != nil {
+				p = *disk.Properties
+			}
+			p.DiskState = to.Ptr(armcompute.DiskStateReadyToUpload)
+			if p.CreationData != nil && p.CreationData.UploadSizeBytes != nil {
+				p.DiskSizeBytes = to.Ptr(*p.CreationData.UploadSizeBytes - 512)
+			}
+			stored.Properties = &p
+			c.Disks[Key(rg, name)] = &stored
+			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+			resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientCreateOrUpdateResponse{Disk: stored}, nil)
+			return
+		},
+		BeginGrantAccess: func(ctx context.Context, rg, name string, g armcompute.GrantAccessData, _ *armcompute.DisksClientBeginGrantAccessOptions) (azfake.PollerResponder[armcompute.DisksClientGrantAccessResponse], azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			d, ok := c.Disks[Key(rg, name)]
+			granted := func() {
+				st := armcompute.DiskStateActiveSAS
+				if g.Access != nil && *g.Access == armcompute.AccessLevelWrite {
+					st = armcompute.DiskStateActiveUpload
+				}
+				if d.Properties == nil {
+					d.Properties = &armcompute.DiskProperties{}
+				}
+				d.Properties.DiskState = to.Ptr(st)
+			}
+			return grant(c, "disk", name, ok, g, granted, func(u armcompute.AccessURI) armcompute.DisksClientGrantAccessResponse {
+				return armcompute.DisksClientGrantAccessResponse{AccessURI: u}
+			})
+		},
+		// Revoking ends an upload: the disk becomes Unattached, and only if
+		// it ends in a VHD footer.
+		BeginRevokeAccess: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientBeginRevokeAccessOptions) (resp azfake.PollerResponder[armcompute.DisksClientRevokeAccessResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("REVOKE disk %s", name)
+			d, ok := c.Disks[Key(rg, name)]
+			if !ok {
+				notFound(&errResp)
+				return
+			}
+			if c.FailRevoke != "" {
+				errResp.SetResponseError(http.StatusBadRequest, c.FailRevoke)
+				return
+			}
+			if d.Properties == nil {
+				d.Properties = &armcompute.DiskProperties{}
+			}
+			p := d.Properties
+			if c.HasFooter != nil && p.DiskState != nil && *p.DiskState == armcompute.DiskStateActiveUpload {
+				var size int64
+				if p.CreationData != nil && p.CreationData.UploadSizeBytes != nil {
+					size = *p.CreationData.UploadSizeBytes
+				}
+				if !c.HasFooter(name, size) {
+					errResp.SetResponseError(http.StatusBadRequest, "InvalidVhd")
+					return
+				}
+			}
+			if !c.RevokeKeeps {
+				p.DiskState = to.Ptr(armcompute.DiskStateUnattached)
+			}
+			resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientRevokeAccessResponse{}, nil)
+			return
+		},
+		BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.DisksClientDeleteResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("DELETE disk %s", name)
+			delete(c.Disks, Key(rg, name))
+			resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientDeleteResponse{}, nil)
+			return
+		},
+	}
+}
+
+func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
+	return computefake.SnapshotsServer{
+		Get: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientGetOptions) (azfake.Responder[armcompute.SnapshotsClientGetResponse], azfake.ErrorResponder) {
+			return get(c, c.Snapshots, rg, name, func(s armcompute.Snapshot) armcompute.SnapshotsClientGetResponse {
+				return armcompute.SnapshotsClientGetResponse{Snapshot: s}
+			})
+		},
+		BeginCreateOrUpdate: func(ctx context.Context, rg, name string, s armcompute.Snapshot, _ *armcompute.SnapshotsClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("PUT snapshot %s", name)
+			body := s
+			c.SnapshotPut = &body
+			stored := s
+			stored.ID, stored.Name = c.id(rg, "snapshots", name), to.Ptr(name)
+			c.Snapshots[Key(rg, name)] = &stored
+			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+			resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientCreateOrUpdateResponse{Snapshot: stored}, nil)
+			return
+		},
+		BeginGrantAccess: func(ctx context.Context, rg, name string, g armcompute.GrantAccessData, _ *armcompute.SnapshotsClientBeginGrantAccessOptions) (azfake.PollerResponder[armcompute.SnapshotsClientGrantAccessResponse], azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			_, ok := c.Snapshots[Key(rg, name)]
+			return grant(c, "snapshot", name, ok, g, nil, func(u armcompute.AccessURI) armcompute.SnapshotsClientGrantAccessResponse {
+				return armcompute.SnapshotsClientGrantAccessResponse{AccessURI: u}
+			})
+		},
+		BeginRevokeAccess: func(ctx context.Context, rg, name string, _ *armcompute.SnapshotsClientBeginRevokeAccessOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientRevokeAccessResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("REVOKE snapshot %s", name)
+			resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientRevokeAccessResponse{}, nil)
+			return
+		},
+	}
+}
+
+func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
+	return computefake.VirtualMachinesServer{
+		Get: func(ctx context.Context, rg, name string, o *armcompute.VirtualMachinesClientGetOptions) (azfake.Responder[armcompute.VirtualMachinesClientGetResponse], azfake.ErrorResponder) {
+			if o != nil && o.Expand != nil {
+				c.Lock()
+				c.VMGetExpand = string(*o.Expand)
+				c.Unlock()
+			}
+			return get(c, c.VMs, rg, name, func(vm armcompute.VirtualMachine) armcompute.VirtualMachinesClientGetResponse {
+				return armcompute.VirtualMachinesClientGetResponse{VirtualMachine: vm}
+			})
+		},
+		BeginUpdate: func(ctx context.Context, rg, name string, u armcompute.VirtualMachineUpdate, _ *armcompute.VirtualMachinesClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientUpdateResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("PATCH vm %s", name)
+			c.VMPatch = &u
+			vm, ok := c.VMs[Key(rg, name)]
+			if !ok {
+				notFound(&errResp)
+				return
+			}
+			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientUpdateResponse{VirtualMachine: *vm}, nil)
+			return
+		},
+		BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.VirtualMachinesClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientDeleteResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("DELETE vm %s", name)
+			delete(c.VMs, Key(rg, name))
+			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientDeleteResponse{}, nil)
+			return
+		},
+		BeginCreateOrUpdate: func(ctx context.Context, rg, name string, vm armcompute.VirtualMachine, _ *armcompute.VirtualMachinesClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("PUT vm %s", name)
+			body := vm
+			c.VMPut = &body
+			if c.FailVMCreate {
+				c.FailVMCreate = false
+				errResp.SetResponseError(http.StatusConflict, "OSDiskSwapNotSupportedForVMsUsingDiskEncryption")
+				return
+			}
+			stored := vm
+			stored.ID = c.id(rg, "virtualMachines", name)
+			c.VMs[Key(rg, name)] = &stored
+			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientCreateOrUpdateResponse{VirtualMachine: stored}, nil)
+			return
+		},
+	}
+}
+
+func (c *Cloud) desServer() computefake.DiskEncryptionSetsServer {
+	return computefake.DiskEncryptionSetsServer{
+		Get: func(ctx context.Context, rg, name string, _ *armcompute.DiskEncryptionSetsClientGetOptions) (azfake.Responder[armcompute.DiskEncryptionSetsClientGetResponse], azfake.ErrorResponder) {
+			return get(c, c.DiskEncryptionSets, rg, name, func(d armcompute.DiskEncryptionSet) armcompute.DiskEncryptionSetsClientGetResponse {
+				return armcompute.DiskEncryptionSetsClientGetResponse{DiskEncryptionSet: d}
+			})
+		},
+	}
+}
+
+func (c *Cloud) secretsServer() secretsfake.Server {
+	return secretsfake.Server{
+		GetSecret: func(ctx context.Context, name, version string, _ *azsecrets.GetSecretOptions) (resp azfake.Responder[azsecrets.GetSecretResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			name, version = splitFakeName(name, version)
+			c.record("GET secret %s", name)
+			s, ok := c.Secrets[name+"/"+version]
+			if !ok {
+				errResp.SetResponseError(http.StatusNotFound, "SecretNotFound")
+				return
+			}
+			resp.SetResponse(http.StatusOK, azsecrets.GetSecretResponse{Secret: s}, nil)
+			return
+		},
+	}
+}
+
+// keysServer unwraps with the real RSA private key, using the algorithm the
+// client asked for: a wrong algorithm fails just as Key Vault would.
+func (c *Cloud) keysServer() keysfake.Server {
+	return keysfake.Server{
+		UnwrapKey: func(ctx context.Context, name, version string, p azkeys.KeyOperationParameters, _ *azkeys.UnwrapKeyOptions) (resp azfake.Responder[azkeys.UnwrapKeyResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			name, version = splitFakeName(name, version)
+			var alg azkeys.EncryptionAlgorithm
+			if p.Algorithm != nil {
+				alg = *p.Algorithm
+			}
+			c.record("UNWRAP %s", alg)
+			c.UnwrapKey = name + "/" + version
+			if name != KEKName || version != KEKVersion {
+				errResp.SetResponseError(http.StatusNotFound, "KeyNotFound")
+				return
+			}
+			if p.Algorithm == nil {
+				errResp.SetResponseError(http.StatusBadRequest, "BadParameter")
+				return
+			}
+			c.UnwrapAlg = alg
+			var out []byte
+			var err error
+			switch alg {
+			case azkeys.EncryptionAlgorithmRSAOAEP:
+				out, err = rsa.DecryptOAEP(sha1.New(), nil, c.KEK, p.Value, nil)
+			case azkeys.EncryptionAlgorithmRSAOAEP256:
+				out, err = rsa.DecryptOAEP(sha256.New(), nil, c.KEK, p.Value, nil)
+			case azkeys.EncryptionAlgorithmRSA15:
+				out, err = rsa.DecryptPKCS1v15(nil, c.KEK, p.Value)
+			default:
+				err = errors.New("unsupported algorithm")
+			}
+			if err != nil || c.UnwrapCorrupt {
+				errResp.SetResponseError(http.StatusBadRequest, "BadParameter")
+				return
+			}
+			resp.SetResponse(http.StatusOK, azkeys.UnwrapKeyResponse{KeyOperationResult: azkeys.KeyOperationResult{Result: out}}, nil)
+			return
+		},
+	}
+}
+
+// splitFakeName undoes a quirk of the azkeys fake (v1.5.0): its route
+// pattern's character class [$-;] includes '/', so "keys/NAME/VERSION/unwrapkey"
+// arrives as name "NAME/VERSION" and an empty version.
+func splitFakeName(name, version string) (string, string) {
+	if i := strings.IndexByte(name, '/'); version == "" && i >= 0 {
+		return name[:i], name[i+1:]
+	}
+	return name, version
+}
