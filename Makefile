@@ -17,8 +17,12 @@ build:
 vet:
 	$(GO) vet ./...
 
+# The concurrent parts (the pipeline, the blob source and sink) run again under the race detector.
+RACEPKGS := ./luksconv ./blobio
+
 test: deps vet
 	$(GO) test -timeout $(TESTTIMEOUT) ./...
+	$(GO) test -race -timeout $(TESTTIMEOUT) $(RACEPKGS)
 
 demo: deps build
 	@scripts/demo.sh

@@ -26,6 +26,7 @@ declare -A need=(
   [zstd]=zstd
   [lz4]=lz4
   [qemu-system-x86_64]=qemu-system-x86
+  [gcc]=gcc # go test -race (cgo)
 )
 
 missing=()
