@@ -198,6 +198,7 @@ type azureConvert struct {
 	workers          int
 	journal          string
 	writeAccess      time.Duration
+	verify           bool
 	asJSON, quiet    bool
 }
 
@@ -215,6 +216,7 @@ type azureReport struct {
 	Plan            *luksconv.Plan      `json:"plan"`
 	Result          *luksconv.Result    `json:"result,omitempty"`
 	VMPlan          *azure.VMPlan       `json:"vm_plan,omitempty"`
+	Verified        bool                `json:"verified,omitempty"`
 	VMRecreated     bool                `json:"vm_recreated,omitempty"`
 	Warnings        []string            `json:"warnings,omitempty"`
 }
@@ -246,6 +248,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
+	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	return c
@@ -496,6 +499,15 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	}
 	finished = true
 
+	if f.verify {
+		// The finished disk is read back through its own read grant (revoked on every path), and a
+		// failed check stops before the VM is touched.
+		if err := f.verifyDisk(ctx, cl, p, src, tgt.DiskID, stderr); err != nil {
+			return err
+		}
+		rep.Verified = true
+	}
+
 	if rep.VMPlan != nil {
 		debugAzure("re-create VM", f.vm)
 		if err := cl.RecreateVM(ctx, rep.VMPlan); err != nil {
@@ -517,6 +529,22 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// verifyDisk reads the finished disk diskID back and checks it against p and the source src; the
+// report goes to stderr (only on failure when the output is JSON or -q).
+func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luksconv.Plan, src *luksconv.Source, diskID string, stderr io.Writer) (err error) {
+	out, done, err := grantRead(ctx, cl, diskID, f.workers, stderr)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer func() { err = errors.Join(err, done()) }()
+	var buf strings.Builder
+	err = runVerify(ctx, &buf, p, src, out, diskID, f.workers, 20, false)
+	if err != nil || !(f.quiet || f.asJSON) {
+		fmt.Fprint(stderr, buf.String())
+	}
+	return err
 }
 
 // resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this

@@ -15,10 +15,13 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/internal/azurefake"
@@ -51,6 +54,9 @@ type fakeAzure struct {
 	sas      []string             // every SAS handed out
 	writeExp map[string]time.Time // expiry of each disk's last write SAS
 	expired  bool                 // write grants hand out a SAS that has already expired
+	// corruptOnRead names a disk whose blob gets one page of 0xAA at 1 MiB when it is granted for
+	// reading, as if the upload had gone wrong: what verification must catch.
+	corruptOnRead string
 }
 
 // writeExpiry is when the last write SAS of the disk name expires.
@@ -72,6 +78,16 @@ func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) st
 		f.writeExp[name] = time.Now().Add(ttl)
 		if f.expired {
 			ttl = -30 * time.Second
+		}
+	}
+	if kind == "disk" && *g.Access == armcompute.AccessLevelRead && name == f.corruptOnRead {
+		pb, err := pageblob.NewClientWithNoCredential(f.az.BlobSAS(f.t, "disks", name+".vhd", azurite.WriteSAS, time.Minute), nil)
+		if err == nil {
+			_, err = pb.UploadPages(context.Background(), streaming.NopCloser(bytes.NewReader(bytes.Repeat([]byte{0xAA}, 512))),
+				blob.HTTPRange{Offset: 1 << 20, Count: 512}, nil)
+		}
+		if err != nil {
+			f.t.Errorf("corrupting %s: %v", name, err)
 		}
 	}
 	u := f.az.BlobSAS(f.t, "disks", name+".vhd", p, ttl)

@@ -305,3 +305,51 @@ func TestAzureConvertRerun(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertVerify: --verify reads the finished disk back through a read grant (revoked after) and
+// checks it against the plan; when the disk differs (one page changed behind the upload's back) the run
+// fails with the verify exit code and leaves the VM alone although --recreate-vm was asked.
+func TestAzureConvertVerify(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	dir := t.TempDir()
+	convert := func(target string, extra ...string) (string, int, []string) {
+		f.Lock()
+		f.Calls = nil
+		f.Unlock()
+		args := append([]string{"azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+			"--target-disk", target, "--journal", filepath.Join(dir, target+".j"), "--verify"}, extra...)
+		_, se, code := runCLI(t, args...)
+		f.Lock()
+		defer f.Unlock()
+		return se, code, slices.Clone(f.Calls)
+	}
+	// readBack checks the read grant of the new disk came after its upload ended, and was revoked.
+	readBack := func(target string, calls []string) {
+		t.Helper()
+		fin := slices.Index(calls, "REVOKE disk "+target)
+		rd := slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, "GRANT disk "+target+" Read ") })
+		if fin < 0 || rd < fin || !slices.Contains(calls[rd:], "REVOKE disk "+target) {
+			t.Errorf("%s: want the upload finished, then a read grant, then its revoke: %q", target, calls)
+		}
+	}
+
+	se, code, calls := convert("plain")
+	if code != 0 || !strings.Contains(se, "Verify "+fakeID("disks", "plain")+": PASS") {
+		t.Fatalf("azure convert --verify: exit %d, no PASS line:\n%s", code, se)
+	}
+	readBack("plain", calls)
+
+	f.Lock()
+	f.corruptOnRead = "bad"
+	f.Unlock()
+	se, code, calls = convert("bad", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))
+	if code != exitVerifyFailed || !strings.Contains(se, "Verify "+fakeID("disks", "bad")+": FAIL") || !strings.Contains(se, "mismatches: 1 ranges, ") {
+		t.Fatalf("azure convert --verify of a changed disk: exit %d, want %d and the mismatch:\n%s", code, exitVerifyFailed, se)
+	}
+	readBack("bad", calls)
+	for _, c := range calls {
+		if strings.Contains(c, " vm ") {
+			t.Errorf("the VM was touched although verification failed: %q", c)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -78,7 +79,12 @@ func usageArgs(n int) cobra.PositionalArgs {
 
 // reportError prints a failed command's error and, if there is one, its hint.
 func reportError(w io.Writer, err error) {
-	fmt.Fprintf(w, "luksconv: %v\n", err)
+	// Errors of the luksconv package already start with the program's name.
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "luksconv: ") {
+		msg = "luksconv: " + msg
+	}
+	fmt.Fprintln(w, msg)
 	if hint := hintFor(err); hint != "" {
 		fmt.Fprintf(w, "hint: %s\n", hint)
 	}
