@@ -144,3 +144,15 @@ func ExampleClient_PlanRecreateVM() {
 		}
 	}
 }
+
+// How long the write SAS of an upload lives by default: long enough for a slow upload, short enough
+// that an interrupted one (whose grant is left to expire) does not stay writable for days.
+func ExampleUploadAccessFor() {
+	for _, gib := range []int64{30, 128, 1024} {
+		fmt.Printf("%4d GiB: %v\n", gib, azure.UploadAccessFor(gib<<30))
+	}
+	// Output:
+	//   30 GiB: 1h32m0s
+	//  128 GiB: 3h17m0s
+	// 1024 GiB: 19h13m0s
+}
