@@ -45,7 +45,8 @@ func fixCRCs(b []byte) {
 			h := b[off : off+512]
 			size := le.Uint64(h[32:])
 			to, tsize := le.Uint64(h[40:]), le.Uint64(h[48:])
-			if size >= 512 && off+size <= uint64(len(b)) && to >= 512 && to < size && tsize <= size-512 {
+			// size is checked against the room after off, not as off+size, which a huge size wraps.
+			if size >= 512 && size <= uint64(len(b))-off && to >= 512 && to < size && tsize <= size-512 {
 				area := b[off : off+size]
 				first := min(tsize, size-to)
 				text := append(append([]byte(nil), area[to:to+first]...), area[512:512+tsize-first]...)
