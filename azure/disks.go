@@ -94,6 +94,28 @@ func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *Sn
 	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s/%s", rid.Subscription, rg, typeSnapshot, name), nil
 }
 
+// SnapshotSource returns the resource the snapshot snapID was made from
+// (its creationData.sourceResourceId; "" if it records none).
+func (c *Client) SnapshotSource(ctx context.Context, snapID string) (string, error) {
+	const op = "read snapshot"
+	rid, err := parseID(snapID, typeSnapshot)
+	if err != nil {
+		return "", opError(op, snapID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return "", opError(op, snapID, err)
+	}
+	r, err := f.NewSnapshotsClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return "", opError(op, snapID, err)
+	}
+	if r.Properties == nil || r.Properties.CreationData == nil {
+		return "", nil
+	}
+	return str(r.Properties.CreationData.SourceResourceID), nil
+}
+
 // GrantRead opens a snapshot or an unattached disk for export and returns a
 // read-only SAS URL to its page blob (DiskSizeBytes+512 bytes long, the last
 // 512 a VHD footer) and a revoke function. dur is the SAS lifetime (0 means
@@ -545,6 +567,19 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 	return t, nil
 }
 
+// UploadTags returns the tags of diskID if it is an upload that has not been
+// finished (state ReadyToUpload or ActiveUpload), without granting anything:
+// ErrNotFound if there is no such disk, ErrState if it is in another state.
+// A caller that tagged its upload at creation uses it to find what an
+// interrupted run left, before deciding how to resume it.
+func (c *Client) UploadTags(ctx context.Context, diskID string) (map[string]string, error) {
+	d, _, err := c.unfinishedUpload(ctx, "read upload disk", diskID)
+	if err != nil {
+		return nil, err
+	}
+	return tagValues(d.Tags), nil
+}
+
 // OpenUploadDisk grants write access again to a disk created by
 // CreateUploadDisk that was not finished (state ReadyToUpload or
 // ActiveUpload), to resume an interrupted upload or to replace an expired
@@ -553,52 +588,70 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 // tagged its disk at creation reopens only its own upload.
 func (c *Client) OpenUploadDisk(ctx context.Context, diskID string, dur time.Duration, tags map[string]string) (*UploadTarget, error) {
 	const op = "open upload disk"
-	rid, err := parseID(diskID, typeDisk)
-	if err != nil {
-		return nil, opError(op, diskID, err)
-	}
 	secs, err := durationSeconds(dur)
 	if err != nil {
 		return nil, opError(op, diskID, err)
 	}
-	f, err := c.compute(rid.Subscription)
+	d, rid, err := c.unfinishedUpload(ctx, op, diskID)
 	if err != nil {
-		return nil, opError(op, diskID, err)
+		return nil, err
 	}
-	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
-	if err != nil {
-		return nil, opError(op, diskID, err)
+	have := tagValues(d.Tags)
+	for _, k := range slices.Sorted(maps.Keys(tags)) {
+		if got, ok := have[k]; !ok || got != tags[k] {
+			return nil, newError(op, diskID, ErrState, "tag %s is %q, want %q: not this upload", k, got, tags[k])
+		}
 	}
 	p := d.Properties
+	if p.CreationData == nil || p.CreationData.UploadSizeBytes == nil {
+		return nil, newError(op, diskID, ErrState, "disk has no uploadSizeBytes: not an upload disk")
+	}
+	up := *p.CreationData.UploadSizeBytes
+	t := &UploadTarget{DiskID: diskID, SizeBytes: up - VHDFooterSize, UploadSizeBytes: up, Tags: have, c: c, rid: rid}
+	if err := t.grant(ctx, secs); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// unfinishedUpload reads diskID and checks that it is an upload that has not
+// been finished (ReadyToUpload or ActiveUpload).
+func (c *Client) unfinishedUpload(ctx context.Context, op, diskID string) (*armcompute.Disk, resourceID, error) {
+	rid, err := parseID(diskID, typeDisk)
+	if err != nil {
+		return nil, rid, opError(op, diskID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return nil, rid, opError(op, diskID, err)
+	}
+	r, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return nil, rid, opError(op, diskID, err)
+	}
+	p := r.Properties
 	if p == nil || p.DiskState == nil || (*p.DiskState != armcompute.DiskStateReadyToUpload && *p.DiskState != armcompute.DiskStateActiveUpload) {
 		state := "unknown"
 		if p != nil && p.DiskState != nil {
 			state = string(*p.DiskState)
 		}
-		return nil, newError(op, diskID, ErrState, "disk is %s, want %s or %s", state, armcompute.DiskStateReadyToUpload, armcompute.DiskStateActiveUpload)
+		return nil, rid, newError(op, diskID, ErrState, "disk is %s, want %s or %s", state, armcompute.DiskStateReadyToUpload, armcompute.DiskStateActiveUpload)
 	}
-	if p.CreationData == nil || p.CreationData.UploadSizeBytes == nil {
-		return nil, newError(op, diskID, ErrState, "disk has no uploadSizeBytes: not an upload disk")
-	}
-	for _, k := range slices.Sorted(maps.Keys(tags)) {
-		if got := d.Tags[k]; got == nil || *got != tags[k] {
-			return nil, newError(op, diskID, ErrState, "tag %s is %q, want %q: not this upload", k, str(got), tags[k])
-		}
-	}
-	up := *p.CreationData.UploadSizeBytes
-	t := &UploadTarget{DiskID: diskID, SizeBytes: up - VHDFooterSize, UploadSizeBytes: up, c: c, rid: rid}
-	for k, v := range d.Tags {
+	return &r.Disk, rid, nil
+}
+
+// tagValues is an ARM tag map without its nil values (nil if there are none).
+func tagValues(m map[string]*string) map[string]string {
+	var out map[string]string
+	for k, v := range m {
 		if v != nil {
-			if t.Tags == nil {
-				t.Tags = map[string]string{}
+			if out == nil {
+				out = map[string]string{}
 			}
-			t.Tags[k] = *v
+			out[k] = *v
 		}
 	}
-	if err := t.grant(ctx, secs); err != nil {
-		return nil, err
-	}
-	return t, nil
+	return out
 }
 
 func (t *UploadTarget) disks() (*armcompute.DisksClient, error) {

@@ -309,8 +309,15 @@ func TestOpenUploadDisk(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Another job's tag: refused before any grant.
+	// What an interrupted run left, read without a grant.
 	grants := c.Count("grant")
+	if tags, err := cl.UploadTags(ctx, tgt.DiskID); err != nil || tags["job"] != "a" {
+		t.Errorf("UploadTags of the unfinished upload = %v, %v", tags, err)
+	}
+	if _, err := cl.UploadTags(ctx, resID("Microsoft.Compute/disks", "none")); !errors.Is(err, ErrNotFound) {
+		t.Errorf("UploadTags of a missing disk: %v", err)
+	}
+	// Another job's tag: refused before any grant.
 	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, map[string]string{"job": "b"}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), `tag job is "a", want "b"`) {
 		t.Errorf("reopen with another tag: %v", err)
 	}
@@ -332,6 +339,9 @@ func TestOpenUploadDisk(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A finished disk cannot be reopened.
+	if _, err := cl.UploadTags(ctx, tgt.DiskID); !errors.Is(err, ErrState) {
+		t.Errorf("UploadTags of a finished disk: %v", err)
+	}
 	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, 0, nil); !errors.Is(err, ErrState) {
 		t.Errorf("reopen Unattached: %v", err)
 	}

@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path"
 	"strings"
 	"time"
 
@@ -202,8 +203,13 @@ type azureConvert struct {
 	asJSON, quiet    bool
 }
 
-// planTag is the tag on a new disk holding the ID of the plan that fills it (Plan.ID).
-const planTag = "luksconv-plan"
+// The tags on a new disk: the ID of the plan that fills it (Plan.ID), and with --source-disk the name of
+// the snapshot luksconv took (in the source disk's resource group), so that a rerun reads that snapshot
+// rather than taking another. Names, not resource IDs: a tag value holds at most 256 characters.
+const (
+	planTag   = "luksconv-plan"
+	sourceTag = "luksconv-source"
+)
 
 // azureReport is the final report of `azure convert`; it holds no secret and no SAS URL.
 type azureReport struct {
@@ -349,14 +355,19 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	defer clear(pass)
 	wrapped := rep.KeySource != nil && rep.KeySource.KEKURL != ""
 
-	readID := id
+	readID, snapName := id, ""
 	if f.src.sourceDisk != "" {
 		if f.dryRun {
 			// Creating nothing means reading the disk itself, which Azure allows only while it is
 			// unattached or its VM deallocated.
 			fmt.Fprintf(stderr, "dry run: would snapshot %s; reading the disk directly\n", id)
+		} else if snap := f.interruptedSnapshot(ctx, cl, id); snap != "" {
+			// A resume must read the very snapshot the interrupted run uploaded from.
+			fmt.Fprintf(stderr, "Reading snapshot %s again: the unfinished upload to --target-disk %s was made from it\n", snap, f.target)
+			readID, snapName = snap, path.Base(snap)
 		} else {
 			name := fmt.Sprintf("%s-luksconv-src-%d", f.target, time.Now().Unix())
+			snapName = name
 			debugAzure("snapshot disk", id, "snapshot_name", name)
 			snap, err := cl.SnapshotDisk(ctx, id, name, nil)
 			if err != nil {
@@ -412,6 +423,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		spec.Tags = map[string]string{}
 	}
 	spec.Tags[planTag] = p.ID()
+	if snapName != "" {
+		spec.Tags[sourceTag] = snapName
+	}
 	rep.DiskSpec = spec
 	diskID := spec.ID(f.subscriptionOf(id))
 
@@ -545,6 +559,37 @@ func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luks
 		fmt.Fprint(stderr, buf.String())
 	}
 	return err
+}
+
+// interruptedSnapshot returns the snapshot an interrupted run of this conversion read, when the
+// target disk is still an unfinished upload tagged with a snapshot of the source disk; "" otherwise.
+func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client, diskID string) string {
+	rid, err := arm.ParseResourceID(diskID)
+	if err != nil {
+		return ""
+	}
+	rg := f.rg
+	if rg == "" {
+		rg = rid.ResourceGroupName
+	}
+	target := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/disks/%s", f.subscriptionOf(diskID), rg, f.target)
+	tags, err := cl.UploadTags(ctx, target)
+	if err != nil {
+		// No unfinished upload of that name (or it cannot be read): a new snapshot; creating the
+		// target disk then says what is wrong with an existing one.
+		return ""
+	}
+	name := tags[sourceTag]
+	if name == "" || strings.ContainsAny(name, "/?#") {
+		return ""
+	}
+	snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
+	// Only a snapshot of this very disk: a target name reused for another VM must not resume with
+	// that VM's data.
+	if from, err := cl.SnapshotSource(ctx, snap); err != nil || !strings.EqualFold(from, diskID) {
+		return ""
+	}
+	return snap
 }
 
 // resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this

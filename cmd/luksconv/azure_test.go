@@ -90,7 +90,12 @@ func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) st
 			f.t.Errorf("corrupting %s: %v", name, err)
 		}
 	}
-	u := f.az.BlobSAS(f.t, "disks", name+".vhd", p, ttl)
+	blobName := name
+	if kind == "snapshot" {
+		// Every snapshot in these tests is of the one ADE disk uploaded as snap.vhd.
+		blobName = "snap"
+	}
+	u := f.az.BlobSAS(f.t, "disks", blobName+".vhd", p, ttl)
 	f.sas = append(f.sas, u)
 	return u
 }

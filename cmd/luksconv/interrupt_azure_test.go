@@ -353,3 +353,94 @@ func TestAzureConvertVerify(t *testing.T) {
 		}
 	}
 }
+
+// TestInterruptAzureConvertSourceDisk: with --source-disk, luksconv snapshots the disk; after an
+// interruption the same command must read that snapshot again (a new one could hold other data), not
+// take another, and resume into the same disk. The target is tagged with the snapshot's name.
+func TestInterruptAzureConvertSourceDisk(t *testing.T) {
+	f, fx := setupAzure(t, false)
+	dir := t.TempDir()
+	local := filepath.Join(dir, "local.raw")
+	if _, se, code := runCLI(t, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
+		t.Fatalf("local convert: exit %d: %s", code, se)
+	}
+	want, err := os.ReadFile(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The ADE OS disk the snapshot "snap" was taken from, as the fake's snapshots copy it.
+	f.Lock()
+	snap := f.Snapshots[azurefake.Key(fakeRG, "snap")]
+	f.Disks[azurefake.Key(fakeRG, "osdisk")] = &armcompute.Disk{
+		ID: to.Ptr(fakeID("disks", "osdisk")), Name: to.Ptr("osdisk"), Location: snap.Location, Zones: []*string{to.Ptr("1")},
+		SKU: &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
+		Properties: &armcompute.DiskProperties{DiskSizeBytes: snap.Properties.DiskSizeBytes, OSType: snap.Properties.OSType,
+			HyperVGeneration: snap.Properties.HyperVGeneration, DiskState: to.Ptr(armcompute.DiskStateReserved),
+			EncryptionSettingsCollection: snap.Properties.EncryptionSettingsCollection},
+	}
+	f.Unlock()
+	calls := func() []string {
+		f.Lock()
+		defer f.Unlock()
+		c := slices.Clone(f.Calls)
+		f.Calls = nil
+		return c
+	}
+	journal := filepath.Join(dir, "j")
+	args := []string{"--debug", "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES,
+		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json"}
+
+	seed := time.Now().UnixNano()
+	t.Logf("seed %d", seed)
+	delay := time.Duration(rand.New(rand.NewSource(seed)).Int63n(int64(30 * time.Millisecond)))
+	_, se, code, signalled := runCLISignalled(t, syscall.SIGINT, `msg="execute progress"`, delay, args...)
+	if !signalled || code != exitInterrupted {
+		t.Fatalf("SIGINT %v after the first progress: signalled %v, exit %d:\n%s", delay, signalled, code, se)
+	}
+	c := calls()
+	i := slices.IndexFunc(c, func(s string) bool { return strings.HasPrefix(s, "PUT snapshot plain-luksconv-src-") })
+	if i < 0 {
+		t.Fatalf("no snapshot taken: %q", c)
+	}
+	snapName := strings.TrimPrefix(c[i], "PUT snapshot ")
+	f.Lock()
+	tag := f.DiskPut.Tags["luksconv-source"]
+	f.Unlock()
+	if tag == nil || *tag != snapName {
+		t.Errorf("the new disk's luksconv-source tag is %v, want %q", tag, snapName)
+	}
+	jb, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jbytes, _ := journalWritten(jb)
+
+	so, se, code := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	c = calls()
+	if slices.ContainsFunc(c, func(s string) bool { return strings.HasPrefix(s, "PUT snapshot") }) {
+		t.Errorf("the rerun took another snapshot: %q", c)
+	}
+	if !strings.Contains(se, "Reading snapshot "+fakeID("snapshots", snapName)+" again") ||
+		!strings.Contains(se, "Resuming the upload to "+fakeID("disks", "plain")+" (journal ") {
+		t.Errorf("the rerun does not say it reads the same snapshot and resumes:\n%s", se)
+	}
+	var rep struct {
+		Result struct {
+			Resumed int64 `json:"bytes_resumed"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("rerun report: %v\n%s", err, so)
+	}
+	t.Logf("journal %d bytes written; the rerun resumed %d", jbytes, rep.Result.Resumed)
+	if rep.Result.Resumed != jbytes {
+		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, rep.Result.Resumed)
+	}
+	got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want)))
+	if !bytes.Equal(got, want) {
+		t.Fatal("after an interruption and a rerun from --source-disk, the uploaded disk differs from the local conversion")
+	}
+}

@@ -388,6 +388,17 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 			c.SnapshotPut = &body
 			stored := s
 			stored.ID, stored.Name = c.id(rg, "snapshots", name), to.Ptr(name)
+			// A copy of a disk carries its size and, as Azure does, its ADE settings.
+			if p := s.Properties; p != nil && p.CreationData != nil && p.CreationData.SourceResourceID != nil {
+				if src, err := arm.ParseResourceID(*p.CreationData.SourceResourceID); err == nil {
+					if d, ok := c.Disks[Key(src.ResourceGroupName, src.Name)]; ok && d.Properties != nil {
+						cp := *p
+						cp.DiskSizeBytes = d.Properties.DiskSizeBytes
+						cp.EncryptionSettingsCollection = d.Properties.EncryptionSettingsCollection
+						stored.Properties = &cp
+					}
+				}
+			}
 			c.Snapshots[Key(rg, name)] = &stored
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 			resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientCreateOrUpdateResponse{Snapshot: stored}, nil)
