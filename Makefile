@@ -12,7 +12,7 @@ deps:
 	@scripts/install-deps.sh
 
 build:
-	$(GO) build -o $(BIN) ./cmd/luksconv
+	$(GO) build -buildvcs=auto -o $(BIN) ./cmd/luksconv
 
 vet:
 	$(GO) vet ./...

@@ -17,6 +17,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -24,7 +25,32 @@ import (
 	"github.com/spf13/pflag"
 )
 
+// version is set at link time (-ldflags "-X main.version=1.2.3"); otherwise buildVersion reads the
+// commit Go stamped into the binary, so a report names the code that made an output.
 var version = "dev"
+
+// buildVersion is version, or for a development build "dev (commit abcdef012345[, modified])".
+func buildVersion() string {
+	bi, ok := debug.ReadBuildInfo()
+	if version != "dev" || !ok {
+		return version
+	}
+	var rev, dirty string
+	for _, st := range bi.Settings {
+		switch st.Key {
+		case "vcs.revision":
+			rev = st.Value
+		case "vcs.modified":
+			if st.Value == "true" {
+				dirty = ", modified"
+			}
+		}
+	}
+	if rev == "" {
+		return version
+	}
+	return fmt.Sprintf("dev (commit %.12s%s)", rev, dirty)
+}
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -45,7 +71,7 @@ func newRootCmd() *cobra.Command {
 	root := &cobra.Command{
 		Use:           "luksconv",
 		Short:         "Convert Azure Disk Encryption (LUKS) disks into plaintext disks, offline",
-		Version:       version,
+		Version:       buildVersion(),
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
@@ -57,7 +83,7 @@ func newRootCmd() *cobra.Command {
 		c.Flags().Visit(func(f *pflag.Flag) { vals = append(vals, f.Value.String()) })
 		setupDebug(debugWanted(c, debug), c.ErrOrStderr(), vals)
 		if debugging() {
-			dlog.Debug("start", "version", version, "command", c.CommandPath(), "args", args)
+			dlog.Debug("start", "version", buildVersion(), "command", c.CommandPath(), "args", args)
 		}
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
