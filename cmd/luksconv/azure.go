@@ -240,7 +240,7 @@ func newAzureConvertCmd() *cobra.Command {
 	f.vol.register(c)
 	fl := c.Flags()
 	fl.StringVar(&f.keyFile, "key-file", "", "the BEK key file, instead of recovering it from Key Vault")
-	fl.IntVar(&f.keyslot, "keyslot", -1, "try only this keyslot (default: every active one)")
+	fl.IntVar(&f.keyslot, "keyslot", -1, "try only this keyslot (-1: every active one)")
 	fl.BoolVar(&f.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
 	fl.BoolVar(&f.fullCopy, "full-copy", false, "read and write free space too")
 	fl.BoolVar(&f.keepGuest, "keep-guest", false, "do not edit the guest (it will still expect ADE at boot)")

@@ -117,7 +117,7 @@ func (cf *convertFlags) register(c *cobra.Command) {
 	cf.volumeFlags.register(c)
 	c.Flags().StringVar(&cf.key.file, "key-file", "", "file whose exact bytes are the passphrase (ADE's BEK file); - reads standard input")
 	c.Flags().StringVar(&cf.key.env, "key-env", "", "environment variable holding the passphrase")
-	c.Flags().IntVar(&cf.keyslot, "keyslot", -1, "try only this keyslot (default: every active one)")
+	c.Flags().IntVar(&cf.keyslot, "keyslot", -1, "try only this keyslot (-1: every active one)")
 	c.Flags().StringVar(&cf.format, "format", "raw", "output format: raw (sparse image) or vhd (fixed VHD, padded to a whole MiB for Azure)")
 	c.Flags().BoolVar(&cf.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
 	c.Flags().BoolVar(&cf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents and XFS free space become zeros)")
