@@ -558,6 +558,9 @@ func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luks
 	if err != nil || !(f.quiet || f.asJSON) {
 		fmt.Fprint(stderr, buf.String())
 	}
+	if errors.Is(err, luksconv.ErrVerifyFailed) {
+		return &hintedError{err, fmt.Sprintf("do not attach %s: delete it (luksconv never deletes disks) and run again", diskID)}
+	}
 	return err
 }
 

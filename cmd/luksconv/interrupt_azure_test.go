@@ -346,6 +346,9 @@ func TestAzureConvertVerify(t *testing.T) {
 	if code != exitVerifyFailed || !strings.Contains(se, "Verify "+fakeID("disks", "bad")+": FAIL") || !strings.Contains(se, "mismatches: 1 ranges, ") {
 		t.Fatalf("azure convert --verify of a changed disk: exit %d, want %d and the mismatch:\n%s", code, exitVerifyFailed, se)
 	}
+	if !strings.Contains(se, "hint: do not attach "+fakeID("disks", "bad")+": delete it") {
+		t.Errorf("the failed verification does not say what to do with the disk:\n%s", se)
+	}
 	readBack("bad", calls)
 	for _, c := range calls {
 		if strings.Contains(c, " vm ") {
