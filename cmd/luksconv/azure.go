@@ -505,13 +505,14 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err := sink.Close(); err != nil {
 		return err
 	}
-	os.Remove(journal)
 	rep.Result = res
 	debugAzure("finish upload (revoke write access)", tgt.DiskID)
 	if err := tgt.Finish(ctx); err != nil {
+		// The journal stays: a rerun skips every page and only finishes.
 		return err
 	}
 	finished = true
+	os.Remove(journal)
 
 	if f.verify {
 		// The finished disk is read back through its own read grant (revoked on every path), and a

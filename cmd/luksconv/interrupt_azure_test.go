@@ -447,3 +447,44 @@ func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 		t.Fatal("after an interruption and a rerun from --source-disk, the uploaded disk differs from the local conversion")
 	}
 }
+
+// TestAzureConvertFinishFails: when ending the upload fails (the revoke is refused), the run fails, keeps
+// the journal and says the upload stays open; the rerun writes nothing again and only finishes.
+func TestAzureConvertFinishFails(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	journal := filepath.Join(t.TempDir(), "j")
+	args := []string{"azure", "convert", "-q", "--json", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+		"--target-disk", "plain", "--journal", journal}
+	f.Lock()
+	f.FailRevoke = "InternalServerError"
+	f.Unlock()
+	_, se, code := runCLI(t, args...)
+	if code == 0 || !strings.Contains(se, "stays open so that the same command resumes it") {
+		t.Fatalf("refused revoke: exit %d:\n%s", code, se)
+	}
+	if _, err := os.Stat(journal); err != nil {
+		t.Fatalf("the journal is gone after a failed finish: %v", err)
+	}
+	f.Lock()
+	f.FailRevoke = ""
+	f.Unlock()
+	so, se, code := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	var rep struct {
+		Result struct {
+			Resumed int64 `json:"bytes_resumed"`
+			Written int64 `json:"bytes_written"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("rerun report: %v\n%s", err, so)
+	}
+	if rep.Result.Written != 0 || rep.Result.Resumed == 0 {
+		t.Errorf("the rerun after a failed finish wrote %d bytes and resumed %d; want 0 written, all resumed", rep.Result.Written, rep.Result.Resumed)
+	}
+	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the rerun the disk is %s", st)
+	}
+}
