@@ -36,6 +36,21 @@ func fileHash(t testing.TB, path string) string {
 	return hex.EncodeToString(h.Sum(nil))
 }
 
+// inspectFile inspects the disk image at path and fails the test if it cannot.
+func inspectFile(t testing.TB, path string) *luksconv.Report {
+	t.Helper()
+	src, err := luksconv.OpenFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
+	if err != nil {
+		t.Fatalf("inspect %s: %v", path, err)
+	}
+	return rep
+}
+
 func openHeader(t testing.TB, path string) *luksconv.Header {
 	t.Helper()
 	if path == "" {
@@ -415,15 +430,7 @@ func TestAutoDiscovery(t *testing.T) {
 		}
 		tested++
 		t.Run(f.Name, func(t *testing.T) {
-			src, err := luksconv.OpenFile(f.Image)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer src.Close()
-			rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rep := inspectFile(t, f.Image)
 			if rep.ADE == nil || rep.ADE.BootPartition != f.BootPartition || rep.ADE.HeaderPath != f.HeaderPath {
 				t.Fatalf("ADE discovery: %+v, want /boot on partition %d holding %s", rep.ADE, f.BootPartition, f.HeaderPath)
 			}
@@ -439,15 +446,7 @@ func TestAutoDiscovery(t *testing.T) {
 
 			// The output still carries the header on /boot (guest edits come later), but its partition is
 			// plaintext now: Inspect must say so instead of offering to decrypt it again.
-			conv, err := luksconv.OpenFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conv.Close()
-			rep, err = luksconv.Inspect(context.Background(), conv, luksconv.InspectOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
+			rep = inspectFile(t, out)
 			for _, pi := range rep.Partitions {
 				if pi.LUKS != nil {
 					t.Fatalf("the converted disk still shows LUKS on partition %d", pi.Number)

@@ -284,15 +284,7 @@ func TestGuestEdits(t *testing.T) {
 			}
 
 			// The converted disk reads as clean: nothing more to edit, nothing encrypted.
-			conv, err := luksconv.OpenFile(out)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conv.Close()
-			rep, err := luksconv.Inspect(context.Background(), conv, luksconv.InspectOptions{})
-			if err != nil {
-				t.Fatalf("inspect of the output: %v", err)
-			}
+			rep := inspectFile(t, out)
 			if len(rep.Edits) != 0 {
 				t.Errorf("inspect of the output still finds edits to make: %+v", rep.Edits)
 			}
@@ -431,15 +423,7 @@ func TestKeepGuestIsPlainDecryption(t *testing.T) {
 func TestInspectShowsBootEdits(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
-	src, err := luksconv.OpenFile(f.Image)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	rep := inspectFile(t, f.Image)
 	paths := map[string]bool{}
 	for _, e := range rep.Edits {
 		paths[e.Path] = true

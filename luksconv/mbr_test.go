@@ -1,7 +1,6 @@
 package luksconv_test
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -90,15 +89,7 @@ func TestMBRDisk(t *testing.T) {
 	}
 
 	t.Run("inspect", func(t *testing.T) {
-		src, err := luksconv.OpenFile(img)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer src.Close()
-		rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
+		rep := inspectFile(t, img)
 		t.Logf("warnings: %q", rep.Warnings)
 		if rep.Table == nil || rep.Table.Type != "mbr" || rep.Table.SectorSize != 512 || rep.Table.DiskGUID != fmt.Sprintf("%08x", mbrLabelID) {
 			t.Fatalf("table: %+v", rep.Table)
