@@ -204,6 +204,45 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 }
 
 // runCLI runs the command in this process, as main does, and returns stdout, stderr and the exit code.
+// localConversion converts fx with `luksconv convert` to dir/local.raw and returns the bytes: what every
+// Azure path must upload.
+func localConversion(t *testing.T, fx fixture.Fixture, dir string) []byte {
+	t.Helper()
+	local := filepath.Join(dir, "local.raw")
+	if _, se, code := runCLI(t, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
+		t.Fatalf("local convert: exit %d: %s", code, se)
+	}
+	b, err := os.ReadFile(local)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// takeCalls returns the calls the fake recorded so far and forgets them.
+func (f *fakeAzure) takeCalls() []string {
+	f.Lock()
+	defer f.Unlock()
+	c := slices.Clone(f.Calls)
+	f.Calls = nil
+	return c
+}
+
+// reportBytes reads the bytes a run's --json report says it resumed from its journal and wrote.
+func reportBytes(t *testing.T, so string) (resumed, written int64) {
+	t.Helper()
+	var rep struct {
+		Result struct {
+			Resumed int64 `json:"bytes_resumed"`
+			Written int64 `json:"bytes_written"`
+		} `json:"result"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, so)
+	}
+	return rep.Result.Resumed, rep.Result.Written
+}
+
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
 	var so, se bytes.Buffer
@@ -236,10 +275,7 @@ func TestAzureConvert(t *testing.T) {
 		t.Run(fmt.Sprintf("wrapped=%v", wrapped), func(t *testing.T) {
 			f, fx := setupAzure(t, wrapped)
 			dir := t.TempDir()
-			local := filepath.Join(dir, "local.raw")
-			if _, se, code := runCLI(t, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
-				t.Fatalf("local convert: exit %d: %s", code, se)
-			}
+			want := localConversion(t, fx, dir)
 			so, se, code := runCLI(t, "--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 				"--target-disk", "plain", "--journal", filepath.Join(dir, "j"), "--json")
 			if code != 0 {
@@ -281,10 +317,6 @@ func TestAzureConvert(t *testing.T) {
 			}
 			if rep.Target.DiskID != fakeID("disks", "plain") || rep.Target.SizeBytes != rep.Plan.OutputSize || rep.KeySource == nil {
 				t.Errorf("report %+v", rep)
-			}
-			want, err := os.ReadFile(local)
-			if err != nil {
-				t.Fatal(err)
 			}
 			if rep.Plan.OutputSize != int64(len(want)) {
 				t.Fatalf("output size %d, local conversion %d bytes", rep.Plan.OutputSize, len(want))

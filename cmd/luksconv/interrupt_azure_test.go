@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"math/rand"
 	"os"
 	"os/signal"
@@ -109,25 +108,11 @@ func runCLISignalled(t *testing.T, sig syscall.Signal, mark string, delay time.D
 func TestInterruptAzureConvert(t *testing.T) {
 	f, fx := setupAzure(t, false)
 	dir := t.TempDir()
-	local := filepath.Join(dir, "local.raw")
-	if _, se, code := run(t, nil, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
-		t.Fatalf("local convert: exit %d: %s", code, se)
-	}
-	want, err := os.ReadFile(local)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := localConversion(t, fx, dir)
 	before := sum(t, fx.Image)
 	journal := filepath.Join(dir, "j")
 	args := []string{"--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json", "--write-access", "20m"}
-	calls := func() []string {
-		f.Lock()
-		defer f.Unlock()
-		c := slices.Clone(f.Calls)
-		f.Calls = nil
-		return c
-	}
 
 	seed := time.Now().UnixNano()
 	t.Logf("seed %d", seed)
@@ -146,7 +131,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 	sec.check(t, "the standard output of an interrupted azure convert", []byte(so))
 	sec.check(t, "the standard error of an interrupted azure convert", []byte(se))
 	f.assertNoSAS(t, so+se)
-	c := calls()
+	c := f.takeCalls()
 	t.Logf("SIGINT %v after the first progress: exit %d; calls %q", delay, code, c)
 	for _, w := range []string{"GRANT snapshot snap Read", "REVOKE snapshot snap", "PUT disk plain", "GRANT disk plain Write"} {
 		if !hasCall(c, w) {
@@ -189,7 +174,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 		sec.addSAS(t, u)
 	}
 	sec.check(t, "the output of the rerun", []byte(so+se))
-	c = calls()
+	c = f.takeCalls()
 	if code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
@@ -204,19 +189,11 @@ func TestInterruptAzureConvert(t *testing.T) {
 	if !strings.Contains(se, "Resuming the upload to "+fakeID("disks", "plain")) {
 		t.Errorf("the rerun does not say it resumes:\n%s", se)
 	}
-	var rep struct {
-		Result struct {
-			Resumed int64 `json:"bytes_resumed"`
-			Written int64 `json:"bytes_written"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(so), &rep); err != nil {
-		t.Fatalf("rerun report: %v\n%s", err, so)
-	}
+	resumed, written := reportBytes(t, so)
 	t.Logf("journal %d bytes, %d write records (%d bytes); the rerun resumed %d bytes and wrote %d",
-		len(jb), records, jbytes, rep.Result.Resumed, rep.Result.Written)
-	if rep.Result.Resumed != jbytes {
-		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, rep.Result.Resumed)
+		len(jb), records, jbytes, resumed, written)
+	if resumed != jbytes {
+		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, resumed)
 	}
 	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
 		t.Errorf("after the rerun the disk is %s, want %s", st, armcompute.DiskStateUnattached)
@@ -241,14 +218,7 @@ func TestInterruptAzureConvert(t *testing.T) {
 func TestAzureConvertRerun(t *testing.T) {
 	f, fx := setupAzure(t, false)
 	dir := t.TempDir()
-	local := filepath.Join(dir, "local.raw")
-	if _, se, code := run(t, nil, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
-		t.Fatalf("local convert: exit %d: %s", code, se)
-	}
-	want, err := os.ReadFile(local)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := localConversion(t, fx, dir)
 	args := []string{"azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 		"--target-disk", "plain", "--journal", filepath.Join(dir, "j")}
 	f.Lock()
@@ -313,15 +283,11 @@ func TestAzureConvertVerify(t *testing.T) {
 	f, _ := setupAzure(t, false)
 	dir := t.TempDir()
 	convert := func(target string, extra ...string) (string, int, []string) {
-		f.Lock()
-		f.Calls = nil
-		f.Unlock()
+		f.takeCalls()
 		args := append([]string{"azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
 			"--target-disk", target, "--journal", filepath.Join(dir, target+".j"), "--verify"}, extra...)
 		_, se, code := runCLI(t, args...)
-		f.Lock()
-		defer f.Unlock()
-		return se, code, slices.Clone(f.Calls)
+		return se, code, f.takeCalls()
 	}
 	// readBack checks the read grant of the new disk came after its upload ended, and was revoked.
 	readBack := func(target string, calls []string) {
@@ -363,14 +329,7 @@ func TestAzureConvertVerify(t *testing.T) {
 func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 	f, fx := setupAzure(t, false)
 	dir := t.TempDir()
-	local := filepath.Join(dir, "local.raw")
-	if _, se, code := runCLI(t, "convert", "-q", "--key-file", fx.KeyFiles[0], fx.Image, local); code != 0 {
-		t.Fatalf("local convert: exit %d: %s", code, se)
-	}
-	want, err := os.ReadFile(local)
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := localConversion(t, fx, dir)
 	// The ADE OS disk the snapshot "snap" was taken from, as the fake's snapshots copy it.
 	f.Lock()
 	snap := f.Snapshots[azurefake.Key(fakeRG, "snap")]
@@ -382,13 +341,6 @@ func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 			EncryptionSettingsCollection: snap.Properties.EncryptionSettingsCollection},
 	}
 	f.Unlock()
-	calls := func() []string {
-		f.Lock()
-		defer f.Unlock()
-		c := slices.Clone(f.Calls)
-		f.Calls = nil
-		return c
-	}
 	journal := filepath.Join(dir, "j")
 	args := []string{"--debug", "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES,
 		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json"}
@@ -400,7 +352,7 @@ func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 	if !signalled || code != exitInterrupted {
 		t.Fatalf("SIGINT %v after the first progress: signalled %v, exit %d:\n%s", delay, signalled, code, se)
 	}
-	c := calls()
+	c := f.takeCalls()
 	i := slices.IndexFunc(c, func(s string) bool { return strings.HasPrefix(s, "PUT snapshot plain-luksconv-src-") })
 	if i < 0 {
 		t.Fatalf("no snapshot taken: %q", c)
@@ -422,7 +374,7 @@ func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
-	c = calls()
+	c = f.takeCalls()
 	if slices.ContainsFunc(c, func(s string) bool { return strings.HasPrefix(s, "PUT snapshot") }) {
 		t.Errorf("the rerun took another snapshot: %q", c)
 	}
@@ -430,17 +382,10 @@ func TestInterruptAzureConvertSourceDisk(t *testing.T) {
 		!strings.Contains(se, "Resuming the upload to "+fakeID("disks", "plain")+" (journal ") {
 		t.Errorf("the rerun does not say it reads the same snapshot and resumes:\n%s", se)
 	}
-	var rep struct {
-		Result struct {
-			Resumed int64 `json:"bytes_resumed"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(so), &rep); err != nil {
-		t.Fatalf("rerun report: %v\n%s", err, so)
-	}
-	t.Logf("journal %d bytes written; the rerun resumed %d", jbytes, rep.Result.Resumed)
-	if rep.Result.Resumed != jbytes {
-		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, rep.Result.Resumed)
+	resumed, _ := reportBytes(t, so)
+	t.Logf("journal %d bytes written; the rerun resumed %d", jbytes, resumed)
+	if resumed != jbytes {
+		t.Errorf("the journal records %d bytes written, the rerun resumed %d", jbytes, resumed)
 	}
 	got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want)))
 	if !bytes.Equal(got, want) {
@@ -472,17 +417,9 @@ func TestAzureConvertFinishFails(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
-	var rep struct {
-		Result struct {
-			Resumed int64 `json:"bytes_resumed"`
-			Written int64 `json:"bytes_written"`
-		} `json:"result"`
-	}
-	if err := json.Unmarshal([]byte(so), &rep); err != nil {
-		t.Fatalf("rerun report: %v\n%s", err, so)
-	}
-	if rep.Result.Written != 0 || rep.Result.Resumed == 0 {
-		t.Errorf("the rerun after a failed finish wrote %d bytes and resumed %d; want 0 written, all resumed", rep.Result.Written, rep.Result.Resumed)
+	resumed, written := reportBytes(t, so)
+	if written != 0 || resumed == 0 {
+		t.Errorf("the rerun after a failed finish wrote %d bytes and resumed %d; want 0 written, all resumed", written, resumed)
 	}
 	if st := f.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
 		t.Errorf("after the rerun the disk is %s", st)

@@ -267,28 +267,20 @@ func TestInterruptSASUpload(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("rerun after %s: exit %d:\n%s", what, code, se)
 		}
-		var rr struct {
-			Result struct {
-				Resumed int64 `json:"bytes_resumed"`
-				Written int64 `json:"bytes_written"`
-			} `json:"result"`
-		}
-		if err := json.Unmarshal([]byte(so), &rr); err != nil {
-			t.Fatalf("rerun report: %v\n%s", err, so)
-		}
+		resumed, written := reportBytes(t, so)
 		t.Logf("%s: journal %d bytes, %d write records (%d bytes); the rerun resumed %d bytes and wrote %d",
-			what, len(jb), records, jbytes, rr.Result.Resumed, rr.Result.Written)
-		if records > 0 && rr.Result.Resumed == 0 {
+			what, len(jb), records, jbytes, resumed, written)
+		if records > 0 && resumed == 0 {
 			t.Fatalf("rerun after %s: the journal records %d bytes written, yet nothing was resumed", what, jbytes)
 		}
-		if rr.Result.Resumed > jbytes {
-			t.Fatalf("rerun after %s: resumed %d bytes, more than the journal's %d", what, rr.Result.Resumed, jbytes)
+		if resumed > jbytes {
+			t.Fatalf("rerun after %s: resumed %d bytes, more than the journal's %d", what, resumed, jbytes)
 		}
-		if rr.Result.Resumed > 0 {
+		if resumed > 0 {
 			resumedRuns++
 		}
-		if !strings.Contains(se, fmt.Sprintf("resumed=%d", rr.Result.Resumed)) {
-			t.Errorf("rerun after %s: the debug output does not report resumed=%d", what, rr.Result.Resumed)
+		if !strings.Contains(se, fmt.Sprintf("resumed=%d", resumed)) {
+			t.Errorf("rerun after %s: the debug output does not report resumed=%d", what, resumed)
 		}
 		if _, err := os.Stat(journal); !os.IsNotExist(err) {
 			t.Errorf("rerun after %s: the journal stays after a complete run: %v", what, err)
