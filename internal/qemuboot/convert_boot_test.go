@@ -52,18 +52,7 @@ func TestBootConverted(t *testing.T) {
 func TestBootConvertedKeptInitramfs(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	disk := editBoot(t, func(mnt string) error {
-		configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
-		if len(configs) == 0 {
-			return errors.New("no config-* in /boot")
-		}
-		for _, c := range configs {
-			if err := os.Remove(c); err != nil {
-				return err
-			}
-		}
-		return nil
-	})
+	disk := editBootConfigs(t, os.Remove)
 	bootConverted(t, disk, false, "")
 }
 
@@ -73,55 +62,42 @@ func TestBootConvertedKeptInitramfs(t *testing.T) {
 func TestBootConvertedZstd(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	disk := editBoot(t, func(mnt string) error {
-		configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
-		if len(configs) == 0 {
-			return errors.New("no config-* in /boot")
+	disk := editBootConfigs(t, func(c string) error {
+		b, err := os.ReadFile(c)
+		if err != nil {
+			return err
 		}
-		for _, c := range configs {
-			b, err := os.ReadFile(c)
-			if err != nil {
-				return err
-			}
-			if !bytes.Contains(b, []byte("\nCONFIG_RD_ZSTD=y\n")) || !bytes.Contains(b, []byte("\nCONFIG_RD_XZ=y\n")) {
-				return fmt.Errorf("%s: the kernel does not build in both xz and zstd", c)
-			}
-			b = bytes.Replace(b, []byte("\nCONFIG_RD_XZ=y\n"), []byte("\n# CONFIG_RD_XZ is not set\n"), 1)
-			if err := os.WriteFile(c, b, 0o644); err != nil {
-				return err
-			}
+		if !bytes.Contains(b, []byte("\nCONFIG_RD_ZSTD=y\n")) || !bytes.Contains(b, []byte("\nCONFIG_RD_XZ=y\n")) {
+			return fmt.Errorf("%s: the kernel does not build in both xz and zstd", c)
 		}
-		return nil
+		b = bytes.Replace(b, []byte("\nCONFIG_RD_XZ=y\n"), []byte("\n# CONFIG_RD_XZ is not set\n"), 1)
+		return os.WriteFile(c, b, 0o644)
 	})
 	bootConverted(t, disk, true, "re-compressed as zstd")
 }
 
-// editBoot returns a copy of the boot set's disk whose /boot edit changed through a read-write loop
-// mount (the kernel writes it; the set's own disk stays as built).
-func editBoot(t *testing.T, edit func(mnt string) error) string {
+// editBootConfigs returns a copy of the boot set's disk in which edit changed every /boot/config-*
+// through a read-write loop mount (the kernel writes it; the set's own disk stays as built).
+func editBootConfigs(t *testing.T, edit func(config string) error) string {
 	t.Helper()
 	set := qemuboot.Fixture(t)
 	disk := testenv.CopyFile(t, set.Disk)
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	fi, _ := f.Stat()
-	tab, err := gpt.Read(f, fi.Size(), 512)
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, ok := tab.Partition(set.BootPartition)
-	if !ok {
-		t.Fatalf("no /boot partition %d", set.BootPartition)
-	}
+	_, part := openPartition(t, disk, set.BootPartition)
 	dev, detach := testenv.AttachLoop(t, disk, "--offset", strconv.FormatInt(part.Offset, 10), "--sizelimit", strconv.FormatInt(part.Size, 10))
 	mnt := t.TempDir()
 	if out, err := testenv.RunErr("mount", "-t", "xfs", "-o", "nouuid", dev, mnt); err != nil {
 		t.Skipf("SKIPPING: cannot mount the boot disk copy's /boot read-write: %v\n%s", err, out)
 	}
-	eerr := edit(mnt)
+	configs, _ := filepath.Glob(filepath.Join(mnt, "config-*"))
+	var eerr error
+	if len(configs) == 0 {
+		eerr = errors.New("no config-* in /boot")
+	}
+	for _, c := range configs {
+		if eerr = edit(c); eerr != nil {
+			break
+		}
+	}
 	if _, err := testenv.RunErr("umount", mnt); err != nil {
 		t.Fatal(err)
 	}
@@ -268,20 +244,7 @@ func convertDisk(t *testing.T, disk, out string, key []byte) *luksconv.Plan {
 // and returns the file.
 func xfsRepairPartition(t *testing.T, disk string, n int) string {
 	t.Helper()
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	tab, err := gpt.Read(f, fi.Size(), 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	part, ok := tab.Partition(n)
-	if !ok {
-		t.Fatalf("%s: no partition %d", disk, n)
-	}
+	f, part := openPartition(t, disk, n)
 	img := copyToFile(t, io.NewSectionReader(f, part.Offset, part.Size))
 	repair, err := exec.LookPath("xfs_repair")
 	if err != nil {
@@ -291,6 +254,29 @@ func xfsRepairPartition(t *testing.T, disk string, n int) string {
 		t.Errorf("xfs_repair -n on /boot (partition %d) of the output: %v\n%s", n, err, b)
 	}
 	return img
+}
+
+// openPartition opens the raw disk (closed when the test ends) and finds its GPT partition n.
+func openPartition(t *testing.T, disk string, n int) (*os.File, *gpt.Partition) {
+	t.Helper()
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	fi, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab, err := gpt.Read(f, fi.Size(), 512)
+	if err != nil {
+		t.Fatal(err)
+	}
+	part, ok := tab.Partition(n)
+	if !ok {
+		t.Fatalf("%s: no partition %d", disk, n)
+	}
+	return f, part
 }
 
 // copyToFile copies r to a new file in a test directory and returns its path.
@@ -348,20 +334,7 @@ func checkNoADE(t *testing.T, disk, bootImg string, set *qemuboot.Manifest, init
 	grepTree(t, "initramfs:", unpacked, adeStrings(set))
 	grepTree(t, "/boot", mountXFS(t, bootImg), adeStrings(set))
 
-	f, err := os.Open(disk)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	fi, _ := f.Stat()
-	tab, err := gpt.Read(f, fi.Size(), 512)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pvPart, ok := tab.Partition(set.LUKSPartition)
-	if !ok {
-		t.Fatalf("partition %d missing", set.LUKSPartition)
-	}
+	f, pvPart := openPartition(t, disk, set.LUKSPartition)
 	pvr := io.NewSectionReader(f, pvPart.Offset, pvPart.Size)
 	pv, err := lvm.Open(pvr, pvPart.Size)
 	if err != nil || pv.VG == nil {
