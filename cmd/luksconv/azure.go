@@ -576,7 +576,7 @@ func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client
 	if rg == "" {
 		rg = rid.ResourceGroupName
 	}
-	target := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/disks/%s", f.subscriptionOf(diskID), rg, f.target)
+	target := (&azure.DiskSpec{ResourceGroup: rg, Name: f.target}).ID(f.subscriptionOf(diskID))
 	tags, err := cl.UploadTags(ctx, target)
 	if err != nil {
 		// No unfinished upload of that name (or it cannot be read): a new snapshot; creating the
