@@ -507,7 +507,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	}
 	rep.Result = res
 	debugAzure("finish upload (revoke write access)", tgt.DiskID)
-	if err := tgt.Finish(ctx); err != nil {
+	// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a revoke
+	// whose reply the run no longer waits for, leaving a finished disk the run would call open.
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+	err = tgt.Finish(fctx)
+	cancel()
+	if err != nil {
 		// The journal stays: a rerun skips every page and only finishes.
 		return err
 	}
