@@ -1,6 +1,7 @@
 package luks
 
 import (
+	"context"
 	"encoding"
 	"encoding/binary"
 	"hash"
@@ -12,7 +13,10 @@ import (
 // the password as a string and keeps key^ipad and key^opad inside its HMAC,
 // which cannot be zeroed; here the password is a passphrase or a candidate
 // volume key, so those copies would outlive Unlock.
-func pbkdf2Key(newHash func() hash.Hash, password, salt []byte, iter, keyLen int) []byte {
+//
+// It looks at ctx every pbkdf2CheckEvery iterations and returns ctx.Err() when it is done: a header
+// may ask for billions of iterations.
+func pbkdf2Key(ctx context.Context, newHash func() hash.Hash, password, salt []byte, iter, keyLen int) ([]byte, error) {
 	inner, outer := newHash(), newHash()
 	bs := inner.BlockSize()
 	pad := make([]byte, bs)
@@ -89,6 +93,10 @@ func pbkdf2Key(newHash func() hash.Hash, password, salt []byte, iter, keyLen int
 		u = hmac(u, salt, ctr[:])
 		copy(t, u)
 		for n := 1; n < iter; n++ {
+			if n%pbkdf2CheckEvery == 0 && ctx.Err() != nil {
+				clear(out[:cap(out)])
+				return nil, ctx.Err()
+			}
 			u = hmac(u, u)
 			for i := range t {
 				t[i] ^= u[i]
@@ -97,8 +105,12 @@ func pbkdf2Key(newHash func() hash.Hash, password, salt []byte, iter, keyLen int
 		out = append(out, t...)
 	}
 	clear(out[keyLen:])
-	return out[:keyLen:keyLen]
+	return out[:keyLen:keyLen], nil
 }
+
+// pbkdf2CheckEvery is how many PBKDF2 iterations run between looks at the context: about a
+// millisecond of SHA-256 work.
+const pbkdf2CheckEvery = 4096
 
 func marshal(h hash.Hash) []byte {
 	m, ok := h.(encoding.BinaryMarshaler)

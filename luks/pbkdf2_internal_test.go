@@ -2,7 +2,9 @@ package luks
 
 import (
 	"bytes"
+	"context"
 	"crypto/pbkdf2"
+	"errors"
 	"math/rand/v2"
 	"testing"
 )
@@ -30,10 +32,20 @@ func TestPBKDF2MatchesStdlib(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := pbkdf2Key(hf, pass, salt, iter, keyLen); !bytes.Equal(got, want) {
+			if got, err := pbkdf2Key(context.Background(), hf, pass, salt, iter, keyLen); err != nil || !bytes.Equal(got, want) {
 				t.Fatalf("%s: pass %d bytes, salt %d, iter %d, len %d: mismatch", name, len(pass), len(salt), iter, keyLen)
 			}
 		}
+	}
+}
+
+// A cancelled context stops PBKDF2 within a few thousand iterations, whatever the count asked for.
+func TestPBKDF2Cancel(t *testing.T) {
+	hf, _ := hashByName("sha256")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := pbkdf2Key(ctx, hf, []byte("pass"), []byte("salt"), 1<<31-1, 32); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
 	}
 }
 

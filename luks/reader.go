@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 
+	"github.com/luksconv/luksconv/internal/zeros"
+
 	"github.com/luksconv/luksconv/diskcipher"
 )
 
@@ -54,7 +56,8 @@ func (h *Header) IV(pos int64) uint64 {
 
 // Reader is a plaintext view of the payload: an io.ReaderAt that decrypts on
 // read. Reads may start and end anywhere; whole encryption sectors are read
-// and decrypted internally. It is safe for concurrent use.
+// and decrypted internally. It is safe for concurrent use, and so are the
+// copies With* return, which share its key schedule.
 type Reader struct {
 	data    io.ReaderAt
 	off     int64 // payload offset on the data device
@@ -62,6 +65,7 @@ type Reader struct {
 	ss      int64
 	ivTweak uint64
 	c       diskcipher.Cipher
+	zero    bool // read all-zero ciphertext sectors as zero plaintext
 }
 
 // NewReader returns a plaintext view of the payload of the data device data
@@ -76,11 +80,52 @@ func NewReader(data io.ReaderAt, dataDevSize int64, h *Header, k *VolumeKey) (*R
 	if err != nil {
 		return nil, err
 	}
-	return &Reader{data: data, off: off, size: length, ss: int64(h.SectorSize), ivTweak: h.IVTweak, c: c}, nil
+	return NewCipherReader(data, off, length, c, h.IVTweak)
+}
+
+// NewCipherReader returns a plaintext view of the size bytes at offset off of
+// data, encrypted sector by sector with c, the first sector's IV being ivTweak
+// (in 512-byte units, as dm-crypt counts): for callers that hold the cipher
+// already, or whose payload lies at an offset of a larger device (a partition
+// of a disk image). size must be a whole number of c's sectors.
+func NewCipherReader(data io.ReaderAt, off, size int64, c diskcipher.Cipher, ivTweak uint64) (*Reader, error) {
+	ss := int64(c.SectorSize())
+	if off < 0 || size < 0 || size%ss != 0 {
+		return nil, fmt.Errorf("luks: payload of %d bytes at offset %d is not a whole number of %d-byte sectors", size, off, ss)
+	}
+	return &Reader{data: data, off: off, size: size, ss: ss, ivTweak: ivTweak, c: c}, nil
+}
+
+// WithData returns a reader of the same payload layout and key over another
+// data device: the same disk opened again, or a copy of it.
+func (r *Reader) WithData(data io.ReaderAt) *Reader {
+	c := *r
+	c.data = data
+	return &c
+}
+
+// WithZeroCiphertextAsZero returns a reader whose ReadAt returns zeros for
+// every encryption sector whose ciphertext is all zero, instead of decrypting
+// it (asZero false gives the default: decrypt everything). Real ciphertext is
+// all zero with probability 2^-4096 per 512-byte sector, so such a sector was
+// never written through dm-crypt: sparse copies onto a dm-crypt device
+// (`dd conv=sparse`) and discards leave them, and the plaintext there was
+// zero (or free space) before, while decrypting gives pseudo-random bytes.
+func (r *Reader) WithZeroCiphertextAsZero(asZero bool) *Reader {
+	c := *r
+	c.zero = asZero
+	return &c
 }
 
 // Size returns the payload length in bytes.
 func (r *Reader) Size() int64 { return r.size }
+
+// SectorSize returns the encryption sector size in bytes.
+func (r *Reader) SectorSize() int { return int(r.ss) }
+
+// IV returns the IV sector number of payload byte offset off (a multiple of
+// SectorSize).
+func (r *Reader) IV(off int64) uint64 { return r.ivTweak + uint64(off)/sectorSize }
 
 // ReadAt reads len(p) plaintext bytes at payload offset off. As io.ReaderAt
 // requires, it returns io.EOF when fewer bytes remain.
@@ -94,13 +139,14 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	n := int(min(int64(len(p)), r.size-off))
 	done := 0
 	var sector []byte
+	defer func() { clear(sector) }() // plaintext
 	for done < n {
 		pos := off + int64(done)
 		rem := n - done
 		if pos%r.ss == 0 && int64(rem) >= r.ss {
 			// Aligned: decrypt whole sectors in place in p.
 			m := int(int64(rem) / r.ss * r.ss)
-			if err := r.readSectors(p[done:done+m], pos); err != nil {
+			if _, err := r.ReadSectors(p[done:done+m], pos, r.zero); err != nil {
 				return done, err
 			}
 			done += m
@@ -111,7 +157,7 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 			sector = make([]byte, r.ss)
 		}
 		start := pos - pos%r.ss
-		if err := r.readSectors(sector, start); err != nil {
+		if _, err := r.ReadSectors(sector, start, r.zero); err != nil {
 			return done, err
 		}
 		done += copy(p[done:n], sector[pos-start:])
@@ -122,15 +168,59 @@ func (r *Reader) ReadAt(p []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// readSectors fills buf (whole sectors) with the plaintext at payload offset pos.
-func (r *Reader) readSectors(buf []byte, pos int64) error {
-	k, err := r.data.ReadAt(buf, r.off+pos)
+// ReadSectors fills buf, a whole number of encryption sectors, with the
+// plaintext at payload offset off (a multiple of SectorSize): it reads the
+// ciphertext into buf and decrypts it in place, allocating nothing. With
+// asZero, sectors whose ciphertext is all zero stay zero instead of being
+// decrypted (see WithZeroCiphertextAsZero); either way it returns how many
+// bytes of all-zero ciphertext it met. A data device that ends early is
+// io.ErrUnexpectedEOF.
+func (r *Reader) ReadSectors(buf []byte, off int64, asZero bool) (zero int64, err error) {
+	if off < 0 || off%r.ss != 0 || int64(len(buf))%r.ss != 0 || int64(len(buf)) > r.size-off {
+		return 0, fmt.Errorf("luks: read of %d bytes at payload offset %d is not whole %d-byte sectors inside the %d-byte payload", len(buf), off, r.ss, r.size)
+	}
+	k, err := r.data.ReadAt(buf, r.off+off)
 	if k < len(buf) {
 		if err == nil || err == io.EOF {
 			err = io.ErrUnexpectedEOF
 		}
-		return fmt.Errorf("luks: reading payload at offset %d: %w", pos, err)
+		return 0, fmt.Errorf("luks: reading payload at offset %d: %w", off, err)
 	}
-	r.c.Decrypt(buf, buf, r.ivTweak+uint64(pos)/sectorSize)
-	return nil
+	return decryptSectors(r.c, buf, r.IV(off), asZero), nil
+}
+
+// decryptSectors decrypts b in place (whole sectors of c, the first at IV
+// sector iv). With asZero, sectors whose ciphertext is all zero are left zero.
+// It returns the bytes of all-zero ciphertext it met.
+func decryptSectors(c diskcipher.Cipher, b []byte, iv uint64, asZero bool) int64 {
+	ss := c.SectorSize()
+	var zero int64
+	if !asZero {
+		for s := 0; s+ss <= len(b); s += ss {
+			if zeros.Only(b[s : s+ss]) {
+				zero += int64(ss)
+			}
+		}
+		c.Decrypt(b, b, iv)
+		return zero
+	}
+	run := -1 // start of the current run of sectors to decrypt
+	flush := func(end int) {
+		if run >= 0 {
+			c.Decrypt(b[run:end], b[run:end], iv+uint64(run/sectorSize))
+			run = -1
+		}
+	}
+	for s := 0; s+ss <= len(b); s += ss {
+		if zeros.Only(b[s : s+ss]) {
+			zero += int64(ss)
+			flush(s)
+			continue
+		}
+		if run < 0 {
+			run = s
+		}
+	}
+	flush(len(b) / ss * ss)
+	return zero
 }

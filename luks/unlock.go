@@ -1,6 +1,8 @@
 package luks
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha3"
@@ -14,6 +16,7 @@ import (
 	"log/slog"
 	"sort"
 	"strings"
+	"sync"
 
 	"github.com/luksconv/luksconv/diskcipher"
 	"golang.org/x/crypto/argon2"
@@ -109,6 +112,14 @@ var errMismatch = errors.New("digest mismatch")
 // (crypto/pbkdf2 takes the password as a string). Argon2 work memory holds
 // only one-way functions of the passphrase and is left to the collector.
 func (h *Header) Unlock(passphrase []byte, slot int) (*VolumeKey, error) {
+	return h.UnlockContext(context.Background(), passphrase, slot)
+}
+
+// UnlockContext is Unlock that stops when ctx is done and returns ctx.Err(): key derivation with
+// large iteration counts or memory costs can run for minutes. PBKDF2 (keyslots and digests) looks at
+// ctx every few thousand iterations; an Argon2 derivation cannot be interrupted, so it runs on its own
+// goroutine, which finishes (and zeroes its result) in the background after UnlockContext returned.
+func (h *Header) UnlockContext(ctx context.Context, passphrase []byte, slot int) (*VolumeKey, error) {
 	if err := h.Supported(); err != nil {
 		return nil, err
 	}
@@ -119,10 +130,15 @@ func (h *Header) Unlock(passphrase []byte, slot int) (*VolumeKey, error) {
 	var skipped []error
 	tried := 0
 	for _, ks := range cands {
-		key, err := h.tryKeyslot(ks, passphrase)
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		key, err := h.tryKeyslot(ctx, ks, passphrase)
 		switch {
 		case err == nil:
 			return &VolumeKey{key: key, Slot: ks.ID}, nil
+		case ctx.Err() != nil:
+			return nil, ctx.Err()
 		case errors.Is(err, errMismatch):
 			tried++
 		case errors.Is(err, ErrUnsupported) || errors.Is(err, ErrCorrupt):
@@ -198,7 +214,7 @@ func (h *Header) candidates(slot int) ([]*Keyslot, error) {
 
 // tryKeyslot runs the unlock procedure of LUKS1 spec §4.3 / LUKS2 spec §4:
 // derive the slot key, decrypt the key material, AF-merge, check the digest.
-func (h *Header) tryKeyslot(ks *Keyslot, pass []byte) ([]byte, error) {
+func (h *Header) tryKeyslot(ctx context.Context, ks *Keyslot, pass []byte) ([]byte, error) {
 	st := fmt.Sprintf("LUKS%d keyslot %d", h.Version, ks.ID)
 	afHash, err := hashByName(ks.AFHash)
 	if err != nil {
@@ -212,7 +228,7 @@ func (h *Header) tryKeyslot(ks *Keyslot, pass []byte) ([]byte, error) {
 	if _, err := diskcipher.New(ks.Encryption, make([]byte, ks.EncryptionKeySize), sectorSize); err != nil {
 		return nil, fmt.Errorf("%w: keyslot cipher %s: %w", ErrUnsupported, ks.Encryption, err)
 	}
-	dk, err := deriveKey(st, ks, pass)
+	dk, err := deriveKey(ctx, st, ks, pass)
 	if err != nil {
 		return nil, err
 	}
@@ -231,7 +247,7 @@ func (h *Header) tryKeyslot(ks *Keyslot, pass []byte) ([]byte, error) {
 	c.Decrypt(material, material, 0)
 	key := make([]byte, ks.KeySize)
 	afMerge(key, material, ks.Stripes, afHash)
-	ok, err := h.checkDigest(ks, key)
+	ok, err := h.checkDigest(ctx, ks, key)
 	if err != nil || !ok {
 		clear(key)
 		if err == nil {
@@ -242,7 +258,7 @@ func (h *Header) tryKeyslot(ks *Keyslot, pass []byte) ([]byte, error) {
 	return key, nil
 }
 
-func deriveKey(st string, ks *Keyslot, pass []byte) ([]byte, error) {
+func deriveKey(ctx context.Context, st string, ks *Keyslot, pass []byte) ([]byte, error) {
 	n := ks.EncryptionKeySize
 	switch ks.KDF {
 	case "pbkdf2":
@@ -253,7 +269,7 @@ func deriveKey(st string, ks *Keyslot, pass []byte) ([]byte, error) {
 		if ks.Iterations < 1 || int64(ks.Iterations) > maxPBKDF2Iter {
 			return nil, formatErr(st, ks.AreaOffset, "pbkdf2 iterations %d out of range", ks.Iterations)
 		}
-		return pbkdf2Key(hf, pass, ks.salt, ks.Iterations, n), nil
+		return pbkdf2Key(ctx, hf, pass, ks.salt, ks.Iterations, n)
 	case "argon2i", "argon2id":
 		// Refuse absurd parameters before argon2 allocates memory KiB.
 		if ks.CPUs < 1 || ks.CPUs > maxArgon2CPUs || ks.Time < 1 || ks.Time > maxArgon2Time ||
@@ -264,9 +280,48 @@ func deriveKey(st string, ks *Keyslot, pass []byte) ([]byte, error) {
 		if ks.KDF == "argon2i" {
 			f = argon2.Key
 		}
-		return f(pass, ks.salt, uint32(ks.Time), uint32(ks.MemoryKiB), uint8(ks.CPUs), uint32(n)), nil
+		return argon2Context(ctx, f, pass, ks.salt, uint32(ks.Time), uint32(ks.MemoryKiB), uint8(ks.CPUs), uint32(n))
 	}
 	return nil, fmt.Errorf("%w: key derivation function %q", ErrUnsupported, ks.KDF)
+}
+
+// argon2Context runs the Argon2 function f on its own goroutine so that a cancelled ctx returns at
+// once. The goroutine works on a copy of the passphrase and zeroes it, and an abandoned result, when
+// it finishes.
+func argon2Context(ctx context.Context, f func(pass, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte,
+	pass, salt []byte, time, memory uint32, threads uint8, keyLen uint32) ([]byte, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	p := bytes.Clone(pass)
+	done := make(chan []byte, 1)
+	var mu sync.Mutex
+	abandoned := false
+	go func() {
+		k := f(p, salt, time, memory, threads, keyLen)
+		clear(p)
+		mu.Lock()
+		defer mu.Unlock()
+		if abandoned {
+			clear(k)
+			return
+		}
+		done <- k
+	}()
+	select {
+	case k := <-done:
+		return k, nil
+	case <-ctx.Done():
+		mu.Lock()
+		defer mu.Unlock()
+		select {
+		case k := <-done: // finished meanwhile
+			clear(k)
+		default:
+			abandoned = true
+		}
+		return nil, ctx.Err()
+	}
 }
 
 // afMerge recovers key from the anti-forensic split material (LUKS1 spec
@@ -303,7 +358,7 @@ func diffuse(buf []byte, hs hash.Hash, sum []byte) []byte {
 }
 
 // checkDigest verifies a candidate volume key against the header digest.
-func (h *Header) checkDigest(ks *Keyslot, key []byte) (bool, error) {
+func (h *Header) checkDigest(ctx context.Context, ks *Keyslot, key []byte) (bool, error) {
 	var (
 		hashName     string
 		salt, want   []byte
@@ -322,7 +377,10 @@ func (h *Header) checkDigest(ks *Keyslot, key []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	got := pbkdf2Key(hf, key, salt, iter, length)
+	got, err := pbkdf2Key(ctx, hf, key, salt, iter, length)
+	if err != nil {
+		return false, err
+	}
 	defer clear(got)
 	return subtle.ConstantTimeCompare(got, want) == 1, nil
 }

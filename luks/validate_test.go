@@ -2,6 +2,7 @@ package luks_test
 
 import (
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"errors"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luks"
@@ -325,5 +327,48 @@ func TestPayloadBounds(t *testing.T) {
 	}
 	if off, n, err := h.Payload(1 << 20); off != 4096 || n != 8192 || err != nil {
 		t.Errorf("fixed-size Payload = %d, %d, %v", off, n, err)
+	}
+}
+
+// TestUnlockContext: a header that asks for hours of key derivation (argon2 time 1000, or 2^31
+// PBKDF2 iterations) gives up when the context ends, with the context's error.
+func TestUnlockContext(t *testing.T) {
+	needCryptsetup(t)
+	t.Parallel()
+	dir := t.TempDir()
+	argon, _, _ := makeLUKS2Header(t, dir, "--pbkdf", "argon2id", "--pbkdf-memory", "32768", "--pbkdf-force-iterations", "4", "--pbkdf-parallel", "1")
+	img, _ := os.ReadFile(argon)
+	pb, js := baseLUKS2(t)
+	h0, err := luks.ReadHeader(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name          string
+		img           []byte
+		js, old, new_ string
+	}{
+		{"argon2 time 1000", img, string(h0.JSON), `"time":4`, `"time":1000`},
+		{"pbkdf2 2^31 iterations", pb, js, `"iterations":1000,`, `"iterations":2147483647,`},
+	} {
+		if !strings.Contains(tc.js, tc.old) {
+			t.Fatalf("%s: %q not in %s", tc.name, tc.old, tc.js)
+		}
+		data := reseal(t, tc.img, strings.Replace(tc.js, tc.old, tc.new_, -1))
+		h, err := luks.ReadHeader(bytes.NewReader(data), int64(len(data)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		start := time.Now()
+		_, err = h.UnlockContext(ctx, []byte(pass1), -1)
+		cancel()
+		if !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("%s: UnlockContext = %v, want context.DeadlineExceeded", tc.name, err)
+		}
+		// A sanity bound only: the derivation itself would take minutes.
+		if d := time.Since(start); d > 10*time.Second {
+			t.Errorf("%s: UnlockContext returned after %v", tc.name, d)
+		}
 	}
 }
