@@ -4,7 +4,7 @@ BIN     := bin/luksconv
 # The full suite must stay well under CI's limit on 2 cores.
 TESTTIMEOUT ?= 25m
 
-.PHONY: all deps build test vet demo bench fuzz clean
+.PHONY: all deps build test vet demo bench fuzz example-image clean
 
 all: build
 
@@ -33,6 +33,11 @@ bench: deps build
 # Each fuzz target for FUZZTIME (default 30s); FUZZ=./pkg for one package.
 fuzz: deps
 	@scripts/fuzz.sh
+
+# The committed example disk for the documentation examples (testdata/example/, see its README); tests
+# never rebuild it.
+example-image: deps
+	testdata/mkfixtures.sh --example testdata/example
 
 clean:
 	rm -rf bin testdata/.cache demo-out

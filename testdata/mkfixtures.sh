@@ -5,10 +5,13 @@
 #   testdata/mkfixtures.sh OUTDIR                      all test fixtures + OUTDIR/manifest.json
 #   testdata/mkfixtures.sh --only rhel8-lvm[,x] OUTDIR  just the named fixtures
 #   testdata/mkfixtures.sh --bench SIZE_GIB OUTDIR     the large benchmark disks (never built by tests)
+#   testdata/mkfixtures.sh --example OUTDIR            the committed example disk (testdata/example/, see
+#                                                      build_example; `make example-image`; never built by tests)
 #   testdata/mkfixtures.sh --list                      fixture names
 #
 # Exit status: 0 ok, 2 usage, 3 a required tool/privilege is missing ("missing tool: X" on stderr),
 # anything else: a build step failed. The manifest format is documented by internal/fixture.Manifest.
+# --example writes its files into OUTDIR (kept, not replaced wholesale) and no manifest.
 # KEEP_TMP=1 keeps OUTDIR.tmp after a failure for debugging.
 # Needs root: loop devices for LVM and cryptsetup's reencryption lock in /run/cryptsetup.
 # Device-mapper is NOT needed: encryption is offline `cryptsetup reencrypt`, LVs are never activated.
@@ -23,17 +26,18 @@ ALL_FIXTURES=(rhel8-lvm rhel7-luks1 rhel7-luks1-sparse data-luks2-4k luks2-argon
   reencrypt-interrupted)
 
 usage() {
-  echo "usage: $0 [--only NAME[,NAME...]] OUTDIR | --bench SIZE_GIB OUTDIR | --list" >&2
+  echo "usage: $0 [--only NAME[,NAME...]] OUTDIR | --bench SIZE_GIB OUTDIR | --example OUTDIR | --list" >&2
   exit 2
 }
 
-ONLY="" BENCH="" OUT=""
+ONLY="" BENCH="" EXAMPLE="" OUT=""
 while (($#)); do
   case $1 in
   --only) ONLY=${2:?}; shift 2 ;;
   --only=*) ONLY=${1#--only=}; shift ;;
   --bench) BENCH=${2:?}; shift 2 ;;
   --bench=*) BENCH=${1#--bench=}; shift ;;
+  --example) EXAMPLE=1; shift ;;
   --list) printf '%s\n' "${ALL_FIXTURES[@]}"; exit 0 ;;
   -h | --help) usage ;;
   -*) usage ;;
@@ -43,7 +47,10 @@ done
 [ -n "$OUT" ] || usage
 
 SELECTED=()
-if [ -n "$BENCH" ]; then
+[ -z "$EXAMPLE" ] || [ -z "$BENCH$ONLY" ] || usage
+if [ -n "$EXAMPLE" ]; then
+  :
+elif [ -n "$BENCH" ]; then
   [[ $BENCH =~ ^[1-9][0-9]*$ ]] || { echo "--bench wants a whole number of GiB" >&2; exit 2; }
 elif [ -n "$ONLY" ]; then
   IFS=, read -r -a SELECTED <<<"$ONLY"
@@ -66,7 +73,10 @@ for t in cryptsetup sgdisk mkfs.xfs mkfs.vfat mmd mcopy pvcreate vgcreate lvcrea
   command -v "$t" >/dev/null 2>&1 || missing "$t"
 done
 [ "$(id -u)" -eq 0 ] || missing "root privileges (loop devices and cryptsetup reencrypt need root)"
-if [ -n "$BENCH" ] || want rhel8-lvm; then
+if [ -n "$EXAMPLE" ]; then
+  for t in zstd xfs_db xfs_repair od; do command -v "$t" >/dev/null 2>&1 || missing "$t"; done
+fi
+if [ -n "$BENCH$EXAMPLE" ] || want rhel8-lvm; then
   losetup -f >/dev/null 2>&1 || missing "loop devices (losetup -f failed)"
 fi
 
@@ -75,8 +85,9 @@ T0=$(date +%s%N)
 log() { printf '[mkfixtures %6.2fs] %s\n' "$(($(date +%s%N) - T0))e-9" "$*"; }
 
 OUT=$(readlink -m "$OUT")
-# OUTDIR is replaced wholesale: refuse to delete a directory that is not a fixture set.
-if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/manifest.json" ]; then
+# OUTDIR is replaced wholesale (except with --example): refuse to delete a directory that is not a
+# fixture set.
+if [ -z "$EXAMPLE" ] && [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -f "$OUT/manifest.json" ]; then
   echo "$OUT exists and is not a fixture set (no manifest.json); not replacing it" >&2
   exit 2
 fi
@@ -176,12 +187,14 @@ fs_json() {
 }
 
 # mkdisk IMG SIZE_MIB DISK_GUID "NUM:START_MIB:SIZE_MIB:TYPECODE:GUID:NAME"...: a GPT disk image.
+# SIZE_MIB may instead be a number of 512-byte sectors with an "s" suffix (e.g. 49280s).
 mkdisk() {
-  local img=$1 mib=$2 guid=$3 spec num start sz code pguid name args=()
+  local img=$1 mib=$2 guid=$3 spec num start sz code pguid name last args=()
   shift 3
   for spec; do
     IFS=: read -r num start sz code pguid name <<<"$spec"
-    args+=(-n "$num:$((start * 2048)):$(((start + sz) * 2048 - 1))" -t "$num:$code" -u "$num:$pguid")
+    if [[ $sz == *s ]]; then last=$((start * 2048 + ${sz%s} - 1)); else last=$(((start + sz) * 2048 - 1)); fi
+    args+=(-n "$num:$((start * 2048)):$last" -t "$num:$code" -u "$num:$pguid")
     [ -z "$name" ] || args+=(-c "$num:$name")
   done
   rm -f "$img"
@@ -784,8 +797,501 @@ build_bench() {
     "notes=$(jstr "No partition table (partition 0): the file is the LUKS1 device; payload = the $n plaintext. qemu-img reads it: qemu-img convert --object secret,id=s,file=$m.key --image-opts driver=luks,key-secret=s,file.filename=$m.raw -O raw out")"
 }
 
+# ============================================================================================ example
+# The committed example disk (--example OUTDIR; `make example-image` writes testdata/example/). Not in
+# ALL_FIXTURES: tests never build it, they read the committed copy. An ADE RHEL 8.10 LVM OS disk as small
+# as the tools allow, for the runnable documentation examples: GPT | p1 /boot xfs (osluksheader, grubenv,
+# a BLS entry) | p2 encrypted by ADE's command (detached LUKS2 header on /boot, data at offset 0) over a PV
+# of rootvg with rootlv (xfs) and free extents. Every UUID/GUID the tools let us choose is fixed here.
+# The ciphertext where the plaintext is zero and unused (free LVM extents, xfs free space, the xfs log
+# past its unmount record) is then zeroed, as discards through dm-crypt leave it (crypttab has `discard`),
+# so the image compresses to the keyslot's key material plus the blocks in use. OUTDIR gets rhel8-ade.raw.zst,
+# bek, plain.sha256, image.sha256 and README.md (generated by example_readme from what the tools read back).
+EX_NAME=rhel8-ade
+build_example() {
+  local n=$EX_NAME w="$WORK/example"
+  log "example: tiny ADE RHEL 8 LVM OS disk (/boot xfs, LUKS2 detached-header PV rootvg/rootlv)"
+  mkdir -p "$w"
+  EX_DISK_GUID=ade08e8a-0d15-4e8a-8e8a-000000000000
+  EX_P1=ade08e8a-0001-4e8a-8e8a-000000000001 EX_P2=ade08e8a-0002-4e8a-8e8a-000000000002
+  EX_BOOT_UUID=ade08e8a-b007-4e8a-8e8a-000000000001 EX_ROOT_UUID=ade08e8a-2007-4e8a-8e8a-000000000002
+  EX_LUKS_UUID=ade08e8a-1005-4e8a-8e8a-000000000002
+  EX_PV_UUID=ExAmPl-PV00-RHEL-8ADE-0000-0000-000001 EX_VG_UUID=ExAmPl-VG00-RHEL-8ADE-0000-0000-000002
+  EX_LV_UUID=ExAmPl-LV00-RHEL-8ADE-0000-0000-000003
+  EX_MID=ade08e8a00004e8a8e8a000000000008 EX_KVER=4.18.0-553.el8_10.x86_64
+  # Geometry in 512-byte sectors. Both XFS filesystems have 2 AGs of 16 MiB, mkfs.xfs's minimum AG (with a
+  # single AG xfs_repair -n wants -o force_geometry): /boot is 32 MiB at 1 MiB. The PV follows and is exactly
+  # pe_start + its extents: whatever is not a free extent or xfs free space is decrypted, so a tail behind
+  # the last extent, or RHEL's 1 MiB pe_start, would be incompressible ciphertext. 4 MiB extents (RHEL's
+  # default): rootlv 8 (32 MiB), 2 free. The disk ends one MiB-rounded backup GPT later.
+  EX_BOOT_MIB=32 EX_PE_START=128 EX_EXTENT=8192 EX_PE_COUNT=10 EX_LV_EXTENTS=8
+  EX_P2_START=$(((1 + EX_BOOT_MIB) * 2048)) EX_P2_SECTORS=$((EX_PE_START + EX_PE_COUNT * EX_EXTENT))
+  EX_DISK_MIB=$((1 + EX_BOOT_MIB + (EX_P2_SECTORS + 33 + 2047) / 2048))
+  # LUKS2 metadata as small as cryptsetup takes: 16 KiB per JSON area; 256 KiB of keyslots (252 KiB holds the
+  # 512-bit key's 4000 AF stripes, and reencrypt needs 4 KiB more for its temporary keyslot, or it fails with
+  # "No space for new keyslot"); a cheap argon2id (32 KiB, 4 passes, 1 thread) so unlocking takes milliseconds.
+  EX_HDR_BYTES=$((2 * 16384 + 262144))
+  EX_LUKSARGS=(--luks2-metadata-size 16k --luks2-keyslots-size 256k --uuid "$EX_LUKS_UUID"
+    --pbkdf argon2id --pbkdf-memory 32 --pbkdf-force-iterations 4 --pbkdf-parallel 1)
+  local ADEARGS="rd.luks.ade.partuuid=$EX_P2 rd.luks.ade.bootuuid=$EX_BOOT_UUID rd.debug"
+  local CMDLINE="crashkernel=auto rd.lvm.lv=rootvg/rootlv console=tty1 console=ttyS0,115200n8 earlyprintk=ttyS0,115200 rootdelay=300"
+  EX_KOPTS="root=/dev/mapper/rootvg-rootlv ro $CMDLINE $ADEARGS"
+  # the BEK: a fixed test key (seeded AES-CTR keystream, base64, 172 bytes, no newline)
+  keyfile luksconv-example-bek "$TMP/bek"
+
+  # --- rootlv: the root filesystem (xfs via protofile)
+  local r="$w/root"
+  mkdir -p "$r"/{etc/default,etc/dracut.conf.d,etc/lvm,boot,mnt/azure_bek_disk}
+  cat >"$r/etc/fstab" <<EOF
+
+#
+# /etc/fstab
+# Created by anaconda on Thu May  2 12:00:00 2024
+#
+/dev/mapper/rootvg-rootlv /                       xfs     defaults        0 0
+UUID=$EX_BOOT_UUID /boot                   xfs     defaults        0 0
+LABEL=BEK\\040VOLUME /mnt/azure_bek_disk auto defaults,discard,nofail 0 0
+EOF
+  # ADE writes the crypttab line without a trailing newline (ade-internals 4.1 step 4).
+  printf 'osencrypt /dev/disk/by-partuuid/%s /mnt/azure_bek_disk/LinuxPassPhraseFileName luks,discard,header=/boot/luks/osluksheader' \
+    "$EX_P2" >"$r/etc/crypttab"
+  cat >"$r/etc/default/grub" <<EOF
+GRUB_TIMEOUT=10
+GRUB_DISTRIBUTOR="\$(sed 's, release .*\$,,g' /etc/system-release)"
+GRUB_DEFAULT=saved
+GRUB_DISABLE_SUBMENU=true
+GRUB_TERMINAL_OUTPUT="console"
+GRUB_CMDLINE_LINUX="$CMDLINE"
+GRUB_DISABLE_RECOVERY="true"
+GRUB_ENABLE_BLSCFG=true
+
+GRUB_CMDLINE_LINUX+=" $ADEARGS "
+EOF
+  printf '\nadd_drivers+=" dm_crypt "\n\nadd_dracutmodules+=" crypt lvm "\n' >"$r/etc/dracut.conf.d/ade.conf"
+  cat >"$r/etc/lvm/lvm.conf" <<EOF
+# lvm.conf (abridged for the luksconv example image)
+config {
+	checks = 1
+}
+devices {
+	dir = "/dev"
+	scan = [ "/dev" ]
+}
+
+devices { filter = ["a|osencrypt|", "r|$EX_P2|"] }
+EOF
+  cat >"$r/etc/os-release" <<'EOF'
+NAME="Red Hat Enterprise Linux"
+VERSION="8.10 (Ootpa)"
+ID="rhel"
+ID_LIKE="fedora"
+VERSION_ID="8.10"
+PLATFORM_ID="platform:el8"
+PRETTY_NAME="Red Hat Enterprise Linux 8.10 (Ootpa)"
+ANSI_COLOR="0;31"
+CPE_NAME="cpe:/o:redhat:enterprise_linux:8::baseos"
+HOME_URL="https://www.redhat.com/"
+EOF
+  local lvbytes=$((EX_LV_EXTENTS * EX_EXTENT * 512))
+  mkxfs "$r" "$w/rootlv.xfs" "$lvbytes" "$EX_ROOT_UUID" "" -d agcount=2
+  xfs_repair -n "$w/rootlv.xfs" >"$w/repair.log" 2>&1 || { cat "$w/repair.log" >&2; return 1; }
+
+  # --- the PV: pvcreate --uuid --restorefile + vgcfgrestore of fixed metadata, on a loop device
+  cat >"$w/rootvg.vgcfg" <<EOF
+contents = "Text Format Volume Group"
+version = 1
+
+description = "rootvg of the luksconv example image (testdata/mkfixtures.sh --example)"
+
+creation_host = "rhel8-ade-example"
+creation_time = 1714651200
+
+rootvg {
+	id = "$EX_VG_UUID"
+	seqno = 1
+	format = "lvm2"
+	status = ["RESIZEABLE", "READ", "WRITE"]
+	flags = []
+	extent_size = $EX_EXTENT
+	max_lv = 0
+	max_pv = 0
+	metadata_copies = 0
+
+	physical_volumes {
+
+		pv0 {
+			id = "$EX_PV_UUID"
+			device = "/dev/mapper/osencrypt"
+
+			status = ["ALLOCATABLE"]
+			flags = []
+			dev_size = $EX_P2_SECTORS
+			pe_start = $EX_PE_START
+			pe_count = $EX_PE_COUNT
+		}
+	}
+
+	logical_volumes {
+
+		rootlv {
+			id = "$EX_LV_UUID"
+			status = ["READ", "WRITE", "VISIBLE"]
+			flags = []
+			creation_time = 1714651200
+			creation_host = "rhel8-ade-example"
+			segment_count = 1
+
+			segment1 {
+				start_extent = 0
+				extent_count = $EX_LV_EXTENTS
+
+				type = "striped"
+				stripe_count = 1
+
+				stripes = [
+					"pv0", 0
+				]
+			}
+		}
+	}
+}
+EOF
+  local pv="$w/pv.plain" loop cfg
+  truncate -s $((EX_P2_SECTORS * 512)) "$pv"
+  loop=$(losetup -f --show "$pv")
+  LOOPS+=("$loop")
+  cfg=$(LVMCFG "$loop")
+  if ! {
+    pvcreate --config "$cfg" -y -ff --uuid "$EX_PV_UUID" --restorefile "$w/rootvg.vgcfg" "$loop" &&
+      vgcfgrestore --config "$cfg" -f "$w/rootvg.vgcfg" rootvg &&
+      vgcfgbackup --config "$cfg" -f "$w/rootvg.readback" rootvg
+  } >"$w/lvm.log" 2>&1; then
+    cat "$w/lvm.log" >&2
+    return 1
+  fi
+  losetup -d "$loop"
+  LOOPS=()
+  # what LVM wrote must be the layout above
+  local got
+  got=$(awk '/^\t*(extent_size|pe_start|pe_count|dev_size|extent_count|start_extent) =/ {printf "%s=%s ", $1, $3}
+    /^\t*id =/ {printf "id=%s ", $3}' "$w/rootvg.readback")
+  [ "$got" = "id=\"$EX_VG_UUID\" extent_size=$EX_EXTENT id=\"$EX_PV_UUID\" dev_size=$EX_P2_SECTORS pe_start=$EX_PE_START pe_count=$EX_PE_COUNT id=\"$EX_LV_UUID\" start_extent=0 extent_count=$EX_LV_EXTENTS " ] ||
+    { echo "example: LVM wrote another layout: $got" >&2; return 1; }
+  dd if="$w/rootlv.xfs" of="$pv" bs=512 seek="$EX_PE_START" conv=notrunc,sparse status=none
+  EX_PLAIN_SHA=$(sha "$pv")
+
+  # --- the ranges where zero plaintext may become zero ciphertext (PV byte offsets): free extents, and
+  # rootlv's xfs free space and log, as xfs_db reads them. xfs_db's freesp also counts the blocks on each
+  # AG's free list (AGFL, one line each): those are not free space (fstrim leaves them, luksconv decrypts
+  # them), so they are taken out.
+  local bs agblocks agblklog logstart logblocks agcount agno lvoff=$((EX_PE_START * 512))
+  read -r bs agblocks agblklog logstart logblocks agcount < <(xfs_db -r -c 'sb 0' \
+    -c 'print blocksize agblocks agblklog logstart logblocks agcount' "$w/rootlv.xfs" | awk '{printf "%s ", $3} END {print ""}')
+  : >"$w/agfl"
+  for ((agno = 0; agno < agcount; agno++)); do
+    xfs_db -r -c "agf $agno" -c 'print flfirst flcount' -c "agfl $agno" -c 'print bno' "$w/rootlv.xfs" | awk -v ag="$agno" '
+      /^flfirst =/ {f = $3} /^flcount =/ {c = $3}
+      /^bno\[0-[0-9]+\] =/ {
+        sub(/^bno\[0-/, ""); size = $0 + 1; sub(/^[^=]*= /, "")
+        for (i = 1; i <= NF; i++) { split($i, kv, ":"); b[kv[1]] = kv[2] }
+        for (k = 0; k < c; k++) { x = b[(f + k) % size]; if (x !~ /^[0-9]+$/) exit 1; print ag, x }
+      }' >>"$w/agfl"
+  done
+  {
+    echo "$((lvoff + lvbytes)) $(((EX_PE_COUNT - EX_LV_EXTENTS) * EX_EXTENT * 512)) lvm-free-extents"
+    xfs_db -r -c 'freesp -d' "$w/rootlv.xfs" | awk -v bs="$bs" -v agb="$agblocks" -v off="$lvoff" -v agfl="$w/agfl" '
+      BEGIN { while ((getline l < agfl) > 0) { split(l, f, " "); onfl[f[1] " " f[2]] = 1 } }
+      /agno/ {t = 1; next} /from/ {t = 0}
+      t && NF == 3 && !($3 == 1 && (($1 " " $2) in onfl)) {printf "%d %d xfs-free-space\n", off + ($1 * agb + $2) * bs, $3 * bs}'
+    echo "$((lvoff + ((logstart >> agblklog) * agblocks + (logstart & ((1 << agblklog) - 1))) * bs)) $((logblocks * bs)) xfs-log"
+  } >"$w/zeroable"
+  # runs of all-zero 512-byte plaintext sectors inside them: "first-sector count reason"
+  od -An -v -tx8 -w512 "$pv" | awk -v ranges="$w/zeroable" '
+    BEGIN {
+      while ((getline l < ranges) > 0) {
+        split(l, f, " ")
+        for (s = f[1] / 512; s < (f[1] + f[2]) / 512; s++) why[s] = f[3]
+      }
+    }
+    function flush() { if (n) print start, n, w; n = 0 }
+    {
+      s = NR - 1
+      if (!(s in why) || $0 ~ /[1-9a-f]/) { flush(); next }
+      if (n && (why[s] != w || s != start + n)) flush()
+      if (!n) { start = s; w = why[s] }
+      n++
+    }
+    END { flush() }' >"$w/zeroruns"
+  [ -s "$w/zeroruns" ] || { echo "example: nothing to zero" >&2; return 1; }
+
+  # --- assemble the plaintext disk, then encrypt p2 in place as ADE's RHEL 8 flow does: on the partition's
+  # block device (a loop device over p2), header file made with dd first, the BEK as key file
+  local img="$w/$n.raw"
+  mkdisk "$img" "$EX_DISK_MIB" "$EX_DISK_GUID" "1:1:$EX_BOOT_MIB:8300:$EX_P1:" \
+    "2:$((1 + EX_BOOT_MIB)):${EX_P2_SECTORS}s:8E00:$EX_P2:"
+  put "$img" "$pv" $((1 + EX_BOOT_MIB))
+  zerofile "$w/osluksheader" "$EX_HDR_BYTES"
+  loop=$(losetup -f --show -o $((EX_P2_START * 512)) --sizelimit $((EX_P2_SECTORS * 512)) "$img")
+  LOOPS+=("$loop")
+  log "example: cryptsetup reencrypt --encrypt --type luks2 --header osluksheader --key-file bek on $loop"
+  cryptsetup reencrypt --encrypt --type luks2 --header "$w/osluksheader" --key-file "$TMP/bek" \
+    "${EX_LUKSARGS[@]}" -q "$loop" 2>&1 | { grep -v 'keyslots area .* is very small' || true; }
+  losetup -d "$loop"
+  LOOPS=()
+  cryptsetup luksDump "$w/osluksheader" >"$w/luksdump"
+  local want
+  for want in "UUID:          	$EX_LUKS_UUID" "	offset: 0 [bytes]" "	length: (whole device)" \
+    "	cipher: aes-xts-plain64" "	sector: 512 [bytes]" "	Key:        512 bits" "	PBKDF:      argon2id" \
+    "Keyslots area: 	262144 [bytes]"; do
+    grep -qxF "$want" "$w/luksdump" || { echo "example: luksDump lacks '$want'" >&2; cat "$w/luksdump" >&2; return 1; }
+  done
+  if grep -q -e reencrypt -e 'Requirements' "$w/luksdump"; then
+    echo "example: the re-encryption did not finish" >&2
+    return 1
+  fi
+  [ "$(size "$w/osluksheader")" -eq "$EX_HDR_BYTES" ] || { echo "example: header file size changed" >&2; return 1; }
+  # the discards: zero ciphertext where the plaintext was zero and unused
+  local s c why
+  while read -r s c why; do
+    dd if=/dev/zero of="$img" bs=512 seek=$((EX_P2_START + s)) count="$c" conv=notrunc status=none
+  done <"$w/zeroruns"
+
+  # --- /boot (xfs): the header, grubenv, the BLS entry, a grub.cfg stand-in; no kernel or initramfs
+  local b="$w/boot"
+  mkdir -p "$b/luks" "$b/grub2" "$b/loader/entries"
+  cp "$w/osluksheader" "$b/luks/osluksheader"
+  chmod 700 "$b/luks"
+  cat >"$b/loader/entries/$EX_MID-$EX_KVER.conf" <<EOF
+title Red Hat Enterprise Linux (${EX_KVER}) 8.10 (Ootpa)
+version ${EX_KVER}
+linux /vmlinuz-${EX_KVER}
+initrd /initramfs-${EX_KVER}.img \$tuned_initrd
+options $EX_KOPTS \$tuned_params
+id rhel-20240502120000-${EX_KVER}
+grub_users \$grub_users
+grub_arg --unrestricted
+grub_class kernel
+EOF
+  grubenv "$b/grub2/grubenv" "saved_entry=$EX_MID-$EX_KVER" "kernelopts=$EX_KOPTS" "boot_success=0"
+  printf '# stand-in for /boot/grub2/grub.cfg (grub2-mkconfig output on RHEL 8 reads grubenv and the BLS entries)\nset default="${saved_entry}"\nload_env\nblscfg\n' \
+    >"$b/grub2/grub.cfg"
+  mkxfs "$b" "$w/boot.xfs" "${EX_BOOT_MIB}M" "$EX_BOOT_UUID" "" -d agcount=2
+  xfs_repair -n "$w/boot.xfs" >"$w/repair.log" 2>&1 || { cat "$w/repair.log" >&2; return 1; }
+  put "$img" "$w/boot.xfs" 1
+  sgdisk -v "$img" | grep -q '^No problems found' || { sgdisk -v "$img" >&2; return 1; }
+  # where the header's blocks are (one extent), and that they hold the header
+  local fsb cnt
+  read -r fsb cnt < <(xfs_db -r -c 'path /luks/osluksheader' -c bmap "$w/boot.xfs" |
+    awk '/^data offset 0 startblock/ {print $5, $8}')
+  [ "$((cnt * 4096))" -eq "$EX_HDR_BYTES" ] || { echo "example: osluksheader is not one extent" >&2; return 1; }
+  EX_HDR_OFF=$(($(xfs_db -r -c "convert fsblock $fsb byte" "$w/boot.xfs" | sed 's/.*(\([0-9]*\)).*/\1/') + MiB))
+  dd if="$img" bs=4096 skip=$((EX_HDR_OFF / 4096)) count="$cnt" status=none | cmp -s - "$w/osluksheader" ||
+    { echo "example: the header in /boot differs" >&2; return 1; }
+
+  log "example: zstd -19 --long=27"
+  zstd -q -19 --long=27 -f -o "$TMP/$n.raw.zst" "$img"
+  zstd -q -t --long=27 "$TMP/$n.raw.zst"
+  EX_IMAGE_SHA=$(sha "$img")
+  printf '%s  partition2.plain\n' "$EX_PLAIN_SHA" >"$TMP/plain.sha256"
+  printf '%s  %s.raw\n' "$EX_IMAGE_SHA" "$n" >"$TMP/image.sha256"
+  example_readme "$w" "$img" >"$TMP/README.md"
+}
+
+# example_readme WORKDIR IMAGE: testdata/example/README.md, from the values above and what the tools read back.
+example_readme() {
+  local w=$1 img=$2 n=$EX_NAME q='```'
+  local disk_bytes p2_bytes zst_bytes lvbytes=$((EX_LV_EXTENTS * EX_EXTENT * 512))
+  disk_bytes=$(size "$img") p2_bytes=$((EX_P2_SECTORS * 512)) zst_bytes=$(size "$TMP/$n.raw.zst")
+  local zeroed live
+  zeroed=$(awk '{s += $2} END {print s * 512}' "$w/zeroruns")
+  live=$(dd if="$img" bs=512 skip="$EX_P2_START" count="$EX_P2_SECTORS" status=none | od -An -v -tx8 -w512 |
+    awk '$0 ~ /[1-9a-f]/ {n++} END {print n * 512}')
+  ptype() { sgdisk -i "$2" "$1" | awk '/^Partition GUID code/ {g = tolower($4); sub(/.*\(/, ""); sub(/\).*/, ""); print $0 " `" g "`"}'; }
+  files_md() { # files_md TREE: one table row per file
+    (cd "$1" && find . -mindepth 1 -type f -printf '%P\n' | sort) | while read -r f; do
+      printf '| `/%s` | %s | %s | `%s` |\n' "$f" "$(size "$1/$f")" "$(stat -c %a "$1/$f")" "$(sha "$1/$f")"
+    done
+  }
+  local xsb
+  xsb=$(xfs_db -r -c 'sb 0' -c 'print blocksize agcount dblocks logstart logblocks icount' "$w/rootlv.xfs" | tr '\n' ' ')
+  cat <<EOF
+# testdata/example: a tiny ADE-encrypted RHEL 8 OS disk
+
+\`$n.raw.zst\` is a whole Azure Disk Encryption (ADE) RHEL 8.10 LVM OS disk, made as small as the tools
+allow, for luksconv's runnable documentation examples. It is built with the real tools only (sgdisk,
+\`mkfs.xfs -p\`, lvm2 on a loop device, and \`cryptsetup reencrypt --encrypt --type luks2 --header
+osluksheader --key-file bek\`, the command ADE's RHEL 8 flow runs) by
+
+    make example-image        # = scripts/install-deps.sh; testdata/mkfixtures.sh --example testdata/example
+
+(\`build_example\` in \`testdata/mkfixtures.sh\`, which also writes this README from what the tools read
+back). Tests never rebuild it: it is not one of the fixtures \`internal/fixture\` builds. A rebuild keeps
+every offset, size, UUID, file and the key, but not the bytes (see "What a rebuild changes").
+
+**\`bek\` is a test key**, published here: it protects nothing but this image. Never use it anywhere else.
+
+## Files
+
+| file | what |
+|---|---|
+| \`$n.raw.zst\` | the disk, a raw image compressed with \`zstd -19 --long=27\` (one frame, content size and checksum set): $zst_bytes bytes, $disk_bytes bytes ($EX_DISK_MIB MiB) decompressed |
+| \`bek\` | the passphrase, ADE's BEK format: 172 base64 characters (127 bytes), no newline; cryptsetup and luksconv use the file's exact bytes |
+| \`plain.sha256\` | SHA-256 of partition 2's plaintext ($p2_bytes bytes), the volume before encryption (\`sha256sum\` format) |
+| \`image.sha256\` | SHA-256 of the decompressed image |
+| \`README.md\` | this file |
+
+The frame's window is the whole image ($(zstd -lv "$TMP/$n.raw.zst" 2>/dev/null | awk -F': ' '/^Window Size/ {sub(/ \(.*/, "", $2); print $2}')), within what \`zstd -d\` (128 MiB) and Go's
+\`github.com/klauspost/compress/zstd\` (512 MiB; a dependency of this module) accept by default: \`zstd -dc\`
+and \`zstd.NewReader(r)\` with no options decode it.
+
+## Disk: $disk_bytes bytes, GPT, disk GUID \`$EX_DISK_GUID\`
+
+| # | first sector | last sector | byte offset | bytes | type | partition GUID | holds |
+|---|---|---|---|---|---|---|---|
+| 1 | 2048 | $((EX_P2_START - 1)) | 1048576 | $((EX_BOOT_MIB * MiB)) | 8300 $(ptype "$img" 1) | \`$EX_P1\` | \`/boot\`, XFS \`$EX_BOOT_UUID\` |
+| 2 | $EX_P2_START | $((EX_P2_START + EX_P2_SECTORS - 1)) | $((EX_P2_START * 512)) | $p2_bytes | 8E00 $(ptype "$img" 2) | \`$EX_P2\` | LUKS2 ciphertext (detached header, data offset 0) of the LVM2 PV of \`rootvg\` |
+
+No names, no other partitions; sectors 34-2047 and $((EX_P2_START + EX_P2_SECTORS))-$((disk_bytes / 512 - 34)) are unpartitioned (zeros), the backup GPT is in the last 33 sectors.
+\`sgdisk -v\` finds no problems but cautions that partition 2 does not end on a 2048-sector boundary: it ends
+where the PV's last extent ends (see partition 2).
+
+$q
+$(sgdisk -p "$img" | sed "/^\$/d; s|$img|$n.raw|")
+$q
+
+## Partition 1: \`/boot\`, XFS (plaintext)
+
+XFS v5, UUID \`$EX_BOOT_UUID\`, no label, $((EX_BOOT_MIB * MiB)) bytes, 4 KiB blocks, 2 AGs (mkfs.xfs 6.1 \`-p\` protofile).
+No kernel or initramfs: the BLS entry names \`vmlinuz-$EX_KVER\` and its initramfs, which are absent.
+
+| path | bytes | mode | sha256 |
+|---|---|---|---|
+$(files_md "$w/boot")
+
+Directory \`/luks\` is mode 700. \`grub2/grubenv\` is GRUB's 1024-byte block (the \`#\` padding to 1024 bytes cut here):
+
+$q
+$(tr -d '#' <"$w/boot/grub2/grubenv" | sed 's/^ GRUB Environment Block/# GRUB Environment Block/')
+$q
+
+\`loader/entries/$EX_MID-$EX_KVER.conf\` (its \`options\` carry ADE's arguments literally, as \`grubby --args
+--update-kernel ALL\` leaves them):
+
+$q
+$(cat "$w/boot/loader/entries/$EX_MID-$EX_KVER.conf")
+$q
+
+\`grub2/grub.cfg\` (a stand-in, no kernel arguments):
+
+$q
+$(cat "$w/boot/grub2/grub.cfg")
+$q
+
+## The LUKS2 header: \`/boot/luks/osluksheader\`
+
+$EX_HDR_BYTES bytes at disk byte $EX_HDR_OFF (/boot blocks $((EX_HDR_OFF / 4096 - 256))-$((EX_HDR_OFF / 4096 - 256 + EX_HDR_BYTES / 4096 - 1)), one extent) = 2 × 16 KiB JSON metadata areas + 256 KiB keyslots area (the smallest cryptsetup 2.6 takes
+here: keyslot 0's 4000 AF stripes of the 512-bit key fill 258048 bytes, and \`reencrypt\` needs a 4 KiB
+temporary keyslot behind it). Made like ADE's, smaller (ADE: \`dd if=/dev/zero of=/boot/luks/osluksheader
+bs=33554432 count=1\`):
+
+    dd if=/dev/zero of=osluksheader bs=$EX_HDR_BYTES count=1
+    cryptsetup reencrypt --encrypt --type luks2 --header osluksheader --key-file bek \\
+      ${EX_LUKSARGS[*]} -q /dev/loopN    # a loop device over partition 2
+
+Cipher, key size and sector size are cryptsetup's defaults, as ADE passes none: aes-xts-plain64, 512-bit
+key, 512-byte sectors, IV = sector number from the partition's first byte (data offset 0, the whole
+partition is one segment). Unlocking costs one argon2id of 32 KiB × 4 passes. \`cryptsetup luksDump\`:
+
+$q
+$(cat "$w/luksdump")
+$q
+
+## Partition 2: the plaintext (before encryption)
+
+SHA-256 \`$EX_PLAIN_SHA\` ($p2_bytes bytes; \`plain.sha256\`). An LVM2 physical volume, written by
+\`pvcreate --uuid $EX_PV_UUID --restorefile rootvg.vgcfg\` and \`vgcfgrestore -f rootvg.vgcfg rootvg\`
+on a loop device (no LV was ever activated):
+
+| PV bytes | what |
+|---|---|
+| 0 - 65535 | LVM label (sector 1), metadata area header and text (from byte 4096; \`rootvg\` seqno 2), zeros |
+| 65536 - $((65536 + lvbytes - 1)) | extents 0-$((EX_LV_EXTENTS - 1)): \`rootvg/rootlv\` (XFS) |
+| $((65536 + lvbytes)) - $((p2_bytes - 1)) | extents $EX_LV_EXTENTS-$((EX_PE_COUNT - 1)): free ($(((EX_PE_COUNT - EX_LV_EXTENTS) * EX_EXTENT * 512)) bytes, zeros) |
+
+PV UUID \`$EX_PV_UUID\`, pe_start $EX_PE_START sectors (64 KiB; RHEL's is 1 MiB), $EX_PE_COUNT extents of
+$((EX_EXTENT / 2048)) MiB, nothing behind the last extent. VG \`rootvg\` UUID \`$EX_VG_UUID\`; LV \`rootlv\`
+UUID \`$EX_LV_UUID\`, one linear segment: LV extents 0-$((EX_LV_EXTENTS - 1)) on PV extents 0-$((EX_LV_EXTENTS - 1)).
+The restore file (LVM wrote it back with seqno 2, its own header comment, \`creation_host\`/\`creation_time\`
+of the build and the loop device as the \`device\` hint):
+
+$q
+$(cat "$w/rootvg.vgcfg")
+$q
+
+### \`rootvg/rootlv\`: the root filesystem, XFS
+
+XFS v5, UUID \`$EX_ROOT_UUID\`, no label, $lvbytes bytes, 4 KiB blocks, 2 AGs; superblock: \`$xsb\`.
+Besides these files it has the empty directories \`/boot\` and \`/mnt/azure_bek_disk\` (mount points).
+
+| path | bytes | mode | sha256 |
+|---|---|---|---|
+$(files_md "$w/root")
+
+EOF
+  local f
+  for f in etc/fstab etc/crypttab etc/default/grub etc/dracut.conf.d/ade.conf etc/lvm/lvm.conf etc/os-release; do
+    printf '`/%s`%s:\n\n%s\n%s\n%s\n\n' "$f" \
+      "$([ "$f" = etc/crypttab ] && echo ' (one line, no trailing newline, as ADE writes it)')" "$q" "$(cat "$w/root/$f")" "$q"
+  done
+  cat <<EOF
+## Zeroed ciphertext (discards)
+
+After encryption, every 512-byte sector of partition 2 whose plaintext is all zero **and** lies in space
+nothing uses was overwritten with zeros: the free extents, rootlv's XFS free space (\`xfs_db freesp -d\`
+without the AG free list blocks, which fstrim leaves alone too) and rootlv's XFS log past its unmount record (mkfs writes the rest of the log as zeros). That is what the
+guest's discards leave (ADE's crypttab line has \`discard\`; Azure reads discarded ranges as zeros), and it
+keeps the image small: $live bytes of partition 2 are ciphertext, $zeroed bytes are zero. dm-crypt would
+decrypt the zero sectors to pseudo-random bytes; luksconv writes them as zero plaintext (free space, clean
+XFS log), so partition 2 of \`luksconv convert --keep-guest\` (with or without \`--full-copy\`) is exactly
+the plaintext in \`plain.sha256\`. Everything else (LVM metadata area, XFS metadata, log head, file data)
+is real ciphertext, all-zero plaintext sectors included.
+
+| partition-2 bytes | length | why |
+|---|---|---|
+$(awk '{gsub(/-/, " ", $3); printf "| %d - %d | %d | %s |\n", $1 * 512, ($1 + $2) * 512 - 1, $2 * 512, $3}' "$w/zeroruns")
+
+## What a rebuild changes
+
+Fixed by the script: the disk GUID, partition GUIDs, offsets and sizes, both XFS UUIDs, the LUKS UUID and
+parameters, the PV/VG/LV UUIDs and layout, every file's content and the key. Not fixed (so a rebuild
+changes the image, \`plain.sha256\` and \`image.sha256\`): the LUKS volume key, salts and AF stripes (random),
+XFS timestamps and inode generation numbers, and LVM's metadata header (build time, host, command line).
+
+## Checking it
+
+    zstd -dc --long=27 $n.raw.zst > $n.raw && sha256sum -c image.sha256
+    sgdisk -v $n.raw
+    dd if=$n.raw of=boot.xfs bs=1M skip=1 count=$EX_BOOT_MIB && xfs_repair -n boot.xfs
+    xfs_db -r -c 'path /luks/osluksheader' -c bmap boot.xfs     # one extent: startblock $((EX_HDR_OFF / 4096 - 256)) count $((EX_HDR_BYTES / 4096))
+    dd if=$n.raw of=osluksheader-extracted bs=4096 skip=$((EX_HDR_OFF / 4096)) count=$((EX_HDR_BYTES / 4096))
+    cryptsetup luksDump osluksheader-extracted
+    luksconv convert --keep-guest --key-file bek $n.raw out.raw
+    dd if=out.raw bs=512 skip=$EX_P2_START count=$EX_P2_SECTORS | sha256sum            # = plain.sha256
+    dd if=out.raw of=rootlv.xfs bs=512 skip=$((EX_P2_START + EX_PE_START)) count=$((lvbytes / 512)) && xfs_repair -n rootlv.xfs
+EOF
+}
+
 # ============================================================================================== main
-if [ -n "$BENCH" ]; then
+if [ -n "$EXAMPLE" ]; then
+  build_example
+  # OUTDIR holds committed files: replace ours, keep anything else
+  mkdir -p "$OUT"
+  for f in "$EX_NAME.raw.zst" bek plain.sha256 image.sha256 README.md; do mv -f "$TMP/$f" "$OUT/$f"; done
+  rm -rf "$TMP"
+  log "done: $OUT"
+  ls -l "$OUT" | awk 'NR>1 {printf "  %10d bytes  %s\n", $5, $9}'
+  exit 0
+elif [ -n "$BENCH" ]; then
   build_bench
 else
   want rhel8-lvm && build_rhel8_lvm
