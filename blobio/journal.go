@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // The resume journal is a text file: a header written once (through a
@@ -57,7 +59,7 @@ func journalError(path string, line int, format string, args ...any) error {
 	return fmt.Errorf("blobio: journal %s: line %d: %s", path, line, fmt.Sprintf(format, args...))
 }
 
-func recordLine(e Extent) string {
+func recordLine(e extent.Range) string {
 	s := fmt.Sprintf("W %d %d", e.Off, e.Len)
 	return fmt.Sprintf("%s %08x\n", s, crc32.ChecksumIEEE([]byte(s)))
 }
@@ -65,7 +67,7 @@ func recordLine(e Extent) string {
 // loadJournal reads a journal. It returns the header, the recorded ranges
 // and the length of the valid prefix of the file (a torn last line is
 // outside it). A missing file gives an error satisfying errors.Is(err, os.ErrNotExist).
-func loadJournal(path string) (*journalHeader, []Extent, int64, error) {
+func loadJournal(path string) (*journalHeader, []extent.Range, int64, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, nil, 0, err
@@ -140,7 +142,7 @@ func loadJournal(path string) (*journalHeader, []Extent, int64, error) {
 		return nil, nil, 0, journalError(path, 2, "header: bad size %d or footer length %d", h.Size, len(h.Footer))
 	}
 
-	var recs []Extent
+	var recs []extent.Range
 	for pos < len(data) {
 		start := pos
 		s, ok := next()
@@ -159,22 +161,22 @@ func loadJournal(path string) (*journalHeader, []Extent, int64, error) {
 	return h, recs, int64(pos), nil
 }
 
-func parseRecord(s string, size int64) (Extent, error) {
+func parseRecord(s string, size int64) (extent.Range, error) {
 	f := strings.Fields(s)
 	if len(f) != 4 || f[0] != "W" {
-		return Extent{}, fmt.Errorf("malformed record %q", s)
+		return extent.Range{}, fmt.Errorf("malformed record %q", s)
 	}
 	body := strings.Join(f[:3], " ")
 	sum, err := strconv.ParseUint(f[3], 16, 32)
 	if err != nil || uint32(sum) != crc32.ChecksumIEEE([]byte(body)) {
-		return Extent{}, fmt.Errorf("record %q: checksum mismatch", s)
+		return extent.Range{}, fmt.Errorf("record %q: checksum mismatch", s)
 	}
 	off, err1 := strconv.ParseInt(f[1], 10, 64)
 	n, err2 := strconv.ParseInt(f[2], 10, 64)
 	if err1 != nil || err2 != nil || off < 0 || n <= 0 || off%PageSize != 0 || n%PageSize != 0 || n > size || off > size-n {
-		return Extent{}, fmt.Errorf("record %q: range outside the %d-byte disk or not 512-aligned", s, size)
+		return extent.Range{}, fmt.Errorf("record %q: range outside the %d-byte disk or not 512-aligned", s, size)
 	}
-	return Extent{off, n}, nil
+	return extent.Range{Off: off, Len: n}, nil
 }
 
 // journal appends records to an open journal file.
@@ -182,7 +184,7 @@ type journal struct {
 	path    string
 	mu      sync.Mutex
 	f       *os.File
-	pending []Extent
+	pending []extent.Range
 	last    time.Time
 	err     error // sticky: once a flush failed, the file's tail is unknown
 }
@@ -240,7 +242,7 @@ func syncDir(dir string) {
 }
 
 // add records a completed range; it reaches the disk with the next flush.
-func (j *journal) add(e Extent) error {
+func (j *journal) add(e extent.Range) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	if j.err != nil {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -27,7 +28,7 @@ func TestJournalRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Extent{{0, 4096}, {8192, 512}, {1<<20 - 512, 512}}
+	want := []extent.Range{{Off: 0, Len: 4096}, {Off: 8192, Len: 512}, {Off: 1<<20 - 512, Len: 512}}
 	for _, e := range want {
 		if err := j.add(e); err != nil {
 			t.Fatal(err)
@@ -40,7 +41,7 @@ func TestJournalRoundTrip(t *testing.T) {
 	if err := j.close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := j.add(Extent{0, 512}); err == nil {
+	if err := j.add(extent.Range{Off: 0, Len: 512}); err == nil {
 		t.Fatal("add after close succeeded")
 	}
 	h2, recs, n, err := loadJournal(path)
@@ -58,7 +59,7 @@ func TestJournalRoundTrip(t *testing.T) {
 func TestJournalTornTail(t *testing.T) {
 	dir := t.TempDir()
 	h := testHeader(t, 1<<20)
-	good := string(h.marshal()) + recordLine(Extent{0, 4096}) + recordLine(Extent{4096, 4096})
+	good := string(h.marshal()) + recordLine(extent.Range{Off: 0, Len: 4096}) + recordLine(extent.Range{Off: 4096, Len: 4096})
 	for name, tail := range map[string]string{
 		"no newline":   "W 8192 40",
 		"bad checksum": "W 8192 4096 00000000\n",
@@ -78,7 +79,7 @@ func TestJournalTornTail(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		j.add(Extent{8192, 4096})
+		j.add(extent.Range{Off: 8192, Len: 4096})
 		j.close()
 		if _, recs, _, err := loadJournal(path); err != nil || len(recs) != 3 {
 			t.Fatalf("%s: after append: %v, %v", name, recs, err)
@@ -91,9 +92,9 @@ func TestJournalCorrupt(t *testing.T) {
 	h := testHeader(t, 1<<20)
 	hdr := string(h.marshal())
 	cases := map[string]string{
-		"middle line":   hdr + "W 0 4096 00000000\n" + recordLine(Extent{4096, 512}),
-		"outside disk":  hdr + recordLine(Extent{1 << 20, 512}) + recordLine(Extent{0, 512}),
-		"unaligned":     hdr + recordLine(Extent{100, 512}) + recordLine(Extent{0, 512}),
+		"middle line":   hdr + "W 0 4096 00000000\n" + recordLine(extent.Range{Off: 4096, Len: 512}),
+		"outside disk":  hdr + recordLine(extent.Range{Off: 1 << 20, Len: 512}) + recordLine(extent.Range{Off: 0, Len: 512}),
+		"unaligned":     hdr + recordLine(extent.Range{Off: 100, Len: 512}) + recordLine(extent.Range{Off: 0, Len: 512}),
 		"not a journal": "hello\n",
 		"bad header":    strings.Replace(hdr, "zerofilled true", "zerofilled maybe", 1),
 		"short footer":  strings.Replace(hdr, "footer ", "footer 00", 1)[:len(hdr)-300] + "\nend\n",

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // pageListServer serves Get Properties and Get Page Ranges for a blob of
@@ -18,7 +20,7 @@ import (
 // marker, so paging is tested here.
 type pageListServer struct {
 	size    int64
-	pages   []Extent
+	pages   []extent.Range
 	fail    bool // answer page-list requests with 500
 	badData bool // answer with a range outside the blob
 
@@ -65,7 +67,7 @@ func (s *pageListServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.markers++
 	}
 	s.mu.Unlock()
-	var in []Extent
+	var in []extent.Range
 	for _, e := range s.pages {
 		// The service reports whole ranges that intersect the window; clipping is the client's job.
 		if e.Off <= b && e.End() > a {
@@ -95,11 +97,11 @@ func (s *pageListServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 func TestAllocatedPaging(t *testing.T) {
 	const mib = 1 << 20
-	srv := &pageListServer{size: 8*mib + 512, windows: map[string]bool{}, pages: []Extent{
-		{0, 4096}, {8192, 512}, {mib - 512, 1024}, // crosses the 1 MiB window edge
-		{3 * mib, 2 * mib}, // spans two windows
-		{5*mib + 4096, 512}, {5*mib + 8192, 512}, {5*mib + 9216, 512},
-		{8 * mib, 512}, // the footer page
+	srv := &pageListServer{size: 8*mib + 512, windows: map[string]bool{}, pages: []extent.Range{
+		{Off: 0, Len: 4096}, {Off: 8192, Len: 512}, {Off: mib - 512, Len: 1024}, // crosses the 1 MiB window edge
+		{Off: 3 * mib, Len: 2 * mib}, // spans two windows
+		{Off: 5*mib + 4096, Len: 512}, {Off: 5*mib + 8192, Len: 512}, {Off: 5*mib + 9216, Len: 512},
+		{Off: 8 * mib, Len: 512}, // the footer page
 	}}
 	ts := httptest.NewServer(srv)
 	defer ts.Close()
@@ -114,8 +116,8 @@ func TestAllocatedPaging(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := []Extent{{0, 4096}, {8192, 512}, {mib - 512, 1024}, {3 * mib, 2 * mib},
-		{5*mib + 4096, 512}, {5*mib + 8192, 512}, {5*mib + 9216, 512}, {8 * mib, 512}}
+	want := []extent.Range{{Off: 0, Len: 4096}, {Off: 8192, Len: 512}, {Off: mib - 512, Len: 1024}, {Off: 3 * mib, Len: 2 * mib},
+		{Off: 5*mib + 4096, Len: 512}, {Off: 5*mib + 8192, Len: 512}, {Off: 5*mib + 9216, Len: 512}, {Off: 8 * mib, Len: 512}}
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("Allocated = %v\nwant %v\nlog: %s", got, want, logs.String())
 	}
@@ -141,7 +143,7 @@ func TestAllocatedPaging(t *testing.T) {
 
 func TestAllocatedFallback(t *testing.T) {
 	for _, mode := range []string{"500", "bad range"} {
-		srv := &pageListServer{size: 4<<20 + 512, windows: map[string]bool{}, pages: []Extent{{0, 512}},
+		srv := &pageListServer{size: 4<<20 + 512, windows: map[string]bool{}, pages: []extent.Range{{Off: 0, Len: 512}},
 			fail: mode == "500", badData: mode == "bad range"}
 		ts := httptest.NewServer(srv)
 		var logs strings.Builder
@@ -163,7 +165,7 @@ func TestAllocatedFallback(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if want := []Extent{{0, srv.size}}; !reflect.DeepEqual(got, want) {
+		if want := []extent.Range{{Off: 0, Len: srv.size}}; !reflect.DeepEqual(got, want) {
 			t.Fatalf("%s: Allocated = %v, want the whole blob %v", mode, got, want)
 		}
 		l := logs.String()

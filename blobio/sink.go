@@ -17,16 +17,9 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/vhd"
 )
-
-// ErrUnaligned is returned for a write whose offset or length is not a
-// multiple of PageSize: Put Page cannot express it.
-var ErrUnaligned = errors.New("blobio: write not aligned to 512-byte pages")
-
-// ErrJournalMismatch is returned when a resume journal belongs to another
-// blob, size or content.
-var ErrJournalMismatch = errors.New("blobio: journal does not match this upload")
 
 // zeroGap is the shortest run of zero pages inside a write that is left out
 // of the Put Pages around it. Shorter runs are sent as data: one more request
@@ -170,7 +163,7 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 	// The footer: the caller's, the journal's, or a new one.
 	footer := opts.Footer
 	var hdr *journalHeader
-	var recs []Extent
+	var recs []extent.Range
 	validLen := int64(-1)
 	if opts.Journal != "" {
 		hdr, recs, validLen, err = loadJournal(opts.Journal)
@@ -368,7 +361,7 @@ func (s *Sink) complete(off, n int64) error {
 	s.done.add(off, n)
 	s.mu.Unlock()
 	if s.jr != nil {
-		return s.jr.add(Extent{off, n})
+		return s.jr.add(extent.Range{Off: off, Len: n})
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+	"github.com/luksconv/luksconv/extent"
 )
 
 // DefaultPageRangeWindow is the span of one Get Page Ranges request. The
@@ -245,8 +246,8 @@ func checkContentRange(cr *string, off, n int64) error {
 // one extent ("data everywhere"), which is slower but correct. It returns an
 // error only when ctx ends. Once it succeeded, ReadAt answers reads that
 // touch no allocated page with zeros without a request.
-func (s *Source) Allocated(ctx context.Context) ([]Extent, error) {
-	whole := []Extent{{0, s.size}}
+func (s *Source) Allocated(ctx context.Context) ([]extent.Range, error) {
+	whole := []extent.Range{{Off: 0, Len: s.size}}
 	if s.size == 0 {
 		return nil, nil
 	}
@@ -267,16 +268,16 @@ func (s *Source) Allocated(ctx context.Context) ([]Extent, error) {
 
 // pageRanges lists the written pages of [0, size) in windows, up to
 // parallel windows at a time.
-func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int) ([]Extent, error) {
+func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int) ([]extent.Range, error) {
 	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	nWindows := (size + window - 1) / window
-	windows := make(chan Extent)
+	windows := make(chan extent.Range)
 	go func() {
 		defer close(windows)
 		for off := int64(0); off < size; off += window {
 			select {
-			case windows <- Extent{off, min(window, size-off)}:
+			case windows <- extent.Range{Off: off, Len: min(window, size-off)}:
 			case <-lctx.Done():
 				return
 			}
@@ -284,7 +285,7 @@ func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int)
 	}()
 	var (
 		mu       sync.Mutex
-		all      []Extent
+		all      []extent.Range
 		listed   int64
 		firstErr error
 		wg       sync.WaitGroup
@@ -318,12 +319,12 @@ func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int)
 		// An unlisted window would read as "never written": never return a partial map.
 		return nil, c.red.newError("get page ranges", c.url, 0, size, 0, fmt.Errorf("listed %d of %d windows", listed, nWindows))
 	}
-	return mergeExtents(all), nil
+	return extent.Merge(all), nil
 }
 
 // pageRangesWindow lists the written pages of one window.
-func (c *conn) pageRangesWindow(ctx context.Context, w Extent, size int64) ([]Extent, error) {
-	var out []Extent
+func (c *conn) pageRangesWindow(ctx context.Context, w extent.Range, size int64) ([]extent.Range, error) {
+	var out []extent.Range
 	var marker *string
 	for pages := 0; ; pages++ {
 		if pages >= maxPageListPages {
@@ -353,7 +354,7 @@ func (c *conn) pageRangesWindow(ctx context.Context, w Extent, size int64) ([]Ex
 			}
 			a, b = max(a, w.Off), min(b, w.End())
 			if a < b {
-				out = append(out, Extent{a, b - a})
+				out = append(out, extent.Range{Off: a, Len: b - a})
 			}
 		}
 		if resp.NextMarker == nil || *resp.NextMarker == "" {

@@ -10,7 +10,9 @@ func FixCmdline(s string) (string, []string) { return Policy{}.FixCmdline(s) }
 
 // FixCmdline removes ADE's arguments from a kernel command line:
 //
-//   - every rd.luks.ade.* argument (rd.luks.ade.partuuid=, rd.luks.ade.bootuuid=), all copies;
+//   - every rd.luks.ade.* argument (rd.luks.ade.partuuid=, rd.luks.ade.bootuuid=), all copies, and
+//     their deprecated aliases rd_LUKS_PARTUUID= and rd_LUKS_BOOTUUID=, which ADE's parse-crypt-ade.sh
+//     still reads (ade-internals §10.5);
 //   - root=/dev/mapper/osencrypt (RAW disks) and rd.luks.uuid=osencrypt (RHEL 7 pre-2018 patching);
 //   - rd.luks.name=<uuid>=osencrypt and the rd.luks.options/key/data/hdr=<uuid>=... arguments for the
 //     same <uuid> (early RHEL 8 ADE builds), and any rd.luks.* argument naming osluksheader or
@@ -139,10 +141,34 @@ func osencryptUUIDs(args []string) map[string]bool {
 	return m
 }
 
-// isADEArg classifies one kernel argument (rd.debug is handled by the caller).
+// adeArgAliases are the deprecated names ADE's parse-crypt-ade.sh reads as well as
+// rd.luks.ade.partuuid and rd.luks.ade.bootuuid (`getarg rd.luks.ade.partuuid -d rd_LUKS_PARTUUID`,
+// ade-internals §10.5).
+//
+// rd_LUKS_PARTUUID is also dracut 90crypt's deprecated spelling of rd.luks.partuuid. It is still
+// ADE's here, and removed: on an ADE OS disk the only volume the initramfs unlocks is ADE's osencrypt
+// (ADE's data volumes are opened after boot from /etc/crypttab), so the partition it names is the one
+// the conversion leaves in plaintext, and left behind it would point 90crypt's udev rule (which
+// matches ID_PART_ENTRY_UUID, whatever the content) at that partition to be unlocked.
+// rd_LUKS_BOOTUUID has no reader but ADE's.
+var adeArgAliases = []string{"rd_LUKS_PARTUUID", "rd_LUKS_BOOTUUID"}
+
+// adeArgAlias returns the alias when a is one of adeArgAliases, with or without a value, else "".
+func adeArgAlias(a string) string {
+	for _, k := range adeArgAliases {
+		if a == k || strings.HasPrefix(a, k+"=") {
+			return k
+		}
+	}
+	return ""
+}
+
+// isADEArg classifies one kernel argument (rd.debug is handled by the caller). This is the one
+// kernel-argument rule: every command line edit here, and the initramfs package's edit of an image's
+// built-in command lines, goes through it.
 func isADEArg(a string, uuids map[string]bool) bool {
 	switch {
-	case a == "rd.luks.ade" || strings.HasPrefix(a, "rd.luks.ade."):
+	case a == "rd.luks.ade" || strings.HasPrefix(a, "rd.luks.ade."), adeArgAlias(a) != "":
 		return true
 	case a == "root=/dev/mapper/osencrypt", a == "rd.luks.uuid=osencrypt":
 		return true

@@ -136,3 +136,121 @@ func DisableDracutModule(b []byte, max int) ([]byte, []Change, error) {
 	short := disabledModuleScripts[len(disabledModuleScripts)-1]
 	return nil, nil, fmt.Errorf("dracut module-setup.sh: the %d-byte disabling script does not fit in %d bytes", len(short), limit)
 }
+
+// adeDracutModules are ADE's dracut modules by the names dracut gives them (the module directory
+// without its two-digit prefix), as it lists them in modules.txt, build-parameter.txt and lsinitrd's
+// "dracut modules:": 91adeOnline (RHEL 8+ and RHEL 7 path A) and 91ade (RHEL 7 path B).
+var adeDracutModules = []string{"adeOnline", "ade"}
+
+// IsADEDracutModule reports whether name is one of ADE's dracut modules, spelled as dracut lists
+// modules (adeOnline, ade; not the directory names 91adeOnline, 91ade).
+func IsADEDracutModule(name string) bool { return slices.Contains(adeDracutModules, name) }
+
+// adeModuleDir returns the module name when d is the directory of one of ADE's dracut modules
+// (91adeOnline, 91ade), else "".
+func adeModuleDir(d string) string {
+	if n, ok := strings.CutPrefix(d, "91"); ok && IsADEDracutModule(n) {
+		return d
+	}
+	return ""
+}
+
+// FixDracutModulesList drops ADE's module names (see IsADEDracutModule) from dracut's modules.txt in
+// an initramfs image (usr/lib/dracut/modules.txt: one module name per line), so that lsinitrd and a
+// later dracut run no longer see them. Other lines are kept byte for byte. The result is nil when
+// nothing needs changing. Change.Path is path.
+func FixDracutModulesList(path string, b []byte) ([]byte, []Change) {
+	return dropLines(path, b, func(f []string) string {
+		if len(f) == 1 && IsADEDracutModule(f[0]) {
+			return "drop ADE's dracut module " + f[0] + " from the list of modules in the image"
+		}
+		return ""
+	})
+}
+
+// FixDracutBuildParameters drops ADE's module names from dracut's build-parameter.txt in an initramfs
+// image: the arguments dracut ran with (lsinitrd prints them as "Arguments:"), where they appear as
+// words of a quoted list such as --add 'crypt adeOnline'. A name goes with one space next to it (the
+// one before it if there is one); the quotes stay. The result is nil when nothing needs changing.
+// Change.Path is path.
+func FixDracutBuildParameters(path string, b []byte) ([]byte, []Change) {
+	ls := splitLines(b)
+	var changes []Change
+	for i, l := range ls {
+		t, names := dropModuleWords(l.text)
+		if names == nil {
+			continue
+		}
+		changes = append(changes, newChange(path, "drop ADE's dracut module "+strings.Join(names, ", ")+" from the recorded dracut arguments",
+			[]string{l.text}, []string{t}))
+		ls[i].text = t
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}
+
+// dropModuleWords removes ADE's module names from one line of dracut arguments: words are separated
+// by blanks and quotes.
+func dropModuleWords(s string) (string, []string) {
+	sep := func(c byte) bool { return c == ' ' || c == '\'' || c == '"' || c == '\t' }
+	var out []byte
+	var names []string
+	for i := 0; i < len(s); {
+		if sep(s[i]) {
+			out = append(out, s[i])
+			i++
+			continue
+		}
+		j := i
+		for j < len(s) && !sep(s[j]) {
+			j++
+		}
+		switch w := s[i:j]; {
+		case !IsADEDracutModule(w):
+			out = append(out, w...)
+		case len(out) > 0 && out[len(out)-1] == ' ':
+			out = out[:len(out)-1]
+			names = append(names, w)
+		case j < len(s) && s[j] == ' ':
+			j++
+			names = append(names, w)
+		default:
+			names = append(names, w)
+		}
+		i = j
+	}
+	return string(out), names
+}
+
+// adeInitramfsFiles are the base names of the files ADE's dracut modules put into an initramfs
+// (ade-internals §4.1-4.2, §10.5): the cmdline hook both modules install, 91adeOnline's generator,
+// 91ade's ask script and udev rule, and the udev rule the hook writes at boot (listed in case an image
+// was built from a running system's /etc).
+var adeInitramfsFiles = map[string]struct{ what, module string }{
+	"30-parse-crypt-ade.sh":   {"ADE cmdline hook (91adeOnline/91ade parse-crypt-ade.sh)", ""},
+	"parse-crypt-ade.sh":      {"ADE cmdline hook (91adeOnline/91ade parse-crypt-ade.sh)", ""},
+	"crypt-run-generator-ade": {"91adeOnline crypt-run-generator-ade", "91adeOnline"},
+	"cryptroot-ask-ade":       {"91ade cryptroot-ask-ade", "91ade"},
+	"50-udev-ade.rules":       {"91ade udev rule", "91ade"},
+	"70-luks-ade.rules":       {"ADE udev rule", ""},
+}
+
+// ADEInitramfsFile reports whether p, a path inside an initramfs image (an archive name; a leading
+// "/" or "./" does not matter), is a file ADE's dracut modules put there, and says what it is: the
+// hooks, scripts and udev rules of 91adeOnline and 91ade wherever they are (by base name, which no
+// other dracut module uses), and 91ade's copy of the LUKS header, /osluksheader (`inst
+// /boot/luks/osluksheader /osluksheader`), only at the image's root. None of them has a use once the
+// volume is plaintext; the caller checks that p is not a directory.
+//
+// module is the ADE dracut module only it comes from, "91ade" (RHEL 7) or "91adeOnline", or "" for
+// the files both install.
+func ADEInitramfsFile(p string) (what, module string, ok bool) {
+	c := path.Clean("/" + p)
+	if c == "/osluksheader" {
+		return "LUKS header embedded by the 91ade module", "91ade", true
+	}
+	f, ok := adeInitramfsFiles[path.Base(c)]
+	return f.what, f.module, ok
+}

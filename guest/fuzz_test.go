@@ -120,6 +120,8 @@ func FuzzFixLVMConf(f *testing.F) {
 	f.Add([]byte(lvmConf8 + "\n" + filter + "\n"))
 	f.Add([]byte(filter + "\n\n" + filter))
 	f.Add([]byte("devices {\n\tfilter = [ \"a|.*|\" ]\n}\n"))
+	f.Add([]byte("devices {\n\tfilter = [ \"a|osencrypt|\", # x\n\t\"r|.*|\" ] }\n"))
+	f.Add([]byte("devices { global_filter = \"a|osencrypt|\" filter = [\"a|osencrypt|\"] }"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		out, ch := FixLVMConf(b)
 		if out == nil {
@@ -134,6 +136,11 @@ func FuzzFixLVMConf(f *testing.F) {
 		for _, l := range splitLines(out) {
 			if lvmFilterRE.MatchString(l.text) {
 				t.Fatalf("filter left: %q", out)
+			}
+		}
+		for _, st := range lvmFilterSettings(splitLines(out)) {
+			if st.ade() {
+				t.Fatalf("ADE's %s left: %q", st.key, out)
 			}
 		}
 		if again, _ := FixLVMConf(out); again != nil {

@@ -326,6 +326,28 @@ func FixKernelCmdline(b []byte) ([]byte, []Change) { return Policy{}.FixKernelCm
 // newline (or its absence) are kept. Only AddArgs make the result longer than b: the caller checks
 // that it fits. The result is nil when nothing needs changing.
 func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
+	return p.fixCmdlineFile(PathKernelCmdline, b, true)
+}
+
+// FixDracutCmdline is Policy{}.FixDracutCmdline.
+func FixDracutCmdline(path string, b []byte) ([]byte, []Change) {
+	return Policy{}.FixDracutCmdline(path, b)
+}
+
+// FixDracutCmdline removes ADE's arguments (see FixCmdline) from a command line file that dracut's
+// initramfs reads besides the boot loader's command line: etc/cmdline.d/*.conf and etc/cmdline inside
+// an initramfs image (dracut-lib's getcmdline joins all their lines). It is FixKernelCmdline's rule
+// (rd.debug goes when an ADE argument is anywhere in the file, or with p.DropDebug; lines and the
+// final newline are kept) without p.AddArgs: those are for the boot loader's command lines, and an
+// image whose ADE hooks are removed needs none of them. The result is never longer than b, and nil
+// when nothing needs changing. Change.Path is path.
+func (p Policy) FixDracutCmdline(path string, b []byte) ([]byte, []Change) {
+	return p.fixCmdlineFile(path, b, false)
+}
+
+// fixCmdlineFile edits a file holding one command line over any number of lines; withAdd appends the
+// missing p.AddArgs.
+func (p Policy) fixCmdlineFile(path string, b []byte, withAdd bool) ([]byte, []Change) {
 	ls := splitLines(b)
 	ade := false
 	for _, l := range ls {
@@ -344,7 +366,7 @@ func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
 		}
 	}
 	var added []string
-	if target >= 0 {
+	if withAdd && target >= 0 {
 		if added = p.missingArgs(fixed...); added != nil {
 			fixed[target] = appendArgs(fixed[target], added)
 		}
@@ -358,7 +380,7 @@ func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
 		if removed[i] == nil && add == nil {
 			continue
 		}
-		changes = append(changes, newChange(PathKernelCmdline, p.editWhy(removed[i], add, ""),
+		changes = append(changes, newChange(path, p.editWhy(removed[i], add, ""),
 			[]string{l.text}, []string{fixed[i]}))
 		ls[i].text = fixed[i]
 	}

@@ -2,9 +2,17 @@
 // files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
 // the caller reads the files from the guest's XFS/FAT filesystems and writes the results back in place.
 //
+// This package is the one owner of the rules for what is ADE's: crypttab and fstab lines, lvm.conf
+// filters, kernel arguments, dracut settings and module names, and ADE's files inside an initramfs
+// ([ADEInitramfsFile], [IsADEDracutModule]). The initramfs package applies these same functions to the
+// copies dracut put into an image (etc/crypttab, etc/fstab, etc/lvm/lvm.conf, etc/cmdline.d/*.conf,
+// modules.txt, build-parameter.txt), with the same Policy, so a converted guest and its initramfs
+// images never disagree about them; a rule changes here, for both.
+//
 // What ADE changes (see the project's ade-internals.md §4):
 //
-//   - kernel arguments rd.luks.ade.partuuid=, rd.luks.ade.bootuuid=, rd.debug, and for RAW disks
+//   - kernel arguments rd.luks.ade.partuuid=, rd.luks.ade.bootuuid= (and their deprecated aliases
+//     rd_LUKS_PARTUUID=, rd_LUKS_BOOTUUID=, which ADE's module still reads), rd.debug, and for RAW disks
 //     root=/dev/mapper/osencrypt (RHEL 8/9 and RHEL 7 path A); rd.luks.uuid=osencrypt (RHEL 7 path C);
 //     early RHEL 8 builds used systemd's rd.luks.name=<uuid>=osencrypt with rd.luks.options/key/data/hdr
 //     for the same <uuid>. They live in /etc/default/grub (GRUB_CMDLINE_LINUX and appended
@@ -13,7 +21,8 @@
 //     `set kernelopts=` fallbacks (RHEL 8), and possibly /etc/kernel/cmdline;
 //   - the osencrypt line in /etc/crypttab, the BEK volume line in /etc/fstab, the devices/filter line
 //     appended to /etc/lvm/lvm.conf, /etc/dracut.conf.d/ade.conf and ADE's lines in /etc/dracut.conf;
-//   - the dracut modules 91adeOnline / 91ade, disabled here by rewriting their module-setup.sh.
+//   - the dracut modules 91adeOnline / 91ade, disabled here by rewriting their module-setup.sh, and
+//     the hooks, scripts, udev rules and (91ade) LUKS header they put into every initramfs.
 //
 // Every Fix function returns nil content (and no changes) when the input needs no edit, so a second
 // pass over fixed content is a no-op. Outputs never exceed the caller's space: most are shorter than

@@ -429,27 +429,54 @@ const lvmConf8 = "# fixture lvm.conf (abridged)\nconfig {\n\tchecks = 1\n}\ndevi
 func TestFixLVMConf(t *testing.T) {
 	filter := `devices { filter = ["a|osencrypt|", "r|` + p4 + `|"] }`
 	userFilter := "devices {\n\tfilter = [ \"a|.*|\" ]\n\tglobal_filter = [ \"r|/dev/sdz|\" ]\n}\n"
-	tests := []struct{ name, in, want string }{
-		{"fixture", lvmConf8 + filter + "\n", lvmConf8},
-		{"exact ade append restores the original", lvmConf8 + "\n" + filter + "\n", lvmConf8},
-		{"original without final newline", strings.TrimSuffix(lvmConf8, "\n") + "\n" + filter + "\n", lvmConf8},
-		{"user filters kept", userFilter + "\n" + filter + "\n", userFilter},
-		{"spacing variant, no newline", lvmConf8 + `  devices{filter=["a|osencrypt|","r|` + strings.ToUpper(p4) + `|"]}`, lvmConf8},
+	tests := []struct {
+		name, in, want string
+		changes        int
+	}{
+		{"fixture", lvmConf8 + filter + "\n", lvmConf8, 1},
+		{"exact ade append restores the original", lvmConf8 + "\n" + filter + "\n", lvmConf8, 1},
+		{"original without final newline", strings.TrimSuffix(lvmConf8, "\n") + "\n" + filter + "\n", lvmConf8, 1},
+		{"user filters kept", userFilter + "\n" + filter + "\n", userFilter, 1},
+		{"spacing variant, no newline", lvmConf8 + `  devices{filter=["a|osencrypt|","r|` + strings.ToUpper(p4) + `|"]}`, lvmConf8, 1},
+		{"appended twice", lvmConf8 + "\n" + filter + "\n\n" + filter + "\n", lvmConf8, 2},
+		// Wider than ADE's exact line: any filter accepting osencrypt is dead or harmful once osencrypt is gone.
+		{"reject-all variant", `devices { filter = ["a|osencrypt|", "r|.*|"] }` + "\n", "", 1},
+		{"extra patterns", `devices { filter = ["a|osencrypt|", "r|` + p4 + `|", "a|sdb|"] }` + "\n", "", 1},
+		{"global_filter and trailing comment", "devices {\n    global_filter = [ \"a|/dev/mapper/osencrypt|\", \"r|.*|\" ] # ADE\n    scan = [ \"/dev\" ]\n}\n",
+			"devices {\n    scan = [ \"/dev\" ]\n}\n", 1},
+		{"moved into the devices section", "devices {\n    filter = [ \"a|osencrypt|\", \"r|8a3f|\" ]\n    scan = 1\n}\n", "devices {\n    scan = 1\n}\n", 1},
+		{"opening brace kept", "devices { filter = [\"a|osencrypt|\"]\n  scan = 1\n}\n", "devices {\n  scan = 1\n}\n", 1},
+		{"closing brace kept", "devices {\n  scan = 1\n  filter = [\"a|osencrypt|\"] }\n", "devices {\n  scan = 1\n  }\n", 1},
+		{"list over lines", "devices {\n\tdir = \"/dev\"\n\tfilter = [ \"a|osencrypt|\", # the mapper\n\t\t\"r|" + p4 + "|\" ]\n}\n",
+			"devices {\n\tdir = \"/dev\"\n}\n", 1},
+		{"list over lines with braces", "devices { filter = [\n \"a|osencrypt|\",\n \"r|x|\" ] }\n", "", 1},
+		{"single string value", "devices { filter = \"a|osencrypt|\" scan = 1 }\n", "devices { scan = 1 }\n", 1},
+		{"both settings on one line", "\ndevices { filter = [\"a|osencrypt|\"] global_filter = [\"a|osencrypt|\", \"r|.*|\"] }\n", "", 2},
 	}
 	for _, tt := range tests {
 		got, ch := FixLVMConf([]byte(tt.in))
-		if string(got) != tt.want || len(ch) != 1 || ch[0].Path != PathLVMConf {
-			t.Errorf("%s: got %q (%+v)", tt.name, got, ch)
+		if string(got) != tt.want || got == nil || len(ch) != tt.changes {
+			t.Errorf("%s: got %q (%+v), want %q", tt.name, got, ch, tt.want)
+			continue
+		}
+		for _, c := range ch {
+			if c.Path != PathLVMConf || c.Why == "" || len(c.Before) == 0 {
+				t.Errorf("%s: change %+v", tt.name, c)
+			}
 		}
 		if again, _ := FixLVMConf(got); again != nil {
 			t.Errorf("%s: not idempotent", tt.name)
 		}
 	}
 	for _, clean := range []string{
-		lvmConf8, userFilter,
-		`devices { filter = ["a|osencrypt|", "r|.*|"] }` + "\n",                   // not a PARTUUID
-		`devices { filter = ["a|osencrypt|", "r|` + p4 + `|", "a|sdb|"] }` + "\n", // more than ADE wrote
+		"", lvmConf8, userFilter,
+		`devices { filter = ["r|osencrypt|", "a|.*|"] }` + "\n", // osencrypt only rejected
 		`# devices { filter = ["a|osencrypt|", "r|` + p4 + `|"] }` + "\n",
+		"devices {\n  filter = [\"a|sda|\", \"r|.*|\"]\n  # filter osencrypt\n}\n",
+		"devices {\n  my_filter = [\"a|osencrypt|\"]\n  types = [ \"osencrypt\", 16 ]\n}\n",
+		"devices { filter = [\"a|osencrypt|\", \n",       // never closed
+		"devices { filter = [\"a|osencrypt|\", 16 ] }\n", // not a list of strings
+		"x = \"filter = [\\\"a|osencrypt|\\\"]\"\n",      // inside a string
 	} {
 		if got, _ := FixLVMConf([]byte(clean)); got != nil {
 			t.Errorf("lvm.conf %q changed: %q", clean, got)
@@ -556,6 +583,9 @@ func TestScan(t *testing.T) {
 			[]want{{1, "osencrypt"}}},
 		{"data crypttab", "/etc/crypttab", adeComment + "\nd1 /dev/sdc1 /mnt/azure_bek_disk/LinuxPassPhraseFileName_1_0 luks,nofail\n", []want{{2, "keyed by the ADE BEK"}}},
 		{"fixture lvm.conf", "/etc/lvm/lvm.conf", lvmConf8 + `devices { filter = ["a|osencrypt|", "r|` + p4 + `|"] }` + "\n", []want{{9, "LVM filter"}}},
+		{"lvm.conf filter over lines", "/etc/lvm/lvm.conf", "devices {\n\tfilter = [\n\t\t\"a|osencrypt|\",\n\t\t\"r|x|\" ]\n}\n",
+			[]want{{2, "LVM filter"}, {3, "osencrypt"}}},
+		{"lvm.conf reject only", "/etc/lvm/lvm.conf", "devices { global_filter = [ \"r|osencrypt|\" ] }\n", []want{{1, "reference to ADE's dm-crypt mapper"}}},
 		{"default grub", "/etc/default/grub", strings.TrimSuffix(defaultGrub8, "\n") + adeAppend(ade8), []want{{9, "rd.luks.ade"}}},
 		{"default grub no newline", "/mnt/root/etc/default/grub", strings.TrimSuffix(defaultGrub7, "\n"), []want{{0, "final newline"}}},
 		{"grubenv", "/boot/grub2/grubenv", string(grubenvBlock(1024, "kernelopts="+kopts8)), []want{{2, "rd.luks.ade"}}},

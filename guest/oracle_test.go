@@ -193,21 +193,46 @@ func TestLVMConfOracle(t *testing.T) {
 	userFilter := "devices {\n\tfilter = [ \"a|/dev/sd.*|\", \"r|.*|\" ]\n}\n"
 	for _, tt := range []struct {
 		in, wantFilter string // "" = no filter configured
+		key            string // the setting holding ADE's pattern; "" = devices/filter
 	}{
-		{lvmConf8 + "\n" + filter + "\n", ""},
-		{userFilter + "\n" + filter + "\n", `filter=["a|/dev/sd.*|","r|.*|"]`},
+		{in: lvmConf8 + "\n" + filter + "\n"},
+		{in: userFilter + "\n" + filter + "\n", wantFilter: `filter=["a|/dev/sd.*|","r|.*|"]`},
+		// The wider forms FixLVMConf also removes; the file must still parse and keep the rest.
+		{in: "devices {\n\tdir = \"/dev\"\n\tfilter = [ \"a|osencrypt|\", # the mapper\n\t\t\"r|" + p4 + "|\" ]\n}\n"},
+		{in: "devices { filter = [\"a|osencrypt|\", \"r|.*|\"]\n\tdir = \"/dev\"\n}\n"},
+		{in: "devices {\n\tdir = \"/dev\"\n\tglobal_filter = [ \"a|/dev/mapper/osencrypt|\", \"r|.*|\" ] }\n", key: "devices/global_filter"},
 	} {
-		got, ok := query([]byte(tt.in), "devices/filter")
-		if !ok || !strings.Contains(got, "a|osencrypt|") {
-			t.Fatalf("lvmconfig does not see ADE's filter in the original: %q", got)
+		key := tt.key
+		if key == "" {
+			key = "devices/filter"
+		}
+		got, ok := query([]byte(tt.in), key)
+		if !ok || !strings.Contains(got, "osencrypt|") {
+			t.Fatalf("lvmconfig does not see ADE's filter in the original %q: %q", tt.in, got)
 		}
 		out, _ := FixLVMConf([]byte(tt.in))
-		got, ok = query(out, "devices/filter")
-		if tt.wantFilter == "" && ok || tt.wantFilter != "" && got != tt.wantFilter {
-			t.Errorf("after the fix lvmconfig devices/filter = %q (found %v), want %q", got, ok, tt.wantFilter)
+		if out == nil {
+			t.Fatalf("%q not changed", tt.in)
+		}
+		for _, k := range []string{"devices/filter", "devices/global_filter"} {
+			got, ok = query(out, k)
+			if want := tt.wantFilter; k == "devices/filter" && want != "" {
+				if got != want {
+					t.Errorf("after the fix lvmconfig %s = %q (found %v), want %q", k, got, ok, want)
+				}
+			} else if ok {
+				t.Errorf("after the fix of %q lvmconfig still sees %s = %q", tt.in, k, got)
+			}
 		}
 		if got, ok := query(out, "devices/dir"); !ok && tt.wantFilter == "" || ok && got != `dir="/dev"` {
 			t.Errorf("devices/dir lost: %q", got)
+		}
+		if !strings.Contains(tt.in, "dir =") {
+			continue
+		}
+		// lvmconfig refuses a file that does not parse; devices/dir was there before, so it must be after.
+		if got, ok := query(out, "devices/dir"); !ok || got != `dir="/dev"` {
+			t.Errorf("after the fix of %q: devices/dir = %q (found %v)\n%s", tt.in, got, ok, out)
 		}
 	}
 }

@@ -10,8 +10,10 @@ import (
 // Scan reports ADE residue in one file's content, for the readiness check before a LEAPP upgrade
 // and to verify a conversion. file is the guest path; it selects the whole-file checks:
 //
-//   - any line: rd.luks.ade arguments, references to the osencrypt mapper, ADE's LVM filter, the BEK
-//     volume fstab line, crypttab entries keyed by the BEK volume, ADE's dracut settings;
+//   - any line: rd.luks.ade arguments and their deprecated aliases rd_LUKS_PARTUUID and
+//     rd_LUKS_BOOTUUID, references to the osencrypt mapper, ADE's LVM filter (the filter or
+//     global_filter settings FixLVMConf removes; reported on the line where they start), the BEK volume
+//     fstab line, crypttab entries keyed by the BEK volume, ADE's dracut settings;
 //   - dracut.conf.d/ade.conf: any active setting;
 //   - a grubenv (base name grubenv, or content with the grubenv signature): a size other than
 //     1024 bytes, or a missing signature;
@@ -54,7 +56,14 @@ func Scan(file string, b []byte) []Finding {
 		return fs
 	}
 	adeConf := isADEConf(p)
-	for i, l := range splitLines(b) {
+	ls := splitLines(b)
+	lvmFilter := map[int]bool{}
+	for _, st := range lvmFilterSettings(ls) {
+		if st.ade() {
+			lvmFilter[st.line] = true
+		}
+	}
+	for i, l := range ls {
 		n := i + 1
 		t := strings.TrimSpace(l.text)
 		if t == "" || strings.HasPrefix(t, "#") {
@@ -64,9 +73,15 @@ func Scan(file string, b []byte) []Finding {
 		if strings.Contains(t, "rd.luks.ade") {
 			add(n, "ADE kernel argument rd.luks.ade.*")
 		}
+		for _, w := range strings.FieldsFunc(t, func(r rune) bool { return r == ' ' || r == '\t' || r == '"' || r == '\'' }) {
+			if k := adeArgAlias(w); k != "" {
+				add(n, "ADE kernel argument "+k+" (deprecated alias of rd.luks.ade.*)")
+				break
+			}
+		}
 		switch {
-		case lvmFilterRE.MatchString(t):
-			add(n, "ADE's LVM filter rejecting the OS partition")
+		case lvmFilter[i]:
+			add(n, "ADE's LVM filter accepting the osencrypt mapper (it hides the plaintext PV)")
 		case strings.Contains(t, "osencrypt"):
 			add(n, "reference to ADE's dm-crypt mapper osencrypt")
 		}
@@ -88,8 +103,8 @@ func Scan(file string, b []byte) []Finding {
 // adeModuleFile returns "91adeOnline" or "91ade" when p is inside that dracut module directory.
 func adeModuleFile(p string) string {
 	for _, d := range strings.Split(path.Dir(p), "/") {
-		if d == "91adeOnline" || d == "91ade" {
-			return d
+		if m := adeModuleDir(d); m != "" {
+			return m
 		}
 	}
 	return ""

@@ -19,6 +19,12 @@ func FixCrypttab(b []byte) ([]byte, []Change) { return Policy{}.FixCrypttab(b) }
 // discard,header=/osluksheader`), plus p.CrypttabMappers and, with p.CrypttabBEK, every entry keyed by
 // the BEK volume. ADE's "#This line was added by Azure Disk Encryption" line above a dropped entry goes
 // with it. Other lines are kept byte for byte. The result is nil when nothing needs changing.
+//
+// The initramfs package applies this same function, with the same Policy, to an image's etc/crypttab:
+// dracut copies the guest's /etc/crypttab into the image, so the copy must be what a dracut run in
+// the converted guest would copy, data-volume lines (p.CrypttabBEK, p.CrypttabMappers) and marker
+// comments included. The marker annotates the line below it (ade-internals §10.2: ADE writes it above
+// each line it adds), so it never outlives that line, on either side.
 func (p Policy) FixCrypttab(b []byte) ([]byte, []Change) {
 	return dropLines(PathCrypttab, b, func(f []string) string {
 		switch {
@@ -39,7 +45,9 @@ const bekLabel = `LABEL=BEK\040VOLUME`
 // FixFstab drops ADE's BEK volume lines from /etc/fstab: `LABEL=BEK\040VOLUME /mnt/azure_bek_disk
 // auto defaults,discard,nofail 0 0` and the /bek form (any mount point: no other volume has that
 // label). ADE's marker comment above a dropped line goes with it. The result is nil when nothing
-// needs changing.
+// needs changing. The initramfs package applies it to an image's etc/fstab as well: 91adeOnline's
+// generator writes the /bek line into the initramfs' fstab at boot, and builds from 2020 to 2022 put
+// it there with add_fstab+= (ade-internals §4.1).
 func FixFstab(b []byte) ([]byte, []Change) {
 	return dropLines(PathFstab, b, func(f []string) string {
 		if f[0] != bekLabel {
@@ -90,39 +98,242 @@ func dropLines(path string, b []byte, why func(fields []string) string) ([]byte,
 }
 
 // lvmFilterRE matches the line ADE appends to lvm.conf on LVM OS disks,
-// `devices { filter = ["a|osencrypt|", "r|<PARTUUID>|"] }`, tolerating only blank differences.
+// `devices { filter = ["a|osencrypt|", "r|<PARTUUID>|"] }`, tolerating only blank differences. It
+// only names the change; what is removed is decided by lvmSetting.ade.
 var lvmFilterRE = regexp.MustCompile(`^\s*devices\s*\{\s*filter\s*=\s*\[\s*"a\|osencrypt\|"\s*,\s*"r\|[0-9A-Fa-f-]+\|"\s*\]\s*\}\s*$`)
 
-// FixLVMConf drops the devices/filter line ADE appends to /etc/lvm/lvm.conf on LVM OS disks
-// (`devices { filter = ["a|osencrypt|", "r|<PARTUUID>|"] }`). After decryption the PV sits on the
-// partition that filter rejects, so LVM would not find rootvg. ADE appends "\n" + line + "\n"; the
-// blank line before it is dropped too, which restores the original bytes. No other filter is touched.
-// The result is nil when nothing needs changing.
-func FixLVMConf(b []byte) ([]byte, []Change) {
-	ls := splitLines(b)
-	drop := make([]bool, len(ls))
-	var changes []Change
-	for i, l := range ls {
-		if !lvmFilterRE.MatchString(l.text) {
+// emptyDevicesRE matches what is left of a one-line devices section once its filter is cut out.
+var emptyDevicesRE = regexp.MustCompile(`^devices\s*\{\s*\}$`)
+
+// lvmSetting is one filter or global_filter assignment found in an lvm.conf: from the key at
+// (line, col) to just after its value at (endLine, endCol); patterns are the value's strings.
+type lvmSetting struct {
+	key             string
+	line, col       int
+	endLine, endCol int
+	patterns        []string
+}
+
+// ade reports whether the setting is ADE's: its value has an accept pattern naming osencrypt, as
+// ADE's ["a|osencrypt|", "r|<PARTUUID>|"] does. See FixLVMConf for why the rule is that wide.
+func (s lvmSetting) ade() bool {
+	for _, p := range s.patterns {
+		if len(p) > 1 && p[0] == 'a' && strings.Contains(p[1:], "osencrypt") {
+			return true
+		}
+	}
+	return false
+}
+
+// lvmFilterSettings finds the filter and global_filter assignments of an lvm.conf, as LVM's config
+// parser reads them: a key at the start of a line or after a blank or a section's '{', outside strings
+// and '#' comments, then '=', then a quoted string or a [ ] list of quoted strings that may span lines
+// (with commas, blanks and comments between them). Anything else (a list holding something other than
+// strings, one that is never closed) is not taken for a setting.
+func lvmFilterSettings(ls []line) []lvmSetting {
+	var out []lvmSetting
+	li, col := 0, 0
+	for li < len(ls) {
+		s := ls[li].text
+		next := false
+	scan:
+		for c := col; c < len(s); c++ {
+			switch ch := s[c]; {
+			case ch == '"':
+				end, ok := lvmString(s, c)
+				if !ok {
+					break scan
+				}
+				c = end - 1
+				continue
+			case ch == '#':
+				break scan
+			case c > 0 && s[c-1] != ' ' && s[c-1] != '\t' && s[c-1] != '{':
+				continue
+			}
+			key := ""
+			switch {
+			case strings.HasPrefix(s[c:], "global_filter"):
+				key = "global_filter"
+			case strings.HasPrefix(s[c:], "filter"):
+				key = "filter"
+			default:
+				continue
+			}
+			st, ok := lvmValue(ls, li, c+len(key))
+			if !ok {
+				continue
+			}
+			st.key, st.line, st.col = key, li, c
+			out = append(out, st)
+			li, col, next = st.endLine, st.endCol, true
+			break
+		}
+		if !next {
+			li, col = li+1, 0
+		}
+	}
+	return out
+}
+
+// lvmString returns the end (just after the closing quote) of the string that starts at s[start],
+// with LVM's backslash escapes; ok is false if it is not closed on the line.
+func lvmString(s string, start int) (end int, ok bool) {
+	for i := start + 1; i < len(s); i++ {
+		switch s[i] {
+		case '\\':
+			i++
+		case '"':
+			return i + 1, true
+		}
+	}
+	return 0, false
+}
+
+// lvmValue parses "= value" after a key ending at (li, c).
+func lvmValue(ls []line, li, c int) (lvmSetting, bool) {
+	var st lvmSetting
+	s := ls[li].text
+	skip := func() {
+		for c < len(s) && (s[c] == ' ' || s[c] == '\t') {
+			c++
+		}
+	}
+	skip()
+	if c >= len(s) || s[c] != '=' {
+		return st, false
+	}
+	c++
+	skip()
+	if c < len(s) && s[c] == '"' {
+		end, ok := lvmString(s, c)
+		if !ok {
+			return st, false
+		}
+		st.patterns = []string{s[c+1 : end-1]}
+		st.endLine, st.endCol = li, end
+		return st, true
+	}
+	if c >= len(s) || s[c] != '[' {
+		return st, false
+	}
+	for c++; ; c++ {
+		if c >= len(s) {
+			if li++; li >= len(ls) {
+				return st, false
+			}
+			s, c = ls[li].text, -1
 			continue
 		}
-		drop[i] = true
-		before := []string{l.text}
-		if i > 0 && ls[i-1].text == "" && !drop[i-1] {
-			drop[i-1] = true
-			before = []string{"", l.text}
+		switch s[c] {
+		case ' ', '\t', '\r', ',':
+		case '#':
+			c = len(s) - 1
+		case '"':
+			end, ok := lvmString(s, c)
+			if !ok {
+				return st, false
+			}
+			st.patterns = append(st.patterns, s[c+1:end-1])
+			c = end - 1
+		case ']':
+			st.endLine, st.endCol = li, c+1
+			return st, true
+		default:
+			return st, false
 		}
-		changes = append(changes, newChange(PathLVMConf,
-			"drop ADE's LVM filter (it rejects the partition that now holds the plaintext PV)", before, nil))
+	}
+}
+
+// FixLVMConf drops ADE's device filter from /etc/lvm/lvm.conf (and, in the initramfs package, from an
+// image's etc/lvm/lvm.conf). ADE appends `devices { filter = ["a|osencrypt|", "r|<PARTUUID>|"] }` on
+// LVM OS disks; after the conversion the PV sits on the partition that filter rejects, and nothing is
+// left for its accept pattern to match, so LVM would not find rootvg (ade-internals §4.1 step 5).
+//
+// The rule is every filter or global_filter setting with an accept pattern naming osencrypt, wherever
+// it is (ADE's one-line section, a filter moved into the file's devices section, a list spread over
+// lines, extra patterns): such a filter was written for the dm-crypt layout, and once osencrypt is
+// gone it can only reject devices, ADE's own rejecting the plaintext PV. Without it LVM scans every
+// device, as a stock RHEL lvm.conf does. A setting whose only mention of osencrypt is a reject pattern
+// or a comment is kept. This is the rule the initramfs package applies to an image's copy, where
+// dracut's 90lvm puts the guest's file (ade-internals §4.1 step 5), so the two stay the same.
+//
+// Only the setting is cut out: text before it on its first line (such as "devices {") and after it on
+// its last line (such as "}") is kept, so the file still parses; a trailing '#' comment goes with
+// it. A line left with nothing is removed, and so is a devices section left empty; when a section
+// goes, so does a blank line directly before it: ADE appends "\n" + line + "\n", so that restores
+// the original bytes. The result is nil when nothing needs changing.
+func FixLVMConf(b []byte) ([]byte, []Change) {
+	ls := splitLines(b)
+	var changes []Change
+	for {
+		var st *lvmSetting
+		for _, s := range lvmFilterSettings(ls) {
+			if s.ade() {
+				st = &s
+				break
+			}
+		}
+		if st == nil {
+			break
+		}
+		var ch Change
+		ls, ch = cutLVMSetting(ls, *st)
+		changes = append(changes, ch)
 	}
 	if changes == nil {
 		return nil, nil
 	}
-	out := ls[:0:0]
-	for i, l := range ls {
-		if !drop[i] {
-			out = append(out, l)
+	return joinLines(ls), changes
+}
+
+// cutLVMSetting removes st from ls as FixLVMConf describes.
+func cutLVMSetting(ls []line, st lvmSetting) ([]line, Change) {
+	i, j := st.line, st.endLine
+	first, last := ls[i].text, ls[j].text
+	lead := first[:len(first)-len(strings.TrimLeft(first, " \t"))]
+	pre := strings.TrimSpace(first[:st.col])
+	suf := strings.TrimSpace(last[st.endCol:])
+	if strings.HasPrefix(suf, "#") {
+		suf = ""
+	}
+	var repl []line
+	// section: the setting was all a devices section held, which goes with it.
+	section := emptyDevicesRE.MatchString(strings.TrimSpace(pre + " " + suf))
+	switch {
+	case section:
+	case i == j:
+		if t := strings.TrimSpace(pre + " " + suf); t != "" {
+			repl = append(repl, line{lead + t, ls[i].nl})
+		}
+	default:
+		if pre != "" {
+			repl = append(repl, line{lead + pre, ls[i].nl})
+		}
+		if suf != "" {
+			lastLead := last[:len(last)-len(strings.TrimLeft(last, " \t"))]
+			repl = append(repl, line{lastLead + suf, ls[j].nl})
 		}
 	}
-	return joinLines(out), changes
+	var before []string
+	for _, l := range ls[i : j+1] {
+		before = append(before, l.text)
+	}
+	why := "drop the LVM " + st.key + " that accepts ADE's osencrypt mapper (gone after the conversion, the filter would hide the plaintext PV)"
+	if i == j && lvmFilterRE.MatchString(first) {
+		why = "drop ADE's LVM filter (it rejects the partition that now holds the plaintext PV)"
+	}
+	if section && i > 0 && ls[i-1].text == "" {
+		i--
+		before = append([]string{""}, before...)
+	}
+	var after []string
+	for _, l := range repl {
+		after = append(after, l.text)
+	}
+	out := make([]line, 0, len(ls))
+	out = append(out, ls[:i]...)
+	out = append(out, repl...)
+	out = append(out, ls[j+1:]...)
+	return out, newChange(PathLVMConf, why, before, after)
 }

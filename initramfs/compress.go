@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -86,9 +87,51 @@ type decoded struct {
 // errTooLarge is returned when a stream expands beyond the caller's budget.
 var errTooLarge = errors.New("decompressed size exceeds limit")
 
-// readAllLimit reads r to EOF, failing once more than limit bytes come out.
-func readAllLimit(r io.Reader, limit int64) ([]byte, error) {
-	out, err := io.ReadAll(io.LimitReader(r, limit+1))
+// ctxChunk is the most data a compressor or decompressor is given or asked for between two looks at
+// the context: a few tens of milliseconds of the slowest of them (luksconv's xz encoder, some 5 MB/s).
+const ctxChunk = 256 << 10
+
+// ctxWriter passes writes to w in pieces of at most ctxChunk bytes, and fails with the context's
+// error, before each piece, once ctx is done.
+type ctxWriter struct {
+	ctx context.Context
+	w   io.Writer
+}
+
+func (w ctxWriter) Write(p []byte) (int, error) {
+	n := 0
+	for len(p) > 0 {
+		if err := w.ctx.Err(); err != nil {
+			return n, err
+		}
+		m, err := w.w.Write(p[:min(len(p), ctxChunk)])
+		n += m
+		if err != nil {
+			return n, err
+		}
+		p = p[m:]
+	}
+	return n, nil
+}
+
+// ctxReader asks r for at most ctxChunk bytes a call, and fails with the context's error once ctx is
+// done.
+type ctxReader struct {
+	ctx context.Context
+	r   io.Reader
+}
+
+func (r ctxReader) Read(p []byte) (int, error) {
+	if err := r.ctx.Err(); err != nil {
+		return 0, err
+	}
+	return r.r.Read(p[:min(len(p), ctxChunk)])
+}
+
+// readAllLimit reads r to EOF, failing once more than limit bytes come out, or with the context's
+// error once ctx is done.
+func readAllLimit(ctx context.Context, r io.Reader, limit int64) ([]byte, error) {
+	out, err := io.ReadAll(io.LimitReader(ctxReader{ctx, r}, limit+1))
 	if err != nil {
 		return nil, err
 	}
@@ -99,22 +142,23 @@ func readAllLimit(r io.Reader, limit int64) ([]byte, error) {
 }
 
 // decode decompresses the stream at the start of b, which may be followed by anything, and reports how
-// many bytes of b the kernel's decompressor would consume.
-func decode(c Compression, b []byte, limit int64) (decoded, error) {
+// many bytes of b the kernel's decompressor would consume. It stops with the context's error once ctx
+// is done.
+func decode(ctx context.Context, c Compression, b []byte, limit int64) (decoded, error) {
 	switch c {
 	case Gzip:
-		return decodeGzip(b, limit)
+		return decodeGzip(ctx, b, limit)
 	case XZ:
-		return decodeXZ(b, limit)
+		return decodeXZ(ctx, b, limit)
 	case Zstd:
-		return decodeZstd(b, limit)
+		return decodeZstd(ctx, b, limit)
 	case LZ4Legacy:
-		return decodeLZ4Legacy(b, limit)
+		return decodeLZ4Legacy(ctx, b, limit)
 	}
 	return decoded{}, fmt.Errorf("%s compression is not supported", c)
 }
 
-func decodeGzip(b []byte, limit int64) (decoded, error) {
+func decodeGzip(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	// The kernel's gunzip (lib/decompress_inflate.c) requires method 8 and skips only an FNAME field;
 	// FEXTRA, FCOMMENT or FHCRC would be inflated as data and fail there.
 	if len(b) < 10 {
@@ -134,7 +178,7 @@ func decodeGzip(b []byte, limit int64) (decoded, error) {
 		return decoded{}, fmt.Errorf("gzip: %w", err)
 	}
 	zr.Multistream(false)
-	out, err := readAllLimit(zr, limit)
+	out, err := readAllLimit(ctx, zr, limit)
 	if err != nil {
 		return decoded{}, fmt.Errorf("gzip: %w", err)
 	}
@@ -180,7 +224,7 @@ func xzStreamLen(b []byte) (int, error) {
 	return 0, errors.New("xz: no stream footer found (truncated stream)")
 }
 
-func decodeXZ(b []byte, limit int64) (decoded, error) {
+func decodeXZ(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	if len(b) < 12 {
 		return decoded{}, errors.New("xz: truncated stream header")
 	}
@@ -201,7 +245,7 @@ func decodeXZ(b []byte, limit int64) (decoded, error) {
 	if err != nil {
 		return decoded{}, fmt.Errorf("xz: %w", err)
 	}
-	out, err := readAllLimit(zr, limit)
+	out, err := readAllLimit(ctx, zr, limit)
 	if err != nil {
 		return decoded{}, fmt.Errorf("xz: %w", err)
 	}
@@ -261,7 +305,7 @@ func zstdFrameLen(b []byte) (int, error) {
 	return p, nil
 }
 
-func decodeZstd(b []byte, limit int64) (decoded, error) {
+func decodeZstd(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	n, err := zstdFrameLen(b)
 	if err != nil {
 		return decoded{}, err
@@ -272,7 +316,7 @@ func decodeZstd(b []byte, limit int64) (decoded, error) {
 		return decoded{}, fmt.Errorf("zstd: %w", err)
 	}
 	defer zr.Close()
-	out, err := readAllLimit(zr, limit)
+	out, err := readAllLimit(ctx, zr, limit)
 	if err != nil {
 		return decoded{}, fmt.Errorf("zstd: %w", err)
 	}
@@ -283,11 +327,14 @@ func decodeZstd(b []byte, limit int64) (decoded, error) {
 // little-endian chunk sizes and LZ4 blocks; a repeated magic is skipped, a zero size or fewer than four
 // bytes left ends the stream. Anything else is taken as a chunk, so an lz4 segment can only be followed
 // by zero padding.
-func decodeLZ4Legacy(b []byte, limit int64) (decoded, error) {
+func decodeLZ4Legacy(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	p := 4
 	var out []byte
 	var chunk []byte
 	for len(b)-p >= 4 {
+		if err := ctx.Err(); err != nil {
+			return decoded{}, err
+		}
 		cs := binary.LittleEndian.Uint32(b[p:])
 		if cs == lz4LegacyMagic {
 			p += 4
@@ -324,11 +371,19 @@ func canEncode(c Compression) bool {
 	return false
 }
 
+// testHookEncode, when set by a test, is called as encode starts.
+var testHookEncode func(Compression)
+
 // encode compresses raw as one stream of format c, with the settings dracut uses where the library
 // allows: gzip default level; xz with a CRC32 check and 1 MiB dictionary; zstd at klauspost's
 // SpeedBestCompression (its closest to `zstd -15`) with a 4 MiB window (zstd -15's windowLog 22) in one
 // frame; lz4 in the legacy frame with 8 MiB chunks compressed by the HC compressor at level 9 (`lz4 -l -9`).
-func encode(c Compression, raw []byte) ([]byte, error) {
+// It stops with the context's error once ctx is done: raw goes to the compressor ctxChunk bytes at a
+// time, and lz4's chunks are compressed in a goroutine it stops waiting for (compressBlockContext).
+func encode(ctx context.Context, c Compression, raw []byte) ([]byte, error) {
+	if testHookEncode != nil {
+		testHookEncode(c)
+	}
 	var buf bytes.Buffer
 	switch c {
 	case Gzip:
@@ -336,7 +391,7 @@ func encode(c Compression, raw []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := zw.Write(raw); err != nil {
+		if _, err := (ctxWriter{ctx, zw}).Write(raw); err != nil {
 			return nil, err
 		}
 		if err := zw.Close(); err != nil {
@@ -347,7 +402,7 @@ func encode(c Compression, raw []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := zw.Write(raw); err != nil {
+		if _, err := (ctxWriter{ctx, zw}).Write(raw); err != nil {
 			return nil, err
 		}
 		if err := zw.Close(); err != nil {
@@ -359,27 +414,30 @@ func encode(c Compression, raw []byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if _, err := zw.Write(raw); err != nil {
+		if _, err := (ctxWriter{ctx, zw}).Write(raw); err != nil {
 			return nil, err
 		}
 		if err := zw.Close(); err != nil {
 			return nil, err
 		}
 	case LZ4Legacy:
-		return encodeLZ4Legacy(raw)
+		return encodeLZ4Legacy(ctx, raw)
 	default:
 		return nil, fmt.Errorf("cannot write %s compression", c)
 	}
 	return buf.Bytes(), nil
 }
 
-func encodeLZ4Legacy(raw []byte) ([]byte, error) {
+func encodeLZ4Legacy(ctx context.Context, raw []byte) ([]byte, error) {
 	out := binary.LittleEndian.AppendUint32(nil, lz4LegacyMagic)
 	dst := make([]byte, lz4.CompressBlockBound(lz4LegacyChunk))
 	c := lz4.CompressorHC{Level: lz4.Level9}
 	for len(raw) > 0 {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
 		n := min(len(raw), lz4LegacyChunk)
-		k, err := c.CompressBlock(raw[:n], dst)
+		k, err := compressBlockContext(ctx, &c, raw[:n], dst)
 		if err != nil {
 			return nil, fmt.Errorf("lz4: %w", err)
 		}
@@ -394,6 +452,31 @@ func encodeLZ4Legacy(raw []byte) ([]byte, error) {
 		raw = raw[n:]
 	}
 	return out, nil
+}
+
+// compressBlockContext is c.CompressBlock(src, dst), which cannot be interrupted and takes a second
+// or more for an 8 MiB chunk at level 9: with a context that can end, it runs in a goroutine and
+// compressBlockContext returns the context's error as soon as ctx is done. That chunk's compression
+// then finishes in the background, its result dropped; the caller must not use c or dst again.
+func compressBlockContext(ctx context.Context, c *lz4.CompressorHC, src, dst []byte) (int, error) {
+	if ctx.Done() == nil {
+		return c.CompressBlock(src, dst)
+	}
+	type result struct {
+		n   int
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		n, err := c.CompressBlock(src, dst)
+		done <- result{n, err}
+	}()
+	select {
+	case <-ctx.Done():
+		return 0, ctx.Err()
+	case r := <-done:
+		return r.n, r.err
+	}
 }
 
 // lz4Literals encodes src as a single LZ4 sequence with no match (block format: token, literal length

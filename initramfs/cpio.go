@@ -6,6 +6,15 @@
 // rdev numbers and the inode/nlink pairs that hard links depend on, so a rewrite loses nothing.
 // Parse models the whole image as Segments; Rewrite rebuilds it with files removed or replaced, keeping
 // the same compression per segment and the kernel's constraints (xz with a CRC32 check, legacy lz4).
+// ParseContext and Rewrite stop with the context's error when it ends.
+//
+// ADEEdit removes Azure Disk Encryption's files from an image and rewrites the copies of guest files
+// dracut put there, but the rules for what is ADE's are the guest package's (guest.ADEInitramfsFile
+// for ADE's own files; guest.FixCrypttab, FixFstab, FixLVMConf, FixDracutCmdline,
+// FixDracutModulesList and FixDracutBuildParameters for the copies): ADEEdit applies them with the
+// caller's guest.Policy, so the converted guest and its initramfs agree. What it adds of its own is
+// where dracut puts those copies, and the findings about what no edit can fix (a 90crypt patched by
+// ADE, other hooks naming osencrypt).
 package initramfs
 
 import (

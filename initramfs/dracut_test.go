@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/internal/testenv"
 )
 
@@ -182,7 +183,7 @@ func TestADEEditDracut(t *testing.T) {
 					t.Fatalf("dracut did not put %s into the image; lsinitrd:\n%s", f, before)
 				}
 			}
-			edit, findings := ADEEdit(im)
+			edit, findings := ADEEdit(im, guest.Policy{})
 			sort.Strings(edit.Remove)
 			if strings.Join(edit.Remove, " ") != strings.Join(tc.wantRemoved, " ") {
 				t.Errorf("ADEEdit removes %v, want %v", edit.Remove, tc.wantRemoved)
@@ -194,7 +195,7 @@ func TestADEEditDracut(t *testing.T) {
 				}
 			}
 			t.Logf("findings:\n%s", strings.Join(findings, "\n"))
-			out, rep, err := im.Rewrite(bytes.NewReader(img), edit)
+			out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), edit)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -3,9 +3,11 @@ package initramfs_test
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"fmt"
 	"log"
 
+	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/initramfs"
 )
 
@@ -36,11 +38,11 @@ func Example() {
 	for _, s := range im.Segments {
 		fmt.Printf("segment at %d: %s, %d entries\n", s.Offset, s.Compression, len(s.Entries))
 	}
-	edit, findings := initramfs.ADEEdit(im)
+	edit, findings := initramfs.ADEEdit(im, guest.Policy{})
 	for _, f := range findings {
 		fmt.Println(f)
 	}
-	out, rep, err := im.Rewrite(bytes.NewReader(img.Bytes()), edit)
+	out, rep, err := im.Rewrite(context.Background(), bytes.NewReader(img.Bytes()), edit)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -54,7 +56,7 @@ func Example() {
 	// Output:
 	// segment at 0: gzip, 3 entries
 	// remove usr/lib/dracut/hooks/cmdline/30-parse-crypt-ade.sh: ADE cmdline hook (91adeOnline/91ade parse-crypt-ade.sh)
-	// rewrite etc/crypttab: drop osencrypt line
+	// rewrite etc/crypttab: drop the crypttab entry of ADE's OS volume osencrypt
 	// removed: [usr/lib/dracut/hooks/cmdline/30-parse-crypt-ade.sh] replaced: [etc/crypttab]
 	// etc/crypttab: "home UUID=42 none\n"
 }

@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -61,11 +62,28 @@ type Image struct {
 // separated by zero padding) or the kernel would report "junk in compressed archive". Images larger
 // than MaxImageSize, or expanding to more than MaxExpandedSize, are refused.
 func Parse(r io.ReaderAt, size int64) (*Image, error) {
+	return ParseContext(context.Background(), r, size)
+}
+
+// ParseContext is Parse that stops once ctx is done, while reading r or decompressing (xz of a 60 MB
+// archive takes a second or two), and then returns ctx.Err() itself.
+func ParseContext(ctx context.Context, r io.ReaderAt, size int64) (*Image, error) {
+	im, err := parse(ctx, r, size)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	return im, nil
+}
+
+func parse(ctx context.Context, r io.ReaderAt, size int64) (*Image, error) {
 	if size < 0 || size > MaxImageSize {
 		return nil, fmt.Errorf("initramfs: image size %d out of range 0..%d", size, MaxImageSize)
 	}
 	buf := make([]byte, size)
-	if _, err := io.ReadFull(io.NewSectionReader(r, 0, size), buf); err != nil {
+	if err := readAtContext(ctx, r, buf, 0); err != nil {
 		return nil, fmt.Errorf("initramfs: reading image: %w", err)
 	}
 	im := &Image{Size: size}
@@ -96,7 +114,7 @@ func Parse(r io.ReaderAt, size int64) (*Image, error) {
 		if err != nil {
 			return nil, fmt.Errorf("initramfs: segment %d at offset %d: %w", idx, pos, err)
 		}
-		d, err := decode(c, buf[pos:], budget)
+		d, err := decode(ctx, c, buf[pos:], budget)
 		if err != nil {
 			return nil, fmt.Errorf("initramfs: segment %d (%s) at offset %d: %w", idx, c, pos, err)
 		}

@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"reflect"
@@ -9,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/ulikunitz/xz"
+
+	"github.com/luksconv/luksconv/guest"
 )
 
 // mkArchive writes entries with the package Writer (regular files unless the mode says otherwise).
@@ -37,7 +40,7 @@ func dir(name string) *Entry {
 
 func mustEncode(t testing.TB, c Compression, raw []byte) []byte {
 	t.Helper()
-	b, err := encode(c, raw)
+	b, err := encode(context.Background(), c, raw)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -73,7 +76,7 @@ func TestKernelGrammar(t *testing.T) {
 		}
 		// Changing the compressed segment's length must keep the overlay 4-aligned.
 		for _, repl := range []string{"x", "xy", "xyz", "wxyz"} {
-			out, rep, err := im.Rewrite(bytes.NewReader(img), Edit{Replace: map[string][]byte{"etc/hosts": []byte(repl)}})
+			out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Replace: map[string][]byte{"etc/hosts": []byte(repl)}})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -124,7 +127,7 @@ func TestKernelGrammar(t *testing.T) {
 		if len(im.Segments) != 1 || len(im.Segments[0].Archives) != 2 || len(im.Segments[0].Entries) != 4 {
 			t.Fatalf("segments %+v", im.Segments)
 		}
-		out, _, err := im.Rewrite(bytes.NewReader(img), Edit{Remove: []string{"etc/hosts"}})
+		out, _, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Remove: []string{"etc/hosts"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -143,7 +146,7 @@ func TestKernelGrammar(t *testing.T) {
 		if len(im.Segments) != 2 {
 			t.Fatalf("%d segments", len(im.Segments))
 		}
-		out, _, err := im.Rewrite(bytes.NewReader(img), Edit{Recompress: true, Remove: []string{"etc/hosts"}})
+		out, _, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Recompress: true, Remove: []string{"etc/hosts"}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -194,7 +197,7 @@ func TestKernelGrammar(t *testing.T) {
 			if im.Segments[0].XZCheck != tc.name || im.Segments[0].Length != int64(buf.Len()) {
 				t.Errorf("check %q length %d, want %q %d", im.Segments[0].XZCheck, im.Segments[0].Length, tc.name, buf.Len())
 			}
-			out, _, err := im.Rewrite(bytes.NewReader(img), Edit{Recompress: true})
+			out, _, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Recompress: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -313,51 +316,36 @@ func TestReaderWriterRoundTrip(t *testing.T) {
 	}
 }
 
-func TestStripText(t *testing.T) {
-	for _, tc := range []struct {
-		fn       func([]byte) []byte
-		in, want string
-	}{
-		{StripCrypttab, "home UUID=1 none\nosencrypt /dev/disk/by-partuuid/x /k luks,header=/boot/luks/osluksheader", "home UUID=1 none\n"},
-		{StripCrypttab, "osencrypt UUID=osencrypt-locked none discard,header=/osluksheader\n", ""},
-		{StripCrypttab, "# osencrypt comment\n  osencrypt\t/dev/sda2 none luks\nresource /dev/sdb1 /k luks\n", "# osencrypt comment\nresource /dev/sdb1 /k luks\n"},
-		{StripCrypttab, "data /dev/osencrypt none\n", "data /dev/osencrypt none\n"},
-		{StripBEKFstab, "/dev/sda1 / xfs defaults 0 0\nLABEL=BEK\\040VOLUME /mnt/azure_bek_disk auto defaults,discard,nofail 0 0\n", "/dev/sda1 / xfs defaults 0 0\n"},
-		{StripLVMFilter, "global {\n}\ndevices { filter = [\"a|osencrypt|\", \"r|8a3f|\"] }", "global {\n}\n"},
-		{StripLVMFilter, "devices {\n    filter = [ \"a|osencrypt|\", \"r|8a3f|\" ]\n    scan = 1\n}\n", "devices {\n    scan = 1\n}\n"},
-		{StripLVMFilter, "devices { filter = [\"a|osencrypt|\"]\n  scan = 1\n}\n", "devices {\n  scan = 1\n}\n"},
-		{StripLVMFilter, "devices {\n  filter = [\"a|sda|\", \"r|.*|\"]\n  # filter osencrypt\n}\n", "devices {\n  filter = [\"a|sda|\", \"r|.*|\"]\n  # filter osencrypt\n}\n"},
-		{stripModulesList, "bash\nadeOnline\ncrypt\nade\n", "bash\ncrypt\n"},
-	} {
-		if got := string(tc.fn([]byte(tc.in))); got != tc.want {
-			t.Errorf("%q -> %q, want %q", tc.in, got, tc.want)
-		}
-	}
-}
-
 func TestADEEditFindings(t *testing.T) {
 	raw := mkArchive(t,
 		dir("usr"), dir("usr/sbin"), dir("etc"), dir("etc/cmdline.d"),
 		file("usr/sbin/cryptroot-ask", "#!/bin/sh\nmount LABEL=\"BEK VOLUME\" /mnt/azure_bek_disk\n"),
 		file("usr/lib/dracut/hooks/pre-mount/50-x.sh", "echo osencrypt\n"),
 		file("usr/lib/dracut/hooks/pre-mount/60-y.sh", "echo other\n"),
-		file("etc/cmdline.d/90crypt.conf", "rd.luks.uuid=osencrypt\n"),
+		file("etc/cmdline.d/90crypt.conf", "rd.luks.uuid=osencrypt rd.debug\nrd.lvm.lv=rootvg/rootlv\n"),
+		file("etc/cmdline.d/91x.conf", "rd.luks.name=luks-x=osencrypt-old\n"),
+		file("etc/cmdline.d/notes.txt", "rd.luks.uuid=osencrypt\n"),
 		file("usr/sbin/crypt-run-generator-ade", "x"),
 		file("etc/crypttab", "home UUID=1 none\n"),
 	)
 	im := parseBytes(t, mustEncode(t, XZ, raw))
-	e, findings := ADEEdit(im)
-	if !reflect.DeepEqual(e.Remove, []string{"usr/sbin/crypt-run-generator-ade"}) || e.Replace != nil {
+	e, findings := ADEEdit(im, guest.Policy{})
+	if !reflect.DeepEqual(e.Remove, []string{"usr/sbin/crypt-run-generator-ade"}) ||
+		!reflect.DeepEqual(e.Replace, map[string][]byte{"etc/cmdline.d/90crypt.conf": []byte("\nrd.lvm.lv=rootvg/rootlv\n")}) {
 		t.Errorf("edit %+v", e)
 	}
 	all := strings.Join(findings, "\n")
 	for _, want := range []string{"usr/sbin/cryptroot-ask: 90crypt patched", "cannot be undone",
-		"50-x.sh: dracut hook references osencrypt", "etc/cmdline.d/90crypt.conf: built-in kernel arguments"} {
+		"50-x.sh: dracut hook references osencrypt",
+		"rewrite etc/cmdline.d/90crypt.conf: remove ADE kernel arguments rd.luks.uuid=osencrypt rd.debug",
+		"etc/cmdline.d/91x.conf: built-in kernel arguments still hold ADE residue (reference to ADE's dm-crypt mapper osencrypt); rebuild"} {
 		if !strings.Contains(all, want) {
 			t.Errorf("findings lack %q:\n%s", want, all)
 		}
 	}
-	if strings.Contains(all, "60-y.sh") || strings.Contains(all, "etc/crypttab") {
-		t.Errorf("findings name unrelated files:\n%s", all)
+	for _, unrelated := range []string{"60-y.sh", "etc/crypttab", "notes.txt", "90crypt.conf: built-in"} {
+		if strings.Contains(all, unrelated) {
+			t.Errorf("findings name %s:\n%s", unrelated, all)
+		}
 	}
 }

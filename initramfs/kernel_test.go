@@ -66,7 +66,7 @@ func TestRewriteChangesCompression(t *testing.T) {
 				continue
 			}
 			t.Run(string(from)+"-to-"+string(to), func(t *testing.T) {
-				out, rep, err := im.Rewrite(bytes.NewReader(img), Edit{Recompress: true, Compression: to})
+				out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Recompress: true, Compression: to})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -92,7 +92,7 @@ func TestRewriteChangesCompression(t *testing.T) {
 			})
 		}
 	}
-	if _, _, err := parseBytes(t, mustDracutGzip(t, tree)).Rewrite(bytes.NewReader(nil), Edit{Compression: Bzip2}); err == nil {
+	if _, _, err := parseBytes(t, mustDracutGzip(t, tree)).Rewrite(t.Context(), bytes.NewReader(nil), Edit{Compression: Bzip2}); err == nil {
 		t.Error("Rewrite to bzip2 (which luksconv cannot write) did not fail")
 	}
 }
@@ -100,17 +100,4 @@ func TestRewriteChangesCompression(t *testing.T) {
 func mustDracutGzip(t *testing.T, tree string) []byte {
 	img, _, _, _ := dracutStyle(t, Gzip, tree)
 	return img
-}
-
-func TestStripBuildParameters(t *testing.T) {
-	for _, c := range []struct{ in, want string }{
-		{" --kver '4.18.0' --add 'crypt adeOnline lvm' --force\n", " --kver '4.18.0' --add 'crypt lvm' --force\n"},
-		{"--modules 'adeOnline crypt' --add 'ade'", "--modules 'crypt' --add ''"},
-		{"--add 'crypt' --fade 'adeOnlineX'", "--add 'crypt' --fade 'adeOnlineX'"},
-		{"adeOnline", ""},
-	} {
-		if got := string(stripBuildParameters([]byte(c.in))); got != c.want {
-			t.Errorf("stripBuildParameters(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
 }

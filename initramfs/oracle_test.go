@@ -249,14 +249,14 @@ func TestRewriteRoundTrip(t *testing.T) {
 			img, early, main, _ := dracutStyle(t, c, tree)
 			im := parseBytes(t, img)
 			// Nothing to change: the image comes back byte for byte.
-			same, rep, err := im.Rewrite(bytes.NewReader(img), Edit{})
+			same, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.Equal(same, img) || rep.Segments[1].Rewritten {
 				t.Errorf("empty Edit changed the image (%d -> %d bytes)", len(img), len(same))
 			}
-			out, rep, err := im.Rewrite(bytes.NewReader(img), Edit{Recompress: true})
+			out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), Edit{Recompress: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -347,7 +347,7 @@ func TestRewriteEdits(t *testing.T) {
 				archive := cpioCreate(t, tree, format)
 				img := compressCLI(t, Gzip, archive)
 				im := parseBytes(t, img)
-				out, rep, err := im.Rewrite(bytes.NewReader(img), tc.edit)
+				out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(img), tc.edit)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -368,7 +368,7 @@ func TestRewriteEdits(t *testing.T) {
 	t.Run("report", func(t *testing.T) {
 		archive := cpioCreate(t, tree, "newc")
 		im := parseBytes(t, archive)
-		out, rep, err := im.Rewrite(bytes.NewReader(archive), Edit{
+		out, rep, err := im.Rewrite(t.Context(), bytes.NewReader(archive), Edit{
 			Remove:       []string{"usr/bin/sh", "no/such/file"},
 			RemovePrefix: []string{"usr/lib/dracut/hooks"},
 			Replace:      map[string][]byte{"etc/one": []byte("one")},
@@ -388,7 +388,7 @@ func TestRewriteEdits(t *testing.T) {
 		if err != nil || !bytes.Equal(got, busybox) {
 			t.Errorf("busybox lost its data after removing the carrying link")
 		}
-		if _, _, err := im.Rewrite(bytes.NewReader(archive), Edit{Remove: []string{"etc/lvm"}}); err == nil ||
+		if _, _, err := im.Rewrite(t.Context(), bytes.NewReader(archive), Edit{Remove: []string{"etc/lvm"}}); err == nil ||
 			!strings.Contains(err.Error(), "orphan") {
 			t.Errorf("removing a non-empty directory: err = %v, want an orphan error", err)
 		}

@@ -2,6 +2,7 @@ package initramfs
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"io"
 	"sort"
@@ -263,7 +264,26 @@ func withData(e *Entry, data []byte) *Entry {
 // always gets a CRC32 check, lz4 the legacy frame). Zero padding between segments is kept, and widened
 // where the kernel needs it: an uncompressed archive must start 4-byte aligned, and an lz4 stream
 // must be followed by a zero word unless it ends the image.
-func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
+//
+// Re-compression takes seconds (xz of a 60 MB archive some 8 s), and reading src may be slow: once ctx
+// is done Rewrite stops within a few tens of milliseconds (the data between two looks at ctx is at most
+// ctxChunk bytes) and returns ctx.Err() itself. lz4's compressor cannot be interrupted inside its 8 MiB
+// chunk: Rewrite returns at once all the same, and that chunk's compression finishes in the background.
+func (im *Image) Rewrite(ctx context.Context, src io.ReaderAt, e Edit) ([]byte, *Report, error) {
+	out, rep, err := im.rewrite(ctx, src, e)
+	if err != nil {
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, nil, cerr
+		}
+		return nil, nil, err
+	}
+	return out, rep, nil
+}
+
+func (im *Image) rewrite(ctx context.Context, src io.ReaderAt, e Edit) ([]byte, *Report, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, nil, err
+	}
 	plan, err := newPlan(e)
 	if err != nil {
 		return nil, nil, err
@@ -317,11 +337,14 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 		ch := SegmentChange{Index: si, Compression: s.Compression, NewCompression: s.Compression,
 			OldOffset: s.Offset, OldLength: s.Length,
 			NewOffset: int64(out.Len()), OldExpanded: s.ExpandedSize, Removed: o.removed, Replaced: o.replaced}
+		if err := ctx.Err(); err != nil {
+			return nil, nil, err
+		}
 		var seg []byte
 		if o.changed || (e.Recompress && s.Compression != None) {
 			var raw bytes.Buffer
 			for _, entries := range o.archives {
-				w := NewWriter(&raw)
+				w := NewWriter(ctxWriter{ctx, &raw})
 				for _, en := range entries {
 					if err := w.WriteEntry(en); err != nil {
 						return nil, nil, fmt.Errorf("initramfs: segment %d: %w", si, err)
@@ -337,14 +360,14 @@ func (im *Image) Rewrite(src io.ReaderAt, e Edit) ([]byte, *Report, error) {
 				if e.Compression != "" {
 					ch.NewCompression = e.Compression
 				}
-				if seg, err = encode(ch.NewCompression, seg); err != nil {
+				if seg, err = encode(ctx, ch.NewCompression, seg); err != nil {
 					return nil, nil, fmt.Errorf("initramfs: segment %d: %w", si, err)
 				}
 			}
 			ch.Rewritten = true
 		} else {
 			seg = make([]byte, s.Length)
-			if _, err := src.ReadAt(seg, s.Offset); err != nil {
+			if err := readAtContext(ctx, src, seg, s.Offset); err != nil {
 				return nil, nil, fmt.Errorf("initramfs: segment %d: reading %d bytes at offset %d: %w", si, s.Length, s.Offset, err)
 			}
 			ch.NewExpanded = s.ExpandedSize
@@ -373,4 +396,11 @@ func parentOf(k string) string {
 		return "."
 	}
 	return k[:i]
+}
+
+// readAtContext fills b from r at off, ctxChunk bytes at a time, and fails with the context's error
+// once ctx is done.
+func readAtContext(ctx context.Context, r io.ReaderAt, b []byte, off int64) error {
+	_, err := io.ReadFull(ctxReader{ctx, io.NewSectionReader(r, off, int64(len(b)))}, b)
+	return err
 }

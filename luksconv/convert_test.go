@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -34,6 +35,24 @@ func fileHash(t testing.TB, path string) string {
 		t.Fatal(err)
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// warnText is the messages of ws, one a line.
+func warnText(ws []luksconv.Warning) string {
+	var b strings.Builder
+	for _, w := range ws {
+		fmt.Fprintf(&b, "%s: %s\n", w.Code, w.Message)
+	}
+	return b.String()
+}
+
+// warnMessages is the messages of ws.
+func warnMessages(ws []luksconv.Warning) []string {
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.Message)
+	}
+	return out
 }
 
 // inspectFile inspects the disk image at path and fails the test if it cannot.
@@ -96,22 +115,27 @@ func convertOpts(t *testing.T, input string, opts luksconv.PlanOptions, workers 
 	}
 	defer p.Close()
 	out := filepath.Join(t.TempDir(), "out."+string(format))
-	sink, err := luksconv.CreateFile(out, p.OutputSize, p.Format, false)
+	sink, err := luksconv.CreateFile(p, out, luksconv.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var events int
+	var events, finals int
 	res, err := luksconv.Execute(context.Background(), p, src, sink, luksconv.ExecuteOptions{
-		Workers: workers, ChunkSize: 1 << 20, Progress: func(luksconv.Progress) { events++ }})
+		Workers: workers, ChunkSize: 1 << 20, Progress: func(pr luksconv.Progress) {
+			events++
+			if pr.Final {
+				finals++
+			}
+		}})
 	if err != nil {
 		sink.Abort()
 		t.Fatalf("execute: %v", err)
 	}
-	if err := sink.Commit(); err != nil {
+	if err := sink.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if events == 0 {
-		t.Error("no progress events")
+	if events == 0 || finals != 1 {
+		t.Errorf("%d progress events, %d final ones; want some, and one final", events, finals)
 	}
 	return out, p, res
 }
@@ -232,7 +256,7 @@ func TestForeignHeaderRefused(t *testing.T) {
 	defer src.Close()
 	_, err = luksconv.NewPlan(context.Background(), src, luksconv.PlanOptions{
 		Passphrase: key, Header: openHeader(t, other.Header), Partition: f.Partition})
-	if !errors.Is(err, luksconv.ErrUsage) || !strings.Contains(err.Error(), "another disk") {
+	if !errors.Is(err, luksconv.ErrHeaderMismatch) || !strings.Contains(err.Error(), "another disk") {
 		t.Fatalf("got %v, want a refusal naming a foreign header", err)
 	}
 }
@@ -341,7 +365,17 @@ func TestExecuteCancel(t *testing.T) {
 	}
 }
 
+// nullOutput discards what is written; tests embed it and override what they watch.
+type nullOutput struct{}
+
+func (nullOutput) WriteAt(p []byte, off int64) (int, error) { return len(p), nil }
+func (nullOutput) ZeroFilled() bool                         { return true }
+func (nullOutput) Journal() luksconv.Journal                { return nil }
+func (nullOutput) Commit(context.Context) error             { return nil }
+func (nullOutput) Abort() error                             { return nil }
+
 type cancellingSink struct {
+	nullOutput
 	cancel func()
 	after  int64
 	writes atomic.Int64
@@ -353,7 +387,6 @@ func (s *cancellingSink) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return len(p), nil
 }
-func (s *cancellingSink) ZeroFilled() bool { return true }
 
 // TestVHDPaddingRelocatesGPT converts a disk whose size is not a whole MiB to VHD: the output is padded
 // to the next MiB and the backup GPT moves to the new end, which sgdisk must find clean.
@@ -452,7 +485,7 @@ func TestAutoDiscovery(t *testing.T) {
 					t.Fatalf("the converted disk still shows LUKS on partition %d", pi.Number)
 				}
 			}
-			if !strings.Contains(strings.Join(rep.Warnings, "\n"), "converted before") {
+			if !strings.Contains(warnText(rep.Warnings), "converted before") {
 				t.Errorf("no warning about the leftover header: %v", rep.Warnings)
 			}
 		})
@@ -511,7 +544,7 @@ func TestUsedBlocksOnly(t *testing.T) {
 		}
 	}
 	out := filepath.Join(t.TempDir(), "used.raw")
-	sink, err := luksconv.CreateFile(out, used.OutputSize, used.Format, false)
+	sink, err := luksconv.CreateFile(used, out, luksconv.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,7 +552,7 @@ func TestUsedBlocksOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := sink.Commit(); err != nil {
+	if err := sink.Commit(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	if res.BytesCopied+res.BytesDecrypted != used.Totals.Copy+used.Totals.Decrypt {

@@ -34,15 +34,15 @@ var partuuidArg = regexp.MustCompile(`(?:^|[\s"'=])rd\.luks\.ade\.partuuid=([0-9
 
 // discoverADE looks on every XFS partition for ADE's detached header and the kernel argument naming the
 // encrypted partition. It returns the header (readable through the filesystem) or nil when there is none.
-func discoverADE(src *Source, parts []PartitionInfo) (*ADEInfo, *Header, []string) {
-	var warns []string
+func discoverADE(src *Source, parts []PartitionInfo) (*ADEInfo, *Header, []Warning) {
+	var warns []Warning
 	for _, p := range parts {
 		if p.Content != ContentXFS {
 			continue
 		}
 		fs, err := xfs.Open(io.NewSectionReader(src, p.Offset, p.Size), p.Size)
 		if err != nil {
-			warns = append(warns, fmt.Sprintf("partition %d: %v", p.Number, err))
+			warns = append(warns, warning(WarnUnreadable, "%v", layerErr(fmt.Sprintf("partition %d", p.Number), p.Offset, nil, err)))
 			continue
 		}
 		ino, err := fs.LookupFollow(ADEHeaderPath)
@@ -51,7 +51,7 @@ func discoverADE(src *Source, parts []PartitionInfo) (*ADEInfo, *Header, []strin
 		}
 		r, err := fs.FileReader(ino)
 		if err != nil {
-			warns = append(warns, fmt.Sprintf("partition %d: %s: %v", p.Number, ADEHeaderPath, err))
+			warns = append(warns, warning(WarnADEHeader, "%v", layerErr(fmt.Sprintf("partition %d", p.Number), p.Offset, nil, fmt.Errorf("%s: %w", ADEHeaderPath, err))))
 			continue
 		}
 		info := &ADEInfo{BootPartition: p.Number, HeaderPath: ADEHeaderPath, HeaderSize: ino.Size}

@@ -5,53 +5,41 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
-	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/luksconv/luksconv/internal/zeros"
 )
-
-// Sink is where the output disk is written.
-type Sink interface {
-	io.WriterAt
-	// ZeroFilled reports that every byte not written reads as zero (a new sparse file, a fresh upload
-	// disk), so all-zero chunks need not be written.
-	ZeroFilled() bool
-}
-
-// resumable is a Sink that remembers what an earlier, interrupted run already wrote (a page blob with a
-// journal): Execute skips those chunks, and reports chunks it skips for being zero.
-type resumable interface {
-	Done(off, n int64) bool
-	MarkDone(off, n int64) error
-}
 
 // ExecuteOptions tune Execute. The zero value is usable.
 type ExecuteOptions struct {
-	// Workers is the number of chunks in flight (default: the number of CPUs, at least 2 so that one
-	// worker's reads overlap another's decryption and writes, and at most 16 so that memory stays
-	// bounded on large machines).
+	// Workers is the number of chunks in flight, at most MaxWorkers (default: the number of CPUs, at
+	// least 2 so that one worker's reads overlap another's decryption and writes, and at most 16 so
+	// that memory stays bounded on large machines).
 	Workers int
-	// ChunkSize is the unit of work in bytes, a multiple of 4096 (default 4 MiB).
+	// ChunkSize is the unit of work in bytes, a multiple of 4096 up to MaxChunkSize (default 4 MiB).
 	ChunkSize int
-	// Progress, if set, receives events from a single goroutine at ProgressInterval and once at the end.
+	// Progress, if set, receives events from one goroutine, never two at once: every
+	// ProgressInterval, and a final one (Final set) when Execute ends, also on error or cancellation.
 	Progress func(Progress)
 	// ProgressInterval defaults to 250ms.
 	ProgressInterval time.Duration
 }
 
-// Progress is a snapshot of a running conversion.
+// Progress is a snapshot of a running Execute or Verify.
 type Progress struct {
-	// Done and Total count the bytes of Copy and Decrypt regions.
+	// Done and Total count the bytes of Copy and Decrypt regions (Verify: of every region).
 	Done, Total int64
-	// Written counts bytes handed to the sink; Skipped counts all-zero bytes not written.
+	// Written counts bytes handed to the output; Skipped counts all-zero bytes not written (Execute).
 	Written, Skipped int64
 	Elapsed          time.Duration
-	Final            bool
+	// Final marks the last event. Err is then why the run stopped early, nil when it completed.
+	Final bool
+	Err   error
 }
 
-// Result summarises a finished conversion.
+// Result summarises a finished conversion: plain data.
 type Result struct {
 	BytesCopied    int64 `json:"bytes_copied"`
 	BytesDecrypted int64 `json:"bytes_decrypted"`
@@ -68,194 +56,108 @@ type Result struct {
 	Duration                time.Duration `json:"duration_ns"`
 }
 
-// DefaultChunkSize is the default unit of work.
-const DefaultChunkSize = 4 << 20
-
-// maxDefaultWorkers caps the default worker count: 16 × DefaultChunkSize is 64 MiB of buffers.
-const maxDefaultWorkers = 16
-
-type job struct {
-	kind   RegionKind
-	off    int64 // output offset
-	n      int
-	src    int64
-	iv     uint64
-	asZero bool // all-zero ciphertext stays zero (Region.ZeroCiphertextAsZero)
-}
-
-// Execute produces the output described by p from src into sink. Each worker reads, decrypts and writes
-// one chunk at a time in its own buffer, so with two or more workers reads, decryption and writes
-// overlap; nothing is allocated per chunk. Memory use is Workers × ChunkSize, whatever the disk size.
-// On error or cancellation it stops early; the sink then holds a partial output that the caller must
-// discard.
-func Execute(ctx context.Context, p *Plan, src io.ReaderAt, sink Sink, opts ExecuteOptions) (*Result, error) {
-	if p.cipher == nil {
-		return nil, errors.New("luksconv: plan has no unlocked key (closed, or decoded from JSON)")
+// Execute produces the output described by p from src, the disk p was made from, into out. Each
+// worker reads, decrypts and writes one chunk at a time in its own buffer, so with two or more workers
+// reads, decryption and writes overlap; nothing is allocated per chunk. Memory use is Workers ×
+// ChunkSize, whatever the disk size. src may return io.EOF with the last bytes of a read, as the
+// io.ReaderAt contract allows.
+//
+// On error or cancellation it stops early and returns the error (ctx's cause; ErrPlanClosed when the
+// plan was closed); out then holds a partial output that the caller must Abort. Execute neither commits
+// nor aborts out.
+func Execute(ctx context.Context, p *Plan, src io.ReaderAt, out Output, opts ExecuteOptions) (*Result, error) {
+	pl, err := newPipeline(opts.Workers, opts.ChunkSize, opts.Progress, opts.ProgressInterval)
+	if err != nil {
+		return nil, err
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = min(max(runtime.NumCPU(), 2), maxDefaultWorkers)
+	ctx, rd, release, err := p.use(ctx)
+	if err != nil {
+		return nil, err
 	}
-	chunk := opts.ChunkSize
-	if chunk <= 0 {
-		chunk = DefaultChunkSize
-	}
-	if chunk%4096 != 0 {
-		return nil, fmt.Errorf("chunk size %d is not a multiple of 4096: %w", chunk, ErrUsage)
-	}
-	interval := opts.ProgressInterval
-	if interval <= 0 {
-		interval = 250 * time.Millisecond
-	}
-
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	start := time.Now()
+	defer release()
+	rd = rd.WithData(src)
 	var st struct {
 		done, written, skipped, copied, decrypted, resumed atomic.Int64
 		zeroZeroed, zeroDecrypted                          atomic.Int64
 	}
-	resume, _ := sink.(resumable)
+	journal := out.Journal()
+	zeroFilled := out.ZeroFilled()
 	total := p.Totals.Copy + p.Totals.Decrypt
+	start := time.Now()
 
-	jobs := make(chan job, workers)
-	var firstErr error
-	var errOnce sync.Once
-	fail := func(err error) {
-		errOnce.Do(func() { firstErr = err; cancel() })
-	}
-
-	// Producer: cut regions into chunks. Zero regions produce work only where a patch lands, or
-	// everywhere when the sink is not zero-filled.
-	go func() {
-		defer close(jobs)
-		emit := func(j job) bool {
-			select {
-			case jobs <- j:
-				return true
-			case <-ctx.Done():
-				return false
+	// Zero regions produce work only where a patch lands, unless the output holds old data.
+	var keep func(r *Region) [][2]int64
+	if zeroFilled {
+		keep = func(r *Region) [][2]int64 {
+			if r.Kind == Zero {
+				return p.patchRanges(r.Offset, r.Length)
 			}
+			return [][2]int64{{r.Offset, r.Length}}
 		}
-		for _, r := range p.Regions {
-			ranges := [][2]int64{{r.Offset, r.Length}}
-			if r.Kind == Zero && sink.ZeroFilled() {
-				ranges = p.patchRanges(r.Offset, r.Length)
+	}
+	work := func(ctx context.Context, bufs [][]byte, c chunk) error {
+		b := bufs[0][:c.n]
+		n := int64(c.n)
+		if journal != nil && journal.Done(c.off, n) {
+			st.resumed.Add(n)
+			if c.r.Kind != Zero {
+				st.done.Add(n)
 			}
-			for _, rg := range ranges {
-				for o := int64(0); o < rg[1]; o += int64(chunk) {
-					n := min(int64(chunk), rg[1]-o)
-					rel := rg[0] - r.Offset + o
-					j := job{kind: r.Kind, off: rg[0] + o, n: int(n), src: r.Source + rel}
-					if r.Kind == Decrypt {
-						j.iv = r.IV + uint64(rel/512)
-						j.asZero = r.ZeroCiphertextAsZero
-					}
-					if !emit(j) {
-						return
-					}
-				}
-			}
+			return nil
 		}
-	}()
-
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			buf := make([]byte, chunk)
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue // drain
-				}
-				b := buf[:j.n]
-				if resume != nil && resume.Done(j.off, int64(j.n)) {
-					st.resumed.Add(int64(j.n))
-					if j.kind != Zero {
-						st.done.Add(int64(j.n))
-					}
-					continue
-				}
-				switch j.kind {
-				case Zero:
-					clear(b)
-				default:
-					if _, err := src.ReadAt(b, j.src); err != nil {
-						if err == io.EOF {
-							err = fmt.Errorf("source ends before byte %d: %w", j.src+int64(j.n), ErrTruncated)
-						}
-						fail(fmt.Errorf("reading source at %d: %w", j.src, err))
-						continue
-					}
-					if j.kind == Decrypt {
-						if z := decryptChunk(p.cipher, b, j.iv, j.asZero); z > 0 && j.asZero {
-							st.zeroZeroed.Add(z)
-						} else if z > 0 {
-							st.zeroDecrypted.Add(z)
-						}
-						st.decrypted.Add(int64(j.n))
-					} else {
-						st.copied.Add(int64(j.n))
-					}
-					st.done.Add(int64(j.n))
-				}
-				p.applyPatches(b, j.off)
-				if sink.ZeroFilled() && allZero(b) {
-					st.skipped.Add(int64(j.n))
-					if resume != nil {
-						if err := resume.MarkDone(j.off, int64(j.n)); err != nil {
-							fail(err)
-						}
-					}
-					continue
-				}
-				if _, err := sink.WriteAt(b, j.off); err != nil {
-					fail(fmt.Errorf("writing output at %d: %w", j.off, err))
-					continue
-				}
-				st.written.Add(int64(j.n))
+		switch c.r.Kind {
+		case Zero:
+			clear(b)
+		case Copy:
+			if err := readFull(src, b, c.src(), "source"); err != nil {
+				return err
 			}
-			clear(buf) // it held plaintext
-		}()
-	}
-
-	snapshot := func(final bool) Progress {
-		return Progress{Done: st.done.Load(), Total: total, Written: st.written.Load(), Skipped: st.skipped.Load(),
-			Elapsed: time.Since(start), Final: final}
-	}
-	finished := make(chan struct{})
-	var pwg sync.WaitGroup
-	if opts.Progress != nil {
-		pwg.Add(1)
-		go func() {
-			defer pwg.Done()
-			t := time.NewTicker(interval)
-			defer t.Stop()
-			for {
-				select {
-				case <-t.C:
-					opts.Progress(snapshot(false))
-				case <-finished:
-					return
-				}
+			st.copied.Add(n)
+			st.done.Add(n)
+		case Decrypt:
+			z, err := rd.ReadSectors(b, c.src()-p.Volume.PayloadOffset, c.r.ZeroCiphertextAsZero)
+			if err != nil {
+				return sourceErr(err, c.src(), n)
 			}
-		}()
+			if c.r.ZeroCiphertextAsZero {
+				st.zeroZeroed.Add(z)
+			} else {
+				st.zeroDecrypted.Add(z)
+			}
+			st.decrypted.Add(n)
+			st.done.Add(n)
+		}
+		p.applyPatches(b, c.off)
+		if zeroFilled && zeros.Only(b) {
+			st.skipped.Add(n)
+			if journal != nil {
+				return journal.MarkDone(c.off, n)
+			}
+			return nil
+		}
+		if _, err := out.WriteAt(b, c.off); err != nil {
+			return fmt.Errorf("writing output at %d: %w", c.off, err)
+		}
+		st.written.Add(n)
+		return nil
 	}
-	wg.Wait()
-	close(finished)
-	pwg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		// Cancelled by the caller: workers skipped what was left, so the output is incomplete.
-		firstErr = ctx.Err()
+	snapshot := func() Progress {
+		return Progress{Done: st.done.Load(), Total: total, Written: st.written.Load(), Skipped: st.skipped.Load()}
 	}
-	if firstErr == nil && opts.Progress != nil {
-		opts.Progress(snapshot(true))
-	}
+	err = pl.run(ctx, 1, pl.chunks(p.Regions, keep), work, snapshot)
 	res := &Result{BytesCopied: st.copied.Load(), BytesDecrypted: st.decrypted.Load(), BytesWritten: st.written.Load(),
 		BytesSkipped: st.skipped.Load(), BytesResumed: st.resumed.Load(), ZeroCiphertextZeroed: st.zeroZeroed.Load(),
 		ZeroCiphertextDecrypted: st.zeroDecrypted.Load(), Duration: time.Since(start)}
-	return res, firstErr
+	return res, err
+}
+
+// sourceErr describes a failed read of n ciphertext bytes at source offset off: a source that ends
+// early wraps ErrTruncated.
+func sourceErr(err error, off, n int64) error {
+	if errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("source ends before byte %d: %w", off+n, ErrTruncated)
+	}
+	return fmt.Errorf("reading source at %d: %w", off, err)
 }
 
 // patchAlign is the unit patch writes inside Zero regions are widened to: sinks such as page blobs

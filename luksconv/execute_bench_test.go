@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/luksconv/luksconv/diskcipher"
+	"github.com/luksconv/luksconv/luks"
 )
 
 // memSink is an in-memory output disk.
@@ -21,7 +22,10 @@ func (s *memSink) WriteAt(p []byte, off int64) (int, error) {
 	}
 	return copy(s.b[off:], p), nil
 }
-func (s *memSink) ZeroFilled() bool { return false }
+func (s *memSink) ZeroFilled() bool                 { return false }
+func (s *memSink) Journal() Journal                 { return nil }
+func (s *memSink) Commit(ctx context.Context) error { return nil }
+func (s *memSink) Abort() error                     { return nil }
 
 // memPlan is a plan that decrypts a whole in-memory volume of n bytes of pseudo-random ciphertext
 // with a 512-bit aes-xts-plain64 key; the second half is marked ZeroCiphertextAsZero.
@@ -38,8 +42,12 @@ func memPlan(t testing.TB, n int64) (*Plan, []byte) {
 	src := make([]byte, n)
 	r := rand.NewChaCha8([32]byte{1})
 	r.Read(src)
+	rd, err := luks.NewCipherReader(nil, 0, n, c, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
 	half := n / 2
-	p := &Plan{cipher: c, OutputSize: n, Regions: []Region{
+	p := &Plan{key: &planKey{rd: rd}, OutputSize: n, Regions: []Region{
 		{Kind: Decrypt, Offset: 0, Length: half},
 		{Kind: Decrypt, Offset: half, Length: n - half, Source: half, IV: uint64(half / 512), ZeroCiphertextAsZero: true},
 	}}
@@ -103,57 +111,5 @@ func BenchmarkExecute(b *testing.B) {
 			runtime.ReadMemStats(&z)
 			b.ReportMetric(float64(z.Mallocs-a.Mallocs)/float64(b.N)/chunks, "allocs/chunk")
 		})
-	}
-}
-
-// TestDecryptChunk: without zero sectors, decryptChunk is plain decryption; with asZero, all-zero
-// ciphertext sectors stay zero and the others decrypt with their own IVs; the count is exact.
-func TestDecryptChunk(t *testing.T) {
-	for _, ss := range []int{512, 4096} {
-		c, err := diskcipher.New("aes-xts-plain64", bytes.Repeat([]byte{3, 9}, 32), ss)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plain := make([]byte, 16*ss)
-		rand.NewChaCha8([32]byte{2}).Read(plain)
-		ct := make([]byte, len(plain))
-		const iv = 1000
-		c.Encrypt(ct, plain, iv)
-		for _, z := range []int{0, 3, 4, 15} { // zero some ciphertext sectors
-			clear(ct[z*ss : (z+1)*ss])
-		}
-		want := bytes.Clone(ct)
-		c.Decrypt(want, want, iv)
-		got := bytes.Clone(ct)
-		if n := decryptChunk(c, got, iv, false); n != int64(4*ss) || !bytes.Equal(got, want) {
-			t.Fatalf("sector %d, asZero false: counted %d, equal %v", ss, n, bytes.Equal(got, want))
-		}
-		got = bytes.Clone(ct)
-		if n := decryptChunk(c, got, iv, true); n != int64(4*ss) {
-			t.Fatalf("sector %d: counted %d zero bytes, want %d", ss, n, 4*ss)
-		}
-		for s := range 16 {
-			g, w := got[s*ss:(s+1)*ss], plain[s*ss:(s+1)*ss]
-			if s == 0 || s == 3 || s == 4 || s == 15 {
-				w = make([]byte, ss)
-			}
-			if !bytes.Equal(g, w) {
-				t.Fatalf("sector size %d: sector %d wrong", ss, s)
-			}
-		}
-
-		// The analysis reader gives the same plaintext for reads at any offset and length.
-		r := &zeroCipherReader{data: bytes.NewReader(append(make([]byte, 7*512), ct...)), off: 7 * 512,
-			size: int64(len(ct)), iv0: iv, cipher: c}
-		all := bytes.Clone(got)
-		for _, rg := range [][2]int{{0, len(all)}, {1, 700}, {ss - 3, 2*ss + 5}, {len(all) - 10, 10}} {
-			b := make([]byte, rg[1])
-			if n, err := r.ReadAt(b, int64(rg[0])); err != nil || n != rg[1] || !bytes.Equal(b, all[rg[0]:rg[0]+rg[1]]) {
-				t.Fatalf("sector %d: ReadAt(%d, %d) = %d, %v, equal %v", ss, rg[1], rg[0], n, err, bytes.Equal(b, all[rg[0]:rg[0]+rg[1]]))
-			}
-		}
-		if n, err := r.ReadAt(make([]byte, 20), int64(len(all)-10)); n != 10 || err != io.EOF {
-			t.Fatalf("read past the end: %d, %v", n, err)
-		}
 	}
 }

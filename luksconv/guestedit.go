@@ -1,6 +1,7 @@
 package luksconv
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +11,10 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/initramfs"
+	"github.com/luksconv/luksconv/internal/zeros"
 	"github.com/luksconv/luksconv/xfs"
 )
 
@@ -59,6 +62,7 @@ type wipe struct {
 
 // guestEditor computes the guest edits as output patches.
 type guestEditor struct {
+	ctx      context.Context // initramfs re-compression stops when it ends
 	strict   bool
 	policy   guest.Policy
 	fss      []*guestFS
@@ -66,7 +70,7 @@ type guestEditor struct {
 	root     *guestFS
 	edits    []Edit
 	patches  []Patch
-	warnings []string
+	warnings []Warning
 	files    []scanned
 	wipes    []wipe
 	// initramfs results for the readiness check: path -> residue left (nil: clean)
@@ -93,8 +97,8 @@ type guestOptions struct {
 // guestEdits finds the guest's /boot, root and fstab-mounted XFS filesystems on vols and computes the
 // edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
 // everything else that cannot be done is a warning.
-func guestEdits(vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*guestEditor, error) {
-	e := &guestEditor{strict: opts.strictInitramfs, seen: map[string]bool{}, initrd: map[string][]string{},
+func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*guestEditor, error) {
+	e := &guestEditor{ctx: ctx, strict: opts.strictInitramfs, seen: map[string]bool{}, initrd: map[string][]string{},
 		espRead: map[int]bool{}, espErr: map[int]string{}}
 	for _, p := range parts {
 		if p.Content == ContentFAT {
@@ -141,7 +145,9 @@ func guestEdits(vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*
 	return e, nil
 }
 
-func (e *guestEditor) warn(s string) { e.warnings = append(e.warnings, s) }
+func (e *guestEditor) warn(code WarningCode, format string, args ...any) {
+	e.warnings = append(e.warnings, warning(code, format, args...))
+}
 
 // fixFunc computes a file's new content (nil: no change) within room bytes.
 type fixFunc func(b []byte, room int) ([]byte, []guest.Change, error)
@@ -212,7 +218,7 @@ func (e *guestEditor) rootEdits() error {
 			if ents, err := g.fs.ReadDir(p); err == nil {
 				for _, d := range ents {
 					if strings.HasSuffix(d.Name, ".orig") {
-						e.warn(fmt.Sprintf("%s holds %s: ADE patched dracut's 90crypt module; restore the .orig files and rebuild the initramfs in the guest", dir, d.Name))
+						e.warn(WarnRebuildInitramfs, "%s holds %s: ADE patched dracut's 90crypt module; restore the .orig files and rebuild the initramfs in the guest", dir, d.Name)
 						break
 					}
 				}
@@ -248,13 +254,13 @@ func (e *guestEditor) bootEdits() error {
 			if len(e.espRead) > 0 && strings.Contains(t, "efi/EFI/") {
 				continue // edited on the EFI System Partition
 			}
-			e.warn(fmt.Sprintf("%s is a symbolic link to %s (the EFI System Partition, FAT), which luksconv does not edit yet: its kernelopts may still carry ADE's arguments", gp, t))
+			e.warn(WarnNotEdited, "%s is a symbolic link to %s (the EFI System Partition, FAT), which luksconv does not edit yet: its kernelopts may still carry ADE's arguments", gp, t)
 			continue
 		}
 		e.editFile(gp, func(b []byte, _ int) ([]byte, []guest.Change, error) {
 			n, c, err := pol.FixGrubenv(b)
 			if errors.Is(err, guest.ErrNotGrubenv) {
-				e.warn(fmt.Sprintf("%s: %v; left alone", gp, err))
+				e.warn(WarnNotEdited, "%s: %v; left alone", gp, err)
 				return nil, nil, nil
 			}
 			return n, c, err
@@ -290,8 +296,8 @@ func (e *guestEditor) bootEdits() error {
 			e.bootArgs = pol.AddArgs // an earlier conversion added them
 		}
 		if e.bootArgs == nil && g.readOnly == nil {
-			e.warn(fmt.Sprintf("%s; but no boot loader command line on %s took the arguments %s: add them by hand (grub's e key) or rebuild the initramfs in the guest",
-				pol.AddWhy, g.label(), strings.Join(pol.AddArgs, " ")))
+			e.warn(WarnInitramfsKept, "%s; but no boot loader command line on %s took the arguments %s: add them by hand (grub's e key) or rebuild the initramfs in the guest",
+				pol.AddWhy, g.label(), strings.Join(pol.AddArgs, " "))
 		}
 	}
 	e.wipeTree(g.guestPath("/luks"), "wipe ADE's detached LUKS header (it holds the encrypted volume key)")
@@ -319,7 +325,7 @@ func (e *guestEditor) bootPolicy() guest.Policy {
 	hook, lvmFilter, crypttab := false, false, false
 	for _, k := range e.kept {
 		if k.hook == "91ade" {
-			e.warn(fmt.Sprintf("%s keeps RHEL 7's 91ade hook, which no kernel argument switches off: rebuild the initramfs in the guest (dracut -f --regenerate-all) before booting the plaintext disk", k.path))
+			e.warn(WarnRebuildInitramfs, "%s keeps RHEL 7's 91ade hook, which no kernel argument switches off: rebuild the initramfs in the guest (dracut -f --regenerate-all) before booting the plaintext disk", k.path)
 			continue
 		}
 		paths = append(paths, k.path)
@@ -362,7 +368,7 @@ func (e *guestEditor) canEdit(g *guestFS) bool {
 	}
 	if !g.warned {
 		g.warned = true
-		e.warn(fmt.Sprintf("%s is not edited: %v", g.label(), g.readOnly))
+		e.warn(WarnNotEdited, "%s is not edited: %v", g.label(), g.readOnly)
 	}
 	return false
 }
@@ -386,7 +392,7 @@ func (e *guestEditor) editFile(guestPath string, fix fixFunc) {
 	ino, err := g.fs.Lookup(p)
 	if err != nil {
 		if !errors.Is(err, fs.ErrNotExist) {
-			e.warn(fmt.Sprintf("%s: %v", guestPath, err))
+			e.warn(WarnUnreadable, "%s: %v", guestPath, err)
 		}
 		return
 	}
@@ -394,31 +400,31 @@ func (e *guestEditor) editFile(guestPath string, fix fixFunc) {
 		return
 	}
 	if ino.Size > maxConfigFile {
-		e.warn(fmt.Sprintf("%s: %d bytes is too large for a configuration file; not examined", guestPath, ino.Size))
+		e.warn(WarnNotEdited, "%s: %d bytes is too large for a configuration file; not examined", guestPath, ino.Size)
 		return
 	}
 	b, err := readInode(g.fs, ino)
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: %v", guestPath, err))
+		e.warn(WarnUnreadable, "%s: %v", guestPath, err)
 		return
 	}
 	room, err := fileRoom(g.fs, ino)
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: %v", guestPath, err))
+		e.warn(WarnUnreadable, "%s: %v", guestPath, err)
 		return
 	}
 	n, changes, err := fix(b, int(room))
 	sc := scanned{path: guestPath, before: b, after: b}
 	defer func() { e.files = append(e.files, sc) }()
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: not edited: %v", guestPath, err))
+		e.warn(WarnNotEdited, "%s: not edited: %v", guestPath, err)
 		return
 	}
 	if n == nil || !e.canEdit(g) {
 		return
 	}
 	if err := e.rewrite(g, ino, n, "guest edit: "+guestPath); err != nil {
-		e.warn(fmt.Sprintf("%s: not edited: %v", guestPath, err))
+		e.warn(WarnNotEdited, "%s: not edited: %v", guestPath, err)
 		return
 	}
 	sc.after = n
@@ -456,7 +462,7 @@ func (e *guestEditor) wipeTree(dir, why string) {
 	walk = func(gp, p string, ino *xfs.Inode, depth int) {
 		if visited++; visited > maxWalk || depth > 32 {
 			if visited == maxWalk+1 {
-				e.warn(fmt.Sprintf("%s: more than %d entries; the rest is not wiped", dir, maxWalk))
+				e.warn(WarnNotEdited, "%s: more than %d entries; the rest is not wiped", dir, maxWalk)
 			}
 			return
 		}
@@ -464,13 +470,13 @@ func (e *guestEditor) wipeTree(dir, why string) {
 		case ino.IsDir():
 			ents, err := g.fs.ReadDirInode(ino)
 			if err != nil {
-				e.warn(fmt.Sprintf("%s: %v", gp, err))
+				e.warn(WarnUnreadable, "%s: %v", gp, err)
 				return
 			}
 			for _, d := range ents {
 				child, err := g.fs.Inode(d.Ino)
 				if err != nil {
-					e.warn(fmt.Sprintf("%s/%s: %v", gp, d.Name, err))
+					e.warn(WarnUnreadable, "%s/%s: %v", gp, d.Name, err)
 					continue
 				}
 				walk(gp+"/"+d.Name, p+"/"+d.Name, child, depth+1)
@@ -491,7 +497,7 @@ func (e *guestEditor) wipeFile(g *guestFS, gp string, ino *xfs.Inode, why string
 		err = errors.New("reflinked file: its blocks may be shared")
 	}
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: not wiped: %v", gp, err))
+		e.warn(WarnNotEdited, "%s: not wiped: %v", gp, err)
 		return
 	}
 	if r, err := g.fs.FileReader(ino); err == nil && allZeroReader(r) {
@@ -504,7 +510,7 @@ func (e *guestEditor) wipeFile(g *guestFS, gp string, ino *xfs.Inode, why string
 		return
 	}
 	if err := e.addWrites(g, e.zeroWrites(ranges), "guest edit: wipe "+gp); err != nil {
-		e.warn(fmt.Sprintf("%s: not wiped: %v", gp, err))
+		e.warn(WarnNotEdited, "%s: not wiped: %v", gp, err)
 		return
 	}
 	w.after = true
@@ -516,7 +522,7 @@ func allZeroReader(r *io.SectionReader) bool {
 	buf := make([]byte, 64<<10)
 	for off := int64(0); off < min(r.Size(), 64<<20); off += int64(len(buf)) {
 		n, err := r.ReadAt(buf, off)
-		if !allZero(buf[:n]) {
+		if !zeros.Only(buf[:n]) {
 			return false
 		}
 		if err != nil {
@@ -546,7 +552,7 @@ func (e *guestEditor) rewrite(g *guestFS, ino *xfs.Inode, data []byte, why strin
 }
 
 // zeroWrites returns writes of zeros over the device ranges, sharing one buffer.
-func (e *guestEditor) zeroWrites(ranges []xfs.Range) []xfs.Write {
+func (e *guestEditor) zeroWrites(ranges []extent.Range) []xfs.Write {
 	const piece = 1 << 20
 	if e.zero == nil {
 		e.zero = make([]byte, piece)
@@ -570,8 +576,8 @@ func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
 		}
 		pos := int64(0)
 		for _, r := range rs {
-			ps = append(ps, Patch{Offset: r.off, Length: int(r.n), Why: why, Data: w.Data[pos : pos+r.n]})
-			pos += r.n
+			ps = append(ps, Patch{Offset: r.Off, Length: int(r.Len), Why: why, Data: w.Data[pos : pos+r.Len]})
+			pos += r.Len
 		}
 		if pos != int64(len(w.Data)) {
 			return fmt.Errorf("%s: device bytes %d+%d map to %d output bytes", g.name, w.Offset, len(w.Data), pos)
@@ -583,7 +589,7 @@ func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
 
 // editGuest adds the guest edits to the plan: the decrypted volume is read through plain, whose byte 0
 // lands at output offset volOut; the other partitions are read from src.
-func (p *Plan) editGuest(src *Source, rep *Report, plain io.ReaderAt, volOut, volSize int64, content Content, opts PlanOptions) error {
+func (p *Plan) editGuest(ctx context.Context, src *Source, rep *Report, plain io.ReaderAt, volOut, volSize int64, content Content, opts PlanOptions) error {
 	var vols []guestVolume
 	var luksLeft []string
 	for _, pi := range rep.Partitions {
@@ -597,8 +603,11 @@ func (p *Plan) editGuest(src *Source, rep *Report, plain io.ReaderAt, volOut, vo
 				size: pi.Size, out: pi.Offset, content: pi.Content})
 		}
 	}
-	e, err := guestEdits(vols, rep.Partitions, guestOptions{strictInitramfs: opts.StrictInitramfs})
+	e, err := guestEdits(ctx, vols, rep.Partitions, guestOptions{strictInitramfs: opts.StrictInitramfs})
 	if err != nil {
+		return err
+	}
+	if err := ctx.Err(); err != nil {
 		return err
 	}
 	p.Warnings = append(p.Warnings, e.warnings...)
@@ -612,7 +621,7 @@ func (p *Plan) editGuest(src *Source, rep *Report, plain io.ReaderAt, volOut, vo
 
 // inspectGuest adds to rep what convert would change in the guest and the readiness of the guest as it
 // is. Without a key only unencrypted filesystems can be read: for an ADE disk that is /boot.
-func inspectGuest(src *Source, rep *Report) {
+func inspectGuest(ctx context.Context, src *Source, rep *Report) error {
 	var vols []guestVolume
 	var luksLeft []string
 	for _, pi := range rep.Partitions {
@@ -626,16 +635,17 @@ func inspectGuest(src *Source, rep *Report) {
 	}
 	opts := guestOptions{}
 	if len(luksLeft) > 0 {
-		opts.noRootReason = "the root filesystem is encrypted: `luksconv plan` with the key shows its edits"
+		opts.noRootReason = "the root filesystem is encrypted: a plan, made with the key, shows its edits"
 	}
-	e, err := guestEdits(vols, rep.Partitions, opts)
+	e, err := guestEdits(ctx, vols, rep.Partitions, opts)
 	if err != nil {
-		rep.Warnings = append(rep.Warnings, err.Error())
-		return
+		rep.Warnings = append(rep.Warnings, warning(WarnNotEdited, "%v", err))
+		return ctx.Err()
 	}
 	rep.Warnings = append(rep.Warnings, e.warnings...)
 	rep.Edits = e.edits
 	if e.boot != nil || e.root != nil {
 		rep.Readiness = e.readiness(luksLeft, false)
 	}
+	return ctx.Err()
 }

@@ -203,7 +203,7 @@ func TestGuestEdits(t *testing.T) {
 					t.Errorf("no edit of %s", want)
 				}
 			}
-			warns := strings.Join(p.Warnings, "\n")
+			warns := warnText(p.Warnings)
 			if !strings.Contains(warns, "is not an initramfs luksconv can read") {
 				t.Errorf("no warning about the fixture's random initramfs:\n%s", warns)
 			}
@@ -288,7 +288,7 @@ func TestGuestEdits(t *testing.T) {
 			if len(rep.Edits) != 0 {
 				t.Errorf("inspect of the output still finds edits to make: %+v", rep.Edits)
 			}
-			for _, w := range rep.Warnings {
+			for _, w := range warnMessages(rep.Warnings) {
 				if strings.Contains(w, "took the arguments") {
 					t.Errorf("inspect of the output does not see the kernel arguments the conversion added: %s", w)
 				}
@@ -585,9 +585,9 @@ func TestGuestEditsInitramfs(t *testing.T) {
 				// Did not fit: a warning naming the file, a failed readiness check, and a refusal
 				// under StrictInitramfs.
 				if compress == "--no-compress" {
-					t.Fatalf("no edit of the uncompressed initramfs; warnings:\n%s", strings.Join(p.Warnings, "\n"))
+					t.Fatalf("no edit of the uncompressed initramfs; warnings:\n%s", warnText(p.Warnings))
 				}
-				warns := strings.Join(p.Warnings, "\n")
+				warns := warnText(p.Warnings)
 				if !strings.Contains(warns, "/boot"+imgName) || !strings.Contains(warns, "does not fit") {
 					t.Errorf("no warning naming %s:\n%s", imgName, warns)
 				}
@@ -709,7 +709,7 @@ func TestGuestEditsRefuseUnwritableFS(t *testing.T) {
 			t.Fatalf("patch at %d lands in /boot: %s", pt.Offset, pt.Why)
 		}
 	}
-	if w := strings.Join(p.Warnings, "\n"); !strings.Contains(w, "/boot (partition 1) is not edited") || !strings.Contains(w, "NEEDSREPAIR") {
+	if w := warnText(p.Warnings); !strings.Contains(w, "/boot (partition 1) is not edited") || !strings.Contains(w, "NEEDSREPAIR") {
 		t.Errorf("no warning about /boot:\n%s", w)
 	}
 	if p.Readiness == nil || p.Readiness.Ready {

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/xfs"
 )
@@ -23,9 +24,6 @@ type guestVolume struct {
 	content  Content
 }
 
-// outRange is a run of output bytes.
-type outRange struct{ off, n int64 }
-
 // guestFS is an XFS filesystem of the guest and how its device maps to the output.
 type guestFS struct {
 	name     string // "partition 2", "rootvg/varlv"
@@ -33,7 +31,7 @@ type guestFS struct {
 	partUUID string
 	vg, lv   string
 	fs       *xfs.FS
-	toOut    func(off, n int64) ([]outRange, error)
+	toOut    func(off, n int64) ([]extent.Range, error) // device bytes to output bytes
 	mount    string
 	readOnly error // why it must not be edited, nil if it may be
 	warned   bool
@@ -67,13 +65,13 @@ func (e *guestEditor) discover(v guestVolume) {
 	case ContentXFS:
 		x, err := xfs.Open(v.r, v.size)
 		if err != nil {
-			e.warn(fmt.Sprintf("partition %d: %v", v.part, err))
+			e.warn(WarnUnreadable, "partition %d: %v", v.part, err)
 			return
 		}
 		out := v.out
 		e.fss = append(e.fss, &guestFS{name: fmt.Sprintf("partition %d", v.part), part: v.part, partUUID: v.partUUID,
-			fs: x, readOnly: x.Writable(), toOut: func(off, n int64) ([]outRange, error) {
-				return []outRange{{out + off, n}}, nil
+			fs: x, readOnly: x.Writable(), toOut: func(off, n int64) ([]extent.Range, error) {
+				return []extent.Range{{Off: out + off, Len: n}}, nil
 			}})
 	case ContentLVM2:
 		pv, err := lvm.Open(v.r, v.size)
@@ -90,19 +88,19 @@ func (e *guestEditor) discover(v guestVolume) {
 			name := pv.VG.Name + "/" + lv.Name
 			x, err := xfs.Open(lvr, lv.Size)
 			if err != nil {
-				e.warn(fmt.Sprintf("%s: %v", name, err))
+				e.warn(WarnUnreadable, "%s: %v", name, err)
 				continue
 			}
 			out := v.out
 			e.fss = append(e.fss, &guestFS{name: name, part: v.part, vg: pv.VG.Name, lv: lv.Name, fs: x, readOnly: x.Writable(),
-				toOut: func(off, n int64) ([]outRange, error) {
+				toOut: func(off, n int64) ([]extent.Range, error) {
 					ext, err := pv.Map(lv, off, n)
 					if err != nil {
 						return nil, err
 					}
-					r := make([]outRange, 0, len(ext))
+					r := make([]extent.Range, 0, len(ext))
 					for _, x := range ext {
-						r = append(r, outRange{out + x.PVOff, x.Len})
+						r = append(r, extent.Range{Off: out + x.PVOff, Len: x.Len})
 					}
 					return r, nil
 				}})
@@ -151,7 +149,7 @@ func (e *guestEditor) pickRoot() {
 		for _, g := range cands {
 			names = append(names, g.name)
 		}
-		e.warn(fmt.Sprintf("several filesystems look like a root filesystem (%s); editing %s", strings.Join(names, ", "), cands[0].name))
+		e.warn(WarnGuestLayout, "several filesystems look like a root filesystem (%s); editing %s", strings.Join(names, ", "), cands[0].name)
 	}
 	e.root, cands[0].mount = cands[0], "/"
 	cands[0].fs.MountPoint = "/"
@@ -161,7 +159,7 @@ func (e *guestEditor) pickRoot() {
 func (e *guestEditor) mountFromFstab(parts []PartitionInfo) {
 	b, err := readFile(e.root.fs, "/etc/fstab")
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: /etc/fstab: %v", e.root.name, err))
+		e.warn(WarnGuestLayout, "%s: /etc/fstab: %v", e.root.name, err)
 		return
 	}
 	for _, ln := range strings.Split(string(b), "\n") {
@@ -277,7 +275,7 @@ func fileRoom(x *xfs.FS, ino *xfs.Inode) (int64, error) {
 
 // writtenRanges lists the device ranges backing file bytes [from, to) rounded out to whole blocks,
 // written extents only (holes and unwritten extents read as zeros already).
-func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]xfs.Range, error) {
+func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]extent.Range, error) {
 	if !ino.IsRegular() || ino.Flags&xfs.FlagRealtime != 0 {
 		return nil, errors.New("not a regular data-device file")
 	}
@@ -288,13 +286,13 @@ func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]xfs.Range, erro
 	if err != nil {
 		return nil, err
 	}
-	var out []xfs.Range
+	var out []extent.Range
 	for _, ex := range exts {
 		s, t := max(ex.FileOff, from), min(ex.FileOff+ex.Len, to)
 		if s >= t || ex.Unwritten {
 			continue
 		}
-		out = append(out, xfs.Range{Off: ex.DiskOff + s - ex.FileOff, Len: t - s})
+		out = append(out, extent.Range{Off: ex.DiskOff + s - ex.FileOff, Len: t - s})
 	}
 	return out, nil
 }

@@ -2,7 +2,6 @@ package luksconv
 
 import (
 	"fmt"
-	"path"
 	"strings"
 
 	"github.com/luksconv/luksconv/guest"
@@ -34,29 +33,32 @@ func (e *guestEditor) editInitramfs(p string) error {
 	}
 	e.initrdList = append(e.initrdList, gp)
 	if ino.Size > initramfs.MaxImageSize {
-		e.warn(fmt.Sprintf("%s: %d bytes is larger than luksconv reads (%d); its ADE hooks, if any, remain", gp, ino.Size, int64(initramfs.MaxImageSize)))
+		e.warn(WarnInitramfsKept, "%s: %d bytes is larger than luksconv reads (%d); its ADE hooks, if any, remain", gp, ino.Size, int64(initramfs.MaxImageSize))
 		e.initrd[gp] = []string{"not examined (too large)"}
 		e.keepUnread(gp)
 		return nil
 	}
 	r, err := g.fs.FileReader(ino)
 	if err != nil {
-		e.warn(fmt.Sprintf("%s: %v", gp, err))
+		e.warn(WarnUnreadable, "%s: %v", gp, err)
 		return nil
 	}
-	img, err := initramfs.Parse(r, ino.Size)
+	img, err := initramfs.ParseContext(e.ctx, r, ino.Size)
+	if err != nil && e.ctx.Err() != nil {
+		return e.ctx.Err()
+	}
 	if err != nil {
-		e.warn(fmt.Sprintf("%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (dracut -f --regenerate-all)", gp, err))
+		e.warn(WarnInitramfsKept, "%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (dracut -f --regenerate-all)", gp, err)
 		e.initrd[gp] = []string{"not examined: " + err.Error()}
 		e.keepUnread(gp)
 		return nil
 	}
-	edit, findings := initramfs.ADEEdit(img)
+	edit, findings := initramfs.ADEEdit(img, e.policy)
 	var rebuild []string
 	for _, f := range findings {
 		if strings.Contains(f, "rebuild") {
 			rebuild = append(rebuild, f)
-			e.warn(fmt.Sprintf("%s: %s", gp, f))
+			e.warn(WarnRebuildInitramfs, "%s: %s", gp, f)
 		}
 	}
 	e.initrd[gp] = rebuild
@@ -71,10 +73,10 @@ func (e *guestEditor) editInitramfs(p string) error {
 		if e.strict {
 			return fmt.Errorf("%s: %s: %w", gp, msg, ErrGuestEdit)
 		}
-		e.warn(fmt.Sprintf("%s: %s; ADE's hooks stay in it: rebuild it in the guest (dracut -f --regenerate-all)", gp, msg))
+		e.warn(WarnInitramfsKept, "%s: %s; ADE's hooks stay in it: rebuild it in the guest (dracut -f --regenerate-all)", gp, msg)
 		return nil
 	}
-	out, rep, err := img.Rewrite(r, edit)
+	out, rep, err := img.Rewrite(e.ctx, r, edit)
 	if err != nil {
 		return fail(fmt.Sprintf("rewriting without ADE's hooks failed: %v", err))
 	}
@@ -91,7 +93,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 		tried := []string{fmt.Sprintf("%s %d bytes", mainCompression(rep), len(out))}
 		for _, c := range formats {
 			edit.Compression = c
-			o, r2, err := img.Rewrite(r, edit)
+			o, r2, err := img.Rewrite(e.ctx, r, edit)
 			if err != nil {
 				return fail(fmt.Sprintf("rewriting without ADE's hooks as %s failed: %v", c, err))
 			}
@@ -187,10 +189,10 @@ func mainCompression(rep *initramfs.Report) initramfs.Compression {
 func adeHook(edit initramfs.Edit) string {
 	hook := ""
 	for _, f := range edit.Remove {
-		switch path.Base(f) {
-		case "cryptroot-ask-ade", "50-udev-ade.rules", "osluksheader":
+		switch _, module, ok := guest.ADEInitramfsFile(f); {
+		case module == "91ade":
 			return "91ade"
-		case "crypt-run-generator-ade", "30-parse-crypt-ade.sh", "parse-crypt-ade.sh", "70-luks-ade.rules":
+		case ok:
 			hook = "91adeOnline"
 		}
 	}

@@ -5,22 +5,67 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/internal/zeros"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/mbr"
 )
 
-// Header is a detached LUKS header (ADE keeps the OS disk's in /boot/luks/osluksheader).
+// Header is a detached LUKS header (ADE keeps the OS disk's in /boot/luks/osluksheader). OpenHeader
+// opens a header file; Inspect and NewPlan find ADE's on /boot by themselves. A Header is safe for
+// concurrent use when R is.
 type Header struct {
 	R    io.ReaderAt
 	Size int64
 	// Path names the header in reports; it is not opened.
 	Path string
+
+	closer io.Closer
 }
 
-// Report is what Inspect found on a disk. It holds no secrets and marshals to JSON.
+// OpenHeader opens a detached header file read-only. No output may be that file (ErrOutputIsInput).
+func OpenHeader(path string) (*Header, error) {
+	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !isBlockDevice(fi) {
+		return nil, fmt.Errorf("header %s: not a regular file or block device", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	size, err := f.Seek(0, io.SeekEnd)
+	if err != nil {
+		f.Close()
+		return nil, err
+	}
+	return &Header{R: f, Size: size, Path: path, closer: f}, nil
+}
+
+// Close closes the file OpenHeader opened; for other headers it does nothing.
+func (h *Header) Close() error {
+	if h == nil || h.closer == nil {
+		return nil
+	}
+	return h.closer.Close()
+}
+
+// fileInfo identifies the file or device behind the header, when R can tell (an *os.File).
+func (h *Header) fileInfo() os.FileInfo {
+	if h == nil {
+		return nil
+	}
+	if st, ok := h.R.(interface{ Stat() (os.FileInfo, error) }); ok {
+		if fi, err := st.Stat(); err == nil {
+			return fi
+		}
+	}
+	return nil
+}
+
+// Report is what Inspect found on a disk: plain data that holds no secrets and marshals to JSON. It is
+// not modified once Inspect returns.
 type Report struct {
 	Image      ImageInfo       `json:"image"`
 	Table      *TableInfo      `json:"partition_table,omitempty"`
@@ -33,7 +78,7 @@ type Report struct {
 	// Readiness is the LEAPP-style check of the guest as it is now (nil when no guest filesystem is
 	// readable).
 	Readiness *Readiness `json:"readiness,omitempty"`
-	Warnings  []string   `json:"warnings,omitempty"`
+	Warnings  []Warning  `json:"warnings,omitempty"`
 
 	tab  *gpt.Table // the table read, for NewPlan (nil without a GPT)
 	mtab *mbr.Table // the DOS table read when there is no GPT (nil otherwise)
@@ -86,7 +131,7 @@ type LUKSInfo struct {
 	Keyslots    []KeyslotInfo `json:"keyslots"`
 	Convertible bool          `json:"convertible"`
 	Reason      string        `json:"reason,omitempty"` // why it cannot be converted
-	Warnings    []string      `json:"warnings,omitempty"`
+	Warnings    []Warning     `json:"warnings,omitempty"`
 }
 
 // KeyslotInfo describes one keyslot.
@@ -121,7 +166,9 @@ func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, er
 	if err != nil {
 		return nil, err
 	}
-	inspectGuest(src, rep)
+	if err := inspectGuest(ctx, src, rep); err != nil {
+		return nil, err
+	}
 	return rep, nil
 }
 
@@ -144,7 +191,7 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 					}
 				}
 				if want == 0 {
-					rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s names rd.luks.ade.partuuid=%s, which no partition has", ade.ArgSource, ade.PartUUID))
+					rep.Warnings = append(rep.Warnings, warning(WarnADEHeader, "%s names rd.luks.ade.partuuid=%s, which no partition has", ade.ArgSource, ade.PartUUID))
 				}
 			}
 		}
@@ -156,24 +203,24 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 	if err != nil {
 		if opts.Header == nil && wiped(hdr.R) {
 			// A converted disk: the header file is still there, zeroed.
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s holds no LUKS header, only zeros (wiped by a conversion)", hdr.Path))
+			rep.Warnings = append(rep.Warnings, warning(WarnADEHeader, "%s holds no LUKS header, only zeros (wiped by a conversion)", hdr.Path))
 			rep.ADE = nil
 			return rep, nil, nil
 		}
-		return nil, nil, fmt.Errorf("detached header %s: %w", hdr.Path, err)
+		return nil, nil, layerErr("detached header "+hdr.Path, -1, nil, err)
 	}
 	n, err := detachedTarget(rep.Partitions, want)
 	if err != nil {
 		if opts.Header == nil {
 			// A header left on /boot of a disk that is already plaintext, or of an unusual layout:
 			// report it, and let the caller name the partition.
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("found %s but no encrypted partition for it: %v", hdr.Path, err))
+			rep.Warnings = append(rep.Warnings, warning(WarnADEHeader, "found %s but no encrypted partition for it: %v", hdr.Path, err))
 			return rep, nil, nil
 		}
 		return nil, nil, err
 	}
 	if opts.Header == nil && opts.Partition == 0 && contentOf(rep.Partitions, n) != ContentUnknown {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("found %s, but partition %d already holds %s (converted before?)",
+		rep.Warnings = append(rep.Warnings, warning(WarnADEHeader, "found %s, but partition %d already holds %s (converted before?)",
 			hdr.Path, n, contentOf(rep.Partitions, n)))
 		return rep, nil, nil
 	}
@@ -198,7 +245,7 @@ func readPartitions(ctx context.Context, src *Source) (*Report, error) {
 	rep.tab = tab
 	rep.Table = &TableInfo{Type: "gpt", SectorSize: tab.SectorSize, DiskGUID: tab.Header.DiskGUID.String(),
 		UsedBackup: tab.Primary == nil}
-	rep.Warnings = append(rep.Warnings, tab.Warnings...)
+	rep.Warnings = append(rep.Warnings, warnings(WarnPartitionTable, "", tab.Warnings)...)
 	for _, p := range tab.Partitions {
 		pi := PartitionInfo{Number: p.Number, Name: p.Name, Type: p.Type.String(), TypeName: gpt.TypeName(p.Type),
 			GUID: p.GUID.String(), Offset: p.Offset, Size: p.Size}
@@ -233,7 +280,7 @@ func probePartition(ctx context.Context, src *Source, rep *Report, pi PartitionI
 		h, err := luks.ReadHeader(part, pi.Size)
 		if err != nil {
 			// Inspect reports what it can; Plan refuses.
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("partition %d: %v", pi.Number, err))
+			rep.Warnings = append(rep.Warnings, warning(WarnLUKSHeader, "%v", layerErr(fmt.Sprintf("partition %d", pi.Number), pi.Offset, nil, err)))
 		} else {
 			pi.LUKS = describeLUKS(h, "attached", "")
 		}
@@ -294,19 +341,19 @@ func wholeDisk(src *Source, rep *Report, c Content) (*Report, error) {
 	pi := PartitionInfo{Number: 0, Name: "(whole disk)", Offset: 0, Size: src.Size, Content: c}
 	h, err := luks.ReadHeader(src, src.Size)
 	if err != nil {
-		rep.Warnings = append(rep.Warnings, fmt.Sprintf("whole disk: %v", err))
+		rep.Warnings = append(rep.Warnings, warning(WarnLUKSHeader, "whole disk: %v", err))
 	} else {
 		pi.LUKS = describeLUKS(h, "attached", "")
 	}
 	rep.Partitions = []PartitionInfo{pi}
-	rep.Warnings = append(rep.Warnings, "no partition table: the whole disk is one LUKS volume (partition 0)")
+	rep.Warnings = append(rep.Warnings, warning(WarnPartitionTable, "no partition table: the whole disk is one LUKS volume (partition 0)"))
 	return rep, nil
 }
 
 func describeLUKS(h *luks.Header, where, path string) *LUKSInfo {
 	li := &LUKSInfo{Header: where, HeaderPath: path, Version: h.Version, UUID: h.UUID, Cipher: h.Cipher,
 		KeySizeBits: h.KeySize * 8, SectorSize: h.SectorSize, DataOffset: h.DataOffset, DataSize: h.DataSize,
-		Convertible: true, Warnings: h.Warnings}
+		Convertible: true, Warnings: warnings(WarnLUKSHeader, "", h.Warnings)}
 	for _, k := range h.Keyslots {
 		if !k.Active {
 			continue
@@ -328,12 +375,12 @@ func detachedTarget(parts []PartitionInfo, want int) (int, error) {
 		for _, p := range parts {
 			if p.Number == want {
 				if p.Content == ContentLUKS1 || p.Content == ContentLUKS2 {
-					return 0, fmt.Errorf("partition %d carries its own LUKS header; a detached header does not apply: %w", want, ErrUsage)
+					return 0, fmt.Errorf("%w: partition %d carries its own LUKS header; a detached header does not apply", ErrHeaderMismatch, want)
 				}
 				return want, nil
 			}
 		}
-		return 0, fmt.Errorf("no partition %d on this disk: %w", want, ErrUsage)
+		return 0, fmt.Errorf("%w: no partition %d on this disk", ErrNoSuchPartition, want)
 	}
 	var cands []int
 	for _, p := range parts {
@@ -345,30 +392,16 @@ func detachedTarget(parts []PartitionInfo, want int) (int, error) {
 	case 1:
 		return cands[0], nil
 	case 0:
-		return 0, fmt.Errorf("no partition without a filesystem signature for the detached header; name one with --partition: %w", ErrUsage)
+		return 0, fmt.Errorf("%w: no partition without a filesystem signature for the detached header", ErrNoSuchPartition)
 	}
-	return 0, fmt.Errorf("partitions %v all lack a signature; name the encrypted one with --partition: %w", cands, ErrUsage)
+	return 0, fmt.Errorf("%w: partitions %v all lack a signature", ErrAmbiguous, cands)
 }
-
-// Errors a caller must tell apart. Format-specific ones live in their packages (luks.ErrWrongPassphrase,
-// luks.ErrReencryptInProgress, gpt.ErrCorrupt, ...).
-var (
-	// ErrUsage means the request does not fit the disk (no such partition, ambiguous choice).
-	ErrUsage = errors.New("luksconv: invalid request")
-	// ErrTruncated means the image is shorter than its own metadata says.
-	ErrTruncated = errors.New("luksconv: image truncated")
-	// ErrNothingToConvert means the disk holds no LUKS volume and no detached header was given.
-	ErrNothingToConvert = errors.New("luksconv: no encrypted volume found")
-	// ErrGuestEdit means a required guest edit cannot be made in place (PlanOptions.StrictInitramfs: an
-	// initramfs without ADE's hooks does not fit its file's blocks).
-	ErrGuestEdit = errors.New("luksconv: guest edit not possible in place")
-)
 
 // wiped reports whether a header file starts with zeros where a LUKS header would be.
 func wiped(r io.ReaderAt) bool {
 	b := make([]byte, 4096)
 	n, _ := r.ReadAt(b, 0)
-	return n > 0 && allZero(b[:n])
+	return n > 0 && zeros.Only(b[:n])
 }
 
 func contentOf(parts []PartitionInfo, n int) Content {

@@ -2,11 +2,16 @@ package luksconv
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"sort"
+	"strings"
 
-	"github.com/luksconv/luksconv/diskcipher"
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/mbr"
@@ -79,8 +84,12 @@ type VolumeInfo struct {
 	Content       string `json:"content"` // what the plaintext holds, by signature
 }
 
-// Plan is the complete description of a conversion: plain data, free of secrets. The unlocked key it
-// carries is not marshalled; call Close when done with it.
+// Plan is the complete description of a conversion: plain data, free of secrets, that marshals to
+// JSON. The unlocked key it carries is not marshalled; Close destroys it.
+//
+// A Plan is safe for concurrent use: several Execute and Verify calls may run on it at once, and
+// Close may be called while they run (they then stop with ErrPlanClosed). Its exported fields are
+// read-only once NewPlan returns.
 type Plan struct {
 	Source     ImageInfo  `json:"source"`
 	Format     Format     `json:"format"`
@@ -97,10 +106,10 @@ type Plan struct {
 	// Readiness is the LEAPP-style check of the guest as the output will hold it (nil when no guest
 	// filesystem was found, or with KeepGuest).
 	Readiness *Readiness `json:"readiness,omitempty"`
-	Warnings  []string   `json:"warnings,omitempty"`
+	Warnings  []Warning  `json:"warnings,omitempty"`
 
-	key    *luks.VolumeKey
-	cipher diskcipher.Cipher
+	key    *planKey
+	inputs []input // the files the plan reads, which no output may be
 }
 
 // Totals sums region lengths by kind.
@@ -110,11 +119,20 @@ type Totals struct {
 	Zero    int64 `json:"zero"`
 }
 
-// PlanOptions say what to convert and how.
+// PlanOptions say what to convert and how. The zero value with a passphrase converts an ADE OS disk.
 type PlanOptions struct {
-	// Passphrase unlocks a keyslot: the exact bytes of the key file. Plan does not keep it.
+	// Passphrase unlocks a keyslot: the exact bytes of the key file. NewPlan does not keep it.
 	Passphrase []byte
-	// Header is a detached LUKS header; nil means the volume carries its own.
+	// KeyFile names the file the passphrase comes from. NewPlan reads it (ReadKeyFile) when Passphrase
+	// is nil; either way, no output may be that file (ErrOutputIsInput): it may be the only copy of
+	// the key.
+	KeyFile string
+	// Base64Fallback also tries the base64 decoding of the passphrase when the passphrase itself opens
+	// no keyslot. Set it for a passphrase unwrapped from an ADE secret with a key-encryption key: old
+	// ADE extension builds base64-encoded the passphrase before wrapping it.
+	Base64Fallback bool
+	// Header is a detached LUKS header. Nil means: the volume's own (attached) header, or else ADE's
+	// detached header /boot/luks/osluksheader, found on the disk's /boot.
 	Header *Header
 	// Partition is the number of the encrypted partition, as Linux numbers it (0: find it).
 	Partition int
@@ -123,7 +141,7 @@ type PlanOptions struct {
 	// Format is the output container (default FormatRaw).
 	Format Format
 	// AllowUnknownContent converts even when the decrypted volume has no recognisable signature, which
-	// usually means the detached header belongs to another disk.
+	// usually means the detached header belongs to another disk (ErrHeaderMismatch otherwise).
 	AllowUnknownContent bool
 	// FullCopy copies and decrypts everything, free space included. By default free LVM extents and the
 	// free space of XFS filesystems are written as zeros without being read.
@@ -144,18 +162,45 @@ type PlanOptions struct {
 }
 
 // NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.
+// It stops with ctx's error when ctx ends, also during key derivation and initramfs re-compression.
+//
+// A passphrase that opens no keyslot gives a *PassphraseError wrapping luks.ErrWrongPassphrase, whose
+// Hint says what is likely wrong with it.
 func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) {
 	if opts.Format == "" {
 		opts.Format = FormatRaw
 	}
 	if opts.Format != FormatRaw && opts.Format != FormatVHD {
-		return nil, fmt.Errorf("unknown output format %q (want raw or vhd): %w", opts.Format, ErrUsage)
+		return nil, fmt.Errorf("%w: unknown output format %q (want raw or vhd)", ErrInvalidOption, opts.Format)
+	}
+	var inputs []input
+	if src.id != nil {
+		inputs = append(inputs, input{"the source image", src.id})
+	}
+	if opts.KeyFile != "" {
+		if opts.Passphrase == nil {
+			pass, err := ReadKeyFile(opts.KeyFile)
+			if err != nil {
+				return nil, err
+			}
+			defer clear(pass)
+			opts.Passphrase = pass
+		}
+		if fi, err := os.Stat(opts.KeyFile); err == nil {
+			inputs = append(inputs, input{"the key file", fi})
+		}
+	}
+	if len(opts.Passphrase) == 0 {
+		return nil, fmt.Errorf("%w: no passphrase", ErrInvalidOption)
 	}
 	rep, hdr, err := inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
 	if err != nil {
 		return nil, err
 	}
 	opts.Header = hdr // given, or found on /boot
+	if fi := hdr.fileInfo(); fi != nil {
+		inputs = append(inputs, input{"the detached header file", fi})
+	}
 	part, err := pickPartition(rep, opts)
 	if err != nil {
 		return nil, err
@@ -167,65 +212,77 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	switch {
 	case tab != nil:
 		if gp, _ = tab.Partition(part.Number); gp == nil {
-			return nil, fmt.Errorf("no partition %d in the GPT: %w", part.Number, ErrUsage)
+			return nil, fmt.Errorf("%w: no partition %d in the GPT", ErrNoSuchPartition, part.Number)
 		}
 	case rep.mtab != nil:
 		mp, ok := rep.mtab.Partition(part.Number)
 		if !ok || mbr.IsExtended(mp.Type) {
-			return nil, fmt.Errorf("no partition %d in the DOS partition table: %w", part.Number, ErrUsage)
+			return nil, fmt.Errorf("%w: no partition %d in the DOS partition table", ErrNoSuchPartition, part.Number)
 		}
 		gp = &gpt.Partition{Number: mp.Number, Offset: mp.Start, Size: mp.Size}
 	}
-	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings}
+	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings, inputs: inputs}
+	partName := fmt.Sprintf("partition %d", part.Number)
 
 	// The header device: the partition itself, or the detached file.
 	partR := io.NewSectionReader(src, gp.Offset, gp.Size)
 	var hdrR io.ReaderAt = partR
 	hdrSize, where, hdrPath := gp.Size, "attached", ""
+	hdrLayer, hdrBase := partName, gp.Offset
 	if opts.Header != nil {
 		hdrR, hdrSize, where, hdrPath = opts.Header.R, opts.Header.Size, "detached", opts.Header.Path
+		hdrLayer, hdrBase = "header "+opts.Header.Path, -1
 	}
 	h, err := luks.ReadHeader(hdrR, hdrSize)
 	if err != nil {
-		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+		return nil, layerErr(hdrLayer, hdrBase, nil, err)
 	}
-	p.Warnings = append(p.Warnings, h.Warnings...)
+	p.Warnings = append(p.Warnings, warnings(WarnLUKSHeader, hdrLayer+": ", h.Warnings)...)
 	payOff, payLen, err := h.Payload(gp.Size)
 	if err != nil {
-		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+		return nil, layerErr(partName, gp.Offset, nil, err)
 	}
 	if where == "attached" && payOff < h.HeaderSize {
-		return nil, fmt.Errorf("partition %d: LUKS payload at %d overlaps the %d-byte header: %w", part.Number, payOff, h.HeaderSize, luks.ErrCorrupt)
+		return nil, layerErr(partName, gp.Offset, nil, fmt.Errorf("LUKS payload at %d overlaps the %d-byte header: %w", payOff, h.HeaderSize, luks.ErrCorrupt))
 	}
-	key, err := h.Unlock(opts.Passphrase, keyslotArg(opts.Keyslot))
+	key, err := unlock(ctx, h, opts)
 	if err != nil {
-		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+		return nil, layerErr(hdrLayer, hdrBase, nil, err)
 	}
 	c, err := h.NewCipher(key)
+	slot := key.Slot
+	key.Destroy() // the cipher keeps its own key schedule
 	if err != nil {
-		key.Destroy()
-		return nil, fmt.Errorf("partition %d: %w", part.Number, err)
+		return nil, layerErr(hdrLayer, hdrBase, nil, err)
 	}
-	p.key, p.cipher = key, c
+	rd, err := luks.NewCipherReader(src, gp.Offset+payOff, payLen, c, h.IVTweak)
+	if err != nil {
+		return nil, layerErr(partName, gp.Offset, nil, err)
+	}
+	p.key = &planKey{rd: rd}
 
 	p.Volume = VolumeInfo{Partition: part.Number, PartUUID: part.GUID, Header: where, HeaderPath: hdrPath,
 		Version: h.Version, UUID: h.UUID, Cipher: h.Cipher, KeySizeBits: h.KeySize * 8, SectorSize: h.SectorSize,
-		Keyslot: key.Slot, PayloadOffset: gp.Offset + payOff, PayloadSize: payLen}
+		Keyslot: slot, PayloadOffset: gp.Offset + payOff, PayloadSize: payLen}
+
+	// The analysis and the guest edits read all-zero ciphertext as zero plaintext (see Result), as the
+	// output's free space and XFS logs are written.
+	analysed := rd.WithZeroCiphertextAsZero(true)
 
 	// Look at what the plaintext holds: garbage means the header and the partition do not belong together.
-	content, err := p.probePlaintext(src, h)
+	content, err := probe(analysed, payLen)
 	if err != nil {
 		p.Close()
-		return nil, err
+		return nil, layerErr(partName+" (decrypted)", p.Volume.PayloadOffset, nil, fmt.Errorf("reading the start of the plaintext: %w", err))
 	}
 	p.Volume.Content = string(content)
 	if content == ContentUnknown || content == ContentEmpty {
 		msg := fmt.Sprintf("partition %d decrypts to data with no recognisable signature (%s)", part.Number, content)
 		if !opts.AllowUnknownContent && where == "detached" {
 			p.Close()
-			return nil, fmt.Errorf("%s: the detached header probably belongs to another disk (override with --allow-unknown-content): %w", msg, ErrUsage)
+			return nil, fmt.Errorf("%w: %s: the detached header probably belongs to another disk", ErrHeaderMismatch, msg)
 		}
-		p.Warnings = append(p.Warnings, msg)
+		p.Warnings = append(p.Warnings, warning(WarnUnknownContent, "%s", msg))
 	}
 
 	// Output layout: the source copied, the volume decrypted in place of its partition. With an attached
@@ -244,9 +301,6 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	}
 	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
 
-	// The analysis and the guest edits read all-zero ciphertext as zero plaintext (zerocipher.go), as the
-	// output's free space and XFS logs are written.
-	analysed := &zeroCipherReader{data: partR, off: payOff, size: payLen, iv0: h.IV(0), cipher: c}
 	free, logs, warns := p.usedOnly(src, rep.Partitions, analysed, payLen, gp.Offset)
 	if !opts.FullCopy {
 		p.Warnings = append(p.Warnings, warns...)
@@ -258,7 +312,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	regions = markZeroCiphertext(regions, logs, int64(h.SectorSize))
 
 	if !opts.KeepGuest {
-		if err := p.editGuest(src, rep, analysed, gp.Offset, payLen, content, opts); err != nil {
+		if err := p.editGuest(ctx, src, rep, analysed, gp.Offset, payLen, content, opts); err != nil {
 			p.Close()
 			return nil, err
 		}
@@ -281,7 +335,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 			}
 			regions = append(regions, Region{Kind: Zero, Offset: src.Size, Length: size - src.Size, Reason: "padding to a whole MiB"})
 			p.OutputSize = size
-			p.Warnings = append(p.Warnings, fmt.Sprintf("disk size %d is not a whole MiB; the VHD is padded to %d bytes", src.Size, size))
+			p.Warnings = append(p.Warnings, warning(WarnPadded, "disk size %d is not a whole MiB; the VHD is padded to %d bytes", src.Size, size))
 		}
 	}
 	sort.Slice(p.Patches, func(i, j int) bool { return p.Patches[i].Offset < p.Patches[j].Offset })
@@ -299,13 +353,53 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	return p, nil
 }
 
-// Close destroys the unlocked volume key. The plan's data stays readable.
+// ID is a digest of everything the plan writes (layout and patch bytes), for resume journals: a journal
+// written for one plan is never applied to another.
+func (p *Plan) ID() string {
+	h := sha256.New()
+	src := p.Source
+	if i := strings.IndexByte(src.Path, '?'); i >= 0 && strings.Contains(src.Path, "://") {
+		// A SAS URL's query (expiry, signature) changes with every grant of the same blob.
+		src.Path = src.Path[:i]
+	}
+	b, _ := json.Marshal(struct {
+		Source  ImageInfo
+		Size    int64
+		Regions []Region
+	}{src, p.OutputSize, p.Regions})
+	h.Write(b)
+	for _, pt := range p.Patches {
+		fmt.Fprintf(h, "%d:%d:", pt.Offset, len(pt.Data))
+		h.Write(pt.Data)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:32]
+}
+
+// unlock opens a keyslot of h with the passphrase, or with its base64 decoding (Base64Fallback).
+func unlock(ctx context.Context, h *luks.Header, opts PlanOptions) (*luks.VolumeKey, error) {
+	key, err := h.UnlockContext(ctx, opts.Passphrase, keyslotArg(opts.Keyslot))
+	if err != nil && opts.Base64Fallback && errors.Is(err, luks.ErrWrongPassphrase) {
+		if alt, derr := decodeBase64Key(opts.Passphrase); derr == nil {
+			k, err2 := h.UnlockContext(ctx, alt, keyslotArg(opts.Keyslot))
+			clear(alt)
+			if err2 == nil {
+				return k, nil
+			}
+		}
+	}
+	if errors.Is(err, luks.ErrWrongPassphrase) {
+		return nil, &PassphraseError{Err: err, Hint: passphraseHint(opts.Passphrase)}
+	}
+	return key, err
+}
+
+// Close destroys the unlocked volume key. It may be called while Execute or Verify run on the plan:
+// they stop with ErrPlanClosed, and the key is gone once the last of them returns. The plan's data
+// stays readable. Close is idempotent.
 func (p *Plan) Close() {
 	if p.key != nil {
-		p.key.Destroy()
-		p.key = nil
+		p.key.close()
 	}
-	p.cipher = nil
 }
 
 func keyslotArg(k *int) int {
@@ -322,7 +416,7 @@ func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
 	for _, pi := range rep.Partitions {
 		if opts.Partition > 0 && pi.Number == opts.Partition {
 			if opts.Header == nil && pi.LUKS == nil && pi.Content != ContentLUKS1 && pi.Content != ContentLUKS2 {
-				return pi, fmt.Errorf("partition %d has no LUKS header (%s); give the detached header with --header: %w", pi.Number, pi.Content, ErrUsage)
+				return pi, fmt.Errorf("%w: partition %d has no LUKS header (%s) and no detached header was given", ErrNeedHeader, pi.Number, pi.Content)
 			}
 			return pi, nil
 		}
@@ -332,31 +426,15 @@ func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
 		}
 	}
 	if opts.Partition > 0 {
-		return PartitionInfo{}, fmt.Errorf("no partition %d on this disk: %w", opts.Partition, ErrUsage)
+		return PartitionInfo{}, fmt.Errorf("%w: no partition %d on this disk", ErrNoSuchPartition, opts.Partition)
 	}
 	switch len(luksParts) {
 	case 1:
 		return luksParts[0], nil
 	case 0:
-		return PartitionInfo{}, fmt.Errorf("no LUKS header on any partition and no /boot/luks/osluksheader; give a detached header with --header: %w", ErrNothingToConvert)
+		return PartitionInfo{}, fmt.Errorf("%w: no LUKS header on any partition and no /boot/luks/osluksheader", ErrNothingToConvert)
 	}
-	return PartitionInfo{}, fmt.Errorf("%d partitions carry LUKS headers; choose one with --partition: %w", len(luksParts), ErrUsage)
-}
-
-// probePlaintext decrypts the start of the payload and identifies it.
-func (p *Plan) probePlaintext(src io.ReaderAt, h *luks.Header) (Content, error) {
-	n := int64(probeSize)
-	if n > p.Volume.PayloadSize {
-		n = p.Volume.PayloadSize - p.Volume.PayloadSize%int64(h.SectorSize)
-	}
-	buf := make([]byte, n)
-	if _, err := src.ReadAt(buf, p.Volume.PayloadOffset); err != nil {
-		return "", fmt.Errorf("reading the encrypted payload at %d: %w", p.Volume.PayloadOffset, err)
-	}
-	p.cipher.Decrypt(buf, buf, h.IV(0))
-	c := probeBytes(buf)
-	clear(buf)
-	return c, nil
+	return PartitionInfo{}, fmt.Errorf("%w: %d partitions carry LUKS headers", ErrAmbiguous, len(luksParts))
 }
 
 // copyRegions copies [off, off+length) of the source, leaving the parts the source never allocated zero.

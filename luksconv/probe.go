@@ -1,9 +1,10 @@
 package luksconv
 
 import (
-	"bytes"
 	"encoding/binary"
 	"io"
+
+	"github.com/luksconv/luksconv/internal/zeros"
 )
 
 // Content names what a partition holds, judged by its signature.
@@ -65,23 +66,8 @@ func probeBytes(b []byte) Content {
 			return ContentLVM2
 		}
 	}
-	if allZero(b) {
+	if zeros.Only(b) {
 		return ContentEmpty
 	}
 	return ContentUnknown
-}
-
-// allZero reports whether b holds only zero bytes.
-func allZero(b []byte) bool {
-	// Compare 8 bytes at a time; this runs on every chunk the engine writes.
-	for len(b) >= 64 {
-		if binary.LittleEndian.Uint64(b)|binary.LittleEndian.Uint64(b[8:])|
-			binary.LittleEndian.Uint64(b[16:])|binary.LittleEndian.Uint64(b[24:])|
-			binary.LittleEndian.Uint64(b[32:])|binary.LittleEndian.Uint64(b[40:])|
-			binary.LittleEndian.Uint64(b[48:])|binary.LittleEndian.Uint64(b[56:]) != 0 {
-			return false
-		}
-		b = b[64:]
-	}
-	return len(bytes.Trim(b, "\x00")) == 0
 }

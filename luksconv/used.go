@@ -1,6 +1,7 @@
 package luksconv
 
 import (
+	"errors"
 	"fmt"
 	"io"
 	"sort"
@@ -27,7 +28,8 @@ type span struct {
 // Anything it cannot judge safely (a dirty log, an LV type it does not map) stays copied, with a warning.
 // It also returns the internal logs of the clean XFS filesystems it judged (see zerocipher.go): there
 // all-zero ciphertext becomes zero plaintext. plain must read zero ciphertext as zero (zeroCipherReader).
-func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) (spans, logs []span, warns []string) {
+func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) (spans, logs []span, warns []Warning) {
+	vol := fmt.Sprintf("partition %d (decrypted)", p.Volume.Partition)
 	for _, pi := range parts {
 		if pi.Number == p.Volume.Partition || pi.Content != ContentXFS {
 			continue
@@ -37,7 +39,8 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 			return []span{{pi.Offset + off, n, fmt.Sprintf("%s: partition %d", why, pi.Number)}}
 		})
 		if err != nil {
-			warns = append(warns, fmt.Sprintf("partition %d copied in full: %v", pi.Number, err))
+			warns = append(warns, warning(WarnCopiedInFull, "copied in full: %v",
+				layerErr(fmt.Sprintf("partition %d", pi.Number), pi.Offset, nil, err)))
 		}
 		spans = append(spans, s...)
 	}
@@ -48,13 +51,17 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 			return []span{{partOff + off, n, fmt.Sprintf("%s: partition %d", why, p.Volume.Partition)}}
 		})
 		if err != nil {
-			warns = append(warns, fmt.Sprintf("partition %d decrypted in full: %v", p.Volume.Partition, err))
+			warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v", layerErr(vol, p.Volume.PayloadOffset, nil, err)))
 		}
 		spans, logs = append(spans, s...), append(logs, l...)
 	case ContentLVM2:
 		pv, err := lvm.Open(plain, plainSize)
 		if err != nil || pv.VG == nil {
-			warns = append(warns, fmt.Sprintf("partition %d decrypted in full: LVM metadata: %v", p.Volume.Partition, err))
+			if err == nil {
+				err = errors.New("no volume group metadata")
+			}
+			warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v",
+				layerErr(vol, p.Volume.PayloadOffset, nil, fmt.Errorf("LVM metadata: %w", err))))
 			break
 		}
 		for _, r := range pv.FreeRanges() {
@@ -80,7 +87,8 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 				return out
 			})
 			if err != nil {
-				warns = append(warns, fmt.Sprintf("%s decrypted in full: %v", name, err))
+				warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v",
+					layerErr("LV "+name, -1, lvToImage(pv, lv, p.Volume.PayloadOffset), err)))
 			}
 			spans, logs = append(spans, s...), append(logs, l...)
 		}
@@ -189,4 +197,16 @@ func piece(r Region, a, b int64) Region {
 		q.ZeroCiphertextAsZero, q.Reason = r.ZeroCiphertextAsZero, r.Reason
 	}
 	return q
+}
+
+// lvToImage maps a byte offset within an LV on pv to the image offset of its ciphertext, pv's byte 0
+// lying at image byte payload.
+func lvToImage(pv *lvm.PV, lv *lvm.LV, payload int64) func(int64) (int64, bool) {
+	return func(off int64) (int64, bool) {
+		ext, err := pv.Map(lv, off, 1)
+		if err != nil || len(ext) == 0 {
+			return 0, false
+		}
+		return payload + ext[0].PVOff, true
+	}
 }

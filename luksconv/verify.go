@@ -6,29 +6,34 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"runtime"
 	"sort"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/mbr"
-	"github.com/luksconv/luksconv/vhd"
 	"github.com/luksconv/luksconv/xfs"
 )
 
-// ErrVerifyFailed reports an output that differs from what its plan describes.
-var ErrVerifyFailed = errors.New("luksconv: output does not match the plan")
-
 // VerifyOptions tune Verify. The zero value is usable.
 type VerifyOptions struct {
-	// Workers is the number of chunks compared in parallel (default: the number of CPUs).
+	// Workers is the number of chunks compared in parallel, at most MaxWorkers (default as for
+	// Execute).
 	Workers int
-	// ChunkSize is the unit of work in bytes, a multiple of 4096 (default DefaultChunkSize).
+	// ChunkSize is the unit of work in bytes, a multiple of 4096 up to MaxChunkSize (default
+	// DefaultChunkSize).
 	ChunkSize int
 	// MaxMismatches caps the mismatching ranges listed in the report (default 20); all are counted.
 	MaxMismatches int
+	// Progress, if set, receives events as for Execute: Done and Total count every output byte.
+	Progress func(Progress)
+	// ProgressInterval defaults to 250ms.
+	ProgressInterval time.Duration
 }
 
 // Mismatch is a range of the output whose bytes differ from the expected ones.
@@ -48,7 +53,7 @@ type StructureCheck struct {
 	Detail string `json:"detail,omitempty"`
 }
 
-// VerifyReport is the result of Verify.
+// VerifyReport is the result of Verify: plain data.
 type VerifyReport struct {
 	Pass bool `json:"pass"`
 	// Checked counts the output bytes compared, by region kind; Patched the patch bytes among them.
@@ -65,155 +70,113 @@ type VerifyReport struct {
 // Verify re-reads out, an output written by Execute from p and src, and compares every byte with what
 // Execute would have produced: Copy regions with the source, Decrypt regions with a fresh decryption of
 // the source, Zero regions with zeros, each with the plan's patches overlaid. It then checks the output's
-// GPT, LVM metadata and XFS superblocks against the source's. A mismatch is reported, not returned as an
-// error; errors are reserved for outputs that cannot be read (a truncated output wraps ErrTruncated).
-// Memory use is Workers × 2 × ChunkSize.
-func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out io.ReaderAt, opts VerifyOptions) (*VerifyReport, error) {
-	if p.cipher == nil {
-		return nil, errors.New("luksconv: plan has no unlocked key (closed, or decoded from JSON)")
+// size (a disk of exactly p.OutputSize bytes), its GPT, LVM metadata and XFS superblocks against the
+// source's. Where out is an Allocator (a page blob), the ranges it never wrote are taken as zeros
+// without being read.
+//
+// It returns the report and, when anything differs, an error wrapping ErrVerifyFailed that sums it
+// up. An output shorter than the plan, which cannot be compared, is an error wrapping ErrTruncated
+// and no report. Memory use is Workers × 2 × ChunkSize.
+func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts VerifyOptions) (*VerifyReport, error) {
+	pl, err := newPipeline(opts.Workers, opts.ChunkSize, opts.Progress, opts.ProgressInterval)
+	if err != nil {
+		return nil, err
 	}
-	workers := opts.Workers
-	if workers <= 0 {
-		workers = runtime.NumCPU()
+	name := out.Path
+	if name == "" {
+		name = "the output"
 	}
-	chunk := opts.ChunkSize
-	if chunk <= 0 {
-		chunk = DefaultChunkSize
-	}
-	if chunk%4096 != 0 {
-		return nil, fmt.Errorf("chunk size %d is not a multiple of 4096: %w", chunk, ErrUsage)
+	if out.Size < p.OutputSize {
+		return nil, fmt.Errorf("%s holds a %d-byte disk, shorter than the planned %d bytes (interrupted?): %w", name, out.Size, p.OutputSize, ErrTruncated)
 	}
 	maxMis := opts.MaxMismatches
 	if maxMis <= 0 {
 		maxMis = 20
 	}
-	// Output ranges that read as zero without being read (pages a page blob never wrote).
-	var holes func(off, n int64) bool
-	if a, ok := out.(interface{ Allocated() []vhd.Extent }); ok {
-		ext := a.Allocated()
-		holes = func(off, n int64) bool {
-			i := sort.Search(len(ext), func(i int) bool { return ext[i].Off+ext[i].Len > off })
-			return i == len(ext) || ext[i].Off >= off+n
-		}
+	ctx, rd, release, err := p.use(ctx)
+	if err != nil {
+		return nil, err
 	}
+	defer release()
+	rd = rd.WithData(src)
+	// Output ranges that read as zero without being read (pages a page blob never wrote).
+	written := out.Allocated()
 
 	start := time.Now()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	rep := &VerifyReport{}
+	var done atomic.Int64
 	var mu sync.Mutex
-	var firstErr error
-	fail := func(err error) {
+	work := func(ctx context.Context, bufs [][]byte, c chunk) error {
+		w, g := bufs[0][:c.n], bufs[1][:c.n]
+		switch c.r.Kind {
+		case Zero:
+			clear(w)
+		case Copy:
+			if err := readFull(src, w, c.src(), "source"); err != nil {
+				return err
+			}
+		case Decrypt:
+			if _, err := rd.ReadSectors(w, c.src()-p.Volume.PayloadOffset, c.r.ZeroCiphertextAsZero); err != nil {
+				return sourceErr(err, c.src(), int64(c.n))
+			}
+		}
+		p.applyPatches(w, c.off)
+		if !extent.Overlaps(written, c.off, int64(c.n)) {
+			clear(g)
+		} else if err := readFull(out, g, c.off, name); err != nil {
+			return err
+		}
+		mis := p.diff(w, g, c.off, c.r)
+		patched := p.patchBytes(c.off, int64(c.n))
+		done.Add(int64(c.n))
 		mu.Lock()
-		if firstErr == nil {
-			firstErr = err
-			cancel()
+		defer mu.Unlock()
+		switch c.r.Kind {
+		case Copy:
+			rep.Checked.Copy += int64(c.n)
+		case Decrypt:
+			rep.Checked.Decrypt += int64(c.n)
+		case Zero:
+			rep.Checked.Zero += int64(c.n)
 		}
-		mu.Unlock()
-	}
-	type vjob struct {
-		r      *Region
-		off, s int64 // output and source offsets
-		n      int
-		iv     uint64
-	}
-	jobs := make(chan vjob, workers)
-	go func() {
-		defer close(jobs)
-		for i := range p.Regions {
-			r := &p.Regions[i]
-			for o := int64(0); o < r.Length; o += int64(chunk) {
-				j := vjob{r: r, off: r.Offset + o, s: r.Source + o, n: int(min(int64(chunk), r.Length-o))}
-				if r.Kind == Decrypt {
-					j.iv = r.IV + uint64(o/512)
-				}
-				select {
-				case jobs <- j:
-				case <-ctx.Done():
-					return
-				}
-			}
+		rep.Patched += patched
+		for _, m := range mis {
+			rep.MismatchCount++
+			rep.MismatchBytes += m.Length
 		}
-	}()
-	var wg sync.WaitGroup
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			want, got := make([]byte, chunk), make([]byte, chunk)
-			defer clear(want) // plaintext
-			defer clear(got)
-			for j := range jobs {
-				if ctx.Err() != nil {
-					continue
-				}
-				w, g := want[:j.n], got[:j.n]
-				if j.r.Kind == Zero {
-					clear(w)
-				} else {
-					if _, err := src.ReadAt(w, j.s); err != nil {
-						if err == io.EOF {
-							err = fmt.Errorf("source ends before byte %d: %w", j.s+int64(j.n), ErrTruncated)
-						}
-						fail(fmt.Errorf("reading source at %d: %w", j.s, err))
-						continue
-					}
-					if j.r.Kind == Decrypt {
-						decryptChunk(p.cipher, w, j.iv, j.r.ZeroCiphertextAsZero)
-					}
-				}
-				p.applyPatches(w, j.off)
-				if holes != nil && holes(j.off, int64(j.n)) {
-					clear(g)
-				} else if n, err := out.ReadAt(g, j.off); err != nil {
-					if err == io.EOF || n < len(g) {
-						err = fmt.Errorf("output ends before byte %d of %d: %w", j.off+int64(j.n), p.OutputSize, ErrTruncated)
-					}
-					fail(fmt.Errorf("reading output at %d: %w", j.off, err))
-					continue
-				}
-				mis := p.diff(w, g, j.off, j.r)
-				patched := p.patchBytes(j.off, int64(j.n))
-				mu.Lock()
-				switch j.r.Kind {
-				case Copy:
-					rep.Checked.Copy += int64(j.n)
-				case Decrypt:
-					rep.Checked.Decrypt += int64(j.n)
-				case Zero:
-					rep.Checked.Zero += int64(j.n)
-				}
-				rep.Patched += patched
-				for _, m := range mis {
-					rep.MismatchCount++
-					rep.MismatchBytes += m.Length
-				}
-				rep.Mismatches = append(rep.Mismatches, mis...)
-				if len(rep.Mismatches) > 4*maxMis {
-					sortMismatches(rep.Mismatches)
-					rep.Mismatches = rep.Mismatches[:maxMis]
-				}
-				mu.Unlock()
-			}
-		}()
+		rep.Mismatches = append(rep.Mismatches, mis...)
+		if len(rep.Mismatches) > 4*maxMis {
+			sortMismatches(rep.Mismatches)
+			rep.Mismatches = rep.Mismatches[:maxMis]
+		}
+		return nil
 	}
-	wg.Wait()
-	if firstErr == nil && ctx.Err() != nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
-		return nil, firstErr
+	snapshot := func() Progress { return Progress{Done: done.Load(), Total: p.OutputSize} }
+	if err := pl.run(ctx, 2, pl.chunks(p.Regions, nil), work, snapshot); err != nil {
+		return nil, err
 	}
 	sortMismatches(rep.Mismatches)
 	if len(rep.Mismatches) > maxMis {
 		rep.Mismatches = rep.Mismatches[:maxMis]
 	}
-	rep.Structure = p.checkStructure(src, out)
+	size := StructureCheck{Name: "size", OK: out.Size == p.OutputSize, Detail: fmt.Sprintf("a %d-byte disk as planned", p.OutputSize)}
+	if !size.OK {
+		size.Detail = fmt.Sprintf("a %d-byte disk, %d bytes longer than planned (another format?)", out.Size, out.Size-p.OutputSize)
+	}
+	rep.Structure = append([]StructureCheck{size}, p.checkStructure(rd.WithZeroCiphertextAsZero(true), src, out)...)
 	rep.Pass = rep.MismatchCount == 0
+	var failed []string
 	for _, c := range rep.Structure {
 		rep.Pass = rep.Pass && c.OK
+		if !c.OK {
+			failed = append(failed, c.Name)
+		}
 	}
 	rep.Duration = time.Since(start)
+	if !rep.Pass {
+		return rep, fmt.Errorf("%w: %s: %d mismatching ranges (%d bytes), failed checks: %s", ErrVerifyFailed, name,
+			rep.MismatchCount, rep.MismatchBytes, strings.Join(append(failed, "none")[:max(len(failed), 1)], ", "))
+	}
 	return rep, nil
 }
 
@@ -265,40 +228,10 @@ func (p *Plan) patchBytes(off, n int64) int64 {
 	return t
 }
 
-// plainReader decrypts the volume's payload in the source on the fly, with the plan's cipher.
-type plainReader struct {
-	p    *Plan
-	src  io.ReaderAt
-	iv0  uint64
-	size int64
-}
-
-func (r *plainReader) ReadAt(b []byte, off int64) (int, error) {
-	if off < 0 || off >= r.size {
-		return 0, io.EOF
-	}
-	ss := int64(r.p.cipher.SectorSize())
-	end := min(off+int64(len(b)), r.size)
-	s, e := off/ss*ss, (end+ss-1)/ss*ss
-	if e-s > 64<<20 {
-		return 0, fmt.Errorf("luksconv: read of %d bytes too large", e-s)
-	}
-	buf := make([]byte, e-s)
-	defer clear(buf)
-	if _, err := r.src.ReadAt(buf, r.p.Volume.PayloadOffset+s); err != nil {
-		return 0, err
-	}
-	r.p.cipher.Decrypt(buf, buf, r.iv0+uint64(s/512))
-	n := copy(b, buf[off-s:end-s])
-	if n < len(b) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
 // checkStructure compares the output's partition table (GPT or DOS), the LVM metadata in its converted partition and the XFS
 // superblocks it holds with the source's.
-func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
+// plain reads the source volume's plaintext as the plan's analysis did.
+func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []StructureCheck {
 	var checks []StructureCheck
 	add := func(name string, err error, detail string) {
 		c := StructureCheck{Name: name, OK: err == nil, Detail: detail}
@@ -313,25 +246,17 @@ func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 	}
 
 	// The converted partition's plaintext, in the source (decrypted afresh) and in the output.
-	var gp extent
+	var gp partExtent
 	ok = false
 	for _, e := range parts {
 		if e.Number == p.Volume.Partition {
 			gp, ok = e, true
 		}
 	}
-	var iv0 uint64
-	found := false
-	for _, r := range p.Regions {
-		if r.Kind == Decrypt {
-			iv0, found = r.IV-uint64((r.Offset-gp.Offset)/512), true
-			break
-		}
-	}
-	if !ok || !found {
+	if !ok {
 		return checks
 	}
-	srcPlain := &plainReader{p: p, src: src, iv0: iv0, size: p.Volume.PayloadSize}
+	srcPlain := plain
 	outPlain := io.NewSectionReader(out, gp.Offset, p.Volume.PayloadSize)
 	type fsPair struct {
 		name     string
@@ -384,15 +309,15 @@ func (p *Plan) checkStructure(src, out io.ReaderAt) []StructureCheck {
 	return checks
 }
 
-// extent is where a partition lies, whichever table describes it.
-type extent struct {
+// partExtent is where a partition lies, whichever table describes it.
+type partExtent struct {
 	Number       int
 	Offset, Size int64
 }
 
 // checkTable compares the output's partition table with the source's (a GPT, or else a DOS table) and
 // returns the source's partitions; ok is false when the source's table cannot be read.
-func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string)) (parts []extent, ok bool) {
+func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string)) (parts []partExtent, ok bool) {
 	st, err := gpt.Read(src, p.Source.Size, 0)
 	if errors.Is(err, gpt.ErrNoGPT) {
 		if sm, merr := mbr.Read(src, p.Source.Size, 512); merr == nil && !sm.Protective {
@@ -412,23 +337,23 @@ func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string))
 	}
 	add("gpt", err, fmt.Sprintf("%d partitions as in the source", len(st.Partitions)))
 	for _, gp := range st.Partitions {
-		parts = append(parts, extent{gp.Number, gp.Offset, gp.Size})
+		parts = append(parts, partExtent{gp.Number, gp.Offset, gp.Size})
 	}
 	return parts, true
 }
 
 // checkMBR compares the output's DOS partition table with the source's sm and returns the source's
 // partitions other than extended containers.
-func (p *Plan) checkMBR(sm *mbr.Table, out io.ReaderAt, add func(string, error, string)) []extent {
+func (p *Plan) checkMBR(sm *mbr.Table, out io.ReaderAt, add func(string, error, string)) []partExtent {
 	om, err := mbr.Read(out, p.OutputSize, sm.SectorSize)
 	if err == nil {
 		err = sameMBR(sm, om)
 	}
 	add("mbr", err, fmt.Sprintf("%d partitions as in the source", len(sm.Partitions)))
-	var parts []extent
+	var parts []partExtent
 	for _, mp := range sm.Partitions {
 		if !mbr.IsExtended(mp.Type) {
-			parts = append(parts, extent{mp.Number, mp.Start, mp.Size})
+			parts = append(parts, partExtent{mp.Number, mp.Start, mp.Size})
 		}
 	}
 	return parts

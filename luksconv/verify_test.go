@@ -123,8 +123,8 @@ func TestVerify(t *testing.T) {
 	}
 	fh.Close()
 	rep, _, err = verifyFixture(t, f, bad, luksconv.FormatRaw)
-	if err != nil {
-		t.Fatal(err)
+	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil {
+		t.Fatalf("three flipped bytes: %v, want a report and ErrVerifyFailed", err)
 	}
 	if rep.Pass || rep.MismatchCount != 3 || rep.MismatchBytes != 3 || len(rep.Mismatches) != 3 {
 		t.Fatalf("three flipped bytes: pass %v, %d mismatches (%d bytes): %+v", rep.Pass, rep.MismatchCount, rep.MismatchBytes, rep.Mismatches)
@@ -155,6 +155,18 @@ func TestVerify(t *testing.T) {
 	}
 	if _, _, err := verifyFixture(t, f, short, luksconv.FormatRaw); !errors.Is(err, luksconv.ErrTruncated) {
 		t.Fatalf("truncated output: %v, want ErrTruncated", err)
+	}
+
+	// An output 1 MiB longer than planned, every planned byte right, fails: a disk of another size is
+	// not the disk the plan describes.
+	long := filepath.Join(t.TempDir(), "long.raw")
+	copyFileTo(t, out, long)
+	if err := os.Truncate(long, p.OutputSize+1<<20); err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err = verifyFixture(t, f, long, luksconv.FormatRaw)
+	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil || rep.Pass || rep.MismatchCount != 0 || !hasCheck(rep, "size", false) {
+		t.Fatalf("output 1 MiB too long: %v, report %+v; want ErrVerifyFailed from the size check alone", err, rep)
 	}
 }
 

@@ -46,7 +46,7 @@ func TestZeroCiphertext(t *testing.T) {
 		name := map[bool]string{false: "used-blocks", true: "full-copy"}[full]
 		t.Run(name, func(t *testing.T) {
 			out, p, res := convert(t, f.Image, f.Header, f.KeyFiles[0], f.Partition, luksconv.FormatRaw, 2, false, full)
-			for _, w := range p.Warnings {
+			for _, w := range warnMessages(p.Warnings) {
 				if strings.Contains(w, "dirty") {
 					t.Errorf("the analysis saw a dirty log: %s", w)
 				}

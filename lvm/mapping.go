@@ -5,17 +5,14 @@ import (
 	"fmt"
 	"io"
 	"sort"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // Extent is a piece of an LV mapped onto the PV: LV bytes
 // [LVOff, LVOff+Len) are PV bytes [PVOff, PVOff+Len).
 type Extent struct {
 	LVOff, PVOff, Len int64
-}
-
-// Range is a byte range on the PV.
-type Range struct {
-	Off, Len int64
 }
 
 // Map returns the PV byte ranges backing LV bytes [off, off+n), in LV order,
@@ -138,7 +135,7 @@ func (l *lvReaderAt) ReadAt(p []byte, off int64) (int, error) {
 // types Map does not handle count as used for the segment's whole
 // extent_count, an upper bound, so nothing in use is reported free. It
 // returns nil when the PV has no VG metadata.
-func (pv *PV) FreeRanges() []Range {
+func (pv *PV) FreeRanges() []extent.Range {
 	if pv.VG == nil || pv.info == nil {
 		return nil
 	}
@@ -169,16 +166,16 @@ func (pv *PV) FreeRanges() []Range {
 	}
 	sort.Slice(used, func(i, j int) bool { return used[i].lo < used[j].lo })
 	es, base := pv.VG.ExtentSize, pv.info.PEStart
-	var free []Range
+	var free []extent.Range
 	var next int64
 	for _, u := range used {
 		if u.lo > next {
-			free = append(free, Range{Off: base + next*es, Len: (u.lo - next) * es})
+			free = append(free, extent.Range{Off: base + next*es, Len: (u.lo - next) * es})
 		}
 		next = max(next, u.hi)
 	}
 	if next < pv.info.PECount {
-		free = append(free, Range{Off: base + next*es, Len: (pv.info.PECount - next) * es})
+		free = append(free, extent.Range{Off: base + next*es, Len: (pv.info.PECount - next) * es})
 	}
 	return free
 }

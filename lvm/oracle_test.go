@@ -12,6 +12,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/lvm"
 )
@@ -112,7 +113,7 @@ func TestBlkidLUKS2PV(t *testing.T) {
 	if got := pv.Header.FormattedUUID(); got != info.ID {
 		t.Errorf("header UUID %s, metadata id %s", got, info.ID)
 	}
-	want := []lvm.Range{{Off: 1 << 20, Len: 6 * 4 << 20}}
+	want := []extent.Range{{Off: 1 << 20, Len: 6 * 4 << 20}}
 	if got := pv.FreeRanges(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("FreeRanges = %v, want %v", got, want)
 	}
@@ -319,12 +320,12 @@ func checkAgainstTools(t *testing.T, e *lvmEnv, vgName string) *lvm.PV {
 	}
 
 	// Free space as pvs reports it (rows with no LV name).
-	var wantFree []lvm.Range
+	var wantFree []extent.Range
 	for _, r := range e.fields("pvs", "--segments", "-o", "pvseg_start,pvseg_size,lv_name", e.dev) {
 		if len(r) < 3 || r[2] != "" {
 			continue
 		}
-		wantFree = append(wantFree, lvm.Range{Off: info.PEStart + atoi(t, r[0])*vg.ExtentSize, Len: atoi(t, r[1]) * vg.ExtentSize})
+		wantFree = append(wantFree, extent.Range{Off: info.PEStart + atoi(t, r[0])*vg.ExtentSize, Len: atoi(t, r[1]) * vg.ExtentSize})
 	}
 	if got := pv.FreeRanges(); fmt.Sprint(got) != fmt.Sprint(wantFree) {
 		t.Errorf("FreeRanges = %v, pvs says %v", got, wantFree)

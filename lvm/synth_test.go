@@ -14,6 +14,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/lvm"
 )
 
@@ -218,7 +219,7 @@ func TestSynthMapping(t *testing.T) {
 	if !bytes.Equal(got, want) {
 		t.Error("LV a contents wrong")
 	}
-	wantFree := []lvm.Range{{Off: 16<<10 + 2*4096, Len: 3 * 4096}, {Off: 16<<10 + 7*4096, Len: 4096}}
+	wantFree := []extent.Range{{Off: 16<<10 + 2*4096, Len: 3 * 4096}, {Off: 16<<10 + 7*4096, Len: 4096}}
 	if got := pv.FreeRanges(); fmt.Sprint(got) != fmt.Sprint(wantFree) {
 		t.Errorf("FreeRanges = %v, want %v", got, wantFree)
 	}
@@ -322,7 +323,7 @@ stripes = ["mine", 0]
 		t.Errorf("first extent of split: %v, %v", ext, err)
 	}
 	// pv0 extents 0,1 (mine), 2 (split), 6 (mirror leg); pv1's are not ours.
-	want := []lvm.Range{{Off: 16<<10 + 3*4096, Len: 3 * 4096}, {Off: 16<<10 + 7*4096, Len: 4096}}
+	want := []extent.Range{{Off: 16<<10 + 3*4096, Len: 3 * 4096}, {Off: 16<<10 + 7*4096, Len: 4096}}
 	if got := pv.FreeRanges(); fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("FreeRanges = %v, want %v", got, want)
 	}

@@ -13,6 +13,7 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -82,7 +83,7 @@ func TestCorruptDynamic(t *testing.T) {
 	if im.Kind != vhd.Dynamic || im.Header.TableOffset != uint64(batOff) {
 		t.Fatalf("unexpected qemu layout: kind %v header %+v", im.Kind, im.Header)
 	}
-	if got := im.Allocated(); len(got) != 1 || got[0] != (vhd.Extent{Off: 0, Len: 4 * vhd.MiB}) {
+	if got := im.Allocated(); len(got) != 1 || got[0] != (extent.Range{Off: 0, Len: 4 * vhd.MiB}) {
 		t.Fatalf("Allocated %v", got)
 	}
 	checkContents(t, im, raw, 11)
@@ -286,7 +287,7 @@ func TestRaw(t *testing.T) {
 		}
 		if n > 0 {
 			checkContents(t, im, disk, uint64(n))
-			if a := im.Allocated(); len(a) != 1 || a[0] != (vhd.Extent{Off: 0, Len: int64(n)}) {
+			if a := im.Allocated(); len(a) != 1 || a[0] != (extent.Range{Off: 0, Len: int64(n)}) {
 				t.Errorf("Allocated %v", a)
 			}
 		}

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"sync"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // maxBlocks bounds the BAT we load (64 MiB of entries; 32 TiB at the default
@@ -312,21 +314,18 @@ func (im *Image) bitmap(blk, start int64) ([]byte, error) {
 	return bm, nil
 }
 
-// Extent is a byte range of the virtual disk.
-type Extent struct{ Off, Len int64 }
-
 // Allocated lists, in order, the ranges of the virtual disk that may hold
 // data; everything else reads as zeros. Raw and fixed images are allocated
 // throughout; for dynamic images these are the allocated blocks, adjacent
 // ones merged (sector bitmaps are not consulted).
-func (im *Image) Allocated() []Extent {
+func (im *Image) Allocated() []extent.Range {
 	if im.Kind != Dynamic {
 		if im.size == 0 {
 			return nil
 		}
-		return []Extent{{0, im.size}}
+		return []extent.Range{{Off: 0, Len: im.size}}
 	}
-	var ext []Extent
+	var ext []extent.Range
 	for i, e := range im.bat {
 		if e == batUnused {
 			continue
@@ -336,7 +335,7 @@ func (im *Image) Allocated() []Extent {
 		if k := len(ext) - 1; k >= 0 && ext[k].Off+ext[k].Len == off {
 			ext[k].Len += n
 		} else {
-			ext = append(ext, Extent{off, n})
+			ext = append(ext, extent.Range{Off: off, Len: n})
 		}
 	}
 	return ext

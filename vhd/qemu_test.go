@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -207,7 +208,7 @@ func TestBuildDynamicQemu(t *testing.T) {
 	}
 	im := openFile(t, p)
 	checkContents(t, im, disk, 9)
-	if got, want := fmt.Sprint(im.Allocated()), fmt.Sprint([]vhd.Extent{{0, 8192}, {24576, int64(len(disk)) - 24576}}); got != want {
+	if got, want := fmt.Sprint(im.Allocated()), fmt.Sprint([]extent.Range{{Off: 0, Len: 8192}, {Off: 24576, Len: int64(len(disk)) - 24576}}); got != want {
 		t.Errorf("Allocated %s, want %s", got, want)
 	}
 }

@@ -3,10 +3,9 @@ package xfs
 import (
 	"encoding/binary"
 	"fmt"
-)
 
-// Range is a run of device bytes.
-type Range struct{ Off, Len int64 }
+	"github.com/luksconv/luksconv/extent"
+)
 
 // AGF is the allocation group free-space header (xfs_agf), in the second
 // sector of each AG.
@@ -114,11 +113,11 @@ func (fs *FS) ReadAGF(agno uint32) (*AGF, error) {
 // allocations not yet written to the btrees) and the filesystem does not need
 // repair, so FreeSpace returns an error wrapping ErrCannotEdit otherwise.
 // Each AG's total is checked against agf_freeblks.
-func (fs *FS) FreeSpace() ([]Range, error) {
+func (fs *FS) FreeSpace() ([]extent.Range, error) {
 	if err := fs.Writable(); err != nil {
 		return nil, err
 	}
-	var out []Range
+	var out []extent.Range
 	for agno := uint32(0); agno < fs.SB.AGCount; agno++ {
 		agf, err := fs.ReadAGF(agno)
 		if err != nil {
@@ -142,7 +141,7 @@ type allocWalker struct {
 	agno  uint32
 	agf   *AGF
 	seen  map[uint32]bool
-	out   []Range
+	out   []extent.Range
 	total uint64
 	next  uint64 // first AG block after the previous record
 }
@@ -206,7 +205,7 @@ func (w *allocWalker) walk(agbno uint32, level int) error {
 			if k := len(w.out); k > 0 && w.out[k-1].Off+w.out[k-1].Len == o {
 				w.out[k-1].Len += int64(n) * fs.bs
 			} else {
-				w.out = append(w.out, Range{Off: o, Len: int64(n) * fs.bs})
+				w.out = append(w.out, extent.Range{Off: o, Len: int64(n) * fs.bs})
 			}
 		}
 		return nil

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // variants are the mkfs.xfs option sets the test tree is built with.
@@ -343,7 +345,7 @@ func checkFreeSpace(t *testing.T, fs *FS, img string) {
 	if err != nil {
 		t.Fatalf("FreeSpace: %v", err)
 	}
-	var want []Range
+	var want []extent.Range
 	for ag := uint32(0); ag < fs.SB.AGCount; ag++ {
 		out := xfsDB(t, img, fmt.Sprintf("agf %d", ag), "addr bnoroot", "btdump")
 		sc := bufio.NewScanner(strings.NewReader(out))
@@ -354,7 +356,7 @@ func checkFreeSpace(t *testing.T, fs *FS, img string) {
 			}
 			start, _ := strconv.ParseInt(m[1], 10, 64)
 			n, _ := strconv.ParseInt(m[2], 10, 64)
-			want = append(want, Range{Off: fs.agbnoToOffset(ag, uint64(start)), Len: n * fs.bs})
+			want = append(want, extent.Range{Off: fs.agbnoToOffset(ag, uint64(start)), Len: n * fs.bs})
 		}
 	}
 	if len(want) == 0 || fmt.Sprint(got) != fmt.Sprint(want) {

@@ -300,7 +300,7 @@ func TestBadInput(t *testing.T) {
 	// A dirty XFS log: not an error. The filesystem is decrypted in full (its free space cannot be
 	// trusted) and not edited, with one warning; the log is kept for the kernel to replay at mount.
 	dirty, dirtyKey, dirtyPlain := dirtyXFSDisk(t)
-	cases = append(cases, badInputCase{"dirty XFS log", dirty, []string{"--key-file", dirtyKey}, 0, "decrypted in full: xfs: cannot edit in place: xfs: log is dirty", true, "",
+	cases = append(cases, badInputCase{"dirty XFS log", dirty, []string{"--key-file", dirtyKey}, 0, "decrypted in full: partition 0 (decrypted): xfs: cannot edit in place: xfs: log is dirty", true, "",
 		func(t *testing.T, out, errOut string) {
 			want, _ := os.ReadFile(dirtyPlain)
 			got, err := os.ReadFile(out)
@@ -391,6 +391,21 @@ func TestOutputRefusals(t *testing.T) {
 		if code != exitOutput {
 			t.Fatalf("output %s: exit %d, want %d: %s", out, code, exitOutput, errOut)
 		}
+	}
+	// With --force too: the detached header and the key file are inputs, and the key file may be the
+	// only copy of the BEK.
+	hdr, key := filepath.Join(dir, "osluksheader"), filepath.Join(dir, "bek")
+	copyFile(t, f.Header, hdr, -1)
+	copyFile(t, f.KeyFiles[0], key, -1)
+	hdrSum, keySum := sum(t, hdr), sum(t, key)
+	for _, out := range []string{img, hdr, key} {
+		_, errOut, code := run(t, nil, "convert", "-q", "--force", "--key-file", key, "--header", hdr, img, out)
+		if code != exitOutput || !strings.Contains(errOut, "never writes to its inputs") {
+			t.Fatalf("--force, output %s: exit %d, want %d: %s", out, code, exitOutput, errOut)
+		}
+	}
+	if sum(t, hdr) != hdrSum || sum(t, key) != keySum {
+		t.Fatal("the header or the key file changed")
 	}
 	exists := filepath.Join(dir, "exists.raw")
 	os.WriteFile(exists, []byte("keep me"), 0o600)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
@@ -72,7 +73,7 @@ type redactWriter struct {
 }
 
 func (r *redactWriter) addSAS(s string) {
-	if !luksconv.IsURL(s) {
+	if !blobdisk.IsURL(s) {
 		return
 	}
 	u, err := url.Parse(s)
@@ -196,7 +197,7 @@ func debugPlan(p *luksconv.Plan) {
 		dlog.Debug("guest edit", "path", e.Path, "filesystem", e.Filesystem, "why", e.Why)
 	}
 	for _, w := range p.Warnings {
-		dlog.Warn("plan", "warning", w)
+		dlog.Warn("plan", "code", string(w.Code), "warning", w.Message)
 	}
 }
 

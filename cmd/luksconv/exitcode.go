@@ -36,7 +36,9 @@ func exitCode(err error) int {
 		return exitVerifyFailed
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
-	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrUsage), errors.Is(err, azure.ErrNotFound):
+	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
+		errors.Is(err, luksconv.ErrAmbiguous), errors.Is(err, luksconv.ErrNeedHeader), errors.Is(err, luksconv.ErrHeaderMismatch),
+		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, azure.ErrNotFound):
 		return exitUsage
 	case errors.Is(err, luks.ErrWrongPassphrase), errors.Is(err, azure.ErrBadSecret):
 		return exitWrongKey
@@ -48,7 +50,8 @@ func exitCode(err error) int {
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
 		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
 		return exitCorrupt
-	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
+	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, luksconv.ErrOutputIsInput), errors.Is(err, luksconv.ErrOutputTooSmall),
+		errors.Is(err, luksconv.ErrOutputType), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
 		return exitOutput
 	case errors.Is(err, luksconv.ErrNothingToConvert), errors.Is(err, azure.ErrNoEncryptionSettings):
 		return exitNothingToDo
@@ -60,3 +63,35 @@ var (
 	errUsage  = errors.New("usage")
 	errOutput = errors.New("output")
 )
+
+// flagHints say which flag answers a library error; the library never names flags.
+var flagHints = []struct {
+	err  error
+	hint string
+}{
+	{luksconv.ErrAmbiguous, "name the encrypted partition with --partition N (see luksconv inspect)"},
+	{luksconv.ErrNeedHeader, "give the detached header with --header F (ADE keeps it in /boot/luks/osluksheader)"},
+	{luksconv.ErrNothingToConvert, "give the detached header with --header F"},
+	{luksconv.ErrHeaderMismatch, "check --header and --partition; --allow-unknown-content converts anyway"},
+	{luksconv.ErrNoSuchPartition, "see the partitions with luksconv inspect IMAGE"},
+	{luksconv.ErrOutputExists, "use --force to replace it"},
+	{luksconv.ErrKeyFile, "--key-file takes a regular file; --key-file - reads standard input"},
+}
+
+// hintFor adds a likely cause, or the flag that helps, to some errors.
+func hintFor(err error) string {
+	var h interface{ Hint() string }
+	if errors.As(err, &h) {
+		return h.Hint()
+	}
+	var pe *luksconv.PassphraseError
+	if errors.As(err, &pe) {
+		return pe.Hint
+	}
+	for _, fh := range flagHints {
+		if errors.Is(err, fh.err) {
+			return fh.hint
+		}
+	}
+	return ""
+}

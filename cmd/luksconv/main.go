@@ -12,7 +12,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -114,15 +113,6 @@ func reportError(w io.Writer, err error) {
 	if hint := hintFor(err); hint != "" {
 		fmt.Fprintf(w, "hint: %s\n", hint)
 	}
-}
-
-// hintFor adds a likely cause to some errors.
-func hintFor(err error) string {
-	var h interface{ Hint() string }
-	if errors.As(err, &h) {
-		return h.Hint()
-	}
-	return ""
 }
 
 // hintedError carries a hint for the user beside the error.

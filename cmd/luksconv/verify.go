@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/luksconv/luksconv/blobio"
@@ -41,7 +43,7 @@ func newVerifyCmd() *cobra.Command {
 					cf.format = "vhd"
 				}
 			}
-			p, err := cf.makePlan(c, src)
+			p, err := cf.plan(c, src)
 			if err != nil {
 				return err
 			}
@@ -51,67 +53,48 @@ func newVerifyCmd() *cobra.Command {
 	}
 	cf.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
-	c.Flags().IntVar(&workers, "workers", 0, "chunks compared in parallel (default: number of CPUs)")
+	c.Flags().IntVar(&workers, "workers", 0, fmt.Sprintf("chunks compared in parallel, at most %d (default: number of CPUs)", luksconv.MaxWorkers))
 	c.Flags().IntVar(&maxMis, "max-mismatches", 20, "mismatching ranges listed (all are counted)")
 	return c
 }
 
-// runVerify checks o against p, prints the report and returns an error wrapping ErrVerifyFailed on a
+// runVerify checks o against p and prints the report; the error wraps luksconv.ErrVerifyFailed on a
 // mismatch.
 func runVerify(ctx context.Context, w io.Writer, p *luksconv.Plan, src, o *luksconv.Source, name string, workers, maxMis int, asJSON bool) error {
-	if o.Size != p.OutputSize {
-		what := "shorter"
-		if o.Size > p.OutputSize {
-			what = "longer"
-		}
-		if o.Size < p.OutputSize {
-			return fmt.Errorf("output %s holds a %d-byte disk, %s than the planned %d bytes (interrupted?): %w", name, o.Size, what, p.OutputSize, luksconv.ErrTruncated)
-		}
-		return fmt.Errorf("%w: output %s holds a %d-byte disk, %s than the planned %d bytes (another --format?)", luksconv.ErrVerifyFailed, name, o.Size, what, p.OutputSize)
-	}
+	o.Path = name
 	rep, err := luksconv.Verify(ctx, p, src, o, luksconv.VerifyOptions{Workers: workers, MaxMismatches: maxMis})
-	if err != nil {
+	if rep == nil {
 		return err
 	}
 	if asJSON {
-		if err := writeJSON(w, rep); err != nil {
-			return err
+		if jerr := writeJSON(w, rep); jerr != nil {
+			return errors.Join(err, jerr)
 		}
 	} else {
 		printVerify(w, name, rep)
 	}
-	if !rep.Pass {
-		return fmt.Errorf("%w: %s: %d mismatching ranges (%d bytes)", luksconv.ErrVerifyFailed, name, rep.MismatchCount, rep.MismatchBytes)
-	}
-	return nil
+	return err
 }
 
-func printVerify(w io.Writer, name string, rep *luksconv.VerifyReport) {
-	verdict := "PASS"
-	if !rep.Pass {
-		verdict = "FAIL"
+// openOutput opens a written output for verify: a file or page blob as a source, a block device as
+// its first bytes (it may be larger than the disk written onto it).
+func openOutput(ctx context.Context, p *luksconv.Plan, out string, workers int) (*luksconv.Source, error) {
+	fi, err := os.Stat(out)
+	if err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+		return openSource(ctx, out, workers)
 	}
-	fmt.Fprintf(w, "Verify %s: %s\n", name, verdict)
-	fmt.Fprintf(w, "  checked: decrypt %s, copy %s, zero %s (%s of patches) in %s\n", human(rep.Checked.Decrypt),
-		human(rep.Checked.Copy), human(rep.Checked.Zero), human(rep.Patched), rep.Duration.Round(1e6))
-	if rep.MismatchCount > 0 {
-		fmt.Fprintf(w, "  mismatches: %d ranges, %d bytes\n", rep.MismatchCount, rep.MismatchBytes)
-		for _, m := range rep.Mismatches {
-			fmt.Fprintf(w, "    %d+%d in the %s region at %d", m.Offset, m.Length, m.Kind, m.Region)
-			if m.Patch != "" {
-				fmt.Fprintf(w, ", patch: %s", m.Patch)
-			}
-			fmt.Fprintln(w)
-		}
-		if n := rep.MismatchCount - len(rep.Mismatches); n > 0 {
-			fmt.Fprintf(w, "    ... and %d more\n", n)
-		}
+	n := p.OutputSize
+	if p.Format == luksconv.FormatVHD {
+		n += 512
 	}
-	for _, c := range rep.Structure {
-		st := "ok"
-		if !c.OK {
-			st = "FAIL"
-		}
-		fmt.Fprintf(w, "  %-4s %s: %s\n", st, c.Name, c.Detail)
+	f, err := os.Open(out)
+	if err != nil {
+		return nil, err
 	}
+	src, err := luksconv.OpenReader(io.NewSectionReader(f, 0, n), n, f)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", out, err)
+	}
+	debugSource(out, src)
+	return src, nil
 }

@@ -226,7 +226,7 @@ func convertDisk(t *testing.T, disk, out string, key []byte) *luksconv.Plan {
 		t.Fatalf("plan: %v", err)
 	}
 	defer p.Close()
-	sink, err := luksconv.CreateFile(out, p.OutputSize, p.Format, false)
+	sink, err := luksconv.CreateOutput(p, out, luksconv.OutputOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +234,7 @@ func convertDisk(t *testing.T, disk, out string, key []byte) *luksconv.Plan {
 		sink.Abort()
 		t.Fatalf("execute: %v", err)
 	}
-	if err := sink.Commit(); err != nil {
+	if err := sink.Commit(ctx); err != nil {
 		t.Fatal(err)
 	}
 	return p

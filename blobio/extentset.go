@@ -3,41 +3,12 @@ package blobio
 import (
 	"slices"
 	"sort"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
-// Extent is the byte range [Off, Off+Len) of a blob.
-type Extent struct{ Off, Len int64 }
-
-// End is Off+Len.
-func (e Extent) End() int64 { return e.Off + e.Len }
-
-// mergeExtents sorts extents and joins those that overlap or touch. Empty
-// extents are dropped.
-func mergeExtents(in []Extent) []Extent {
-	out := slices.DeleteFunc(slices.Clone(in), func(e Extent) bool { return e.Len <= 0 })
-	slices.SortFunc(out, func(a, b Extent) int {
-		switch {
-		case a.Off < b.Off:
-			return -1
-		case a.Off > b.Off:
-			return 1
-		}
-		return 0
-	})
-	j := 0
-	for i := range out {
-		if j > 0 && out[i].Off <= out[j-1].End() {
-			out[j-1].Len = max(out[j-1].End(), out[i].End()) - out[j-1].Off
-			continue
-		}
-		out[j] = out[i]
-		j++
-	}
-	return out[:j]
-}
-
 // extentSet is a set of byte ranges kept sorted and merged.
-type extentSet struct{ ext []Extent }
+type extentSet struct{ ext []extent.Range }
 
 // first returns the index of the first extent ending after off.
 func (s *extentSet) first(off int64) int {
@@ -50,13 +21,13 @@ func (s *extentSet) add(off, n int64) {
 	if n <= 0 {
 		return
 	}
-	e := Extent{off, n}
+	e := extent.Range{Off: off, Len: n}
 	// Extents that overlap or touch e: [i, j).
 	i := sort.Search(len(s.ext), func(i int) bool { return s.ext[i].End() >= off })
 	j := i
 	for j < len(s.ext) && s.ext[j].Off <= e.End() {
 		lo := min(e.Off, s.ext[j].Off)
-		e = Extent{lo, max(e.End(), s.ext[j].End()) - lo}
+		e = extent.Range{Off: lo, Len: max(e.End(), s.ext[j].End()) - lo}
 		j++
 	}
 	s.ext = slices.Replace(s.ext, i, j, e)
@@ -78,17 +49,17 @@ func (s *extentSet) overlaps(off, n int64) bool {
 }
 
 // subtract returns the parts of e not in the set.
-func (s *extentSet) subtract(e Extent) []Extent {
-	var out []Extent
+func (s *extentSet) subtract(e extent.Range) []extent.Range {
+	var out []extent.Range
 	pos, end := e.Off, e.End()
 	for i := s.first(pos); i < len(s.ext) && s.ext[i].Off < end && pos < end; i++ {
 		if s.ext[i].Off > pos {
-			out = append(out, Extent{pos, s.ext[i].Off - pos})
+			out = append(out, extent.Range{Off: pos, Len: s.ext[i].Off - pos})
 		}
 		pos = max(pos, s.ext[i].End())
 	}
 	if pos < end {
-		out = append(out, Extent{pos, end - pos})
+		out = append(out, extent.Range{Off: pos, Len: end - pos})
 	}
 	return out
 }

@@ -4,15 +4,9 @@ import (
 	"math/rand/v2"
 	"reflect"
 	"testing"
-)
 
-func TestMergeExtents(t *testing.T) {
-	got := mergeExtents([]Extent{{100, 10}, {0, 5}, {5, 5}, {105, 20}, {200, 0}, {50, 1}})
-	want := []Extent{{0, 10}, {50, 1}, {100, 25}}
-	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("mergeExtents = %v, want %v", got, want)
-	}
-}
+	"github.com/luksconv/luksconv/extent"
+)
 
 // TestExtentSetModel checks the set against a bitmap.
 func TestExtentSetModel(t *testing.T) {
@@ -56,7 +50,7 @@ func TestExtentSetModel(t *testing.T) {
 				t.Fatalf("[%d,+%d): covers=%v overlaps=%v, want %v %v (set %v)", off, l, s.covers(off, l), s.overlaps(off, l), all, any, s.ext)
 			}
 			var holes int64
-			for _, h := range s.subtract(Extent{off, l}) {
+			for _, h := range s.subtract(extent.Range{Off: off, Len: l}) {
 				for i := h.Off; i < h.End(); i++ {
 					if bits[i] {
 						t.Fatalf("subtract returned set byte %d", i)

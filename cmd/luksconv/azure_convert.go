@@ -1,0 +1,441 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"net/http"
+	"os"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/blobdisk"
+	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
+)
+
+// azureConvert holds the flags of `azure convert`.
+type azureConvert struct {
+	src     azureSource
+	pf      planFlags
+	keyFile string
+
+	des, target, rg  string
+	dryRun, recreate bool
+	vm               string
+	workers          int
+	journal          string
+	writeAccess      time.Duration
+	verify           bool
+	asJSON, quiet    bool
+}
+
+// The tags on a new disk: the ID of the plan that fills it (Plan.ID), and with --source-disk the name of
+// the snapshot luksconv took (in the source disk's resource group), so that a rerun reads that snapshot
+// rather than taking another. Names, not resource IDs: a tag value holds at most 256 characters.
+const (
+	planTag   = "luksconv-plan"
+	sourceTag = "luksconv-source"
+)
+
+// azureReport is the final report of `azure convert`; it holds no secret and no SAS URL.
+type azureReport struct {
+	Source          string              `json:"source"`
+	SnapshotCreated string              `json:"snapshot_created,omitempty"`
+	KeySource       *azure.KeySource    `json:"key_source,omitempty"`
+	DryRun          bool                `json:"dry_run"`
+	DiskSpec        *azure.DiskSpec     `json:"disk_spec"`
+	Target          *azure.UploadTarget `json:"target,omitempty"`
+	Plan            *luksconv.Plan      `json:"plan"`
+	Result          *luksconv.Result    `json:"result,omitempty"`
+	VMPlan          *azure.VMPlan       `json:"vm_plan,omitempty"`
+	Verified        bool                `json:"verified,omitempty"`
+	VMRecreated     bool                `json:"vm_recreated,omitempty"`
+	Warnings        []string            `json:"warnings,omitempty"`
+}
+
+func newAzureConvertCmd() *cobra.Command {
+	var f azureConvert
+	c := &cobra.Command{
+		Use: "convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--resource-group RG] " +
+			"[--dry-run] [--recreate-vm --vm VM_ID]",
+		Short: "Convert an ADE disk into a new plaintext managed disk encrypted at rest by a Disk Encryption Set",
+		Args:  usageArgs(0),
+		RunE:  f.run,
+	}
+	f.src.register(c)
+	f.pf.register(c)
+	fl := c.Flags()
+	fl.StringVar(&f.keyFile, "key-file", "", "the BEK key file, instead of recovering it from Key Vault")
+	fl.StringVar(&f.des, "des", "", "resource ID of the Disk Encryption Set of the new disk")
+	fl.StringVar(&f.target, "target-disk", "", "name of the new managed disk")
+	fl.StringVar(&f.rg, "resource-group", "", "resource group of the new disk (default: the source's)")
+	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan and the ARM changes; create nothing")
+	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
+	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM to re-create (with --recreate-vm)")
+	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
+	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
+	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
+	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
+	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
+	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
+	return c
+}
+
+func (f *azureConvert) check() (string, error) {
+	id, err := f.src.id()
+	if err != nil {
+		return "", err
+	}
+	switch {
+	case f.des == "":
+		return "", fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disk)", errUsage)
+	case f.target == "":
+		return "", fmt.Errorf("%w: --target-disk NAME is needed", errUsage)
+	case f.recreate && f.vm == "":
+		return "", fmt.Errorf("%w: --recreate-vm needs --vm VM_ID", errUsage)
+	case !f.recreate && f.vm != "":
+		return "", fmt.Errorf("%w: --vm is only used with --recreate-vm", errUsage)
+	}
+	return id, nil
+}
+
+// key puts the passphrase into opts: the --key-file, or the key recovered from Key Vault (then
+// Base64Fallback is set for a KEK-wrapped secret: old ADE builds base64-encoded the passphrase before
+// wrapping it).
+func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opts *luksconv.PlanOptions, rep *azureReport) error {
+	if f.keyFile != "" {
+		debugKeySource(keyFlags{file: f.keyFile})
+		opts.KeyFile = f.keyFile
+		return nil
+	}
+	debugAzure("read ADE key references", id)
+	ks, err := cl.KeySources(ctx, id)
+	if err != nil {
+		if errors.Is(err, azure.ErrNoEncryptionSettings) {
+			return &hintedError{err, "give the BEK file with --key-file"}
+		}
+		return err
+	}
+	if len(ks) > 1 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%d ADE key references found; using the first (%s)", len(ks), ks[0].SecretURL))
+	}
+	rep.KeySource = &ks[0]
+	debugAzure("recover key from Key Vault", ks[0].ResourceID, "secret", ks[0].SecretURL, "kek", ks[0].KEKURL, "from", ks[0].From)
+	pass, err := cl.RecoverKey(ctx, &ks[0])
+	if err != nil {
+		return err
+	}
+	opts.Passphrase = pass
+	opts.Base64Fallback = ks[0].KEKURL != ""
+	return nil
+}
+
+func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
+	ctx := c.Context()
+	stderr := c.ErrOrStderr()
+	id, err := f.check()
+	if err != nil {
+		return err
+	}
+	cl, err := f.src.client(id)
+	if err != nil {
+		return err
+	}
+	rep := &azureReport{Source: id, DryRun: f.dryRun}
+
+	// The key first: it needs no grant, and a wrong vault fails before anything is created.
+	opts := f.pf.options(luksconv.FormatVHD)
+	if err := f.key(ctx, cl, id, &opts, rep); err != nil {
+		return err
+	}
+	defer clear(opts.Passphrase)
+
+	readID, snapName := id, ""
+	if f.src.sourceDisk != "" {
+		if f.dryRun {
+			// Creating nothing means reading the disk itself, which Azure allows only while it is
+			// unattached or its VM deallocated.
+			fmt.Fprintf(stderr, "dry run: would snapshot %s; reading the disk directly\n", id)
+		} else if snap := f.interruptedSnapshot(ctx, cl, id); snap != "" {
+			// A resume must read the very snapshot the interrupted run uploaded from.
+			fmt.Fprintf(stderr, "Reading snapshot %s again: the unfinished upload to --target-disk %s was made from it\n", snap, f.target)
+			readID, snapName = snap, path.Base(snap)
+		} else {
+			name := fmt.Sprintf("%s-luksconv-src-%d", f.target, time.Now().Unix())
+			snapName = name
+			debugAzure("snapshot disk", id, "snapshot_name", name)
+			snap, err := cl.SnapshotDisk(ctx, id, name, nil)
+			if err != nil {
+				return err
+			}
+			rep.SnapshotCreated = snap
+			readID = snap
+			if !f.quiet {
+				fmt.Fprintf(stderr, "Snapshot: %s (kept; delete it when the new disk is verified)\n", snap)
+			}
+		}
+	}
+
+	src, done, err := grantRead(ctx, cl, readID, f.workers, stderr)
+	if err != nil {
+		if f.dryRun && f.src.sourceDisk != "" {
+			return &hintedError{err, "a dry run reads an attached disk only through a snapshot: snapshot it and use --snapshot"}
+		}
+		return err
+	}
+	// The source SAS is revoked on every path, also after Ctrl-C.
+	defer func() { err = errors.Join(err, done()) }()
+
+	p, err := f.pf.makePlan(ctx, src, opts)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rep.Plan = p
+	if !f.quiet || f.dryRun {
+		printPlan(stderr, p)
+	} else {
+		printWarnings(stderr, p.Warnings)
+	}
+
+	debugAzure("read source and disk encryption set", readID, "des", f.des, "target", f.target)
+	spec, err := cl.DiskSpecFrom(ctx, readID, f.rg, f.target, f.des)
+	if err != nil {
+		return err
+	}
+	if p.OutputSize%(1<<20) != 0 {
+		return fmt.Errorf("plan output size %d is not a whole MiB", p.OutputSize)
+	}
+	spec.SizeBytes = p.OutputSize
+	if f.writeAccess == 0 {
+		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
+	}
+	spec.AccessDuration = f.writeAccess
+	// The tag lets a rerun tell this conversion's unfinished upload from any other disk of that name,
+	// also when the journal is lost (another directory) or was never written.
+	spec.Tags = maps.Clone(spec.Tags)
+	if spec.Tags == nil {
+		spec.Tags = map[string]string{}
+	}
+	spec.Tags[planTag] = p.ID()
+	if snapName != "" {
+		spec.Tags[sourceTag] = snapName
+	}
+	rep.DiskSpec = spec
+	diskID := spec.ID(f.subscriptionOf(id))
+
+	if f.recreate {
+		debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
+		vp, err := cl.PlanRecreateVM(ctx, f.vm, diskID)
+		if err != nil {
+			return err
+		}
+		rep.VMPlan = vp
+	}
+
+	if f.dryRun {
+		out := c.OutOrStdout()
+		if f.asJSON {
+			return writeJSON(out, rep)
+		}
+		fmt.Fprintf(out, "Would create managed disk %s (CreateOption=Upload, %d bytes + 512):\n", diskID, spec.SizeBytes)
+		writeJSON(out, spec)
+		if rep.VMPlan != nil {
+			fmt.Fprintf(out, "Would re-create the VM:\n%s\n", rep.VMPlan)
+		}
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(out, "warning: %s\n", w)
+		}
+		return nil
+	}
+
+	journal := f.journal
+	if journal == "" {
+		journal = blobdisk.DefaultJournal(p)
+	}
+	debugAzure("create upload disk", diskID, "size", spec.SizeBytes)
+	tgt, err := cl.CreateUploadDisk(ctx, *spec)
+	if errors.Is(err, azure.ErrExists) {
+		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
+	}
+	if err != nil {
+		return err
+	}
+	rep.Target = tgt
+	finished := false
+	defer func() {
+		if !finished {
+			// Write access is not revoked: revoking ends an upload in Azure, which refuses it
+			// (InvalidVhd) until the footer is written, and with a footer would make a half-written
+			// disk attachable. The disk stays ActiveUpload, which no VM can attach, and the SAS, held
+			// only in this process, expires; the same command grants again and resumes.
+			debugAzure("keep write access for a resume", diskID, "expires", tgt.Expires.UTC().Format(time.RFC3339))
+			fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes it (journal %s); "+
+				"no VM can attach the disk while it is uploading, and its write access ends at %s or when the disk is deleted\n",
+				diskID, journal, tgt.Expires.UTC().Format(time.RFC3339))
+		}
+	}()
+
+	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
+	o, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog}, Journal: journal,
+		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
+		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
+		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
+		Finish: func(ctx context.Context) error {
+			debugAzure("finish upload (revoke write access)", tgt.DiskID)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			defer cancel()
+			return tgt.Finish(fctx)
+		}})
+	if err != nil {
+		return expiredHint(err)
+	}
+	dlog.Debug("output opened", "kind", "page blob", "url", o.URL(), "size", p.OutputSize, "journal", journal)
+	pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
+	dlog.Debug("execute", "workers", f.workers, "output", tgt.DiskID)
+	res, err := luksconv.Execute(ctx, p, src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: debugProgress(pr.update)})
+	if err != nil {
+		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
+		o.Abort()
+		return expiredHint(err)
+	}
+	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
+		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
+	rep.Result = res
+	if err := o.Commit(ctx); err != nil {
+		return err
+	}
+	finished = true
+
+	if f.verify {
+		// The finished disk is read back through its own read grant (revoked on every path), and a
+		// failed check stops before the VM is touched.
+		if err := f.verifyDisk(ctx, cl, p, src, tgt.DiskID, stderr); err != nil {
+			return err
+		}
+		rep.Verified = true
+	}
+
+	if rep.VMPlan != nil {
+		debugAzure("re-create VM", f.vm)
+		if err := cl.RecreateVM(ctx, rep.VMPlan); err != nil {
+			return &hintedError{err, "the VM may be deleted: `luksconv` left the old OS disk untouched; re-create it from the plan's rollbackVm (azure.RestoreVM)"}
+		}
+		rep.VMRecreated = true
+	}
+
+	out := c.OutOrStdout()
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "converted %s -> %s: decrypted %s, copied %s, wrote %s in %s\n", id, tgt.DiskID,
+		human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten), res.Duration.Round(time.Millisecond))
+	if rep.VMRecreated {
+		fmt.Fprintf(out, "re-created VM %s on the new OS disk\n", f.vm)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
+	}
+	return nil
+}
+
+// verifyDisk reads the finished disk diskID back and checks it against p and the source src; the
+// report goes to stderr (only on failure when the output is JSON or -q).
+func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luksconv.Plan, src *luksconv.Source, diskID string, stderr io.Writer) (err error) {
+	out, done, err := grantRead(ctx, cl, diskID, f.workers, stderr)
+	if err != nil {
+		return fmt.Errorf("verify: %w", err)
+	}
+	defer func() { err = errors.Join(err, done()) }()
+	var buf strings.Builder
+	err = runVerify(ctx, &buf, p, src, out, diskID, f.workers, 20, false)
+	if err != nil || !(f.quiet || f.asJSON) {
+		fmt.Fprint(stderr, buf.String())
+	}
+	if errors.Is(err, luksconv.ErrVerifyFailed) {
+		return &hintedError{err, fmt.Sprintf("do not attach %s: delete it (luksconv never deletes disks) and run again", diskID)}
+	}
+	return err
+}
+
+// interruptedSnapshot returns the snapshot an interrupted run of this conversion read, when the
+// target disk is still an unfinished upload tagged with a snapshot of the source disk; "" otherwise.
+func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client, diskID string) string {
+	rid, err := arm.ParseResourceID(diskID)
+	if err != nil {
+		return ""
+	}
+	rg := f.rg
+	if rg == "" {
+		rg = rid.ResourceGroupName
+	}
+	target := (&azure.DiskSpec{ResourceGroup: rg, Name: f.target}).ID(f.subscriptionOf(diskID))
+	tags, err := cl.UploadTags(ctx, target)
+	if err != nil {
+		// No unfinished upload of that name (or it cannot be read): a new snapshot; creating the
+		// target disk then says what is wrong with an existing one.
+		return ""
+	}
+	name := tags[sourceTag]
+	if name == "" || strings.ContainsAny(name, "/?#") {
+		return ""
+	}
+	snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
+	// Only a snapshot of this very disk: a target name reused for another VM must not resume with
+	// that VM's data.
+	if from, err := cl.SnapshotSource(ctx, snap); err != nil || !strings.EqualFold(from, diskID) {
+		return ""
+	}
+	return snap
+}
+
+// resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this
+// conversion's unfinished upload: still uploading and tagged with the plan's ID. The journal, if there
+// is one, then names what is done; without it every page is written again.
+func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists error, diskID, journal, planID string, stderr io.Writer) (*azure.UploadTarget, error) {
+	_, jerr := os.Stat(journal)
+	debugAzure("open upload disk (resume)", diskID, "journal", journal, "journal_found", jerr == nil)
+	// Only a disk tagged with this plan is reopened: another disk of that name, a finished upload
+	// (Unattached) or another conversion's upload, is refused before any access is granted.
+	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: planID})
+	switch {
+	case errors.Is(err, azure.ErrState):
+		return nil, &hintedError{errors.Join(exists, err), "the target disk exists and is not this conversion's unfinished upload; " +
+			"choose another --target-disk, or delete it (luksconv never deletes disks)"}
+	case err != nil:
+		return nil, err
+	case jerr != nil:
+		fmt.Fprintf(stderr, "Resuming the upload to %s (no journal at %s: every page is written again)\n", diskID, journal)
+	default:
+		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)
+	}
+	return tgt, nil
+}
+
+// expiredHint adds what to do to a refused upload: a write SAS that expired (--write-access) is
+// granted anew by the same command, which resumes from the journal.
+func expiredHint(err error) error {
+	if blobio.HTTPStatus(err) == http.StatusForbidden {
+		return &hintedError{err, "the disk's write access may have expired (--write-access): run the same command again to grant it anew and resume"}
+	}
+	return err
+}
+
+// subscriptionOf is --subscription, or the subscription of the resource ID.
+func (f *azureConvert) subscriptionOf(id string) string {
+	if f.src.subscription != "" {
+		return f.src.subscription
+	}
+	if rid, err := arm.ParseResourceID(id); err == nil {
+		return rid.SubscriptionID
+	}
+	return ""
+}
