@@ -17,8 +17,8 @@ build:
 vet:
 	$(GO) vet ./...
 
-# The concurrent parts (the pipeline, the blob source and sink) run again under the race detector.
-RACEPKGS := ./luksconv ./blobio
+# The concurrent parts (the pipeline and the plan's Close, the blob source and sink) run again under the race detector.
+RACEPKGS := ./luksconv ./blobio ./blobdisk
 
 test: deps vet
 	$(GO) test -timeout $(TESTTIMEOUT) ./...

@@ -11,7 +11,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"sync"
+	"sync/atomic"
 
 	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/extent"
@@ -86,8 +86,7 @@ type Output struct {
 	s       *blobio.Sink
 	journal string
 	finish  func(ctx context.Context) error
-	mu      sync.Mutex
-	ended   bool
+	ended   atomic.Bool // Commit or Abort ran
 }
 
 // CreateOutput opens the page blob at sasURL as the output of p. p.OutputSize must be a whole MiB, as
@@ -142,7 +141,7 @@ func (o *Output) Journal() luksconv.Journal { return o.s }
 // Commit writes the VHD footer, checks it, runs OutputOptions.Finish and then removes the journal. On
 // error the journal stays, so that the same run started again only does what is left.
 func (o *Output) Commit(ctx context.Context) error {
-	if !o.end() {
+	if !o.ended.CompareAndSwap(false, true) {
 		return errors.New("blobdisk: output already committed or aborted")
 	}
 	err := o.s.Commit(ctx)
@@ -161,18 +160,8 @@ func (o *Output) Commit(ctx context.Context) error {
 
 // Abort flushes and closes the journal, which a rerun resumes from, and leaves the upload unfinished.
 func (o *Output) Abort() error {
-	if !o.end() {
+	if !o.ended.CompareAndSwap(false, true) {
 		return nil
 	}
 	return o.s.Close()
-}
-
-func (o *Output) end() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.ended {
-		return false
-	}
-	o.ended = true
-	return true
 }

@@ -2,12 +2,13 @@ package fat
 
 import (
 	"bytes"
-	"encoding/binary"
 	"errors"
 	"io"
 	iofs "io/fs"
 	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/fuzzimage"
 )
 
 // FuzzOpen opens mutated images, walks their tree and reads and plans a
@@ -23,34 +24,6 @@ import (
 //
 // The seeds are images built in memory (no tools needed), so a crasher
 // saved in testdata/fuzz reproduces anywhere.
-
-type patch struct {
-	off  int64
-	data []byte
-}
-
-// patchedImage is an io.ReaderAt over base with patches applied.
-type patchedImage struct {
-	base    []byte
-	patches []patch
-}
-
-func (p *patchedImage) ReadAt(b []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(p.base)) {
-		return 0, io.EOF
-	}
-	n := copy(b, p.base[off:])
-	for _, pt := range p.patches {
-		lo, hi := max(pt.off, off), min(pt.off+int64(len(pt.data)), off+int64(n))
-		if lo < hi {
-			copy(b[lo-off:hi-off], pt.data[lo-pt.off:hi-pt.off])
-		}
-	}
-	if n < len(b) {
-		return n, io.EOF
-	}
-	return n, nil
-}
 
 // zeroExtended reads img and then zeros.
 type zeroExtended []byte
@@ -104,22 +77,6 @@ func loadFuzzBases(t testing.TB) []fuzzBase {
 		}
 	})
 	return fuzzBases
-}
-
-// decodePatches turns fuzz bytes into at most 16 patches of 1..16 bytes,
-// each at a 16-bit offset from a target.
-func decodePatches(b []byte, targets []int64, size int64) []patch {
-	var ps []patch
-	for len(b) >= 4 && len(ps) < 16 {
-		off := targets[int(b[0])%len(targets)] + int64(binary.BigEndian.Uint16(b[1:3]))
-		n := min(int(b[3])%16+1, len(b)-4)
-		data := b[4 : 4+n]
-		b = b[4+n:]
-		if off+int64(n) <= size {
-			ps = append(ps, patch{off: off, data: data})
-		}
-	}
-	return ps
 }
 
 // tinyTree is a small tree for raw-mode seeds: a long name, a nested
@@ -265,7 +222,7 @@ func FuzzOpen(f *testing.F) {
 		case in[0]&0x80 == 0:
 			base := bases[int(in[0])%len(bases)]
 			size = int64(len(base.img))
-			r = &patchedImage{base: base.img, patches: decodePatches(in[1:], base.targets, size)}
+			r = &fuzzimage.Image{Base: base.img, Patches: fuzzimage.Decode(in[1:], base.targets, size)}
 		case in[0]&0x40 != 0:
 			r, size = zeroExtended(in[1:]), 64<<20
 		default:

@@ -27,12 +27,7 @@ import (
 // and makes mtools' behaviour independent of the caller's environment.
 func needFATTools(t *testing.T) {
 	t.Helper()
-	for tool, pkg := range map[string]string{"mkfs.vfat": "dosfstools", "fsck.fat": "dosfstools", "mmd": "mtools", "mcopy": "mtools", "mtype": "mtools", "mdir": "mtools"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			t.Logf("TOOL UNAVAILABLE: %s is in Debian package %s", tool, pkg)
-		}
-		testenv.Need(t, tool)
-	}
+	testenv.Need(t, "mkfs.vfat", "fsck.fat", "mmd", "mcopy", "mtype", "mdir")
 	// The test images have geometries mtools would otherwise refuse
 	// (sectors not a multiple of a track); names are UTF-8.
 	t.Setenv("MTOOLS_SKIP_CHECK", "1")

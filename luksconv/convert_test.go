@@ -114,6 +114,11 @@ func convertOpts(t *testing.T, input string, opts luksconv.PlanOptions, workers 
 		t.Fatalf("plan: %v", err)
 	}
 	defer p.Close()
+	for _, w := range p.Warnings {
+		if w.Code == "" || w.Message == "" {
+			t.Errorf("warning without a code or a message: %+v", w)
+		}
+	}
 	out := filepath.Join(t.TempDir(), "out."+string(format))
 	sink, err := luksconv.CreateFile(p, out, luksconv.OutputOptions{})
 	if err != nil {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"sync"
+	"sync/atomic"
 
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -27,7 +28,7 @@ type DeviceOutput struct {
 	mu         sync.Mutex
 	head, tail []byte
 	tailOff    int64
-	ended      bool
+	ended      atomic.Bool // Commit or Abort ran
 }
 
 // OpenDevice opens the block device at path as the output of p. It is opened exclusively (refused
@@ -133,7 +134,7 @@ func (d *DeviceOutput) Journal() Journal { return nil }
 // Commit makes the bulk durable, then writes the tail (backup GPT), the VHD footer and last the head
 // (protective MBR and primary GPT), each made durable before the next.
 func (d *DeviceOutput) Commit(ctx context.Context) error {
-	if !d.end() {
+	if !d.ended.CompareAndSwap(false, true) {
 		return errors.New("luksconv: output already committed or aborted")
 	}
 	err := ctx.Err()
@@ -165,20 +166,10 @@ func (d *DeviceOutput) Commit(ctx context.Context) error {
 
 // Abort leaves the device with both ends zeroed, as OpenDevice made them.
 func (d *DeviceOutput) Abort() error {
-	if !d.end() {
+	if !d.ended.CompareAndSwap(false, true) {
 		return nil
 	}
 	clear(d.head)
 	clear(d.tail)
 	return d.f.Close()
-}
-
-func (d *DeviceOutput) end() bool {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	if d.ended {
-		return false
-	}
-	d.ended = true
-	return true
 }

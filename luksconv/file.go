@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
+	"sync/atomic"
 
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -19,8 +19,7 @@ type FileOutput struct {
 	f         *os.File
 	size      int64 // the disk, without a VHD footer
 	format    Format
-	mu        sync.Mutex
-	ended     bool
+	ended     atomic.Bool // Commit or Abort ran
 }
 
 // CreateFile creates the file output of p at path (mode 0600: it holds the plaintext). An existing
@@ -78,7 +77,7 @@ func (o *FileOutput) Path() string { return o.path }
 // footer, fsyncs the file, renames it to its final name and fsyncs the directory. On error the
 // partial file is removed.
 func (o *FileOutput) Commit(ctx context.Context) error {
-	if !o.end() {
+	if !o.ended.CompareAndSwap(false, true) {
 		return errors.New("luksconv: output already committed or aborted")
 	}
 	fail := func(err error) error {
@@ -122,20 +121,9 @@ func (o *FileOutput) Commit(ctx context.Context) error {
 
 // Abort removes the partial output.
 func (o *FileOutput) Abort() error {
-	if !o.end() {
+	if !o.ended.CompareAndSwap(false, true) {
 		return nil
 	}
 	o.f.Close()
 	return os.Remove(o.tmp)
-}
-
-// end marks the output ended; it reports false when it already was.
-func (o *FileOutput) end() bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.ended {
-		return false
-	}
-	o.ended = true
-	return true
 }

@@ -1,46 +1,18 @@
 package xfs
 
 import (
-	"encoding/binary"
-	"io"
 	"os"
 	"sort"
 	"sync"
 	"testing"
+
+	"github.com/luksconv/luksconv/internal/fuzzimage"
 )
 
 // The fuzz targets patch real mkfs.xfs images at offsets relative to their
 // metadata (superblock, AGF, AGI, inodes, directory, btree and log blocks)
 // instead of fuzzing whole multi-megabyte images. A flag byte turns CRC
 // checks off so mutations reach the parsers behind them.
-
-type patch struct {
-	off  int64
-	data []byte
-}
-
-// patchedImage is an io.ReaderAt over base with patches applied.
-type patchedImage struct {
-	base    []byte
-	patches []patch
-}
-
-func (p *patchedImage) ReadAt(b []byte, off int64) (int, error) {
-	if off < 0 || off >= int64(len(p.base)) {
-		return 0, io.EOF
-	}
-	n := copy(b, p.base[off:])
-	for _, pt := range p.patches {
-		lo, hi := max(pt.off, off), min(pt.off+int64(len(pt.data)), off+int64(n))
-		if lo < hi {
-			copy(b[lo-off:hi-off], pt.data[lo-pt.off:hi-pt.off])
-		}
-	}
-	if n < len(b) {
-		return n, io.EOF
-	}
-	return n, nil
-}
 
 type fuzzBase struct {
 	data    []byte
@@ -73,7 +45,7 @@ func loadFuzzBases(t testing.TB) []*fuzzBase {
 }
 
 func metadataOffsets(t testing.TB, data []byte) []int64 {
-	fs, err := Open(&patchedImage{base: data}, int64(len(data)))
+	fs, err := Open(&fuzzimage.Image{Base: data}, int64(len(data)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,22 +71,6 @@ func metadataOffsets(t testing.TB, data []byte) []int64 {
 		}
 	}
 	return out
-}
-
-// decodePatches turns fuzz bytes into at most 16 patches of 1..16 bytes,
-// each at a 16-bit offset from a metadata target.
-func decodePatches(b []byte, targets []int64, size int64) []patch {
-	var ps []patch
-	for len(b) >= 4 && len(ps) < 16 {
-		off := targets[int(b[0])%len(targets)] + int64(binary.BigEndian.Uint16(b[1:3]))
-		n := min(int(b[3])%16+1, len(b)-4)
-		data := b[4 : 4+n]
-		b = b[4+n:]
-		if off+int64(n) <= size {
-			ps = append(ps, patch{off: off, data: data})
-		}
-	}
-	return ps
 }
 
 // exercise runs the read and plan API on fs; it must not panic or hang,
@@ -180,7 +136,7 @@ func FuzzOpen(f *testing.F) {
 		}
 		base := bases[int(in[0]>>7)%len(bases)]
 		size := int64(len(base.data))
-		img := &patchedImage{base: base.data, patches: decodePatches(in[1:], base.targets[:6], size)}
+		img := &fuzzimage.Image{Base: base.data, Patches: fuzzimage.Decode(in[1:], base.targets[:6], size)}
 		fs, err := open(img, size, in[0]&1 != 0)
 		if err != nil {
 			return
@@ -201,7 +157,7 @@ func FuzzLookup(f *testing.F) {
 		}
 		base := bases[int(in[0]>>7)%len(bases)]
 		size := int64(len(base.data))
-		img := &patchedImage{base: base.data, patches: decodePatches(in[1:], base.targets, size)}
+		img := &fuzzimage.Image{Base: base.data, Patches: fuzzimage.Decode(in[1:], base.targets, size)}
 		fs, err := open(img, size, in[0]&1 != 0)
 		if err != nil {
 			return

@@ -49,7 +49,8 @@ var debianPackage = map[string]string{
 	"mount": "mount", "openssl": "openssl", "pvck": "lvm2", "pvcreate": "lvm2", "pvs": "lvm2",
 	"qemu-img": "qemu-utils", "sfdisk": "fdisk", "sgdisk": "gdisk", "umount": "mount", "vgcfgbackup": "lvm2",
 	"vgcfgrestore": "lvm2", "vgcreate": "lvm2", "xfs_db": "xfsprogs", "xfs_io": "xfsprogs",
-	"xfs_repair": "xfsprogs", "xz": "xz-utils", "zstd": "zstd",
+	"xfs_repair": "xfsprogs", "xz": "xz-utils", "zstd": "zstd", "mkfs.vfat": "dosfstools", "fsck.fat": "dosfstools",
+	"mcopy": "mtools", "mdir": "mtools", "mmd": "mtools", "mtype": "mtools",
 }
 
 // Need skips the test, loudly, unless every tool is on PATH (which includes /usr/sbin and /sbin).
