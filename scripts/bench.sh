@@ -6,7 +6,11 @@
 # convert of the very same partition (same file, same ciphertext: qemu-img 7.2 reads neither LUKS2 nor a
 # detached header, so the disk carries, in a 2 MiB gap before partition 2, a LUKS1 header holding the
 # LUKS2 volume key whose payload starts exactly at partition 2). One run, one machine, one table; peak
-# RSS for every row.
+# RSS for every row. The dense conversion is also written to a file on a real filesystem, where the page
+# cache and write-back are part of the cost (the main table's output is on tmpfs when it fits): on the
+# filesystem holding bench-out/ (ext4 on the project machine) and on XFS (an image in bench-out/ on a loop
+# device, made and removed by the run; those rows are skipped, loudly, without mkfs.xfs, a free loop
+# device or the room), each next to `cat INPUT > FILE; sync FILE` on the same filesystem.
 #   BENCH_GIB=8            size of the dense encrypted partition (default 8)
 #   BENCH_SPARSE_GIB=64    size of the 10%-used LVM+XFS disk (0 leaves those rows out). Its ciphertext
 #                          is dense (cryptsetup reencrypt --encrypt writes every sector), so it needs
@@ -14,6 +18,7 @@
 #                          fits in the free space and the caches (said in the output). Set: stops if it
 #                          does not fit.
 #   BENCH_BUILD_ONLY=1     build (or keep) the fixtures and stop, e.g. before a run on a quiet machine
+#   BENCH_FS_RUNS=3        cold runs of each tool on each real filesystem (the median is shown)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
 # not fit side by side, the run measures the cached one first and then builds the other in its place.
@@ -248,6 +253,96 @@ dense_rows() {
   rm -f "$out"
   sink="disk"
   if [[ $out == /dev/shm/* ]]; then sink="tmpfs"; fi
+  fs_rows
+}
+
+# fs_rows: the dense conversion written to a file on a real filesystem: in a directory beside the fixtures
+# (bench-out/fsout, on the filesystem holding bench-out) and on XFS (an image in bench-out on a loop device
+# with direct I/O, so that its writes reach the disk without a second page cache, as a disk's would). On
+# each, BENCH_FS_RUNS cold runs of `cat INPUT > FILE; sync FILE` (the ceiling: the same bytes read, written
+# and made durable) and of luksconv convert (which fsyncs before its rename), alternating; the median.
+declare -A fsruns fssys fsalloc fsname
+fskeys=() fsskip=() xfs_loop=""
+fs_n=${BENCH_FS_RUNS:-3}
+[[ $fs_n =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_FS_RUNS takes a positive count" >&2; exit 2; }
+xfs_img="$dir/xfs.img" xfs_mnt="$dir/xfs-mnt"
+# xfs_down also takes down what a run killed half way left: the mount, loop devices over the image.
+xfs_down() {
+  local l
+  ! mountpoint -q "$xfs_mnt" 2>/dev/null || umount "$xfs_mnt" 2>/dev/null || true
+  if [ -e "$xfs_img" ]; then
+    for l in $xfs_loop $(losetup -n -O NAME -j "$xfs_img" 2>/dev/null); do losetup -d "$l" 2>/dev/null || true; done
+  fi
+  xfs_loop=""
+  rm -f "$xfs_img"
+  rmdir "$xfs_mnt" 2>/dev/null || true
+}
+fs_down() {
+  xfs_down
+  rm -rf "$dir/fsout"
+}
+# xfs_up BYTES: an XFS of BYTES (a multiple of 4 MiB) mounted on $xfs_mnt, or the reason it is not in
+# fsskip.
+xfs_up() {
+  local size=$1 l
+  command -v mkfs.xfs >/dev/null || { fsskip+=("XFS: mkfs.xfs is not installed (xfsprogs)"); return 1; }
+  [ "$(avail "$dir")" -gt $((size + (1 << 30))) ] ||
+    { fsskip+=("XFS: no room for its $((size >> 20)) MiB image beside $dir"); return 1; }
+  # Written in full, so that the loop device writes to allocated blocks of the image, as to a disk.
+  dd if=/dev/zero of="$xfs_img" bs=4M count=$((size >> 22)) conv=fsync status=none ||
+    { fsskip+=("XFS: cannot write its image $xfs_img"); xfs_down; return 1; }
+  l=$(losetup -f --show --direct-io=on "$xfs_img" 2>/dev/null) ||
+    { fsskip+=("XFS: no loop device (losetup -f --show failed)"); xfs_down; return 1; }
+  xfs_loop=$l
+  mkdir -p "$xfs_mnt"
+  { mkfs.xfs -q -f -K "$l" && mount "$l" "$xfs_mnt"; } >"$dir/xfs.err" 2>&1 ||
+    { fsskip+=("XFS: mkfs.xfs or mount of $l failed: $(tr '\n' ' ' <"$dir/xfs.err" | sed 's/ $//')"); xfs_down; return 1; }
+}
+# fs_pair KEY LABEL FILE: the alternating cold runs on the filesystem holding FILE.
+fs_pair() {
+  local k=$1 f=$3 r t s y cmd
+  fskeys+=("$k")
+  fsname[$k]=$2
+  for r in $(seq "$fs_n"); do
+    for t in cat luksconv; do
+      # shellcheck disable=SC2016 # $1 and $2 are the inner shell's
+      cmd=(sh -c 'cat "$1" >"$2" && sync "$2"' _ "$img" "$f")
+      [ $t = cat ] || cmd=("$bin" convert -q --allow-unknown-content --key-file "$key" --header "$hdr" --partition 1 "$img" "$f")
+      rm -f "$f"; dropcache
+      /usr/bin/time -f '%e %S' -o "$dir/time.txt" "${cmd[@]}" >/dev/null 2>"$dir/fs-$t.err" || { cat "$dir/fs-$t.err"; exit 1; }
+      read -r s y <"$dir/time.txt"
+      fsruns[$k,$t]+="$s "
+      fssys[$k,$t]+="$y "
+    done
+    if [ "$r" = 1 ]; then
+      got=$(dd if="$f" bs=1M skip=1 count=$((gib * 1024)) status=none | sha256sum | cut -d' ' -f1)
+      [ "$got" = "$want" ] || { echo "bench: luksconv output on $2 does not hold the expected plaintext" >&2; exit 1; }
+      fsalloc[$k]=$(du -B1 "$f" | cut -f1)
+    fi
+  done
+  rm -f "$f"
+}
+fs_rows() {
+  local size d r
+  size=$(stat -c %s "$img")
+  d="$dir/fsout"
+  fs_down
+  trap fs_down EXIT
+  trap 'fs_down; exit 130' INT TERM
+  if [ "$(avail "$dir")" -gt $((size + (1 << 30))) ]; then
+    mkdir -p "$d"
+    fs_pair root "$(findmnt -n -o FSTYPE -T "$d") ($(findmnt -n -o SOURCE -T "$d"), a directory in $dir)" "$d/out.raw"
+  else
+    fsskip+=("$(findmnt -n -o FSTYPE -T "$dir"): no room for a $((size >> 20)) MiB output beside $dir")
+  fi
+  # The image: the disk and 1 GiB for XFS's own metadata and log, in whole 4 MiB.
+  if xfs_up $(((size + (1 << 30) + (4 << 20) - 1) >> 22 << 22)); then
+    fs_pair xfs "xfs ($(losetup -n -O NAME,DIO "$xfs_loop" | awk '{ print $1 ($2 == 1 ? " with" : " WITHOUT") " direct I/O" }') on $xfs_img)" \
+      "$xfs_mnt/out.raw"
+  fi
+  fs_down
+  trap - EXIT INT TERM
+  for r in "${fsskip[@]}"; do echo "bench: SKIPPING the rows on a real filesystem for $r" >&2; done
 }
 
 # sparse_rows measures the 10%-used disk: one cold run each (the input does not fit in the page cache at
@@ -335,6 +430,26 @@ printf '\nluksconv speed / cat > /dev/null speed: %s cold, %s warm\n' "$(ratio "
   "$(ratio "${secs[luksconv,warm]}" "${secs[cat,warm]}")"
 printf 'luksconv speed / cat > file speed: %s cold, %s warm\n' "$(ratio "${secs[luksconv,cold]}" "${secs[catout,cold]}")" \
   "$(ratio "${secs[luksconv,warm]}" "${secs[catout,warm]}")"
+# The same conversion to a file on a real filesystem (fs_rows): medians of BENCH_FS_RUNS cold runs.
+stat3() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { printf "%s %s %s", (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[1], a[NR] }'; }
+if ((${#fskeys[@]} + ${#fsskip[@]})); then
+  printf '\n| output to a file on a real filesystem (cold cache, %s runs each, alternating) | filesystem | s: median (min-max) | GB/s | system s (median) | luksconv time / cat time | output allocated (MiB) |\n|---|---|---|---|---|---|---|\n' "$fs_n"
+  for k in "${fskeys[@]}"; do
+    read -r cmed _ _ <<<"$(stat3 "${fsruns[$k,cat]}")"
+    for t in cat luksconv; do
+      read -r med lo hi <<<"$(stat3 "${fsruns[$k,$t]}")"
+      read -r smed _ _ <<<"$(stat3 "${fssys[$k,$t]}")"
+      if [ $t = cat ]; then
+        label='cat INPUT > FILE; sync FILE (read+write+fsync ceiling)' rt='-' al='-'
+      else
+        label='luksconv convert (LUKS2, aes-xts-plain64 512-bit) to FILE'
+        rt="$(awk -v a="$med" -v b="$cmed" 'BEGIN { printf "%.2fx", a / b }')" al=$((fsalloc[$k] >> 20))
+      fi
+      printf '| %s | %s | %s (%s-%s) | %s | %s | %s | %s |\n' "$label" "${fsname[$k]}" "$med" "$lo" "$hi" "$(rate "$med")" "$smed" "$rt" "$al"
+    done
+  done
+  for r in "${fsskip[@]}"; do printf '| SKIPPED: %s | | | | | | |\n' "$r"; done
+fi
 if ((sgib > 0)); then
   printf '\n| %s GiB disk, %s GiB in use (cold cache) | s | bytes written | vs --full-copy time | vs qemu-img | peak RSS (MiB) |\n|---|---|---|---|---|---|\n' \
     "$sgib" "$(awk -v u="$used" 'BEGIN { printf "%.1f", u / 2^30 }')"
