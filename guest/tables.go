@@ -148,7 +148,7 @@ func lvmFilterSettings(ls []line) []lvmSetting {
 				continue
 			case ch == '#':
 				break scan
-			case c > 0 && s[c-1] != ' ' && s[c-1] != '\t' && s[c-1] != '{':
+			case c > 0 && !lvmSpace(s[c-1]) && s[c-1] != '{':
 				continue
 			}
 			key := ""
@@ -176,6 +176,10 @@ func lvmFilterSettings(ls []line) []lvmSetting {
 	return out
 }
 
+// lvmSpace reports whether LVM's config parser skips b as blank (C's isspace, less the newline that
+// ends a line here).
+func lvmSpace(b byte) bool { return b == ' ' || b == '\t' || b == '\r' || b == '\f' || b == '\v' }
+
 // lvmString returns the end (just after the closing quote) of the string that starts at s[start],
 // with LVM's backslash escapes; ok is false if it is not closed on the line.
 func lvmString(s string, start int) (end int, ok bool) {
@@ -195,7 +199,7 @@ func lvmValue(ls []line, li, c int) (lvmSetting, bool) {
 	var st lvmSetting
 	s := ls[li].text
 	skip := func() {
-		for c < len(s) && (s[c] == ' ' || s[c] == '\t') {
+		for c < len(s) && lvmSpace(s[c]) {
 			c++
 		}
 	}
@@ -226,7 +230,7 @@ func lvmValue(ls []line, li, c int) (lvmSetting, bool) {
 			continue
 		}
 		switch s[c] {
-		case ' ', '\t', '\r', ',':
+		case ' ', '\t', '\r', '\f', '\v', ',':
 		case '#':
 			c = len(s) - 1
 		case '"':
