@@ -84,6 +84,12 @@ type Policy struct {
 	// CrypttabBEK drops every crypttab entry whose key file is on the ADE BEK volume
 	// (/mnt/azure_bek_disk/LinuxPassPhraseFileName*), i.e. all ADE data volumes.
 	CrypttabBEK bool
+	// FstabDevices maps fstab devices to the specs that replace them: a converted data volume's
+	// /dev/mapper/<uuid> (ADE's dm-crypt device) to UUID=<the filesystem UUID the volume holds>.
+	FstabDevices map[string]string
+	// FstabDrop lists fstab devices whose lines are dropped: /dev/mapper/resourceencrypt when the VM is
+	// converted (its new resource disk is not encrypted).
+	FstabDrop []string
 	// AddArgs are kernel arguments to append to every command line the kernel command line functions
 	// edit (FixCmdline, FixGrubenv's kernelopts, FixBLSEntry, FixGrubCfg, FixDefaultGrub's
 	// GRUB_CMDLINE_LINUX, FixKernelCmdline), each once: an argument the command line already holds is

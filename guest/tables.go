@@ -42,25 +42,6 @@ func (p Policy) FixCrypttab(b []byte) ([]byte, []Change) {
 // bekLabel is the fstab spec of the ADE BEK volume ("BEK VOLUME", space escaped as fstab requires).
 const bekLabel = `LABEL=BEK\040VOLUME`
 
-// FixFstab drops ADE's BEK volume lines from /etc/fstab: `LABEL=BEK\040VOLUME /mnt/azure_bek_disk
-// auto defaults,discard,nofail 0 0` and the /bek form (any mount point: no other volume has that
-// label). ADE's marker comment above a dropped line goes with it. The result is nil when nothing
-// needs changing. The initramfs package applies it to an image's etc/fstab as well: 91adeOnline's
-// generator writes the /bek line into the initramfs' fstab at boot, and builds from 2020 to 2022 put
-// it there with add_fstab+= (ade-internals §4.1).
-func FixFstab(b []byte) ([]byte, []Change) {
-	return dropLines(PathFstab, b, func(f []string) string {
-		if f[0] != bekLabel {
-			return ""
-		}
-		mp := "?"
-		if len(f) > 1 {
-			mp = f[1]
-		}
-		return "drop the fstab entry of the ADE BEK volume (" + mp + ")"
-	})
-}
-
 // dropLines removes the non-comment lines for which why(fields) is not "", and an ADE marker comment
 // directly above each.
 func dropLines(path string, b []byte, why func(fields []string) string) ([]byte, []Change) {

@@ -17,7 +17,7 @@ import (
 // the guest's own files, under the same Policy:
 //
 //   - etc/crypttab: pol.FixCrypttab;
-//   - etc/fstab: guest.FixFstab;
+//   - etc/fstab: pol.FixFstab;
 //   - etc/lvm/lvm.conf: guest.FixLVMConf;
 //   - etc/cmdline.d/*.conf and etc/cmdline, the command lines dracut reads besides the boot loader's:
 //     pol.FixDracutCmdline (ADE's kernel arguments removed; pol.AddArgs are not added);
@@ -121,7 +121,7 @@ func textRule(k string, pol guest.Policy) func(string, []byte) ([]byte, []guest.
 	case "etc/crypttab":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixCrypttab(b) }
 	case "etc/fstab":
-		return func(_ string, b []byte) ([]byte, []guest.Change) { return guest.FixFstab(b) }
+		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixFstab(b) }
 	case "etc/lvm/lvm.conf":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return guest.FixLVMConf(b) }
 	case "usr/lib/dracut/modules.txt", "lib/dracut/modules.txt":

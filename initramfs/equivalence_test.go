@@ -22,6 +22,7 @@ const (
 	eqResource = "resourceencrypt /dev/disk/azure/resource-part1 /mnt/azure_bek_disk/LinuxPassPhraseFileName luks,discard,nofail"
 	eqUser     = "luks-3f1c9a52 UUID=3f1c9a52-6b0e-4d7a-9a61-0c2e5d8f4b10 none discard"
 	eqBEK      = `LABEL=BEK\040VOLUME /mnt/azure_bek_disk auto defaults,discard,nofail 0 0`
+	eqMapper   = "3c9b8e4f-0b58-4a16-9a0e-3f2a1c5b7d11"
 	eqBEKOnl   = `LABEL=BEK\040VOLUME /bek auto defaults,nofail 0 0`
 	eqFstab    = "/dev/mapper/rootvg-rootlv / xfs defaults 0 0\nUUID=" + eqBoot + " /boot xfs defaults 0 0\n"
 	eqLVMConf  = "config {\n\tchecks = 1\n}\ndevices {\n\tdir = \"/dev\"\n\tscan = [ \"/dev\" ]\n}\n"
@@ -33,7 +34,7 @@ const (
 // eqRules are the guest functions for each kind of file, called as the guest side calls them.
 var eqRules = map[string]func(pol guest.Policy, p string, b []byte) []byte{
 	"crypttab": func(pol guest.Policy, _ string, b []byte) []byte { out, _ := pol.FixCrypttab(b); return out },
-	"fstab":    func(_ guest.Policy, _ string, b []byte) []byte { out, _ := guest.FixFstab(b); return out },
+	"fstab":    func(pol guest.Policy, _ string, b []byte) []byte { out, _ := pol.FixFstab(b); return out },
 	"lvm":      func(_ guest.Policy, _ string, b []byte) []byte { out, _ := guest.FixLVMConf(b); return out },
 	"cmdline":  func(pol guest.Policy, p string, b []byte) []byte { out, _ := pol.FixDracutCmdline(p, b); return out },
 	"modules": func(_ guest.Policy, p string, b []byte) []byte {
@@ -75,6 +76,11 @@ var eqCases = []struct {
 	{"fstab BEK line with marker", "fstab", "etc/fstab", eqFstab + eqMarker + "\n" + eqBEK + "\n", guest.Policy{}, true},
 	{"fstab /bek form, no newline", "fstab", "etc/fstab", eqFstab + eqBEKOnl, guest.Policy{}, true},
 	{"fstab clean", "fstab", "etc/fstab", eqFstab + "#" + eqBEK + "\n", guest.Policy{}, false},
+	{"fstab data volume and resource disk", "fstab", "etc/fstab", eqFstab + eqMarker + "\n/dev/mapper/" + eqMapper + " /data ext4 defaults,nofail 0 0\n" +
+		"/dev/mapper/resourceencrypt /mnt/resource auto defaults,discard,nofail 0 0\n",
+		guest.Policy{FstabDevices: map[string]string{"/dev/mapper/" + eqMapper: "UUID=" + eqBoot}, FstabDrop: []string{"/dev/mapper/resourceencrypt"}}, true},
+	{"fstab data volume of another disk", "fstab", "etc/fstab", eqFstab + "/dev/mapper/" + eqMapper + " /data ext4 defaults,nofail 0 0\n",
+		guest.Policy{FstabDevices: map[string]string{"/dev/mapper/other": "UUID=" + eqBoot}}, false},
 	// lvm.conf
 	{"lvm.conf ADE's exact line", "lvm", "etc/lvm/lvm.conf", eqLVMConf + eqFilter + "\n", guest.Policy{}, true},
 	{"lvm.conf blank line before it", "lvm", "etc/lvm/lvm.conf", eqLVMConf + "\n" + eqFilter + "\n", guest.Policy{}, true},

@@ -1,0 +1,229 @@
+package guest
+
+import (
+	"fmt"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// What ADE writes on the OS disk for the other volumes of a VM — data disks and the resource disk
+// (ade-internals §5, §10.2) — and how a whole-VM conversion undoes it.
+
+// Mapper names ADE gives the volumes it encrypts besides data volumes (whose mapper is a random UUID).
+const (
+	MapperOS       = "osencrypt"
+	MapperResource = "resourceencrypt"
+)
+
+// CrypttabEntry is one entry of /etc/crypttab.
+type CrypttabEntry struct {
+	Line      int    // 1-based
+	Mapper    string // the dm-crypt name: osencrypt, resourceencrypt, or a data volume's random UUID
+	Device    string // the source as written: /dev/disk/azure/scsi1/lun3-part1, UUID=…, /dev/mapper/vg-lv
+	KeyFile   string // "none" for RHEL 7's OS line
+	Options   []string
+	Header    string // the header= option: the detached header's path, "" for an attached one
+	ADE       bool   // ADE's: keyed by the BEK volume, or named osencrypt/resourceencrypt
+	LUN       int    // the data disk's LUN, from the device path or the key file's _<c>_<lun>; -1 if neither says
+	Partition int    // the -partM of an Azure device path; 0 for a whole disk or when the path does not say
+}
+
+// azureDeviceRE matches the udev links of Azure data disks that ADE writes into crypttab.
+var azureDeviceRE = regexp.MustCompile(`^/dev/disk/azure/scsi1/lun(\d+)(?:-part(\d+))?$`)
+
+// keyFileLUNRE matches the per-volume key files on the BEK volume, LinuxPassPhraseFileName_<ctrl>_<lun>.
+var keyFileLUNRE = regexp.MustCompile(`LinuxPassPhraseFileName_\d+_(\d+)$`)
+
+// ParseCrypttab lists the entries of a crypttab, comments and blank lines left out.
+func ParseCrypttab(b []byte) []CrypttabEntry {
+	var out []CrypttabEntry
+	for i, l := range splitLines(b) {
+		f := strings.Fields(l.text)
+		if len(f) < 2 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		e := CrypttabEntry{Line: i + 1, Mapper: f[0], Device: f[1], LUN: -1}
+		if len(f) > 2 {
+			e.KeyFile = f[2]
+		}
+		if len(f) > 3 {
+			e.Options = strings.Split(f[3], ",")
+			for _, o := range e.Options {
+				if v, ok := strings.CutPrefix(o, "header="); ok {
+					e.Header = v
+				}
+			}
+		}
+		e.ADE = e.Mapper == MapperOS || e.Mapper == MapperResource || strings.HasPrefix(e.KeyFile, bekKeyFile)
+		if m := azureDeviceRE.FindStringSubmatch(e.Device); m != nil {
+			e.LUN, _ = strconv.Atoi(m[1])
+			if m[2] != "" {
+				e.Partition, _ = strconv.Atoi(m[2])
+			}
+		} else if m := keyFileLUNRE.FindStringSubmatch(e.KeyFile); m != nil {
+			e.LUN, _ = strconv.Atoi(m[1])
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// FixFstab is Policy{}.FixFstab: it drops ADE's BEK volume lines only.
+func FixFstab(b []byte) ([]byte, []Change) { return Policy{}.FixFstab(b) }
+
+// FixFstab undoes ADE in /etc/fstab. It drops the BEK volume's lines (`LABEL=BEK\040VOLUME
+// /mnt/azure_bek_disk auto defaults,discard,nofail 0 0` and the /bek form: no other volume has that
+// label) and the lines of the devices in p.FstabDrop (the resource disk's /dev/mapper/resourceencrypt
+// when the VM is converted), and gives the lines whose device is a key of p.FstabDevices that device's
+// value instead (a converted data volume's /dev/mapper/<uuid> becomes UUID=<its filesystem UUID>; the
+// options, nofail included, stay). ADE's marker comment above an edited line goes. The result is nil
+// when nothing needs changing; it may be longer than b only by what FstabDevices values add.
+//
+// The initramfs package applies it to an image's etc/fstab as well: 91adeOnline's generator writes the
+// /bek line into the initramfs' fstab at boot, and builds from 2020 to 2022 put it there with add_fstab+=
+// (ade-internals §4.1).
+func (p Policy) FixFstab(b []byte) ([]byte, []Change) {
+	return editLines(PathFstab, b, func(f []string) (string, bool, string) {
+		dev := unescapeOctal(f[0])
+		switch {
+		case f[0] == bekLabel:
+			mp := "?"
+			if len(f) > 1 {
+				mp = f[1]
+			}
+			return "", true, "drop the fstab entry of the ADE BEK volume (" + mp + ")"
+		case slices.Contains(p.FstabDrop, dev):
+			return "", true, "drop the fstab entry of " + dev + ", a volume ADE encrypted that the converted VM does not have"
+		}
+		if spec, ok := p.FstabDevices[dev]; ok && len(f) > 1 {
+			return spec + " " + strings.Join(f[1:], " "), false, fmt.Sprintf("mount %s from the converted volume (%s) instead of ADE's dm-crypt device %s", f[1], spec, dev)
+		}
+		return "", false, ""
+	})
+}
+
+// editLines rewrites the non-comment lines for which edit returns a reason: dropped when drop is set,
+// else replaced by repl. ADE's marker comment directly above an edited line goes with it. Other lines
+// are kept byte for byte.
+func editLines(path string, b []byte, edit func(fields []string) (repl string, drop bool, why string)) ([]byte, []Change) {
+	ls := splitLines(b)
+	drop := make([]bool, len(ls))
+	var changes []Change
+	for i, l := range ls {
+		f := strings.Fields(l.text)
+		if len(f) == 0 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		repl, d, why := edit(f)
+		if why == "" {
+			continue
+		}
+		before := []string{l.text}
+		if i > 0 && !drop[i-1] && strings.TrimSpace(ls[i-1].text) == adeComment {
+			drop[i-1] = true
+			before = []string{ls[i-1].text, l.text}
+		}
+		var after []string
+		if d {
+			drop[i] = true
+		} else {
+			ls[i].text = repl
+			after = []string{repl}
+		}
+		changes = append(changes, newChange(path, why, before, after))
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	out := ls[:0:0]
+	for i, l := range ls {
+		if !drop[i] {
+			out = append(out, l)
+		}
+	}
+	// Dropping an unterminated last line leaves the previous line's newline in place, which is right.
+	return joinLines(out), changes
+}
+
+// unescapeOctal decodes the octal escapes of fstab and crypttab fields (\040 for a space).
+func unescapeOctal(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+4 <= len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// PathWaagentConf is the Azure Linux agent's configuration, which ADE edits for the resource disk.
+const PathWaagentConf = "/etc/waagent.conf"
+
+// waagentKeys are the settings ADE changes in waagent.conf when it encrypts the resource disk, each
+// with sed -i, which leaves the file as it was before in a backup: MountPoint first (.rdbak1), then
+// Format=y to n (.rdbak2) (ResourceDiskUtil.py, ade-internals §10.2).
+var waagentKeys = []struct{ key, backup string }{
+	{"ResourceDisk.MountPoint", ".rdbak1"},
+	{"ResourceDisk.Format", ".rdbak2"},
+}
+
+// FixWaagentConf restores the resource-disk settings of /etc/waagent.conf (b) that ADE changed, to the
+// values its sed backups hold: rdbak1 is waagent.conf.rdbak1 (ResourceDisk.MountPoint as before ADE),
+// rdbak2 waagent.conf.rdbak2 (ResourceDisk.Format as before ADE); nil when the backup is absent, and
+// that setting is left alone. Only those two lines change, so the agent's other settings, edited since,
+// stay. The result is nil when nothing needs changing.
+func FixWaagentConf(b, rdbak1, rdbak2 []byte) ([]byte, []Change) {
+	backups := map[string][]byte{".rdbak1": rdbak1, ".rdbak2": rdbak2}
+	ls := splitLines(b)
+	var changes []Change
+	for _, k := range waagentKeys {
+		want, ok := confValue(backups[k.backup], k.key)
+		if !ok {
+			continue
+		}
+		for i, l := range ls {
+			v, ok := confLineValue(l.text, k.key)
+			if !ok || v == want {
+				continue
+			}
+			before := l.text
+			ls[i].text = k.key + "=" + want
+			changes = append(changes, newChange(PathWaagentConf, fmt.Sprintf("restore %s as it was before ADE encrypted the resource disk (%s%s)",
+				k.key, PathWaagentConf, k.backup), []string{before}, []string{ls[i].text}))
+		}
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}
+
+// confValue returns the value of key in a KEY=VALUE file.
+func confValue(b []byte, key string) (string, bool) {
+	for _, l := range splitLines(b) {
+		if v, ok := confLineValue(l.text, key); ok {
+			return v, true
+		}
+	}
+	return "", false
+}
+
+// confLineValue returns the value of key when line sets it (waagent.conf: KEY=VALUE, # comments).
+func confLineValue(line, key string) (string, bool) {
+	t := strings.TrimSpace(line)
+	k, v, ok := strings.Cut(t, "=")
+	if !ok || strings.HasPrefix(t, "#") || strings.TrimSpace(k) != key {
+		return "", false
+	}
+	return strings.TrimSpace(v), true
+}
