@@ -167,6 +167,37 @@ type PlanOptions struct {
 // A passphrase that opens no keyslot gives a *PassphraseError wrapping luks.ErrWrongPassphrase, whose
 // Hint says what is likely wrong with it.
 func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) {
+	v, err := openVolume(ctx, src, &opts)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(v.pass)
+	p, err := v.layout(ctx, opts)
+	if err != nil {
+		v.p.Close()
+		return nil, err
+	}
+	return p, nil
+}
+
+// volume is a disk's encrypted volume, unlocked, and the plan being made of it: what NewPlan lays out
+// once it has found and unlocked it, and what a whole-VM plan reads the OS disk's files through first.
+type volume struct {
+	src            *Source
+	rep            *Report
+	gp             *gpt.Partition // the volume's partition (the whole disk for partition 0)
+	h              *luks.Header
+	where          string // "attached" or "detached"
+	payOff, payLen int64  // the payload, relative to the partition
+	analysed       *luks.Reader
+	content        Content
+	p              *Plan  // Source, Format, Volume, Warnings, the key and the inputs set
+	pass           []byte // a passphrase read from PlanOptions.KeyFile, cleared when the caller is done
+}
+
+// openVolume finds the encrypted volume of src and unlocks it. It completes opts (the format, the
+// detached header found on /boot). On error nothing is left to close.
+func openVolume(ctx context.Context, src *Source, opts *PlanOptions) (v *volume, err error) {
 	if opts.Format == "" {
 		opts.Format = FormatRaw
 	}
@@ -174,6 +205,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 		return nil, fmt.Errorf("%w: unknown output format %q (want raw or vhd)", ErrInvalidOption, opts.Format)
 	}
 	var inputs []input
+	var readPass []byte
 	if src.id != nil {
 		inputs = append(inputs, input{"the source image", src.id})
 	}
@@ -183,8 +215,13 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 			if err != nil {
 				return nil, err
 			}
-			defer clear(pass)
 			opts.Passphrase = pass
+			defer func() {
+				if v == nil {
+					clear(pass)
+				}
+			}()
+			readPass = pass
 		}
 		if fi, err := os.Stat(opts.KeyFile); err == nil {
 			inputs = append(inputs, input{"the key file", fi})
@@ -201,7 +238,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	if fi := hdr.fileInfo(); fi != nil {
 		inputs = append(inputs, input{"the detached header file", fi})
 	}
-	part, err := pickPartition(rep, opts)
+	part, err := pickPartition(rep, *opts)
 	if err != nil {
 		return nil, err
 	}
@@ -245,7 +282,7 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 	if where == "attached" && payOff < h.HeaderSize {
 		return nil, layerErr(partName, gp.Offset, nil, fmt.Errorf("LUKS payload at %d overlaps the %d-byte header: %w", payOff, h.HeaderSize, luks.ErrCorrupt))
 	}
-	key, err := unlock(ctx, h, opts)
+	key, err := unlock(ctx, h, *opts)
 	if err != nil {
 		return nil, layerErr(hdrLayer, hdrBase, nil, err)
 	}
@@ -284,6 +321,15 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 		}
 		p.Warnings = append(p.Warnings, warning(WarnUnknownContent, "%s", msg))
 	}
+	return &volume{src: src, rep: rep, gp: gp, h: h, where: where, payOff: payOff, payLen: payLen, analysed: analysed,
+		content: content, p: p, pass: readPass}, nil
+}
+
+// layout lays out the output of the unlocked volume v: regions, free space, guest edits, padding.
+func (v *volume) layout(ctx context.Context, opts PlanOptions) (*Plan, error) {
+	src, rep, gp, h, p := v.src, v.rep, v.gp, v.h, v.p
+	where, payOff, payLen, analysed, content, tab := v.where, v.payOff, v.payLen, v.analysed, v.content, rep.tab
+	var err error
 
 	// Output layout: the source copied, the volume decrypted in place of its partition. With an attached
 	// header the plaintext moves to the partition start and the rest of the partition (the header's old
@@ -313,7 +359,6 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 
 	if !opts.KeepGuest {
 		if err := p.editGuest(ctx, src, rep, analysed, gp.Offset, payLen, content, opts); err != nil {
-			p.Close()
 			return nil, err
 		}
 	}
@@ -325,7 +370,6 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 			var writes []gpt.Write
 			if tab != nil {
 				if writes, err = tab.Relocate(src, size); err != nil {
-					p.Close()
 					return nil, fmt.Errorf("moving the backup GPT to the padded end: %w", err)
 				}
 			}
