@@ -178,6 +178,8 @@ const (
 	WarnInitramfsKept WarningCode = "initramfs-kept"
 	// WarnRebuildInitramfs: something can only be undone by rebuilding an initramfs in the guest.
 	WarnRebuildInitramfs WarningCode = "rebuild-initramfs"
+	// WarnVolumeLeft: a volume ADE encrypted on the VM is not converted in the run and stays encrypted.
+	WarnVolumeLeft WarningCode = "volume-left"
 	// WarnGuestLayout: the guest's filesystems were found in an unusual layout (several candidate root
 	// filesystems, an fstab that cannot be read).
 	WarnGuestLayout WarningCode = "guest-layout"

@@ -62,17 +62,18 @@ type wipe struct {
 
 // guestEditor computes the guest edits as output patches.
 type guestEditor struct {
-	ctx      context.Context // initramfs re-compression stops when it ends
-	strict   bool
-	policy   guest.Policy
-	fss      []*guestFS
-	boot     *guestFS
-	root     *guestFS
-	edits    []Edit
-	patches  []Patch
-	warnings []Warning
-	files    []scanned
-	wipes    []wipe
+	ctx       context.Context // initramfs re-compression stops when it ends
+	vmWaagent bool            // restore waagent.conf (whole-VM plan)
+	strict    bool
+	policy    guest.Policy
+	fss       []*guestFS
+	boot      *guestFS
+	root      *guestFS
+	edits     []Edit
+	patches   []Patch
+	warnings  []Warning
+	files     []scanned
+	wipes     []wipe
 	// initramfs results for the readiness check: path -> residue left (nil: clean)
 	initrd     map[string][]string
 	initrdList []string
@@ -92,12 +93,22 @@ type guestOptions struct {
 	strictInitramfs bool
 	// noRootReason, when set, says why no root filesystem can be looked at (inspect of an encrypted disk).
 	noRootReason string
+	// vm, for the OS disk of a whole-VM plan, says what ADE wrote there for the VM's other volumes.
+	vm *vmEdits
 }
 
-// guestEdits finds the guest's /boot, root and fstab-mounted XFS filesystems on vols and computes the
-// edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
-// everything else that cannot be done is a warning.
-func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*guestEditor, error) {
+// vmEdits is what a whole-VM plan adds to the OS disk's guest edits: the lines ADE wrote for the
+// volumes converted with it, and for the resource disk, which the converted VM gets new and plain.
+type vmEdits struct {
+	mappers   []string          // crypttab mappers to drop: the converted volumes', resourceencrypt
+	fstab     map[string]string // fstab devices to replace: /dev/mapper/<mapper> -> UUID=<filesystem UUID>
+	fstabDrop []string          // fstab devices whose lines go: /dev/mapper/resourceencrypt
+	waagent   bool              // restore waagent.conf's resource-disk settings from ADE's backups
+}
+
+// discoverGuest opens the guest's filesystems on vols and finds /boot, the root and the volumes the
+// root's fstab mounts. It reads; guestEdits then edits.
+func discoverGuest(ctx context.Context, vols []guestVolume, parts []PartitionInfo, opts guestOptions) *guestEditor {
 	e := &guestEditor{ctx: ctx, strict: opts.strictInitramfs, seen: map[string]bool{}, initrd: map[string][]string{},
 		espRead: map[int]bool{}, espErr: map[int]string{}}
 	for _, p := range parts {
@@ -117,11 +128,24 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 	if e.root == nil && opts.noRootReason != "" {
 		e.noRoot = opts.noRootReason
 	}
-	if e.boot == nil && e.root == nil {
-		return e, nil
-	}
 	if e.root != nil {
 		e.mountFromFstab(parts)
+	}
+	return e
+}
+
+// guestEdits finds the guest's /boot, root and fstab-mounted XFS filesystems on vols and computes the
+// edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
+// everything else that cannot be done is a warning.
+func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, opts guestOptions) (*guestEditor, error) {
+	e := discoverGuest(ctx, vols, parts, opts)
+	if vm := opts.vm; vm != nil {
+		e.policy.CrypttabMappers = vm.mappers
+		e.policy.FstabDevices = vm.fstab
+		e.policy.FstabDrop = vm.fstabDrop
+		e.vmWaagent = vm.waagent
+	}
+	if e.root != nil {
 		e.policy.DropDebug = e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade")
 		if err := e.rootEdits(); err != nil {
 			return nil, err
@@ -132,9 +156,10 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 			return nil, err
 		}
 	}
-	if e.boot == nil {
+	if e.boot == nil && e.root != nil {
 		e.espEdits(e.policy) // with /boot, bootEdits did them with its policy
 	}
+	e.dataVolumeEdits()
 	sort.SliceStable(e.patches, func(i, j int) bool { return e.patches[i].Offset < e.patches[j].Offset })
 	for i := 1; i < len(e.patches); i++ {
 		a, b := e.patches[i-1], e.patches[i]
@@ -143,6 +168,23 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		}
 	}
 	return e, nil
+}
+
+// adeBackupDir is the directory ADE leaves at the root of every data volume it encrypts, holding the
+// volume's crypttab and fstab lines (ade-internals §10.2).
+const adeBackupDir = "/.azure_ade_backup_mount_info"
+
+// dataVolumeEdits wipes ADE's backup of a data volume's mount lines, on every filesystem that has one.
+func (e *guestEditor) dataVolumeEdits() {
+	for _, g := range e.fss {
+		if has(g.fs, adeBackupDir) {
+			label := g.guestPath(adeBackupDir)
+			if g.mount == "" {
+				label = g.name + ":" + adeBackupDir
+			}
+			e.wipeIn(g, adeBackupDir, label, "wipe ADE's backup of the data volume's crypttab and fstab lines")
+		}
+	}
 }
 
 func (e *guestEditor) warn(code WarningCode, format string, args ...any) {
@@ -160,7 +202,12 @@ func (e *guestEditor) rootEdits() error {
 	e.editFile(guest.PathDefaultGrub, pol.FixDefaultGrub)
 	e.editFile(guest.PathKernelCmdline, noGrow(pol.FixKernelCmdline))
 	e.editFile(guest.PathCrypttab, noGrow(pol.FixCrypttab))
-	e.editFile(guest.PathFstab, noGrow(guest.FixFstab))
+	e.editFile(guest.PathFstab, noGrow(pol.FixFstab))
+	if e.vmWaagent {
+		rdbak1, _ := e.readGuest(guest.PathWaagentConf + ".rdbak1")
+		rdbak2, _ := e.readGuest(guest.PathWaagentConf + ".rdbak2")
+		e.editFile(guest.PathWaagentConf, noGrow(func(b []byte) ([]byte, []guest.Change) { return guest.FixWaagentConf(b, rdbak1, rdbak2) }))
+	}
 	e.editFile(guest.PathLVMConf, noGrow(guest.FixLVMConf))
 	dracut := func(p string) fixFunc {
 		return func(b []byte, room int) ([]byte, []guest.Change, error) {
@@ -449,10 +496,13 @@ const maxKernelConfig = 4 << 20
 // wipeTree zeroes the content of every regular file under guest path dir (or dir itself if it is a
 // file), keeping sizes.
 func (e *guestEditor) wipeTree(dir, why string) {
-	g, p := e.resolve(dir)
-	if g == nil {
-		return
+	if g, p := e.resolve(dir); g != nil {
+		e.wipeIn(g, p, dir, why)
 	}
+}
+
+// wipeIn zeroes the regular files under path p of g (or p itself), named dir in reports.
+func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
 	ino, err := g.fs.Lookup(p)
 	if err != nil {
 		return
@@ -590,20 +640,8 @@ func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
 // editGuest adds the guest edits to the plan: the decrypted volume is read through plain, whose byte 0
 // lands at output offset volOut; the other partitions are read from src.
 func (p *Plan) editGuest(ctx context.Context, src *Source, rep *Report, plain io.ReaderAt, volOut, volSize int64, content Content, opts PlanOptions) error {
-	var vols []guestVolume
-	var luksLeft []string
-	for _, pi := range rep.Partitions {
-		switch {
-		case pi.Number == p.Volume.Partition:
-			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: plain, size: volSize, out: volOut, content: content})
-		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
-			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is still LUKS-encrypted", pi.Number))
-		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
-			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
-				size: pi.Size, out: pi.Offset, content: pi.Content})
-		}
-	}
-	e, err := guestEdits(ctx, vols, rep.Partitions, guestOptions{strictInitramfs: opts.StrictInitramfs})
+	vols, luksLeft := guestVolumes(src, rep, p.Volume.Partition, plain, volOut, volSize, content)
+	e, err := guestEdits(ctx, vols, rep.Partitions, guestOptions{strictInitramfs: opts.StrictInitramfs, vm: opts.vm})
 	if err != nil {
 		return err
 	}
@@ -617,6 +655,24 @@ func (p *Plan) editGuest(ctx context.Context, src *Source, rep *Report, plain io
 		p.Readiness = e.readiness(luksLeft, true)
 	}
 	return nil
+}
+
+// guestVolumes lists the volumes of a disk that may hold guest filesystems: partition part decrypted
+// (read through plain, its byte 0 at output offset volOut), the others as they are. luksLeft says which
+// partitions stay encrypted.
+func guestVolumes(src *Source, rep *Report, part int, plain io.ReaderAt, volOut, volSize int64, content Content) (vols []guestVolume, luksLeft []string) {
+	for _, pi := range rep.Partitions {
+		switch {
+		case pi.Number == part:
+			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: plain, size: volSize, out: volOut, content: content})
+		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
+			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is still LUKS-encrypted", pi.Number))
+		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
+			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
+				size: pi.Size, out: pi.Offset, content: pi.Content})
+		}
+	}
+	return vols, luksLeft
 }
 
 // inspectGuest adds to rep what convert would change in the guest and the readiness of the guest as it

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"path"
 	"strconv"
 	"strings"
@@ -49,10 +50,7 @@ func (g *guestFS) guestPath(fsPath string) string {
 	return path.Join(g.mount, fsPath)
 }
 
-func (g *guestFS) uuid() string {
-	u := g.fs.SB.UUID
-	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
-}
+func (g *guestFS) uuid() string { return formatUUID(g.fs.SB.UUID) }
 
 func (g *guestFS) fsLabel() string {
 	return string(bytes.TrimRight(g.fs.SB.FName[:], "\x00"))
@@ -250,6 +248,26 @@ func (e *guestEditor) resolve(p string) (*guestFS, string) {
 		rel = "/"
 	}
 	return best, rel
+}
+
+// readGuest reads the regular file at a guest path (at most maxConfigFile bytes unless max says more).
+func (e *guestEditor) readGuest(guestPath string, max ...int64) ([]byte, error) {
+	g, p := e.resolve(guestPath)
+	if g == nil {
+		return nil, fmt.Errorf("%s: %w", guestPath, fs.ErrNotExist)
+	}
+	ino, err := g.fs.LookupFollow(p)
+	if err != nil {
+		return nil, err
+	}
+	limit := int64(maxConfigFile)
+	if len(max) > 0 {
+		limit = max[0]
+	}
+	if !ino.IsRegular() || ino.Size > limit {
+		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", guestPath, limit)
+	}
+	return readInode(g.fs, ino)
 }
 
 func (e *guestEditor) exists(guestPath string) bool {

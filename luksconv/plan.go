@@ -159,6 +159,8 @@ type PlanOptions struct {
 	// rd.ade=0 (and rd.lvm.conf=0, rd.luks.crypttab=0 where the image needs them) to switch them off
 	// until the guest rebuilds its initramfs with dracut, which leaves the disabled module out.
 	StrictInitramfs bool
+
+	vm *vmEdits // set by NewVMPlan for the OS disk
 }
 
 // NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.

@@ -1,0 +1,234 @@
+package luksconv
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/luksconv/luksconv/guest"
+	"github.com/luksconv/luksconv/xfs"
+)
+
+// A VM is the unit of an ADE migration: ADE encrypts the OS disk together with every data disk (and
+// the resource disk), LEAPP refuses any LUKS volume, and the OS disk's crypttab and fstab name the
+// data volumes' dm-crypt devices. NewVMPlan plans all of a VM's disks at once: each data disk's own
+// conversion, and on the OS disk the edits that undo what ADE wrote there for them.
+
+// OSDisk is VMDisk.LUN for the OS disk.
+const OSDisk = -1
+
+// maxDetachedHeader bounds a data volume's detached header read from the OS disk (ADE's are 32 MiB).
+const maxDetachedHeader = 64 << 20
+
+// VMDisk is one disk of a VM to convert with the others.
+type VMDisk struct {
+	// LUN is the data disk's logical unit number as Azure attaches it, which ADE's lines on the OS disk
+	// name (/dev/disk/azure/scsi1/lun<N>); OSDisk for the OS disk.
+	LUN    int
+	Source *Source
+	// Options plan the disk: its key (ADE keys each volume separately), the format, FullCopy, ... A
+	// data volume's Partition and detached Header are taken from the OS disk's crypttab when not
+	// given: ADE's dual-pass volumes keep their header on the OS disk's root filesystem.
+	Options PlanOptions
+}
+
+// VMPlan holds the plan of every disk of a VM. Like a Plan it is plain data; Close destroys the keys.
+// It is safe for concurrent use: Execute and Verify may run on its plans at once.
+type VMPlan struct {
+	// OS is the OS disk's plan; besides ADE's OS-disk changes, its edits drop the crypttab lines of
+	// the converted data volumes and of the resource disk, mount the converted volumes by their
+	// filesystem UUID in fstab, and restore waagent.conf's resource-disk settings.
+	OS *Plan `json:"os"`
+	// Data are the data disks' plans, by LUN.
+	Data     []VMDataPlan `json:"data"`
+	Warnings []Warning    `json:"warnings,omitempty"`
+}
+
+// VMDataPlan is a data disk's plan and what the OS disk's edits use of it.
+type VMDataPlan struct {
+	LUN int `json:"lun"`
+	// Mapper is the volume's dm-crypt name in the OS disk's crypttab ("" when no line names the LUN).
+	Mapper string `json:"mapper,omitempty"`
+	// FilesystemUUID is the UUID of the filesystem the decrypted volume holds ("" for an LVM PV or an
+	// unknown filesystem); fstab mounts the volume by it.
+	FilesystemUUID string `json:"filesystem_uuid,omitempty"`
+	Plan           *Plan  `json:"plan"`
+}
+
+// Close destroys every plan's key.
+func (vp *VMPlan) Close() {
+	if vp == nil {
+		return
+	}
+	if vp.OS != nil {
+		vp.OS.Close()
+	}
+	for _, d := range vp.Data {
+		d.Plan.Close()
+	}
+}
+
+// NewVMPlan plans the conversion of a VM's disks: exactly one OS disk and any number of data disks,
+// each LUN once. It unlocks the OS disk first and reads its crypttab, which names each data volume's
+// LUN, partition, dm-crypt mapper and detached header; then plans each data disk (a volume whose
+// header is on the OS disk can only be converted this way); then the OS disk, with the edits that
+// undo what ADE wrote there for the converted volumes and the resource disk. A data volume that
+// crypttab names but the run does not convert keeps its lines, with a warning. Errors name the disk.
+func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
+	var osDisk *VMDisk
+	var data []*VMDisk
+	seen := map[int]bool{}
+	for i := range disks {
+		d := &disks[i]
+		switch {
+		case d.Source == nil:
+			return nil, fmt.Errorf("%w: disk %d of the VM has no source", ErrInvalidOption, i)
+		case d.LUN == OSDisk && osDisk != nil:
+			return nil, fmt.Errorf("%w: two OS disks", ErrAmbiguous)
+		case d.LUN == OSDisk:
+			osDisk = d
+		case d.LUN < 0:
+			return nil, fmt.Errorf("%w: LUN %d", ErrInvalidOption, d.LUN)
+		case seen[d.LUN]:
+			return nil, fmt.Errorf("%w: two disks claim LUN %d", ErrAmbiguous, d.LUN)
+		default:
+			seen[d.LUN] = true
+			data = append(data, d)
+		}
+	}
+	if osDisk == nil {
+		return nil, fmt.Errorf("%w: no OS disk among the VM's disks", ErrInvalidOption)
+	}
+	sort.Slice(data, func(i, j int) bool { return data[i].LUN < data[j].LUN })
+
+	osOpts := osDisk.Options
+	osVol, err := openVolume(ctx, osDisk.Source, &osOpts)
+	if err != nil {
+		return nil, fmt.Errorf("OS disk: %w", err)
+	}
+	defer clear(osVol.pass)
+	vp = &VMPlan{}
+	defer func() {
+		if err != nil {
+			osVol.p.Close()
+			vp.Close()
+			vp = nil
+		}
+	}()
+
+	// What ADE wrote on the OS disk for the other volumes.
+	g := osVol.discoverGuest(ctx)
+	var entries []guest.CrypttabEntry
+	if b, cerr := g.readGuest(guest.PathCrypttab); cerr == nil {
+		entries = guest.ParseCrypttab(b)
+	} else {
+		vp.Warnings = append(vp.Warnings, warning(WarnGuestLayout, "OS disk: %s cannot be read (%v): the data volumes' lines on it are not known", guest.PathCrypttab, cerr))
+	}
+	vm := &vmEdits{fstab: map[string]string{}}
+	byLUN := map[int][]guest.CrypttabEntry{}
+	for _, ce := range entries {
+		switch {
+		case ce.Mapper == guest.MapperResource:
+			// The converted VM gets a new resource disk, plain: ADE's lines for it go.
+			vm.mappers = append(vm.mappers, ce.Mapper)
+			vm.fstabDrop = append(vm.fstabDrop, "/dev/mapper/"+ce.Mapper)
+			vm.waagent = true
+		case ce.ADE && ce.Mapper != guest.MapperOS && ce.LUN >= 0:
+			byLUN[ce.LUN] = append(byLUN[ce.LUN], ce)
+		}
+	}
+
+	for _, d := range data {
+		dp, err := planDataDisk(ctx, d, byLUN[d.LUN], g)
+		if err != nil {
+			return nil, fmt.Errorf("LUN %d: %w", d.LUN, err)
+		}
+		vp.Data = append(vp.Data, dp)
+		if dp.Mapper == "" {
+			vp.Warnings = append(vp.Warnings, warning(WarnGuestLayout, "LUN %d: no ADE crypttab line on the OS disk names it; its lines, if any, stay", d.LUN))
+			continue
+		}
+		vm.mappers = append(vm.mappers, dp.Mapper)
+		if dp.FilesystemUUID != "" {
+			vm.fstab["/dev/mapper/"+dp.Mapper] = "UUID=" + dp.FilesystemUUID
+		}
+	}
+	for lun, ents := range byLUN {
+		if !seen[lun] {
+			for _, ce := range ents {
+				vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "LUN %d (%s, crypttab line %d) is not converted in this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
+					lun, ce.Mapper, ce.Line))
+			}
+		}
+	}
+	slices.SortFunc(vp.Warnings, func(a, b Warning) int { return strings.Compare(a.Message, b.Message) })
+
+	osOpts.vm = vm
+	if vp.OS, err = osVol.layout(ctx, osOpts); err != nil {
+		return nil, fmt.Errorf("OS disk: %w", err)
+	}
+	return vp, nil
+}
+
+// planDataDisk plans one data disk: ents are the OS disk's crypttab entries for its LUN, g the OS
+// disk's guest filesystems (for a detached header).
+func planDataDisk(ctx context.Context, d *VMDisk, ents []guest.CrypttabEntry, g *guestEditor) (VMDataPlan, error) {
+	dp := VMDataPlan{LUN: d.LUN}
+	opts := d.Options
+	if len(ents) > 1 {
+		return dp, fmt.Errorf("%w: the OS disk's crypttab names %d volumes on this disk (lines %d and %d); one volume per disk is converted",
+			ErrAmbiguous, len(ents), ents[0].Line, ents[1].Line)
+	}
+	if len(ents) == 1 {
+		ce := ents[0]
+		dp.Mapper = ce.Mapper
+		if opts.Partition == 0 {
+			opts.Partition = ce.Partition
+		}
+		if ce.Header != "" && opts.Header == nil {
+			b, err := g.readGuest(ce.Header, maxDetachedHeader)
+			if err != nil {
+				return dp, fmt.Errorf("%w: its detached header %s cannot be read on the OS disk: %v", ErrNeedHeader, ce.Header, err)
+			}
+			opts.Header = &Header{R: bytes.NewReader(b), Size: int64(len(b)), Path: "OS disk:" + ce.Header}
+		}
+	}
+	v, err := openVolume(ctx, d.Source, &opts)
+	if err != nil {
+		return dp, err
+	}
+	defer clear(v.pass)
+	dp.FilesystemUUID = filesystemUUID(v.analysed, v.payLen, v.content)
+	if dp.Plan, err = v.layout(ctx, opts); err != nil {
+		v.p.Close()
+		return dp, err
+	}
+	return dp, nil
+}
+
+// discoverGuest opens the guest filesystems of the unlocked volume v and its disk, for reading.
+func (v *volume) discoverGuest(ctx context.Context) *guestEditor {
+	vols, _ := guestVolumes(v.src, v.rep, v.p.Volume.Partition, v.analysed, v.gp.Offset, v.payLen, v.content)
+	return discoverGuest(ctx, vols, v.rep.Partitions, guestOptions{})
+}
+
+// filesystemUUID is the UUID of the filesystem plain (size bytes, holding content) carries, as fstab's
+// UUID= names it; "" when it holds none luksconv reads.
+func filesystemUUID(plain io.ReaderAt, size int64, content Content) string {
+	switch content {
+	case ContentXFS:
+		if fs, err := xfs.Open(plain, size); err == nil {
+			return formatUUID(fs.SB.UUID)
+		}
+	}
+	return ""
+}
+
+// formatUUID writes a filesystem UUID as blkid and fstab do.
+func formatUUID(u [16]byte) string {
+	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
