@@ -4,6 +4,8 @@
 //	luksconv plan    --key-file F [--header F] IMAGE
 //	luksconv convert --key-file F [--header F] [--partition N] [--format raw|vhd] IMAGE OUT
 //	luksconv verify  --key-file F [--header F] IMAGE OUT
+//	luksconv vm plan    --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]...
+//	luksconv vm convert --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]... OUTDIR
 //	luksconv azure inspect (--snapshot ID | --source-disk ID)
 //	luksconv azure convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--dry-run]
 //
@@ -88,7 +90,7 @@ func newRootCmd() *cobra.Command {
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
 	})
-	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newVerifyCmd(), newAzureCmd())
+	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newVerifyCmd(), newVMCmd(), newAzureCmd())
 	return root
 }
 

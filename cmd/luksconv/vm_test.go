@@ -1,0 +1,65 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/luksconv/luksconv/internal/fixture"
+)
+
+// TestVMConvert converts an OS disk and a data disk in one run: each output equals what convert makes
+// of that disk alone (the OS disk's crypttab names no data volume here), and a run in which one disk
+// fails leaves no output at all.
+func TestVMConvert(t *testing.T) {
+	set := fixture.Load(t)
+	osf, _ := set.Get("rhel8-lvm")
+	df, _ := set.Get("data-luks2-4k")
+	dir := t.TempDir()
+	vmArgs := []string{"--os", osf.Image, "--key-file", osf.KeyFiles[0], "--data", "3=" + df.Image, "--data-key", "3=" + df.KeyFiles[0]}
+
+	so, se, code := run(t, nil, append([]string{"vm", "plan"}, vmArgs...)...)
+	if code != 0 || !strings.Contains(so, "== OS disk") || !strings.Contains(so, "== LUN 3") || !strings.Contains(so, "LUN 3: no ADE crypttab line") {
+		t.Fatalf("vm plan: exit %d\n%s%s", code, so, se)
+	}
+	out := filepath.Join(dir, "vm")
+	os.Mkdir(out, 0o700)
+	if _, se, code := run(t, nil, append(append([]string{"vm", "convert", "-q", "--verify"}, vmArgs...), out)...); code != 0 {
+		t.Fatalf("vm convert: exit %d: %s", code, se)
+	}
+	for _, c := range []struct{ image, key, got string }{
+		{osf.Image, osf.KeyFiles[0], filepath.Join(out, "os.raw")},
+		{df.Image, df.KeyFiles[0], filepath.Join(out, "lun3.raw")},
+	} {
+		want := filepath.Join(dir, filepath.Base(c.got)+".single")
+		if _, se, code := run(t, nil, "convert", "-q", "--key-file", c.key, c.image, want); code != 0 {
+			t.Fatalf("convert %s: exit %d: %s", c.image, code, se)
+		}
+		if sum(t, c.got) != sum(t, want) {
+			t.Errorf("%s differs from the single-disk conversion", c.got)
+		}
+	}
+
+	// A wrong key for the data disk: exit 3, the disk named, nothing written.
+	bad := filepath.Join(dir, "bad")
+	os.Mkdir(bad, 0o700)
+	args := append([]string{"vm", "convert", "-q"}, vmArgs...)
+	args[len(args)-1] = "3=" + osf.KeyFiles[0]
+	_, se, code = run(t, nil, append(args, bad)...)
+	if code != exitWrongKey || !strings.Contains(se, "LUN 3") {
+		t.Fatalf("wrong data key: exit %d: %s", code, se)
+	}
+	if ents, _ := os.ReadDir(bad); len(ents) != 0 {
+		t.Fatalf("a failed run left %s", ents[0].Name())
+	}
+	// The same LUN twice, and a data disk without a key: usage errors.
+	for _, a := range [][]string{
+		append(append([]string{}, vmArgs...), "--data", "3="+df.Image),
+		{"--os", osf.Image, "--key-file", osf.KeyFiles[0], "--data", "4=" + df.Image},
+	} {
+		if _, se, code := run(t, nil, append(append([]string{"vm", "convert", "-q"}, a...), bad)...); code != exitUsage {
+			t.Errorf("%v: exit %d: %s", a, code, se)
+		}
+	}
+}
