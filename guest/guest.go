@@ -90,6 +90,10 @@ type Policy struct {
 	// FstabDrop lists fstab devices whose lines are dropped: /dev/mapper/resourceencrypt when the VM is
 	// converted (its new resource disk is not encrypted).
 	FstabDrop []string
+	// FstabAdd are fstab lines to append when fstab lacks them: those of the converted volumes that
+	// ADE's legacy azure_crypt_mount listed, whose lines ADE removed. They are for the guest's own
+	// /etc/fstab; the initramfs package leaves them out of an image's copy.
+	FstabAdd []string
 	// AddArgs are kernel arguments to append to every command line the kernel command line functions
 	// edit (FixCmdline, FixGrubenv's kernelopts, FixBLSEntry, FixGrubCfg, FixDefaultGrub's
 	// GRUB_CMDLINE_LINUX, FixKernelCmdline), each once: an argument the command line already holds is

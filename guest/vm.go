@@ -70,6 +70,43 @@ func ParseCrypttab(b []byte) []CrypttabEntry {
 	return out
 }
 
+// PathAzureCryptMount is ADE's legacy list of the data volumes the extension itself unlocked and mounted
+// after boot; their fstab lines were removed (ade-internals §5).
+const PathAzureCryptMount = "/var/lib/azure_disk_encryption_config/azure_crypt_mount"
+
+// CryptMountEntry is one line of ADE's legacy azure_crypt_mount: mapper dev header mountpoint fs
+// uses_cleartext_key slot (CryptMountConfigUtil.py).
+type CryptMountEntry struct {
+	Line       int
+	Mapper     string
+	Device     string
+	Header     string // "None" for an attached header
+	MountPoint string
+	FSType     string
+	LUN        int // from an Azure device path, -1 otherwise
+	Partition  int
+}
+
+// ParseAzureCryptMount lists the entries of an azure_crypt_mount file.
+func ParseAzureCryptMount(b []byte) []CryptMountEntry {
+	var out []CryptMountEntry
+	for i, l := range splitLines(b) {
+		f := strings.Fields(l.text)
+		if len(f) < 5 || strings.HasPrefix(f[0], "#") {
+			continue
+		}
+		e := CryptMountEntry{Line: i + 1, Mapper: f[0], Device: f[1], Header: f[2], MountPoint: f[3], FSType: f[4], LUN: -1}
+		if m := azureDeviceRE.FindStringSubmatch(e.Device); m != nil {
+			e.LUN, _ = strconv.Atoi(m[1])
+			if m[2] != "" {
+				e.Partition, _ = strconv.Atoi(m[2])
+			}
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
 // FixFstab is Policy{}.FixFstab: it drops ADE's BEK volume lines only.
 func FixFstab(b []byte) ([]byte, []Change) { return Policy{}.FixFstab(b) }
 
@@ -79,29 +116,54 @@ func FixFstab(b []byte) ([]byte, []Change) { return Policy{}.FixFstab(b) }
 // when the VM is converted), and gives the lines whose device is a key of p.FstabDevices that device's
 // value instead (a converted data volume's /dev/mapper/<uuid> becomes UUID=<its filesystem UUID>; the
 // options, nofail included, stay). ADE's marker comment above an edited line goes. The result is nil
-// when nothing needs changing; it may be longer than b only by what FstabDevices values add.
+// when nothing needs changing; it may be longer than b by what FstabDevices values add and by the
+// lines of p.FstabAdd, appended (the fstab lines of volumes ADE mounted itself, from azure_crypt_mount).
 //
 // The initramfs package applies it to an image's etc/fstab as well: 91adeOnline's generator writes the
 // /bek line into the initramfs' fstab at boot, and builds from 2020 to 2022 put it there with add_fstab+=
 // (ade-internals §4.1).
 func (p Policy) FixFstab(b []byte) ([]byte, []Change) {
-	return editLines(PathFstab, b, func(f []string) (string, bool, string) {
-		dev := unescapeOctal(f[0])
-		switch {
-		case f[0] == bekLabel:
-			mp := "?"
-			if len(f) > 1 {
-				mp = f[1]
-			}
-			return "", true, "drop the fstab entry of the ADE BEK volume (" + mp + ")"
-		case slices.Contains(p.FstabDrop, dev):
-			return "", true, "drop the fstab entry of " + dev + ", a volume ADE encrypted that the converted VM does not have"
+	out, changes := editLines(PathFstab, b, p.fstabLine)
+	var add []string
+	for _, l := range p.FstabAdd {
+		if !slices.ContainsFunc(splitLines(b), func(x line) bool {
+			return strings.Join(strings.Fields(x.text), " ") == strings.Join(strings.Fields(l), " ")
+		}) {
+			add = append(add, l)
 		}
-		if spec, ok := p.FstabDevices[dev]; ok && len(f) > 1 {
-			return spec + " " + strings.Join(f[1:], " "), false, fmt.Sprintf("mount %s from the converted volume (%s) instead of ADE's dm-crypt device %s", f[1], spec, dev)
+	}
+	if add == nil {
+		return out, changes
+	}
+	if out == nil {
+		out = append([]byte{}, b...)
+	}
+	if len(out) > 0 && out[len(out)-1] != '\n' {
+		out = append(out, '\n')
+	}
+	for _, l := range add {
+		out = append(append(out, l...), '\n')
+	}
+	return out, append(changes, newChange(PathFstab, "mount the volumes ADE mounted itself (azure_crypt_mount) from their plaintext, as fstab lines", nil, add))
+}
+
+// fstabLine is the edit FixFstab makes to one fstab line (its fields).
+func (p Policy) fstabLine(f []string) (string, bool, string) {
+	dev := unescapeOctal(f[0])
+	switch {
+	case f[0] == bekLabel:
+		mp := "?"
+		if len(f) > 1 {
+			mp = f[1]
 		}
-		return "", false, ""
-	})
+		return "", true, "drop the fstab entry of the ADE BEK volume (" + mp + ")"
+	case slices.Contains(p.FstabDrop, dev):
+		return "", true, "drop the fstab entry of " + dev + ", a volume ADE encrypted that the converted VM does not have"
+	}
+	if spec, ok := p.FstabDevices[dev]; ok && len(f) > 1 {
+		return spec + " " + strings.Join(f[1:], " "), false, fmt.Sprintf("mount %s from the converted volume (%s) instead of ADE's dm-crypt device %s", f[1], spec, dev)
+	}
+	return "", false, ""
 }
 
 // editLines rewrites the non-comment lines for which edit returns a reason: dropped when drop is set,

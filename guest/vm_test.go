@@ -93,3 +93,20 @@ func TestFixWaagentConf(t *testing.T) {
 		t.Fatalf("without backups: %q, want no change", got)
 	}
 }
+
+func TestAzureCryptMountToFstab(t *testing.T) {
+	acm := "4d943217-df14-459c-b7a1-02b3d6c7eb33 /dev/disk/azure/scsi1/lun2-part1 None /data2 ext4 False 0\n# a comment\n"
+	ents := ParseAzureCryptMount([]byte(acm))
+	if len(ents) != 1 || ents[0].LUN != 2 || ents[0].Partition != 1 || ents[0].MountPoint != "/data2" || ents[0].FSType != "ext4" || ents[0].Header != "None" {
+		t.Fatalf("ParseAzureCryptMount: %+v", ents)
+	}
+	pol := Policy{FstabAdd: []string{"UUID=aaaaaaaa-bbbb-4ccc-8ddd-eeeeeeeeeeee /data2 ext4 defaults,nofail 0 0"}}
+	in := "/dev/mapper/rootvg-rootlv / xfs defaults 0 0" // no final newline
+	got, ch := pol.FixFstab([]byte(in))
+	if want := in + "\n" + pol.FstabAdd[0] + "\n"; string(got) != want || len(ch) != 1 || len(ch[0].After) != 1 {
+		t.Fatalf("FixFstab = %q (%+v), want %q", got, ch, want)
+	}
+	if again, _ := pol.FixFstab(got); again != nil {
+		t.Fatalf("the line is added twice: %q", again)
+	}
+}

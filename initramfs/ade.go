@@ -121,7 +121,11 @@ func textRule(k string, pol guest.Policy) func(string, []byte) ([]byte, []guest.
 	case "etc/crypttab":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixCrypttab(b) }
 	case "etc/fstab":
-		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixFstab(b) }
+		// Lines to add belong to the guest's own fstab: an image's holds only the entries dracut put
+		// there for the early boot (add_fstab, the root), never the data volumes'.
+		img := pol
+		img.FstabAdd = nil
+		return func(_ string, b []byte) ([]byte, []guest.Change) { return img.FixFstab(b) }
 	case "etc/lvm/lvm.conf":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return guest.FixLVMConf(b) }
 	case "usr/lib/dracut/modules.txt", "lib/dracut/modules.txt":

@@ -103,6 +103,7 @@ type vmEdits struct {
 	mappers   []string          // crypttab mappers to drop: the converted volumes', resourceencrypt
 	fstab     map[string]string // fstab devices to replace: /dev/mapper/<mapper> -> UUID=<filesystem UUID>
 	fstabDrop []string          // fstab devices whose lines go: /dev/mapper/resourceencrypt
+	fstabAdd  []string          // fstab lines for the converted volumes of ADE's legacy azure_crypt_mount
 	waagent   bool              // restore waagent.conf's resource-disk settings from ADE's backups
 }
 
@@ -143,6 +144,7 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		e.policy.CrypttabMappers = vm.mappers
 		e.policy.FstabDevices = vm.fstab
 		e.policy.FstabDrop = vm.fstabDrop
+		e.policy.FstabAdd = vm.fstabAdd
 		e.vmWaagent = vm.waagent
 	}
 	if e.root != nil {

@@ -128,6 +128,19 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 	} else {
 		vp.Warnings = append(vp.Warnings, warning(WarnGuestLayout, "OS disk: %s cannot be read (%v): the data volumes' lines on it are not known", guest.PathCrypttab, cerr))
 	}
+	// ADE's legacy list of the volumes it mounted itself stands for their crypttab lines.
+	var legacy []guest.CryptMountEntry
+	if b, lerr := g.readGuest(guest.PathAzureCryptMount); lerr == nil {
+		legacy = guest.ParseAzureCryptMount(b)
+	}
+	for _, le := range legacy {
+		hdr := le.Header
+		if hdr == "None" {
+			hdr = ""
+		}
+		entries = append(entries, guest.CrypttabEntry{Mapper: le.Mapper, Device: le.Device, Header: hdr, ADE: true, LUN: le.LUN,
+			Partition: le.Partition})
+	}
 	vm := &vmEdits{fstab: map[string]string{}}
 	byLUN := map[int][]guest.CrypttabEntry{}
 	for _, ce := range entries {
@@ -153,8 +166,14 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			continue
 		}
 		vm.mappers = append(vm.mappers, dp.Mapper)
-		if dp.FilesystemUUID != "" {
-			vm.fstab["/dev/mapper/"+dp.Mapper] = "UUID=" + dp.FilesystemUUID
+		if dp.FilesystemUUID == "" {
+			continue
+		}
+		vm.fstab["/dev/mapper/"+dp.Mapper] = "UUID=" + dp.FilesystemUUID
+		for _, le := range legacy {
+			if le.Mapper == dp.Mapper {
+				vm.fstabAdd = append(vm.fstabAdd, fmt.Sprintf("UUID=%s %s %s defaults,nofail 0 0", dp.FilesystemUUID, le.MountPoint, le.FSType))
+			}
 		}
 	}
 	for lun, ents := range byLUN {
