@@ -1,0 +1,146 @@
+package ext
+
+import (
+	"fmt"
+	"sort"
+
+	"github.com/luksconv/luksconv/extent"
+)
+
+// bgBlockBitmapCsumHiEnd is where bg_block_bitmap_csum_hi ends: descriptors
+// at least this long carry all 32 bits of the bitmap checksum.
+const bgBlockBitmapCsumHiEnd = 0x3a
+
+// FreeSpace returns the byte ranges of free blocks, sorted and merged, from
+// the block bitmaps (with metadata_csum: each bitmap's checksum verified).
+// A group whose bitmap was never initialised (BLOCK_UNINIT, trusted only
+// with checksummed descriptors) is free except its superblock copy,
+// descriptor and reserved descriptor blocks and any bitmap or inode table
+// placed in it, as e2fsprogs computes it. With bigalloc a free cluster
+// gives its whole cluster of blocks.
+//
+// A listed block is never one the filesystem uses: superblock copies,
+// descriptors, reserved descriptor blocks, bitmaps, inode tables and the
+// journal's blocks are left out whatever the bitmaps say, and a bitmap that
+// marks one of them free is a *FormatError, as is a group whose free count
+// differs from its descriptor's.
+//
+// The bitmaps are only trustworthy when the journal is empty (the journal
+// may hold newer bitmap blocks, and data written into blocks allocated
+// there), so FreeSpace returns the error of Writable, wrapping
+// ErrCannotEdit (and ErrNeedsRecovery), otherwise: such a filesystem has
+// to be read in full.
+func (fs *FS) FreeSpace() ([]extent.Range, error) {
+	if err := fs.Writable(); err != nil {
+		return nil, err
+	}
+	used := mergeRuns(append(append([]blockRun(nil), fs.system...), fs.journal...))
+	csum := fs.SB.HasGroupDescCsum()
+	var free []blockRun
+	for g := uint32(0); g < fs.groups; g++ {
+		gd := &fs.groupDescs[g]
+		first, nblk := fs.groupFirst(g), fs.groupBlocks(g)
+		nclu := (nblk + fs.ratio - 1) / fs.ratio
+		var inUse func(c uint64) bool
+		if csum && gd.Flags&BGBlockUninit != 0 {
+			inUse = func(c uint64) bool {
+				return overlapsRuns(used, first+c*fs.ratio, fs.ratio)
+			}
+		} else {
+			bm, err := fs.blockBitmap(g)
+			if err != nil {
+				return nil, err
+			}
+			inUse = func(c uint64) bool { return bm[c/8]&(1<<(c%8)) != 0 }
+			if err := fs.checkMetadataMarked(g, used, inUse); err != nil {
+				return nil, err
+			}
+		}
+		var nfree uint64
+		for c := uint64(0); c < nclu; c++ {
+			if inUse(c) {
+				continue
+			}
+			nfree++
+			start := first + c*fs.ratio
+			n := min(fs.ratio, fs.blocks-start)
+			if k := len(free); k > 0 && free[k-1].start+free[k-1].n == start {
+				free[k-1].n += n
+			} else {
+				free = append(free, blockRun{start, n})
+			}
+		}
+		if nfree != uint64(gd.FreeBlocksCount) {
+			return nil, corrupt(fmt.Sprintf("group descriptor %d", g), gd.Offset,
+				"the block bitmap has %d free clusters, the descriptor says %d", nfree, gd.FreeBlocksCount)
+		}
+	}
+	var out []extent.Range
+	for _, r := range subtractRuns(free, used) {
+		out = append(out, extent.Range{Off: int64(r.start) * fs.bs, Len: int64(r.n) * fs.bs})
+	}
+	return extent.Merge(out), nil
+}
+
+// blockBitmap reads group g's block bitmap and verifies its checksum.
+func (fs *FS) blockBitmap(g uint32) ([]byte, error) {
+	gd := &fs.groupDescs[g]
+	name := fmt.Sprintf("block bitmap of group %d", g)
+	bm, off, err := fs.readBlock(gd.BlockBitmap, name)
+	if err != nil {
+		return nil, err
+	}
+	if fs.SB.HasMetadataCsum() && !fs.noCRC {
+		want := crc32c(fs.csumSeed, bm[:fs.SB.ClustersPerGroup/8])
+		got := gd.BlockBitmapCsum
+		if fs.descSize < bgBlockBitmapCsumHiEnd {
+			want &= 0xffff
+		}
+		if got != want {
+			return nil, corrupt(name, off, "checksum mismatch (stored %#08x, computed %#08x)", got, want)
+		}
+	}
+	return bm, nil
+}
+
+// checkMetadataMarked requires the bitmap of group g to mark every cluster
+// holding metadata or journal blocks: a bitmap that does not is wrong, and
+// the free space derived from it cannot be trusted.
+func (fs *FS) checkMetadataMarked(g uint32, used []blockRun, inUse func(uint64) bool) error {
+	first, end := fs.groupFirst(g), fs.groupFirst(g)+fs.groupBlocks(g)
+	i := sort.Search(len(used), func(i int) bool { return used[i].start+used[i].n > first })
+	for ; i < len(used) && used[i].start < end; i++ {
+		lo, hi := max(used[i].start, first), min(used[i].start+used[i].n, end)
+		for b := lo; b < hi; b++ {
+			if !inUse((b - first) / fs.ratio) {
+				gd := &fs.groupDescs[g]
+				return corrupt(fmt.Sprintf("block bitmap of group %d", g), int64(gd.BlockBitmap)*fs.bs,
+					"block %d holds filesystem metadata or the journal but is marked free", b)
+			}
+		}
+	}
+	return nil
+}
+
+// subtractRuns returns the parts of the sorted runs rs outside the sorted,
+// merged runs cut.
+func subtractRuns(rs, cut []blockRun) []blockRun {
+	var out []blockRun
+	j := 0
+	for _, r := range rs {
+		start, end := r.start, r.start+r.n
+		for j < len(cut) && cut[j].start+cut[j].n <= start {
+			j++
+		}
+		for k := j; k < len(cut) && cut[k].start < end && start < end; k++ {
+			if cut[k].start > start {
+				out = append(out, blockRun{start, cut[k].start - start})
+			}
+			start = max(start, cut[k].start+cut[k].n)
+		}
+		if start < end {
+			out = append(out, blockRun{start, end - start})
+		}
+	}
+	return out
+}
