@@ -90,6 +90,10 @@ type Policy struct {
 	// FstabDrop lists fstab devices whose lines are dropped: /dev/mapper/resourceencrypt when the VM is
 	// converted (its new resource disk is not encrypted).
 	FstabDrop []string
+	// LVMDevices maps ADE's dm-crypt devices (/dev/mapper/osencrypt, a data volume's
+	// /dev/mapper/<mapper>) to the plain devices their PVs sit on once converted, as crypttab names
+	// them, for the LVM devices file (FixLVMDevices).
+	LVMDevices map[string]string
 	// FstabAdd are fstab lines to append when fstab lacks them: those of the converted volumes that
 	// ADE's legacy azure_crypt_mount listed, whose lines ADE removed. They are for the guest's own
 	// /etc/fstab; the initramfs package leaves them out of an image's copy.

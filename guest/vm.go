@@ -289,3 +289,43 @@ func confLineValue(line, key string) (string, bool) {
 	}
 	return strings.TrimSpace(v), true
 }
+
+// PathLVMDevices is RHEL 9's LVM devices file: when it exists (and use_devicesfile is on, RHEL 9's
+// default) LVM uses only the devices it lists.
+const PathLVMDevices = "/etc/lvm/devices/system.devices"
+
+// FixLVMDevices points the entries of an LVM devices file that name a PV on one of ADE's dm-crypt
+// devices at the device the PV sits on once it is plaintext. lvm2 records a PV on dm-crypt as
+// `IDTYPE=crypt_uuid IDNAME=CRYPT-LUKS<n>-<uuid>-<name> DEVNAME=/dev/mapper/<name> PVID=…`; no such
+// device exists after the conversion, so LVM would ignore the PV and the VG would not activate.
+// p.LVMDevices maps a dm-crypt device (/dev/mapper/osencrypt, /dev/mapper/<data mapper>) to the plain
+// device as ADE's crypttab names it (/dev/disk/by-partuuid/…, /dev/disk/azure/scsi1/lun<N>…); the
+// entry becomes `IDTYPE=devname IDNAME=<device> DEVNAME=<device> PVID=<same>`, which lvm2 matches by
+// name and, where the name differs at boot, finds by the PV's ID (search_for_devnames). Other lines
+// are kept byte for byte. The result is nil when nothing needs changing.
+func (p Policy) FixLVMDevices(b []byte) ([]byte, []Change) {
+	devices := p.LVMDevices
+	ls := splitLines(b)
+	var changes []Change
+	for i, l := range ls {
+		fields := strings.Fields(l.text)
+		kv := map[string]string{}
+		for _, f := range fields {
+			if k, v, ok := strings.Cut(f, "="); ok {
+				kv[k] = v
+			}
+		}
+		dev, ok := devices[kv["DEVNAME"]]
+		if !ok || kv["IDTYPE"] != "crypt_uuid" || kv["PVID"] == "" || strings.HasPrefix(strings.TrimSpace(l.text), "#") {
+			continue
+		}
+		before := l.text
+		ls[i].text = fmt.Sprintf("IDTYPE=devname IDNAME=%s DEVNAME=%s PVID=%s", dev, dev, kv["PVID"])
+		changes = append(changes, newChange(PathLVMDevices, fmt.Sprintf("list the PV on %s, where it is once plaintext, instead of ADE's dm-crypt device %s", dev, kv["DEVNAME"]),
+			[]string{before}, []string{ls[i].text}))
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}

@@ -110,3 +110,24 @@ func TestAzureCryptMountToFstab(t *testing.T) {
 		t.Fatalf("the line is added twice: %q", again)
 	}
 }
+
+func TestFixLVMDevices(t *testing.T) {
+	in := "# LVM uses devices listed in this file.\n# Created by LVM command vgimportdevices pid 1873 at Wed Mar 13 10:30:00 2024\nVERSION=1.1.3\n" +
+		"IDTYPE=crypt_uuid IDNAME=CRYPT-LUKS2-a0e5c0de10054a008000000000000064-osencrypt DEVNAME=/dev/mapper/osencrypt PVID=AbCd1234\n" +
+		"IDTYPE=crypt_uuid IDNAME=CRYPT-LUKS2-0123-827cbcbb DEVNAME=/dev/mapper/827cbcbb PVID=EfGh5678\n" +
+		"IDTYPE=sys_wwid IDNAME=naa.600 DEVNAME=/dev/sdb1 PVID=IjKl9012 PART=1\n"
+	devs := map[string]string{"/dev/mapper/osencrypt": "/dev/disk/by-partuuid/a0e5d15c-0004", "/dev/mapper/827cbcbb": "/dev/disk/azure/scsi1/lun4"}
+	pol := Policy{LVMDevices: devs}
+	got, ch := pol.FixLVMDevices([]byte(in))
+	want := strings.Replace(strings.Replace(in,
+		"IDTYPE=crypt_uuid IDNAME=CRYPT-LUKS2-a0e5c0de10054a008000000000000064-osencrypt DEVNAME=/dev/mapper/osencrypt PVID=AbCd1234",
+		"IDTYPE=devname IDNAME=/dev/disk/by-partuuid/a0e5d15c-0004 DEVNAME=/dev/disk/by-partuuid/a0e5d15c-0004 PVID=AbCd1234", 1),
+		"IDTYPE=crypt_uuid IDNAME=CRYPT-LUKS2-0123-827cbcbb DEVNAME=/dev/mapper/827cbcbb PVID=EfGh5678",
+		"IDTYPE=devname IDNAME=/dev/disk/azure/scsi1/lun4 DEVNAME=/dev/disk/azure/scsi1/lun4 PVID=EfGh5678", 1)
+	if string(got) != want || len(ch) != 2 {
+		t.Fatalf("FixLVMDevices = %q (%d changes), want %q", got, len(ch), want)
+	}
+	if again, _ := pol.FixLVMDevices(got); again != nil {
+		t.Fatalf("not idempotent: %q", again)
+	}
+}

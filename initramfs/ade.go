@@ -126,6 +126,8 @@ func textRule(k string, pol guest.Policy) func(string, []byte) ([]byte, []guest.
 		img := pol
 		img.FstabAdd = nil
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return img.FixFstab(b) }
+	case "etc/lvm/devices/system.devices":
+		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixLVMDevices(b) }
 	case "etc/lvm/lvm.conf":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return guest.FixLVMConf(b) }
 	case "usr/lib/dracut/modules.txt", "lib/dracut/modules.txt":

@@ -7,6 +7,7 @@ import (
 	"io"
 	"io/fs"
 	"path"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -62,11 +63,14 @@ type wipe struct {
 
 // guestEditor computes the guest edits as output patches.
 type guestEditor struct {
-	ctx       context.Context // initramfs re-compression stops when it ends
-	vmWaagent bool            // restore waagent.conf (whole-VM plan)
+	ctx       context.Context   // initramfs re-compression stops when it ends
+	vmWaagent bool              // restore waagent.conf (whole-VM plan)
+	vmDevices map[string]string // whole-VM plan: the converted volumes' dm-crypt devices -> their plain devices
+	vmBackups bool              // whole-VM plan with every volume converted: wipe ADE's backups in /etc
 	strict    bool
 	policy    guest.Policy
 	fss       []*guestFS
+	extFSs    []*extFS // ext filesystems: only ADE's data-volume backups are wiped there
 	boot      *guestFS
 	root      *guestFS
 	edits     []Edit
@@ -104,7 +108,11 @@ type vmEdits struct {
 	fstab     map[string]string // fstab devices to replace: /dev/mapper/<mapper> -> UUID=<filesystem UUID>
 	fstabDrop []string          // fstab devices whose lines go: /dev/mapper/resourceencrypt
 	fstabAdd  []string          // fstab lines for the converted volumes of ADE's legacy azure_crypt_mount
-	waagent   bool              // restore waagent.conf's resource-disk settings from ADE's backups
+	devices   map[string]string // the converted volumes' /dev/mapper/<mapper> -> the device ADE opened
+	// wipeBackups: every volume ADE encrypted on the VM is converted, so its backups in /etc go.
+	wipeBackups bool
+	left        []string // the VM's volumes that stay encrypted, for the readiness check
+	waagent     bool     // restore waagent.conf's resource-disk settings from ADE's backups
 }
 
 // discoverGuest opens the guest's filesystems on vols and finds /boot, the root and the volumes the
@@ -146,6 +154,8 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		e.policy.FstabDrop = vm.fstabDrop
 		e.policy.FstabAdd = vm.fstabAdd
 		e.vmWaagent = vm.waagent
+		e.vmDevices = vm.devices
+		e.vmBackups = vm.wipeBackups
 	}
 	if e.root != nil {
 		e.policy.DropDebug = e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade")
@@ -172,20 +182,114 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 	return e, nil
 }
 
+// lvmDevices sets the policy's map for the LVM devices file: each dm-crypt device the conversion
+// removes — osencrypt, and on a whole-VM plan the converted data volumes' — to the device crypttab
+// says it opened, which the PV is on once plaintext.
+func (e *guestEditor) lvmDevices() {
+	b, err := e.readGuest(guest.PathCrypttab)
+	if err != nil {
+		return
+	}
+	devs := map[string]string{}
+	for _, ce := range guest.ParseCrypttab(b) {
+		if strings.HasPrefix(ce.Device, "/dev/") && (ce.Mapper == guest.MapperOS || slices.Contains(e.policy.CrypttabMappers, ce.Mapper)) {
+			devs["/dev/mapper/"+ce.Mapper] = ce.Device
+		}
+	}
+	for m, d := range e.vmDevices {
+		devs[m] = d
+	}
+	e.policy.LVMDevices = devs
+}
+
+// wipeADEBackups wipes the copies of fstab and waagent.conf that ADE saved in /etc before editing them
+// for the data volumes and the resource disk (fstab.azure.backup, fstab.backup.<uuid>,
+// waagent.conf.rdbak1/.rdbak2): once every volume is converted they describe nothing that exists.
+func (e *guestEditor) wipeADEBackups() {
+	g, p := e.resolve("/etc")
+	if g == nil {
+		return
+	}
+	ents, err := g.fs.ReadDir(p)
+	if err != nil {
+		return
+	}
+	for _, d := range ents {
+		if d.Name == "fstab.azure.backup" || strings.HasPrefix(d.Name, "fstab.backup.") ||
+			d.Name == "waagent.conf.rdbak1" || d.Name == "waagent.conf.rdbak2" {
+			e.wipeTree("/etc/"+d.Name, "wipe ADE's backup of a file it edited for the VM's other volumes")
+		}
+	}
+}
+
 // adeBackupDir is the directory ADE leaves at the root of every data volume it encrypts, holding the
 // volume's crypttab and fstab lines (ade-internals §10.2).
 const adeBackupDir = "/.azure_ade_backup_mount_info"
 
 // dataVolumeEdits wipes ADE's backup of a data volume's mount lines, on every filesystem that has one.
 func (e *guestEditor) dataVolumeEdits() {
+	const why = "wipe ADE's backup of the data volume's crypttab and fstab lines"
 	for _, g := range e.fss {
 		if has(g.fs, adeBackupDir) {
 			label := g.guestPath(adeBackupDir)
 			if g.mount == "" {
 				label = g.name + ":" + adeBackupDir
 			}
-			e.wipeIn(g, adeBackupDir, label, "wipe ADE's backup of the data volume's crypttab and fstab lines")
+			e.wipeIn(g, adeBackupDir, label, why)
 		}
+	}
+	for _, x := range e.extFSs {
+		e.wipeExt(x, adeBackupDir, why)
+	}
+}
+
+// wipeExt zeroes the regular files directly in directory dir of the ext filesystem x (ADE's backup
+// directory holds two or three small files), keeping their sizes.
+func (e *guestEditor) wipeExt(x *extFS, dir, why string) {
+	d, err := x.fs.Lookup(dir)
+	if err != nil || !d.IsDir() {
+		return
+	}
+	label := x.name + ":" + dir
+	if err := x.fs.Writable(); err != nil {
+		e.warn(WarnNotEdited, "%s is not wiped: %v", label, err)
+		return
+	}
+	ents, err := x.fs.ReadDirInode(d)
+	if err != nil {
+		e.warn(WarnUnreadable, "%s: %v", label, err)
+		return
+	}
+	for _, de := range ents {
+		gp := label + "/" + de.Name
+		ino, err := x.fs.Inode(de.Ino)
+		if err != nil {
+			e.warn(WarnUnreadable, "%s: %v", gp, err)
+			continue
+		}
+		if !ino.IsRegular() || ino.Size == 0 {
+			continue
+		}
+		if ino.HasInlineData() {
+			e.warn(WarnNotEdited, "%s: not wiped: its data is inline in the inode", gp)
+			continue
+		}
+		exts, err := x.fs.Extents(ino)
+		if err != nil {
+			e.warn(WarnUnreadable, "%s: %v", gp, err)
+			continue
+		}
+		var ranges []extent.Range
+		for _, ex := range exts {
+			if !ex.Unwritten {
+				ranges = append(ranges, extent.Range{Off: ex.DiskOff, Len: ex.Len})
+			}
+		}
+		if err := e.addWritesTo(x.name, x.toOut, e.zeroWrites(ranges), "guest edit: wipe "+gp); err != nil {
+			e.warn(WarnNotEdited, "%s: not wiped: %v", gp, err)
+			continue
+		}
+		e.edits = append(e.edits, Edit{Filesystem: x.name, Path: gp, Why: fmt.Sprintf("%s: %d bytes zeroed", why, ino.Size)})
 	}
 }
 
@@ -197,6 +301,7 @@ func (e *guestEditor) warn(code WarningCode, format string, args ...any) {
 type fixFunc func(b []byte, room int) ([]byte, []guest.Change, error)
 
 func (e *guestEditor) rootEdits() error {
+	e.lvmDevices()
 	pol := e.policy
 	noGrow := func(f func([]byte) ([]byte, []guest.Change)) fixFunc {
 		return func(b []byte, _ int) ([]byte, []guest.Change, error) { n, c := f(b); return n, c, nil }
@@ -211,6 +316,10 @@ func (e *guestEditor) rootEdits() error {
 		e.editFile(guest.PathWaagentConf, noGrow(func(b []byte) ([]byte, []guest.Change) { return guest.FixWaagentConf(b, rdbak1, rdbak2) }))
 	}
 	e.editFile(guest.PathLVMConf, noGrow(guest.FixLVMConf))
+	e.editFile(guest.PathLVMDevices, noGrow(pol.FixLVMDevices))
+	if e.vmBackups {
+		e.wipeADEBackups()
+	}
 	dracut := func(p string) fixFunc {
 		return func(b []byte, room int) ([]byte, []guest.Change, error) {
 			n, c := guest.FixDracutConf(p, b, room)
@@ -620,11 +729,16 @@ func (e *guestEditor) zeroWrites(ranges []extent.Range) []xfs.Write {
 
 // addWrites maps filesystem-device writes to output patches, split where the device's extents do.
 func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
+	return e.addWritesTo(g.name, g.toOut, ws, why)
+}
+
+// addWritesTo maps the device writes of the filesystem name to output patches through toOut.
+func (e *guestEditor) addWritesTo(name string, toOut func(off, n int64) ([]extent.Range, error), ws []xfs.Write, why string) error {
 	var ps []Patch
 	for _, w := range ws {
-		rs, err := g.toOut(w.Offset, int64(len(w.Data)))
+		rs, err := toOut(w.Offset, int64(len(w.Data)))
 		if err != nil {
-			return fmt.Errorf("%s: mapping device bytes %d+%d: %w", g.name, w.Offset, len(w.Data), err)
+			return fmt.Errorf("%s: mapping device bytes %d+%d: %w", name, w.Offset, len(w.Data), err)
 		}
 		pos := int64(0)
 		for _, r := range rs {
@@ -632,7 +746,7 @@ func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
 			pos += r.Len
 		}
 		if pos != int64(len(w.Data)) {
-			return fmt.Errorf("%s: device bytes %d+%d map to %d output bytes", g.name, w.Offset, len(w.Data), pos)
+			return fmt.Errorf("%s: device bytes %d+%d map to %d output bytes", name, w.Offset, len(w.Data), pos)
 		}
 	}
 	e.patches = append(e.patches, ps...)
@@ -643,6 +757,9 @@ func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
 // lands at output offset volOut; the other partitions are read from src.
 func (p *Plan) editGuest(ctx context.Context, src *Source, rep *Report, plain io.ReaderAt, volOut, volSize int64, content Content, opts PlanOptions) error {
 	vols, luksLeft := guestVolumes(src, rep, p.Volume.Partition, plain, volOut, volSize, content)
+	if opts.vm != nil {
+		luksLeft = append(luksLeft, opts.vm.left...)
+	}
 	e, err := guestEdits(ctx, vols, rep.Partitions, guestOptions{strictInitramfs: opts.StrictInitramfs, vm: opts.vm})
 	if err != nil {
 		return err

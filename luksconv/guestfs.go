@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/luksconv/luksconv/ext"
 	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/xfs"
@@ -59,18 +60,13 @@ func (g *guestFS) fsLabel() string {
 // discover opens the XFS filesystems of a volume: the volume itself, or the XFS logical volumes of an
 // LVM PV.
 func (e *guestEditor) discover(v guestVolume) {
+	out := v.out
+	linear := func(off, n int64) ([]extent.Range, error) { return []extent.Range{{Off: out + off, Len: n}}, nil }
 	switch v.content {
 	case ContentXFS:
-		x, err := xfs.Open(v.r, v.size)
-		if err != nil {
-			e.warn(WarnUnreadable, "partition %d: %v", v.part, err)
-			return
-		}
-		out := v.out
-		e.fss = append(e.fss, &guestFS{name: fmt.Sprintf("partition %d", v.part), part: v.part, partUUID: v.partUUID,
-			fs: x, readOnly: x.Writable(), toOut: func(off, n int64) ([]extent.Range, error) {
-				return []extent.Range{{Off: out + off, Len: n}}, nil
-			}})
+		e.openFS(fmt.Sprintf("partition %d", v.part), v.part, v.partUUID, "", "", v.r, v.size, ContentXFS, linear)
+	case ContentExt4:
+		e.openFS(fmt.Sprintf("partition %d", v.part), v.part, v.partUUID, "", "", v.r, v.size, ContentExt4, linear)
 	case ContentLVM2:
 		pv, err := lvm.Open(v.r, v.size)
 		if err != nil || pv.VG == nil {
@@ -80,30 +76,53 @@ func (e *guestEditor) discover(v guestVolume) {
 			lv := &pv.VG.LVs[i]
 			lvr := pv.LVReader(v.r, lv)
 			head := make([]byte, probeSize)
-			if n, _ := lvr.ReadAt(head, 0); probeBytes(head[:n]) != ContentXFS {
+			n, _ := lvr.ReadAt(head, 0)
+			content := probeBytes(head[:n])
+			if content != ContentXFS && content != ContentExt4 {
 				continue
 			}
-			name := pv.VG.Name + "/" + lv.Name
-			x, err := xfs.Open(lvr, lv.Size)
-			if err != nil {
-				e.warn(WarnUnreadable, "%s: %v", name, err)
-				continue
+			toOut := func(off, n int64) ([]extent.Range, error) {
+				ext, err := pv.Map(lv, off, n)
+				if err != nil {
+					return nil, err
+				}
+				r := make([]extent.Range, 0, len(ext))
+				for _, x := range ext {
+					r = append(r, extent.Range{Off: out + x.PVOff, Len: x.Len})
+				}
+				return r, nil
 			}
-			out := v.out
-			e.fss = append(e.fss, &guestFS{name: name, part: v.part, vg: pv.VG.Name, lv: lv.Name, fs: x, readOnly: x.Writable(),
-				toOut: func(off, n int64) ([]extent.Range, error) {
-					ext, err := pv.Map(lv, off, n)
-					if err != nil {
-						return nil, err
-					}
-					r := make([]extent.Range, 0, len(ext))
-					for _, x := range ext {
-						r = append(r, extent.Range{Off: out + x.PVOff, Len: x.Len})
-					}
-					return r, nil
-				}})
+			e.openFS(pv.VG.Name+"/"+lv.Name, v.part, "", pv.VG.Name, lv.Name, lvr, lv.Size, content, toOut)
 		}
 	}
+}
+
+// openFS opens a guest filesystem: XFS ones are looked at and edited; ext ones, which ADE's RHEL
+// guests have on data volumes only, are kept aside for the data-volume edits.
+func (e *guestEditor) openFS(name string, part int, partUUID, vg, lv string, r io.ReaderAt, size int64, content Content,
+	toOut func(off, n int64) ([]extent.Range, error)) {
+	if content == ContentExt4 {
+		x, err := ext.Open(r, size)
+		if err != nil {
+			e.warn(WarnUnreadable, "%s: %v", name, err)
+			return
+		}
+		e.extFSs = append(e.extFSs, &extFS{name: name, fs: x, toOut: toOut})
+		return
+	}
+	x, err := xfs.Open(r, size)
+	if err != nil {
+		e.warn(WarnUnreadable, "%s: %v", name, err)
+		return
+	}
+	e.fss = append(e.fss, &guestFS{name: name, part: part, partUUID: partUUID, vg: vg, lv: lv, fs: x, readOnly: x.Writable(), toOut: toOut})
+}
+
+// extFS is an ext2/3/4 filesystem of the guest and how its device maps to the output.
+type extFS struct {
+	name  string
+	fs    *ext.FS
+	toOut func(off, n int64) ([]extent.Range, error)
 }
 
 func has(x *xfs.FS, p string) bool {

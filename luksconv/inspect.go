@@ -174,7 +174,7 @@ func Inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, er
 
 // inspect is Inspect that also returns the detached header in use (given or found on /boot).
 func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *Header, error) {
-	rep, err := readPartitions(ctx, src)
+	rep, err := readPartitions(ctx, src, opts.Header != nil)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -233,11 +233,11 @@ func inspect(ctx context.Context, src *Source, opts InspectOptions) (*Report, *H
 }
 
 // readPartitions reads the GPT, or else a DOS partition table, and probes every partition.
-func readPartitions(ctx context.Context, src *Source) (*Report, error) {
+func readPartitions(ctx context.Context, src *Source, detached bool) (*Report, error) {
 	rep := &Report{Image: ImageInfo{Path: src.Path, Format: src.Format, FileSize: src.FileSize, Size: src.Size}}
 	tab, err := gpt.Read(src, src.Size, 0)
 	if errors.Is(err, gpt.ErrNoGPT) {
-		return withoutGPT(ctx, src, rep, err)
+		return withoutGPT(ctx, src, rep, err, detached)
 	}
 	if err != nil {
 		return nil, err
@@ -292,7 +292,11 @@ func probePartition(ctx context.Context, src *Source, rep *Report, pi PartitionI
 // withoutGPT handles a disk without a GPT: a LUKS device that fills the whole image (a data disk
 // encrypted without partitions, or a bare LUKS image) is reported as partition 0; otherwise the disk
 // may have a DOS partition table (older BIOS-booted RHEL 7 images).
-func withoutGPT(ctx context.Context, src *Source, rep *Report, noGPT error) (*Report, error) {
+//
+// With a detached header given (detached), a disk without a table is taken to be the encrypted volume
+// itself, data at its first byte: what ADE's dual-pass encryption made of a whole data disk. Its
+// ciphertext holds no table, and a random sector that passes for an MBR does not stop that either.
+func withoutGPT(ctx context.Context, src *Source, rep *Report, noGPT error, detached bool) (*Report, error) {
 	c, err := probe(src, src.Size)
 	if err != nil {
 		return nil, err
@@ -302,7 +306,18 @@ func withoutGPT(ctx context.Context, src *Source, rep *Report, noGPT error) (*Re
 		return wholeDisk(src, rep, c)
 	}
 	mt, err := mbr.Read(src, src.Size, 512)
+	if err != nil && detached {
+		rep.Partitions = []PartitionInfo{{Number: 0, Name: "(whole disk)", Size: src.Size, Content: c}}
+		rep.Warnings = append(rep.Warnings, warning(WarnPartitionTable, "no partition table: the whole disk is the volume of the detached header (partition 0)"))
+		return rep, nil
+	}
 	if errors.Is(err, mbr.ErrNoTable) {
+		if c == ContentUnknown {
+			// Ciphertext without a header: ADE's dual-pass data disks keep theirs on the OS disk.
+			return nil, fmt.Errorf("%w: no partition table and no LUKS header, only data without a signature: a volume "+
+				"whose detached header is elsewhere (ADE's dual-pass data disks keep it on the OS disk; a whole-VM plan reads it there)",
+				ErrNothingToConvert)
+		}
 		return nil, noGPT
 	}
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"sort"
 
+	"github.com/luksconv/luksconv/ext"
 	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/xfs"
 )
@@ -31,11 +32,11 @@ type span struct {
 func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) (spans, logs []span, warns []Warning) {
 	vol := fmt.Sprintf("partition %d (decrypted)", p.Volume.Partition)
 	for _, pi := range parts {
-		if pi.Number == p.Volume.Partition || pi.Content != ContentXFS {
+		if pi.Number == p.Volume.Partition || (pi.Content != ContentXFS && pi.Content != ContentExt4) {
 			continue
 		}
 		// Unencrypted: its log holds no ciphertext, so only the free space matters.
-		s, _, err := xfsFree(io.NewSectionReader(src, pi.Offset, pi.Size), pi.Size, func(off, n int64, why string) []span {
+		s, _, err := fsFree(io.NewSectionReader(src, pi.Offset, pi.Size), pi.Size, pi.Content, func(off, n int64, why string) []span {
 			return []span{{pi.Offset + off, n, fmt.Sprintf("%s: partition %d", why, pi.Number)}}
 		})
 		if err != nil {
@@ -45,9 +46,9 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 		spans = append(spans, s...)
 	}
 
-	switch Content(p.Volume.Content) {
-	case ContentXFS:
-		s, l, err := xfsFree(plain, plainSize, func(off, n int64, why string) []span {
+	switch c := Content(p.Volume.Content); c {
+	case ContentXFS, ContentExt4:
+		s, l, err := fsFree(plain, plainSize, c, func(off, n int64, why string) []span {
 			return []span{{partOff + off, n, fmt.Sprintf("%s: partition %d", why, p.Volume.Partition)}}
 		})
 		if err != nil {
@@ -72,10 +73,12 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 			name := pv.VG.Name + "/" + lv.Name
 			lvr := pv.LVReader(plain, lv)
 			head := make([]byte, probeSize)
-			if n, _ := lvr.ReadAt(head, 0); probeBytes(head[:n]) != ContentXFS {
+			n, _ := lvr.ReadAt(head, 0)
+			c := probeBytes(head[:n])
+			if c != ContentXFS && c != ContentExt4 {
 				continue
 			}
-			s, l, err := xfsFree(lvr, lv.Size, func(off, n int64, why string) []span {
+			s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {
 				ext, err := pv.Map(lv, off, n)
 				if err != nil {
 					return nil
@@ -94,6 +97,27 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 		}
 	}
 	return spans, logs, warns
+}
+
+// fsFree lists the free space of an XFS or ext2/3/4 filesystem, and an XFS filesystem's internal log
+// (see xfsFree). An ext filesystem's journal is a file in use: it is decrypted like one, and a clean
+// journal (nothing to replay) is never read past its superblock, so it needs no zero-ciphertext care.
+func fsFree(r io.ReaderAt, size int64, content Content, toOut func(off, n int64, why string) []span) (free, logs []span, err error) {
+	if content == ContentXFS {
+		return xfsFree(r, size, toOut)
+	}
+	fs, err := ext.Open(r, size)
+	if err != nil {
+		return nil, nil, err
+	}
+	rs, err := fs.FreeSpace() // refuses, wrapping ext.ErrNeedsRecovery, while the journal holds transactions
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range rs {
+		free = append(free, toOut(f.Off, f.Len, "ext free space")...)
+	}
+	return free, nil, nil
 }
 
 // xfsFree lists an XFS filesystem's free space and its internal log, mapped to output spans by toOut

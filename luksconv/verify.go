@@ -12,6 +12,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/luksconv/luksconv/ext"
 	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
@@ -271,7 +272,7 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		}
 	}
 	switch Content(p.Volume.Content) {
-	case ContentXFS:
+	case ContentXFS, ContentExt4:
 		fss = append(fss, fsPair{fmt.Sprintf("partition %d", p.Volume.Partition), srcPlain, outPlain, p.Volume.PayloadSize})
 	case ContentLVM2:
 		spv, err := lvm.Open(srcPlain, p.Volume.PayloadSize)
@@ -293,18 +294,28 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		}
 	}
 	for _, f := range fss {
-		sfs, err := xfs.Open(f.src, f.size)
-		if err != nil {
-			continue // not XFS in the source: nothing to check
+		if sfs, err := xfs.Open(f.src, f.size); err == nil {
+			ofs, err := xfs.Open(f.out, f.size)
+			if err == nil && ofs.SB.UUID != sfs.SB.UUID {
+				err = fmt.Errorf("output: superblock UUID %x differs from the source's %x", ofs.SB.UUID, sfs.SB.UUID)
+			}
+			if err == nil {
+				_, err = ofs.ReadDir("/")
+			}
+			add("xfs "+f.name, err, fmt.Sprintf("superblock and root directory readable, %d blocks", sfs.SB.DBlocks))
+			continue
 		}
-		ofs, err := xfs.Open(f.out, f.size)
-		if err == nil && ofs.SB.UUID != sfs.SB.UUID {
-			err = fmt.Errorf("output: superblock UUID %x differs from the source's %x", ofs.SB.UUID, sfs.SB.UUID)
+		if sfs, err := ext.Open(f.src, f.size); err == nil {
+			ofs, err := ext.Open(f.out, f.size)
+			if err == nil && ofs.UUID() != sfs.UUID() {
+				err = fmt.Errorf("output: superblock UUID %s differs from the source's %s", ofs.UUID(), sfs.UUID())
+			}
+			if err == nil {
+				_, err = ofs.ReadDir("/")
+			}
+			add("ext "+f.name, err, fmt.Sprintf("superblock and root directory readable, %d blocks", sfs.SB.BlocksCount()))
 		}
-		if err == nil {
-			_, err = ofs.ReadDir("/")
-		}
-		add("xfs "+f.name, err, fmt.Sprintf("superblock and root directory readable, %d blocks", ofs.SB.DBlocks))
+		// Neither: nothing to check.
 	}
 	return checks
 }
@@ -318,6 +329,11 @@ type partExtent struct {
 // checkTable compares the output's partition table with the source's (a GPT, or else a DOS table) and
 // returns the source's partitions; ok is false when the source's table cannot be read.
 func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string)) (parts []partExtent, ok bool) {
+	if p.Volume.Partition == 0 {
+		// A whole-disk volume: no table, the volume is the disk.
+		add("partition table", nil, "none: the whole disk is the volume")
+		return []partExtent{{0, 0, p.Source.Size}}, true
+	}
 	st, err := gpt.Read(src, p.Source.Size, 0)
 	if errors.Is(err, gpt.ErrNoGPT) {
 		if sm, merr := mbr.Read(src, p.Source.Size, 512); merr == nil && !sm.Protective {

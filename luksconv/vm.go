@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 
+	"github.com/luksconv/luksconv/ext"
 	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/xfs"
 )
@@ -57,6 +58,8 @@ type VMDataPlan struct {
 	// unknown filesystem); fstab mounts the volume by it.
 	FilesystemUUID string `json:"filesystem_uuid,omitempty"`
 	Plan           *Plan  `json:"plan"`
+
+	device string // the device ADE's line names (/dev/disk/azure/scsi1/lun<N>…)
 }
 
 // Close destroys every plan's key.
@@ -141,7 +144,7 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 		entries = append(entries, guest.CrypttabEntry{Mapper: le.Mapper, Device: le.Device, Header: hdr, ADE: true, LUN: le.LUN,
 			Partition: le.Partition})
 	}
-	vm := &vmEdits{fstab: map[string]string{}}
+	vm := &vmEdits{fstab: map[string]string{}, devices: map[string]string{}}
 	byLUN := map[int][]guest.CrypttabEntry{}
 	for _, ce := range entries {
 		switch {
@@ -166,6 +169,9 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			continue
 		}
 		vm.mappers = append(vm.mappers, dp.Mapper)
+		if dp.device != "" {
+			vm.devices["/dev/mapper/"+dp.Mapper] = dp.device
+		}
 		if dp.FilesystemUUID == "" {
 			continue
 		}
@@ -176,9 +182,12 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			}
 		}
 	}
+	vm.wipeBackups = true
 	for lun, ents := range byLUN {
 		if !seen[lun] {
+			vm.wipeBackups = false
 			for _, ce := range ents {
+				vm.left = append(vm.left, fmt.Sprintf("LUN %d (%s) stays LUKS-encrypted: not converted in this run", lun, ce.Mapper))
 				vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "LUN %d (%s, crypttab line %d) is not converted in this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
 					lun, ce.Mapper, ce.Line))
 			}
@@ -205,6 +214,9 @@ func planDataDisk(ctx context.Context, d *VMDisk, ents []guest.CrypttabEntry, g 
 	if len(ents) == 1 {
 		ce := ents[0]
 		dp.Mapper = ce.Mapper
+		if strings.HasPrefix(ce.Device, "/dev/") {
+			dp.device = ce.Device
+		}
 		if opts.Partition == 0 {
 			opts.Partition = ce.Partition
 		}
@@ -242,6 +254,10 @@ func filesystemUUID(plain io.ReaderAt, size int64, content Content) string {
 	case ContentXFS:
 		if fs, err := xfs.Open(plain, size); err == nil {
 			return formatUUID(fs.SB.UUID)
+		}
+	case ContentExt4:
+		if fs, err := ext.Open(plain, size); err == nil {
+			return fs.UUID()
 		}
 	}
 	return ""

@@ -71,7 +71,7 @@ var flagHints = []struct {
 }{
 	{luksconv.ErrAmbiguous, "name the encrypted partition with --partition N (see luksconv inspect)"},
 	{luksconv.ErrNeedHeader, "give the detached header with --header F (ADE keeps it in /boot/luks/osluksheader)"},
-	{luksconv.ErrNothingToConvert, "give the detached header with --header F"},
+	{luksconv.ErrNothingToConvert, "give the detached header with --header F, or convert the disk with its VM (luksconv vm convert) when the header is on the OS disk"},
 	{luksconv.ErrHeaderMismatch, "check --header and --partition; --allow-unknown-content converts anyway"},
 	{luksconv.ErrNoSuchPartition, "see the partitions with luksconv inspect IMAGE"},
 	{luksconv.ErrOutputExists, "use --force to replace it"},
