@@ -32,6 +32,9 @@ type VMPlan struct {
 	Etag        string `json:"etag,omitempty"`
 	OldOSDiskID string `json:"oldOsDiskId"`
 	NewOSDiskID string `json:"newOsDiskId"`
+	// DataDisks are the data disks replaced by new ones, by LUN; the others
+	// are re-attached as they are.
+	DataDisks []DiskSwap `json:"dataDisks,omitempty"`
 	// Steps are the ARM calls, in order, in words.
 	Steps []string `json:"steps"`
 	// Changes is the difference between the recorded VM (read-only fields
@@ -52,6 +55,14 @@ type VMPlan struct {
 	Rollback *armcompute.VirtualMachine `json:"rollbackVm"`
 	// Original is the VM as read, kept as the record of what was deleted.
 	Original *armcompute.VirtualMachine `json:"originalVm"`
+}
+
+// DiskSwap is a data disk the new VM attaches in place of the old one, at
+// the same LUN with the same caching and write-accelerator settings.
+type DiskSwap struct {
+	LUN int    `json:"lun"`
+	Old string `json:"oldDiskId"`
+	New string `json:"newDiskId"`
 }
 
 // Change is one difference between two JSON documents. Path uses dots for
@@ -106,6 +117,13 @@ func IsADEExtension(publisher, typ string) bool {
 // new disk may not exist yet during a dry run; then its checks are left to
 // RecreateVM and a warning says so.
 func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (*VMPlan, error) {
+	return c.PlanRecreateVMDisks(ctx, vmID, newOSDiskID, nil)
+}
+
+// PlanRecreateVMDisks is PlanRecreateVM for a whole VM: newData maps LUNs
+// to the new data disks that replace the VM's disks at those LUNs (same
+// caching and write accelerator); every LUN must be attached to the VM.
+func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID string, newData map[int]string) (*VMPlan, error) {
 	const op = "plan re-creation of"
 	rid, err := parseID(vmID, typeVM)
 	if err != nil {
@@ -140,17 +158,47 @@ func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (
 	if sp := p.SecurityProfile; sp != nil && sp.SecurityType != nil && *sp.SecurityType != armcompute.SecurityTypesStandard {
 		return nil, newError(op, vmID, ErrUnsupported, "VM security type %s needs an OS disk with the same security profile; the upload disk has none", *sp.SecurityType)
 	}
+	kept := 0
 	for _, d := range p.StorageProfile.DataDisks {
-		if d != nil && (d.ManagedDisk == nil || str(d.ManagedDisk.ID) == "") {
+		if d == nil {
+			continue
+		}
+		if d.ManagedDisk == nil || str(d.ManagedDisk.ID) == "" {
 			return nil, newError(op, vmID, ErrUnsupported, "data disk at LUN %d is not a managed disk", deref(d.Lun))
 		}
+		lun := int(deref(d.Lun))
+		nd, ok := newData[lun]
+		if !ok {
+			kept++
+			continue
+		}
+		if _, err := parseID(nd, typeDisk); err != nil {
+			return nil, opError(op, vmID, err)
+		}
+		if sameID(nd, *d.ManagedDisk.ID) {
+			return nil, newError(op, vmID, ErrState, "new disk for LUN %d is the VM's current disk there", lun)
+		}
+		plan.DataDisks = append(plan.DataDisks, DiskSwap{LUN: lun, Old: *d.ManagedDisk.ID, New: nd})
 	}
-	if err := c.checkNewOSDisk(ctx, &vm, newOSDiskID, plan); err != nil {
+	if len(plan.DataDisks) != len(newData) {
+		for lun := range newData {
+			if !slices.ContainsFunc(plan.DataDisks, func(s DiskSwap) bool { return s.LUN == lun }) {
+				return nil, newError(op, vmID, ErrState, "the VM has no data disk at LUN %d", lun)
+			}
+		}
+	}
+	slices.SortFunc(plan.DataDisks, func(a, b DiskSwap) int { return a.LUN - b.LUN })
+	if err := c.checkNewDisk(ctx, &vm, "new OS disk", newOSDiskID, plan); err != nil {
 		return nil, err
 	}
+	for _, s := range plan.DataDisks {
+		if err := c.checkNewDisk(ctx, &vm, fmt.Sprintf("new disk for LUN %d", s.LUN), s.New, plan); err != nil {
+			return nil, err
+		}
+	}
 
-	plan.New = attachModel(&vm, newOSDiskID, false)
-	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, true)
+	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
+	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, nil, true)
 	plan.DetachUpdate = detachUpdate(&vm)
 
 	for _, e := range vm.Resources {
@@ -169,8 +217,8 @@ func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (
 	if np := p.NetworkProfile; np != nil && len(np.NetworkInterfaceConfigurations) > 0 {
 		plan.Warnings = append(plan.Warnings, "the VM's NICs were created from networkInterfaceConfigurations; the new VM references the existing NICs by ID instead")
 	}
-	if len(p.StorageProfile.DataDisks) > 0 {
-		plan.Warnings = append(plan.Warnings, "data disks are re-attached as they are: an ADE-encrypted data disk needs its own conversion, a VM without ADE will not unlock it")
+	if kept > 0 {
+		plan.Warnings = append(plan.Warnings, fmt.Sprintf("%d of the data disks are re-attached as they are: an ADE-encrypted data disk needs its own conversion (azure convert --vm converts them all), a VM without ADE will not unlock it", kept))
 	}
 	if id := vm.Identity; id != nil && id.Type != nil && strings.Contains(strings.ToLower(string(*id.Type)), "systemassigned") {
 		plan.Warnings = append(plan.Warnings, "the system-assigned identity gets a new principal: re-create its role assignments and Key Vault access")
@@ -187,6 +235,9 @@ func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (
 		fmt.Sprintf("DELETE %s: NICs, OS disk %s and data disks are kept", vmID, plan.OldOSDiskID),
 		fmt.Sprintf("PUT %s (newVm): OS disk %s attached, no ADE extension, no encryptionSettings", vmID, newOSDiskID),
 	)
+	for _, s := range plan.DataDisks {
+		plan.Steps[len(plan.Steps)-1] += fmt.Sprintf("; LUN %d: %s in place of %s", s.LUN, s.New, s.Old)
+	}
 
 	before, err := comparable(&vm, true)
 	if err != nil {
@@ -200,9 +251,9 @@ func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (
 	return plan, nil
 }
 
-// checkNewOSDisk checks the new OS disk against the VM when it exists.
-func (c *Client) checkNewOSDisk(ctx context.Context, vm *armcompute.VirtualMachine, diskID string, plan *VMPlan) error {
-	const op = "check new OS disk"
+// checkNewDisk checks a new disk of the VM (what names its role) when it exists.
+func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine, what, diskID string, plan *VMPlan) error {
+	op := "check " + what
 	did, _ := parseID(diskID, typeDisk)
 	f, err := c.compute(did.Subscription)
 	if err != nil {
@@ -211,7 +262,7 @@ func (c *Client) checkNewOSDisk(ctx context.Context, vm *armcompute.VirtualMachi
 	d, err := f.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
 	if err != nil {
 		if isNotFound(err) && plan != nil {
-			plan.Warnings = append(plan.Warnings, fmt.Sprintf("new OS disk %s does not exist yet; it is checked again before the VM is deleted", diskID))
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s %s does not exist yet; it is checked again before the VM is deleted", what, diskID))
 			return nil
 		}
 		return opError(op, diskID, err)
@@ -238,7 +289,7 @@ func (c *Client) checkNewOSDisk(ctx context.Context, vm *armcompute.VirtualMachi
 	}
 	if state != armcompute.DiskStateUnattached {
 		if plan != nil && (state == armcompute.DiskStateReadyToUpload || state == armcompute.DiskStateActiveUpload) {
-			plan.Warnings = append(plan.Warnings, fmt.Sprintf("new OS disk is %s: finish the upload before re-creating the VM", state))
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s is %s: finish the upload before re-creating the VM", what, state))
 			return nil
 		}
 		return newError(op, diskID, ErrState, "disk is %q, want %s", state, armcompute.DiskStateUnattached)
@@ -272,8 +323,13 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if plan.Etag != "" && str(cur.Etag) != "" && str(cur.Etag) != plan.Etag {
 		return newError(op, plan.VMID, ErrState, "VM changed since the plan (etag %s, planned %s): plan again", str(cur.Etag), plan.Etag)
 	}
-	if err := c.checkNewOSDisk(ctx, &cur.VirtualMachine, plan.NewOSDiskID, nil); err != nil {
+	if err := c.checkNewDisk(ctx, &cur.VirtualMachine, "new OS disk", plan.NewOSDiskID, nil); err != nil {
 		return err
+	}
+	for _, s := range plan.DataDisks {
+		if err := c.checkNewDisk(ctx, &cur.VirtualMachine, fmt.Sprintf("new disk for LUN %d", s.LUN), s.New, nil); err != nil {
+			return err
+		}
 	}
 	if plan.DetachUpdate != nil {
 		if _, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, nil)).wait(ctx, c); err != nil {
@@ -313,9 +369,9 @@ func (c *Client) RestoreVM(ctx context.Context, plan *VMPlan) error {
 // attachModel derives a PUT body from a VM as read: a deep copy without
 // read-only fields, OS profile, image reference and extensions, with
 // osDiskID attached as the OS disk and every NIC and disk set to Detach on
-// delete. keepEncryption keeps osDisk.encryptionSettings (for the rollback
-// of a dual-pass VM).
-func attachModel(orig *armcompute.VirtualMachine, osDiskID string, keepEncryption bool) *armcompute.VirtualMachine {
+// delete; swaps replace data disks at their LUNs. keepEncryption keeps
+// osDisk.encryptionSettings (for the rollback of a dual-pass VM).
+func attachModel(orig *armcompute.VirtualMachine, osDiskID string, swaps []DiskSwap, keepEncryption bool) *armcompute.VirtualMachine {
 	vm := cloneVM(orig)
 	vm.ID, vm.Etag, vm.ManagedBy, vm.Resources, vm.SystemData, vm.Type = nil, nil, nil, nil, nil, nil
 	if id := vm.Identity; id != nil {
@@ -359,6 +415,14 @@ func attachModel(orig *armcompute.VirtualMachine, osDiskID string, keepEncryptio
 		}
 		if d.ManagedDisk != nil {
 			nd.ManagedDisk = &armcompute.ManagedDiskParameters{ID: d.ManagedDisk.ID}
+		}
+		for _, s := range swaps {
+			if s.LUN == int(deref(d.Lun)) {
+				nd.ManagedDisk = &armcompute.ManagedDiskParameters{ID: to.Ptr(s.New)}
+				if did, err := parseID(s.New, typeDisk); err == nil {
+					nd.Name = to.Ptr(did.Name)
+				}
+			}
 		}
 		sp.DataDisks[i] = nd
 	}

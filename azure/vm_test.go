@@ -350,3 +350,46 @@ func TestRecreateVMCreateFailsThenRestore(t *testing.T) {
 		t.Errorf("restore PUT OS disk %+v", osd)
 	}
 }
+
+// TestPlanRecreateVMDisks replaces the data disk at LUN 0 too: the new VM attaches it there with the
+// same caching and delete option Detach, the rollback keeps the old one; an unknown LUN, the disk
+// already there, or a new disk that is attached elsewhere are refused.
+func TestPlanRecreateVMDisks(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	c.VMs[key(rg, "vm1")].Properties.StorageProfile.DataDisks[0].Caching = to.Ptr(armcompute.CachingTypesReadOnly)
+	c.VMs[key(rg, "vm1")].Properties.StorageProfile.DataDisks[0].WriteAcceleratorEnabled = to.Ptr(true)
+	newData := resID(typeDisk, "data1-plain")
+	c.Disks[key(rg, "data1-plain")] = &armcompute.Disk{ID: to.Ptr(newData), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
+		Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+	ctx := context.Background()
+	vmID := resID(typeVM, "vm1")
+	plan, err := c.client().PlanRecreateVMDisks(ctx, vmID, resID(typeDisk, "osdisk-plain"), map[int]string{0: newData})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.DataDisks) != 1 || plan.DataDisks[0] != (DiskSwap{LUN: 0, Old: resID(typeDisk, "data1"), New: newData}) {
+		t.Errorf("swaps %+v", plan.DataDisks)
+	}
+	dd := plan.New.Properties.StorageProfile.DataDisks[0]
+	if *dd.ManagedDisk.ID != newData || str(dd.Name) != "data1-plain" || *dd.Lun != 0 || *dd.Caching != armcompute.CachingTypesReadOnly ||
+		!*dd.WriteAcceleratorEnabled || *dd.DeleteOption != armcompute.DiskDeleteOptionTypesDetach {
+		t.Errorf("new data disk %+v", dd)
+	}
+	if rb := plan.Rollback.Properties.StorageProfile.DataDisks[0]; *rb.ManagedDisk.ID != resID(typeDisk, "data1") {
+		t.Errorf("rollback data disk %s", *rb.ManagedDisk.ID)
+	}
+	if strings.Contains(strings.Join(plan.Warnings, "\n"), "re-attached as they are") {
+		t.Errorf("warnings %q", plan.Warnings)
+	}
+	if _, err := c.client().PlanRecreateVMDisks(ctx, vmID, resID(typeDisk, "osdisk-plain"), map[int]string{3: newData}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "no data disk at LUN 3") {
+		t.Errorf("unknown LUN: %v", err)
+	}
+	if _, err := c.client().PlanRecreateVMDisks(ctx, vmID, resID(typeDisk, "osdisk-plain"), map[int]string{0: resID(typeDisk, "data1")}); !errors.Is(err, ErrState) {
+		t.Errorf("same disk: %v", err)
+	}
+	c.Disks[key(rg, "data1-plain")].ManagedBy = to.Ptr(resID(typeVM, "other"))
+	if _, err := c.client().PlanRecreateVMDisks(ctx, vmID, resID(typeDisk, "osdisk-plain"), map[int]string{0: newData}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "new disk for LUN 0") {
+		t.Errorf("attached new disk: %v", err)
+	}
+}

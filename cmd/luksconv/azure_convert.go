@@ -29,6 +29,8 @@ type azureConvert struct {
 	des, target, rg  string
 	dryRun, recreate bool
 	vm               string
+	suffix           string
+	parallel         int
 	workers          int
 	journal          string
 	writeAccess      time.Duration
@@ -64,10 +66,17 @@ func newAzureConvertCmd() *cobra.Command {
 	var f azureConvert
 	c := &cobra.Command{
 		Use: "convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--resource-group RG] " +
-			"[--dry-run] [--recreate-vm --vm VM_ID]",
-		Short: "Convert an ADE disk into a new plaintext managed disk encrypted at rest by a Disk Encryption Set",
-		Args:  usageArgs(0),
-		RunE:  f.run,
+			"[--dry-run] [--recreate-vm --vm VM_ID]\n  luksconv azure convert --vm VM_ID --des DES_ID [--target-suffix S] [--dry-run] [--recreate-vm]",
+		Short: "Convert an ADE disk, or every ADE disk of a VM, into new plaintext managed disks encrypted at rest by a Disk Encryption Set",
+		Long: "With --snapshot or --source-disk, one disk is converted into --target-disk.\n\n" +
+			"With --vm alone, the whole VM is: every disk carrying ADE settings is snapshotted, unlocked with its own\n" +
+			"Key Vault secret and converted into a new disk named <disk name><--target-suffix>, --parallel at a time,\n" +
+			"each with its own resume journal; the OS disk is edited for all of them (crypttab, fstab by filesystem\n" +
+			"UUID, LVM devices file, ADE's files). With --recreate-vm the VM is then re-created with every new disk at\n" +
+			"its LUN, with its caching and write-accelerator settings. If a disk fails, the VM is untouched and the\n" +
+			"same command resumes: finished disks are kept, unfinished ones resume from their journals.",
+		Args: usageArgs(0),
+		RunE: f.run,
 	}
 	f.src.register(c)
 	f.pf.register(c)
@@ -78,7 +87,9 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.rg, "resource-group", "", "resource group of the new disk (default: the source's)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan and the ARM changes; create nothing")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
-	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM to re-create (with --recreate-vm)")
+	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
+	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
+	fl.IntVar(&f.parallel, "parallel", 2, "with --vm alone: disks uploaded at the same time")
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
@@ -138,6 +149,9 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opt
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
+	if f.wholeVM() {
+		return f.runVM(c)
+	}
 	ctx := c.Context()
 	stderr := c.ErrOrStderr()
 	id, err := f.check()
@@ -260,60 +274,13 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if journal == "" {
 		journal = blobdisk.DefaultJournal(p)
 	}
-	debugAzure("create upload disk", diskID, "size", spec.SizeBytes)
-	tgt, err := cl.CreateUploadDisk(ctx, *spec)
-	if errors.Is(err, azure.ErrExists) {
-		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
-	}
-	if err != nil {
-		return err
-	}
-	rep.Target = tgt
-	finished := false
-	defer func() {
-		if !finished {
-			// Write access is not revoked: revoking ends an upload in Azure, which refuses it
-			// (InvalidVhd) until the footer is written, and with a footer would make a half-written
-			// disk attachable. The disk stays ActiveUpload, which no VM can attach, and the SAS, held
-			// only in this process, expires; the same command grants again and resumes.
-			debugAzure("keep write access for a resume", diskID, "expires", tgt.Expires.UTC().Format(time.RFC3339))
-			fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes it (journal %s); "+
-				"no VM can attach the disk while it is uploading, and its write access ends at %s or when the disk is deleted\n",
-				diskID, journal, tgt.Expires.UTC().Format(time.RFC3339))
-		}
-	}()
-
-	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
-	o, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
-		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog}, Journal: journal,
-		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
-		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
-		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
-		Finish: func(ctx context.Context) error {
-			debugAzure("finish upload (revoke write access)", tgt.DiskID)
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-			defer cancel()
-			return tgt.Finish(fctx)
-		}})
-	if err != nil {
-		return expiredHint(err)
-	}
-	dlog.Debug("output opened", "kind", "page blob", "url", o.URL(), "size", p.OutputSize, "journal", journal)
 	pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
-	dlog.Debug("execute", "workers", f.workers, "output", tgt.DiskID)
-	res, err := luksconv.Execute(ctx, p, src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: debugProgress(pr.update)})
+	tgt, res, err := f.upload(ctx, cl, uploadJob{plan: p, src: src, spec: spec, diskID: diskID, journal: journal,
+		progress: debugProgress(pr.update)}, stderr)
 	if err != nil {
-		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
-		o.Abort()
-		return expiredHint(err)
-	}
-	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
-		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
-	rep.Result = res
-	if err := o.Commit(ctx); err != nil {
 		return err
 	}
-	finished = true
+	rep.Target, rep.Result = tgt, res
 
 	if f.verify {
 		// The finished disk is read back through its own read grant (revoked on every path), and a
@@ -345,6 +312,83 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// uploadJob is one disk to upload: the plan, its source, the new disk and its resume journal.
+type uploadJob struct {
+	plan     *luksconv.Plan
+	src      *luksconv.Source
+	spec     *azure.DiskSpec
+	diskID   string
+	journal  string
+	lun      int // the disk's LUN in a whole-VM run (luksconv.OSDisk for the OS disk)
+	progress func(luksconv.Progress)
+}
+
+// azureOutputHook, when set (by tests only), wraps the output of each upload, to interrupt one.
+var azureOutputHook func(j *uploadJob, o luksconv.Output) luksconv.Output
+
+// upload creates the upload disk of j.spec, or reopens this conversion's unfinished upload of that
+// name, writes the plan into it and finishes it. An unfinished upload keeps its write access and its
+// journal, so that the same command resumes it.
+func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob, stderr io.Writer) (tgt *azure.UploadTarget, res *luksconv.Result, err error) {
+	p, diskID, journal := j.plan, j.diskID, j.journal
+	debugAzure("create upload disk", diskID, "size", j.spec.SizeBytes)
+	tgt, err = cl.CreateUploadDisk(ctx, *j.spec)
+	if errors.Is(err, azure.ErrExists) {
+		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	finished := false
+	defer func() {
+		if !finished {
+			// Write access is not revoked: revoking ends an upload in Azure, which refuses it
+			// (InvalidVhd) until the footer is written, and with a footer would make a half-written
+			// disk attachable. The disk stays ActiveUpload, which no VM can attach, and the SAS, held
+			// only in this process, expires; the same command grants again and resumes.
+			debugAzure("keep write access for a resume", diskID, "expires", tgt.Expires.UTC().Format(time.RFC3339))
+			fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes it (journal %s); "+
+				"no VM can attach the disk while it is uploading, and its write access ends at %s or when the disk is deleted\n",
+				diskID, journal, tgt.Expires.UTC().Format(time.RFC3339))
+		}
+	}()
+
+	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
+	bo, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog}, Journal: journal,
+		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
+		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
+		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
+		Finish: func(ctx context.Context) error {
+			debugAzure("finish upload (revoke write access)", tgt.DiskID)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			defer cancel()
+			return tgt.Finish(fctx)
+		}})
+	if err != nil {
+		return tgt, nil, expiredHint(err)
+	}
+	dlog.Debug("output opened", "kind", "page blob", "url", bo.URL(), "size", p.OutputSize, "journal", journal)
+	var o luksconv.Output = bo
+	if azureOutputHook != nil {
+		o = azureOutputHook(&j, o)
+	}
+	dlog.Debug("execute", "workers", f.workers, "output", tgt.DiskID)
+	res, err = luksconv.Execute(ctx, p, j.src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: j.progress})
+	if err != nil {
+		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
+		o.Abort()
+		return tgt, nil, expiredHint(err)
+	}
+	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
+		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
+	if err := o.Commit(ctx); err != nil {
+		return tgt, nil, err
+	}
+	finished = true
+	return tgt, res, nil
 }
 
 // verifyDisk reads the finished disk diskID back and checks it against p and the source src; the

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -57,6 +58,8 @@ type fakeAzure struct {
 	// corruptOnRead names a disk whose blob gets one page of 0xAA at 1 MiB when it is granted for
 	// reading, as if the upload had gone wrong: what verification must catch.
 	corruptOnRead string
+	// snapshotsOfDisks: a snapshot's blob is the blob of the disk it was taken from (else "snap").
+	snapshotsOfDisks bool
 }
 
 // writeExpiry is when the last write SAS of the disk name expires.
@@ -92,8 +95,12 @@ func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) st
 	}
 	blobName := name
 	if kind == "snapshot" {
-		// Every snapshot in these tests is of the one ADE disk uploaded as snap.vhd.
+		// Every snapshot in these tests is of the one ADE disk uploaded as snap.vhd, or a copy of a disk.
 		blobName = "snap"
+		if s, ok := f.Snapshots[azurefake.Key(fakeRG, name)]; ok && f.snapshotsOfDisks && s.Properties != nil && s.Properties.CreationData != nil &&
+			s.Properties.CreationData.SourceResourceID != nil {
+			blobName = path.Base(*s.Properties.CreationData.SourceResourceID)
+		}
 	}
 	u := f.az.BlobSAS(f.t, "disks", blobName+".vhd", p, ttl)
 	f.sas = append(f.sas, u)
@@ -193,6 +200,13 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 		},
 	}
 	f.VMs[azurefake.Key(fakeRG, "vm1")] = to.Ptr(fakeVM())
+	f.install(t)
+	return f, fx
+}
+
+// install adds the Disk Encryption Set des1 and points the CLI's Azure client at the fake until the
+// test ends.
+func (f *fakeAzure) install(t *testing.T) {
 	f.DiskEncryptionSets[azurefake.Key("rg-keys", "des1")] = &armcompute.DiskEncryptionSet{
 		ID: to.Ptr(fakeDES), Location: to.Ptr("westeurope"),
 		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
@@ -200,7 +214,6 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 	old := azureClientHook
 	azureClientHook = f.hook
 	t.Cleanup(func() { azureClientHook = old })
-	return f, fx
 }
 
 // runCLI runs the command in this process, as main does, and returns stdout, stderr and the exit code.

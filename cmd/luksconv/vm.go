@@ -227,6 +227,15 @@ func printVMPlan(w io.Writer, vp *luksconv.VMPlan) {
 	}
 }
 
+// printVMWarnings prints the warnings of every plan of vp.
+func printVMWarnings(w io.Writer, vp *luksconv.VMPlan) {
+	printWarnings(w, vp.OS.Warnings)
+	for _, d := range vp.Data {
+		printWarnings(w, d.Plan.Warnings)
+	}
+	printWarnings(w, vp.Warnings)
+}
+
 func newVMConvertCmd() *cobra.Command {
 	var vf vmFlags
 	var asJSON, force, quiet, verify bool
@@ -256,11 +265,7 @@ func newVMConvertCmd() *cobra.Command {
 			if !quiet {
 				printVMPlan(stderr, vp)
 			} else {
-				printWarnings(stderr, vp.OS.Warnings)
-				for _, d := range vp.Data {
-					printWarnings(stderr, d.Plan.Warnings)
-				}
-				printWarnings(stderr, vp.Warnings)
+				printVMWarnings(stderr, vp)
 			}
 			jobs := vmJobs(vp, srcs, args[0], vf.format)
 			// Every output is created before anything is written: a refused one stops the run early.

@@ -1,0 +1,147 @@
+package azure
+
+import (
+	"context"
+	"slices"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+)
+
+// OSDiskLUN is VMDisk.LUN for the OS disk.
+const OSDiskLUN = -1
+
+// VMDisk is a managed disk attached to a VM, with the attachment settings a
+// re-created VM must give it again.
+type VMDisk struct {
+	// LUN is the data disk's logical unit number, OSDiskLUN for the OS disk.
+	LUN     int                     `json:"lun"`
+	DiskID  string                  `json:"diskId"`
+	Name    string                  `json:"name"`
+	Caching armcompute.CachingTypes `json:"caching,omitempty"`
+	// WriteAccelerator is the attachment's writeAcceleratorEnabled.
+	WriteAccelerator bool `json:"writeAcceleratorEnabled,omitempty"`
+	// ADE reports whether the disk carries ADE encryption settings (single
+	// pass: on the disk; dual pass: the OS disk's on the VM model). A
+	// stamped disk is not always encrypted yet, and a PV added to an
+	// encrypted VG later carries no stamp: the disk's content decides.
+	ADE bool `json:"ade"`
+}
+
+// VMDisks are the managed disks of a VM: the OS disk first, then the data
+// disks by LUN.
+type VMDisks struct {
+	VMID     string   `json:"vmId"`
+	Location string   `json:"location"`
+	Disks    []VMDisk `json:"disks"`
+}
+
+// ReadVMDisks reads the VM vmID and each of its managed disks. A VM with an
+// unmanaged (page blob) disk is refused with ErrUnsupported.
+func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error) {
+	const op = "read disks of VM"
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return nil, opError(op, vmID, err)
+	}
+	p := r.Properties
+	if p == nil || p.StorageProfile == nil || p.StorageProfile.OSDisk == nil {
+		return nil, newError(op, vmID, ErrState, "VM model has no storageProfile.osDisk")
+	}
+	sp := p.StorageProfile
+	out := &VMDisks{VMID: vmID, Location: str(r.Location)}
+	osd := sp.OSDisk
+	if osd.ManagedDisk == nil || str(osd.ManagedDisk.ID) == "" {
+		return nil, newError(op, vmID, ErrUnsupported, "OS disk is not a managed disk")
+	}
+	d := VMDisk{LUN: OSDiskLUN, DiskID: str(osd.ManagedDisk.ID), Name: str(osd.Name), WriteAccelerator: deref(osd.WriteAcceleratorEnabled),
+		ADE: osd.EncryptionSettings != nil && deref(osd.EncryptionSettings.Enabled)}
+	if osd.Caching != nil {
+		d.Caching = *osd.Caching
+	}
+	out.Disks = append(out.Disks, d)
+	for _, dd := range sp.DataDisks {
+		if dd == nil {
+			continue
+		}
+		if dd.ManagedDisk == nil || str(dd.ManagedDisk.ID) == "" {
+			return nil, newError(op, vmID, ErrUnsupported, "data disk at LUN %d is not a managed disk", deref(dd.Lun))
+		}
+		d := VMDisk{LUN: int(deref(dd.Lun)), DiskID: str(dd.ManagedDisk.ID), Name: str(dd.Name), WriteAccelerator: deref(dd.WriteAcceleratorEnabled)}
+		if dd.Caching != nil {
+			d.Caching = *dd.Caching
+		}
+		out.Disks = append(out.Disks, d)
+	}
+	slices.SortStableFunc(out.Disks[1:], func(a, b VMDisk) int { return a.LUN - b.LUN })
+	for i := range out.Disks {
+		d := &out.Disks[i]
+		did, err := parseID(d.DiskID, typeDisk)
+		if err != nil {
+			return nil, opError(op, vmID, err)
+		}
+		if d.Name == "" {
+			d.Name = did.Name
+		}
+		df, err := c.compute(did.Subscription)
+		if err != nil {
+			return nil, opError(op, d.DiskID, err)
+		}
+		dr, err := df.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
+		if err != nil {
+			return nil, opError(op, d.DiskID, err)
+		}
+		if dp := dr.Properties; dp != nil && dp.EncryptionSettingsCollection != nil && deref(dp.EncryptionSettingsCollection.Enabled) &&
+			len(dp.EncryptionSettingsCollection.EncryptionSettings) > 0 {
+			d.ADE = true
+		}
+	}
+	return out, nil
+}
+
+// DiskStatus is what a rerun needs to know of a disk it may have created.
+type DiskStatus struct {
+	State armcompute.DiskState `json:"state"`
+	Tags  map[string]string    `json:"tags,omitempty"`
+	// ManagedBy is the VM the disk is attached to, "" if none.
+	ManagedBy string `json:"managedBy,omitempty"`
+}
+
+// DiskStatus reads the state and tags of diskID; ErrNotFound when there is
+// no such disk.
+func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, error) {
+	const op = "read disk"
+	rid, err := parseID(diskID, typeDisk)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	r, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	s := &DiskStatus{Tags: tagValues(r.Tags), ManagedBy: str(r.ManagedBy)}
+	if r.Properties != nil && r.Properties.DiskState != nil {
+		s.State = *r.Properties.DiskState
+	}
+	return s, nil
+}
+
+// DiskName returns the name in a disk's resource ID.
+func DiskName(diskID string) string {
+	if rid, err := parseID(diskID, typeDisk); err == nil {
+		return rid.Name
+	}
+	return diskID[strings.LastIndexByte(diskID, '/')+1:]
+}

@@ -1,0 +1,483 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"path"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/blobdisk"
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
+)
+
+// A whole VM in Azure (`azure convert --vm VM` without a source): every ADE-stamped disk of the VM
+// is snapshotted, unlocked with its own Key Vault secret, planned together (luksconv.NewVMPlan: the OS
+// disk's edits use what the data disks hold), uploaded in parallel into new DES disks, each with
+// its own journal, and with --recreate-vm the VM is re-created with every new disk at its LUN.
+
+// maxDiskName is Azure's limit on a managed disk's name.
+const maxDiskName = 80
+
+// azureVMDisk is one disk of the VM in a whole-VM run, and its report.
+type azureVMDisk struct {
+	LUN    int    `json:"lun"` // luksconv.OSDisk (-1) for the OS disk
+	Source string `json:"source"`
+	// Convert is false for a data disk without ADE settings: it is re-attached as it is.
+	Convert         bool                `json:"convert"`
+	Snapshot        string              `json:"snapshot,omitempty"`
+	SnapshotCreated bool                `json:"snapshot_created,omitempty"`
+	KeySource       *azure.KeySource    `json:"key_source,omitempty"`
+	DiskSpec        *azure.DiskSpec     `json:"disk_spec,omitempty"`
+	Target          *azure.UploadTarget `json:"target,omitempty"`
+	// AlreadyUploaded: an earlier run of this conversion finished this disk; it is not written again.
+	AlreadyUploaded bool             `json:"already_uploaded,omitempty"`
+	Result          *luksconv.Result `json:"result,omitempty"`
+	Verified        bool             `json:"verified,omitempty"`
+	Error           string           `json:"error,omitempty"`
+
+	disk    azure.VMDisk
+	readID  string // what is read: the snapshot, or the disk itself in a dry run
+	target  string // the new disk's name
+	diskID  string // the new disk's ID
+	pass    []byte
+	base64  bool
+	src     *luksconv.Source
+	plan    *luksconv.Plan
+	journal string
+}
+
+// azureVMReport is the final report of a whole-VM run; it holds no secret and no SAS URL.
+type azureVMReport struct {
+	VM          string           `json:"vm"`
+	DryRun      bool             `json:"dry_run"`
+	Disks       []*azureVMDisk   `json:"disks"`
+	Plan        *luksconv.VMPlan `json:"plan"`
+	VMPlan      *azure.VMPlan    `json:"vm_plan,omitempty"`
+	VMRecreated bool             `json:"vm_recreated,omitempty"`
+	Warnings    []string         `json:"warnings,omitempty"`
+}
+
+// wholeVM reports whether the flags ask for a whole-VM run: --vm without a source.
+func (f *azureConvert) wholeVM() bool {
+	return f.vm != "" && f.src.snapshot == "" && f.src.sourceDisk == ""
+}
+
+func (f *azureConvert) checkVM() error {
+	switch {
+	case f.des == "":
+		return fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disks)", errUsage)
+	case f.target != "":
+		return fmt.Errorf("%w: --target-disk names one disk; a whole VM's new disks are named <disk name>%s (--target-suffix)", errUsage, f.suffix)
+	case f.keyFile != "":
+		return fmt.Errorf("%w: --key-file is for one disk; a whole VM's keys are read from each disk's Key Vault secret", errUsage)
+	case f.journal != "":
+		return fmt.Errorf("%w: --journal is for one disk; a whole VM's journals are .luksconv-<plan id>.journal in the current directory", errUsage)
+	case f.suffix == "" || strings.ContainsAny(f.suffix, "/?#%\\ "):
+		return fmt.Errorf("%w: --target-suffix %q: want a non-empty suffix of disk-name characters", errUsage, f.suffix)
+	case f.pf.partition != 0 || f.pf.header != "":
+		return fmt.Errorf("%w: --partition and --header name one disk's volume; a whole VM's volumes are found on its OS disk", errUsage)
+	case f.parallel < 1:
+		return fmt.Errorf("%w: --parallel must be at least 1", errUsage)
+	}
+	return nil
+}
+
+func (f *azureConvert) runVM(c *cobra.Command) (err error) {
+	ctx := c.Context()
+	// The disks' goroutines write to it too.
+	stderr := &lockedWriter{w: c.ErrOrStderr()}
+	if err := f.checkVM(); err != nil {
+		return err
+	}
+	cl, err := f.src.client(f.vm)
+	if err != nil {
+		return err
+	}
+	rep := &azureVMReport{VM: f.vm, DryRun: f.dryRun}
+
+	debugAzure("read VM disks", f.vm)
+	vmd, err := cl.ReadVMDisks(ctx, f.vm)
+	if err != nil {
+		return err
+	}
+	var disks []*azureVMDisk // the disks to convert: the OS disk first
+	for _, d := range vmd.Disks {
+		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN}
+		if d.LUN == azure.OSDiskLUN {
+			vd.LUN = luksconv.OSDisk
+		}
+		rep.Disks = append(rep.Disks, vd)
+		if !vd.Convert {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("LUN %d (%s) carries no ADE settings: it is not converted and stays attached as it is", d.LUN, d.Name))
+			continue
+		}
+		vd.target = d.Name + f.suffix
+		if len(vd.target) > maxDiskName {
+			return fmt.Errorf("%w: %s: new disk name %q is longer than %d characters: choose a shorter --target-suffix", errUsage, diskName(vd.LUN), vd.target, maxDiskName)
+		}
+		rg := f.rg
+		if rg == "" {
+			rg = rgOf(d.DiskID)
+		}
+		vd.diskID = (&azure.DiskSpec{ResourceGroup: rg, Name: vd.target}).ID(f.subscriptionOf(d.DiskID))
+		disks = append(disks, vd)
+	}
+	defer func() {
+		for _, d := range disks {
+			clear(d.pass)
+		}
+	}()
+
+	// Every key first: they need no grant, and a missing secret fails before anything is created.
+	for _, d := range disks {
+		if err := f.vmKey(ctx, cl, d, rep); err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+	}
+
+	if err := f.vmSnapshots(ctx, cl, disks, stderr); err != nil {
+		return err
+	}
+	for _, d := range disks {
+		src, done, err := grantRead(ctx, cl, d.readID, f.workers, stderr)
+		if err != nil {
+			if f.dryRun {
+				err = &hintedError{err, "a dry run reads the VM's disks directly, which Azure allows only while the VM is deallocated"}
+			}
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+		// Every source SAS is revoked on every path, also after Ctrl-C.
+		defer func() { err = errors.Join(err, done()) }()
+		d.src = src
+	}
+
+	vds := make([]luksconv.VMDisk, len(disks))
+	for i, d := range disks {
+		opts := f.pf.options(luksconv.FormatVHD)
+		opts.Passphrase, opts.Base64Fallback = d.pass, d.base64
+		vds[i] = luksconv.VMDisk{LUN: d.LUN, Source: d.src, Options: opts}
+	}
+	vp, err := luksconv.NewVMPlan(ctx, vds)
+	if err != nil {
+		return err
+	}
+	defer vp.Close()
+	rep.Plan = vp
+	for _, d := range disks {
+		if d.LUN == luksconv.OSDisk {
+			d.plan = vp.OS
+		}
+		for _, dp := range vp.Data {
+			if dp.LUN == d.LUN {
+				d.plan = dp.Plan
+			}
+		}
+	}
+	if !f.quiet || f.dryRun {
+		printVMPlan(stderr, vp)
+	} else {
+		printVMWarnings(stderr, vp)
+	}
+
+	newData := map[int]string{}
+	for _, d := range disks {
+		debugAzure("read source and disk encryption set", d.readID, "des", f.des, "target", d.target)
+		spec, err := cl.DiskSpecFrom(ctx, d.readID, f.rg, d.target, f.des)
+		if err != nil {
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		}
+		if d.plan.OutputSize%(1<<20) != 0 {
+			return fmt.Errorf("%s: plan output size %d is not a whole MiB", diskName(d.LUN), d.plan.OutputSize)
+		}
+		spec.SizeBytes = d.plan.OutputSize
+		spec.AccessDuration = f.writeAccess
+		if spec.AccessDuration == 0 {
+			spec.AccessDuration = azure.UploadAccessFor(d.plan.OutputSize)
+		}
+		spec.Tags = maps.Clone(spec.Tags)
+		if spec.Tags == nil {
+			spec.Tags = map[string]string{}
+		}
+		spec.Tags[planTag] = d.plan.ID()
+		if d.Snapshot != "" {
+			spec.Tags[sourceTag] = path.Base(d.Snapshot)
+		}
+		d.DiskSpec = spec
+		d.journal = blobdisk.DefaultJournal(d.plan)
+		if d.LUN != luksconv.OSDisk {
+			newData[d.LUN] = d.diskID
+		}
+	}
+
+	if f.recreate {
+		debugAzure("plan VM re-creation", f.vm, "new_os_disk", disks[0].diskID)
+		rp, err := cl.PlanRecreateVMDisks(ctx, f.vm, disks[0].diskID, newData)
+		if err != nil {
+			return err
+		}
+		rep.VMPlan = rp
+	}
+
+	if f.dryRun {
+		out := c.OutOrStdout()
+		if f.asJSON {
+			return writeJSON(out, rep)
+		}
+		for _, d := range disks {
+			fmt.Fprintf(out, "%s: would create managed disk %s (CreateOption=Upload, %d bytes + 512)\n", diskName(d.LUN), d.diskID, d.DiskSpec.SizeBytes)
+		}
+		if rep.VMPlan != nil {
+			fmt.Fprintf(out, "Would re-create the VM:\n%s\n", rep.VMPlan)
+		}
+		for _, w := range rep.Warnings {
+			fmt.Fprintf(out, "warning: %s\n", w)
+		}
+		return nil
+	}
+
+	if err := f.uploadVM(ctx, cl, disks, stderr); err != nil {
+		return err
+	}
+
+	if rep.VMPlan != nil {
+		debugAzure("re-create VM", f.vm)
+		if err := cl.RecreateVM(ctx, rep.VMPlan); err != nil {
+			return &hintedError{err, "the VM may be deleted: `luksconv` left the old disks untouched; re-create it from the plan's rollbackVm (azure.RestoreVM)"}
+		}
+		rep.VMRecreated = true
+	}
+
+	out := c.OutOrStdout()
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	for _, d := range disks {
+		if d.AlreadyUploaded {
+			fmt.Fprintf(out, "%s: %s -> %s: uploaded by an earlier run\n", diskName(d.LUN), d.Source, d.diskID)
+			continue
+		}
+		fmt.Fprintf(out, "%s: %s -> %s: decrypted %s, copied %s, wrote %s in %s\n", diskName(d.LUN), d.Source, d.diskID,
+			human(d.Result.BytesDecrypted), human(d.Result.BytesCopied), human(d.Result.BytesWritten), d.Result.Duration.Round(time.Millisecond))
+	}
+	if rep.VMRecreated {
+		fmt.Fprintf(out, "re-created VM %s on the new disks\n", f.vm)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+	return nil
+}
+
+// vmKey recovers the disk's passphrase from its own Key Vault secret (the OS disk's may be on the VM
+// model: dual pass).
+func (f *azureConvert) vmKey(ctx context.Context, cl *azure.Client, d *azureVMDisk, rep *azureVMReport) error {
+	debugAzure("read ADE key references", d.disk.DiskID)
+	ks, err := cl.KeySources(ctx, d.disk.DiskID)
+	if err != nil {
+		return err
+	}
+	if len(ks) > 1 {
+		rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s: %d ADE key references found; using the first (%s)", diskName(d.LUN), len(ks), ks[0].SecretURL))
+	}
+	d.KeySource = &ks[0]
+	debugAzure("recover key from Key Vault", ks[0].ResourceID, "secret", ks[0].SecretURL, "kek", ks[0].KEKURL, "from", ks[0].From)
+	pass, err := cl.RecoverKey(ctx, &ks[0])
+	if err != nil {
+		return err
+	}
+	d.pass, d.base64 = pass, ks[0].KEKURL != ""
+	return nil
+}
+
+// vmSnapshots chooses what the disks are read from: in a dry run the disks themselves; else one
+// snapshot each, all named <new disk>-luksconv-src-<time of the run>. A rerun must read the very
+// snapshots the interrupted run read — the disks it finished were made from them, and a VM's disks
+// belong to one moment — so when any new disk of this conversion exists, its tag names the run's
+// snapshot and every disk reads its snapshot of that run. A new disk of that name that is not this
+// conversion's is refused before anything is created.
+func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks []*azureVMDisk, stderr io.Writer) error {
+	if f.dryRun {
+		for _, d := range disks {
+			d.readID = d.disk.DiskID
+		}
+		return nil
+	}
+	stamp := ""
+	for _, d := range disks {
+		st, err := cl.DiskStatus(ctx, d.diskID)
+		switch {
+		case errors.Is(err, azure.ErrNotFound):
+			continue
+		case err != nil:
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		case st.Tags[planTag] == "":
+			return &hintedError{fmt.Errorf("%s: %w: new disk %s exists and was not made by luksconv", diskName(d.LUN), azure.ErrExists, d.diskID),
+				"choose another --target-suffix, or delete the disk (luksconv never deletes disks)"}
+		}
+		name := st.Tags[sourceTag]
+		prefix := d.target + snapshotInfix
+		if !strings.HasPrefix(name, prefix) || strings.ContainsAny(name, "/?#") {
+			return &hintedError{fmt.Errorf("%s: %w: new disk %s names no snapshot of this conversion (tag %s=%q)", diskName(d.LUN), azure.ErrState, d.diskID, sourceTag, name),
+				"delete the new disks of the VM (luksconv never deletes disks) to start over"}
+		}
+		if stamp != "" && name[len(prefix):] != stamp {
+			return &hintedError{fmt.Errorf("%w: the VM's new disks were made from snapshots of different runs (%s and %s)", azure.ErrState, stamp, name[len(prefix):]),
+				"delete the new disks of the VM (luksconv never deletes disks) to start over"}
+		}
+		stamp = name[len(prefix):]
+	}
+	resume := stamp != ""
+	if !resume {
+		stamp = fmt.Sprint(time.Now().Unix())
+	}
+	for _, d := range disks {
+		rid, err := arm.ParseResourceID(d.disk.DiskID)
+		if err != nil {
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		}
+		name := d.target + snapshotInfix + stamp
+		snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
+		if resume {
+			from, err := cl.SnapshotSource(ctx, snap)
+			if err != nil || !strings.EqualFold(from, d.disk.DiskID) {
+				return &hintedError{fmt.Errorf("%s: %w: the interrupted run's snapshot %s of %s cannot be read (%v)", diskName(d.LUN), azure.ErrState, snap, d.disk.DiskID, err),
+					"a VM's disks must come from one moment: delete the new disks of the VM (luksconv never deletes disks) to start over"}
+			}
+			fmt.Fprintf(stderr, "%s: reading snapshot %s again, as the interrupted run did\n", diskName(d.LUN), snap)
+			d.readID, d.Snapshot = snap, snap
+			continue
+		}
+		debugAzure("snapshot disk", d.disk.DiskID, "snapshot_name", name)
+		id, err := cl.SnapshotDisk(ctx, d.disk.DiskID, name, nil)
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+		d.readID, d.Snapshot, d.SnapshotCreated = id, id, true
+		if !f.quiet {
+			fmt.Fprintf(stderr, "%s: snapshot %s (kept; delete it when the new disk is verified)\n", diskName(d.LUN), id)
+		}
+	}
+	return nil
+}
+
+// snapshotInfix joins a new disk's name and the run's time in the name of its source's snapshot.
+const snapshotInfix = "-luksconv-src-"
+
+// uploadVM uploads the disks, --parallel at a time, with one progress display. A disk that fails does
+// not stop the others (each keeps its journal); the error then names every failed disk and what to
+// rerun. Ctrl-C stops them all.
+func (f *azureConvert) uploadVM(ctx context.Context, cl *azure.Client, disks []*azureVMDisk, stderr io.Writer) error {
+	jobs := make([]vmJob, len(disks))
+	for i, d := range disks {
+		jobs[i] = vmJob{lun: d.LUN, plan: d.plan, src: d.src}
+	}
+	agg := newAggregate(stderr, jobs, f.quiet)
+	// Disks start in order (the OS disk, then by LUN), --parallel at a time.
+	next := make(chan int)
+	go func() {
+		defer close(next)
+		for i := range disks {
+			select {
+			case next <- i:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var failed []string
+	var errs []error
+	for range min(f.parallel, len(disks)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range next {
+				d := disks[i]
+				if ctx.Err() != nil {
+					return
+				}
+				err := f.uploadVMDisk(ctx, cl, d, func(p luksconv.Progress) { agg.update(i, p) }, stderr)
+				if err != nil {
+					d.Error = err.Error()
+					mu.Lock()
+					failed = append(failed, fmt.Sprintf("%s (%s)", diskName(d.LUN), d.diskID))
+					errs = append(errs, fmt.Errorf("%s: %w", diskName(d.LUN), err))
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	agg.finish()
+	if ctx.Err() != nil && len(errs) == 0 {
+		errs = append(errs, context.Cause(ctx))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	hint := "the VM is untouched; run the same command again: finished disks are kept, unfinished uploads resume from their journals"
+	if len(failed) > 0 {
+		hint = fmt.Sprintf("not finished: %s. %s", strings.Join(failed, ", "), hint)
+	}
+	return &hintedError{errors.Join(errs...), hint}
+}
+
+// uploadVMDisk uploads one disk of the VM, or skips it when an earlier run finished it, and verifies
+// it with --verify.
+func (f *azureConvert) uploadVMDisk(ctx context.Context, cl *azure.Client, d *azureVMDisk, progress func(luksconv.Progress), stderr io.Writer) error {
+	st, err := cl.DiskStatus(ctx, d.diskID)
+	if err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == d.plan.ID() {
+		// Finished by an earlier run: the tag proves it holds this very plan, and an upload disk
+		// leaves ActiveUpload only through the finish that follows the last write.
+		d.AlreadyUploaded = true
+		progress(luksconv.Progress{Done: d.plan.Totals.Copy + d.plan.Totals.Decrypt, Total: d.plan.Totals.Copy + d.plan.Totals.Decrypt, Final: true})
+		if !f.quiet {
+			fmt.Fprintf(stderr, "%s: %s was uploaded by an earlier run\n", diskName(d.LUN), d.diskID)
+		}
+	} else {
+		tgt, res, err := f.upload(ctx, cl, uploadJob{plan: d.plan, src: d.src, spec: d.DiskSpec, diskID: d.diskID, journal: d.journal,
+			lun: d.LUN, progress: debugProgress(progress)}, stderr)
+		d.Target = tgt
+		if err != nil {
+			return err
+		}
+		d.Result = res
+	}
+	if f.verify {
+		if err := f.verifyDisk(ctx, cl, d.plan, d.src, d.diskID, stderr); err != nil {
+			return err
+		}
+		d.Verified = true
+	}
+	return nil
+}
+
+// lockedWriter serialises writes from the disks' goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
+// rgOf is the resource group in a resource ID.
+func rgOf(id string) string {
+	if rid, err := arm.ParseResourceID(id); err == nil {
+		return rid.ResourceGroupName
+	}
+	return ""
+}

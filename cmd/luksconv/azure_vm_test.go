@@ -1,0 +1,381 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/internal/azurite"
+	"github.com/luksconv/luksconv/internal/vmfixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// vmTestDisk is a disk of the fake whole VM: its name in the fake, its image and key, and how the VM
+// attaches it.
+type vmTestDisk struct {
+	lun     int // luksconv.OSDisk for the OS disk
+	name    string
+	image   string
+	key     string
+	caching armcompute.CachingTypes
+	wa      bool
+}
+
+// setupAzureVM puts the VM fixture's OS disk and three of its data disks (EncryptFormatAll ext4 with
+// 4096-byte sectors at LUN 0, in-place ext4 on a partition at LUN 1, EncryptFormatAll XFS at LUN 3)
+// into the fake as the ADE disks of VM vm1, each with its own Key Vault secret, plus a data disk at
+// LUN 9 without ADE settings. The disks' blobs are their images in Azurite.
+func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
+	m := vmfixture.Load(t)
+	disks := []vmTestDisk{{lun: luksconv.OSDisk, name: "osdisk", image: m.Path(m.OS.File), key: m.Path(m.OS.KeyFile), caching: armcompute.CachingTypesReadWrite}}
+	for _, c := range []struct {
+		lun     int
+		caching armcompute.CachingTypes
+		wa      bool
+	}{{0, armcompute.CachingTypesReadOnly, true}, {1, armcompute.CachingTypesNone, false}, {3, armcompute.CachingTypesReadWrite, false}} {
+		d, ok := m.Disk("lun" + string(rune('0'+c.lun)))
+		if !ok {
+			t.Fatalf("no lun%d in the VM fixture", c.lun)
+		}
+		disks = append(disks, vmTestDisk{lun: c.lun, name: "data" + string(rune('0'+c.lun)), image: m.Path(d.File), key: m.Path(d.KeyFile), caching: c.caching, wa: c.wa})
+	}
+
+	az := azurite.Start(t)
+	az.CreateContainer(t, "disks")
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
+	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
+	vmID := fakeID("virtualMachines", "vm1")
+	vm := fakeVM()
+	sp := vm.Properties.StorageProfile
+	vault := &armcompute.SourceVault{ID: to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/adevault")}
+	for _, d := range disks {
+		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
+		key, err := os.ReadFile(d.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(d.image)
+		if err != nil {
+			t.Fatal(err)
+		}
+		secret := "bek-" + d.name
+		f.Secrets[secret+"/v1"] = azsecrets.Secret{Value: to.Ptr(base64.StdEncoding.EncodeToString(key)), ContentType: to.Ptr(azure.ContentTypeBEK)}
+		props := &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(st.Size()), DiskState: to.Ptr(armcompute.DiskStateAttached),
+			HyperVGeneration: to.Ptr(armcompute.HyperVGenerationV2),
+			EncryptionSettingsCollection: &armcompute.EncryptionSettingsCollection{Enabled: to.Ptr(true), EncryptionSettingsVersion: to.Ptr("1.1"),
+				EncryptionSettings: []*armcompute.EncryptionSettingsElement{{DiskEncryptionKey: &armcompute.KeyVaultAndSecretReference{
+					SecretURL: to.Ptr(fakeVault + "/secrets/" + secret + "/v1"), SourceVault: vault}}}}}
+		id := fakeID("disks", d.name)
+		if d.lun == luksconv.OSDisk {
+			props.OSType = to.Ptr(armcompute.OperatingSystemTypesLinux)
+			sp.OSDisk.Name, sp.OSDisk.ManagedDisk.ID, sp.OSDisk.Caching = to.Ptr(d.name), to.Ptr(id), to.Ptr(d.caching)
+		} else {
+			sp.DataDisks = append(sp.DataDisks, &armcompute.DataDisk{Lun: to.Ptr(int32(d.lun)), Name: to.Ptr(d.name), Caching: to.Ptr(d.caching),
+				WriteAcceleratorEnabled: to.Ptr(d.wa), CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach),
+				ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(id)}})
+		}
+		f.Disks[azurefake.Key(fakeRG, d.name)] = &armcompute.Disk{ID: to.Ptr(id), Name: to.Ptr(d.name), Location: to.Ptr("westeurope"),
+			Zones: []*string{to.Ptr("1")}, ManagedBy: to.Ptr(vmID), SKU: &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
+			Properties: props}
+	}
+	// A plain data disk: not converted, re-attached as it is.
+	sp.DataDisks = append(sp.DataDisks, &armcompute.DataDisk{Lun: to.Ptr(int32(9)), Name: to.Ptr("plain9"), Caching: to.Ptr(armcompute.CachingTypesNone),
+		CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach), ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(fakeID("disks", "plain9"))}})
+	f.Disks[azurefake.Key(fakeRG, "plain9")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "plain9")), Name: to.Ptr("plain9"), Location: to.Ptr("westeurope"),
+		ManagedBy: to.Ptr(vmID), Properties: &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(int64(1 << 30)), DiskState: to.Ptr(armcompute.DiskStateAttached)}}
+	f.VMs[azurefake.Key(fakeRG, "vm1")] = &vm
+	f.install(t)
+	return f, disks
+}
+
+// interruptOutput cancels the run after its first writes, as Ctrl-C would during the upload.
+type interruptOutput struct {
+	luksconv.Output
+	cancel context.CancelFunc
+	writes atomic.Int64
+}
+
+func (o *interruptOutput) WriteAt(p []byte, off int64) (int, error) {
+	if o.writes.Add(1) == 3 {
+		o.cancel()
+		return 0, context.Canceled
+	}
+	return o.Output.WriteAt(p, off)
+}
+
+// runCLICtx is runCLI with a context.
+func runCLICtx(t *testing.T, ctx context.Context, args ...string) (string, string, int) {
+	t.Helper()
+	var so, se bytes.Buffer
+	root := newRootCmd()
+	root.SetArgs(args)
+	root.SetOut(&so)
+	root.SetErr(&se)
+	root.SetIn(strings.NewReader(""))
+	err := root.ExecuteContext(ctx)
+	if err != nil {
+		reportError(&se, err)
+	}
+	return so.String(), se.String(), exitCode(err)
+}
+
+// vmReport is the part of azure convert --vm's JSON report the tests read.
+type vmReport struct {
+	Disks []struct {
+		LUN             int    `json:"lun"`
+		Convert         bool   `json:"convert"`
+		AlreadyUploaded bool   `json:"already_uploaded"`
+		Verified        bool   `json:"verified"`
+		Snapshot        string `json:"snapshot"`
+		SnapshotCreated bool   `json:"snapshot_created"`
+		Result          *struct {
+			Resumed int64 `json:"bytes_resumed"`
+			Written int64 `json:"bytes_written"`
+		} `json:"result"`
+		DiskSpec *struct {
+			Name string `json:"name"`
+		} `json:"disk_spec"`
+	} `json:"disks"`
+	VMPlan *azure.VMPlan `json:"vm_plan"`
+}
+
+// TestAzureConvertVM converts a whole ADE VM against the SDK fakes and Azurite: the OS disk and three
+// data disks, each unlocked with its own Key Vault secret, in parallel into four DES upload disks equal
+// to the local `vm convert` of the same disks; an interruption during the third upload leaves the
+// VM untouched, and the rerun reads the same snapshots, keeps the two finished disks, resumes only the
+// third from its journal and uploads the fourth; --recreate-vm then attaches every new disk at its LUN
+// with its caching and write accelerator, and the disk without ADE settings stays as it was.
+func TestAzureConvertVM(t *testing.T) {
+	f, disks := setupAzureVM(t)
+	dir := t.TempDir()
+	t.Chdir(dir) // the journals
+	vmID := fakeID("virtualMachines", "vm1")
+
+	// The local conversion every upload must equal.
+	local := filepath.Join(dir, "local")
+	os.Mkdir(local, 0o700)
+	largs := []string{"vm", "convert", "-q", "--os", disks[0].image, "--key-file", disks[0].key}
+	for _, d := range disks[1:] {
+		l := string(rune('0' + d.lun))
+		largs = append(largs, "--data", l+"="+d.image, "--data-key", l+"="+d.key)
+	}
+	if _, se, code := runCLI(t, append(largs, local)...); code != 0 {
+		t.Fatalf("local vm convert: exit %d: %s", code, se)
+	}
+
+	// Bad usage first: a whole VM takes no --target-disk or --key-file.
+	for _, extra := range [][]string{{"--target-disk", "x"}, {"--key-file", disks[0].key}, {"--journal", "j"}} {
+		if _, se, code := runCLI(t, append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES}, extra...)...); code != exitUsage {
+			t.Errorf("%v: exit %d, want %d: %s", extra, code, exitUsage, se)
+		}
+	}
+
+	// A dry run reads the disks themselves and creates nothing.
+	f.takeCalls()
+	so, se, code := runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--dry-run", "--recreate-vm", "--json")
+	if code != 0 {
+		t.Fatalf("dry run: exit %d: %s", code, se)
+	}
+	f.assertNoSAS(t, so+se)
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "DELETE") || strings.HasPrefix(c, "PATCH") {
+			t.Errorf("dry run made %s", c)
+		}
+	}
+	var rep vmReport
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("dry-run report: %v\n%s", err, so)
+	}
+	if len(rep.Disks) != 5 || rep.Disks[4].LUN != 9 || rep.Disks[4].Convert || rep.VMPlan == nil || len(rep.VMPlan.DataDisks) != 3 {
+		t.Fatalf("dry-run report:\n%s", so)
+	}
+	for _, w := range []string{"LUN 9 (plain9) carries no ADE settings", "LUN 2 (4d943217", "LUN 6 ("} {
+		if !strings.Contains(so+se, w) {
+			t.Errorf("dry run does not say %q:\n%s%s", w, so, se)
+		}
+	}
+
+	// The real run, interrupted during its third upload (LUN 1): disks go one at a time, in order.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
+		if j.lun == 1 {
+			return &interruptOutput{Output: o, cancel: cancel}
+		}
+		return o
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	args := []string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--parallel", "1", "--workers", "1", "--recreate-vm", "--verify", "--json"}
+	so, se, code = runCLICtx(t, ctx, args...)
+	azureOutputHook = nil
+	if code != exitInterrupted {
+		t.Fatalf("interrupted run: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	for _, w := range []string{"the VM is untouched; run the same command again", "LUN 1 (" + fakeID("disks", "data1-luksconv") + ")"} {
+		if !strings.Contains(se, w) {
+			t.Errorf("the interrupted run does not say %q:\n%s", w, se)
+		}
+	}
+	calls := f.takeCalls()
+	for _, c := range calls {
+		if strings.Contains(c, " vm ") {
+			t.Errorf("the interrupted run touched the VM: %s", c)
+		}
+	}
+	snapshots := 0
+	for _, c := range calls {
+		if strings.HasPrefix(c, "PUT snapshot ") {
+			snapshots++
+		}
+	}
+	if snapshots != 4 {
+		t.Errorf("%d snapshots taken, want 4: %q", snapshots, calls)
+	}
+	for name, want := range map[string]armcompute.DiskState{"osdisk-luksconv": armcompute.DiskStateUnattached, "data0-luksconv": armcompute.DiskStateUnattached,
+		"data1-luksconv": armcompute.DiskStateActiveUpload} {
+		if got := f.DiskState(fakeRG, name); got != want {
+			t.Errorf("after the interruption %s is %s, want %s", name, got, want)
+		}
+	}
+	if _, ok := f.Disks[azurefake.Key(fakeRG, "data3-luksconv")]; ok {
+		t.Error("the fourth disk was created although the run stopped during the third")
+	}
+
+	// The same command again, with debug lines: nothing printed holds a key or a secret's value.
+	so, se, code = runCLI(t, append([]string{"--debug"}, args...)...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	f.assertNoSAS(t, so+se)
+	for _, d := range disks {
+		key, _ := os.ReadFile(d.key)
+		for _, sec := range []string{string(key), base64.StdEncoding.EncodeToString(key), string(key[:24])} {
+			if strings.Contains(so+se, sec) {
+				t.Errorf("the output holds %s's key", d.name)
+			}
+		}
+	}
+	calls = f.takeCalls()
+	for _, c := range calls {
+		if strings.HasPrefix(c, "PUT snapshot ") {
+			t.Errorf("the rerun took a new snapshot: %s", c)
+		}
+	}
+	rep = vmReport{}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, so)
+	}
+	for _, d := range rep.Disks {
+		if !d.Convert {
+			continue
+		}
+		if !d.Verified {
+			t.Errorf("LUN %d not verified", d.LUN)
+		}
+		switch d.LUN {
+		case luksconv.OSDisk, 0:
+			if !d.AlreadyUploaded || d.Result != nil {
+				t.Errorf("LUN %d was uploaded again (already_uploaded %v)", d.LUN, d.AlreadyUploaded)
+			}
+		case 1:
+			if d.AlreadyUploaded || d.Result == nil || d.Result.Resumed == 0 {
+				t.Errorf("LUN 1 was not resumed from its journal: %+v", d.Result)
+			}
+		case 3:
+			if d.AlreadyUploaded || d.Result == nil || d.Result.Resumed != 0 || d.Result.Written == 0 {
+				t.Errorf("LUN 3: %+v", d.Result)
+			}
+		}
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*.journal")); len(ents) != 0 {
+		t.Errorf("journals left after the finished run: %v", ents)
+	}
+
+	// Every new disk equals the local conversion of its disk.
+	for _, d := range disks {
+		want := filepath.Join(local, "os.raw")
+		if d.lun != luksconv.OSDisk {
+			want = filepath.Join(local, "lun"+string(rune('0'+d.lun))+".raw")
+		}
+		wb, err := os.ReadFile(want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := download(t, f.az.BlobSAS(t, "disks", d.name+"-luksconv.vhd", azurite.ReadSAS, time.Hour), int64(len(wb)))
+		if !bytes.Equal(got, wb) {
+			t.Errorf("the new disk of %s differs from the local conversion", diskName(d.lun))
+		}
+	}
+
+	// The VM: deleted and created again with every new disk at its LUN, same caching and write
+	// accelerator; LUN 9 as it was; no ADE extension.
+	f.Lock()
+	put := f.VMPut
+	f.Unlock()
+	if put == nil || !hasCall(calls, "DELETE vm vm1") || !hasCall(calls, "PUT vm vm1") {
+		t.Fatalf("VM not re-created: %q", calls)
+	}
+	sp := put.Properties.StorageProfile
+	if got := *sp.OSDisk.ManagedDisk.ID; got != fakeID("disks", "osdisk-luksconv") || *sp.OSDisk.Caching != armcompute.CachingTypesReadWrite {
+		t.Errorf("new OS disk %s", got)
+	}
+	if len(put.Resources) != 0 {
+		t.Errorf("the new VM has extensions: %d", len(put.Resources))
+	}
+	found := map[int32]bool{}
+	for _, dd := range sp.DataDisks {
+		lun := *dd.Lun
+		found[lun] = true
+		if lun == 9 {
+			if *dd.ManagedDisk.ID != fakeID("disks", "plain9") {
+				t.Errorf("LUN 9 is now %s", *dd.ManagedDisk.ID)
+			}
+			continue
+		}
+		var want vmTestDisk
+		for _, d := range disks {
+			if d.lun == int(lun) {
+				want = d
+			}
+		}
+		if *dd.ManagedDisk.ID != fakeID("disks", want.name+"-luksconv") || *dd.Name != want.name+"-luksconv" || *dd.Caching != want.caching ||
+			(dd.WriteAcceleratorEnabled != nil && *dd.WriteAcceleratorEnabled) != want.wa {
+			t.Errorf("LUN %d attached as %s caching %s write accelerator %v", lun, *dd.ManagedDisk.ID, *dd.Caching, dd.WriteAcceleratorEnabled)
+		}
+	}
+	if len(found) != 4 || !found[0] || !found[1] || !found[3] || !found[9] {
+		t.Errorf("data disks of the new VM: %v", found)
+	}
+}
+
+// TestAzureConvertVMMissingSecret: a data disk whose Key Vault secret is gone stops the run before
+// anything is created, naming the disk.
+func TestAzureConvertVMMissingSecret(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	f.Lock()
+	delete(f.Secrets, "bek-data3/v1")
+	f.Unlock()
+	f.takeCalls()
+	_, se, code := runCLI(t, "azure", "convert", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES)
+	if code == 0 || !strings.Contains(se, "LUN 3 (data3)") {
+		t.Fatalf("exit %d: %s", code, se)
+	}
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") {
+			t.Errorf("a run without every key made %s", c)
+		}
+	}
+}
