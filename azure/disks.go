@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -114,6 +115,40 @@ func (c *Client) SnapshotSource(ctx context.Context, snapID string) (string, err
 		return "", nil
 	}
 	return str(r.Properties.CreationData.SourceResourceID), nil
+}
+
+// CheckSnapshotCurrent checks that snapID is a snapshot of diskID that is
+// still current: the disk's ownership has not changed since the snapshot
+// was taken (its VM was not started, deallocated, attached or detached
+// after it), so a rerun that reads the snapshot again loses no write.
+// ErrState otherwise.
+func (c *Client) CheckSnapshotCurrent(ctx context.Context, snapID, diskID string) error {
+	const op = "check snapshot"
+	rid, err := parseID(snapID, typeSnapshot)
+	if err != nil {
+		return opError(op, snapID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return opError(op, snapID, err)
+	}
+	r, err := f.NewSnapshotsClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return opError(op, snapID, err)
+	}
+	p := r.Properties
+	if p == nil || p.CreationData == nil || !sameID(str(p.CreationData.SourceResourceID), diskID) {
+		return newError(op, snapID, ErrState, "not a snapshot of %s", diskID)
+	}
+	o, err := c.ReadDiskOwner(ctx, diskID)
+	if err != nil {
+		return err
+	}
+	if p.TimeCreated != nil && o.OwnershipTime.After(*p.TimeCreated) {
+		return newError(op, snapID, ErrState, "taken at %s, but %s changed hands at %s (its VM ran or was attached since): the snapshot is stale",
+			p.TimeCreated.UTC().Format(time.RFC3339), diskID, o.OwnershipTime.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // GrantRead opens a snapshot or an unattached disk for export and returns a
@@ -404,8 +439,12 @@ func (c *Client) applyDES(ctx context.Context, spec *DiskSpec, desID string) err
 	if spec.Location != "" && !sameLocation(str(des.Location), spec.Location) {
 		return newError(op, desID, ErrState, "DES is in %s, the disk in %s: they must be in the same region", str(des.Location), spec.Location)
 	}
+	if spec.Subscription != "" && !strings.EqualFold(spec.Subscription, did.Subscription) {
+		// A DES serves disks of its own subscription only, and the new disk must be where the
+		// VM that attaches it is.
+		return newError(op, desID, ErrState, "DES is in subscription %s, the disk in %s: they must be in the same subscription", did.Subscription, spec.Subscription)
+	}
 	spec.DiskEncryptionSetID = desID
-	spec.Subscription = did.Subscription // a DES serves disks of its own subscription only
 	spec.EncryptionType = armcompute.EncryptionTypeEncryptionAtRestWithCustomerKey
 	if des.Properties != nil && des.Properties.EncryptionType != nil {
 		switch t := *des.Properties.EncryptionType; t {

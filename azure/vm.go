@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
@@ -35,6 +36,12 @@ type VMPlan struct {
 	// DataDisks are the data disks replaced by new ones, by LUN; the others
 	// are re-attached as they are.
 	DataDisks []DiskSwap `json:"dataDisks,omitempty"`
+	// PowerState is the VM's power state when planned, and DiskOwners the
+	// old disks' owners then: RecreateVM refuses a VM that is not
+	// deallocated or stopped, or whose disks' ownership changed since (the
+	// VM ran: writes after the snapshot would be lost).
+	PowerState string      `json:"powerState"`
+	DiskOwners []DiskOwner `json:"diskOwners"`
 	// Steps are the ARM calls, in order, in words.
 	Steps []string `json:"steps"`
 	// Changes is the difference between the recorded VM (read-only fields
@@ -197,6 +204,20 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 		}
 	}
 
+	for _, id := range append([]string{plan.OldOSDiskID}, swapOld(plan.DataDisks)...) {
+		o, err := c.ReadDiskOwner(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		plan.DiskOwners = append(plan.DiskOwners, *o)
+	}
+	if plan.PowerState, err = c.VMPowerState(ctx, vmID); err != nil {
+		return nil, err
+	}
+	if !quietState(plan.PowerState) {
+		plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM is %s: the re-creation refuses to delete it until it is deallocated (writes after the snapshot would be lost)", plan.PowerState))
+	}
+
 	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
 	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, nil, true)
 	plan.DetachUpdate = detachUpdate(&vm)
@@ -331,6 +352,9 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 			return err
 		}
 	}
+	if err := c.checkQuiet(ctx, plan); err != nil {
+		return err
+	}
 	if plan.DetachUpdate != nil {
 		if _, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, nil)).wait(ctx, c); err != nil {
 			return opError("set deleteOption=Detach on", plan.VMID, err)
@@ -342,6 +366,41 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if _, err := started(vms.BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.New, nil)).wait(ctx, c); err != nil {
 		e := opError("create VM (the old VM is deleted; RestoreVM or the plan's rollbackVm re-creates it)", plan.VMID, err)
 		return e
+	}
+	return nil
+}
+
+// quietState reports whether a VM in power state ps runs no guest that could write to its disks.
+func quietState(ps string) bool { return ps == "deallocated" || ps == "stopped" }
+
+func swapOld(ss []DiskSwap) []string {
+	var out []string
+	for _, s := range ss {
+		out = append(out, s.Old)
+	}
+	return out
+}
+
+// checkQuiet refuses to delete a VM whose guest runs, or ran since the plan: its disks changed after
+// they were read, and the new disks would lose those writes.
+func (c *Client) checkQuiet(ctx context.Context, plan *VMPlan) error {
+	const op = "re-create VM"
+	ps, err := c.VMPowerState(ctx, plan.VMID)
+	if err != nil {
+		return err
+	}
+	if !quietState(ps) {
+		return newError(op, plan.VMID, ErrState, "VM is %s: deallocate it first (writes after its disks were read would be lost)", ps)
+	}
+	for _, was := range plan.DiskOwners {
+		now, err := c.ReadDiskOwner(ctx, was.DiskID)
+		if err != nil {
+			return err
+		}
+		if !now.OwnershipTime.Equal(was.OwnershipTime) || !sameID(now.VMID, was.VMID) {
+			return newError(op, plan.VMID, ErrState, "disk %s changed hands since the plan (lastOwnershipUpdateTime %s, planned %s): the VM may have run; convert again",
+				was.DiskID, now.OwnershipTime.UTC().Format(time.RFC3339), was.OwnershipTime.UTC().Format(time.RFC3339))
+		}
 	}
 	return nil
 }
@@ -471,8 +530,15 @@ func detachUpdate(vm *armcompute.VirtualMachine) *armcompute.VirtualMachineUpdat
 	}
 	sp := p.StorageProfile
 	var su armcompute.StorageProfile
-	if sp.OSDisk.DeleteOption != nil && *sp.OSDisk.DeleteOption == armcompute.DiskDeleteOptionTypesDelete {
-		su.OSDisk = &armcompute.OSDisk{DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+	if o := sp.OSDisk; o.DeleteOption != nil && *o.DeleteOption == armcompute.DiskDeleteOptionTypesDelete {
+		// createOption is required in every osDisk the API is sent, a PATCH's too: the VM's own.
+		su.OSDisk = &armcompute.OSDisk{CreateOption: o.CreateOption, Name: o.Name, DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+		if su.OSDisk.CreateOption == nil {
+			su.OSDisk.CreateOption = to.Ptr(armcompute.DiskCreateOptionTypesAttach)
+		}
+		if o.ManagedDisk != nil {
+			su.OSDisk.ManagedDisk = &armcompute.ManagedDiskParameters{ID: o.ManagedDisk.ID}
+		}
 	}
 	dataDelete := false
 	var dds []*armcompute.DataDisk
@@ -483,7 +549,11 @@ func detachUpdate(vm *armcompute.VirtualMachine) *armcompute.VirtualMachineUpdat
 		if d.DeleteOption != nil && *d.DeleteOption == armcompute.DiskDeleteOptionTypesDelete {
 			dataDelete = true
 		}
-		nd := &armcompute.DataDisk{CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach), Lun: d.Lun, Caching: d.Caching, Name: d.Name, WriteAcceleratorEnabled: d.WriteAcceleratorEnabled, DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+		// The data disk as it is, only deleteOption changed: createOption and lun are required.
+		nd := &armcompute.DataDisk{CreateOption: d.CreateOption, Lun: d.Lun, Caching: d.Caching, Name: d.Name, WriteAcceleratorEnabled: d.WriteAcceleratorEnabled, DeleteOption: to.Ptr(armcompute.DiskDeleteOptionTypesDetach)}
+		if nd.CreateOption == nil {
+			nd.CreateOption = to.Ptr(armcompute.DiskCreateOptionTypesAttach)
+		}
 		if d.ManagedDisk != nil {
 			nd.ManagedDisk = &armcompute.ManagedDiskParameters{ID: d.ManagedDisk.ID}
 		}

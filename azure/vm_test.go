@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
@@ -68,6 +69,11 @@ func adeVM(c *cloud) {
 				Publisher: to.Ptr("Microsoft.Azure.Monitor"), Type: to.Ptr("AzureMonitorLinuxAgent"),
 			}},
 		},
+	}
+	owned := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	for _, n := range []string{"osdisk", "data1"} {
+		c.Disks[key(rg, n)] = &armcompute.Disk{ID: to.Ptr(resID(typeDisk, n)), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")}, ManagedBy: to.Ptr(vmID),
+			Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateReserved), LastOwnershipUpdateTime: to.Ptr(owned)}}
 	}
 	c.Disks[key(rg, "osdisk-plain")] = &armcompute.Disk{
 		ID: to.Ptr(resID(typeDisk, "osdisk-plain")), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
@@ -218,6 +224,7 @@ func TestPlanRecreateVM(t *testing.T) {
 func TestRecreateVM(t *testing.T) {
 	c := newCloud(t)
 	adeVM(c)
+	c.VMs[key(rg, "vm1")].Properties.StorageProfile.OSDisk.DeleteOption = to.Ptr(armcompute.DiskDeleteOptionTypesDelete)
 	cl := c.client()
 	ctx := context.Background()
 	plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
@@ -233,6 +240,15 @@ func TestRecreateVM(t *testing.T) {
 	}
 	if nics := c.VMPatch.Properties.NetworkProfile.NetworkInterfaces; *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach {
 		t.Errorf("PATCH did not detach nic1")
+	}
+	// The PATCH sends what the model requires of each disk (the fake refuses it otherwise): the
+	// data disk keeps its own createOption.
+	if dd := c.VMPatch.Properties.StorageProfile.DataDisks; len(dd) != 1 || *dd[0].CreateOption != armcompute.DiskCreateOptionTypesEmpty ||
+		*dd[0].DeleteOption != armcompute.DiskDeleteOptionTypesDetach {
+		t.Errorf("PATCH data disks %+v", dd)
+	}
+	if od := c.VMPatch.Properties.StorageProfile.OSDisk; od == nil || *od.CreateOption != armcompute.DiskCreateOptionTypesFromImage || *od.DeleteOption != armcompute.DiskDeleteOptionTypesDetach {
+		t.Errorf("PATCH OS disk %+v", od)
 	}
 	osd := c.VMPut.Properties.StorageProfile.OSDisk
 	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk-plain") || osd.EncryptionSettings != nil || c.VMPut.Resources != nil {
@@ -254,6 +270,42 @@ func TestRecreateVMRefuses(t *testing.T) {
 		}
 		c.VMs[key(rg, "vm1")].Etag = to.Ptr(`"8"`)
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
+			t.Fatalf("err = %v", err)
+		}
+		if len(c.Calls) != 0 {
+			t.Errorf("calls %q", c.Calls)
+		}
+	})
+	// The VM runs, or ran since the plan: its disks changed after they were read.
+	t.Run("VM running", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		c.PowerStates[key(rg, "vm1")] = "running"
+		cl := c.client()
+		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if plan.PowerState != "running" || !strings.Contains(strings.Join(plan.Warnings, "\n"), "the VM is running") {
+			t.Errorf("power state %q, warnings %q", plan.PowerState, plan.Warnings)
+		}
+		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "VM is running") {
+			t.Fatalf("err = %v", err)
+		}
+		if len(c.Calls) != 0 {
+			t.Errorf("calls %q", c.Calls)
+		}
+	})
+	t.Run("VM ran since the plan", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		cl := c.client()
+		plan, err := cl.PlanRecreateVM(ctx, resID(typeVM, "vm1"), newDisk)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Disks[key(rg, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC))
+		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "changed hands") {
 			t.Fatalf("err = %v", err)
 		}
 		if len(c.Calls) != 0 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 )
@@ -144,4 +145,77 @@ func DiskName(diskID string) string {
 		return rid.Name
 	}
 	return diskID[strings.LastIndexByte(diskID, '/')+1:]
+}
+
+// DiskOwner says whether a disk may change while it is read: the VM it is
+// attached to, that VM's power state, and when the disk's ownership last
+// changed (Azure updates it when the VM starts, is deallocated, or the disk
+// is attached or detached).
+type DiskOwner struct {
+	DiskID string `json:"diskId"`
+	// VMID is the VM the disk is attached to, "" when it is not attached.
+	VMID string `json:"vmId,omitempty"`
+	// PowerState is the VM's power state ("running", "deallocated", "stopped", …; "" without a VM).
+	PowerState string `json:"powerState,omitempty"`
+	// OwnershipTime is the disk's lastOwnershipUpdateTime (zero when Azure reports none).
+	OwnershipTime time.Time `json:"lastOwnershipUpdateTime,omitzero"`
+}
+
+// Quiet reports whether nothing can write to the disk: it is not attached,
+// or its VM is deallocated or stopped (the guest is not running).
+func (o *DiskOwner) Quiet() bool {
+	return o.VMID == "" || o.PowerState == "deallocated" || o.PowerState == "stopped"
+}
+
+// ReadDiskOwner reads who may write to diskID now.
+func (c *Client) ReadDiskOwner(ctx context.Context, diskID string) (*DiskOwner, error) {
+	const op = "read owner of disk"
+	rid, err := parseID(diskID, typeDisk)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return nil, opError(op, diskID, err)
+	}
+	o := &DiskOwner{DiskID: diskID, VMID: str(d.ManagedBy)}
+	if d.Properties != nil && d.Properties.LastOwnershipUpdateTime != nil {
+		o.OwnershipTime = *d.Properties.LastOwnershipUpdateTime
+	}
+	if o.VMID == "" {
+		return o, nil
+	}
+	if o.PowerState, err = c.VMPowerState(ctx, o.VMID); err != nil {
+		return nil, err
+	}
+	return o, nil
+}
+
+// VMPowerState returns the power state of the VM from its instance view:
+// the code after "PowerState/" ("running", "deallocated", "stopped",
+// "starting", "stopping", "deallocating"), or "unknown".
+func (c *Client) VMPowerState(ctx context.Context, vmID string) (string, error) {
+	const op = "read power state of VM"
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	iv, err := f.NewVirtualMachinesClient().InstanceView(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	for _, s := range iv.Statuses {
+		if s != nil && strings.HasPrefix(str(s.Code), "PowerState/") {
+			return strings.TrimPrefix(str(s.Code), "PowerState/"), nil
+		}
+	}
+	return "unknown", nil
 }

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/blobio"
@@ -28,6 +29,7 @@ type azureConvert struct {
 
 	des, target, rg  string
 	dryRun, recreate bool
+	allowRunning     bool
 	vm               string
 	suffix           string
 	parallel         int
@@ -56,10 +58,12 @@ type azureReport struct {
 	Target          *azure.UploadTarget `json:"target,omitempty"`
 	Plan            *luksconv.Plan      `json:"plan"`
 	Result          *luksconv.Result    `json:"result,omitempty"`
-	VMPlan          *azure.VMPlan       `json:"vm_plan,omitempty"`
-	Verified        bool                `json:"verified,omitempty"`
-	VMRecreated     bool                `json:"vm_recreated,omitempty"`
-	Warnings        []string            `json:"warnings,omitempty"`
+	// AlreadyUploaded: an earlier run of this conversion finished the new disk; it was not written again.
+	AlreadyUploaded bool          `json:"already_uploaded,omitempty"`
+	VMPlan          *azure.VMPlan `json:"vm_plan,omitempty"`
+	Verified        bool          `json:"verified,omitempty"`
+	VMRecreated     bool          `json:"vm_recreated,omitempty"`
+	Warnings        []string      `json:"warnings,omitempty"`
 }
 
 func newAzureConvertCmd() *cobra.Command {
@@ -86,6 +90,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.target, "target-disk", "", "name of the new managed disk")
 	fl.StringVar(&f.rg, "resource-group", "", "resource group of the new disk (default: the source's)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan and the ARM changes; create nothing")
+	fl.BoolVar(&f.allowRunning, "allow-running", false, "read the disk of a running VM (a crash-consistent snapshot; never with --recreate-vm)")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
@@ -113,6 +118,8 @@ func (f *azureConvert) check() (string, error) {
 		return "", fmt.Errorf("%w: --recreate-vm needs --vm VM_ID", errUsage)
 	case !f.recreate && f.vm != "":
 		return "", fmt.Errorf("%w: --vm is only used with --recreate-vm", errUsage)
+	case f.recreate && f.allowRunning:
+		return "", fmt.Errorf("%w: --allow-running cannot go with --recreate-vm: the VM's writes after the snapshot would be lost", errUsage)
 	}
 	return id, nil
 }
@@ -173,11 +180,16 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 
 	readID, snapName := id, ""
 	if f.src.sourceDisk != "" {
+		if err := f.checkQuiet(ctx, cl, id, stderr); err != nil {
+			return err
+		}
 		if f.dryRun {
 			// Creating nothing means reading the disk itself, which Azure allows only while it is
 			// unattached or its VM deallocated.
 			fmt.Fprintf(stderr, "dry run: would snapshot %s; reading the disk directly\n", id)
-		} else if snap := f.interruptedSnapshot(ctx, cl, id); snap != "" {
+		} else if snap, err := f.interruptedSnapshot(ctx, cl, id); err != nil {
+			return err
+		} else if snap != "" {
 			// A resume must read the very snapshot the interrupted run uploaded from.
 			fmt.Fprintf(stderr, "Reading snapshot %s again: the unfinished upload to --target-disk %s was made from it\n", snap, f.target)
 			readID, snapName = snap, path.Base(snap)
@@ -280,7 +292,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err != nil {
 		return err
 	}
-	rep.Target, rep.Result = tgt, res
+	rep.Target, rep.Result, rep.AlreadyUploaded = tgt, res, res == nil
 
 	if f.verify {
 		// The finished disk is read back through its own read grant (revoked on every path), and a
@@ -303,8 +315,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
-	fmt.Fprintf(out, "converted %s -> %s: decrypted %s, copied %s, wrote %s in %s\n", id, tgt.DiskID,
-		human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten), res.Duration.Round(time.Millisecond))
+	if res == nil {
+		fmt.Fprintf(out, "converted %s -> %s by an earlier run\n", id, tgt.DiskID)
+	} else {
+		fmt.Fprintf(out, "converted %s -> %s: decrypted %s, copied %s, wrote %s in %s\n", id, tgt.DiskID,
+			human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten), res.Duration.Round(time.Millisecond))
+	}
 	if rep.VMRecreated {
 		fmt.Fprintf(out, "re-created VM %s on the new OS disk\n", f.vm)
 	}
@@ -330,9 +346,18 @@ var azureOutputHook func(j *uploadJob, o luksconv.Output) luksconv.Output
 
 // upload creates the upload disk of j.spec, or reopens this conversion's unfinished upload of that
 // name, writes the plan into it and finishes it. An unfinished upload keeps its write access and its
-// journal, so that the same command resumes it.
+// journal, so that the same command resumes it. A disk an earlier run of this conversion finished is
+// not written again: the result is then nil.
 func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob, stderr io.Writer) (tgt *azure.UploadTarget, res *luksconv.Result, err error) {
 	p, diskID, journal := j.plan, j.diskID, j.journal
+	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == p.ID() {
+		// Finished by an earlier run (whose finish may have outlasted its wait): the tag proves it
+		// holds this very plan, and an upload disk leaves ActiveUpload only through the finish that
+		// follows the last write.
+		debugAzure("upload finished by an earlier run", diskID)
+		fmt.Fprintf(stderr, "%s was uploaded by an earlier run of this conversion\n", diskID)
+		return &azure.UploadTarget{DiskID: diskID, SizeBytes: p.OutputSize, UploadSizeBytes: p.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
+	}
 	debugAzure("create upload disk", diskID, "size", j.spec.SizeBytes)
 	tgt, err = cl.CreateUploadDisk(ctx, *j.spec)
 	if errors.Is(err, azure.ErrExists) {
@@ -391,6 +416,27 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	return tgt, res, nil
 }
 
+// checkQuiet refuses to read a disk whose VM runs — writes after the snapshot would be missing from
+// the new disk — unless --allow-running.
+func (f *azureConvert) checkQuiet(ctx context.Context, cl *azure.Client, diskID string, stderr io.Writer) error {
+	debugAzure("read disk owner", diskID)
+	o, err := cl.ReadDiskOwner(ctx, diskID)
+	if err != nil {
+		return err
+	}
+	if o.Quiet() {
+		return nil
+	}
+	if !f.allowRunning {
+		return &hintedError{fmt.Errorf("%w: disk %s is attached to VM %s, which is %s: writes after the snapshot would be missing from the new disk",
+			azure.ErrState, diskID, o.VMID, o.PowerState),
+			"deallocate the VM first (az vm deallocate); --allow-running takes a crash-consistent snapshot instead (never with --recreate-vm)"}
+	}
+	fmt.Fprintf(stderr, "luksconv: warning: VM %s is %s: the snapshot of %s is only crash-consistent, and what the VM writes after it is not in the new disk\n",
+		o.VMID, o.PowerState, diskID)
+	return nil
+}
+
 // verifyDisk reads the finished disk diskID back and checks it against p and the source src; the
 // report goes to stderr (only on failure when the output is JSON or -q).
 func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luksconv.Plan, src *luksconv.Source, diskID string, stderr io.Writer) (err error) {
@@ -410,35 +456,39 @@ func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luks
 	return err
 }
 
-// interruptedSnapshot returns the snapshot an interrupted run of this conversion read, when the
-// target disk is still an unfinished upload tagged with a snapshot of the source disk; "" otherwise.
-func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client, diskID string) string {
+// interruptedSnapshot returns the snapshot an earlier run of this conversion read, when the target
+// disk exists, unfinished or finished, tagged with a snapshot of the source disk; "" otherwise. A
+// snapshot the disk's VM has run since is stale: reading it again would lose those writes.
+func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client, diskID string) (string, error) {
 	rid, err := arm.ParseResourceID(diskID)
 	if err != nil {
-		return ""
+		return "", nil
 	}
 	rg := f.rg
 	if rg == "" {
 		rg = rid.ResourceGroupName
 	}
 	target := (&azure.DiskSpec{ResourceGroup: rg, Name: f.target}).ID(f.subscriptionOf(diskID))
-	tags, err := cl.UploadTags(ctx, target)
+	st, err := cl.DiskStatus(ctx, target)
 	if err != nil {
-		// No unfinished upload of that name (or it cannot be read): a new snapshot; creating the
-		// target disk then says what is wrong with an existing one.
-		return ""
+		// No disk of that name (or it cannot be read): a new snapshot; creating the target disk
+		// then says what is wrong with an existing one.
+		return "", nil
 	}
-	name := tags[sourceTag]
+	name := st.Tags[sourceTag]
 	if name == "" || strings.ContainsAny(name, "/?#") {
-		return ""
+		return "", nil
 	}
 	snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
 	// Only a snapshot of this very disk: a target name reused for another VM must not resume with
 	// that VM's data.
 	if from, err := cl.SnapshotSource(ctx, snap); err != nil || !strings.EqualFold(from, diskID) {
-		return ""
+		return "", nil
 	}
-	return snap
+	if err := cl.CheckSnapshotCurrent(ctx, snap, diskID); err != nil {
+		return "", &hintedError{err, fmt.Sprintf("the new disk %s was made from it: delete that disk (luksconv never deletes disks) to convert the disk as it is now", target)}
+	}
+	return snap, nil
 }
 
 // resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
-	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/luksconv"
@@ -87,6 +86,8 @@ func (f *azureConvert) checkVM() error {
 		return fmt.Errorf("%w: --partition and --header name one disk's volume; a whole VM's volumes are found on its OS disk", errUsage)
 	case f.parallel < 1:
 		return fmt.Errorf("%w: --parallel must be at least 1", errUsage)
+	case f.recreate && f.allowRunning:
+		return fmt.Errorf("%w: --allow-running cannot go with --recreate-vm: the VM's writes after the snapshots would be lost", errUsage)
 	}
 	return nil
 }
@@ -136,6 +137,12 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			clear(d.pass)
 		}
 	}()
+
+	if !f.dryRun {
+		if err := f.checkQuiet(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
+			return err
+		}
+	}
 
 	// Every key first: they need no grant, and a missing secret fails before anything is created.
 	for _, d := range disks {
@@ -347,9 +354,8 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 		name := d.target + snapshotInfix + stamp
 		snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
 		if resume {
-			from, err := cl.SnapshotSource(ctx, snap)
-			if err != nil || !strings.EqualFold(from, d.disk.DiskID) {
-				return &hintedError{fmt.Errorf("%s: %w: the interrupted run's snapshot %s of %s cannot be read (%v)", diskName(d.LUN), azure.ErrState, snap, d.disk.DiskID, err),
+			if err := cl.CheckSnapshotCurrent(ctx, snap, d.disk.DiskID); err != nil {
+				return &hintedError{fmt.Errorf("%s: the interrupted run's snapshot cannot be read again: %w", diskName(d.LUN), err),
 					"a VM's disks must come from one moment: delete the new disks of the VM (luksconv never deletes disks) to start over"}
 			}
 			fmt.Fprintf(stderr, "%s: reading snapshot %s again, as the interrupted run did\n", diskName(d.LUN), snap)
@@ -435,23 +441,16 @@ func (f *azureConvert) uploadVM(ctx context.Context, cl *azure.Client, disks []*
 // uploadVMDisk uploads one disk of the VM, or skips it when an earlier run finished it, and verifies
 // it with --verify.
 func (f *azureConvert) uploadVMDisk(ctx context.Context, cl *azure.Client, d *azureVMDisk, progress func(luksconv.Progress), stderr io.Writer) error {
-	st, err := cl.DiskStatus(ctx, d.diskID)
-	if err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == d.plan.ID() {
-		// Finished by an earlier run: the tag proves it holds this very plan, and an upload disk
-		// leaves ActiveUpload only through the finish that follows the last write.
+	tgt, res, err := f.upload(ctx, cl, uploadJob{plan: d.plan, src: d.src, spec: d.DiskSpec, diskID: d.diskID, journal: d.journal,
+		lun: d.LUN, progress: debugProgress(progress)}, stderr)
+	d.Target, d.Result = tgt, res
+	if err != nil {
+		return err
+	}
+	if res == nil {
 		d.AlreadyUploaded = true
-		progress(luksconv.Progress{Done: d.plan.Totals.Copy + d.plan.Totals.Decrypt, Total: d.plan.Totals.Copy + d.plan.Totals.Decrypt, Final: true})
-		if !f.quiet {
-			fmt.Fprintf(stderr, "%s: %s was uploaded by an earlier run\n", diskName(d.LUN), d.diskID)
-		}
-	} else {
-		tgt, res, err := f.upload(ctx, cl, uploadJob{plan: d.plan, src: d.src, spec: d.DiskSpec, diskID: d.diskID, journal: d.journal,
-			lun: d.LUN, progress: debugProgress(progress)}, stderr)
-		d.Target = tgt
-		if err != nil {
-			return err
-		}
-		d.Result = res
+		total := d.plan.Totals.Copy + d.plan.Totals.Decrypt
+		progress(luksconv.Progress{Done: total, Total: total, Final: true})
 	}
 	if f.verify {
 		if err := f.verifyDisk(ctx, cl, d.plan, d.src, d.diskID, stderr); err != nil {

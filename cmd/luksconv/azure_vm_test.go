@@ -379,3 +379,49 @@ func TestAzureConvertVMMissingSecret(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertVMRunning: the disks of a running VM are not snapshotted (writes after it would be
+// missing), --allow-running does not go with --recreate-vm, and re-creating a VM that was started
+// after its disks were read is refused before the DELETE.
+func TestAzureConvertVMRunning(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	vmID := fakeID("virtualMachines", "vm1")
+	f.Lock()
+	f.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
+	f.Unlock()
+	f.takeCalls()
+	_, se, code := runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES)
+	if code == 0 || !strings.Contains(se, "which is running") || !strings.Contains(se, "deallocate the VM first") {
+		t.Fatalf("running VM: exit %d: %s", code, se)
+	}
+	if calls := f.takeCalls(); len(calls) != 0 {
+		t.Errorf("a refused run made %q", calls)
+	}
+	if _, se, code := runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--allow-running", "--recreate-vm"); code != exitUsage {
+		t.Errorf("--allow-running --recreate-vm: exit %d: %s", code, se)
+	}
+
+	// Started after the disks were read: the ownership time of the OS disk moves, the VM is not deleted.
+	f.Lock()
+	f.PowerStates[azurefake.Key(fakeRG, "vm1")] = "deallocated"
+	f.Unlock()
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
+		if j.lun == 3 {
+			f.Lock()
+			f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now())
+			f.Unlock()
+		}
+		return o
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	_, se, code = runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm")
+	if code == 0 || !strings.Contains(se, "changed hands since the plan") {
+		t.Fatalf("VM started during the run: exit %d: %s", code, se)
+	}
+	for _, c := range f.takeCalls() {
+		if strings.HasSuffix(c, " vm vm1") {
+			t.Errorf("the VM was touched: %s", c)
+		}
+	}
+}

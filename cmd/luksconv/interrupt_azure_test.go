@@ -275,7 +275,9 @@ func TestAzureConvertRerun(t *testing.T) {
 		t.Fatal("after an expired write SAS and a rerun, the uploaded disk differs from the local conversion")
 	}
 
-	// A finished disk, and another upload of that name, are refused with no grant.
+	// A finished disk of this plan (a rerun after a finish that outlasted its wait) is not written
+	// again: with --verify it is read back and the run goes on; another upload of that name is refused
+	// with no grant.
 	f.Lock()
 	other := *f.Disks[azurefake.Key(fakeRG, "plain")]
 	op := *other.Properties
@@ -284,7 +286,19 @@ func TestAzureConvertRerun(t *testing.T) {
 	f.Disks[azurefake.Key(fakeRG, "other")] = &other
 	f.Calls = nil
 	f.Unlock()
-	for _, target := range []string{"plain", "other"} {
+	so, se, code := runCLI(t, append(slices.Clone(args), "--verify", "--json")...)
+	if code != 0 || !strings.Contains(se, fakeID("disks", "plain")+" was uploaded by an earlier run") || !strings.Contains(so, `"already_uploaded": true`) {
+		t.Errorf("rerun into its finished disk: exit %d:\n%s%s", code, so, se)
+	}
+	f.Lock()
+	for _, c := range f.Calls {
+		if strings.HasPrefix(c, "GRANT disk plain Write") || strings.HasPrefix(c, "PUT disk") {
+			t.Errorf("a rerun into its finished disk called %q", c)
+		}
+	}
+	f.Calls = nil
+	f.Unlock()
+	for _, target := range []string{"other"} {
 		args[8] = target
 		_, se, code := runCLI(t, args...)
 		t.Logf("rerun into %s: exit %d: %s", target, code, se)

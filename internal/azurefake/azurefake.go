@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
@@ -72,7 +73,10 @@ type Cloud struct {
 	VMs                map[string]*armcompute.VirtualMachine    // by Key
 	DiskEncryptionSets map[string]*armcompute.DiskEncryptionSet // by Key
 	Secrets            map[string]azsecrets.Secret              // by "name/version"
-	KEK                *rsa.PrivateKey                          // the key KEKName/KEKVersion
+	// PowerStates are the VMs' power states by Key ("running", …); a VM
+	// not listed is "deallocated".
+	PowerStates map[string]string
+	KEK         *rsa.PrivateKey // the key KEKName/KEKVersion
 
 	// Calls records every mutating call and every Key Vault read, in order:
 	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
@@ -141,6 +145,7 @@ func New(subscription string) *Cloud {
 		VMs:                map[string]*armcompute.VirtualMachine{},
 		DiskEncryptionSets: map[string]*armcompute.DiskEncryptionSet{},
 		Secrets:            map[string]azsecrets.Secret{},
+		PowerStates:        map[string]string{},
 		KEK:                kek,
 	}
 }
@@ -395,6 +400,7 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 						cp := *p
 						cp.DiskSizeBytes = d.Properties.DiskSizeBytes
 						cp.EncryptionSettingsCollection = d.Properties.EncryptionSettingsCollection
+						cp.TimeCreated = to.Ptr(time.Now())
 						stored.Properties = &cp
 					}
 				}
@@ -434,11 +440,40 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				return armcompute.VirtualMachinesClientGetResponse{VirtualMachine: vm}
 			})
 		},
+		InstanceView: func(ctx context.Context, rg, name string, _ *armcompute.VirtualMachinesClientInstanceViewOptions) (resp azfake.Responder[armcompute.VirtualMachinesClientInstanceViewResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			if _, ok := c.VMs[Key(rg, name)]; !ok {
+				notFound(&errResp)
+				return
+			}
+			ps := c.PowerStates[Key(rg, name)]
+			if ps == "" {
+				ps = "deallocated"
+			}
+			resp.SetResponse(http.StatusOK, armcompute.VirtualMachinesClientInstanceViewResponse{VirtualMachineInstanceView: armcompute.VirtualMachineInstanceView{
+				Statuses: []*armcompute.InstanceViewStatus{{Code: to.Ptr("ProvisioningState/succeeded")}, {Code: to.Ptr("PowerState/" + ps)}}}}, nil)
+			return
+		},
 		BeginUpdate: func(ctx context.Context, rg, name string, u armcompute.VirtualMachineUpdate, _ *armcompute.VirtualMachinesClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientUpdateResponse], errResp azfake.ErrorResponder) {
 			c.Lock()
 			defer c.Unlock()
 			c.record("PATCH vm %s", name)
 			c.VMPatch = &u
+			// As Azure, refuse a disk without the properties the model marks required.
+			if p := u.Properties; p != nil && p.StorageProfile != nil {
+				sp := p.StorageProfile
+				if sp.OSDisk != nil && sp.OSDisk.CreateOption == nil {
+					errResp.SetResponseError(http.StatusBadRequest, "InvalidParameter")
+					return
+				}
+				for _, d := range sp.DataDisks {
+					if d == nil || d.CreateOption == nil || d.Lun == nil {
+						errResp.SetResponseError(http.StatusBadRequest, "InvalidParameter")
+						return
+					}
+				}
+			}
 			vm, ok := c.VMs[Key(rg, name)]
 			if !ok {
 				notFound(&errResp)
