@@ -189,6 +189,30 @@ func (r *Reader) ReadSectors(buf []byte, off int64, asZero bool) (zero int64, er
 	return decryptSectors(r.c, buf, r.IV(off), asZero), nil
 }
 
+// ReadSectorsAt is ReadSectors for a payload whose sectors do not lie where the reader's layout puts
+// them (a LUKS device inside a logical volume whose extents are scattered over its disk): it reads
+// len(buf) bytes of ciphertext at byte dataOff of the data device itself (not of the payload) and
+// decrypts them as the payload's sectors from IV sector iv on (IVTweak + payload offset / 512). The
+// IVs must name whole sectors inside the payload.
+func (r *Reader) ReadSectorsAt(buf []byte, dataOff int64, iv uint64, asZero bool) (zero int64, err error) {
+	n := int64(len(buf))
+	if iv < r.ivTweak || dataOff < 0 || n%r.ss != 0 {
+		return 0, fmt.Errorf("luks: read of %d bytes at data offset %d, IV %d, is not whole %d-byte sectors of the payload", n, dataOff, iv, r.ss)
+	}
+	pos := int64(iv-r.ivTweak) * sectorSize
+	if pos < 0 || pos%r.ss != 0 || n > r.size-pos {
+		return 0, fmt.Errorf("luks: IV %d (payload offset %d) + %d bytes is not whole %d-byte sectors inside the %d-byte payload", iv, pos, n, r.ss, r.size)
+	}
+	k, err := r.data.ReadAt(buf, dataOff)
+	if k < len(buf) {
+		if err == nil || err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return 0, fmt.Errorf("luks: reading ciphertext at offset %d: %w", dataOff, err)
+	}
+	return decryptSectors(r.c, buf, iv, asZero), nil
+}
+
 // decryptSectors decrypts b in place (whole sectors of c, the first at IV
 // sector iv). With asZero, sectors whose ciphertext is all zero are left zero.
 // It returns the bytes of all-zero ciphertext it met.

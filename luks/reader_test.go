@@ -81,3 +81,49 @@ func TestReaderZeroCiphertext(t *testing.T) {
 		}
 	}
 }
+
+// TestReadSectorsAt: a payload whose sectors are scattered (a LUKS device inside an LV of several
+// extents) is decrypted piece by piece from where each piece lies, at its own IV; the IVs must name
+// whole sectors inside the payload.
+func TestReadSectorsAt(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		c, err := diskcipher.New("aes-xts-plain64", bytes.Repeat([]byte{9}, 64), ss)
+		if err != nil {
+			t.Fatal(err)
+		}
+		const tweak = 40
+		plain := make([]byte, 4*ss)
+		for i := range plain {
+			plain[i] = byte(i*7 + 3)
+		}
+		ct := make([]byte, len(plain))
+		c.Encrypt(ct, plain, tweak)
+		// The payload's second half lies before its first half on the device, 8 KiB apart.
+		half := len(plain) / 2
+		dev := make([]byte, 8192+2*len(plain))
+		copy(dev[8192+len(plain):], ct[:half])
+		copy(dev[8192:], ct[half:])
+		r, err := luks.NewCipherReader(bytes.NewReader(dev), 0, int64(len(plain)), c, tweak)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, len(plain))
+		if _, err := r.ReadSectorsAt(got[:half], int64(8192+len(plain)), tweak, false); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := r.ReadSectorsAt(got[half:], 8192, tweak+uint64(half/512), false); err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, plain) {
+			t.Fatalf("sector size %d: scattered payload decrypts wrong", ss)
+		}
+		for _, bad := range []uint64{tweak - 1, tweak + uint64(len(plain)/512), tweak + 1} {
+			if ss == 512 && bad == tweak+1 {
+				continue // a whole sector at 512 bytes
+			}
+			if _, err := r.ReadSectorsAt(got[:ss], 8192, bad, false); err == nil {
+				t.Errorf("sector size %d: IV %d accepted", ss, bad)
+			}
+		}
+	}
+}

@@ -46,6 +46,10 @@ var (
 	// ErrPlanClosed means the plan holds no unlocked key: it was closed (also while Execute or Verify
 	// ran, which then stop), or it was decoded from JSON.
 	ErrPlanClosed = errors.New("luksconv: plan is closed (no unlocked key)")
+	// ErrMissingDisk means a whole-VM plan (NewVMPlan) lacks a disk that the disks it converts need:
+	// a volume group on them lists a physical volume that is on none of the VM's disks given. Nothing
+	// is planned; the error names the disk, the volume group and the missing PV.
+	ErrMissingDisk = errors.New("luksconv: a disk of the VM is missing")
 	// ErrKeyFile means a key file cannot serve as a passphrase: empty, larger than MaxKeyFile, or not a
 	// regular file (a FIFO could block forever, a directory holds no key).
 	ErrKeyFile = errors.New("luksconv: unusable key file")

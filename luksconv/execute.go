@@ -115,7 +115,7 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, out Output, opts Exe
 			st.copied.Add(n)
 			st.done.Add(n)
 		case Decrypt:
-			z, err := rd.ReadSectors(b, c.src()-p.Volume.PayloadOffset, c.r.ZeroCiphertextAsZero)
+			z, err := rd.ReadSectorsAt(b, c.src(), c.iv(), c.r.ZeroCiphertextAsZero)
 			if err != nil {
 				return sourceErr(err, c.src(), n)
 			}

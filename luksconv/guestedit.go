@@ -753,10 +753,9 @@ func (e *guestEditor) addWritesTo(name string, toOut func(off, n int64) ([]exten
 	return nil
 }
 
-// editGuest adds the guest edits to the plan: the decrypted volume is read through plain, whose byte 0
-// lands at output offset volOut; the other partitions are read from src.
-func (p *Plan) editGuest(ctx context.Context, src *Source, rep *Report, plain io.ReaderAt, volOut, volSize int64, content Content, opts PlanOptions) error {
-	vols, luksLeft := guestVolumes(src, rep, p.Volume.Partition, plain, volOut, volSize, content)
+// editGuest adds the guest edits to the plan: vols are the disk's volumes as the output holds them (the
+// decrypted one read through its plaintext), luksLeft says which stay encrypted.
+func (p *Plan) editGuest(ctx context.Context, rep *Report, vols []guestVolume, luksLeft []string, opts PlanOptions) error {
 	if opts.vm != nil {
 		luksLeft = append(luksLeft, opts.vm.left...)
 	}

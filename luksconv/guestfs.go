@@ -24,6 +24,10 @@ type guestVolume struct {
 	size     int64
 	out      int64 // output offset of byte 0
 	content  Content
+	// toOut, when set, maps the volume's bytes to output bytes instead of out (a volume inside an LV),
+	// and name names the volume ("LV vg/lv") instead of its partition.
+	toOut func(off, n int64) ([]extent.Range, error)
+	name  string
 }
 
 // guestFS is an XFS filesystem of the guest and how its device maps to the output.
@@ -62,11 +66,18 @@ func (g *guestFS) fsLabel() string {
 func (e *guestEditor) discover(v guestVolume) {
 	out := v.out
 	linear := func(off, n int64) ([]extent.Range, error) { return []extent.Range{{Off: out + off, Len: n}}, nil }
+	if v.toOut != nil {
+		linear = v.toOut
+	}
+	name := v.name
+	if name == "" {
+		name = fmt.Sprintf("partition %d", v.part)
+	}
 	switch v.content {
 	case ContentXFS:
-		e.openFS(fmt.Sprintf("partition %d", v.part), v.part, v.partUUID, "", "", v.r, v.size, ContentXFS, linear)
+		e.openFS(name, v.part, v.partUUID, "", "", v.r, v.size, ContentXFS, linear)
 	case ContentExt4:
-		e.openFS(fmt.Sprintf("partition %d", v.part), v.part, v.partUUID, "", "", v.r, v.size, ContentExt4, linear)
+		e.openFS(name, v.part, v.partUUID, "", "", v.r, v.size, ContentExt4, linear)
 	case ContentLVM2:
 		pv, err := lvm.Open(v.r, v.size)
 		if err != nil || pv.VG == nil {
@@ -88,7 +99,12 @@ func (e *guestEditor) discover(v guestVolume) {
 				}
 				r := make([]extent.Range, 0, len(ext))
 				for _, x := range ext {
-					r = append(r, extent.Range{Off: out + x.PVOff, Len: x.Len})
+					// through the volume's own map (linear, or an LV's extents)
+					rs, err := linear(x.PVOff, x.Len)
+					if err != nil {
+						return nil, err
+					}
+					r = append(r, rs...)
 				}
 				return r, nil
 			}
@@ -287,6 +303,27 @@ func (e *guestEditor) readGuest(guestPath string, max ...int64) ([]byte, error) 
 		return nil, fmt.Errorf("%s: not a regular file of at most %d bytes", guestPath, limit)
 	}
 	return readInode(g.fs, ino)
+}
+
+// openGuest opens the regular file at a guest path (at most max bytes) for reading in place, without
+// loading it: a detached header of 32 MiB is read only where LUKS looks.
+func (e *guestEditor) openGuest(guestPath string, max int64) (io.ReaderAt, int64, error) {
+	g, p := e.resolve(guestPath)
+	if g == nil {
+		return nil, 0, fmt.Errorf("%s: %w", guestPath, fs.ErrNotExist)
+	}
+	ino, err := g.fs.LookupFollow(p)
+	if err != nil {
+		return nil, 0, err
+	}
+	if !ino.IsRegular() || ino.Size > max {
+		return nil, 0, fmt.Errorf("%s: not a regular file of at most %d bytes", guestPath, max)
+	}
+	r, err := g.fs.FileReader(ino)
+	if err != nil {
+		return nil, 0, err
+	}
+	return r, ino.Size, nil
 }
 
 func (e *guestEditor) exists(guestPath string) bool {

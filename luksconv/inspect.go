@@ -311,6 +311,12 @@ func withoutGPT(ctx context.Context, src *Source, rep *Report, noGPT error, deta
 		rep.Warnings = append(rep.Warnings, warning(WarnPartitionTable, "no partition table: the whole disk is the volume of the detached header (partition 0)"))
 		return rep, nil
 	}
+	if errors.Is(err, mbr.ErrNoTable) && c == ContentLVM2 {
+		// A plain PV on the whole disk (pvcreate /dev/sdX); ADE may have encrypted one of its LVs.
+		rep.Partitions = []PartitionInfo{{Number: 0, Name: "(whole disk)", Size: src.Size, Content: c}}
+		rep.Warnings = append(rep.Warnings, warning(WarnPartitionTable, "no partition table: the whole disk is an LVM physical volume (partition 0)"))
+		return rep, nil
+	}
 	if errors.Is(err, mbr.ErrNoTable) {
 		if c == ContentUnknown {
 			// Ciphertext without a header: ADE's dual-pass data disks keep theirs on the OS disk.

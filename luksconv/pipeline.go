@@ -38,6 +38,10 @@ type chunk struct {
 // src is the source offset of the chunk's first byte (Copy and Decrypt regions).
 func (c chunk) src() int64 { return c.r.Source + c.off - c.r.Offset }
 
+// iv is the IV sector number of the chunk's first byte (Decrypt regions): the region's IV counts
+// 512-byte units from its first byte.
+func (c chunk) iv() uint64 { return c.r.IV + uint64((c.off-c.r.Offset)/512) }
+
 // pipeline holds the settings common to Execute and Verify.
 type pipeline struct {
 	workers, chunkSize int

@@ -79,9 +79,12 @@ type VolumeInfo struct {
 	KeySizeBits   int    `json:"key_size_bits"`
 	SectorSize    int    `json:"sector_size"`
 	Keyslot       int    `json:"keyslot"`
-	PayloadOffset int64  `json:"payload_offset"` // in the source, absolute
+	PayloadOffset int64  `json:"payload_offset"` // in the source, absolute (of its first byte, in an LV)
 	PayloadSize   int64  `json:"payload_size"`
 	Content       string `json:"content"` // what the plaintext holds, by signature
+	// LV is the logical volume ("vg/lv") holding the LUKS device when it is inside one (crypt-on-LVM, on
+	// a plain PV); Partition and PartUUID are then the PV's (partition 0: the whole disk).
+	LV string `json:"lv,omitempty"`
 }
 
 // Plan is the complete description of a conversion: plain data, free of secrets, that marshals to
@@ -110,6 +113,9 @@ type Plan struct {
 
 	key    *planKey
 	inputs []input // the files the plan reads, which no output may be
+	// lvView, for a volume inside an LV, reads that LV of a disk like the source (the LUKS device as the
+	// plaintext view reads it); nil for a partition.
+	lvView func(disk io.ReaderAt) io.ReaderAt
 }
 
 // Totals sums region lengths by kind.
@@ -160,7 +166,12 @@ type PlanOptions struct {
 	// until the guest rebuilds its initramfs with dracut, which leaves the disabled module out.
 	StrictInitramfs bool
 
-	vm *vmEdits // set by NewVMPlan for the OS disk
+	vm *vmEdits  // set by NewVMPlan for the OS disk
+	lv *lvTarget // set by NewVMPlan for a LUKS volume inside an LV of a plain PV on the disk
+	// vmFree and vmLogs are free space and XFS logs found by NewVMPlan in filesystems whose LV spans
+	// several disks of the VM (vmLVs, "vg/lv"), in this disk's output coordinates.
+	vmFree, vmLogs []span
+	vmLVs          map[string]bool
 }
 
 // NewPlan reads the disk's metadata, unlocks the volume and lays out the output. It reads no bulk data.
@@ -187,7 +198,8 @@ func NewPlan(ctx context.Context, src *Source, opts PlanOptions) (*Plan, error) 
 type volume struct {
 	src            *Source
 	rep            *Report
-	gp             *gpt.Partition // the volume's partition (the whole disk for partition 0)
+	gp             *gpt.Partition // the volume's partition (the whole disk for partition 0); an LV's PV's
+	lv             *lvVolume      // the LV holding the LUKS device (crypt-on-LVM), nil for a partition
 	h              *luks.Header
 	where          string // "attached" or "detached"
 	payOff, payLen int64  // the payload, relative to the partition
@@ -232,77 +244,118 @@ func openVolume(ctx context.Context, src *Source, opts *PlanOptions) (v *volume,
 	if len(opts.Passphrase) == 0 {
 		return nil, fmt.Errorf("%w: no passphrase", ErrInvalidOption)
 	}
-	rep, hdr, err := inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
-	if err != nil {
-		return nil, err
-	}
-	opts.Header = hdr // given, or found on /boot
-	if fi := hdr.fileInfo(); fi != nil {
-		inputs = append(inputs, input{"the detached header file", fi})
-	}
-	part, err := pickPartition(rep, *opts)
-	if err != nil {
-		return nil, err
-	}
-	// The partition's extent comes from the table itself (GPT, or DOS on older BIOS disks); a whole-disk
-	// volume has none.
-	tab := rep.tab
-	gp := &gpt.Partition{Offset: 0, Size: src.Size}
-	switch {
-	case tab != nil:
-		if gp, _ = tab.Partition(part.Number); gp == nil {
-			return nil, fmt.Errorf("%w: no partition %d in the GPT", ErrNoSuchPartition, part.Number)
+	var (
+		rep     *Report
+		gp      *gpt.Partition // the partition (or whole disk) holding the LUKS device
+		part    PartitionInfo
+		lvv     *lvVolume // the LV holding the LUKS device (crypt-on-LVM), nil for a partition
+		partR   io.ReaderAt
+		devSize int64 // the LUKS device: the partition, or the LV
+	)
+	if opts.lv != nil {
+		if opts.Header != nil {
+			return nil, fmt.Errorf("%w: a detached header for a LUKS volume inside an LV", ErrInvalidOption)
 		}
-	case rep.mtab != nil:
-		mp, ok := rep.mtab.Partition(part.Number)
-		if !ok || mbr.IsExtended(mp.Type) {
-			return nil, fmt.Errorf("%w: no partition %d in the DOS partition table", ErrNoSuchPartition, part.Number)
+		if rep, lvv, err = findLV(ctx, src, opts.lv.vg, opts.lv.lv); err != nil {
+			return nil, err
 		}
-		gp = &gpt.Partition{Number: mp.Number, Offset: mp.Start, Size: mp.Size}
+		gp = &gpt.Partition{Number: lvv.part.Number, Offset: lvv.part.Offset, Size: lvv.part.Size}
+		part = lvv.part
+		partR, devSize = lvv.pv.LVReader(io.NewSectionReader(src, gp.Offset, gp.Size), lvv.lv), lvv.lv.Size
+	} else {
+		var hdr *Header
+		rep, hdr, err = inspect(ctx, src, InspectOptions{Header: opts.Header, Partition: opts.Partition})
+		if err != nil {
+			return nil, err
+		}
+		opts.Header = hdr // given, or found on /boot
+		if fi := hdr.fileInfo(); fi != nil {
+			inputs = append(inputs, input{"the detached header file", fi})
+		}
+		if part, err = pickPartition(rep, *opts); err != nil {
+			return nil, err
+		}
+		// The partition's extent comes from the table itself (GPT, or DOS on older BIOS disks); a whole-disk
+		// volume has none.
+		tab := rep.tab
+		gp = &gpt.Partition{Offset: 0, Size: src.Size}
+		switch {
+		case tab != nil:
+			if gp, _ = tab.Partition(part.Number); gp == nil {
+				return nil, fmt.Errorf("%w: no partition %d in the GPT", ErrNoSuchPartition, part.Number)
+			}
+		case rep.mtab != nil:
+			mp, ok := rep.mtab.Partition(part.Number)
+			if !ok || mbr.IsExtended(mp.Type) {
+				return nil, fmt.Errorf("%w: no partition %d in the DOS partition table", ErrNoSuchPartition, part.Number)
+			}
+			gp = &gpt.Partition{Number: mp.Number, Offset: mp.Start, Size: mp.Size}
+		}
+		partR, devSize = io.NewSectionReader(src, gp.Offset, gp.Size), gp.Size
 	}
 	p := &Plan{Source: rep.Image, Format: opts.Format, OutputSize: src.Size, Warnings: rep.Warnings, inputs: inputs}
 	partName := fmt.Sprintf("partition %d", part.Number)
+	devBase := gp.Offset // image offset of the LUKS device's byte 0; -1 when it is not linear (an LV)
+	var devToImage func(int64) (int64, bool)
+	if lvv != nil {
+		partName, devBase, devToImage = "LV "+lvv.name, -1, lvToImage(lvv.pv, lvv.lv, gp.Offset)
+	}
 
-	// The header device: the partition itself, or the detached file.
-	partR := io.NewSectionReader(src, gp.Offset, gp.Size)
+	// The header device: the partition (or LV) itself, or the detached file.
 	var hdrR io.ReaderAt = partR
-	hdrSize, where, hdrPath := gp.Size, "attached", ""
-	hdrLayer, hdrBase := partName, gp.Offset
+	hdrSize, where, hdrPath := devSize, "attached", ""
+	hdrLayer, hdrBase, hdrToImage := partName, devBase, devToImage
 	if opts.Header != nil {
 		hdrR, hdrSize, where, hdrPath = opts.Header.R, opts.Header.Size, "detached", opts.Header.Path
-		hdrLayer, hdrBase = "header "+opts.Header.Path, -1
+		hdrLayer, hdrBase, hdrToImage = "header "+opts.Header.Path, -1, nil
 	}
 	h, err := luks.ReadHeader(hdrR, hdrSize)
 	if err != nil {
-		return nil, layerErr(hdrLayer, hdrBase, nil, err)
+		return nil, layerErr(hdrLayer, hdrBase, hdrToImage, err)
 	}
 	p.Warnings = append(p.Warnings, warnings(WarnLUKSHeader, hdrLayer+": ", h.Warnings)...)
-	payOff, payLen, err := h.Payload(gp.Size)
+	payOff, payLen, err := h.Payload(devSize)
 	if err != nil {
-		return nil, layerErr(partName, gp.Offset, nil, err)
+		return nil, layerErr(partName, devBase, devToImage, err)
 	}
 	if where == "attached" && payOff < h.HeaderSize {
-		return nil, layerErr(partName, gp.Offset, nil, fmt.Errorf("LUKS payload at %d overlaps the %d-byte header: %w", payOff, h.HeaderSize, luks.ErrCorrupt))
+		return nil, layerErr(partName, devBase, devToImage, fmt.Errorf("LUKS payload at %d overlaps the %d-byte header: %w", payOff, h.HeaderSize, luks.ErrCorrupt))
 	}
 	key, err := unlock(ctx, h, *opts)
 	if err != nil {
-		return nil, layerErr(hdrLayer, hdrBase, nil, err)
+		return nil, layerErr(hdrLayer, hdrBase, hdrToImage, err)
 	}
 	c, err := h.NewCipher(key)
 	slot := key.Slot
 	key.Destroy() // the cipher keeps its own key schedule
 	if err != nil {
-		return nil, layerErr(hdrLayer, hdrBase, nil, err)
+		return nil, layerErr(hdrLayer, hdrBase, hdrToImage, err)
 	}
-	rd, err := luks.NewCipherReader(src, gp.Offset+payOff, payLen, c, h.IVTweak)
+	// The plaintext view reads the ciphertext from the disk, or through the LV's extents. Execute and
+	// Verify read each Decrypt region's ciphertext where the region says, at its IV.
+	var rd *luks.Reader
+	payImage := gp.Offset + payOff
+	if lvv != nil {
+		rd, err = luks.NewCipherReader(partR, payOff, payLen, c, h.IVTweak)
+		if o, ok := devToImage(payOff); ok {
+			payImage = o
+		}
+	} else {
+		rd, err = luks.NewCipherReader(src, gp.Offset+payOff, payLen, c, h.IVTweak)
+	}
 	if err != nil {
-		return nil, layerErr(partName, gp.Offset, nil, err)
+		return nil, layerErr(partName, devBase, devToImage, err)
 	}
 	p.key = &planKey{rd: rd}
 
 	p.Volume = VolumeInfo{Partition: part.Number, PartUUID: part.GUID, Header: where, HeaderPath: hdrPath,
 		Version: h.Version, UUID: h.UUID, Cipher: h.Cipher, KeySizeBits: h.KeySize * 8, SectorSize: h.SectorSize,
-		Keyslot: slot, PayloadOffset: gp.Offset + payOff, PayloadSize: payLen}
+		Keyslot: slot, PayloadOffset: payImage, PayloadSize: payLen}
+	if lvv != nil {
+		p.Volume.LV = lvv.name
+		pv, lv, off, size := lvv.pv, lvv.lv, gp.Offset, gp.Size
+		p.lvView = func(disk io.ReaderAt) io.ReaderAt { return pv.LVReader(io.NewSectionReader(disk, off, size), lv) }
+	}
 
 	// The analysis and the guest edits read all-zero ciphertext as zero plaintext (see Result), as the
 	// output's free space and XFS logs are written.
@@ -323,7 +376,7 @@ func openVolume(ctx context.Context, src *Source, opts *PlanOptions) (v *volume,
 		}
 		p.Warnings = append(p.Warnings, warning(WarnUnknownContent, "%s", msg))
 	}
-	return &volume{src: src, rep: rep, gp: gp, h: h, where: where, payOff: payOff, payLen: payLen, analysed: analysed,
+	return &volume{src: src, rep: rep, gp: gp, lv: lvv, h: h, where: where, payOff: payOff, payLen: payLen, analysed: analysed,
 		content: content, p: p, pass: readPass}, nil
 }
 
@@ -335,21 +388,37 @@ func (v *volume) layout(ctx context.Context, opts PlanOptions) (*Plan, error) {
 
 	// Output layout: the source copied, the volume decrypted in place of its partition. With an attached
 	// header the plaintext moves to the partition start and the rest of the partition (the header's old
-	// room) becomes zeros, so no keyslot material survives.
+	// room) becomes zeros, so no keyslot material survives. A volume inside an LV moves to the LV's
+	// start the same way, through the LV's extents (lvRegions).
 	var regions []Region
-	regions = append(regions, copyRegions(src, 0, gp.Offset)...)
-	regions = append(regions, Region{Kind: Decrypt, Offset: gp.Offset, Length: payLen, Source: gp.Offset + payOff, IV: h.IV(0)})
-	if tail := gp.Size - payLen; tail > 0 {
-		if where == "detached" && payOff == 0 {
-			// Bytes past the last whole encryption sector were never encrypted.
-			regions = append(regions, copyRegions(src, gp.Offset+payLen, tail)...)
-		} else {
-			regions = append(regions, Region{Kind: Zero, Offset: gp.Offset + payLen, Length: tail, Reason: "LUKS header space"})
+	var free, logs []span
+	var warns []Warning
+	var vols []guestVolume
+	var luksLeft []string
+	if v.lv == nil {
+		regions = append(regions, copyRegions(src, 0, gp.Offset)...)
+		regions = append(regions, Region{Kind: Decrypt, Offset: gp.Offset, Length: payLen, Source: gp.Offset + payOff, IV: h.IV(0)})
+		if tail := gp.Size - payLen; tail > 0 {
+			if where == "detached" && payOff == 0 {
+				// Bytes past the last whole encryption sector were never encrypted.
+				regions = append(regions, copyRegions(src, gp.Offset+payLen, tail)...)
+			} else {
+				regions = append(regions, Region{Kind: Zero, Offset: gp.Offset + payLen, Length: tail, Reason: "LUKS header space"})
+			}
 		}
+		regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
+		free, logs, warns = p.usedOnly(src, rep.Partitions, analysed, payLen, gp.Offset, opts.vmLVs)
+		vols, luksLeft = guestVolumes(src, rep, p.Volume.Partition, analysed, gp.Offset, payLen, content)
+	} else {
+		if regions, err = v.lvRegions(); err != nil {
+			return nil, err
+		}
+		free, logs, warns = v.lvUsedOnly(opts.vmLVs)
+		vols, luksLeft = guestVolumes(src, rep, -1, nil, 0, 0, "")
+		vols = append(vols, guestVolume{part: gp.Number, partUUID: v.lv.part.GUID, r: analysed, size: payLen, content: content,
+			toOut: v.lv.toOut, name: "LV " + v.lv.name})
 	}
-	regions = append(regions, copyRegions(src, gp.Offset+gp.Size, src.Size-gp.Offset-gp.Size)...)
-
-	free, logs, warns := p.usedOnly(src, rep.Partitions, analysed, payLen, gp.Offset)
+	free, logs = append(free, opts.vmFree...), append(logs, opts.vmLogs...)
 	if !opts.FullCopy {
 		p.Warnings = append(p.Warnings, warns...)
 		regions, p.Skipped = carve(regions, free, int64(h.SectorSize))
@@ -360,7 +429,7 @@ func (v *volume) layout(ctx context.Context, opts PlanOptions) (*Plan, error) {
 	regions = markZeroCiphertext(regions, logs, int64(h.SectorSize))
 
 	if !opts.KeepGuest {
-		if err := p.editGuest(ctx, src, rep, analysed, gp.Offset, payLen, content, opts); err != nil {
+		if err := p.editGuest(ctx, rep, vols, luksLeft, opts); err != nil {
 			return nil, err
 		}
 	}
@@ -478,6 +547,13 @@ func pickPartition(rep *Report, opts PlanOptions) (PartitionInfo, error) {
 	case 1:
 		return luksParts[0], nil
 	case 0:
+		for _, pi := range rep.Partitions {
+			if pi.Content == ContentLVM2 {
+				return PartitionInfo{}, fmt.Errorf("%w: no LUKS header on any partition and no /boot/luks/osluksheader; partition %d is a plain LVM "+
+					"physical volume: a LUKS volume inside one of its logical volumes (ADE's crypt-on-LVM) is converted together with "+
+					"the VM's OS disk, whose crypttab names it", ErrNothingToConvert, pi.Number)
+			}
+		}
 		return PartitionInfo{}, fmt.Errorf("%w: no LUKS header on any partition and no /boot/luks/osluksheader", ErrNothingToConvert)
 	}
 	return PartitionInfo{}, fmt.Errorf("%w: %d partitions carry LUKS headers", ErrAmbiguous, len(luksParts))

@@ -29,10 +29,30 @@ type span struct {
 // Anything it cannot judge safely (a dirty log, an LV type it does not map) stays copied, with a warning.
 // It also returns the internal logs of the clean XFS filesystems it judged (see zerocipher.go): there
 // all-zero ciphertext becomes zero plaintext. plain must read zero ciphertext as zero (zeroCipherReader).
-func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64) (spans, logs []span, warns []Warning) {
+func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, plainSize, partOff int64, done map[string]bool) (spans, logs []span, warns []Warning) {
 	vol := fmt.Sprintf("partition %d (decrypted)", p.Volume.Partition)
+	spans, warns = partitionsFree(src, parts, p.Volume.Partition)
+	switch c := Content(p.Volume.Content); c {
+	case ContentXFS, ContentExt4:
+		s, l, err := fsFree(plain, plainSize, c, func(off, n int64, why string) []span {
+			return []span{{partOff + off, n, fmt.Sprintf("%s: partition %d", why, p.Volume.Partition)}}
+		})
+		if err != nil {
+			warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v", layerErr(vol, p.Volume.PayloadOffset, nil, err)))
+		}
+		spans, logs = append(spans, s...), append(logs, l...)
+	case ContentLVM2:
+		s, l, w := lvmFree(plain, plainSize, partOff, p.Volume.PayloadOffset, vol, "decrypted in full", done)
+		spans, logs, warns = append(spans, s...), append(logs, l...), append(warns, w...)
+	}
+	return spans, logs, warns
+}
+
+// partitionsFree lists the free space of the unencrypted XFS and ext partitions of a disk (all but
+// partition skip).
+func partitionsFree(src *Source, parts []PartitionInfo, skip int) (spans []span, warns []Warning) {
 	for _, pi := range parts {
-		if pi.Number == p.Volume.Partition || (pi.Content != ContentXFS && pi.Content != ContentExt4) {
+		if pi.Number == skip || (pi.Content != ContentXFS && pi.Content != ContentExt4) {
 			continue
 		}
 		// Unencrypted: its log holds no ciphertext, so only the free space matters.
@@ -45,56 +65,56 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 		}
 		spans = append(spans, s...)
 	}
+	return spans, warns
+}
 
-	switch c := Content(p.Volume.Content); c {
-	case ContentXFS, ContentExt4:
-		s, l, err := fsFree(plain, plainSize, c, func(off, n int64, why string) []span {
-			return []span{{partOff + off, n, fmt.Sprintf("%s: partition %d", why, p.Volume.Partition)}}
+// lvmFree lists the free extents of the LVM PV read through plain (size bytes, its byte 0 at output
+// offset out and, for error messages, at image offset img) and the free space and logs of the XFS and
+// ext filesystems of its LVs. vol names the PV, how whether it is decrypted or copied in full when
+// its metadata cannot be read. The LVs named in done ("vg/lv") are left out: NewVMPlan has read those
+// whose VG spans several of the VM's disks.
+func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[string]bool) (spans, logs []span, warns []Warning) {
+	pv, err := lvm.Open(plain, size)
+	if err != nil || pv.VG == nil {
+		if err == nil {
+			err = errors.New("no volume group metadata")
+		}
+		warns = append(warns, warning(WarnCopiedInFull, "%s: %v", how,
+			layerErr(vol, img, nil, fmt.Errorf("LVM metadata: %w", err))))
+		return nil, nil, warns
+	}
+	for _, r := range pv.FreeRanges() {
+		spans = append(spans, span{out + r.Off, r.Len, "lvm free extents"})
+	}
+	for i := range pv.VG.LVs {
+		lv := &pv.VG.LVs[i]
+		name := pv.VG.Name + "/" + lv.Name
+		if done[name] {
+			continue
+		}
+		lvr := pv.LVReader(plain, lv)
+		head := make([]byte, probeSize)
+		n, _ := lvr.ReadAt(head, 0)
+		c := probeBytes(head[:n])
+		if c != ContentXFS && c != ContentExt4 {
+			continue
+		}
+		s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {
+			ext, err := pv.Map(lv, off, n)
+			if err != nil {
+				return nil
+			}
+			o := make([]span, 0, len(ext))
+			for _, e := range ext {
+				o = append(o, span{out + e.PVOff, e.Len, why + ": " + name})
+			}
+			return o
 		})
 		if err != nil {
-			warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v", layerErr(vol, p.Volume.PayloadOffset, nil, err)))
+			warns = append(warns, warning(WarnCopiedInFull, "%s: %v", how,
+				layerErr("LV "+name, -1, lvToImage(pv, lv, img), err)))
 		}
 		spans, logs = append(spans, s...), append(logs, l...)
-	case ContentLVM2:
-		pv, err := lvm.Open(plain, plainSize)
-		if err != nil || pv.VG == nil {
-			if err == nil {
-				err = errors.New("no volume group metadata")
-			}
-			warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v",
-				layerErr(vol, p.Volume.PayloadOffset, nil, fmt.Errorf("LVM metadata: %w", err))))
-			break
-		}
-		for _, r := range pv.FreeRanges() {
-			spans = append(spans, span{partOff + r.Off, r.Len, "lvm free extents"})
-		}
-		for i := range pv.VG.LVs {
-			lv := &pv.VG.LVs[i]
-			name := pv.VG.Name + "/" + lv.Name
-			lvr := pv.LVReader(plain, lv)
-			head := make([]byte, probeSize)
-			n, _ := lvr.ReadAt(head, 0)
-			c := probeBytes(head[:n])
-			if c != ContentXFS && c != ContentExt4 {
-				continue
-			}
-			s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {
-				ext, err := pv.Map(lv, off, n)
-				if err != nil {
-					return nil
-				}
-				out := make([]span, 0, len(ext))
-				for _, e := range ext {
-					out = append(out, span{partOff + e.PVOff, e.Len, why + ": " + name})
-				}
-				return out
-			})
-			if err != nil {
-				warns = append(warns, warning(WarnCopiedInFull, "decrypted in full: %v",
-					layerErr("LV "+name, -1, lvToImage(pv, lv, p.Volume.PayloadOffset), err)))
-			}
-			spans, logs = append(spans, s...), append(logs, l...)
-		}
 	}
 	return spans, logs, warns
 }
@@ -224,9 +244,12 @@ func piece(r Region, a, b int64) Region {
 }
 
 // lvToImage maps a byte offset within an LV on pv to the image offset of its ciphertext, pv's byte 0
-// lying at image byte payload.
+// lying at image byte payload (-1: nowhere linear, such as a PV inside an LV).
 func lvToImage(pv *lvm.PV, lv *lvm.LV, payload int64) func(int64) (int64, bool) {
 	return func(off int64) (int64, bool) {
+		if payload < 0 {
+			return 0, false // the PV is not linear in the image
+		}
 		ext, err := pv.Map(lv, off, 1)
 		if err != nil || len(ext) == 0 {
 			return 0, false

@@ -117,7 +117,7 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 				return err
 			}
 		case Decrypt:
-			if _, err := rd.ReadSectors(w, c.src()-p.Volume.PayloadOffset, c.r.ZeroCiphertextAsZero); err != nil {
+			if _, err := rd.ReadSectorsAt(w, c.src(), c.iv(), c.r.ZeroCiphertextAsZero); err != nil {
 				return sourceErr(err, c.src(), int64(c.n))
 			}
 		}
@@ -164,7 +164,11 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 	if !size.OK {
 		size.Detail = fmt.Sprintf("a %d-byte disk, %d bytes longer than planned (another format?)", out.Size, out.Size-p.OutputSize)
 	}
-	rep.Structure = append([]StructureCheck{size}, p.checkStructure(rd.WithZeroCiphertextAsZero(true), src, out)...)
+	plainRd := rd // the source's plaintext view: through the LV for a volume inside one
+	if p.lvView != nil {
+		plainRd = rd.WithData(p.lvView(src))
+	}
+	rep.Structure = append([]StructureCheck{size}, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
 	rep.Pass = rep.MismatchCount == 0
 	var failed []string
 	for _, c := range rep.Structure {
@@ -258,13 +262,41 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		return checks
 	}
 	srcPlain := plain
-	outPlain := io.NewSectionReader(out, gp.Offset, p.Volume.PayloadSize)
+	var outPlain io.ReaderAt = io.NewSectionReader(out, gp.Offset, p.Volume.PayloadSize)
 	type fsPair struct {
 		name     string
 		src, out io.ReaderAt
 		size     int64
 	}
 	var fss []fsPair
+	if p.Volume.LV != "" {
+		// A volume inside an LV: the disk is still that plain PV, holding the same VG; the plaintext is
+		// at the start of the output's LV, and the other LVs are as they were.
+		spr, opr := io.NewSectionReader(src, gp.Offset, gp.Size), io.NewSectionReader(out, gp.Offset, gp.Size)
+		spv, err := lvm.Open(spr, gp.Size)
+		if err == nil && spv.VG == nil {
+			err = errors.New("source: no volume group metadata")
+		}
+		var opv *lvm.PV
+		if err == nil {
+			if opv, err = lvm.Open(opr, gp.Size); err == nil {
+				err = sameVG(spv.VG, opv.VG)
+			}
+		}
+		add("lvm", err, fmt.Sprintf("the PV of %s as in the source", p.Volume.LV))
+		if err != nil {
+			return checks
+		}
+		for i := range spv.VG.LVs {
+			lv := &spv.VG.LVs[i]
+			olv, _ := opv.VG.LV(lv.Name)
+			if spv.VG.Name+"/"+lv.Name == p.Volume.LV {
+				outPlain = io.NewSectionReader(opv.LVReader(opr, olv), 0, p.Volume.PayloadSize)
+				continue
+			}
+			fss = append(fss, fsPair{"LV " + spv.VG.Name + "/" + lv.Name, spv.LVReader(spr, lv), opv.LVReader(opr, olv), lv.Size})
+		}
+	}
 	for _, part := range parts {
 		if part.Number != p.Volume.Partition {
 			fss = append(fss, fsPair{fmt.Sprintf("partition %d", part.Number),
@@ -273,7 +305,11 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 	}
 	switch Content(p.Volume.Content) {
 	case ContentXFS, ContentExt4:
-		fss = append(fss, fsPair{fmt.Sprintf("partition %d", p.Volume.Partition), srcPlain, outPlain, p.Volume.PayloadSize})
+		name := fmt.Sprintf("partition %d", p.Volume.Partition)
+		if p.Volume.LV != "" {
+			name = "LV " + p.Volume.LV
+		}
+		fss = append(fss, fsPair{name, srcPlain, outPlain, p.Volume.PayloadSize})
 	case ContentLVM2:
 		spv, err := lvm.Open(srcPlain, p.Volume.PayloadSize)
 		if err != nil || spv.VG == nil {

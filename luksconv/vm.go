@@ -1,7 +1,6 @@
 package luksconv
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -145,7 +144,17 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			Partition: le.Partition})
 	}
 	vm := &vmEdits{fstab: map[string]string{}, devices: map[string]string{}}
+	// The plain volume groups on the data disks, for the crypttab lines that name an LV
+	// (/dev/mapper/<vg>-<lv>): the LUN is not in such a name, the disk is the one holding the VG.
+	plainVGs := map[int][]diskPV{}
+	for _, d := range data {
+		if _, pvs, perr := plainPVs(ctx, d.Source); perr == nil {
+			plainVGs[d.LUN] = pvs
+		}
+	}
 	byLUN := map[int][]guest.CrypttabEntry{}
+	lvOf := map[string]*lvTarget{} // mapper -> the LV its crypttab line names, on a data disk's plain PV
+	var lvLeft []guest.CrypttabEntry
 	for _, ce := range entries {
 		switch {
 		case ce.Mapper == guest.MapperResource:
@@ -153,19 +162,65 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			vm.mappers = append(vm.mappers, ce.Mapper)
 			vm.fstabDrop = append(vm.fstabDrop, "/dev/mapper/"+ce.Mapper)
 			vm.waagent = true
-		case ce.ADE && ce.Mapper != guest.MapperOS && ce.LUN >= 0:
-			byLUN[ce.LUN] = append(byLUN[ce.LUN], ce)
+		case !ce.ADE || ce.Mapper == guest.MapperOS:
+		default:
+			if vg, lvName, ok := lvDevice(ce.Device); ok {
+				lun, found, err := lunOfLV(plainVGs, vg, lvName)
+				if err != nil {
+					return nil, fmt.Errorf("crypttab line %d (%s on %s): %w", ce.Line, ce.Mapper, ce.Device, err)
+				}
+				if found {
+					byLUN[lun] = append(byLUN[lun], ce)
+					lvOf[ce.Mapper] = &lvTarget{vg: vg, lv: lvName}
+					continue
+				}
+				if ce.LUN < 0 {
+					lvLeft = append(lvLeft, ce)
+					continue
+				}
+			}
+			if ce.LUN >= 0 {
+				byLUN[ce.LUN] = append(byLUN[ce.LUN], ce)
+			}
 		}
 	}
 
+	// Every data volume is opened first: a volume group over several disks is checked, and read, whole.
+	opened := make([]*openedDisk, 0, len(data))
+	defer func() {
+		for _, o := range opened {
+			if o.v != nil {
+				clear(o.v.pass)
+				if err != nil {
+					o.v.p.Close()
+				}
+			}
+		}
+	}()
 	for _, d := range data {
-		dp, err := planDataDisk(ctx, d, byLUN[d.LUN], g)
+		o, err := openDataDisk(ctx, d, byLUN[d.LUN], lvOf, g)
 		if err != nil {
 			return nil, fmt.Errorf("LUN %d: %w", d.LUN, err)
 		}
+		opened = append(opened, o)
+	}
+	vgs, err := vmVolumeGroups(opened, plainVGs)
+	if err != nil {
+		return nil, err
+	}
+	vp.Warnings = append(vp.Warnings, vgs.warnings...)
+	for _, o := range opened {
+		dp := o.dp
+		o.opts.vmFree, o.opts.vmLogs, o.opts.vmLVs = vgs.free[o.lun], vgs.logs[o.lun], vgs.lvs[o.lun]
+		dp.Plan, err = o.v.layout(ctx, o.opts)
+		if err != nil {
+			return nil, fmt.Errorf("LUN %d: %w", o.lun, err)
+		}
+		o.v = nil // the plan owns the key now
+		clear(o.pass)
 		vp.Data = append(vp.Data, dp)
 		if dp.Mapper == "" {
-			vp.Warnings = append(vp.Warnings, warning(WarnGuestLayout, "LUN %d: no ADE crypttab line on the OS disk names it; its lines, if any, stay", d.LUN))
+			vp.Warnings = append(vp.Warnings, warning(WarnGuestLayout, "LUN %d: no ADE crypttab line on the OS disk names it; its lines, if any, stay", o.lun))
 			continue
 		}
 		vm.mappers = append(vm.mappers, dp.Mapper)
@@ -182,7 +237,12 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			}
 		}
 	}
-	vm.wipeBackups = true
+	vm.wipeBackups = len(lvLeft) == 0
+	for _, ce := range lvLeft {
+		vm.left = append(vm.left, fmt.Sprintf("%s (%s) stays LUKS-encrypted: its volume group is on none of the disks converted", ce.Device, ce.Mapper))
+		vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "%s (%s, crypttab line %d) names a logical volume whose volume group is on none of the data disks of this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
+			ce.Device, ce.Mapper, ce.Line))
+	}
 	for lun, ents := range byLUN {
 		if !seen[lun] {
 			vm.wipeBackups = false
@@ -202,13 +262,23 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 	return vp, nil
 }
 
-// planDataDisk plans one data disk: ents are the OS disk's crypttab entries for its LUN, g the OS
-// disk's guest filesystems (for a detached header).
-func planDataDisk(ctx context.Context, d *VMDisk, ents []guest.CrypttabEntry, g *guestEditor) (VMDataPlan, error) {
+// openedDisk is a data disk whose volume is unlocked, waiting for its layout.
+type openedDisk struct {
+	lun  int
+	dp   VMDataPlan
+	v    *volume // nil once laid out
+	opts PlanOptions
+	pass []byte // a passphrase read from the key file, cleared once laid out
+}
+
+// openDataDisk unlocks one data disk's volume: ents are the OS disk's crypttab entries for it, g the
+// OS disk's guest filesystems (for a detached header); lvOf says which entries (by mapper) name an LV
+// on the disk's plain PV.
+func openDataDisk(ctx context.Context, d *VMDisk, ents []guest.CrypttabEntry, lvOf map[string]*lvTarget, g *guestEditor) (*openedDisk, error) {
 	dp := VMDataPlan{LUN: d.LUN}
 	opts := d.Options
 	if len(ents) > 1 {
-		return dp, fmt.Errorf("%w: the OS disk's crypttab names %d volumes on this disk (lines %d and %d); one volume per disk is converted",
+		return nil, fmt.Errorf("%w: the OS disk's crypttab names %d volumes on this disk (lines %d and %d); one volume per disk is converted",
 			ErrAmbiguous, len(ents), ents[0].Line, ents[1].Line)
 	}
 	if len(ents) == 1 {
@@ -217,28 +287,25 @@ func planDataDisk(ctx context.Context, d *VMDisk, ents []guest.CrypttabEntry, g 
 		if strings.HasPrefix(ce.Device, "/dev/") {
 			dp.device = ce.Device
 		}
-		if opts.Partition == 0 {
+		if t := lvOf[ce.Mapper]; t != nil {
+			opts.lv = t
+		} else if opts.Partition == 0 {
 			opts.Partition = ce.Partition
 		}
 		if ce.Header != "" && opts.Header == nil {
-			b, err := g.readGuest(ce.Header, maxDetachedHeader)
+			r, n, err := g.openGuest(ce.Header, maxDetachedHeader)
 			if err != nil {
-				return dp, fmt.Errorf("%w: its detached header %s cannot be read on the OS disk: %v", ErrNeedHeader, ce.Header, err)
+				return nil, fmt.Errorf("%w: its detached header %s cannot be read on the OS disk: %v", ErrNeedHeader, ce.Header, err)
 			}
-			opts.Header = &Header{R: bytes.NewReader(b), Size: int64(len(b)), Path: "OS disk:" + ce.Header}
+			opts.Header = &Header{R: r, Size: n, Path: "OS disk:" + ce.Header}
 		}
 	}
 	v, err := openVolume(ctx, d.Source, &opts)
 	if err != nil {
-		return dp, err
+		return nil, err
 	}
-	defer clear(v.pass)
 	dp.FilesystemUUID = filesystemUUID(v.analysed, v.payLen, v.content)
-	if dp.Plan, err = v.layout(ctx, opts); err != nil {
-		v.p.Close()
-		return dp, err
-	}
-	return dp, nil
+	return &openedDisk{lun: d.LUN, dp: dp, v: v, opts: opts, pass: v.pass}, nil
 }
 
 // discoverGuest opens the guest filesystems of the unlocked volume v and its disk, for reading.

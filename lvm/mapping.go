@@ -24,16 +24,43 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 	if pv.VG == nil || pv.info == nil {
 		return nil, errors.New("lvm: PV has no volume group metadata")
 	}
+	ext, err := pv.VG.Map(lv, off, n)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Extent, 0, len(ext))
+	for _, e := range ext {
+		if e.PV != pv.info.Name {
+			return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, another PV", ErrUnsupported, lv.Name, e.LVOff/pv.VG.ExtentSize, e.PV)
+		}
+		out = append(out, e.Extent)
+	}
+	return out, nil
+}
+
+// PVExtent is a piece of an LV mapped onto one of the VG's PVs: LV bytes
+// [LVOff, LVOff+Len) are bytes [PVOff, PVOff+Len) of the PV called PV ("pv0").
+type PVExtent struct {
+	PV string
+	Extent
+}
+
+// Map returns the PV byte ranges backing LV bytes [off, off+n), in LV order,
+// on whichever PVs of the VG they lie, with adjacent pieces merged: what
+// device-mapper builds when the VG is activated with all its PVs. It handles
+// linear and striped segments; other segment types and areas on LVs
+// (stacking) give an error wrapping ErrUnsupported.
+func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
 	if lv == nil {
 		return nil, errors.New("lvm: nil LV")
 	}
 	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
 		return nil, fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
 	}
-	es := pv.VG.ExtentSize
-	var out []Extent
-	add := func(e Extent) {
-		if k := len(out) - 1; k >= 0 && out[k].LVOff+out[k].Len == e.LVOff && out[k].PVOff+out[k].Len == e.PVOff {
+	es := vg.ExtentSize
+	var out []PVExtent
+	add := func(e PVExtent) {
+		if k := len(out) - 1; k >= 0 && out[k].PV == e.PV && out[k].LVOff+out[k].Len == e.LVOff && out[k].PVOff+out[k].Len == e.PVOff {
 			out[k].Len += e.Len
 			return
 		}
@@ -57,17 +84,14 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 		}
 		bases := make([]int64, len(s.Stripes))
 		for k, st := range s.Stripes {
-			if st.PV != pv.info.Name {
-				what := "another PV"
-				if _, isPV := pv.VG.PV(st.PV); !isPV {
-					what = "a logical volume (stacked LVs)"
-				}
-				return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, %s", ErrUnsupported, lv.Name, s.StartExtent, st.PV, what)
+			info, isPV := vg.PV(st.PV)
+			if !isPV {
+				return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, a logical volume (stacked LVs)", ErrUnsupported, lv.Name, s.StartExtent, st.PV)
 			}
-			bases[k] = pv.info.PEStart + st.StartExtent*es
+			bases[k] = info.PEStart + st.StartExtent*es
 		}
 		if len(bases) == 1 {
-			add(Extent{LVOff: pos, PVOff: bases[0] + pos - segStart, Len: stop - pos})
+			add(PVExtent{s.Stripes[0].PV, Extent{LVOff: pos, PVOff: bases[0] + pos - segStart, Len: stop - pos}})
 			pos = stop
 			continue
 		}
@@ -81,7 +105,7 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 			o := pos - segStart
 			c, within := o/chunk, o%chunk
 			l := min(chunk-within, stop-pos)
-			add(Extent{LVOff: pos, PVOff: bases[c%nst] + (c/nst)*chunk + within, Len: l})
+			add(PVExtent{s.Stripes[c%nst].PV, Extent{LVOff: pos, PVOff: bases[c%nst] + (c/nst)*chunk + within, Len: l}})
 			pos += l
 		}
 	}

@@ -19,6 +19,9 @@
 #                          does not fit.
 #   BENCH_BUILD_ONLY=1     build (or keep) the fixtures and stop, e.g. before a run on a quiet machine
 #   BENCH_FS_RUNS=3        cold runs of each tool on each real filesystem (the median is shown)
+#   BENCH_VM_RUNS=5        cold runs of each whole-VM row (testdata/vm's fixture VM: vm convert vs one
+#                          convert per disk)
+#   BENCH_VM_ONLY=1        only the whole-VM rows (no large fixtures; about a minute)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
 # not fit side by side, the run measures the cached one first and then builds the other in its place.
@@ -44,13 +47,121 @@ fx="$dir/fixtures-${gib}g"
 sfx="$dir/sparse-${sgib}g"
 bin=bin/luksconv
 [ -x /usr/bin/time ] || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq time >/dev/null; }
+avail() { df --output=avail -B1 "$1" | tail -1; }
+dropcache() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
+
+# vm_rows: the whole-VM fixture of testdata/vm (mkvm.sh: the ADE OS disk, 212 MiB, and data disks of 64 MiB)
+# converted in one run (`luksconv vm convert`, default --parallel 2 and --parallel 1) and one disk after
+# another (`luksconv convert` per disk, the dual-pass lun6 with --header, its header being on the OS disk),
+# BENCH_VM_RUNS cold runs of each (page cache dropped before every run), alternating. The disks are OS +
+# lun0..lun6 in all three; lun7 (crypt-on-LVM) only a whole-VM run converts, so it is in a fourth row only.
+# Measured: wall time (median, min-max), what luksconv read (bytes copied + decrypted) and wrote (its
+# --json results, summed over the disks), what the kernel read from the disk (/usr/bin/time %I) and the
+# peak RSS (%M: of the largest process for the one-by-one runs). Outputs on tmpfs when it has room.
+vm_n=${BENCH_VM_RUNS:-5}
+[[ $vm_n =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_VM_RUNS takes a positive count" >&2; exit 2; }
+declare -A vmruns vmrss vmread vmwrote vmdisk
+vmkeys=(vm vm1 seq vm7)
+vmskip=""
+vm_rows() {
+  local sha vmfx rc out k r lun file key hdr s rs io cmd
+  sha=$(sha256sum testdata/vm/mkvm.sh | cut -c1-16)
+  vmfx="$dir/vmfixture-$sha"
+  if [ ! -f "$vmfx/manifest.json" ]; then
+    for old in "$dir"/vmfixture-*; do [ -e "$old" ] && rm -rf "$old"; done
+    echo "bench: building the VM fixture (testdata/vm/mkvm.sh; once, cached in $vmfx)"
+    rc=0
+    testdata/vm/mkvm.sh "$vmfx" >"$dir/build-vm.log" 2>&1 || rc=$?
+    if ((rc == 3)); then
+      vmskip="VM rows: $(grep 'missing tool' "$dir/build-vm.log" | head -1)"
+      echo "bench: SKIPPING the VM rows: $vmskip" >&2
+      return 0
+    elif ((rc != 0)); then
+      tail -30 "$dir/build-vm.log"
+      exit 1
+    fi
+  fi
+  local m="$vmfx/manifest.json"
+  out="$dir/vmout"
+  if [ "$(avail /dev/shm 2>/dev/null)" -gt $((4 << 30)) ] 2>/dev/null; then out=/dev/shm/luksconv-bench-vm; fi
+  local args=(--os "$vmfx/os.raw" --key-file "$vmfx/os.key")
+  local seq="$dir/vm-one-by-one.sh"
+  {
+    echo 'set -e'
+    printf '"%s" convert -q --json --key-file "%s" "%s" "$1/os.raw" >"$1/os.json"\n' "$bin" "$vmfx/os.key" "$vmfx/os.raw"
+  } >"$seq"
+  for lun in 0 1 2 3 4 5 6; do
+    file=$vmfx/$(jq -r ".disks[] | select(.lun == $lun) | .file" "$m")
+    key=$vmfx/$(jq -r ".disks[] | select(.lun == $lun) | .key_file" "$m")
+    hdr=$(jq -r ".disks[] | select(.lun == $lun) | .luks.header_file" "$m")
+    args+=(--data "$lun=$file" --data-key "$lun=$key")
+    printf '"%s" convert -q --json --key-file "%s" %s "%s" "$1/lun%d.raw" >"$1/lun%d.json"\n' "$bin" "$key" \
+      "${hdr:+--header \"$vmfx/$hdr\"}" "$file" "$lun" "$lun" >>"$seq"
+  done
+  local args7=("${args[@]}" --data "7=$vmfx/$(jq -r '.disks[] | select(.lun == 7) | .file' "$m")"
+    --data-key "7=$vmfx/$(jq -r '.disks[] | select(.lun == 7) | .key_file' "$m")")
+  for ((r = 0; r < vm_n; r++)); do
+    for k in "${vmkeys[@]}"; do
+      rm -rf "$out"
+      mkdir -p "$out"
+      dropcache
+      case $k in
+        vm) cmd=("$bin" vm convert -q --json "${args[@]}" "$out") ;;
+        vm1) cmd=("$bin" vm convert -q --json --parallel 1 "${args[@]}" "$out") ;;
+        vm7) cmd=("$bin" vm convert -q --json "${args7[@]}" "$out") ;;
+        seq) cmd=(bash "$seq" "$out") ;;
+      esac
+      /usr/bin/time -f '%e %M %I' -o "$dir/time.txt" "${cmd[@]}" >"$dir/vm.json" 2>"$dir/vm.err" || { cat "$dir/vm.err"; exit 1; }
+      read -r s rs io <"$dir/time.txt"
+      vmruns[$k]+="$s "
+      vmrss[$k]=$(( rs > ${vmrss[$k]:-0} ? rs : ${vmrss[$k]:-0} ))
+      vmdisk[$k]+="$((io * 512)) "
+      if [ "$k" = seq ]; then
+        vmread[$k]=$(jq -s '[.[].result | .bytes_copied + .bytes_decrypted] | add' "$out"/*.json)
+        vmwrote[$k]=$(jq -s '[.[].result.bytes_written] | add' "$out"/*.json)
+      else
+        vmread[$k]=$(jq '[.disks[].result | .bytes_copied + .bytes_decrypted] | add' "$dir/vm.json")
+        vmwrote[$k]=$(jq '[.disks[].result.bytes_written] | add' "$dir/vm.json")
+      fi
+    done
+  done
+  rm -rf "$out" "$dir/vm.json"
+}
+vm_median() { tr ' ' '\n' <<<"$1" | grep . | sort -n | awk '{ a[NR] = $1 } END { printf "%s %s %s", (NR % 2 ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2), a[1], a[NR] }'; }
+vm_table() {
+  if [ -n "$vmskip" ]; then
+    printf '\n| SKIPPED: %s |\n|---|\n' "$vmskip"
+    return
+  fi
+  printf '\n| the fixture VM (testdata/vm), cold cache, %s runs each, alternating | wall s: median (min-max) | read by luksconv (MiB) | written (MiB) | read from disk, kernel (MiB, median) | peak RSS (MiB) |\n|---|---|---|---|---|---|\n' "$vm_n"
+  local k label med lo hi dmed
+  for k in "${vmkeys[@]}"; do
+    case $k in
+      vm) label="luksconv vm convert: OS + lun0-lun6 in one run (--parallel 2, default)" ;;
+      vm1) label="luksconv vm convert --parallel 1: OS + lun0-lun6" ;;
+      seq) label="luksconv convert, one disk after another: OS, lun0-lun6 (lun6 with --header)" ;;
+      vm7) label="luksconv vm convert: OS + lun0-lun7 (lun7 crypt-on-LVM: whole-VM only)" ;;
+    esac
+    read -r med lo hi <<<"$(vm_median "${vmruns[$k]}")"
+    read -r dmed _ _ <<<"$(vm_median "${vmdisk[$k]}")"
+    printf '| %s | %s (%s-%s) | %.1f | %.1f | %.1f | %d |\n' "$label" "$med" "$lo" "$hi" \
+      "$(awk -v b="${vmread[$k]}" 'BEGIN { print b / 1048576 }')" "$(awk -v b="${vmwrote[$k]}" 'BEGIN { print b / 1048576 }')" \
+      "$(awk -v b="$dmed" 'BEGIN { print b / 1048576 }')" $((vmrss[$k] / 1024))
+  done
+}
+if [ -n "${BENCH_VM_ONLY:-}" ]; then
+  vm_rows
+  vm_table
+  printf '\n(command: BENCH_VM_ONLY=1 BENCH_VM_RUNS=%s make bench)\n' "$vm_n"
+  exit 0
+fi
+
 mkdir -p "$dir"
 for old in "$dir"/fixtures-*g "$dir"/sparse-*g; do
   if [ ! -e "$old" ] || [ "$old" = "$fx" ] || [ "$old" = "$sfx" ]; then continue; fi
   echo "bench: removing the cache $old (another size)"
   rm -rf "$old"
 done
-avail() { df --output=avail -B1 "$1" | tail -1; }
 
 # ensure_dense builds the dense fixtures once (cached in $fx). A cached sparse disk beside which they do
 # not fit is removed first; the run builds it again after the dense rows.
@@ -203,7 +314,6 @@ if [ -n "${BENCH_BUILD_ONLY:-}" ]; then
 fi
 
 declare -A secs rss wrote
-dropcache() { sync; echo 3 >/proc/sys/vm/drop_caches 2>/dev/null || true; }
 # measure NAME INPUT CMD...: once with a cold page cache (disk-bound) and once with INPUT already cached
 # (CPU-bound); wall seconds and peak RSS from /usr/bin/time.
 measure() {
@@ -405,6 +515,7 @@ else
   ensure_sparse
   sparse_rows
 fi
+vm_rows
 
 rate() { awk -v b="$bytes" -v s="$1" 'BEGIN { printf "%.2f", b / s / 1e9 }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", b / a }'; }
@@ -472,4 +583,5 @@ printf '\nXTS decrypt, one core, 4 KiB sectors:\n'
 printf '  openssl speed -evp aes-256-xts: %s GB/s\n' "$(ossl aes-256-xts)"
 printf '  openssl speed -evp aes-128-xts: %s GB/s\n' "$(ossl aes-128-xts)"
 echo "$gobench" | awk '/4096/ { for (i=1;i<=NF;i++) if ($i=="MB/s") printf "  %s: %.2f GB/s\n", $1, $(i-1)/1000 }'
+vm_table
 printf '\n(%s GiB partition; cold = page cache dropped before the run, warm = input read once before; output on %s; command: BENCH_GIB=%s BENCH_SPARSE_GIB=%s make bench)\n' "$gib" "$sink" "$gib" "$sgib"

@@ -33,6 +33,8 @@ missing=()
 for cmd in "${!need[@]}"; do
   command -v "$cmd" >/dev/null 2>&1 || PATH="$PATH:/usr/sbin:/sbin" command -v "$cmd" >/dev/null 2>&1 || missing+=("${need[$cmd]}")
 done
+# GNU time (make bench: wall time and peak RSS); `command -v time` finds the shell keyword instead
+[ -x /usr/bin/time ] || missing+=(time)
 
 if ((${#missing[@]})); then
   sudo=""

@@ -119,8 +119,15 @@ func printLUKS(w io.Writer, n int, l *luksconv.LUKSInfo) {
 
 func printPlan(w io.Writer, p *luksconv.Plan) {
 	v := p.Volume
-	fmt.Fprintf(w, "Volume: partition %d (%s), LUKS%d %s header, %s %d-bit, %d-byte sectors, unlocked with keyslot %d, plaintext holds %s\n",
-		v.Partition, v.PartUUID, v.Version, v.Header, v.Cipher, v.KeySizeBits, v.SectorSize, v.Keyslot, v.Content)
+	where := fmt.Sprintf("partition %d (%s)", v.Partition, v.PartUUID)
+	switch {
+	case v.LV != "" && v.Partition == 0:
+		where = fmt.Sprintf("LV %s on the whole disk (an LVM PV)", v.LV)
+	case v.LV != "":
+		where = fmt.Sprintf("LV %s on partition %d (%s, an LVM PV)", v.LV, v.Partition, v.PartUUID)
+	}
+	fmt.Fprintf(w, "Volume: %s, LUKS%d %s header, %s %d-bit, %d-byte sectors, unlocked with keyslot %d, plaintext holds %s\n",
+		where, v.Version, v.Header, v.Cipher, v.KeySizeBits, v.SectorSize, v.Keyslot, v.Content)
 	fmt.Fprintf(w, "Output: %s, %s (%d bytes): decrypt %s, copy %s, zero %s\n", p.Format, human(p.OutputSize), p.OutputSize,
 		human(p.Totals.Decrypt), human(p.Totals.Copy), human(p.Totals.Zero))
 	var kinds []string

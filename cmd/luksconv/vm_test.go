@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/vmfixture"
 )
 
 // TestVMConvert converts an OS disk and a data disk in one run: each output equals what convert makes
@@ -60,6 +61,44 @@ func TestVMConvert(t *testing.T) {
 	} {
 		if _, se, code := run(t, nil, append(append([]string{"vm", "convert", "-q"}, a...), bad)...); code != exitUsage {
 			t.Errorf("%v: exit %d: %s", a, code, se)
+		}
+	}
+}
+
+// TestVMConvertVGMemberMissing: the fixture VM's lun4 holds one PV of datavg, lun5 the other. A run
+// given lun4 without lun5 stops before writing anything: exit 2, the disk, the VG and the missing PV
+// named, with the hint to add the disk. With lun5 (and the crypt-on-LVM disk lun7) it converts.
+func TestVMConvertVGMemberMissing(t *testing.T) {
+	m := vmfixture.Load(t)
+	lun4, _ := m.Disk("lun4")
+	lun5, _ := m.Disk("lun5")
+	lun7, _ := m.Disk("lun7")
+	pv1, _ := m.DataVG.PV("pv1")
+	args := []string{"vm", "convert", "-q", "--os", m.Path(m.OS.File), "--key-file", m.Path(m.OS.KeyFile),
+		"--data", "4=" + m.Path(lun4.File), "--data-key", "4=" + m.Path(lun4.KeyFile)}
+	out := filepath.Join(t.TempDir(), "vm")
+	os.Mkdir(out, 0o700)
+	_, se, code := run(t, nil, append(args, out)...)
+	if code != exitUsage {
+		t.Fatalf("lun4 without lun5: exit %d, want %d: %s", code, exitUsage, se)
+	}
+	for _, want := range []string{"LUN 4", "volume group datavg", "PV pv1", pv1.UUID, "none of the disks given", "--data"} {
+		if !strings.Contains(se, want) {
+			t.Errorf("stderr does not say %q:\n%s", want, se)
+		}
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("a refused run left %s", ents[0].Name())
+	}
+
+	args = append(args, "--data", "5="+m.Path(lun5.File), "--data-key", "5="+m.Path(lun5.KeyFile),
+		"--data", "7="+m.Path(lun7.File), "--data-key", "7="+m.Path(lun7.KeyFile), "--verify")
+	if _, se, code := run(t, nil, append(args, out)...); code != 0 {
+		t.Fatalf("lun4 + lun5 + lun7: exit %d: %s", code, se)
+	}
+	for _, f := range []string{"os.raw", "lun4.raw", "lun5.raw", "lun7.raw"} {
+		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
+			t.Error(err)
 		}
 	}
 }

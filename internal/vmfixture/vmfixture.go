@@ -17,7 +17,6 @@ package vmfixture
 import (
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -56,6 +55,12 @@ const (
 	// LayoutDualPass is dual-pass ADE (0.1) in place: a detached 32 MiB header on the OS disk
 	// (/var/lib/azure_disk_encryption_config/azureluksheader<mapper>), ciphertext from byte 0 of the disk.
 	LayoutDualPass = "dual-pass"
+	// LayoutCryptOnLVM is crypt-on-LVM: the disk is a plain LVM PV (no partition table), and ADE
+	// encrypted one of its logical volumes like a disk (EncryptFormatAll: attached LUKS2 header, data
+	// at 16 MiB of the LV). DataDisk.LV names it, DataDisk.DeviceFile holds its content, and
+	// Manifest.CryptVG is the volume group. crypttab names it /dev/mapper/<vg>-<lv>, keyed by the
+	// default BEK file (no LUN in the device name).
+	LayoutCryptOnLVM = "crypt-on-lvm"
 	// LayoutResource is the resource (temporary) disk under EncryptFormatAll: partition 1, attached LUKS2,
 	// mapper resourceencrypt, keyed with the OS volume's BEK file.
 	LayoutResource = "resource-format-all"
@@ -69,12 +74,17 @@ type Manifest struct {
 	Version     string `json:"version"`
 	GeneratedBy string `json:"generated_by"`
 	OS          OSDisk `json:"os"`
-	// Disks are the data disks lun0 to lun6, then the resource disk (LUN -1).
+	// Disks are the data disks lun0 to lun7, then the resource disk (LUN -1).
 	Disks []DataDisk `json:"disks"`
 	// DataVG is the volume group on the plaintexts of lun4 and lun5; its LV datalv spans both.
 	DataVG VG `json:"datavg"`
 	// DataLV is datavg/datalv's filesystem (XFS); SHA256 is the hash of the whole LV.
 	DataLV Filesystem `json:"datalv"`
+	// CryptVG is the plain volume group on lun7 (one PV, the whole disk): its LV crypt-lv (two
+	// segments) is the LUKS device of the crypt-on-LVM volume, plainlv an unencrypted ext4 LV.
+	CryptVG VG `json:"cryptvg"`
+	// PlainLV is lun7vg/plainlv's filesystem (ext4); SHA256 is the hash of the whole LV.
+	PlainLV Filesystem `json:"plainlv"`
 	// BEKFiles maps the file names on the VM's BEK volume (LinuxPassPhraseFileName,
 	// LinuxPassPhraseFileName_1_<lun>) to the host key files holding them.
 	BEKFiles map[string]string `json:"bek_files"`
@@ -134,7 +144,7 @@ type OSDisk struct {
 
 // DataDisk is a data disk or the resource disk.
 type DataDisk struct {
-	Name   string `json:"name"`   // "lun0" ... "lun6", "resource"
+	Name   string `json:"name"`   // "lun0" ... "lun7", "resource"
 	LUN    int    `json:"lun"`    // -1 for the resource disk
 	Layout string `json:"layout"` // one of the Layout constants
 	File   string `json:"file"`   // host file: the disk as Azure stores it
@@ -146,10 +156,17 @@ type DataDisk struct {
 	Partitions     []Partition `json:"partitions"`
 	// Partition is the GPT number of the encrypted partition, 0 for a whole disk.
 	Partition int `json:"partition"`
-	// DeviceOffset and DeviceSize place the LUKS device (the disk or the partition) in File.
+	// DeviceOffset and DeviceSize place the LUKS device (the disk or the partition) in File, or in
+	// DeviceFile when it is set.
 	DeviceOffset int64 `json:"device_offset"`
 	DeviceSize   int64 `json:"device_size"`
-	// DevicePath is the guest's name of the device in crypttab (/dev/disk/azure/scsi1/lunN[-partM]).
+	// DeviceFile (host file) holds the LUKS device when it is a logical volume (LayoutCryptOnLVM): the
+	// LV's content, assembled from its extents on File. "" otherwise.
+	DeviceFile string `json:"device_file"`
+	// LV is the logical volume ("vg/lv") that is the LUKS device (LayoutCryptOnLVM), "" otherwise.
+	LV string `json:"lv"`
+	// DevicePath is the guest's name of the device in crypttab (/dev/disk/azure/scsi1/lunN[-partM], or
+	// /dev/mapper/<vg>-<lv> for an LV).
 	DevicePath string `json:"device_path"`
 	LUKS       LUKS   `json:"luks"`
 	KeyFile    string `json:"key_file"` // host file: the passphrase (the resource disk's is the OS key)
@@ -217,8 +234,8 @@ type VG struct {
 type PV struct {
 	Name    string `json:"name"` // "pv0", "pv1": the name LV segments use
 	UUID    string `json:"uuid"`
-	Disk    string `json:"disk"`   // the disk whose plaintext it is: "os", "lun4", "lun5"
-	Device  string `json:"device"` // the guest's name: /dev/mapper/<mapper>
+	Disk    string `json:"disk"`   // the disk whose plaintext it is: "os", "lun4", "lun5"; or "lun7" (plain)
+	Device  string `json:"device"` // the guest's name: /dev/mapper/<mapper>; lun7's /dev/disk/azure/scsi1/lun7
 	DevSize int64  `json:"dev_size"`
 	PEStart int64  `json:"pe_start"`
 	PECount int64  `json:"pe_count"`
@@ -242,7 +259,7 @@ type Segment struct {
 
 // Filesystem is a filesystem and the files put into it.
 type Filesystem struct {
-	Name      string `json:"name"`      // OS disk and datalv only
+	Name      string `json:"name"`      // OS disk, datalv and plainlv only
 	Type      string `json:"type"`      // "ext4", "xfs" or "vfat"
 	UUID      string `json:"uuid"`      // or the vfat volume id "XXXX-XXXX"
 	Label     string `json:"label"`     // "" everywhere
@@ -252,7 +269,7 @@ type Filesystem struct {
 	Offset int64  `json:"offset"`
 	Size   int64  `json:"size"`
 	Files  []File `json:"files"`
-	SHA256 string `json:"sha256"` // datalv only: hex SHA-256 of the whole LV
+	SHA256 string `json:"sha256"` // datalv and plainlv only: hex SHA-256 of the whole LV
 }
 
 // File is a regular file or symlink in a filesystem. Path is absolute within the filesystem.
@@ -273,7 +290,7 @@ func (m *Manifest) Path(rel string) string {
 	return filepath.Join(m.Dir, rel)
 }
 
-// Disk returns the data disk called name ("lun0" ... "lun6", "resource").
+// Disk returns the data disk called name ("lun0" ... "lun7", "resource").
 func (m *Manifest) Disk(name string) (*DataDisk, bool) {
 	for i := range m.Disks {
 		if m.Disks[i].Name == name {
@@ -340,20 +357,12 @@ func part(ps []Partition, n int) (Partition, bool) {
 
 // ReadManifest reads dir/manifest.json.
 func ReadManifest(dir string) (*Manifest, error) {
-	dir, err := filepath.Abs(dir)
+	m, dir, err := scriptcache.ReadManifest[Manifest](dir)
 	if err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("vmfixture: %s: %w", filepath.Join(dir, "manifest.json"), err)
+		return nil, fmt.Errorf("vmfixture: %w", err)
 	}
 	m.Dir = dir
-	return &m, nil
+	return m, nil
 }
 
 // repoRoot returns the nearest directory above the working directory (or this source file) holding

@@ -123,7 +123,11 @@ func volumes(m *vmfixture.Manifest) []vol {
 	vs := []vol{{name: "os", file: m.Path(m.OS.File), devOff: m.OS.DeviceOffset, luks: m.OS.LUKS,
 		key: m.Path(m.OS.KeyFile), plain: m.Path(m.OS.Plaintext), plainSize: m.OS.DeviceSize, plainSHA: m.OS.PlaintextSHA256}}
 	for _, d := range m.Disks {
-		vs = append(vs, vol{name: d.Name, file: m.Path(d.File), devOff: d.DeviceOffset, luks: d.LUKS,
+		file := m.Path(d.File)
+		if d.DeviceFile != "" {
+			file = m.Path(d.DeviceFile) // an LV, assembled
+		}
+		vs = append(vs, vol{name: d.Name, file: file, devOff: d.DeviceOffset, luks: d.LUKS,
 			key: m.Path(d.KeyFile), plain: m.Path(d.Plaintext), plainSize: d.PlaintextSize, plainSHA: d.PlaintextSHA256})
 	}
 	return vs
@@ -339,6 +343,42 @@ func TestFixture(t *testing.T) {
 		checkFS(t, "datalv", img, &m.DataLV)
 	})
 
+	t.Run("cryptvg", func(t *testing.T) {
+		vg := &m.CryptVG
+		d, ok := m.Disk("lun7")
+		if !ok || d.Layout != vmfixture.LayoutCryptOnLVM || d.LV != vg.VG+"/crypt-lv" || len(vg.PVs) != 1 || vg.PVs[0].Disk != d.Name {
+			t.Fatalf("lun7 is not the crypt-on-LVM disk holding %s: %+v", vg.VG, d)
+		}
+		pv := &vg.PVs[0]
+		if pv.DevSize != d.DiskSize || pv.Device != "/dev/disk/azure/scsi1/lun7" {
+			t.Errorf("PV %s: %d bytes on %s, want the whole disk", pv.Name, pv.DevSize, pv.Device)
+		}
+		// the disk itself is the PV: pvck reads its label and metadata
+		checkPV(t, m.Path(d.File), vg, pv)
+		plain := map[string]string{pv.Name: m.Path(d.File)}
+		clv, ok := vg.LV("crypt-lv")
+		if !ok || clv.Size != d.DeviceSize || len(clv.Segments) != 2 {
+			t.Fatalf("crypt-lv: %+v, want two segments, %d bytes", clv, d.DeviceSize)
+		}
+		if got, want := fileSHA(t, assembleLV(t, vg, clv, plain)), fileSHA(t, m.Path(d.DeviceFile)); got != want {
+			t.Errorf("crypt-lv reassembled from lun7 has SHA-256 %s, %s has %s", got, d.DeviceFile, want)
+		}
+		plv, ok := vg.LV("plainlv")
+		if !ok {
+			t.Fatal("no plainlv")
+		}
+		img := assembleLV(t, vg, plv, plain)
+		if got := fileSHA(t, img); got != m.PlainLV.SHA256 {
+			t.Errorf("plainlv reassembled from lun7 has SHA-256 %s, want %s", got, m.PlainLV.SHA256)
+		}
+		checkFS(t, "plainlv", img, &m.PlainLV)
+		// the device name crypttab gives is the LV's dm name, dashes doubled
+		dm := strings.ReplaceAll(vg.VG, "-", "--") + "-" + strings.ReplaceAll(clv.Name, "-", "--")
+		if d.DevicePath != "/dev/mapper/"+dm {
+			t.Errorf("lun7: device %s, want /dev/mapper/%s", d.DevicePath, dm)
+		}
+	})
+
 	t.Run("os", func(t *testing.T) { checkOS(t, m) })
 	t.Run("guest", func(t *testing.T) { checkGuest(t, m) })
 	t.Run("partitions", func(t *testing.T) {
@@ -348,6 +388,10 @@ func TestFixture(t *testing.T) {
 				p, _ := d.Part(d.Partition)
 				if p.Start != d.DeviceOffset || p.Size != d.DeviceSize {
 					t.Errorf("%s: partition %d is [%d,+%d), the device [%d,+%d)", d.Name, d.Partition, p.Start, p.Size, d.DeviceOffset, d.DeviceSize)
+				}
+			} else if d.DeviceFile != "" {
+				if d.DeviceOffset != 0 || size(t, m.Path(d.DeviceFile)) != d.DeviceSize || size(t, m.Path(d.File)) != d.DiskSize {
+					t.Errorf("%s: the LV device must be the whole of %s", d.Name, d.DeviceFile)
 				}
 			} else if d.DeviceOffset != 0 || d.DeviceSize != d.DiskSize || size(t, m.Path(d.File)) != d.DiskSize {
 				t.Errorf("%s: a whole-disk device must be the whole file", d.Name)
@@ -887,8 +931,13 @@ func checkGuest(t *testing.T, m *vmfixture.Manifest) {
 	if !header[m.DualPassHeader] {
 		t.Errorf("no crypttab line names %s", m.DualPassHeader)
 	}
-	// the LVM devices file: every PV on its dm-crypt device, by crypt_uuid
+	// the LVM devices file: every PV on its dm-crypt device, by crypt_uuid; lun7's plain PV by its WWID
 	dev := g["/etc/lvm/devices/system.devices"]
+	for _, pv := range m.CryptVG.PVs {
+		if !regexp.MustCompile(`(?m)^IDTYPE=sys_wwid IDNAME=naa\.[0-9a-f]{32} DEVNAME=/dev/sd[a-z] PVID=` + strings.ReplaceAll(pv.UUID, "-", "") + `$`).MatchString(dev) {
+			t.Errorf("system.devices lacks a sys_wwid line for %s's PV %s", m.CryptVG.VG, pv.UUID)
+		}
+	}
 	for _, vg := range []*vmfixture.VG{&o.LVM, &m.DataVG} {
 		for _, pv := range vg.PVs {
 			luksUUID, mapper := o.LUKS.UUID, o.Mapper

@@ -230,11 +230,12 @@ lvmid() {
 M0=d53fb14f-4898-4bd2-b167-7fd5e47162c5 M1=9d891a3d-c649-439c-85b9-4aa7c81a897a
 M2=4d943217-df14-459c-b7a1-02b3d6c7eb33 M3=1f9ddb69-9e34-40b3-85b0-a7d328dd6573
 M4=827cbcbb-f67d-4cf4-a67f-46bc8791a9c2 M5=4c973c64-878c-4390-8dcf-f7d2a4d7ac31
-M6=e736561c-9c12-471a-a2af-11d053634c74
+M6=e736561c-9c12-471a-a2af-11d053634c74 M7=5b0c1e2a-7d3f-4c8e-9a61-2f4e8b7d9c07
 # the /etc/fstab.backup.<uuid4> copies ADE makes before each fstab edit, in order
 FSTAB_BACKUPS=(939316bc-07a7-4813-a9a6-b7b03c5c277d 75ca5101-91d2-4e9a-b53b-b98a18d585a0
   b906d2eb-39ae-43f4-bd01-44214aab1beb 08a751b9-04c4-49db-a6bb-a4486d12bc7d 34c0e70d-736c-4fdf-afdb-08af88e4cf88
-  f5dd37de-4338-43b4-a03c-cb6e97cd12e5 a822a23a-5f3a-4651-a1ab-53ca22f22b04 7650bbb7-7122-4413-a30c-6e8c74006857)
+  f5dd37de-4338-43b4-a03c-cb6e97cd12e5 a822a23a-5f3a-4651-a1ab-53ca22f22b04 7650bbb7-7122-4413-a30c-6e8c74006857
+  c3e1a0f4-5d2b-4e7a-8b19-6f0d2c4a9e81)
 # LUKS UUIDs (a0e5c0de-1005-...-LUN), filesystem UUIDs after ADE (a0e5f500-...) and before EncryptFormatAll
 # re-made them (a0e50dd0-..., stale in the fstab backups)
 luuid() { printf 'a0e5c0de-1005-4a00-8000-%012x' "$1"; }
@@ -259,6 +260,8 @@ CMDLINE="crashkernel=auto rd.lvm.lv=rootvg/rootlv console=tty1 console=ttyS0,115
 KOPTS="root=/dev/mapper/rootvg-rootlv ro $CMDLINE $ADEARGS"
 OS_PV=$(lvmid os-pv) OS_VG=$(lvmid os-vg) OS_LV=$(lvmid os-rootlv)
 DATA_PV4=$(lvmid lun4-pv) DATA_PV5=$(lvmid lun5-pv) DATA_VG=$(lvmid datavg) DATA_LV=$(lvmid datalv)
+L7_PV=$(lvmid lun7-pv) L7_VG=$(lvmid lun7vg) L7_CLV=$(lvmid lun7-cryptlv) L7_PLV=$(lvmid lun7-plainlv)
+L7_WWID=naa.6002248071a5c0de0000000000000007 # lun7's SCSI WWID as lvm2 would record it (made up)
 
 # data disks: 64 MiB each. GPT ones: p1 from 1 MiB to 63 MiB (62 MiB).
 DISK=$((64 * MiB)) P1_OFF=$MiB P1_SZ=$((62 * MiB)) P1_FIRST=2048 P1_LAST=$((63 * 2048 - 1))
@@ -343,6 +346,7 @@ UUID=$(olduuid 3) /data3 xfs defaults 0 0
 UUID=$(olduuid 4) /tempdata4 ext4 defaults 0 2
 UUID=$(olduuid 5) /tempdata5 ext4 defaults 0 2
 UUID=$(fsuuid 6) /data6 ext4 defaults 0 2
+UUID=$(olduuid 7) /data7 ext4 defaults 0 2
 EOF
 : >"$E/crypttab" # RHEL ships an empty /etc/crypttab
 : >"$E/fstab.azure.backup"
@@ -420,6 +424,13 @@ ade_fstab_encrypt /tempdata5 "/dev/mapper/$M5" crypttab
 L5_OLD=$OLDLINE L5_NEW=$NEWLINE
 ade_crypttab "$M5" /dev/disk/azure/scsi1/lun5 /mnt/azure_bek_disk/LinuxPassPhraseFileName_1_5
 L5_CT=$CTLINE
+# crypt-on-LVM: lun7 is a plain PV of lun7vg, and ADE encrypts the mounted LV crypt-lv like a disk. Its
+# device is the LV (dm names double a dash inside a VG or LV name); no SCSI LUN names it, so the key
+# file is the default one (see the README).
+ade_fstab_encrypt /data7 "/dev/mapper/$M7" crypttab
+L7_OLD=$OLDLINE L7_NEW=$NEWLINE
+ade_crypttab "$M7" /dev/mapper/lun7vg-crypt--lv /mnt/azure_bek_disk/LinuxPassPhraseFileName
+L7_CT=$CTLINE
 # --- 5. the admin follows Microsoft's LVM-on-crypt how-to: unmounts /tempdata4 and /tempdata5, deletes
 # their fstab lines, pvcreate on the two mappers, datavg/datalv, mkfs.xfs, and an fstab line for the LV
 grep -v -e ' /tempdata4 ' -e ' /tempdata5 ' "$E/fstab" >"$E/fstab.new"
@@ -824,6 +835,142 @@ disk_entry name='"lun6"' lun=6 layout='"dual-pass"' file='"lun6.raw"' disk_size=
   fstab_backup_line="$(js "$L6_OLD")" azure_crypt_mount_line='""' backup_mount_info="$(bmijson "$W/lun6.after")" \
   made_by="$(js "mkfs.ext4 -d (64 MiB, whole disk), debugfs -w, dd of a 32 MiB zero header file, cryptsetup reencrypt --encrypt --type luks2 --header (data at 0)")"
 
+# --------------------------------------------------- lun7: crypt-on-LVM (LUKS inside an LV of a plain PV)
+log "lun7: plain PV (whole disk) of lun7vg; LV crypt-lv (two segments) holds LUKS2 attached (EncryptFormatAll), ext4; plainlv beside it"
+L7PVC=$(((DISK / 512 - PE_START) / EXT)) # 15 extents of 4 MiB
+CLVX=10 PLVX=2 # crypt-lv: extents 0-4 on PE 0-4 and 5-9 on PE 7-11; plainlv: PE 5-6; PE 12-14 free
+cat >"$W/lun7vg.vgcfg" <<EOF
+contents = "Text Format Volume Group"
+version = 1
+
+description = "lun7vg of the luksconv whole-VM fixture (testdata/vm/mkvm.sh)"
+
+creation_host = "rhel8-ade-vm"
+creation_time = $EPOCH
+
+lun7vg {
+	id = "$L7_VG"
+	seqno = 3
+	format = "lvm2"
+	status = ["RESIZEABLE", "READ", "WRITE"]
+	flags = []
+	extent_size = $EXT
+	max_lv = 0
+	max_pv = 0
+	metadata_copies = 0
+
+	physical_volumes {
+
+		pv0 {
+			id = "$L7_PV"
+			device = "/dev/sdi"
+
+			status = ["ALLOCATABLE"]
+			flags = []
+			dev_size = $((DISK / 512))
+			pe_start = $PE_START
+			pe_count = $L7PVC
+		}
+	}
+
+	logical_volumes {
+
+		crypt-lv {
+			id = "$L7_CLV"
+			status = ["READ", "WRITE", "VISIBLE"]
+			flags = []
+			creation_time = $EPOCH
+			creation_host = "rhel8-ade-vm"
+			segment_count = 2
+
+			segment1 {
+				start_extent = 0
+				extent_count = 5
+
+				type = "striped"
+				stripe_count = 1
+
+				stripes = [
+					"pv0", 0
+				]
+			}
+			segment2 {
+				start_extent = 5
+				extent_count = 5
+
+				type = "striped"
+				stripe_count = 1
+
+				stripes = [
+					"pv0", 7
+				]
+			}
+		}
+
+		plainlv {
+			id = "$L7_PLV"
+			status = ["READ", "WRITE", "VISIBLE"]
+			flags = []
+			creation_time = $EPOCH
+			creation_host = "rhel8-ade-vm"
+			segment_count = 1
+
+			segment1 {
+				start_extent = 0
+				extent_count = $PLVX
+
+				type = "striped"
+				stripe_count = 1
+
+				stripes = [
+					"pv0", 5
+				]
+			}
+		}
+	}
+}
+EOF
+truncate -s $DISK "$W/lun7.pv"
+lvm_restore "$W/lun7vg.vgcfg" lun7vg "$L7_PV=$W/lun7.pv"
+vgsegs "$W/lun7vg.vgcfg.readback" >"$W/lun7vg.segs"
+[ "$(tr '\n' ' ' <"$W/lun7vg.segs")" = "crypt-lv 0 5 pv0 0 crypt-lv 5 5 pv0 7 plainlv 0 $PLVX pv0 5 " ] ||
+  { echo "lun7vg: LVM wrote another layout: $(cat "$W/lun7vg.segs")" >&2; exit 1; }
+# crypt-lv: EncryptFormatAll of the LV (luksFormat + mkfs.ext4 on the mapper), with ADE's backup files
+T="$W/lun7.tree"
+usertree "$T" lun7
+backupdir "$T" crypttab_line="$L7_CT" fstab_line="$L7_NEW"$'\n'
+pin "$T"
+CLVB=$((CLVX * EXT * 512))
+ext4img "$T" "$W/lun7.fs" $((CLVB - LUKS2_OFF)) "$(fsuuid 7)"
+cp --sparse=always "$W/lun7.fs" "$TMP/lun7.plain.raw"
+encrypt_attached lun7 "$W/lun7.fs" $CLVB 512 64 "$W/crypt-lv.lv" 7 "$TMP/os.key"
+cp --sparse=always "$W/crypt-lv.lv" "$TMP/lun7.lv.raw"
+# plainlv: an ordinary ext4 LV that stays as it is
+T7P="$W/plainlv.tree"
+mkdir -p "$T7P"
+printf 'plainlv of lun7vg: never encrypted\n' >"$T7P/README.txt"
+stream plainlv 300000 >"$T7P/data.bin"
+pin "$T7P"
+ext4img "$T7P" "$W/plainlv.lv" $((PLVX * EXT * 512)) "$(fsuuid 71)"
+# scatter both LVs onto the PV at the extents the metadata gives (the LVs are never activated)
+while read -r lv se ec _ pe; do
+  dd if="$W/$lv.lv" of="$W/lun7.pv" bs=1M iflag=skip_bytes,count_bytes oflag=seek_bytes conv=notrunc,sparse status=none \
+    skip=$((se * EXT * 512)) count=$((ec * EXT * 512)) seek=$((PE_START * 512 + pe * EXT * 512))
+done <"$W/lun7vg.segs"
+cp --sparse=always "$W/lun7.pv" "$TMP/lun7.raw"
+PLV_SHA=$(sha "$W/plainlv.lv")
+disk_entry name='"lun7"' lun=7 layout='"crypt-on-lvm"' file='"lun7.raw"' disk_size=$DISK \
+  disk_guid='""' partition_table='"none"' partitions='[]' partition=0 device_offset=0 device_size=$CLVB \
+  device_file='"lun7.lv.raw"' lv='"lun7vg/crypt-lv"' device_path='"/dev/mapper/lun7vg-crypt--lv"' \
+  luks="$(luksjson 2 "$(luuid 7)" 512 $LUKS2_OFF 512 argon2id attached "" "" "$KEYDIR/lun7.vk")" \
+  key_file='"os.key"' bek_name='"LinuxPassPhraseFileName"' mapper="$(js $M7)" \
+  plaintext='"lun7.plain.raw"' plaintext_size=$((CLVB - LUKS2_OFF)) plaintext_sha256="$(js "$(sha "$TMP/lun7.plain.raw")")" \
+  before='""' filesystem="$(fsjson ext4 "$(fsuuid 7)" "" 0 $((CLVB - LUKS2_OFF)) "$T")" \
+  stale_uuid="$(js "$(olduuid 7)")" mount_point='"/data7"' crypttab_line="$(js "$L7_CT")" \
+  fstab_line="$(js "$L7_NEW")" fstab_backup_line="$(js "$L7_OLD")" azure_crypt_mount_line='""' \
+  backup_mount_info="$(bmijson "$T")" \
+  made_by="$(js "pvcreate --uuid --restorefile + vgcfgrestore of lun7vg on a loop device over the 64 MiB disk file; mkfs.ext4 -d on a 24 MiB file, cryptsetup reencrypt --encrypt --type luks2 --reduce-device-size 32M on it + 32 MiB, cut to 40 MiB (the LV), put on crypt-lv's extents beside plainlv's ext4 image")"
+
 # ------------------------------------------------------------ resource disk: EncryptFormatAll, p1
 log "resource: GPT p1, LUKS2 attached (EncryptFormatAll), ext4, mapper resourceencrypt, the OS BEK"
 T="$W/resource.tree"
@@ -853,7 +1000,7 @@ disk_entry name='"resource"' lun=-1 layout='"resource-format-all"' file='"resour
 log "os: RHEL 8.10 LVM OS disk: ESP, /boot xfs, BIOS boot, LUKS2 detached-header PV of rootvg (rootlv xfs)"
 R="$W/root"
 mkdir -p "$R"/{etc/lvm/devices,etc/default,etc/dracut.conf.d,boot,home,tmp,var/log,mnt/azure_bek_disk,mnt/resource}
-mkdir -p "$R"/{data0,data1,data2,data3,data6,datalv,tempdata4,tempdata5} "$R/var/lib/azure_disk_encryption_config"
+mkdir -p "$R"/{data0,data1,data2,data3,data6,data7,datalv,tempdata4,tempdata5} "$R/var/lib/azure_disk_encryption_config"
 cp "$E"/fstab "$E"/fstab.azure.backup "$E"/fstab.bak "$E"/crypttab "$E"/waagent.conf "$E"/waagent.conf.rdbak1 \
   "$E"/waagent.conf.rdbak2 "$R/etc/"
 for u in "${FSTAB_BACKUPS[@]}"; do cp "$E/fstab.backup.$u" "$R/etc/"; done
@@ -911,6 +1058,7 @@ dmuuid() { printf 'CRYPT-LUKS2-%s-%s' "${1//-/}" "$2"; }
   printf 'IDTYPE=crypt_uuid IDNAME=%s DEVNAME=/dev/mapper/osencrypt PVID=%s\n' "$(dmuuid "$OS_LUKS" osencrypt)" "${OS_PV//-/}"
   printf 'IDTYPE=crypt_uuid IDNAME=%s DEVNAME=/dev/mapper/%s PVID=%s\n' "$(dmuuid "$(luuid 4)" "$M4")" "$M4" "${DATA_PV4//-/}"
   printf 'IDTYPE=crypt_uuid IDNAME=%s DEVNAME=/dev/mapper/%s PVID=%s\n' "$(dmuuid "$(luuid 5)" "$M5")" "$M5" "${DATA_PV5//-/}"
+  printf 'IDTYPE=sys_wwid IDNAME=%s DEVNAME=/dev/sdi PVID=%s\n' "$L7_WWID" "${L7_PV//-/}"
 } >"$R/etc/lvm/devices/system.devices"
 printf 'ADE whole-VM fixture root filesystem\n' >"$R/etc/motd"
 stream os-messages $((256 * 1024 + 3)) >"$R/var/log/messages"
@@ -1066,13 +1214,18 @@ guest() { # the ADE-relevant text files of the root filesystem: {path: content}
     jq -nc --arg k "$p" --rawfile v "$R$p" '{($k): $v}'
   done | jq -sc 'add'
 }
-vgjson() { # READBACK VG VGUUID PVJSON LVNAME LVUUID: a VG from the read-back metadata
-  local segs
-  segs=$(vgsegs "$1" | jq -Rsc '[split("\n")[] | select(length > 0) | split(" ") |
-    {start_extent: (.[1] | tonumber), extent_count: (.[2] | tonumber), pv: .[3], pe: (.[4] | tonumber)}]')
-  jq -nc --arg vg "$2" --arg id "$3" --argjson es $((EXT * 512)) --argjson pvs "$4" --arg lv "$5" --arg lvid "$6" \
-    --argjson segs "$segs" '{vg:$vg, vg_uuid:$id, extent_size:$es, pvs:$pvs,
-      lvs:[{name:$lv, uuid:$lvid, size: ([$segs[].extent_count] | add * $es), segments:$segs}]}'
+vgjson() { # READBACK VG VGUUID PVJSON LVNAME LVUUID [LVNAME LVUUID]...: a VG from the read-back metadata
+  local segs rb=$1 vg=$2 id=$3 pvs=$4 lvs="[]"
+  shift 4
+  segs=$(vgsegs "$rb" | jq -Rsc '[split("\n")[] | select(length > 0) | split(" ") |
+    {lv: .[0], start_extent: (.[1] | tonumber), extent_count: (.[2] | tonumber), pv: .[3], pe: (.[4] | tonumber)}]')
+  while [ $# -ge 2 ]; do
+    lvs=$(jq -nc --argjson l "$lvs" --arg lv "$1" --arg lvid "$2" --argjson es $((EXT * 512)) --argjson segs "$segs" \
+      '$l + [[$segs[] | select(.lv == $lv) | del(.lv)] as $s | {name:$lv, uuid:$lvid, size: ([$s[].extent_count] | add * $es), segments:$s}]')
+    shift 2
+  done
+  jq -nc --arg vg "$vg" --arg id "$id" --argjson es $((EXT * 512)) --argjson pvs "$pvs" --argjson lvs "$lvs" \
+    '{vg:$vg, vg_uuid:$id, extent_size:$es, pvs:$pvs, lvs:$lvs}'
 }
 pvjson() { # NAME UUID DISK DEVICE DEVBYTES PECOUNT
   jq -nc --arg n "$1" --arg u "$2" --arg d "$3" --arg dev "$4" --argjson sz "$5" --argjson pe $((PE_START * 512)) \
@@ -1083,6 +1236,8 @@ OS_LVM=$(vgjson "$W/rootvg.vgcfg.readback" rootvg "$OS_VG" \
 DATA_LVM=$(vgjson "$W/datavg.vgcfg.readback" datavg "$DATA_VG" \
   "[$(pvjson pv0 "$DATA_PV4" lun4 "/dev/mapper/$M4" $PVB $PVC),$(pvjson pv1 "$DATA_PV5" lun5 "/dev/mapper/$M5" $PVB $PVC)]" \
   datalv "$DATA_LV")
+CRYPT_LVM=$(vgjson "$W/lun7vg.vgcfg.readback" lun7vg "$L7_VG" \
+  "[$(pvjson pv0 "$L7_PV" lun7 /dev/disk/azure/scsi1/lun7 $DISK $L7PVC)]" crypt-lv "$L7_CLV" plainlv "$L7_PLV")
 OSFS=$(jq -sc . <(jq -nc --argjson f "$(filesjson "$EF")" --arg u "$ESP_UUID" --argjson s $ESP_SZ \
   '{name:"esp", type:"vfat", uuid:$u, label:"", partition:1, lv:"", offset:0, size:$s, files:$f}') \
   <(jq -nc --argjson f "$(filesjson "$B")" --arg u "$BOOT_UUID" --argjson s $BOOT_SZ \
@@ -1100,6 +1255,8 @@ jq -n --arg version "$VERSION" \
   --argjson lvm "$OS_LVM" --argjson fss "$OSFS" --arg kopts "$KOPTS" --arg kver "$KVER" \
   --argjson guest "$(guest)" --argjson disks "$(jq -sc . "${DISKS[@]}")" --argjson datavg "$DATA_LVM" \
   --argjson datalv "$(fsjson xfs "$(fsuuid $LVN)" "" 0 $((LVX * EXT * 512)) "$W/datalv.tree")" \
+  --argjson cryptvg "$CRYPT_LVM" --arg plvsha "$PLV_SHA" \
+  --argjson plainlv "$(fsjson ext4 "$(fsuuid 71)" "" 0 $((PLVX * EXT * 512)) "$T7P")" \
   --arg lvsha "$LV_SHA" --argjson beks "$BEKS" --arg hdr6 "$HDR6" \
   '{version:$version, generated_by:"testdata/vm/mkvm.sh",
     os:{file:"os.raw", expected:"os.expected.raw", plaintext:"os.plain.raw", plaintext_sha256:$plain_sha,
@@ -1109,6 +1266,7 @@ jq -n --arg version "$VERSION" \
       esp_uuid:$esp_uuid, root_uuid:$root_uuid, root_lv:"rootvg/rootlv", kernel_version:$kver, cmdline:$kopts,
       luks:$luks, lvm:$lvm, filesystems:$fss, guest_files:$guest},
     disks:$disks, datavg:$datavg, datalv:($datalv + {name:"datalv", lv:"datavg/datalv", sha256:$lvsha}),
+    cryptvg:$cryptvg, plainlv:($plainlv + {name:"plainlv", lv:"lun7vg/plainlv", sha256:$plvsha}),
     bek_files:$beks,
     dual_pass_header:$hdr6}' >"$TMP/manifest.json"
 
