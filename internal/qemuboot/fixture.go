@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -72,17 +71,9 @@ type Manifest struct {
 
 // ReadManifest reads dir/manifest.json and makes its host paths absolute.
 func ReadManifest(dir string) (*Manifest, error) {
-	dir, err := filepath.Abs(dir)
+	m, dir, err := scriptcache.ReadManifest[Manifest](dir)
 	if err != nil {
-		return nil, err
-	}
-	b, err := os.ReadFile(filepath.Join(dir, "manifest.json"))
-	if err != nil {
-		return nil, err
-	}
-	var m Manifest
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("qemuboot: %s: %w", filepath.Join(dir, "manifest.json"), err)
+		return nil, fmt.Errorf("qemuboot: %w", err)
 	}
 	m.Dir = dir
 	for _, p := range []*string{&m.Disk, &m.PlainDisk, &m.BEK, &m.Key, &m.Header, &m.Vmlinuz, &m.Initramfs} {
@@ -90,7 +81,7 @@ func ReadManifest(dir string) (*Manifest, error) {
 			*p = filepath.Join(dir, *p)
 		}
 	}
-	return &m, nil
+	return m, nil
 }
 
 // repoRoot returns the nearest directory above the working directory (or this source file) holding

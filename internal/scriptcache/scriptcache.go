@@ -5,6 +5,7 @@ package scriptcache
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -191,4 +192,23 @@ func Load[T any](t testing.TB, s Spec, prune bool, read func(dir string) (T, err
 		t.Fatal(r.Fail)
 	}
 	return r.Value
+}
+
+// ReadManifest reads dir/manifest.json, which a fixture script wrote, into a T, and returns dir made
+// absolute, against which the caller resolves the manifest's host paths.
+func ReadManifest[T any](dir string) (*T, string, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	path := filepath.Join(dir, "manifest.json")
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	var m T
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, "", fmt.Errorf("%s: %w", path, err)
+	}
+	return &m, dir, nil
 }
