@@ -94,6 +94,12 @@ type Policy struct {
 	// /dev/mapper/<mapper>) to the plain devices their PVs sit on once converted, as crypttab names
 	// them, for the LVM devices file (FixLVMDevices).
 	LVMDevices map[string]string
+	// DisableLVMDevicesFile sets use_devicesfile = 0 in lvm.conf (Policy.FixLVMConf): the devices file
+	// named converted PVs by their dm-crypt devices, and what identifies them once plaintext (the new
+	// disks' WWIDs) cannot be known offline. lvm's search for a PV whose entry names no present device
+	// skips disks with a stable ID, as Azure's are, so with the file in use their VGs would not be
+	// found. After the first boot `vgimportdevices -a` and use_devicesfile = 1 turn it on again.
+	DisableLVMDevicesFile bool
 	// FstabAdd are fstab lines to append when fstab lacks them: those of the converted volumes that
 	// ADE's legacy azure_crypt_mount listed, whose lines ADE removed. They are for the guest's own
 	// /etc/fstab; the initramfs package leaves them out of an image's copy.

@@ -308,3 +308,53 @@ func TestDisabledModuleDracut(t *testing.T) {
 		}
 	}
 }
+
+// TestLVMConfDevicesFileOracle asks lvmconfig for devices/use_devicesfile after Policy.FixLVMConf
+// with DisableLVMDevicesFile: 0 whether lvm.conf had no setting, an enabling one in the file's
+// devices section, only a comment, or ADE's filter appended as its own section; other settings stay.
+func TestLVMConfDevicesFileOracle(t *testing.T) {
+	lvmconfig := lookTool(t, "lvmconfig")
+	query := func(content []byte, key string) (string, bool) {
+		dir := t.TempDir()
+		if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), content, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(lvmconfig, key)
+		cmd.Env = append(os.Environ(), "LVM_SUPPRESS_FD_WARNINGS=1", "LVM_SYSTEM_DIR="+dir)
+		out, err := cmd.Output()
+		return strings.TrimSpace(string(out)), err == nil
+	}
+	filter := `devices { filter = ["a|osencrypt|", "r|` + p4 + `|"] }`
+	pol := Policy{DisableLVMDevicesFile: true}
+	for _, in := range []string{
+		"devices {\n\tdir = \"/dev\"\n}\n",
+		"devices {\n\tdir = \"/dev\"\n\tuse_devicesfile = 1\n}\n",
+		"devices {\n\tdir = \"/dev\"\n\t# use_devicesfile = 1\n}\n" + filter + "\n",
+		"devices {\n\tdir = \"/dev\"\n}",
+		lvmConf8 + "\n" + filter + "\n",
+	} {
+		out, changes := pol.FixLVMConf([]byte(in))
+		if out == nil || len(changes) == 0 {
+			t.Fatalf("%q not changed", in)
+		}
+		if got, ok := query(out, "devices/use_devicesfile"); !ok || got != "use_devicesfile=0" {
+			t.Errorf("after the fix of %q lvmconfig devices/use_devicesfile = %q (found %v)\n%s", in, got, ok, out)
+		}
+		if got, ok := query(out, "devices/filter"); ok {
+			t.Errorf("after the fix of %q lvmconfig still sees a filter %q", in, got)
+		}
+		if strings.Contains(in, "dir =") {
+			if got, ok := query(out, "devices/dir"); !ok || got != `dir="/dev"` {
+				t.Errorf("after the fix of %q: devices/dir = %q (found %v)\n%s", in, got, ok, out)
+			}
+		}
+		// A second pass changes nothing.
+		if again, _ := pol.FixLVMConf(out); again != nil {
+			t.Errorf("a second pass over %q changes it again:\n%s", in, again)
+		}
+	}
+	// Without the policy nothing but ADE's filter is touched.
+	if out, _ := (Policy{}).FixLVMConf([]byte("devices {\n\tuse_devicesfile = 1\n}\n")); out != nil {
+		t.Errorf("changed without DisableLVMDevicesFile:\n%s", out)
+	}
+}

@@ -272,6 +272,53 @@ func FixLVMConf(b []byte) ([]byte, []Change) {
 	return joinLines(ls), changes
 }
 
+// FixLVMConf is the package's FixLVMConf, and with p.DisableLVMDevicesFile it also turns the LVM
+// devices file off: an uncommented use_devicesfile setting gets the value 0, or, when there is none,
+// `devices { use_devicesfile = 0 }` is appended, as ADE appends its filter (lvm merges the sections).
+// The result is nil when nothing needs changing.
+func (p Policy) FixLVMConf(b []byte) ([]byte, []Change) {
+	out, changes := FixLVMConf(b)
+	if !p.DisableLVMDevicesFile {
+		return out, changes
+	}
+	if out == nil {
+		out = b
+	}
+	const why = "turn the LVM devices file off: it names the converted PVs by ADE's dm-crypt devices, and the IDs of their new disks " +
+		"are not known offline (after the first boot: vgimportdevices -a, then use_devicesfile = 1)"
+	ls := splitLines(out)
+	found := false
+	for i, l := range ls {
+		m := useDevicesFileRE.FindStringSubmatchIndex(l.text)
+		if m == nil {
+			continue
+		}
+		found = true
+		if l.text[m[2]:m[3]] == "0" {
+			continue
+		}
+		before := l.text
+		ls[i].text = l.text[:m[2]] + "0" + l.text[m[3]:]
+		changes = append(changes, newChange(PathLVMConf, why, []string{before}, []string{ls[i].text}))
+	}
+	if !found {
+		add := "devices { use_devicesfile = 0 }"
+		if n := len(ls); n > 0 && ls[n-1].nl == "" {
+			ls[n-1].nl = "\n"
+		}
+		ls = append(ls, line{add, "\n"})
+		changes = append(changes, newChange(PathLVMConf, why, nil, []string{add}))
+	}
+	if changes == nil {
+		return nil, nil
+	}
+	return joinLines(ls), changes
+}
+
+// useDevicesFileRE matches an uncommented use_devicesfile setting, alone on its line or after
+// "devices {"; group 1 is its value.
+var useDevicesFileRE = regexp.MustCompile(`^\s*(?:devices\s*\{\s*)?use_devicesfile\s*=\s*(\d+)`)
+
 // cutLVMSetting removes st from ls as FixLVMConf describes.
 func cutLVMSetting(ls []line, st lvmSetting) ([]line, Change) {
 	i, j := st.line, st.endLine

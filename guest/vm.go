@@ -300,9 +300,11 @@ const PathLVMDevices = "/etc/lvm/devices/system.devices"
 // device exists after the conversion, so LVM would ignore the PV and the VG would not activate.
 // p.LVMDevices maps a dm-crypt device (/dev/mapper/osencrypt, /dev/mapper/<data mapper>) to the plain
 // device as ADE's crypttab names it (/dev/disk/by-partuuid/…, /dev/disk/azure/scsi1/lun<N>…); the
-// entry becomes `IDTYPE=devname IDNAME=<device> DEVNAME=<device> PVID=<same>`, which lvm2 matches by
-// name and, where the name differs at boot, finds by the PV's ID (search_for_devnames). Other lines
-// are kept byte for byte. The result is nil when nothing needs changing.
+// entry becomes `IDTYPE=devname IDNAME=<device> DEVNAME=<device> PVID=<same>`. lvm2 compares a devname
+// entry with kernel names only and does not search disks with a stable ID (a WWN) for its PVID, so
+// such an entry does not find the PV on Azure's disks: the file is turned off as well
+// (Policy.DisableLVMDevicesFile), and the entries only keep it from naming devices that are gone.
+// Other lines are kept byte for byte. The result is nil when nothing needs changing.
 func (p Policy) FixLVMDevices(b []byte) ([]byte, []Change) {
 	devices := p.LVMDevices
 	ls := splitLines(b)

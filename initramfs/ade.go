@@ -18,7 +18,7 @@ import (
 //
 //   - etc/crypttab: pol.FixCrypttab;
 //   - etc/fstab: pol.FixFstab;
-//   - etc/lvm/lvm.conf: guest.FixLVMConf;
+//   - etc/lvm/lvm.conf: guest.Policy.FixLVMConf;
 //   - etc/cmdline.d/*.conf and etc/cmdline, the command lines dracut reads besides the boot loader's:
 //     pol.FixDracutCmdline (ADE's kernel arguments removed; pol.AddArgs are not added);
 //   - dracut's modules.txt and build-parameter.txt (usr/lib/dracut or lib/dracut):
@@ -129,7 +129,7 @@ func textRule(k string, pol guest.Policy) func(string, []byte) ([]byte, []guest.
 	case "etc/lvm/devices/system.devices":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixLVMDevices(b) }
 	case "etc/lvm/lvm.conf":
-		return func(_ string, b []byte) ([]byte, []guest.Change) { return guest.FixLVMConf(b) }
+		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixLVMConf(b) }
 	case "usr/lib/dracut/modules.txt", "lib/dracut/modules.txt":
 		return guest.FixDracutModulesList
 	case "usr/lib/dracut/build-parameter.txt", "lib/dracut/build-parameter.txt":

@@ -35,7 +35,7 @@ const (
 var eqRules = map[string]func(pol guest.Policy, p string, b []byte) []byte{
 	"crypttab": func(pol guest.Policy, _ string, b []byte) []byte { out, _ := pol.FixCrypttab(b); return out },
 	"fstab":    func(pol guest.Policy, _ string, b []byte) []byte { out, _ := pol.FixFstab(b); return out },
-	"lvm":      func(_ guest.Policy, _ string, b []byte) []byte { out, _ := guest.FixLVMConf(b); return out },
+	"lvm":      func(pol guest.Policy, _ string, b []byte) []byte { out, _ := pol.FixLVMConf(b); return out },
 	"cmdline":  func(pol guest.Policy, p string, b []byte) []byte { out, _ := pol.FixDracutCmdline(p, b); return out },
 	"modules": func(_ guest.Policy, p string, b []byte) []byte {
 		out, _ := guest.FixDracutModulesList(p, b)
@@ -92,6 +92,8 @@ var eqCases = []struct {
 	{"lvm.conf global_filter", "lvm", "etc/lvm/lvm.conf", "devices {\n\tglobal_filter = [ \"a|/dev/mapper/osencrypt|\", \"r|.*|\" ] }\n", guest.Policy{}, true},
 	{"lvm.conf osencrypt only rejected", "lvm", "etc/lvm/lvm.conf", "devices {\n  filter = [\"r|osencrypt|\", \"a|.*|\"]\n  # filter osencrypt\n}\n", guest.Policy{}, false},
 	{"lvm.conf stock", "lvm", "etc/lvm/lvm.conf", eqLVMConf, guest.Policy{}, false},
+	{"lvm.conf devices file turned off", "lvm", "etc/lvm/lvm.conf", "devices {\n\tuse_devicesfile = 1\n}\n" + eqFilter + "\n", guest.Policy{DisableLVMDevicesFile: true}, true},
+	{"lvm.conf devices file off, no setting", "lvm", "etc/lvm/lvm.conf", eqLVMConf, guest.Policy{DisableLVMDevicesFile: true}, true},
 	// built-in command lines
 	{"cmdline.d ADE args", "cmdline", "etc/cmdline.d/90ade.conf", "rd.lvm.lv=rootvg/rootlv " + eqADEArgs + "\n", guest.Policy{}, true},
 	{"cmdline.d deprecated aliases", "cmdline", "etc/cmdline.d/91alias.conf", eqAliases + " rd.debug\n", guest.Policy{}, true},

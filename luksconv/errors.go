@@ -184,6 +184,9 @@ const (
 	WarnRebuildInitramfs WarningCode = "rebuild-initramfs"
 	// WarnVolumeLeft: a volume ADE encrypted on the VM is not converted in the run and stays encrypted.
 	WarnVolumeLeft WarningCode = "volume-left"
+	// WarnAfterBoot: something to do in the guest after its first boot (turn the LVM devices file on
+	// again).
+	WarnAfterBoot WarningCode = "after-boot"
 	// WarnGuestLayout: the guest's filesystems were found in an unusual layout (several candidate root
 	// filesystems, an fstab that cannot be read).
 	WarnGuestLayout WarningCode = "guest-layout"

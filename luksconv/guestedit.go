@@ -200,6 +200,15 @@ func (e *guestEditor) lvmDevices() {
 		devs[m] = d
 	}
 	e.policy.LVMDevices = devs
+	// A devices file that names a converted PV by its dm-crypt device is turned off (see
+	// guest.Policy.DisableLVMDevicesFile): entries lvm cannot match would hide the PV.
+	if df, err := e.readGuest(guest.PathLVMDevices); err == nil {
+		if _, ch := e.policy.FixLVMDevices(df); ch != nil {
+			e.policy.DisableLVMDevicesFile = true
+			e.warn(WarnAfterBoot, "%s lists converted PVs by their dm-crypt devices: the conversion turns it off in %s (use_devicesfile = 0); "+
+				"after the first boot run `vgimportdevices -a` and set use_devicesfile = 1 to turn it on again", guest.PathLVMDevices, guest.PathLVMConf)
+		}
+	}
 }
 
 // wipeADEBackups wipes the copies of fstab and waagent.conf that ADE saved in /etc before editing them
@@ -315,7 +324,7 @@ func (e *guestEditor) rootEdits() error {
 		rdbak2, _ := e.readGuest(guest.PathWaagentConf + ".rdbak2")
 		e.editFile(guest.PathWaagentConf, noGrow(func(b []byte) ([]byte, []guest.Change) { return guest.FixWaagentConf(b, rdbak1, rdbak2) }))
 	}
-	e.editFile(guest.PathLVMConf, noGrow(guest.FixLVMConf))
+	e.editFile(guest.PathLVMConf, noGrow(pol.FixLVMConf))
 	e.editFile(guest.PathLVMDevices, noGrow(pol.FixLVMDevices))
 	if e.vmBackups {
 		e.wipeADEBackups()

@@ -9,6 +9,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -58,6 +59,11 @@ func TestVMFixturePlan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer vp.Close()
+	if !slices.ContainsFunc(vp.OS.Warnings, func(w luksconv.Warning) bool {
+		return w.Code == luksconv.WarnAfterBoot && strings.Contains(w.Message, "vgimportdevices -a")
+	}) {
+		t.Errorf("no warning tells to turn the LVM devices file on again: %+v", vp.OS.Warnings)
+	}
 	if len(vp.Warnings) != 0 {
 		t.Errorf("warnings: %+v", vp.Warnings)
 	}
@@ -146,6 +152,11 @@ func TestVMFixturePlan(t *testing.T) {
 	if strings.Contains(devices, "crypt_uuid") || strings.Count(devices, "IDTYPE=devname") != 3 ||
 		!strings.Contains(devices, "IDNAME=/dev/disk/by-partuuid/"+m.OS.PartUUID) || !strings.Contains(devices, "IDNAME=/dev/disk/azure/scsi1/lun4 ") {
 		t.Errorf("the LVM devices file still lists the dm-crypt devices:\n%s", devices)
+	}
+	// The file is turned off: lvm cannot match the converted PVs' entries on disks with a stable ID
+	// (TestBootConvertedVMDevicesFileWWN in internal/qemuboot boots it).
+	if conf := string(readXFS(t, root, "/etc/lvm/lvm.conf")); !strings.Contains(conf, "use_devicesfile = 0") || strings.Contains(conf, "osencrypt") {
+		t.Errorf("lvm.conf does not turn the devices file off:\n%s", conf)
 	}
 	for path := range m.OS.GuestFiles {
 		if strings.HasPrefix(path, "/etc/fstab.backup.") || path == "/etc/fstab.azure.backup" || strings.HasPrefix(path, "/etc/waagent.conf.rdbak") {

@@ -30,35 +30,15 @@ func TestBootConvertedVM(t *testing.T) {
 
 // TestBootConvertedVMDevicesFile is TestBootConvertedVM with RHEL 9's LVM devices file in use
 // (use_devicesfile = 1, system.devices listing rootvg's and datavg's PVs on their dm-crypt devices, in
-// the root and in the initramfs): luksconv rewrites both copies, and LVM must find rootvg's PV (in the
-// initramfs) and datavg's PVs (in the root) through the rewritten file. The data disks are virtio-blk
-// disks here (vdb.. in LUN order), which have no stable device ID, so LVM's search for a devices-file
-// entry whose name is not found looks at them (see TestBootConvertedVMDevicesFileWWN).
+// the root and in the initramfs), and every disk, the OS disk too, a SCSI disk with a WWN as Azure
+// attaches them. lvm's search for a devices-file entry that names no present device skips disks with
+// a stable ID such as a WWN, so no rewritten entry could find the converted PVs (the new disks' IDs
+// are not known offline): luksconv turns the devices file off in both lvm.conf copies, and the VM
+// must boot on rootvg and mount datavg with use_devicesfile = 0.
 func TestBootConvertedVMDevicesFile(t *testing.T) {
 	skipShort(t)
 	t.Parallel()
-	bootConvertedVM(t, true, busVirtio)
-}
-
-// EnvKnownBugs names the environment variable that runs the tests of known, unfixed bugs.
-const EnvKnownBugs = "LUKSCONV_BOOT_KNOWN_BUGS"
-
-// TestBootConvertedVMDevicesFileWWN is TestBootConvertedVMDevicesFile with the disks on SCSI with
-// WWNs, as Azure attaches them: "data" puts the data disks there, "os" the OS disk too. Both FAIL
-// today. luksconv rewrites each converted PV's devices-file entry to IDTYPE=devname
-// IDNAME=/dev/disk/azure/scsi1/lun<N> (/dev/disk/by-partuuid/<p4> for rootvg); lvm matches a devname
-// entry only against the kernel name (/dev/sdc), and its search for the PVID of an unmatched devname
-// entry (search_for_devnames="auto", the default) skips devices that have a stable ID such as a WWN.
-// So datavg's PVs are "not found" and /datalv is not mounted ("data"); with the OS disk on SCSI the
-// initramfs does not find rootvg and the VM does not boot ("os"). They run only with
-// LUKSCONV_BOOT_KNOWN_BUGS=1.
-func TestBootConvertedVMDevicesFileWWN(t *testing.T) {
-	skipShort(t)
-	if os.Getenv(EnvKnownBugs) == "" {
-		t.Skipf("known bug: luksconv's devices-file entries for converted PVs on disks with a WWN are not found by lvm; set %s=1 to run", EnvKnownBugs)
-	}
-	t.Run("data", func(t *testing.T) { t.Parallel(); bootConvertedVM(t, true, busSCSI) })
-	t.Run("os", func(t *testing.T) { t.Parallel(); bootConvertedVM(t, true, busSCSIAll) })
+	bootConvertedVM(t, true, busSCSIAll)
 }
 
 // vmBus is how the data disks are attached.
@@ -288,10 +268,10 @@ func bootConvertedVM(t *testing.T, devicesFile bool, bus vmBus) {
 		}
 	}
 
-	// The devices file: in use and rewritten, or absent.
+	// The devices file: turned off and rewritten, or absent.
 	if devicesFile {
-		if rep.UseDevicesFile != "1" {
-			t.Errorf("lvm's use_devicesfile in the booted root = %q, want 1", rep.UseDevicesFile)
+		if rep.UseDevicesFile != "0" {
+			t.Errorf("lvm's use_devicesfile in the booted root = %q, want 0 (turned off by the conversion)", rep.UseDevicesFile)
 		}
 		text := strings.Join(rep.DevicesFile, "\n")
 		if len(rep.DevicesFile) == 0 || strings.Contains(text, "crypt_uuid") || strings.Contains(text, "/dev/mapper/") {
