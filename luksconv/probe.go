@@ -11,13 +11,15 @@ import (
 type Content string
 
 const (
-	ContentLUKS1    Content = "luks1"
-	ContentLUKS2    Content = "luks2"
-	ContentXFS      Content = "xfs"
-	ContentExt4     Content = "ext"
-	ContentFAT      Content = "vfat"
-	ContentLVM2     Content = "lvm2-pv"
-	ContentSwap     Content = "swap"
+	ContentLUKS1 Content = "luks1"
+	ContentLUKS2 Content = "luks2"
+	ContentXFS   Content = "xfs"
+	ContentExt4  Content = "ext"
+	ContentFAT   Content = "vfat"
+	ContentLVM2  Content = "lvm2-pv"
+	ContentSwap  Content = "swap"
+	// ContentBtrfs is a btrfs filesystem: recognised (its UUID mounts it), its free space not judged.
+	ContentBtrfs    Content = "btrfs"
 	ContentBIOSBoot Content = "bios-boot"
 	ContentEmpty    Content = "empty"
 	// ContentUnknown is data with no known signature: what a volume encrypted under a detached LUKS
@@ -25,9 +27,12 @@ const (
 	ContentUnknown Content = "no-signature"
 )
 
-// probeSize is how much of a partition's start probe reads: enough for the LVM label (sectors 0-3)
-// and a 4 KiB swap header.
-const probeSize = 4096
+// probeSize is how much of a partition's start probe reads: enough for the LVM label (sectors 0-3),
+// a 4 KiB swap header and btrfs's superblock (at 64 KiB).
+const probeSize = btrfsSuper + 4096
+
+// btrfsSuper is the offset of btrfs's primary superblock; its magic is at +0x40, its fsid at +0x20.
+const btrfsSuper = 64 << 10
 
 // probe identifies the content of the volume at the start of r by its magic numbers.
 func probe(r io.ReaderAt, size int64) (Content, error) {
@@ -59,6 +64,8 @@ func probeBytes(b []byte) Content {
 		return ContentFAT
 	case has(4096-10, "SWAPSPACE2") || has(4096-10, "SWAP-SPACE"):
 		return ContentSwap
+	case has(btrfsSuper+0x40, "_BHRfS_M"):
+		return ContentBtrfs
 	}
 	// The LVM2 label may sit in any of the first four sectors.
 	for s := 0; s < 4; s++ {

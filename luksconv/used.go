@@ -44,6 +44,8 @@ func (p *Plan) usedOnly(src *Source, parts []PartitionInfo, plain io.ReaderAt, p
 	case ContentLVM2:
 		s, l, w := lvmFree(plain, plainSize, partOff, p.Volume.PayloadOffset, vol, "decrypted in full", done)
 		spans, logs, warns = append(spans, s...), append(logs, l...), append(warns, w...)
+	case ContentBtrfs:
+		warns = append(warns, warning(WarnCopiedInFull, "%s holds btrfs, whose free space luksconv does not judge: decrypted in full", vol))
 	}
 	return spans, logs, warns
 }

@@ -326,6 +326,11 @@ func filesystemUUID(plain io.ReaderAt, size int64, content Content) string {
 		if fs, err := ext.Open(plain, size); err == nil {
 			return fs.UUID()
 		}
+	case ContentBtrfs:
+		var u [16]byte
+		if _, err := plain.ReadAt(u[:], btrfsSuper+0x20); err == nil && u != [16]byte{} {
+			return formatUUID(u)
+		}
 	}
 	return ""
 }

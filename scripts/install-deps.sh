@@ -16,6 +16,7 @@ declare -A need=(
   [mcopy]=mtools
   [qemu-img]=qemu-utils
   [mkfs.ext4]=e2fsprogs
+  [mkfs.btrfs]=btrfs-progs
   [xz]=xz-utils
   [openssl]=openssl
   [losetup]=mount
