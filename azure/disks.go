@@ -84,6 +84,9 @@ func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *Sn
 	if d.Properties != nil {
 		snap.Properties.OSType = d.Properties.OSType
 		snap.Properties.HyperVGeneration = d.Properties.HyperVGeneration
+		// The snapshot holds the disk's data: reached no more openly than the disk.
+		diskAccess(d.Properties).apply(&snap.Properties.DataAccessAuthMode, &snap.Properties.NetworkAccessPolicy, &snap.Properties.DiskAccessID,
+			&snap.Properties.PublicNetworkAccess)
 	}
 	r, err := started(f.NewSnapshotsClient().BeginCreateOrUpdate(ctx, rg, name, snap, nil)).wait(ctx, c)
 	if err != nil {
@@ -276,6 +279,9 @@ type DiskSpec struct {
 	// DiskEncryptionSetID is the DES whose customer-managed key encrypts
 	// the disk at rest; EncryptionType defaults to
 	// EncryptionAtRestWithCustomerKey and must match the DES's type.
+	// Access is copied from the source (a snapshot's own, else its disk's), so the plaintext disk
+	// is reached as the ADE disk was: Entra authentication, private network access.
+	Access              DataAccess                `json:"dataAccess"`
 	DiskEncryptionSetID string                    `json:"diskEncryptionSetId,omitempty"`
 	EncryptionType      armcompute.EncryptionType `json:"encryptionType,omitempty"`
 	Tags                map[string]string         `json:"tags,omitempty"`
@@ -337,6 +343,7 @@ func (c *Client) DiskSpecFrom(ctx context.Context, sourceID, resourceGroup, name
 			return nil, opError(op, sourceID, err)
 		}
 		loc = s.Location
+		spec.Access = snapshotAccess(s.Properties)
 		if p := s.Properties; p != nil {
 			size, sizeGB = p.DiskSizeBytes, p.DiskSizeGB
 			common.os, common.gen, common.caps, common.plan, common.sec = p.OSType, p.HyperVGeneration, p.SupportedCapabilities, p.PurchasePlan, p.SecurityProfile
@@ -375,6 +382,7 @@ func (c *Client) DiskSpecFrom(ctx context.Context, sourceID, resourceGroup, name
 			if d.SKU != nil && d.SKU.Name != nil {
 				spec.SKU = *d.SKU.Name
 			}
+			spec.Access = spec.Access.Merge(diskAccess(d.Properties))
 			if p := d.Properties; rid.Type == typeDisk && p != nil {
 				loc = d.Location
 				size, sizeGB = p.DiskSizeBytes, p.DiskSizeGB
@@ -505,6 +513,7 @@ func (s *DiskSpec) diskModel() armcompute.Disk {
 		PurchasePlan:          s.PurchasePlan,
 		// EncryptionSettingsCollection stays nil: it is where ADE lives.
 	}
+	s.Access.apply(&p.DataAccessAuthMode, &p.NetworkAccessPolicy, &p.DiskAccessID, &p.PublicNetworkAccess)
 	if s.OSType != "" {
 		p.OSType = to.Ptr(s.OSType)
 	}

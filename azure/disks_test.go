@@ -406,6 +406,10 @@ func TestGrantRead(t *testing.T) {
 func TestSnapshotDisk(t *testing.T) {
 	c := newCloud(t)
 	sourceFixture(c)
+	// A locked-down disk: its snapshot is reached no more openly.
+	dp := c.Disks[key(rg, "osdisk")].Properties
+	dp.DataAccessAuthMode = to.Ptr(armcompute.DataAccessAuthModeAzureActiveDirectory)
+	dp.NetworkAccessPolicy = to.Ptr(armcompute.NetworkAccessPolicyDenyAll)
 	id, err := c.client().SnapshotDisk(context.Background(), resID(typeDisk, "osdisk"), "snap2", &SnapshotOptions{Incremental: true, Tags: map[string]string{"by": "luksconv"}})
 	if err != nil {
 		t.Fatal(err)
@@ -417,6 +421,13 @@ func TestSnapshotDisk(t *testing.T) {
 	if *s.Properties.CreationData.CreateOption != armcompute.DiskCreateOptionCopy || *s.Properties.CreationData.SourceResourceID != resID(typeDisk, "osdisk") ||
 		*s.Location != region || !*s.Properties.Incremental || *s.Tags["by"] != "luksconv" {
 		t.Errorf("snapshot body %+v", s)
+	}
+	if p := s.Properties; p.DataAccessAuthMode == nil || *p.DataAccessAuthMode != armcompute.DataAccessAuthModeAzureActiveDirectory ||
+		p.NetworkAccessPolicy == nil || *p.NetworkAccessPolicy != armcompute.NetworkAccessPolicyDenyAll {
+		t.Errorf("the snapshot is less protected than its disk: %+v", p)
+	}
+	if a, err := c.client().ReadDataAccess(context.Background(), resID(typeDisk, "osdisk")); err != nil || !a.NeedsToken() || !a.Private() {
+		t.Errorf("ReadDataAccess %+v, %v", a, err)
 	}
 }
 

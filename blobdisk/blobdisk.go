@@ -30,13 +30,16 @@ type Options struct {
 	Workers int
 	// Logf receives warnings and retry notices, SAS signatures already redacted.
 	Logf func(format string, args ...any)
+	// Bearer, if set, sends an Entra token with every request (a disk with
+	// dataAccessAuthMode=AzureActiveDirectory).
+	Bearer *blobio.Bearer
 }
 
 // OpenSource opens the page blob at sasURL, holding a fixed VHD (an exported snapshot or disk), as a
 // source. Only the pages the blob has written are read. The Source's Path is the URL with its SAS
 // signature redacted; Close releases the blob's connections.
 func OpenSource(ctx context.Context, sasURL string, opts Options) (*luksconv.Source, error) {
-	b, err := blobio.OpenPageBlob(ctx, sasURL, blobio.SourceOptions{Workers: opts.Workers, Logf: opts.Logf})
+	b, err := blobio.OpenPageBlob(ctx, sasURL, blobio.SourceOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer})
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +107,7 @@ func CreateOutput(ctx context.Context, p *luksconv.Plan, sasURL string, opts Out
 	if journal == "" {
 		journal = DefaultJournal(p)
 	}
-	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf,
+	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
 		Journal: journal, JournalTag: p.ID()})
 	if err != nil {
 		return nil, err

@@ -193,7 +193,7 @@ type conn struct {
 	requests, retries atomic.Int64
 }
 
-func newConn(sasURL string, workers int, rt http.RoundTripper, retry RetryOptions, logf func(string, ...any)) (*conn, error) {
+func newConn(sasURL string, workers int, rt http.RoundTripper, retry RetryOptions, bearer *Bearer, logf func(string, ...any)) (*conn, error) {
 	red := newRedactor(sasURL)
 	c := &conn{url: red.redact(sasURL), red: red, retry: retry.withDefaults()}
 	c.logf = func(format string, args ...any) {
@@ -222,6 +222,9 @@ func newConn(sasURL string, workers int, rt http.RoundTripper, retry RetryOption
 		Retry:     policy.RetryOptions{MaxRetries: -1},
 		Telemetry: policy.TelemetryOptions{ApplicationID: "luksconv-blobio"},
 	}}
+	if bearer != nil && bearer.Credential != nil {
+		opts.PerCallPolicies = append(opts.PerCallPolicies, &bearerPolicy{b: *bearer})
+	}
 	c.client, err = pageblob.NewClientWithNoCredential(sasURL, opts)
 	if err != nil {
 		return nil, c.red.newError("open", c.url, 0, 0, 0, err)

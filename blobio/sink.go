@@ -54,6 +54,9 @@ type SinkOptions struct {
 	// (default: vhd.FixedFooterBytes(size)). With a journal, the footer is
 	// stored in it, so a resumed run writes the same footer.
 	Footer []byte
+	// Bearer, if set, adds an Entra token to every request (a disk or
+	// snapshot with dataAccessAuthMode=AzureActiveDirectory).
+	Bearer *Bearer
 	// Transport replaces the http.Transport made by NewTransport(Workers).
 	Transport http.RoundTripper
 	// Logf receives warnings and retry notices, already redacted
@@ -115,7 +118,7 @@ func CreatePageBlobSink(ctx context.Context, sasURL string, size int64, opts Sin
 	if workers <= 0 {
 		workers = DefaultWorkers
 	}
-	c, err := newConn(sasURL, workers, opts.Transport, opts.Retry, opts.Logf)
+	c, err := newConn(sasURL, workers, opts.Transport, opts.Retry, opts.Bearer, opts.Logf)
 	if err != nil {
 		return nil, err
 	}

@@ -43,6 +43,9 @@ type SourceOptions struct {
 	// PageRangeWindow is the span of one Get Page Ranges request, a multiple
 	// of 512 (default DefaultPageRangeWindow).
 	PageRangeWindow int64
+	// Bearer, if set, adds an Entra token to every request (a disk or
+	// snapshot with dataAccessAuthMode=AzureActiveDirectory).
+	Bearer *Bearer
 	// Transport replaces the http.Transport made by NewTransport(Workers).
 	Transport http.RoundTripper
 	// Logf receives warnings and retry notices, already redacted
@@ -93,7 +96,7 @@ func OpenPageBlob(ctx context.Context, sasURL string, opts SourceOptions) (*Sour
 	if window%PageSize != 0 {
 		return nil, fmt.Errorf("blobio: page range window %d is not a multiple of %d", window, PageSize)
 	}
-	c, err := newConn(sasURL, workers, opts.Transport, opts.Retry, opts.Logf)
+	c, err := newConn(sasURL, workers, opts.Transport, opts.Retry, opts.Bearer, opts.Logf)
 	if err != nil {
 		return nil, err
 	}

@@ -94,9 +94,14 @@ func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w 
 		}
 		return nil
 	}
-	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog})
+	// A disk or snapshot that needs Entra authentication for its data gets the token too.
+	access, err := cl.ReadDataAccess(ctx, id)
 	if err != nil {
 		return nil, nil, errors.Join(err, done())
+	}
+	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog, Bearer: cl.DataBearer(access)})
+	if err != nil {
+		return nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
 	}
 	debugSource(sas, src)
 	// The plan, the report and the resume journal name the resource, which stays the same across

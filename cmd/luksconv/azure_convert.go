@@ -30,6 +30,9 @@ type azureConvert struct {
 	des, target, rg  string
 	dryRun, recreate bool
 	allowRunning     bool
+	dataAuth         string // --data-access-auth-mode
+	netPolicy        string // --network-access-policy
+	diskAccess       string // --disk-access
 	vm               string
 	suffix           string
 	parallel         int
@@ -91,6 +94,9 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.rg, "resource-group", "", "resource group of the new disk (default: the source's)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan and the ARM changes; create nothing")
 	fl.BoolVar(&f.allowRunning, "allow-running", false, "read the disk of a running VM (a crash-consistent snapshot; never with --recreate-vm)")
+	fl.StringVar(&f.dataAuth, "data-access-auth-mode", "", "the new disk's dataAccessAuthMode: AzureActiveDirectory or None (default: the source's)")
+	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll, AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
+	fl.StringVar(&f.diskAccess, "disk-access", "", "resource ID of the disk access for --network-access-policy AllowPrivate")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
@@ -234,6 +240,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	debugAzure("read source and disk encryption set", readID, "des", f.des, "target", f.target)
 	spec, err := cl.DiskSpecFrom(ctx, readID, f.rg, f.target, f.des)
 	if err != nil {
+		return err
+	}
+	if err := f.applyAccess(spec); err != nil {
 		return err
 	}
 	if p.OutputSize%(1<<20) != 0 {
@@ -382,7 +391,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 
 	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
 	bo, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
-		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog}, Journal: journal,
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(j.spec.Access)}, Journal: journal,
 		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
 		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
 		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
@@ -393,7 +402,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 			return tgt.Finish(fctx)
 		}})
 	if err != nil {
-		return tgt, nil, expiredHint(err)
+		return tgt, nil, accessHint(err, j.spec.Access, tgt.Expires, diskID)
 	}
 	dlog.Debug("output opened", "kind", "page blob", "url", bo.URL(), "size", p.OutputSize, "journal", journal)
 	var o luksconv.Output = bo
@@ -405,7 +414,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	if err != nil {
 		dlog.Debug("execute failed; the journal stays for a resume", "journal", journal, "error", err)
 		o.Abort()
-		return tgt, nil, expiredHint(err)
+		return tgt, nil, accessHint(err, j.spec.Access, tgt.Expires, diskID)
 	}
 	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
 		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
@@ -414,6 +423,37 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	}
 	finished = true
 	return tgt, res, nil
+}
+
+// applyAccess sets the new disk's data access from the flags over what the spec copied from the
+// source.
+func (f *azureConvert) applyAccess(spec *azure.DiskSpec) error {
+	switch f.dataAuth {
+	case "":
+	case string(armcompute.DataAccessAuthModeAzureActiveDirectory), string(armcompute.DataAccessAuthModeNone):
+		spec.Access.AuthMode = armcompute.DataAccessAuthMode(f.dataAuth)
+	default:
+		return fmt.Errorf("%w: --data-access-auth-mode %q: want AzureActiveDirectory or None", errUsage, f.dataAuth)
+	}
+	switch f.netPolicy {
+	case "":
+	case string(armcompute.NetworkAccessPolicyAllowAll), string(armcompute.NetworkAccessPolicyDenyAll):
+		spec.Access.NetworkAccessPolicy, spec.Access.DiskAccessID = armcompute.NetworkAccessPolicy(f.netPolicy), ""
+	case string(armcompute.NetworkAccessPolicyAllowPrivate):
+		spec.Access.NetworkAccessPolicy = armcompute.NetworkAccessPolicyAllowPrivate
+		if f.diskAccess != "" {
+			spec.Access.DiskAccessID = f.diskAccess
+		}
+	default:
+		return fmt.Errorf("%w: --network-access-policy %q: want AllowAll, AllowPrivate or DenyAll", errUsage, f.netPolicy)
+	}
+	if f.diskAccess != "" && f.netPolicy != string(armcompute.NetworkAccessPolicyAllowPrivate) {
+		return fmt.Errorf("%w: --disk-access goes with --network-access-policy AllowPrivate", errUsage)
+	}
+	if spec.Access.NetworkAccessPolicy == armcompute.NetworkAccessPolicyAllowPrivate && spec.Access.DiskAccessID == "" {
+		return fmt.Errorf("%w: networkAccessPolicy AllowPrivate needs a disk access: give --disk-access ID", errUsage)
+	}
+	return nil
 }
 
 // checkQuiet refuses to read a disk whose VM runs — writes after the snapshot would be missing from
@@ -514,13 +554,26 @@ func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists erro
 	return tgt, nil
 }
 
-// expiredHint adds what to do to a refused upload: a write SAS that expired (--write-access) is
-// granted anew by the same command, which resumes from the journal.
-func expiredHint(err error) error {
-	if blobio.HTTPStatus(err) == http.StatusForbidden {
-		return &hintedError{err, "the disk's write access may have expired (--write-access): run the same command again to grant it anew and resume"}
+// accessHint adds what to do to a refused data request: a 401 is the Entra token a disk with
+// dataAccessAuthMode=AzureActiveDirectory needs; a 403 while the SAS is still valid (expires) is the
+// disk's network access; else the SAS expired (--write-access), which the same command grants anew.
+func accessHint(err error, access azure.DataAccess, expires time.Time, id string) error {
+	switch st := blobio.HTTPStatus(err); {
+	case st == http.StatusUnauthorized:
+		return &hintedError{err, fmt.Sprintf("%s needs an Entra token besides its SAS (dataAccessAuthMode=AzureActiveDirectory): "+
+			"the signed-in identity needs the role Data Operator for Managed Disks on it", id)}
+	case st != http.StatusForbidden:
+		return err
+	case !expires.IsZero() && time.Now().After(expires):
+		return &hintedError{err, "the disk's write access expired (--write-access): run the same command again to grant it anew and resume"}
+	case access.Private():
+		return &hintedError{err, fmt.Sprintf("%s accepts data only through its private endpoint (networkAccessPolicy=%s, publicNetworkAccess=%s): "+
+			"run luksconv inside that virtual network, or give the new disk --network-access-policy AllowAll", id, access.NetworkAccessPolicy, access.PublicNetworkAccess)}
+	case expires.IsZero():
+		return &hintedError{err, "the disk's access may have expired or the network may be refused: run the same command again to grant access anew and resume"}
 	}
-	return err
+	return &hintedError{err, fmt.Sprintf("refused although the SAS should be valid until %s: it may have been revoked or have expired early "+
+		"(run the same command again to grant it anew and resume), or a firewall or policy refuses this machine", expires.UTC().Format(time.RFC3339))}
 }
 
 // subscriptionOf is --subscription, or the subscription of the resource ID.

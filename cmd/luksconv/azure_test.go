@@ -60,6 +60,8 @@ type fakeAzure struct {
 	corruptOnRead string
 	// snapshotsOfDisks: a snapshot's blob is the blob of the disk it was taken from (else "snap").
 	snapshotsOfDisks bool
+	// rewrite, if set, replaces each SAS URL handed out (to route it through a test's proxy).
+	rewrite func(kind, name, sasURL string) string
 }
 
 // writeExpiry is when the last write SAS of the disk name expires.
@@ -103,6 +105,9 @@ func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) st
 		}
 	}
 	u := f.az.BlobSAS(f.t, "disks", blobName+".vhd", p, ttl)
+	if f.rewrite != nil {
+		u = f.rewrite(kind, name, u)
+	}
 	f.sas = append(f.sas, u)
 	return u
 }

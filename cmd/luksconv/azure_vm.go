@@ -202,6 +202,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
+		if err := f.applyAccess(spec); err != nil {
+			return err
+		}
 		if d.plan.OutputSize%(1<<20) != 0 {
 			return fmt.Errorf("%s: plan output size %d is not a whole MiB", diskName(d.LUN), d.plan.OutputSize)
 		}

@@ -253,7 +253,7 @@ func TestAzureConvertRerun(t *testing.T) {
 	if code == 0 || code == exitInterrupted {
 		t.Fatalf("upload with an expired write SAS: exit %d:\n%s", code, se)
 	}
-	for _, w := range []string{"403", "the disk's write access may have expired (--write-access): run the same command again", "stays open so that the same command resumes it"} {
+	for _, w := range []string{"403", "it may have been revoked or have expired early (run the same command again to grant it anew and resume)", "stays open so that the same command resumes it"} {
 		if !strings.Contains(se, w) {
 			t.Errorf("the refused upload does not say %q:\n%s", w, se)
 		}
