@@ -75,6 +75,10 @@ type OutputOptions struct {
 	// Azure (revoking the disk's write access). The journal is removed only after it succeeds, so
 	// that a rerun after a failed Finish writes nothing again and only finishes.
 	Finish func(ctx context.Context) error
+	// SameTarget says the caller has proved that sasURL reaches the very disk the journal was written
+	// for (a managed disk tagged with the plan's ID): the journal then applies although the URL's host
+	// or path changed, which Azure does not promise to keep across grants of the same disk.
+	SameTarget bool
 }
 
 // DefaultJournal is the journal file name an upload of p uses unless told otherwise.
@@ -108,7 +112,7 @@ func CreateOutput(ctx context.Context, p *luksconv.Plan, sasURL string, opts Out
 		journal = DefaultJournal(p)
 	}
 	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
-		Journal: journal, JournalTag: p.ID()})
+		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget})
 	if err != nil {
 		return nil, err
 	}

@@ -1,11 +1,14 @@
 package main
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
 	"net/url"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,6 +18,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/azurite"
+	"github.com/luksconv/luksconv/luksconv"
 )
 
 // lockedProxy stands in front of Azurite for the data URLs of locked-down disks and snapshots, and
@@ -146,5 +150,43 @@ func TestAzureConvertLockedDown(t *testing.T) {
 	_, se, code = runCLI(t, "azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain4", "--journal", dir+"/j4")
 	if code == 0 || !strings.Contains(se, "private endpoint") || strings.Contains(se, "expired") {
 		t.Errorf("403 from outside the private network: exit %d: %s", code, se)
+	}
+}
+
+// TestAzureConvertResumeNewURL interrupts an upload and resumes it through a grant whose URL has
+// another host (the same disk, as the plan tag proves): the journal follows the disk, not the URL,
+// so the rerun skips what the first run wrote, and the disk equals the local conversion.
+func TestAzureConvertResumeNewURL(t *testing.T) {
+	f, fx := setupAzure(t, false)
+	dir := t.TempDir()
+	want := localConversion(t, fx, dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	azureOutputHook = func(_ *uploadJob, o luksconv.Output) luksconv.Output {
+		return &interruptOutput{Output: o, cancel: cancel}
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	args := []string{"azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain",
+		"--journal", filepath.Join(dir, "j"), "--workers", "1", "--json"}
+	if _, se, code := runCLICtx(t, ctx, args...); code != exitInterrupted {
+		t.Fatalf("interrupted run: exit %d:\n%s", code, se)
+	}
+	azureOutputHook = nil
+	f.rewrite = func(kind, name, u string) string {
+		if kind == "disk" {
+			return strings.Replace(u, "://127.0.0.1:", "://localhost:", 1)
+		}
+		return u
+	}
+	so, se, code := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("rerun through a new URL: exit %d:\n%s", code, se)
+	}
+	if resumed, _ := reportBytes(t, so); resumed == 0 {
+		t.Errorf("the rerun through a new URL resumed nothing:\n%s", se)
+	}
+	got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want)))
+	if !bytes.Equal(got, want) {
+		t.Fatal("the resumed disk differs from the local conversion")
 	}
 }

@@ -392,6 +392,9 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
 	bo, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
 		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(j.spec.Access)}, Journal: journal,
+		// The disk was created by this run or reopened only when tagged with this plan: the journal
+		// follows the disk, not the upload URL of one grant.
+		SameTarget: true,
 		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
 		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
 		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
