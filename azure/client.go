@@ -10,6 +10,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	azcloud "github.com/Azure/azure-sdk-for-go/sdk/azcore/cloud"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
@@ -41,10 +42,24 @@ type Options struct {
 	NewSecretsClient func(vaultURL string) (*azsecrets.Client, error)
 	NewKeysClient    func(vaultURL string) (*azkeys.Client, error)
 
+	// Cloud is the Azure cloud of the Microsoft.Compute endpoint (zero: the public cloud; see
+	// CloudByName). It is applied to ARM when ARM does not name a cloud itself. Key Vault URLs come
+	// from the disks and need no setting.
+	Cloud azcloud.Configuration
+
 	// PollFrequency is the polling interval of long-running operations when
 	// the service does not send Retry-After; 0 means DefaultPollFrequency.
 	// The SDK refuses values below one second outside `go test`.
 	PollFrequency time.Duration
+
+	// VMCreateRetry bounds how long a VM PUT refused for a while only
+	// (NicReservedForAnotherVm, 429, 5xx) is retried, with delays of 5 to
+	// 30 PollFrequency; 0 means DefaultVMCreateRetry, negative no retry.
+	VMCreateRetry time.Duration
+	// VMModelDir is where RecreateVM saves the rollback model of the VM
+	// it deletes (luksconv-vm-NAME-TIME.json), kept when neither the new
+	// VM nor the restore could be created; "" is the current directory.
+	VMModelDir string
 }
 
 // Client is the Azure control plane for one conversion. It is safe for
@@ -68,6 +83,16 @@ func New(subscriptionID string, cred azcore.TokenCredential, opts *Options) (*Cl
 	c := &Client{subscription: subscriptionID, cred: cred, factories: map[string]*armcompute.ClientFactory{}}
 	if opts != nil {
 		c.opts = *opts
+	}
+	if c.opts.Cloud.Services != nil {
+		a := arm.ClientOptions{}
+		if c.opts.ARM != nil {
+			a = *c.opts.ARM
+		}
+		if a.Cloud.Services == nil {
+			a.Cloud = c.opts.Cloud
+		}
+		c.opts.ARM = &a
 	}
 	if subscriptionID != "" {
 		if _, err := c.compute(subscriptionID); err != nil {

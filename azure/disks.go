@@ -157,7 +157,8 @@ func (c *Client) CheckSnapshotCurrent(ctx context.Context, snapID, diskID string
 // GrantRead opens a snapshot or an unattached disk for export and returns a
 // read-only SAS URL to its page blob (DiskSizeBytes+512 bytes long, the last
 // 512 a VHD footer) and a revoke function. dur is the SAS lifetime (0 means
-// DefaultAccessDuration, at most MaxAccessDuration).
+// ReadAccessFor the resource's size, or DefaultAccessDuration when it reports none; at most
+// MaxAccessDuration).
 //
 // Call revoke on every path, also after a failure or cancellation, with a
 // context that is still live (context.WithoutCancel); it is idempotent and
@@ -169,11 +170,26 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 	if err != nil {
 		return "", nil, opError(op, id, err)
 	}
-	secs, err := durationSeconds(dur)
+	f, err := c.compute(rid.Subscription)
 	if err != nil {
 		return "", nil, opError(op, id, err)
 	}
-	f, err := c.compute(rid.Subscription)
+	if dur == 0 {
+		// Long enough to read the resource twice (the conversion, then --verify) at a slow rate, and
+		// no longer: a revoke that fails leaves the SAS open only that long.
+		var size *int64
+		if rid.Type == typeSnapshot {
+			if r, err := f.NewSnapshotsClient().Get(ctx, rid.ResourceGroup, rid.Name, nil); err == nil && r.Properties != nil {
+				size = r.Properties.DiskSizeBytes
+			}
+		} else if r, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil); err == nil && r.Properties != nil {
+			size = r.Properties.DiskSizeBytes
+		}
+		if size != nil {
+			dur = ReadAccessFor(*size)
+		}
+	}
+	secs, err := durationSeconds(dur)
 	if err != nil {
 		return "", nil, opError(op, id, err)
 	}
@@ -236,6 +252,11 @@ func (r *revoker) revoke(ctx context.Context) error {
 // still ends in time, while an interrupted one, whose grant cannot be
 // revoked without ending the upload (see UploadTarget.Revoke), does not stay
 // writable for days.
+// ReadAccessFor is the read SAS lifetime GrantRead asks for a disk or snapshot of size bytes when
+// given 0: an hour plus the disk read twice at 16 MiB/s (the conversion and --verify), rounded up to a
+// minute and at most MaxAccessDuration.
+func ReadAccessFor(size int64) time.Duration { return UploadAccessFor(2 * max(size, 0)) }
+
 func UploadAccessFor(size int64) time.Duration {
 	const rate = 16 << 20
 	d := time.Hour + time.Duration((max(size, 0)+rate-1)/rate)*time.Second
@@ -279,6 +300,12 @@ type DiskSpec struct {
 	// DiskEncryptionSetID is the DES whose customer-managed key encrypts
 	// the disk at rest; EncryptionType defaults to
 	// EncryptionAtRestWithCustomerKey and must match the DES's type.
+	// Tier and BurstingEnabled are the source disk's performance tier and on-demand bursting.
+	Tier            string `json:"tier,omitempty"`
+	BurstingEnabled bool   `json:"burstingEnabled,omitempty"`
+	// SKUFromSnapshot: the source disk is gone and SKU names the snapshot's storage, not a disk
+	// tier chosen for the VM: an OS disk is then refused on Standard_LRS (give the SKU).
+	SKUFromSnapshot bool `json:"skuFromSnapshot,omitempty"`
 	// Access is copied from the source (a snapshot's own, else its disk's), so the plaintext disk
 	// is reached as the ADE disk was: Entra authentication, private network access.
 	Access              DataAccess                `json:"dataAccess"`
@@ -361,6 +388,7 @@ func (c *Client) DiskSpecFrom(ctx context.Context, sourceID, resourceGroup, name
 			case armcompute.SnapshotStorageAccountTypesStandardLRS:
 				spec.SKU = armcompute.DiskStorageAccountTypesStandardLRS
 			}
+			spec.SKUFromSnapshot = spec.SKU != ""
 		}
 	} else {
 		diskID = sourceID
@@ -380,7 +408,10 @@ func (c *Client) DiskSpecFrom(ctx context.Context, sourceID, resourceGroup, name
 				}
 			}
 			if d.SKU != nil && d.SKU.Name != nil {
-				spec.SKU = *d.SKU.Name
+				spec.SKU, spec.SKUFromSnapshot = *d.SKU.Name, false
+			}
+			if p := d.Properties; p != nil {
+				spec.Tier, spec.BurstingEnabled = str(p.Tier), deref(p.BurstingEnabled)
 			}
 			spec.Access = spec.Access.Merge(diskAccess(d.Properties))
 			if p := d.Properties; rid.Type == typeDisk && p != nil {
@@ -467,6 +498,9 @@ func (c *Client) applyDES(ctx context.Context, spec *DiskSpec, desID string) err
 }
 
 // validate checks the spec in one place before anything is created.
+// Check reports whether CreateUploadDisk would accept the spec, before anything is created.
+func (s *DiskSpec) Check() error { return s.validate() }
+
 func (s *DiskSpec) validate() error {
 	switch {
 	case s.ResourceGroup == "" || s.Name == "":
@@ -479,6 +513,10 @@ func (s *DiskSpec) validate() error {
 		return fmt.Errorf("disk size %d is not a whole number of MiB (an upload disk is N MiB + 512 bytes)", s.SizeBytes)
 	case s.SecurityType != "":
 		return fmt.Errorf("%w: source security type %s needs an UploadPreparedSecure disk and its VM guest state", ErrUnsupported, s.SecurityType)
+	case s.OSType != "" && (s.SKU == armcompute.DiskStorageAccountTypesUltraSSDLRS || s.SKU == armcompute.DiskStorageAccountTypesPremiumV2LRS):
+		return fmt.Errorf("%w: an OS disk cannot be %s (Ultra Disks and Premium SSD v2 are data disks only)", ErrDiskSKU, s.SKU)
+	case s.OSType != "" && s.SKUFromSnapshot && s.SKU == armcompute.DiskStorageAccountTypesStandardLRS:
+		return fmt.Errorf("%w: the source disk is gone and its snapshot is on Standard_LRS storage, which would make a Standard HDD OS disk", ErrDiskSKU)
 	case s.DiskEncryptionSetID == "" && s.EncryptionType != armcompute.EncryptionTypeEncryptionAtRestWithPlatformKey:
 		return errors.New("no disk encryption set (set EncryptionType to EncryptionAtRestWithPlatformKey to use a platform key)")
 	case s.DiskEncryptionSetID != "" && s.EncryptionType == armcompute.EncryptionTypeEncryptionAtRestWithPlatformKey:
@@ -531,6 +569,12 @@ func (s *DiskSpec) diskModel() armcompute.Disk {
 	d := armcompute.Disk{Location: to.Ptr(s.Location), Properties: p, Tags: tagPtrs(s.Tags)}
 	if s.SKU != "" {
 		d.SKU = &armcompute.DiskSKU{Name: to.Ptr(s.SKU)}
+	}
+	if s.Tier != "" {
+		p.Tier = to.Ptr(s.Tier)
+	}
+	if s.BurstingEnabled {
+		p.BurstingEnabled = to.Ptr(true)
 	}
 	for _, z := range s.Zones {
 		d.Zones = append(d.Zones, to.Ptr(z))

@@ -4,11 +4,17 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 )
@@ -386,7 +392,9 @@ func TestGrantRead(t *testing.T) {
 		if strings.Contains(err.Error(), "SIGsecret") {
 			t.Errorf("%s: error leaks the SAS signature: %v", mode, err)
 		}
-		want := []string{"GRANT snapshot snap Read 86400", "REVOKE snapshot snap"}
+		// 0 sizes the grant from the snapshot: an hour plus twice its bytes at 16 MiB/s.
+		secs := int(ReadAccessFor(*c.Snapshots[key(rg, "snap")].Properties.DiskSizeBytes) / time.Second)
+		want := []string{fmt.Sprintf("GRANT snapshot snap Read %d", secs), "REVOKE snapshot snap"}
 		if !slices.Equal(c.Calls, want) {
 			t.Errorf("%s: calls %q, want %q", mode, c.Calls, want)
 		}
@@ -460,5 +468,102 @@ func TestUploadAccessFor(t *testing.T) {
 		if got := UploadAccessFor(c.size); got != c.want && !(c.size == MaxUploadDisk && got < MaxAccessDuration) {
 			t.Errorf("UploadAccessFor(%d) = %v, want %v", c.size, got, c.want)
 		}
+	}
+}
+
+func TestReadAccessFor(t *testing.T) {
+	for _, c := range []struct {
+		size int64
+		want time.Duration
+	}{
+		{0, time.Hour},
+		{30 << 30, time.Hour + 64*time.Minute}, // 60 GiB read at 16 MiB/s: 3840 s
+		{1 << 50, MaxAccessDuration},
+	} {
+		if got := ReadAccessFor(c.size); got != c.want {
+			t.Errorf("ReadAccessFor(%d) = %v, want %v", c.size, got, c.want)
+		}
+	}
+}
+
+// TestDiskSpecTierAndSKU: the source disk's performance tier and bursting carry over to the new
+// disk's body; an Ultra or Premium SSD v2 OS disk, and a Standard_LRS OS disk whose SKU only came from
+// the snapshot (its disk is gone), are refused with ErrDiskSKU until the SKU is chosen.
+func TestDiskSpecTierAndSKU(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	c.Disks[key(rg, "osdisk")].Properties.Tier = to.Ptr("P30")
+	c.Disks[key(rg, "osdisk")].Properties.BurstingEnabled = to.Ptr(true)
+	ctx := context.Background()
+	cl := c.client()
+	spec, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.SizeBytes = 30 * gib
+	if err := spec.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if m := spec.diskModel(); spec.SKUFromSnapshot || str(m.Properties.Tier) != "P30" || !deref(m.Properties.BurstingEnabled) {
+		t.Errorf("tier %q bursting %v (from snapshot %v)", str(m.Properties.Tier), m.Properties.BurstingEnabled, spec.SKUFromSnapshot)
+	}
+	for _, sku := range []armcompute.DiskStorageAccountTypes{armcompute.DiskStorageAccountTypesUltraSSDLRS, armcompute.DiskStorageAccountTypesPremiumV2LRS} {
+		s := *spec
+		s.SKU = sku
+		if err := s.Check(); !errors.Is(err, ErrDiskSKU) {
+			t.Errorf("%s OS disk: %v", sku, err)
+		}
+	}
+
+	delete(c.Disks, key(rg, "osdisk"))
+	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	spec.SizeBytes = 30 * gib
+	if err := spec.Check(); !errors.Is(err, ErrDiskSKU) || !spec.SKUFromSnapshot {
+		t.Errorf("Standard_LRS from a snapshot whose disk is gone: %v", err)
+	}
+	spec.SKU, spec.SKUFromSnapshot = armcompute.DiskStorageAccountTypesPremiumLRS, false
+	if err := spec.Check(); err != nil {
+		t.Errorf("with the SKU chosen: %v", err)
+	}
+}
+
+// hostRecorder answers every request with a 404 and remembers the hosts asked.
+type hostRecorder struct {
+	mu    sync.Mutex
+	hosts []string
+}
+
+func (h *hostRecorder) Do(req *http.Request) (*http.Response, error) {
+	h.mu.Lock()
+	h.hosts = append(h.hosts, req.URL.Host)
+	h.mu.Unlock()
+	return &http.Response{StatusCode: http.StatusNotFound, Status: "404 Not Found", Request: req, Header: http.Header{}, Body: http.NoBody}, nil
+}
+
+// TestCloud: a Client for another cloud calls that cloud's Resource Manager; CloudByName knows the
+// names `az cloud list` gives.
+func TestCloud(t *testing.T) {
+	for name, host := range map[string]string{"AzureChinaCloud": "management.chinacloudapi.cn", "azureusgovernment": "management.usgovcloudapi.net", "": "management.azure.com"} {
+		cfg, err := CloudByName(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rec := &hostRecorder{}
+		cl, err := New(sub, &azfake.TokenCredential{}, &Options{Cloud: cfg, ARM: &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: rec}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := cl.ReadDataAccess(context.Background(), resID(typeDisk, "osdisk")); !errors.Is(err, ErrNotFound) {
+			t.Errorf("%s: %v", name, err)
+		}
+		if len(rec.hosts) == 0 || rec.hosts[0] != host {
+			t.Errorf("cloud %q: requests went to %q, want %s", name, rec.hosts, host)
+		}
+	}
+	if _, err := CloudByName("moon"); err == nil {
+		t.Error("an unknown cloud is accepted")
 	}
 }

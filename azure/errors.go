@@ -26,6 +26,9 @@ var (
 	ErrUnsupported = errors.New("azure: unsupported")
 	// ErrState: a resource is not in the state the operation needs.
 	ErrState = errors.New("azure: unexpected resource state")
+	// ErrDiskSKU: the new disk's SKU cannot serve (an Ultra or Premium SSD v2 OS disk) or was only
+	// guessed from a snapshot's storage (Standard_LRS for an OS disk): the caller must choose it.
+	ErrDiskSKU = errors.New("azure: choose the new disk's SKU")
 	// ErrBadSecret: the Key Vault secret or unwrap result is malformed.
 	ErrBadSecret = errors.New("azure: malformed ADE secret")
 )
@@ -94,7 +97,7 @@ func opError(op, resource string, err error) error {
 		}
 	default:
 		e.Message = err.Error()
-		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings} {
+		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings, ErrDiskSKU} {
 			if errors.Is(err, s) {
 				e.cause = s
 				break

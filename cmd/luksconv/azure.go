@@ -21,6 +21,7 @@ var azureClientHook func() (azcore.TokenCredential, *azure.Options)
 
 // azureSource is the resource a command reads: a snapshot, or a managed disk.
 type azureSource struct {
+	cloud        string
 	subscription string
 	snapshot     string
 	sourceDisk   string
@@ -30,6 +31,7 @@ func (s *azureSource) register(c *cobra.Command) {
 	c.Flags().StringVar(&s.snapshot, "snapshot", "", "resource ID of the ADE disk's snapshot")
 	c.Flags().StringVar(&s.sourceDisk, "source-disk", "", "resource ID of the ADE managed disk")
 	c.Flags().StringVar(&s.subscription, "subscription", "", "subscription ID (default: the one in the resource ID)")
+	c.Flags().StringVar(&s.cloud, "cloud", "", "Azure cloud, as `az cloud list` names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
 }
 
 // id returns the source resource ID; exactly one of --snapshot and --source-disk must be given.
@@ -55,15 +57,19 @@ func (s *azureSource) client(id string) (*azure.Client, error) {
 		}
 		sub = rid.SubscriptionID
 	}
+	cl, err := azure.CloudByName(s.cloud)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --cloud: %v", errUsage, err)
+	}
 	if azureClientHook != nil {
 		cred, opts := azureClientHook()
 		return azure.New(sub, cred, opts)
 	}
-	cred, err := azure.DefaultCredential()
+	cred, err := azure.DefaultCredentialIn(cl)
 	if err != nil {
 		return nil, fmt.Errorf("azure credential: %w", err)
 	}
-	return azure.New(sub, cred, nil)
+	return azure.New(sub, cred, &azure.Options{Cloud: cl})
 }
 
 func newAzureCmd() *cobra.Command {

@@ -131,6 +131,14 @@ func TestAzureConvertLockedDown(t *testing.T) {
 		"--dry-run", "--network-access-policy", "Open"); code != exitUsage {
 		t.Errorf("bad --network-access-policy: exit %d: %s", code, se)
 	}
+	if _, se, code := runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain2",
+		"--dry-run", "--sku", "UltraSSD_LRS"); code != exitUsage || !strings.Contains(se, "cannot be UltraSSD_LRS") || !strings.Contains(se, "--sku") {
+		t.Errorf("an Ultra OS disk: exit %d: %s", code, se)
+	}
+	if _, se, code := runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain2",
+		"--dry-run", "--cloud", "moon"); code != exitUsage || !strings.Contains(se, "AzureChinaCloud") {
+		t.Errorf("an unknown --cloud: exit %d: %s", code, se)
+	}
 
 	// The source read without the token (a snapshot whose mode the fake stops reporting) gets the
 	// 401's hint; from outside the private network, the 403's.

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +34,7 @@ type azureConvert struct {
 	dataAuth         string // --data-access-auth-mode
 	netPolicy        string // --network-access-policy
 	diskAccess       string // --disk-access
+	sku              string // --sku
 	vm               string
 	suffix           string
 	parallel         int
@@ -96,6 +98,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.BoolVar(&f.allowRunning, "allow-running", false, "read the disk of a running VM (a crash-consistent snapshot; never with --recreate-vm)")
 	fl.StringVar(&f.dataAuth, "data-access-auth-mode", "", "the new disk's dataAccessAuthMode: AzureActiveDirectory or None (default: the source's)")
 	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll, AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
+	fl.StringVar(&f.sku, "sku", "", "the new disk's SKU, e.g. Premium_LRS (default: the source disk's)")
 	fl.StringVar(&f.diskAccess, "disk-access", "", "resource ID of the disk access for --network-access-policy AllowPrivate")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
@@ -249,6 +252,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return fmt.Errorf("plan output size %d is not a whole MiB", p.OutputSize)
 	}
 	spec.SizeBytes = p.OutputSize
+	if err := spec.Check(); err != nil {
+		return err
+	}
 	if f.writeAccess == 0 {
 		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
 	}
@@ -428,9 +434,15 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	return tgt, res, nil
 }
 
-// applyAccess sets the new disk's data access from the flags over what the spec copied from the
-// source.
+// applyAccess sets the new disk's data access and SKU from the flags over what the spec copied from
+// the source.
 func (f *azureConvert) applyAccess(spec *azure.DiskSpec) error {
+	if f.sku != "" {
+		if !slices.Contains(armcompute.PossibleDiskStorageAccountTypesValues(), armcompute.DiskStorageAccountTypes(f.sku)) {
+			return fmt.Errorf("%w: --sku %q: want one of %v", errUsage, f.sku, armcompute.PossibleDiskStorageAccountTypesValues())
+		}
+		spec.SKU, spec.SKUFromSnapshot = armcompute.DiskStorageAccountTypes(f.sku), false
+	}
 	switch f.dataAuth {
 	case "":
 	case string(armcompute.DataAccessAuthModeAzureActiveDirectory), string(armcompute.DataAccessAuthModeNone):

@@ -198,6 +198,7 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 		ID: to.Ptr(fakeID("snapshots", "snap")), Location: to.Ptr("westeurope"),
 		SKU: &armcompute.SnapshotSKU{Name: to.Ptr(armcompute.SnapshotStorageAccountTypesStandardLRS)},
 		Properties: &armcompute.SnapshotProperties{
+			CreationData:  &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionCopy), SourceResourceID: to.Ptr(fakeID("disks", "osdisk"))},
 			DiskSizeBytes: to.Ptr(fx.DiskSize), OSType: to.Ptr(armcompute.OperatingSystemTypesLinux),
 			HyperVGeneration: to.Ptr(armcompute.HyperVGenerationV2),
 			EncryptionSettingsCollection: &armcompute.EncryptionSettingsCollection{Enabled: to.Ptr(true),
@@ -207,6 +208,7 @@ func setupAzure(t *testing.T, wrapped bool) (*fakeAzure, fixture.Fixture) {
 	f.VMs[azurefake.Key(fakeRG, "vm1")] = to.Ptr(fakeVM())
 	// The snapshot's disk, still the VM's OS disk (the VM is deallocated: the fake's default).
 	f.Disks[azurefake.Key(fakeRG, "osdisk")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "osdisk")), Name: to.Ptr("osdisk"), Location: to.Ptr("westeurope"),
+		SKU:       &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
 		ManagedBy: to.Ptr(fakeID("virtualMachines", "vm1")), Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateReserved)}}
 	f.install(t)
 	return f, fx

@@ -209,6 +209,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			return fmt.Errorf("%s: plan output size %d is not a whole MiB", diskName(d.LUN), d.plan.OutputSize)
 		}
 		spec.SizeBytes = d.plan.OutputSize
+		if err := spec.Check(); err != nil {
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		}
 		spec.AccessDuration = f.writeAccess
 		if spec.AccessDuration == 0 {
 			spec.AccessDuration = azure.UploadAccessFor(d.plan.OutputSize)

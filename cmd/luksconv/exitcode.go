@@ -38,7 +38,8 @@ func exitCode(err error) int {
 		return exitInterrupted
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
 		errors.Is(err, luksconv.ErrAmbiguous), errors.Is(err, luksconv.ErrNeedHeader), errors.Is(err, luksconv.ErrHeaderMismatch),
-		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, luksconv.ErrMissingDisk), errors.Is(err, azure.ErrNotFound):
+		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, luksconv.ErrMissingDisk), errors.Is(err, azure.ErrNotFound),
+		errors.Is(err, azure.ErrDiskSKU):
 		return exitUsage
 	case errors.Is(err, luks.ErrWrongPassphrase), errors.Is(err, azure.ErrBadSecret):
 		return exitWrongKey
@@ -76,6 +77,7 @@ var flagHints = []struct {
 	{luksconv.ErrNoSuchPartition, "see the partitions with luksconv inspect IMAGE"},
 	{luksconv.ErrOutputExists, "use --force to replace it"},
 	{luksconv.ErrKeyFile, "--key-file takes a regular file; --key-file - reads standard input"},
+	{azure.ErrDiskSKU, "--sku chooses the new disk's SKU"},
 	{luksconv.ErrMissingDisk, "give the disk holding that PV too (--data LUN=FILE --data-key LUN=KEY)"},
 }
 
