@@ -12,6 +12,7 @@ import (
 	"os"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/extent"
@@ -33,13 +34,17 @@ type Options struct {
 	// Bearer, if set, sends an Entra token with every request (a disk with
 	// dataAccessAuthMode=AzureActiveDirectory).
 	Bearer *blobio.Bearer
+	// Timeout, if set, ends the run once no request has succeeded for this long
+	// (blobio.RetryOptions.NoProgress): a server that stops answering is not retried for ever.
+	Timeout time.Duration
 }
 
 // OpenSource opens the page blob at sasURL, holding a fixed VHD (an exported snapshot or disk), as a
 // source. Only the pages the blob has written are read. The Source's Path is the URL with its SAS
 // signature redacted; Close releases the blob's connections.
 func OpenSource(ctx context.Context, sasURL string, opts Options) (*luksconv.Source, error) {
-	b, err := blobio.OpenPageBlob(ctx, sasURL, blobio.SourceOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer})
+	b, err := blobio.OpenPageBlob(ctx, sasURL, blobio.SourceOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
+		Retry: blobio.RetryOptions{NoProgress: opts.Timeout}})
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +117,7 @@ func CreateOutput(ctx context.Context, p *luksconv.Plan, sasURL string, opts Out
 		journal = DefaultJournal(p)
 	}
 	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
+		Retry:   blobio.RetryOptions{NoProgress: opts.Timeout},
 		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget})
 	if err != nil {
 		return nil, err

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log"
 	"math/rand/v2"
 	"net"
@@ -45,6 +46,11 @@ type RetryOptions struct {
 	// from the service replaces the computed delay (plus up to 25% jitter) and
 	// may exceed MaxDelay, up to 10 minutes.
 	BaseDelay, MaxDelay time.Duration
+	// NoProgress, if set, bounds the time without any successful request or
+	// byte received: once it passes, the next failure is not retried (and no
+	// attempt lasts longer than it), so a server that never answers ends the
+	// run instead of being retried for hours.
+	NoProgress time.Duration
 }
 
 func (o RetryOptions) withDefaults() RetryOptions {
@@ -191,11 +197,32 @@ type conn struct {
 	own    *http.Transport // closed by close() when this package made it
 
 	requests, retries atomic.Int64
+	progress          atomic.Int64 // time.Now().UnixNano() of the last success
 }
+
+// noteProgress records a successful request or received bytes.
+func (c *conn) noteProgress() { c.progress.Store(time.Now().UnixNano()) }
+
+// stalled reports whether NoProgress has passed since the last success.
+func (c *conn) stalled() bool {
+	return c.retry.NoProgress > 0 && time.Since(time.Unix(0, c.progress.Load())) >= c.retry.NoProgress
+}
+
+// tryTimeout is the bound of one attempt.
+func (c *conn) tryTimeout() time.Duration {
+	if c.retry.NoProgress > 0 {
+		return min(c.retry.TryTimeout, c.retry.NoProgress)
+	}
+	return c.retry.TryTimeout
+}
+
+// errNoProgress ends retries once RetryOptions.NoProgress passed without a success.
+var errNoProgress = errors.New("no progress")
 
 func newConn(sasURL string, workers int, rt http.RoundTripper, retry RetryOptions, bearer *Bearer, logf func(string, ...any)) (*conn, error) {
 	red := newRedactor(sasURL)
 	c := &conn{url: red.redact(sasURL), red: red, retry: retry.withDefaults()}
+	c.noteProgress()
 	c.logf = func(format string, args ...any) {
 		msg := red.redact(fmt.Sprintf(format, args...))
 		if logf != nil {
@@ -216,7 +243,7 @@ func newConn(sasURL string, workers int, rt http.RoundTripper, retry RetryOption
 		rt = c.own
 	}
 	opts := &pageblob.ClientOptions{ClientOptions: azcore.ClientOptions{
-		Transport: &http.Client{Transport: rt},
+		Transport: &http.Client{Transport: limitBodies{rt}},
 		// This package retries; the SDK's policy would multiply the attempts
 		// and cannot resume a body.
 		Retry:     policy.RetryOptions{MaxRetries: -1},
@@ -240,16 +267,20 @@ func (c *conn) do(ctx context.Context, op string, off, n int64, maxTries int, f 
 	}
 	for tries := 1; ; tries++ {
 		c.requests.Add(1)
-		tctx, cancel := context.WithTimeout(ctx, c.retry.TryTimeout)
+		tctx, cancel := context.WithTimeout(ctx, c.tryTimeout())
 		err := f(tctx)
 		if err != nil && ctx.Err() == nil && tctx.Err() == context.DeadlineExceeded {
-			err = fmt.Errorf("%w (%v per attempt)", errTryTimeout, c.retry.TryTimeout)
+			err = fmt.Errorf("%w (%v per attempt)", errTryTimeout, c.tryTimeout())
 		}
 		cancel()
 		if err == nil {
+			c.noteProgress()
 			return nil
 		}
 		again, ra := retryable(ctx, err)
+		if again && c.stalled() {
+			again, err = false, fmt.Errorf("%w for %v: %w", errNoProgress, c.retry.NoProgress, err)
+		}
 		if !again || tries >= maxTries {
 			return c.red.newError(op, c.url, off, n, tries, err)
 		}
@@ -277,3 +308,53 @@ func statusOf(err error) (int, string) {
 	}
 	return 0, ""
 }
+
+// Response bodies the SDK reads whole are bounded: an error body is cut at
+// maxErrorBody (only its first lines matter), a page list fails past
+// maxPageListBody (Azure sends at most 10,000 ranges a page, about 1 MB).
+const (
+	maxErrorBody    = 64 << 10
+	maxPageListBody = 32 << 20
+)
+
+// limitBodies is a transport that bounds the bodies of error responses and
+// page lists.
+type limitBodies struct{ rt http.RoundTripper }
+
+func (l limitBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	resp, err := l.rt.RoundTrip(req)
+	if err != nil || resp.Body == nil {
+		return resp, err
+	}
+	switch {
+	case resp.StatusCode >= 300:
+		resp.Body = &cappedBody{rc: resp.Body, left: maxErrorBody}
+	case req.URL != nil && req.URL.Query().Get("comp") == "pagelist":
+		resp.Body = &cappedBody{rc: resp.Body, left: maxPageListBody, fail: true}
+	}
+	return resp, nil
+}
+
+// cappedBody reads at most left bytes: then EOF, or an error with fail.
+type cappedBody struct {
+	rc   io.ReadCloser
+	left int64
+	fail bool
+}
+
+func (b *cappedBody) Read(p []byte) (int, error) {
+	if b.left <= 0 {
+		if b.fail {
+			return 0, fmt.Errorf("blobio: response body longer than %d bytes", maxPageListBody)
+		}
+		return 0, io.EOF
+	}
+	if int64(len(p)) > b.left {
+		p = p[:b.left]
+	}
+	n, err := b.rc.Read(p)
+	b.left -= int64(n)
+	return n, err
+}
+
+func (b *cappedBody) Close() error { return b.rc.Close() }

@@ -28,9 +28,59 @@ var (
 // text containing URLs, such as an error message. The other SAS parameters
 // (sv, se, sp, sr, skoid, …) are not secret and are kept: the expiry se in
 // particular helps to explain an authentication failure.
+//
+// A parameter is the signature by meaning, not spelling: its name is
+// compared after URL-decoding (once or more, as a copy-source URL nests), in
+// any case, so %73ig=, SIG= and %2573ig= are redacted as the service would
+// read them.
 func Redact(s string) string {
 	s = sigPlain.ReplaceAllString(s, "${1}"+Redacted)
-	return sigEscaped.ReplaceAllString(s, "${1}"+Redacted+"${2}")
+	s = sigEscaped.ReplaceAllString(s, "${1}"+Redacted+"${2}")
+	// One parameter at a time, each match resuming at the previous one's terminator (which is the
+	// next one's delimiter); a leading newline stands for the start of s.
+	t := "\n" + s
+	var out strings.Builder
+	pos := 0
+	for pos < len(t) {
+		g := anyParam.FindStringSubmatchIndex(t[pos:])
+		if g == nil {
+			break
+		}
+		name, val := t[pos+g[4]:pos+g[5]], t[pos+g[8]:pos+g[9]]
+		out.WriteString(t[pos : pos+g[8]])
+		if isSigName(name) && val != "" && val != Redacted {
+			out.WriteString(Redacted)
+		} else {
+			out.WriteString(val)
+		}
+		pos += g[9]
+	}
+	out.WriteString(t[pos:])
+	return out.String()[1:]
+}
+
+// anyParam is one query parameter in a URL, a query-escaped URL or JSON
+// text: delimiter, name (possibly percent-encoded, never an encoded '&' or
+// '='), '=' (possibly encoded), value, and what ends the value.
+var anyParam = regexp.MustCompile(`(?i)([?&;\s"'(<]|\\u0026|%3F|%26|%253F|%2526)((?:[a-z0-9_.~+-]|%(?:[0-14-9a-f][0-9a-f]|2[0-57-9a-f]|3[0-9a-ce-f]))+)(=|%3D|%253D)([^&;\s"'<>#\\]*?)(%26|%2526|\\u0026|[&;\s"'<>#\\]|$)`)
+
+// IsSignatureName reports whether a query parameter name, as written in a URL, names the SAS
+// signature: it decodes (once or more) to "sig" in any case.
+func IsSignatureName(name string) bool { return isSigName(name) }
+
+// isSigName reports whether a parameter name decodes to "sig", in any case.
+func isSigName(name string) bool {
+	for range 4 {
+		if strings.EqualFold(name, "sig") {
+			return true
+		}
+		d, err := url.QueryUnescape(name)
+		if err != nil || d == name {
+			return false
+		}
+		name = d
+	}
+	return false
 }
 
 // redactor removes the signature of one SAS URL wherever it appears, also
@@ -50,7 +100,7 @@ func newRedactor(sasURL string) *redactor {
 		}
 	}
 	for k, vs := range u.Query() {
-		if !strings.EqualFold(k, "sig") {
+		if !isSigName(k) {
 			continue
 		}
 		for _, v := range vs {
@@ -62,7 +112,7 @@ func newRedactor(sasURL string) *redactor {
 	}
 	// The raw form as written in the URL (its escaping may differ from ours).
 	for _, kv := range strings.FieldsFunc(u.RawQuery, func(r rune) bool { return r == '&' || r == ';' }) {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "sig") {
+		if k, v, ok := strings.Cut(kv, "="); ok && isSigName(k) {
 			add(v)
 		}
 	}
@@ -97,9 +147,21 @@ func (r *redactor) newError(op, redactedURL string, off, n int64, tries int, cau
 		} else {
 			e.Err = errors.New(r.redact(cause.Error()))
 		}
+		if errors.Is(cause, ErrProtocol) {
+			e.Err = sentinelText{e.Err.Error(), ErrProtocol}
+		}
 	}
 	return e
 }
+
+// sentinelText is a redacted message that still matches its sentinel (errors.Is).
+type sentinelText struct {
+	msg string
+	is  error
+}
+
+func (e sentinelText) Error() string { return e.msg }
+func (e sentinelText) Unwrap() error { return e.is }
 
 // describeResponse is a one-line summary of a service error: status, code,
 // and the service's message (which explains, for example, an expired SAS).

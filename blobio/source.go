@@ -28,6 +28,18 @@ const DefaultPageRangeWindow = 1 << 30
 // not worth a long series of back-offs.
 const pageRangeTries = 3
 
+// MaxBlobSize is the largest blob a Source opens: 64 TiB, the largest managed
+// disk. A larger Content-Length is a protocol error.
+const MaxBlobSize = 64 << 40
+
+// ErrProtocol means the service answered with something no blob service
+// sends: a size beyond MaxBlobSize, page ranges out of order, overlapping or
+// outside the blob.
+var ErrProtocol = errors.New("blobio: protocol error")
+
+// maxEmptyPages bounds the continuation pages in a row that list no range.
+const maxEmptyPages = 16
+
 // maxPageListPages bounds the continuation pages of one window: a window of
 // 1 GiB holds at most 2 Mi pages, and each response at least one range.
 const maxPageListPages = 1 << 16
@@ -116,6 +128,11 @@ func OpenPageBlob(ctx context.Context, sasURL string, opts SourceOptions) (*Sour
 	}
 	s.size = *props.ContentLength
 	s.pageBlob = props.BlobType != nil && *props.BlobType == blob.BlobTypePageBlob
+	if s.size > MaxBlobSize || s.pageBlob && s.size%PageSize != 0 {
+		c.close()
+		return nil, c.red.newError("get properties", c.url, 0, 0, 1,
+			fmt.Errorf("%w: a page blob of %d bytes (at most %d, a multiple of %d)", ErrProtocol, s.size, int64(MaxBlobSize), PageSize))
+	}
 	return s, nil
 }
 
@@ -178,14 +195,17 @@ func (s *Source) read(ctx context.Context, p []byte, off int64) (int, error) {
 	for got < len(p) {
 		tries++
 		s.c.requests.Add(1)
-		tctx, cancel := context.WithTimeout(ctx, s.c.retry.TryTimeout)
+		tctx, cancel := context.WithTimeout(ctx, s.c.tryTimeout())
 		n, err := s.c.get(tctx, p[got:], off+int64(got))
 		if err != nil && ctx.Err() == nil && tctx.Err() == context.DeadlineExceeded {
-			err = fmt.Errorf("%w (%v per attempt)", errTryTimeout, s.c.retry.TryTimeout)
+			err = fmt.Errorf("%w (%v per attempt)", errTryTimeout, s.c.tryTimeout())
 		}
 		cancel()
 		got += n
 		s.bytesRead.Add(int64(n))
+		if n > 0 {
+			s.c.noteProgress()
+		}
 		if err == nil {
 			continue
 		}
@@ -194,6 +214,9 @@ func (s *Source) read(ctx context.Context, p []byte, off int64) (int, error) {
 		}
 		failures++
 		again, ra := retryable(ctx, err)
+		if again && s.c.stalled() {
+			again, err = false, fmt.Errorf("%w for %v: %w", errNoProgress, s.c.retry.NoProgress, err)
+		}
 		if !again || failures >= s.c.retry.MaxTries {
 			return got, s.c.red.newError("read", s.c.url, off, int64(len(p)), tries, err)
 		}
@@ -329,6 +352,7 @@ func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int)
 func (c *conn) pageRangesWindow(ctx context.Context, w extent.Range, size int64) ([]extent.Range, error) {
 	var out []extent.Range
 	var marker *string
+	next, empty := w.Off, 0 // ranges come in order: none may start before next
 	for pages := 0; ; pages++ {
 		if pages >= maxPageListPages {
 			return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
@@ -346,6 +370,14 @@ func (c *conn) pageRangesWindow(ctx context.Context, w extent.Range, size int64)
 		if err != nil {
 			return nil, err
 		}
+		if len(resp.PageRange) == 0 {
+			if empty++; empty > maxEmptyPages {
+				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
+					fmt.Errorf("%w: %d continuation pages in a row list no range", ErrProtocol, empty))
+			}
+		} else {
+			empty = 0
+		}
 		for _, pr := range resp.PageRange {
 			if pr == nil || pr.Start == nil || pr.End == nil {
 				continue
@@ -353,12 +385,22 @@ func (c *conn) pageRangesWindow(ctx context.Context, w extent.Range, size int64)
 			a, b := *pr.Start, *pr.End+1 // End is inclusive
 			if a < 0 || b <= a || b > size || a%PageSize != 0 || b%PageSize != 0 {
 				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-					fmt.Errorf("invalid page range %d-%d in a %d-byte blob", *pr.Start, *pr.End, size))
+					fmt.Errorf("%w: invalid page range %d-%d in a %d-byte blob", ErrProtocol, *pr.Start, *pr.End, size))
 			}
 			a, b = max(a, w.Off), min(b, w.End())
-			if a < b {
+			if a >= b {
+				continue
+			}
+			if a < next {
+				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
+					fmt.Errorf("%w: page range %d-%d overlaps or precedes the one before (ending at %d)", ErrProtocol, *pr.Start, *pr.End, next))
+			}
+			if n := len(out); n > 0 && out[n-1].End() == a {
+				out[n-1].Len += b - a // adjacent: merged, so the list stays as small as the map
+			} else {
 				out = append(out, extent.Range{Off: a, Len: b - a})
 			}
+			next = b
 		}
 		if resp.NextMarker == nil || *resp.NextMarker == "" {
 			return out, nil

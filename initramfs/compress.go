@@ -85,7 +85,7 @@ type decoded struct {
 }
 
 // errTooLarge is returned when a stream expands beyond the caller's budget.
-var errTooLarge = errors.New("decompressed size exceeds limit")
+var errTooLarge = errors.New("initramfs: decompressed size over the limit (a decompression bomb?)")
 
 // ctxChunk is the most data a compressor or decompressor is given or asked for between two looks at
 // the context: a few tens of milliseconds of the slowest of them (luksconv's xz encoder, some 5 MB/s).
@@ -224,6 +224,108 @@ func xzStreamLen(b []byte) (int, error) {
 	return 0, errors.New("xz: no stream footer found (truncated stream)")
 }
 
+// xzCheckSizes walks the index of the xz stream s (which ends at its footer) and the header of every
+// block it lists: the uncompressed sizes together and any LZMA2 dictionary must stay within limit.
+// Anything it cannot follow is left to the decoder to refuse.
+func xzCheckSizes(s []byte, limit int64) error {
+	end := len(s) - 12
+	isize := (int(binary.LittleEndian.Uint32(s[end+4:end+8])) + 1) * 4
+	ix := s[end-isize : end-4]
+	p := 1
+	uvarint := func() (int64, bool) {
+		var v uint64
+		for i := 0; i < 9 && p < len(ix); i++ {
+			c := ix[p]
+			p++
+			v |= uint64(c&0x7f) << (7 * i)
+			if c&0x80 == 0 {
+				return int64(v & (1<<63 - 1)), true
+			}
+		}
+		return 0, false
+	}
+	n, ok := uvarint()
+	if !ok {
+		return nil
+	}
+	var total int64
+	at := int64(12)
+	for i := int64(0); i < n; i++ {
+		unpadded, ok1 := uvarint()
+		size, ok2 := uvarint()
+		if !ok1 || !ok2 {
+			return nil
+		}
+		total += size
+		if total > limit || total < 0 {
+			return fmt.Errorf("xz: the index declares more than %d bytes of output: %w", limit, errTooLarge)
+		}
+		if d, ok := xzBlockDict(s, at); ok && d > max(limit, 1<<20) {
+			return fmt.Errorf("xz: block %d declares a %d-byte dictionary: %w", i, d, errTooLarge)
+		}
+		at += (unpadded + 3) &^ 3
+		if at < 0 || at >= int64(len(s)) {
+			return nil
+		}
+	}
+	return nil
+}
+
+// xzBlockDict reads the LZMA2 dictionary size from the block header at s[at:], if it has one.
+func xzBlockDict(s []byte, at int64) (int64, bool) {
+	if at+2 > int64(len(s)) || s[at] == 0 {
+		return 0, false
+	}
+	hs := (int64(s[at]) + 1) * 4
+	if at+hs > int64(len(s)) {
+		return 0, false
+	}
+	h := s[at+2 : at+hs]
+	flags := s[at+1]
+	p := 0
+	skip := func() bool { // one varint
+		for p < len(h) {
+			c := h[p]
+			p++
+			if c&0x80 == 0 {
+				return true
+			}
+		}
+		return false
+	}
+	if flags&0x40 != 0 && !skip() {
+		return 0, false
+	}
+	if flags&0x80 != 0 && !skip() {
+		return 0, false
+	}
+	for range int(flags&3) + 1 {
+		if p >= len(h) {
+			return 0, false
+		}
+		id := h[p]
+		if !skip() || p >= len(h) {
+			return 0, false
+		}
+		psize := int(h[p])
+		if !skip() || p+psize > len(h) {
+			return 0, false
+		}
+		if id == 0x21 && psize == 1 {
+			bits := h[p]
+			if bits > 40 {
+				return 0, false
+			}
+			if bits == 40 {
+				return 1<<32 - 1, true
+			}
+			return int64(2|(bits&1)) << (bits/2 + 11), true
+		}
+		p += psize
+	}
+	return 0, false
+}
+
 func decodeXZ(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	if len(b) < 12 {
 		return decoded{}, errors.New("xz: truncated stream header")
@@ -239,6 +341,11 @@ func decodeXZ(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	}
 	n, err := xzStreamLen(b)
 	if err != nil {
+		return decoded{}, err
+	}
+	// The decoder allocates each block's dictionary as its header declares (up to 4 GiB): refuse one
+	// larger than the output may be, and a stream whose index declares more output than that.
+	if err := xzCheckSizes(b[:n], limit); err != nil {
 		return decoded{}, err
 	}
 	zr, err := xz.ReaderConfig{SingleStream: true}.NewReader(bytes.NewReader(b[:n]))
@@ -310,8 +417,11 @@ func decodeZstd(ctx context.Context, b []byte, limit int64) (decoded, error) {
 	if err != nil {
 		return decoded{}, err
 	}
+	// No window larger than the output allowed, nor any output beyond it: the decoder's memory stays
+	// within the limit.
 	zr, err := zstd.NewReader(bytes.NewReader(b[:n]), zstd.WithDecoderConcurrency(1),
-		zstd.WithDecoderMaxWindow(zstdMaxWindow), zstd.WithDecoderLowmem(true))
+		zstd.WithDecoderMaxWindow(uint64(min(zstdMaxWindow, max(limit, 8<<20)))),
+		zstd.WithDecoderMaxMemory(uint64(max(limit, 1))), zstd.WithDecoderLowmem(true))
 	if err != nil {
 		return decoded{}, fmt.Errorf("zstd: %w", err)
 	}

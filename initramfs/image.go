@@ -10,11 +10,24 @@ import (
 	"strings"
 )
 
-// Size bounds for Parse. The whole image is read into memory, and every decompressed stream too.
+// Size bounds for Parse. The whole image is read into memory, and every decompressed stream too, so
+// what the segments expand to is bounded: by MaxExpansion times the image's size (at least
+// MinExpandedLimit), and by MaxExpandedSize in all. dracut's images expand 3-6 times; a decompression
+// bomb is refused (ErrTooLarge) once its output passes the bound, never expanded in full.
 const (
-	MaxImageSize    = 512 << 20 // compressed image
-	MaxExpandedSize = 2 << 30   // all segments decompressed, together
+	MaxImageSize     = 512 << 20 // compressed image
+	MaxExpandedSize  = 1 << 30   // all segments decompressed, together
+	MaxExpansion     = 20        // all segments decompressed, per byte of the image
+	MinExpandedLimit = 64 << 20  // the expansion bound of a small image
 )
+
+// ErrTooLarge means the image's segments expand to more than the bound (ExpandedLimit).
+var ErrTooLarge = errTooLarge
+
+// ExpandedLimit is how many bytes the segments of an image of size bytes may expand to, together.
+func ExpandedLimit(size int64) int64 {
+	return min(maxExpanded, max(MinExpandedLimit, MaxExpansion*max(size, 0)))
+}
 
 // maxExpanded is MaxExpandedSize; fuzz tests lower it so decompression bombs stay cheap.
 var maxExpanded int64 = MaxExpandedSize
@@ -60,7 +73,7 @@ type Image struct {
 // skipped, a '0' at a 4-aligned offset starts an uncompressed archive, anything else must be a
 // compressed stream recognised by its magic, which must decompress to complete cpio entries (optionally
 // separated by zero padding) or the kernel would report "junk in compressed archive". Images larger
-// than MaxImageSize, or expanding to more than MaxExpandedSize, are refused.
+// than MaxImageSize, or expanding to more than ExpandedLimit(size), are refused (ErrTooLarge).
 func Parse(r io.ReaderAt, size int64) (*Image, error) {
 	return ParseContext(context.Background(), r, size)
 }
@@ -87,7 +100,7 @@ func parse(ctx context.Context, r io.ReaderAt, size int64) (*Image, error) {
 		return nil, fmt.Errorf("initramfs: reading image: %w", err)
 	}
 	im := &Image{Size: size}
-	budget := maxExpanded
+	budget := ExpandedLimit(size)
 	for pos := int64(0); pos < size; {
 		if buf[pos] == 0 {
 			z := int64(len(buf[pos:]) - len(bytes.TrimLeft(buf[pos:], "\x00")))

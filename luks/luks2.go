@@ -319,7 +319,19 @@ func (h *Header) supported2() error {
 		}
 	}
 	if len(m.segments) != 1 {
-		return fmt.Errorf("%w: %d data segments", ErrReencryptInProgress, len(m.segments))
+		// Without a re-encryption keyslot or requirement (checked above), several segments are a
+		// re-encryption only if one is its backup or still linear; otherwise the header is damaged.
+		for _, seg := range m.segments {
+			for _, f := range seg.Flags {
+				if strings.HasPrefix(f, "backup-") {
+					return fmt.Errorf("%w: %d data segments (segment %d has flag %q)", ErrReencryptInProgress, len(m.segments), seg.id, f)
+				}
+			}
+			if seg.Type == "linear" {
+				return fmt.Errorf("%w: %d data segments (segment %d is linear)", ErrReencryptInProgress, len(m.segments), seg.id)
+			}
+		}
+		return formatErr("LUKS2 JSON", 0, "%d data segments and no re-encryption in progress", len(m.segments))
 	}
 	seg := m.segments[0]
 	for _, f := range seg.Flags {

@@ -28,18 +28,18 @@ func (h *Header) NewCipher(k *VolumeKey) (diskcipher.Cipher, error) {
 // Payload returns the byte range of the encrypted payload on a data device of
 // dataDevSize bytes: it starts at DataOffset and runs for DataSize bytes, or,
 // when the size is dynamic, to the end of the device rounded down to whole
-// encryption sectors. It fails if the payload does not fit the device.
+// encryption sectors. A payload that does not fit the device is a *FormatError (ErrCorrupt).
 func (h *Header) Payload(dataDevSize int64) (off, length int64, err error) {
 	off = h.DataOffset
 	if h.SectorSize <= 0 {
 		return 0, 0, fmt.Errorf("%w: the data segment is not a crypt segment", ErrUnsupported)
 	}
 	if off < 0 || off > dataDevSize {
-		return 0, 0, fmt.Errorf("luks: payload offset %d is beyond the end of the %d-byte data device", off, dataDevSize)
+		return 0, 0, formatErr("data segment", off, "payload offset %d is beyond the end of the %d-byte data device", off, dataDevSize)
 	}
 	if h.DataSize >= 0 {
 		if h.DataSize > dataDevSize-off {
-			return 0, 0, fmt.Errorf("luks: payload of %d bytes at offset %d does not fit the %d-byte data device", h.DataSize, off, dataDevSize)
+			return 0, 0, formatErr("data segment", off, "payload of %d bytes at offset %d does not fit the %d-byte data device", h.DataSize, off, dataDevSize)
 		}
 		return off, h.DataSize, nil
 	}

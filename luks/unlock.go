@@ -119,7 +119,20 @@ func (h *Header) Unlock(passphrase []byte, slot int) (*VolumeKey, error) {
 // large iteration counts or memory costs can run for minutes. PBKDF2 (keyslots and digests) looks at
 // ctx every few thousand iterations; an Argon2 derivation cannot be interrupted, so it runs on its own
 // goroutine, which finishes (and zeroes its result) in the background after UnlockContext returned.
+//
+// It applies the default KDFLimits; UnlockLimits takes others.
 func (h *Header) UnlockContext(ctx context.Context, passphrase []byte, slot int) (*VolumeKey, error) {
+	return h.UnlockLimits(ctx, passphrase, slot, KDFLimits{})
+}
+
+// UnlockLimits is UnlockContext under lim: a keyslot whose Argon2 memory cost is over
+// lim.MaxMemoryKiB, or whose derivation and digest check would take longer than lim.MaxTime here, is
+// not tried. When no keyslot opens and one was left out that way, the error is its *CostError
+// (errors.Is ErrKDFLimit), naming the keyslot, its cost and the limit: the passphrase may be right.
+// Keyslots are tried one after the other, and a large Argon2 buffer is returned to the system before
+// the next one is derived.
+func (h *Header) UnlockLimits(ctx context.Context, passphrase []byte, slot int, lim KDFLimits) (*VolumeKey, error) {
+	lim = lim.resolve()
 	if err := h.Supported(); err != nil {
 		return nil, err
 	}
@@ -127,13 +140,20 @@ func (h *Header) UnlockContext(ctx context.Context, passphrase []byte, slot int)
 	if err != nil {
 		return nil, err
 	}
-	var skipped []error
+	var skipped, limited []error
 	tried := 0
 	for _, ks := range cands {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
+		if err := h.checkCost(ks, lim); err != nil {
+			limited = append(limited, err)
+			continue
+		}
 		key, err := h.tryKeyslot(ctx, ks, passphrase)
+		if strings.HasPrefix(ks.KDF, "argon2") {
+			freeLarge(ks.MemoryKiB)
+		}
 		switch {
 		case err == nil:
 			return &VolumeKey{key: key, Slot: ks.ID}, nil
@@ -146,6 +166,12 @@ func (h *Header) UnlockContext(ctx context.Context, passphrase []byte, slot int)
 		default:
 			return nil, err
 		}
+	}
+	if len(limited) > 0 {
+		if tried > 0 {
+			return nil, fmt.Errorf("%w (the other keyslots do not match the passphrase)", limited[0])
+		}
+		return nil, limited[0]
 	}
 	if tried == 0 && len(skipped) > 0 {
 		return nil, skipped[0]

@@ -361,7 +361,8 @@ func TestUnlockContext(t *testing.T) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		start := time.Now()
-		_, err = h.UnlockContext(ctx, []byte(pass1), -1)
+		// Limits far above the cost: cancellation, not the budget, must end the derivation.
+		_, err = h.UnlockLimits(ctx, []byte(pass1), -1, luks.KDFLimits{MaxMemoryKiB: luks.MaxKDFMemoryKiB, MaxTime: 1 << 62})
 		cancel()
 		if !errors.Is(err, context.DeadlineExceeded) {
 			t.Fatalf("%s: UnlockContext = %v, want context.DeadlineExceeded", tc.name, err)

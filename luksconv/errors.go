@@ -66,6 +66,9 @@ var (
 	// ErrOutputType means the output path names something that is neither a regular file nor a block
 	// device (a directory, a FIFO, a character device).
 	ErrOutputType = errors.New("luksconv: output is neither a regular file nor a block device")
+	// ErrInputType means an image or header path names something that is neither a regular file nor
+	// a block device (a directory, a FIFO that could block for ever, a character device).
+	ErrInputType = errors.New("luksconv: input is neither a regular file nor a block device")
 )
 
 // LayerError places an error of a format package in the disk image: the layer it was read from — a

@@ -29,7 +29,7 @@ type Header struct {
 // OpenHeader opens a detached header file read-only. No output may be that file (ErrOutputIsInput).
 func OpenHeader(path string) (*Header, error) {
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !isBlockDevice(fi) {
-		return nil, fmt.Errorf("header %s: not a regular file or block device", path)
+		return nil, fmt.Errorf("%w: header %s (%s)", ErrInputType, path, fi.Mode().Type())
 	}
 	f, err := os.Open(path)
 	if err != nil {

@@ -165,6 +165,11 @@ type PlanOptions struct {
 	// rd.ade=0 (and rd.lvm.conf=0, rd.luks.crypttab=0 where the image needs them) to switch them off
 	// until the guest rebuilds its initramfs with dracut, which leaves the disabled module out.
 	StrictInitramfs bool
+	// KDFLimits bound the memory and estimated time of one keyslot's key derivation (the zero value:
+	// luks's defaults, Argon2 at most 4 GiB and half the available memory, 60 s). A keyslot over them
+	// is not tried; when no other keyslot opens, NewPlan fails with its *luks.CostError
+	// (luks.ErrKDFLimit).
+	KDFLimits luks.KDFLimits
 
 	vm *vmEdits  // set by NewVMPlan for the OS disk
 	lv *lvTarget // set by NewVMPlan for a LUKS volume inside an LV of a plain PV on the disk
@@ -492,10 +497,10 @@ func (p *Plan) ID() string {
 
 // unlock opens a keyslot of h with the passphrase, or with its base64 decoding (Base64Fallback).
 func unlock(ctx context.Context, h *luks.Header, opts PlanOptions) (*luks.VolumeKey, error) {
-	key, err := h.UnlockContext(ctx, opts.Passphrase, keyslotArg(opts.Keyslot))
+	key, err := h.UnlockLimits(ctx, opts.Passphrase, keyslotArg(opts.Keyslot), opts.KDFLimits)
 	if err != nil && opts.Base64Fallback && errors.Is(err, luks.ErrWrongPassphrase) {
 		if alt, derr := decodeBase64Key(opts.Passphrase); derr == nil {
-			k, err2 := h.UnlockContext(ctx, alt, keyslotArg(opts.Keyslot))
+			k, err2 := h.UnlockLimits(ctx, alt, keyslotArg(opts.Keyslot), opts.KDFLimits)
 			clear(alt)
 			if err2 == nil {
 				return k, nil

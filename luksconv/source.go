@@ -40,7 +40,7 @@ type Allocator interface {
 func OpenFile(path string) (*Source, error) {
 	// Refuse what open could block on (a FIFO) before opening it.
 	if fi, err := os.Stat(path); err == nil && !fi.Mode().IsRegular() && !isBlockDevice(fi) {
-		return nil, fmt.Errorf("%s: not a regular file or block device", path)
+		return nil, fmt.Errorf("%w: %s (%s)", ErrInputType, path, fi.Mode().Type())
 	}
 	f, err := os.Open(path)
 	if err != nil {
@@ -53,7 +53,7 @@ func OpenFile(path string) (*Source, error) {
 	}
 	if !fi.Mode().IsRegular() && !isBlockDevice(fi) {
 		f.Close()
-		return nil, fmt.Errorf("%s: not a regular file or block device", path)
+		return nil, fmt.Errorf("%w: %s (%s)", ErrInputType, path, fi.Mode().Type())
 	}
 	size := fi.Size()
 	if isBlockDevice(fi) {

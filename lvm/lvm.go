@@ -49,8 +49,13 @@ const (
 
 // MaxTextSize bounds the metadata text read from a metadata area. LVM keeps
 // metadata under half its metadata area, which is 1 MiB by default; large
-// VGs stay well below this.
-const MaxTextSize = 64 << 20
+// VGs stay well below this. MaxSegments bounds the segments of all LVs of a
+// VG together. Both keep what a hostile text makes the parser build small
+// (a 58 MB text of 520k segments took 1.5 GiB).
+const (
+	MaxTextSize = 8 << 20
+	MaxSegments = 1 << 16
+)
 
 // crcSeed is INITIAL_CRC in lvm2 lib/misc/crc.h.
 const crcSeed = 0xf597a6cf

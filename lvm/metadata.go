@@ -187,6 +187,7 @@ func parseVG(text []byte) (*VG, error) {
 	if pvs == nil || !pvs.section {
 		return nil, fmt.Errorf("volume group %s: no physical_volumes section", vg.Name)
 	}
+	names := map[string]bool{}
 	for _, pn := range pvs.children {
 		if !pn.section {
 			continue
@@ -205,23 +206,29 @@ func parseVG(text []byte) (*VG, error) {
 		if pv.PECount > (math.MaxInt64/4-pv.PEStart)/vg.ExtentSize {
 			return nil, fmt.Errorf("line %d: physical volume %s: pe_count %d too large", pn.line, pv.Name, pv.PECount)
 		}
-		if _, dup := vg.PV(pv.Name); dup {
+		if names[pv.Name] {
 			return nil, fmt.Errorf("line %d: physical volume %s listed twice", pn.line, pv.Name)
 		}
+		names[pv.Name] = true
 		vg.PVs = append(vg.PVs, pv)
 	}
 
+	lvNames, segs := map[string]bool{}, 0
 	if lvs := vgn.get("logical_volumes"); lvs != nil && lvs.section {
 		for _, ln := range lvs.children {
 			if !ln.section {
 				continue
 			}
-			if _, dup := vg.LV(ln.key); dup {
+			if lvNames[ln.key] {
 				return nil, fmt.Errorf("line %d: logical volume %s listed twice", ln.line, ln.key)
 			}
+			lvNames[ln.key] = true
 			lv, err := parseLV(ln, vg)
 			if err != nil {
 				return nil, err
+			}
+			if segs += len(lv.Segments); segs > MaxSegments {
+				return nil, fmt.Errorf("line %d: more than %d segments in the volume group", ln.line, MaxSegments)
 			}
 			vg.LVs = append(vg.LVs, *lv)
 		}
@@ -231,10 +238,7 @@ func parseVG(text []byte) (*VG, error) {
 	for _, lv := range vg.LVs {
 		for _, s := range lv.Segments {
 			for _, a := range append(append([]Stripe(nil), s.Stripes...), s.Areas...) {
-				if _, ok := vg.PV(a.PV); ok {
-					continue
-				}
-				if _, ok := vg.LV(a.PV); ok {
+				if names[a.PV] || lvNames[a.PV] {
 					continue
 				}
 				return nil, fmt.Errorf("logical volume %s: segment at extent %d refers to unknown volume %q", lv.Name, s.StartExtent, a.PV)

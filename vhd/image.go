@@ -2,10 +2,12 @@ package vhd
 
 import (
 	"bytes"
+	"cmp"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sync"
 
 	"github.com/luksconv/luksconv/extent"
@@ -174,6 +176,7 @@ func openDynamic(r io.ReaderAt, fileSize int64, f *Footer, tail []byte) (*Image,
 	im := &Image{Kind: Dynamic, Footer: f, Header: h, r: r, size: size,
 		bat: make([]uint32, blocks), blockSize: bs, bitmapSize: h.bitmapSize(),
 		bitmaps: make(map[int64][]byte)}
+	var used []span
 	for i := range im.bat {
 		e := binary.BigEndian.Uint32(raw[4*i:])
 		im.bat[i] = e
@@ -187,9 +190,26 @@ func openDynamic(r io.ReaderAt, fileSize int64, f *Footer, tail []byte) (*Image,
 				Reason: fmt.Sprintf("block %d at [%d, %d) lies outside the data area [%d, %d)",
 					i, start, end, FooterSize, footOff)}
 		}
+		if start < batOff+int64(len(raw)) && batOff < end {
+			return nil, &FormatError{Structure: "BAT", Offset: batOff + 4*int64(i),
+				Reason: fmt.Sprintf("block %d at [%d, %d) overlaps the BAT", i, start, end)}
+		}
+		used = append(used, span{start, end, int64(i)})
+	}
+	// Two virtual blocks in one file block would make a small file read as a huge disk (and
+	// a used-block map that counts the same bytes many times): refused, as qemu-img check does.
+	slices.SortFunc(used, func(a, b span) int { return cmp.Compare(a.start, b.start) })
+	for k := 1; k < len(used); k++ {
+		if a, b := used[k-1], used[k]; b.start < a.end {
+			return nil, &FormatError{Structure: "BAT", Offset: batOff + 4*b.block,
+				Reason: fmt.Sprintf("blocks %d and %d share file bytes [%d, %d)", a.block, b.block, b.start, min(a.end, b.end))}
+		}
 	}
 	return im, nil
 }
+
+// span is an allocated block's bytes in the file.
+type span struct{ start, end, block int64 }
 
 // Size returns the virtual disk size in bytes.
 func (im *Image) Size() int64 { return im.size }

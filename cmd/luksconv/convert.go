@@ -109,7 +109,7 @@ func newConvertCmd() *cobra.Command {
 func createOutput(ctx context.Context, p *luksconv.Plan, out string, force bool, journal string, workers int) (luksconv.Output, string, string, error) {
 	if blobdisk.IsURL(out) {
 		o, err := blobdisk.CreateOutput(ctx, p, out, blobdisk.OutputOptions{
-			Options: blobdisk.Options{Workers: workers, Logf: blobLog}, Journal: journal})
+			Options: blobdisk.Options{Workers: workers, Logf: blobLog, Timeout: blobTimeout}, Journal: journal})
 		if err != nil {
 			return nil, "", "", err
 		}

@@ -86,7 +86,7 @@ func (r *redactWriter) addSAS(s string) {
 		}
 	}
 	for k, vs := range u.Query() {
-		if strings.EqualFold(k, "sig") {
+		if blobio.IsSignatureName(k) {
 			for _, v := range vs {
 				add(v)
 				add(url.QueryEscape(v))
@@ -94,7 +94,7 @@ func (r *redactWriter) addSAS(s string) {
 		}
 	}
 	for _, kv := range strings.Split(u.RawQuery, "&") {
-		if k, v, ok := strings.Cut(kv, "="); ok && strings.EqualFold(k, "sig") {
+		if k, v, ok := strings.Cut(kv, "="); ok && blobio.IsSignatureName(k) {
 			add(v)
 		}
 	}

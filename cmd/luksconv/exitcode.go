@@ -27,6 +27,9 @@ const (
 	exitInterrupted  = 130
 )
 
+// exitLimit: an input over a resource limit, a keyslot's KDF cost (--kdf-max-memory, --kdf-max-time).
+const exitLimit = 10
+
 // exitCode maps an error to the documented exit code.
 func exitCode(err error) int {
 	switch {
@@ -39,8 +42,10 @@ func exitCode(err error) int {
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
 		errors.Is(err, luksconv.ErrAmbiguous), errors.Is(err, luksconv.ErrNeedHeader), errors.Is(err, luksconv.ErrHeaderMismatch),
 		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, luksconv.ErrMissingDisk), errors.Is(err, azure.ErrNotFound),
-		errors.Is(err, azure.ErrDiskSKU):
+		errors.Is(err, azure.ErrDiskSKU), errors.Is(err, luksconv.ErrInputType):
 		return exitUsage
+	case errors.Is(err, luks.ErrKDFLimit):
+		return exitLimit
 	case errors.Is(err, luks.ErrWrongPassphrase), errors.Is(err, azure.ErrBadSecret):
 		return exitWrongKey
 	case errors.Is(err, luks.ErrReencryptInProgress):
@@ -77,6 +82,7 @@ var flagHints = []struct {
 	{luksconv.ErrNoSuchPartition, "see the partitions with luksconv inspect IMAGE"},
 	{luksconv.ErrOutputExists, "use --force to replace it"},
 	{luksconv.ErrKeyFile, "--key-file takes a regular file; --key-file - reads standard input"},
+	{luks.ErrKDFLimit, "if the header is trusted, raise the limit with --kdf-max-memory SIZE or --kdf-max-time DURATION"},
 	{azure.ErrDiskSKU, "--sku chooses the new disk's SKU"},
 	{luksconv.ErrMissingDisk, "give the disk holding that PV too (--data LUN=FILE --data-key LUN=KEY)"},
 }

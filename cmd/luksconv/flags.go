@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
+	"strings"
+	"time"
 
 	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -42,6 +46,8 @@ type planFlags struct {
 	fullCopy     bool
 	keepGuest    bool
 	strictInitrd bool
+	kdfMemory    sizeFlag
+	kdfTime      time.Duration
 }
 
 func (pf *planFlags) register(c *cobra.Command) {
@@ -52,12 +58,15 @@ func (pf *planFlags) register(c *cobra.Command) {
 	fl.BoolVar(&pf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents and XFS free space become zeros)")
 	fl.BoolVar(&pf.keepGuest, "keep-guest", false, "do not edit the guest: the output is the source with the volume decrypted, byte for byte (default: undo ADE in /boot and the root filesystem)")
 	fl.BoolVar(&pf.strictInitrd, "strict-initramfs", false, "fail if an initramfs holding ADE's hooks cannot be rewritten in place (default: warn and leave it)")
+	fl.Var(&pf.kdfMemory, "kdf-max-memory", fmt.Sprintf("largest Argon2 memory cost of a keyslot that is tried, e.g. 2GiB (default: %d MiB here: 4 GiB, at most half the available memory)", luks.DefaultKDFMaxMemoryKiB()>>10))
+	fl.DurationVar(&pf.kdfTime, "kdf-max-time", luks.DefaultKDFMaxTime, "longest estimated key derivation (plus digest check) of a keyslot that is tried")
 }
 
 // options are the PlanOptions the flags ask for, without the passphrase and the header.
 func (pf *planFlags) options(format luksconv.Format) luksconv.PlanOptions {
 	opts := luksconv.PlanOptions{Partition: pf.partition, Format: format, AllowUnknownContent: pf.allowUnknown,
-		FullCopy: pf.fullCopy, KeepGuest: pf.keepGuest, StrictInitramfs: pf.strictInitrd}
+		FullCopy: pf.fullCopy, KeepGuest: pf.keepGuest, StrictInitramfs: pf.strictInitrd,
+		KDFLimits: luks.KDFLimits{MaxMemoryKiB: int64(pf.kdfMemory) >> 10, MaxTime: pf.kdfTime}}
 	if pf.keyslot >= 0 {
 		k := pf.keyslot
 		opts.Keyslot = &k
@@ -112,11 +121,14 @@ func (cf *convertFlags) plan(c *cobra.Command, src *luksconv.Source) (*luksconv.
 	return cf.makePlan(c.Context(), src, opts)
 }
 
+// blobTimeout is --timeout: how long a blob source or upload may go without a successful request.
+var blobTimeout time.Duration
+
 // openSource opens a local image, or a page blob when path is a SAS URL.
 func openSource(ctx context.Context, path string, workers int) (*luksconv.Source, error) {
 	if blobdisk.IsURL(path) {
 		dlog.Debug("opening page blob", "url", blobio.Redact(path))
-		src, err := blobdisk.OpenSource(ctx, path, blobdisk.Options{Workers: workers, Logf: blobLog})
+		src, err := blobdisk.OpenSource(ctx, path, blobdisk.Options{Workers: workers, Logf: blobLog, Timeout: blobTimeout})
 		if err != nil {
 			return nil, err
 		}
@@ -132,4 +144,43 @@ func openSource(ctx context.Context, path string, workers int) (*luksconv.Source
 	}
 	debugSource(path, src)
 	return src, nil
+}
+
+// sizeFlag is a byte count given as a number with an optional unit: K, M, G, T (KiB, MiB, ...,
+// powers of 1024); a bare number is bytes.
+type sizeFlag int64
+
+func (s *sizeFlag) String() string {
+	if *s == 0 {
+		return ""
+	}
+	return strconv.FormatInt(int64(*s), 10)
+}
+
+func (s *sizeFlag) Type() string { return "size" }
+
+func (s *sizeFlag) Set(v string) error {
+	t := strings.TrimSuffix(strings.TrimSuffix(strings.ToUpper(strings.TrimSpace(v)), "B"), "I")
+	shift := 0
+	if n := len(t); n > 0 {
+		switch t[n-1] {
+		case 'K':
+			shift = 10
+		case 'M':
+			shift = 20
+		case 'G':
+			shift = 30
+		case 'T':
+			shift = 40
+		}
+		if shift > 0 {
+			t = t[:n-1]
+		}
+	}
+	n, err := strconv.ParseInt(strings.TrimSpace(t), 10, 64)
+	if err != nil || n <= 0 || n > (1<<62)>>shift {
+		return fmt.Errorf("%q is not a size (e.g. 512M, 4GiB)", v)
+	}
+	*s = sizeFlag(n << shift)
+	return nil
 }

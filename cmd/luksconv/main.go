@@ -15,12 +15,14 @@ package main
 import (
 	"context"
 	"fmt"
+	"github.com/luksconv/luksconv/blobio"
 	"io"
 	"os"
 	"os/signal"
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -78,6 +80,7 @@ func newRootCmd() *cobra.Command {
 	}
 	var debug bool
 	root.PersistentFlags().BoolVar(&debug, "debug", false, "write debug lines (log/slog text) about what luksconv does on standard error; never keys or SAS signatures (also: "+debugEnv+"=1)")
+	root.PersistentFlags().DurationVar(&blobTimeout, "timeout", 10*time.Minute, "give up on a blob URL (inspect, plan, convert, verify, vm) once no request has succeeded for this long; 0: retry without an overall bound")
 	root.PersistentPreRun = func(c *cobra.Command, args []string) {
 		// Every argument and flag value that is a SAS URL lends its signature to the redaction.
 		vals := append([]string{}, args...)
@@ -107,13 +110,15 @@ func usageArgs(n int) cobra.PositionalArgs {
 // reportError prints a failed command's error and, if there is one, its hint.
 func reportError(w io.Writer, err error) {
 	// Errors of the luksconv package already start with the program's name.
-	msg := err.Error()
+	// Redacted once more: a SAS URL can reach an error unredacted (cobra's "unknown command" quotes
+	// an argument as it was typed).
+	msg := blobio.Redact(err.Error())
 	if !strings.HasPrefix(msg, "luksconv: ") {
 		msg = "luksconv: " + msg
 	}
 	fmt.Fprintln(w, msg)
 	if hint := hintFor(err); hint != "" {
-		fmt.Fprintf(w, "hint: %s\n", hint)
+		fmt.Fprintf(w, "hint: %s\n", blobio.Redact(hint))
 	}
 }
 

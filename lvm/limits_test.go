@@ -1,0 +1,62 @@
+package lvm_test
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/luksconv/luksconv/lvm"
+)
+
+// hostileText is a VG whose one LV has n one-extent segments (with lvs LVs of one segment each).
+func hostileText(n, lvs int) []byte {
+	var b strings.Builder
+	fmt.Fprintf(&b, "contents = \"Text Format Volume Group\"\nversion = 1\nvg {\nid = \"v\"\nseqno = 1\nstatus = [\"READ\"]\nextent_size = 8\n")
+	fmt.Fprintf(&b, "physical_volumes { pv0 { id = \"p\" pe_start = 2048 pe_count = %d } }\nlogical_volumes {\n", n+lvs)
+	fmt.Fprintf(&b, "lv { id = \"l\" status = [\"VISIBLE\"] segment_count = %d\n", n)
+	for i := range n {
+		fmt.Fprintf(&b, "segment%d { start_extent = %d extent_count = 1 type = \"striped\" stripe_count = 1 stripes = [\"pv0\", %d] }\n", i+1, i, i)
+	}
+	b.WriteString("}\n")
+	for i := range lvs {
+		fmt.Fprintf(&b, "lv%d { id = \"l%d\" status = [\"VISIBLE\"] segment_count = 1\nsegment1 { start_extent = 0 extent_count = 1 type = \"striped\" stripe_count = 1 stripes = [\"pv0\", %d] } }\n", i, i, n+i)
+	}
+	b.WriteString("}\n}\n")
+	return []byte(b.String())
+}
+
+// TestMetadataLimits: a text over MaxTextSize (520k segments, 58 MB: what once took 1.5 GiB), one
+// under it with more than MaxSegments segments, and one of 30k LVs (whose names were once checked
+// pairwise) are refused or parsed quickly with bounded allocation; a VG at the segment limit parses.
+func TestMetadataLimits(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		text    []byte
+		wantErr string
+	}{
+		{"520k segments", hostileText(520000, 0), "more than"},
+		{"over MaxSegments", hostileText(lvm.MaxSegments+1, 0), "segments"},
+		{"at MaxSegments", hostileText(lvm.MaxSegments-1000, 1000), ""},
+		{"30k LVs", hostileText(1, 30000), ""},
+	} {
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		start := time.Now()
+		_, err := lvm.ParseMetadata(tc.text)
+		d := time.Since(start)
+		runtime.ReadMemStats(&after)
+		alloc := (after.TotalAlloc - before.TotalAlloc) >> 20
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("%s: %v", tc.name, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("%s: err = %v, want %q", tc.name, err, tc.wantErr)
+		}
+		if alloc > 512 || d > 5*time.Second {
+			t.Errorf("%s: %d MiB allocated, %v", tc.name, alloc, d)
+		}
+		t.Logf("%s (%d bytes): %v, %d MiB allocated, %v", tc.name, len(tc.text), err, alloc, d.Round(time.Millisecond))
+	}
+}
