@@ -3,6 +3,7 @@ package azure_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log"
 	"net/http"
@@ -137,11 +138,14 @@ func ExampleClient_PlanRecreateVM() {
 	if err := json.NewEncoder(os.Stdout).Encode(plan); err != nil {
 		log.Fatal(err)
 	}
+	// A refusal by the preflight changes nothing; a failed creation after the DELETE restores the
+	// original VM by itself, or names the file that holds its model.
 	if err := c.RecreateVM(ctx, plan); err != nil {
-		log.Print(err)
-		if rerr := c.RestoreVM(ctx, plan); rerr != nil {
-			log.Fatal(rerr)
+		var re *azure.VMRecreateError
+		if errors.As(err, &re) {
+			log.Print(re.Hint())
 		}
+		log.Fatal(err)
 	}
 }
 

@@ -52,6 +52,7 @@ func (c *cloud) client() *Client {
 		Secrets:       c.SecretsOptions(),
 		Keys:          c.KeysOptions(),
 		PollFrequency: time.Millisecond,
+		VMModelDir:    c.t.TempDir(),
 	})
 	if err != nil {
 		c.t.Fatal(err)

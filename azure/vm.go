@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"os"
 	"reflect"
 	"regexp"
 	"slices"
@@ -221,6 +222,19 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
 	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, nil, true)
 	plan.DetachUpdate = detachUpdate(&vm)
+	// An upload disk declares no supportsHibernation, and Azure refuses hibernationEnabled on a VM whose
+	// OS disk does not: the new VM gets hibernation off (the rollback keeps it, on the old disk).
+	if ac := plan.New.Properties.AdditionalCapabilities; ac != nil && deref(ac.HibernationEnabled) {
+		ok, err := c.diskSupportsHibernation(ctx, newOSDiskID)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		if !ok {
+			ac.HibernationEnabled = to.Ptr(false)
+			plan.Warnings = append(plan.Warnings, "hibernation is turned off on the new VM: its new OS disk does not declare supportsHibernation; "+
+				"to turn it on again, set supportsHibernation on the disk and hibernationEnabled on the deallocated VM after the swap")
+		}
+	}
 
 	for _, e := range vm.Resources {
 		if e == nil {
@@ -252,6 +266,14 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 	if plan.DetachUpdate != nil {
 		plan.Steps = append(plan.Steps, fmt.Sprintf("PATCH %s: deleteOption=Detach on its NICs and disks (detachUpdate)", vmID))
 	}
+	size := ""
+	if hp := p.HardwareProfile; hp != nil && hp.VMSize != nil {
+		size = string(*hp.VMSize)
+	}
+	plan.Steps = append([]string{
+		fmt.Sprintf("preflight, nothing changed: size %s offered and unrestricted in %s %v (resource SKUs); ARM validates a deployment of newVm in %s (Azure Policy, Compute checks)", size, str(vm.Location), ptrStrings(vm.Zones), rid.ResourceGroup),
+		"save rollbackVm to luksconv-vm-" + rid.Name + "-TIME.json (removed once a VM exists again)",
+	}, plan.Steps...)
 	plan.Steps = append(plan.Steps,
 		fmt.Sprintf("DELETE %s: NICs, OS disk %s and data disks are kept", vmID, plan.OldOSDiskID),
 		fmt.Sprintf("PUT %s (newVm): OS disk %s attached, no ADE extension, no encryptionSettings", vmID, newOSDiskID),
@@ -259,6 +281,7 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 	for _, s := range plan.DataDisks {
 		plan.Steps[len(plan.Steps)-1] += fmt.Sprintf("; LUN %d: %s in place of %s", s.LUN, s.New, s.Old)
 	}
+	plan.Steps[len(plan.Steps)-1] += "; retried while Azure answers NicReservedForAnotherVm, 429 or 5xx (5 min by default); if it still fails, PUT rollbackVm (the original VM on its old disks)"
 
 	before, err := comparable(&vm, true)
 	if err != nil {
@@ -319,10 +342,15 @@ func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine
 }
 
 // RecreateVM executes a plan: it checks that the VM has not changed and
-// that the new OS disk is Unattached and free of ADE settings, applies
-// DetachUpdate, deletes the VM (keeping NICs and disks) and creates it
-// again from plan.New. If the creation fails the VM is gone; RestoreVM
-// re-creates the original from plan.Rollback.
+// that the new OS disk is Unattached and free of ADE settings, runs
+// PreflightVM (a refusal returns before anything changes), saves the
+// rollback model to a file (Options.VMModelDir), applies DetachUpdate,
+// deletes the VM (keeping NICs and disks) and creates it again from
+// plan.New, retrying for Options.VMCreateRetry while Azure refuses for a
+// while only (NicReservedForAnotherVm, 429, 5xx). If the creation still
+// fails it restores the original VM from plan.Rollback (RestoreVM); the
+// model file is removed once either VM exists, and kept otherwise. A
+// failure from the preflight on is a *VMRecreateError saying which.
 func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	const op = "re-create VM"
 	if plan == nil || plan.New == nil {
@@ -355,19 +383,56 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if err := c.checkQuiet(ctx, plan); err != nil {
 		return err
 	}
+	if err := c.PreflightVM(ctx, plan); err != nil {
+		return &VMRecreateError{VMID: plan.VMID, Err: err}
+	}
+	if plan.Rollback == nil {
+		return newError(op, plan.VMID, ErrState, "the plan has no rollbackVm: plan again")
+	}
+	// Saved before anything changes: if this process dies between the DELETE and the PUT, the file is
+	// what brings the VM back.
+	model, err := c.saveModel(plan)
+	if err != nil {
+		return &VMRecreateError{VMID: plan.VMID, Err: opError("save the rollback model of", plan.VMID, err)}
+	}
 	if plan.DetachUpdate != nil {
 		if _, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, nil)).wait(ctx, c); err != nil {
-			return opError("set deleteOption=Detach on", plan.VMID, err)
+			os.Remove(model)
+			return &VMRecreateError{VMID: plan.VMID, Err: opError("set deleteOption=Detach on", plan.VMID, err)}
 		}
 	}
 	if _, err := started(vms.BeginDelete(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c); err != nil {
-		return opError("delete VM", plan.VMID, err)
+		derr := opError("delete VM", plan.VMID, err)
+		// A failed delete may still have deleted the VM: only a VM that is still there was not changed.
+		if _, gerr := vms.Get(context.WithoutCancel(ctx), rid.ResourceGroup, rid.Name, nil); !isNotFound(gerr) {
+			os.Remove(model)
+			return &VMRecreateError{VMID: plan.VMID, Err: derr}
+		}
 	}
-	if _, err := started(vms.BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.New, nil)).wait(ctx, c); err != nil {
-		e := opError("create VM (the old VM is deleted; RestoreVM or the plan's rollbackVm re-creates it)", plan.VMID, err)
+	// From here on an interrupted run goes on to the end, bounded: a deleted VM is the worst place to
+	// stop, and a PUT already sent must not race a restore.
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*(c.retryBound()+15*time.Minute))
+	defer cancel()
+	n, err := c.putVM(pctx, vms, rid.ResourceGroup, rid.Name, *plan.New)
+	if err == nil {
+		os.Remove(model)
+		return nil
+	}
+	e := &VMRecreateError{VMID: plan.VMID, Deleted: true, Attempts: n, Err: opError("create VM", plan.VMID, err)}
+	if e.Restore = c.RestoreVM(pctx, plan); e.Restore == nil {
+		e.Restored = true
+		os.Remove(model)
 		return e
 	}
-	return nil
+	e.ModelFile = model
+	return e
+}
+
+func (c *Client) retryBound() time.Duration {
+	if c.opts.VMCreateRetry > 0 {
+		return c.opts.VMCreateRetry
+	}
+	return DefaultVMCreateRetry
 }
 
 // quietState reports whether a VM in power state ps runs no guest that could write to its disks.
@@ -406,8 +471,10 @@ func (c *Client) checkQuiet(ctx context.Context, plan *VMPlan) error {
 }
 
 // RestoreVM re-creates the original VM on its old OS disk from
-// plan.Rollback, after a failed RecreateVM or to go back. Extensions are
-// not re-created.
+// plan.Rollback, after a failed RecreateVM (which calls it) or to go back.
+// A VM left in the Failed state by the failed creation is deleted first
+// (its NICs and disks are kept: the new body detaches them); the PUT is
+// retried as RecreateVM's is. Extensions are not re-created.
 func (c *Client) RestoreVM(ctx context.Context, plan *VMPlan) error {
 	const op = "restore VM"
 	if plan == nil || plan.Rollback == nil {
@@ -421,7 +488,17 @@ func (c *Client) RestoreVM(ctx context.Context, plan *VMPlan) error {
 	if err != nil {
 		return opError(op, plan.VMID, err)
 	}
-	_, err = started(f.NewVirtualMachinesClient().BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.Rollback, nil)).wait(ctx, c)
+	vms := f.NewVirtualMachinesClient()
+	cur, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	switch {
+	case err != nil && !isNotFound(err):
+		return opError(op, plan.VMID, err)
+	case err == nil && cur.Properties != nil && strings.EqualFold(str(cur.Properties.ProvisioningState), "Failed"):
+		if _, err := started(vms.BeginDelete(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c); err != nil {
+			return opError("delete the failed VM before restoring", plan.VMID, err)
+		}
+	}
+	_, err = c.putVM(ctx, vms, rid.ResourceGroup, rid.Name, *plan.Rollback)
 	return opError(op, plan.VMID, err)
 }
 

@@ -234,10 +234,19 @@ func TestRecreateVM(t *testing.T) {
 	if err := cl.RecreateVM(ctx, plan); err != nil {
 		t.Fatal(err)
 	}
-	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}
+	want := []string{"VALIDATE deployment luksconv-preflight-vm1", "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}
 	if !slices.Equal(c.Calls, want) {
 		t.Fatalf("calls %q, want %q", c.Calls, want)
 	}
+	// ARM validated exactly the body that was PUT.
+	validated := *c.Validated
+	validated.Type = nil
+	vb, _ := json.Marshal(validated)
+	pb, _ := json.Marshal(c.VMPut)
+	if string(vb) != string(pb) {
+		t.Errorf("validated body\n%s\nPUT body\n%s", vb, pb)
+	}
+	noModelFiles(t, cl)
 	if nics := c.VMPatch.Properties.NetworkProfile.NetworkInterfaces; *nics[0].Properties.DeleteOption != armcompute.DeleteOptionsDetach {
 		t.Errorf("PATCH did not detach nic1")
 	}
@@ -387,19 +396,25 @@ func TestRecreateVMCreateFailsThenRestore(t *testing.T) {
 	c.FailVMCreate = true
 	err = cl.RecreateVM(ctx, plan)
 	var ae *Error
-	if !errors.As(err, &ae) || ae.Code != "OSDiskSwapNotSupportedForVMsUsingDiskEncryption" || !strings.Contains(err.Error(), "RestoreVM") {
+	var re *VMRecreateError
+	if !errors.As(err, &ae) || ae.Code != "OSDiskSwapNotSupportedForVMsUsingDiskEncryption" || !errors.As(err, &re) || !re.Deleted || !re.Restored ||
+		!strings.Contains(err.Error(), "original VM was restored") {
 		t.Fatalf("err = %v", err)
 	}
-	if err := cl.RestoreVM(ctx, plan); err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "PUT vm vm1"}
+	// Refused for good: one PUT, no retry, then the rollback PUT.
+	want := []string{"VALIDATE deployment luksconv-preflight-vm1", "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "PUT vm vm1"}
 	if !slices.Equal(c.Calls, want) {
 		t.Fatalf("calls %q, want %q", c.Calls, want)
 	}
 	osd := c.VMPut.Properties.StorageProfile.OSDisk
 	if *osd.ManagedDisk.ID != resID(typeDisk, "osdisk") || osd.EncryptionSettings == nil {
 		t.Errorf("restore PUT OS disk %+v", osd)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk"))
+	noModelFiles(t, cl)
+	// RestoreVM by hand over the restored VM is a PUT of the same body.
+	if err := cl.RestoreVM(ctx, plan); err != nil {
+		t.Fatal(err)
 	}
 }
 

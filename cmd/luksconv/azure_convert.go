@@ -321,7 +321,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if rep.VMPlan != nil {
 		debugAzure("re-create VM", f.vm)
 		if err := cl.RecreateVM(ctx, rep.VMPlan); err != nil {
-			return &hintedError{err, "the VM may be deleted: `luksconv` left the old OS disk untouched; re-create it from the plan's rollbackVm (azure.RestoreVM)"}
+			return recreateError(err)
 		}
 		rep.VMRecreated = true
 	}

@@ -27,6 +27,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8/fake"
+	resourcesfake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/resources/armresources/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	keysfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
@@ -81,7 +82,9 @@ type Cloud struct {
 	// Calls records every mutating call and every Key Vault read, in order:
 	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
 	// "REVOKE snapshot NAME", "DELETE vm NAME", "PATCH vm NAME",
-	// "GET secret NAME", "UNWRAP ALGORITHM".
+	// "GET secret NAME", "UNWRAP ALGORITHM", "VALIDATE deployment NAME"
+	// (a deployment validation: it changes nothing, but tests check that
+	// it comes before a DELETE).
 	Calls []string
 
 	// The last request bodies and parameters the client sent.
@@ -120,6 +123,37 @@ type Cloud struct {
 	RevokeKeeps bool
 	// UnwrapCorrupt fails every UnwrapKey as a key that does not match.
 	UnwrapCorrupt bool
+
+	// ResourceSKUs is what the resource-SKUs list returns (filtered by
+	// location as Azure filters it); a VM PUT, and the validation of a
+	// deployment holding one, is refused with SkuNotAvailable when its
+	// size is not listed for its location and zone or is restricted there.
+	// New fills it with DefaultSKUs.
+	ResourceSKUs []*armcompute.ResourceSKU
+	// PolicyDeny is Azure Policy: a non-empty return names the policy
+	// assignment that denies a VM body. Validation is refused with
+	// InvalidTemplateDeployment (detail RequestDisallowedByPolicy) and a
+	// VM PUT with 403 RequestDisallowedByPolicy, as Azure does.
+	PolicyDeny func(vm *armcompute.VirtualMachine) string
+	// NICHold is how many VM PUTs after a VM's DELETE are refused with
+	// NicReservedForAnotherVm when they name one of its NICs (Azure holds
+	// a deleted VM's NICs for it for up to ~180 s).
+	NICHold int
+	// VMPutErrors fail the next VM PUTs, one each, in order, before any
+	// other check.
+	VMPutErrors []Refusal
+	// OnCall, if set, is called with each call as it is recorded (with
+	// the lock held), e.g. to interrupt a run at that point.
+	OnCall func(call string)
+	// ValidateAsUpdate makes the validation of a VM that exists judge the
+	// body as an update of it, refusing a changed osDisk.createOption with
+	// PropertyChangeNotAllowed, as the Compute provider may (unverified).
+	ValidateAsUpdate bool
+	// Validated is the VM body of the last deployment validation.
+	Validated *armcompute.VirtualMachine
+
+	nicHeld     map[string]int // NIC ID (lower case) -> PUTs still refused
+	failedAsync bool           // an operation failed asynchronously: see router
 }
 
 var (
@@ -147,20 +181,31 @@ func New(subscription string) *Cloud {
 		Secrets:            map[string]azsecrets.Secret{},
 		PowerStates:        map[string]string{},
 		KEK:                kek,
+		ResourceSKUs:       DefaultSKUs(),
+		nicHeld:            map[string]int{},
 	}
 }
 
 // ARMOptions are client options whose transport is the fake
-// Microsoft.Compute: disks, snapshots, virtual machines and disk
-// encryption sets.
+// Microsoft.Compute (disks, snapshots, virtual machines, disk encryption
+// sets, resource SKUs) and the fake Microsoft.Resources deployments
+// (validation only).
 func (c *Cloud) ARMOptions() *arm.ClientOptions {
-	f := &computefake.ServerFactory{
-		DisksServer:              c.disksServer(),
-		SnapshotsServer:          c.snapshotsServer(),
-		VirtualMachinesServer:    c.vmsServer(),
-		DiskEncryptionSetsServer: c.desServer(),
+	newCompute := func() transporter {
+		return computefake.NewServerFactoryTransport(&computefake.ServerFactory{
+			DisksServer:              c.disksServer(),
+			SnapshotsServer:          c.snapshotsServer(),
+			VirtualMachinesServer:    c.vmsServer(),
+			DiskEncryptionSetsServer: c.desServer(),
+			ResourceSKUsServer:       c.skusServer(),
+		})
 	}
-	return &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: computefake.NewServerFactoryTransport(f)}}
+	return &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: &router{
+		c:          c,
+		newCompute: newCompute,
+		compute:    newCompute(),
+		resources:  resourcesfake.NewServerFactoryTransport(&resourcesfake.ServerFactory{DeploymentsServer: c.deploymentsServer()}),
+	}}}
 }
 
 // SecretsOptions are client options whose transport is the fake Key Vault's
@@ -218,6 +263,9 @@ func (c *Cloud) DiskState(resourceGroup, name string) armcompute.DiskState {
 
 func (c *Cloud) record(format string, args ...any) {
 	c.Calls = append(c.Calls, fmt.Sprintf(format, args...))
+	if c.OnCall != nil {
+		c.OnCall(c.Calls[len(c.Calls)-1])
+	}
 }
 
 func (c *Cloud) id(resourceGroup, typ, name string) *string {
@@ -486,6 +534,11 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 			c.Lock()
 			defer c.Unlock()
 			c.record("DELETE vm %s", name)
+			if vm, ok := c.VMs[Key(rg, name)]; ok && c.NICHold > 0 {
+				for _, id := range nicIDs(vm) {
+					c.nicHeld[id] = c.NICHold
+				}
+			}
 			delete(c.VMs, Key(rg, name))
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientDeleteResponse{}, nil)
@@ -504,6 +557,24 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 			}
 			stored := vm
 			stored.ID = c.id(rg, "virtualMachines", name)
+			if r, ok := c.refusePut(&vm); ok {
+				if !r.Async {
+					errResp.SetResponseError(r.Status, r.Code)
+					return
+				}
+				// Accepted, then the operation fails and leaves the VM in the Failed state.
+				if stored.Properties == nil {
+					stored.Properties = &armcompute.VirtualMachineProperties{}
+				}
+				failed := *stored.Properties
+				failed.ProvisioningState = to.Ptr("Failed")
+				stored.Properties = &failed
+				c.VMs[Key(rg, name)] = &stored
+				c.failedAsync = true
+				resp.AddNonTerminalResponse(http.StatusCreated, nil)
+				resp.SetTerminalError(r.Status, r.Code)
+				return
+			}
 			c.VMs[Key(rg, name)] = &stored
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientCreateOrUpdateResponse{VirtualMachine: stored}, nil)
 			return

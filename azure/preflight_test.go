@@ -1,0 +1,390 @@
+package azure
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+
+	"github.com/luksconv/luksconv/internal/azurefake"
+)
+
+const validateCall = "VALIDATE deployment luksconv-preflight-vm1"
+
+// noModelFiles fails when a rollback model file was left behind.
+func noModelFiles(t *testing.T, cl *Client) {
+	t.Helper()
+	m, _ := filepath.Glob(filepath.Join(cl.opts.VMModelDir, "luksconv-vm-*.json"))
+	if len(m) != 0 {
+		t.Errorf("model files left: %q", m)
+	}
+}
+
+// vmBack asserts the invariant of every path: the VM exists, provisioned, on the new or the old OS
+// disk (wantDisk), with no VM left deleted.
+func vmBack(t *testing.T, c *cloud, wantDisk string) {
+	t.Helper()
+	c.Lock()
+	defer c.Unlock()
+	vm, ok := c.VMs[key(rg, "vm1")]
+	if !ok {
+		t.Fatalf("the VM is deleted; calls %q", c.Calls)
+	}
+	if strings.EqualFold(str(vm.Properties.ProvisioningState), "Failed") {
+		t.Fatalf("the VM is left Failed; calls %q", c.Calls)
+	}
+	if id := str(vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID); id != wantDisk {
+		t.Errorf("VM on OS disk %s, want %s", id, wantDisk)
+	}
+}
+
+// untouched asserts that a refusal changed nothing: no PATCH, DELETE or PUT of the VM.
+func untouched(t *testing.T, c *cloud) {
+	t.Helper()
+	for _, call := range c.Calls {
+		if strings.HasSuffix(call, " vm vm1") {
+			t.Errorf("refused, yet %q in calls %q", call, c.Calls)
+		}
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk"))
+}
+
+// retryClient is the fakes' client with a short retry bound.
+func (c *cloud) retryClient(bound time.Duration) *Client {
+	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: c.ARMOptions(), PollFrequency: time.Millisecond, VMCreateRetry: bound, VMModelDir: c.t.TempDir()})
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+func planVM1(t *testing.T, c *cloud, cl *Client) *VMPlan {
+	t.Helper()
+	plan, err := cl.PlanRecreateVM(context.Background(), resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return plan
+}
+
+// TestRecreateVMPreflight: what Azure would refuse at the PUT is refused before the DELETE — a policy
+// denial in ARM's validation of the exact body, a size not offered or restricted in the VM's region or
+// zone (resource SKUs), hibernation on a disk that does not support it — and the VM is not touched.
+func TestRecreateVMPreflight(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		setup func(c *cloud, plan *VMPlan)
+		want  []string // in the error
+		calls []string
+	}{
+		{"policy denies", func(c *cloud, _ *VMPlan) {
+			c.PolicyDeny = func(vm *armcompute.VirtualMachine) string {
+				if sp := vm.Properties.SecurityProfile; sp == nil || !deref(sp.EncryptionAtHost) {
+					return "vms-need-encryption-at-host"
+				}
+				return ""
+			}
+		}, []string{"InvalidTemplateDeployment", "RequestDisallowedByPolicy", "vms-need-encryption-at-host"}, []string{validateCall}},
+		{"size restricted in the zone", func(c *cloud, _ *VMPlan) {
+			c.Restrict(string(armcompute.VirtualMachineSizeTypesStandardD4SV3), region, "1")
+		}, []string{"SkuNotAvailable", "restricted in zone 1 of westeurope", "NotAvailableForSubscription"}, nil},
+		{"size restricted in the region", func(c *cloud, _ *VMPlan) {
+			c.Restrict(string(armcompute.VirtualMachineSizeTypesStandardD4SV3), region)
+		}, []string{"SkuNotAvailable", "restricted in westeurope"}, nil},
+		{"size not offered in the zone", func(c *cloud, _ *VMPlan) {
+			c.ResourceSKUs = []*armcompute.ResourceSKU{azurefake.VMSKU(string(armcompute.VirtualMachineSizeTypesStandardD4SV3), region, "2", "3")}
+		}, []string{"SkuNotAvailable", "not offered in zone 1"}, nil},
+		{"size not offered in the region", func(c *cloud, _ *VMPlan) {
+			c.ResourceSKUs = []*armcompute.ResourceSKU{azurefake.VMSKU(string(armcompute.VirtualMachineSizeTypesStandardD4SV3), "northeurope", "1")}
+		}, []string{"SkuNotAvailable", "not offered in westeurope"}, nil},
+		{"allowed-sizes policy (seen by the validation only)", func(c *cloud, plan *VMPlan) {
+			// No size: the SKU check has nothing to check, ARM's validation of the exact body refuses it.
+			plan.New.Properties.HardwareProfile.VMSize = nil
+			c.PolicyDeny = func(vm *armcompute.VirtualMachine) string {
+				if vm.Properties.HardwareProfile.VMSize == nil {
+					return "allowed-vm-sizes"
+				}
+				return ""
+			}
+		}, []string{"RequestDisallowedByPolicy", "allowed-vm-sizes"}, []string{validateCall}},
+		{"hibernation without supportsHibernation", func(c *cloud, plan *VMPlan) {
+			plan.New.Properties.AdditionalCapabilities = &armcompute.AdditionalCapabilities{HibernationEnabled: to.Ptr(true)}
+		}, []string{"hibernationEnabled", "supportsHibernation"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			cl := c.client()
+			plan := planVM1(t, c, cl)
+			tc.setup(c, plan)
+			err := cl.RecreateVM(ctx, plan)
+			var re *VMRecreateError
+			if !errors.Is(err, ErrPreflight) || !errors.As(err, &re) || re.Deleted || !strings.Contains(re.Hint(), "nothing was deleted") ||
+				!strings.Contains(err.Error(), "the VM was not changed") {
+				t.Fatalf("err = %v", err)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if !slices.Equal(c.Calls, tc.calls) {
+				t.Errorf("calls %q, want %q", c.Calls, tc.calls)
+			}
+			untouched(t, c)
+			noModelFiles(t, cl)
+		})
+	}
+	// Without the preflight the fakes refuse the same at the PUT, as Azure does after the DELETE.
+	t.Run("fake refuses at the PUT too", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		c.PolicyDeny = func(vm *armcompute.VirtualMachine) string { return "deny-all" }
+		ae := &Error{}
+		_, err := c.client().putVM(ctx, mustVMs(t, c), rg, "vm2", *c.VMs[key(rg, "vm1")])
+		if !errors.As(opError("x", "y", err), &ae) || ae.Code != "RequestDisallowedByPolicy" || ae.StatusCode != 403 {
+			t.Errorf("policy at PUT: %v", err)
+		}
+		c.PolicyDeny = nil
+		c.Restrict(string(armcompute.VirtualMachineSizeTypesStandardD4SV3), region, "1")
+		_, err = c.client().putVM(ctx, mustVMs(t, c), rg, "vm2", *c.VMs[key(rg, "vm1")])
+		if !errors.As(opError("x", "y", err), &ae) || ae.Code != "SkuNotAvailable" {
+			t.Errorf("SKU at PUT: %v", err)
+		}
+	})
+}
+
+func mustVMs(t *testing.T, c *cloud) *armcompute.VirtualMachinesClient {
+	f, err := c.client().compute(sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f.NewVirtualMachinesClient()
+}
+
+// TestPlanRecreateVMHibernation: the plan turns hibernation off in the new VM when the new OS disk does
+// not declare supportsHibernation (warned; the rollback keeps it), keeps it when the disk does, and the
+// re-creation then passes the fake's check.
+func TestPlanRecreateVMHibernation(t *testing.T) {
+	ctx := context.Background()
+	for _, supports := range []bool{false, true} {
+		c := newCloud(t)
+		adeVM(c)
+		c.VMs[key(rg, "vm1")].Properties.AdditionalCapabilities = &armcompute.AdditionalCapabilities{HibernationEnabled: to.Ptr(true)}
+		c.Disks[key(rg, "osdisk")].Properties.SupportsHibernation = to.Ptr(true)
+		if supports {
+			c.Disks[key(rg, "osdisk-plain")].Properties.SupportsHibernation = to.Ptr(true)
+		}
+		cl := c.client()
+		plan := planVM1(t, c, cl)
+		got := *plan.New.Properties.AdditionalCapabilities.HibernationEnabled
+		warned := strings.Contains(strings.Join(plan.Warnings, "\n"), "hibernation is turned off")
+		if got != supports || warned == supports || !*plan.Rollback.Properties.AdditionalCapabilities.HibernationEnabled {
+			t.Errorf("supportsHibernation %v: new VM hibernationEnabled %v, warned %v", supports, got, warned)
+		}
+		if !supports && hasChange(plan.Changes, "replace", "properties.additionalCapabilities.hibernationEnabled") == nil {
+			t.Errorf("no change listed for hibernationEnabled: %v", plan.Changes)
+		}
+		if err := cl.RecreateVM(ctx, plan); err != nil {
+			t.Fatalf("supportsHibernation %v: %v", supports, err)
+		}
+		vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+	}
+}
+
+// TestRecreateVMRetries: the PUT after the DELETE is retried while Azure holds the NIC for the deleted VM
+// (NicReservedForAnotherVm), throttles (429) or fails inside (5xx), and the new VM is created.
+func TestRecreateVMRetries(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		setup func(c *cloud)
+		puts  int
+	}{
+		{"NIC held for the deleted VM", func(c *cloud) { c.NICHold = 2 }, 3},
+		{"429 then 500", func(c *cloud) {
+			c.VMPutErrors = []azurefake.Refusal{azurefake.TooManyRequests, azurefake.InternalError}
+		}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			tc.setup(c)
+			cl := c.retryClient(time.Minute)
+			plan := planVM1(t, c, cl)
+			if err := cl.RecreateVM(ctx, plan); err != nil {
+				t.Fatal(err)
+			}
+			want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1"}
+			for range tc.puts {
+				want = append(want, "PUT vm vm1")
+			}
+			if !slices.Equal(c.Calls, want) {
+				t.Errorf("calls %q, want %q", c.Calls, want)
+			}
+			vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+			noModelFiles(t, cl)
+		})
+	}
+}
+
+// TestRecreateVMRestores: a PUT that fails for good (AllocationFailed leaves a Failed VM behind) is not
+// retried; the failed VM is deleted and the original re-created on its old disks.
+func TestRecreateVMRestores(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	c.VMPutErrors = []azurefake.Refusal{azurefake.AllocationFail}
+	cl := c.retryClient(time.Minute)
+	plan := planVM1(t, c, cl)
+	err := cl.RecreateVM(context.Background(), plan)
+	var re *VMRecreateError
+	if !errors.As(err, &re) || !re.Deleted || !re.Restored || re.Attempts != 1 || re.ModelFile != "" || !strings.Contains(err.Error(), "AllocationFailed") ||
+		!strings.Contains(re.Hint(), "old ADE disks") {
+		t.Fatalf("err = %v", err)
+	}
+	want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "DELETE vm vm1", "PUT vm vm1"}
+	if !slices.Equal(c.Calls, want) {
+		t.Errorf("calls %q, want %q", c.Calls, want)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk"))
+	noModelFiles(t, cl)
+}
+
+// TestRecreateVMRestoreFails: the NIC stays held past the retry bound, so neither the new VM nor the
+// restore can be created: the error says so and names the file that holds the rollback body, which
+// is the PUT body a manual restore sends, mode 0600, with no SAS in it.
+func TestRecreateVMRestoreFails(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	c.NICHold = 1 << 30
+	cl := c.retryClient(20 * time.Millisecond)
+	plan := planVM1(t, c, cl)
+	err := cl.RecreateVM(context.Background(), plan)
+	var re *VMRecreateError
+	if !errors.As(err, &re) || !re.Deleted || re.Restored || re.Attempts < 2 || re.ModelFile == "" || re.Restore == nil {
+		t.Fatalf("err = %v", err)
+	}
+	for _, w := range []string{"NicReservedForAnotherVm", "restoring the original VM failed too", "its model is saved in " + re.ModelFile} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q lacks %q", err, w)
+		}
+	}
+	if h := re.Hint(); !strings.Contains(h, "az rest --method put") || !strings.Contains(h, "--body @"+re.ModelFile) || !strings.Contains(h, plan.VMID+"?api-version="+vmAPIVersion) {
+		t.Errorf("hint %q", h)
+	}
+	if !strings.HasPrefix(filepath.Base(re.ModelFile), "luksconv-vm-vm1-") || filepath.Dir(re.ModelFile) != cl.opts.VMModelDir {
+		t.Errorf("model file %s", re.ModelFile)
+	}
+	st, err := os.Stat(re.ModelFile)
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("model file: %v %v", st, err)
+	}
+	b, _ := os.ReadFile(re.ModelFile)
+	var saved armcompute.VirtualMachine
+	if err := json.Unmarshal(b, &saved); err != nil || str(saved.Properties.StorageProfile.OSDisk.ManagedDisk.ID) != resID(typeDisk, "osdisk") ||
+		saved.Properties.StorageProfile.OSDisk.EncryptionSettings == nil || saved.Resources != nil {
+		t.Errorf("saved model: %v\n%s", err, b)
+	}
+	rb, _ := json.Marshal(plan.Rollback)
+	sb, _ := json.Marshal(saved)
+	if string(rb) != string(sb) || strings.Contains(string(b), sasSecret) {
+		t.Errorf("saved model is not the rollback body")
+	}
+	// Once Azure lets the NIC go, the saved body brings the VM back.
+	c.ReleaseNICs()
+	if err := cl.RestoreVM(context.Background(), &VMPlan{VMID: plan.VMID, Rollback: &saved}); err != nil {
+		t.Fatal(err)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk"))
+}
+
+// TestVMTemplateResource: the validated template resource is the PUT body with type, apiVersion and
+// name, and a string ARM would evaluate as an expression is escaped to the literal.
+func TestVMTemplateResource(t *testing.T) {
+	vm := &armcompute.VirtualMachine{Name: to.Ptr("vm1"), Location: to.Ptr(region),
+		Tags: map[string]*string{"e": to.Ptr("[concat('a')]"), "a": to.Ptr("a[b]"), "o": to.Ptr("[open")}}
+	m, err := vmTemplateResource(vm)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tags := m["tags"].(map[string]any)
+	if m["type"] != typeVM || m["apiVersion"] != vmAPIVersion || m["name"] != "vm1" || tags["e"] != "[[concat('a')]" || tags["a"] != "a[b]" || tags["o"] != "[open" {
+		t.Errorf("resource %v", m)
+	}
+}
+
+// TestRecreateVMValidatedAsUpdate: when the Compute provider judges the validated body as an update of
+// the VM that still exists (PropertyChangeNotAllowed on osDisk.createOption), that is no verdict on the
+// creation after the DELETE: the re-creation goes on; a policy denial still stops it.
+func TestRecreateVMValidatedAsUpdate(t *testing.T) {
+	for _, deny := range []bool{false, true} {
+		c := newCloud(t)
+		adeVM(c)
+		c.ValidateAsUpdate = true
+		if deny {
+			c.PolicyDeny = func(*armcompute.VirtualMachine) string { return "allowed-locations" }
+		}
+		cl := c.client()
+		plan := planVM1(t, c, cl)
+		if !deny {
+			// The fake does refuse the body as an update.
+			rid, _ := parseID(plan.VMID, typeVM)
+			c.ValidateAsUpdate = true
+			cl2 := c.client()
+			err := cl2.validateVM(context.Background(), rid, plan.New, false)
+			if !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "PropertyChangeNotAllowed") {
+				t.Fatalf("fake validation as update: %v", err)
+			}
+			c.Calls = nil
+		}
+		err := cl.RecreateVM(context.Background(), plan)
+		if deny {
+			if !errors.Is(err, ErrPreflight) {
+				t.Fatalf("policy: err = %v", err)
+			}
+			untouched(t, c)
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(c.Calls, []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}) {
+			t.Errorf("calls %q", c.Calls)
+		}
+		vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+	}
+}
+
+// TestRecreateVMInterrupted: a run interrupted while the VM is being deleted does not stop with the VM
+// gone: the DELETE's end is checked and the new VM created all the same.
+func TestRecreateVMInterrupted(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	cl := c.client()
+	plan := planVM1(t, c, cl)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.OnCall = func(call string) {
+		if call == "DELETE vm vm1" {
+			cancel()
+		}
+	}
+	if err := cl.RecreateVM(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() == nil {
+		t.Fatal("not interrupted")
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+	noModelFiles(t, cl)
+}

@@ -1,0 +1,19 @@
+package main
+
+import (
+	"errors"
+
+	"github.com/luksconv/luksconv/azure"
+)
+
+// recreateError is the CLI's error for a failed --recreate-vm step. An *azure.VMRecreateError says what
+// became of the VM — not changed (the preflight refused), re-created as it was (restored), or deleted
+// with its model saved in a file named in the message — and its Hint what to do next; any other error
+// is a check that failed before anything was changed.
+func recreateError(err error) error {
+	var re *azure.VMRecreateError
+	if errors.As(err, &re) {
+		return err
+	}
+	return &hintedError{err, "the VM was not changed; the converted disks are kept"}
+}

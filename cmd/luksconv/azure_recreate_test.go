@@ -1,0 +1,146 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/internal/azurefake"
+)
+
+// retryWithin makes the CLI's Azure client retry a refused VM PUT for bound only.
+func (f *fakeAzure) retryWithin(t *testing.T, bound time.Duration) {
+	old := azureClientHook
+	azureClientHook = func() (azcore.TokenCredential, *azure.Options) {
+		cred, o := f.hook()
+		o.VMCreateRetry = bound
+		return cred, o
+	}
+	t.Cleanup(func() { azureClientHook = old })
+}
+
+// vmOSDisk is the name of the OS disk of vm1 in the fake, "" when the VM is deleted (or left Failed).
+func (f *fakeAzure) vmOSDisk() string {
+	f.Lock()
+	defer f.Unlock()
+	vm, ok := f.VMs[azurefake.Key(fakeRG, "vm1")]
+	if !ok || vm.Properties.ProvisioningState != nil && *vm.Properties.ProvisioningState == "Failed" {
+		return ""
+	}
+	return filepath.Base(*vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID)
+}
+
+func modelFiles(t *testing.T) []string {
+	m, err := filepath.Glob("luksconv-vm-vm1-*.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestAzureRecreateVM: --recreate-vm refused by the preflight (an Azure Policy denial in ARM's
+// validation) leaves the VM alone and says so; a PUT that fails for good (AllocationFailed) is followed
+// by the automatic restore of the original VM, which the error reports; a NIC still held for the deleted
+// VM is waited out and the VM re-created. After every run the VM exists.
+func TestAzureRecreateVM(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	f.retryWithin(t, time.Minute)
+	vmID := fakeID("virtualMachines", "vm1")
+	args := []string{"azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm"}
+
+	f.Lock()
+	f.PolicyDeny = func(vm *armcompute.VirtualMachine) string { return "require-encryption-at-host" }
+	f.Unlock()
+	f.takeCalls()
+	_, se, code := runCLI(t, args...)
+	if code == 0 || !strings.Contains(se, "RequestDisallowedByPolicy") || !strings.Contains(se, "require-encryption-at-host") ||
+		!strings.Contains(se, "the VM was not changed") || !strings.Contains(se, "hint: nothing was deleted") {
+		t.Fatalf("policy denial: exit %d: %s", code, se)
+	}
+	calls := f.takeCalls()
+	if !slices.Contains(calls, "VALIDATE deployment luksconv-preflight-vm1") {
+		t.Errorf("no validation in %q", calls)
+	}
+	for _, c := range calls {
+		if strings.HasSuffix(c, " vm vm1") {
+			t.Errorf("refused by the preflight, yet %s", c)
+		}
+	}
+	if d := f.vmOSDisk(); d != "osdisk" {
+		t.Fatalf("VM on %q after a refused preflight", d)
+	}
+
+	f.Lock()
+	f.PolicyDeny = nil
+	f.VMPutErrors = []azurefake.Refusal{azurefake.AllocationFail}
+	f.Unlock()
+	_, se, code = runCLI(t, args...)
+	if code == 0 || !strings.Contains(se, "AllocationFailed") || !strings.Contains(se, "the original VM was restored") || !strings.Contains(se, "hint: the VM runs on its old ADE disks") {
+		t.Fatalf("failed create: exit %d: %s", code, se)
+	}
+	if d := f.vmOSDisk(); d != "osdisk" {
+		t.Fatalf("VM on %q after the restore", d)
+	}
+	if m := modelFiles(t); len(m) != 0 {
+		t.Errorf("model file kept after a restore: %q", m)
+	}
+
+	f.Lock()
+	f.NICHold = 2
+	f.Unlock()
+	f.takeCalls()
+	so, se, code := runCLI(t, args...)
+	if code != 0 || !strings.Contains(so, "re-created VM") {
+		t.Fatalf("NIC held: exit %d: %s%s", code, so, se)
+	}
+	var puts int
+	for _, c := range f.takeCalls() {
+		if c == "PUT vm vm1" {
+			puts++
+		}
+	}
+	if puts != 3 || f.vmOSDisk() == "osdisk" || f.vmOSDisk() == "" {
+		t.Errorf("%d PUTs, VM on %q", puts, f.vmOSDisk())
+	}
+	if m := modelFiles(t); len(m) != 0 {
+		t.Errorf("model file kept after a re-creation: %q", m)
+	}
+}
+
+// TestAzureRecreateVMRestoreFails: the NIC stays held past the retry bound for the new VM and its
+// restore alike: the error says the VM is deleted and where its model is (in the current directory),
+// the hint gives the command that restores it, and the file is the rollback body.
+func TestAzureRecreateVMRestoreFails(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	dir := t.TempDir()
+	t.Chdir(dir)
+	f.retryWithin(t, 20*time.Millisecond)
+	f.Lock()
+	f.NICHold = 1 << 30
+	f.Unlock()
+	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm")
+	m := modelFiles(t)
+	if code == 0 || len(m) != 1 {
+		t.Fatalf("exit %d, model files %q: %s", code, m, se)
+	}
+	path := filepath.Join(dir, m[0])
+	for _, w := range []string{"NicReservedForAnotherVm", "restoring the original VM failed too", "the VM is deleted, its model is saved in " + path,
+		"hint: restore it by hand: az rest --method put", "--body @" + path} {
+		if !strings.Contains(se, w) {
+			t.Errorf("stderr lacks %q:\n%s", w, se)
+		}
+	}
+	b, err := os.ReadFile(path)
+	if err != nil || !strings.Contains(string(b), `"osdisk"`) || strings.Contains(string(b), "AzureDiskEncryption") {
+		t.Errorf("model file: %v\n%s", err, b)
+	}
+	f.assertNoSAS(t, se+string(b))
+}
