@@ -105,7 +105,7 @@ func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w 
 	if err != nil {
 		return nil, nil, errors.Join(err, done())
 	}
-	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog, Bearer: cl.DataBearer(access)})
+	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout})
 	if err != nil {
 		return nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
 	}

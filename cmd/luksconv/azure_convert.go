@@ -397,7 +397,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 
 	debugAzure("upload access granted", tgt.DiskID, "sas", blobio.Redact(tgt.SASURL), "expires", tgt.Expires)
 	bo, err := blobdisk.CreateOutput(ctx, p, tgt.SASURL, blobdisk.OutputOptions{
-		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(j.spec.Access)}, Journal: journal,
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(j.spec.Access), Timeout: blobTimeout}, Journal: journal,
 		// The disk was created by this run or reopened only when tagged with this plan: the journal
 		// follows the disk, not the upload URL of one grant.
 		SameTarget: true,

@@ -58,6 +58,13 @@ func buildVersion() string {
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	go func() {
+		// The first signal cancels the run, which then cleans up (removes a partial output, keeps a
+		// journal, revokes grants); a second one is not caught any more and ends the process at once,
+		// should a step not return soon enough.
+		<-ctx.Done()
+		stop()
+	}()
 	root := newRootCmd()
 	err := root.ExecuteContext(ctx)
 	if err != nil {
@@ -80,7 +87,7 @@ func newRootCmd() *cobra.Command {
 	}
 	var debug bool
 	root.PersistentFlags().BoolVar(&debug, "debug", false, "write debug lines (log/slog text) about what luksconv does on standard error; never keys or SAS signatures (also: "+debugEnv+"=1)")
-	root.PersistentFlags().DurationVar(&blobTimeout, "timeout", 10*time.Minute, "give up on a blob URL (inspect, plan, convert, verify, vm) once no request has succeeded for this long; 0: retry without an overall bound")
+	root.PersistentFlags().DurationVar(&blobTimeout, "timeout", 10*time.Minute, "give up on a blob URL or managed disk (every command) once no request has succeeded for this long; 0: retry without an overall bound")
 	root.PersistentPreRun = func(c *cobra.Command, args []string) {
 		// Every argument and flag value that is a SAS URL lends its signature to the redaction.
 		vals := append([]string{}, args...)
