@@ -124,10 +124,23 @@ func (c *Client) checkSKU(ctx context.Context, rid resourceID, vm *armcompute.Vi
 			if why := skuRefusal(s, loc, zones); why != "" {
 				return newError(op, rid.ID, ErrPreflight, "SkuNotAvailable: %s (pick another size, or zone, before re-creating the VM)", why)
 			}
+			if sp := p.SecurityProfile; sp != nil && deref(sp.EncryptionAtHost) && !skuCapability(s, "EncryptionAtHostSupported") {
+				return newError(op, rid.ID, ErrPreflight, "size %s does not support encryption at host (resource SKU capability EncryptionAtHostSupported)", size)
+			}
 			return nil
 		}
 	}
 	return newError(op, rid.ID, ErrPreflight, "SkuNotAvailable: size %s is not offered in %s to this subscription", size, loc)
+}
+
+// skuCapability reports whether the SKU has the capability name with the value True.
+func skuCapability(s *armcompute.ResourceSKU, name string) bool {
+	for _, c := range s.Capabilities {
+		if c != nil && strings.EqualFold(str(c.Name), name) && strings.EqualFold(str(c.Value), "True") {
+			return true
+		}
+	}
+	return false
 }
 
 func skuInLocation(s *armcompute.ResourceSKU, loc string) bool {

@@ -43,6 +43,8 @@ type VMPlan struct {
 	// VM ran: writes after the snapshot would be lost).
 	PowerState string      `json:"powerState"`
 	DiskOwners []DiskOwner `json:"diskOwners"`
+	// EncryptionAtHost: the new VM has securityProfile.encryptionAtHost on.
+	EncryptionAtHost bool `json:"encryptionAtHost,omitempty"`
 	// Steps are the ARM calls, in order, in words.
 	Steps []string `json:"steps"`
 	// Changes is the difference between the recorded VM (read-only fields
@@ -132,6 +134,20 @@ func (c *Client) PlanRecreateVM(ctx context.Context, vmID, newOSDiskID string) (
 // to the new data disks that replace the VM's disks at those LUNs (same
 // caching and write accelerator); every LUN must be attached to the VM.
 func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID string, newData map[int]string) (*VMPlan, error) {
+	return c.PlanRecreateVMWith(ctx, vmID, newOSDiskID, newData, RecreateOptions{})
+}
+
+// RecreateOptions change the re-created VM beyond its new disks.
+type RecreateOptions struct {
+	// EncryptionAtHost turns on encryption at host (securityProfile.encryptionAtHost), Microsoft's
+	// recommended replacement for ADE. It is refused while a data disk that keeps ADE settings
+	// stays attached, and the preflight checks that the size supports it; ARM's validation of the
+	// body refuses it where the subscription lacks the Microsoft.Compute/EncryptionAtHost feature.
+	EncryptionAtHost bool
+}
+
+// PlanRecreateVMWith is PlanRecreateVMDisks with options.
+func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID string, newData map[int]string, opts RecreateOptions) (*VMPlan, error) {
 	const op = "plan re-creation of"
 	rid, err := parseID(vmID, typeVM)
 	if err != nil {
@@ -178,6 +194,13 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 		nd, ok := newData[lun]
 		if !ok {
 			kept++
+			if opts.EncryptionAtHost {
+				if ade, err := c.diskHasADE(ctx, *d.ManagedDisk.ID); err != nil {
+					return nil, err
+				} else if ade {
+					return nil, newError(op, vmID, ErrState, "the data disk at LUN %d keeps ADE settings: encryption at host cannot be turned on while an ADE disk stays attached (convert it too: azure convert --vm)", lun)
+				}
+			}
 			continue
 		}
 		if _, err := parseID(nd, typeDisk); err != nil {
@@ -221,6 +244,14 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 
 	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
 	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, nil, true)
+	if opts.EncryptionAtHost {
+		np := plan.New.Properties
+		if np.SecurityProfile == nil {
+			np.SecurityProfile = &armcompute.SecurityProfile{}
+		}
+		np.SecurityProfile.EncryptionAtHost = to.Ptr(true)
+		plan.EncryptionAtHost = true
+	}
 	plan.DetachUpdate = detachUpdate(&vm)
 	// An upload disk declares no supportsHibernation, and Azure refuses hibernationEnabled on a VM whose
 	// OS disk does not: the new VM gets hibernation off (the rollback keeps it, on the old disk).
@@ -293,6 +324,27 @@ func (c *Client) PlanRecreateVMDisks(ctx context.Context, vmID, newOSDiskID stri
 	}
 	diffJSON("", before, after, &plan.Changes)
 	return plan, nil
+}
+
+// diskHasADE reports whether a managed disk carries ADE settings.
+func (c *Client) diskHasADE(ctx context.Context, diskID string) (bool, error) {
+	rid, err := parseID(diskID, typeDisk)
+	if err != nil {
+		return false, opError("read disk", diskID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return false, opError("read disk", diskID, err)
+	}
+	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return false, opError("read disk", diskID, err)
+	}
+	col := (*armcompute.EncryptionSettingsCollection)(nil)
+	if d.Properties != nil {
+		col = d.Properties.EncryptionSettingsCollection
+	}
+	return col != nil && deref(col.Enabled) && len(col.EncryptionSettings) > 0, nil
 }
 
 // checkNewDisk checks a new disk of the VM (what names its role) when it exists.
@@ -535,6 +587,10 @@ func attachModel(orig *armcompute.VirtualMachine, osDiskID string, swaps []DiskS
 	}
 	if keepEncryption {
 		osd.EncryptionSettings = old.EncryptionSettings
+	}
+	if sp := p.SecurityProfile; sp != nil && !keepEncryption {
+		// The identity ADE used for Key Vault; nothing uses it once ADE is gone.
+		sp.EncryptionIdentity = nil
 	}
 	sp.OSDisk = osd
 	for i, d := range sp.DataDisks {

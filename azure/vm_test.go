@@ -460,3 +460,59 @@ func TestPlanRecreateVMDisks(t *testing.T) {
 		t.Errorf("attached new disk: %v", err)
 	}
 }
+
+// TestPlanRecreateVMEncryptionAtHost: the new VM gets securityProfile.encryptionAtHost and loses ADE's
+// encryptionIdentity; a data disk that keeps ADE settings refuses it; the preflight refuses a size
+// without the EncryptionAtHostSupported capability, and ARM's validation (the fake) a subscription
+// without the feature.
+func TestPlanRecreateVMEncryptionAtHost(t *testing.T) {
+	ctx := context.Background()
+	vmID, newOS := resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain")
+	newData := resID(typeDisk, "data1-plain")
+	setup := func() *cloud {
+		c := newCloud(t)
+		adeVM(c)
+		c.VMs[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{
+			EncryptionIdentity: &armcompute.EncryptionIdentity{UserAssignedIdentityResourceID: to.Ptr("/subscriptions/" + sub + "/resourceGroups/" + rg + "/providers/Microsoft.ManagedIdentity/userAssignedIdentities/ade")}}
+		c.Disks[key(rg, "data1-plain")] = &armcompute.Disk{ID: to.Ptr(newData), Location: to.Ptr(region), Zones: []*string{to.Ptr("1")},
+			Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+		return c
+	}
+	c := setup()
+	plan, err := c.client().PlanRecreateVMWith(ctx, vmID, newOS, map[int]string{0: newData}, RecreateOptions{EncryptionAtHost: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sp := plan.New.Properties.SecurityProfile
+	if !plan.EncryptionAtHost || sp == nil || !deref(sp.EncryptionAtHost) || sp.EncryptionIdentity != nil {
+		t.Errorf("new VM security profile %+v", sp)
+	}
+	if rsp := plan.Rollback.Properties.SecurityProfile; rsp == nil || rsp.EncryptionIdentity == nil || rsp.EncryptionAtHost != nil {
+		t.Errorf("rollback security profile %+v", rsp)
+	}
+	// The fake's subscription lacks the feature: ARM's validation refuses before anything changes.
+	if err := c.client().RecreateVM(ctx, plan); !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "EncryptionAtHost") {
+		t.Errorf("feature not registered: %v", err)
+	}
+	c.EncryptionAtHostRegistered = true
+	// A size without the capability: refused by the preflight's SKU check.
+	for _, s := range c.ResourceSKUs {
+		s.Capabilities = s.Capabilities[:1]
+	}
+	if err := c.client().RecreateVM(ctx, plan); !errors.Is(err, ErrPreflight) || !strings.Contains(err.Error(), "does not support encryption at host") {
+		t.Errorf("size without the capability: %v", err)
+	}
+	for _, call := range c.Calls {
+		if strings.Contains(call, " vm ") {
+			t.Errorf("a refused preflight changed the VM: %q", c.Calls)
+		}
+	}
+
+	// The ADE data disk stays attached: refused at planning.
+	c = setup()
+	c.Disks[key(rg, "data1")].Properties.EncryptionSettingsCollection = &armcompute.EncryptionSettingsCollection{Enabled: to.Ptr(true),
+		EncryptionSettings: []*armcompute.EncryptionSettingsElement{{}}}
+	if _, err := c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{EncryptionAtHost: true}); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "LUN 0 keeps ADE settings") {
+		t.Errorf("ADE data disk kept: %v", err)
+	}
+}

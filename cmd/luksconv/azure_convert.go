@@ -31,6 +31,7 @@ type azureConvert struct {
 	des, target, rg  string
 	dryRun, recreate bool
 	allowRunning     bool
+	eah              bool   // --encryption-at-host
 	dataAuth         string // --data-access-auth-mode
 	netPolicy        string // --network-access-policy
 	diskAccess       string // --disk-access
@@ -100,6 +101,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll, AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
 	fl.StringVar(&f.sku, "sku", "", "the new disk's SKU, e.g. Premium_LRS (default: the source disk's)")
 	fl.StringVar(&f.diskAccess, "disk-access", "", "resource ID of the disk access for --network-access-policy AllowPrivate")
+	fl.BoolVar(&f.eah, "encryption-at-host", false, "re-create the VM with encryption at host (with --recreate-vm); without --des the new disks use platform-managed keys")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
@@ -119,8 +121,10 @@ func (f *azureConvert) check() (string, error) {
 		return "", err
 	}
 	switch {
-	case f.des == "":
-		return "", fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disk)", errUsage)
+	case f.des == "" && !f.eah:
+		return "", fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disk), or --encryption-at-host", errUsage)
+	case f.eah && !f.recreate:
+		return "", fmt.Errorf("%w: --encryption-at-host is a setting of the VM: it goes with --recreate-vm", errUsage)
 	case f.target == "":
 		return "", fmt.Errorf("%w: --target-disk NAME is needed", errUsage)
 	case f.recreate && f.vm == "":
@@ -245,6 +249,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err != nil {
 		return err
 	}
+	f.platformKey(spec)
 	if err := f.applyAccess(spec); err != nil {
 		return err
 	}
@@ -274,7 +279,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 
 	if f.recreate {
 		debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
-		vp, err := cl.PlanRecreateVM(ctx, f.vm, diskID)
+		vp, err := cl.PlanRecreateVMWith(ctx, f.vm, diskID, nil, azure.RecreateOptions{EncryptionAtHost: f.eah})
 		if err != nil {
 			return err
 		}
@@ -432,6 +437,13 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	}
 	finished = true
 	return tgt, res, nil
+}
+
+// platformKey gives a disk without --des (with --encryption-at-host) platform-managed keys.
+func (f *azureConvert) platformKey(spec *azure.DiskSpec) {
+	if f.des == "" {
+		spec.EncryptionType = armcompute.EncryptionTypeEncryptionAtRestWithPlatformKey
+	}
 }
 
 // applyAccess sets the new disk's data access and SKU from the flags over what the spec copied from

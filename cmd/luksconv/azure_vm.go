@@ -72,8 +72,10 @@ func (f *azureConvert) wholeVM() bool {
 
 func (f *azureConvert) checkVM() error {
 	switch {
-	case f.des == "":
-		return fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disks)", errUsage)
+	case f.des == "" && !f.eah:
+		return fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disks), or --encryption-at-host", errUsage)
+	case f.eah && !f.recreate:
+		return fmt.Errorf("%w: --encryption-at-host is a setting of the VM: it goes with --recreate-vm", errUsage)
 	case f.target != "":
 		return fmt.Errorf("%w: --target-disk names one disk; a whole VM's new disks are named <disk name>%s (--target-suffix)", errUsage, f.suffix)
 	case f.keyFile != "":
@@ -202,6 +204,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
+		f.platformKey(spec)
 		if err := f.applyAccess(spec); err != nil {
 			return err
 		}
@@ -233,7 +236,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 
 	if f.recreate {
 		debugAzure("plan VM re-creation", f.vm, "new_os_disk", disks[0].diskID)
-		rp, err := cl.PlanRecreateVMDisks(ctx, f.vm, disks[0].diskID, newData)
+		rp, err := cl.PlanRecreateVMWith(ctx, f.vm, disks[0].diskID, newData, azure.RecreateOptions{EncryptionAtHost: f.eah})
 		if err != nil {
 			return err
 		}

@@ -425,3 +425,32 @@ func TestAzureConvertVMRunning(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertVMEncryptionAtHost converts a whole VM with --encryption-at-host and no DES: every new
+// disk is encrypted with platform-managed keys and the re-created VM has encryption at host on.
+func TestAzureConvertVMEncryptionAtHost(t *testing.T) {
+	f, disks := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	vmID := fakeID("virtualMachines", "vm1")
+	if _, se, code := runCLI(t, "azure", "convert", "--vm", vmID, "--encryption-at-host"); code != exitUsage || !strings.Contains(se, "--recreate-vm") {
+		t.Errorf("--encryption-at-host without --recreate-vm: exit %d: %s", code, se)
+	}
+	f.Lock()
+	f.EncryptionAtHostRegistered = true
+	f.Unlock()
+	if _, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--encryption-at-host", "--recreate-vm"); code != 0 {
+		t.Fatalf("exit %d:\n%s", code, se)
+	}
+	f.Lock()
+	defer f.Unlock()
+	for _, d := range disks {
+		nd, ok := f.Disks[azurefake.Key(fakeRG, d.name+"-luksconv")]
+		if !ok || nd.Properties.Encryption == nil || *nd.Properties.Encryption.Type != armcompute.EncryptionTypeEncryptionAtRestWithPlatformKey ||
+			nd.Properties.Encryption.DiskEncryptionSetID != nil {
+			t.Errorf("%s: new disk encryption %+v", d.name, nd.Properties.Encryption)
+		}
+	}
+	if sp := f.VMPut.Properties.SecurityProfile; sp == nil || sp.EncryptionAtHost == nil || !*sp.EncryptionAtHost {
+		t.Errorf("the re-created VM's security profile %+v", sp)
+	}
+}

@@ -130,6 +130,9 @@ type Cloud struct {
 	// size is not listed for its location and zone or is restricted there.
 	// New fills it with DefaultSKUs.
 	ResourceSKUs []*armcompute.ResourceSKU
+	// EncryptionAtHostRegistered: the subscription has the Microsoft.Compute/EncryptionAtHost
+	// feature; without it ARM's validation refuses securityProfile.encryptionAtHost.
+	EncryptionAtHostRegistered bool
 	// PolicyDeny is Azure Policy: a non-empty return names the policy
 	// assignment that denies a VM body. Validation is refused with
 	// InvalidTemplateDeployment (detail RequestDisallowedByPolicy) and a

@@ -82,7 +82,8 @@ func VMSKU(size, location string, zones ...string) *armcompute.ResourceSKU {
 		ResourceType: to.Ptr("virtualMachines"), Name: to.Ptr(size), Tier: to.Ptr("Standard"),
 		Locations:    []*string{to.Ptr(location)},
 		LocationInfo: []*armcompute.ResourceSKULocationInfo{{Location: to.Ptr(location), Zones: to.SliceOfPtrs(zones...)}},
-		Capabilities: []*armcompute.ResourceSKUCapabilities{{Name: to.Ptr("HibernationSupported"), Value: to.Ptr("True")}},
+		Capabilities: []*armcompute.ResourceSKUCapabilities{{Name: to.Ptr("HibernationSupported"), Value: to.Ptr("True")},
+			{Name: to.Ptr("EncryptionAtHostSupported"), Value: to.Ptr("True")}},
 	}
 }
 
@@ -343,6 +344,10 @@ func (c *Cloud) deploymentsServer() resourcesfake.DeploymentsServer {
 				}
 				if why := c.skuRefusal(&vm); why != "" {
 					fail("SkuNotAvailable", deref(vm.Name), "The requested VM size is currently not available: "+why+".")
+					return
+				}
+				if vp := vm.Properties; vp != nil && vp.SecurityProfile != nil && vp.SecurityProfile.EncryptionAtHost != nil && *vp.SecurityProfile.EncryptionAtHost && !c.EncryptionAtHostRegistered {
+					fail("InvalidParameter", "securityProfile.encryptionAtHost", "The property 'securityProfile.encryptionAtHost' is not valid because the 'Microsoft.Compute/EncryptionAtHost' feature is not enabled for this subscription.")
 					return
 				}
 			}
