@@ -114,7 +114,7 @@ func (cf *convertFlags) plan(c *cobra.Command, src *luksconv.Source) (*luksconv.
 	}
 	opts := cf.options(luksconv.Format(cf.format))
 	debugKeySource(cf.key)
-	if err := cf.key.apply(&opts, c.InOrStdin()); err != nil {
+	if err := cf.key.apply(c.Context(), &opts, c.InOrStdin()); err != nil {
 		return nil, err
 	}
 	defer clear(opts.Passphrase)

@@ -302,40 +302,61 @@ func TestHostileBlobServer(t *testing.T) {
 	}
 }
 
-// TestSIGINTWithinTwoSeconds interrupts `plan` during a slow key derivation (an Argon2id keyslot of
-// 600 passes, seconds of work but under the time limit): the process ends with exit 130 within 2 s
-// of SIGINT, with no Go fatal error.
+// TestSIGINTWithinTwoSeconds interrupts `plan` while it waits: during a slow key derivation (an
+// Argon2id keyslot of 600 passes, seconds of work but under the time limit), and while it reads a key
+// from a standard input that never ends. Each run ends with exit 130 within 2 s of one SIGINT, with no
+// Go fatal error.
 func TestSIGINTWithinTwoSeconds(t *testing.T) {
 	testenv.Need(t, "cryptsetup")
 	dir := t.TempDir()
 	img, key := hostileLUKS2(t, dir)
 	slow := filepath.Join(dir, "slow.img")
 	editLUKS2JSON(t, img, slow, func(s string) string { return strings.Replace(s, `"time":4`, `"time":600`, 1) })
-	cmd := exec.Command(binPath, "plan", "--key-file", key, slow)
-	var se bytes.Buffer
-	cmd.Stderr = &se
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name  string
+		args  []string
+		stdin bool // a pipe nobody writes to or closes
+	}{
+		{"slow key derivation", []string{"plan", "--key-file", key, slow}, false},
+		{"key on a standard input that never ends", []string{"plan", "--key-file", "-", img}, true},
+	} {
+		t.Run(strings.ReplaceAll(tc.name, " ", "_"), func(t *testing.T) {
+			cmd := exec.Command(binPath, tc.args...)
+			var se bytes.Buffer
+			cmd.Stderr = &se
+			if tc.stdin {
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer w.Close()
+				defer r.Close()
+				cmd.Stdin = r
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan error, 1)
+			go func() { done <- cmd.Wait() }()
+			time.Sleep(700 * time.Millisecond)
+			select {
+			case <-done:
+				t.Fatalf("plan ended before the signal (exit %d): nothing to interrupt\n%s", cmd.ProcessState.ExitCode(), se.String())
+			default:
+			}
+			sent := time.Now()
+			cmd.Process.Signal(syscall.SIGINT)
+			select {
+			case <-done:
+			case <-time.After(2 * time.Second):
+				cmd.Process.Kill()
+				<-done
+				t.Fatalf("still running 2 s after SIGINT\n%s", se.String())
+			}
+			if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || strings.Contains(se.String(), "fatal error") {
+				t.Fatalf("exit %d, want %d\n%s", code, exitInterrupted, se.String())
+			}
+			t.Logf("exit 130 %v after SIGINT", time.Since(sent).Round(time.Millisecond))
+		})
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	time.Sleep(700 * time.Millisecond)
-	select {
-	case <-done:
-		t.Fatalf("plan ended before the signal (exit %d): the keyslot is too cheap to test cancellation\n%s", cmd.ProcessState.ExitCode(), se.String())
-	default:
-	}
-	sent := time.Now()
-	cmd.Process.Signal(syscall.SIGINT)
-	select {
-	case <-done:
-	case <-time.After(2 * time.Second):
-		cmd.Process.Kill()
-		<-done
-		t.Fatalf("still running 2 s after SIGINT\n%s", se.String())
-	}
-	if code := cmd.ProcessState.ExitCode(); code != exitInterrupted || strings.Contains(se.String(), "fatal error") {
-		t.Fatalf("exit %d, want %d\n%s", code, exitInterrupted, se.String())
-	}
-	t.Logf("exit 130 %v after SIGINT", time.Since(sent).Round(time.Millisecond))
 }

@@ -121,7 +121,7 @@ func (vf *vmFlags) plan(c *cobra.Command, disks []vmDisk) (*luksconv.VMPlan, []*
 		opts := vf.options(luksconv.Format(vf.format))
 		if d.lun == luksconv.OSDisk {
 			debugKeySource(vf.key)
-			if err := vf.key.apply(&opts, c.InOrStdin()); err != nil {
+			if err := vf.key.apply(ctx, &opts, c.InOrStdin()); err != nil {
 				closeAll()
 				return nil, nil, err
 			}
