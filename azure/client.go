@@ -71,6 +71,7 @@ type Client struct {
 
 	mu        sync.Mutex
 	factories map[string]*armcompute.ClientFactory // by subscription ID, lower case
+	guest     guestStates                          // VM guest state SAS of granted sources (secure.go)
 }
 
 // New returns a Client that acts on subscriptionID (resource IDs naming

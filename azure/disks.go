@@ -194,6 +194,8 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 		return "", nil, opError(op, id, err)
 	}
 	data := armcompute.GrantAccessData{Access: to.Ptr(armcompute.AccessLevelRead), DurationInSeconds: to.Ptr(secs)}
+	// A Trusted Launch source also hands out its VM guest state (secure.go).
+	data.GetSecureVMGuestStateSAS = c.guestStateWanted(ctx, f, rid)
 	var sas *string
 	var rev *revoker
 	if rid.Type == typeSnapshot {
@@ -204,6 +206,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 		})
 		r, gerr := started(sc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).wait(ctx, c)
 		sas, err = r.AccessSAS, gerr
+		c.guest.note(id, r.SecurityDataAccessSAS)
 	} else {
 		dc := f.NewDisksClient()
 		rev = newRevoker(func(ctx context.Context) error {
@@ -212,6 +215,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 		})
 		r, gerr := started(dc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).wait(ctx, c)
 		sas, err = r.AccessSAS, gerr
+		c.guest.note(id, r.SecurityDataAccessSAS)
 	}
 	if err == nil && str(sas) == "" {
 		err = newError(op, id, ErrState, "grant-access returned no SAS URL")
@@ -221,7 +225,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 		// timeout while polling): revoke so no SAS stays open.
 		return "", nil, errors.Join(opError(op, id, err), rev.revoke(context.WithoutCancel(ctx)))
 	}
-	return *sas, rev.revoke, nil
+	return *sas, c.guest.forgetOnRevoke(id, rev.revoke), nil
 }
 
 // revoker runs an end-access call until it succeeds once.
@@ -511,8 +515,8 @@ func (s *DiskSpec) validate() error {
 		return fmt.Errorf("disk size %d outside %d..%d bytes", s.SizeBytes, int64(MinUploadDisk), int64(MaxUploadDisk))
 	case s.SizeBytes%mib != 0:
 		return fmt.Errorf("disk size %d is not a whole number of MiB (an upload disk is N MiB + 512 bytes)", s.SizeBytes)
-	case s.SecurityType != "":
-		return fmt.Errorf("%w: source security type %s needs an UploadPreparedSecure disk and its VM guest state", ErrUnsupported, s.SecurityType)
+	case s.securityError() != nil:
+		return s.securityError()
 	case s.OSType != "" && (s.SKU == armcompute.DiskStorageAccountTypesUltraSSDLRS || s.SKU == armcompute.DiskStorageAccountTypesPremiumV2LRS):
 		return fmt.Errorf("%w: an OS disk cannot be %s (Ultra Disks and Premium SSD v2 are data disks only)", ErrDiskSKU, s.SKU)
 	case s.OSType != "" && s.SKUFromSnapshot && s.SKU == armcompute.DiskStorageAccountTypesStandardLRS:
@@ -579,6 +583,7 @@ func (s *DiskSpec) diskModel() armcompute.Disk {
 	for _, z := range s.Zones {
 		d.Zones = append(d.Zones, to.Ptr(z))
 	}
+	s.applySecurity(&d) // Trusted Launch: UploadPreparedSecure (secure.go)
 	return d
 }
 
@@ -590,6 +595,14 @@ type UploadTarget struct {
 	UploadSizeBytes int64     `json:"uploadSizeBytes"`
 	Expires         time.Time `json:"sasExpires"`
 	SASURL          string    `json:"-"`
+	// SecurityType TrustedLaunch: an UploadPreparedSecure disk, into which Finish copies the VM
+	// guest state of GuestStateSource (a source granted by GrantRead) before revoking; GuestStateBytes
+	// is how much it copied, GuestStateLogf gets blobio's warnings of that copy (secure.go).
+	SecurityType     armcompute.DiskSecurityTypes `json:"securityType,omitempty"`
+	GuestStateSource string                       `json:"guestStateSource,omitempty"`
+	GuestStateBytes  int64                        `json:"guestStateBytes,omitempty"`
+	GuestStateLogf   func(string, ...any)         `json:"-"`
+	guestSAS         string
 	// Tags are the disk's tags (the spec's, or those read by OpenUploadDisk),
 	// e.g. to tell one's own unfinished upload from someone else's disk.
 	Tags map[string]string `json:"tags,omitempty"`
@@ -619,6 +632,9 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 	id := spec.ID(c.subscription)
 	if err := spec.validate(); err != nil {
 		return nil, opError(op, id, err)
+	}
+	if _, err := c.SecureUploadNote(&spec); err != nil { // a Trusted Launch disk needs its source's guest state
+		return nil, err
 	}
 	secs, err := durationSeconds(spec.AccessDuration)
 	if err != nil {
@@ -651,6 +667,7 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 		return nil, opError(op, id, err)
 	}
 	t := &UploadTarget{DiskID: id, SizeBytes: spec.SizeBytes, UploadSizeBytes: spec.SizeBytes + VHDFooterSize, Tags: maps.Clone(spec.Tags), c: c, rid: rid}
+	t.SecurityType, t.GuestStateSource = spec.SecurityType, spec.SourceID
 	if err := t.grant(ctx, secs); err != nil {
 		// Nothing was written: leave no empty disk behind.
 		cleanup := context.WithoutCancel(ctx)
@@ -700,6 +717,7 @@ func (c *Client) OpenUploadDisk(ctx context.Context, diskID string, dur time.Dur
 	}
 	up := *p.CreationData.UploadSizeBytes
 	t := &UploadTarget{DiskID: diskID, SizeBytes: up - VHDFooterSize, UploadSizeBytes: up, Tags: have, c: c, rid: rid}
+	t.SecurityType = diskSecurityType(p) // GuestStateSource: the caller's
 	if err := t.grant(ctx, secs); err != nil {
 		return nil, err
 	}
@@ -771,11 +789,15 @@ func (t *UploadTarget) grant(ctx context.Context, secs int32) error {
 	})
 	start := time.Now()
 	r, err := started(dc.BeginGrantAccess(ctx, t.rid.ResourceGroup, t.rid.Name, armcompute.GrantAccessData{
-		Access:            to.Ptr(armcompute.AccessLevelWrite),
-		DurationInSeconds: to.Ptr(secs),
+		Access:                   to.Ptr(armcompute.AccessLevelWrite),
+		DurationInSeconds:        to.Ptr(secs),
+		GetSecureVMGuestStateSAS: t.guestGrant(),
 	}, nil)).wait(ctx, t.c)
 	if err == nil && str(r.AccessSAS) == "" {
 		err = newError(op, t.DiskID, ErrState, "grant-access returned no SAS URL")
+	}
+	if err == nil {
+		err = t.checkGuestGrant(r.AccessURI)
 	}
 	if err != nil {
 		return errors.Join(opError(op, t.DiskID, err), t.revoke.revoke(context.WithoutCancel(ctx)))
@@ -816,6 +838,9 @@ func (t *UploadTarget) State(ctx context.Context) (armcompute.DiskState, error) 
 // Finish revokes write access and checks that the disk is now Unattached,
 // ready to be attached to a VM.
 func (t *UploadTarget) Finish(ctx context.Context) error {
+	if err := t.copyGuestState(ctx); err != nil {
+		return err
+	}
 	if err := t.Revoke(ctx); err != nil {
 		return err
 	}

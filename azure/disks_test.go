@@ -177,8 +177,8 @@ func TestDiskSpecFrom(t *testing.T) {
 		t.Errorf("spec without source disk %+v", spec)
 	}
 
-	// A Trusted Launch source is described but refused at creation.
-	c.Snapshots[key(rg, "snap")].Properties.SecurityProfile = &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesTrustedLaunch)}
+	// A confidential VM source is described but refused at creation (Trusted Launch: secure_test.go).
+	c.Snapshots[key(rg, "snap")].Properties.SecurityProfile = &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesConfidentialVMDiskEncryptedWithPlatformKey)}
 	spec, err = cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", "")
 	if err != nil {
 		t.Fatal(err)
@@ -186,7 +186,7 @@ func TestDiskSpecFrom(t *testing.T) {
 	spec.DiskEncryptionSetID = desID
 	n := len(c.Calls)
 	if _, err := cl.CreateUploadDisk(ctx, *spec); !errors.Is(err, ErrUnsupported) {
-		t.Errorf("Trusted Launch: %v", err)
+		t.Errorf("confidential VM: %v", err)
 	}
 	if len(c.Calls) != n {
 		t.Errorf("calls made for a refused spec: %q", c.Calls[n:])

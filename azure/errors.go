@@ -29,6 +29,9 @@ var (
 	// ErrDiskSKU: the new disk's SKU cannot serve (an Ultra or Premium SSD v2 OS disk) or was only
 	// guessed from a snapshot's storage (Standard_LRS for an OS disk): the caller must choose it.
 	ErrDiskSKU = errors.New("azure: choose the new disk's SKU")
+	// ErrLicense: the VM runs a Red Hat pay-as-you-go image and the re-creation needs a licensing
+	// choice (RecreateOptions.License).
+	ErrLicense = errors.New("azure: choose the re-created VM's RHEL licensing")
 	// ErrBadSecret: the Key Vault secret or unwrap result is malformed.
 	ErrBadSecret = errors.New("azure: malformed ADE secret")
 )
@@ -97,7 +100,7 @@ func opError(op, resource string, err error) error {
 		}
 	default:
 		e.Message = err.Error()
-		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings, ErrDiskSKU} {
+		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings, ErrDiskSKU, ErrLicense} {
 			if errors.Is(err, s) {
 				e.cause = s
 				break

@@ -45,6 +45,10 @@ type VMPlan struct {
 	DiskOwners []DiskOwner `json:"diskOwners"`
 	// EncryptionAtHost: the new VM has securityProfile.encryptionAtHost on.
 	EncryptionAtHost bool `json:"encryptionAtHost,omitempty"`
+	// Licensing says how the re-created VM's RHEL is billed and updated ("" when not a Red Hat
+	// pay-as-you-go VM); LicenseType is set, with the AHBForRHEL extension, after the PUT.
+	Licensing   string `json:"licensing,omitempty"`
+	LicenseType string `json:"licenseType,omitempty"`
 	// Steps are the ARM calls, in order, in words.
 	Steps []string `json:"steps"`
 	// Changes is the difference between the recorded VM (read-only fields
@@ -102,6 +106,9 @@ func (p *VMPlan) String() string {
 	for i, s := range p.Steps {
 		fmt.Fprintf(&b, "  %d. %s\n", i+1, s)
 	}
+	if p.Licensing != "" {
+		fmt.Fprintf(&b, "Licensing: %s\n", p.Licensing)
+	}
 	b.WriteString("Changes to the VM model:\n")
 	for _, c := range p.Changes {
 		fmt.Fprintf(&b, "  %s\n", c)
@@ -144,6 +151,8 @@ type RecreateOptions struct {
 	// stays attached, and the preflight checks that the size supports it; ARM's validation of the
 	// body refuses it where the subscription lacks the Microsoft.Compute/EncryptionAtHost feature.
 	EncryptionAtHost bool
+	// License is the choice for a VM that runs a Red Hat pay-as-you-go image (required there).
+	License Licensing
 }
 
 // PlanRecreateVMWith is PlanRecreateVMDisks with options.
@@ -179,8 +188,8 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	if sameID(plan.OldOSDiskID, newOSDiskID) {
 		return nil, newError(op, vmID, ErrState, "new OS disk is the VM's current OS disk")
 	}
-	if sp := p.SecurityProfile; sp != nil && sp.SecurityType != nil && *sp.SecurityType != armcompute.SecurityTypesStandard {
-		return nil, newError(op, vmID, ErrUnsupported, "VM security type %s needs an OS disk with the same security profile; the upload disk has none", *sp.SecurityType)
+	if err := planSecurity(&vm, plan); err != nil { // Trusted Launch kept (secure.go)
+		return nil, err
 	}
 	kept := 0
 	for _, d := range p.StorageProfile.DataDisks {
@@ -244,6 +253,9 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 
 	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
 	plan.Rollback = attachModel(&vm, plan.OldOSDiskID, nil, true)
+	if err := c.planLicensing(ctx, plan, &vm, opts.License); err != nil {
+		return nil, err
+	}
 	if opts.EncryptionAtHost {
 		np := plan.New.Properties
 		if np.SecurityProfile == nil {
@@ -313,6 +325,9 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 		plan.Steps[len(plan.Steps)-1] += fmt.Sprintf("; LUN %d: %s in place of %s", s.LUN, s.New, s.Old)
 	}
 	plan.Steps[len(plan.Steps)-1] += "; retried while Azure answers NicReservedForAnotherVm, 429 or 5xx (5 min by default); if it still fails, PUT rollbackVm (the original VM on its old disks)"
+	if plan.LicenseType != "" {
+		plan.Steps = append(plan.Steps, fmt.Sprintf("PUT extension %s (%s) on %s, then PATCH licenseType %s (Azure Hybrid Benefit: RHEL pay-as-you-go and RHUI)", ahbType, ahbPublisher, vmID, plan.LicenseType))
+	}
 
 	before, err := comparable(&vm, true)
 	if err != nil {
@@ -369,6 +384,11 @@ func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine
 	}
 	if col := p.EncryptionSettingsCollection; col != nil && len(col.EncryptionSettings) > 0 {
 		return newError(op, diskID, ErrState, "disk carries ADE encryption settings")
+	}
+	if what == "new OS disk" {
+		if err := checkDiskSecurity(vm, what, diskID, p); err != nil {
+			return err
+		}
 	}
 	if !sameLocation(str(d.Location), str(vm.Location)) {
 		return newError(op, diskID, ErrState, "disk is in %s, the VM in %s", str(d.Location), str(vm.Location))
@@ -468,6 +488,10 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	n, err := c.putVM(pctx, vms, rid.ResourceGroup, rid.Name, *plan.New)
 	if err == nil {
 		os.Remove(model)
+		if err := c.applyLicensing(pctx, plan, rid, f); err != nil {
+			return newError(op, plan.VMID, ErrLicense, "the VM is re-created, but its licensing is not set (%v): install the %s extension (%s) and set licenseType %s",
+				err, ahbType, ahbPublisher, plan.LicenseType)
+		}
 		return nil
 	}
 	e := &VMRecreateError{VMID: plan.VMID, Deleted: true, Attempts: n, Err: opError("create VM", plan.VMID, err)}

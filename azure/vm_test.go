@@ -516,3 +516,62 @@ func TestPlanRecreateVMEncryptionAtHost(t *testing.T) {
 		t.Errorf("ADE data disk kept: %v", err)
 	}
 }
+
+// TestPlanRecreateVMLicensing: a VM from Red Hat's pay-as-you-go image (no plan, no licenseType) is
+// not re-created on an upload disk without a licensing choice; payg installs the AHBForRHEL extension
+// and sets the licenseType after the PUT; byos says what is lost; the image is also found through the
+// OS disk's creationData when the VM has no imageReference.
+func TestPlanRecreateVMLicensing(t *testing.T) {
+	ctx := context.Background()
+	vmID, newOS := resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain")
+	payg := func() *cloud {
+		c := newCloud(t)
+		adeVM(c)
+		c.VMs[key(rg, "vm1")].Plan = nil // RedHat/RHEL/8-lvm-gen2 without a plan: pay-as-you-go
+		return c
+	}
+	c := payg()
+	if _, err := c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{}); !errors.Is(err, ErrLicense) || !strings.Contains(err.Error(), "RHEL_BASE") {
+		t.Fatalf("no choice: %v", err)
+	}
+	plan, err := c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicensePAYG})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plan.LicenseType != "RHEL_BASE" || !strings.Contains(plan.String(), "Licensing: RHEL pay-as-you-go through Azure Hybrid Benefit") ||
+		!strings.Contains(strings.Join(plan.Steps, "\n"), "PUT extension AHBForRHEL") {
+		t.Errorf("payg plan: %s", plan)
+	}
+	if err := c.client().RecreateVM(ctx, plan); err != nil {
+		t.Fatal(err)
+	}
+	i := slices.Index(c.Calls, "PUT vm vm1")
+	if i < 0 || !slices.Equal(c.Calls[i+1:], []string{"PUT extension AHBForRHEL", "PATCH vm vm1"}) {
+		t.Errorf("calls %q", c.Calls)
+	}
+	if lt := str(c.VMs[key(rg, "vm1")].Properties.LicenseType); lt != "RHEL_BASE" {
+		t.Errorf("licenseType %q", lt)
+	}
+
+	c = payg()
+	plan, err = c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicenseBYOS})
+	if err != nil || plan.LicenseType != "" || !strings.Contains(strings.Join(plan.Warnings, "\n"), "RHUI") {
+		t.Errorf("byos: %v %+v", err, plan)
+	}
+
+	// No imageReference on the VM: the OS disk's creationData names the image (SAP HA here).
+	c = payg()
+	c.VMs[key(rg, "vm1")].Properties.StorageProfile.ImageReference = nil
+	c.Disks[key(rg, "osdisk")].Properties.CreationData = &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionFromImage),
+		ImageReference: &armcompute.ImageDiskReference{ID: to.Ptr("/Subscriptions/" + sub + "/Providers/Microsoft.Compute/Locations/westeurope/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL-SAP-HA/Skus/8_6/Versions/8.6.2022")}}
+	plan, err = c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicensePAYG})
+	if err != nil || plan.LicenseType != "RHEL_SAPHA" || !strings.Contains(plan.Licensing, "OS disk creationData") {
+		t.Errorf("image from the disk: %v %+v", err, plan)
+	}
+	// A BYOS image (with its plan) needs no choice.
+	c = newCloud(t)
+	adeVM(c)
+	if _, err := c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{}); err != nil {
+		t.Errorf("BYOS image: %v", err)
+	}
+}

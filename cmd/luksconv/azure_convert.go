@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ type azureConvert struct {
 	dryRun, recreate bool
 	allowRunning     bool
 	eah              bool   // --encryption-at-host
+	license          string // --license
 	dataAuth         string // --data-access-auth-mode
 	netPolicy        string // --network-access-policy
 	diskAccess       string // --disk-access
@@ -101,6 +103,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll, AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
 	fl.StringVar(&f.sku, "sku", "", "the new disk's SKU, e.g. Premium_LRS (default: the source disk's)")
 	fl.StringVar(&f.diskAccess, "disk-access", "", "resource ID of the disk access for --network-access-policy AllowPrivate")
+	fl.StringVar(&f.license, "license", "", "for a VM from Red Hat's pay-as-you-go image (with --recreate-vm): payg (Azure Hybrid Benefit keeps the billing and RHUI) or byos (your own Red Hat subscription)")
 	fl.BoolVar(&f.eah, "encryption-at-host", false, "re-create the VM with encryption at host (with --recreate-vm); without --des the new disks use platform-managed keys")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
@@ -125,6 +128,8 @@ func (f *azureConvert) check() (string, error) {
 		return "", fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disk), or --encryption-at-host", errUsage)
 	case f.eah && !f.recreate:
 		return "", fmt.Errorf("%w: --encryption-at-host is a setting of the VM: it goes with --recreate-vm", errUsage)
+	case f.license != "" && f.license != string(azure.LicensePAYG) && f.license != string(azure.LicenseBYOS):
+		return "", fmt.Errorf("%w: --license %q: want payg or byos", errUsage, f.license)
 	case f.target == "":
 		return "", fmt.Errorf("%w: --target-disk NAME is needed", errUsage)
 	case f.recreate && f.vm == "":
@@ -190,6 +195,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	defer clear(opts.Passphrase)
+
+	if f.recreate {
+		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
+			return err
+		}
+	}
 
 	readID, snapName := id, ""
 	if f.src.sourceDisk != "" {
@@ -260,6 +271,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err := spec.Check(); err != nil {
 		return err
 	}
+	// A Trusted Launch source: an UploadPreparedSecure disk that gets the source's VM guest state.
+	if note, err := cl.SecureUploadNote(spec); err != nil {
+		return err
+	} else if note != "" {
+		rep.Warnings = append(rep.Warnings, note)
+	}
 	if f.writeAccess == 0 {
 		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
 	}
@@ -279,7 +296,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 
 	if f.recreate {
 		debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
-		vp, err := cl.PlanRecreateVMWith(ctx, f.vm, diskID, nil, azure.RecreateOptions{EncryptionAtHost: f.eah})
+		vp, err := cl.PlanRecreateVMWith(ctx, f.vm, diskID, nil, azure.RecreateOptions{EncryptionAtHost: f.eah, License: azure.Licensing(f.license)})
 		if err != nil {
 			return err
 		}
@@ -291,7 +308,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		if f.asJSON {
 			return writeJSON(out, rep)
 		}
-		fmt.Fprintf(out, "Would create managed disk %s (CreateOption=Upload, %d bytes + 512):\n", diskID, spec.SizeBytes)
+		fmt.Fprintf(out, "Would create managed disk %s (CreateOption=%s, %d bytes + 512):\n", diskID, spec.CreateOption(), spec.SizeBytes)
 		writeJSON(out, spec)
 		if rep.VMPlan != nil {
 			fmt.Fprintf(out, "Would re-create the VM:\n%s\n", rep.VMPlan)
@@ -386,6 +403,8 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	if err != nil {
 		return nil, nil, err
 	}
+	// A Trusted Launch disk's finish copies the VM guest state of the source it was planned from.
+	tgt.GuestStateSource, tgt.GuestStateLogf = cmp.Or(tgt.GuestStateSource, j.spec.SourceID), blobLog
 	finished := false
 	defer func() {
 		if !finished {

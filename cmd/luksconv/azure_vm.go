@@ -76,6 +76,8 @@ func (f *azureConvert) checkVM() error {
 		return fmt.Errorf("%w: --des DES_ID is needed (the Disk Encryption Set of the new disks), or --encryption-at-host", errUsage)
 	case f.eah && !f.recreate:
 		return fmt.Errorf("%w: --encryption-at-host is a setting of the VM: it goes with --recreate-vm", errUsage)
+	case f.license != "" && f.license != string(azure.LicensePAYG) && f.license != string(azure.LicenseBYOS):
+		return fmt.Errorf("%w: --license %q: want payg or byos", errUsage, f.license)
 	case f.target != "":
 		return fmt.Errorf("%w: --target-disk names one disk; a whole VM's new disks are named <disk name>%s (--target-suffix)", errUsage, f.suffix)
 	case f.keyFile != "":
@@ -142,6 +144,11 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 
 	if !f.dryRun {
 		if err := f.checkQuiet(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
+			return err
+		}
+	}
+	if f.recreate {
+		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
 			return err
 		}
 	}
@@ -215,6 +222,11 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		if err := spec.Check(); err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
+		if note, err := cl.SecureUploadNote(spec); err != nil {
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		} else if note != "" {
+			rep.Warnings = append(rep.Warnings, diskName(d.LUN)+": "+note)
+		}
 		spec.AccessDuration = f.writeAccess
 		if spec.AccessDuration == 0 {
 			spec.AccessDuration = azure.UploadAccessFor(d.plan.OutputSize)
@@ -236,7 +248,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 
 	if f.recreate {
 		debugAzure("plan VM re-creation", f.vm, "new_os_disk", disks[0].diskID)
-		rp, err := cl.PlanRecreateVMWith(ctx, f.vm, disks[0].diskID, newData, azure.RecreateOptions{EncryptionAtHost: f.eah})
+		rp, err := cl.PlanRecreateVMWith(ctx, f.vm, disks[0].diskID, newData, azure.RecreateOptions{EncryptionAtHost: f.eah, License: azure.Licensing(f.license)})
 		if err != nil {
 			return err
 		}
@@ -249,7 +261,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			return writeJSON(out, rep)
 		}
 		for _, d := range disks {
-			fmt.Fprintf(out, "%s: would create managed disk %s (CreateOption=Upload, %d bytes + 512)\n", diskName(d.LUN), d.diskID, d.DiskSpec.SizeBytes)
+			fmt.Fprintf(out, "%s: would create managed disk %s (CreateOption=%s, %d bytes + 512)\n", diskName(d.LUN), d.diskID, d.DiskSpec.CreateOption(), d.DiskSpec.SizeBytes)
 		}
 		if rep.VMPlan != nil {
 			fmt.Fprintf(out, "Would re-create the VM:\n%s\n", rep.VMPlan)

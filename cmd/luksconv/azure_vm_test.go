@@ -454,3 +454,37 @@ func TestAzureConvertVMEncryptionAtHost(t *testing.T) {
 		t.Errorf("the re-created VM's security profile %+v", sp)
 	}
 }
+
+// TestAzureConvertVMLicense: a VM from Red Hat's pay-as-you-go image is not re-created without
+// --license (exit 2, before anything is created); with --license payg the re-created VM gets the
+// AHBForRHEL extension and licenseType RHEL_BASE.
+func TestAzureConvertVMLicense(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	vmID := fakeID("virtualMachines", "vm1")
+	f.Lock()
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	f.Unlock()
+	f.takeCalls()
+	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm")
+	if code != exitUsage || !strings.Contains(se, "pay-as-you-go") || !strings.Contains(se, "--license payg or --license byos") {
+		t.Fatalf("no --license: exit %d:\n%s", code, se)
+	}
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") {
+			t.Errorf("a refused run made %s", c)
+		}
+	}
+	if _, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--license", "payg"); code != 0 {
+		t.Fatalf("--license payg: exit %d:\n%s", code, se)
+	}
+	calls := f.takeCalls()
+	if !hasCall(calls, "PUT extension AHBForRHEL") {
+		t.Errorf("no AHBForRHEL extension: %q", calls)
+	}
+	f.Lock()
+	defer f.Unlock()
+	if lt := f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.LicenseType; lt == nil || *lt != "RHEL_BASE" {
+		t.Errorf("licenseType %v", lt)
+	}
+}

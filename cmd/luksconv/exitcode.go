@@ -42,7 +42,7 @@ func exitCode(err error) int {
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
 		errors.Is(err, luksconv.ErrAmbiguous), errors.Is(err, luksconv.ErrNeedHeader), errors.Is(err, luksconv.ErrHeaderMismatch),
 		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, luksconv.ErrMissingDisk), errors.Is(err, azure.ErrNotFound),
-		errors.Is(err, azure.ErrDiskSKU), errors.Is(err, luksconv.ErrInputType):
+		errors.Is(err, azure.ErrDiskSKU), errors.Is(err, azure.ErrLicense), errors.Is(err, luksconv.ErrInputType):
 		return exitUsage
 	case errors.Is(err, luks.ErrKDFLimit):
 		return exitLimit
@@ -84,6 +84,7 @@ var flagHints = []struct {
 	{luksconv.ErrKeyFile, "--key-file takes a regular file; --key-file - reads standard input"},
 	{luks.ErrKDFLimit, "if the header is trusted, raise the limit with --kdf-max-memory SIZE or --kdf-max-time DURATION"},
 	{azure.ErrDiskSKU, "--sku chooses the new disk's SKU"},
+	{azure.ErrLicense, "--license payg or --license byos"},
 	{luksconv.ErrMissingDisk, "give the disk holding that PV too (--data LUN=FILE --data-key LUN=KEY)"},
 }
 

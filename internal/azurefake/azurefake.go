@@ -100,6 +100,13 @@ type Cloud struct {
 	// "snapshot". Nil means StaticSAS(name). A test that serves the blobs
 	// (Azurite) mints real ones here, honouring g.DurationInSeconds.
 	SAS func(kind, name string, g armcompute.GrantAccessData) string
+	// GuestStateSAS mints the VM guest state SAS (securityDataAccessSAS) of a grant that asks for it
+	// (getSecureVMGuestStateSAS) on a disk or snapshot with a security profile; nil means
+	// StaticGuestStateSAS(name). GuestStateWritten, if set, reports whether the guest state of the
+	// UploadPreparedSecure disk name was written: its revoke is refused (GuestStateRefusal) until
+	// then, and always without a guest state write grant (secure.go).
+	GuestStateSAS     func(kind, name string, g armcompute.GrantAccessData) string
+	GuestStateWritten func(name string) bool
 
 	// HasFooter reports whether the upload of the disk name, uploadSize
 	// bytes (0 if the disk records none), ends in a VHD footer. Azure
@@ -155,8 +162,9 @@ type Cloud struct {
 	// Validated is the VM body of the last deployment validation.
 	Validated *armcompute.VirtualMachine
 
-	nicHeld     map[string]int // NIC ID (lower case) -> PUTs still refused
-	failedAsync bool           // an operation failed asynchronously: see router
+	nicHeld     map[string]int  // NIC ID (lower case) -> PUTs still refused
+	guestWrite  map[string]bool // disks (by Key) handed a guest state write SAS
+	failedAsync bool            // an operation failed asynchronously: see router
 }
 
 var (
@@ -201,6 +209,22 @@ func (c *Cloud) ARMOptions() *arm.ClientOptions {
 			VirtualMachinesServer:    c.vmsServer(),
 			DiskEncryptionSetsServer: c.desServer(),
 			ResourceSKUsServer:       c.skusServer(),
+			VirtualMachineExtensionsServer: computefake.VirtualMachineExtensionsServer{
+				BeginCreateOrUpdate: func(ctx context.Context, rg, vmName, name string, e armcompute.VirtualMachineExtension, _ *armcompute.VirtualMachineExtensionsClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachineExtensionsClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
+					c.Lock()
+					defer c.Unlock()
+					c.record("PUT extension %s", name)
+					vm, ok := c.VMs[Key(rg, vmName)]
+					if !ok {
+						notFound(&errResp)
+						return
+					}
+					e.Name = to.Ptr(name)
+					vm.Resources = append(vm.Resources, &e)
+					resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachineExtensionsClientCreateOrUpdateResponse{VirtualMachineExtension: e}, nil)
+					return
+				},
+			},
 		})
 	}
 	return &arm.ClientOptions{ClientOptions: azcore.ClientOptions{Transport: &router{
@@ -299,7 +323,7 @@ func get[T, R any](c *Cloud, m map[string]*T, resourceGroup, name string, wrap f
 
 // grant serves the grant-access of a disk or snapshot, which differ only
 // in their types and in what a grant does to a disk's state (granted).
-func grant[R any](c *Cloud, kind, name string, found bool, g armcompute.GrantAccessData, granted func(), wrap func(armcompute.AccessURI) R) (resp azfake.PollerResponder[R], errResp azfake.ErrorResponder) {
+func grant[R any](c *Cloud, kind, rg, name string, found bool, g armcompute.GrantAccessData, granted func(), wrap func(armcompute.AccessURI) R) (resp azfake.PollerResponder[R], errResp azfake.ErrorResponder) {
 	var access armcompute.AccessLevel
 	if g.Access != nil {
 		access = *g.Access
@@ -311,6 +335,10 @@ func grant[R any](c *Cloud, kind, name string, found bool, g armcompute.GrantAcc
 	c.record("GRANT %s %s %s %d", kind, name, access, secs)
 	if !found {
 		notFound(&errResp)
+		return
+	}
+	if code := c.guestGrantRefusal(kind, rg, name, g); code != "" {
+		errResp.SetResponseError(http.StatusBadRequest, code)
 		return
 	}
 	switch c.FailGrant {
@@ -328,6 +356,7 @@ func grant[R any](c *Cloud, kind, name string, found bool, g armcompute.GrantAcc
 	var u armcompute.AccessURI
 	if c.FailGrant != "nosas" {
 		u.AccessSAS = to.Ptr(c.sas(kind, name, g))
+		c.guestGrant(kind, rg, name, g, &u)
 	}
 	resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 	resp.SetTerminalResponse(http.StatusOK, wrap(u), nil)
@@ -349,6 +378,10 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 			c.record("PUT disk %s", name)
 			body := disk
 			c.DiskPut = &body
+			if code := secureDiskRefusal(disk); code != "" {
+				errResp.SetResponseError(http.StatusBadRequest, code)
+				return
+			}
 			stored := disk
 			stored.ID, stored.Name = c.id(rg, "disks", name), to.Ptr(name)
 			var p armcompute.DiskProperties
@@ -379,7 +412,7 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 				}
 				d.Properties.DiskState = to.Ptr(st)
 			}
-			return grant(c, "disk", name, ok, g, granted, func(u armcompute.AccessURI) armcompute.DisksClientGrantAccessResponse {
+			return grant(c, "disk", rg, name, ok, g, granted, func(u armcompute.AccessURI) armcompute.DisksClientGrantAccessResponse {
 				return armcompute.DisksClientGrantAccessResponse{AccessURI: u}
 			})
 		},
@@ -396,6 +429,10 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 			}
 			if c.FailRevoke != "" {
 				errResp.SetResponseError(http.StatusBadRequest, c.FailRevoke)
+				return
+			}
+			if code := c.secureRevokeRefusal(rg, name, d); code != "" {
+				errResp.SetResponseError(http.StatusBadRequest, code)
 				return
 			}
 			if d.Properties == nil {
@@ -451,6 +488,7 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 						cp := *p
 						cp.DiskSizeBytes = d.Properties.DiskSizeBytes
 						cp.EncryptionSettingsCollection = d.Properties.EncryptionSettingsCollection
+						cp.SecurityProfile = d.Properties.SecurityProfile // and its security type, VM guest state included
 						cp.TimeCreated = to.Ptr(time.Now())
 						stored.Properties = &cp
 					}
@@ -465,7 +503,7 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 			c.Lock()
 			defer c.Unlock()
 			_, ok := c.Snapshots[Key(rg, name)]
-			return grant(c, "snapshot", name, ok, g, nil, func(u armcompute.AccessURI) armcompute.SnapshotsClientGrantAccessResponse {
+			return grant(c, "snapshot", rg, name, ok, g, nil, func(u armcompute.AccessURI) armcompute.SnapshotsClientGrantAccessResponse {
 				return armcompute.SnapshotsClientGrantAccessResponse{AccessURI: u}
 			})
 		},
@@ -529,6 +567,12 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 			if !ok {
 				notFound(&errResp)
 				return
+			}
+			if p := u.Properties; p != nil && p.LicenseType != nil {
+				if vm.Properties == nil {
+					vm.Properties = &armcompute.VirtualMachineProperties{}
+				}
+				vm.Properties.LicenseType = p.LicenseType
 			}
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientUpdateResponse{VirtualMachine: *vm}, nil)
 			return

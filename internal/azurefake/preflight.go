@@ -258,6 +258,9 @@ func (c *Cloud) refusePut(vm *armcompute.VirtualMachine) (Refusal, bool) {
 	if c.hibernationRefusal(vm) {
 		return Refusal{Status: http.StatusBadRequest, Code: "InvalidParameter"}, true
 	}
+	if c.vmSecurityRefusal(vm) != "" {
+		return Refusal{Status: http.StatusBadRequest, Code: "InvalidParameter"}, true
+	}
 	return Refusal{}, false
 }
 
@@ -340,6 +343,10 @@ func (c *Cloud) deploymentsServer() resourcesfake.DeploymentsServer {
 				}
 				if cur, ok := c.VMs[Key(rg, deref(vm.Name))]; ok && c.ValidateAsUpdate && osCreateOption(cur) != osCreateOption(&vm) {
 					fail("PropertyChangeNotAllowed", "osDisk.createOption", "Changing property 'osDisk.createOption' is not allowed.")
+					return
+				}
+				if why := c.vmSecurityRefusal(&vm); why != "" {
+					fail("InvalidParameter", "storageProfile.osDisk.managedDisk.id", why)
 					return
 				}
 				if why := c.skuRefusal(&vm); why != "" {

@@ -1,0 +1,170 @@
+package azure
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+)
+
+// Licensing is how the re-created VM's RHEL software is billed and updated. A VM from a Red Hat
+// pay-as-you-go marketplace image is billed for RHEL through Azure and reaches Red Hat's update
+// service (RHUI) because of its image; a VM on an upload disk has no image, so it would become a
+// custom-image VM: no RHEL charge, and no RHUI, which LEAPP needs. The choice is the user's.
+type Licensing string
+
+const (
+	// LicensePAYG keeps pay-as-you-go through Azure Hybrid Benefit: the AHBForRHEL extension and a
+	// RHEL_* licenseType on the re-created VM.
+	LicensePAYG Licensing = "payg"
+	// LicenseBYOS bills no RHEL software through Azure: the guest needs its own Red Hat subscription.
+	LicenseBYOS Licensing = "byos"
+)
+
+// The Azure Hybrid Benefit extension that lets a custom-image RHEL VM be billed pay-as-you-go and
+// reach RHUI.
+const (
+	ahbPublisher = "Microsoft.Azure.AzureHybridBenefit"
+	ahbType      = "AHBForRHEL"
+	ahbVersion   = "1.0"
+)
+
+// rhelImage is the marketplace image a VM (or its OS disk) was made from, when Red Hat published it.
+type rhelImage struct {
+	Offer, SKU string
+	From       string // where it was read: "imageReference" or "OS disk creationData"
+}
+
+// rhelPAYG reports the Red Hat pay-as-you-go image the VM runs, nil when it does not: publisher
+// RedHat, no marketplace plan (BYOS images carry one), no licenseType yet. diskImageID is the OS
+// disk's creationData.imageReference.id, for a VM whose own imageReference is gone.
+func rhelPAYG(vm *armcompute.VirtualMachine, diskImageID string) *rhelImage {
+	p := vm.Properties
+	if vm.Plan != nil || p == nil || str(p.LicenseType) != "" {
+		return nil
+	}
+	if sp := p.StorageProfile; sp != nil && sp.ImageReference != nil && strings.EqualFold(str(sp.ImageReference.Publisher), "RedHat") {
+		return &rhelImage{Offer: str(sp.ImageReference.Offer), SKU: str(sp.ImageReference.SKU), From: "imageReference"}
+	}
+	// /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…
+	seg := strings.Split(diskImageID, "/")
+	img := &rhelImage{From: "OS disk creationData"}
+	publisher := ""
+	for i := 0; i+1 < len(seg); i++ {
+		switch strings.ToLower(seg[i]) {
+		case "publishers":
+			publisher = seg[i+1]
+		case "offers":
+			img.Offer = seg[i+1]
+		case "skus":
+			img.SKU = seg[i+1]
+		}
+	}
+	if !strings.EqualFold(publisher, "RedHat") || strings.Contains(strings.ToLower(img.Offer), "byos") {
+		return nil
+	}
+	return img
+}
+
+// licenseType is the Azure Hybrid Benefit licenseType that keeps the image's pay-as-you-go billing:
+// RHEL for SAP HA and SAP applications have their own; EUS SKUs RHEL_EUS; the rest RHEL_BASE.
+func (i *rhelImage) licenseType() string {
+	o, s := strings.ToLower(i.Offer), strings.ToLower(i.SKU)
+	switch {
+	case strings.Contains(o, "sap-ha"):
+		return "RHEL_SAPHA"
+	case strings.Contains(o, "sap"):
+		return "RHEL_SAPAPPS"
+	case strings.Contains(s, "eus"):
+		return "RHEL_EUS"
+	}
+	return "RHEL_BASE"
+}
+
+// planLicensing applies the licensing choice to the plan of a VM that runs a RHEL pay-as-you-go
+// image; without a choice it is an error (ErrLicense) that says what each choice means.
+func (c *Client) planLicensing(ctx context.Context, plan *VMPlan, vm *armcompute.VirtualMachine, choice Licensing) error {
+	const op = "plan re-creation of"
+	img := rhelPAYG(vm, c.osDiskImage(ctx, plan.OldOSDiskID))
+	if img == nil {
+		if choice != "" {
+			plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM does not run a Red Hat pay-as-you-go image: --license %s changes nothing", choice))
+		}
+		return nil
+	}
+	lt := img.licenseType()
+	switch choice {
+	case LicensePAYG:
+		plan.LicenseType = lt
+		plan.Licensing = fmt.Sprintf("RHEL pay-as-you-go through Azure Hybrid Benefit: licenseType %s, updates from RHUI through the %s extension (the image %s/%s, read from its %s)",
+			lt, ahbType, img.Offer, img.SKU, img.From)
+	case LicenseBYOS:
+		plan.Licensing = "bring your own subscription: no RHEL charge from Azure, and no RHUI: register the guest with Red Hat (subscription-manager) before LEAPP"
+		plan.Warnings = append(plan.Warnings, "the re-created VM is not billed for RHEL by Azure and cannot reach Red Hat's update service (RHUI): register it with your Red Hat subscription")
+	default:
+		return newError(op, plan.VMID, ErrLicense, "the VM runs Red Hat's pay-as-you-go image %s/%s (%s): on an upload disk it would lose that billing and Red Hat's update service (RHUI), which LEAPP needs; "+
+			"choose payg (Azure Hybrid Benefit keeps both: licenseType %s and the %s extension) or byos (your own Red Hat subscription)", img.Offer, img.SKU, img.From, lt, ahbType)
+	}
+	return nil
+}
+
+// osDiskImage is the OS disk's creationData.imageReference.id ("" when it has none or cannot be read).
+func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
+	rid, err := parseID(diskID, typeDisk)
+	if err != nil {
+		return ""
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return ""
+	}
+	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil || d.Properties == nil || d.Properties.CreationData == nil || d.Properties.CreationData.ImageReference == nil {
+		return ""
+	}
+	return str(d.Properties.CreationData.ImageReference.ID)
+}
+
+// applyLicensing installs the Azure Hybrid Benefit extension on the re-created VM and sets its
+// licenseType, in the order Microsoft documents for a custom-image VM.
+func (c *Client) applyLicensing(ctx context.Context, plan *VMPlan, rid resourceID, f *armcompute.ClientFactory) error {
+	if plan.LicenseType == "" {
+		return nil
+	}
+	ext := armcompute.VirtualMachineExtension{Location: plan.New.Location, Properties: &armcompute.VirtualMachineExtensionProperties{
+		Publisher: to.Ptr(ahbPublisher), Type: to.Ptr(ahbType), TypeHandlerVersion: to.Ptr(ahbVersion), AutoUpgradeMinorVersion: to.Ptr(true)}}
+	if _, err := started(f.NewVirtualMachineExtensionsClient().BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, ahbType, ext, nil)).wait(ctx, c); err != nil {
+		return opError("install the "+ahbType+" extension on", plan.VMID, err)
+	}
+	u := armcompute.VirtualMachineUpdate{Properties: &armcompute.VirtualMachineProperties{LicenseType: to.Ptr(plan.LicenseType)}}
+	if _, err := started(f.NewVirtualMachinesClient().BeginUpdate(ctx, rid.ResourceGroup, rid.Name, u, nil)).wait(ctx, c); err != nil {
+		return opError("set licenseType "+plan.LicenseType+" on", plan.VMID, err)
+	}
+	return nil
+}
+
+// CheckLicensing reads the VM and refuses (ErrLicense) to go on without a choice when it runs a Red
+// Hat pay-as-you-go image, so that a run stops before it snapshots or creates anything; the plan of
+// the re-creation applies the choice.
+func (c *Client) CheckLicensing(ctx context.Context, vmID string, choice Licensing) error {
+	const op = "read licensing of VM"
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return opError(op, vmID, err)
+	}
+	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return opError(op, vmID, err)
+	}
+	plan := &VMPlan{VMID: vmID}
+	if p := r.Properties; p != nil && p.StorageProfile != nil && p.StorageProfile.OSDisk != nil && p.StorageProfile.OSDisk.ManagedDisk != nil {
+		plan.OldOSDiskID = str(p.StorageProfile.OSDisk.ManagedDisk.ID)
+	}
+	return c.planLicensing(ctx, plan, &r.VirtualMachine, choice)
+}
