@@ -305,6 +305,10 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 		plan.Warnings = append(plan.Warnings, "the VM belongs to a flexible scale set; re-creating it there is untested")
 	}
 	plan.Warnings = append(plan.Warnings, "a Basic SKU dynamic public IP on the NIC may be released when the VM is deleted")
+	if lost := osProfileLost(p.OSProfile); lost != "" {
+		plan.Warnings = append(plan.Warnings, "a VM created on an attached OS disk has no osProfile: "+lost+" leave the VM model (the guest keeps its accounts, keys and files)")
+	}
+	plan.Warnings = append(plan.Warnings, "if Azure Backup or Azure Site Recovery protects the VM, protect the re-created VM again: its protection refers to the deleted VM's instance")
 
 	if plan.DetachUpdate != nil {
 		plan.Steps = append(plan.Steps, fmt.Sprintf("PATCH %s: deleteOption=Detach on its NICs and disks (detachUpdate)", vmID))
@@ -339,6 +343,42 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	}
 	diffJSON("", before, after, &plan.Changes)
 	return plan, nil
+}
+
+// osProfileLost lists, in words, the osProfile settings a VM created on an attached disk cannot carry
+// ("" when there are none).
+func osProfileLost(op *armcompute.OSProfile) string {
+	if op == nil {
+		return ""
+	}
+	var l []string
+	if n := str(op.ComputerName); n != "" {
+		l = append(l, "computerName "+n)
+	}
+	if u := str(op.AdminUsername); u != "" {
+		l = append(l, "adminUsername "+u)
+	}
+	if lc := op.LinuxConfiguration; lc != nil {
+		if lc.SSH != nil && len(lc.SSH.PublicKeys) > 0 {
+			l = append(l, fmt.Sprintf("%d SSH public key(s)", len(lc.SSH.PublicKeys)))
+		}
+		if lc.PatchSettings != nil {
+			l = append(l, "patchSettings")
+		}
+		if lc.DisablePasswordAuthentication != nil {
+			l = append(l, "disablePasswordAuthentication")
+		}
+	}
+	if str(op.CustomData) != "" {
+		l = append(l, "customData")
+	}
+	if len(op.Secrets) > 0 {
+		l = append(l, fmt.Sprintf("%d Key Vault certificate set(s) (secrets)", len(op.Secrets)))
+	}
+	if len(l) == 0 {
+		return ""
+	}
+	return strings.Join(l, ", ")
 }
 
 // diskHasADE reports whether a managed disk carries ADE settings.

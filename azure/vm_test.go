@@ -575,3 +575,27 @@ func TestPlanRecreateVMLicensing(t *testing.T) {
 		t.Errorf("BYOS image: %v", err)
 	}
 }
+
+// TestPlanRecreateVMOSProfile: the osProfile settings the re-created VM cannot carry are named, and
+// Backup / Site Recovery protection is a to-do after the swap.
+func TestPlanRecreateVMOSProfile(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	op := c.VMs[key(rg, "vm1")].Properties.OSProfile
+	op.LinuxConfiguration = &armcompute.LinuxConfiguration{SSH: &armcompute.SSHConfiguration{PublicKeys: []*armcompute.SSHPublicKey{{Path: to.Ptr("/home/azureuser/.ssh/authorized_keys")}}},
+		PatchSettings: &armcompute.LinuxPatchSettings{}}
+	op.CustomData = to.Ptr("I2Nsb3VkLWNvbmZpZw==")
+	plan, err := c.client().PlanRecreateVM(context.Background(), resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := strings.Join(plan.Warnings, "\n")
+	for _, want := range []string{"computerName vm1", "adminUsername azureuser", "1 SSH public key(s)", "patchSettings", "customData", "Azure Site Recovery"} {
+		if !strings.Contains(w, want) {
+			t.Errorf("warnings lack %q:\n%s", want, w)
+		}
+	}
+	if strings.Contains(w, "I2Nsb3Vk") {
+		t.Error("a warning holds the customData itself")
+	}
+}
