@@ -9,7 +9,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"sort"
 	"strings"
 	"testing"
@@ -84,36 +83,10 @@ func ReadManifest(dir string) (*Manifest, error) {
 	return m, nil
 }
 
-// repoRoot returns the nearest directory above the working directory (or this source file) holding
-// go.mod, or "".
-func repoRoot() string {
-	find := func(dir string) string {
-		for {
-			if st, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && !st.IsDir() {
-				return dir
-			}
-			parent := filepath.Dir(dir)
-			if parent == dir {
-				return ""
-			}
-			dir = parent
-		}
-	}
-	if wd, err := os.Getwd(); err == nil {
-		if r := find(wd); r != "" {
-			return r
-		}
-	}
-	if _, file, _, ok := runtime.Caller(0); ok {
-		return find(filepath.Dir(file))
-	}
-	return ""
-}
-
 // Script returns the path of mkbootdisk.sh and the version of the set it builds: the hex SHA-256 of
 // the script followed by the 91adeOnline files in name order (what the script writes as "version").
 func Script() (path, version string, err error) {
-	root := repoRoot()
+	root := scriptcache.RepoRoot()
 	if root == "" {
 		return "", "", errors.New("qemuboot: no go.mod above the working directory")
 	}

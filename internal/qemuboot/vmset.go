@@ -92,7 +92,7 @@ func ReadVMSet(dir string) (*VMSet, error) {
 // VMScript returns the path of mkbootvm.sh and the version of the set it builds from the boot set
 // bootVersion: the hex SHA-256 of the script followed by bootVersion.
 func VMScript(bootVersion string) (path, version string, err error) {
-	root := repoRoot()
+	root := scriptcache.RepoRoot()
 	if root == "" {
 		return "", "", fmt.Errorf("qemuboot: no go.mod above the working directory")
 	}

@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -211,4 +212,30 @@ func ReadManifest[T any](dir string) (*T, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	return &m, dir, nil
+}
+
+// RepoRoot returns the nearest directory above the working directory (or, failing that, this source
+// file) holding go.mod, or "": where the fixture scripts are found.
+func RepoRoot() string {
+	find := func(dir string) string {
+		for {
+			if st, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil && !st.IsDir() {
+				return dir
+			}
+			parent := filepath.Dir(dir)
+			if parent == dir {
+				return ""
+			}
+			dir = parent
+		}
+	}
+	if wd, err := os.Getwd(); err == nil {
+		if r := find(wd); r != "" {
+			return r
+		}
+	}
+	if _, file, _, ok := runtime.Caller(0); ok {
+		return find(filepath.Dir(file))
+	}
+	return ""
 }

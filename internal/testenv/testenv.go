@@ -53,6 +53,7 @@ var debianPackage = map[string]string{
 	"mcopy": "mtools", "mdir": "mtools", "mmd": "mtools", "mtype": "mtools",
 	"mkfs.ext2": "e2fsprogs", "mkfs.ext3": "e2fsprogs", "mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs", "debugfs": "e2fsprogs", "dumpe2fs": "e2fsprogs",
 	"mkfs.btrfs": "btrfs-progs", "btrfs": "btrfs-progs",
+	"mkinitramfs": "initramfs-tools-core", "lsinitramfs": "initramfs-tools-core", "unmkinitramfs": "initramfs-tools-core",
 }
 
 // Need skips the test, loudly, unless every tool is on PATH (which includes /usr/sbin and /sbin).
