@@ -41,6 +41,10 @@ var (
 	// ErrGuestEdit means a required guest edit cannot be made in place (PlanOptions.StrictInitramfs: an
 	// initramfs without ADE's hooks does not fit its file's blocks).
 	ErrGuestEdit = errors.New("luksconv: guest edit not possible in place")
+	// ErrGuestUnsupported means the guest boots through something luksconv cannot undo yet (ADE's
+	// Ubuntu initramfs-tools path): the converted disk would not boot. PlanOptions.KeepGuest converts
+	// it without editing the guest.
+	ErrGuestUnsupported = errors.New("luksconv: guest boot path not supported")
 	// ErrVerifyFailed means an output differs from what its plan describes (Verify).
 	ErrVerifyFailed = errors.New("luksconv: output does not match the plan")
 	// ErrPlanClosed means the plan holds no unlocked key: it was closed (also while Execute or Verify

@@ -143,6 +143,15 @@ func discoverGuest(ctx context.Context, vols []guestVolume, parts []PartitionInf
 	return e
 }
 
+// ubuntuADEFiles are files ADE installs on an Ubuntu OS disk for its initramfs-tools boot path (20.04+:
+// crypt-ade-boot and crypt-ade-hook; 16.04/18.04: the keyscript and the header hook).
+var ubuntuADEFiles = []string{
+	"/usr/share/initramfs-tools/scripts/init-premount/crypt-ade-boot",
+	"/usr/share/initramfs-tools/hooks/crypt-ade-hook",
+	"/usr/sbin/azure_crypt_key.sh",
+	"/usr/share/initramfs-tools/hooks/luksheader",
+}
+
 // guestEdits finds the guest's /boot, root and fstab-mounted XFS filesystems on vols and computes the
 // edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
 // everything else that cannot be done is a warning.
@@ -156,6 +165,17 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		e.vmWaagent = vm.waagent
 		e.vmDevices = vm.devices
 		e.vmBackups = vm.wipeBackups
+	}
+	// Ubuntu's ADE flows boot through initramfs-tools hooks and root=/dev/mapper/osencrypt, which
+	// luksconv does not undo yet: a converted disk would not boot, so only KeepGuest converts it.
+	// (Ubuntu's root is ext4, which the editor keeps aside from the XFS guest filesystems.)
+	for _, x := range e.extFSs {
+		for _, f := range ubuntuADEFiles {
+			if _, err := x.fs.Lookup(f); err == nil {
+				return nil, fmt.Errorf("%w: %s (%s) is ADE's Ubuntu boot path (initramfs-tools, root=/dev/mapper/osencrypt), which luksconv cannot undo yet: "+
+					"the converted disk would not boot", ErrGuestUnsupported, f, x.name)
+			}
+		}
 	}
 	if e.root != nil {
 		e.policy.DropDebug = e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade")

@@ -51,7 +51,7 @@ func exitCode(err error) int {
 	case errors.Is(err, luks.ErrReencryptInProgress):
 		return exitReencrypting
 	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported),
-		errors.Is(err, luksconv.ErrGuestEdit), errors.Is(err, azure.ErrUnsupported):
+		errors.Is(err, luksconv.ErrGuestEdit), errors.Is(err, luksconv.ErrGuestUnsupported), errors.Is(err, azure.ErrUnsupported):
 		return exitUnsupported
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
 		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
@@ -84,6 +84,7 @@ var flagHints = []struct {
 	{luksconv.ErrKeyFile, "--key-file takes a regular file; --key-file - reads standard input"},
 	{luks.ErrKDFLimit, "if the header is trusted, raise the limit with --kdf-max-memory SIZE or --kdf-max-time DURATION"},
 	{azure.ErrDiskSKU, "--sku chooses the new disk's SKU"},
+	{luksconv.ErrGuestUnsupported, "--keep-guest converts the disk without editing the guest (it then needs its boot configuration fixed by hand)"},
 	{azure.ErrLicense, "--license payg or --license byos"},
 	{luksconv.ErrMissingDisk, "give the disk holding that PV too (--data LUN=FILE --data-key LUN=KEY)"},
 }
