@@ -6,17 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sort"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // Extent maps a run of file bytes to filesystem bytes. All fields are in
 // bytes; DiskOff is a byte offset within the filesystem.
-type Extent struct {
-	FileOff, DiskOff, Len int64
-	// Unwritten extents are allocated but read as zeros (fallocate:
-	// ext4's uninitialized extents).
-	Unwritten bool
-}
+type Extent = extent.Mapped
 
 const (
 	extMagic      = 0xf30a
@@ -318,7 +314,9 @@ func (fs *FS) FileReader(ino *Inode) (*io.SectionReader, error) {
 	if err != nil {
 		return nil, err
 	}
-	return io.NewSectionReader(&fileData{fs: fs, ino: ino.Ino, exts: exts, size: ino.Size}, 0, ino.Size), nil
+	what := fmt.Sprintf("data of inode %d", ino.Ino)
+	r := extent.NewFileReader(exts, ino.Size, func(p []byte, off int64) error { return fs.readAt(p, off, what) })
+	return io.NewSectionReader(r, 0, ino.Size), nil
 }
 
 // zeroTail reads b and then zeros, without end.
@@ -333,48 +331,4 @@ func (z zeroTail) ReadAt(p []byte, off int64) (int, error) {
 		copy(p, z[off:])
 	}
 	return len(p), nil
-}
-
-// fileData reads a file through its extent map.
-type fileData struct {
-	fs   *FS
-	ino  uint32
-	exts []Extent
-	size int64
-}
-
-func (f *fileData) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("ext: negative offset")
-	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > f.size-off {
-		p, eof = p[:f.size-off], io.EOF
-	}
-	n := 0
-	for n < len(p) {
-		pos := off + int64(n)
-		i := sort.Search(len(f.exts), func(i int) bool { return f.exts[i].FileOff+f.exts[i].Len > pos })
-		var chunk int64
-		if i == len(f.exts) || f.exts[i].FileOff > pos { // hole
-			chunk = int64(len(p) - n)
-			if i < len(f.exts) {
-				chunk = min(chunk, f.exts[i].FileOff-pos)
-			}
-			clear(p[n : n+int(chunk)])
-		} else {
-			e := f.exts[i]
-			chunk = min(int64(len(p)-n), e.FileOff+e.Len-pos)
-			if e.Unwritten {
-				clear(p[n : n+int(chunk)])
-			} else if err := f.fs.readAt(p[n:n+int(chunk)], e.DiskOff+pos-e.FileOff, fmt.Sprintf("data of inode %d", f.ino)); err != nil {
-				return n, err
-			}
-		}
-		n += int(chunk)
-	}
-	return n, eof
 }

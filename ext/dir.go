@@ -9,6 +9,8 @@ import (
 	iofs "io/fs"
 	"sort"
 	"strings"
+
+	"github.com/luksconv/luksconv/internal/fspath"
 )
 
 // Directory entry file types (EXT4_FT_*), in DirEntry.Type when the
@@ -284,7 +286,7 @@ func (fs *FS) resolve(path string, followLast bool) (*Inode, error) {
 		return nil, perr(corrupt("root inode", root.Offset, "is not a directory"))
 	}
 	stack := []*Inode{root}
-	queue := splitPath(path)
+	queue := fspath.Split(path)
 	links, steps := 0, 0
 	for len(queue) > 0 {
 		comp := queue[0]
@@ -326,51 +328,19 @@ func (fs *FS) resolve(path string, followLast bool) (*Inode, error) {
 				return nil, perr(err)
 			}
 			if strings.HasPrefix(target, "/") {
-				rel, ok := fs.stripMountPoint(target)
+				rel, ok := fspath.Strip(fs.MountPoint, target)
 				if !ok {
-					return nil, perr(fmt.Errorf("%w: %q (mount point %q)", ErrOutsideFS, target, fs.mountPoint()))
+					return nil, perr(fmt.Errorf("%w: %q (mount point %q)", ErrOutsideFS, target, fspath.Clean(fs.MountPoint)))
 				}
 				target = rel
 				stack = stack[:1]
 			}
-			queue = append(splitPath(target), queue...)
+			queue = append(fspath.Split(target), queue...)
 			continue
 		}
 		stack = append(stack, child)
 	}
 	return stack[len(stack)-1], nil
-}
-
-func splitPath(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" && c != "." {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (fs *FS) mountPoint() string {
-	return "/" + strings.Join(splitPath(fs.MountPoint), "/")
-}
-
-// stripMountPoint turns an absolute target into a path inside this
-// filesystem, or reports that it lies elsewhere. ".." in a target that
-// climbs out of the mount point is resolved physically later and stops at
-// this filesystem's root.
-func (fs *FS) stripMountPoint(target string) (string, bool) {
-	mp := splitPath(fs.MountPoint)
-	t := splitPath(target)
-	if len(t) < len(mp) {
-		return "", false
-	}
-	for i := range mp {
-		if t[i] != mp[i] {
-			return "", false
-		}
-	}
-	return strings.Join(t[len(mp):], "/"), true
 }
 
 // ReadDir returns the entries of the directory at path (following

@@ -2,6 +2,7 @@ package extent_test
 
 import (
 	"fmt"
+	"io"
 	"reflect"
 	"testing"
 
@@ -44,4 +45,20 @@ func TestClipOverlapsTotal(t *testing.T) {
 func ExampleMerge() {
 	fmt.Println(extent.Merge([]extent.Range{{Off: 4096, Len: 4096}, {Off: 0, Len: 4096}, {Off: 16384, Len: 512}}))
 	// Output: [{0 8192} {16384 512}]
+}
+
+// TestFileReader reads a 10-byte file over a 16-byte device: a hole, a mapped run, an unwritten run,
+// and a read across the end.
+func TestFileReader(t *testing.T) {
+	dev := []byte("0123456789abcdef")
+	r := extent.NewFileReader([]extent.Mapped{{FileOff: 2, DiskOff: 10, Len: 4}, {FileOff: 6, DiskOff: 0, Len: 2, Unwritten: true}}, 10,
+		func(p []byte, off int64) error { copy(p, dev[off:]); return nil })
+	got := make([]byte, 12)
+	n, err := r.ReadAt(got, 0)
+	if n != 10 || err != io.EOF || string(got[:n]) != "\x00\x00abcd\x00\x00\x00\x00" {
+		t.Fatalf("ReadAt = %d, %v, %q", n, err, got[:n])
+	}
+	if n, err := r.ReadAt(got[:3], 3); n != 3 || err != nil || string(got[:3]) != "bcd" {
+		t.Errorf("ReadAt(3) = %d, %v, %q", n, err, got[:3])
+	}
 }

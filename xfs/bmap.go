@@ -3,15 +3,13 @@ package xfs
 import (
 	"encoding/binary"
 	"fmt"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // Extent maps a run of file bytes to device bytes. All fields are in
 // bytes; DiskOff is a byte offset on the filesystem device.
-type Extent struct {
-	FileOff, DiskOff, Len int64
-	// Unwritten extents are allocated but read as zeros (preallocated).
-	Unwritten bool
-}
+type Extent = extent.Mapped
 
 const (
 	bmapMagicV4 = 0x424d4150 // "BMAP"

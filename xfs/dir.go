@@ -9,6 +9,9 @@ import (
 	iofs "io/fs"
 	"sort"
 	"strings"
+
+	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/fspath"
 )
 
 // Directory entry file types (XFS_DIR3_FT_*), stored in DirEntry.Type when
@@ -326,7 +329,7 @@ func (fs *FS) resolve(path string, followLast bool) (*Inode, error) {
 		return nil, perr(corrupt("root inode", root.Offset, "is not a directory"))
 	}
 	stack := []*Inode{root}
-	queue := splitPath(path)
+	queue := fspath.Split(path)
 	links, steps := 0, 0
 	for len(queue) > 0 {
 		comp := queue[0]
@@ -367,53 +370,19 @@ func (fs *FS) resolve(path string, followLast bool) (*Inode, error) {
 				return nil, perr(iofs.ErrNotExist)
 			}
 			if strings.HasPrefix(target, "/") {
-				rel, ok := fs.stripMountPoint(target)
+				rel, ok := fspath.Strip(fs.MountPoint, target)
 				if !ok {
-					return nil, perr(fmt.Errorf("%w: %q (mount point %q)", ErrOutsideFS, target, fs.mountPoint()))
+					return nil, perr(fmt.Errorf("%w: %q (mount point %q)", ErrOutsideFS, target, fspath.Clean(fs.MountPoint)))
 				}
 				target = rel
 				stack = stack[:1]
 			}
-			queue = append(splitPath(target), queue...)
+			queue = append(fspath.Split(target), queue...)
 			continue
 		}
 		stack = append(stack, child)
 	}
 	return stack[len(stack)-1], nil
-}
-
-func splitPath(p string) []string {
-	var out []string
-	for _, c := range strings.Split(p, "/") {
-		if c != "" && c != "." {
-			out = append(out, c)
-		}
-	}
-	return out
-}
-
-func (fs *FS) mountPoint() string {
-	mp := "/" + strings.Join(splitPath(fs.MountPoint), "/")
-	return mp
-}
-
-// stripMountPoint turns an absolute target into a path inside this
-// filesystem, or reports that it lies elsewhere. The target is cleaned
-// lexically only as far as "." and empty components; ".." in a target that
-// climbs out of the mount point is resolved physically later and stops at
-// this filesystem's root.
-func (fs *FS) stripMountPoint(target string) (string, bool) {
-	mp := splitPath(fs.MountPoint)
-	t := splitPath(target)
-	if len(t) < len(mp) {
-		return "", false
-	}
-	for i := range mp {
-		if t[i] != mp[i] {
-			return "", false
-		}
-	}
-	return strings.Join(t[len(mp):], "/"), true
 }
 
 // ReadDir returns the entries of the directory at path (following
@@ -562,49 +531,7 @@ func (fs *FS) FileReader(ino *Inode) (*io.SectionReader, error) {
 	if err := fs.checkMappedTotal(ino, exts); err != nil {
 		return nil, err
 	}
-	return io.NewSectionReader(&fileData{fs: fs, ino: ino.Ino, exts: exts, size: ino.Size}, 0, ino.Size), nil
-}
-
-// fileData reads a file through its extent map.
-type fileData struct {
-	fs   *FS
-	ino  uint64
-	exts []Extent
-	size int64
-}
-
-func (f *fileData) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 {
-		return 0, errors.New("xfs: negative offset")
-	}
-	if off >= f.size {
-		return 0, io.EOF
-	}
-	var eof error
-	if int64(len(p)) > f.size-off {
-		p, eof = p[:f.size-off], io.EOF
-	}
-	n := 0
-	for n < len(p) {
-		pos := off + int64(n)
-		i := sort.Search(len(f.exts), func(i int) bool { return f.exts[i].FileOff+f.exts[i].Len > pos })
-		var chunk int64
-		if i == len(f.exts) || f.exts[i].FileOff > pos { // hole
-			chunk = int64(len(p) - n)
-			if i < len(f.exts) {
-				chunk = min(chunk, f.exts[i].FileOff-pos)
-			}
-			clear(p[n : n+int(chunk)])
-		} else {
-			e := f.exts[i]
-			chunk = min(int64(len(p)-n), e.FileOff+e.Len-pos)
-			if e.Unwritten {
-				clear(p[n : n+int(chunk)])
-			} else if err := f.fs.readAt(p[n:n+int(chunk)], e.DiskOff+pos-e.FileOff, fmt.Sprintf("data of inode %d", f.ino)); err != nil {
-				return n, err
-			}
-		}
-		n += int(chunk)
-	}
-	return n, eof
+	what := fmt.Sprintf("data of inode %d", ino.Ino)
+	r := extent.NewFileReader(exts, ino.Size, func(p []byte, off int64) error { return fs.readAt(p, off, what) })
+	return io.NewSectionReader(r, 0, ino.Size), nil
 }
