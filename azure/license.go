@@ -112,15 +112,7 @@ func (c *Client) planLicensing(ctx context.Context, plan *VMPlan, vm *armcompute
 
 // osDiskImage is the OS disk's creationData.imageReference.id ("" when it has none or cannot be read).
 func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
-	rid, err := parseID(diskID, typeDisk)
-	if err != nil {
-		return ""
-	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return ""
-	}
-	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	d, err := c.getDisk(ctx, "read disk", diskID)
 	if err != nil || d.Properties == nil || d.Properties.CreationData == nil || d.Properties.CreationData.ImageReference == nil {
 		return ""
 	}

@@ -81,17 +81,9 @@ func (c *Client) checkHibernation(ctx context.Context, vm *armcompute.VirtualMac
 }
 
 func (c *Client) diskSupportsHibernation(ctx context.Context, diskID string) (bool, error) {
-	did, err := parseID(diskID, typeDisk)
+	d, err := c.getDisk(ctx, "read", diskID)
 	if err != nil {
-		return false, opError("read", diskID, err)
-	}
-	f, err := c.compute(did.Subscription)
-	if err != nil {
-		return false, opError("read", diskID, err)
-	}
-	d, err := f.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
-	if err != nil {
-		return false, opError("read", diskID, err)
+		return false, err
 	}
 	return d.Properties != nil && deref(d.Properties.SupportsHibernation), nil
 }

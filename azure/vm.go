@@ -383,17 +383,9 @@ func osProfileLost(op *armcompute.OSProfile) string {
 
 // diskHasADE reports whether a managed disk carries ADE settings.
 func (c *Client) diskHasADE(ctx context.Context, diskID string) (bool, error) {
-	rid, err := parseID(diskID, typeDisk)
+	d, err := c.getDisk(ctx, "read disk", diskID)
 	if err != nil {
-		return false, opError("read disk", diskID, err)
-	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return false, opError("read disk", diskID, err)
-	}
-	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
-	if err != nil {
-		return false, opError("read disk", diskID, err)
+		return false, err
 	}
 	col := (*armcompute.EncryptionSettingsCollection)(nil)
 	if d.Properties != nil {

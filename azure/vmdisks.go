@@ -85,25 +85,15 @@ func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error)
 	slices.SortStableFunc(out.Disks[1:], func(a, b VMDisk) int { return a.LUN - b.LUN })
 	for i := range out.Disks {
 		d := &out.Disks[i]
-		did, err := parseID(d.DiskID, typeDisk)
-		if err != nil {
-			return nil, opError(op, vmID, err)
-		}
 		if d.Name == "" {
-			d.Name = did.Name
+			d.Name = DiskName(d.DiskID)
 		}
-		df, err := c.compute(did.Subscription)
+		// The OS disk may already be ADE from the VM model (dual pass).
+		ade, err := c.diskHasADE(ctx, d.DiskID)
 		if err != nil {
-			return nil, opError(op, d.DiskID, err)
+			return nil, err
 		}
-		dr, err := df.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
-		if err != nil {
-			return nil, opError(op, d.DiskID, err)
-		}
-		if dp := dr.Properties; dp != nil && dp.EncryptionSettingsCollection != nil && deref(dp.EncryptionSettingsCollection.Enabled) &&
-			len(dp.EncryptionSettingsCollection.EncryptionSettings) > 0 {
-			d.ADE = true
-		}
+		d.ADE = d.ADE || ade
 	}
 	return out, nil
 }
@@ -116,10 +106,8 @@ type DiskStatus struct {
 	ManagedBy string `json:"managedBy,omitempty"`
 }
 
-// DiskStatus reads the state and tags of diskID; ErrNotFound when there is
-// no such disk.
-func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, error) {
-	const op = "read disk"
+// getDisk reads the managed disk diskID; errors are op's (ErrNotFound when there is no such disk).
+func (c *Client) getDisk(ctx context.Context, op, diskID string) (*armcompute.Disk, error) {
 	rid, err := parseID(diskID, typeDisk)
 	if err != nil {
 		return nil, opError(op, diskID, err)
@@ -131,6 +119,16 @@ func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, er
 	r, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
 	if err != nil {
 		return nil, opError(op, diskID, err)
+	}
+	return &r.Disk, nil
+}
+
+// DiskStatus reads the state and tags of diskID; ErrNotFound when there is
+// no such disk.
+func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, error) {
+	r, err := c.getDisk(ctx, "read disk", diskID)
+	if err != nil {
+		return nil, err
 	}
 	s := &DiskStatus{Tags: tagValues(r.Tags), ManagedBy: str(r.ManagedBy)}
 	if r.Properties != nil && r.Properties.DiskState != nil {
@@ -169,18 +167,9 @@ func (o *DiskOwner) Quiet() bool {
 
 // ReadDiskOwner reads who may write to diskID now.
 func (c *Client) ReadDiskOwner(ctx context.Context, diskID string) (*DiskOwner, error) {
-	const op = "read owner of disk"
-	rid, err := parseID(diskID, typeDisk)
+	d, err := c.getDisk(ctx, "read owner of disk", diskID)
 	if err != nil {
-		return nil, opError(op, diskID, err)
-	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return nil, opError(op, diskID, err)
-	}
-	d, err := f.NewDisksClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
-	if err != nil {
-		return nil, opError(op, diskID, err)
+		return nil, err
 	}
 	o := &DiskOwner{DiskID: diskID, VMID: str(d.ManagedBy)}
 	if d.Properties != nil && d.Properties.LastOwnershipUpdateTime != nil {
