@@ -268,17 +268,7 @@ func reportBytes(t *testing.T, so string) (resumed, written int64) {
 
 func runCLI(t *testing.T, args ...string) (string, string, int) {
 	t.Helper()
-	var so, se bytes.Buffer
-	root := newRootCmd()
-	root.SetArgs(args)
-	root.SetOut(&so)
-	root.SetErr(&se)
-	root.SetIn(strings.NewReader(""))
-	err := root.ExecuteContext(context.Background())
-	if err != nil {
-		reportError(&se, err)
-	}
-	return so.String(), se.String(), exitCode(err)
+	return runCLICtx(t, context.Background(), args...)
 }
 
 func (f *fakeAzure) assertNoSAS(t *testing.T, out string) {
