@@ -16,7 +16,6 @@ import (
 	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/initramfs"
 	"github.com/luksconv/luksconv/internal/zeros"
-	"github.com/luksconv/luksconv/xfs"
 )
 
 // Edit is one change the conversion makes to a file inside the guest, so that the output boots
@@ -70,7 +69,6 @@ type guestEditor struct {
 	strict    bool
 	policy    guest.Policy
 	fss       []*guestFS
-	extFSs    []*extFS // ext filesystems: only ADE's data-volume backups are wiped there
 	boot      *guestFS
 	root      *guestFS
 	edits     []Edit
@@ -169,12 +167,11 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 	// Ubuntu's ADE flows boot through initramfs-tools hooks and root=/dev/mapper/osencrypt, which
 	// luksconv does not undo yet: a converted disk would not boot, so only KeepGuest converts it.
 	// (Ubuntu's root is ext4, which the editor keeps aside from the XFS guest filesystems.)
-	for _, x := range e.extFSs {
-		for _, f := range ubuntuADEFiles {
-			if _, err := x.fs.Lookup(f); err == nil {
-				return nil, fmt.Errorf("%w: %s (%s) is ADE's Ubuntu boot path (initramfs-tools, root=/dev/mapper/osencrypt), which luksconv cannot undo yet: "+
-					"the converted disk would not boot", ErrGuestUnsupported, f, x.name)
-			}
+	for _, f := range ubuntuADEFiles {
+		if e.exists(f) {
+			g, _ := e.resolve(f)
+			return nil, fmt.Errorf("%w: %s (%s) is ADE's Ubuntu boot path (initramfs-tools, root=/dev/mapper/osencrypt), which luksconv cannot undo yet: "+
+				"the converted disk would not boot", ErrGuestUnsupported, f, g.label())
 		}
 	}
 	if e.root != nil {
@@ -266,59 +263,6 @@ func (e *guestEditor) dataVolumeEdits() {
 			}
 			e.wipeIn(g, adeBackupDir, label, why)
 		}
-	}
-	for _, x := range e.extFSs {
-		e.wipeExt(x, adeBackupDir, why)
-	}
-}
-
-// wipeExt zeroes the regular files directly in directory dir of the ext filesystem x (ADE's backup
-// directory holds two or three small files), keeping their sizes.
-func (e *guestEditor) wipeExt(x *extFS, dir, why string) {
-	d, err := x.fs.Lookup(dir)
-	if err != nil || !d.IsDir() {
-		return
-	}
-	label := x.name + ":" + dir
-	if err := x.fs.Writable(); err != nil {
-		e.warn(WarnNotEdited, "%s is not wiped: %v", label, err)
-		return
-	}
-	ents, err := x.fs.ReadDirInode(d)
-	if err != nil {
-		e.warn(WarnUnreadable, "%s: %v", label, err)
-		return
-	}
-	for _, de := range ents {
-		gp := label + "/" + de.Name
-		ino, err := x.fs.Inode(de.Ino)
-		if err != nil {
-			e.warn(WarnUnreadable, "%s: %v", gp, err)
-			continue
-		}
-		if !ino.IsRegular() || ino.Size == 0 {
-			continue
-		}
-		if ino.HasInlineData() {
-			e.warn(WarnNotEdited, "%s: not wiped: its data is inline in the inode", gp)
-			continue
-		}
-		exts, err := x.fs.Extents(ino)
-		if err != nil {
-			e.warn(WarnUnreadable, "%s: %v", gp, err)
-			continue
-		}
-		var ranges []extent.Range
-		for _, ex := range exts {
-			if !ex.Unwritten {
-				ranges = append(ranges, extent.Range{Off: ex.DiskOff, Len: ex.Len})
-			}
-		}
-		if err := e.addWritesTo(x.name, x.toOut, e.zeroWrites(ranges), "guest edit: wipe "+gp); err != nil {
-			e.warn(WarnNotEdited, "%s: not wiped: %v", gp, err)
-			continue
-		}
-		e.edits = append(e.edits, Edit{Filesystem: x.name, Path: gp, Why: fmt.Sprintf("%s: %d bytes zeroed", why, ino.Size)})
 	}
 }
 
@@ -561,7 +505,7 @@ func (e *guestEditor) canEdit(g *guestFS) bool {
 }
 
 // once reports whether the inode has not been edited yet, and marks it.
-func (e *guestEditor) once(g *guestFS, ino *xfs.Inode) bool {
+func (e *guestEditor) once(g *guestFS, ino *node) bool {
 	k := g.name + ":" + strconv.FormatUint(ino.Ino, 10)
 	if e.seen[k] {
 		return false
@@ -648,8 +592,8 @@ func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
 		return
 	}
 	visited := 0
-	var walk func(gp, p string, ino *xfs.Inode, depth int)
-	walk = func(gp, p string, ino *xfs.Inode, depth int) {
+	var walk func(gp, p string, ino *node, depth int)
+	walk = func(gp, p string, ino *node, depth int) {
 		if visited++; visited > maxWalk || depth > 32 {
 			if visited == maxWalk+1 {
 				e.warn(WarnNotEdited, "%s: more than %d entries; the rest is not wiped", dir, maxWalk)
@@ -658,13 +602,13 @@ func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
 		}
 		switch {
 		case ino.IsDir():
-			ents, err := g.fs.ReadDirInode(ino)
+			ents, err := g.fs.ReadDirNode(ino)
 			if err != nil {
 				e.warn(WarnUnreadable, "%s: %v", gp, err)
 				return
 			}
 			for _, d := range ents {
-				child, err := g.fs.Inode(d.Ino)
+				child, err := g.fs.Node(d.Ino)
 				if err != nil {
 					e.warn(WarnUnreadable, "%s/%s: %v", gp, d.Name, err)
 					continue
@@ -678,12 +622,16 @@ func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
 	walk(dir, p, ino, 0)
 }
 
-func (e *guestEditor) wipeFile(g *guestFS, gp string, ino *xfs.Inode, why string) {
+func (e *guestEditor) wipeFile(g *guestFS, gp string, ino *node, why string) {
 	if !e.once(g, ino) || ino.Size == 0 {
 		return
 	}
+	if ino.inline {
+		e.warn(WarnNotEdited, "%s: not wiped: its data is inline in the inode", gp)
+		return
+	}
 	ranges, err := writtenRanges(g.fs, ino, 0, ino.Size)
-	if err == nil && ino.Flags2&xfs.Flag2Reflink != 0 {
+	if err == nil && ino.shared {
 		err = errors.New("reflinked file: its blocks may be shared")
 	}
 	if err != nil {
@@ -724,12 +672,12 @@ func allZeroReader(r *io.SectionReader) bool {
 
 // rewrite plans the replacement of ino's content by data and zeroes what the old content left in the
 // blocks past the new end, so no copy of it survives on the disk.
-func (e *guestEditor) rewrite(g *guestFS, ino *xfs.Inode, data []byte, why string) error {
-	ws, err := g.fs.RewriteInode(ino, data, nil)
+func (e *guestEditor) rewrite(g *guestFS, ino *node, data []byte, why string) error {
+	ws, err := g.fs.Rewrite(ino, data)
 	if err != nil {
 		return err
 	}
-	bs := int64(g.fs.SB.BlockSize)
+	bs := g.fs.BlockSize()
 	from := (int64(len(data)) + bs - 1) / bs * bs
 	if from < ino.Size {
 		ranges, err := writtenRanges(g.fs, ino, from, ino.Size)
@@ -742,27 +690,27 @@ func (e *guestEditor) rewrite(g *guestFS, ino *xfs.Inode, data []byte, why strin
 }
 
 // zeroWrites returns writes of zeros over the device ranges, sharing one buffer.
-func (e *guestEditor) zeroWrites(ranges []extent.Range) []xfs.Write {
+func (e *guestEditor) zeroWrites(ranges []extent.Range) []devWrite {
 	const piece = 1 << 20
 	if e.zero == nil {
 		e.zero = make([]byte, piece)
 	}
-	var ws []xfs.Write
+	var ws []devWrite
 	for _, r := range ranges {
 		for o := int64(0); o < r.Len; o += piece {
-			ws = append(ws, xfs.Write{Offset: r.Off + o, Data: e.zero[:min(piece, r.Len-o)]})
+			ws = append(ws, devWrite{Offset: r.Off + o, Data: e.zero[:min(piece, r.Len-o)]})
 		}
 	}
 	return ws
 }
 
 // addWrites maps filesystem-device writes to output patches, split where the device's extents do.
-func (e *guestEditor) addWrites(g *guestFS, ws []xfs.Write, why string) error {
+func (e *guestEditor) addWrites(g *guestFS, ws []devWrite, why string) error {
 	return e.addWritesTo(g.name, g.toOut, ws, why)
 }
 
 // addWritesTo maps the device writes of the filesystem name to output patches through toOut.
-func (e *guestEditor) addWritesTo(name string, toOut func(off, n int64) ([]extent.Range, error), ws []xfs.Write, why string) error {
+func (e *guestEditor) addWritesTo(name string, toOut func(off, n int64) ([]extent.Range, error), ws []devWrite, why string) error {
 	var ps []Patch
 	for _, w := range ws {
 		rs, err := toOut(w.Offset, int64(len(w.Data)))

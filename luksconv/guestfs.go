@@ -1,7 +1,6 @@
 package luksconv
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -10,10 +9,8 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/luksconv/luksconv/ext"
 	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/lvm"
-	"github.com/luksconv/luksconv/xfs"
 )
 
 // guestVolume is a volume that may hold guest filesystems: a partition, or the decrypted volume.
@@ -36,7 +33,7 @@ type guestFS struct {
 	part     int
 	partUUID string
 	vg, lv   string
-	fs       *xfs.FS
+	fs       fsys
 	toOut    func(off, n int64) ([]extent.Range, error) // device bytes to output bytes
 	mount    string
 	readOnly error // why it must not be edited, nil if it may be
@@ -55,11 +52,9 @@ func (g *guestFS) guestPath(fsPath string) string {
 	return path.Join(g.mount, fsPath)
 }
 
-func (g *guestFS) uuid() string { return formatUUID(g.fs.SB.UUID) }
+func (g *guestFS) uuid() string { return g.fs.UUID() }
 
-func (g *guestFS) fsLabel() string {
-	return string(bytes.TrimRight(g.fs.SB.FName[:], "\x00"))
-}
+func (g *guestFS) fsLabel() string { return g.fs.Label() }
 
 // discover opens the XFS filesystems of a volume: the volume itself, or the XFS logical volumes of an
 // LVM PV.
@@ -113,20 +108,10 @@ func (e *guestEditor) discover(v guestVolume) {
 	}
 }
 
-// openFS opens a guest filesystem: XFS ones are looked at and edited; ext ones, which ADE's RHEL
-// guests have on data volumes only, are kept aside for the data-volume edits.
+// openFS opens a guest filesystem (XFS or ext) to be looked at and edited.
 func (e *guestEditor) openFS(name string, part int, partUUID, vg, lv string, r io.ReaderAt, size int64, content Content,
 	toOut func(off, n int64) ([]extent.Range, error)) {
-	if content == ContentExt4 {
-		x, err := ext.Open(r, size)
-		if err != nil {
-			e.warn(WarnUnreadable, "%s: %v", name, err)
-			return
-		}
-		e.extFSs = append(e.extFSs, &extFS{name: name, fs: x, toOut: toOut})
-		return
-	}
-	x, err := xfs.Open(r, size)
+	x, err := openFsys(r, size, content)
 	if err != nil {
 		e.warn(WarnUnreadable, "%s: %v", name, err)
 		return
@@ -134,14 +119,7 @@ func (e *guestEditor) openFS(name string, part int, partUUID, vg, lv string, r i
 	e.fss = append(e.fss, &guestFS{name: name, part: part, partUUID: partUUID, vg: vg, lv: lv, fs: x, readOnly: x.Writable(), toOut: toOut})
 }
 
-// extFS is an ext2/3/4 filesystem of the guest and how its device maps to the output.
-type extFS struct {
-	name  string
-	fs    *ext.FS
-	toOut func(off, n int64) ([]extent.Range, error)
-}
-
-func has(x *xfs.FS, p string) bool {
+func has(x fsys, p string) bool {
 	_, err := x.Lookup(p)
 	return err == nil
 }
@@ -149,16 +127,16 @@ func has(x *xfs.FS, p string) bool {
 // pickBoot chooses /boot: the partition holding ADE's header, or else one with a GRUB or BLS
 // configuration and no /etc.
 func (e *guestEditor) pickBoot() {
-	for _, want := range []func(*xfs.FS) bool{
-		func(x *xfs.FS) bool { return has(x, ADEHeaderPath) },
-		func(x *xfs.FS) bool {
+	for _, want := range []func(fsys) bool{
+		func(x fsys) bool { return has(x, ADEHeaderPath) },
+		func(x fsys) bool {
 			return !has(x, "/etc") && (has(x, "/grub2/grub.cfg") || has(x, "/grub2/grubenv") || has(x, "/loader/entries"))
 		},
 	} {
 		for _, g := range e.fss {
 			if g.lv == "" && want(g.fs) {
 				e.boot, g.mount = g, "/boot"
-				g.fs.MountPoint = "/boot"
+				g.fs.SetMountPoint("/boot")
 				return
 			}
 		}
@@ -185,7 +163,7 @@ func (e *guestEditor) pickRoot() {
 		e.warn(WarnGuestLayout, "several filesystems look like a root filesystem (%s); editing %s", strings.Join(names, ", "), cands[0].name)
 	}
 	e.root, cands[0].mount = cands[0], "/"
-	cands[0].fs.MountPoint = "/"
+	cands[0].fs.SetMountPoint("/")
 }
 
 // mountFromFstab assigns mount points to the other filesystems as the root's /etc/fstab names them.
@@ -207,7 +185,7 @@ func (e *guestEditor) mountFromFstab(parts []PartitionInfo) {
 		for _, g := range e.fss {
 			if g.mount == "" && g.matches(spec) {
 				g.mount = path.Clean(mnt)
-				g.fs.MountPoint = g.mount
+				g.fs.SetMountPoint(g.mount)
 				break
 			}
 		}
@@ -332,7 +310,7 @@ func (e *guestEditor) exists(guestPath string) bool {
 }
 
 // fileRoom is the bytes a file may grow to in place: the written extents contiguous from offset 0.
-func fileRoom(x *xfs.FS, ino *xfs.Inode) (int64, error) {
+func fileRoom(x fsys, ino *node) (int64, error) {
 	exts, err := x.Extents(ino)
 	if err != nil {
 		return 0, err
@@ -349,11 +327,11 @@ func fileRoom(x *xfs.FS, ino *xfs.Inode) (int64, error) {
 
 // writtenRanges lists the device ranges backing file bytes [from, to) rounded out to whole blocks,
 // written extents only (holes and unwritten extents read as zeros already).
-func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]extent.Range, error) {
-	if !ino.IsRegular() || ino.Flags&xfs.FlagRealtime != 0 {
+func writtenRanges(x fsys, ino *node, from, to int64) ([]extent.Range, error) {
+	if !ino.IsRegular() || ino.realtime {
 		return nil, errors.New("not a regular data-device file")
 	}
-	bs := int64(x.SB.BlockSize)
+	bs := x.BlockSize()
 	from = from / bs * bs
 	to = (to + bs - 1) / bs * bs
 	exts, err := x.Extents(ino)
@@ -371,7 +349,7 @@ func writtenRanges(x *xfs.FS, ino *xfs.Inode, from, to int64) ([]extent.Range, e
 	return out, nil
 }
 
-func readInode(x *xfs.FS, ino *xfs.Inode) ([]byte, error) {
+func readInode(x fsys, ino *node) ([]byte, error) {
 	r, err := x.FileReader(ino)
 	if err != nil {
 		return nil, err
@@ -383,7 +361,7 @@ func readInode(x *xfs.FS, ino *xfs.Inode) ([]byte, error) {
 	return b, nil
 }
 
-func readFile(x *xfs.FS, p string) ([]byte, error) {
+func readFile(x fsys, p string) ([]byte, error) {
 	ino, err := x.LookupFollow(p)
 	if err != nil {
 		return nil, err

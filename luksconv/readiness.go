@@ -5,7 +5,6 @@ import (
 	"strings"
 
 	"github.com/luksconv/luksconv/guest"
-	"github.com/luksconv/luksconv/xfs"
 )
 
 // Check is one line of the readiness summary.
@@ -33,7 +32,7 @@ const (
 
 // bootArgsPresent reports whether a boot loader command line on /boot (grubenv, grub.cfg, a BLS entry)
 // already carries every argument pol adds.
-func bootArgsPresent(x *xfs.FS, pol guest.Policy) bool {
+func bootArgsPresent(x fsys, pol guest.Policy) bool {
 	files := []string{"/grub2/grubenv", "/grub2/grub.cfg", "/grub/grub.cfg"}
 	if ents, err := x.ReadDir("/loader/entries"); err == nil {
 		for _, d := range ents {
