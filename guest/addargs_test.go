@@ -253,7 +253,7 @@ func TestAddArgsDefaultGrub(t *testing.T) {
 }
 
 // fixArgsOnly is FixCmdline without AddArgs, for the expected values.
-func (p Policy) fixArgsOnly(s string) string { f, _ := p.fixArgs(s, false); return f }
+func (p Policy) fixArgsOnly(s string) string { f, _, _ := p.fixArgs(s, false, false); return f }
 
 func sortedCopy(s []string) []string {
 	c := append([]string(nil), s...)

@@ -19,25 +19,57 @@ func FixCmdline(s string) (string, []string) { return Policy{}.FixCmdline(s) }
 //     LinuxPassPhraseFileName;
 //   - rd.debug (all copies), but only when one of the above was on the same line, or p.DropDebug.
 //
+// With p.RootUUID set, root=/dev/mapper/osencrypt is not dropped but replaced, in place, by
+// root=UUID=<p.RootUUID>, unless the line already names the root another way (any other root=
+// argument): then it is simply removed, as without RootUUID. Only the first copy is replaced.
+//
 // Then it appends the p.AddArgs the line does not already hold. The other arguments keep their order
 // and are joined with single spaces. If nothing is removed or added, s is returned unchanged. The
-// second result lists the removed arguments in order (redacted); it is nil when only arguments were
-// added, so compare the first result with s to learn whether anything changed.
+// second result lists the removed arguments in order (redacted), root=/dev/mapper/osencrypt included
+// when it was replaced; it is nil when only arguments were added, so compare the first result with s
+// to learn whether anything changed.
 func (p Policy) FixCmdline(s string) (string, []string) {
-	fixed, removed, _ := p.editArgs(s, false, true)
+	fixed, removed, _, _ := p.editArgs(s, false, false, true)
 	return fixed, removed
 }
 
 // fixArgs is FixCmdline without AddArgs, with rd.debug also removed when adeElsewhere says an ADE
-// argument was seen elsewhere in the same logical command line (a multi-line /etc/kernel/cmdline).
-func (p Policy) fixArgs(s string, adeElsewhere bool) (string, []string) {
-	fixed, removed, _ := p.editArgs(s, adeElsewhere, false)
-	return fixed, removed
+// argument was seen elsewhere in the same logical command line (a multi-line /etc/kernel/cmdline),
+// and root=/dev/mapper/osencrypt removed rather than replaced when haveRoot says that command line
+// already has its root= elsewhere (or got the replacement on an earlier line). root is the argument
+// put in place of root=/dev/mapper/osencrypt ("" if none).
+func (p Policy) fixArgs(s string, adeElsewhere, haveRoot bool) (fixed string, removed []string, root string) {
+	fixed, removed, _, root = p.editArgs(s, adeElsewhere, haveRoot, false)
+	return fixed, removed, root
 }
 
-// editArgs removes ADE's arguments from s and, if add, appends the missing p.AddArgs. It returns s
-// itself when nothing changes.
-func (p Policy) editArgs(s string, adeElsewhere, add bool) (fixed string, removed, added []string) {
+// osencryptRoot is the kernel argument that names ADE's dm-crypt mapper as the root device.
+const osencryptRoot = "root=/dev/mapper/osencrypt"
+
+// rootArg returns the argument that replaces root=/dev/mapper/osencrypt: root=UUID=<p.RootUUID>, or ""
+// when RootUUID is unset or is no plain word (blanks, quotes, backslashes and '$' would need quoting
+// in the shell and grub files, as for AddArgs).
+func (p Policy) rootArg() string {
+	if p.RootUUID == "" || strings.ContainsAny(p.RootUUID, " \t\n\r\v\f\"'\\$`") {
+		return ""
+	}
+	return "root=UUID=" + p.RootUUID
+}
+
+// hasOtherRoot reports whether args hold a root= argument other than root=/dev/mapper/osencrypt.
+func hasOtherRoot(args []string) bool {
+	for _, a := range args {
+		if strings.HasPrefix(a, "root=") && a != osencryptRoot {
+			return true
+		}
+	}
+	return false
+}
+
+// editArgs removes ADE's arguments from s (replacing root=/dev/mapper/osencrypt by p.rootArg() unless
+// haveRoot or s has another root=) and, if add, appends the missing p.AddArgs. It returns s itself
+// when nothing changes; root is the replacement argument when one was put in.
+func (p Policy) editArgs(s string, adeElsewhere, haveRoot, add bool) (fixed string, removed, added []string, root string) {
 	args := strings.Fields(s)
 	uuids := osencryptUUIDs(args)
 	ade := adeElsewhere || p.DropDebug
@@ -49,11 +81,20 @@ func (p Policy) editArgs(s string, adeElsewhere, add bool) (fixed string, remove
 	}
 	fixed = s
 	if ade {
+		repl := p.rootArg()
+		if haveRoot || hasOtherRoot(args) {
+			repl = ""
+		}
 		var kept []string
 		for _, a := range args {
-			if isADEArg(a, uuids) || a == "rd.debug" {
+			switch {
+			case a == osencryptRoot && repl != "":
 				removed = append(removed, a)
-			} else {
+				kept = append(kept, repl)
+				root, repl = repl, ""
+			case isADEArg(a, uuids) || a == "rd.debug":
+				removed = append(removed, a)
+			default:
 				kept = append(kept, a)
 			}
 		}
@@ -66,7 +107,18 @@ func (p Policy) editArgs(s string, adeElsewhere, add bool) (fixed string, remove
 			fixed = appendArgs(fixed, added)
 		}
 	}
-	return fixed, redactAll(removed), added
+	return fixed, redactAll(removed), added, root
+}
+
+// linesHaveRoot reports whether any of the command lines in lines has a root= argument other than
+// root=/dev/mapper/osencrypt: several lines that make up one command line need no replacement then.
+func linesHaveRoot(lines ...string) bool {
+	for _, l := range lines {
+		if hasOtherRoot(strings.Fields(l)) {
+			return true
+		}
+	}
+	return false
 }
 
 // addArgs returns p.AddArgs without duplicates and without the arguments the Fix functions may not

@@ -80,13 +80,7 @@ func FixDracutConf(file string, b []byte, max int) ([]byte, []Change) {
 			changes = append(changes, newChange(file, "delete ADE's dracut setting (no room to comment it out)", []string{before}, nil))
 		}
 	}
-	out := ls[:0:0]
-	for i, l := range ls {
-		if !drop[i] {
-			out = append(out, l)
-		}
-	}
-	return joinLines(out), changes
+	return withoutLines(ls, drop), changes
 }
 
 // Replacement module-setup.sh scripts, longest first. check() returning 255 tells dracut to include
@@ -245,7 +239,8 @@ var adeInitramfsFiles = map[string]struct{ what, module string }{
 // volume is plaintext; the caller checks that p is not a directory.
 //
 // module is the ADE dracut module only it comes from, "91ade" (RHEL 7) or "91adeOnline", or "" for
-// the files both install.
+// the files both install. This is the rule for dracut images; Ubuntu's initramfs-tools images follow
+// ADEInitramfsToolsFile.
 func ADEInitramfsFile(p string) (what, module string, ok bool) {
 	c := path.Clean("/" + p)
 	if c == "/osluksheader" {

@@ -14,27 +14,37 @@ func FixBLSEntry(path string, b []byte) ([]byte, []Change) { return Policy{}.Fix
 // `options $kernelopts` references are left alone (the arguments are in grubenv, see FixGrubenv).
 // An options line left with no arguments is removed. The missing p.AddArgs are appended to the
 // entry's last options line (grub joins an entry's options lines), unless the entry takes its
-// arguments from $kernelopts or has no options line. The result is nil when nothing needs changing.
+// arguments from $kernelopts or has no options line. The entry's options lines are one command line
+// for p.RootUUID too: root=/dev/mapper/osencrypt is replaced once, and only removed when another
+// root= is on any of them or the entry takes arguments from $kernelopts (whose root= it cannot see).
+// The result is nil when nothing needs changing.
 func (p Policy) FixBLSEntry(path string, b []byte) ([]byte, []Change) {
 	ls := splitLines(b)
 	type opt struct {
-		rest, fixed string
-		removed     []string
+		rest, fixed, root string
+		removed           []string
 	}
 	opts := map[int]*opt{}
 	last := -1
-	var all []string
+	var all, rests []string
 	usesKernelopts := false
+	for _, l := range ls {
+		if key, rest := cutField(l.text); key == "options" {
+			rests = append(rests, rest)
+			usesKernelopts = usesKernelopts || referencesKernelopts(rest)
+		}
+	}
+	haveRoot := usesKernelopts || linesHaveRoot(rests...)
 	for i, l := range ls {
 		key, rest := cutField(l.text)
 		if key != "options" {
 			continue
 		}
-		fixed, removed := p.fixArgs(rest, false)
-		opts[i] = &opt{rest, fixed, removed}
+		fixed, removed, root := p.fixArgs(rest, false, haveRoot)
+		haveRoot = haveRoot || root != ""
+		opts[i] = &opt{rest, fixed, root, removed}
 		all = append(all, fixed)
 		last = i
-		usesKernelopts = usesKernelopts || referencesKernelopts(rest)
 	}
 	var added []string
 	if last >= 0 && !usesKernelopts {
@@ -54,7 +64,7 @@ func (p Policy) FixBLSEntry(path string, b []byte) ([]byte, []Change) {
 			out = append(out, l)
 			continue
 		}
-		why := p.editWhy(o.removed, add, " from the BLS options line")
+		why := p.editWhy(o.removed, add, o.root, " from the BLS options line")
 		if o.fixed == "" {
 			changes = append(changes, newChange(path, why+" (nothing else left on it: line removed)", []string{l.text}, nil))
 			continue
@@ -98,17 +108,20 @@ func FixGrubCfg(path string, b []byte) ([]byte, []Change) { return Policy{}.FixG
 // FixGrubCfg removes ADE's arguments from a grub.cfg: the arguments of linux, linux16 and linuxefi
 // lines (RHEL 7 menu entries) and the value of `set kernelopts=` lines (RHEL 8's fallback when grubenv
 // has none), and appends the missing p.AddArgs to each of them (not to a linux line that takes its
-// arguments from $kernelopts). Everything else is left byte for byte. The result is nil when nothing
-// needs changing.
+// arguments from $kernelopts). Each line is its own command line for p.RootUUID (Ubuntu's
+// `linux /vmlinuz-... root=/dev/mapper/osencrypt ro ...` gets root=UUID=<RootUUID>; a recovery entry
+// that also has root=UUID=... only loses the osencrypt argument; a line taking $kernelopts is never
+// given one). Only AddArgs and RootUUID make lines longer: the caller checks that the result fits.
+// Everything else is left byte for byte. The result is nil when nothing needs changing.
 func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
 	ls := splitLines(b)
 	var changes []Change
 	for i, l := range ls {
-		var text string
+		var text, root string
 		var removed, added []string
 		if m := linuxRE.FindStringSubmatch(l.text); m != nil {
 			var fixed string
-			fixed, removed, added = p.editArgs(m[3], false, !referencesKernelopts(m[3]))
+			fixed, removed, added, root = p.editArgs(m[3], false, referencesKernelopts(m[3]), !referencesKernelopts(m[3]))
 			if removed != nil || added != nil {
 				text = m[1]
 				if fixed != "" {
@@ -121,7 +134,7 @@ func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
 				continue
 			}
 			var fixed string
-			if fixed, removed, added = p.editArgs(val, false, true); removed != nil || added != nil {
+			if fixed, removed, added, root = p.editArgs(val, false, false, true); removed != nil || added != nil {
 				if q == "" && strings.ContainsAny(fixed, " \t") {
 					q = `"`
 				}
@@ -131,7 +144,7 @@ func (p Policy) FixGrubCfg(path string, b []byte) ([]byte, []Change) {
 		if removed == nil && added == nil {
 			continue
 		}
-		changes = append(changes, newChange(path, p.editWhy(removed, added, ""),
+		changes = append(changes, newChange(path, p.editWhy(removed, added, root, ""),
 			[]string{l.text}, []string{text}))
 		ls[i].text = text
 	}
@@ -185,24 +198,35 @@ func FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 // += line, rd.debug also counts as ADE's when the line holds nothing but ADE arguments and rd.debug:
 // stock RHEL never writes += lines, and RHEL 7's legacy flow appended `GRUB_CMDLINE_LINUX+=" rd.debug"`.
 // The p.AddArgs that none of those lines holds are appended to the last plain GRUB_CMDLINE_LINUX=
-// assignment (quoted with " if it was not quoted); a file without one gets none.
+// assignment (quoted with " if it was not quoted); a file without one gets none. With p.RootUUID,
+// the assignments are one command line (grub-mkconfig joins them): the first
+// root=/dev/mapper/osencrypt becomes root=UUID=<RootUUID> (Ubuntu's GRUB_CMDLINE_LINUX="root=UUID=... ")
+// unless one of them has another root=; further copies are removed.
 //
-// A missing final newline is added (LEAPP's grub config check requires one) and reported. That and
-// AddArgs are the edits that can grow the file, so max is the space available to it (its allocated
-// blocks); a value below len(b) means no growth, and an output that does not fit is an error. The
-// result is nil when nothing needs changing.
+// A missing final newline is added (LEAPP's grub config check requires one) and reported. That,
+// RootUUID and AddArgs are the edits that can grow the file, so max is the space available to it (its
+// allocated blocks); a value below len(b) means no growth, and an output that does not fit is an
+// error. The result is nil when nothing needs changing.
 func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 	ls := splitLines(b)
 	type assign struct {
-		m                       []string
-		val, q, rest, fixed     string
-		removed                 []string
-		appended, dropBlank, ok bool
+		m                         []string
+		val, q, rest, fixed, root string
+		removed                   []string
+		appended, dropBlank, ok   bool
 	}
 	as := map[int]*assign{}
 	drop := make([]bool, len(ls))
 	target := -1
-	var all []string
+	var all, vals []string
+	for _, l := range ls {
+		if m := defaultGrubRE.FindStringSubmatch(l.text); m != nil {
+			if val, _, _, ok := cutShellWord(m[3]); ok {
+				vals = append(vals, val)
+			}
+		}
+	}
+	haveRoot := linesHaveRoot(vals...)
 	for i, l := range ls {
 		m := defaultGrubRE.FindStringSubmatch(l.text)
 		if m == nil {
@@ -218,9 +242,10 @@ func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 		if a.appended && onlyADEOrDebug(val) {
 			pol.DropDebug = true
 		}
-		fixed, removed := pol.fixArgs(val, false)
+		fixed, removed, root := pol.fixArgs(val, false, haveRoot)
+		haveRoot = haveRoot || root != ""
 		if removed != nil {
-			a.removed = removed
+			a.removed, a.root = removed, root
 			a.fixed = fixed
 			// Keep the separating blanks inside the quotes: `GRUB_CMDLINE_LINUX+=" x"` needs its
 			// leading space to stay apart from the value it extends.
@@ -269,7 +294,7 @@ func (p Policy) FixDefaultGrub(b []byte, max int) ([]byte, []Change, error) {
 		if a.removed == nil && add == nil {
 			continue
 		}
-		why := p.editWhy(a.removed, add, "")
+		why := p.editWhy(a.removed, add, a.root, "")
 		if drop[i] {
 			before := []string{l.text}
 			if a.dropBlank {
@@ -322,9 +347,10 @@ func FixKernelCmdline(b []byte) ([]byte, []Change) { return Policy{}.FixKernelCm
 // FixKernelCmdline removes ADE's arguments from /etc/kernel/cmdline (the RHEL 9 source of new BLS
 // entries' options). kernel-install reads the whole file as one command line, so rd.debug is removed
 // from every line when an ADE argument is anywhere in the file, and the p.AddArgs missing from the
-// whole file are appended to its last non-blank line (a blank file gets none). Lines and the final
-// newline (or its absence) are kept. Only AddArgs make the result longer than b: the caller checks
-// that it fits. The result is nil when nothing needs changing.
+// whole file are appended to its last non-blank line (a blank file gets none); for p.RootUUID the file
+// is one command line too (see FixDefaultGrub). Lines and the final newline (or its absence) are kept.
+// Only AddArgs and RootUUID make the result longer than b: the caller checks that it fits. The result
+// is nil when nothing needs changing.
 func (p Policy) FixKernelCmdline(b []byte) ([]byte, []Change) {
 	return p.fixCmdlineFile(PathKernelCmdline, b, true)
 }
@@ -339,7 +365,8 @@ func FixDracutCmdline(path string, b []byte) ([]byte, []Change) {
 // an initramfs image (dracut-lib's getcmdline joins all their lines). It is FixKernelCmdline's rule
 // (rd.debug goes when an ADE argument is anywhere in the file, or with p.DropDebug; lines and the
 // final newline are kept) without p.AddArgs: those are for the boot loader's command lines, and an
-// image whose ADE hooks are removed needs none of them. The result is never longer than b, and nil
+// image whose ADE hooks are removed needs none of them. p.RootUUID applies as in FixKernelCmdline,
+// within the file. The result is never longer than b unless RootUUID replaces an argument, and nil
 // when nothing needs changing. Change.Path is path.
 func (p Policy) FixDracutCmdline(path string, b []byte) ([]byte, []Change) {
 	return p.fixCmdlineFile(path, b, false)
@@ -358,9 +385,16 @@ func (p Policy) fixCmdlineFile(path string, b []byte, withAdd bool) ([]byte, []C
 	}
 	fixed := make([]string, len(ls))
 	removed := make([][]string, len(ls))
+	roots := make([]string, len(ls))
 	target := -1
+	var texts []string
+	for _, l := range ls {
+		texts = append(texts, l.text)
+	}
+	haveRoot := linesHaveRoot(texts...)
 	for i, l := range ls {
-		fixed[i], removed[i] = p.fixArgs(l.text, ade)
+		fixed[i], removed[i], roots[i] = p.fixArgs(l.text, ade, haveRoot)
+		haveRoot = haveRoot || roots[i] != ""
 		if strings.TrimSpace(fixed[i]) != "" {
 			target = i
 		}
@@ -380,7 +414,7 @@ func (p Policy) fixCmdlineFile(path string, b []byte, withAdd bool) ([]byte, []C
 		if removed[i] == nil && add == nil {
 			continue
 		}
-		changes = append(changes, newChange(path, p.editWhy(removed[i], add, ""),
+		changes = append(changes, newChange(path, p.editWhy(removed[i], add, roots[i], ""),
 			[]string{l.text}, []string{fixed[i]}))
 		ls[i].text = fixed[i]
 	}

@@ -116,7 +116,7 @@ func (p Policy) FixGrubenv(b []byte) ([]byte, []Change, error) {
 		if v.name != "kernelopts" {
 			continue
 		}
-		fixed, removed, added := p.editArgs(v.value, false, true)
+		fixed, removed, added, root := p.editArgs(v.value, false, false, true)
 		if removed == nil && added == nil {
 			continue
 		}
@@ -125,7 +125,7 @@ func (p Policy) FixGrubenv(b []byte) ([]byte, []Change, error) {
 		}
 		esc := escapeEnv(fixed)
 		out = append(append(out[:v.valStart:v.valStart], esc...), out[v.end:]...)
-		changes = append([]Change{newChange("", p.editWhy(removed, added, " from grubenv kernelopts"),
+		changes = append([]Change{newChange("", p.editWhy(removed, added, root, " from grubenv kernelopts"),
 			[]string{"kernelopts=" + v.value}, []string{"kernelopts=" + fixed})}, changes...)
 	}
 	if out == nil {

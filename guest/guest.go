@@ -1,10 +1,12 @@
-// Package guest undoes what Azure Disk Encryption (ADE) changed in a RHEL 7/8/9 guest's configuration
-// files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
+// Package guest undoes what Azure Disk Encryption (ADE) changed in a RHEL 7/8/9 or Ubuntu
+// 16.04-22.04 guest's configuration files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
 // the caller reads the files from the guest's XFS/FAT filesystems and writes the results back in place.
 //
 // This package is the one owner of the rules for what is ADE's: crypttab and fstab lines, lvm.conf
 // filters, kernel arguments, dracut settings and module names, and ADE's files inside an initramfs
-// ([ADEInitramfsFile], [IsADEDracutModule]). The initramfs package applies these same functions to the
+// ([ADEInitramfsFile], [IsADEDracutModule]; [ADEInitramfsToolsFile] for Ubuntu's initramfs-tools
+// images, whose copies [FixInitramfsToolsOrder], [Policy.FixCryptrootConf] and
+// [Policy.FixInitramfsToolsFstab] edit). The initramfs package applies these same functions to the
 // copies dracut put into an image (etc/crypttab, etc/fstab, etc/lvm/lvm.conf, etc/cmdline.d/*.conf,
 // modules.txt, build-parameter.txt), with the same Policy, so a converted guest and its initramfs
 // images never disagree about them; a rule changes here, for both.
@@ -22,7 +24,12 @@
 //   - the osencrypt line in /etc/crypttab, the BEK volume line in /etc/fstab, the devices/filter line
 //     appended to /etc/lvm/lvm.conf, /etc/dracut.conf.d/ade.conf and ADE's lines in /etc/dracut.conf;
 //   - the dracut modules 91adeOnline / 91ade, disabled here by rewriting their module-setup.sh, and
-//     the hooks, scripts, udev rules and (91ade) LUKS header they put into every initramfs.
+//     the hooks, scripts, udev rules and (91ade) LUKS header they put into every initramfs;
+//   - on Ubuntu (ade-internals §10.3): root=/dev/mapper/osencrypt as the only root= of the kernel
+//     command line (replaced by root=UUID=..., see [Policy.RootUUID]), /etc/default/cryptdisks
+//     ([FixCryptdisks]), and initramfs-tools hooks, a boot script and a keyscript
+//     ([InitramfsToolsADEFiles], disabled with [DisableScript]) that put the LUKS header, the
+//     keyscript, the BEK volume's fstab and mount point into every initrd.
 //
 // Every Fix function returns nil content (and no changes) when the input needs no edit, so a second
 // pass over fixed content is a no-op. Outputs never exceed the caller's space: most are shorter than
@@ -39,6 +46,7 @@ package guest
 import (
 	"bytes"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -104,6 +112,19 @@ type Policy struct {
 	// ADE's legacy azure_crypt_mount listed, whose lines ADE removed. They are for the guest's own
 	// /etc/fstab; the initramfs package leaves them out of an image's copy.
 	FstabAdd []string
+	// RootUUID, when set, is the UUID of the root filesystem, and root=/dev/mapper/osencrypt is replaced
+	// by root=UUID=<RootUUID> instead of removed on every command line the Fix functions edit
+	// (FixCmdline, FixGrubenv's kernelopts, FixBLSEntry, FixGrubCfg, FixDefaultGrub, FixKernelCmdline,
+	// FixDracutCmdline), in place and once per command line. Ubuntu's ADE puts that argument on
+	// command lines that name the root no other way (GRUB_CMDLINE_LINUX="root=/dev/mapper/osencrypt ",
+	// grub.cfg's `root=/dev/mapper/osencrypt ro ...`), so removing it would leave the kernel without a
+	// root; RHEL's lines also carry grub's own root=. A command line that already has another root=
+	// argument only loses the osencrypt one. The replacement is 20 bytes longer than what it replaces
+	// for a 36-character UUID: FixDefaultGrub checks it against max and FixGrubenv against the block's
+	// padding, as for AddArgs. A value that is no plain word (blanks, quotes, backslashes, '$') is
+	// ignored, as if unset. Unset, the argument is removed (RHEL's RAW disks, whose grub adds its own
+	// root=).
+	RootUUID string
 	// AddArgs are kernel arguments to append to every command line the kernel command line functions
 	// edit (FixCmdline, FixGrubenv's kernelopts, FixBLSEntry, FixGrubCfg, FixDefaultGrub's
 	// GRUB_CMDLINE_LINUX, FixKernelCmdline), each once: an argument the command line already holds is
@@ -125,10 +146,19 @@ func (p Policy) addWhy(added []string) string {
 	return s
 }
 
-// editWhy describes an edit of a command line: removed ADE arguments (after prefix), added arguments.
-func (p Policy) editWhy(removed, added []string, where string) string {
+// editWhy describes an edit of a command line: the argument root that replaced
+// root=/dev/mapper/osencrypt ("" if none), the other removed ADE arguments (where follows them),
+// added arguments.
+func (p Policy) editWhy(removed, added []string, root, where string) string {
 	var parts []string
-	if removed != nil {
+	if root != "" {
+		if i := slices.Index(removed, osencryptRoot); i >= 0 {
+			removed = slices.Delete(slices.Clone(removed), i, i+1)
+		}
+		parts = append(parts, "replace ADE's "+osencryptRoot+" by "+root+
+			" (the root filesystem, no longer behind the dm-crypt mapper)")
+	}
+	if len(removed) > 0 {
 		parts = append(parts, "remove ADE kernel arguments "+strings.Join(removed, " ")+where)
 	}
 	if added != nil {

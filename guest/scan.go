@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"path"
+	"regexp"
 	"strings"
 )
 
@@ -13,14 +14,21 @@ import (
 //   - any line: rd.luks.ade arguments and their deprecated aliases rd_LUKS_PARTUUID and
 //     rd_LUKS_BOOTUUID, references to the osencrypt mapper, ADE's LVM filter (the filter or
 //     global_filter settings FixLVMConf removes; reported on the line where they start), the BEK volume
-//     fstab line, crypttab entries keyed by the BEK volume, ADE's dracut settings;
+//     fstab line (every form FixFstab drops), crypttab entries keyed by the BEK volume, ADE's dracut
+//     settings; and Ubuntu's: references to ADE's keyscript azure_crypt_key.sh and to its
+//     initramfs-tools scripts crypt-ade-boot and crypt-ade-hook (a word starting with crypt-ade; the
+//     dracut modules' parse-crypt-ade.sh is not one), and any other mention of the BEK volume's mount
+//     point /mnt/azure_bek_disk (CRYPTDISKS_MOUNT in /etc/default/cryptdisks), reported only on a line
+//     with no other finding;
 //   - dracut.conf.d/ade.conf: any active setting;
 //   - a grubenv (base name grubenv, or content with the grubenv signature): a size other than
 //     1024 bytes, or a missing signature;
 //   - /etc/default/grub: no final newline;
 //   - module-setup.sh of the 91adeOnline/91ade dracut modules, unless already disabled. Files in
 //     those module directories get no line checks: their scripts name rd.luks.ade and osencrypt by
-//     design and are inert once module-setup.sh is disabled.
+//     design and are inert once module-setup.sh is disabled;
+//   - ADE's initramfs-tools files (InitramfsToolsADEFiles, also under a mount prefix), unless
+//     DisableScript's content replaced them; they get no line checks either.
 //
 // Whole-file findings (Line 0) come first, then line findings in line order, at most one per kind
 // and line. Comment lines are not checked.
@@ -55,6 +63,12 @@ func Scan(file string, b []byte) []Finding {
 		}
 		return fs
 	}
+	if f, ok := initramfsToolsADEFile(p); ok {
+		if !isDisabledScript(b) {
+			add(0, f.What+" is active")
+		}
+		return fs
+	}
 	adeConf := isADEConf(p)
 	ls := splitLines(b)
 	lvmFilter := map[int]bool{}
@@ -85,7 +99,7 @@ func Scan(file string, b []byte) []Finding {
 		case strings.Contains(t, "osencrypt"):
 			add(n, "reference to ADE's dm-crypt mapper osencrypt")
 		}
-		if f[0] == bekLabel {
+		if isBEKDevice(f[0]) || len(f) >= 3 && isBEKMount(f[1]) {
 			add(n, "fstab entry of the ADE BEK volume")
 		}
 		if len(f) >= 3 && f[0] != "osencrypt" && strings.HasPrefix(f[2], bekKeyFile) {
@@ -96,9 +110,22 @@ func Scan(file string, b []byte) []Finding {
 		} else if isADEDracutLine(l.text) {
 			add(n, "ADE's dracut setting")
 		}
+		if strings.Contains(t, "azure_crypt_key") {
+			add(n, "reference to ADE's keyscript azure_crypt_key.sh")
+		}
+		if cryptADERE.MatchString(t) {
+			add(n, "reference to ADE's initramfs-tools scripts (crypt-ade-*)")
+		}
+		if strings.Contains(t, bekMountPoint) && (len(fs) == 0 || fs[len(fs)-1].Line != n) {
+			add(n, "reference to the ADE BEK volume's mount point "+bekMountPoint)
+		}
 	}
 	return fs
 }
+
+// cryptADERE matches a word starting with crypt-ade: ADE's Ubuntu scripts crypt-ade-boot and
+// crypt-ade-hook, not the dracut modules' parse-crypt-ade.sh.
+var cryptADERE = regexp.MustCompile(`(?:^|[^A-Za-z0-9_.-])crypt-ade`)
 
 // adeModuleFile returns "91adeOnline" or "91ade" when p is inside that dracut module directory.
 func adeModuleFile(p string) string {

@@ -42,6 +42,49 @@ func (p Policy) FixCrypttab(b []byte) ([]byte, []Change) {
 // bekLabel is the fstab spec of the ADE BEK volume ("BEK VOLUME", space escaped as fstab requires).
 const bekLabel = `LABEL=BEK\040VOLUME`
 
+// bekMountPoint is where ADE mounts the BEK volume (RHEL's 91adeOnline uses /bek inside the initramfs).
+const bekMountPoint = "/mnt/azure_bek_disk"
+
+// isBEKDevice reports whether an fstab device field names the ADE BEK volume: LABEL=BEK\040VOLUME,
+// or the udev link /dev/disk/by-label/BEK\x20VOLUME (udev escapes the blank in link names as the four
+// characters \x20, which fstab takes literally; ADE's Ubuntu initramfs hook writes that form), or
+// either with the blank octal-escaped differently.
+func isBEKDevice(spec string) bool {
+	switch spec {
+	case bekLabel, `/dev/disk/by-label/BEK\x20VOLUME`:
+		return true
+	}
+	switch unescapeOctal(spec) {
+	case "LABEL=BEK VOLUME", "/dev/disk/by-label/BEK VOLUME":
+		return true
+	}
+	return false
+}
+
+// isBEKMount reports whether an fstab mount point field is ADE's BEK volume mount point.
+func isBEKMount(mp string) bool {
+	m := unescapeOctal(mp)
+	return m == bekMountPoint || m == bekMountPoint+"/"
+}
+
+// isBEKFstabLine reports whether the fields of an fstab line are an entry of the ADE BEK volume: its
+// device is the BEK volume, or its mount point ADE's mount point for it.
+func isBEKFstabLine(f []string) bool {
+	return isBEKDevice(f[0]) || len(f) > 1 && isBEKMount(f[1])
+}
+
+// withoutLines joins the lines of ls that drop does not mark. Dropping an unterminated last line
+// leaves the previous line's newline in place, which is right.
+func withoutLines(ls []line, drop []bool) []byte {
+	out := ls[:0:0]
+	for i, l := range ls {
+		if !drop[i] {
+			out = append(out, l)
+		}
+	}
+	return joinLines(out)
+}
+
 // dropLines removes the non-comment lines for which why(fields) is not "", and an ADE marker comment
 // directly above each.
 func dropLines(path string, b []byte, why func(fields []string) string) ([]byte, []Change) {
@@ -68,14 +111,7 @@ func dropLines(path string, b []byte, why func(fields []string) string) ([]byte,
 	if changes == nil {
 		return nil, nil
 	}
-	out := ls[:0:0]
-	for i, l := range ls {
-		if !drop[i] {
-			out = append(out, l)
-		}
-	}
-	// Dropping an unterminated last line leaves the previous line's newline in place, which is right.
-	return joinLines(out), changes
+	return withoutLines(ls, drop), changes
 }
 
 // lvmFilterRE matches the line ADE appends to lvm.conf on LVM OS disks,

@@ -112,7 +112,9 @@ func FixFstab(b []byte) ([]byte, []Change) { return Policy{}.FixFstab(b) }
 
 // FixFstab undoes ADE in /etc/fstab. It drops the BEK volume's lines (`LABEL=BEK\040VOLUME
 // /mnt/azure_bek_disk auto defaults,discard,nofail 0 0` and the /bek form: no other volume has that
-// label) and the lines of the devices in p.FstabDrop (the resource disk's /dev/mapper/resourceencrypt
+// label; Ubuntu's udev link form `/dev/disk/by-label/BEK\x20VOLUME`, with the literal \x20 udev puts
+// in the link's name; and any line mounting something on /mnt/azure_bek_disk, ADE's mount point for
+// it) and the lines of the devices in p.FstabDrop (the resource disk's /dev/mapper/resourceencrypt
 // when the VM is converted), and gives the lines whose device is a key of p.FstabDevices that device's
 // value instead (a converted data volume's /dev/mapper/<uuid> becomes UUID=<its filesystem UUID>; the
 // options, nofail included, stay). ADE's marker comment above an edited line goes. The result is nil
@@ -151,7 +153,7 @@ func (p Policy) FixFstab(b []byte) ([]byte, []Change) {
 func (p Policy) fstabLine(f []string) (string, bool, string) {
 	dev := unescapeOctal(f[0])
 	switch {
-	case f[0] == bekLabel:
+	case isBEKFstabLine(f):
 		mp := "?"
 		if len(f) > 1 {
 			mp = f[1]
@@ -199,14 +201,7 @@ func editLines(path string, b []byte, edit func(fields []string) (repl string, d
 	if changes == nil {
 		return nil, nil
 	}
-	out := ls[:0:0]
-	for i, l := range ls {
-		if !drop[i] {
-			out = append(out, l)
-		}
-	}
-	// Dropping an unterminated last line leaves the previous line's newline in place, which is right.
-	return joinLines(out), changes
+	return withoutLines(ls, drop), changes
 }
 
 // unescapeOctal decodes the octal escapes of fstab and crypttab fields (\040 for a space).

@@ -24,11 +24,24 @@ import (
 //   - dracut's modules.txt and build-parameter.txt (usr/lib/dracut or lib/dracut):
 //     guest.FixDracutModulesList and guest.FixDracutBuildParameters.
 //
-// So the image holds what a dracut run in the converted guest would put there. The findings describe
-// each removal and rewrite, and what an edit cannot fix: a 90crypt module patched by ADE's pre-2018
-// flow, other hooks that reference the osencrypt mapping, and ADE residue guest.Scan still finds in a
-// built-in command line after the edit. Those need the initramfs to be rebuilt with dracut (their
-// findings say "rebuild").
+// So the image holds what a dracut run in the converted guest would put there.
+//
+// An initramfs-tools image (Ubuntu's mkinitramfs: IsInitramfsTools) loses, by guest.ADEInitramfsToolsFile,
+// ADE's boot script crypt-ade-boot, the copies of the LUKS header, the keyscript azure_crypt_key.sh, and
+// the directories only they were in (mnt/azure_bek_disk, boot/luks, conf/conf.d/cryptheader, through
+// Edit.RemovePrefix); and its own copies are rewritten:
+//
+//   - scripts/*/ORDER: guest.FixInitramfsToolsOrder (the removed scripts' lines);
+//   - cryptroot/crypttab: pol.FixCrypttab; conf/conf.d/cryptroot (older cryptroot hooks):
+//     pol.FixCryptrootConf;
+//   - etc/fstab: pol.FixInitramfsToolsFstab (the BEK volume's and /boot's lines ADE's hook added),
+//     instead of dracut's rule.
+//
+// The findings describe each removal and rewrite, and what an edit cannot fix: a 90crypt module
+// patched by ADE's pre-2018 flow, other hooks that reference the osencrypt mapping, ADE residue
+// guest.Scan still finds in a built-in command line after the edit, and, in an initramfs-tools image,
+// any other file that still names osencrypt, azure_crypt_key or crypt-ade. Those need the initramfs to
+// be rebuilt in the guest (their findings say "rebuild").
 func ADEEdit(im *Image, pol guest.Policy) (Edit, []string) {
 	e := Edit{Replace: map[string][]byte{}}
 	var findings []string
@@ -38,24 +51,64 @@ func ADEEdit(im *Image, pol guest.Policy) (Edit, []string) {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)
+	tools := IsInitramfsTools(im)
 	removed := map[string]bool{}
+	adeDirs := map[string]string{} // ADE's directories (initramfs-tools images) and what they are
 	for _, k := range keys {
 		ent := files[k]
-		what, _, ok := guest.ADEInitramfsFile(k)
-		if !ok || ent.IsDir() {
+		var what string
+		var ok bool
+		if tools {
+			what, ok = guest.ADEInitramfsToolsFile(k, ent.IsDir())
+		}
+		if !ok && !ent.IsDir() {
+			what, _, ok = guest.ADEInitramfsFile(k)
+		}
+		switch {
+		case !ok:
+			continue
+		case ent.IsDir():
+			adeDirs[k] = what
 			continue
 		}
 		e.Remove = append(e.Remove, k)
 		removed[k] = true
-		if k == "osluksheader" {
+		if path.Base(k) == "osluksheader" {
 			what = fmt.Sprintf("%s (%d bytes)", what, ent.FileSize)
 		}
 		findings = append(findings, fmt.Sprintf("remove %s: %s", k, what))
 	}
+	// An ADE directory goes, with everything below it, when all of that is ADE's: a directory left in
+	// place would be harmless, but it is ADE's trace (mnt/azure_bek_disk), and one that also holds
+	// something else is kept.
+	for _, d := range keys {
+		what, ok := adeDirs[d]
+		if !ok || removed[d] {
+			continue
+		}
+		all := true
+		for _, k := range keys {
+			if strings.HasPrefix(k, d+"/") && !removed[k] && adeDirs[k] == "" {
+				all = false
+				break
+			}
+		}
+		if !all {
+			continue
+		}
+		e.RemovePrefix = append(e.RemovePrefix, d)
+		removed[d] = true
+		for _, k := range keys {
+			if strings.HasPrefix(k, d+"/") {
+				removed[k] = true
+			}
+		}
+		findings = append(findings, fmt.Sprintf("remove %s/: %s", d, what))
+	}
 	// The image's copies of guest files, each with the guest's rule for it.
 	fixed := map[string][]byte{} // content after the edit, for the residue checks below
 	for _, k := range keys {
-		fix := textRule(k, pol)
+		fix := textRule(k, pol, tools)
 		if fix == nil || removed[k] || !files[k].IsRegular() {
 			continue
 		}
@@ -89,6 +142,21 @@ func ADEEdit(im *Image, pol guest.Policy) (Edit, []string) {
 		if err != nil {
 			continue
 		}
+		if b, ok := fixed[k]; ok {
+			data = b
+		}
+		if tools {
+			var names []string
+			for _, s := range initramfsToolsResidue {
+				if bytes.Contains(data, []byte(s)) {
+					names = append(names, s)
+				}
+			}
+			if names != nil {
+				findings = append(findings, fmt.Sprintf("%s: still names %s after the edit; rebuild the initramfs in the guest (update-initramfs -u) once ADE's initramfs-tools files are disabled", k, strings.Join(names, ", ")))
+				continue
+			}
+		}
 		switch {
 		case (base == "cryptroot-ask" || base == "30-parse-crypt.sh" || base == "parse-crypt.sh") &&
 			(bytes.Contains(data, []byte("osencrypt")) || bytes.Contains(data, []byte("azure_bek_disk")) ||
@@ -114,9 +182,35 @@ func ADEEdit(im *Image, pol guest.Policy) (Edit, []string) {
 	return e, findings
 }
 
+// initramfsToolsResidue are the strings no file of an initramfs-tools image holds once ADE's files
+// are out of it: ADE's mapper, keyscript and scripts.
+var initramfsToolsResidue = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
+
+// IsInitramfsTools reports whether im was made by initramfs-tools' mkinitramfs (Debian, Ubuntu) rather
+// than dracut: it has mkinitramfs's conf/initramfs.conf and its boot scripts' scripts/functions.
+func IsInitramfsTools(im *Image) bool {
+	files := im.Files()
+	conf, fn := files["conf/initramfs.conf"], files["scripts/functions"]
+	return conf != nil && conf.IsRegular() && fn != nil && fn.IsRegular()
+}
+
 // textRule returns the guest rule for the image file k (a CleanPath name), nil for files that are no
-// copy of a guest file ADE changes.
-func textRule(k string, pol guest.Policy) func(string, []byte) ([]byte, []guest.Change) {
+// copy of a guest file ADE changes; tools selects the rules of an initramfs-tools image.
+func textRule(k string, pol guest.Policy, tools bool) func(string, []byte) ([]byte, []guest.Change) {
+	if tools {
+		img := pol
+		img.FstabAdd = nil
+		switch d, f := path.Split(k); {
+		case k == "etc/fstab":
+			return func(_ string, b []byte) ([]byte, []guest.Change) { return img.FixInitramfsToolsFstab(b) }
+		case k == "cryptroot/crypttab":
+			return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixCrypttab(b) }
+		case k == "conf/conf.d/cryptroot":
+			return pol.FixCryptrootConf
+		case f == "ORDER" && strings.HasPrefix(d, "scripts/") && strings.Count(d, "/") == 2:
+			return guest.FixInitramfsToolsOrder
+		}
+	}
 	switch k {
 	case "etc/crypttab":
 		return func(_ string, b []byte) ([]byte, []guest.Change) { return pol.FixCrypttab(b) }

@@ -99,6 +99,7 @@ var eqCases = []struct {
 	{"cmdline.d deprecated aliases", "cmdline", "etc/cmdline.d/91alias.conf", eqAliases + " rd.debug\n", guest.Policy{}, true},
 	{"cmdline.d alias with rd.debug on another line, no newline", "cmdline", "etc/cmdline.d/01-default.conf", "rd.debug\nro rd_LUKS_BOOTUUID=" + eqBoot, guest.Policy{}, true},
 	{"cmdline.d osencrypt root", "cmdline", "etc/cmdline.d/90crypt.conf", "root=/dev/mapper/osencrypt rd.luks.uuid=osencrypt\n", guest.Policy{}, true},
+	{"cmdline.d osencrypt root, RootUUID", "cmdline", "etc/cmdline.d/90crypt.conf", "root=/dev/mapper/osencrypt rd.luks.uuid=osencrypt\n", guest.Policy{RootUUID: eqBoot}, true},
 	{"cmdline.d rd.debug alone, DropDebug", "cmdline", "etc/cmdline.d/10-debug.conf", "rd.debug rd.shell\n", guest.Policy{DropDebug: true}, true},
 	{"cmdline.d rd.debug alone", "cmdline", "etc/cmdline.d/10-debug.conf", "rd.debug rd.shell\n", guest.Policy{}, false},
 	{"cmdline.d AddArgs not added", "cmdline", "etc/cmdline.d/90lvm.conf", "rd.lvm.lv=rootvg/rootlv\n", guest.Policy{AddArgs: []string{"rd.ade=0"}}, false},

@@ -1,6 +1,7 @@
 package luksconv
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -67,6 +68,7 @@ type guestEditor struct {
 	vmDevices map[string]string // whole-VM plan: the converted volumes' dm-crypt devices -> their plain devices
 	vmBackups bool              // whole-VM plan with every volume converted: wipe ADE's backups in /etc
 	strict    bool
+	tools     bool // the guest builds its initrds with initramfs-tools (Ubuntu): see guestubuntu.go
 	policy    guest.Policy
 	fss       []*guestFS
 	boot      *guestFS
@@ -141,15 +143,6 @@ func discoverGuest(ctx context.Context, vols []guestVolume, parts []PartitionInf
 	return e
 }
 
-// ubuntuADEFiles are files ADE installs on an Ubuntu OS disk for its initramfs-tools boot path (20.04+:
-// crypt-ade-boot and crypt-ade-hook; 16.04/18.04: the keyscript and the header hook).
-var ubuntuADEFiles = []string{
-	"/usr/share/initramfs-tools/scripts/init-premount/crypt-ade-boot",
-	"/usr/share/initramfs-tools/hooks/crypt-ade-hook",
-	"/usr/sbin/azure_crypt_key.sh",
-	"/usr/share/initramfs-tools/hooks/luksheader",
-}
-
 // guestEdits finds the guest's /boot, root and fstab-mounted XFS filesystems on vols and computes the
 // edits that undo ADE, as patches in output coordinates. Only a strict-initramfs failure is an error;
 // everything else that cannot be done is a warning.
@@ -164,15 +157,11 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		e.vmDevices = vm.devices
 		e.vmBackups = vm.wipeBackups
 	}
-	// Ubuntu's ADE flows boot through initramfs-tools hooks and root=/dev/mapper/osencrypt, which
-	// luksconv does not undo yet: a converted disk would not boot, so only KeepGuest converts it.
-	// (Ubuntu's root is ext4, which the editor keeps aside from the XFS guest filesystems.)
-	for _, f := range ubuntuADEFiles {
-		if e.exists(f) {
-			g, _ := e.resolve(f)
-			return nil, fmt.Errorf("%w: %s (%s) is ADE's Ubuntu boot path (initramfs-tools, root=/dev/mapper/osencrypt), which luksconv cannot undo yet: "+
-				"the converted disk would not boot", ErrGuestUnsupported, f, g.label())
-		}
+	if e.isInitramfsTools() {
+		// Ubuntu: no kernel argument switches ADE's scripts off, so every initrd edit is required,
+		// and the root is named by UUID where ADE's root=/dev/mapper/osencrypt was.
+		e.tools, e.strict = true, true
+		e.policy.RootUUID = e.root.uuid()
 	}
 	if e.root != nil {
 		e.policy.DropDebug = e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade")
@@ -189,6 +178,11 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		e.espEdits(e.policy) // with /boot, bootEdits did them with its policy
 	}
 	e.dataVolumeEdits()
+	if e.tools {
+		if err := e.toolsChecks(); err != nil {
+			return nil, err
+		}
+	}
 	sort.SliceStable(e.patches, func(i, j int) bool { return e.patches[i].Offset < e.patches[j].Offset })
 	for i := 1; i < len(e.patches); i++ {
 		a, b := e.patches[i-1], e.patches[i]
@@ -356,6 +350,9 @@ func (e *guestEditor) rootEdits() error {
 			}
 		}
 	}
+	if e.tools {
+		e.toolsRootEdits()
+	}
 	e.wipeTree("/var/lib/azure_disk_encryption_config", "wipe ADE's state and configuration")
 	return nil
 }
@@ -365,7 +362,8 @@ func (e *guestEditor) bootEdits() error {
 	// The initramfs first: whether its ADE hooks stay decides the kernel arguments below.
 	if ents, err := g.fs.ReadDir("/"); err == nil {
 		for _, d := range ents {
-			if strings.HasPrefix(d.Name, "initramfs-") && strings.HasSuffix(d.Name, ".img") {
+			// dracut's initramfs-RELEASE.img, initramfs-tools' initrd.img-RELEASE
+			if strings.HasPrefix(d.Name, "initramfs-") && strings.HasSuffix(d.Name, ".img") || strings.HasPrefix(d.Name, "initrd.img-") {
 				if err := e.editInitramfs("/" + d.Name); err != nil {
 					return err
 				}
@@ -551,8 +549,18 @@ func (e *guestEditor) editFile(guestPath string, fix fixFunc) {
 		e.warn(WarnNotEdited, "%s: not edited: %v", guestPath, err)
 		return
 	}
-	if n == nil || !e.canEdit(g) {
+	if n == nil {
 		return
+	}
+	padded := 0
+	if minSize, err := g.fs.MinSize(ino); err == nil && int64(len(n)) < minSize {
+		// ext keeps the file's blocks (see fsys.MinSize): end the text with empty lines, which
+		// every file edited here (shell, crypttab, fstab, grub.cfg) reads as nothing.
+		padded = int(minSize) - len(n)
+		n = append(n, bytes.Repeat([]byte{'\n'}, padded)...)
+	}
+	if bytes.Equal(n, b) || !e.canEdit(g) {
+		return // edited by an earlier run, padding included
 	}
 	if err := e.rewrite(g, ino, n, "guest edit: "+guestPath); err != nil {
 		e.warn(WarnNotEdited, "%s: not edited: %v", guestPath, err)
@@ -564,14 +572,17 @@ func (e *guestEditor) editFile(guestPath string, fix fixFunc) {
 		if c.Path != "" && c.Path != guestPath && !strings.HasSuffix(guestPath, c.Path) {
 			why += " (" + c.Path + ")"
 		}
+		if padded > 0 {
+			why += fmt.Sprintf(" (%d empty lines at the end keep the file's blocks)", padded)
+		}
 		e.edits = append(e.edits, Edit{Filesystem: g.label(), Path: guestPath, Why: why, Before: c.Before, After: c.After})
 	}
 }
 
 // initramfsAlternatives are the formats tried, in order, when an edited initramfs does not fit in its
-// own format: xz compresses best with luksconv's encoders and every RHEL kernel since 6 unpacks it;
-// zstd (RHEL 9) comes next.
-var initramfsAlternatives = []initramfs.Compression{initramfs.XZ, initramfs.Zstd}
+// own format: xz compresses best with luksconv's encoders and every RHEL and Ubuntu kernel unpacks it;
+// zstd (RHEL 9) comes next; gzip last, for an image on ext that needs padding (see padTolerant).
+var initramfsAlternatives = []initramfs.Compression{initramfs.XZ, initramfs.Zstd, initramfs.Gzip}
 
 // maxKernelConfig bounds a /boot/config-RELEASE file read to learn the kernel's decompressors
 // (RHEL's are about 200 KiB).
@@ -762,7 +773,7 @@ func guestVolumes(src *Source, rep *Report, part int, plain io.ReaderAt, volOut,
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: plain, size: volSize, out: volOut, content: content})
 		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
 			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is still LUKS-encrypted", pi.Number))
-		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
+		case pi.Content == ContentXFS || pi.Content == ContentExt4 || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
 				size: pi.Size, out: pi.Offset, content: pi.Content})
 		}
@@ -779,7 +790,7 @@ func inspectGuest(ctx context.Context, src *Source, rep *Report) error {
 		switch {
 		case pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2:
 			luksLeft = append(luksLeft, fmt.Sprintf("partition %d is LUKS-encrypted", pi.Number))
-		case pi.Content == ContentXFS || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
+		case pi.Content == ContentXFS || pi.Content == ContentExt4 || pi.Content == ContentLVM2 || pi.Content == ContentFAT:
 			vols = append(vols, guestVolume{part: pi.Number, partUUID: pi.GUID, r: io.NewSectionReader(src, pi.Offset, pi.Size),
 				size: pi.Size, out: pi.Offset, content: pi.Content})
 		}

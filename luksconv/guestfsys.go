@@ -26,6 +26,10 @@ type fsys interface {
 	Extents(n *node) ([]extent.Mapped, error)
 	// Rewrite returns the device writes that replace n's content with data inside the blocks it owns.
 	Rewrite(n *node, data []byte) ([]devWrite, error)
+	// MinSize is the shortest content Rewrite accepts for n: ext keeps every block a file owns, and
+	// e2fsck rejects a file with written blocks wholly past its end, so a shorter content must be
+	// padded; XFS has no such bound (0).
+	MinSize(n *node) (int64, error)
 	// Writable says why the filesystem must not be edited in place, or nil.
 	Writable() error
 	BlockSize() int64
@@ -123,7 +127,8 @@ func (f xfsFsys) Label() string {
 	}
 	return string(b)
 }
-func (f xfsFsys) SetMountPoint(p string) { f.fs.MountPoint = p }
+func (f xfsFsys) SetMountPoint(p string)       { f.fs.MountPoint = p }
+func (f xfsFsys) MinSize(*node) (int64, error) { return 0, nil }
 func (f xfsFsys) Rewrite(n *node, data []byte) ([]devWrite, error) {
 	ws, err := f.fs.RewriteInode(n.xi, data, nil)
 	out := make([]devWrite, len(ws))
@@ -182,4 +187,18 @@ func (f extFsys) Rewrite(n *node, data []byte) ([]devWrite, error) {
 		out[i] = devWrite(w)
 	}
 	return out, err
+}
+
+func (f extFsys) MinSize(n *node) (int64, error) {
+	exts, err := f.Extents(n)
+	if err != nil {
+		return 0, err
+	}
+	end := int64(0)
+	for _, x := range exts {
+		if !x.Unwritten {
+			end = max(end, x.FileOff+x.Len)
+		}
+	}
+	return max(0, end-f.BlockSize()), nil
 }

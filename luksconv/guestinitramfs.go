@@ -1,7 +1,10 @@
 package luksconv
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"sort"
 	"strings"
 
 	"github.com/luksconv/luksconv/guest"
@@ -48,7 +51,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 		return e.ctx.Err()
 	}
 	if err != nil {
-		e.warn(WarnInitramfsKept, "%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (dracut -f --regenerate-all)", gp, err)
+		e.warn(WarnInitramfsKept, "%s is not an initramfs luksconv can read (%v); ADE's hooks, if it has any, remain: rebuild it in the guest (%s)", gp, err, e.rebuildCommand())
 		e.initrd[gp] = []string{"not examined: " + err.Error()}
 		e.keepUnread(gp)
 		return nil
@@ -70,10 +73,14 @@ func (e *guestEditor) editInitramfs(p string) error {
 	fail := func(msg string) error {
 		e.initrd[gp] = append(e.initrd[gp], msg)
 		e.kept = append(e.kept, kept)
+		if e.tools {
+			return fmt.Errorf("%s: %s: %w; initramfs-tools has no kernel argument that turns ADE's scripts off, so the converted disk would not boot "+
+				"(--keep-guest converts without editing the guest)", gp, msg, ErrGuestEdit)
+		}
 		if e.strict {
 			return fmt.Errorf("%s: %s: %w", gp, msg, ErrGuestEdit)
 		}
-		e.warn(WarnInitramfsKept, "%s: %s; ADE's hooks stay in it: rebuild it in the guest (dracut -f --regenerate-all)", gp, msg)
+		e.warn(WarnInitramfsKept, "%s: %s; ADE's hooks stay in it: rebuild it in the guest (%s)", gp, msg, e.rebuildCommand())
 		return nil
 	}
 	out, rep, err := img.Rewrite(e.ctx, r, edit)
@@ -84,29 +91,55 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if err != nil {
 		return fail(err.Error())
 	}
+	minSize, err := g.fs.MinSize(ino)
+	if err != nil {
+		return fail(err.Error())
+	}
+	// fits says why an image of n bytes in format c cannot replace the file, or "": it must lie within
+	// the file's blocks, and reach minSize or be in a format whose readers skip the zero padding that
+	// makes it that long.
+	fits := func(c initramfs.Compression, n int) string {
+		switch {
+		case int64(n) > room:
+			return fmt.Sprintf("%s %d bytes, over the %d the file owns", c, n, room)
+		case int64(n) < minSize && !padTolerant(c):
+			return fmt.Sprintf("%s %d bytes, under the %d the file must keep, and %s's tools stop at zero padding", c, n, minSize, c)
+		}
+		return ""
+	}
 	recompressed := ""
-	if int64(len(out)) > room {
+	if why := fits(mainCompression(rep), len(out)); why != "" {
 		// luksconv's encoders are weaker than the gzip/xz/zstd binaries dracut ran, so the image
-		// re-encoded in its own format can outgrow the file's blocks. A format the kernel also
-		// unpacks and that compresses better (xz, zstd) usually fits; the kernel's config says which.
+		// re-encoded in its own format can outgrow the file's blocks; on ext a much smaller image
+		// needs padding, which zstd's and lz4's tools do not skip. A format the kernel also unpacks
+		// (xz, zstd, gzip) usually fits; the kernel's config says which.
 		formats, config := e.kernelFormats(img)
-		tried := []string{fmt.Sprintf("%s %d bytes", mainCompression(rep), len(out))}
+		tried := []string{why}
 		for _, c := range formats {
 			edit.Compression = c
 			o, r2, err := img.Rewrite(e.ctx, r, edit)
 			if err != nil {
 				return fail(fmt.Sprintf("rewriting without ADE's hooks as %s failed: %v", c, err))
 			}
-			if int64(len(o)) <= room {
-				recompressed = fmt.Sprintf("; re-compressed as %s: luksconv's %s did not fit the file's %d bytes, and %s unpacks %s",
-					c, tried[0], room, config, c)
+			if fits(c, len(o)) == "" {
+				recompressed = fmt.Sprintf("; re-compressed as %s: luksconv's %s, and %s unpacks %s", c, tried[0], config, c)
 				out, rep = o, r2
 				break
 			}
-			tried = append(tried, fmt.Sprintf("%s %d bytes", c, len(o)))
+			tried = append(tried, fits(c, len(o)))
 		}
 		if recompressed == "" {
-			return fail(fmt.Sprintf("the image without ADE's hooks (%s) does not fit the %d bytes the file owns", strings.Join(tried, ", "), room))
+			return fail(fmt.Sprintf("the image without ADE's hooks does not fit the file in any format the kernel unpacks (%s)", strings.Join(tried, "; ")))
+		}
+	}
+	if pad := minSize - int64(len(out)); pad > 0 {
+		// The kernel skips zeros between and after its archives; xz's stream padding is whole words.
+		out = append(out, make([]byte, (pad+3)/4*4)...)
+		recompressed += fmt.Sprintf("; %d zero bytes of padding keep the file's blocks", (pad+3)/4*4)
+	}
+	if e.tools {
+		if left := toolsResidue(e.ctx, out); len(left) > 0 {
+			return fail("after the edit it still holds " + strings.Join(left, ", "))
 		}
 	}
 	if !e.canEdit(g) {
@@ -117,6 +150,10 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if err := e.rewrite(g, ino, out, "guest edit: "+gp); err != nil {
 		return fail(err.Error())
 	}
+	hooks := "dracut hooks"
+	if e.tools {
+		hooks = "initramfs-tools scripts"
+	}
 	var details []string
 	for _, f := range findings {
 		if !strings.Contains(f, "rebuild") {
@@ -124,7 +161,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 		}
 	}
 	e.edits = append(e.edits, Edit{Filesystem: g.label(), Path: gp,
-		Why:    fmt.Sprintf("remove ADE's dracut hooks and files from the initramfs (%d -> %d bytes%s)", rep.OldSize, rep.NewSize, recompressed),
+		Why:    fmt.Sprintf("remove ADE's %s and files from the initramfs (%d -> %d bytes%s)", hooks, rep.OldSize, rep.NewSize, recompressed),
 		Before: details})
 	return nil
 }
@@ -172,6 +209,13 @@ func (e *guestEditor) kernelFormats(img *initramfs.Image) ([]initramfs.Compressi
 	return out, "the kernel (" + strings.Join(names, ", ") + ")"
 }
 
+// padTolerant reports whether an image whose last segment is in format c may end in zero bytes: the
+// kernel skips them after any archive, gzip ignores trailing zeros, xz reads them as stream padding
+// and cpio stops at its trailer; zstd's and lz4's tools report an error.
+func padTolerant(c initramfs.Compression) bool {
+	return c == initramfs.None || c == initramfs.Gzip || c == initramfs.XZ
+}
+
 // mainCompression names the format of the last rewritten compressed segment: dracut's main archive.
 func mainCompression(rep *initramfs.Report) initramfs.Compression {
 	c := initramfs.None
@@ -204,6 +248,10 @@ func adeHook(edit initramfs.Edit) string {
 // crypttab copies are taken to carry what the root's had before the edits.
 func (e *guestEditor) keepUnread(gp string) {
 	k := keptInitramfs{path: gp}
+	if e.tools {
+		e.kept = append(e.kept, k) // nothing switches ADE's scripts off: see toolsChecks
+		return
+	}
 	switch {
 	case e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade"):
 		k.hook = "91ade"
@@ -220,4 +268,46 @@ func (e *guestEditor) keepUnread(gp string) {
 		}
 	}
 	e.kept = append(e.kept, k)
+}
+
+// toolsMarkers are strings only ADE's initramfs-tools boot path puts into an initrd: its mapper, its
+// keyscript, its scripts' names and its BEK mount point.
+var toolsMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade", "azure_bek_disk", "osluksheader"}
+
+// toolsResidue lists the files of the rewritten initrd img whose name or content still holds one of
+// toolsMarkers: an ADE script the edit did not know (a later flow's) must not reach a disk that has
+// no BEK volume to give it.
+func toolsResidue(ctx context.Context, img []byte) []string {
+	im, err := initramfs.ParseContext(ctx, bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		return []string{"an image luksconv cannot read back: " + err.Error()}
+	}
+	var left []string
+	for name, ent := range im.Files() {
+		hit := ""
+		for _, m := range toolsMarkers {
+			if strings.Contains(name, m) {
+				hit = m
+				break
+			}
+		}
+		if hit == "" && ent.IsRegular() {
+			b, err := im.ReadFile(name)
+			if err != nil {
+				left = append(left, name+" (unreadable)")
+				continue
+			}
+			for _, m := range toolsMarkers {
+				if bytes.Contains(b, []byte(m)) {
+					hit = m
+					break
+				}
+			}
+		}
+		if hit != "" {
+			left = append(left, fmt.Sprintf("%s (%s)", name, hit))
+		}
+	}
+	sort.Strings(left)
+	return left
 }

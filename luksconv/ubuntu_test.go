@@ -2,23 +2,235 @@ package luksconv_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
-	"errors"
+	"maps"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/luksconv/luksconv/internal/qemuboot"
 	"github.com/luksconv/luksconv/internal/ubuntufixture"
 	"github.com/luksconv/luksconv/luksconv"
 )
 
-// TestUbuntuOSDisk: on each Ubuntu ADE OS disk of testdata/ubuntu (18.04 LUKS1 with the keyscript,
-// 20.04 and 22.04 LUKS2 with crypt-ade-boot) the detached header is found on the ext2 /boot with the
-// key file alone. The guest's boot path (initramfs-tools, root=/dev/mapper/osencrypt) is not undone
-// yet, so a plan is refused with ErrGuestUnsupported; with KeepGuest and FullCopy the output is the
-// plaintext disk byte for byte.
+// ubuntuMarkers are the strings no file of a converted Ubuntu disk, and no file in its initrd, may hold.
+var ubuntuMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
+
+// TestUbuntuOSDisk: each Ubuntu ADE OS disk of testdata/ubuntu (18.04 LUKS1 with the keyscript, 20.04
+// and 22.04 LUKS2 with crypt-ade-boot) converts with the key file alone into a disk on which e2fsck finds
+// /boot and the root clean, no file on either and none in the initrd (unmkinitramfs) holds osencrypt,
+// azure_crypt_key or crypt-ade, grub.cfg names the root by UUID, and the initrd keeps every other file;
+// which qemu then boots without the BEK volume (TestUbuntuBootConverted). With KeepGuest and FullCopy the
+// output is the plaintext disk byte for byte.
 func TestUbuntuOSDisk(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the Ubuntu fixture set")
+	}
+	m := ubuntufixture.Load(t)
+	for i := range m.Disks {
+		d := &m.Disks[i]
+		t.Run(d.Name, func(t *testing.T) {
+			t.Parallel()
+			out := convertUbuntu(t, m, d)
+			checkUbuntuConverted(t, m, d, out)
+			bootUbuntuConverted(t, d, out)
+		})
+	}
+}
+
+// convertUbuntu converts d with its guest edits into a file under the test's temporary directory.
+func convertUbuntu(t *testing.T, m *ubuntufixture.Manifest, d *ubuntufixture.Disk) string {
+	t.Helper()
+	ctx := context.Background()
+	src, err := luksconv.OpenFile(m.Path(d.Disk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: m.Path(m.Key)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	if p.Volume.Partition != d.LUKSPartition || !strings.Contains(p.Volume.HeaderPath, "/boot/luks/osluksheader") {
+		t.Errorf("volume %+v", p.Volume)
+	}
+	key, err := os.ReadFile(m.Path(m.Key))
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := map[string]bool{}
+	for _, e := range p.Edits {
+		edited[e.Path] = true
+		for _, l := range append(e.Before, e.After...) {
+			if strings.Contains(l, string(key)) {
+				t.Errorf("edit of %s shows the key", e.Path)
+			}
+		}
+	}
+	want := []string{"/etc/crypttab", "/etc/fstab", "/etc/default/cryptdisks", "/boot" + d.InitrdPath, "/boot/luks/osluksheader"}
+	if d.Name == ubuntufixture.DiskU1804 {
+		want = append(want, "/usr/share/initramfs-tools/hooks/cryptroot", "/usr/share/initramfs-tools/hooks/cryptroot.orig",
+			"/usr/sbin/azure_crypt_key.sh", "/usr/share/initramfs-tools/hooks/luksheader")
+	} else {
+		want = append(want, "/boot/grub/grub.cfg", "/etc/default/grub",
+			"/usr/share/initramfs-tools/hooks/crypt-ade-hook", "/usr/share/initramfs-tools/scripts/init-premount/crypt-ade-boot")
+	}
+	for _, w := range want {
+		if !edited[w] {
+			t.Errorf("no edit of %s; edits: %v", w, slices.Sorted(maps.Keys(edited)))
+		}
+	}
+	if p.Readiness == nil || !p.Readiness.Ready {
+		t.Errorf("readiness: %+v", p.Readiness)
+	}
+	return executeTo(t, p, src)
+}
+
+// executeTo executes the plan into a raw file under the test's temporary directory.
+func executeTo(t *testing.T, p *luksconv.Plan, src *luksconv.Source) string {
+	t.Helper()
+	ctx := context.Background()
+	out := filepath.Join(t.TempDir(), "out.raw")
+	o, err := luksconv.CreateOutput(p, out, luksconv.OutputOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := luksconv.Execute(ctx, p, src, o, luksconv.ExecuteOptions{}); err != nil {
+		o.Abort()
+		t.Fatal(err)
+	}
+	if err := o.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// checkUbuntuConverted checks a converted Ubuntu disk with e2fsprogs and initramfs-tools.
+func checkUbuntuConverted(t *testing.T, m *ubuntufixture.Manifest, d *ubuntufixture.Disk, out string) {
+	t.Helper()
+	root, _ := d.Part(d.LUKSPartition)
+	boot, _ := d.Part(d.BootPartition)
+	dir := t.TempDir()
+	for _, fs := range []struct {
+		name string
+		off  int64
+	}{{"root", root.Start}, {"boot", boot.Start}} {
+		if b, err := exec.Command("e2fsck", "-fn", ubuntufixture.ExtPath(out, fs.off)).CombinedOutput(); err != nil {
+			t.Errorf("e2fsck -fn %s: %v\n%s", fs.name, err, b)
+		}
+		dst := filepath.Join(dir, fs.name)
+		if err := os.Mkdir(dst, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ubuntufixture.Debugfs(out, fs.off, "rdump / "+dst); err != nil {
+			t.Fatal(err)
+		}
+		grepMarkers(t, fs.name, dst)
+	}
+	cfg, err := os.ReadFile(filepath.Join(dir, "boot", d.GrubCfgPath))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var linux int
+	for _, ln := range strings.Split(string(cfg), "\n") {
+		if f := strings.Fields(ln); len(f) > 0 && f[0] == "linux" {
+			linux++
+			if !strings.Contains(ln, "root=UUID="+d.RootFS.UUID+" ") {
+				t.Errorf("grub.cfg: %q does not name the root by UUID", ln)
+			}
+		}
+	}
+	if linux == 0 {
+		t.Errorf("grub.cfg has no linux line")
+	}
+	// The initrd: unpacked by Debian's own tool, every file but ADE's kept.
+	initrd := filepath.Join(dir, "boot", d.InitrdPath)
+	unpacked := filepath.Join(dir, "initrd")
+	if b, err := exec.Command("unmkinitramfs", initrd, unpacked).CombinedOutput(); err != nil {
+		t.Fatalf("unmkinitramfs: %v\n%s", err, b)
+	}
+	grepMarkers(t, "initrd", unpacked)
+	before, after := lsinitramfs(t, m.Path(d.Initrd)), lsinitramfs(t, initrd)
+	for _, f := range before {
+		gone := !slices.Contains(after, f)
+		ade := f == "boot/luks" || f == "conf/conf.d/cryptheader" || strings.Contains(f, "crypt-ade") || strings.Contains(f, "osluksheader") || strings.Contains(f, "azure_crypt_key") || strings.Contains(f, "azure_bek_disk")
+		if gone != ade {
+			t.Errorf("initrd: %s: removed %v", f, gone)
+		}
+	}
+	if len(after) < len(before)/2 {
+		t.Errorf("initrd: %d files after the edit, %d before", len(after), len(before))
+	}
+}
+
+// bootUbuntuConverted boots the converted disk in qemu without the BEK volume, through its edited
+// initrd and grub.cfg: the root must come up from the plaintext partition with no device-mapper device.
+func bootUbuntuConverted(t *testing.T, d *ubuntufixture.Disk, out string) {
+	t.Helper()
+	r := ubuntufixture.BootBus(t, out, false, cmp.Or(d.Bus, ubuntufixture.BusVirtio), qemuboot.Options{
+		Timeout: 150 * time.Second,
+		StopOn:  regexp.MustCompile(`^\(initramfs\)|ALERT!|Kernel panic|Gave up waiting for root`),
+	})
+	t.Logf("%s converted, without BEK: %s to the marker", d.Name, r.Elapsed.Round(time.Second))
+	if !r.MarkerFound {
+		t.Fatalf("no marker (timed out: %v, stopped: %v); console tail:\n%s", r.TimedOut, r.Stopped, r.Tail(40))
+	}
+	if r.Root == "" || strings.Contains(r.Root, "osencrypt") || len(r.DM) != 0 {
+		t.Errorf("root %q, device-mapper devices %+v", r.Root, r.DM)
+	}
+	for _, bad := range []string{"crypt-ade", "cryptsetup:", "azure_bek_disk"} {
+		if r.Contains(bad) {
+			t.Errorf("the console shows %q: ADE's boot path ran", bad)
+		}
+	}
+}
+
+// grepMarkers fails when a file under dir holds one of ubuntuMarkers.
+func grepMarkers(t *testing.T, what, dir string) {
+	t.Helper()
+	n := 0
+	err := filepath.WalkDir(dir, func(p string, de os.DirEntry, err error) error {
+		if err != nil || !de.Type().IsRegular() {
+			return err
+		}
+		n++
+		b, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		for _, mk := range ubuntuMarkers {
+			if bytes.Contains(b, []byte(mk)) {
+				t.Errorf("%s: %s holds %q", what, strings.TrimPrefix(p, dir), mk)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n < 5 {
+		t.Errorf("%s: only %d files extracted", what, n)
+	}
+}
+
+func lsinitramfs(t *testing.T, img string) []string {
+	t.Helper()
+	b, err := exec.Command("lsinitramfs", img).Output()
+	if err != nil {
+		t.Fatalf("lsinitramfs %s: %v", img, err)
+	}
+	return strings.Fields(string(b))
+}
+
+// TestUbuntuKeepGuest: with KeepGuest and FullCopy the output is the plaintext disk byte for byte.
+func TestUbuntuKeepGuest(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the Ubuntu fixture set")
 	}
@@ -32,10 +244,6 @@ func TestUbuntuOSDisk(t *testing.T) {
 			}
 			defer src.Close()
 			key := m.Path(m.Key)
-			_, err = luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: key})
-			if !errors.Is(err, luksconv.ErrGuestUnsupported) || !strings.Contains(err.Error(), "initramfs-tools") {
-				t.Fatalf("plan with guest edits: %v", err)
-			}
 			p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: key, KeepGuest: true, FullCopy: true})
 			if err != nil {
 				t.Fatal(err)
@@ -44,18 +252,7 @@ func TestUbuntuOSDisk(t *testing.T) {
 			if p.Volume.Partition != d.LUKSPartition || !strings.Contains(p.Volume.HeaderPath, "/boot/luks/osluksheader") {
 				t.Errorf("volume %+v", p.Volume)
 			}
-			out := filepath.Join(t.TempDir(), "out.raw")
-			o, err := luksconv.CreateOutput(p, out, luksconv.OutputOptions{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			if _, err := luksconv.Execute(ctx, p, src, o, luksconv.ExecuteOptions{}); err != nil {
-				o.Abort()
-				t.Fatal(err)
-			}
-			if err := o.Commit(ctx); err != nil {
-				t.Fatal(err)
-			}
+			out := executeTo(t, p, src)
 			got, err := os.ReadFile(out)
 			if err != nil {
 				t.Fatal(err)
