@@ -161,7 +161,10 @@ func guestEdits(ctx context.Context, vols []guestVolume, parts []PartitionInfo, 
 		// Ubuntu: no kernel argument switches ADE's scripts off, so every initrd edit is required,
 		// and the root is named by UUID where ADE's root=/dev/mapper/osencrypt was.
 		e.tools, e.strict = true, true
-		e.policy.RootUUID = e.root.uuid()
+		e.policy.RootUUID = rootUUIDUnknown
+		if e.root != nil {
+			e.policy.RootUUID = e.root.uuid()
+		}
 	}
 	if e.root != nil {
 		e.policy.DropDebug = e.exists("/usr/lib/dracut/modules.d/91ade") || e.exists("/lib/dracut/modules.d/91ade")

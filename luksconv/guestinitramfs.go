@@ -122,7 +122,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 				return fail(fmt.Sprintf("rewriting without ADE's hooks as %s failed: %v", c, err))
 			}
 			if fits(c, len(o)) == "" {
-				recompressed = fmt.Sprintf("; re-compressed as %s: luksconv's %s, and %s unpacks %s", c, tried[0], config, c)
+				recompressed = fmt.Sprintf("; re-compressed as %s, which %s unpacks: luksconv's %s", c, config, tried[0])
 				out, rep = o, r2
 				break
 			}

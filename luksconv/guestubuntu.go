@@ -26,10 +26,29 @@ const (
 	updateInitramfs = "update-initramfs -u -k all"
 )
 
-// isInitramfsTools reports whether the root filesystem builds its initrds with initramfs-tools
-// (Debian, Ubuntu) rather than dracut.
+// rootUUIDUnknown stands for the root filesystem's UUID in the edits inspect shows without the key.
+const rootUUIDUnknown = "<root-filesystem-UUID>"
+
+// isInitramfsTools reports whether the guest builds its initrds with initramfs-tools (Debian, Ubuntu)
+// rather than dracut: by the root's configuration, or without the root (inspect without the key) by
+// the names on /boot, initramfs-tools' initrd.img-RELEASE against dracut's initramfs-RELEASE.img.
 func (e *guestEditor) isInitramfsTools() bool {
-	return e.root != nil && e.exists(pathInitramfsToolsConf)
+	if e.root != nil {
+		return e.exists(pathInitramfsToolsConf)
+	}
+	if e.boot == nil {
+		return false
+	}
+	ents, err := e.boot.fs.ReadDir("/")
+	if err != nil {
+		return false
+	}
+	for _, d := range ents {
+		if strings.HasPrefix(d.Name, "initrd.img-") {
+			return true
+		}
+	}
+	return false
 }
 
 // rebuildCommand is the command that rebuilds the guest's initramfs images.

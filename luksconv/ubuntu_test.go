@@ -267,3 +267,41 @@ func TestUbuntuKeepGuest(t *testing.T) {
 		})
 	}
 }
+
+// TestUbuntuInspect: without the key, inspect reads the ext2 /boot and previews its edits the
+// initramfs-tools way: the initrd without ADE's scripts, and grub.cfg's root=/dev/mapper/osencrypt
+// replaced by the root filesystem's UUID, which only the key can show.
+func TestUbuntuInspect(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the Ubuntu fixture set")
+	}
+	m := ubuntufixture.Load(t)
+	d, ok := m.Disk(ubuntufixture.DiskU2204)
+	if !ok {
+		t.Fatal("no u2204 disk")
+	}
+	src, err := luksconv.OpenFile(m.Path(d.Disk))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	rep, err := luksconv.Inspect(context.Background(), src, luksconv.InspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var initrd, grub bool
+	for _, e := range rep.Edits {
+		switch e.Path {
+		case "/boot" + d.InitrdPath:
+			initrd = strings.Contains(e.Why, "initramfs-tools")
+		case "/boot" + d.GrubCfgPath:
+			grub = grub || slices.ContainsFunc(e.After, func(l string) bool { return strings.Contains(l, "root=UUID=<root-filesystem-UUID>") })
+		}
+	}
+	if !initrd || !grub {
+		t.Errorf("initrd edit the initramfs-tools way: %v; grub.cfg names the root by UUID: %v; edits: %+v", initrd, grub, rep.Edits)
+	}
+	if rep.Readiness == nil || rep.Readiness.Ready {
+		t.Errorf("an encrypted disk is ready: %+v", rep.Readiness)
+	}
+}
