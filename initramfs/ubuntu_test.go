@@ -172,6 +172,9 @@ func TestADEEditUbuntuFixtures(t *testing.T) {
 			[]string{"scripts/init-premount/crypt-ade-boot", "boot/luks/osluksheader", "mnt/azure_bek_disk"}},
 	}
 	wants[ubuntufixture.DiskU2204] = func() want { w := wants[ubuntufixture.DiskU2004]; w.comp = Zstd; return w }()
+	// 22.04 with 4096-byte LUKS sectors and the 24.04 online flow leave the same initrd files.
+	wants[ubuntufixture.DiskU2204K] = wants[ubuntufixture.DiskU2204]
+	wants[ubuntufixture.DiskU2404] = wants[ubuntufixture.DiskU2204]
 	for i := range m.Disks {
 		d := &m.Disks[i]
 		w, ok := wants[d.Name]

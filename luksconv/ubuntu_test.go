@@ -19,6 +19,19 @@ import (
 	"github.com/luksconv/luksconv/luksconv"
 )
 
+// skipUbuntu skips the Ubuntu fixture tests with -short (they build the set) and under the race
+// detector (make test runs this package twice; they test initramfs re-encoding and qemu boots, not Go
+// concurrency, and take minutes instrumented).
+func skipUbuntu(t *testing.T) {
+	t.Helper()
+	switch {
+	case testing.Short():
+		t.Skip("builds the Ubuntu fixture set")
+	case raceEnabled:
+		t.Skip("run without -race only: no concurrency of its own, minutes under the race detector")
+	}
+}
+
 // ubuntuMarkers are the strings no file of a converted Ubuntu disk, and no file in its initrd, may hold.
 var ubuntuMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
 
@@ -29,9 +42,7 @@ var ubuntuMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
 // which qemu then boots without the BEK volume (TestUbuntuBootConverted). With KeepGuest and FullCopy the
 // output is the plaintext disk byte for byte.
 func TestUbuntuOSDisk(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the Ubuntu fixture set")
-	}
+	skipUbuntu(t)
 	m := ubuntufixture.Load(t)
 	for i := range m.Disks {
 		d := &m.Disks[i]
@@ -90,7 +101,16 @@ func convertUbuntu(t *testing.T, m *ubuntufixture.Manifest, d *ubuntufixture.Dis
 	if p.Readiness == nil || !p.Readiness.Ready {
 		t.Errorf("readiness: %+v", p.Readiness)
 	}
-	return executeTo(t, p, src)
+	out := executeTo(t, p, src)
+	written, err := luksconv.OpenFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer written.Close()
+	if vr, err := luksconv.Verify(ctx, p, src, written, luksconv.VerifyOptions{}); err != nil || !vr.Pass {
+		t.Errorf("verify: %v %+v", err, vr)
+	}
+	return out
 }
 
 // executeTo executes the plan into a raw file under the test's temporary directory.
@@ -231,9 +251,7 @@ func lsinitramfs(t *testing.T, img string) []string {
 
 // TestUbuntuKeepGuest: with KeepGuest and FullCopy the output is the plaintext disk byte for byte.
 func TestUbuntuKeepGuest(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the Ubuntu fixture set")
-	}
+	skipUbuntu(t)
 	m := ubuntufixture.Load(t)
 	ctx := context.Background()
 	for _, d := range m.Disks {
@@ -272,9 +290,7 @@ func TestUbuntuKeepGuest(t *testing.T) {
 // initramfs-tools way: the initrd without ADE's scripts, and grub.cfg's root=/dev/mapper/osencrypt
 // replaced by the root filesystem's UUID, which only the key can show.
 func TestUbuntuInspect(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds the Ubuntu fixture set")
-	}
+	skipUbuntu(t)
 	m := ubuntufixture.Load(t)
 	d, ok := m.Disk(ubuntufixture.DiskU2204)
 	if !ok {

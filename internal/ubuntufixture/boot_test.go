@@ -19,8 +19,9 @@ func skipShort(t *testing.T) {
 
 // TestBootUnconvertedWithBEK boots each ADE-encrypted Ubuntu disk with its BEK volume attached, through
 // the initrd mkinitramfs made, and requires the root filesystem's init to report / on
-// /dev/mapper/osencrypt over p1. u2204: ADE's crypt-ade-boot (stand-in) mounts the BEK volume and opens
-// p1 with the detached header (virtio disks); u1804: cryptsetup-initramfs' cryptroot runs ADE's keyscript
+// /dev/mapper/osencrypt over p1. u2204, u2204k (4096-byte LUKS sectors), u2004 and u2404 (the 24.04
+// online flow, /boot on the image's ext4 p16): ADE's crypt-ade-boot (stand-in) mounts /boot and the BEK
+// volume and opens p1 with the detached header (virtio disks); u1804: cryptsetup-initramfs' cryptroot runs ADE's keyscript
 // (stand-in), which finds the BEK volume on the SCSI disks, and opens p1 with the header from the initrd.
 func TestBootUnconvertedWithBEK(t *testing.T) {
 	skipShort(t)
@@ -65,16 +66,22 @@ func TestBootUnconvertedWithBEK(t *testing.T) {
 			// the path ADE set up, not some other unlock
 			var want []string
 			switch d.Name {
-			case ubuntufixture.DiskU2204, ubuntufixture.DiskU2004:
+			case ubuntufixture.DiskU2204, ubuntufixture.DiskU2204K, ubuntufixture.DiskU2004, ubuntufixture.DiskU2404:
 				want = []string{"Running /scripts/init-premount", "+ mount -a",
 					"+ cryptsetup luksOpen /dev/disk/by-partuuid/" + p1.GUID + " osencrypt --header /boot/luks/osluksheader -d " + set.KeyPath}
 				// the BEK volume and /boot were mounted without errors
 				if r.Match(regexp.MustCompile(`mount: mounting .* failed`)) {
 					t.Errorf("a mount in crypt-ade-boot failed:\n%s", r.Tail(60))
 				}
+				// u2404: mount -a found the image's ext4 /boot on p16 through the initrd fstab's "auto" line
+				if d.Name == ubuntufixture.DiskU2404 && !r.Match(regexp.MustCompile(`EXT4-fs \(vda16\): mounted filesystem`)) {
+					t.Errorf("the kernel did not mount p16 (ext4 /boot):\n%s", r.Tail(60))
+				}
 			case ubuntufixture.DiskU1804:
 				want = []string{"Trying to get the key from disks ...", "> Trying device: sdb ...", "Success loading keyfile!",
 					"cryptsetup: osencrypt: set up successfully"}
+			default:
+				t.Errorf("no expected unlock path for disk %s", d.Name)
 			}
 			for _, w := range want {
 				if !r.Contains(w) {
@@ -96,10 +103,15 @@ func TestBootUnconvertedWithoutBEK(t *testing.T) {
 		t.Run(d.Name, func(t *testing.T) {
 			t.Parallel()
 			failed := map[string]string{
-				ubuntufixture.DiskU2204: "Failed to open key file",
-				ubuntufixture.DiskU2004: "Failed to open key file",
-				ubuntufixture.DiskU1804: "FAILED to find suitable passphrase file",
+				ubuntufixture.DiskU2204:  "Failed to open key file",
+				ubuntufixture.DiskU2204K: "Failed to open key file",
+				ubuntufixture.DiskU2004:  "Failed to open key file",
+				ubuntufixture.DiskU2404:  "Failed to open key file",
+				ubuntufixture.DiskU1804:  "FAILED to find suitable passphrase file",
 			}[d.Name]
+			if failed == "" {
+				t.Fatalf("no expected failure for disk %s", d.Name)
+			}
 			r := ubuntufixture.BootDisk(t, set, d, false, qemuboot.Options{
 				Timeout: 150 * time.Second,
 				StopOn:  regexp.MustCompile(regexp.QuoteMeta(failed) + `|ALERT!|Gave up waiting for root|LUKSCONV-BOOT-OK`),

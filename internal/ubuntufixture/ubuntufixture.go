@@ -7,7 +7,10 @@
 // BIOS boot, p15 ESP, p1 the LUKS2 ciphertext of the ext4 root under a detached header (data at offset 0),
 // p2 a 256 MiB ext2 /boot at the end of the disk holding luks/osluksheader, the kernel, an initrd carrying
 // stand-ins for ADE's crypt-ade-hook and crypt-ade-boot (testdata/ubuntu/ade2004/, written from ADE's
-// documented behaviour) and a grub.cfg with root=/dev/mapper/osencrypt.
+// documented behaviour) and a grub.cfg with root=/dev/mapper/osencrypt. "u2204k" is the same with
+// 4096-byte LUKS sectors. The 23.10/24.04 online disk ("u2404") keeps the 24.04 cloud image's own ext4
+// /boot (partition 16) and has the root on p1 encrypted in place under a detached header on it, with
+// stand-ins for ADE's 91adeOnlineUbu files (testdata/ubuntu/ade2404/).
 //
 //	func TestUbuntu(t *testing.T) {
 //		set := ubuntufixture.Load(t)
@@ -41,7 +44,7 @@ import (
 // EnvDir names the environment variable that overrides the cache directory of the disk set.
 const EnvDir = "LUKSCONV_UBUNTUFIXTURE"
 
-// buildTimeout bounds one run of mkubuntu.sh (about 20 s on two cores, plus a 30 MB download once).
+// buildTimeout bounds one run of mkubuntu.sh (about 40 s on two cores, plus a 30 MB download once).
 const buildTimeout = 10 * time.Minute
 
 // The disks of the set (Disk.Name).
@@ -50,6 +53,9 @@ const (
 	// init-premount/crypt-ade-boot (stand-ins), crypttab by PARTUUID with the BEK file as key,
 	// root=/dev/mapper/osencrypt in grub.cfg and /etc/default/grub, zstd initrd.
 	DiskU2204 = "u2204"
+	// DiskU2204K is DiskU2204 with 4096-byte LUKS2 sectors (LUKS.SectorSize 4096). Its p2 starts 7 sectors
+	// earlier than u2204's (256 MiB + 3.5 KiB) so that p1 is a whole number of 4 KiB sectors.
+	DiskU2204K = "u2204k"
 	// DiskU2004 is the same flow as Ubuntu 20.04 leaves it: LUKS2 with argon2i (cryptsetup 2.2's default)
 	// and an lz4 initrd in the legacy frame format (initramfs-tools' `lz4 -l`).
 	DiskU2004 = "u2004"
@@ -57,7 +63,17 @@ const (
 	// hooks/luksheader and a `patch -b` of hooks/cryptroot (cryptroot.orig kept), crypttab
 	// `osencrypt /dev/sda1 none ...,keyscript=...`, root=UUID=<root fs> in grub.cfg, gzip initrd.
 	DiskU1804 = "u1804"
+	// DiskU2404 is the 23.10/24.04 online flow on a 24.04 cloud image: p14 BIOS boot, p15 ESP, p16 the
+	// image's own ext4 /boot (label BOOT, XBOOTLDR type), p1 the ext4 root filling the rest of the disk,
+	// encrypted in place under a detached LUKS2 header /boot/luks/osluksheader (argon2id, 512-byte
+	// sectors, data at 0, no partition or filesystem resized); ADE's 91adeOnlineUbu crypt-ade-hook and
+	// crypt-ade-boot (stand-ins: /boot typed auto in the initrd's fstab), crypttab and /etc/default/grub
+	// as DiskU2204, grub.cfg `root=UUID=<root fs> ro root=/dev/mapper/osencrypt ...`, zstd initrd.
+	DiskU2404 = "u2404"
 )
+
+// Disks lists every disk of the set, in manifest order.
+var Disks = []string{DiskU2204, DiskU2004, DiskU1804, DiskU2204K, DiskU2404}
 
 // Buses (Disk.Bus).
 const (
@@ -77,8 +93,8 @@ const (
 // files name files of the set: relative in manifest.json, absolute through Path. Byte offsets and sizes
 // are in bytes.
 type Manifest struct {
-	// Version is the hex SHA-256 of mkubuntu.sh followed by the files of testdata/ubuntu/ade1804 and
-	// ade2004 (the ADE stand-ins) in name order.
+	// Version is the hex SHA-256 of mkubuntu.sh followed by the files of testdata/ubuntu/ade1804, ade2004
+	// and ade2404 (the ADE stand-ins), each directory in name order.
 	Version       string `json:"version"`
 	GeneratedBy   string `json:"generated_by"`
 	KernelPackage string `json:"kernel_package"` // the Debian .deb the kernel came from
@@ -102,15 +118,16 @@ type Manifest struct {
 
 // Disk is one Ubuntu ADE OS disk of the set.
 type Disk struct {
-	Name      string `json:"name"`       // DiskU2204, DiskU2004, DiskU1804
-	Flow      string `json:"flow"`       // "ubuntu-20.04/22.04", "ubuntu-16.04/18.04"
-	OSRelease string `json:"os_release"` // VERSION_ID in the root's /etc/os-release: "22.04", "20.04", "18.04"
+	Name      string `json:"name"`       // DiskU2204, DiskU2204K, DiskU2004, DiskU1804, DiskU2404
+	Flow      string `json:"flow"`       // "ubuntu-20.04/22.04", "ubuntu-16.04/18.04", "ubuntu-23.10/24.04"
+	OSRelease string `json:"os_release"` // VERSION_ID in the root's /etc/os-release: "22.04", "20.04", "18.04", "24.04"
 	Disk      string `json:"disk"`       // host file: the encrypted disk (raw)
 	// PlainDisk (host file) is Disk before encryption: what a byte-level decryption of the LUKS
 	// partition gives (ADE's files, the initrd and grub.cfg untouched).
 	PlainDisk string `json:"plain_disk"`
 	// RootImage (host file) is the root filesystem image: the first RootFS.Size bytes of the LUKS
-	// partition's plaintext (the rest of the partition is zeros).
+	// partition's plaintext (the rest of the partition is zeros: the root was shrunk by 256 MiB on the
+	// split disks; on u2404 it fills p1 but for the last part of a 4 KiB block).
 	RootImage string `json:"root_image"`
 	Header    string `json:"header"` // host file: the detached header (= /boot/luks/osluksheader)
 	Initrd    string `json:"initrd"` // host file: a copy of /boot's initrd
@@ -126,13 +143,15 @@ type Disk struct {
 	LUKS              LUKS        `json:"luks"`
 	RootFS            RootFS      `json:"root_fs"`
 	Mapper            string      `json:"mapper"` // "osencrypt"
-	// CrypttabSource is the source device of ADE's crypttab line: /dev/disk/by-partuuid/<p1> (u2204) or
+	// CrypttabSource is the source device of ADE's crypttab line: /dev/disk/by-partuuid/<p1> (all but u1804) or
 	// /dev/sda1 (u1804, ADE's fallback when waagent's /dev/disk/azure links are missing).
 	CrypttabSource string `json:"crypttab_source"`
 	// Bus is how the disk must be attached to boot (BusVirtio, BusSCSI): u1804's keyscript looks for the
 	// BEK volume on sd* disks, as Azure attaches them.
 	Bus string `json:"bus"`
-	// Cmdline is the kernel command line of grub.cfg's default entry (after the kernel path).
+	// Cmdline is the kernel command line of grub.cfg's default entry (after the kernel path), its fields
+	// joined by one space as ParseGrubCfg gives them (u2404's grub.cfg has two spaces where grub-mkconfig
+	// joins GRUB_CMDLINE_LINUX and GRUB_CMDLINE_LINUX_DEFAULT).
 	Cmdline        string `json:"cmdline"`
 	KernelPath     string `json:"kernel_path"`       // in /boot: "/vmlinuz-KVER"
 	InitrdPath     string `json:"initrd_path"`       // in /boot: "/initrd.img-KVER"
@@ -158,7 +177,7 @@ type Partition struct {
 	FS      string `json:"fs,omitempty"`
 	FSLabel string `json:"fs_label,omitempty"`
 	FSID    string `json:"fs_id,omitempty"`   // vfat volume ID (hex)
-	FSUUID  string `json:"fs_uuid,omitempty"` // ext2 UUID
+	FSUUID  string `json:"fs_uuid,omitempty"` // ext2/ext4 UUID
 }
 
 // LUKS describes the detached header.
@@ -167,7 +186,7 @@ type LUKS struct {
 	UUID       string `json:"uuid"`
 	Cipher     string `json:"cipher"`
 	KeyBits    int    `json:"key_bits"`
-	SectorSize int    `json:"sector_size"`
+	SectorSize int    `json:"sector_size"` // 512; 4096 on u2204k
 	DataOffset int64  `json:"data_offset"`
 	PBKDF      string `json:"pbkdf"`
 	HeaderPath string `json:"header_path"` // in /boot: "/luks/osluksheader"
@@ -224,8 +243,8 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 // Script returns the path of mkubuntu.sh and the version of the set it builds: the hex SHA-256 of the
-// script followed by the files of testdata/ubuntu/ade1804, then ade2004, each in name order (what the
-// script writes as "version").
+// script followed by the files of testdata/ubuntu/ade1804, then ade2004, then ade2404, each in name order
+// (what the script writes as "version").
 func Script() (path, version string, err error) {
 	root := scriptcache.RepoRoot()
 	if root == "" {
@@ -234,7 +253,7 @@ func Script() (path, version string, err error) {
 	dir := filepath.Join(root, "testdata", "ubuntu")
 	path = filepath.Join(dir, "mkubuntu.sh")
 	var ade []string
-	for _, sub := range []string{"ade1804", "ade2004"} {
+	for _, sub := range []string{"ade1804", "ade2004", "ade2404"} {
 		files, err := filepath.Glob(filepath.Join(dir, sub, "*"))
 		if err != nil {
 			return "", "", err

@@ -2,6 +2,7 @@ package ubuntufixture_test
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -117,9 +118,12 @@ func load(t *testing.T) *ubuntufixture.Manifest {
 	t.Helper()
 	testenv.Need(t, "sgdisk", "cryptsetup", "debugfs", "e2fsck", "mtype", "mlabel", "lsinitramfs", "unmkinitramfs")
 	set := ubuntufixture.Load(t)
-	for _, name := range []string{ubuntufixture.DiskU2204, ubuntufixture.DiskU2004, ubuntufixture.DiskU1804} {
-		if _, ok := set.Disk(name); !ok {
-			t.Fatalf("manifest lists no %s disk", name)
+	if len(set.Disks) != len(ubuntufixture.Disks) {
+		t.Errorf("manifest lists %d disks, want %d", len(set.Disks), len(ubuntufixture.Disks))
+	}
+	for i, name := range ubuntufixture.Disks {
+		if _, ok := set.Disk(name); !ok || i < len(set.Disks) && set.Disks[i].Name != name {
+			t.Fatalf("manifest lists no %s disk (or not at index %d)", name, i)
 		}
 	}
 	return set
@@ -144,7 +148,8 @@ func part(t *testing.T, d *ubuntufixture.Disk, n int) ubuntufixture.Partition {
 }
 
 // TestGPT checks the partition table against the manifest with sgdisk (and the project's gpt reader):
-// Ubuntu cloud image numbering (p14 BIOS boot, p15 ESP), ADE's p1/p2 split with p2 at the disk's end.
+// Ubuntu cloud image numbering (p14 BIOS boot, p15 ESP), ADE's p1/p2 split with p2 at the disk's end, or
+// (u2404) the 24.04 image's p16 /boot after the ESP and p1 up to the disk's end.
 func TestGPT(t *testing.T) {
 	eachDisk(t, func(t *testing.T, set *ubuntufixture.Manifest, d *ubuntufixture.Disk) {
 		disk := set.Path(d.Disk)
@@ -180,17 +185,45 @@ func TestGPT(t *testing.T) {
 			t.Errorf("gpt: %d partitions, manifest %d", len(parts), len(d.Partitions))
 		}
 		boot, luks := part(t, d, d.BootPartition), part(t, d, d.LUKSPartition)
-		if boot.Start+boot.Size != d.Size-33*512 { // the backup GPT: 32 sectors of entries and its header
-			t.Errorf("/boot ends at %d, want after the last usable sector (%d)", boot.Start+boot.Size, d.Size-33*512)
+		end := d.Size - 33*512 // the backup GPT: 32 sectors of entries and its header
+		if d.Size%(1<<20) != 0 {
+			t.Errorf("disk size %d is not a whole MiB (Azure's disks are)", d.Size)
 		}
-		if luks.Start+luks.Size != boot.Start {
-			t.Errorf("p1 ends at %d, p2 starts at %d: ADE's split leaves no gap", luks.Start+luks.Size, boot.Start)
+		if luks.Size%int64(d.LUKS.SectorSize) != 0 {
+			t.Errorf("p1 (%d bytes) is not a whole number of %d-byte LUKS sectors", luks.Size, d.LUKS.SectorSize)
 		}
-		if boot.Size != 256<<20 || boot.Start%(1<<20) == 0 {
-			t.Errorf("/boot: %d bytes at %d, want 256 MiB not MiB-aligned", boot.Size, boot.Start)
-		}
-		if luks.Size < d.RootFS.Size {
-			t.Errorf("p1 (%d bytes) smaller than the root filesystem (%d)", luks.Size, d.RootFS.Size)
+		switch d.BootPartition {
+		case 2: // ADE's split
+			if boot.Start+boot.Size != end {
+				t.Errorf("/boot ends at %d, want after the last usable sector (%d)", boot.Start+boot.Size, end)
+			}
+			if luks.Start+luks.Size != boot.Start {
+				t.Errorf("p1 ends at %d, p2 starts at %d: ADE's split leaves no gap", luks.Start+luks.Size, boot.Start)
+			}
+			wantSize := int64(256 << 20)
+			if d.Name == ubuntufixture.DiskU2204K {
+				wantSize += 7 * 512 // p1 cut to whole 4 KiB sectors
+			}
+			if boot.Size != wantSize || boot.Start%(1<<20) == 0 || boot.Type != "0FC63DAF-8483-4772-8E79-3D69D8477DE4" {
+				t.Errorf("/boot: %d bytes at %d, type %s, want %d bytes not MiB-aligned, Linux data", boot.Size, boot.Start, boot.Type, wantSize)
+			}
+			if luks.Size < d.RootFS.Size {
+				t.Errorf("p1 (%d bytes) smaller than the root filesystem (%d)", luks.Size, d.RootFS.Size)
+			}
+		case 16: // the 24.04 cloud image: p16 right after the ESP, p1 after it up to the end, both untouched by ADE
+			esp := part(t, d, d.ESPPartition)
+			if boot.Start != esp.Start+esp.Size || luks.Start != boot.Start+boot.Size || luks.Start+luks.Size != end {
+				t.Errorf("p16 [%d, +%d), p1 [%d, +%d): want p16 after the ESP and p1 from its end to %d",
+					boot.Start, boot.Size, luks.Start, luks.Size, end)
+			}
+			if boot.Type != "BC13C2FF-59E6-4262-A352-B275FD6F7172" || boot.FS != "ext4" || boot.FSLabel != "BOOT" {
+				t.Errorf("p16: %+v, want XBOOTLDR type, ext4 labelled BOOT", boot)
+			}
+			if luks.Size-d.RootFS.Size < 0 || luks.Size-d.RootFS.Size >= 4096 {
+				t.Errorf("p1 (%d bytes): the root filesystem (%d) does not fill it", luks.Size, d.RootFS.Size)
+			}
+		default:
+			t.Errorf("/boot is partition %d", d.BootPartition)
 		}
 	})
 }
@@ -204,15 +237,21 @@ func TestLUKS(t *testing.T) {
 		pbkdf, initrd  string
 		release, cflow string
 	}{
-		ubuntufixture.DiskU2204: {2, "argon2id", "zstd", "22.04", "ubuntu-20.04/22.04"},
-		ubuntufixture.DiskU2004: {2, "argon2i", "lz4", "20.04", "ubuntu-20.04/22.04"},
-		ubuntufixture.DiskU1804: {1, "pbkdf2", "gzip", "18.04", "ubuntu-16.04/18.04"},
+		ubuntufixture.DiskU2204:  {2, "argon2id", "zstd", "22.04", "ubuntu-20.04/22.04"},
+		ubuntufixture.DiskU2204K: {2, "argon2id", "zstd", "22.04", "ubuntu-20.04/22.04"},
+		ubuntufixture.DiskU2004:  {2, "argon2i", "lz4", "20.04", "ubuntu-20.04/22.04"},
+		ubuntufixture.DiskU1804:  {1, "pbkdf2", "gzip", "18.04", "ubuntu-16.04/18.04"},
+		ubuntufixture.DiskU2404:  {2, "argon2id", "zstd", "24.04", "ubuntu-23.10/24.04"},
 	}
+	sectors := map[string]int{ubuntufixture.DiskU2204K: 4096}
 	eachDisk(t, func(t *testing.T, set *ubuntufixture.Manifest, d *ubuntufixture.Disk) {
 		if f, ok := flows[d.Name]; !ok || d.LUKS.Version != f.luks || d.LUKS.PBKDF != f.pbkdf || d.InitrdCompression != f.initrd ||
 			d.OSRelease != f.release || d.Flow != f.cflow {
 			t.Errorf("%s: LUKS%d %s, %s initrd, %s, %s; want %+v", d.Name, d.LUKS.Version, d.LUKS.PBKDF, d.InitrdCompression,
 				d.OSRelease, d.Flow, f)
+		}
+		if want := cmp.Or(sectors[d.Name], 512); d.LUKS.SectorSize != want || d.LUKS.DataOffset != 0 {
+			t.Errorf("%s: %d-byte sectors, data offset %d; want %d, 0", d.Name, d.LUKS.SectorSize, d.LUKS.DataOffset, want)
 		}
 		hdr := set.Path(d.Header)
 		dump := testenv.Run(t, "cryptsetup", "luksDump", "--header", hdr, hdr)
@@ -281,7 +320,7 @@ func TestLUKS(t *testing.T) {
 		}
 		// everything but p1 is the same on both disks
 		enc, plain := set.Path(d.Disk), set.Path(d.PlainDisk)
-		for _, r := range [][2]int64{{0, luks.Start}, {boot.Start, d.Size - boot.Start}} {
+		for _, r := range [][2]int64{{0, luks.Start}, {luks.Start + luks.Size, d.Size - luks.Start - luks.Size}} {
 			if !bytes.Equal(readAt(t, enc, r[0], r[1]), readAt(t, plain, r[0], r[1])) {
 				t.Errorf("bytes [%d, %d) differ between the encrypted and the plain disk", r[0], r[0]+r[1])
 			}
@@ -339,17 +378,25 @@ func TestFilesystems(t *testing.T) {
 		if st, err := os.Stat(root); err != nil || st.Size() != d.RootFS.Size {
 			t.Errorf("root image: %v %v, want %d bytes", st, err, d.RootFS.Size)
 		}
-		// /boot is ext2 (no journal, no extents) with mkfs.ext2's defaults: 1 KiB blocks on 256 MiB
+		// /boot: ADE's split made an ext2 (no journal, no extents) with mkfs.ext2's defaults: 1 KiB blocks
+		// on 256 MiB; the 24.04 image's own is ext4 labelled BOOT with 4 KiB blocks
 		bstats, err := ubuntufixture.Debugfs(enc, boot.Start, "stats")
 		if err != nil {
 			t.Fatal(err)
 		}
-		for _, w := range []string{"Filesystem UUID:          " + boot.FSUUID, "Block size:               1024"} {
+		bwant, bno := []string{"Filesystem UUID:          " + boot.FSUUID, "Block size:               1024"}, []string{"has_journal", "extent", "metadata_csum"}
+		if boot.FS == "ext4" {
+			bwant, bno = []string{"Filesystem UUID:          " + boot.FSUUID, "Filesystem volume name:   " + boot.FSLabel,
+				"Block size:               4096", "has_journal", "extent", "metadata_csum"}, nil
+		} else if boot.FS != "ext2" {
+			t.Errorf("/boot is %q", boot.FS)
+		}
+		for _, w := range bwant {
 			if !strings.Contains(bstats, w) {
 				t.Errorf("/boot stats lack %q", w)
 			}
 		}
-		for _, no := range []string{"has_journal", "extent", "metadata_csum"} {
+		for _, no := range bno {
 			if strings.Contains(bstats, no) {
 				t.Errorf("/boot has %s: not ext2", no)
 			}
@@ -376,19 +423,34 @@ func TestFilesystems(t *testing.T) {
 
 		// ADE's lines, as the manifest's own claims
 		p1 := part(t, d, d.LUKSPartition)
+		bekLine := "LABEL=BEK\\040VOLUME /mnt/azure_bek_disk auto defaults,discard,nofail 0 0\n"
 		want := map[string]string{
-			"/etc/fstab":              "\nUUID=" + boot.FSUUID + "\t/boot\text2\tdefaults\t0 0\nLABEL=BEK\\040VOLUME /mnt/azure_bek_disk auto defaults,discard,nofail 0 0\n",
+			"/etc/fstab":              "\nUUID=" + boot.FSUUID + "\t/boot\text2\tdefaults\t0 0\n" + bekLine,
 			"/etc/default/cryptdisks": "\nCRYPTDISKS_MOUNT=\"$CRYPTDISKS_MOUNT /mnt/azure_bek_disk\"\n",
 			"/etc/os-release":         "\nVERSION_ID=\"" + d.OSRelease + "\"\n",
 		}
+		if d.Name == ubuntufixture.DiskU2404 {
+			// the image's /boot and ESP lines, then ADE's BEK line; ADE adds no /boot line
+			want["/etc/fstab"] = "\nLABEL=BOOT\t/boot\text4\tdefaults\t0 2\nLABEL=UEFI\t/boot/efi\tvfat\tumask=0077\t0 1\n" + bekLine
+			if strings.Contains(d.RootFiles["/etc/fstab"], "UUID=") {
+				t.Errorf("u2404's fstab names a filesystem by UUID:\n%s", d.RootFiles["/etc/fstab"])
+			}
+		}
 		grubRoot := "root=/dev/mapper/osencrypt"
 		switch d.Name {
-		case ubuntufixture.DiskU2204, ubuntufixture.DiskU2004:
+		case ubuntufixture.DiskU2204, ubuntufixture.DiskU2204K, ubuntufixture.DiskU2004, ubuntufixture.DiskU2404:
 			want["/etc/crypttab"] = "\nosencrypt /dev/disk/by-partuuid/" + p1.GUID + " " + set.KeyPath + " luks,discard,header=/boot/luks/osluksheader"
 			want["/etc/default/grub"] = "\nGRUB_CMDLINE_LINUX=\"root=/dev/mapper/osencrypt \"\n"
 			want["/usr/share/initramfs-tools/scripts/init-premount/crypt-ade-boot"] = "\ncryptsetup luksOpen /dev/disk/by-partuuid/" + p1.GUID +
 				" osencrypt --header /boot/luks/osluksheader -d /mnt/azure_bek_disk/LinuxPassPhraseFileName\n"
 			want["/usr/share/initramfs-tools/hooks/crypt-ade-hook"] = "\ncopy_exec /boot/luks/osluksheader /boot/luks\n"
+			bootType := "ext2"
+			if d.Name == ubuntufixture.DiskU2404 {
+				bootType = "auto" // 91adeOnlineUbu's one change
+			}
+			if !strings.Contains(d.RootFiles["/usr/share/initramfs-tools/hooks/crypt-ade-hook"], " /boot "+bootType+" defaults 0 0") {
+				t.Errorf("crypt-ade-hook does not type /boot %s", bootType)
+			}
 			if d.CrypttabSource != "/dev/disk/by-partuuid/"+p1.GUID || d.Bus != ubuntufixture.BusVirtio {
 				t.Errorf("crypttab source %q, bus %q", d.CrypttabSource, d.Bus)
 			}
@@ -438,6 +500,13 @@ func TestFilesystems(t *testing.T) {
 			if e.Linux != d.KernelPath || len(e.Initrd) != 1 || e.Initrd[0] != d.InitrdPath || !strings.Contains(e.Args, grubRoot) {
 				t.Errorf("grub.cfg entry %+v", e)
 			}
+			// u2404: grub-mkconfig ran with / on plain p1, so every entry names it by UUID before ADE's root=
+			if d.Name == ubuntufixture.DiskU2404 && !strings.HasPrefix(e.Args, "root=UUID="+d.RootFS.UUID+" ro ") {
+				t.Errorf("u2404 grub.cfg entry %q does not start with root=UUID=<root fs> ro", e.Args)
+			}
+		}
+		if d.Name == ubuntufixture.DiskU2404 && !strings.Contains(cfg, " ro root=/dev/mapper/osencrypt  console=tty1 ") {
+			t.Errorf("u2404 grub.cfg lacks grub-mkconfig's two spaces after GRUB_CMDLINE_LINUX:\n%s", cfg)
 		}
 		if es[0].Args != d.Cmdline {
 			t.Errorf("default entry args %q, manifest cmdline %q", es[0].Args, d.Cmdline)
@@ -521,8 +590,12 @@ func TestInitrd(t *testing.T) {
 		}
 		boot := part(t, d, d.BootPartition)
 		switch d.Name {
-		case ubuntufixture.DiskU2204, ubuntufixture.DiskU2004:
-			wantFstab := "/dev/disk/by-uuid/" + boot.FSUUID + " /boot ext2 defaults 0 0\n" +
+		case ubuntufixture.DiskU2204, ubuntufixture.DiskU2204K, ubuntufixture.DiskU2004, ubuntufixture.DiskU2404:
+			bootType := "ext2"
+			if d.Name == ubuntufixture.DiskU2404 {
+				bootType = "auto"
+			}
+			wantFstab := "/dev/disk/by-uuid/" + boot.FSUUID + " /boot " + bootType + " defaults 0 0\n" +
 				`/dev/disk/by-label/BEK\x20VOLUME /mnt/azure_bek_disk auto defaults 0 0` + "\n"
 			if got := read("etc/fstab"); got != wantFstab {
 				t.Errorf("initrd etc/fstab:\n got %q\nwant %q", got, wantFstab)

@@ -1,0 +1,5 @@
+//go:build !race
+
+package luksconv_test
+
+const raceEnabled = false
