@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"path"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -43,6 +44,7 @@ type azureConvert struct {
 	parallel         int
 	workers          int
 	journal          string
+	journalDir       string // --journal-dir: where the default journals go (shared storage for a fleet engine)
 	writeAccess      time.Duration
 	verify           bool
 	asJSON, quiet    bool
@@ -110,7 +112,8 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
 	fl.IntVar(&f.parallel, "parallel", 2, "with --vm alone: disks uploaded at the same time")
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
-	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in the current directory)")
+	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in --journal-dir)")
+	fl.StringVar(&f.journalDir, "journal-dir", ".", "directory of the default resume journals, one per disk (shared storage when the run may move to another machine)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
 	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
@@ -174,6 +177,9 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opt
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
+	if st, err := os.Stat(f.journalDir); err != nil || !st.IsDir() {
+		return fmt.Errorf("%w: --journal-dir %q is not a directory", errUsage, f.journalDir)
+	}
 	if f.wholeVM() {
 		return f.runVM(c)
 	}
@@ -321,7 +327,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 
 	journal := f.journal
 	if journal == "" {
-		journal = blobdisk.DefaultJournal(p)
+		journal = f.defaultJournal(p)
 	}
 	pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
 	tgt, res, err := f.upload(ctx, cl, uploadJob{plan: p, src: src, spec: spec, diskID: diskID, journal: journal,
@@ -631,4 +637,10 @@ func (f *azureConvert) subscriptionOf(id string) string {
 		return rid.SubscriptionID
 	}
 	return ""
+}
+
+// defaultJournal is the plan's resume journal in --journal-dir: the same name for the same plan, so a
+// rerun on any machine that mounts the directory resumes the upload.
+func (f *azureConvert) defaultJournal(p *luksconv.Plan) string {
+	return filepath.Join(f.journalDir, blobdisk.DefaultJournal(p))
 }

@@ -13,7 +13,6 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/luksconv/luksconv/azure"
-	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -83,7 +82,7 @@ func (f *azureConvert) checkVM() error {
 	case f.keyFile != "":
 		return fmt.Errorf("%w: --key-file is for one disk; a whole VM's keys are read from each disk's Key Vault secret", errUsage)
 	case f.journal != "":
-		return fmt.Errorf("%w: --journal is for one disk; a whole VM's journals are .luksconv-<plan id>.journal in the current directory", errUsage)
+		return fmt.Errorf("%w: --journal is for one disk; a whole VM's journals are .luksconv-<plan id>.journal in --journal-dir", errUsage)
 	case f.suffix == "" || strings.ContainsAny(f.suffix, "/?#%\\ "):
 		return fmt.Errorf("%w: --target-suffix %q: want a non-empty suffix of disk-name characters", errUsage, f.suffix)
 	case f.pf.partition != 0 || f.pf.header != "":
@@ -240,7 +239,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			spec.Tags[sourceTag] = path.Base(d.Snapshot)
 		}
 		d.DiskSpec = spec
-		d.journal = blobdisk.DefaultJournal(d.plan)
+		d.journal = f.defaultJournal(d.plan)
 		if d.LUN != luksconv.OSDisk {
 			newData[d.LUN] = d.diskID
 		}

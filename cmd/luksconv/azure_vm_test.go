@@ -176,7 +176,7 @@ func TestAzureConvertVM(t *testing.T) {
 	}
 
 	// Bad usage first: a whole VM takes no --target-disk or --key-file.
-	for _, extra := range [][]string{{"--target-disk", "x"}, {"--key-file", disks[0].key}, {"--journal", "j"}} {
+	for _, extra := range [][]string{{"--target-disk", "x"}, {"--key-file", disks[0].key}, {"--journal", "j"}, {"--journal-dir", filepath.Join(dir, "none")}} {
 		if _, se, code := runCLI(t, append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES}, extra...)...); code != exitUsage {
 			t.Errorf("%v: exit %d, want %d: %s", extra, code, exitUsage, se)
 		}
@@ -217,7 +217,13 @@ func TestAzureConvertVM(t *testing.T) {
 		return o
 	}
 	t.Cleanup(func() { azureOutputHook = nil })
-	args := []string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--parallel", "1", "--workers", "1", "--recreate-vm", "--verify", "--json"}
+	// The journals in a directory of their own, as a fleet engine's shared storage would hold them.
+	jdir := filepath.Join(dir, "journals")
+	if err := os.Mkdir(jdir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--parallel", "1", "--workers", "1", "--recreate-vm", "--verify", "--json",
+		"--journal-dir", jdir}
 	so, se, code = runCLICtx(t, ctx, args...)
 	azureOutputHook = nil
 	if code != exitInterrupted {
@@ -251,6 +257,12 @@ func TestAzureConvertVM(t *testing.T) {
 	}
 	if _, ok := f.Disks[azurefake.Key(fakeRG, "data3-luksconv")]; ok {
 		t.Error("the fourth disk was created although the run stopped during the third")
+	}
+	if ents, _ := filepath.Glob(filepath.Join(jdir, ".luksconv-*.journal")); len(ents) != 1 {
+		t.Errorf("journals in --journal-dir after the interruption: %v, want the third disk's", ents)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*.journal")); len(ents) != 0 {
+		t.Errorf("journals outside --journal-dir: %v", ents)
 	}
 
 	// The same command again, with debug lines: nothing printed holds a key or a secret's value.
@@ -299,7 +311,7 @@ func TestAzureConvertVM(t *testing.T) {
 			}
 		}
 	}
-	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*.journal")); len(ents) != 0 {
+	if ents, _ := filepath.Glob(filepath.Join(jdir, ".luksconv-*.journal")); len(ents) != 0 {
 		t.Errorf("journals left after the finished run: %v", ents)
 	}
 
