@@ -345,7 +345,7 @@ type cappedBody struct {
 func (b *cappedBody) Read(p []byte) (int, error) {
 	if b.left <= 0 {
 		if b.fail {
-			return 0, fmt.Errorf("blobio: response body longer than %d bytes", maxPageListBody)
+			return 0, bodyTooLong{}
 		}
 		return 0, io.EOF
 	}
@@ -358,3 +358,13 @@ func (b *cappedBody) Read(p []byte) (int, error) {
 }
 
 func (b *cappedBody) Close() error { return b.rc.Close() }
+
+// bodyTooLong ends a page list longer than maxPageListBody. No blob service
+// sends one, and another attempt would get the same: it is not retried.
+type bodyTooLong struct{}
+
+func (bodyTooLong) Error() string {
+	return fmt.Sprintf("blobio: response body longer than %d bytes", maxPageListBody)
+}
+
+func (bodyTooLong) Is(target error) bool { return target == errPermanent }

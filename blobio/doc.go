@@ -13,7 +13,10 @@
 //
 // A Source serves ReadAt with one ranged GET per call and reports the
 // allocated pages from Get Page Ranges, fetched in windows, so a caller can
-// skip the pages that were never written.
+// skip the pages that were never written. ChangedSince lists the pages that
+// changed and those cleared since an older snapshot (Get Page Ranges with
+// prevsnapshot, or with x-ms-previous-snapshot-url for managed-disk
+// incremental snapshots), through the same bounded page-list reader.
 //
 // A Sink accepts 512-aligned writes, splits them into Put Page calls of at
 // most 4 MiB, skips all-zero pages when the destination is known to be empty,

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
@@ -83,20 +85,31 @@ func isSigName(name string) bool {
 	return false
 }
 
-// redactor removes the signature of one SAS URL wherever it appears, also
-// outside a sig= parameter (a service error body may echo a bad value).
-type redactor struct{ secrets []string }
+// redactor removes the signatures of the SAS URLs it was given wherever they
+// appear, also outside a sig= parameter (a service error body may echo a bad
+// value). A Source that names a previous snapshot by URL adds that URL's.
+type redactor struct {
+	mu      sync.RWMutex
+	secrets []string
+}
 
 func newRedactor(sasURL string) *redactor {
 	r := &redactor{}
+	r.addURL(sasURL)
+	return r
+}
+
+// addURL adds the signature of one more SAS URL.
+func (r *redactor) addURL(sasURL string) {
 	u, err := url.Parse(sasURL)
 	if err != nil {
-		return r
+		return
 	}
+	var found []string
 	add := func(s string) {
 		// Very short values are not signatures and would blank out ordinary text.
 		if len(s) >= 8 && !strings.EqualFold(s, Redacted) {
-			r.secrets = append(r.secrets, s)
+			found = append(found, s)
 		}
 	}
 	for k, vs := range u.Query() {
@@ -116,7 +129,13 @@ func newRedactor(sasURL string) *redactor {
 			add(v)
 		}
 	}
-	return r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for _, f := range found {
+		if !slices.Contains(r.secrets, f) {
+			r.secrets = append(r.secrets, f)
+		}
+	}
 }
 
 func (r *redactor) redact(s string) string {
@@ -124,6 +143,8 @@ func (r *redactor) redact(s string) string {
 	if r == nil {
 		return s
 	}
+	r.mu.RLock()
+	defer r.mu.RUnlock()
 	for _, sec := range r.secrets {
 		s = strings.ReplaceAll(s, sec, Redacted)
 	}

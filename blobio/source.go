@@ -9,12 +9,10 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"github.com/luksconv/luksconv/extent"
 )
 
@@ -290,125 +288,4 @@ func (s *Source) Allocated(ctx context.Context) ([]extent.Range, error) {
 	}
 	s.alloc.Store(&extentSet{ext: ext})
 	return slices.Clone(ext), nil
-}
-
-// pageRanges lists the written pages of [0, size) in windows, up to
-// parallel windows at a time.
-func (c *conn) pageRanges(ctx context.Context, size, window int64, parallel int) ([]extent.Range, error) {
-	lctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	nWindows := (size + window - 1) / window
-	windows := make(chan extent.Range)
-	go func() {
-		defer close(windows)
-		for off := int64(0); off < size; off += window {
-			select {
-			case windows <- extent.Range{Off: off, Len: min(window, size-off)}:
-			case <-lctx.Done():
-				return
-			}
-		}
-	}()
-	var (
-		mu       sync.Mutex
-		all      []extent.Range
-		listed   int64
-		firstErr error
-		wg       sync.WaitGroup
-	)
-	for range max(parallel, 1) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for w := range windows {
-				ext, err := c.pageRangesWindow(lctx, w, size)
-				mu.Lock()
-				if err != nil && firstErr == nil {
-					firstErr = err
-					cancel()
-				}
-				if err == nil {
-					all = append(all, ext...)
-					listed++
-				}
-				mu.Unlock()
-			}
-		}()
-	}
-	wg.Wait()
-	switch {
-	case firstErr != nil:
-		return nil, firstErr
-	case ctx.Err() != nil:
-		return nil, c.red.newError("get page ranges", c.url, 0, size, 0, ctx.Err())
-	case listed != nWindows:
-		// An unlisted window would read as "never written": never return a partial map.
-		return nil, c.red.newError("get page ranges", c.url, 0, size, 0, fmt.Errorf("listed %d of %d windows", listed, nWindows))
-	}
-	return extent.Merge(all), nil
-}
-
-// pageRangesWindow lists the written pages of one window.
-func (c *conn) pageRangesWindow(ctx context.Context, w extent.Range, size int64) ([]extent.Range, error) {
-	var out []extent.Range
-	var marker *string
-	next, empty := w.Off, 0 // ranges come in order: none may start before next
-	for pages := 0; ; pages++ {
-		if pages >= maxPageListPages {
-			return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-				fmt.Errorf("more than %d continuation pages", maxPageListPages))
-		}
-		var resp pageblob.GetPageRangesResponse
-		err := c.do(ctx, "get page ranges", w.Off, w.Len, pageRangeTries, func(ctx context.Context) (err error) {
-			pager := c.client.NewGetPageRangesPager(&pageblob.GetPageRangesOptions{
-				Range:  blob.HTTPRange{Offset: w.Off, Count: w.Len},
-				Marker: marker,
-			})
-			resp, err = pager.NextPage(ctx)
-			return err
-		})
-		if err != nil {
-			return nil, err
-		}
-		if len(resp.PageRange) == 0 {
-			if empty++; empty > maxEmptyPages {
-				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-					fmt.Errorf("%w: %d continuation pages in a row list no range", ErrProtocol, empty))
-			}
-		} else {
-			empty = 0
-		}
-		for _, pr := range resp.PageRange {
-			if pr == nil || pr.Start == nil || pr.End == nil {
-				continue
-			}
-			a, b := *pr.Start, *pr.End+1 // End is inclusive
-			if a < 0 || b <= a || b > size || a%PageSize != 0 || b%PageSize != 0 {
-				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-					fmt.Errorf("%w: invalid page range %d-%d in a %d-byte blob", ErrProtocol, *pr.Start, *pr.End, size))
-			}
-			a, b = max(a, w.Off), min(b, w.End())
-			if a >= b {
-				continue
-			}
-			if a < next {
-				return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-					fmt.Errorf("%w: page range %d-%d overlaps or precedes the one before (ending at %d)", ErrProtocol, *pr.Start, *pr.End, next))
-			}
-			if n := len(out); n > 0 && out[n-1].End() == a {
-				out[n-1].Len += b - a // adjacent: merged, so the list stays as small as the map
-			} else {
-				out = append(out, extent.Range{Off: a, Len: b - a})
-			}
-			next = b
-		}
-		if resp.NextMarker == nil || *resp.NextMarker == "" {
-			return out, nil
-		}
-		if marker != nil && *marker == *resp.NextMarker {
-			return nil, c.red.newError("get page ranges", c.url, w.Off, w.Len, 1,
-				errors.New("continuation marker did not advance"))
-		}
-		marker = resp.NextMarker
-	}
 }
