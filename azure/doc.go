@@ -43,6 +43,7 @@
 // # Versions
 //
 // The package is built on armcompute v8 (disks and snapshots API 2026-03-02,
-// virtual machines API 2026-04-01), azsecrets v1.5 and azkeys v1.5, and is
-// tested with the SDK's own fake servers.
+// virtual machines API 2026-04-01), azsecrets v1.5, azkeys v1.5, armresources
+// v1.2 (deployment validation) and armresourcegraph v0.10 (the inventory), and
+// is tested with the SDK's own fake servers.
 package azure

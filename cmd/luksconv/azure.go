@@ -77,7 +77,7 @@ func newAzureCmd() *cobra.Command {
 		Use:   "azure",
 		Short: "Convert an ADE managed disk or snapshot into a plaintext managed disk under a Disk Encryption Set",
 	}
-	c.AddCommand(newAzureInspectCmd(), newAzureConvertCmd())
+	c.AddCommand(newAzureInspectCmd(), newAzureConvertCmd(), newAzureFleetCmd(), newAzureInventoryCmd())
 	return c
 }
 

@@ -45,6 +45,7 @@ type azureConvert struct {
 	workers          int
 	journal          string
 	journalDir       string // --journal-dir: where the default journals go (shared storage for a fleet engine)
+	inventory, index string // --inventory F --index N: the VM is the inventory's N-th convertible one (azure fleet)
 	writeAccess      time.Duration
 	verify           bool
 	asJSON, quiet    bool
@@ -108,6 +109,8 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.license, "license", "", "for a VM from Red Hat's pay-as-you-go image (with --recreate-vm): payg (Azure Hybrid Benefit keeps the billing and RHUI) or byos (your own Red Hat subscription)")
 	fl.BoolVar(&f.eah, "encryption-at-host", false, "re-create the VM with encryption at host (with --recreate-vm); without --des the new disks use platform-managed keys")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
+	fl.StringVar(&f.inventory, "inventory", "", "with --index, instead of --vm: the VM is the inventory's (`azure inventory --json`) index-th convertible VM, as `azure fleet` numbers them")
+	fl.StringVar(&f.index, "index", "", "with --inventory: which VM, from 0 (a Kubernetes Indexed Job passes $(JOB_COMPLETION_INDEX))")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
 	fl.IntVar(&f.parallel, "parallel", 2, "with --vm alone: disks uploaded at the same time")
@@ -179,6 +182,20 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opt
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if st, err := os.Stat(f.journalDir); err != nil || !st.IsDir() {
 		return fmt.Errorf("%w: --journal-dir %q is not a directory", errUsage, f.journalDir)
+	}
+	switch {
+	case f.inventory != "" && f.vm != "":
+		return fmt.Errorf("%w: --inventory and --index choose the VM: no --vm with them", errUsage)
+	case (f.inventory == "") != (f.index == ""):
+		return fmt.Errorf("%w: --inventory and --index go together", errUsage)
+	case f.inventory != "":
+		n, err := parseIndex(f.index)
+		if err != nil {
+			return err
+		}
+		if f.vm, err = inventoryVM(f.inventory, n); err != nil {
+			return err
+		}
 	}
 	if f.wholeVM() {
 		return f.runVM(c)

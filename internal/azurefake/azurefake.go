@@ -27,6 +27,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	computefake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/resourcegraph/armresourcegraph"
 	resourcesfake "github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/resources/armresources/fake"
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	keysfake "github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys/fake"
@@ -162,9 +163,23 @@ type Cloud struct {
 	// Validated is the VM body of the last deployment validation.
 	Validated *armcompute.VirtualMachine
 
+	// Azure Resource Graph (graph.go), answered from the maps above. GraphPageSize, when
+	// positive, bounds every page of a query below its $top; GraphTruncated is the resource type
+	// (as Resource Graph spells it, e.g. "microsoft.compute/virtualmachines") whose query result is
+	// reported truncated: its first page only, resultTruncated "true" and no $skipToken, as for a
+	// query Resource Graph cannot page. GraphFail, if set, is the error code every query is
+	// refused with (HTTP 403, as AuthorizationFailed). GraphQueries are the requests received, in
+	// order.
+	GraphPageSize  int
+	GraphTruncated string
+	GraphFail      string
+	GraphQueries   []armresourcegraph.QueryRequest
+
 	nicHeld     map[string]int  // NIC ID (lower case) -> PUTs still refused
 	guestWrite  map[string]bool // disks (by Key) handed a guest state write SAS
 	failedAsync bool            // an operation failed asynchronously: see router
+
+	graphTokens map[string]graphPage // the $skipTokens handed out (graph.go)
 }
 
 var (
@@ -199,8 +214,8 @@ func New(subscription string) *Cloud {
 
 // ARMOptions are client options whose transport is the fake
 // Microsoft.Compute (disks, snapshots, virtual machines, disk encryption
-// sets, resource SKUs) and the fake Microsoft.Resources deployments
-// (validation only).
+// sets, resource SKUs), the fake Microsoft.Resources deployments
+// (validation only) and the fake Azure Resource Graph (graph.go).
 func (c *Cloud) ARMOptions() *arm.ClientOptions {
 	newCompute := func() transporter {
 		return computefake.NewServerFactoryTransport(&computefake.ServerFactory{
@@ -232,6 +247,7 @@ func (c *Cloud) ARMOptions() *arm.ClientOptions {
 		newCompute: newCompute,
 		compute:    newCompute(),
 		resources:  resourcesfake.NewServerFactoryTransport(&resourcesfake.ServerFactory{DeploymentsServer: c.deploymentsServer()}),
+		graph:      c.graphTransport(),
 	}}}
 }
 

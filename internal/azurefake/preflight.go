@@ -32,7 +32,8 @@ var (
 	NICReserved     = Refusal{Status: http.StatusBadRequest, Code: "NicReservedForAnotherVm"}
 )
 
-// router sends Microsoft.Resources requests to the fake deployments and
+// router sends Microsoft.Resources requests to the fake deployments,
+// Microsoft.ResourceGraph requests to the fake Resource Graph (graph.go) and
 // everything else to the fake Microsoft.Compute: one ARM endpoint, as in
 // Azure.
 type router struct {
@@ -40,6 +41,7 @@ type router struct {
 	newCompute func() transporter
 	compute    transporter // guarded by c
 	resources  transporter
+	graph      transporter
 }
 
 type transporter interface {
@@ -47,6 +49,9 @@ type transporter interface {
 }
 
 func (r *router) Do(req *http.Request) (*http.Response, error) {
+	if strings.Contains(strings.ToLower(req.URL.Path), "/providers/microsoft.resourcegraph/") {
+		return r.graph.Do(req)
+	}
 	if strings.Contains(strings.ToLower(req.URL.Path), "/providers/microsoft.resources/") {
 		return r.resources.Do(req)
 	}

@@ -1,0 +1,288 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+
+	"github.com/luksconv/luksconv/azure"
+	"github.com/spf13/cobra"
+)
+
+// A fleet runs on an engine that already schedules, retries and records tasks — Azure Batch or a
+// Kubernetes Indexed Job — one VM per task, `azure convert --vm` in the image of deploy/Dockerfile.
+// luksconv only writes the engine's input from an inventory (`azure inventory --json`): the contract
+// that makes such runs safe is the CLI's own (idempotent reruns through the new disks' tags and the
+// journals in --journal-dir, exit codes that say whether a retry can help, one JSON report per run).
+
+// fleetVMs are the inventory's VMs a fleet converts, in the order task i (Batch) or index i
+// (Kubernetes) takes them: the convertible ones, in the inventory's order.
+func fleetVMs(inv *azure.Inventory) []azure.InventoryVM {
+	var out []azure.InventoryVM
+	for _, vm := range inv.VMs {
+		if vm.Convertible {
+			out = append(out, vm)
+		}
+	}
+	return out
+}
+
+// readInventory reads an `azure inventory --json` document.
+func readInventory(path string) (*azure.Inventory, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("%w: --inventory: %v", errUsage, err)
+	}
+	var inv azure.Inventory
+	if err := json.Unmarshal(b, &inv); err != nil {
+		return nil, fmt.Errorf("%w: --inventory %s: not an inventory: %v", errUsage, path, err)
+	}
+	if inv.SchemaVersion != azure.InventorySchemaVersion {
+		return nil, fmt.Errorf("%w: --inventory %s: schema_version %d, this luksconv reads %d", errUsage, path, inv.SchemaVersion, azure.InventorySchemaVersion)
+	}
+	return &inv, nil
+}
+
+// inventoryVM is the VM `azure convert --inventory F --index N` converts.
+func inventoryVM(path string, index int) (string, error) {
+	inv, err := readInventory(path)
+	if err != nil {
+		return "", err
+	}
+	vms := fleetVMs(inv)
+	if index < 0 || index >= len(vms) {
+		return "", fmt.Errorf("%w: --index %d: the inventory has %d convertible VMs (0 to %d)", errUsage, index, len(vms), len(vms)-1)
+	}
+	return vms[index].ID, nil
+}
+
+// Exit codes a retry cannot change: the same input gives the same answer. The others (1: I/O and
+// service errors, 130: interrupted) are worth a retry, which resumes from the journals.
+var permanentExits = []int{exitUsage, exitWrongKey, exitUnsupported, exitCorrupt, exitReencrypting, exitOutput, exitNothingToDo, exitVerifyFailed, exitLimit}
+
+type azureFleet struct {
+	engine, inventory, outDir string
+	image, des, identity      string
+	journalDir                string
+	retries, parallel         int
+	recreate                  bool
+	pool, name, namespace     string
+	serviceAccount            string
+	journalClaim              string
+}
+
+func newAzureFleetCmd() *cobra.Command {
+	f := &azureFleet{}
+	c := &cobra.Command{
+		Use:   "fleet --engine batch|kubernetes --inventory F --image IMAGE --des DES_ID --output-dir DIR",
+		Short: "Write an Azure Batch job or a Kubernetes Indexed Job that converts every VM of an inventory",
+		Long: "fleet turns `luksconv azure inventory --json` into the input of a task engine, one VM per task,\n" +
+			"each running `luksconv azure convert --vm VM --des DES [--recreate-vm] --journal-dir DIR --json` in the\n" +
+			"image of deploy/Dockerfile. Blocked VMs are left out. Batch: batch-job.json and batch-tasks.json (az batch\n" +
+			"job create / az batch task create --json-file); Kubernetes: kubernetes.json (kubectl apply -f), a\n" +
+			"ConfigMap with the inventory and an Indexed Job whose index i converts the inventory's i-th convertible VM.",
+		Args: cobra.NoArgs,
+		RunE: f.run,
+	}
+	fl := c.Flags()
+	fl.StringVar(&f.engine, "engine", "", "batch or kubernetes")
+	fl.StringVar(&f.inventory, "inventory", "", "the output of `luksconv azure inventory --json`")
+	fl.StringVar(&f.outDir, "output-dir", "", "directory the engine's files are written to")
+	fl.StringVar(&f.image, "image", "", "the container image built from deploy/Dockerfile")
+	fl.StringVar(&f.des, "des", "", "resource ID of the Disk Encryption Set of the new disks")
+	fl.StringVar(&f.identity, "identity", "", "client ID of the managed identity (Batch: the pool's user-assigned identity; Kubernetes: the workload identity)")
+	fl.StringVar(&f.journalDir, "journal-dir", "/journals", "where the tasks keep their resume journals: shared storage mounted there")
+	fl.IntVar(&f.retries, "retries", 3, "retries per VM (a retry resumes; exit codes no retry can change are not retried where the engine allows)")
+	fl.IntVar(&f.parallel, "parallel", 20, "VMs converted at the same time (Kubernetes; on Batch the pool's size and task slots decide)")
+	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create each VM around its new disks (azure convert --recreate-vm)")
+	fl.StringVar(&f.pool, "pool", "luksconv", "Batch: the pool's ID")
+	fl.StringVar(&f.name, "name", "luksconv-fleet", "the job's name (Batch job ID, Kubernetes Job and ConfigMap name)")
+	fl.StringVar(&f.namespace, "namespace", "default", "Kubernetes: the namespace")
+	fl.StringVar(&f.serviceAccount, "service-account", "luksconv", "Kubernetes: the service account federated with --identity")
+	fl.StringVar(&f.journalClaim, "journal-claim", "luksconv-journals", "Kubernetes: the PersistentVolumeClaim (ReadWriteMany) mounted at --journal-dir")
+	return c
+}
+
+// k8sName is what Kubernetes accepts as an object name (RFC 1123 label, at most 63 characters).
+var k8sName = regexp.MustCompile(`^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$`)
+
+func (f *azureFleet) run(c *cobra.Command, _ []string) error {
+	switch {
+	case f.engine != "batch" && f.engine != "kubernetes":
+		return fmt.Errorf("%w: --engine %q: want batch or kubernetes", errUsage, f.engine)
+	case f.inventory == "" || f.outDir == "" || f.image == "" || f.des == "":
+		return fmt.Errorf("%w: --inventory, --output-dir, --image and --des are needed", errUsage)
+	case f.retries < 0 || f.parallel < 1:
+		return fmt.Errorf("%w: --retries must be at least 0 and --parallel at least 1", errUsage)
+	case !filepath.IsAbs(f.journalDir):
+		return fmt.Errorf("%w: --journal-dir %q: want an absolute path inside the container", errUsage, f.journalDir)
+	case f.engine == "kubernetes" && !k8sName.MatchString(f.name):
+		return fmt.Errorf("%w: --name %q is not a Kubernetes object name", errUsage, f.name)
+	}
+	inv, err := readInventory(f.inventory)
+	if err != nil {
+		return err
+	}
+	vms := fleetVMs(inv)
+	if len(vms) == 0 {
+		return fmt.Errorf("%w: the inventory has no convertible VM", errUsage)
+	}
+	if err := os.MkdirAll(f.outDir, 0o755); err != nil {
+		return err
+	}
+	var files map[string]any
+	if f.engine == "batch" {
+		files = f.batch(vms)
+	} else {
+		raw, err := os.ReadFile(f.inventory)
+		if err != nil {
+			return err
+		}
+		files = map[string]any{"kubernetes.json": f.kubernetes(len(vms), string(raw))}
+	}
+	for name, doc := range files {
+		b, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			return err
+		}
+		p := filepath.Join(f.outDir, name)
+		if err := os.WriteFile(p, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(c.OutOrStdout(), "wrote %s\n", p)
+	}
+	fmt.Fprintf(c.OutOrStdout(), "%d VMs (%d in the inventory, %d blocked)\n", len(vms), len(inv.VMs), len(inv.VMs)-len(vms))
+	return nil
+}
+
+// convertArgs is the command every task runs, for the VM given by vmArgs.
+func (f *azureFleet) convertArgs(vmArgs ...string) []string {
+	args := append([]string{"/luksconv", "azure", "convert"}, vmArgs...)
+	args = append(args, "--des", f.des, "--journal-dir", f.journalDir, "--json", "-q")
+	if f.recreate {
+		args = append(args, "--recreate-vm")
+	}
+	return args
+}
+
+// batch returns the Batch job (Add Job body) and its tasks (Add Task Collection body), one task per
+// VM. Batch retries any failing task up to maxTaskRetryCount; the permanent exit codes only stop
+// dependent tasks (dependencyAction block), which the job does not use yet.
+func (f *azureFleet) batch(vms []azure.InventoryVM) map[string]any {
+	job := map[string]any{
+		"id":                   f.name,
+		"poolInfo":             map[string]any{"poolId": f.pool},
+		"onAllTasksComplete":   "terminatejob",
+		"usesTaskDependencies": false,
+		"constraints":          map[string]any{"maxTaskRetryCount": f.retries},
+	}
+	var exits []map[string]any
+	for _, code := range permanentExits {
+		exits = append(exits, map[string]any{"code": code, "exitOptions": map[string]any{"jobAction": "none", "dependencyAction": "block"}})
+	}
+	var tasks []map[string]any
+	for i, vm := range vms {
+		t := map[string]any{
+			"id":          fmt.Sprintf("vm-%04d", i),
+			"displayName": vm.ID,
+			"commandLine": strings.Join(f.convertArgs("--vm", vm.ID), " "),
+			"containerSettings": map[string]any{
+				"imageName": f.image,
+				// The pool mounts the journals' file share at fsmounts/journals (mountConfiguration).
+				"containerRunOptions": "--rm -v /mnt/batch/tasks/fsmounts/journals:" + f.journalDir,
+				"workingDirectory":    "containerImageDefault",
+			},
+			"userIdentity":   map[string]any{"autoUser": map[string]any{"scope": "pool", "elevationLevel": "nonadmin"}},
+			"constraints":    map[string]any{"maxTaskRetryCount": f.retries},
+			"exitConditions": map[string]any{"exitCodes": exits},
+		}
+		if f.identity != "" {
+			// DefaultAzureCredential takes the pool's user-assigned identity this client ID names.
+			t["environmentSettings"] = []map[string]any{{"name": "AZURE_CLIENT_ID", "value": f.identity}}
+		}
+		tasks = append(tasks, t)
+	}
+	return map[string]any{"batch-job.json": job, "batch-tasks.json": map[string]any{"value": tasks}}
+}
+
+// kubernetes returns a List of the ConfigMap holding the inventory and the Indexed Job: pod i runs
+// `azure convert --inventory /inventory/inventory.json --index i`, so the index → VM mapping is the
+// CLI's own (fleetVMs), not a copy in the manifest. Exit codes no retry can change fail the index at
+// once (podFailurePolicy FailIndex); the others are retried up to --retries per index.
+func (f *azureFleet) kubernetes(n int, inventory string) map[string]any {
+	const invDir = "/inventory"
+	var rules []map[string]any
+	codes := make([]int, len(permanentExits))
+	copy(codes, permanentExits)
+	rules = append(rules, map[string]any{
+		"action":      "FailIndex",
+		"onExitCodes": map[string]any{"containerName": "luksconv", "operator": "In", "values": codes},
+	})
+	labels := map[string]any{"app.kubernetes.io/name": "luksconv", "azure.workload.identity/use": "true"}
+	container := map[string]any{
+		"name":  "luksconv",
+		"image": f.image,
+		"args":  f.convertArgs("--inventory", invDir+"/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)")[1:],
+		"volumeMounts": []map[string]any{
+			{"name": "inventory", "mountPath": invDir, "readOnly": true},
+			{"name": "journals", "mountPath": f.journalDir},
+		},
+		"securityContext": map[string]any{"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
+			"readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []string{"ALL"}}},
+	}
+	job := map[string]any{
+		"apiVersion": "batch/v1",
+		"kind":       "Job",
+		"metadata":   map[string]any{"name": f.name, "namespace": f.namespace},
+		"spec": map[string]any{
+			"completionMode":       "Indexed",
+			"completions":          n,
+			"parallelism":          min(f.parallel, n),
+			"backoffLimitPerIndex": f.retries,
+			"maxFailedIndexes":     n,
+			"podFailurePolicy":     map[string]any{"rules": rules},
+			"template": map[string]any{
+				"metadata": map[string]any{"labels": labels},
+				"spec": map[string]any{
+					"serviceAccountName": f.serviceAccount,
+					"restartPolicy":      "Never",
+					"securityContext":    map[string]any{"fsGroup": 65532},
+					"containers":         []any{container},
+					"volumes": []map[string]any{
+						{"name": "inventory", "configMap": map[string]any{"name": f.name + "-inventory"}},
+						{"name": "journals", "persistentVolumeClaim": map[string]any{"claimName": f.journalClaim}},
+					},
+				},
+			},
+		},
+	}
+	cm := map[string]any{
+		"apiVersion": "v1",
+		"kind":       "ConfigMap",
+		"metadata":   map[string]any{"name": f.name + "-inventory", "namespace": f.namespace},
+		"data":       map[string]any{"inventory.json": inventory},
+	}
+	items := []any{cm, job}
+	if f.identity != "" {
+		items = append([]any{map[string]any{
+			"apiVersion": "v1",
+			"kind":       "ServiceAccount",
+			"metadata": map[string]any{"name": f.serviceAccount, "namespace": f.namespace,
+				"annotations": map[string]any{"azure.workload.identity/client-id": f.identity}},
+		}}, items...)
+	}
+	return map[string]any{"apiVersion": "v1", "kind": "List", "items": items}
+}
+
+// parseIndex reads --index, which a Kubernetes Indexed Job passes as $(JOB_COMPLETION_INDEX).
+func parseIndex(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%w: --index %q: want a number from 0", errUsage, s)
+	}
+	return n, nil
+}
