@@ -260,7 +260,9 @@ func TestAzureFleetFromInventory(t *testing.T) {
 	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--inventory", invPath, "--image", "i", "--des", "d", "--output-dir", out); code != 0 {
 		t.Fatalf("fleet: exit %d\n%s", code, se)
 	}
-	var tasks struct{ Value []struct{ DisplayName string } }
+	var tasks struct {
+		Value []struct{ DisplayName string }
+	}
 	readJSON(t, filepath.Join(out, "batch-tasks.json"), &tasks)
 	var got []string
 	for _, tk := range tasks.Value {
