@@ -1,0 +1,150 @@
+package luksconv
+
+import (
+	"fmt"
+	"slices"
+
+	"github.com/luksconv/luksconv/extent"
+)
+
+// deltaAlign is the unit a delta pass rewrites: a 4096-byte encryption sector is decrypted whole, and
+// a page blob takes whole 512-byte pages.
+const deltaAlign = 4096
+
+// Delta returns the plan of a second pass: what must be written into an output that already holds
+// prev's conversion of an earlier state of the source, so that it holds next's conversion of the
+// source as it is now. changed lists the source bytes that differ between the two states — a page
+// blob's Get Page Ranges diff between two snapshots, changed and cleared pages together; a superset is
+// fine, a subset is not.
+//
+// An output byte keeps its value when both plans produce it the same way (both zero; or both copy, or
+// both decrypt with the same IV and the same all-zero-ciphertext rule, from the same source byte),
+// that source byte's encryption sector is not in changed, and no patch of either plan covers it.
+// Everywhere else the returned plan rewrites it from next: source bytes that changed, space the
+// guest's filesystems took into use or freed (free space is zeros in the output), a volume that moved,
+// and every guest edit and GPT patch of either plan (re-applied from next; where only prev had one,
+// the byte comes from the source again).
+//
+// The returned plan reads like next and shares its key: closing either closes both. Execute it into
+// the existing output, whose ZeroFilled must be false so that zeros are written. Its Regions cover only
+// what is rewritten (Totals count them); its ID differs from next's. prev may be a plan decoded from
+// JSON (it is only compared). Both plans must describe outputs of the same size and format.
+func Delta(prev, next *Plan, changed []extent.Range) (*Plan, error) {
+	if prev.OutputSize != next.OutputSize || prev.Format != next.Format {
+		return nil, fmt.Errorf("%w: delta: the output was %d bytes (%s) and is %d bytes (%s) now: convert afresh",
+			ErrInvalidOption, prev.OutputSize, prev.Format, next.OutputSize, next.Format)
+	}
+	for _, p := range []*Plan{prev, next} {
+		if err := checkCoverage(p); err != nil {
+			return nil, err
+		}
+	}
+	var ch []extent.Range
+	for _, r := range changed {
+		if r.Len > 0 {
+			s := r.Off / deltaAlign * deltaAlign
+			ch = append(ch, extent.Range{Off: s, Len: (r.End()+deltaAlign-1)/deltaAlign*deltaAlign - s})
+		}
+	}
+	ch = extent.Merge(ch)
+
+	var rewrite []extent.Range
+	i, j := 0, 0
+	for pos := int64(0); pos < next.OutputSize; {
+		a, b := prev.Regions[i], next.Regions[j]
+		end := min(a.Offset+a.Length, b.Offset+b.Length)
+		switch {
+		case !sameMapping(a, b):
+			rewrite = append(rewrite, extent.Range{Off: pos, Len: end - pos})
+		case b.Kind != Zero:
+			// Same bytes from the same place: only where the source changed.
+			shift := b.Source - b.Offset
+			for _, c := range extent.Clip(ch, pos+shift, end-pos) {
+				rewrite = append(rewrite, extent.Range{Off: c.Off - shift, Len: c.Len})
+			}
+		}
+		pos = end
+		if pos == a.Offset+a.Length {
+			i++
+		}
+		if pos == b.Offset+b.Length {
+			j++
+		}
+	}
+	for _, p := range [][]Patch{prev.Patches, next.Patches} {
+		for _, pt := range p {
+			rewrite = append(rewrite, extent.Range{Off: pt.Offset, Len: int64(max(pt.Length, len(pt.Data)))})
+		}
+	}
+	rewrite = extent.Merge(rewrite)
+
+	d := *next
+	d.Regions = nil
+	d.Totals = Totals{}
+	d.Skipped = nil
+	for _, r := range next.Regions {
+		for _, c := range extent.Clip(rewrite, r.Offset, r.Length) {
+			// Out to the encryption sectors (and pages) that hold the range, counted from the region's
+			// start, where the volume's sectors start.
+			s := r.Offset + (c.Off-r.Offset)/deltaAlign*deltaAlign
+			e := min(r.Offset+r.Length, r.Offset+(c.End()-r.Offset+deltaAlign-1)/deltaAlign*deltaAlign)
+			if k := len(d.Regions); k > 0 && d.Regions[k-1].Offset+d.Regions[k-1].Length > s {
+				s = d.Regions[k-1].Offset + d.Regions[k-1].Length // widened into by the previous piece
+			}
+			if s >= e {
+				continue
+			}
+			piece := r
+			piece.Offset, piece.Length = s, e-s
+			if r.Kind != Zero {
+				piece.Source += s - r.Offset
+			}
+			if r.Kind == Decrypt {
+				piece.IV += uint64((s - r.Offset) / 512)
+			}
+			d.Regions = append(d.Regions, piece)
+			switch r.Kind {
+			case Copy:
+				d.Totals.Copy += piece.Length
+			case Decrypt:
+				d.Totals.Decrypt += piece.Length
+			case Zero:
+				d.Totals.Zero += piece.Length
+			}
+		}
+	}
+	d.Patches = slices.Clone(next.Patches)
+	return &d, nil
+}
+
+// sameMapping reports whether two regions produce the same output byte at the same offset from the
+// same source: both zeros, or the same kind reading the same source byte (and, decrypting, with the
+// same IV and the same rule for all-zero ciphertext).
+func sameMapping(a, b Region) bool {
+	if a.Kind != b.Kind {
+		return false
+	}
+	switch a.Kind {
+	case Zero:
+		return true
+	case Copy:
+		return a.Source-a.Offset == b.Source-b.Offset
+	}
+	return a.Source-a.Offset == b.Source-b.Offset && int64(a.IV)*512-a.Offset == int64(b.IV)*512-b.Offset &&
+		a.ZeroCiphertextAsZero == b.ZeroCiphertextAsZero
+}
+
+// checkCoverage makes sure p's regions tile [0, OutputSize) in order, as Delta walks them.
+func checkCoverage(p *Plan) error {
+	pos := int64(0)
+	for _, r := range p.Regions {
+		if r.Offset != pos || r.Length <= 0 {
+			return fmt.Errorf("%w: delta: the plan's regions do not tile the output at byte %d", ErrInvalidOption, pos)
+		}
+		pos += r.Length
+	}
+	if pos != p.OutputSize {
+		return fmt.Errorf("%w: delta: the plan's regions end at byte %d of %d", ErrInvalidOption, pos, p.OutputSize)
+	}
+	return nil
+}
