@@ -30,7 +30,7 @@ type deltaState struct{ disk, header, plain string }
 // encryptState encrypts a copy of the plaintext image with cryptsetup under the volume key vk (so that
 // unchanged sectors give the same ciphertext in every state, as on a disk ADE encrypted once), with a
 // detached header and the data at offset 0, as ADE's OS volumes.
-func encryptState(t *testing.T, dir, name, plain, vk, pass string) deltaState {
+func encryptState(t testing.TB, dir, name, plain, vk, pass string) deltaState {
 	t.Helper()
 	st := deltaState{disk: filepath.Join(dir, name+".raw"), header: filepath.Join(dir, name+".hdr"), plain: plain}
 	testenv.Run(t, "cp", "--sparse=always", plain, st.disk)
@@ -42,7 +42,7 @@ func encryptState(t *testing.T, dir, name, plain, vk, pass string) deltaState {
 
 // diffPages lists the 512-byte pages that differ between two files of the same size: the least a page
 // blob's diff between two snapshots reports.
-func diffPages(t *testing.T, a, b string) []extent.Range {
+func diffPages(t testing.TB, a, b string) []extent.Range {
 	t.Helper()
 	x, err := os.ReadFile(a)
 	if err != nil {

@@ -115,7 +115,7 @@ func convertUbuntu(t *testing.T, m *ubuntufixture.Manifest, d *ubuntufixture.Dis
 }
 
 // executeTo executes the plan into a raw file under the test's temporary directory.
-func executeTo(t *testing.T, p *luksconv.Plan, src *luksconv.Source) string {
+func executeTo(t testing.TB, p *luksconv.Plan, src *luksconv.Source) string {
 	t.Helper()
 	ctx := context.Background()
 	out := filepath.Join(t.TempDir(), "out.raw")

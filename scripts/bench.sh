@@ -22,6 +22,10 @@
 #   BENCH_VM_RUNS=5        cold runs of each whole-VM row (testdata/vm's fixture VM: vm convert vs one
 #                          convert per disk)
 #   BENCH_VM_ONLY=1        only the whole-VM rows (no large fixtures; about a minute)
+#   BENCH_DELTA_MIB=1024   size of the volume of the cutover row (a second pass after 1% of a 10%-used
+#                          ext4 volume changed, against a full conversion of that state: luksconv's
+#                          BenchmarkDelta, 3 runs, page cache warm)
+#   BENCH_DELTA_ONLY=1     only the cutover row (about 20 s)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
 # not fit side by side, the run measures the cached one first and then builds the other in its place.
@@ -149,6 +153,33 @@ vm_table() {
       "$(awk -v b="$dmed" 'BEGIN { print b / 1048576 }')" $((vmrss[$k] / 1024))
   done
 }
+# The cutover row: luksconv.Delta's second pass next to a full conversion of the same final state.
+delta_row() {
+  local mib=${BENCH_DELTA_MIB:-1024} line
+  [[ $mib =~ ^[1-9][0-9]*$ ]] || { echo "bench: BENCH_DELTA_MIB takes a whole number of MiB" >&2; exit 2; }
+  line=$(LUKSCONV_BENCH_DELTA_MIB=$mib go test -run '^$' -bench '^BenchmarkDelta$' -benchtime 3x -timeout 30m ./luksconv/ | grep -E '^BenchmarkDelta' || true)
+  [ -n "$line" ] || { echo "bench: BenchmarkDelta did not run" >&2; exit 1; }
+  m() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == k) print $i }' <<<"$line"; }
+  printf '
+| cutover (%s MiB ext4 volume, 10%% in use, 1%% overwritten; warm cache, mean of 3) | value |
+|---|---|
+' "$mib"
+  printf '| ciphertext changed | %s%% of the volume |
+| second pass moves (Delta regions) | %s%% |
+' "$(m changed-%)" "$(m moved-%)"
+  printf '| full conversion of the final state (plan + execute) | %s s |
+| cutover (plan + Delta + execute into the first output) | %s s |
+' "$(m full-s)" "$(m cutover-s)"
+  printf '| cutover / full | %s |
+' "$(m ratio)"
+}
+if [ -n "${BENCH_DELTA_ONLY:-}" ]; then
+  delta_row
+  printf '
+(command: BENCH_DELTA_ONLY=1 BENCH_DELTA_MIB=%s make bench)
+' "${BENCH_DELTA_MIB:-1024}"
+  exit 0
+fi
 if [ -n "${BENCH_VM_ONLY:-}" ]; then
   vm_rows
   vm_table
@@ -584,4 +615,5 @@ printf '  openssl speed -evp aes-256-xts: %s GB/s\n' "$(ossl aes-256-xts)"
 printf '  openssl speed -evp aes-128-xts: %s GB/s\n' "$(ossl aes-128-xts)"
 echo "$gobench" | awk '/4096/ { for (i=1;i<=NF;i++) if ($i=="MB/s") printf "  %s: %.2f GB/s\n", $1, $(i-1)/1000 }'
 vm_table
+delta_row
 printf '\n(%s GiB partition; cold = page cache dropped before the run, warm = input read once before; output on %s; command: BENCH_GIB=%s BENCH_SPARSE_GIB=%s make bench)\n' "$gib" "$sink" "$gib" "$sgib"

@@ -1,0 +1,141 @@
+package luksconv_test
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/testenv"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// BenchmarkDelta measures a cutover against a full conversion of the same final state: an encrypted
+// ext4 volume of LUKSCONV_BENCH_DELTA_MIB MiB (default 1024) with 10% of it in files, of which 1% of
+// the volume is then overwritten in place (one file's blocks, new bytes, re-encrypted by cryptsetup
+// under the same volume key). Both runs plan the final state (the key derivation included) and write a
+// file; the cutover adds Delta and writes into a copy of the first pass's output. Metrics: the share
+// of the volume the cutover moves, and the seconds of each run and their ratio. `make bench` runs it
+// (BENCH_DELTA_ONLY=1 for this row alone).
+func BenchmarkDelta(b *testing.B) {
+	testenv.Need(b, "cryptsetup", "mkfs.ext4", "debugfs")
+	mib := int64(1024)
+	if s := os.Getenv("LUKSCONV_BENCH_DELTA_MIB"); s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n < 64 {
+			b.Fatalf("LUKSCONV_BENCH_DELTA_MIB=%q: want at least 64", s)
+		}
+		mib = n
+	}
+	size := mib << 20
+	dir := b.TempDir()
+	rng := rand.New(rand.NewPCG(16, 2))
+	vk := testenv.WriteFile(b, dir, "vk", testenv.RandBytes(rng, 64))
+	pass := testenv.WriteFile(b, dir, "pass", []byte("delta-bench-passphrase"))
+	tree := filepath.Join(dir, "tree")
+	os.Mkdir(tree, 0o755)
+	// 10% in use: ten files of 1% each.
+	for i := range 10 {
+		testenv.WriteFile(b, tree, fmt.Sprintf("f%d", i), testenv.RandBytes(rng, int(size/100)))
+	}
+	plain1 := filepath.Join(dir, "plain1.img")
+	testenv.Run(b, "mkfs.ext4", "-q", "-b", "4096", "-d", tree, plain1, strconv.FormatInt(mib, 10)+"M")
+	s1 := encryptState(b, dir, "s1", plain1, vk, pass)
+
+	// 1% overwritten in place: f3's blocks get new bytes.
+	plain2 := filepath.Join(dir, "plain2.img")
+	testenv.Run(b, "cp", "--sparse=always", plain1, plain2)
+	out, err := exec.Command("debugfs", "-R", "blocks /f3", plain1).Output() // the banner goes to stderr
+	if err != nil {
+		b.Fatal(err)
+	}
+	blocks := strings.Fields(string(out))
+	if int64(len(blocks))*4096 < size/100 {
+		b.Fatalf("debugfs blocks /f3: %d blocks", len(blocks))
+	}
+	f, err := os.OpenFile(plain2, os.O_RDWR, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	buf := make([]byte, 4096)
+	for _, s := range blocks {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			b.Fatalf("debugfs blocks: %q", s)
+		}
+		for i := range buf {
+			buf[i] = byte(rng.Uint32())
+		}
+		if _, err := f.WriteAt(buf, n*4096); err != nil {
+			b.Fatal(err)
+		}
+	}
+	f.Close()
+	s2 := encryptState(b, dir, "s2", plain2, vk, pass)
+	changed := diffPages(b, s1.disk, s2.disk)
+
+	ctx := context.Background()
+	plan := func(st deltaState) (*luksconv.Plan, *luksconv.Source) {
+		src, err := luksconv.OpenFile(st.disk)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { src.Close() })
+		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(b, st.header)})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(p.Close)
+		return p, src
+	}
+	p1, src1 := plan(s1)
+	first := executeTo(b, p1, src1)
+
+	var full, cut time.Duration
+	var moved int64
+	for b.Loop() {
+		b.StopTimer()
+		out := filepath.Join(b.TempDir(), "cutover.raw")
+		testenv.Run(b, "cp", "--sparse=always", first, out)
+		testenv.Run(b, "sync", out) // the copy's own writes are not the cutover's
+		b.StartTimer()
+
+		start := time.Now()
+		p2, src2 := plan(s2)
+		executeTo(b, p2, src2)
+		full += time.Since(start)
+
+		start = time.Now()
+		p2, src2 = plan(s2)
+		d, err := luksconv.Delta(p1, p2, changed)
+		if err != nil {
+			b.Fatal(err)
+		}
+		o, err := os.OpenFile(out, os.O_RDWR, 0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := luksconv.Execute(ctx, d, src2, fileOutput{o}, luksconv.ExecuteOptions{}); err != nil {
+			b.Fatal(err)
+		}
+		if err := o.Sync(); err != nil {
+			b.Fatal(err)
+		}
+		o.Close()
+		cut += time.Since(start)
+		moved = d.Totals.Copy + d.Totals.Decrypt + d.Totals.Zero
+	}
+	n := float64(b.N)
+	b.ReportMetric(100*float64(extent.Total(changed))/float64(size), "changed-%")
+	b.ReportMetric(100*float64(moved)/float64(size), "moved-%")
+	b.ReportMetric(full.Seconds()/n, "full-s")
+	b.ReportMetric(cut.Seconds()/n, "cutover-s")
+	b.ReportMetric(cut.Seconds()/full.Seconds(), "ratio")
+}
