@@ -84,6 +84,10 @@ type OutputOptions struct {
 	// for (a managed disk tagged with the plan's ID): the journal then applies although the URL's host
 	// or path changed, which Azure does not promise to keep across grants of the same disk.
 	SameTarget bool
+	// HoldsData says the blob holds the conversion an earlier pass wrote, which p (a luksconv.Delta
+	// plan) updates in place: the blob must exist, and the Output is never ZeroFilled, as Delta
+	// requires, even when the blob's page list cannot be read (see blobio.SinkOptions.HoldsData).
+	HoldsData bool
 }
 
 // DefaultJournal is the journal file name an upload of p uses unless told otherwise.
@@ -118,7 +122,7 @@ func CreateOutput(ctx context.Context, p *luksconv.Plan, sasURL string, opts Out
 	}
 	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
 		Retry:   blobio.RetryOptions{NoProgress: opts.Timeout},
-		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget})
+		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget, HoldsData: opts.HoldsData})
 	if err != nil {
 		return nil, err
 	}

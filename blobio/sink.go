@@ -62,6 +62,13 @@ type SinkOptions struct {
 	// Logf receives warnings and retry notices, already redacted
 	// (default: log.Printf).
 	Logf func(format string, args ...any)
+	// HoldsData says the blob already holds a disk that this upload updates
+	// in place (an earlier pass's output, into which a luksconv.Delta plan
+	// is executed). The blob must exist, and it is never taken for empty:
+	// ZeroFilled is false and zero pages are cleared, also when its page
+	// list cannot be read (which otherwise counts as empty, as a new upload
+	// disk is, and would leave the earlier pass's data where zeros belong).
+	HoldsData bool
 }
 
 // Sink writes a disk image into a page blob through a SAS URL: the disk's
@@ -109,7 +116,9 @@ type SinkStats struct {
 // Without a journal, or with a new one, an existing blob's page list is read
 // to learn whether it is empty (a fresh upload disk is). All-zero pages are
 // skipped only on an empty blob; on one that already holds data they are
-// cleared, so the result is right either way.
+// cleared, so the result is right either way, and its footer page is cleared
+// until Commit. A blob known to hold data (SinkOptions.HoldsData) is not
+// listed: it is taken as holding data.
 func CreatePageBlobSink(ctx context.Context, sasURL string, size int64, opts SinkOptions) (*Sink, error) {
 	if size <= 0 || size%PageSize != 0 {
 		return nil, fmt.Errorf("blobio: disk size %d is not a positive multiple of %d", size, PageSize)
@@ -200,6 +209,9 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 	s.footer = bytes.Clone(footer)
 
 	switch {
+	case !exists && opts.HoldsData:
+		return c.red.newError("open", c.url, 0, 0, 1, fmt.Errorf(
+			"%w: the blob does not exist, but it should hold the disk an earlier pass wrote (SinkOptions.HoldsData)", errPermanent))
 	case !exists:
 		err = c.do(ctx, "create", 0, blobLen, 0, func(ctx context.Context) error {
 			_, err := c.client.Create(ctx, blobLen, &pageblob.CreateOptions{AccessConditions: &blob.AccessConditions{
@@ -215,11 +227,33 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 	case hdr != nil:
 		// The journal was made when this upload began and recorded then
 		// whether the blob was empty; every page since came from this upload.
+		if hdr.ZeroFilled && opts.HoldsData {
+			// Its records count zero pages skipped, not cleared, as done.
+			return fmt.Errorf("%w: %s was made for a blob that held no data, but this one holds an earlier pass's disk (SinkOptions.HoldsData)",
+				ErrJournalMismatch, opts.Journal)
+		}
 		s.zeroFilled = hdr.ZeroFilled
+	case opts.HoldsData:
+		s.zeroFilled = false
 	default:
 		s.zeroFilled = s.checkEmpty(ctx, workers)
 		if ctx.Err() != nil {
 			return c.red.newError("get page ranges", c.url, 0, s.size, 1, ctx.Err())
+		}
+	}
+	if exists && !s.zeroFilled && hdr == nil {
+		// The blob holds data, perhaps a complete disk with an earlier pass's
+		// footer. Until Commit writes this upload's footer, the blob must not
+		// look like a complete disk while its pages are half rewritten (the
+		// luksconv.Output contract), so the footer page is cleared first. A
+		// rerun that resumes the journal need not: the run that made the
+		// journal cleared it before making it.
+		err := c.do(ctx, "clear footer", s.size, PageSize, 0, func(ctx context.Context) error {
+			_, err := c.client.ClearPages(ctx, blob.HTTPRange{Offset: s.size, Count: PageSize}, nil)
+			return err
+		})
+		if err != nil {
+			return err
 		}
 	}
 

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/deltafixture"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 )
@@ -47,7 +48,7 @@ func BenchmarkDelta(b *testing.B) {
 	}
 	plain1 := filepath.Join(dir, "plain1.img")
 	testenv.Run(b, "mkfs.ext4", "-q", "-b", "4096", "-d", tree, plain1, strconv.FormatInt(mib, 10)+"M")
-	s1 := encryptState(b, dir, "s1", plain1, vk, pass)
+	s1 := deltafixture.Encrypt(b, dir, "s1", plain1, vk, pass)
 
 	// 1% overwritten in place: f3's blocks get new bytes.
 	plain2 := filepath.Join(dir, "plain2.img")
@@ -78,17 +79,17 @@ func BenchmarkDelta(b *testing.B) {
 		}
 	}
 	f.Close()
-	s2 := encryptState(b, dir, "s2", plain2, vk, pass)
-	changed := diffPages(b, s1.disk, s2.disk)
+	s2 := deltafixture.Encrypt(b, dir, "s2", plain2, vk, pass)
+	changed := deltafixture.ChangedPages(b, s1.Disk, s2.Disk)
 
 	ctx := context.Background()
-	plan := func(st deltaState) (*luksconv.Plan, *luksconv.Source) {
-		src, err := luksconv.OpenFile(st.disk)
+	plan := func(st deltafixture.State) (*luksconv.Plan, *luksconv.Source) {
+		src, err := luksconv.OpenFile(st.Disk)
 		if err != nil {
 			b.Fatal(err)
 		}
 		b.Cleanup(func() { src.Close() })
-		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(b, st.header)})
+		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(b, st.Header)})
 		if err != nil {
 			b.Fatal(err)
 		}
