@@ -67,6 +67,15 @@ const (
 const CutoverFormula = "cutover = deallocate (3 min) + incremental snapshots of the converted disks (2 min) + " +
 	"changed data (1% of each converted disk, at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min)"
 
+// MeasuredCutoverFormula is the downtime estimate of one disk staged with `azure convert --stage`,
+// as `azure convert --dry-run --cutover` prints it: the same fixed steps as CutoverFormula, but the
+// changed data is measured rather than assumed. The change rate is the bytes the stage rounds after
+// the first wrote, per hour between each round's snapshot and the one before it; after a single
+// round there is no rate, and no estimate.
+const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snapshot (2 min) + " +
+	"changed data (bytes the later stage rounds wrote per hour between their snapshots, times the hours since the last snapshot, at 60 MiB/s) + " +
+	"VM re-creation (5 min, with --recreate-vm)"
+
 // StagingBasis says what the staging estimate is based on.
 const StagingBasis = "the converted disks' sizes, an upper bound of the data in use (not known to Azure's control plane), " +
 	"at 60 MiB/s per disk, --parallel disks at a time"

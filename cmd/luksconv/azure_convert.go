@@ -49,6 +49,7 @@ type azureConvert struct {
 	writeAccess      time.Duration
 	verify           bool
 	asJSON, quiet    bool
+	stage, cutover   bool // --stage, --cutover: a delta cutover in rounds (azure_stage.go)
 }
 
 // The tags on a new disk: the ID of the plan that fills it (Plan.ID), and with --source-disk the name of
@@ -74,7 +75,9 @@ type azureReport struct {
 	VMPlan          *azure.VMPlan `json:"vm_plan,omitempty"`
 	Verified        bool          `json:"verified,omitempty"`
 	VMRecreated     bool          `json:"vm_recreated,omitempty"`
-	Warnings        []string      `json:"warnings,omitempty"`
+	// Stage is the round a --stage or --cutover run did.
+	Stage    *stageReport `json:"stage,omitempty"`
+	Warnings []string     `json:"warnings,omitempty"`
 }
 
 func newAzureConvertCmd() *cobra.Command {
@@ -121,6 +124,10 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
+	fl.BoolVar(&f.stage, "stage", false, "with --source-disk: convert an incremental snapshot of the disk, VM running or not, into --target-disk and leave its upload open; "+
+		"run again for another round that moves only what changed (the record is .luksconv-stage-<target>.json in --journal-dir)")
+	fl.BoolVar(&f.cutover, "cutover", false, "after --stage, with the VM deallocated: a last round from a final incremental snapshot, then finish the new disk "+
+		"(with --dry-run: print the expected downtime from the measured change rate)")
 	return c
 }
 
@@ -197,6 +204,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			return err
 		}
 	}
+	if err := f.checkStaged(); err != nil {
+		return err
+	}
 	if f.wholeVM() {
 		return f.runVM(c)
 	}
@@ -205,6 +215,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	id, err := f.check()
 	if err != nil {
 		return err
+	}
+	if f.cutover || f.stage && !f.dryRun {
+		return f.runStaged(c, id)
 	}
 	cl, err := f.src.client(id)
 	if err != nil {
@@ -278,41 +291,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		printWarnings(stderr, p.Warnings)
 	}
 
-	debugAzure("read source and disk encryption set", readID, "des", f.des, "target", f.target)
-	spec, err := cl.DiskSpecFrom(ctx, readID, f.rg, f.target, f.des)
+	spec, err := f.diskSpec(ctx, cl, readID, snapName, p, rep)
 	if err != nil {
 		return err
-	}
-	f.platformKey(spec)
-	if err := f.applyAccess(spec); err != nil {
-		return err
-	}
-	if p.OutputSize%(1<<20) != 0 {
-		return fmt.Errorf("plan output size %d is not a whole MiB", p.OutputSize)
-	}
-	spec.SizeBytes = p.OutputSize
-	if err := spec.Check(); err != nil {
-		return err
-	}
-	// A Trusted Launch source: an UploadPreparedSecure disk that gets the source's VM guest state.
-	if note, err := cl.SecureUploadNote(spec); err != nil {
-		return err
-	} else if note != "" {
-		rep.Warnings = append(rep.Warnings, note)
-	}
-	if f.writeAccess == 0 {
-		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
-	}
-	spec.AccessDuration = f.writeAccess
-	// The tag lets a rerun tell this conversion's unfinished upload from any other disk of that name,
-	// also when the journal is lost (another directory) or was never written.
-	spec.Tags = maps.Clone(spec.Tags)
-	if spec.Tags == nil {
-		spec.Tags = map[string]string{}
-	}
-	spec.Tags[planTag] = p.ID()
-	if snapName != "" {
-		spec.Tags[sourceTag] = snapName
 	}
 	rep.DiskSpec = spec
 	diskID := spec.ID(f.subscriptionOf(id))
@@ -390,6 +371,49 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	return nil
 }
 
+// diskSpec is the spec of the new disk for plan p, read from readID: the source's settings with the
+// flags applied, sized and tagged for p (snapName is the snapshot luksconv took, or ""). Notes go
+// to rep's warnings.
+func (f *azureConvert) diskSpec(ctx context.Context, cl *azure.Client, readID, snapName string, p *luksconv.Plan, rep *azureReport) (*azure.DiskSpec, error) {
+	debugAzure("read source and disk encryption set", readID, "des", f.des, "target", f.target)
+	spec, err := cl.DiskSpecFrom(ctx, readID, f.rg, f.target, f.des)
+	if err != nil {
+		return nil, err
+	}
+	f.platformKey(spec)
+	if err := f.applyAccess(spec); err != nil {
+		return nil, err
+	}
+	if p.OutputSize%(1<<20) != 0 {
+		return nil, fmt.Errorf("plan output size %d is not a whole MiB", p.OutputSize)
+	}
+	spec.SizeBytes = p.OutputSize
+	if err := spec.Check(); err != nil {
+		return nil, err
+	}
+	// A Trusted Launch source: an UploadPreparedSecure disk that gets the source's VM guest state.
+	if note, err := cl.SecureUploadNote(spec); err != nil {
+		return nil, err
+	} else if note != "" {
+		rep.Warnings = append(rep.Warnings, note)
+	}
+	if f.writeAccess == 0 {
+		f.writeAccess = azure.UploadAccessFor(p.OutputSize)
+	}
+	spec.AccessDuration = f.writeAccess
+	// The tag lets a rerun tell this conversion's unfinished upload from any other disk of that name,
+	// also when the journal is lost (another directory) or was never written.
+	spec.Tags = maps.Clone(spec.Tags)
+	if spec.Tags == nil {
+		spec.Tags = map[string]string{}
+	}
+	spec.Tags[planTag] = p.ID()
+	if snapName != "" {
+		spec.Tags[sourceTag] = snapName
+	}
+	return spec, nil
+}
+
 // uploadJob is one disk to upload: the plan, its source, the new disk and its resume journal.
 type uploadJob struct {
 	plan     *luksconv.Plan
@@ -399,6 +423,9 @@ type uploadJob struct {
 	journal  string
 	lun      int // the disk's LUN in a whole-VM run (luksconv.OSDisk for the OS disk)
 	progress func(luksconv.Progress)
+	// keepOpen leaves the upload open once every byte is written (a --stage round): no footer, no
+	// revoke, and the journal is the caller's to remove.
+	keepOpen bool
 }
 
 // azureOutputHook, when set (by tests only), wraps the output of each upload, to interrupt one.
@@ -474,6 +501,12 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	}
 	dlog.Debug("execute done", "decrypted", res.BytesDecrypted, "copied", res.BytesCopied, "written", res.BytesWritten,
 		"skipped_zero", res.BytesSkipped, "resumed", res.BytesResumed, "duration", res.Duration.String())
+	if j.keepOpen {
+		// Abort flushes the journal and writes no footer: the disk stays ActiveUpload, which no VM
+		// can attach, and the next round writes into it.
+		finished = true
+		return tgt, res, o.Abort()
+	}
 	if err := o.Commit(ctx); err != nil {
 		return tgt, nil, err
 	}

@@ -114,6 +114,10 @@ type Cloud struct {
 	// refuses to revoke the write access of an upload without one
 	// (InvalidVhd), since revoking ends the upload. Nil means it does.
 	HasFooter func(name string, uploadSize int64) bool
+	// SnapshotTaken, if set, is called (with the lock held) when a snapshot
+	// is created, before it is stored: a test that serves the blobs takes
+	// the snapshot's data there, as Azure copies the disk at that moment.
+	SnapshotTaken func(rg, name string, s *armcompute.Snapshot)
 
 	// FailGrant fails every grant: "error" as a long-running operation
 	// that ends in a 409 (the SDK fake transport keeps that poller for its
@@ -509,6 +513,9 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 						stored.Properties = &cp
 					}
 				}
+			}
+			if c.SnapshotTaken != nil {
+				c.SnapshotTaken(rg, name, &stored)
 			}
 			c.Snapshots[Key(rg, name)] = &stored
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)

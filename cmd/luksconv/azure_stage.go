@@ -1,0 +1,519 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/blobdisk"
+	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
+)
+
+// A delta cutover converts one disk in rounds: each --stage round converts an incremental snapshot of
+// the disk, taken while its VM may run, into the new disk, whose upload stays open (ActiveUpload, which
+// no VM can attach); a round after the first writes only what changed since the last one's snapshot
+// (luksconv.Delta, from the snapshots' page diff). --cutover, with the VM deallocated, is the last
+// round, and finishes the disk. What a round needs of the ones before is in the stage record, a file
+// in --journal-dir beside the journals: no secret and no SAS, only resource IDs and the last plan.
+
+// stageRecord is the file .luksconv-stage-<target disk>.json.
+type stageRecord struct {
+	SourceDisk string `json:"source_disk"`
+	TargetDisk string `json:"target_disk"`
+	// DiskPlanTag is the planTag the new disk was created with (round 1's plan ID): later rounds
+	// reopen the upload only when the disk carries it.
+	DiskPlanTag string `json:"disk_plan_tag,omitempty"`
+	// Snapshot is the snapshot whose conversion the disk holds: the last finished round's.
+	Snapshot string `json:"snapshot,omitempty"`
+	Round    int    `json:"round"` // rounds finished
+	PlanID   string `json:"plan_id,omitempty"`
+	// Plan is the full plan of Snapshot (patch data left out), the prev of the next round's Delta.
+	Plan json.RawMessage `json:"plan,omitempty"`
+	// Pending is the snapshot of a round that started and has not finished: a rerun reads it again,
+	// so that its plan, and its journal, are the same.
+	Pending     string       `json:"pending_snapshot,omitempty"`
+	PendingTime time.Time    `json:"pending_snapshot_time,omitzero"`
+	Rounds      []stageRound `json:"rounds,omitempty"`
+	Created     time.Time    `json:"created"`
+	Updated     time.Time    `json:"updated"`
+}
+
+// stageRound is one finished round.
+type stageRound struct {
+	Round        int           `json:"round"`
+	Snapshot     string        `json:"snapshot"`
+	SnapshotTime time.Time     `json:"snapshot_time"`
+	Cutover      bool          `json:"cutover,omitempty"`
+	BytesChanged int64         `json:"bytes_changed,omitempty"` // the diff's changed and cleared bytes (rounds after the first)
+	BytesRead    int64         `json:"bytes_read"`              // decrypted and copied
+	BytesWritten int64         `json:"bytes_written"`
+	Duration     time.Duration `json:"duration_ns"`
+}
+
+// stageReport is the part of the report a --stage or --cutover run adds.
+type stageReport struct {
+	Record   string     `json:"record"`
+	Round    stageRound `json:"round"`
+	Finished bool       `json:"finished"` // the upload was finished (cutover)
+	// ExpectedDowntime and Estimate: --dry-run --cutover.
+	ExpectedDowntime time.Duration `json:"expected_downtime_ns,omitempty"`
+	Estimate         string        `json:"estimate,omitempty"`
+}
+
+// checkStaged validates --stage and --cutover against the other flags (exit 2).
+func (f *azureConvert) checkStaged() error {
+	if !f.stage && !f.cutover {
+		return nil
+	}
+	switch {
+	case f.stage && f.cutover:
+		return fmt.Errorf("%w: --stage and --cutover are steps of their own: give one", errUsage)
+	case f.wholeVM() || f.inventory != "":
+		return fmt.Errorf("%w: --stage and --cutover convert one disk: give --source-disk (not the whole VM)", errUsage)
+	case f.src.sourceDisk == "":
+		return fmt.Errorf("%w: --stage and --cutover need --source-disk: the rounds take incremental snapshots of the disk", errUsage)
+	case f.stage && f.recreate:
+		return fmt.Errorf("%w: --stage leaves the new disk uploading: --recreate-vm goes with --cutover", errUsage)
+	case f.cutover && f.allowRunning:
+		return fmt.Errorf("%w: --cutover needs the VM deallocated: its writes after the final snapshot would be lost (no --allow-running)", errUsage)
+	}
+	return nil
+}
+
+// stagePath is the stage record of --target-disk.
+func (f *azureConvert) stagePath() string {
+	return filepath.Join(f.journalDir, ".luksconv-stage-"+f.target+".json")
+}
+
+func loadStage(name string) (*stageRecord, error) {
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	} else if err != nil {
+		return nil, fmt.Errorf("stage record: %w", err)
+	}
+	var r stageRecord
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("stage record %s: %w", name, err)
+	}
+	return &r, nil
+}
+
+// save writes the record whole, through a temporary file, so that a crash leaves the old or the new.
+func (r *stageRecord) save(name string) error {
+	r.Updated = time.Now().UTC()
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	tmp := name + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return fmt.Errorf("stage record: %w", err)
+	}
+	if err := os.Rename(tmp, name); err != nil {
+		return fmt.Errorf("stage record: %w", err)
+	}
+	return nil
+}
+
+// runStaged is a --stage round or the --cutover of the source disk id.
+func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
+	ctx := c.Context()
+	stderr, out := c.ErrOrStderr(), c.OutOrStdout()
+	recPath := f.stagePath()
+	rec, err := loadStage(recPath)
+	if err != nil {
+		return err
+	}
+	diskID := f.targetID(id)
+	if rec != nil && (!strings.EqualFold(rec.SourceDisk, id) || !strings.EqualFold(rec.TargetDisk, diskID)) {
+		return &hintedError{fmt.Errorf("%w: stage record %s is of %s -> %s, not %s -> %s", azure.ErrState, recPath, rec.SourceDisk, rec.TargetDisk, id, diskID),
+			"give the --source-disk and --target-disk it was made for, or another --journal-dir"}
+	}
+	if f.cutover && (rec == nil || rec.Round == 0) {
+		return &hintedError{fmt.Errorf("%w: no finished --stage round of %s into %s (no record at %s)", azure.ErrState, id, diskID, recPath),
+			"run the same command with --stage first (or convert without --cutover)"}
+	}
+	rep := &azureReport{Source: id, DryRun: f.dryRun}
+	if f.dryRun {
+		return f.estimateCutover(out, rec, recPath, rep)
+	}
+	cl, err := f.src.client(id)
+	if err != nil {
+		return err
+	}
+	opts := f.pf.options(luksconv.FormatVHD)
+	if err := f.key(ctx, cl, id, &opts, rep); err != nil {
+		return err
+	}
+	defer clear(opts.Passphrase)
+	if f.recreate {
+		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
+			return err
+		}
+	}
+	// A stage round reads a running VM's disk (crash-consistent: the planner copies a filesystem with
+	// a dirty log in full); the cutover must not lose a write, so its VM is deallocated.
+	allow := f.allowRunning
+	f.allowRunning = f.stage
+	err = f.checkQuiet(ctx, cl, id, stderr)
+	f.allowRunning = allow
+	if err != nil {
+		return err
+	}
+
+	if rec == nil {
+		now := time.Now().UTC()
+		rec = &stageRecord{SourceDisk: id, TargetDisk: diskID, Created: now}
+	}
+	round := rec.Round + 1
+	snap := rec.Pending
+	reread := snap != ""
+	if reread {
+		fmt.Fprintf(stderr, "Reading snapshot %s again: round %d of the conversion into %s was interrupted\n", snap, round, diskID)
+	} else {
+		name := fmt.Sprintf("%s-luksconv-r%d-%d", f.target, round, time.Now().Unix())
+		debugAzure("snapshot disk (incremental)", id, "snapshot_name", name, "round", round)
+		if snap, err = cl.SnapshotDisk(ctx, id, name, &azure.SnapshotOptions{Incremental: true}); err != nil {
+			return err
+		}
+		rep.SnapshotCreated = snap
+		if !f.quiet {
+			fmt.Fprintf(stderr, "Incremental snapshot: %s (kept; delete the stage snapshots when the new disk is verified)\n", snap)
+		}
+		// Before anything is written: a rerun must read this snapshot again.
+		rec.Pending, rec.PendingTime = snap, time.Now().UTC()
+		if err := rec.save(recPath); err != nil {
+			return err
+		}
+	}
+
+	sas, src, done, err := f.grantReadSAS(ctx, cl, snap, stderr)
+	if err != nil {
+		return err
+	}
+	defer func() { err = errors.Join(err, done()) }()
+	p, err := f.pf.makePlan(ctx, src, opts)
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	rep.Plan = p
+	if !f.quiet {
+		printPlan(stderr, p)
+	} else {
+		printWarnings(stderr, p.Warnings)
+	}
+	journal := f.journal
+	stats := stageRound{Round: round, Snapshot: snap, SnapshotTime: rec.PendingTime, Cutover: f.cutover}
+	var res *luksconv.Result
+	if round == 1 {
+		spec, err := f.diskSpec(ctx, cl, snap, path.Base(snap), p, rep)
+		if err != nil {
+			return err
+		}
+		rep.DiskSpec = spec
+		if journal == "" {
+			journal = f.defaultJournal(p)
+		}
+		pr := newProgress(stderr, p.Totals.Copy+p.Totals.Decrypt, f.quiet)
+		tgt, r, err := f.upload(ctx, cl, uploadJob{plan: p, src: src, spec: spec, diskID: diskID, journal: journal,
+			progress: debugProgress(pr.update), keepOpen: true}, stderr)
+		if err != nil {
+			return err
+		}
+		if r == nil {
+			return fmt.Errorf("%w: %s is finished already, though the stage record %s says round 1 has not ended", azure.ErrState, diskID, recPath)
+		}
+		rep.Target, res = tgt, r
+		rec.DiskPlanTag = p.ID()
+	} else {
+		if res, journal, err = f.deltaRound(ctx, cl, rec, p, src, sas, diskID, reread, &stats, rep, stderr); err != nil {
+			return err
+		}
+	}
+	if res != nil {
+		stats.BytesRead, stats.BytesWritten, stats.Duration = res.BytesDecrypted+res.BytesCopied, res.BytesWritten, res.Duration
+		rep.Result = res
+	}
+
+	if f.stage {
+		pj, err := json.Marshal(p)
+		if err != nil {
+			return err
+		}
+		rec.Snapshot, rec.Round, rec.PlanID, rec.Plan = snap, round, p.ID(), pj
+		rec.Pending, rec.PendingTime = "", time.Time{}
+		rec.Rounds = append(rec.Rounds, stats)
+		if err := rec.save(recPath); err != nil {
+			return err
+		}
+		// The round is in the record: its journal is done with (a rerun starts the next round).
+		if err := os.Remove(journal); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return err
+		}
+	}
+	// A cutover keeps its snapshot pending until the record is removed at the very end: a rerun after
+	// a failed verification or VM re-creation reads that snapshot again and finds the disk finished
+	// with it, rather than taking a snapshot the finished disk does not hold.
+	rep.Stage = &stageReport{Record: recPath, Round: stats, Finished: f.cutover}
+
+	if f.cutover {
+		if f.verify {
+			if err := f.verifyDisk(ctx, cl, p, src, diskID, stderr); err != nil {
+				return err
+			}
+			rep.Verified = true
+		}
+		if f.recreate {
+			debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
+			vp, err := cl.PlanRecreateVMWith(ctx, f.vm, diskID, nil, azure.RecreateOptions{EncryptionAtHost: f.eah, License: azure.Licensing(f.license)})
+			if err != nil {
+				return err
+			}
+			rep.VMPlan = vp
+			debugAzure("re-create VM", f.vm)
+			if err := cl.RecreateVM(ctx, vp); err != nil {
+				return recreateError(err)
+			}
+			rep.VMRecreated = true
+		}
+		// The conversion is over: nothing is left to resume or to delta against.
+		if err := os.Remove(recPath); err != nil {
+			return fmt.Errorf("stage record: %w", err)
+		}
+	}
+
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	if f.cutover {
+		fmt.Fprintf(out, "cutover %s -> %s (round %d): read %s, wrote %s in %s; the disk is finished\n", id, diskID, round,
+			human(stats.BytesRead), human(stats.BytesWritten), stats.Duration.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(out, "stage round %d %s -> %s: read %s, wrote %s in %s; the upload stays open (ActiveUpload) for the next round or --cutover\n",
+			round, id, diskID, human(stats.BytesRead), human(stats.BytesWritten), stats.Duration.Round(time.Millisecond))
+	}
+	if rep.VMRecreated {
+		fmt.Fprintf(out, "re-created VM %s on the new OS disk\n", f.vm)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
+	}
+	return nil
+}
+
+// deltaRound writes into the open upload diskID what changed between the record's snapshot and the
+// snapshot p was made from (read through sas): luksconv.Delta of the record's plan and p. The cutover
+// finishes the upload. It returns the result (nil when an earlier run of this cutover finished the
+// disk: only possible when reread, the snapshot being the record's pending one) and the journal it used.
+func (f *azureConvert) deltaRound(ctx context.Context, cl *azure.Client, rec *stageRecord, p *luksconv.Plan, src *luksconv.Source, sas, diskID string,
+	reread bool, stats *stageRound, rep *azureReport, stderr io.Writer) (res *luksconv.Result, journal string, err error) {
+	var prev luksconv.Plan
+	if err := json.Unmarshal(rec.Plan, &prev); err != nil {
+		return nil, "", fmt.Errorf("stage record: the plan of round %d: %w", rec.Round, err)
+	}
+	changed, err := f.changedSince(ctx, cl, sas, rec.Snapshot, stderr)
+	if err != nil {
+		return nil, "", err
+	}
+	for _, r := range changed {
+		stats.BytesChanged += r.Len
+	}
+	d, err := luksconv.Delta(&prev, p, changed)
+	if err != nil {
+		return nil, "", err
+	}
+	journal = f.journal
+	if journal == "" {
+		journal = f.defaultJournal(d)
+	}
+	if !f.quiet {
+		fmt.Fprintf(stderr, "Round %d: %s changed since %s; rewriting %s (decrypt %s, copy %s, zero %s)\n", stats.Round, human(stats.BytesChanged),
+			rec.Snapshot, human(d.Totals.Decrypt+d.Totals.Copy+d.Totals.Zero), human(d.Totals.Decrypt), human(d.Totals.Copy), human(d.Totals.Zero))
+	}
+
+	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == rec.DiskPlanTag && f.cutover && reread {
+		// An earlier run of this cutover finished the disk and stopped before the record was
+		// updated: the finish follows the last write, so the disk holds this round.
+		fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
+		rep.AlreadyUploaded = true
+		return nil, journal, nil
+	}
+	_, jerr := os.Stat(journal)
+	debugAzure("open upload disk (stage round)", diskID, "round", stats.Round, "journal", journal, "journal_found", jerr == nil)
+	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: rec.DiskPlanTag})
+	if err != nil {
+		if errors.Is(err, azure.ErrState) {
+			return nil, "", &hintedError{err, "the stage record's disk is not this conversion's open upload any more: delete the record " +
+				f.stagePath() + " and the disk (luksconv never deletes disks) to start again"}
+		}
+		return nil, "", err
+	}
+	rep.Target = tgt
+	tgt.GuestStateLogf = blobLog
+	access, err := cl.ReadDataAccess(ctx, diskID)
+	if err != nil {
+		return nil, "", err
+	}
+	oo := blobdisk.OutputOptions{
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout}, Journal: journal,
+		// Reopened only when tagged by this conversion, and holding the last round's disk.
+		SameTarget: true, HoldsData: true}
+	if f.cutover {
+		oo.Finish = func(ctx context.Context) error {
+			debugAzure("finish upload (revoke write access)", tgt.DiskID)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			defer cancel()
+			return tgt.Finish(fctx)
+		}
+	}
+	bo, err := blobdisk.CreateOutput(ctx, d, tgt.SASURL, oo)
+	if err != nil {
+		return nil, "", accessHint(err, access, tgt.Expires, diskID)
+	}
+	var o luksconv.Output = bo
+	if azureOutputHook != nil {
+		o = azureOutputHook(&uploadJob{plan: d, src: src, diskID: diskID, journal: journal}, o)
+	}
+	pr := newProgress(stderr, d.Totals.Copy+d.Totals.Decrypt, f.quiet)
+	res, err = luksconv.Execute(ctx, d, src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: debugProgress(pr.update)})
+	if err != nil {
+		o.Abort()
+		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes round %d (journal %s)\n", diskID, stats.Round, journal)
+		return nil, "", accessHint(err, access, tgt.Expires, diskID)
+	}
+	if f.stage {
+		// No footer and no revoke: the disk stays ActiveUpload for the next round.
+		return res, journal, o.Abort()
+	}
+	if err := o.Commit(ctx); err != nil {
+		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes the cutover (journal %s)\n", diskID, journal)
+		return nil, "", err
+	}
+	return res, journal, nil
+}
+
+// changedSince lists the bytes of the snapshot at sas that changed or were cleared since the
+// snapshot prevID, from the page diff (x-ms-previous-snapshot-url); prevID is granted for reading only
+// for the call.
+func (f *azureConvert) changedSince(ctx context.Context, cl *azure.Client, sas, prevID string, stderr io.Writer) (_ []extent.Range, err error) {
+	debugAzure("grant read access (previous snapshot)", prevID)
+	prevSAS, revoke, err := cl.GrantRead(ctx, prevID, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		debugAzure("revoke read access", prevID)
+		if rerr := revoke(rctx); rerr != nil {
+			fmt.Fprintf(stderr, "luksconv: warning: revoking read access to %s: %v\n", prevID, rerr)
+			err = errors.Join(err, rerr)
+		}
+	}()
+	access, err := cl.ReadDataAccess(ctx, prevID)
+	if err != nil {
+		return nil, err
+	}
+	b, err := blobio.OpenPageBlob(ctx, sas, blobio.SourceOptions{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access),
+		Retry: blobio.RetryOptions{NoProgress: blobTimeout}})
+	if err != nil {
+		return nil, err
+	}
+	defer b.Close()
+	changed, cleared, err := b.ChangedSince(ctx, blobio.Previous{URL: prevSAS})
+	if err != nil {
+		return nil, err
+	}
+	return append(changed, cleared...), nil
+}
+
+// grantReadSAS is grantRead that also returns the SAS URL, which the page diff is asked on.
+func (f *azureConvert) grantReadSAS(ctx context.Context, cl *azure.Client, id string, w io.Writer) (string, *luksconv.Source, func() error, error) {
+	debugAzure("grant read access", id)
+	sas, revoke, err := cl.GrantRead(ctx, id, 0)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	debugAzure("read access granted", id, "sas", blobio.Redact(sas))
+	done := func() error {
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		defer cancel()
+		debugAzure("revoke read access", id)
+		if err := revoke(rctx); err != nil {
+			fmt.Fprintf(w, "luksconv: warning: revoking read access to %s: %v\n", id, err)
+			return err
+		}
+		return nil
+	}
+	access, err := cl.ReadDataAccess(ctx, id)
+	if err != nil {
+		return "", nil, nil, errors.Join(err, done())
+	}
+	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout})
+	if err != nil {
+		return "", nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
+	}
+	debugSource(sas, src)
+	src.Path = id
+	return sas, src, func() error { src.Close(); return done() }, nil
+}
+
+// targetID is the resource ID of --target-disk for the source disk id.
+func (f *azureConvert) targetID(id string) string {
+	rg := f.rg
+	if rg == "" {
+		if rid, err := arm.ParseResourceID(id); err == nil {
+			rg = rid.ResourceGroupName
+		}
+	}
+	return (&azure.DiskSpec{ResourceGroup: rg, Name: f.target}).ID(f.subscriptionOf(id))
+}
+
+// estimateCutover prints the expected downtime of the cutover from the change rate the stage rounds
+// measured (azure.MeasuredCutoverFormula); it reads the record only.
+func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath string, rep *azureReport) error {
+	var bytes int64
+	var span time.Duration
+	for i := 1; i < len(rec.Rounds); i++ {
+		bytes += rec.Rounds[i].BytesWritten
+		span += rec.Rounds[i].SnapshotTime.Sub(rec.Rounds[i-1].SnapshotTime)
+	}
+	sr := &stageReport{Record: recPath, Estimate: azure.MeasuredCutoverFormula}
+	rep.Stage = sr
+	var msg string
+	if len(rec.Rounds) < 2 || span <= 0 {
+		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", len(rec.Rounds))
+	} else {
+		rate := float64(bytes) / span.Hours() // bytes per hour
+		since := time.Since(rec.Rounds[len(rec.Rounds)-1].SnapshotTime)
+		expect := int64(rate * since.Hours())
+		d := azure.CutoverDeallocate + azure.CutoverSnapshot + time.Duration(float64(expect)/float64(azure.StageRate)*float64(time.Second))
+		if f.recreate {
+			d += azure.CutoverRecreate
+		}
+		sr.ExpectedDowntime = d
+		msg = fmt.Sprintf("expected downtime of the cutover: %s (change rate %s per hour, %s expected since the last snapshot %s ago)",
+			d.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second))
+	}
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "%s\n  %s\nWould take an incremental snapshot of %s, write what changed into %s and finish it\n", msg, azure.MeasuredCutoverFormula,
+		rec.SourceDisk, rec.TargetDisk)
+	return nil
+}

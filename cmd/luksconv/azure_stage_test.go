@@ -1,0 +1,441 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/streaming"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azsecrets"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/internal/blobfake"
+	"github.com/luksconv/luksconv/internal/deltafixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// The delta cutover's tests run the Azure control plane on the SDK fakes (as setupAzure) and the data
+// plane on internal/blobfake, which implements the page diff between two snapshots that Azurite lacks.
+//
+// The source is internal/deltafixture's encrypted ext4 volume, an ADE-style volume with a detached
+// header (given with --header, as ADE's /boot/luks/osluksheader would be): it already comes in two
+// states encrypted under one volume key, made by the real tools, so that unchanged sectors have the
+// same ciphertext in both as on a disk ADE encrypted once. Re-encrypting a changed rhel8-lvm image
+// would need its LVM volumes mounted or parsed to change files in them, for no more coverage of the
+// CLI flow. The passphrase is in the fake Key Vault, and the disk carries ADE settings naming it.
+
+const stageSig = "stage-test-signature"
+
+// stageAzure is the fake cloud of the stage tests.
+type stageAzure struct {
+	*fakeAzure
+	bf   *blobfake.Server
+	base string
+	set  *deltafixture.Set
+}
+
+// url is a SAS URL of the blobfake blob path.
+func (s *stageAzure) url(p string) string {
+	return s.base + p + "?sv=2024-08-04&sr=b&sp=rw&sig=" + stageSig
+}
+
+const stageSource = "/acct/disks/osdisk"
+
+func setupStage(t *testing.T) *stageAzure {
+	set := deltafixture.Build(t)
+	bf := blobfake.New()
+	bf.Signature = stageSig
+	ts := httptest.NewServer(bf)
+	t.Cleanup(ts.Close)
+	s := &stageAzure{bf: bf, base: ts.URL, set: set}
+	uploadImage(t, s.url(stageSource), set.S1.Disk)
+
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, writeExp: map[string]time.Time{}}
+	s.fakeAzure = f
+	f.SAS = func(kind, name string, g armcompute.GrantAccessData) string {
+		u := s.url("/acct/disks/" + name)
+		if kind == "snapshot" {
+			u = s.url("/md-" + name + "/abcd")
+		}
+		f.sas = append(f.sas, u)
+		return u
+	}
+	f.HasFooter = func(name string, size int64) bool { return s.hasFooter(name, size) }
+	// A managed-disk snapshot is exported under its own URL: a blobfake snapshot of the source blob,
+	// published there.
+	f.SnapshotTaken = func(rg, name string, _ *armcompute.Snapshot) {
+		pb, err := pageblob.NewClientWithNoCredential(s.url(stageSource), nil)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		r, err := pb.CreateSnapshot(context.Background(), nil)
+		if err == nil {
+			err = bf.Publish("/md-"+name+"/abcd", stageSource, *r.Snapshot)
+		}
+		if err != nil {
+			t.Errorf("snapshot %s: %v", name, err)
+		}
+	}
+	pass, err := os.ReadFile(set.Pass)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Secrets["bek/v1"] = azsecrets.Secret{Value: to.Ptr(base64.StdEncoding.EncodeToString(pass)), ContentType: to.Ptr(azure.ContentTypeBEK)}
+	ade := &armcompute.EncryptionSettingsElement{DiskEncryptionKey: &armcompute.KeyVaultAndSecretReference{
+		SecretURL: to.Ptr(fakeVault + "/secrets/bek/v1"), SourceVault: &armcompute.SourceVault{ID: to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/adevault")}}}
+	st, err := os.Stat(set.S1.Disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.VMs[azurefake.Key(fakeRG, "vm1")] = to.Ptr(fakeVM())
+	f.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
+	f.Disks[azurefake.Key(fakeRG, "osdisk")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "osdisk")), Name: to.Ptr("osdisk"), Location: to.Ptr("westeurope"),
+		SKU:       &armcompute.DiskSKU{Name: to.Ptr(armcompute.DiskStorageAccountTypesPremiumLRS)},
+		ManagedBy: to.Ptr(fakeID("virtualMachines", "vm1")),
+		Properties: &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(st.Size()), OSType: to.Ptr(armcompute.OperatingSystemTypesLinux),
+			HyperVGeneration: to.Ptr(armcompute.HyperVGenerationV2), DiskState: to.Ptr(armcompute.DiskStateAttached),
+			EncryptionSettingsCollection: &armcompute.EncryptionSettingsCollection{Enabled: to.Ptr(true),
+				EncryptionSettingsVersion: to.Ptr("1.1"), EncryptionSettings: []*armcompute.EncryptionSettingsElement{ade}}}}
+	f.install(t)
+	return s
+}
+
+func (s *stageAzure) hasFooter(name string, size int64) bool {
+	src, err := blobio.OpenPageBlob(context.Background(), s.url("/acct/disks/"+name), blobio.SourceOptions{})
+	if err != nil {
+		return false
+	}
+	defer src.Close()
+	if size == 0 {
+		size = src.Size()
+	}
+	b := make([]byte, 512)
+	if _, err := src.ReadAt(b, size-512); err != nil {
+		return false
+	}
+	return string(b[:8]) == "conectix"
+}
+
+// powerState sets the VM's power state.
+func (s *stageAzure) powerState(st string) {
+	s.Lock()
+	defer s.Unlock()
+	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = st
+}
+
+// toState2 writes the pages in which state 2 differs from state 1 into the source disk's blob, as the
+// VM would, so that the next snapshot's diff lists them. It returns how many bytes changed.
+func (s *stageAzure) toState2(t *testing.T) int64 {
+	t.Helper()
+	changed := deltafixture.ChangedPages(t, s.set.S1.Disk, s.set.S2.Disk)
+	b, err := os.ReadFile(s.set.S2.Disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pb, err := pageblob.NewClientWithNoCredential(s.url(stageSource), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, r := range changed {
+		n += r.Len
+		for off := r.Off; off < r.End(); off += blobfake.MaxPutPage {
+			l := min(r.End()-off, blobfake.MaxPutPage)
+			if _, err := pb.UploadPages(context.Background(), streaming.NopCloser(bytes.NewReader(b[off:off+l])),
+				blob.HTTPRange{Offset: off, Count: l}, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return n
+}
+
+// local converts a state with `luksconv convert` and returns its bytes.
+func (s *stageAzure) local(t *testing.T, st deltafixture.State, dir string) []byte {
+	t.Helper()
+	out := filepath.Join(dir, filepath.Base(st.Disk)+".conv")
+	if _, se, code := runCLI(t, "convert", "-q", "--key-file", s.set.Pass, "--header", s.set.S1.Header, st.Disk, out); code != 0 {
+		t.Fatalf("local convert: exit %d: %s", code, se)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// target reads the first n bytes of the new disk's blob.
+func (s *stageAzure) target(t *testing.T, n int) []byte {
+	return download(t, s.url("/acct/disks/plain"), int64(n))
+}
+
+// stageRep is the part of a --stage or --cutover run's JSON report the tests read.
+type stageRep struct {
+	Stage struct {
+		Record string `json:"record"`
+		Round  struct {
+			Round        int   `json:"round"`
+			BytesChanged int64 `json:"bytes_changed"`
+			BytesRead    int64 `json:"bytes_read"`
+			BytesWritten int64 `json:"bytes_written"`
+		} `json:"round"`
+		Finished bool `json:"finished"`
+	} `json:"stage"`
+	Result struct {
+		Resumed int64 `json:"bytes_resumed"`
+	} `json:"result"`
+	Verified bool `json:"verified"`
+}
+
+func stageReportOf(t *testing.T, so string) stageRep {
+	t.Helper()
+	var r stageRep
+	if err := json.Unmarshal([]byte(so), &r); err != nil {
+		t.Fatalf("report: %v\n%s", err, so)
+	}
+	return r
+}
+
+func (s *stageAzure) stageArgs(dir string, extra ...string) []string {
+	return append([]string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--header", s.set.S1.Header, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+}
+
+// TestAzureStageCutover: two --stage rounds and a --cutover of one disk. Round 1 (the VM running)
+// converts state 1 into the new disk and leaves it uploading; the source then changes; round 2 writes
+// only about what changed, and the disk holds state 2's conversion; the dry run estimates the downtime
+// and creates nothing; the cutover (VM deallocated, --verify) finishes the disk, which equals a local
+// conversion of state 2, and removes the record. No SAS signature is printed or stored.
+func TestAzureStageCutover(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want1, want2 := s.local(t, s.set.S1, t.TempDir()), s.local(t, s.set.S2, t.TempDir())
+	record := filepath.Join(dir, ".luksconv-stage-plain.json")
+
+	so, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.assertNoSAS(t, so+se)
+	if !strings.Contains(se, "crash-consistent") {
+		t.Errorf("stage of a running VM's disk without the crash-consistency warning:\n%s", se)
+	}
+	r1 := stageReportOf(t, so)
+	calls := s.takeCalls()
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+		t.Errorf("after round 1 the disk is %s, want ActiveUpload", st)
+	}
+	if hasCall(calls, "REVOKE disk plain") || s.hasFooter("plain", 0) {
+		t.Errorf("round 1 finished the upload: footer %v, calls %q", s.hasFooter("plain", 0), calls)
+	}
+	s.Lock()
+	incr := s.SnapshotPut != nil && s.SnapshotPut.Properties != nil && s.SnapshotPut.Properties.Incremental != nil && *s.SnapshotPut.Properties.Incremental
+	s.Unlock()
+	if !incr {
+		t.Errorf("the stage snapshot is not incremental")
+	}
+	if got := s.target(t, len(want1)); !bytes.Equal(got, want1) {
+		t.Fatal("after round 1 the new disk differs from a local conversion of state 1")
+	}
+	st, err := os.Stat(record)
+	if err != nil {
+		t.Fatalf("no stage record: %v", err)
+	}
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("stage record mode %v", st.Mode().Perm())
+	}
+	rb, _ := os.ReadFile(record)
+	var rec stageRecord
+	if err := json.Unmarshal(rb, &rec); err != nil {
+		t.Fatal(err)
+	}
+	if rec.Round != 1 || rec.SourceDisk != fakeID("disks", "osdisk") || rec.TargetDisk != fakeID("disks", "plain") || rec.Snapshot == "" ||
+		rec.PlanID == "" || len(rec.Plan) == 0 || rec.Pending != "" || bytes.Contains(rb, []byte(stageSig)) || bytes.Contains(rb, []byte("sig=")) {
+		t.Errorf("stage record after round 1:\n%s", rb)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(ents) != 0 {
+		t.Errorf("journals left after a finished round: %v", ents)
+	}
+	// One round: no change rate yet.
+	so, se, code = runCLI(t, "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES,
+		"--target-disk", "plain", "--journal-dir", dir, "--cutover", "--dry-run")
+	if code != 0 || !strings.Contains(so, "cannot estimate") {
+		t.Errorf("dry-run cutover after one round: exit %d:\n%s\n%s", code, so, se)
+	}
+
+	changed := s.toState2(t)
+	so, se, code = runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != 0 {
+		t.Fatalf("stage round 2: exit %d:\n%s", code, se)
+	}
+	r2 := stageReportOf(t, so)
+	t.Logf("round 1 wrote %d bytes; %d bytes changed, the diff said %d, round 2 read %d and wrote %d", r1.Stage.Round.BytesWritten, changed,
+		r2.Stage.Round.BytesChanged, r2.Stage.Round.BytesRead, r2.Stage.Round.BytesWritten)
+	if r2.Stage.Round.Round != 2 || r2.Stage.Round.BytesChanged < changed || r2.Stage.Round.BytesWritten == 0 ||
+		r2.Stage.Round.BytesWritten > r1.Stage.Round.BytesWritten/2 || r2.Stage.Round.BytesWritten > 2*changed+(1<<20) {
+		t.Errorf("round 2 moved more than what changed: %+v (round 1 %+v, %d bytes changed)", r2.Stage.Round, r1.Stage.Round, changed)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+		t.Errorf("after round 2 the disk is %s, want ActiveUpload", st)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after round 2 the new disk differs from a local conversion of state 2")
+	}
+
+	// The dry run: an estimate, and nothing taken, granted or created.
+	s.takeCalls()
+	so, se, code = runCLI(t, "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--journal-dir", dir, "--cutover", "--dry-run")
+	if code != 0 || !strings.Contains(so, "expected downtime of the cutover: ") || !strings.Contains(so, azure.MeasuredCutoverFormula) {
+		t.Errorf("dry-run cutover: exit %d:\n%s\n%s", code, so, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") || strings.HasPrefix(c, "DELETE") {
+			t.Errorf("the dry run did %q", c)
+		}
+	}
+
+	// The cutover refuses a running VM.
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--cutover")...); code == 0 || !strings.Contains(se, "running") {
+		t.Errorf("cutover of a running VM: exit %d:\n%s", code, se)
+	}
+	s.powerState("deallocated")
+	so, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != 0 {
+		t.Fatalf("cutover: exit %d:\n%s", code, se)
+	}
+	s.assertNoSAS(t, so+se)
+	r3 := stageReportOf(t, so)
+	if !r3.Verified || !r3.Stage.Finished || r3.Stage.Round.Round != 3 {
+		t.Errorf("cutover report %+v", r3)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the cutover the disk is %s, want Unattached", st)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("stage record left after the cutover: %v", err)
+	}
+	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*")); len(ents) != 0 {
+		t.Errorf("files left after the cutover: %v", ents)
+	}
+}
+
+// cancelOutput cancels the run after its second write.
+type cancelOutput struct {
+	luksconv.Output
+	cancel func()
+	n      atomic.Int32
+}
+
+func (o *cancelOutput) WriteAt(b []byte, off int64) (int, error) {
+	if o.n.Add(1) == 2 {
+		o.cancel()
+	}
+	return o.Output.WriteAt(b, off)
+}
+
+// TestAzureCutoverInterrupted: a first stage round, then a cutover, each cancelled mid-upload; the
+// cutover leaves the disk uploading, the record and its journal. The same command resumes each from
+// its snapshot and journal, and the disk equals a local conversion of state 2.
+func TestAzureCutoverInterrupted(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	interrupt := func(args ...string) (string, int) {
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
+		defer func() { azureOutputHook = nil }()
+		_, se, code := runCLICtx(t, ctx, args...)
+		return se, code
+	}
+	// An interrupted first round resumes from the same snapshot.
+	if se, code := interrupt(s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
+		t.Fatalf("cancelled stage: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.takeCalls()
+	so, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != 0 {
+		t.Fatalf("resumed stage: exit %d:\n%s", code, se)
+	}
+	if r := stageReportOf(t, so); r.Result.Resumed == 0 || r.Stage.Round.Round != 1 {
+		t.Errorf("the resumed stage round: %+v", r)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "PUT disk") {
+			t.Errorf("the resumed stage round did %q", c)
+		}
+	}
+	s.toState2(t)
+	s.powerState("deallocated")
+	se, code = interrupt(s.stageArgs(dir, "--cutover", "--workers", "1")...)
+	if code != exitInterrupted {
+		t.Fatalf("cancelled cutover: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+		t.Errorf("after the interruption the disk is %s", st)
+	}
+	if j, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(j) != 1 {
+		t.Errorf("journals after the interruption: %v", j)
+	}
+	s.takeCalls()
+	so, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != 0 {
+		t.Fatalf("resumed cutover: exit %d:\n%s", code, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") {
+			t.Errorf("the resumed cutover took another snapshot: %q", c)
+		}
+	}
+	r := stageReportOf(t, so)
+	if r.Result.Resumed == 0 || !r.Verified {
+		t.Errorf("the resumed cutover resumed %d bytes, verified %v", r.Result.Resumed, r.Verified)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the resumed cutover the disk is %s", st)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after the resumed cutover the new disk differs from a local conversion of state 2")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left: %v", err)
+	}
+}
+
+// TestAzureStageUsage: --stage and --cutover misused exit 2.
+func TestAzureStageUsage(t *testing.T) {
+	disk, snap := fakeID("disks", "osdisk"), fakeID("snapshots", "snap")
+	vm := fakeID("virtualMachines", "vm1")
+	for _, args := range [][]string{
+		{"--source-disk", disk, "--target-disk", "t", "--stage", "--cutover"},
+		{"--snapshot", snap, "--target-disk", "t", "--stage"},
+		{"--snapshot", snap, "--target-disk", "t", "--cutover"},
+		{"--vm", vm, "--stage"},
+		{"--vm", vm, "--cutover"},
+		{"--source-disk", disk, "--target-disk", "t", "--stage", "--recreate-vm", "--vm", vm},
+		{"--source-disk", disk, "--target-disk", "t", "--cutover", "--allow-running"},
+	} {
+		args = append([]string{"azure", "convert", "--des", fakeDES}, args...)
+		if _, se, code := runCLI(t, args...); code != exitUsage {
+			t.Errorf("%q: exit %d, want %d:\n%s", args, code, exitUsage, se)
+		}
+	}
+}
