@@ -208,3 +208,20 @@ func (c *Client) VMPowerState(ctx context.Context, vmID string) (string, error) 
 	}
 	return "unknown", nil
 }
+
+// DeallocateVM shuts the VM down and releases its compute (ARM virtualMachines/deallocate), waiting
+// for the operation to end; its disks stay attached. The caller reads the power state after it
+// (VMPowerState, ReadDiskOwner) to see the VM deallocated.
+func (c *Client) DeallocateVM(ctx context.Context, vmID string) error {
+	const op = "deallocate VM"
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return opError(op, vmID, err)
+	}
+	_, err = started(f.NewVirtualMachinesClient().BeginDeallocate(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
+	return opError(op, vmID, err)
+}

@@ -50,6 +50,7 @@ type azureConvert struct {
 	verify           bool
 	asJSON, quiet    bool
 	stage, cutover   bool // --stage, --cutover: a delta cutover in rounds (azure_stage.go)
+	deallocate       bool // --deallocate: with --cutover, deallocate a running VM first
 }
 
 // The tags on a new disk: the ID of the plan that fills it (Plan.ID), and with --source-disk the name of
@@ -128,6 +129,7 @@ func newAzureConvertCmd() *cobra.Command {
 		"run again for another round that moves only what changed (the record is .luksconv-stage-<target>.json in --journal-dir)")
 	fl.BoolVar(&f.cutover, "cutover", false, "after --stage, with the VM deallocated: a last round from a final incremental snapshot, then finish the new disk "+
 		"(with --dry-run: print the expected downtime from the measured change rate)")
+	fl.BoolVar(&f.deallocate, "deallocate", false, "with --cutover: deallocate the disk's VM first if it runs, and wait until it is deallocated (not with --dry-run, which deallocates nothing)")
 	return c
 }
 
@@ -570,9 +572,12 @@ func (f *azureConvert) checkQuiet(ctx context.Context, cl *azure.Client, diskID 
 		return nil
 	}
 	if !f.allowRunning {
+		hint := "deallocate the VM first (az vm deallocate); --allow-running takes a crash-consistent snapshot instead (never with --recreate-vm)"
+		if f.cutover {
+			hint = "deallocate the VM first (az vm deallocate), or let the cutover do it (--deallocate)"
+		}
 		return &hintedError{fmt.Errorf("%w: disk %s is attached to VM %s, which is %s: writes after the snapshot would be missing from the new disk",
-			azure.ErrState, diskID, o.VMID, o.PowerState),
-			"deallocate the VM first (az vm deallocate); --allow-running takes a crash-consistent snapshot instead (never with --recreate-vm)"}
+			azure.ErrState, diskID, o.VMID, o.PowerState), hint}
 	}
 	fmt.Fprintf(stderr, "luksconv: warning: VM %s is %s: the snapshot of %s is only crash-consistent, and what the VM writes after it is not in the new disk\n",
 		o.VMID, o.PowerState, diskID)

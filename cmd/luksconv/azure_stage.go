@@ -75,6 +75,9 @@ type stageReport struct {
 
 // checkStaged validates --stage and --cutover against the other flags (exit 2).
 func (f *azureConvert) checkStaged() error {
+	if f.deallocate && !f.cutover {
+		return fmt.Errorf("%w: --deallocate goes with --cutover: the stage rounds read a running VM's disk", errUsage)
+	}
 	if !f.stage && !f.cutover {
 		return nil
 	}
@@ -167,6 +170,11 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	}
 	// A stage round reads a running VM's disk (crash-consistent: the planner copies a filesystem with
 	// a dirty log in full); the cutover must not lose a write, so its VM is deallocated.
+	if f.cutover && f.deallocate {
+		if err := f.deallocateOwner(ctx, cl, id, stderr); err != nil {
+			return err
+		}
+	}
 	allow := f.allowRunning
 	f.allowRunning = f.stage
 	err = f.checkQuiet(ctx, cl, id, stderr)
@@ -314,6 +322,56 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// How long --deallocate waits for the VM to report itself deallocated after the deallocation ended,
+// and how often it looks.
+var (
+	deallocateWait = 10 * time.Minute
+	deallocatePoll = 5 * time.Second
+)
+
+// deallocateOwner deallocates the VM the disk id is attached to, if it runs (--cutover --deallocate),
+// and waits until its power state says deallocated. A disk with no VM, or whose VM is deallocated or
+// stopped already, is left alone.
+func (f *azureConvert) deallocateOwner(ctx context.Context, cl *azure.Client, id string, stderr io.Writer) error {
+	debugAzure("read disk owner", id)
+	o, err := cl.ReadDiskOwner(ctx, id)
+	if err != nil || o.Quiet() {
+		return err
+	}
+	vm := o.VMID
+	if !f.quiet {
+		fmt.Fprintf(stderr, "Deallocating VM %s (it is %s): the cutover reads %s with no guest writing to it\n", vm, o.PowerState, id)
+	}
+	debugAzure("deallocate VM", vm, "power_state", o.PowerState)
+	if err := cl.DeallocateVM(ctx, vm); err != nil {
+		return err
+	}
+	deadline := time.Now().Add(deallocateWait)
+	for {
+		debugAzure("read disk owner (after deallocate)", id)
+		if o, err = cl.ReadDiskOwner(ctx, id); err != nil {
+			return err
+		}
+		if o.VMID == "" || o.PowerState == "deallocated" {
+			return nil
+		}
+		if !strings.EqualFold(o.VMID, vm) {
+			return fmt.Errorf("%w: disk %s moved to VM %s while VM %s was deallocated", azure.ErrState, id, o.VMID, vm)
+		}
+		if time.Now().After(deadline) {
+			return &hintedError{fmt.Errorf("%w: VM %s is still %s %s after its deallocation", azure.ErrState, vm, o.PowerState, deallocateWait),
+				"deallocate it (az vm deallocate) and run the same command again"}
+		}
+		t := time.NewTimer(deallocatePoll)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // deltaRound writes into the open upload diskID what changed between the record's snapshot and the
@@ -512,6 +570,11 @@ func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath 
 	}
 	if f.asJSON {
 		return writeJSON(out, rep)
+	}
+	if f.deallocate {
+		fmt.Fprintf(out, "%s\n  %s\nWould deallocate the VM of %s if it runs, take an incremental snapshot of it, write what changed into %s and finish it\n",
+			msg, azure.MeasuredCutoverFormula, rec.SourceDisk, rec.TargetDisk)
+		return nil
 	}
 	fmt.Fprintf(out, "%s\n  %s\nWould take an incremental snapshot of %s, write what changed into %s and finish it\n", msg, azure.MeasuredCutoverFormula,
 		rec.SourceDisk, rec.TargetDisk)

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -432,10 +433,159 @@ func TestAzureStageUsage(t *testing.T) {
 		{"--vm", vm, "--cutover"},
 		{"--source-disk", disk, "--target-disk", "t", "--stage", "--recreate-vm", "--vm", vm},
 		{"--source-disk", disk, "--target-disk", "t", "--cutover", "--allow-running"},
+		{"--source-disk", disk, "--target-disk", "t", "--stage", "--deallocate"},
+		{"--source-disk", disk, "--target-disk", "t", "--deallocate"},
+		{"--vm", vm, "--deallocate"},
+		{"--source-disk", disk, "--target-disk", "t", "--cutover", "--deallocate", "--allow-running"},
 	} {
 		args = append([]string{"azure", "convert", "--des", fakeDES}, args...)
 		if _, se, code := runCLI(t, args...); code != exitUsage {
 			t.Errorf("%q: exit %d, want %d:\n%s", args, code, exitUsage, se)
 		}
+	}
+}
+
+// TestAzureCutoverRecreateVM: a stage round, a change, then `--cutover --recreate-vm --verify` with the
+// VM deallocated: the cutover finishes the disk, verifies it (a read grant after the finish), and only
+// then re-creates the VM around the new OS disk as `azure convert --recreate-vm` does: ARM's validation
+// before the DELETE, the PUT after it, carrying the new disk and no ADE extension. The disk equals a
+// local conversion of state 2, and the stage record and the VM model file are gone.
+func TestAzureCutoverRecreateVM(t *testing.T) {
+	s := setupStage(t)
+	// vm1 is zonal (zone 1), so its OS disk is too, as Azure requires; the new disk must follow it.
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")}
+	s.Unlock()
+	t.Chdir(t.TempDir()) // where the VM's rollback model is saved
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.toState2(t)
+	s.powerState("deallocated")
+	s.takeCalls()
+	so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))...)
+	if code != 0 {
+		t.Fatalf("cutover --recreate-vm: exit %d:\n%s", code, se)
+	}
+	s.assertNoSAS(t, so+se)
+	calls := s.takeCalls()
+	var rep struct {
+		stageRep
+		VMRecreated bool `json:"vm_recreated"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatalf("report: %v\n%s", err, so)
+	}
+	if !rep.Verified || !rep.Stage.Finished || rep.Stage.Round.Round != 2 || !rep.VMRecreated {
+		t.Errorf("cutover report: verified %v, finished %v, round %d, vm_recreated %v", rep.Verified, rep.Stage.Finished, rep.Stage.Round.Round, rep.VMRecreated)
+	}
+
+	// The order: final snapshot, finish, verification read, validation, DELETE, PUT.
+	idx := func(pred func(string) bool) int { return slices.IndexFunc(calls, pred) }
+	is := func(want string) func(string) bool { return func(c string) bool { return c == want } }
+	snap := idx(func(c string) bool { return strings.HasPrefix(c, "PUT snapshot plain-luksconv-r2-") })
+	fin := idx(is("REVOKE disk plain"))
+	rd := idx(func(c string) bool { return strings.HasPrefix(c, "GRANT disk plain Read ") })
+	val := idx(is("VALIDATE deployment luksconv-preflight-vm1"))
+	del := idx(is("DELETE vm vm1"))
+	put := idx(is("PUT vm vm1"))
+	if snap < 0 || fin < snap || rd < fin || val < rd || del < val || put < del {
+		t.Errorf("want the snapshot, the finish, the verification read, the validation, the DELETE, then the PUT: %q", calls)
+	}
+	s.Lock()
+	vm := s.VMPut
+	s.Unlock()
+	if vm == nil || *vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID != fakeID("disks", "plain") {
+		t.Fatalf("the VM PUT does not carry the new OS disk: %+v", vm)
+	}
+	for _, e := range vm.Resources {
+		if e.Name != nil && strings.Contains(*e.Name, "AzureDiskEncryption") {
+			t.Errorf("the re-created VM keeps the ADE extension")
+		}
+	}
+	if d := s.vmOSDisk(); d != "plain" {
+		t.Errorf("after the cutover the VM runs on %q", d)
+	}
+	s.Lock()
+	if z := s.Disks[azurefake.Key(fakeRG, "plain")].Zones; len(z) != 1 || *z[0] != "1" {
+		t.Errorf("the new disk is not in the VM's zone: %v", z)
+	}
+	s.Unlock()
+	if st := s.DiskState(fakeRG, "plain"); st == armcompute.DiskStateActiveUpload || st == armcompute.DiskStateReadyToUpload {
+		t.Errorf("after the cutover the disk is %s", st)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
+	}
+	if !strings.Contains(so, `"vm_plan"`) {
+		t.Errorf("no VM plan in the report")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left after the cutover: %v", err)
+	}
+	if m := modelFiles(t); len(m) != 0 {
+		t.Errorf("model file kept after the re-creation: %q", m)
+	}
+}
+
+// TestAzureCutoverDeallocate: with the VM running, `--dry-run --cutover --deallocate` deallocates
+// nothing (and says it would); `--cutover --deallocate` deallocates the VM before it takes the final
+// snapshot, and the cutover completes: the disk is finished and equals a local conversion of state 2.
+func TestAzureCutoverDeallocate(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.toState2(t)
+	running := func() bool {
+		s.Lock()
+		defer s.Unlock()
+		return s.PowerStates[azurefake.Key(fakeRG, "vm1")] == "running"
+	}
+
+	s.takeCalls()
+	so, se, code := runCLI(t, "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--journal-dir", dir, "--cutover", "--deallocate", "--dry-run")
+	if code != 0 || !strings.Contains(so, "Would deallocate the VM of ") {
+		t.Errorf("dry-run cutover --deallocate: exit %d:\n%s\n%s", code, so, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") || strings.HasPrefix(c, "DELETE") {
+			t.Errorf("the dry run did %q", c)
+		}
+	}
+	if !running() {
+		t.Fatal("the dry run changed the VM's power state")
+	}
+
+	so, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate", "--verify")...)
+	if code != 0 {
+		t.Fatalf("cutover --deallocate: exit %d:\n%s", code, se)
+	}
+	calls := s.takeCalls()
+	dealloc := slices.Index(calls, "DEALLOCATE vm vm1")
+	snap := slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT snapshot ") })
+	if dealloc < 0 || snap < dealloc || slices.Index(calls[dealloc+1:], "DEALLOCATE vm vm1") >= 0 {
+		t.Errorf("want one DEALLOCATE, before the final snapshot: %q", calls)
+	}
+	if running() {
+		t.Error("the VM still runs")
+	}
+	r := stageReportOf(t, so)
+	if !r.Verified || !r.Stage.Finished || r.Stage.Round.Round != 2 {
+		t.Errorf("cutover report %+v", r)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the cutover the disk is %s, want Unattached", st)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left after the cutover: %v", err)
 	}
 }

@@ -83,6 +83,7 @@ type Cloud struct {
 	// Calls records every mutating call and every Key Vault read, in order:
 	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
 	// "REVOKE snapshot NAME", "DELETE vm NAME", "PATCH vm NAME",
+	// "DEALLOCATE vm NAME" (the VM's power state becomes "deallocated"),
 	// "GET secret NAME", "UNWRAP ALGORITHM", "VALIDATE deployment NAME"
 	// (a deployment validation: it changes nothing, but tests check that
 	// it comes before a DELETE).
@@ -598,6 +599,21 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				vm.Properties.LicenseType = p.LicenseType
 			}
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientUpdateResponse{VirtualMachine: *vm}, nil)
+			return
+		},
+		// Deallocating stops the guest and releases the compute: the VM, its disks still attached,
+		// reports PowerState/deallocated once the operation ends.
+		BeginDeallocate: func(ctx context.Context, rg, name string, _ *armcompute.VirtualMachinesClientBeginDeallocateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientDeallocateResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			defer c.Unlock()
+			c.record("DEALLOCATE vm %s", name)
+			if _, ok := c.VMs[Key(rg, name)]; !ok {
+				notFound(&errResp)
+				return
+			}
+			c.PowerStates[Key(rg, name)] = "deallocated"
+			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientDeallocateResponse{}, nil)
 			return
 		},
 		BeginDelete: func(ctx context.Context, rg, name string, _ *armcompute.VirtualMachinesClientBeginDeleteOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientDeleteResponse], errResp azfake.ErrorResponder) {
