@@ -81,16 +81,45 @@ func newAzureCmd() *cobra.Command {
 	return c
 }
 
-// grantRead opens src for reading and returns the source and a cleanup that closes it and revokes
-// the SAS with a context that outlives cancellation (Ctrl-C). The cleanup's error is reported on w.
+// grantRead grants read access to id and opens its page blob as a luksconv source; done closes it and
+// revokes the SAS with a context that outlives cancellation (Ctrl-C). The cleanup's error is reported on w.
 func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w io.Writer) (*luksconv.Source, func() error, error) {
+	_, src, done, err := grantReadSAS(ctx, cl, id, workers, w)
+	return src, done, err
+}
+
+// grantReadSAS is grantRead that also returns the SAS URL (a page diff is asked on it).
+func grantReadSAS(ctx context.Context, cl *azure.Client, id string, workers int, w io.Writer) (string, *luksconv.Source, func() error, error) {
+	sas, done, err := grantAccess(ctx, cl, id, w)
+	if err != nil {
+		return "", nil, nil, err
+	}
+	// A disk or snapshot that needs Entra authentication for its data gets the token too.
+	access, err := cl.ReadDataAccess(ctx, id)
+	if err != nil {
+		return "", nil, nil, errors.Join(err, done())
+	}
+	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout})
+	if err != nil {
+		return "", nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
+	}
+	debugSource(sas, src)
+	// The plan, the report and the resume journal name the resource, which stays the same across
+	// grants, rather than the SAS URL, which changes with each.
+	src.Path = id
+	return sas, src, func() error { src.Close(); return done() }, nil
+}
+
+// grantAccess grants read access to id and returns its SAS and done, which revokes it with a context
+// that outlives cancellation (Ctrl-C) and reports a failure on w.
+func grantAccess(ctx context.Context, cl *azure.Client, id string, w io.Writer) (string, func() error, error) {
 	debugAzure("grant read access", id)
 	sas, revoke, err := cl.GrantRead(ctx, id, 0)
 	if err != nil {
-		return nil, nil, err
+		return "", nil, err
 	}
 	debugAzure("read access granted", id, "sas", blobio.Redact(sas))
-	done := func() error {
+	return sas, func() error {
 		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
 		defer cancel()
 		debugAzure("revoke read access", id)
@@ -99,19 +128,5 @@ func grantRead(ctx context.Context, cl *azure.Client, id string, workers int, w 
 			return err
 		}
 		return nil
-	}
-	// A disk or snapshot that needs Entra authentication for its data gets the token too.
-	access, err := cl.ReadDataAccess(ctx, id)
-	if err != nil {
-		return nil, nil, errors.Join(err, done())
-	}
-	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout})
-	if err != nil {
-		return nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
-	}
-	debugSource(sas, src)
-	// The plan, the report and the resume journal name the resource, which stays the same across
-	// grants, rather than the SAS URL, which changes with each.
-	src.Path = id
-	return src, func() error { src.Close(); return done() }, nil
+	}, nil
 }

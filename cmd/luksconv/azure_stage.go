@@ -209,7 +209,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 	}
 
-	sas, src, done, err := f.grantReadSAS(ctx, cl, snap, stderr)
+	sas, src, done, err := grantReadSAS(ctx, cl, snap, f.workers, stderr)
 	if err != nil {
 		return err
 	}
@@ -469,20 +469,11 @@ func (f *azureConvert) deltaRound(ctx context.Context, cl *azure.Client, rec *st
 // snapshot prevID, from the page diff (x-ms-previous-snapshot-url); prevID is granted for reading only
 // for the call.
 func (f *azureConvert) changedSince(ctx context.Context, cl *azure.Client, sas, prevID string, stderr io.Writer) (_ []extent.Range, err error) {
-	debugAzure("grant read access (previous snapshot)", prevID)
-	prevSAS, revoke, err := cl.GrantRead(ctx, prevID, 0)
+	prevSAS, done, err := grantAccess(ctx, cl, prevID, stderr)
 	if err != nil {
 		return nil, err
 	}
-	defer func() {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-		defer cancel()
-		debugAzure("revoke read access", prevID)
-		if rerr := revoke(rctx); rerr != nil {
-			fmt.Fprintf(stderr, "luksconv: warning: revoking read access to %s: %v\n", prevID, rerr)
-			err = errors.Join(err, rerr)
-		}
-	}()
+	defer func() { err = errors.Join(err, done()) }()
 	access, err := cl.ReadDataAccess(ctx, prevID)
 	if err != nil {
 		return nil, err
@@ -498,37 +489,6 @@ func (f *azureConvert) changedSince(ctx context.Context, cl *azure.Client, sas, 
 		return nil, err
 	}
 	return append(changed, cleared...), nil
-}
-
-// grantReadSAS is grantRead that also returns the SAS URL, which the page diff is asked on.
-func (f *azureConvert) grantReadSAS(ctx context.Context, cl *azure.Client, id string, w io.Writer) (string, *luksconv.Source, func() error, error) {
-	debugAzure("grant read access", id)
-	sas, revoke, err := cl.GrantRead(ctx, id, 0)
-	if err != nil {
-		return "", nil, nil, err
-	}
-	debugAzure("read access granted", id, "sas", blobio.Redact(sas))
-	done := func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
-		defer cancel()
-		debugAzure("revoke read access", id)
-		if err := revoke(rctx); err != nil {
-			fmt.Fprintf(w, "luksconv: warning: revoking read access to %s: %v\n", id, err)
-			return err
-		}
-		return nil
-	}
-	access, err := cl.ReadDataAccess(ctx, id)
-	if err != nil {
-		return "", nil, nil, errors.Join(err, done())
-	}
-	src, err := blobdisk.OpenSource(ctx, sas, blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout})
-	if err != nil {
-		return "", nil, nil, errors.Join(accessHint(err, access, time.Time{}, id), done())
-	}
-	debugSource(sas, src)
-	src.Path = id
-	return sas, src, func() error { src.Close(); return done() }, nil
 }
 
 // targetID is the resource ID of --target-disk for the source disk id.
