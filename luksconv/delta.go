@@ -103,14 +103,7 @@ func Delta(prev, next *Plan, changed []extent.Range) (*Plan, error) {
 				piece.IV += uint64((s - r.Offset) / 512)
 			}
 			d.Regions = append(d.Regions, piece)
-			switch r.Kind {
-			case Copy:
-				d.Totals.Copy += piece.Length
-			case Decrypt:
-				d.Totals.Decrypt += piece.Length
-			case Zero:
-				d.Totals.Zero += piece.Length
-			}
+			d.Totals.add(piece)
 		}
 	}
 	d.Patches = slices.Clone(next.Patches)

@@ -125,6 +125,18 @@ type Totals struct {
 	Zero    int64 `json:"zero"`
 }
 
+// add counts region r.
+func (t *Totals) add(r Region) {
+	switch r.Kind {
+	case Copy:
+		t.Copy += r.Length
+	case Decrypt:
+		t.Decrypt += r.Length
+	case Zero:
+		t.Zero += r.Length
+	}
+}
+
 // PlanOptions say what to convert and how. The zero value with a passphrase converts an ADE OS disk.
 type PlanOptions struct {
 	// Passphrase unlocks a keyslot: the exact bytes of the key file. NewPlan does not keep it.
@@ -461,14 +473,7 @@ func (v *volume) layout(ctx context.Context, opts PlanOptions) (*Plan, error) {
 	sort.Slice(p.Patches, func(i, j int) bool { return p.Patches[i].Offset < p.Patches[j].Offset })
 	p.Regions = mergeRegions(regions)
 	for _, r := range p.Regions {
-		switch r.Kind {
-		case Copy:
-			p.Totals.Copy += r.Length
-		case Decrypt:
-			p.Totals.Decrypt += r.Length
-		case Zero:
-			p.Totals.Zero += r.Length
-		}
+		p.Totals.add(r)
 	}
 	return p, nil
 }
