@@ -1,7 +1,6 @@
 package luksconv_test
 
 import (
-	"context"
 	"fmt"
 	"math/rand/v2"
 	"os"
@@ -82,20 +81,7 @@ func BenchmarkDelta(b *testing.B) {
 	s2 := deltafixture.Encrypt(b, dir, "s2", plain2, vk, pass)
 	changed := deltafixture.ChangedPages(b, s1.Disk, s2.Disk)
 
-	ctx := context.Background()
-	plan := func(st deltafixture.State) (*luksconv.Plan, *luksconv.Source) {
-		src, err := luksconv.OpenFile(st.Disk)
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(func() { src.Close() })
-		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(b, st.Header)})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.Cleanup(p.Close)
-		return p, src
-	}
+	plan := func(st deltafixture.State) (*luksconv.Plan, *luksconv.Source) { return planState(b, st, pass) }
 	p1, src1 := plan(s1)
 	first := executeTo(b, p1, src1)
 
@@ -119,17 +105,7 @@ func BenchmarkDelta(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		o, err := os.OpenFile(out, os.O_RDWR, 0)
-		if err != nil {
-			b.Fatal(err)
-		}
-		if _, err := luksconv.Execute(ctx, d, src2, fileOutput{o}, luksconv.ExecuteOptions{}); err != nil {
-			b.Fatal(err)
-		}
-		if err := o.Sync(); err != nil {
-			b.Fatal(err)
-		}
-		o.Close()
+		executeInto(b, d, src2, out)
 		cut += time.Since(start)
 		moved = d.Totals.Copy + d.Totals.Decrypt + d.Totals.Zero
 	}

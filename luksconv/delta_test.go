@@ -23,6 +23,46 @@ func (o fileOutput) Journal() luksconv.Journal        { return nil }
 func (o fileOutput) Commit(ctx context.Context) error { return o.Sync() }
 func (o fileOutput) Abort() error                     { return nil }
 
+// planFile opens the disk image and plans it; both are closed when the test ends.
+func planFile(t testing.TB, disk string, opts luksconv.PlanOptions) (*luksconv.Plan, *luksconv.Source) {
+	t.Helper()
+	src, err := luksconv.OpenFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { src.Close() })
+	p, err := luksconv.NewPlan(context.Background(), src, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	return p, src
+}
+
+// planState plans a state of internal/deltafixture's volume with its passphrase file.
+func planState(t testing.TB, st deltafixture.State, pass string) (*luksconv.Plan, *luksconv.Source) {
+	t.Helper()
+	return planFile(t, st.Disk, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(t, st.Header)})
+}
+
+// executeInto executes p (a second pass) into the output file path, which holds an earlier pass's
+// conversion, and flushes it.
+func executeInto(t testing.TB, p *luksconv.Plan, src *luksconv.Source, path string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	o := fileOutput{f}
+	if _, err := luksconv.Execute(context.Background(), p, src, o, luksconv.ExecuteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := o.Commit(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestDelta: a first pass converts state 1 of an encrypted ext4 volume; the guest then writes, deletes
 // and rewrites files (debugfs -w on the plaintext, re-encrypted by cryptsetup under the same volume
 // key); a second pass writes only Delta's regions into the first pass's output. The result equals a
@@ -34,21 +74,7 @@ func TestDelta(t *testing.T) {
 	testenv.Need(t, "e2fsck")
 	set := deltafixture.Build(t)
 	dir, vk, pass, s1, s2 := set.Dir, set.VK, set.Pass, set.S1, set.S2
-	ctx := context.Background()
-	plan := func(st deltafixture.State) (*luksconv.Plan, *luksconv.Source) {
-		t.Helper()
-		src, err := luksconv.OpenFile(st.Disk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { src.Close() })
-		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: pass, Header: openHeader(t, st.Header)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		return p, src
-	}
+	plan := func(st deltafixture.State) (*luksconv.Plan, *luksconv.Source) { return planState(t, st, pass) }
 	p1, src1 := plan(s1)
 	first := executeTo(t, p1, src1)
 
@@ -74,14 +100,7 @@ func TestDelta(t *testing.T) {
 		t.Helper()
 		out := filepath.Join(t.TempDir(), "out.raw")
 		testenv.Run(t, "cp", "--sparse=always", first, out)
-		f, err := os.OpenFile(out, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		if _, err := luksconv.Execute(ctx, d, src2, fileOutput{f}, luksconv.ExecuteOptions{}); err != nil {
-			t.Fatal(err)
-		}
+		executeInto(t, d, src2, out)
 		b, err := os.ReadFile(out)
 		if err != nil {
 			t.Fatal(err)
@@ -126,15 +145,7 @@ func TestDelta(t *testing.T) {
 		}
 		out := filepath.Join(dir, step.name+".out")
 		testenv.Run(t, "cp", "--sparse=always", prevOut, out)
-		f, err := os.OpenFile(out, os.O_RDWR, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, err = luksconv.Execute(ctx, d, srcn, fileOutput{f}, luksconv.ExecuteOptions{})
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+		executeInto(t, d, srcn, out)
 		got, _ := os.ReadFile(out)
 		want, _ := os.ReadFile(executeTo(t, pn, srcn))
 		t.Logf("%s (%s): the pass rewrites %d bytes (%d decrypted, %d zeroed)", step.name, step.feature,

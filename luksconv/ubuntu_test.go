@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/deltafixture"
 	"github.com/luksconv/luksconv/internal/qemuboot"
 	"github.com/luksconv/luksconv/internal/ubuntufixture"
 	"github.com/luksconv/luksconv/luksconv"
@@ -334,7 +335,6 @@ func TestUbuntuDelta(t *testing.T) {
 	d, _ := m.Disk(ubuntufixture.DiskU2204)
 	other, _ := m.Disk(ubuntufixture.DiskU2004)
 	boot, _ := d.Part(d.BootPartition)
-	ctx := context.Background()
 	dir := t.TempDir()
 	s2 := filepath.Join(dir, "s2.raw")
 	if out, err := exec.Command("cp", "--sparse=always", m.Path(d.Disk), s2).CombinedOutput(); err != nil {
@@ -350,49 +350,22 @@ func TestUbuntuDelta(t *testing.T) {
 			t.Fatalf("debugfs -w -R %q: %v\n%s", req, err, out)
 		}
 	}
-	plan := func(disk string) (*luksconv.Plan, *luksconv.Source) {
-		src, err := luksconv.OpenFile(disk)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { src.Close() })
-		p, err := luksconv.NewPlan(ctx, src, luksconv.PlanOptions{KeyFile: m.Path(m.Key)})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(p.Close)
-		return p, src
-	}
-	p1, src1 := plan(m.Path(d.Disk))
+	opts := luksconv.PlanOptions{KeyFile: m.Path(m.Key)}
+	p1, src1 := planFile(t, m.Path(d.Disk), opts)
 	first := executeTo(t, p1, src1)
-	p2, src2 := plan(s2)
+	p2, src2 := planFile(t, s2, opts)
 	full, err := os.ReadFile(executeTo(t, p2, src2))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var changed []extent.Range
-	a, _ := os.ReadFile(m.Path(d.Disk))
-	b, _ := os.ReadFile(s2)
-	for off := 0; off < len(a); off += 512 {
-		if !bytes.Equal(a[off:off+512], b[off:off+512]) {
-			changed = append(changed, extent.Range{Off: int64(off), Len: 512})
-		}
-	}
-	delta, err := luksconv.Delta(p1, p2, extent.Merge(changed))
+	changed := deltafixture.ChangedPages(t, m.Path(d.Disk), s2)
+	delta, err := luksconv.Delta(p1, p2, changed)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f, err := os.OpenFile(first, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = luksconv.Execute(ctx, delta, src2, fileOutput{f}, luksconv.ExecuteOptions{})
-	f.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	executeInto(t, delta, src2, first)
 	got, _ := os.ReadFile(first)
-	t.Logf("source changed %d bytes; the second pass rewrites %d of %d (copy %d, decrypt %d, zero %d)", extent.Total(extent.Merge(changed)),
+	t.Logf("source changed %d bytes; the second pass rewrites %d of %d (copy %d, decrypt %d, zero %d)", extent.Total(changed),
 		delta.Totals.Copy+delta.Totals.Decrypt+delta.Totals.Zero, p2.OutputSize, delta.Totals.Copy, delta.Totals.Decrypt, delta.Totals.Zero)
 	if !bytes.Equal(got, full) {
 		t.Fatal("the second pass differs from a full conversion of the new state")
