@@ -1,6 +1,7 @@
 package luksconv
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -70,6 +71,18 @@ type devWrite struct {
 	Data   []byte
 }
 
+// devWrites converts the xfs or ext package's writes, which have devWrite's layout.
+func devWrites[W ~struct {
+	Offset int64
+	Data   []byte
+}](ws []W) []devWrite {
+	out := make([]devWrite, len(ws))
+	for i, w := range ws {
+		out[i] = devWrite(w)
+	}
+	return out
+}
+
 // openFsys opens the XFS or ext filesystem of content held in r.
 func openFsys(r io.ReaderAt, size int64, content Content) (fsys, error) {
 	switch content {
@@ -120,22 +133,12 @@ func (f xfsFsys) Extents(n *node) ([]extent.Mapped, error)      { return f.fs.Ex
 func (f xfsFsys) Writable() error                               { return f.fs.Writable() }
 func (f xfsFsys) BlockSize() int64                              { return int64(f.fs.SB.BlockSize) }
 func (f xfsFsys) UUID() string                                  { return formatUUID(f.fs.SB.UUID) }
-func (f xfsFsys) Label() string {
-	b := f.fs.SB.FName[:]
-	for len(b) > 0 && b[len(b)-1] == 0 {
-		b = b[:len(b)-1]
-	}
-	return string(b)
-}
-func (f xfsFsys) SetMountPoint(p string)       { f.fs.MountPoint = p }
-func (f xfsFsys) MinSize(*node) (int64, error) { return 0, nil }
+func (f xfsFsys) Label() string                                 { return string(bytes.TrimRight(f.fs.SB.FName[:], "\x00")) }
+func (f xfsFsys) SetMountPoint(p string)                        { f.fs.MountPoint = p }
+func (f xfsFsys) MinSize(*node) (int64, error)                  { return 0, nil }
 func (f xfsFsys) Rewrite(n *node, data []byte) ([]devWrite, error) {
 	ws, err := f.fs.RewriteInode(n.xi, data, nil)
-	out := make([]devWrite, len(ws))
-	for i, w := range ws {
-		out[i] = devWrite(w)
-	}
-	return out, err
+	return devWrites(ws), err
 }
 
 type extFsys struct{ fs *ext.FS }
@@ -182,11 +185,7 @@ func (f extFsys) Label() string          { return f.fs.Label() }
 func (f extFsys) SetMountPoint(p string) { f.fs.MountPoint = p }
 func (f extFsys) Rewrite(n *node, data []byte) ([]devWrite, error) {
 	ws, err := f.fs.RewriteInode(n.ei, data, nil)
-	out := make([]devWrite, len(ws))
-	for i, w := range ws {
-		out[i] = devWrite(w)
-	}
-	return out, err
+	return devWrites(ws), err
 }
 
 func (f extFsys) MinSize(n *node) (int64, error) {
