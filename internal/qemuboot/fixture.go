@@ -2,8 +2,6 @@ package qemuboot
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -97,15 +95,8 @@ func Script() (path, version string, err error) {
 		return "", "", err
 	}
 	sort.Strings(mods)
-	h := sha256.New()
-	for _, f := range append([]string{path}, mods...) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", "", err
-		}
-		h.Write(b)
-	}
-	return path, hex.EncodeToString(h.Sum(nil)), nil
+	version, err = scriptcache.Version(append([]string{path}, mods...)...)
+	return path, version, err
 }
 
 // Fixture returns the bootable disk set, building it first with testdata/boot/mkbootdisk.sh if the

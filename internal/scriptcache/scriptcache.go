@@ -5,6 +5,8 @@ package scriptcache
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -212,6 +214,21 @@ func ReadManifest[T any](dir string) (*T, string, error) {
 		return nil, "", fmt.Errorf("%s: %w", path, err)
 	}
 	return &m, dir, nil
+}
+
+// Version is the version of a set a script builds from files (the script first, then what it
+// installs or reads): the hex SHA-256 of their contents one after another, which the scripts write
+// as their manifest's "version" too.
+func Version(files ...string) (string, error) {
+	h := sha256.New()
+	for _, f := range files {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			return "", err
+		}
+		h.Write(b)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
 
 // RepoRoot returns the nearest directory above the working directory (or, failing that, this source

@@ -25,8 +25,6 @@ package ubuntufixture
 
 import (
 	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -261,15 +259,8 @@ func Script() (path, version string, err error) {
 		sort.Strings(files)
 		ade = append(ade, files...)
 	}
-	h := sha256.New()
-	for _, f := range append([]string{path}, ade...) {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return "", "", err
-		}
-		h.Write(b)
-	}
-	return path, hex.EncodeToString(h.Sum(nil)), nil
+	version, err = scriptcache.Version(append([]string{path}, ade...)...)
+	return path, version, err
 }
 
 // Load returns the disk set, building it first with testdata/ubuntu/mkubuntu.sh if the cache holds none

@@ -15,8 +15,6 @@
 package vmfixture
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
@@ -372,12 +370,8 @@ func Script() (path, version string, err error) {
 		return "", "", errors.New("vmfixture: no go.mod above the working directory")
 	}
 	path = filepath.Join(root, "testdata", "vm", "mkvm.sh")
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", "", err
-	}
-	sum := sha256.Sum256(b)
-	return path, hex.EncodeToString(sum[:]), nil
+	version, err = scriptcache.Version(path)
+	return path, version, err
 }
 
 // cacheDirRE matches the directories Load builds in testdata/.cache (vm-<16 hex digits>).
