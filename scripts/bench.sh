@@ -24,7 +24,8 @@
 #   BENCH_VM_ONLY=1        only the whole-VM rows (no large fixtures; about a minute)
 #   BENCH_DELTA_MIB=1024   size of the volume of the cutover row (a second pass after 1% of a 10%-used
 #                          ext4 volume changed, against a full conversion of that state: luksconv's
-#                          BenchmarkDelta, 3 runs, page cache warm)
+#                          BenchmarkDelta, 3 runs, page cache warm, output a flushed file where Go's
+#                          temporary directory is, next to `cat IN > OUT; sync OUT` there)
 #   BENCH_DELTA_ONLY=1     only the cutover row (about 20 s)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
@@ -160,18 +161,11 @@ delta_row() {
   line=$(LUKSCONV_BENCH_DELTA_MIB=$mib go test -run '^$' -bench '^BenchmarkDelta$' -benchtime 3x -timeout 30m ./luksconv/ | grep -E '^BenchmarkDelta' || true)
   [ -n "$line" ] || { echo "bench: BenchmarkDelta did not run" >&2; exit 1; }
   m() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == k) print $i }' <<<"$line"; }
-  printf '
-| cutover (%s MiB ext4 volume, 10%% in use, 1%% overwritten; warm cache, mean of 3) | value |
-|---|---|
-' "$mib"
-  printf '| ciphertext changed | %s%% of the volume |
-| second pass moves (Delta regions) | %s%% |
-' "$(m changed-%)" "$(m moved-%)"
-  printf '| full conversion of the final state (plan + execute) | %s s |
-| cutover (plan + Delta + execute into the first output) | %s s |
-' "$(m full-s)" "$(m cutover-s)"
-  printf '| cutover / full | %s |
-' "$(m ratio)"
+  printf '\n| cutover (%s MiB ext4 volume, 10%% in use, 1%% overwritten; warm cache, mean of 3) | value |\n|---|---|\n' "$mib"
+  printf '| ciphertext changed | %s%% of the volume |\n| second pass moves (Delta regions) | %s%% |\n' "$(m changed-%)" "$(m moved-%)"
+  printf '| full conversion of the final state (plan + execute) | %s s |\n| cutover (plan + Delta + execute into the first output) | %s s |\n' "$(m full-s)" "$(m cutover-s)"
+  printf '| cutover / full | %s |\n' "$(m ratio)"
+  printf '| cat of the final state > a file; sync (same filesystem, the copy ceiling) | %s s |\n' "$(m cat-sync-s)"
 }
 if [ -n "${BENCH_DELTA_ONLY:-}" ]; then
   delta_row
