@@ -23,7 +23,8 @@ const deltaAlign = 4096
 // Everywhere else the returned plan rewrites it from next: source bytes that changed, space the
 // guest's filesystems took into use or freed (free space is zeros in the output), a volume that moved,
 // and every guest edit and GPT patch of either plan (re-applied from next; where only prev had one,
-// the byte comes from the source again).
+// the byte comes from the source again) except one both plans make alike, at the same place with the
+// same bytes (Patch.Sum), that no other patch overlaps: its bytes are the same in both outputs.
 //
 // The returned plan reads like next and shares its key: closing either closes both. Execute it into
 // the existing output, whose ZeroFilled must be false so that zeros are written. Its Regions cover only
@@ -71,9 +72,12 @@ func Delta(prev, next *Plan, changed []extent.Range) (*Plan, error) {
 			j++
 		}
 	}
+	same := samePatches(prev.Patches, next.Patches)
 	for _, p := range [][]Patch{prev.Patches, next.Patches} {
 		for _, pt := range p {
-			rewrite = append(rewrite, extent.Range{Off: pt.Offset, Len: int64(max(pt.Length, len(pt.Data)))})
+			if !same[pt.key()] {
+				rewrite = append(rewrite, extent.Range{Off: pt.Offset, Len: int64(max(pt.Length, len(pt.Data)))})
+			}
 		}
 	}
 	rewrite = extent.Merge(rewrite)
@@ -108,6 +112,48 @@ func Delta(prev, next *Plan, changed []extent.Range) (*Plan, error) {
 	}
 	d.Patches = slices.Clone(next.Patches)
 	return &d, nil
+}
+
+// patchKey names a patch by where it writes and what.
+type patchKey struct {
+	off int64
+	n   int
+	sum string
+}
+
+func (pt Patch) key() patchKey { return patchKey{pt.Offset, max(pt.Length, len(pt.Data)), pt.sum()} }
+
+// samePatches returns the patches both plans make alike (same bytes, same place) that overlap no other
+// patch of either plan: their bytes are the patch's in both outputs, whatever lies beneath, so a
+// delta pass need not rewrite them. A patch whose content is unknown (a plan decoded from JSON
+// written before Patch.Sum existed) is never the same.
+func samePatches(prev, next []Patch) map[patchKey]bool {
+	count := [2]map[patchKey]int{{}, {}}
+	var all []extent.Range
+	for i, p := range [][]Patch{prev, next} {
+		for _, pt := range p {
+			count[i][pt.key()]++
+			all = append(all, extent.Range{Off: pt.Offset, Len: int64(max(pt.Length, len(pt.Data)))})
+		}
+	}
+	same := map[patchKey]bool{}
+	for _, pt := range next {
+		k := pt.key()
+		if k.sum == "" || count[0][k] != 1 || count[1][k] != 1 {
+			continue
+		}
+		// Two copies of this patch, and nothing else reaching into its bytes.
+		others := 0
+		for _, r := range all {
+			if r.Off < k.off+int64(k.n) && k.off < r.End() {
+				others++
+			}
+		}
+		if others == 2 {
+			same[k] = true
+		}
+	}
+	return same
 }
 
 // sameMapping reports whether two regions produce the same output byte at the same offset from the

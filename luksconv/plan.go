@@ -55,6 +55,28 @@ type Patch struct {
 	Length int    `json:"length"`
 	Why    string `json:"why"`
 	Data   []byte `json:"-"`
+	// Sum is the hex SHA-256 of Data. MarshalJSON sets it, so that a plan read back from JSON, without
+	// the data, still tells Delta whether a later plan patches the same bytes the same way.
+	Sum string `json:"sum,omitempty"`
+}
+
+// MarshalJSON writes the patch with Sum computed from Data (when Data is there).
+func (pt Patch) MarshalJSON() ([]byte, error) {
+	type plain Patch
+	q := plain(pt)
+	if q.Data != nil {
+		q.Sum = pt.sum()
+	}
+	return json.Marshal(q)
+}
+
+// sum is Sum, computed from Data when the patch holds it.
+func (pt Patch) sum() string {
+	if pt.Data == nil {
+		return pt.Sum
+	}
+	h := sha256.Sum256(pt.Data)
+	return hex.EncodeToString(h[:])
 }
 
 // Format is an output container format.

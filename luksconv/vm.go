@@ -61,6 +61,19 @@ type VMDataPlan struct {
 	device string // the device ADE's line names (/dev/disk/azure/scsi1/lun<N>…)
 }
 
+// Disk returns the plan of the disk at lun (OSDisk for the OS disk), or nil when the VM plan has none.
+func (vp *VMPlan) Disk(lun int) *Plan {
+	if lun == OSDisk {
+		return vp.OS
+	}
+	for _, d := range vp.Data {
+		if d.LUN == lun {
+			return d.Plan
+		}
+	}
+	return nil
+}
+
 // Close destroys every plan's key.
 func (vp *VMPlan) Close() {
 	if vp == nil {
