@@ -6,6 +6,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strconv"
 	"testing"
 
 	"github.com/luksconv/luksconv/extent"
@@ -63,6 +65,20 @@ func executeInto(t testing.TB, p *luksconv.Plan, src *luksconv.Source, path stri
 	}
 }
 
+// secondPass executes the delta plan d into a copy of the first pass's output first and returns the
+// result.
+func secondPass(t *testing.T, first string, d *luksconv.Plan, src *luksconv.Source) []byte {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "out.raw")
+	testenv.Run(t, "cp", "--sparse=always", first, out)
+	executeInto(t, d, src, out)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
 // TestDelta: a first pass converts state 1 of an encrypted ext4 volume; the guest then writes, deletes
 // and rewrites files (debugfs -w on the plaintext, re-encrypted by cryptsetup under the same volume
 // key); a second pass writes only Delta's regions into the first pass's output. The result equals a
@@ -96,17 +112,7 @@ func TestDelta(t *testing.T) {
 		t.Errorf("the second pass rewrites %d of %d bytes", rewritten, p2.OutputSize)
 	}
 
-	second := func(d *luksconv.Plan) []byte {
-		t.Helper()
-		out := filepath.Join(t.TempDir(), "out.raw")
-		testenv.Run(t, "cp", "--sparse=always", first, out)
-		executeInto(t, d, src2, out)
-		b, err := os.ReadFile(out)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
+	second := func(d *luksconv.Plan) []byte { return secondPass(t, first, d, src2) }
 	got := second(d)
 	want, err := os.ReadFile(full)
 	if err != nil {
@@ -167,5 +173,121 @@ func TestDelta(t *testing.T) {
 	// Plans of different outputs are refused.
 	if _, err := luksconv.Delta(p1, &luksconv.Plan{OutputSize: p2.OutputSize + 4096, Format: p2.Format}, changed); err == nil {
 		t.Error("a delta between outputs of different sizes was accepted")
+	}
+}
+
+// regionsOf lists the output ranges of p's regions of kind k that lie within r.
+func regionsOf(p *luksconv.Plan, k luksconv.RegionKind, r extent.Range) []extent.Range {
+	var out []extent.Range
+	for _, g := range p.Regions {
+		if g.Kind == k {
+			out = append(out, extent.Clip([]extent.Range{{Off: g.Offset, Len: g.Length}}, r.Off, r.Len)...)
+		}
+	}
+	return extent.Merge(out)
+}
+
+// TestDeltaLVExtended: the plaintext of the encrypted volume is an LVM PV; between the passes the guest
+// extends its LV datalv by a second segment after another LV and a gap (vgcfgrestore), grows the ext4
+// filesystem on it (resize2fs) and writes a file that spills into the new extents. The first pass wrote
+// those extents as zeros (free LVM extents); the second must decrypt the parts of them the grown
+// filesystem uses. The delta pass equals a full conversion of state 2 byte for byte; the LV read from
+// it through vgcfgbackup's segments passes e2fsck and holds every file of state 2; the pass wrote a
+// small part of the disk; and the new segment comes right from the mapping change alone: with the
+// changed pages withheld the delta still writes it as a full conversion does (the rest of the disk
+// then differs).
+func TestDeltaLVExtended(t *testing.T) {
+	testenv.Need(t, "e2fsck", "debugfs", "dumpe2fs")
+	set := deltafixture.BuildLVM(t)
+	dir, s1, s2 := set.Dir, set.S1, set.S2
+	p1, src1 := planState(t, s1, set.Pass)
+	if p1.Volume.Content != "lvm2-pv" || p1.Volume.PayloadOffset != 0 {
+		t.Fatalf("state 1 planned as %q with its payload at %d: want an LVM PV at byte 0", p1.Volume.Content, p1.Volume.PayloadOffset)
+	}
+	first := executeTo(t, p1, src1)
+	p2, src2 := planState(t, s2, set.Pass)
+	full := executeTo(t, p2, src2)
+
+	// The new segment: free extents (zeros) in the first plan, partly decrypted in the second.
+	g := set.Segs2[len(set.Segs2)-1]
+	seg := extent.Range{Off: set.PEStart + g.PE*set.ExtentSize, Len: g.Count * set.ExtentSize}
+	if z := extent.Total(regionsOf(p1, luksconv.Zero, seg)); z != seg.Len {
+		t.Fatalf("state 1's plan writes %d of the %d bytes of the extents the LV takes later as zeros, not all", z, seg.Len)
+	}
+	newData := regionsOf(p2, luksconv.Decrypt, seg)
+	if extent.Total(newData) < int64(len(set.Files2[set.NewFile]))/2 {
+		t.Fatalf("state 2's plan decrypts %d bytes of datalv's new segment: less than half of /%s", extent.Total(newData), set.NewFile)
+	}
+
+	changed := deltafixture.ChangedPages(t, s1.Disk, s2.Disk)
+	d, err := luksconv.Delta(p1, p2, changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewritten := d.Totals.Copy + d.Totals.Decrypt + d.Totals.Zero
+	t.Logf("ciphertext changed: %d bytes; the second pass rewrites %d of %d bytes (%d decrypted, %d zeroed); "+
+		"state 2 decrypts %d bytes of the new segment", extent.Total(changed), rewritten, p2.OutputSize,
+		d.Totals.Decrypt, d.Totals.Zero, extent.Total(newData))
+	if rewritten < extent.Total(newData) || rewritten > p2.OutputSize/4 {
+		t.Errorf("the second pass rewrites %d of %d bytes", rewritten, p2.OutputSize)
+	}
+
+	second := func(d *luksconv.Plan) []byte { return secondPass(t, first, d, src2) }
+	got := second(d)
+	want, err := os.ReadFile(full)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatalf("the delta pass differs from a full conversion of state 2")
+	}
+
+	// The oracle: the output is the PV in plaintext from byte 0; datalv, gathered from the segments
+	// vgcfgbackup read back, is checked by e2fsprogs.
+	check := testenv.WriteFile(t, dir, "delta.raw", got)
+	lv := filepath.Join(dir, "datalv.out")
+	set.ExtractLV(t, check, set.Segs2, lv)
+	if out, err := exec.Command("e2fsck", "-fn", lv).CombinedOutput(); err != nil {
+		t.Errorf("e2fsck -fn on datalv after the delta pass: %v\n%s", err, out)
+	}
+	if m := regexp.MustCompile(`(?m)^Block count:\s+(\d+)$`).FindStringSubmatch(testenv.Run(t, "dumpe2fs", "-h", lv)); m == nil ||
+		m[1] != strconv.FormatInt((set.Segs2[0].Count+g.Count)*set.ExtentSize/4096, 10) {
+		t.Errorf("datalv's ext4 does not fill the extended LV of %d extents: block count %v", set.Segs2[0].Count+g.Count, m)
+	}
+	if out, err := exec.Command("debugfs", "-R", "cat /"+set.NewFile, lv).Output(); err != nil || !bytes.Equal(out, set.Files2[set.NewFile]) {
+		t.Errorf("debugfs cat /%s after the delta pass: %d bytes, not state 2's (%v)", set.NewFile, len(out), err)
+	}
+	for name, b := range set.Files2 {
+		dst := filepath.Join(dir, "dump")
+		os.Remove(dst)
+		testenv.Run(t, "debugfs", "-R", "dump /"+name+" "+dst, lv)
+		if c, _ := os.ReadFile(dst); !bytes.Equal(c, b) {
+			t.Errorf("/%s after the delta pass: %d bytes, not state 2's", name, len(c))
+		}
+	}
+
+	// The mapping change alone rewrites the new segment: with no changed pages the delta still covers
+	// every byte state 2 decrypts there, and writes the segment as a full conversion does; elsewhere
+	// (the LVM metadata, the ext4 metadata and files in the first segment) state 1's bytes stay.
+	stale, err := luksconv.Delta(p1, p2, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("without the changed pages the second pass rewrites %d bytes", stale.Totals.Copy+stale.Totals.Decrypt+stale.Totals.Zero)
+	var staleCover []extent.Range
+	for _, r := range stale.Regions {
+		staleCover = append(staleCover, extent.Range{Off: r.Offset, Len: r.Length})
+	}
+	for _, r := range newData {
+		if c := extent.Total(extent.Clip(extent.Merge(staleCover), r.Off, r.Len)); c != r.Len {
+			t.Errorf("without the changed pages the delta rewrites %d of the %d bytes state 2 decrypts at %d in the new segment", c, r.Len, r.Off)
+		}
+	}
+	staleOut := second(stale)
+	if !bytes.Equal(staleOut[seg.Off:seg.End()], want[seg.Off:seg.End()]) {
+		t.Error("without the changed pages the new segment differs from a full conversion of state 2")
+	}
+	if bytes.Equal(staleOut, want) {
+		t.Error("without the changed pages the delta pass still gives state 2: the test proves nothing")
 	}
 }

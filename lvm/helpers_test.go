@@ -11,7 +11,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -38,36 +37,7 @@ type lvmEnv struct {
 
 func newEnv(t testing.TB, dev string) *lvmEnv {
 	t.Helper()
-	dir := t.TempDir()
-	filter := `filter = [ "r|.*|" ]`
-	if dev != "" {
-		filter = fmt.Sprintf(`filter = [ "a|^%s$|", "r|.*|" ]`, regexp.QuoteMeta(dev))
-	}
-	conf := fmt.Sprintf(`devices {
-	use_devicesfile = 0
-	obtain_device_list_from_udev = 0
-	hints = "none"
-	scan_lvs = 0
-	%s
-}
-global {
-	locking_dir = "%s"
-	use_lvmlockd = 0
-}
-activation {
-	udev_sync = 0
-	udev_rules = 0
-	monitoring = 0
-}
-backup {
-	backup = 0
-	archive = 0
-}
-`, filter, filepath.Join(dir, "lock"))
-	if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), []byte(conf), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &lvmEnv{t: t, sysDir: dir, dev: dev}
+	return &lvmEnv{t: t, sysDir: testenv.LVMSystemDir(t, dev), dev: dev}
 }
 
 // newLoopPV creates a sparse file of size bytes, attaches it to a loop

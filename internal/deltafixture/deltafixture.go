@@ -1,6 +1,7 @@
-// Package deltafixture builds the states of an encrypted ext4 volume between two conversion passes,
-// for the tests of a second (delta) pass: the plaintext changed with the real tools (mkfs.ext4 -d,
-// debugfs -w), each state encrypted by cryptsetup under one volume key, so that sectors that did not
+// Package deltafixture builds the states of an encrypted ext4 volume (Build), or of an encrypted LVM
+// PV whose LV holding ext4 is extended (BuildLVM), between two conversion passes, for the tests of a
+// second (delta) pass: the plaintext changed with the real tools (mkfs.ext4 -d, debugfs -w, resize2fs,
+// vgcfgrestore), each state encrypted by cryptsetup under one volume key, so that sectors that did not
 // change have the same ciphertext in every state, as on a disk ADE encrypted once.
 package deltafixture
 

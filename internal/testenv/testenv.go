@@ -23,6 +23,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -48,7 +49,7 @@ var debianPackage = map[string]string{
 	"lsinitrd": "dracut-core", "lvmconfig": "lvm2", "lvs": "lvm2", "lz4": "lz4", "mkfs.xfs": "xfsprogs",
 	"mount": "mount", "openssl": "openssl", "pvck": "lvm2", "pvcreate": "lvm2", "pvs": "lvm2",
 	"qemu-img": "qemu-utils", "sfdisk": "fdisk", "sgdisk": "gdisk", "umount": "mount", "vgcfgbackup": "lvm2",
-	"vgcfgrestore": "lvm2", "vgcreate": "lvm2", "xfs_db": "xfsprogs", "xfs_io": "xfsprogs",
+	"vgcfgrestore": "lvm2", "vgcreate": "lvm2", "resize2fs": "e2fsprogs", "xfs_db": "xfsprogs", "xfs_io": "xfsprogs",
 	"xfs_repair": "xfsprogs", "xz": "xz-utils", "zstd": "zstd", "mkfs.vfat": "dosfstools", "fsck.fat": "dosfstools",
 	"mcopy": "mtools", "mdir": "mtools", "mmd": "mtools", "mtype": "mtools",
 	"mkfs.ext2": "e2fsprogs", "mkfs.ext3": "e2fsprogs", "mkfs.ext4": "e2fsprogs", "e2fsck": "e2fsprogs", "debugfs": "e2fsprogs", "dumpe2fs": "e2fsprogs",
@@ -238,4 +239,42 @@ func GrepTree(t testing.TB, dir string, needles []string) (hits []Hit, files int
 		t.Fatal(err)
 	}
 	return hits, files
+}
+
+// LVMSystemDir makes a private LVM configuration directory (for LVM_SYSTEM_DIR) in which lvm commands
+// see the device dev and nothing else (no device at all when dev is ""), keep no backups, archives,
+// hints or devices file, and never talk to udev: the host's volume groups stay out of a test's sight.
+func LVMSystemDir(t testing.TB, dev string) string {
+	t.Helper()
+	dir := t.TempDir()
+	filter := `filter = [ "r|.*|" ]`
+	if dev != "" {
+		filter = fmt.Sprintf(`filter = [ "a|^%[1]s$|", "r|.*|" ]
+	global_filter = [ "a|^%[1]s$|", "r|.*|" ]`, regexp.QuoteMeta(dev))
+	}
+	conf := fmt.Sprintf(`devices {
+	use_devicesfile = 0
+	obtain_device_list_from_udev = 0
+	hints = "none"
+	scan_lvs = 0
+	%s
+}
+global {
+	locking_dir = "%s"
+	use_lvmlockd = 0
+}
+activation {
+	udev_sync = 0
+	udev_rules = 0
+	monitoring = 0
+}
+backup {
+	backup = 0
+	archive = 0
+}
+`, filter, filepath.Join(dir, "lock"))
+	if err := os.WriteFile(filepath.Join(dir, "lvm.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
