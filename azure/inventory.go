@@ -76,6 +76,13 @@ const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snaps
 	"changed data (bytes the later stage rounds wrote per hour between their snapshots, times the hours since the last snapshot, at 60 MiB/s) + " +
 	"VM re-creation (5 min, with --recreate-vm)"
 
+// MeasuredVMCutoverFormula is MeasuredCutoverFormula for a whole VM staged with `azure convert --vm
+// --stage`: each disk's changed data is measured by its own rounds, and the disks go --parallel at a
+// time.
+const MeasuredVMCutoverFormula = "cutover = deallocate (3 min) + incremental snapshots (2 min) + " +
+	"changed data (for each disk, bytes its later stage rounds wrote per hour between their snapshots, times the hours since its last snapshot; " +
+	"at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min, with --recreate-vm)"
+
 // StagingBasis says what the staging estimate is based on.
 const StagingBasis = "the converted disks' sizes, an upper bound of the data in use (not known to Azure's control plane), " +
 	"at 60 MiB/s per disk, --parallel disks at a time"

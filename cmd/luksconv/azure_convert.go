@@ -85,7 +85,8 @@ func newAzureConvertCmd() *cobra.Command {
 	var f azureConvert
 	c := &cobra.Command{
 		Use: "convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--resource-group RG] " +
-			"[--dry-run] [--recreate-vm --vm VM_ID]\n  luksconv azure convert --vm VM_ID --des DES_ID [--target-suffix S] [--dry-run] [--recreate-vm]",
+			"[--dry-run] [--recreate-vm --vm VM_ID] [--stage | --cutover [--deallocate]]\n" +
+			"  luksconv azure convert --vm VM_ID --des DES_ID [--target-suffix S] [--dry-run] [--recreate-vm] [--stage | --cutover [--deallocate]]",
 		Short: "Convert an ADE disk, or every ADE disk of a VM, into new plaintext managed disks encrypted at rest by a Disk Encryption Set",
 		Long: "With --snapshot or --source-disk, one disk is converted into --target-disk.\n\n" +
 			"With --vm alone, the whole VM is: every disk carrying ADE settings is snapshotted, unlocked with its own\n" +
@@ -93,7 +94,10 @@ func newAzureConvertCmd() *cobra.Command {
 			"each with its own resume journal; the OS disk is edited for all of them (crypttab, fstab by filesystem\n" +
 			"UUID, LVM devices file, ADE's files). With --recreate-vm the VM is then re-created with every new disk at\n" +
 			"its LUN, with its caching and write-accelerator settings. If a disk fails, the VM is untouched and the\n" +
-			"same command resumes: finished disks are kept, unfinished ones resume from their journals.",
+			"same command resumes: finished disks are kept, unfinished ones resume from their journals.\n\n" +
+			"With --stage (one disk or the whole VM), the VM may run: its disks are converted from incremental snapshots\n" +
+			"into new disks whose uploads stay open; each further --stage moves only what changed since the last round.\n" +
+			"--cutover (VM deallocated, or --deallocate) does the last round and finishes the disks.",
 		Args: usageArgs(0),
 		RunE: f.run,
 	}
@@ -125,9 +129,9 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
-	fl.BoolVar(&f.stage, "stage", false, "with --source-disk: convert an incremental snapshot of the disk, VM running or not, into --target-disk and leave its upload open; "+
-		"run again for another round that moves only what changed (the record is .luksconv-stage-<target>.json in --journal-dir)")
-	fl.BoolVar(&f.cutover, "cutover", false, "after --stage, with the VM deallocated: a last round from a final incremental snapshot, then finish the new disk "+
+	fl.BoolVar(&f.stage, "stage", false, "with --source-disk, or the whole VM: convert incremental snapshots of the disks, VM running or not, into the new disks and leave their uploads open; "+
+		"run again for another round that moves only what changed (the record is .luksconv-stage-<target>.json, or .luksconv-stage-vm-<VM name>-<hash>.json, in --journal-dir)")
+	fl.BoolVar(&f.cutover, "cutover", false, "after --stage, with the VM deallocated: a last round from final incremental snapshots, then finish the new disks "+
 		"(with --dry-run: print the expected downtime from the measured change rate)")
 	fl.BoolVar(&f.deallocate, "deallocate", false, "with --cutover: deallocate the disk's VM first if it runs, and wait until it is deallocated (not with --dry-run, which deallocates nothing)")
 	return c
@@ -210,6 +214,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	if f.wholeVM() {
+		if f.cutover || f.stage && !f.dryRun {
+			return f.runVMStaged(c)
+		}
 		return f.runVM(c)
 	}
 	ctx := c.Context()

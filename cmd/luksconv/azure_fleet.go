@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -18,6 +19,13 @@ import (
 // luksconv only writes the engine's input from an inventory (`azure inventory --json`): the contract
 // that makes such runs safe is the CLI's own (idempotent reruns through the new disks' tags and the
 // journals in --journal-dir, exit codes that say whether a retry can help, one JSON report per run).
+//
+// With --delta each VM gets two tasks instead of one: a stage task (`azure convert --stage`, the VM
+// running: incremental snapshots converted into new disks left open, a record in --journal-dir) and a
+// cutover task (`azure convert --cutover --deallocate`: the VM deallocated, the last round, the disks
+// finished, the VM re-created) that the operator adds at the maintenance window. A VM is down for its
+// cutover only. Both tasks of a VM name it the same way and share --journal-dir, where the stage
+// record the cutover needs is kept.
 
 // fleetVMs are the inventory's VMs a fleet converts, in the order task i (Batch) or index i
 // (Kubernetes) takes them: the convertible ones, in the inventory's order.
@@ -69,7 +77,7 @@ type azureFleet struct {
 	image, des, identity      string
 	journalDir                string
 	retries, parallel         int
-	recreate                  bool
+	recreate, verify, delta   bool
 	pool, name, namespace     string
 	serviceAccount            string
 	journalClaim              string
@@ -84,7 +92,13 @@ func newAzureFleetCmd() *cobra.Command {
 			"each running `luksconv azure convert --vm VM --des DES [--recreate-vm] --journal-dir DIR --json` in the\n" +
 			"image of deploy/Dockerfile. Blocked VMs are left out. Batch: batch-job.json and batch-tasks.json (az batch\n" +
 			"job create / az batch task create --json-file); Kubernetes: kubernetes.json (kubectl apply -f), a\n" +
-			"ConfigMap with the inventory and an Indexed Job whose index i converts the inventory's i-th convertible VM.",
+			"ConfigMap with the inventory and an Indexed Job whose index i converts the inventory's i-th convertible VM.\n\n" +
+			"With --delta, two tasks per VM: a stage task (azure convert --stage, the VM running) and a cutover task\n" +
+			"(azure convert --cutover --deallocate [--recreate-vm] [--verify]) added at the maintenance window. Batch:\n" +
+			"batch-job.json (task dependencies on), batch-stage-tasks.json (stage-N) and batch-cutover-tasks.json\n" +
+			"(cutover-N, each depending on stage-N: it runs only after that stage task succeeded); Kubernetes:\n" +
+			"kubernetes-stage.json (ServiceAccount, ConfigMap, Indexed Job NAME-stage) and kubernetes-cutover.json\n" +
+			"(Indexed Job NAME-cutover, same index → VM mapping; kubectl create -f at the window).",
 		Args: cobra.NoArgs,
 		RunE: f.run,
 	}
@@ -98,7 +112,10 @@ func newAzureFleetCmd() *cobra.Command {
 	fl.StringVar(&f.journalDir, "journal-dir", "/journals", "where the tasks keep their resume journals: shared storage mounted there")
 	fl.IntVar(&f.retries, "retries", 3, "retries per VM (a retry resumes; exit codes no retry can change are not retried where the engine allows)")
 	fl.IntVar(&f.parallel, "parallel", 20, "VMs converted at the same time (Kubernetes; on Batch the pool's size and task slots decide)")
-	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create each VM around its new disks (azure convert --recreate-vm)")
+	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create each VM around its new disks (azure convert --recreate-vm; with --delta, in the cutover tasks)")
+	fl.BoolVar(&f.verify, "verify", false, "read each new disk back and check it before any VM change (azure convert --verify; with --delta, in the cutover tasks)")
+	fl.BoolVar(&f.delta, "delta", false, "write stage tasks (azure convert --stage, the VMs running, no --recreate-vm) and cutover tasks "+
+		"(azure convert --cutover --deallocate, added at the maintenance window) instead of whole-VM tasks: each VM is down for its cutover only")
 	fl.StringVar(&f.pool, "pool", "luksconv", "Batch: the pool's ID")
 	fl.StringVar(&f.name, "name", "luksconv-fleet", "the job's name (Batch job ID, Kubernetes Job and ConfigMap name)")
 	fl.StringVar(&f.namespace, "namespace", "default", "Kubernetes: the namespace")
@@ -122,6 +139,8 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		return fmt.Errorf("%w: --journal-dir %q: want an absolute path inside the container", errUsage, f.journalDir)
 	case f.engine == "kubernetes" && !k8sName.MatchString(f.name):
 		return fmt.Errorf("%w: --name %q is not a Kubernetes object name", errUsage, f.name)
+	case f.engine == "kubernetes" && f.delta && !k8sName.MatchString(f.name+"-cutover"):
+		return fmt.Errorf("%w: --name %q: with --delta, %s-cutover must be a Kubernetes object name (at most 63 characters)", errUsage, f.name, f.name)
 	}
 	inv, err := readInventory(f.inventory)
 	if err != nil {
@@ -135,17 +154,29 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		return err
 	}
 	var files map[string]any
-	if f.engine == "batch" {
+	switch {
+	case f.engine == "batch" && f.delta:
+		files = f.batchDelta(vms)
+	case f.engine == "batch":
 		files = f.batch(vms)
-	} else {
+	default:
 		raw, err := os.ReadFile(f.inventory)
 		if err != nil {
 			return err
 		}
-		files = map[string]any{"kubernetes.json": f.kubernetes(len(vms), string(raw))}
+		if f.delta {
+			files = f.kubernetesDelta(len(vms), string(raw))
+		} else {
+			files = map[string]any{"kubernetes.json": f.kubernetes(len(vms), string(raw))}
+		}
 	}
-	for name, doc := range files {
-		b, err := json.MarshalIndent(doc, "", "  ")
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	for _, name := range names {
+		b, err := json.MarshalIndent(files[name], "", "  ")
 		if err != nil {
 			return err
 		}
@@ -159,54 +190,120 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 	return nil
 }
 
-// convertArgs is the command every task runs, for the VM given by vmArgs.
-func (f *azureFleet) convertArgs(vmArgs ...string) []string {
+// fleetStep is what a task does to its VM: all of the conversion at once, or (--delta) one stage
+// round or the cutover.
+type fleetStep int
+
+const (
+	stepConvert fleetStep = iota // azure convert: the whole VM, deallocated beforehand
+	stepStage                    // azure convert --stage: a round while the VM runs
+	stepCutover                  // azure convert --cutover --deallocate: the last round, the VM down
+)
+
+// convertArgs is the command a task of the step runs, for the VM given by vmArgs. A stage round never
+// re-creates or verifies (the disks stay open); the cutover does both as a whole-VM run would.
+func (f *azureFleet) convertArgs(step fleetStep, vmArgs ...string) []string {
 	args := append([]string{"/luksconv", "azure", "convert"}, vmArgs...)
 	args = append(args, "--des", f.des, "--journal-dir", f.journalDir, "--json", "-q")
+	switch step {
+	case stepStage:
+		return append(args, "--stage")
+	case stepCutover:
+		args = append(args, "--cutover", "--deallocate")
+	}
 	if f.recreate {
 		args = append(args, "--recreate-vm")
+	}
+	if f.verify {
+		args = append(args, "--verify")
 	}
 	return args
 }
 
 // batch returns the Batch job (Add Job body) and its tasks (Add Task Collection body), one task per
-// VM. Batch retries any failing task up to maxTaskRetryCount; the permanent exit codes only stop
-// dependent tasks (dependencyAction block), which the job does not use yet.
+// VM. Batch retries any failing task up to maxTaskRetryCount. The job is created with
+// onAllTasksComplete noaction: Batch counts a job without tasks as one whose tasks are all complete,
+// so terminatejob at creation would end it before its tasks are added. The operator switches it to
+// terminatejob once the tasks are in (az batch job set --on-all-tasks-complete terminatejob). The job
+// has no task dependencies, so the tasks carry no dependencyAction (Batch refuses to add such a task
+// to such a job); with no jobAction either (batchTask), they have no exit conditions at all.
 func (f *azureFleet) batch(vms []azure.InventoryVM) map[string]any {
 	job := map[string]any{
 		"id":                   f.name,
 		"poolInfo":             map[string]any{"poolId": f.pool},
-		"onAllTasksComplete":   "terminatejob",
+		"onAllTasksComplete":   "noaction",
 		"usesTaskDependencies": false,
 		"constraints":          map[string]any{"maxTaskRetryCount": f.retries},
 	}
-	var exits []map[string]any
-	for _, code := range permanentExits {
-		exits = append(exits, map[string]any{"code": code, "exitOptions": map[string]any{"jobAction": "none", "dependencyAction": "block"}})
-	}
 	var tasks []map[string]any
 	for i, vm := range vms {
-		t := map[string]any{
-			"id":          fmt.Sprintf("vm-%04d", i),
-			"displayName": vm.ID,
-			"commandLine": strings.Join(f.convertArgs("--vm", vm.ID), " "),
-			"containerSettings": map[string]any{
-				"imageName": f.image,
-				// The pool mounts the journals' file share at fsmounts/journals (mountConfiguration).
-				"containerRunOptions": "--rm -v /mnt/batch/tasks/fsmounts/journals:" + f.journalDir,
-				"workingDirectory":    "containerImageDefault",
-			},
-			"userIdentity":   map[string]any{"autoUser": map[string]any{"scope": "pool", "elevationLevel": "nonadmin"}},
-			"constraints":    map[string]any{"maxTaskRetryCount": f.retries},
-			"exitConditions": map[string]any{"exitCodes": exits},
-		}
-		if f.identity != "" {
-			// DefaultAzureCredential takes the pool's user-assigned identity this client ID names.
-			t["environmentSettings"] = []map[string]any{{"name": "AZURE_CLIENT_ID", "value": f.identity}}
-		}
-		tasks = append(tasks, t)
+		tasks = append(tasks, f.batchTask(fmt.Sprintf("vm-%04d", i), vm, stepConvert))
 	}
 	return map[string]any{"batch-job.json": job, "batch-tasks.json": map[string]any{"value": tasks}}
+}
+
+// batchTask is the task id running step for vm: the image's /luksconv with the journals' share
+// mounted at --journal-dir, the retries and the managed identity. A stage or cutover task (--delta,
+// a job with task dependencies) also lists the exit codes no retry changes, which block the tasks
+// depending on this one (stage → cutover). A whole-VM task does not: its job has no task
+// dependencies, and Batch refuses a task with a dependencyAction there. No task sets a jobAction:
+// the job's onTaskFailure is Batch's default, noaction, under which Batch refuses that field too.
+func (f *azureFleet) batchTask(id string, vm azure.InventoryVM, step fleetStep) map[string]any {
+	t := map[string]any{
+		"id":          id,
+		"displayName": vm.ID,
+		"commandLine": strings.Join(f.convertArgs(step, "--vm", vm.ID), " "),
+		"containerSettings": map[string]any{
+			"imageName": f.image,
+			// The pool mounts the journals' file share at fsmounts/journals (mountConfiguration).
+			"containerRunOptions": "--rm -v /mnt/batch/tasks/fsmounts/journals:" + f.journalDir,
+			"workingDirectory":    "containerImageDefault",
+		},
+		"userIdentity": map[string]any{"autoUser": map[string]any{"scope": "pool", "elevationLevel": "nonadmin"}},
+		"constraints":  map[string]any{"maxTaskRetryCount": f.retries},
+	}
+	if step != stepConvert {
+		var exits []map[string]any
+		for _, code := range permanentExits {
+			exits = append(exits, map[string]any{"code": code, "exitOptions": map[string]any{"dependencyAction": "block"}})
+		}
+		t["exitConditions"] = map[string]any{"exitCodes": exits}
+	}
+	if f.identity != "" {
+		// DefaultAzureCredential takes the pool's user-assigned identity this client ID names.
+		t["environmentSettings"] = []map[string]any{{"name": "AZURE_CLIENT_ID", "value": f.identity}}
+	}
+	return t
+}
+
+// batchDelta returns the --delta Batch input: the job, with task dependencies on, and two task
+// collections, stage-N (added with the job, the VMs running) and cutover-N (added at the maintenance
+// window), where cutover-N depends on stage-N: Batch schedules it only once stage-N completed with
+// exit 0. A stage task that fails for good (a permanent exit code, or any other failure once its
+// retries are spent: dependencyAction block is Batch's default for every failure) leaves its cutover
+// waiting forever, its VM untouched. The job does not end when all its tasks complete
+// (onAllTasksComplete noaction), or it would end between the stage tasks and the window.
+func (f *azureFleet) batchDelta(vms []azure.InventoryVM) map[string]any {
+	job := map[string]any{
+		"id":                   f.name,
+		"poolInfo":             map[string]any{"poolId": f.pool},
+		"onAllTasksComplete":   "noaction",
+		"usesTaskDependencies": true,
+		"constraints":          map[string]any{"maxTaskRetryCount": f.retries},
+	}
+	var stage, cutover []map[string]any
+	for i, vm := range vms {
+		sid := fmt.Sprintf("stage-%04d", i)
+		stage = append(stage, f.batchTask(sid, vm, stepStage))
+		t := f.batchTask(fmt.Sprintf("cutover-%04d", i), vm, stepCutover)
+		t["dependsOn"] = map[string]any{"taskIds": []string{sid}}
+		cutover = append(cutover, t)
+	}
+	return map[string]any{
+		"batch-job.json":           job,
+		"batch-stage-tasks.json":   map[string]any{"value": stage},
+		"batch-cutover-tasks.json": map[string]any{"value": cutover},
+	}
 }
 
 // kubernetes returns a List of the ConfigMap holding the inventory and the Indexed Job: pod i runs
@@ -214,7 +311,54 @@ func (f *azureFleet) batch(vms []azure.InventoryVM) map[string]any {
 // CLI's own (fleetVMs), not a copy in the manifest. Exit codes no retry can change fail the index at
 // once (podFailurePolicy FailIndex); the others are retried up to --retries per index.
 func (f *azureFleet) kubernetes(n int, inventory string) map[string]any {
-	const invDir = "/inventory"
+	items := append(f.kubernetesShared(inventory), f.kubernetesJob(f.name, "", stepConvert, n))
+	return map[string]any{"apiVersion": "v1", "kind": "List", "items": items}
+}
+
+// kubernetesDelta returns the --delta Kubernetes input: kubernetes-stage.json, the ServiceAccount,
+// the ConfigMap and the Indexed Job NAME-stage (kubectl apply -f, the VMs running), and
+// kubernetes-cutover.json, the Indexed Job NAME-cutover alone (kubectl create -f at the window), which
+// uses the same ServiceAccount and ConfigMap, so the same index → VM mapping, and the same journal
+// claim, where the stage pods left the stage records the cutover pods (on other nodes) read.
+// Kubernetes has no dependency between Jobs: the cutover of a VM whose stage never finished fails on
+// its own (no stage record: azure.ErrState, exit 1, retried like any exit 1 until the index fails).
+func (f *azureFleet) kubernetesDelta(n int, inventory string) map[string]any {
+	stage := append(f.kubernetesShared(inventory), f.kubernetesJob(f.name+"-stage", "stage", stepStage, n))
+	cutover := []any{f.kubernetesJob(f.name+"-cutover", "cutover", stepCutover, n)}
+	return map[string]any{
+		"kubernetes-stage.json":   map[string]any{"apiVersion": "v1", "kind": "List", "items": stage},
+		"kubernetes-cutover.json": map[string]any{"apiVersion": "v1", "kind": "List", "items": cutover},
+	}
+}
+
+// fleetInventoryDir is where the pods mount the ConfigMap holding the inventory.
+const fleetInventoryDir = "/inventory"
+
+// kubernetesShared returns what every Job of the fleet uses: the ConfigMap holding the inventory and,
+// with --identity, the ServiceAccount federated with it.
+func (f *azureFleet) kubernetesShared(inventory string) []any {
+	cm := map[string]any{
+		"apiVersion": "v1",
+		"kind":       "ConfigMap",
+		"metadata":   map[string]any{"name": f.name + "-inventory", "namespace": f.namespace},
+		"data":       map[string]any{"inventory.json": inventory},
+	}
+	items := []any{cm}
+	if f.identity != "" {
+		items = append([]any{map[string]any{
+			"apiVersion": "v1",
+			"kind":       "ServiceAccount",
+			"metadata": map[string]any{"name": f.serviceAccount, "namespace": f.namespace,
+				"annotations": map[string]any{"azure.workload.identity/client-id": f.identity}},
+		}}, items...)
+	}
+	return items
+}
+
+// kubernetesJob returns the Indexed Job name whose pod i runs step for the inventory's i-th
+// convertible VM; component, if set, labels its pods (stage or cutover).
+func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int) map[string]any {
+	const invDir = fleetInventoryDir
 	var rules []map[string]any
 	codes := make([]int, len(permanentExits))
 	copy(codes, permanentExits)
@@ -223,10 +367,13 @@ func (f *azureFleet) kubernetes(n int, inventory string) map[string]any {
 		"onExitCodes": map[string]any{"containerName": "luksconv", "operator": "In", "values": codes},
 	})
 	labels := map[string]any{"app.kubernetes.io/name": "luksconv", "azure.workload.identity/use": "true"}
+	if component != "" {
+		labels["app.kubernetes.io/component"] = component
+	}
 	container := map[string]any{
 		"name":  "luksconv",
 		"image": f.image,
-		"args":  f.convertArgs("--inventory", invDir+"/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)")[1:],
+		"args":  f.convertArgs(step, "--inventory", invDir+"/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)")[1:],
 		"volumeMounts": []map[string]any{
 			{"name": "inventory", "mountPath": invDir, "readOnly": true},
 			{"name": "journals", "mountPath": f.journalDir},
@@ -234,10 +381,10 @@ func (f *azureFleet) kubernetes(n int, inventory string) map[string]any {
 		"securityContext": map[string]any{"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
 			"readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []string{"ALL"}}},
 	}
-	job := map[string]any{
+	return map[string]any{
 		"apiVersion": "batch/v1",
 		"kind":       "Job",
-		"metadata":   map[string]any{"name": f.name, "namespace": f.namespace},
+		"metadata":   map[string]any{"name": name, "namespace": f.namespace},
 		"spec": map[string]any{
 			"completionMode":       "Indexed",
 			"completions":          n,
@@ -260,22 +407,6 @@ func (f *azureFleet) kubernetes(n int, inventory string) map[string]any {
 			},
 		},
 	}
-	cm := map[string]any{
-		"apiVersion": "v1",
-		"kind":       "ConfigMap",
-		"metadata":   map[string]any{"name": f.name + "-inventory", "namespace": f.namespace},
-		"data":       map[string]any{"inventory.json": inventory},
-	}
-	items := []any{cm, job}
-	if f.identity != "" {
-		items = append([]any{map[string]any{
-			"apiVersion": "v1",
-			"kind":       "ServiceAccount",
-			"metadata": map[string]any{"name": f.serviceAccount, "namespace": f.namespace,
-				"annotations": map[string]any{"azure.workload.identity/client-id": f.identity}},
-		}}, items...)
-	}
-	return map[string]any{"apiVersion": "v1", "kind": "List", "items": items}
 }
 
 // parseIndex reads --index, which a Kubernetes Indexed Job passes as $(JOB_COMPLETION_INDEX).

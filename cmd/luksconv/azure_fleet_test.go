@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,9 +51,11 @@ func readJSON(t *testing.T, path string, v any) {
 
 // TestAzureFleet: `azure fleet` turns an inventory into the engines' input, with the fields each engine
 // requires, and every task's command is one `azure convert` resolves to the right VM.
-//   - Batch: a job on the pool with retries, and one task per convertible VM (the blocked one left
-//     out) running the image's /luksconv with --vm, --des, --journal-dir (the mounted share) and
-//     --json, the managed identity's client ID in AZURE_CLIENT_ID, and the permanent exit codes.
+//   - Batch: a job on the pool with retries, created with onAllTasksComplete noaction (it has no
+//     tasks yet) and no task dependencies, and one task per convertible VM (the blocked one left out)
+//     running the image's /luksconv with --vm, --des, --journal-dir (the mounted share) and --json,
+//     the managed identity's client ID in AZURE_CLIENT_ID, and no exit conditions (no
+//     dependencyAction or jobAction, which Batch refuses in such a job).
 //   - Kubernetes: a ServiceAccount federated with the identity, the inventory in a ConfigMap and an
 //     Indexed Job (completions = convertible VMs, backoffLimitPerIndex, FailIndex on the permanent
 //     exit codes, workload identity label, the journals' claim) whose pod i runs `azure convert
@@ -68,13 +71,23 @@ func TestAzureFleet(t *testing.T) {
 		t.Fatalf("batch: exit %d\n%s", code, se)
 	}
 	var job struct {
-		ID       string
-		PoolInfo struct{ PoolID string }
-		Constr   struct{ MaxTaskRetryCount int } `json:"constraints"`
+		ID                   string
+		PoolInfo             struct{ PoolID string }
+		Constr               struct{ MaxTaskRetryCount int } `json:"constraints"`
+		OnAllTasksComplete   string
+		UsesTaskDependencies *bool
 	}
 	readJSON(t, filepath.Join(out, "batch-job.json"), &job)
 	if job.ID != "luksconv-fleet" || job.PoolInfo.PoolID != "p1" || job.Constr.MaxTaskRetryCount != 2 {
 		t.Errorf("batch job: %+v", job)
+	}
+	// Batch counts a job without tasks as all tasks complete: terminatejob at creation would end the
+	// job before its tasks are added. The runbook switches it to terminatejob afterwards.
+	if job.OnAllTasksComplete != "noaction" {
+		t.Errorf("batch job: onAllTasksComplete %q, want noaction (the job is created before its tasks)", job.OnAllTasksComplete)
+	}
+	if job.UsesTaskDependencies == nil || *job.UsesTaskDependencies {
+		t.Errorf("batch job: usesTaskDependencies %v, want false", job.UsesTaskDependencies)
 	}
 	var tasks struct {
 		Value []struct {
@@ -82,14 +95,21 @@ func TestAzureFleet(t *testing.T) {
 			ContainerSettings            struct{ ImageName, ContainerRunOptions string }
 			Constraints                  struct{ MaxTaskRetryCount int }
 			EnvironmentSettings          []struct{ Name, Value string }
-			ExitConditions               struct {
-				ExitCodes []struct{ Code int }
-			}
 		}
 	}
 	readJSON(t, filepath.Join(out, "batch-tasks.json"), &tasks)
 	if len(tasks.Value) != len(ids) {
 		t.Fatalf("%d Batch tasks, want %d (the blocked VM left out)", len(tasks.Value), len(ids))
+	}
+	// The job has no task dependencies, so no task may carry a dependencyAction (Batch refuses to add
+	// it), nor a jobAction (refused under the job's default onTaskFailure, noaction): no exit
+	// conditions at all.
+	var rawTasks struct{ Value []map[string]json.RawMessage }
+	readJSON(t, filepath.Join(out, "batch-tasks.json"), &rawTasks)
+	for i, tk := range rawTasks.Value {
+		if ec, ok := tk["exitConditions"]; ok {
+			t.Errorf("task %d: exitConditions %s, want none (no task dependencies in the job)", i, ec)
+		}
 	}
 	for i, tk := range tasks.Value {
 		args := strings.Fields(tk.CommandLine)
@@ -103,67 +123,18 @@ func TestAzureFleet(t *testing.T) {
 		if len(tk.EnvironmentSettings) != 1 || tk.EnvironmentSettings[0] != (struct{ Name, Value string }{"AZURE_CLIENT_ID", identity}) {
 			t.Errorf("task %d environment: %+v", i, tk.EnvironmentSettings)
 		}
-		var codes []int
-		for _, c := range tk.ExitConditions.ExitCodes {
-			codes = append(codes, c.Code)
-		}
-		if !slices.Equal(codes, permanentExits) || slices.Contains(codes, exitFailure) || slices.Contains(codes, exitInterrupted) {
-			t.Errorf("task %d exit conditions %v", i, codes)
-		}
 	}
 
 	out = filepath.Join(dir, "k8s")
 	if _, se, code := runCLI(t, append(common, "--engine", "kubernetes", "--output-dir", out, "--parallel", "2")...); code != 0 {
 		t.Fatalf("kubernetes: exit %d\n%s", code, se)
 	}
-	type object struct {
-		APIVersion string `json:"apiVersion"`
-		Kind       string
-		Metadata   struct {
-			Name        string
-			Annotations map[string]string
-		}
-		Data map[string]string
-		Spec struct {
-			CompletionMode       string
-			Completions          int
-			Parallelism          int
-			BackoffLimitPerIndex int
-			PodFailurePolicy     struct {
-				Rules []struct {
-					Action      string
-					OnExitCodes struct {
-						ContainerName string
-						Operator      string
-						Values        []int
-					}
-				}
-			}
-			Template struct {
-				Metadata struct{ Labels map[string]string }
-				Spec     struct {
-					ServiceAccountName string
-					RestartPolicy      string
-					Containers         []struct {
-						Name, Image  string
-						Args         []string
-						VolumeMounts []struct{ Name, MountPath string }
-					}
-					Volumes []struct {
-						Name                  string
-						ConfigMap             *struct{ Name string }
-						PersistentVolumeClaim *struct{ ClaimName string }
-					}
-				}
-			}
-		}
-	}
 	var list struct {
 		Kind  string
-		Items []object
+		Items []fleetK8sJob
 	}
 	readJSON(t, filepath.Join(out, "kubernetes.json"), &list)
-	kinds := map[string]object{}
+	kinds := map[string]fleetK8sJob{}
 	for _, it := range list.Items {
 		kinds[it.Kind] = it
 	}
@@ -275,5 +246,300 @@ func TestAzureFleetFromInventory(t *testing.T) {
 		if vm, err := inventoryVM(invPath, i); err != nil || vm != id {
 			t.Errorf("index %d: %q %v, want %s", i, vm, err, id)
 		}
+	}
+}
+
+// fleetBatchTask is the part of a Batch task (Add Task body) the --delta tests check.
+type fleetBatchTask struct {
+	ID, DisplayName, CommandLine string
+	ContainerSettings            struct{ ImageName, ContainerRunOptions string }
+	Constraints                  struct{ MaxTaskRetryCount int }
+	EnvironmentSettings          []struct{ Name, Value string }
+	ExitConditions               struct {
+		ExitCodes []struct {
+			Code        int
+			ExitOptions map[string]string
+		}
+	}
+	DependsOn *struct{ TaskIDs []string } `json:"dependsOn"`
+}
+
+// TestAzureFleetDeltaBatch: with --delta the Batch job uses task dependencies and stays active when its
+// tasks are done (the cutover tasks come later); the stage tasks (stage-N, added with the job) run
+// `azure convert --vm VM --stage` with no --recreate-vm, --verify or --deallocate; the cutover tasks
+// (cutover-N, a second file for the maintenance window) run `--cutover --deallocate --recreate-vm
+// --verify` and each depends on the stage task of the same VM, the i-th convertible VM of the
+// inventory, as `--inventory F --index i` resolves it. Both keep the identity, the retries and the
+// permanent exit codes, which block the dependent cutover; no whole-VM task file is written.
+func TestAzureFleetDeltaBatch(t *testing.T) {
+	dir := t.TempDir()
+	invPath, ids := fleetInventory(t, dir)
+	const image, des, identity = "registry.example/luksconv:1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des", "11111111-2222-3333-4444-555555555555"
+	out := filepath.Join(dir, "batch")
+	so, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--delta", "--inventory", invPath, "--image", image, "--des", des,
+		"--identity", identity, "--recreate-vm", "--verify", "--retries", "2", "--pool", "p1", "--output-dir", out)
+	if code != 0 {
+		t.Fatalf("batch --delta: exit %d\n%s", code, se)
+	}
+	for _, name := range []string{"batch-job.json", "batch-stage-tasks.json", "batch-cutover-tasks.json"} {
+		if !strings.Contains(so, filepath.Join(out, name)) {
+			t.Errorf("stdout does not name %s:\n%s", name, so)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(out, "batch-tasks.json")); !os.IsNotExist(err) {
+		t.Errorf("--delta wrote the whole-VM tasks too: %v", err)
+	}
+
+	var job struct {
+		ID                   string
+		PoolInfo             struct{ PoolID string }
+		OnAllTasksComplete   string
+		UsesTaskDependencies *bool
+		Constraints          struct{ MaxTaskRetryCount int }
+	}
+	readJSON(t, filepath.Join(out, "batch-job.json"), &job)
+	if job.ID != "luksconv-fleet" || job.PoolInfo.PoolID != "p1" || job.Constraints.MaxTaskRetryCount != 2 {
+		t.Errorf("batch job: %+v", job)
+	}
+	if job.UsesTaskDependencies == nil || !*job.UsesTaskDependencies {
+		t.Errorf("batch job: usesTaskDependencies %v, want true (cutover tasks depend on stage tasks)", job.UsesTaskDependencies)
+	}
+	if job.OnAllTasksComplete != "noaction" {
+		t.Errorf("batch job: onAllTasksComplete %q, want noaction: the job must outlive its stage tasks until the cutover tasks are added", job.OnAllTasksComplete)
+	}
+
+	var stage, cutover struct{ Value []fleetBatchTask }
+	readJSON(t, filepath.Join(out, "batch-stage-tasks.json"), &stage)
+	readJSON(t, filepath.Join(out, "batch-cutover-tasks.json"), &cutover)
+	if len(stage.Value) != len(ids) || len(cutover.Value) != len(ids) {
+		t.Fatalf("%d stage and %d cutover tasks, want %d each (the blocked VM left out)", len(stage.Value), len(cutover.Value), len(ids))
+	}
+	stageVM := map[string]string{} // stage task ID → the VM its command converts
+	common := func(kind string, i int, tk fleetBatchTask) {
+		t.Helper()
+		if tk.ContainerSettings.ImageName != image || !strings.HasSuffix(tk.ContainerSettings.ContainerRunOptions, ":/journals") || tk.Constraints.MaxTaskRetryCount != 2 {
+			t.Errorf("%s task %d: %+v", kind, i, tk)
+		}
+		if len(tk.EnvironmentSettings) != 1 || tk.EnvironmentSettings[0] != (struct{ Name, Value string }{"AZURE_CLIENT_ID", identity}) {
+			t.Errorf("%s task %d environment: %+v", kind, i, tk.EnvironmentSettings)
+		}
+		var codes []int
+		for _, c := range tk.ExitConditions.ExitCodes {
+			codes = append(codes, c.Code)
+			// dependencyAction block, and no jobAction: Batch refuses one under the job's default
+			// onTaskFailure (noaction), which already keeps the job going.
+			if len(c.ExitOptions) != 1 || c.ExitOptions["dependencyAction"] != "block" {
+				t.Errorf("%s task %d: exit %d: %v, want only dependencyAction block", kind, i, c.Code, c.ExitOptions)
+			}
+		}
+		if !slices.Equal(codes, permanentExits) || slices.Contains(codes, exitFailure) || slices.Contains(codes, exitInterrupted) {
+			t.Errorf("%s task %d exit conditions %v", kind, i, codes)
+		}
+	}
+	for i, tk := range stage.Value {
+		common("stage", i, tk)
+		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--stage"}
+		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
+			t.Errorf("stage task %d: %q, want %q", i, args, want)
+		}
+		if tk.ID != fmt.Sprintf("stage-%04d", i) || tk.DisplayName != ids[i] || tk.DependsOn != nil {
+			t.Errorf("stage task %d: id %q, display name %q, depends on %+v", i, tk.ID, tk.DisplayName, tk.DependsOn)
+		}
+		stageVM[tk.ID] = ids[i]
+	}
+	for i, tk := range cutover.Value {
+		common("cutover", i, tk)
+		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q",
+			"--cutover", "--deallocate", "--recreate-vm", "--verify"}
+		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
+			t.Errorf("cutover task %d: %q, want %q", i, args, want)
+		}
+		if tk.ID != fmt.Sprintf("cutover-%04d", i) || tk.DisplayName != ids[i] {
+			t.Errorf("cutover task %d: id %q, display name %q", i, tk.ID, tk.DisplayName)
+		}
+		if tk.DependsOn == nil || len(tk.DependsOn.TaskIDs) != 1 || stageVM[tk.DependsOn.TaskIDs[0]] != ids[i] {
+			t.Errorf("cutover task %d (%s) depends on %+v, want the stage task of the same VM", i, ids[i], tk.DependsOn)
+		}
+	}
+	// Task i, stage or cutover, is the VM `azure convert --inventory F --index i` converts.
+	for i := range ids {
+		vm, err := inventoryVM(invPath, i)
+		if err != nil || vm != stage.Value[i].DisplayName || vm != cutover.Value[i].DisplayName {
+			t.Errorf("index %d: %q, %v; stage task %s, cutover task %s", i, vm, err, stage.Value[i].DisplayName, cutover.Value[i].DisplayName)
+		}
+	}
+
+	// Without --delta, nothing of this: one whole-VM task per VM, no dependencies, no stage or cutover.
+	plain := filepath.Join(dir, "plain")
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--inventory", invPath, "--image", image, "--des", des, "--verify", "--output-dir", plain); code != 0 {
+		t.Fatalf("batch: exit %d\n%s", code, se)
+	}
+	var plainJob struct{ UsesTaskDependencies bool }
+	var plainTasks struct{ Value []fleetBatchTask }
+	readJSON(t, filepath.Join(plain, "batch-job.json"), &plainJob)
+	readJSON(t, filepath.Join(plain, "batch-tasks.json"), &plainTasks)
+	if plainJob.UsesTaskDependencies || len(plainTasks.Value) != len(ids) {
+		t.Fatalf("whole-VM job: %+v, %d tasks", plainJob, len(plainTasks.Value))
+	}
+	for i, tk := range plainTasks.Value {
+		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--verify"}
+		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) || tk.DependsOn != nil {
+			t.Errorf("whole-VM task %d: %q (depends on %+v), want %q", i, args, tk.DependsOn, want)
+		}
+	}
+}
+
+// fleetK8sJob is the part of a Kubernetes object the fleet tests check.
+type fleetK8sJob struct {
+	APIVersion string `json:"apiVersion"`
+	Kind       string
+	Metadata   struct {
+		Name, Namespace string
+		Annotations     map[string]string
+	}
+	Data map[string]string
+	Spec struct {
+		CompletionMode       string
+		Completions          int
+		Parallelism          int
+		BackoffLimitPerIndex int
+		PodFailurePolicy     struct {
+			Rules []struct {
+				Action      string
+				OnExitCodes struct {
+					ContainerName, Operator string
+					Values                  []int
+				}
+			}
+		}
+		Template struct {
+			Metadata struct{ Labels map[string]string }
+			Spec     struct {
+				ServiceAccountName string
+				RestartPolicy      string
+				Containers         []struct {
+					Name, Image  string
+					Args         []string
+					VolumeMounts []struct{ Name, MountPath string }
+				}
+				Volumes []struct {
+					Name                  string
+					ConfigMap             *struct{ Name string }
+					PersistentVolumeClaim *struct{ ClaimName string }
+				}
+			}
+		}
+	}
+}
+
+// TestAzureFleetDeltaKubernetes: with --delta, kubernetes-stage.json holds the ServiceAccount, the
+// inventory's ConfigMap and the Indexed Job NAME-stage, kubernetes-cutover.json the Indexed Job
+// NAME-cutover alone (created at the window, on the objects the stage file made). Both Jobs have
+// the same completions, the same inventory (so index i is the same VM in both, the i-th convertible
+// one), the same service account and workload identity, retries and FailIndex rule, and mount the
+// same ReadWriteMany claim at --journal-dir: the stage records the cutover pods read are there. The
+// stage pods run `--stage` with no --recreate-vm; the cutover pods `--cutover --deallocate
+// --recreate-vm`.
+func TestAzureFleetDeltaKubernetes(t *testing.T) {
+	dir := t.TempDir()
+	invPath, ids := fleetInventory(t, dir)
+	const image, des, identity = "registry.example/luksconv:1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des", "11111111-2222-3333-4444-555555555555"
+	common := []string{"azure", "fleet", "--engine", "kubernetes", "--delta", "--inventory", invPath, "--image", image, "--des", des,
+		"--identity", identity, "--recreate-vm", "--retries", "2", "--parallel", "2", "--name", "wave1", "--namespace", "conv",
+		"--journal-dir", "/var/journals", "--journal-claim", "shared-rwx"}
+	out := filepath.Join(dir, "k8s")
+	if _, se, code := runCLI(t, append(common, "--output-dir", out)...); code != 0 {
+		t.Fatalf("kubernetes --delta: exit %d\n%s", code, se)
+	}
+	if _, err := os.Stat(filepath.Join(out, "kubernetes.json")); !os.IsNotExist(err) {
+		t.Errorf("--delta wrote the whole-VM Job too: %v", err)
+	}
+	var stageList, cutoverList struct {
+		Kind  string
+		Items []fleetK8sJob
+	}
+	readJSON(t, filepath.Join(out, "kubernetes-stage.json"), &stageList)
+	readJSON(t, filepath.Join(out, "kubernetes-cutover.json"), &cutoverList)
+	kinds := map[string]fleetK8sJob{}
+	for _, it := range stageList.Items {
+		kinds[it.Kind] = it
+	}
+	sa, cm, stage := kinds["ServiceAccount"], kinds["ConfigMap"], kinds["Job"]
+	if stageList.Kind != "List" || len(stageList.Items) != 3 || sa.Metadata.Annotations["azure.workload.identity/client-id"] != identity ||
+		sa.Metadata.Namespace != "conv" || cm.Metadata.Namespace != "conv" {
+		t.Fatalf("stage list: %+v", stageList)
+	}
+	if cutoverList.Kind != "List" || len(cutoverList.Items) != 1 || cutoverList.Items[0].Kind != "Job" {
+		t.Fatalf("cutover list: %+v, want the cutover Job alone (kubectl create -f next to the stage file's objects)", cutoverList)
+	}
+	cutover := cutoverList.Items[0]
+	if stage.Metadata.Name != "wave1-stage" || cutover.Metadata.Name != "wave1-cutover" || stage.Metadata.Namespace != "conv" || cutover.Metadata.Namespace != "conv" {
+		t.Errorf("jobs %s/%s and %s/%s", stage.Metadata.Namespace, stage.Metadata.Name, cutover.Metadata.Namespace, cutover.Metadata.Name)
+	}
+
+	inventoryArgs := []string{"azure", "convert", "--inventory", "/inventory/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)", "--des", des, "--journal-dir", "/var/journals", "--json", "-q"}
+	for _, c := range []struct {
+		job       fleetK8sJob
+		component string
+		wantArgs  []string
+	}{
+		{stage, "stage", append(slices.Clone(inventoryArgs), "--stage")},
+		{cutover, "cutover", append(slices.Clone(inventoryArgs), "--cutover", "--deallocate", "--recreate-vm")},
+	} {
+		sp := c.job.Spec
+		if c.job.APIVersion != "batch/v1" || sp.CompletionMode != "Indexed" || sp.Completions != len(ids) || sp.Parallelism != 2 || sp.BackoffLimitPerIndex != 2 {
+			t.Errorf("%s job spec: %+v", c.component, sp)
+		}
+		if r := sp.PodFailurePolicy.Rules; len(r) != 1 || r[0].Action != "FailIndex" || r[0].OnExitCodes.Operator != "In" ||
+			r[0].OnExitCodes.ContainerName != "luksconv" || !slices.Equal(r[0].OnExitCodes.Values, permanentExits) {
+			t.Errorf("%s pod failure policy: %+v", c.component, r)
+		}
+		ps := sp.Template.Spec
+		labels := sp.Template.Metadata.Labels
+		if ps.ServiceAccountName != sa.Metadata.Name || ps.RestartPolicy != "Never" || labels["azure.workload.identity/use"] != "true" ||
+			labels["app.kubernetes.io/component"] != c.component || len(ps.Containers) != 1 {
+			t.Fatalf("%s pod: %+v, labels %v", c.component, ps, labels)
+		}
+		ct := ps.Containers[0]
+		if ct.Image != image || !slices.Equal(ct.Args, c.wantArgs) {
+			t.Errorf("%s container: %+v, want args %q", c.component, ct, c.wantArgs)
+		}
+		mounts := map[string]string{}
+		for _, m := range ct.VolumeMounts {
+			mounts[m.Name] = m.MountPath
+		}
+		vols := map[string]bool{}
+		for _, v := range ps.Volumes {
+			vols[v.Name] = (v.ConfigMap != nil && v.ConfigMap.Name == cm.Metadata.Name) || (v.PersistentVolumeClaim != nil && v.PersistentVolumeClaim.ClaimName == "shared-rwx")
+		}
+		if mounts["inventory"] != "/inventory" || mounts["journals"] != "/var/journals" || !vols["inventory"] || !vols["journals"] {
+			t.Errorf("%s volumes %v, mounts %v: want the inventory's ConfigMap and the journal claim at --journal-dir", c.component, vols, mounts)
+		}
+	}
+
+	// The ConfigMap both Jobs mount is the inventory: index i resolves to the i-th convertible VM.
+	inv, _ := os.ReadFile(invPath)
+	if cm.Data["inventory.json"] != string(inv) {
+		t.Fatalf("the ConfigMap does not hold the inventory")
+	}
+	mounted := filepath.Join(dir, "mounted-inventory.json")
+	if err := os.WriteFile(mounted, []byte(cm.Data["inventory.json"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if vm, err := inventoryVM(mounted, i); err != nil || vm != id {
+			t.Errorf("index %d: %q, %v; want %s", i, vm, err, id)
+		}
+	}
+
+	// The longest derived name must still be a Kubernetes name; without --delta the same --name is fine.
+	long := strings.Repeat("a", 60)
+	bad := append(slices.Clone(common), "--name", long, "--output-dir", filepath.Join(dir, "long"))
+	if _, se, code := runCLI(t, bad...); code != exitUsage {
+		t.Errorf("--delta --name %s: exit %d, want %d\n%s", long, code, exitUsage, se)
+	}
+	okArgs := slices.DeleteFunc(slices.Clone(bad), func(s string) bool { return s == "--delta" })
+	if _, se, code := runCLI(t, okArgs...); code != 0 {
+		t.Errorf("--name %s without --delta: exit %d\n%s", long, code, se)
 	}
 }

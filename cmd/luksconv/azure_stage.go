@@ -84,10 +84,8 @@ func (f *azureConvert) checkStaged() error {
 	switch {
 	case f.stage && f.cutover:
 		return fmt.Errorf("%w: --stage and --cutover are steps of their own: give one", errUsage)
-	case f.wholeVM() || f.inventory != "":
-		return fmt.Errorf("%w: --stage and --cutover convert one disk: give --source-disk (not the whole VM)", errUsage)
-	case f.src.sourceDisk == "":
-		return fmt.Errorf("%w: --stage and --cutover need --source-disk: the rounds take incremental snapshots of the disk", errUsage)
+	case !f.wholeVM() && f.src.sourceDisk == "":
+		return fmt.Errorf("%w: --stage and --cutover need --source-disk or the whole VM (--vm alone): the rounds take incremental snapshots of the disks", errUsage)
 	case f.stage && f.recreate:
 		return fmt.Errorf("%w: --stage leaves the new disk uploading: --recreate-vm goes with --cutover", errUsage)
 	case f.cutover && f.allowRunning:
@@ -102,23 +100,37 @@ func (f *azureConvert) stagePath() string {
 }
 
 func loadStage(name string) (*stageRecord, error) {
-	b, err := os.ReadFile(name)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil, nil
-	} else if err != nil {
-		return nil, fmt.Errorf("stage record: %w", err)
-	}
-	var r stageRecord
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("stage record %s: %w", name, err)
-	}
-	return &r, nil
+	var r *stageRecord
+	_, err := loadRecord(name, &r)
+	return r, err
 }
 
-// save writes the record whole, through a temporary file, so that a crash leaves the old or the new.
+// loadRecord reads the stage record name into *v, which stays nil (and found false) when there is none.
+func loadRecord[T any](name string, v **T) (found bool, err error) {
+	b, err := os.ReadFile(name)
+	if errors.Is(err, os.ErrNotExist) {
+		return false, nil
+	} else if err != nil {
+		return false, fmt.Errorf("stage record: %w", err)
+	}
+	r := new(T)
+	if err := json.Unmarshal(b, r); err != nil {
+		return false, fmt.Errorf("stage record %s: %w", name, err)
+	}
+	*v = r
+	return true, nil
+}
+
+// save writes the record (see saveRecord).
 func (r *stageRecord) save(name string) error {
-	r.Updated = time.Now().UTC()
-	b, err := json.MarshalIndent(r, "", "  ")
+	return saveRecord(name, r, &r.Updated)
+}
+
+// saveRecord sets *updated to now and writes the record v whole, mode 0600, through a temporary file,
+// so that a crash leaves the old or the new.
+func saveRecord(name string, v any, updated *time.Time) error {
+	*updated = time.Now().UTC()
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
@@ -249,9 +261,21 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		rep.Target, res = tgt, r
 		rec.DiskPlanTag = p.ID()
 	} else {
-		if res, journal, err = f.deltaRound(ctx, cl, rec, p, src, sas, diskID, reread, &stats, rep, stderr); err != nil {
+		d, err := f.deltaPlan(ctx, cl, rec, p, sas, &stats, "", stderr)
+		if err != nil {
 			return err
 		}
+		if journal == "" {
+			journal = f.defaultJournal(d)
+		}
+		pr := newProgress(stderr, d.Totals.Copy+d.Totals.Decrypt, f.quiet)
+		tgt, r, err := f.deltaWrite(ctx, cl, deltaJob{rec: rec, recPath: recPath, d: d, src: src, diskID: diskID, journal: journal,
+			reread: reread, round: round, progress: debugProgress(pr.update)}, stderr)
+		rep.Target = tgt
+		if err != nil {
+			return err
+		}
+		rep.AlreadyUploaded, res = r == nil, r
 	}
 	if res != nil {
 		stats.BytesRead, stats.BytesWritten, stats.Duration = res.BytesDecrypted+res.BytesCopied, res.BytesWritten, res.Duration
@@ -287,15 +311,8 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			rep.Verified = true
 		}
 		if f.recreate {
-			debugAzure("plan VM re-creation", f.vm, "new_os_disk", diskID)
-			vp, err := cl.PlanRecreateVMWith(ctx, f.vm, diskID, nil, azure.RecreateOptions{EncryptionAtHost: f.eah, License: azure.Licensing(f.license)})
-			if err != nil {
+			if rep.VMPlan, err = f.recreateVM(ctx, cl, diskID, nil); err != nil {
 				return err
-			}
-			rep.VMPlan = vp
-			debugAzure("re-create VM", f.vm)
-			if err := cl.RecreateVM(ctx, vp); err != nil {
-				return recreateError(err)
 			}
 			rep.VMRecreated = true
 		}
@@ -322,6 +339,21 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// recreateVM plans the re-creation of --vm around the new OS disk osDisk and the new data disks by
+// LUN, and carries it out (a cutover's last step: the disks are finished and verified).
+func (f *azureConvert) recreateVM(ctx context.Context, cl *azure.Client, osDisk string, data map[int]string) (*azure.VMPlan, error) {
+	debugAzure("plan VM re-creation", f.vm, "new_os_disk", osDisk)
+	vp, err := cl.PlanRecreateVMWith(ctx, f.vm, osDisk, data, azure.RecreateOptions{EncryptionAtHost: f.eah, License: azure.Licensing(f.license)})
+	if err != nil {
+		return nil, err
+	}
+	debugAzure("re-create VM", f.vm)
+	if err := cl.RecreateVM(ctx, vp); err != nil {
+		return vp, recreateError(err)
+	}
+	return vp, nil
 }
 
 // How long --deallocate waits for the VM to report itself deallocated after the deallocation ended,
@@ -374,61 +406,74 @@ func (f *azureConvert) deallocateOwner(ctx context.Context, cl *azure.Client, id
 	}
 }
 
-// deltaRound writes into the open upload diskID what changed between the record's snapshot and the
-// snapshot p was made from (read through sas): luksconv.Delta of the record's plan and p. The cutover
-// finishes the upload. It returns the result (nil when an earlier run of this cutover finished the
-// disk: only possible when reread, the snapshot being the record's pending one) and the journal it used.
-func (f *azureConvert) deltaRound(ctx context.Context, cl *azure.Client, rec *stageRecord, p *luksconv.Plan, src *luksconv.Source, sas, diskID string,
-	reread bool, stats *stageRound, rep *azureReport, stderr io.Writer) (res *luksconv.Result, journal string, err error) {
+// deltaPlan is the plan of a round after the first: what changed between the record's snapshot and
+// the snapshot p was made from (read through sas), by luksconv.Delta of the record's plan and p. label
+// prefixes its message ("" for one disk).
+func (f *azureConvert) deltaPlan(ctx context.Context, cl *azure.Client, rec *stageRecord, p *luksconv.Plan, sas string, stats *stageRound,
+	label string, stderr io.Writer) (*luksconv.Plan, error) {
 	var prev luksconv.Plan
 	if err := json.Unmarshal(rec.Plan, &prev); err != nil {
-		return nil, "", fmt.Errorf("stage record: the plan of round %d: %w", rec.Round, err)
+		return nil, fmt.Errorf("stage record: the plan of round %d: %w", rec.Round, err)
 	}
 	changed, err := f.changedSince(ctx, cl, sas, rec.Snapshot, stderr)
 	if err != nil {
-		return nil, "", err
+		return nil, err
 	}
 	for _, r := range changed {
 		stats.BytesChanged += r.Len
 	}
 	d, err := luksconv.Delta(&prev, p, changed)
 	if err != nil {
-		return nil, "", err
-	}
-	journal = f.journal
-	if journal == "" {
-		journal = f.defaultJournal(d)
+		return nil, err
 	}
 	if !f.quiet {
-		fmt.Fprintf(stderr, "Round %d: %s changed since %s; rewriting %s (decrypt %s, copy %s, zero %s)\n", stats.Round, human(stats.BytesChanged),
+		fmt.Fprintf(stderr, "%sRound %d: %s changed since %s; rewriting %s (decrypt %s, copy %s, zero %s)\n", label, stats.Round, human(stats.BytesChanged),
 			rec.Snapshot, human(d.Totals.Decrypt+d.Totals.Copy+d.Totals.Zero), human(d.Totals.Decrypt), human(d.Totals.Copy), human(d.Totals.Zero))
 	}
+	return d, nil
+}
 
-	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == rec.DiskPlanTag && f.cutover && reread {
+// deltaJob is a round after the first of one disk: the delta plan d, its source, the open upload it
+// goes into and the journal.
+type deltaJob struct {
+	rec      *stageRecord
+	recPath  string // the stage record, for the hint of a disk that is not this conversion's
+	d        *luksconv.Plan
+	src      *luksconv.Source
+	diskID   string
+	journal  string
+	reread   bool // the round's snapshot is the record's pending one: an earlier run started the round
+	round    int
+	progress func(luksconv.Progress)
+}
+
+// deltaWrite writes j.d into the open upload j.diskID; the cutover finishes the upload. The result is
+// nil when an earlier run of this cutover finished the disk (only possible when j.reread).
+func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j deltaJob, stderr io.Writer) (*azure.UploadTarget, *luksconv.Result, error) {
+	diskID := j.diskID
+	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == j.rec.DiskPlanTag && f.cutover && j.reread {
 		// An earlier run of this cutover finished the disk and stopped before the record was
 		// updated: the finish follows the last write, so the disk holds this round.
 		fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
-		rep.AlreadyUploaded = true
-		return nil, journal, nil
+		return &azure.UploadTarget{DiskID: diskID, SizeBytes: j.d.OutputSize, UploadSizeBytes: j.d.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
 	}
-	_, jerr := os.Stat(journal)
-	debugAzure("open upload disk (stage round)", diskID, "round", stats.Round, "journal", journal, "journal_found", jerr == nil)
-	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: rec.DiskPlanTag})
+	_, jerr := os.Stat(j.journal)
+	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", jerr == nil)
+	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: j.rec.DiskPlanTag})
 	if err != nil {
 		if errors.Is(err, azure.ErrState) {
-			return nil, "", &hintedError{err, "the stage record's disk is not this conversion's open upload any more: delete the record " +
-				f.stagePath() + " and the disk (luksconv never deletes disks) to start again"}
+			return nil, nil, &hintedError{err, "the stage record's disk is not this conversion's open upload any more: delete the record " +
+				j.recPath + " and the disk (luksconv never deletes disks) to start again"}
 		}
-		return nil, "", err
+		return nil, nil, err
 	}
-	rep.Target = tgt
 	tgt.GuestStateLogf = blobLog
 	access, err := cl.ReadDataAccess(ctx, diskID)
 	if err != nil {
-		return nil, "", err
+		return tgt, nil, err
 	}
 	oo := blobdisk.OutputOptions{
-		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout}, Journal: journal,
+		Options: blobdisk.Options{Workers: f.workers, Logf: blobLog, Bearer: cl.DataBearer(access), Timeout: blobTimeout}, Journal: j.journal,
 		// Reopened only when tagged by this conversion, and holding the last round's disk.
 		SameTarget: true, HoldsData: true}
 	if f.cutover {
@@ -439,30 +484,29 @@ func (f *azureConvert) deltaRound(ctx context.Context, cl *azure.Client, rec *st
 			return tgt.Finish(fctx)
 		}
 	}
-	bo, err := blobdisk.CreateOutput(ctx, d, tgt.SASURL, oo)
+	bo, err := blobdisk.CreateOutput(ctx, j.d, tgt.SASURL, oo)
 	if err != nil {
-		return nil, "", accessHint(err, access, tgt.Expires, diskID)
+		return tgt, nil, accessHint(err, access, tgt.Expires, diskID)
 	}
 	var o luksconv.Output = bo
 	if azureOutputHook != nil {
-		o = azureOutputHook(&uploadJob{plan: d, src: src, diskID: diskID, journal: journal}, o)
+		o = azureOutputHook(&uploadJob{plan: j.d, src: j.src, diskID: diskID, journal: j.journal}, o)
 	}
-	pr := newProgress(stderr, d.Totals.Copy+d.Totals.Decrypt, f.quiet)
-	res, err = luksconv.Execute(ctx, d, src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: debugProgress(pr.update)})
+	res, err := luksconv.Execute(ctx, j.d, j.src, o, luksconv.ExecuteOptions{Workers: f.workers, Progress: j.progress})
 	if err != nil {
 		o.Abort()
-		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes round %d (journal %s)\n", diskID, stats.Round, journal)
-		return nil, "", accessHint(err, access, tgt.Expires, diskID)
+		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes round %d (journal %s)\n", diskID, j.round, j.journal)
+		return tgt, nil, accessHint(err, access, tgt.Expires, diskID)
 	}
 	if f.stage {
 		// No footer and no revoke: the disk stays ActiveUpload for the next round.
-		return res, journal, o.Abort()
+		return tgt, res, o.Abort()
 	}
 	if err := o.Commit(ctx); err != nil {
-		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes the cutover (journal %s)\n", diskID, journal)
-		return nil, "", err
+		fmt.Fprintf(stderr, "luksconv: the upload to %s stays open so that the same command resumes the cutover (journal %s)\n", diskID, j.journal)
+		return tgt, nil, err
 	}
-	return res, journal, nil
+	return tgt, res, nil
 }
 
 // changedSince lists the bytes of the snapshot at sas that changed or were cleared since the
@@ -502,31 +546,46 @@ func (f *azureConvert) targetID(id string) string {
 	return (&azure.DiskSpec{ResourceGroup: rg, Name: f.target}).ID(f.subscriptionOf(id))
 }
 
+// changeRate is the rate, in bytes per hour, at which the stage rounds after the first wrote into the
+// disk, between each round's snapshot and the one before it, and the bytes that rate gives for the
+// time since the last snapshot; ok is false until two rounds have run.
+func changeRate(rounds []stageRound) (rate float64, expect int64, since time.Duration, ok bool) {
+	var bytes int64
+	var span time.Duration
+	for i := 1; i < len(rounds); i++ {
+		bytes += rounds[i].BytesWritten
+		span += rounds[i].SnapshotTime.Sub(rounds[i-1].SnapshotTime)
+	}
+	if len(rounds) < 2 || span <= 0 {
+		return 0, 0, 0, false
+	}
+	rate = float64(bytes) / span.Hours()
+	since = time.Since(rounds[len(rounds)-1].SnapshotTime)
+	return rate, int64(rate * since.Hours()), since, true
+}
+
+// downtime is the expected downtime of a cutover that writes n bytes into a disk (or the disks that
+// go at the same time).
+func (f *azureConvert) downtime(n int64) time.Duration {
+	d := azure.CutoverDeallocate + azure.CutoverSnapshot + time.Duration(float64(n)/float64(azure.StageRate)*float64(time.Second))
+	if f.recreate {
+		d += azure.CutoverRecreate
+	}
+	return d
+}
+
 // estimateCutover prints the expected downtime of the cutover from the change rate the stage rounds
 // measured (azure.MeasuredCutoverFormula); it reads the record only.
 func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath string, rep *azureReport) error {
-	var bytes int64
-	var span time.Duration
-	for i := 1; i < len(rec.Rounds); i++ {
-		bytes += rec.Rounds[i].BytesWritten
-		span += rec.Rounds[i].SnapshotTime.Sub(rec.Rounds[i-1].SnapshotTime)
-	}
 	sr := &stageReport{Record: recPath, Estimate: azure.MeasuredCutoverFormula}
 	rep.Stage = sr
 	var msg string
-	if len(rec.Rounds) < 2 || span <= 0 {
+	if rate, expect, since, ok := changeRate(rec.Rounds); !ok {
 		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", len(rec.Rounds))
 	} else {
-		rate := float64(bytes) / span.Hours() // bytes per hour
-		since := time.Since(rec.Rounds[len(rec.Rounds)-1].SnapshotTime)
-		expect := int64(rate * since.Hours())
-		d := azure.CutoverDeallocate + azure.CutoverSnapshot + time.Duration(float64(expect)/float64(azure.StageRate)*float64(time.Second))
-		if f.recreate {
-			d += azure.CutoverRecreate
-		}
-		sr.ExpectedDowntime = d
+		sr.ExpectedDowntime = f.downtime(expect)
 		msg = fmt.Sprintf("expected downtime of the cutover: %s (change rate %s per hour, %s expected since the last snapshot %s ago)",
-			d.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second))
+			sr.ExpectedDowntime.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second))
 	}
 	if f.asJSON {
 		return writeJSON(out, rep)

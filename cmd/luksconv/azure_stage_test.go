@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"net/http/httptest"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,6 +23,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/blobfake"
 	"github.com/luksconv/luksconv/internal/deltafixture"
@@ -40,32 +42,37 @@ import (
 
 const stageSig = "stage-test-signature"
 
-// stageAzure is the fake cloud of the stage tests.
-type stageAzure struct {
+// blobCloud is the fake cloud of the delta-cutover tests: the SDK fakes for the control plane, and
+// internal/blobfake for the data plane, a disk's blob at /acct/disks/<name>, a snapshot's at
+// /md-<name>/abcd, as Azure exports a managed snapshot under a URL of its own.
+type blobCloud struct {
 	*fakeAzure
 	bf   *blobfake.Server
 	base string
-	set  *deltafixture.Set
+}
+
+// stageAzure is the fake cloud of the one-disk stage tests.
+type stageAzure struct {
+	*blobCloud
+	set *deltafixture.Set
 }
 
 // url is a SAS URL of the blobfake blob path.
-func (s *stageAzure) url(p string) string {
+func (s *blobCloud) url(p string) string {
 	return s.base + p + "?sv=2024-08-04&sr=b&sp=rw&sig=" + stageSig
 }
 
 const stageSource = "/acct/disks/osdisk"
 
-func setupStage(t *testing.T) *stageAzure {
-	set := deltafixture.Build(t)
+// newBlobCloud starts the fakes; a snapshot's blob is a blobfake snapshot of its source disk's blob.
+// The caller adds resources and installs the fake.
+func newBlobCloud(t *testing.T) *blobCloud {
 	bf := blobfake.New()
 	bf.Signature = stageSig
 	ts := httptest.NewServer(bf)
 	t.Cleanup(ts.Close)
-	s := &stageAzure{bf: bf, base: ts.URL, set: set}
-	uploadImage(t, s.url(stageSource), set.S1.Disk)
-
 	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, writeExp: map[string]time.Time{}}
-	s.fakeAzure = f
+	s := &blobCloud{fakeAzure: f, bf: bf, base: ts.URL}
 	f.SAS = func(kind, name string, g armcompute.GrantAccessData) string {
 		u := s.url("/acct/disks/" + name)
 		if kind == "snapshot" {
@@ -75,22 +82,32 @@ func setupStage(t *testing.T) *stageAzure {
 		return u
 	}
 	f.HasFooter = func(name string, size int64) bool { return s.hasFooter(name, size) }
-	// A managed-disk snapshot is exported under its own URL: a blobfake snapshot of the source blob,
-	// published there.
-	f.SnapshotTaken = func(rg, name string, _ *armcompute.Snapshot) {
-		pb, err := pageblob.NewClientWithNoCredential(s.url(stageSource), nil)
+	f.SnapshotTaken = func(rg, name string, snap *armcompute.Snapshot) {
+		from := stageSource
+		if snap.Properties != nil && snap.Properties.CreationData != nil && snap.Properties.CreationData.SourceResourceID != nil {
+			from = "/acct/disks/" + path.Base(*snap.Properties.CreationData.SourceResourceID)
+		}
+		pb, err := pageblob.NewClientWithNoCredential(s.url(from), nil)
 		if err != nil {
 			t.Error(err)
 			return
 		}
 		r, err := pb.CreateSnapshot(context.Background(), nil)
 		if err == nil {
-			err = bf.Publish("/md-"+name+"/abcd", stageSource, *r.Snapshot)
+			err = bf.Publish("/md-"+name+"/abcd", from, *r.Snapshot)
 		}
 		if err != nil {
 			t.Errorf("snapshot %s: %v", name, err)
 		}
 	}
+	return s
+}
+
+func setupStage(t *testing.T) *stageAzure {
+	set := deltafixture.Build(t)
+	s := &stageAzure{blobCloud: newBlobCloud(t), set: set}
+	f := s.fakeAzure
+	uploadImage(t, s.url(stageSource), set.S1.Disk)
 	pass, err := os.ReadFile(set.Pass)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +132,7 @@ func setupStage(t *testing.T) *stageAzure {
 	return s
 }
 
-func (s *stageAzure) hasFooter(name string, size int64) bool {
+func (s *blobCloud) hasFooter(name string, size int64) bool {
 	src, err := blobio.OpenPageBlob(context.Background(), s.url("/acct/disks/"+name), blobio.SourceOptions{})
 	if err != nil {
 		return false
@@ -132,7 +149,7 @@ func (s *stageAzure) hasFooter(name string, size int64) bool {
 }
 
 // powerState sets the VM's power state.
-func (s *stageAzure) powerState(st string) {
+func (s *blobCloud) powerState(st string) {
 	s.Lock()
 	defer s.Unlock()
 	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = st
@@ -147,7 +164,14 @@ func (s *stageAzure) toState2(t *testing.T) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pb, err := pageblob.NewClientWithNoCredential(s.url(stageSource), nil)
+	return s.writePages(t, stageSource, b, changed)
+}
+
+// writePages writes the ranges changed of b into the blob path, as a VM writes its disk. It returns how
+// many bytes it wrote.
+func (s *blobCloud) writePages(t *testing.T, blobPath string, b []byte, changed []extent.Range) int64 {
+	t.Helper()
+	pb, err := pageblob.NewClientWithNoCredential(s.url(blobPath), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -429,8 +453,10 @@ func TestAzureStageUsage(t *testing.T) {
 		{"--source-disk", disk, "--target-disk", "t", "--stage", "--cutover"},
 		{"--snapshot", snap, "--target-disk", "t", "--stage"},
 		{"--snapshot", snap, "--target-disk", "t", "--cutover"},
-		{"--vm", vm, "--stage"},
-		{"--vm", vm, "--cutover"},
+		{"--vm", vm, "--stage", "--recreate-vm"},
+		{"--vm", vm, "--cutover", "--allow-running"},
+		{"--vm", vm, "--stage", "--target-disk", "t"},
+		{"--vm", vm, "--cutover", "--journal", "j"},
 		{"--source-disk", disk, "--target-disk", "t", "--stage", "--recreate-vm", "--vm", vm},
 		{"--source-disk", disk, "--target-disk", "t", "--cutover", "--allow-running"},
 		{"--source-disk", disk, "--target-disk", "t", "--stage", "--deallocate"},

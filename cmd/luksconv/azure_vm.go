@@ -41,6 +41,8 @@ type azureVMDisk struct {
 	Result          *luksconv.Result `json:"result,omitempty"`
 	Verified        bool             `json:"verified,omitempty"`
 	Error           string           `json:"error,omitempty"`
+	// Stage is the disk's round in a --stage or --cutover run.
+	Stage *stageRound `json:"stage,omitempty"`
 
 	disk    azure.VMDisk
 	readID  string // what is read: the snapshot, or the disk itself in a dry run
@@ -61,6 +63,7 @@ type azureVMReport struct {
 	Plan        *luksconv.VMPlan `json:"plan"`
 	VMPlan      *azure.VMPlan    `json:"vm_plan,omitempty"`
 	VMRecreated bool             `json:"vm_recreated,omitempty"`
+	Stage       *vmStageReport   `json:"stage,omitempty"` // a --stage or --cutover run
 	Warnings    []string         `json:"warnings,omitempty"`
 }
 
@@ -108,32 +111,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 	}
 	rep := &azureVMReport{VM: f.vm, DryRun: f.dryRun}
 
-	debugAzure("read VM disks", f.vm)
-	vmd, err := cl.ReadVMDisks(ctx, f.vm)
+	disks, err := f.vmDisks(ctx, cl, rep)
 	if err != nil {
 		return err
-	}
-	var disks []*azureVMDisk // the disks to convert: the OS disk first
-	for _, d := range vmd.Disks {
-		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN}
-		if d.LUN == azure.OSDiskLUN {
-			vd.LUN = luksconv.OSDisk
-		}
-		rep.Disks = append(rep.Disks, vd)
-		if !vd.Convert {
-			rep.Warnings = append(rep.Warnings, fmt.Sprintf("LUN %d (%s) carries no ADE settings: it is not converted and stays attached as it is", d.LUN, d.Name))
-			continue
-		}
-		vd.target = d.Name + f.suffix
-		if len(vd.target) > maxDiskName {
-			return fmt.Errorf("%w: %s: new disk name %q is longer than %d characters: choose a shorter --target-suffix", errUsage, diskName(vd.LUN), vd.target, maxDiskName)
-		}
-		rg := f.rg
-		if rg == "" {
-			rg = rgOf(d.DiskID)
-		}
-		vd.diskID = (&azure.DiskSpec{ResourceGroup: rg, Name: vd.target}).ID(f.subscriptionOf(d.DiskID))
-		disks = append(disks, vd)
 	}
 	defer func() {
 		for _, d := range disks {
@@ -175,28 +155,12 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		d.src = src
 	}
 
-	vds := make([]luksconv.VMDisk, len(disks))
-	for i, d := range disks {
-		opts := f.pf.options(luksconv.FormatVHD)
-		opts.Passphrase, opts.Base64Fallback = d.pass, d.base64
-		vds[i] = luksconv.VMDisk{LUN: d.LUN, Source: d.src, Options: opts}
-	}
-	vp, err := luksconv.NewVMPlan(ctx, vds)
+	vp, err := f.planVM(ctx, disks)
 	if err != nil {
 		return err
 	}
 	defer vp.Close()
 	rep.Plan = vp
-	for _, d := range disks {
-		if d.LUN == luksconv.OSDisk {
-			d.plan = vp.OS
-		}
-		for _, dp := range vp.Data {
-			if dp.LUN == d.LUN {
-				d.plan = dp.Plan
-			}
-		}
-	}
 	if !f.quiet || f.dryRun {
 		printVMPlan(stderr, vp)
 	} else {
@@ -205,40 +169,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 
 	newData := map[int]string{}
 	for _, d := range disks {
-		debugAzure("read source and disk encryption set", d.readID, "des", f.des, "target", d.target)
-		spec, err := cl.DiskSpecFrom(ctx, d.readID, f.rg, d.target, f.des)
-		if err != nil {
-			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
-		}
-		f.platformKey(spec)
-		if err := f.applyAccess(spec); err != nil {
+		if err := f.vmDiskSpec(ctx, cl, d, rep); err != nil {
 			return err
 		}
-		if d.plan.OutputSize%(1<<20) != 0 {
-			return fmt.Errorf("%s: plan output size %d is not a whole MiB", diskName(d.LUN), d.plan.OutputSize)
-		}
-		spec.SizeBytes = d.plan.OutputSize
-		if err := spec.Check(); err != nil {
-			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
-		}
-		if note, err := cl.SecureUploadNote(spec); err != nil {
-			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
-		} else if note != "" {
-			rep.Warnings = append(rep.Warnings, diskName(d.LUN)+": "+note)
-		}
-		spec.AccessDuration = f.writeAccess
-		if spec.AccessDuration == 0 {
-			spec.AccessDuration = azure.UploadAccessFor(d.plan.OutputSize)
-		}
-		spec.Tags = maps.Clone(spec.Tags)
-		if spec.Tags == nil {
-			spec.Tags = map[string]string{}
-		}
-		spec.Tags[planTag] = d.plan.ID()
-		if d.Snapshot != "" {
-			spec.Tags[sourceTag] = path.Base(d.Snapshot)
-		}
-		d.DiskSpec = spec
 		d.journal = f.defaultJournal(d.plan)
 		if d.LUN != luksconv.OSDisk {
 			newData[d.LUN] = d.diskID
@@ -302,6 +235,98 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", w)
 	}
 	return nil
+}
+
+// vmDisks reads the VM's disks into rep.Disks and returns those to convert: the OS disk first, then
+// every data disk carrying ADE settings, each with the name and ID of its new disk.
+func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azureVMReport) ([]*azureVMDisk, error) {
+	debugAzure("read VM disks", f.vm)
+	vmd, err := cl.ReadVMDisks(ctx, f.vm)
+	if err != nil {
+		return nil, err
+	}
+	var disks []*azureVMDisk // the disks to convert: the OS disk first
+	for _, d := range vmd.Disks {
+		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN}
+		if d.LUN == azure.OSDiskLUN {
+			vd.LUN = luksconv.OSDisk
+		}
+		rep.Disks = append(rep.Disks, vd)
+		if !vd.Convert {
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("LUN %d (%s) carries no ADE settings: it is not converted and stays attached as it is", d.LUN, d.Name))
+			continue
+		}
+		vd.target = d.Name + f.suffix
+		if len(vd.target) > maxDiskName {
+			return nil, fmt.Errorf("%w: %s: new disk name %q is longer than %d characters: choose a shorter --target-suffix", errUsage, diskName(vd.LUN), vd.target, maxDiskName)
+		}
+		rg := f.rg
+		if rg == "" {
+			rg = rgOf(d.DiskID)
+		}
+		vd.diskID = (&azure.DiskSpec{ResourceGroup: rg, Name: vd.target}).ID(f.subscriptionOf(d.DiskID))
+		disks = append(disks, vd)
+	}
+	return disks, nil
+}
+
+// vmDiskSpec sets d.DiskSpec: the new disk's settings, read from what d is read from, with the flags
+// applied, sized and tagged for d's plan (and with the snapshot the run took, when it took one).
+func (f *azureConvert) vmDiskSpec(ctx context.Context, cl *azure.Client, d *azureVMDisk, rep *azureVMReport) error {
+	debugAzure("read source and disk encryption set", d.readID, "des", f.des, "target", d.target)
+	spec, err := cl.DiskSpecFrom(ctx, d.readID, f.rg, d.target, f.des)
+	if err != nil {
+		return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+	}
+	f.platformKey(spec)
+	if err := f.applyAccess(spec); err != nil {
+		return err
+	}
+	if d.plan.OutputSize%(1<<20) != 0 {
+		return fmt.Errorf("%s: plan output size %d is not a whole MiB", diskName(d.LUN), d.plan.OutputSize)
+	}
+	spec.SizeBytes = d.plan.OutputSize
+	if err := spec.Check(); err != nil {
+		return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+	}
+	if note, err := cl.SecureUploadNote(spec); err != nil {
+		return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+	} else if note != "" {
+		rep.Warnings = append(rep.Warnings, diskName(d.LUN)+": "+note)
+	}
+	spec.AccessDuration = f.writeAccess
+	if spec.AccessDuration == 0 {
+		spec.AccessDuration = azure.UploadAccessFor(d.plan.OutputSize)
+	}
+	spec.Tags = maps.Clone(spec.Tags)
+	if spec.Tags == nil {
+		spec.Tags = map[string]string{}
+	}
+	spec.Tags[planTag] = d.plan.ID()
+	if d.Snapshot != "" {
+		spec.Tags[sourceTag] = path.Base(d.Snapshot)
+	}
+	d.DiskSpec = spec
+	return nil
+}
+
+// planVM plans the disks together (luksconv.NewVMPlan), from their sources and keys, and sets each
+// disk's plan.
+func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk) (*luksconv.VMPlan, error) {
+	vds := make([]luksconv.VMDisk, len(disks))
+	for i, d := range disks {
+		opts := f.pf.options(luksconv.FormatVHD)
+		opts.Passphrase, opts.Base64Fallback = d.pass, d.base64
+		vds[i] = luksconv.VMDisk{LUN: d.LUN, Source: d.src, Options: opts}
+	}
+	vp, err := luksconv.NewVMPlan(ctx, vds)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range disks {
+		d.plan = vp.Disk(d.LUN)
+	}
+	return vp, nil
 }
 
 // vmKey recovers the disk's passphrase from its own Key Vault secret (the OS disk's may be on the VM
@@ -402,12 +427,25 @@ const snapshotInfix = "-luksconv-src-"
 // not stop the others (each keeps its journal); the error then names every failed disk and what to
 // rerun. Ctrl-C stops them all.
 func (f *azureConvert) uploadVM(ctx context.Context, cl *azure.Client, disks []*azureVMDisk, stderr io.Writer) error {
+	plans := make([]*luksconv.Plan, len(disks))
+	for i, d := range disks {
+		plans[i] = d.plan
+	}
+	return f.eachDisk(ctx, disks, plans, func(ctx context.Context, d *azureVMDisk, progress func(luksconv.Progress)) error {
+		return f.uploadVMDisk(ctx, cl, d, progress, stderr)
+	}, "the VM is untouched; run the same command again: finished disks are kept, unfinished uploads resume from their journals", stderr)
+}
+
+// eachDisk runs run for every disk, --parallel at a time (the OS disk first, then by LUN), with one
+// progress display over plans (what each disk's run executes). A disk that fails does not stop the
+// others; the error names every failed disk, and hint says what to do. Ctrl-C stops them all.
+func (f *azureConvert) eachDisk(ctx context.Context, disks []*azureVMDisk, plans []*luksconv.Plan,
+	run func(ctx context.Context, d *azureVMDisk, progress func(luksconv.Progress)) error, hint string, stderr io.Writer) error {
 	jobs := make([]vmJob, len(disks))
 	for i, d := range disks {
-		jobs[i] = vmJob{lun: d.LUN, plan: d.plan, src: d.src}
+		jobs[i] = vmJob{lun: d.LUN, plan: plans[i], src: d.src}
 	}
 	agg := newAggregate(stderr, jobs, f.quiet)
-	// Disks start in order (the OS disk, then by LUN), --parallel at a time.
 	next := make(chan int)
 	go func() {
 		defer close(next)
@@ -432,7 +470,7 @@ func (f *azureConvert) uploadVM(ctx context.Context, cl *azure.Client, disks []*
 				if ctx.Err() != nil {
 					return
 				}
-				err := f.uploadVMDisk(ctx, cl, d, func(p luksconv.Progress) { agg.update(i, p) }, stderr)
+				err := run(ctx, d, func(p luksconv.Progress) { agg.update(i, p) })
 				if err != nil {
 					d.Error = err.Error()
 					mu.Lock()
@@ -451,7 +489,6 @@ func (f *azureConvert) uploadVM(ctx context.Context, cl *azure.Client, disks []*
 	if len(errs) == 0 {
 		return nil
 	}
-	hint := "the VM is untouched; run the same command again: finished disks are kept, unfinished uploads resume from their journals"
 	if len(failed) > 0 {
 		hint = fmt.Sprintf("not finished: %s. %s", strings.Join(failed, ", "), hint)
 	}

@@ -38,7 +38,20 @@ type vmTestDisk struct {
 // into the fake as the ADE disks of VM vm1, each with its own Key Vault secret, plus a data disk at
 // LUN 9 without ADE settings. The disks' blobs are their images in Azurite.
 func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
-	m := vmfixture.Load(t)
+	disks := vmTestDisks(t, vmfixture.Load(t))
+	az := azurite.Start(t)
+	az.CreateContainer(t, "disks")
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
+	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
+	f.addVM(t, disks, func(d vmTestDisk) {
+		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
+	})
+	f.install(t)
+	return f, disks
+}
+
+// vmTestDisks are the disks of the fake VM: the fixture's OS disk and its data disks at LUN 0, 1 and 3.
+func vmTestDisks(t *testing.T, m *vmfixture.Manifest) []vmTestDisk {
 	disks := []vmTestDisk{{lun: luksconv.OSDisk, name: "osdisk", image: m.Path(m.OS.File), key: m.Path(m.OS.KeyFile), caching: armcompute.CachingTypesReadWrite}}
 	for _, c := range []struct {
 		lun     int
@@ -51,17 +64,18 @@ func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 		}
 		disks = append(disks, vmTestDisk{lun: c.lun, name: "data" + string(rune('0'+c.lun)), image: m.Path(d.File), key: m.Path(d.KeyFile), caching: c.caching, wa: c.wa})
 	}
+	return disks
+}
 
-	az := azurite.Start(t)
-	az.CreateContainer(t, "disks")
-	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
-	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
+// addVM puts VM vm1 into the fake: the disks, each with ADE settings naming its own Key Vault secret
+// and its blob written by upload, and a data disk at LUN 9 without ADE settings.
+func (f *fakeAzure) addVM(t *testing.T, disks []vmTestDisk, upload func(vmTestDisk)) {
 	vmID := fakeID("virtualMachines", "vm1")
 	vm := fakeVM()
 	sp := vm.Properties.StorageProfile
 	vault := &armcompute.SourceVault{ID: to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.KeyVault/vaults/adevault")}
 	for _, d := range disks {
-		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
+		upload(d)
 		key, err := os.ReadFile(d.key)
 		if err != nil {
 			t.Fatal(err)
@@ -96,8 +110,6 @@ func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	f.Disks[azurefake.Key(fakeRG, "plain9")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "plain9")), Name: to.Ptr("plain9"), Location: to.Ptr("westeurope"),
 		ManagedBy: to.Ptr(vmID), Properties: &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(int64(1 << 30)), DiskState: to.Ptr(armcompute.DiskStateAttached)}}
 	f.VMs[azurefake.Key(fakeRG, "vm1")] = &vm
-	f.install(t)
-	return f, disks
 }
 
 // interruptOutput cancels the run after its first writes, as Ctrl-C would during the upload.

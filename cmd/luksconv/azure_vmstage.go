@@ -1,0 +1,380 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
+)
+
+// The delta cutover of a whole VM (`azure convert --vm VM --stage`, then `--cutover`) is the one-disk
+// delta cutover (azure_stage.go) for every disk the whole-VM run converts, planned together as that
+// run plans them (luksconv.NewVMPlan: the OS disk's edits use what the data disks hold), with one
+// record for the VM. The disks advance together: round n of the VM is round n of every disk, and a
+// round is recorded only when every disk has finished it, so a rerun after a failure reads each
+// disk's pending snapshot again and resumes from its journal.
+//
+// The stage rounds snapshot a running VM's disks one after the other: each snapshot is
+// crash-consistent, but the disks are not of one moment. That does not matter for the result: each
+// round moves what changed since that disk's own last snapshot, and the cutover's snapshots, taken
+// with the VM deallocated, are of one moment.
+
+// vmStageRecord is the file .luksconv-stage-vm-<VM name>-<hash of its ID>.json in --journal-dir.
+type vmStageRecord struct {
+	VM      string         `json:"vm"`
+	Round   int            `json:"round"` // rounds every disk has finished
+	Disks   []*vmStageDisk `json:"disks"` // the OS disk first, then by LUN, as the run converts them
+	Created time.Time      `json:"created"`
+	Updated time.Time      `json:"updated"`
+}
+
+// vmStageDisk is one disk's stage record within the VM's.
+type vmStageDisk struct {
+	LUN int `json:"lun"` // luksconv.OSDisk (-1) for the OS disk
+	stageRecord
+}
+
+// vmStageReport is the part of the report a whole VM's --stage or --cutover run adds; each disk's
+// round is in its own entry of the report's disks.
+type vmStageReport struct {
+	Record   string `json:"record"`
+	Round    int    `json:"round"`
+	Finished bool   `json:"finished"` // the uploads were finished (cutover)
+	// ExpectedDowntime and Estimate: --dry-run --cutover.
+	ExpectedDowntime time.Duration `json:"expected_downtime_ns,omitempty"`
+	Estimate         string        `json:"estimate,omitempty"`
+}
+
+// vmStagePath is the stage record of --vm: named for the VM, and for a hash of its resource ID, since a
+// fleet's VMs in several resource groups or subscriptions share one --journal-dir and may share names.
+func (f *azureConvert) vmStagePath() string {
+	h := sha256.Sum256([]byte(strings.ToLower(f.vm)))
+	return filepath.Join(f.journalDir, fmt.Sprintf(".luksconv-stage-vm-%s-%x.json", path.Base(f.vm), h[:4]))
+}
+
+// check refuses a record whose disks are not the ones the run would convert now.
+func (r *vmStageRecord) check(disks []*azureVMDisk) error {
+	same := len(r.Disks) == len(disks)
+	for i := 0; same && i < len(disks); i++ {
+		rd, d := r.Disks[i], disks[i]
+		same = rd.LUN == d.LUN && strings.EqualFold(rd.SourceDisk, d.Source) && strings.EqualFold(rd.TargetDisk, d.diskID)
+	}
+	if same {
+		return nil
+	}
+	var was, is []string
+	for _, d := range r.Disks {
+		was = append(was, fmt.Sprintf("%s %s", diskName(d.LUN), path.Base(d.SourceDisk)))
+	}
+	for _, d := range disks {
+		is = append(is, fmt.Sprintf("%s %s", diskName(d.LUN), path.Base(d.Source)))
+	}
+	return fmt.Errorf("%w: the VM's ADE disks (%s) are not those of its stage record (%s)", azure.ErrState, strings.Join(is, ", "), strings.Join(was, ", "))
+}
+
+// runVMStaged is a --stage round or the --cutover of the whole VM --vm.
+func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
+	ctx := c.Context()
+	stderr := &lockedWriter{w: c.ErrOrStderr()}
+	out := c.OutOrStdout()
+	if err := f.checkVM(); err != nil {
+		return err
+	}
+	recPath := f.vmStagePath()
+	var rec *vmStageRecord
+	if found, err := loadRecord(recPath, &rec); err != nil {
+		return err
+	} else if found && !strings.EqualFold(rec.VM, f.vm) {
+		return &hintedError{fmt.Errorf("%w: stage record %s is of VM %s, not %s", azure.ErrState, recPath, rec.VM, f.vm), "give another --journal-dir"}
+	}
+	if f.cutover && (rec == nil || rec.Round == 0) {
+		return &hintedError{fmt.Errorf("%w: no finished --stage round of VM %s (no record at %s)", azure.ErrState, f.vm, recPath),
+			"run the same command with --stage first (or convert without --cutover)"}
+	}
+	rep := &azureVMReport{VM: f.vm, DryRun: f.dryRun}
+	if f.dryRun {
+		return f.estimateVMCutover(out, rec, recPath, rep)
+	}
+	cl, err := f.src.client(f.vm)
+	if err != nil {
+		return err
+	}
+	disks, err := f.vmDisks(ctx, cl, rep)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, d := range disks {
+			clear(d.pass)
+		}
+	}()
+	if rec != nil {
+		if err := rec.check(disks); err != nil {
+			return &hintedError{err, "a disk was attached, detached or replaced since the first round: delete the record " + recPath +
+				" and the VM's new disks (luksconv never deletes disks) to start again"}
+		}
+	}
+	if f.recreate {
+		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
+			return err
+		}
+	}
+	osDisk := disks[0].disk.DiskID
+	if f.cutover && f.deallocate {
+		if err := f.deallocateOwner(ctx, cl, osDisk, stderr); err != nil {
+			return err
+		}
+	}
+	allow := f.allowRunning
+	f.allowRunning = f.stage
+	err = f.checkQuiet(ctx, cl, osDisk, stderr)
+	f.allowRunning = allow
+	if err != nil {
+		return err
+	}
+	for _, d := range disks {
+		if err := f.vmKey(ctx, cl, d, rep); err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+	}
+
+	if rec == nil {
+		now := time.Now().UTC()
+		rec = &vmStageRecord{VM: f.vm, Created: now}
+		for _, d := range disks {
+			rec.Disks = append(rec.Disks, &vmStageDisk{LUN: d.LUN, stageRecord: stageRecord{SourceDisk: d.Source, TargetDisk: d.diskID, Created: now}})
+		}
+	}
+	round := rec.Round + 1
+	rereads, err := f.vmStageSnapshots(ctx, cl, rec, recPath, disks, round, stderr)
+	if err != nil {
+		return err
+	}
+	sas := make([]string, len(disks))
+	for i, d := range disks {
+		s, src, done, err := grantReadSAS(ctx, cl, d.Snapshot, f.workers, stderr)
+		if err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+		// Every source SAS is revoked on every path, also after Ctrl-C.
+		defer func() { err = errors.Join(err, done()) }()
+		d.src, d.readID, sas[i] = src, d.Snapshot, s
+	}
+	vp, err := f.planVM(ctx, disks)
+	if err != nil {
+		return err
+	}
+	defer vp.Close()
+	rep.Plan = vp
+	if !f.quiet {
+		printVMPlan(stderr, vp)
+	} else {
+		printVMWarnings(stderr, vp)
+	}
+
+	// What each disk's round executes: the whole plan in round 1, its delta after.
+	stats := make([]stageRound, len(disks))
+	work := make([]*luksconv.Plan, len(disks))
+	deltas := map[*azureVMDisk]deltaJob{}
+	for i, d := range disks {
+		sr := &rec.Disks[i].stageRecord
+		stats[i] = stageRound{Round: round, Snapshot: d.Snapshot, SnapshotTime: sr.PendingTime, Cutover: f.cutover}
+		if round == 1 {
+			if err := f.vmDiskSpec(ctx, cl, d, rep); err != nil {
+				return err
+			}
+			d.journal, work[i] = f.defaultJournal(d.plan), d.plan
+			continue
+		}
+		dp, err := f.deltaPlan(ctx, cl, sr, d.plan, sas[i], &stats[i], diskName(d.LUN)+": ", stderr)
+		if err != nil {
+			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+		}
+		d.journal, work[i] = f.defaultJournal(dp), dp
+		deltas[d] = deltaJob{rec: sr, recPath: recPath, d: dp, src: d.src, diskID: d.diskID, journal: d.journal, reread: rereads[i], round: round}
+	}
+	run := func(ctx context.Context, d *azureVMDisk, progress func(luksconv.Progress)) error {
+		if round == 1 {
+			tgt, res, err := f.upload(ctx, cl, uploadJob{plan: d.plan, src: d.src, spec: d.DiskSpec, diskID: d.diskID, journal: d.journal,
+				lun: d.LUN, progress: debugProgress(progress), keepOpen: true}, stderr)
+			d.Target, d.Result = tgt, res
+			if err == nil && res == nil {
+				err = fmt.Errorf("%w: %s is finished already, though the stage record %s says round 1 has not ended", azure.ErrState, d.diskID, recPath)
+			}
+			return err
+		}
+		j := deltas[d]
+		j.progress = debugProgress(progress)
+		tgt, res, err := f.deltaWrite(ctx, cl, j, stderr)
+		d.Target, d.Result, d.AlreadyUploaded = tgt, res, err == nil && res == nil
+		return err
+	}
+	hint := "the VM is untouched; run the same command again: it reads the same snapshots and resumes each disk from its journal"
+	if err := f.eachDisk(ctx, disks, work, run, hint, stderr); err != nil {
+		return err
+	}
+	for i, d := range disks {
+		if d.Result != nil {
+			stats[i].BytesRead, stats[i].BytesWritten, stats[i].Duration = d.Result.BytesDecrypted+d.Result.BytesCopied, d.Result.BytesWritten, d.Result.Duration
+		}
+		d.Stage = &stats[i]
+	}
+
+	if f.stage {
+		for i, d := range disks {
+			pj, err := json.Marshal(d.plan)
+			if err != nil {
+				return err
+			}
+			sr := &rec.Disks[i].stageRecord
+			if round == 1 {
+				sr.DiskPlanTag = d.plan.ID()
+			}
+			sr.Snapshot, sr.Round, sr.PlanID, sr.Plan = d.Snapshot, round, d.plan.ID(), pj
+			sr.Pending, sr.PendingTime = "", time.Time{}
+			sr.Rounds = append(sr.Rounds, stats[i])
+		}
+		rec.Round = round
+		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
+			return err
+		}
+		// The round is in the record: its journals are done with.
+		for _, d := range disks {
+			if err := os.Remove(d.journal); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return err
+			}
+		}
+	}
+	rep.Stage = &vmStageReport{Record: recPath, Round: round, Finished: f.cutover}
+
+	if f.cutover {
+		// As for one disk, the snapshots stay pending until the record goes: a rerun after a failed
+		// verification or re-creation finds the disks finished with them.
+		if f.verify {
+			for _, d := range disks {
+				if err := f.verifyDisk(ctx, cl, d.plan, d.src, d.diskID, stderr); err != nil {
+					return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+				}
+				d.Verified = true
+			}
+		}
+		if f.recreate {
+			newData := map[int]string{}
+			for _, d := range disks[1:] {
+				newData[d.LUN] = d.diskID
+			}
+			if rep.VMPlan, err = f.recreateVM(ctx, cl, disks[0].diskID, newData); err != nil {
+				return err
+			}
+			rep.VMRecreated = true
+		}
+		if err := os.Remove(recPath); err != nil {
+			return fmt.Errorf("stage record: %w", err)
+		}
+	}
+
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	step := fmt.Sprintf("stage round %d", round)
+	if f.cutover {
+		step = fmt.Sprintf("cutover (round %d)", round)
+	}
+	for _, d := range disks {
+		if d.AlreadyUploaded {
+			fmt.Fprintf(out, "%s %s: %s -> %s: finished by an earlier run\n", step, diskName(d.LUN), d.Source, d.diskID)
+			continue
+		}
+		fmt.Fprintf(out, "%s %s: %s -> %s: read %s, wrote %s in %s\n", step, diskName(d.LUN), d.Source, d.diskID,
+			human(d.Stage.BytesRead), human(d.Stage.BytesWritten), d.Stage.Duration.Round(time.Millisecond))
+	}
+	if f.cutover {
+		fmt.Fprintf(out, "the new disks of VM %s are finished\n", f.vm)
+	} else {
+		fmt.Fprintf(out, "the uploads stay open (ActiveUpload) for the next round or --cutover\n")
+	}
+	if rep.VMRecreated {
+		fmt.Fprintf(out, "re-created VM %s on the new disks\n", f.vm)
+	}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
+	return nil
+}
+
+// vmStageSnapshots sets each disk's Snapshot for this round: its pending snapshot when an earlier run
+// started the round (rereads[i] is then true), else a new incremental one, recorded as pending before
+// anything is written so that a rerun reads it again.
+func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, rec *vmStageRecord, recPath string, disks []*azureVMDisk, round int,
+	stderr io.Writer) (rereads []bool, err error) {
+	rereads = make([]bool, len(disks))
+	for i, d := range disks {
+		sr := &rec.Disks[i].stageRecord
+		if sr.Pending != "" {
+			fmt.Fprintf(stderr, "%s: reading snapshot %s again: round %d was interrupted\n", diskName(d.LUN), sr.Pending, round)
+			d.Snapshot, rereads[i] = sr.Pending, true
+			continue
+		}
+		name := fmt.Sprintf("%s-luksconv-r%d-%d", d.target, round, time.Now().Unix())
+		debugAzure("snapshot disk (incremental)", d.disk.DiskID, "snapshot_name", name, "round", round)
+		snap, err := cl.SnapshotDisk(ctx, d.disk.DiskID, name, &azure.SnapshotOptions{Incremental: true})
+		if err != nil {
+			return nil, fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+		d.Snapshot, d.SnapshotCreated = snap, true
+		if !f.quiet {
+			fmt.Fprintf(stderr, "%s: incremental snapshot %s (kept; delete the stage snapshots when the new disks are verified)\n", diskName(d.LUN), snap)
+		}
+		sr.Pending, sr.PendingTime = snap, time.Now().UTC()
+		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
+			return nil, err
+		}
+	}
+	return rereads, nil
+}
+
+// estimateVMCutover prints the expected downtime of the VM's cutover from the change rate each disk's
+// stage rounds measured: the disks' changes go --parallel disks at a time.
+func (f *azureConvert) estimateVMCutover(out io.Writer, rec *vmStageRecord, recPath string, rep *azureVMReport) error {
+	sr := &vmStageReport{Record: recPath, Round: rec.Round, Estimate: azure.MeasuredVMCutoverFormula}
+	rep.Stage = sr
+	var msg string
+	var total, largest int64
+	ok := true
+	for _, d := range rec.Disks {
+		_, expect, _, measured := changeRate(d.Rounds)
+		ok = ok && measured
+		total += expect
+		largest = max(largest, expect)
+	}
+	if !ok {
+		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", rec.Round)
+	} else {
+		transfer := max(largest, total/int64(max(1, min(f.parallel, len(rec.Disks)))))
+		sr.ExpectedDowntime = f.downtime(transfer)
+		msg = fmt.Sprintf("expected downtime of the cutover: %s (%s expected to have changed on %d disks since their last snapshots)",
+			sr.ExpectedDowntime.Round(time.Second), human(total), len(rec.Disks))
+	}
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "%s\n  %s\n", msg, azure.MeasuredVMCutoverFormula)
+	if f.deallocate {
+		fmt.Fprintf(out, "Would deallocate VM %s if it runs, ", rec.VM)
+	} else {
+		fmt.Fprintf(out, "Would ")
+	}
+	fmt.Fprintf(out, "take an incremental snapshot of each of its %d converted disks, write what changed into their new disks and finish them\n", len(rec.Disks))
+	return nil
+}
