@@ -299,5 +299,5 @@ func ExampleDelta() {
 	fmt.Printf("full pass: %d bytes; second pass: decrypt %d, copy %d, zero %d\n", next.OutputSize,
 		d.Totals.Decrypt, d.Totals.Copy, d.Totals.Zero)
 	// Output:
-	// full pass: 77594624 bytes; second pass: decrypt 94208, copy 307200, zero 0
+	// full pass: 77594624 bytes; second pass: decrypt 65536, copy 0, zero 0
 }

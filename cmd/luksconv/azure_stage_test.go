@@ -615,3 +615,45 @@ func TestAzureCutoverDeallocate(t *testing.T) {
 		t.Errorf("stage record left after the cutover: %v", err)
 	}
 }
+
+// TestAzureCutoverDeallocating: a VM that still reports "deallocating" after its deallocation ended is
+// waited for, not read: past --deallocate's wait the cutover stops (exit 1) with a hint and writes
+// nothing; the rerun deallocates again, waits the state out and finishes the disk.
+func TestAzureCutoverDeallocating(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	wait, poll := deallocateWait, deallocatePoll
+	t.Cleanup(func() { deallocateWait, deallocatePoll = wait, poll })
+	deallocateWait, deallocatePoll = 50*time.Millisecond, time.Millisecond
+
+	s.Lock()
+	s.DeallocatingReads = 1 << 30
+	s.Unlock()
+	s.takeCalls()
+	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...)
+	if code != 1 || !strings.Contains(se, "still deallocating") || !strings.Contains(se, "run the same command again") {
+		t.Errorf("cutover of a VM stuck deallocating: exit %d:\n%s", code, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "GRANT") {
+			t.Errorf("the cutover did %q before the VM was deallocated", c)
+		}
+	}
+
+	s.Lock()
+	s.DeallocatingReads = 3
+	s.Unlock()
+	so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...)
+	if code != 0 {
+		t.Fatalf("cutover after the wait: exit %d:\n%s", code, se)
+	}
+	if r := stageReportOf(t, so); !r.Stage.Finished {
+		t.Errorf("cutover report %+v", r)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the cutover the disk is %s, want Unattached", st)
+	}
+}

@@ -79,6 +79,11 @@ type Cloud struct {
 	// not listed is "deallocated".
 	PowerStates map[string]string
 	KEK         *rsa.PrivateKey // the key KEKName/KEKVersion
+	// DeallocatingReads, if set, makes a VM whose deallocation ended report "deallocating" for that
+	// many reads of its instance view before "deallocated", as Azure may while it releases the
+	// compute.
+	DeallocatingReads int
+	deallocating      map[string]int // reads left, by Key
 
 	// Calls records every mutating call and every Key Vault read, in order:
 	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
@@ -564,6 +569,10 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 			if ps == "" {
 				ps = "deallocated"
 			}
+			if n := c.deallocating[Key(rg, name)]; n > 0 && ps == "deallocated" {
+				c.deallocating[Key(rg, name)] = n - 1
+				ps = "deallocating"
+			}
 			resp.SetResponse(http.StatusOK, armcompute.VirtualMachinesClientInstanceViewResponse{VirtualMachineInstanceView: armcompute.VirtualMachineInstanceView{
 				Statuses: []*armcompute.InstanceViewStatus{{Code: to.Ptr("ProvisioningState/succeeded")}, {Code: to.Ptr("PowerState/" + ps)}}}}, nil)
 			return
@@ -612,6 +621,12 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				return
 			}
 			c.PowerStates[Key(rg, name)] = "deallocated"
+			if c.DeallocatingReads > 0 {
+				if c.deallocating == nil {
+					c.deallocating = map[string]int{}
+				}
+				c.deallocating[Key(rg, name)] = c.DeallocatingReads
+			}
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientDeallocateResponse{}, nil)
 			return
