@@ -68,7 +68,12 @@ type stageReport struct {
 	Record   string     `json:"record"`
 	Round    stageRound `json:"round"`
 	Finished bool       `json:"finished"` // the upload was finished (cutover)
-	// ExpectedDowntime and Estimate: --dry-run --cutover.
+	stageEstimate
+}
+
+// stageEstimate is what --dry-run --cutover adds to the report: the expected downtime and how it was
+// estimated.
+type stageEstimate struct {
 	ExpectedDowntime time.Duration `json:"expected_downtime_ns,omitempty"`
 	Estimate         string        `json:"estimate,omitempty"`
 }
@@ -577,7 +582,7 @@ func (f *azureConvert) downtime(n int64) time.Duration {
 // estimateCutover prints the expected downtime of the cutover from the change rate the stage rounds
 // measured (azure.MeasuredCutoverFormula); it reads the record only.
 func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath string, rep *azureReport) error {
-	sr := &stageReport{Record: recPath, Estimate: azure.MeasuredCutoverFormula}
+	sr := &stageReport{Record: recPath, stageEstimate: stageEstimate{Estimate: azure.MeasuredCutoverFormula}}
 	rep.Stage = sr
 	var msg string
 	if rate, expect, since, ok := changeRate(rec.Rounds); !ok {

@@ -51,9 +51,7 @@ type vmStageReport struct {
 	Record   string `json:"record"`
 	Round    int    `json:"round"`
 	Finished bool   `json:"finished"` // the uploads were finished (cutover)
-	// ExpectedDowntime and Estimate: --dry-run --cutover.
-	ExpectedDowntime time.Duration `json:"expected_downtime_ns,omitempty"`
-	Estimate         string        `json:"estimate,omitempty"`
+	stageEstimate
 }
 
 // vmStagePath is the stage record of --vm: named for the VM, and for a hash of its resource ID, since a
@@ -347,7 +345,7 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 // estimateVMCutover prints the expected downtime of the VM's cutover from the change rate each disk's
 // stage rounds measured: the disks' changes go --parallel disks at a time.
 func (f *azureConvert) estimateVMCutover(out io.Writer, rec *vmStageRecord, recPath string, rep *azureVMReport) error {
-	sr := &vmStageReport{Record: recPath, Round: rec.Round, Estimate: azure.MeasuredVMCutoverFormula}
+	sr := &vmStageReport{Record: recPath, Round: rec.Round, stageEstimate: stageEstimate{Estimate: azure.MeasuredVMCutoverFormula}}
 	rep.Stage = sr
 	var msg string
 	var total, largest int64
