@@ -210,7 +210,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if reread {
 		fmt.Fprintf(stderr, "Reading snapshot %s again: round %d of the conversion into %s was interrupted\n", snap, round, diskID)
 	} else {
-		name := fmt.Sprintf("%s-luksconv-r%d-%d", f.target, round, time.Now().Unix())
+		name := stageSnapshotName(f.target, round)
 		debugAzure("snapshot disk (incremental)", id, "snapshot_name", name, "round", round)
 		if snap, err = cl.SnapshotDisk(ctx, id, name, &azure.SnapshotOptions{Incremental: true}); err != nil {
 			return err
@@ -344,6 +344,14 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// stageSnapshotName names round's snapshot of the disk converted into the new disk target: the target's
+// name, cut so that the whole fits Azure's 80 characters, then -luksconv-r<round>-<Unix time>. The
+// record keeps the snapshot's ID, so nothing parses the name back.
+func stageSnapshotName(target string, round int) string {
+	suffix := fmt.Sprintf("-luksconv-r%d-%d", round, time.Now().Unix())
+	return target[:min(len(target), maxDiskName-len(suffix))] + suffix
 }
 
 // recreateVM plans the re-creation of --vm around the new OS disk osDisk and the new data disks by

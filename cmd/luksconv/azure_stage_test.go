@@ -657,3 +657,13 @@ func TestAzureCutoverDeallocating(t *testing.T) {
 		t.Errorf("after the cutover the disk is %s, want Unattached", st)
 	}
 }
+
+// TestStageSnapshotName: a stage snapshot's name fits Azure's 80 characters whatever the new disk's.
+func TestStageSnapshotName(t *testing.T) {
+	for _, target := range []string{"plain", strings.Repeat("d", maxDiskName)} {
+		n := stageSnapshotName(target, 12)
+		if len(n) > maxDiskName || !strings.Contains(n, "-luksconv-r12-") || !strings.HasPrefix(n, target[:min(len(target), 20)]) {
+			t.Errorf("stage snapshot of %q: %q (%d characters)", target, n, len(n))
+		}
+	}
+}

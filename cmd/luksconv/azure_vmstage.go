@@ -324,7 +324,7 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 			d.Snapshot, rereads[i] = sr.Pending, true
 			continue
 		}
-		name := fmt.Sprintf("%s-luksconv-r%d-%d", d.target, round, time.Now().Unix())
+		name := stageSnapshotName(d.target, round)
 		debugAzure("snapshot disk (incremental)", d.disk.DiskID, "snapshot_name", name, "round", round)
 		snap, err := cl.SnapshotDisk(ctx, d.disk.DiskID, name, &azure.SnapshotOptions{Incremental: true})
 		if err != nil {
