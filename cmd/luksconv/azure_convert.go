@@ -263,7 +263,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			fmt.Fprintf(stderr, "Reading snapshot %s again: the unfinished upload to --target-disk %s was made from it\n", snap, f.target)
 			readID, snapName = snap, path.Base(snap)
 		} else {
-			name := fmt.Sprintf("%s-luksconv-src-%d", f.target, time.Now().Unix())
+			name := srcSnapshotName(f.target, fmt.Sprint(time.Now().Unix()))
 			snapName = name
 			debugAzure("snapshot disk", id, "snapshot_name", name)
 			snap, err := cl.SnapshotDisk(ctx, id, name, nil)

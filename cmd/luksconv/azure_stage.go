@@ -351,7 +351,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 // record keeps the snapshot's ID, so nothing parses the name back.
 func stageSnapshotName(target string, round int) string {
 	suffix := fmt.Sprintf("-luksconv-r%d-%d", round, time.Now().Unix())
-	return target[:min(len(target), maxDiskName-len(suffix))] + suffix
+	return target[:max(0, min(len(target), maxDiskName-len(suffix)))] + suffix
 }
 
 // recreateVM plans the re-creation of --vm around the new OS disk osDisk and the new data disks by

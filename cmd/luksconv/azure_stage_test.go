@@ -658,12 +658,18 @@ func TestAzureCutoverDeallocating(t *testing.T) {
 	}
 }
 
-// TestStageSnapshotName: a stage snapshot's name fits Azure's 80 characters whatever the new disk's.
-func TestStageSnapshotName(t *testing.T) {
+// TestSnapshotNames: the names of the snapshots luksconv takes fit Azure's 80 characters whatever the
+// new disk's name, and a whole VM's resume reads its run's time back from one.
+func TestSnapshotNames(t *testing.T) {
 	for _, target := range []string{"plain", strings.Repeat("d", maxDiskName)} {
 		n := stageSnapshotName(target, 12)
 		if len(n) > maxDiskName || !strings.Contains(n, "-luksconv-r12-") || !strings.HasPrefix(n, target[:min(len(target), 20)]) {
 			t.Errorf("stage snapshot of %q: %q (%d characters)", target, n, len(n))
+		}
+		n = srcSnapshotName(target, "1796000000")
+		i := strings.LastIndex(n, snapshotInfix)
+		if len(n) > maxDiskName || i < 0 || n[i+len(snapshotInfix):] != "1796000000" || srcSnapshotName(target, n[i+len(snapshotInfix):]) != n {
+			t.Errorf("source snapshot of %q: %q (%d characters)", target, n, len(n))
 		}
 	}
 }

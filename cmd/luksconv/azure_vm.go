@@ -351,7 +351,7 @@ func (f *azureConvert) vmKey(ctx context.Context, cl *azure.Client, d *azureVMDi
 }
 
 // vmSnapshots chooses what the disks are read from: in a dry run the disks themselves; else one
-// snapshot each, all named <new disk>-luksconv-src-<time of the run>. A rerun must read the very
+// snapshot each, all named srcSnapshotName(<new disk>, <time of the run>). A rerun must read the very
 // snapshots the interrupted run read — the disks it finished were made from them, and a VM's disks
 // belong to one moment — so when any new disk of this conversion exists, its tag names the run's
 // snapshot and every disk reads its snapshot of that run. A new disk of that name that is not this
@@ -376,16 +376,17 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 				"choose another --target-suffix, or delete the disk (luksconv never deletes disks)"}
 		}
 		name := st.Tags[sourceTag]
-		prefix := d.target + snapshotInfix
-		if !strings.HasPrefix(name, prefix) || strings.ContainsAny(name, "/?#") {
+		i := strings.LastIndex(name, snapshotInfix)
+		if i < 0 || name != srcSnapshotName(d.target, name[i+len(snapshotInfix):]) || strings.ContainsAny(name, "/?#") {
 			return &hintedError{fmt.Errorf("%s: %w: new disk %s names no snapshot of this conversion (tag %s=%q)", diskName(d.LUN), azure.ErrState, d.diskID, sourceTag, name),
 				"delete the new disks of the VM (luksconv never deletes disks) to start over"}
 		}
-		if stamp != "" && name[len(prefix):] != stamp {
-			return &hintedError{fmt.Errorf("%w: the VM's new disks were made from snapshots of different runs (%s and %s)", azure.ErrState, stamp, name[len(prefix):]),
+		s := name[i+len(snapshotInfix):]
+		if stamp != "" && s != stamp {
+			return &hintedError{fmt.Errorf("%w: the VM's new disks were made from snapshots of different runs (%s and %s)", azure.ErrState, stamp, s),
 				"delete the new disks of the VM (luksconv never deletes disks) to start over"}
 		}
-		stamp = name[len(prefix):]
+		stamp = s
 	}
 	resume := stamp != ""
 	if !resume {
@@ -396,7 +397,7 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 		if err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
-		name := d.target + snapshotInfix + stamp
+		name := srcSnapshotName(d.target, stamp)
 		snap := fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/Microsoft.Compute/snapshots/%s", rid.SubscriptionID, rid.ResourceGroupName, name)
 		if resume {
 			if err := cl.CheckSnapshotCurrent(ctx, snap, d.disk.DiskID); err != nil {
@@ -422,6 +423,13 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 
 // snapshotInfix joins a new disk's name and the run's time in the name of its source's snapshot.
 const snapshotInfix = "-luksconv-src-"
+
+// srcSnapshotName names the snapshot a run takes of the disk converted into the new disk target:
+// <target>-luksconv-src-<stamp>, the target's name cut so that the whole fits Azure's 80 characters.
+func srcSnapshotName(target, stamp string) string {
+	suffix := snapshotInfix + stamp
+	return target[:max(0, min(len(target), maxDiskName-len(suffix)))] + suffix
+}
 
 // uploadVM uploads the disks, --parallel at a time, with one progress display. A disk that fails does
 // not stop the others (each keeps its journal); the error then names every failed disk and what to
