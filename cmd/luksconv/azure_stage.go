@@ -274,7 +274,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			journal = f.defaultJournal(d)
 		}
 		pr := newProgress(stderr, d.Totals.Copy+d.Totals.Decrypt, f.quiet)
-		tgt, r, err := f.deltaWrite(ctx, cl, deltaJob{rec: rec, recPath: recPath, d: d, src: src, diskID: diskID, journal: journal,
+		tgt, r, err := f.deltaWrite(ctx, cl, deltaJob{rec: rec, recPath: recPath, d: d, src: src, snapshot: snap, diskID: diskID, journal: journal,
 			reread: reread, round: round, progress: debugProgress(pr.update)}, stderr)
 		rep.Target = tgt
 		if err != nil {
@@ -453,6 +453,7 @@ type deltaJob struct {
 	recPath  string // the stage record, for the hint of a disk that is not this conversion's
 	d        *luksconv.Plan
 	src      *luksconv.Source
+	snapshot string // the round's snapshot: a Trusted Launch disk's finish copies its VM guest state
 	diskID   string
 	journal  string
 	reread   bool // the round's snapshot is the record's pending one: an earlier run started the round
@@ -480,7 +481,9 @@ func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j delta
 		}
 		return nil, nil, err
 	}
-	tgt.GuestStateLogf = blobLog
+	// The cutover's snapshot is the VM's last state: its guest state (vTPM, UEFI variables) goes with
+	// the disk, as in a one-pass conversion.
+	tgt.GuestStateSource, tgt.GuestStateLogf = j.snapshot, blobLog
 	access, err := cl.ReadDataAccess(ctx, diskID)
 	if err != nil {
 		return tgt, nil, err

@@ -673,3 +673,83 @@ func TestSnapshotNames(t *testing.T) {
 		}
 	}
 }
+
+// putGuestState writes a VM guest state blob at u as Azure keeps one, a fixed VHD: 1 MiB of b, then the
+// footer.
+func putGuestState(u string, b byte) error {
+	ctx := context.Background()
+	sink, err := blobio.CreatePageBlobSink(ctx, u, guestStateSize-512, blobio.SinkOptions{})
+	if err != nil {
+		return err
+	}
+	defer sink.Close()
+	if _, err := sink.WriteAt(bytes.Repeat([]byte{b}, guestStateSize-512), 0); err != nil {
+		return err
+	}
+	return sink.Commit(ctx)
+}
+
+// TestAzureStageCutoverTrustedLaunch: the delta cutover of a Trusted Launch VM's OS disk. Round 1
+// creates the new disk UploadPreparedSecure and leaves it uploading; the cutover finishes it with the
+// VM guest state of the final snapshot, not round 1's, copied in (the fake, as Azure, refuses the
+// finish without one), and the disk equals a local conversion of state 2.
+func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	tl := &armcompute.DiskSecurityProfile{SecurityType: to.Ptr(armcompute.DiskSecurityTypesTrustedLaunch)}
+	s.Lock()
+	d := s.Disks[azurefake.Key(fakeRG, "osdisk")]
+	d.Properties.SecurityProfile, d.Zones = tl, []*string{to.Ptr("1")}
+	s.VMs[azurefake.Key(fakeRG, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch),
+		UefiSettings: &armcompute.UefiSettings{SecureBootEnabled: to.Ptr(true), VTpmEnabled: to.Ptr(true)}}
+	s.GuestStateSAS = func(kind, name string, g armcompute.GrantAccessData) string {
+		u := s.url("/vmgs/" + name)
+		s.sas = append(s.sas, u)
+		return u
+	}
+	s.GuestStateWritten = func(name string) bool {
+		src, err := blobio.OpenPageBlob(context.Background(), s.url("/vmgs/"+name), blobio.SourceOptions{})
+		if err != nil {
+			return false
+		}
+		defer src.Close()
+		return src.Size() > 0
+	}
+	// Each snapshot gets a guest state of its own: 1 MiB of its number.
+	taken, n := s.SnapshotTaken, byte(0)
+	s.SnapshotTaken = func(rg, name string, snap *armcompute.Snapshot) {
+		taken(rg, name, snap)
+		n++
+		if err := putGuestState(s.url("/vmgs/"+name), n); err != nil {
+			t.Errorf("guest state of %s: %v", name, err)
+		}
+	}
+	s.Unlock()
+
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.Lock()
+	put := s.DiskPut
+	s.Unlock()
+	if put == nil || *put.Properties.CreationData.CreateOption != armcompute.DiskCreateOptionUploadPreparedSecure {
+		t.Fatalf("round 1 did not create the disk UploadPreparedSecure: %+v", put)
+	}
+	s.toState2(t)
+	s.powerState("deallocated")
+	so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != 0 {
+		t.Fatalf("cutover: exit %d:\n%s", code, se)
+	}
+	s.assertNoSAS(t, so+se)
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the cutover the disk is %s, want Unattached", st)
+	}
+	if got := download(t, s.url("/vmgs/plain"), guestStateSize-512); !bytes.Equal(got, bytes.Repeat([]byte{2}, guestStateSize-512)) {
+		t.Errorf("the new disk's guest state is not the final snapshot's (first byte %d)", got[0])
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
+	}
+}

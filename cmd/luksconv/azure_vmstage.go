@@ -200,7 +200,8 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
 		d.journal, work[i] = f.defaultJournal(dp), dp
-		deltas[d] = deltaJob{rec: sr, recPath: recPath, d: dp, src: d.src, diskID: d.diskID, journal: d.journal, reread: rereads[i], round: round}
+		deltas[d] = deltaJob{rec: sr, recPath: recPath, d: dp, src: d.src, snapshot: d.Snapshot, diskID: d.diskID, journal: d.journal,
+			reread: rereads[i], round: round}
 	}
 	run := func(ctx context.Context, d *azureVMDisk, progress func(luksconv.Progress)) error {
 		if round == 1 {
