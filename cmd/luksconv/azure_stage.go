@@ -185,18 +185,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 	}
-	// A stage round reads a running VM's disk (crash-consistent: the planner copies a filesystem with
-	// a dirty log in full); the cutover must not lose a write, so its VM is deallocated.
-	if f.cutover && f.deallocate {
-		if err := f.deallocateOwner(ctx, cl, id, stderr); err != nil {
-			return err
-		}
-	}
-	allow := f.allowRunning
-	f.allowRunning = f.stage
-	err = f.checkQuiet(ctx, cl, id, stderr)
-	f.allowRunning = allow
-	if err != nil {
+	if err := f.roundOwner(ctx, cl, id, stderr); err != nil {
 		return err
 	}
 
@@ -367,6 +356,21 @@ func (f *azureConvert) recreateVM(ctx context.Context, cl *azure.Client, osDisk 
 		return vp, recreateError(err)
 	}
 	return vp, nil
+}
+
+// roundOwner readies the VM of the disk id for a round: a stage round reads a running VM's disk
+// (crash-consistent, warned: the planner copies a filesystem with a dirty log in full); the cutover
+// must not lose a write, so its VM is deallocated, by --deallocate or beforehand.
+func (f *azureConvert) roundOwner(ctx context.Context, cl *azure.Client, id string, stderr io.Writer) error {
+	if f.cutover && f.deallocate {
+		if err := f.deallocateOwner(ctx, cl, id, stderr); err != nil {
+			return err
+		}
+	}
+	allow := f.allowRunning
+	f.allowRunning = f.stage
+	defer func() { f.allowRunning = allow }()
+	return f.checkQuiet(ctx, cl, id, stderr)
 }
 
 // How long --deallocate waits for the VM to report itself deallocated after the deallocation ended,

@@ -128,17 +128,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			return err
 		}
 	}
-	osDisk := disks[0].disk.DiskID
-	if f.cutover && f.deallocate {
-		if err := f.deallocateOwner(ctx, cl, osDisk, stderr); err != nil {
-			return err
-		}
-	}
-	allow := f.allowRunning
-	f.allowRunning = f.stage
-	err = f.checkQuiet(ctx, cl, osDisk, stderr)
-	f.allowRunning = allow
-	if err != nil {
+	if err := f.roundOwner(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
 		return err
 	}
 	for _, d := range disks {
