@@ -21,45 +21,12 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 
 	"github.com/luksconv/luksconv/blobio"
-	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/blobfake"
 )
 
 // diffSig is the SAS signature the fake requires: every request, and the
 // previous-snapshot URL, must carry it, and no error may show it.
 const diffSig = "ZGlmZi1zaWduYXR1cmUtc2VjcmV0"
-
-// diskModel follows what a page blob holds: bytes, and for each written
-// page the write that wrote it (a page rewritten with the same bytes has
-// changed all the same).
-type diskModel struct {
-	data  []byte
-	pages map[int64]int
-	write *int
-}
-
-func (m *diskModel) clone() *diskModel {
-	c := &diskModel{data: bytes.Clone(m.data), pages: make(map[int64]int, len(m.pages)), write: m.write}
-	for k, v := range m.pages {
-		c.pages[k] = v
-	}
-	return c
-}
-
-// diff is what ChangedSince of m against the older prev must return.
-func (m *diskModel) diff(prev *diskModel) (changed, cleared []extent.Range) {
-	for o := int64(0); o < int64(len(m.data)); o += 512 {
-		w, now := m.pages[o/512]
-		p, before := prev.pages[o/512]
-		switch {
-		case now && (!before || w != p):
-			changed = append(changed, extent.Range{Off: o, Len: 512})
-		case before && !now:
-			cleared = append(cleared, extent.Range{Off: o, Len: 512})
-		}
-	}
-	return extent.Merge(changed), extent.Merge(cleared)
-}
 
 // diffFixture is a page blob in the fake, written through the SDK (not
 // through the package under test), and its model.
@@ -69,7 +36,7 @@ type diffFixture struct {
 	srv  *blobfake.Server
 	base string
 	pb   *pageblob.Client
-	m    *diskModel
+	m    *blobfake.Model
 	r    *rand.Rand
 }
 
@@ -90,7 +57,7 @@ func newDiffFixture(t *testing.T, size int64) *diffFixture {
 	if _, err := f.pb.Create(f.ctx, size, nil); err != nil {
 		t.Fatal(err)
 	}
-	f.m = &diskModel{data: make([]byte, size), pages: map[int64]int{}, write: new(int)}
+	f.m = blobfake.NewModel(size)
 	return f
 }
 
@@ -102,11 +69,7 @@ func (f *diffFixture) put(off int64, b []byte) {
 			f.t.Fatal(err)
 		}
 	}
-	copy(f.m.data[off:], b)
-	*f.m.write++
-	for o := off; o < off+int64(len(b)); o += 512 {
-		f.m.pages[o/512] = *f.m.write
-	}
+	f.m.Put(off, b)
 }
 
 func (f *diffFixture) clear(off, n int64) {
@@ -114,25 +77,22 @@ func (f *diffFixture) clear(off, n int64) {
 	if _, err := f.pb.ClearPages(f.ctx, blob.HTTPRange{Offset: off, Count: n}, nil); err != nil {
 		f.t.Fatal(err)
 	}
-	clear(f.m.data[off : off+n])
-	for o := off; o < off+n; o += 512 {
-		delete(f.m.pages, o/512)
-	}
+	f.m.Clear(off, n)
 }
 
-func (f *diffFixture) snapshot() (string, *diskModel) {
+func (f *diffFixture) snapshot() (string, *blobfake.Model) {
 	f.t.Helper()
 	r, err := f.pb.CreateSnapshot(f.ctx, nil)
 	if err != nil {
 		f.t.Fatal(err)
 	}
-	return *r.Snapshot, f.m.clone()
+	return *r.Snapshot, f.m.Clone()
 }
 
 // mutate makes n random writes and clears of 1 to 300 pages, some across
 // the 1 MiB windows, some rewriting existing pages with their own bytes.
 func (f *diffFixture) mutate(n int) {
-	size := int64(len(f.m.data))
+	size := int64(len(f.m.Data))
 	for range n {
 		pages := int64(1 + f.r.IntN(300))
 		off := f.r.Int64N(size/512-pages+1) * 512
@@ -144,7 +104,7 @@ func (f *diffFixture) mutate(n int) {
 			}
 			f.put(off, b)
 		case k < 7:
-			f.put(off, bytes.Clone(f.m.data[off:off+pages*512])) // the same bytes: still written
+			f.put(off, bytes.Clone(f.m.Data[off:off+pages*512])) // the same bytes: still written
 		default:
 			f.clear(off, pages*512)
 		}
@@ -182,7 +142,7 @@ func TestChangedSince(t *testing.T) {
 	f.put(mib-1024, bytes.Repeat([]byte{1}, 2048))
 	s2, m2 := f.snapshot()
 	f.mutate(20)
-	m3 := f.m.clone()
+	m3 := f.m.Clone()
 	if err := f.srv.Publish("/md-impexp-1/abcd", "/acct/disks/os", s1); err != nil {
 		t.Fatal(err)
 	}
@@ -195,8 +155,8 @@ func TestChangedSince(t *testing.T) {
 		name    string
 		source  string
 		prev    blobio.Previous
-		newer   *diskModel
-		older   *diskModel
+		newer   *blobfake.Model
+		older   *blobfake.Model
 		windows int
 	}{
 		{"live blob, prevsnapshot", f.url("/acct/disks/os"), blobio.Previous{Snapshot: s1}, m3, m1, 9},
@@ -212,7 +172,7 @@ func TestChangedSince(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			wantChanged, wantCleared := tc.newer.diff(tc.older)
+			wantChanged, wantCleared := tc.newer.Diff(tc.older)
 			if !reflect.DeepEqual(changed, wantChanged) || !reflect.DeepEqual(cleared, wantCleared) {
 				t.Fatalf("changed %v\ncleared %v\nwant changed %v\nwant cleared %v", changed, cleared, wantChanged, wantCleared)
 			}
@@ -229,7 +189,7 @@ func TestChangedSince(t *testing.T) {
 
 			// Applying the diff to a copy of the older version, with bytes read
 			// through the newer Source, gives the newer version.
-			img := bytes.Clone(tc.older.data)
+			img := bytes.Clone(tc.older.Data)
 			for _, e := range changed {
 				if _, err := src.ReadAt(img[e.Off:e.End()], e.Off); err != nil {
 					t.Fatal(err)
@@ -238,7 +198,7 @@ func TestChangedSince(t *testing.T) {
 			for _, e := range cleared {
 				clear(img[e.Off:e.End()])
 			}
-			if !bytes.Equal(img, tc.newer.data) {
+			if !bytes.Equal(img, tc.newer.Data) {
 				t.Fatal("the older version with the diff applied differs from the newer")
 			}
 		})

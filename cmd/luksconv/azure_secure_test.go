@@ -25,22 +25,13 @@ const guestStateSize = 1<<20 + 512
 // guest state.
 func setupTrustedLaunch(t *testing.T, f *fakeAzure) []byte {
 	t.Helper()
-	ctx := context.Background()
 	data := make([]byte, guestStateSize-512)
 	if _, err := rand.Read(data); err != nil {
 		t.Fatal(err)
 	}
-	sink, err := blobio.CreatePageBlobSink(ctx, f.az.BlobSAS(t, "disks", "snap.vmgs", azurite.WriteSAS, time.Hour), int64(len(data)), blobio.SinkOptions{})
-	if err != nil {
+	if err := putGuestState(f.az.BlobSAS(t, "disks", "snap.vmgs", azurite.WriteSAS, time.Hour), data); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := sink.WriteAt(data, 0); err != nil {
-		t.Fatal(err)
-	}
-	if err := sink.Commit(ctx); err != nil {
-		t.Fatal(err)
-	}
-	sink.Close()
 	want := download(t, f.az.BlobSAS(t, "disks", "snap.vmgs", azurite.ReadSAS, time.Hour), guestStateSize)
 
 	f.Lock()

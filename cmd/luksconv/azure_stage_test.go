@@ -208,6 +208,21 @@ func (s *stageAzure) target(t *testing.T, n int) []byte {
 	return download(t, s.url("/acct/disks/plain"), int64(n))
 }
 
+// assertCutOver checks what a finished cutover leaves: the new disk Unattached and equal to want, a
+// local conversion of state 2, and no stage record in dir. after names the run in the messages.
+func (s *stageAzure) assertCutOver(t *testing.T, dir string, want []byte, after string) {
+	t.Helper()
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after %s the disk is %s, want Unattached", after, st)
+	}
+	if got := s.target(t, len(want)); !bytes.Equal(got, want) {
+		t.Fatalf("after %s the new disk differs from a local conversion of state 2", after)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left after %s: %v", after, err)
+	}
+}
+
 // stageRep is the part of a --stage or --cutover run's JSON report the tests read.
 type stageRep struct {
 	Stage struct {
@@ -348,15 +363,7 @@ func TestAzureStageCutover(t *testing.T) {
 	if !r3.Verified || !r3.Stage.Finished || r3.Stage.Round.Round != 3 {
 		t.Errorf("cutover report %+v", r3)
 	}
-	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
-		t.Errorf("after the cutover the disk is %s, want Unattached", st)
-	}
-	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
-		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
-	}
-	if _, err := os.Stat(record); !os.IsNotExist(err) {
-		t.Errorf("stage record left after the cutover: %v", err)
-	}
+	s.assertCutOver(t, dir, want2, "the cutover")
 	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*")); len(ents) != 0 {
 		t.Errorf("files left after the cutover: %v", ents)
 	}
@@ -434,15 +441,7 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	if r.Result.Resumed == 0 || !r.Verified {
 		t.Errorf("the resumed cutover resumed %d bytes, verified %v", r.Result.Resumed, r.Verified)
 	}
-	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
-		t.Errorf("after the resumed cutover the disk is %s", st)
-	}
-	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
-		t.Fatal("after the resumed cutover the new disk differs from a local conversion of state 2")
-	}
-	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
-		t.Errorf("stage record left: %v", err)
-	}
+	s.assertCutOver(t, dir, want2, "the resumed cutover")
 }
 
 // TestAzureStageUsage: --stage and --cutover misused exit 2.
@@ -605,15 +604,7 @@ func TestAzureCutoverDeallocate(t *testing.T) {
 	if !r.Verified || !r.Stage.Finished || r.Stage.Round.Round != 2 {
 		t.Errorf("cutover report %+v", r)
 	}
-	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
-		t.Errorf("after the cutover the disk is %s, want Unattached", st)
-	}
-	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
-		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
-	}
-	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
-		t.Errorf("stage record left after the cutover: %v", err)
-	}
+	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
 // TestAzureCutoverDeallocating: a VM that still reports "deallocating" after its deallocation ended is
@@ -674,16 +665,16 @@ func TestSnapshotNames(t *testing.T) {
 	}
 }
 
-// putGuestState writes a VM guest state blob at u as Azure keeps one, a fixed VHD: 1 MiB of b, then the
+// putGuestState writes a VM guest state blob at u as Azure keeps one, a fixed VHD: data, then the
 // footer.
-func putGuestState(u string, b byte) error {
+func putGuestState(u string, data []byte) error {
 	ctx := context.Background()
-	sink, err := blobio.CreatePageBlobSink(ctx, u, guestStateSize-512, blobio.SinkOptions{})
+	sink, err := blobio.CreatePageBlobSink(ctx, u, int64(len(data)), blobio.SinkOptions{})
 	if err != nil {
 		return err
 	}
 	defer sink.Close()
-	if _, err := sink.WriteAt(bytes.Repeat([]byte{b}, guestStateSize-512), 0); err != nil {
+	if _, err := sink.WriteAt(data, 0); err != nil {
 		return err
 	}
 	return sink.Commit(ctx)
@@ -721,7 +712,7 @@ func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
 	s.SnapshotTaken = func(rg, name string, snap *armcompute.Snapshot) {
 		taken(rg, name, snap)
 		n++
-		if err := putGuestState(s.url("/vmgs/"+name), n); err != nil {
+		if err := putGuestState(s.url("/vmgs/"+name), bytes.Repeat([]byte{n}, guestStateSize-512)); err != nil {
 			t.Errorf("guest state of %s: %v", name, err)
 		}
 	}
@@ -743,13 +734,8 @@ func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
 		t.Fatalf("cutover: exit %d:\n%s", code, se)
 	}
 	s.assertNoSAS(t, so+se)
-	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {
-		t.Errorf("after the cutover the disk is %s, want Unattached", st)
-	}
 	if got := download(t, s.url("/vmgs/plain"), guestStateSize-512); !bytes.Equal(got, bytes.Repeat([]byte{2}, guestStateSize-512)) {
 		t.Errorf("the new disk's guest state is not the final snapshot's (first byte %d)", got[0])
 	}
-	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
-		t.Fatal("after the cutover the new disk differs from a local conversion of state 2")
-	}
+	s.assertCutOver(t, dir, want2, "the cutover")
 }

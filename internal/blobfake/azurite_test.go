@@ -67,68 +67,6 @@ func fakeService(t *testing.T, maxRanges int) (service, *blobfake.Server) {
 	}}, fk
 }
 
-// model is what the blob and its snapshot must hold: bytes and written
-// pages, each with the number of the write that wrote it.
-type model struct {
-	data  []byte
-	pages map[int64]int // page index → write
-	write *int          // shared by a model and its clones
-}
-
-func newModel() *model {
-	return &model{data: make([]byte, blobSize), pages: map[int64]int{}, write: new(int)}
-}
-
-func (m *model) put(off int64, b []byte) {
-	copy(m.data[off:], b)
-	*m.write++
-	for o := off; o < off+int64(len(b)); o += 512 {
-		m.pages[o/512] = *m.write
-	}
-}
-
-func (m *model) clear(off, n int64) {
-	clear(m.data[off : off+n])
-	for o := off; o < off+n; o += 512 {
-		delete(m.pages, o/512)
-	}
-}
-
-func (m *model) clone() *model {
-	c := &model{data: bytes.Clone(m.data), pages: map[int64]int{}, write: m.write}
-	for k, v := range m.pages {
-		c.pages[k] = v
-	}
-	return c
-}
-
-// diff is what Get Page Ranges of m against the older prev must list: pages
-// written since (changed) and pages cleared since (cleared).
-func (m *model) diff(prev *model) (changed, cleared []extent.Range) {
-	for o := int64(0); o < blobSize; o += 512 {
-		w, now := m.pages[o/512]
-		p, before := prev.pages[o/512]
-		switch {
-		case now && (!before || w != p):
-			changed = append(changed, extent.Range{Off: o, Len: 512})
-		case before && !now:
-			cleared = append(cleared, extent.Range{Off: o, Len: 512})
-		}
-	}
-	return extent.Merge(changed), extent.Merge(cleared)
-}
-
-// ranges is the model's page list in [off, off+n), merged.
-func (m *model) ranges(off, n int64) []extent.Range {
-	var out []extent.Range
-	for o := off; o < off+n; o += 512 {
-		if _, ok := m.pages[o/512]; ok {
-			out = append(out, extent.Range{Off: o, Len: 512})
-		}
-	}
-	return extent.Merge(out)
-}
-
 func status(err error) string {
 	var re *azcore.ResponseError
 	if errors.As(err, &re) {
@@ -164,18 +102,18 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 		}
 		return b
 	}
-	m := newModel()
+	m := blobfake.NewModel(blobSize)
 	put := func(off int64, b []byte) {
 		t.Helper()
 		_, err := pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)), blob.HTTPRange{Offset: off, Count: int64(len(b))}, nil)
 		must(fmt.Sprintf("put %d bytes at %d", len(b), off), err)
-		m.put(off, b)
+		m.Put(off, b)
 	}
 	clr := func(off, n int64) {
 		t.Helper()
 		_, err := pb.ClearPages(ctx, blob.HTTPRange{Offset: off, Count: n}, nil)
 		must(fmt.Sprintf("clear %d bytes at %d", n, off), err)
-		m.clear(off, n)
+		m.Clear(off, n)
 	}
 	// listing returns the page list of c in [off, off+n) (n = 0: all),
 	// following NextMarker, merged, after checking that every response is
@@ -211,7 +149,7 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 		}
 		return extent.Merge(all), responses, nil
 	}
-	checkList := func(what string, c *pageblob.Client, snapshot string, mm *model, off, n int64) {
+	checkList := func(what string, c *pageblob.Client, snapshot string, mm *blobfake.Model, off, n int64) {
 		t.Helper()
 		got, responses, err := listing(c, snapshot, off, n)
 		must(what, err)
@@ -219,13 +157,13 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 		if n == 0 {
 			span = blobSize - off
 		}
-		if want := mm.ranges(off, span); fmt.Sprint(got) != fmt.Sprint(want) {
+		if want := mm.Ranges(off, span); fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Errorf("%s: %s = %v, want %v", svc.name, what, got, want)
 		}
 		note("%s: %v", what, got)
 		t.Logf("%s: %s in %d responses", svc.name, what, responses)
 	}
-	checkRead := func(what string, c *pageblob.Client, mm *model, off, n int64) {
+	checkRead := func(what string, c *pageblob.Client, mm *blobfake.Model, off, n int64) {
 		t.Helper()
 		resp, err := c.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: n}})
 		must(what, err)
@@ -236,14 +174,14 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 		if n > 0 {
 			end = min(off+n, blobSize)
 		}
-		if !bytes.Equal(got, mm.data[off:end]) {
+		if !bytes.Equal(got, mm.Data[off:end]) {
 			t.Errorf("%s: %s: %d bytes differ from the model's %d", svc.name, what, len(got), end-off)
 		}
 		cr := ""
 		if resp.ContentRange != nil {
 			cr = *resp.ContentRange
 		}
-		note("%s: %d bytes, Content-Range %q, equal to the model %v", what, len(got), cr, bytes.Equal(got, mm.data[off:end]))
+		note("%s: %d bytes, Content-Range %q, equal to the model %v", what, len(got), cr, bytes.Equal(got, mm.Data[off:end]))
 	}
 	checkProps := func(what string, c *pageblob.Client) {
 		t.Helper()
@@ -277,7 +215,7 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 		t.Fatalf("%s: snapshot without x-ms-snapshot", svc.name)
 	}
 	s1 := *snap.Snapshot
-	m1 := m.clone()
+	m1 := m.Clone()
 	put(512*kib, random(4*kib))
 	clr(0, 1*kib)
 	put(64*kib, random(512))        // rewritten
@@ -351,7 +289,7 @@ func run(t *testing.T, svc service, diffs map[string][2][]extent.Range) []string
 	// What Azurite lacks: Get Page Ranges against a previous snapshot. The
 	// fake must answer as the model says; Azurite 3.35 routes the request
 	// to the plain Get Page Ranges and answers with the current page list.
-	wantChanged, wantCleared := m.diff(m1)
+	wantChanged, wantCleared := m.Diff(m1)
 	var changed, cleared []extent.Range
 	for pager := pb.NewGetPageRangesDiffPager(&pageblob.GetPageRangesDiffOptions{PrevSnapshot: &s1}); pager.More(); {
 		resp, err := pager.NextPage(ctx)
