@@ -1,7 +1,9 @@
 package ext
 
 import (
+	"encoding/binary"
 	"fmt"
+	"math/bits"
 	"sort"
 
 	"github.com/luksconv/luksconv/extent"
@@ -37,38 +39,35 @@ func (fs *FS) FreeSpace() ([]extent.Range, error) {
 	used := mergeRuns(append(append([]blockRun(nil), fs.system...), fs.journal...))
 	csum := fs.SB.HasGroupDescCsum()
 	var free []blockRun
+	var uninit []byte // reused for groups without a bitmap
 	for g := uint32(0); g < fs.groups; g++ {
 		gd := &fs.groupDescs[g]
 		first, nblk := fs.groupFirst(g), fs.groupBlocks(g)
 		nclu := (nblk + fs.ratio - 1) / fs.ratio
-		var inUse func(c uint64) bool
+		var bm []byte
 		if csum && gd.Flags&BGBlockUninit != 0 {
-			inUse = func(c uint64) bool {
-				return overlapsRuns(used, first+c*fs.ratio, fs.ratio)
-			}
+			uninit = fs.usedBitmap(uninit, used, first, nclu)
+			bm = uninit
 		} else {
-			bm, err := fs.blockBitmap(g)
-			if err != nil {
+			var err error
+			if bm, err = fs.blockBitmap(g); err != nil {
 				return nil, err
 			}
-			inUse = func(c uint64) bool { return bm[c/8]&(1<<(c%8)) != 0 }
-			if err := fs.checkMetadataMarked(g, used, inUse); err != nil {
+			if err := fs.checkMetadataMarked(g, used, bm); err != nil {
 				return nil, err
 			}
 		}
 		var nfree uint64
-		for c := uint64(0); c < nclu; c++ {
-			if inUse(c) {
-				continue
-			}
-			nfree++
-			start := first + c*fs.ratio
-			n := min(fs.ratio, fs.blocks-start)
+		for c := nextBit(bm, 0, nclu, false); c < nclu; {
+			e := nextBit(bm, c, nclu, true)
+			nfree += e - c
+			start, end := first+c*fs.ratio, min(first+e*fs.ratio, fs.blocks)
 			if k := len(free); k > 0 && free[k-1].start+free[k-1].n == start {
-				free[k-1].n += n
+				free[k-1].n += end - start
 			} else {
-				free = append(free, blockRun{start, n})
+				free = append(free, blockRun{start, end - start})
 			}
+			c = nextBit(bm, e, nclu, false)
 		}
 		if nfree != uint64(gd.FreeBlocksCount) {
 			return nil, corrupt(fmt.Sprintf("group descriptor %d", g), gd.Offset,
@@ -103,23 +102,74 @@ func (fs *FS) blockBitmap(g uint32) ([]byte, error) {
 	return bm, nil
 }
 
-// checkMetadataMarked requires the bitmap of group g to mark every cluster
-// holding metadata or journal blocks: a bitmap that does not is wrong, and
-// the free space derived from it cannot be trusted.
-func (fs *FS) checkMetadataMarked(g uint32, used []blockRun, inUse func(uint64) bool) error {
+// checkMetadataMarked requires the bitmap bm of group g to mark every
+// cluster holding metadata or journal blocks: a bitmap that does not is
+// wrong, and the free space derived from it cannot be trusted.
+func (fs *FS) checkMetadataMarked(g uint32, used []blockRun, bm []byte) error {
 	first, end := fs.groupFirst(g), fs.groupFirst(g)+fs.groupBlocks(g)
 	i := sort.Search(len(used), func(i int) bool { return used[i].start+used[i].n > first })
 	for ; i < len(used) && used[i].start < end; i++ {
 		lo, hi := max(used[i].start, first), min(used[i].start+used[i].n, end)
-		for b := lo; b < hi; b++ {
-			if !inUse((b - first) / fs.ratio) {
-				gd := &fs.groupDescs[g]
-				return corrupt(fmt.Sprintf("block bitmap of group %d", g), int64(gd.BlockBitmap)*fs.bs,
-					"block %d holds filesystem metadata or the journal but is marked free", b)
-			}
+		cHi := (hi - first + fs.ratio - 1) / fs.ratio
+		if c := nextBit(bm, (lo-first)/fs.ratio, cHi, false); c < cHi {
+			gd := &fs.groupDescs[g]
+			return corrupt(fmt.Sprintf("block bitmap of group %d", g), int64(gd.BlockBitmap)*fs.bs,
+				"block %d holds filesystem metadata or the journal but is marked free", max(lo, first+c*fs.ratio))
 		}
 	}
 	return nil
+}
+
+// usedBitmap returns, in buf's storage, the bitmap e2fsprogs computes for a
+// group of nclu clusters from first whose bitmap was never initialised: a
+// cluster is in use when it holds a block of the runs used.
+func (fs *FS) usedBitmap(buf []byte, used []blockRun, first, nclu uint64) []byte {
+	n := int((nclu + 7) / 8)
+	if cap(buf) < n {
+		buf = make([]byte, n)
+	}
+	buf = buf[:n]
+	clear(buf)
+	end := first + nclu*fs.ratio
+	i := sort.Search(len(used), func(i int) bool { return used[i].start+used[i].n > first })
+	for ; i < len(used) && used[i].start < end; i++ {
+		lo, hi := max(used[i].start, first), min(used[i].start+used[i].n, end)
+		for c := (lo - first) / fs.ratio; c <= (hi-1-first)/fs.ratio; c++ {
+			buf[c/8] |= 1 << (c % 8)
+		}
+	}
+	return buf
+}
+
+// nextBit returns the first bit from c below n of the bitmap bm (bit c is
+// bit c%8 of byte c/8, as ext4 stores them) that is set, or clear when set
+// is false; n if there is none. It steps a 64-bit word at a time: a 4 GiB
+// filesystem has a million bits.
+func nextBit(bm []byte, c, n uint64, set bool) uint64 {
+	for c < n {
+		w := bitmapWord(bm, c/64)
+		if !set {
+			w = ^w
+		}
+		if w >>= c % 64; w != 0 {
+			return min(c+uint64(bits.TrailingZeros64(w)), n)
+		}
+		c = (c/64 + 1) * 64
+	}
+	return n
+}
+
+// bitmapWord returns the i-th 64-bit little-endian word of bm, the bytes
+// past its end read as zero.
+func bitmapWord(bm []byte, i uint64) uint64 {
+	if off := i * 8; off+8 <= uint64(len(bm)) {
+		return binary.LittleEndian.Uint64(bm[off:])
+	}
+	var b [8]byte
+	if off := i * 8; off < uint64(len(bm)) {
+		copy(b[:], bm[off:])
+	}
+	return binary.LittleEndian.Uint64(b[:])
 }
 
 // subtractRuns returns the parts of the sorted runs rs outside the sorted,
