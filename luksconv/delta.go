@@ -1,6 +1,7 @@
 package luksconv
 
 import (
+	"cmp"
 	"fmt"
 	"slices"
 
@@ -129,27 +130,34 @@ func (pt Patch) key() patchKey { return patchKey{pt.Offset, max(pt.Length, len(p
 // written before Patch.Sum existed) is never the same.
 func samePatches(prev, next []Patch) map[patchKey]bool {
 	count := [2]map[patchKey]int{{}, {}}
-	var all []extent.Range
+	var all []extent.Range // every patch's bytes, sorted by offset
 	for i, p := range [][]Patch{prev, next} {
 		for _, pt := range p {
-			count[i][pt.key()]++
-			all = append(all, extent.Range{Off: pt.Offset, Len: int64(max(pt.Length, len(pt.Data)))})
+			k := pt.key()
+			count[i][k]++
+			if k.n > 0 {
+				all = append(all, extent.Range{Off: k.off, Len: int64(k.n)})
+			}
 		}
+	}
+	slices.SortFunc(all, func(a, b extent.Range) int { return cmp.Compare(a.Off, b.Off) })
+	// reach[i] is the furthest end of all[:i]: a range starting before all[i] reaches into it when
+	// its end passes all[i].Off.
+	reach := make([]int64, len(all)+1)
+	for i, r := range all {
+		reach[i+1] = max(reach[i], r.End())
 	}
 	same := map[patchKey]bool{}
 	for _, pt := range next {
 		k := pt.key()
-		if k.sum == "" || count[0][k] != 1 || count[1][k] != 1 {
+		if k.sum == "" || k.n == 0 || count[0][k] != 1 || count[1][k] != 1 {
 			continue
 		}
-		// Two copies of this patch, and nothing else reaching into its bytes.
-		others := 0
-		for _, r := range all {
-			if r.Off < k.off+int64(k.n) && k.off < r.End() {
-				others++
-			}
-		}
-		if others == 2 {
+		// Two copies of this patch, and nothing else reaching into its bytes: exactly two ranges
+		// start inside it, and none of those starting before it ends past its start.
+		lo, _ := slices.BinarySearchFunc(all, k.off, func(r extent.Range, off int64) int { return cmp.Compare(r.Off, off) })
+		hi, _ := slices.BinarySearchFunc(all, k.off+int64(k.n), func(r extent.Range, off int64) int { return cmp.Compare(r.Off, off) })
+		if hi-lo == 2 && reach[lo] <= k.off {
 			same[k] = true
 		}
 	}

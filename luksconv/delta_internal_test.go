@@ -3,6 +3,8 @@ package luksconv
 import (
 	"bytes"
 	"encoding/json"
+	"maps"
+	"math/rand/v2"
 	"slices"
 	"testing"
 
@@ -77,5 +79,43 @@ func TestDeltaPatches(t *testing.T) {
 	}
 	if got := rewritten(d); !slices.Equal(got, []extent.Range{{Off: 8192, Len: 4096}}) {
 		t.Errorf("overlapped: rewritten %v", got)
+	}
+}
+
+// TestSamePatchesSweep checks samePatches' sorted sweep against the definition it implements: a patch
+// both plans make once, alike, with no other patch of either plan reaching into its bytes.
+func TestSamePatchesSweep(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	for range 3000 {
+		var prev, next []Patch
+		for range rng.IntN(8) {
+			pt := Patch{Offset: int64(rng.IntN(64)), Data: []byte{byte(rng.IntN(2))}}
+			pt.Data = bytes.Repeat(pt.Data, 1+rng.IntN(8))
+			prev = append(prev, pt)
+			if rng.IntN(3) > 0 {
+				next = append(next, pt)
+			}
+		}
+		for range rng.IntN(3) {
+			next = append(next, Patch{Offset: int64(rng.IntN(64)), Data: bytes.Repeat([]byte{1}, 1+rng.IntN(8))})
+		}
+		want := map[patchKey]bool{}
+		for _, pt := range next {
+			k, copies, others := pt.key(), 0, 0
+			for _, q := range append(slices.Clone(prev), next...) {
+				if q.key() == k {
+					copies++
+				}
+				if q.Offset < k.off+int64(k.n) && k.off < q.Offset+int64(len(q.Data)) {
+					others++
+				}
+			}
+			if copies == 2 && others == 2 && slices.ContainsFunc(prev, func(q Patch) bool { return q.key() == k }) {
+				want[k] = true
+			}
+		}
+		if got := samePatches(prev, next); !maps.Equal(got, want) {
+			t.Fatalf("samePatches(%v, %v) = %v, want %v", prev, next, got, want)
+		}
 	}
 }

@@ -492,7 +492,8 @@ func (v *volume) layout(ctx context.Context, opts PlanOptions) (*Plan, error) {
 			p.Warnings = append(p.Warnings, warning(WarnPadded, "disk size %d is not a whole MiB; the VHD is padded to %d bytes", src.Size, size))
 		}
 	}
-	sort.Slice(p.Patches, func(i, j int) bool { return p.Patches[i].Offset < p.Patches[j].Offset })
+	// Stable: patches at one offset keep the order they were made in, run after run.
+	sort.SliceStable(p.Patches, func(i, j int) bool { return p.Patches[i].Offset < p.Patches[j].Offset })
 	p.Regions = mergeRegions(regions)
 	for _, r := range p.Regions {
 		p.Totals.add(r)

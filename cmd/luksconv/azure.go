@@ -31,7 +31,7 @@ func (s *azureSource) register(c *cobra.Command) {
 	c.Flags().StringVar(&s.snapshot, "snapshot", "", "resource ID of the ADE disk's snapshot")
 	c.Flags().StringVar(&s.sourceDisk, "source-disk", "", "resource ID of the ADE managed disk")
 	c.Flags().StringVar(&s.subscription, "subscription", "", "subscription ID (default: the one in the resource ID)")
-	c.Flags().StringVar(&s.cloud, "cloud", "", "Azure cloud, as `az cloud list` names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
+	c.Flags().StringVar(&s.cloud, "cloud", "", "Azure `cloud`, as az cloud list names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
 }
 
 // id returns the source resource ID; exactly one of --snapshot and --source-disk must be given.

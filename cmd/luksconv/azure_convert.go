@@ -117,7 +117,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.license, "license", "", "for a VM from Red Hat's pay-as-you-go image (with --recreate-vm): payg (Azure Hybrid Benefit keeps the billing and RHUI) or byos (your own Red Hat subscription)")
 	fl.BoolVar(&f.eah, "encryption-at-host", false, "re-create the VM with encryption at host (with --recreate-vm); without --des the new disks use platform-managed keys")
 	fl.BoolVar(&f.recreate, "recreate-vm", false, "re-create the VM --vm around the new OS disk, without ADE")
-	fl.StringVar(&f.inventory, "inventory", "", "with --index, instead of --vm: the VM is the inventory's (`azure inventory --json`) index-th convertible VM, as `azure fleet` numbers them")
+	fl.StringVar(&f.inventory, "inventory", "", "with --index, instead of --vm: the VM is the index-th convertible VM of this `file` (the output of azure inventory --json), as azure fleet numbers them")
 	fl.StringVar(&f.index, "index", "", "with --inventory: which VM, from 0 (a Kubernetes Indexed Job passes $(JOB_COMPLETION_INDEX))")
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")

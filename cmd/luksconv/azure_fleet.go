@@ -104,7 +104,7 @@ func newAzureFleetCmd() *cobra.Command {
 	}
 	fl := c.Flags()
 	fl.StringVar(&f.engine, "engine", "", "batch or kubernetes")
-	fl.StringVar(&f.inventory, "inventory", "", "the output of `luksconv azure inventory --json`")
+	fl.StringVar(&f.inventory, "inventory", "", "the `file` luksconv azure inventory --json wrote")
 	fl.StringVar(&f.outDir, "output-dir", "", "directory the engine's files are written to")
 	fl.StringVar(&f.image, "image", "", "the container image built from deploy/Dockerfile")
 	fl.StringVar(&f.des, "des", "", "resource ID of the Disk Encryption Set of the new disks")

@@ -77,7 +77,7 @@ func newAzureInventoryCmd() *cobra.Command {
 	}
 	fl := c.Flags()
 	fl.StringSliceVar(&subs, "subscription", nil, "subscription ID to list (repeat the flag or separate with commas; default: every subscription the credential can read)")
-	fl.StringVar(&cloud, "cloud", "", "Azure cloud, as `az cloud list` names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
+	fl.StringVar(&cloud, "cloud", "", "Azure `cloud`, as az cloud list names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
 	fl.IntVar(&parallel, "parallel", azure.DefaultInventoryParallel, "disks of a VM staged at the same time, for the estimates")
 	fl.BoolVar(&asJSON, "json", false, "print the inventory as JSON (docs/inventory.md)")
 	return c
