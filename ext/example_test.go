@@ -118,3 +118,19 @@ func ExampleFS_FreeSpace() {
 	// free: 992256 bytes at offset 1104896
 	// 1104896 of 2097152 bytes need copying
 }
+
+// ExampleFS_JournalLog shows the empty journal's log area, which a converter may write as zeros.
+func ExampleFS_JournalLog() {
+	img := loadExample()
+	fsys, err := ext.Open(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range fsys.JournalLog() {
+		fmt.Printf("journal log: %d bytes at offset %d\n", r.Len, r.Off)
+	}
+	// Output:
+	// journal log: 1024 bytes at offset 33792
+	// journal log: 14336 bytes at offset 36864
+	// journal log: 1032192 bytes at offset 67584
+}

@@ -48,6 +48,8 @@ import (
 	"hash/crc32"
 	"io"
 	"strings"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 // Errors returned by the package. A *FormatError matches ErrCorrupt with
@@ -441,8 +443,9 @@ type FS struct {
 	firstIno    uint32
 	csumSeed    uint32
 	groupDescs  []GroupDesc
-	system      []blockRun // group metadata, sorted and merged
-	journal     []blockRun // blocks of the internal journal (data and tree)
+	system      []blockRun     // group metadata, sorted and merged
+	journal     []blockRun     // blocks of the internal journal (data and tree)
+	journalLog  []extent.Range // bytes of the empty internal journal's log area (JournalLog)
 	// editState is nil when Writable may allow edits as far as the
 	// journal and MMP block are concerned; computed by Open.
 	editState error

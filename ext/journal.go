@@ -3,6 +3,9 @@ package ext
 import (
 	"encoding/binary"
 	"fmt"
+	"slices"
+
+	"github.com/luksconv/luksconv/extent"
 )
 
 const (
@@ -78,7 +81,34 @@ func (fs *FS) checkJournal() error {
 	if errno := int32(be.Uint32(b[0x20:])); errno != 0 {
 		return fmt.Errorf("the journal was aborted (error %d): run e2fsck", errno)
 	}
+	// The log area, blocks s_first to s_maxlen of the journal file, when the superblock describes it
+	// consistently; otherwise JournalLog lists nothing.
+	bsize, maxlen, first := int64(be.Uint32(b[0xc:])), int64(be.Uint32(b[0x10:])), int64(be.Uint32(b[0x14:]))
+	if bsize == fs.bs && first >= 1 && first < maxlen && maxlen*fs.bs <= int64(ino.Size) {
+		lo, hi := first*fs.bs, maxlen*fs.bs
+		for _, e := range exts {
+			s, t := max(e.FileOff, lo), min(e.FileOff+e.Len, hi)
+			if s < t {
+				fs.journalLog = append(fs.journalLog, extent.Range{Off: e.DiskOff + s - e.FileOff, Len: t - s})
+			}
+		}
+		fs.journalLog = extent.Merge(fs.journalLog)
+	}
 	return nil
+}
+
+// JournalLog returns the byte ranges of the internal journal's log area (its blocks from s_first to
+// s_maxlen: everything but the journal superblock), sorted and merged, when the journal is empty and
+// the filesystem clean (Writable returns nil); otherwise, or for an external journal, nil.
+//
+// An empty journal's log is never read again: the next mount starts a new log after the sequence
+// number its superblock records, and e2fsck reads only the superblock. A converter may therefore write
+// zeros there, as mke2fs does, instead of copying up to a gigabyte of stale transactions.
+func (fs *FS) JournalLog() []extent.Range {
+	if fs.Writable() != nil {
+		return nil
+	}
+	return slices.Clone(fs.journalLog)
 }
 
 // checkMMP reads the multi-mount protection block: only a clean sequence

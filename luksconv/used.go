@@ -12,7 +12,8 @@ import (
 )
 
 // Skip is output space that holds no data and is written as zeros instead of being copied or
-// decrypted: LVM extents no LV uses, and the free space of XFS filesystems.
+// decrypted: LVM extents no LV uses, the free space of XFS and ext filesystems, and the log area of
+// an empty ext journal.
 type Skip struct {
 	Reason string `json:"reason"` // e.g. "lvm free extents", "xfs free space: rootvg/rootlv"
 	Bytes  int64  `json:"bytes"`
@@ -122,8 +123,9 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 }
 
 // fsFree lists the free space of an XFS or ext2/3/4 filesystem, and an XFS filesystem's internal log
-// (see xfsFree). An ext filesystem's journal is a file in use: it is decrypted like one, and a clean
-// journal (nothing to replay) is never read past its superblock, so it needs no zero-ciphertext care.
+// (see xfsFree). An ext filesystem's free space includes, when the journal is empty (nothing to
+// replay, which FreeSpace requires), the journal's log area past its superblock: nothing reads it
+// again, so it is written as zeros instead of being decrypted (up to 1 GiB per filesystem).
 func fsFree(r io.ReaderAt, size int64, content Content, toOut func(off, n int64, why string) []span) (free, logs []span, err error) {
 	if content == ContentXFS {
 		return xfsFree(r, size, toOut)
@@ -138,6 +140,10 @@ func fsFree(r io.ReaderAt, size int64, content Content, toOut func(off, n int64,
 	}
 	for _, f := range rs {
 		free = append(free, toOut(f.Off, f.Len, "ext free space")...)
+	}
+	// The empty journal's log area is never read again (ext.FS.JournalLog): zeros, as mke2fs leaves it.
+	for _, f := range fs.JournalLog() {
+		free = append(free, toOut(f.Off, f.Len, "ext empty journal")...)
 	}
 	return free, nil, nil
 }

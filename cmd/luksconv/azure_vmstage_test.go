@@ -310,7 +310,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 			t.Errorf("round 2 of LUN 0 (%d bytes written by the guest): %+v", n, *d.Stage)
 		case d.LUN != 0 && d.Stage.BytesChanged != 0:
 			t.Errorf("round 2: %s changed by %d bytes, though only LUN 0 was written", diskName(d.LUN), d.Stage.BytesChanged)
-		case d.Stage.BytesWritten > first[d.LUN]/2:
+		case d.LUN != 0 && d.Stage.BytesWritten > first[d.LUN]/2: // LUN 0's bound is the guest's write, above
 			t.Errorf("round 2 of %s wrote %d bytes, round 1 %d", diskName(d.LUN), d.Stage.BytesWritten, first[d.LUN])
 		}
 	}
