@@ -22,9 +22,10 @@ import (
 // the volume is then overwritten in place (one file's blocks, new bytes, re-encrypted by cryptsetup
 // under the same volume key). Both runs plan the final state (the key derivation included) and write a
 // file; the cutover adds Delta and writes into a copy of the first pass's output, flushed. Metrics: the
-// share of the volume the cutover moves, the seconds of each run and their ratio, and beside them
-// `cat IN > OUT; sync OUT` of the final state's ciphertext on the same filesystem (outside the
-// timer). `make bench` runs it (BENCH_DELTA_ONLY=1 for this row alone).
+// shares of the volume the cutover moves and the full conversion reads (copies or decrypts), the
+// seconds of each run and their ratio, and beside them `cat IN > OUT; sync OUT` of the final state's
+// ciphertext on the same filesystem (outside the timer). `make bench` runs it (BENCH_DELTA_ONLY=1 for
+// this row alone).
 func BenchmarkDelta(b *testing.B) {
 	testenv.Need(b, "cryptsetup", "mkfs.ext4", "debugfs")
 	mib := int64(1024)
@@ -87,7 +88,7 @@ func BenchmarkDelta(b *testing.B) {
 	first := executeTo(b, p1, src1)
 
 	var full, cut, cat time.Duration
-	var moved int64
+	var moved, fullRead int64
 	for b.Loop() {
 		b.StopTimer()
 		out := filepath.Join(b.TempDir(), "cutover.raw")
@@ -103,6 +104,7 @@ func BenchmarkDelta(b *testing.B) {
 		p2, src2 := plan(s2)
 		executeTo(b, p2, src2)
 		full += time.Since(start)
+		fullRead = p2.Totals.Copy + p2.Totals.Decrypt
 
 		start = time.Now()
 		p2, src2 = plan(s2)
@@ -117,6 +119,7 @@ func BenchmarkDelta(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(100*float64(extent.Total(changed))/float64(size), "changed-%")
 	b.ReportMetric(100*float64(moved)/float64(size), "moved-%")
+	b.ReportMetric(100*float64(fullRead)/float64(size), "full-read-%")
 	b.ReportMetric(full.Seconds()/n, "full-s")
 	b.ReportMetric(cut.Seconds()/n, "cutover-s")
 	b.ReportMetric(cut.Seconds()/full.Seconds(), "ratio")

@@ -163,6 +163,7 @@ delta_row() {
   m() { awk -v k="$1" '{ for (i = 1; i < NF; i++) if ($(i+1) == k) print $i }' <<<"$line"; }
   printf '\n| cutover (%s MiB ext4 volume, 10%% in use, 1%% overwritten; warm cache, mean of 3) | value |\n|---|---|\n' "$mib"
   printf '| ciphertext changed | %s%% of the volume |\n| second pass moves (Delta regions) | %s%% |\n' "$(m changed-%)" "$(m moved-%)"
+  printf '| full conversion reads (decrypts) | %s%% |\n' "$(m full-read-%)"
   printf '| full conversion of the final state (plan + execute) | %s s |\n| cutover (plan + Delta + execute into the first output) | %s s |\n' "$(m full-s)" "$(m cutover-s)"
   printf '| cutover / full | %s |\n' "$(m ratio)"
   printf '| cat of the final state > a file; sync (same filesystem, the copy ceiling) | %s s |\n' "$(m cat-sync-s)"
