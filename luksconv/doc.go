@@ -55,8 +55,9 @@
 // and discards (TRIM) leave them in space the filesystem freed. The running guest reads them as
 // pseudo-random bytes. The policy:
 //
-//   - In free space (XFS free space, free LVM extents) they become zero plaintext. By default free space
-//     is not read at all; with FullCopy it is read and decrypted, except for these sectors.
+//   - In free space (XFS and ext free space, an empty ext journal's log area, free LVM extents) they
+//     become zero plaintext. By default free space is not read at all; with FullCopy it is read and
+//     decrypted, except for these sectors.
 //   - In the internal log of an XFS filesystem whose log is clean, they become zero plaintext too. The
 //     log is metadata that only log recovery reads: past the unmount record it must hold blocks whose
 //     cycle numbers end the log (zeros, as mkfs writes them), and pseudo-random bytes there make the
