@@ -365,6 +365,15 @@ func fsckClean(img string) error {
 	return err
 }
 
+// mountExt loop-mounts the ext4 image img on mnt, read-write; without loop mounts the test is
+// skipped, loudly.
+func mountExt(t *testing.T, img, mnt string) {
+	t.Helper()
+	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop", img, mnt); err != nil {
+		t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
+	}
+}
+
 // copyImage returns a private copy of img.
 func copyImage(t testing.TB, img string) string {
 	t.Helper()

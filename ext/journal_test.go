@@ -78,13 +78,7 @@ func TestJournalLogKernel(t *testing.T) {
 	img, _ := image(t, variantByName(t, "ext4-4k"))
 	cp := copyImage(t, img)
 	mnt := t.TempDir()
-	mount := func() {
-		t.Helper()
-		if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop", cp, mnt); err != nil {
-			t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
-		}
-	}
-	mount()
+	mountExt(t, cp, mnt)
 	content := bytes.Repeat([]byte("journalled\n"), 5000)
 	for i := range 20 {
 		p := filepath.Join(mnt, "small", "j"+strconv.Itoa(i))
@@ -132,7 +126,7 @@ func TestJournalLogKernel(t *testing.T) {
 	if err := fsckClean(cp); err != nil {
 		t.Fatalf("e2fsck -fn after zeroing the log: %v", err)
 	}
-	mount()
+	mountExt(t, cp, mnt)
 	got, err := os.ReadFile(filepath.Join(mnt, "small", "j0"))
 	werr := os.WriteFile(filepath.Join(mnt, "small", "after"), content, 0o644)
 	testenv.Run(t, "umount", mnt)

@@ -115,9 +115,7 @@ func TestMountedSnapshot(t *testing.T) {
 	img, _ := image(t, variantByName(t, "ext4-4k"))
 	cp := copyImage(t, img)
 	mnt := t.TempDir()
-	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop", cp, mnt); err != nil {
-		t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
-	}
+	mountExt(t, cp, mnt)
 	mounted := true
 	defer func() {
 		if mounted {
