@@ -183,8 +183,9 @@ type PlanOptions struct {
 	// AllowUnknownContent converts even when the decrypted volume has no recognisable signature, which
 	// usually means the detached header belongs to another disk (ErrHeaderMismatch otherwise).
 	AllowUnknownContent bool
-	// FullCopy copies and decrypts everything, free space included. By default free LVM extents and the
-	// free space of XFS filesystems are written as zeros without being read.
+	// FullCopy copies and decrypts everything, free space included. By default free LVM extents, the
+	// free space of XFS and ext filesystems and the log area of an empty ext journal are written as
+	// zeros without being read.
 	FullCopy bool
 	// KeepGuest leaves the guest as it is: the output is the source with the volume decrypted, byte for
 	// byte. By default the guest is edited so that it boots without ADE: the kernel arguments,
