@@ -25,8 +25,9 @@ type span struct {
 	why    string
 }
 
-// usedOnly finds what the plan need not read: free space in every XFS partition and, inside the decrypted
-// volume, free LVM extents and the free space of XFS logical volumes (or of an XFS volume itself).
+// usedOnly finds what the plan need not read: free space in every XFS and ext partition and, inside the
+// decrypted volume, free LVM extents and the free space of XFS and ext logical volumes (or of the
+// volume itself), with the log area of every empty ext journal (see fsFree).
 // Anything it cannot judge safely (a dirty log, an LV type it does not map) stays copied, with a warning.
 // It also returns the internal logs of the clean XFS filesystems it judged (see zerocipher.go): there
 // all-zero ciphertext becomes zero plaintext. plain must read zero ciphertext as zero (zeroCipherReader).
