@@ -79,6 +79,20 @@ func secondPass(t *testing.T, first string, d *luksconv.Plan, src *luksconv.Sour
 	return b
 }
 
+// checkExtFiles requires every file of files ("etc/conf" for /etc/conf) to read back from the ext
+// image img, through debugfs, with state 2's content.
+func checkExtFiles(t *testing.T, img string, files map[string][]byte) {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), "dump")
+	for name, b := range files {
+		os.Remove(dst)
+		testenv.Run(t, "debugfs", "-R", "dump /"+name+" "+dst, img)
+		if c, _ := os.ReadFile(dst); !bytes.Equal(c, b) {
+			t.Errorf("/%s after the delta pass: %d bytes, not state 2's", name, len(c))
+		}
+	}
+}
+
 // TestDelta: a first pass converts state 1 of an encrypted ext4 volume; the guest then writes, deletes
 // and rewrites files (debugfs -w on the plaintext, re-encrypted by cryptsetup under the same volume
 // key); a second pass writes only Delta's regions into the first pass's output. The result equals a
@@ -126,14 +140,7 @@ func TestDelta(t *testing.T) {
 	if out, err := exec.Command("e2fsck", "-fn", check).CombinedOutput(); err != nil {
 		t.Errorf("e2fsck -fn: %v\n%s", err, out)
 	}
-	for name, b := range set.Files2 {
-		dst := filepath.Join(dir, "dump")
-		os.Remove(dst)
-		testenv.Run(t, "debugfs", "-R", "dump /"+name+" "+dst, check)
-		if c, _ := os.ReadFile(dst); !bytes.Equal(c, b) {
-			t.Errorf("/%s after the delta pass: %d bytes, not state 2's", name, len(c))
-		}
-	}
+	checkExtFiles(t, check, set.Files2)
 
 	// The journal dirtied (needs_recovery: the free-space map cannot be trusted, so the whole volume is
 	// decrypted), then clean again (free space is zeros again): each pass from the previous output equals a
@@ -257,14 +264,7 @@ func TestDeltaLVExtended(t *testing.T) {
 	if out, err := exec.Command("debugfs", "-R", "cat /"+set.NewFile, lv).Output(); err != nil || !bytes.Equal(out, set.Files2[set.NewFile]) {
 		t.Errorf("debugfs cat /%s after the delta pass: %d bytes, not state 2's (%v)", set.NewFile, len(out), err)
 	}
-	for name, b := range set.Files2 {
-		dst := filepath.Join(dir, "dump")
-		os.Remove(dst)
-		testenv.Run(t, "debugfs", "-R", "dump /"+name+" "+dst, lv)
-		if c, _ := os.ReadFile(dst); !bytes.Equal(c, b) {
-			t.Errorf("/%s after the delta pass: %d bytes, not state 2's", name, len(c))
-		}
-	}
+	checkExtFiles(t, lv, set.Files2)
 
 	// The mapping change alone rewrites the new segment: with no changed pages the delta still covers
 	// every byte state 2 decrypts there, and writes the segment as a full conversion does; elsewhere
