@@ -175,6 +175,20 @@ type resourceID struct {
 	Name          string
 }
 
+// vmsClient parses the VM ID vmID and returns it with a virtual machines client of its
+// subscription; the caller wraps the error in its operation.
+func (c *Client) vmsClient(vmID string) (resourceID, *armcompute.VirtualMachinesClient, error) {
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return resourceID{}, nil, err
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return resourceID{}, nil, err
+	}
+	return rid, f.NewVirtualMachinesClient(), nil
+}
+
 // parseID parses an ARM resource ID and checks that it names a top-level
 // resource of one of the wanted types (any type when wanted is empty).
 func parseID(id string, wanted ...string) (resourceID, error) {

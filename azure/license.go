@@ -142,15 +142,11 @@ func (c *Client) applyLicensing(ctx context.Context, plan *VMPlan, rid resourceI
 // the re-creation applies the choice.
 func (c *Client) CheckLicensing(ctx context.Context, vmID string, choice Licensing) error {
 	const op = "read licensing of VM"
-	rid, err := parseID(vmID, typeVM)
+	rid, vms, err := c.vmsClient(vmID)
 	if err != nil {
 		return opError(op, vmID, err)
 	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return opError(op, vmID, err)
-	}
-	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	r, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
 	if err != nil {
 		return opError(op, vmID, err)
 	}

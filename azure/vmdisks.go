@@ -41,15 +41,11 @@ type VMDisks struct {
 // unmanaged (page blob) disk is refused with ErrUnsupported.
 func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error) {
 	const op = "read disks of VM"
-	rid, err := parseID(vmID, typeVM)
+	rid, vms, err := c.vmsClient(vmID)
 	if err != nil {
 		return nil, opError(op, vmID, err)
 	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return nil, opError(op, vmID, err)
-	}
-	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	r, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
 	if err != nil {
 		return nil, opError(op, vmID, err)
 	}
@@ -189,15 +185,11 @@ func (c *Client) ReadDiskOwner(ctx context.Context, diskID string) (*DiskOwner, 
 // "starting", "stopping", "deallocating"), or "unknown".
 func (c *Client) VMPowerState(ctx context.Context, vmID string) (string, error) {
 	const op = "read power state of VM"
-	rid, err := parseID(vmID, typeVM)
+	rid, vms, err := c.vmsClient(vmID)
 	if err != nil {
 		return "", opError(op, vmID, err)
 	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return "", opError(op, vmID, err)
-	}
-	iv, err := f.NewVirtualMachinesClient().InstanceView(ctx, rid.ResourceGroup, rid.Name, nil)
+	iv, err := vms.InstanceView(ctx, rid.ResourceGroup, rid.Name, nil)
 	if err != nil {
 		return "", opError(op, vmID, err)
 	}
@@ -214,14 +206,10 @@ func (c *Client) VMPowerState(ctx context.Context, vmID string) (string, error) 
 // (VMPowerState, ReadDiskOwner) to see the VM deallocated.
 func (c *Client) DeallocateVM(ctx context.Context, vmID string) error {
 	const op = "deallocate VM"
-	rid, err := parseID(vmID, typeVM)
+	rid, vms, err := c.vmsClient(vmID)
 	if err != nil {
 		return opError(op, vmID, err)
 	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return opError(op, vmID, err)
-	}
-	_, err = started(f.NewVirtualMachinesClient().BeginDeallocate(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
+	_, err = started(vms.BeginDeallocate(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
 	return opError(op, vmID, err)
 }
