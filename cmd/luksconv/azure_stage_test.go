@@ -241,9 +241,10 @@ type stageRep struct {
 	Verified bool `json:"verified"`
 }
 
-func stageReportOf(t *testing.T, so string) stageRep {
+// reportOf decodes a run's --json report so, of type T (stageRep, vmStageRep).
+func reportOf[T any](t *testing.T, so string) T {
 	t.Helper()
-	var r stageRep
+	var r T
 	if err := json.Unmarshal([]byte(so), &r); err != nil {
 		t.Fatalf("report: %v\n%s", err, so)
 	}
@@ -274,7 +275,7 @@ func TestAzureStageCutover(t *testing.T) {
 	if !strings.Contains(se, "crash-consistent") {
 		t.Errorf("stage of a running VM's disk without the crash-consistency warning:\n%s", se)
 	}
-	r1 := stageReportOf(t, so)
+	r1 := reportOf[stageRep](t, so)
 	calls := s.takeCalls()
 	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
 		t.Errorf("after round 1 the disk is %s, want ActiveUpload", st)
@@ -322,7 +323,7 @@ func TestAzureStageCutover(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("stage round 2: exit %d:\n%s", code, se)
 	}
-	r2 := stageReportOf(t, so)
+	r2 := reportOf[stageRep](t, so)
 	t.Logf("round 1 wrote %d bytes; %d bytes changed, the diff said %d, round 2 read %d and wrote %d", r1.Stage.Round.BytesWritten, changed,
 		r2.Stage.Round.BytesChanged, r2.Stage.Round.BytesRead, r2.Stage.Round.BytesWritten)
 	if r2.Stage.Round.Round != 2 || r2.Stage.Round.BytesChanged < changed || r2.Stage.Round.BytesWritten == 0 ||
@@ -359,7 +360,7 @@ func TestAzureStageCutover(t *testing.T) {
 		t.Fatalf("cutover: exit %d:\n%s", code, se)
 	}
 	s.assertNoSAS(t, so+se)
-	r3 := stageReportOf(t, so)
+	r3 := reportOf[stageRep](t, so)
 	if !r3.Verified || !r3.Stage.Finished || r3.Stage.Round.Round != 3 {
 		t.Errorf("cutover report %+v", r3)
 	}
@@ -407,7 +408,7 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("resumed stage: exit %d:\n%s", code, se)
 	}
-	if r := stageReportOf(t, so); r.Result.Resumed == 0 || r.Stage.Round.Round != 1 {
+	if r := reportOf[stageRep](t, so); r.Result.Resumed == 0 || r.Stage.Round.Round != 1 {
 		t.Errorf("the resumed stage round: %+v", r)
 	}
 	for _, c := range s.takeCalls() {
@@ -437,7 +438,7 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 			t.Errorf("the resumed cutover took another snapshot: %q", c)
 		}
 	}
-	r := stageReportOf(t, so)
+	r := reportOf[stageRep](t, so)
 	if r.Result.Resumed == 0 || !r.Verified {
 		t.Errorf("the resumed cutover resumed %d bytes, verified %v", r.Result.Resumed, r.Verified)
 	}
@@ -600,7 +601,7 @@ func TestAzureCutoverDeallocate(t *testing.T) {
 	if running() {
 		t.Error("the VM still runs")
 	}
-	r := stageReportOf(t, so)
+	r := reportOf[stageRep](t, so)
 	if !r.Verified || !r.Stage.Finished || r.Stage.Round.Round != 2 {
 		t.Errorf("cutover report %+v", r)
 	}
@@ -641,7 +642,7 @@ func TestAzureCutoverDeallocating(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("cutover after the wait: exit %d:\n%s", code, se)
 	}
-	if r := stageReportOf(t, so); !r.Stage.Finished {
+	if r := reportOf[stageRep](t, so); !r.Stage.Finished {
 		t.Errorf("cutover report %+v", r)
 	}
 	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateUnattached {

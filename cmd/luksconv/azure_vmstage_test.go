@@ -143,15 +143,6 @@ type vmStageRep struct {
 	VMRecreated bool `json:"vm_recreated"`
 }
 
-func vmStageReportOf(t *testing.T, so string) vmStageRep {
-	t.Helper()
-	var r vmStageRep
-	if err := json.Unmarshal([]byte(so), &r); err != nil {
-		t.Fatalf("report: %v\n%s", err, so)
-	}
-	return r
-}
-
 // TestAzureVMStageCutover: the delta cutover of a whole VM. Round 1 (the VM running) converts its four
 // ADE disks into new disks left uploading and writes the VM's record. The guest then writes a file on
 // LUN 0; round 2, interrupted during LUN 0 (disks one at a time), resumes from the same snapshots and
@@ -185,7 +176,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 	if !strings.Contains(se, "crash-consistent") {
 		t.Errorf("stage of a running VM without the crash-consistency warning:\n%s", se)
 	}
-	r1 := vmStageReportOf(t, so)
+	r1 := reportOf[vmStageRep](t, so)
 	snaps := 0
 	for _, c := range s.takeCalls() {
 		if strings.HasPrefix(c, "PUT snapshot ") {
@@ -286,7 +277,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 			t.Errorf("the resumed round 2 took a new snapshot: %q", c)
 		}
 	}
-	r2 := vmStageReportOf(t, so)
+	r2 := reportOf[vmStageRep](t, so)
 	if r2.Stage.Round != 2 || r2.Stage.Finished {
 		t.Errorf("round 2 report: %+v", r2.Stage)
 	}
@@ -357,7 +348,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 			t.Errorf("the resumed cutover did %q", c)
 		}
 	}
-	r3 := vmStageReportOf(t, so)
+	r3 := reportOf[vmStageRep](t, so)
 	if !r3.Stage.Finished || r3.Stage.Round != 3 || !r3.VMRecreated {
 		t.Errorf("cutover report: %+v, vm_recreated %v", r3.Stage, r3.VMRecreated)
 	}

@@ -87,7 +87,7 @@ func TestAzureVMStageUbuntu(t *testing.T) {
 		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
 	}
 	s.assertNoSAS(t, so+se)
-	r1 := vmStageReportOf(t, so)
+	r1 := reportOf[vmStageRep](t, so)
 	if sameAsWant() {
 		t.Fatal("after round 1 the new OS disk already equals a conversion of the final state: the guest change is not what the test means")
 	}
@@ -101,7 +101,7 @@ func TestAzureVMStageUbuntu(t *testing.T) {
 	if code != 0 {
 		t.Fatalf("stage round 2: exit %d:\n%s", code, se)
 	}
-	r2 := vmStageReportOf(t, so)
+	r2 := reportOf[vmStageRep](t, so)
 	newDisk("round 2")
 	// The reports list the OS disk first, then the plain disk at LUN 9, which is not converted.
 	if len(r1.Disks) == 0 || len(r2.Disks) == 0 || r1.Disks[0].LUN != luksconv.OSDisk || r2.Disks[0].LUN != luksconv.OSDisk ||
@@ -121,7 +121,7 @@ func TestAzureVMStageUbuntu(t *testing.T) {
 		t.Fatalf("cutover: exit %d:\n%s", code, se)
 	}
 	s.assertNoSAS(t, so+se)
-	r3 := vmStageReportOf(t, so)
+	r3 := reportOf[vmStageRep](t, so)
 	if !r3.Stage.Finished || len(r3.Disks) == 0 || r3.Disks[0].LUN != luksconv.OSDisk || !r3.Disks[0].Verified {
 		t.Errorf("cutover report: %+v", r3)
 	}
