@@ -365,13 +365,28 @@ func fsckClean(img string) error {
 	return err
 }
 
-// mountExt loop-mounts the ext4 image img on mnt, read-write; without loop mounts the test is
-// skipped, loudly.
+// mountedCopy loop-mounts, read-write, a private copy of the ext4-4k variant and returns the copy and
+// its mount point; it is unmounted when the test ends if the test has not done so. Without root or
+// loop mounts the test is skipped, loudly.
+func mountedCopy(t *testing.T) (img, mnt string) {
+	t.Helper()
+	needE2fs(t)
+	testenv.NeedRoot(t)
+	testenv.Need(t, "mount", "umount")
+	base, _ := image(t, variantByName(t, "ext4-4k"))
+	img, mnt = copyImage(t, base), t.TempDir()
+	mountExt(t, img, mnt)
+	return img, mnt
+}
+
+// mountExt loop-mounts the ext4 image img on mnt, read-write, and unmounts it when the test ends if
+// the test has not done so; without loop mounts the test is skipped, loudly.
 func mountExt(t *testing.T, img, mnt string) {
 	t.Helper()
 	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop", img, mnt); err != nil {
 		t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
 	}
+	t.Cleanup(func() { testenv.RunErr("umount", mnt) }) // fails harmlessly once unmounted
 }
 
 // copyImage returns a private copy of img.

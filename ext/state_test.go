@@ -107,21 +107,9 @@ func TestMMP(t *testing.T) {
 // TestMountedSnapshot copies an image while it is mounted, as a snapshot of
 // a running VM's disk would be: needs_recovery is set and the journal
 // holds transactions. Everything readable must still be read; nothing may
-// be edited and no free space is offered.
+// be edited and no free space (nor journal log area) is offered.
 func TestMountedSnapshot(t *testing.T) {
-	needE2fs(t)
-	testenv.NeedRoot(t)
-	testenv.Need(t, "mount", "umount")
-	img, _ := image(t, variantByName(t, "ext4-4k"))
-	cp := copyImage(t, img)
-	mnt := t.TempDir()
-	mountExt(t, cp, mnt)
-	mounted := true
-	defer func() {
-		if mounted {
-			testenv.RunErr("umount", mnt)
-		}
-	}()
+	cp, mnt := mountedCopy(t)
 	if err := os.WriteFile(filepath.Join(mnt, "small", "new"), []byte("written while mounted\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -129,7 +117,6 @@ func TestMountedSnapshot(t *testing.T) {
 	snap := filepath.Join(t.TempDir(), "snap.img")
 	testenv.Run(t, "cp", "--sparse=always", cp, snap)
 	testenv.Run(t, "umount", mnt)
-	mounted = false
 
 	fs := openImage(t, snap)
 	if !fs.SB.NeedsRecovery() {
@@ -139,6 +126,9 @@ func TestMountedSnapshot(t *testing.T) {
 		t.Errorf("warnings %q do not mention needs_recovery", fs.Warnings)
 	}
 	wantRefused(t, fs, ErrNeedsRecovery, "needs_recovery")
+	if got := fs.JournalLog(); got != nil {
+		t.Errorf("a mounted snapshot's JournalLog() = %v", got)
+	}
 	// The unmounted image has replayed everything: writable again, and
 	// the new file is there.
 	fs = openImage(t, cp)
