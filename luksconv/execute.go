@@ -58,7 +58,7 @@ type Result struct {
 
 // Execute produces the output described by p from src, the disk p was made from, into out. Each
 // worker reads, decrypts and writes one chunk at a time in its own buffer, so with two or more workers
-// reads, decryption and writes overlap; nothing is allocated per chunk. Memory use is Workers ×
+// reads, decryption and writes overlap; nothing is allocated per chunk. Memory use is at most Workers ×
 // ChunkSize, whatever the disk size. src may return io.EOF with the last bytes of a read, as the
 // io.ReaderAt contract allows.
 //

@@ -20,7 +20,7 @@ const (
 	DefaultChunkSize = 4 << 20
 	// MaxChunkSize bounds ChunkSize: every worker holds one or two buffers of it.
 	MaxChunkSize = 64 << 20
-	// MaxWorkers bounds Workers: each worker holds its buffers from the start.
+	// MaxWorkers bounds Workers: each worker holds its buffers from its first chunk to the end.
 	MaxWorkers = 64
 	// maxDefaultWorkers caps the default worker count: 16 × DefaultChunkSize is 64 MiB of buffers.
 	maxDefaultWorkers = 16
@@ -92,8 +92,9 @@ func (pl *pipeline) chunks(regions []Region, keep func(r *Region) [][2]int64) fu
 }
 
 // run hands every chunk of produce to fn on one of pl.workers goroutines, each with nbuf buffers of
-// chunkSize bytes that it keeps for all its chunks. snapshot describes the progress so far. The first
-// error of fn cancels the rest and is returned; when ctx ends first, context.Cause(ctx) is.
+// chunkSize bytes that it keeps for all its chunks; fn uses the first c.n bytes of each. snapshot
+// describes the progress so far. The first error of fn cancels the rest and is returned; when ctx ends
+// first, context.Cause(ctx) is.
 func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(chunk) bool),
 	fn func(ctx context.Context, bufs [][]byte, c chunk) error, snapshot func() Progress) error {
 	ctx, cancel := context.WithCancelCause(ctx)
@@ -146,19 +147,26 @@ func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			// The buffers are made at the first chunk and only the bytes a chunk used are cleared at
+			// the end: the kernel maps a buffer's pages on first touch, so a short run (a small delta,
+			// a worker left idle) does not fault in, and wipe, chunkSize bytes it never used.
 			bufs := make([][]byte, nbuf)
-			for i := range bufs {
-				bufs[i] = make([]byte, pl.chunkSize)
-			}
+			used := 0
 			defer func() {
 				for _, b := range bufs {
-					clear(b) // plaintext
+					clear(b[:used]) // plaintext
 				}
 			}()
 			for c := range jobs {
 				if ctx.Err() != nil {
 					continue // drain
 				}
+				if bufs[0] == nil {
+					for i := range bufs {
+						bufs[i] = make([]byte, pl.chunkSize)
+					}
+				}
+				used = max(used, c.n)
 				if err := fn(ctx, bufs, c); err != nil {
 					fail(err)
 				}
