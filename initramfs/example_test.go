@@ -60,3 +60,20 @@ func Example() {
 	// removed: [usr/lib/dracut/hooks/cmdline/30-parse-crypt-ade.sh] replaced: [etc/crypttab]
 	// etc/crypttab: "home UUID=42 none\n"
 }
+
+// Pad an image that ends in a zstd archive with 3096 bytes: zero bytes would stop zstd's tools, a frame
+// of zeros does not. Parsed, the frame is one more zstd segment holding no archive.
+func ExampleZstdPadding() {
+	frame, err := initramfs.ZstdPadding(3096)
+	if err != nil {
+		log.Fatal(err)
+	}
+	im, err := initramfs.Parse(bytes.NewReader(frame), int64(len(frame)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range im.Segments {
+		fmt.Printf("%s segment of %d bytes, %d entries\n", s.Compression, s.Length, len(s.Entries))
+	}
+	// Output: zstd segment of 3096 bytes, 0 entries
+}

@@ -111,7 +111,7 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if why := fits(mainCompression(rep), len(out)); why != "" {
 		// luksconv's encoders are weaker than the gzip/xz/zstd binaries dracut ran, so the image
 		// re-encoded in its own format can outgrow the file's blocks; on ext a much smaller image
-		// needs padding, which zstd's and lz4's tools do not skip. A format the kernel also unpacks
+		// needs padding, which lz4's tools do not skip. A format the kernel also unpacks
 		// (xz, zstd, gzip) usually fits; the kernel's config says which.
 		formats, config := e.kernelFormats(img)
 		tried := []string{why}
@@ -133,9 +133,21 @@ func (e *guestEditor) editInitramfs(p string) error {
 		}
 	}
 	if pad := minSize - int64(len(out)); pad > 0 {
-		// The kernel skips zeros between and after its archives; xz's stream padding is whole words.
-		out = append(out, make([]byte, (pad+3)/4*4)...)
-		recompressed += fmt.Sprintf("; %d zero bytes of padding keep the file's blocks", (pad+3)/4*4)
+		if lastCompression(rep) == initramfs.Zstd {
+			// zstd's tools stop at zeros after a frame but decode a next one: pad with a frame of
+			// zeros, at least its shortest (the file's last block leaves room for it).
+			n := max(int(pad), initramfs.MinZstdPadding)
+			frame, err := initramfs.ZstdPadding(n)
+			if err != nil {
+				return fail(err.Error())
+			}
+			out = append(out, frame...)
+			recompressed += fmt.Sprintf("; a zstd frame of %d zero-filled bytes keeps the file's blocks", n)
+		} else {
+			// The kernel skips zeros between and after its archives; xz's stream padding is whole words.
+			out = append(out, make([]byte, (pad+3)/4*4)...)
+			recompressed += fmt.Sprintf("; %d zero bytes of padding keep the file's blocks", (pad+3)/4*4)
+		}
 	}
 	if e.tools {
 		if left := toolsResidue(e.ctx, out); len(left) > 0 {
@@ -209,11 +221,20 @@ func (e *guestEditor) kernelFormats(img *initramfs.Image) ([]initramfs.Compressi
 	return out, "the kernel (" + strings.Join(names, ", ") + ")"
 }
 
-// padTolerant reports whether an image whose last segment is in format c may end in zero bytes: the
-// kernel skips them after any archive, gzip ignores trailing zeros, xz reads them as stream padding
-// and cpio stops at its trailer; zstd's and lz4's tools report an error.
+// padTolerant reports whether an image whose last segment is in format c may be padded to a length:
+// with zero bytes, which the kernel skips after any archive, gzip ignores, xz reads as stream padding
+// and cpio stops before at its trailer; for zstd, whose tools report an error at zero bytes, with a
+// frame of zeros (initramfs.ZstdPadding). lz4's tools take anything after a chunk for another chunk.
 func padTolerant(c initramfs.Compression) bool {
-	return c == initramfs.None || c == initramfs.Gzip || c == initramfs.XZ
+	return c == initramfs.None || c == initramfs.Gzip || c == initramfs.XZ || c == initramfs.Zstd
+}
+
+// lastCompression is the format the rewritten image ends in: what its padding must suit.
+func lastCompression(rep *initramfs.Report) initramfs.Compression {
+	if len(rep.Segments) == 0 {
+		return initramfs.None
+	}
+	return rep.Segments[len(rep.Segments)-1].NewCompression
 }
 
 // mainCompression names the format of the last rewritten compressed segment: dracut's main archive.

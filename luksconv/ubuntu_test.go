@@ -78,9 +78,15 @@ func convertUbuntu(t *testing.T, m *ubuntufixture.Manifest, d *ubuntufixture.Dis
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The zstd initrds (22.04, 24.04) shrink without ADE's files and are padded back to the file's
+	// blocks with a zstd frame of zeros: the boot of the output proves the kernel unpacks that.
+	zstdPadded := d.Name == ubuntufixture.DiskU2204 || d.Name == ubuntufixture.DiskU2204K || d.Name == ubuntufixture.DiskU2404
 	edited := map[string]bool{}
 	for _, e := range p.Edits {
 		edited[e.Path] = true
+		if e.Path == "/boot"+d.InitrdPath && zstdPadded && !strings.Contains(e.Why, "a zstd frame of") {
+			t.Errorf("initrd edit %q: not padded with a zstd frame", e.Why)
+		}
 		for _, l := range append(e.Before, e.After...) {
 			if strings.Contains(l, string(key)) {
 				t.Errorf("edit of %s shows the key", e.Path)
@@ -210,6 +216,17 @@ func bootUbuntuConverted(t *testing.T, d *ubuntufixture.Disk, out string) {
 	for _, bad := range []string{"crypt-ade", "cryptsetup:", "azure_bek_disk"} {
 		if r.Contains(bad) {
 			t.Errorf("the console shows %q: ADE's boot path ran", bad)
+		}
+	}
+	// The kernel goes on booting from what it unpacked before an error in the initrd (padding it
+	// rejects included), saying so in one of these lines; the console shows that phase (it frees the
+	// initrd after unpacking it).
+	if !r.Contains("Freeing initrd memory") {
+		t.Errorf("the console does not show the initrd being unpacked and freed")
+	}
+	for _, bad := range []string{"Initramfs unpacking failed", "rootfs image is not initramfs"} {
+		if r.Contains(bad) {
+			t.Errorf("the console shows %q: the kernel did not unpack the whole initrd", bad)
 		}
 	}
 }
