@@ -77,3 +77,21 @@ func ExampleZstdPadding() {
 	}
 	// Output: zstd segment of 3096 bytes, 0 entries
 }
+
+// Continue an lz4 legacy stream with 1000 bytes of chunks that decode to zeros: zero bytes would stop
+// lz4's tools. Here the stream is only its magic, so the segment holds no archive.
+func ExampleLZ4LegacyPadding() {
+	chunks, err := initramfs.LZ4LegacyPadding(1000)
+	if err != nil {
+		log.Fatal(err)
+	}
+	img := append([]byte{0x02, 0x21, 0x4c, 0x18}, chunks...) // the legacy magic, little-endian
+	im, err := initramfs.Parse(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, s := range im.Segments {
+		fmt.Printf("%s segment of %d bytes, %d entries\n", s.Compression, s.Length, len(s.Entries))
+	}
+	// Output: lz4-legacy segment of 1004 bytes, 0 entries
+}

@@ -1,6 +1,10 @@
 package initramfs
 
-import "fmt"
+import (
+	"encoding/binary"
+	"fmt"
+	"sort"
+)
 
 // MinZstdPadding is the shortest frame ZstdPadding writes: the magic, a frame header of two bytes and
 // one raw block of one byte.
@@ -41,4 +45,53 @@ func ZstdPadding(n int) ([]byte, error) {
 		left -= 3 + size
 	}
 	return b, nil
+}
+
+// MinLZ4LegacyPadding is the shortest run of chunks LZ4LegacyPadding writes: one chunk size and a block
+// of one literal zero.
+const MinLZ4LegacyPadding = 6
+
+// LZ4LegacyPadding returns exactly n bytes (at least MinLZ4LegacyPadding) of lz4 legacy chunks that
+// decode to zero bytes: each a little-endian size and a block of literals only, the most a chunk holds
+// being 8 MiB. Appended to an image whose last archive is lz4 legacy they continue its stream, where
+// zero bytes cannot: lz4's tools fail on a chunk size of zero, and the kernel, which stops there,
+// takes anything else after the stream for one more chunk. The zeros decode after the archive's
+// trailer, where the kernel skips them as padding and cpio never reads.
+func LZ4LegacyPadding(n int) ([]byte, error) {
+	if n < MinLZ4LegacyPadding {
+		return nil, fmt.Errorf("initramfs: lz4 padding of %d bytes: at least %d", n, MinLZ4LegacyPadding)
+	}
+	out := make([]byte, 0, n)
+	zeros := make([]byte, min(lz4LegacyChunk, n))
+	for left := n; left > 0; {
+		// One chunk if left is a chunk's length; else the longest chunk that leaves room for another
+		// (a literal run's length bytes make some lengths unreachable, never two in a row).
+		k, ok := lz4ZeroChunk(left)
+		if !ok {
+			size := min(4+lz4LiteralsLen(lz4LegacyChunk), left-MinLZ4LegacyPadding)
+			if k, ok = lz4ZeroChunk(size); !ok {
+				k, _ = lz4ZeroChunk(size - 1)
+			}
+		}
+		block := lz4Literals(zeros[:k])
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(block)))
+		out = append(out, block...)
+		left -= 4 + len(block)
+	}
+	return out, nil
+}
+
+// lz4LiteralsLen is len(lz4Literals(src)) for k bytes of src.
+func lz4LiteralsLen(k int) int {
+	if k < 15 {
+		return 1 + k
+	}
+	return 2 + k + (k-15)/255
+}
+
+// lz4ZeroChunk returns the number of literals k (1 to 8 MiB) of a chunk of exactly size bytes, if any.
+func lz4ZeroChunk(size int) (int, bool) {
+	m := size - 4
+	k := 1 + sort.Search(lz4LegacyChunk, func(i int) bool { return lz4LiteralsLen(i+1) >= m })
+	return k, k <= lz4LegacyChunk && lz4LiteralsLen(k) == m
 }

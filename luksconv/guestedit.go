@@ -584,7 +584,7 @@ func (e *guestEditor) editFile(guestPath string, fix fixFunc) {
 
 // initramfsAlternatives are the formats tried, in order, when an edited initramfs does not fit in its
 // own format: xz compresses best with luksconv's encoders and every RHEL and Ubuntu kernel unpacks it;
-// zstd (RHEL 9) comes next; gzip last, for an image on ext that needs padding (see padTolerant).
+// zstd (RHEL 9) comes next; gzip last.
 var initramfsAlternatives = []initramfs.Compression{initramfs.XZ, initramfs.Zstd, initramfs.Gzip}
 
 // maxKernelConfig bounds a /boot/config-RELEASE file read to learn the kernel's decompressors

@@ -96,22 +96,17 @@ func (e *guestEditor) editInitramfs(p string) error {
 		return fail(err.Error())
 	}
 	// fits says why an image of n bytes in format c cannot replace the file, or "": it must lie within
-	// the file's blocks, and reach minSize or be in a format whose readers skip the zero padding that
-	// makes it that long.
+	// the file's blocks (a shorter one is padded to minSize below, in every format).
 	fits := func(c initramfs.Compression, n int) string {
-		switch {
-		case int64(n) > room:
+		if int64(n) > room {
 			return fmt.Sprintf("%s %d bytes, over the %d the file owns", c, n, room)
-		case int64(n) < minSize && !padTolerant(c):
-			return fmt.Sprintf("%s %d bytes, under the %d the file must keep, and %s's tools stop at zero padding", c, n, minSize, c)
 		}
 		return ""
 	}
 	recompressed := ""
 	if why := fits(mainCompression(rep), len(out)); why != "" {
 		// luksconv's encoders are weaker than the gzip/xz/zstd binaries dracut ran, so the image
-		// re-encoded in its own format can outgrow the file's blocks; on ext a much smaller image
-		// needs padding, which lz4's tools do not skip. A format the kernel also unpacks
+		// re-encoded in its own format can outgrow the file's blocks. A format the kernel also unpacks
 		// (xz, zstd, gzip) usually fits; the kernel's config says which.
 		formats, config := e.kernelFormats(img)
 		tried := []string{why}
@@ -133,17 +128,22 @@ func (e *guestEditor) editInitramfs(p string) error {
 		}
 	}
 	if pad := minSize - int64(len(out)); pad > 0 {
-		if lastCompression(rep) == initramfs.Zstd {
-			// zstd's tools stop at zeros after a frame but decode a next one: pad with a frame of
-			// zeros, at least its shortest (the file's last block leaves room for it).
-			n := max(int(pad), initramfs.MinZstdPadding)
-			frame, err := initramfs.ZstdPadding(n)
+		switch c := lastCompression(rep); c {
+		case initramfs.Zstd, initramfs.LZ4Legacy:
+			// zstd's and lz4's tools stop at zero bytes: pad with a zstd frame or lz4 chunks that decode
+			// to zeros, at least the shortest (the file's last block leaves room for it).
+			padding, what, least := initramfs.ZstdPadding, "a zstd frame", initramfs.MinZstdPadding
+			if c == initramfs.LZ4Legacy {
+				padding, what, least = initramfs.LZ4LegacyPadding, "lz4 chunks", initramfs.MinLZ4LegacyPadding
+			}
+			n := max(int(pad), least)
+			b, err := padding(n)
 			if err != nil {
 				return fail(err.Error())
 			}
-			out = append(out, frame...)
-			recompressed += fmt.Sprintf("; a zstd frame of %d zero-filled bytes keeps the file's blocks", n)
-		} else {
+			out = append(out, b...)
+			recompressed += fmt.Sprintf("; padded with %s of %d bytes that decode to zeros, to keep the file's blocks", what, n)
+		default:
 			// The kernel skips zeros between and after its archives; xz's stream padding is whole words.
 			out = append(out, make([]byte, (pad+3)/4*4)...)
 			recompressed += fmt.Sprintf("; %d zero bytes of padding keep the file's blocks", (pad+3)/4*4)
@@ -219,14 +219,6 @@ func (e *guestEditor) kernelFormats(img *initramfs.Image) ([]initramfs.Compressi
 		}
 	}
 	return out, "the kernel (" + strings.Join(names, ", ") + ")"
-}
-
-// padTolerant reports whether an image whose last segment is in format c may be padded to a length:
-// with zero bytes, which the kernel skips after any archive, gzip ignores, xz reads as stream padding
-// and cpio stops before at its trailer; for zstd, whose tools report an error at zero bytes, with a
-// frame of zeros (initramfs.ZstdPadding). lz4's tools take anything after a chunk for another chunk.
-func padTolerant(c initramfs.Compression) bool {
-	return c == initramfs.None || c == initramfs.Gzip || c == initramfs.XZ || c == initramfs.Zstd
 }
 
 // lastCompression is the format the rewritten image ends in: what its padding must suit.
