@@ -40,7 +40,7 @@ func dir(name string) *Entry {
 
 func mustEncode(t testing.TB, c Compression, raw []byte) []byte {
 	t.Helper()
-	b, err := encode(context.Background(), c, raw)
+	b, err := encode(context.Background(), c, raw, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,6 +27,11 @@ type Edit struct {
 	// caller must know the kernel decompresses it (see KernelDecompressors). Uncompressed segments
 	// stay uncompressed: the early microcode cpio must.
 	Compression Compression
+	// Fast re-encodes zstd and lz4 segments with their fast settings (zstd level 3, not dracut's 15;
+	// lz4's fast compressor, not HC level 9), in a tenth of the time or less, into a larger image:
+	// enough where the image must only fit its file, as an initramfs-tools image made at a fast
+	// level does. gzip and xz are written as without it.
+	Fast bool
 }
 
 // SegmentChange describes one segment before and after a rewrite.
@@ -360,7 +365,7 @@ func (im *Image) rewrite(ctx context.Context, src io.ReaderAt, e Edit) ([]byte, 
 				if e.Compression != "" {
 					ch.NewCompression = e.Compression
 				}
-				if seg, err = encode(ctx, ch.NewCompression, seg); err != nil {
+				if seg, err = encode(ctx, ch.NewCompression, seg, e.Fast); err != nil {
 					return nil, nil, fmt.Errorf("initramfs: segment %d: %w", si, err)
 				}
 			}
