@@ -485,7 +485,8 @@ func canEncode(c Compression) bool {
 var testHookEncode func(Compression)
 
 // encode compresses raw as one stream of format c, with the settings dracut uses where the library
-// allows: gzip default level; xz with a CRC32 check and 1 MiB dictionary; zstd at klauspost's
+// allows: gzip default level; xz with a CRC32 check and 1 MiB dictionary in 3 MiB blocks compressed on
+// every CPU (encodeXZ, as `xz -T0`); zstd at klauspost's
 // SpeedBestCompression (its closest to `zstd -15`) with a 4 MiB window (zstd -15's windowLog 22) in one
 // frame; lz4 in the legacy frame with 8 MiB chunks compressed by the HC compressor at level 9 (`lz4 -l -9`).
 // With fast set (Edit.Fast), zstd is at SpeedDefault (about `zstd -3`) and lz4's chunks are compressed
@@ -510,16 +511,7 @@ func encode(ctx context.Context, c Compression, raw []byte, fast bool) ([]byte, 
 			return nil, err
 		}
 	case XZ:
-		zw, err := xz.WriterConfig{CheckSum: xz.CRC32, DictCap: 1 << 20}.NewWriter(&buf)
-		if err != nil {
-			return nil, err
-		}
-		if _, err := (ctxWriter{ctx, zw}).Write(raw); err != nil {
-			return nil, err
-		}
-		if err := zw.Close(); err != nil {
-			return nil, err
-		}
+		return encodeXZ(ctx, raw)
 	case Zstd:
 		level := zstd.SpeedBestCompression
 		if fast {
