@@ -16,10 +16,10 @@ const zstdRawBlockMax = 128 << 10
 
 // ZstdPadding returns a zstd frame of exactly n bytes (at least MinZstdPadding) that decodes to zero
 // bytes, held in raw blocks so that the frame is as long as asked. It lengthens an image whose last
-// archive is zstd where zero bytes cannot: zstd's tools (unmkinitramfs, lsinitramfs) decode frames one
-// after another and stop with an error at bytes that are none, while the kernel unpacks the frame as one
-// more compressed archive and skips the zeros in it as it skips the padding between cpio archives. The
-// frame has no content size, checksum or dictionary, and a 128 KiB window.
+// archive is zstd where zero bytes cannot: zstd's tools (which unmkinitramfs and lsinitramfs run)
+// decode frames one after another and stop with an error at bytes that are none, while the kernel
+// unpacks the frame as one more compressed archive and skips the zeros in it as it skips the padding
+// between cpio archives. The frame has no content size, checksum or dictionary, and a 128 KiB window.
 func ZstdPadding(n int) ([]byte, error) {
 	if n < MinZstdPadding {
 		return nil, fmt.Errorf("initramfs: a zstd padding frame of %d bytes: at least %d", n, MinZstdPadding)

@@ -101,10 +101,10 @@ func (e *guestEditor) editInitramfs(p string) error {
 	}
 	// The image's own format first, zstd and lz4 at their fast settings: an image mkinitramfs made at
 	// a fast level fits again in a tenth of the time. At dracut's settings if that does not fit.
-	c := imageCompression(img)
-	edit.Fast = c == initramfs.Zstd || c == initramfs.LZ4Legacy
+	own := imageCompression(img)
+	edit.Fast = own == initramfs.Zstd || own == initramfs.LZ4Legacy
 	out, rep, err := img.Rewrite(e.ctx, r, edit)
-	if err == nil && edit.Fast && fits(c, len(out)) != "" {
+	if err == nil && edit.Fast && fits(own, len(out)) != "" {
 		edit.Fast = false
 		out, rep, err = img.Rewrite(e.ctx, r, edit)
 	}
