@@ -23,10 +23,11 @@
 #                          convert per disk)
 #   BENCH_VM_ONLY=1        only the whole-VM rows (no large fixtures; about a minute)
 #   BENCH_DELTA_MIB=1024   size of the volume of the cutover row (a second pass after 1% of a 10%-used
-#                          ext4 volume changed, against a full conversion of that state: luksconv's
-#                          BenchmarkDelta, 3 runs, page cache warm, output a flushed file where Go's
-#                          temporary directory is, next to `cat IN > OUT; sync OUT` there)
-#   BENCH_DELTA_ONLY=1     only the cutover row (about 20 s)
+#                          ext4 volume changed, against a full conversion of that state and against
+#                          a --full-copy one: luksconv's BenchmarkDelta, 3 runs, page cache warm,
+#                          output a flushed file where Go's temporary directory is, next to
+#                          `cat IN > OUT; sync OUT` there)
+#   BENCH_DELTA_ONLY=1     only the cutover row (about 25 s)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
 # not fit side by side, the run measures the cached one first and then builds the other in its place.
@@ -166,6 +167,7 @@ delta_row() {
   printf '| full conversion reads (decrypts) | %s%% |\n' "$(m full-read-%)"
   printf '| full conversion of the final state (plan + execute) | %s s |\n| cutover (plan + Delta + execute into the first output) | %s s |\n' "$(m full-s)" "$(m cutover-s)"
   printf '| cutover / full | %s |\n' "$(m ratio)"
+  printf '| --full-copy conversion of the final state (the whole volume decrypted) | %s s |\n| cutover / --full-copy | %s |\n' "$(m full-copy-s)" "$(m ratio-full-copy)"
   printf '| cat of the final state > a file; sync (same filesystem, the copy ceiling) | %s s |\n' "$(m cat-sync-s)"
 }
 if [ -n "${BENCH_DELTA_ONLY:-}" ]; then
