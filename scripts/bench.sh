@@ -27,7 +27,7 @@
 #                          a --full-copy one: luksconv's BenchmarkDelta, 3 runs, page cache warm,
 #                          output a flushed file where Go's temporary directory is, next to
 #                          `cat IN > OUT; sync OUT` there)
-#   BENCH_DELTA_ONLY=1     only the cutover row (about 25 s)
+#   BENCH_DELTA_ONLY=1     only the cutover row (about 20 s)
 # Fixtures are cached in bench-out/ by size; caches of other sizes, and a sparse disk of an older layout
 # (its meta lacks layout=2), are removed to free the space. When the dense fixtures and the sparse disk do
 # not fit side by side, the run measures the cached one first and then builds the other in its place.
