@@ -16,9 +16,6 @@ import (
 	"github.com/luksconv/luksconv/internal/ubuntufixture"
 )
 
-// ubuntuMarkers are the strings no file of an initramfs-tools image may hold once ADE is out of it.
-var ubuntuMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
-
 // initramfsToolsImage is a small initramfs-tools layout as mkinitramfs and ADE's Ubuntu hooks leave it
 // (both flows at once), plus files the edit must keep.
 func initramfsToolsImage(t *testing.T, extra ...*Entry) []byte {
@@ -258,7 +255,7 @@ func TestADEEditUbuntuFixtures(t *testing.T) {
 
 			// unmkinitramfs: unpacks; no file names ADE; every other file byte for byte.
 			oldDir, newDir := unmkinitramfs(t, path), unmkinitramfs(t, newPath)
-			if hits, n := testenv.GrepTree(t, newDir, ubuntuMarkers); hits != nil || n < 100 {
+			if hits, n := testenv.GrepTree(t, newDir, ubuntufixture.ADEMarkers); hits != nil || n < 100 {
 				t.Errorf("%d files unpacked; ADE residue: %+v", n, hits)
 			}
 			oldFiles, newFiles := treeFiles(t, oldDir), treeFiles(t, newDir)

@@ -34,9 +34,6 @@ func skipUbuntu(t *testing.T) {
 	}
 }
 
-// ubuntuMarkers are the strings no file of a converted Ubuntu disk, and no file in its initrd, may hold.
-var ubuntuMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
-
 // TestUbuntuOSDisk: each Ubuntu ADE OS disk of testdata/ubuntu (18.04 LUKS1 with the keyscript, 20.04
 // and 22.04 LUKS2 with crypt-ade-boot) converts with the key file alone into a disk on which e2fsck finds
 // /boot and the root clean, no file on either and none in the initrd (unmkinitramfs) holds osencrypt,
@@ -233,7 +230,7 @@ func bootUbuntuConverted(t *testing.T, d *ubuntufixture.Disk, out string) {
 	}
 }
 
-// grepMarkers fails when a file under dir holds one of ubuntuMarkers.
+// grepMarkers fails when a file under dir holds one of ubuntufixture.ADEMarkers.
 func grepMarkers(t *testing.T, what, dir string) {
 	t.Helper()
 	n := 0
@@ -246,7 +243,7 @@ func grepMarkers(t *testing.T, what, dir string) {
 		if err != nil {
 			return err
 		}
-		for _, mk := range ubuntuMarkers {
+		for _, mk := range ubuntufixture.ADEMarkers {
 			if bytes.Contains(b, []byte(mk)) {
 				t.Errorf("%s: %s holds %q", what, strings.TrimPrefix(p, dir), mk)
 			}

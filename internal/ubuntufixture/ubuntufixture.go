@@ -73,6 +73,10 @@ const (
 // Disks lists every disk of the set, in manifest order.
 var Disks = []string{DiskU2204, DiskU2004, DiskU1804, DiskU2204K, DiskU2404}
 
+// ADEMarkers are strings that only ADE's Ubuntu files hold (its mapper name, keyscript and boot
+// scripts): no file of a converted disk, nor of its initrd, may hold one.
+var ADEMarkers = []string{"osencrypt", "azure_crypt_key", "crypt-ade"}
+
 // Buses (Disk.Bus).
 const (
 	BusVirtio = "virtio"
