@@ -11,6 +11,7 @@ import (
 	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/internal/ubuntufixture"
+	"github.com/luksconv/luksconv/internal/zeros"
 )
 
 // TestZstdPadding: a padding frame is exactly as long as asked, at block boundaries and across them,
@@ -37,7 +38,7 @@ func TestZstdPadding(t *testing.T) {
 		if err != nil {
 			t.Fatalf("ZstdPadding(%d): %v", n, err)
 		}
-		if len(d.out) == 0 || bytes.ContainsFunc(d.out, func(r rune) bool { return r != 0 }) {
+		if len(d.out) == 0 || !zeros.Only(d.out) {
 			t.Fatalf("ZstdPadding(%d) decodes to %d bytes, not all zero", n, len(d.out))
 		}
 		if got := decompressCLI(t, Zstd, b); !bytes.Equal(got, d.out) {
@@ -132,7 +133,7 @@ func TestLZ4LegacyPadding(t *testing.T) {
 		if err != nil || d.consumed != 4+n {
 			t.Fatalf("LZ4LegacyPadding(%d): decoded %d bytes of it: %v", n, d.consumed-4, err)
 		}
-		if len(d.out) == 0 || bytes.ContainsFunc(d.out, func(r rune) bool { return r != 0 }) {
+		if len(d.out) == 0 || !zeros.Only(d.out) {
 			t.Fatalf("LZ4LegacyPadding(%d) decodes to %d bytes, not all zero", n, len(d.out))
 		}
 		if n > 1000 || n%97 == 0 { // the tool on a sample of the short lengths, all long ones
@@ -164,7 +165,7 @@ func padArchive(t *testing.T, c Compression, pad func(int) ([]byte, error)) (img
 	}
 	padded = append(slices.Clone(img), p...)
 	got := decompressCLI(t, c, padded)
-	if !bytes.Equal(got[:len(archive)], archive) || bytes.ContainsFunc(got[len(archive):], func(r rune) bool { return r != 0 }) {
+	if !bytes.Equal(got[:len(archive)], archive) || !zeros.Only(got[len(archive):]) {
 		t.Fatalf("%s -d of the padded image is not the archive and zeros", c)
 	}
 	if a, b := cpioList(t, archive), cpioList(t, got); a != b {

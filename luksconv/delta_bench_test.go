@@ -25,8 +25,8 @@ import (
 // shares of the volume the cutover moves and the full conversion reads (copies or decrypts), the
 // seconds of each run and their ratio; the seconds of a --full-copy conversion of the final state (the
 // whole volume decrypted) and the cutover's ratio to that; and beside them `cat IN > OUT; sync OUT` of
-// the final state's ciphertext on the same filesystem (outside the timer). `make bench` runs it (BENCH_DELTA_ONLY=1 for
-// this row alone).
+// the final state's ciphertext on the same filesystem (outside the timer). `make bench` runs it
+// (BENCH_DELTA_ONLY=1 for this row alone).
 func BenchmarkDelta(b *testing.B) {
 	testenv.Need(b, "cryptsetup", "mkfs.ext4", "debugfs")
 	mib := int64(1024)
