@@ -23,11 +23,14 @@ var (
 	sigPlain = regexp.MustCompile(`(?i)((?:^|[?&;\s"'(<])sig=)[A-Za-z0-9%+/=_.~-]*`)
 	// sig=… inside a URL that was itself query-escaped (a copy-source parameter).
 	sigEscaped = regexp.MustCompile(`(?i)((?:%3F|%26)sig%3D)[^&\s"'<>#]*?(%26|[&\s"'<>#]|$)`)
+	// "sig": "…" in JSON (a SAS taken apart into its parameters).
+	sigJSON = regexp.MustCompile(`(?i)("sig"\s*:\s*")(?:[^"\\]|\\.)*(")`)
 )
 
 // Redact returns s with the value of every SAS signature (the sig query
 // parameter) replaced by "REDACTED". s may be a URL, a query string or any
-// text containing URLs, such as an error message. The other SAS parameters
+// text containing URLs, such as an error message, or JSON holding a "sig"
+// member. The other SAS parameters
 // (sv, se, sp, sr, skoid, …) are not secret and are kept: the expiry se in
 // particular helps to explain an authentication failure.
 //
@@ -38,6 +41,7 @@ var (
 func Redact(s string) string {
 	s = sigPlain.ReplaceAllString(s, "${1}"+Redacted)
 	s = sigEscaped.ReplaceAllString(s, "${1}"+Redacted+"${2}")
+	s = sigJSON.ReplaceAllString(s, "${1}"+Redacted+"${2}")
 	// One parameter at a time, each match resuming at the previous one's terminator (which is the
 	// next one's delimiter); a leading newline stands for the start of s.
 	t := "\n" + s

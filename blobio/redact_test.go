@@ -24,8 +24,12 @@ func TestRedact(t *testing.T) {
 		{"https://h/c/b?%2573ig=secret4", "https://h/c/b?%2573ig=REDACTED"},
 		{`{"path":"https://h/c/b?sv=1\u0026%73ig=secret5\u0026se=2"}`, `{"path":"https://h/c/b?sv=1\u0026%73ig=REDACTED\u0026se=2"}`},
 		{"https://d/c/b?src=https%3A%2F%2Fs%2Fb%3Fsv%3D1%26%2573ig%3Dsecret6%26se%3D2", "https://d/c/b?src=https%3A%2F%2Fs%2Fb%3Fsv%3D1%26%2573ig%3DREDACTED%26se%3D2"},
+		// A SAS taken apart into JSON members: the signature's value goes, escaped quotes and all.
+		{`{"sv":"2020-10-02","sig":"Ab\"c+d/e=","se":"2"}`, `{"sv":"2020-10-02","sig":"REDACTED","se":"2"}`},
+		{`{"SIG" : "x\\y"}`, `{"SIG" : "REDACTED"}`},
 		// Not a signature: "design=" and "signature=" keep their values.
 		{"https://h/c/b?design=1&signature=2", "https://h/c/b?design=1&signature=2"},
+		{`{"signature":"kept","design":"kept"}`, `{"signature":"kept","design":"kept"}`},
 	}
 	for _, c := range cases {
 		if got := Redact(c.in); got != c.want {
