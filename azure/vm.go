@@ -588,15 +588,10 @@ func (c *Client) RestoreVM(ctx context.Context, plan *VMPlan) error {
 	if plan == nil || plan.Rollback == nil {
 		return errors.New("azure: restore VM: no rollback model in the plan")
 	}
-	rid, err := parseID(plan.VMID, typeVM)
+	rid, vms, err := c.vmsClient(plan.VMID)
 	if err != nil {
 		return opError(op, plan.VMID, err)
 	}
-	f, err := c.compute(rid.Subscription)
-	if err != nil {
-		return opError(op, plan.VMID, err)
-	}
-	vms := f.NewVirtualMachinesClient()
 	cur, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
 	switch {
 	case err != nil && !isNotFound(err):
