@@ -3,8 +3,10 @@ package luksconv_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"hash/crc32"
 	"io"
 	"os"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 	"github.com/luksconv/luksconv/internal/fuzzimage"
 	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/lvm"
 )
 
 // FuzzPlan plans and executes a whole ADE RHEL disk whose plaintext was mutated where the plan reads:
@@ -28,22 +31,27 @@ import (
 // written back into their extents. The disk is the rhel8-lvm fixture's
 // plaintext (Expected); its partition 4 is encrypted on every read with a volume key dumped from the
 // fixture's header, under a copy of that header with a cheap PBKDF2 keyslot, so that an iteration costs
-// a plan and not an Argon2 derivation. An input is fuzzimage patches (a target index, a 16-bit offset,
-// 1..16 bytes), the targets being the offsets the plan of the unmutated disk reads.
+// a plan and not an Argon2 derivation. An input is a flags byte and fuzzimage patches (a target index,
+// a 16-bit offset, 1..16 bytes), the targets being the offsets the plan of the unmutated disk reads.
+// With bit 0 of the flags set, the checksums of the structures the patches touch are computed again
+// (fixChecksums), so that mutated values get past the checks to what luksconv does with them.
 //
 // Whatever the input, NewPlan returns a plan or an error, without panicking; a plan's regions tile the
 // output, read inside the source, and its patches lie inside the output; Execute writes only inside the
 // output and ends with a result or an error.
 func FuzzPlan(f *testing.F) {
-	if raceEnabled {
-		f.Skip("run without -race only: one worker, and the seeds take 20 s instrumented")
-	}
 	d := loadFuzzDisk(f)
 	f.Add([]byte{})
-	f.Add([]byte{0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff})
-	f.Add([]byte{7, 0, 8, 7, 1, 2, 3, 4, 5, 6, 7, 8, 200, 1, 0, 1, 0, 0})
+	f.Add([]byte{0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff})
+	f.Add([]byte{1, 7, 0, 8, 7, 1, 2, 3, 4, 5, 6, 7, 8, 200, 1, 0, 1, 0, 0})
 	f.Fuzz(func(t *testing.T, in []byte) {
-		img := &fuzzimage.Image{Base: d.plain, Patches: fuzzimage.Decode(in, d.targets, int64(len(d.plain)))}
+		img := &fuzzimage.Image{Base: d.plain}
+		if len(in) > 0 {
+			img.Patches = fuzzimage.Decode(in[1:], d.targets, int64(len(d.plain)))
+			if in[0]&1 != 0 {
+				d.fixChecksums(img)
+			}
+		}
 		src, err := luksconv.OpenReader(d.disk(img), int64(len(d.plain)), nil)
 		if err != nil {
 			return
@@ -67,6 +75,93 @@ func FuzzPlan(f *testing.F) {
 			t.Fatalf("the unmutated disk: %v, decrypted %d of %d bytes", err, p.Totals.Decrypt, d.parts)
 		}
 	})
+}
+
+// fixChecksums appends to img.Patches the checksums that its patches made wrong: of each XFS v5
+// structure (by its magic number in the unmutated disk) a patch touches, then of the LVM metadata text,
+// metadata area header and label, then of the GPT entry arrays and headers, each over the bytes the
+// patches before it left.
+func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) {
+	le := binary.LittleEndian
+	read := func(off, n int64) []byte {
+		b := make([]byte, n)
+		img.ReadAt(b, off)
+		return b
+	}
+	set := func(off int64, v uint32) {
+		img.Patches = append(img.Patches, fuzzimage.Patch{Off: off, Data: le.AppendUint32(nil, v)})
+	}
+	crc32c := func(b []byte, at int) uint32 {
+		clear(b[at : at+4])
+		return crc32.Checksum(b, castagnoli)
+	}
+	// XFS: the 512-byte and 4096-byte units around each patch whose unmutated bytes start a structure
+	// (/boot and the LVs start 4 KiB-aligned on the disk, so the disk's units are the filesystems').
+	for _, pt := range slices.Clone(img.Patches) {
+		for _, unit := range []int64{512, 4096} {
+			for at := pt.Off / unit * unit; at < pt.Off+int64(len(pt.Data)); at += unit {
+				if n, crcAt := xfsStructure(d.plain[at:min(at+8, int64(len(d.plain)))], unit); n > 0 {
+					set(at+int64(crcAt), crc32c(read(at, n), crcAt))
+				}
+			}
+		}
+	}
+	// LVM: the text of the first metadata area, its header, the label (sector 1 of the PV).
+	pv := d.partOff
+	mda := read(pv+4096, 512)
+	if string(mda[4:20]) == lvm.MDAMagic {
+		// The header: its own start on the PV at 24, the first raw_locn (offset, size, checksum) at 40.
+		start, off, n := int64(le.Uint64(mda[24:])), int64(le.Uint64(mda[40:])), int64(le.Uint64(mda[48:]))
+		if start == 4096 && off > 0 && off < 1<<20 && n > 0 && n < 1<<20 {
+			set(pv+4096+56, lvm.CRC(read(pv+start+off, n)))
+		}
+		set(pv+4096, lvm.CRC(read(pv+4096, 512)[4:]))
+	}
+	set(pv+512+16, lvm.CRC(read(pv+512, 512)[20:]))
+	// GPT: both headers and their entry arrays.
+	for _, lba := range []int64{1, int64(len(d.plain))/512 - 1} {
+		h := read(lba*512, 512)
+		if string(h[:8]) != "EFI PART" {
+			continue
+		}
+		entries, count, size := int64(le.Uint64(h[72:])), int64(le.Uint32(h[80:])), int64(le.Uint32(h[84:]))
+		if count*size > 0 && count*size <= 1<<20 && entries*512+count*size <= int64(len(d.plain)) {
+			set(lba*512+88, crc32.ChecksumIEEE(read(entries*512, count*size)))
+		}
+		if n := int64(le.Uint32(h[12:])); n >= 92 && n <= 512 {
+			set(lba*512+16, crc32.ChecksumIEEE(append(read(lba*512, 16), append(make([]byte, 4), read(lba*512+20, n-20)...)...)))
+		}
+	}
+}
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// xfsStructure returns the length and checksum offset of the XFS v5 structure starting with head in
+// a unit of unit bytes (mkfs.xfs's defaults here: 512-byte sectors and inodes, 4096-byte blocks), or
+// 0 if head starts none.
+func xfsStructure(head []byte, unit int64) (n int64, crcAt int) {
+	if len(head) < 8 {
+		return 0, 0
+	}
+	switch m := string(head[:4]); {
+	case unit == 512 && m == "XFSB":
+		return 512, 224
+	case unit == 512 && m == "XAGF":
+		return 512, 216
+	case unit == 512 && m == "XAGI":
+		return 512, 312
+	case unit == 512 && m[:2] == "IN" && head[4] == 3:
+		return 512, 100
+	case unit == 4096 && (m == "AB3B" || m == "AB3C" || m == "IAB3" || m == "FIB3"):
+		return 4096, 52
+	case unit == 4096 && m == "BMA3":
+		return 4096, 64
+	case unit == 4096 && (m == "XDB3" || m == "XDD3" || m == "XDF3"):
+		return 4096, 4
+	case unit == 4096 && m == "XSLM":
+		return 4096, 12
+	}
+	return 0, 0
 }
 
 // checkPlanBounds fails t unless p's regions tile [0, OutputSize) in order, each reading inside a
@@ -136,6 +231,9 @@ var (
 // loadFuzzDisk builds FuzzPlan's disk once per process (a fuzz worker is a process).
 func loadFuzzDisk(t testing.TB) *fuzzDisk {
 	t.Helper()
+	if raceEnabled {
+		t.Skip("run without -race only: no concurrency of its own, and 20 s instrumented")
+	}
 	testenv.Need(t, "cryptsetup")
 	fx, ok := fixture.Load(t).Get("rhel8-lvm")
 	if !ok {
@@ -282,4 +380,47 @@ func (l *readLog) ReadAt(b []byte, off int64) (int, error) {
 	l.reads = append(l.reads, [2]int64{off, int64(len(b))})
 	l.mu.Unlock()
 	return l.r.ReadAt(b, off)
+}
+
+// TestFixChecksums: on the unmutated disk, fixChecksums computes every checksum it writes to the value
+// the real tools stored (mkfs.xfs, lvm2, sgdisk), for a no-op patch at each target; and it covers XFS
+// superblocks, AG headers, free-space btree blocks and inodes, the LVM text, header and label, and
+// both GPT headers with their entry arrays.
+func TestFixChecksums(t *testing.T) {
+	d := loadFuzzDisk(t)
+	pv, last := d.partOff, int64(len(d.plain))/512-1
+	kinds := map[string]int{}
+	for _, off := range d.targets {
+		img := &fuzzimage.Image{Base: d.plain, Patches: []fuzzimage.Patch{{Off: off, Data: d.plain[off : off+1]}}}
+		d.fixChecksums(img)
+		for _, pt := range img.Patches[1:] {
+			if !bytes.Equal(pt.Data, d.plain[pt.Off:pt.Off+4]) {
+				t.Fatalf("checksum at %d (a no-op patch at %d): %x, stored %x", pt.Off, off, pt.Data, d.plain[pt.Off:pt.Off+4])
+			}
+			kind := map[int64]string{pv + 4096 + 56: "lvm text", pv + 4096: "lvm header", pv + 512 + 16: "lvm label",
+				512 + 88: "gpt entries", 512 + 16: "gpt header", last*512 + 88: "gpt entries", last*512 + 16: "gpt header"}[pt.Off]
+			if kind == "" {
+				for _, unit := range []int64{512, 4096} {
+					if at := pt.Off / unit * unit; xfsStructureAt(d.plain, at, unit) {
+						kind = "xfs " + string(d.plain[at:at+4])
+						if kind[4:6] == "IN" {
+							kind = "xfs inode"
+						}
+					}
+				}
+			}
+			kinds[kind]++
+		}
+	}
+	t.Logf("checksums checked: %v", kinds)
+	for _, k := range []string{"xfs XFSB", "xfs XAGF", "xfs AB3B", "xfs inode", "lvm text", "lvm header", "lvm label", "gpt entries", "gpt header"} {
+		if kinds[k] == 0 {
+			t.Errorf("no %s checksum was checked", k)
+		}
+	}
+}
+
+func xfsStructureAt(disk []byte, at, unit int64) bool {
+	n, _ := xfsStructure(disk[at:min(at+8, int64(len(disk)))], unit)
+	return n > 0
 }
