@@ -30,9 +30,9 @@ var (
 // Redact returns s with the value of every SAS signature (the sig query
 // parameter) replaced by "REDACTED". s may be a URL, a query string or any
 // text containing URLs, such as an error message, or JSON holding a "sig"
-// member. The other SAS parameters
-// (sv, se, sp, sr, skoid, …) are not secret and are kept: the expiry se in
-// particular helps to explain an authentication failure.
+// member. The other SAS parameters (sv, se, sp, sr, skoid, …) are not
+// secret and are kept: the expiry se in particular helps to explain an
+// authentication failure.
 //
 // A parameter is the signature by meaning, not spelling: its name is
 // compared after URL-decoding (once or more, as a copy-source URL nests), in
