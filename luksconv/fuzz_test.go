@@ -265,6 +265,7 @@ func newFuzzDisk(fx fixture.Fixture) (*fuzzDisk, error) {
 	if err != nil {
 		return nil, err
 	}
+	defer os.RemoveAll(dir) // the volume key file too, on every path
 	vk := filepath.Join(dir, "vk")
 	run := func(args ...string) error {
 		_, err := testenv.RunErr(args[0], args[1:]...)
@@ -296,7 +297,6 @@ func newFuzzDisk(fx fixture.Fixture) (*fuzzDisk, error) {
 	if d.header, err = os.ReadFile(hdr); err != nil {
 		return nil, err
 	}
-	os.RemoveAll(dir)
 
 	// The targets: where the plan of the unmutated disk reads, every 64 KiB of each read (a patch
 	// lands up to 64 KiB past its target). File contents read whole (the initramfs, the header file)
