@@ -73,6 +73,7 @@ const CutoverFormula = "cutover = deallocate (3 min) + incremental snapshots of 
 // the first wrote, per hour between each round's snapshot and the one before it; after a single
 // round there is no rate, and no estimate.
 const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snapshot (2 min) + " +
+	"plan of the final snapshot (as long as the last stage round's) + " +
 	"changed data (bytes the later stage rounds wrote per hour between their snapshots, times the hours since the last snapshot, at 60 MiB/s) + " +
 	"VM re-creation (5 min, with --recreate-vm)"
 
@@ -80,6 +81,7 @@ const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snaps
 // --stage`: each disk's changed data is measured by its own rounds, and the disks go --parallel at a
 // time.
 const MeasuredVMCutoverFormula = "cutover = deallocate (3 min) + incremental snapshots (2 min) + " +
+	"plan of the final snapshots (as long as the last stage round's) + " +
 	"changed data (for each disk, bytes its later stage rounds wrote per hour between their snapshots, times the hours since its last snapshot; " +
 	"at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min, with --recreate-vm)"
 

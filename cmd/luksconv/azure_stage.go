@@ -61,6 +61,9 @@ type stageRound struct {
 	BytesRead    int64         `json:"bytes_read"`              // decrypted and copied
 	BytesWritten int64         `json:"bytes_written"`
 	Duration     time.Duration `json:"duration_ns"`
+	// Plan is how long the plan of Snapshot took (key derivation, guest edits): the cutover plans its
+	// final snapshot too, while the VM is down.
+	Plan time.Duration `json:"plan_ns,omitempty"`
 }
 
 // stageReport is the part of the report a --stage or --cutover run adds.
@@ -220,11 +223,13 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		return err
 	}
 	defer func() { err = errors.Join(err, done()) }()
+	planStart := time.Now()
 	p, err := f.pf.makePlan(ctx, src, opts)
 	if err != nil {
 		return err
 	}
 	defer p.Close()
+	planTime := time.Since(planStart)
 	rep.Plan = p
 	if !f.quiet {
 		printPlan(stderr, p)
@@ -232,7 +237,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		printWarnings(stderr, p.Warnings)
 	}
 	journal := f.journal
-	stats := stageRound{Round: round, Snapshot: snap, SnapshotTime: rec.PendingTime, Cutover: f.cutover}
+	stats := stageRound{Round: round, Snapshot: snap, SnapshotTime: rec.PendingTime, Cutover: f.cutover, Plan: planTime}
 	var res *luksconv.Result
 	if round == 1 {
 		spec, err := f.diskSpec(ctx, cl, snap, path.Base(snap), p, rep)
@@ -584,10 +589,10 @@ func changeRate(rounds []stageRound) (rate float64, expect int64, since time.Dur
 	return rate, int64(rate * since.Hours()), since, true
 }
 
-// downtime is the expected downtime of a cutover that writes n bytes into a disk (or the disks that
-// go at the same time).
-func (f *azureConvert) downtime(n int64) time.Duration {
-	d := azure.CutoverDeallocate + azure.CutoverSnapshot + time.Duration(float64(n)/float64(azure.StageRate)*float64(time.Second))
+// downtime is the expected downtime of a cutover that plans its final snapshot(s) in plan and writes n
+// bytes into a disk (or the disks that go at the same time).
+func (f *azureConvert) downtime(plan time.Duration, n int64) time.Duration {
+	d := azure.CutoverDeallocate + azure.CutoverSnapshot + plan + time.Duration(float64(n)/float64(azure.StageRate)*float64(time.Second))
 	if f.recreate {
 		d += azure.CutoverRecreate
 	}
@@ -603,9 +608,10 @@ func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath 
 	if rate, expect, since, ok := changeRate(rec.Rounds); !ok {
 		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", len(rec.Rounds))
 	} else {
-		sr.ExpectedDowntime = f.downtime(expect)
-		msg = fmt.Sprintf("expected downtime of the cutover: %s (change rate %s per hour, %s expected since the last snapshot %s ago)",
-			sr.ExpectedDowntime.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second))
+		plan := rec.Rounds[len(rec.Rounds)-1].Plan
+		sr.ExpectedDowntime = f.downtime(plan, expect)
+		msg = fmt.Sprintf("expected downtime of the cutover: %s (change rate %s per hour, %s expected since the last snapshot %s ago; plan %s)",
+			sr.ExpectedDowntime.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second), plan.Round(time.Millisecond))
 	}
 	if f.asJSON {
 		return writeJSON(out, rep)

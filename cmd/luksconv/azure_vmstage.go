@@ -159,11 +159,13 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		defer func() { err = errors.Join(err, done()) }()
 		d.src, d.readID, sas[i] = src, d.Snapshot, s
 	}
+	planStart := time.Now()
 	vp, err := f.planVM(ctx, disks)
 	if err != nil {
 		return err
 	}
 	defer vp.Close()
+	planTime := time.Since(planStart)
 	rep.Plan = vp
 	if !f.quiet {
 		printVMPlan(stderr, vp)
@@ -177,7 +179,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	deltas := map[*azureVMDisk]deltaJob{}
 	for i, d := range disks {
 		sr := &rec.Disks[i].stageRecord
-		stats[i] = stageRound{Round: round, Snapshot: d.Snapshot, SnapshotTime: sr.PendingTime, Cutover: f.cutover}
+		stats[i] = stageRound{Round: round, Snapshot: d.Snapshot, SnapshotTime: sr.PendingTime, Cutover: f.cutover, Plan: planTime}
 		if round == 1 {
 			if err := f.vmDiskSpec(ctx, cl, d, rep); err != nil {
 				return err
@@ -340,20 +342,24 @@ func (f *azureConvert) estimateVMCutover(out io.Writer, rec *vmStageRecord, recP
 	rep.Stage = sr
 	var msg string
 	var total, largest int64
+	var plan time.Duration // the whole VM's plan, which each disk's round records
 	ok := true
 	for _, d := range rec.Disks {
 		_, expect, _, measured := changeRate(d.Rounds)
 		ok = ok && measured
 		total += expect
 		largest = max(largest, expect)
+		if n := len(d.Rounds); n > 0 {
+			plan = max(plan, d.Rounds[n-1].Plan)
+		}
 	}
 	if !ok {
 		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", rec.Round)
 	} else {
 		transfer := max(largest, total/int64(max(1, min(f.parallel, len(rec.Disks)))))
-		sr.ExpectedDowntime = f.downtime(transfer)
-		msg = fmt.Sprintf("expected downtime of the cutover: %s (%s expected to have changed on %d disks since their last snapshots)",
-			sr.ExpectedDowntime.Round(time.Second), human(total), len(rec.Disks))
+		sr.ExpectedDowntime = f.downtime(plan, transfer)
+		msg = fmt.Sprintf("expected downtime of the cutover: %s (%s expected to have changed on %d disks since their last snapshots; plan %s)",
+			sr.ExpectedDowntime.Round(time.Second), human(total), len(rec.Disks), plan.Round(time.Millisecond))
 	}
 	if f.asJSON {
 		return writeJSON(out, rep)

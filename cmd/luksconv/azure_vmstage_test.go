@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/azure"
@@ -127,9 +128,10 @@ type vmStageRep struct {
 		AlreadyUploaded bool `json:"already_uploaded"`
 		Verified        bool `json:"verified"`
 		Stage           *struct {
-			Round        int   `json:"round"`
-			BytesChanged int64 `json:"bytes_changed"`
-			BytesWritten int64 `json:"bytes_written"`
+			Round        int           `json:"round"`
+			BytesChanged int64         `json:"bytes_changed"`
+			BytesWritten int64         `json:"bytes_written"`
+			Plan         time.Duration `json:"plan_ns"`
 		} `json:"stage"`
 		Result *struct {
 			Resumed int64 `json:"bytes_resumed"`
@@ -299,6 +301,8 @@ func TestAzureVMStageCutover(t *testing.T) {
 		switch {
 		case d.LUN == 0 && (d.Stage.BytesChanged < n || d.Stage.BytesWritten == 0 || d.Stage.BytesWritten > 2*n+(1<<20) || d.Result == nil || d.Result.Resumed == 0):
 			t.Errorf("round 2 of LUN 0 (%d bytes written by the guest): %+v", n, *d.Stage)
+		case d.Stage.Plan <= 0:
+			t.Errorf("round 2 of %s recorded no plan time", diskName(d.LUN))
 		case d.LUN != 0 && d.Stage.BytesChanged != 0:
 			t.Errorf("round 2: %s changed by %d bytes, though only LUN 0 was written", diskName(d.LUN), d.Stage.BytesChanged)
 		case d.LUN != 0 && d.Stage.BytesWritten > first[d.LUN]/2: // LUN 0's bound is the guest's write, above
@@ -310,7 +314,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 	s.takeCalls()
 	so, se, code = runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--cutover", "--deallocate", "--dry-run")
 	if code != 0 || !strings.Contains(so, "expected downtime of the cutover: ") || !strings.Contains(so, azure.MeasuredVMCutoverFormula) ||
-		!strings.Contains(so, "Would deallocate VM ") {
+		!strings.Contains(so, "Would deallocate VM ") || !strings.Contains(so, "; plan ") {
 		t.Errorf("dry-run cutover: exit %d:\n%s\n%s", code, so, se)
 	}
 	for _, c := range s.takeCalls() {
