@@ -44,37 +44,40 @@ func FuzzPlan(f *testing.F) {
 	f.Add([]byte{})
 	f.Add([]byte{0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff})
 	f.Add([]byte{1, 7, 0, 8, 7, 1, 2, 3, 4, 5, 6, 7, 8, 200, 1, 0, 1, 0, 0})
-	f.Fuzz(func(t *testing.T, in []byte) {
-		img := &fuzzimage.Image{Base: d.plain}
-		if len(in) > 0 {
-			img.Patches = fuzzimage.Decode(in[1:], d.targets, int64(len(d.plain)))
-			if in[0]&1 != 0 {
-				d.fixChecksums(img)
-			}
+	f.Fuzz(func(t *testing.T, in []byte) { planFuzzInput(t, d, in) })
+}
+
+// planFuzzInput is FuzzPlan's body: the disk patched as in says, planned and executed, checked.
+func planFuzzInput(t *testing.T, d *fuzzDisk, in []byte) {
+	img := &fuzzimage.Image{Base: d.plain}
+	if len(in) > 0 {
+		img.Patches = fuzzimage.Decode(in[1:], d.targets, int64(len(d.plain)))
+		if in[0]&1 != 0 {
+			d.fixChecksums(img)
 		}
-		src, err := luksconv.OpenReader(d.disk(img), int64(len(d.plain)), nil)
-		if err != nil {
-			return
+	}
+	src, err := luksconv.OpenReader(d.disk(img), int64(len(d.plain)), nil)
+	if err != nil {
+		return
+	}
+	p, err := luksconv.NewPlan(context.Background(), src, d.opts())
+	if err != nil {
+		if len(img.Patches) == 0 {
+			t.Fatalf("the unmutated disk: %v", err)
 		}
-		p, err := luksconv.NewPlan(context.Background(), src, d.opts())
-		if err != nil {
-			if len(img.Patches) == 0 {
-				t.Fatalf("the unmutated disk: %v", err)
-			}
-			return
-		}
-		defer p.Close()
-		checkPlanBounds(t, p, src.Size)
-		out := &boundedOutput{size: p.OutputSize}
-		res, err := luksconv.Execute(context.Background(), p, src, out, luksconv.ExecuteOptions{Workers: 1})
-		switch {
-		case out.err != nil:
-			t.Fatal(out.err)
-		case len(img.Patches) == 0 && (err != nil || res.BytesDecrypted == 0 || p.Totals.Decrypt >= d.parts):
-			// Less than the whole partition: LVM and XFS were read through the encryption.
-			t.Fatalf("the unmutated disk: %v, decrypted %d of %d bytes", err, p.Totals.Decrypt, d.parts)
-		}
-	})
+		return
+	}
+	defer p.Close()
+	checkPlanBounds(t, p, src.Size)
+	out := &boundedOutput{size: p.OutputSize}
+	res, err := luksconv.Execute(context.Background(), p, src, out, luksconv.ExecuteOptions{Workers: 1})
+	switch {
+	case out.err != nil:
+		t.Fatal(out.err)
+	case len(img.Patches) == 0 && (err != nil || res.BytesDecrypted == 0 || p.Totals.Decrypt >= d.parts):
+		// Less than the whole partition: LVM and XFS were read through the encryption.
+		t.Fatalf("the unmutated disk: %v, decrypted %d of %d bytes", err, p.Totals.Decrypt, d.parts)
+	}
 }
 
 // fixChecksums appends to img.Patches the checksums that its patches made wrong: of each XFS v5
