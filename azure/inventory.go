@@ -68,7 +68,8 @@ const CutoverFormula = "cutover = deallocate (3 min) + incremental snapshots of 
 	"changed data (1% of each converted disk, at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min)"
 
 // MeasuredCutoverFormula is the downtime estimate of one disk staged with `azure convert --stage`,
-// as `azure convert --dry-run --cutover` prints it: the same fixed steps as CutoverFormula, but the
+// as `azure convert --dry-run --cutover` prints it: the same fixed steps as CutoverFormula, plus the
+// plan of the final snapshot (key derivation, guest edits) as long as the last round's, and the
 // changed data is measured rather than assumed. The change rate is the bytes the stage rounds after
 // the first wrote, per hour between each round's snapshot and the one before it; after a single
 // round there is no rate, and no estimate.
