@@ -110,8 +110,10 @@ func (t *Table) Relocate(r io.ReaderAt, newDiskSize int64) ([]Write, error) {
 	oldLast := d.lastLBA()
 	if b := t.Backup; b != nil {
 		old = append(old, [2]uint64{b.MyLBA, b.MyLBA})
-		if nArray > 0 {
-			old = append(old, [2]uint64{b.PartitionEntryLBA, b.PartitionEntryLBA + nArray - 1})
+		// The backup's own array, as its header sizes it: a header with no entries has none, and
+		// its pointer, which nothing read, may hold any value.
+		if nb := b.arraySectors(ss); nb > 0 && b.PartitionEntryLBA <= oldLast && nb <= oldLast-b.PartitionEntryLBA+1 {
+			old = append(old, [2]uint64{b.PartitionEntryLBA, b.PartitionEntryLBA + nb - 1})
 		}
 	} else if alt := h.AlternateLBA; h.MyLBA == 1 && alt <= oldLast {
 		// A damaged backup header: its array pointer is not trusted, but
@@ -119,10 +121,11 @@ func (t *Table) Relocate(r io.ReaderAt, newDiskSize int64) ([]Write, error) {
 		old = append(old, [2]uint64{alt, alt})
 	}
 	for _, rg := range old {
-		if rg[1] <= h.LastUsableLBA {
+		// Only sectors of the old disk, after the usable range.
+		rg[0], rg[1] = max(rg[0], h.LastUsableLBA+1), min(rg[1], oldLast)
+		if rg[0] > rg[1] {
 			continue
 		}
-		rg[0] = max(rg[0], h.LastUsableLBA+1)
 		for _, z := range subtractRange(rg, [2]uint64{backup.PartitionEntryLBA, newLast}) {
 			writes = append(writes, Write{int64(z[0]) * ss, make([]byte, int64(z[1]-z[0]+1)*ss)})
 		}

@@ -3,6 +3,7 @@ package gpt
 import (
 	"bytes"
 	"encoding/binary"
+	"hash/crc32"
 	"os"
 	"reflect"
 	"strings"
@@ -137,6 +138,46 @@ func TestSubtractRange(t *testing.T) {
 	} {
 		if got := subtractRange(c.a, c.b); !reflect.DeepEqual(got, c.want) {
 			t.Errorf("subtractRange(%v, %v) = %v, want %v", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+// TestRelocateBackupWithoutEntries: a backup header that lists no entries leaves its entry-array
+// pointer unchecked, so it may hold anything; here an LBA whose byte offset wraps round to sector 100,
+// inside the usable range. Relocate zeroes only the old backup's sectors, never that one, and writes
+// nothing outside the grown disk (found by FuzzRead).
+func TestRelocateBackupWithoutEntries(t *testing.T) {
+	head, tail := loadSmallFixture(t)
+	disk := &sparseDisk{size: smallFixtureSize}
+	disk.write(0, head)
+	disk.write(smallFixtureSize-int64(len(tail)), tail)
+	last := int64(smallFixtureSize - 512)
+	hdr := make([]byte, 512)
+	disk.ReadAt(hdr, last)
+	le := binary.LittleEndian
+	le.PutUint64(hdr[72:], 1<<55+100) // × 512 = 2^64 + 51200
+	le.PutUint32(hdr[80:], 0)
+	le.PutUint32(hdr[88:], crc32.ChecksumIEEE(nil))
+	disk.write(last, hdr)
+	fixDiskCRCs(disk, 512)
+
+	tab, err := Read(disk, disk.size, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Backup == nil || tab.Backup.NumPartitionEntries != 0 {
+		t.Fatalf("backup %+v: want the header with no entries, as read", tab.Backup)
+	}
+	const newSize = 2 << 20
+	ws, err := tab.Relocate(disk, newSize)
+	if err != nil {
+		t.Fatal(err)
+	}
+	usable := [2]int64{int64(tab.Header.FirstUsableLBA) * 512, int64(tab.Header.LastUsableLBA+1) * 512}
+	for _, w := range ws {
+		end := w.Offset + int64(len(w.Data))
+		if w.Offset < 0 || end > newSize || (w.Offset < usable[1] && end > usable[0]) {
+			t.Errorf("write of %d bytes at %d: outside the disk of %d bytes or inside the usable range %v", len(w.Data), w.Offset, int64(newSize), usable)
 		}
 	}
 }
