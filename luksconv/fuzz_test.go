@@ -103,7 +103,7 @@ func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) {
 	for _, pt := range slices.Clone(img.Patches) {
 		for _, unit := range []int64{512, 4096} {
 			for at := pt.Off / unit * unit; at < pt.Off+int64(len(pt.Data)); at += unit {
-				if n, crcAt := xfsStructure(d.plain[at:min(at+8, int64(len(d.plain)))], unit); n > 0 {
+				if n, crcAt := xfsStructure(d.plain, at, unit); n > 0 {
 					set(at+int64(crcAt), crc32c(read(at, n), crcAt))
 				}
 			}
@@ -139,10 +139,11 @@ func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) {
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
-// xfsStructure returns the length and checksum offset of the XFS v5 structure starting with head in
-// a unit of unit bytes (mkfs.xfs's defaults here: 512-byte sectors and inodes, 4096-byte blocks), or
-// 0 if head starts none.
-func xfsStructure(head []byte, unit int64) (n int64, crcAt int) {
+// xfsStructure returns the length and checksum offset of the XFS v5 structure that starts at byte at
+// of disk, in a unit of unit bytes (mkfs.xfs's defaults here: 512-byte sectors and inodes, 4096-byte
+// blocks), or 0 if none starts there.
+func xfsStructure(disk []byte, at, unit int64) (n int64, crcAt int) {
+	head := disk[at:min(at+8, int64(len(disk)))]
 	if len(head) < 8 {
 		return 0, 0
 	}
@@ -191,8 +192,10 @@ func checkPlanBounds(t *testing.T, p *luksconv.Plan, srcSize int64) {
 	}
 }
 
-// boundedOutput discards what Execute writes, remembering the first write outside the output.
+// boundedOutput discards what Execute writes (nullOutput), remembering the first write outside the
+// output.
 type boundedOutput struct {
+	nullOutput
 	size int64
 	mu   sync.Mutex
 	err  error
@@ -209,10 +212,6 @@ func (o *boundedOutput) WriteAt(b []byte, off int64) (int, error) {
 	}
 	return len(b), nil
 }
-func (o *boundedOutput) ZeroFilled() bool                 { return true }
-func (o *boundedOutput) Journal() luksconv.Journal        { return nil }
-func (o *boundedOutput) Commit(ctx context.Context) error { return nil }
-func (o *boundedOutput) Abort() error                     { return nil }
 
 // fuzzDisk is FuzzPlan's disk: the plaintext, where partition 4 lies, its cipher, and the header and
 // key file that open it.
@@ -404,7 +403,8 @@ func TestFixChecksums(t *testing.T) {
 				512 + 88: "gpt entries", 512 + 16: "gpt header", last*512 + 88: "gpt entries", last*512 + 16: "gpt header"}[pt.Off]
 			if kind == "" {
 				for _, unit := range []int64{512, 4096} {
-					if at := pt.Off / unit * unit; xfsStructureAt(d.plain, at, unit) {
+					at := pt.Off / unit * unit
+					if n, _ := xfsStructure(d.plain, at, unit); n > 0 {
 						kind = "xfs " + string(d.plain[at:at+4])
 						if kind[4:6] == "IN" {
 							kind = "xfs inode"
@@ -421,9 +421,4 @@ func TestFixChecksums(t *testing.T) {
 			t.Errorf("no %s checksum was checked", k)
 		}
 	}
-}
-
-func xfsStructureAt(disk []byte, at, unit int64) bool {
-	n, _ := xfsStructure(disk[at:min(at+8, int64(len(disk)))], unit)
-	return n > 0
 }
