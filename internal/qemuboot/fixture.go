@@ -25,7 +25,8 @@ const buildTimeout = 10 * time.Minute
 // relative to the set directory in the file and absolute after ReadManifest; paths ending in "Path" or
 // named BLSEntry are inside the /boot filesystem.
 type Manifest struct {
-	// Version is the hex SHA-256 of mkbootdisk.sh followed by the 91adeOnline files in name order.
+	// Version is the hex SHA-256 of mkbootdisk.sh followed by the 91adeOnline files in name order and
+	// testdata/lib/debkernel.sh.
 	Version     string `json:"version"`
 	GeneratedBy string `json:"generated_by"`
 	// Disk is the ADE-style encrypted OS disk: p1 ESP, p2 /boot, p3 BIOS boot, p4 LUKS2 (detached
@@ -82,7 +83,8 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 // Script returns the path of mkbootdisk.sh and the version of the set it builds: the hex SHA-256 of
-// the script followed by the 91adeOnline files in name order (what the script writes as "version").
+// the script followed by the 91adeOnline files in name order and testdata/lib/debkernel.sh (what the
+// script writes as "version").
 func Script() (path, version string, err error) {
 	root := scriptcache.RepoRoot()
 	if root == "" {
@@ -95,7 +97,8 @@ func Script() (path, version string, err error) {
 		return "", "", err
 	}
 	sort.Strings(mods)
-	version, err = scriptcache.Version(append([]string{path}, mods...)...)
+	files := append(append([]string{path}, mods...), filepath.Join(root, "testdata", "lib", "debkernel.sh"))
+	version, err = scriptcache.Version(files...)
 	return path, version, err
 }
 

@@ -96,7 +96,7 @@ const (
 // are in bytes.
 type Manifest struct {
 	// Version is the hex SHA-256 of mkubuntu.sh followed by the files of testdata/ubuntu/ade1804, ade2004
-	// and ade2404 (the ADE stand-ins), each directory in name order.
+	// and ade2404 (the ADE stand-ins), each directory in name order, then testdata/lib/debkernel.sh.
 	Version       string `json:"version"`
 	GeneratedBy   string `json:"generated_by"`
 	KernelPackage string `json:"kernel_package"` // the Debian .deb the kernel came from
@@ -245,8 +245,8 @@ func ReadManifest(dir string) (*Manifest, error) {
 }
 
 // Script returns the path of mkubuntu.sh and the version of the set it builds: the hex SHA-256 of the
-// script followed by the files of testdata/ubuntu/ade1804, then ade2004, then ade2404, each in name order
-// (what the script writes as "version").
+// script followed by the files of testdata/ubuntu/ade1804, then ade2004, then ade2404, each in name order,
+// then testdata/lib/debkernel.sh (what the script writes as "version").
 func Script() (path, version string, err error) {
 	root := scriptcache.RepoRoot()
 	if root == "" {
@@ -254,16 +254,17 @@ func Script() (path, version string, err error) {
 	}
 	dir := filepath.Join(root, "testdata", "ubuntu")
 	path = filepath.Join(dir, "mkubuntu.sh")
-	var ade []string
+	files := []string{path}
 	for _, sub := range []string{"ade1804", "ade2004", "ade2404"} {
-		files, err := filepath.Glob(filepath.Join(dir, sub, "*"))
+		ade, err := filepath.Glob(filepath.Join(dir, sub, "*"))
 		if err != nil {
 			return "", "", err
 		}
-		sort.Strings(files)
-		ade = append(ade, files...)
+		sort.Strings(ade)
+		files = append(files, ade...)
 	}
-	version, err = scriptcache.Version(append([]string{path}, ade...)...)
+	files = append(files, filepath.Join(root, "testdata", "lib", "debkernel.sh"))
+	version, err = scriptcache.Version(files...)
 	return path, version, err
 }
 

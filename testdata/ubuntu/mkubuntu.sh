@@ -116,56 +116,9 @@ jf() { jq -Rs . <"$1"; }
 putb() { dd if="$2" of="$1" bs=1M oflag=seek_bytes seek="$3" conv=notrunc,sparse status=none; }
 
 # ------------------------------------------------------------------------------- packages (.deb)
-DEBS=${DEB_CACHE:-$WORK/debs}
-mkdir -p "$DEBS"
-# fetch PKG: the .deb of PKG's candidate version in $DEBS (copied from $DEB_SEED or downloaded).
-fetch() {
-  local pkg=$1 ver f s
-  ver=$(apt-cache policy "$pkg" 2>/dev/null | awk '/Candidate:/ {print $2}')
-  [ -n "$ver" ] && [ "$ver" != "(none)" ] || return 1
-  f=$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -1)
-  if [ -z "$f" ] || [ "$(dpkg-deb -f "$f" Version)" != "$ver" ]; then
-    rm -f "$DEBS/${pkg}"_*.deb
-    s=""
-    [ -n "${DEB_SEED:-}" ] && s=$(find "$DEB_SEED" -maxdepth 1 -name "${pkg}_*.deb" 2>/dev/null | sort | tail -1)
-    if [ -n "$s" ] && [ "$(dpkg-deb -f "$s" Version 2>/dev/null)" = "$ver" ]; then
-      cp "$s" "$DEBS/.$$.deb" && mv "$DEBS/.$$.deb" "$DEBS/$(basename "$s")"
-    else
-      (cd "$DEBS" && apt-get download -q "$pkg" 2>&1 | grep -v -e '^W: Download is performed unsandboxed' -e '^Get:' -e '^Fetched' >&2 || true)
-    fi
-    f=$(find "$DEBS" -maxdepth 1 -name "${pkg}_*.deb" | sort | tail -1)
-  fi
-  [ -n "$f" ] && [ -s "$f" ] || return 1
-  echo "$f"
-}
-kernel_deb() {
-  local meta pkg deb
-  for meta in linux-image-cloud-amd64 linux-image-amd64; do
-    pkg=$(apt-cache depends "$meta" 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
-    [ -n "$pkg" ] || continue
-    deb=$(fetch "$pkg") || continue
-    echo "$deb"
-    return 0
-  done
-  return 1
-}
-log "kernel: resolving the Debian cloud kernel package"
-if ! KDEB=$(kernel_deb) || ! BBDEB=$(fetch busybox-static); then
-  log "apt-get update (package lists stale or missing)"
-  apt-get -o DPkg::Lock::Timeout=120 update -qq >/dev/null 2>&1 || true
-  KDEB=$(kernel_deb) || missing "Debian kernel package (apt-get download linux-image-*-cloud-amd64 failed)"
-  BBDEB=$(fetch busybox-static) || missing "Debian package busybox-static (apt-get download failed)"
-fi
-log "kernel: $(basename "$KDEB"), $(basename "$BBDEB")"
-K="$WORK/kernel"
-mkdir -p "$K"
-dpkg -x "$KDEB" "$K"
-KVER=$(basename "$(find "$K/lib/modules" -mindepth 1 -maxdepth 1 -type d | head -1)")
-[ -n "$KVER" ] && [ -f "$K/boot/vmlinuz-$KVER" ] || { echo "no kernel in $KDEB" >&2; exit 1; }
-BB="$WORK/busybox"
-dpkg -x "$BBDEB" "$BB"
-[ -x "$BB/bin/busybox" ] || { echo "no bin/busybox in $BBDEB" >&2; exit 1; }
-depmod -b "$K" "$KVER"
+# shellcheck source=../lib/debkernel.sh
+. "$HERE/../lib/debkernel.sh"
+debian_kernel
 for c in ZSTD LZ4 GZIP; do
   grep -q "^CONFIG_RD_$c=y" "$K/boot/config-$KVER" || { echo "kernel $KVER cannot unpack a $c initrd" >&2; exit 1; }
 done
@@ -702,7 +655,7 @@ while ((${#JOB[@]} > 0)); do reap; done
 cp "$K/boot/vmlinuz-$KVER" "$TMP/vmlinuz"
 
 # ------------------------------------------------------------------------------------ manifest
-version=$(cat "$SCRIPT" "$HERE"/ade1804/* "$HERE"/ade2004/* "$HERE"/ade2404/* | sha256sum | awk '{print $1}')
+version=$(cat "$SCRIPT" "$HERE"/ade1804/* "$HERE"/ade2004/* "$HERE"/ade2404/* "$HERE/../lib/debkernel.sh" | sha256sum | awk '{print $1}')
 {
   cat <<EOF
 {
