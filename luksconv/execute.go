@@ -82,6 +82,7 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, out Output, opts Exe
 	}
 	journal := out.Journal()
 	zeroFilled := out.ZeroFilled()
+	patches := newPatchIndex(p.Patches)
 	total := p.Totals.Copy + p.Totals.Decrypt
 	start := time.Now()
 
@@ -127,7 +128,7 @@ func Execute(ctx context.Context, p *Plan, src io.ReaderAt, out Output, opts Exe
 			st.decrypted.Add(n)
 			st.done.Add(n)
 		}
-		p.applyPatches(b, c.off)
+		patches.apply(b, c.off)
 		if zeroFilled && zeros.Only(b) {
 			st.skipped.Add(n)
 			if journal != nil {
@@ -183,13 +184,31 @@ func (p *Plan) patchRanges(off, n int64) [][2]int64 {
 	return out
 }
 
-// applyPatches overlays the patches that intersect the chunk at output offset off.
-func (p *Plan) applyPatches(b []byte, off int64) {
+// patchIndex finds the patches that reach into a chunk. A plan's patches are sorted by offset, but one
+// may lie inside an earlier, longer one, so their ends are not sorted: reach[i], the furthest end of
+// patches[:i+1], is, and a binary search on it finds the first patch that can reach a chunk.
+type patchIndex struct {
+	patches []Patch
+	reach   []int64
+}
+
+func newPatchIndex(patches []Patch) patchIndex {
+	reach := make([]int64, len(patches))
+	var r int64
+	for i, pt := range patches {
+		r = max(r, pt.Offset+int64(len(pt.Data)))
+		reach[i] = r
+	}
+	return patchIndex{patches, reach}
+}
+
+// apply overlays, in order, the patches that intersect the chunk b at output offset off.
+func (x patchIndex) apply(b []byte, off int64) {
 	end := off + int64(len(b))
-	// Patches are sorted by offset; start at the first that could reach into the chunk.
-	i := sort.Search(len(p.Patches), func(i int) bool { return p.Patches[i].Offset+int64(len(p.Patches[i].Data)) > off })
-	for ; i < len(p.Patches) && p.Patches[i].Offset < end; i++ {
-		pt := p.Patches[i]
+	// Every patch before i ends at or before off.
+	i := sort.Search(len(x.reach), func(i int) bool { return x.reach[i] > off })
+	for ; i < len(x.patches) && x.patches[i].Offset < end; i++ {
+		pt := x.patches[i]
 		s, e := max(pt.Offset, off), min(pt.Offset+int64(len(pt.Data)), end)
 		if s < e {
 			copy(b[s-off:e-off], pt.Data[s-pt.Offset:e-pt.Offset])

@@ -107,6 +107,7 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 	rep := &VerifyReport{}
 	var done atomic.Int64
 	var mu sync.Mutex
+	patches := newPatchIndex(p.Patches)
 	work := func(ctx context.Context, bufs [][]byte, c chunk) error {
 		w, g := bufs[0][:c.n], bufs[1][:c.n]
 		switch c.r.Kind {
@@ -121,7 +122,7 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 				return sourceErr(err, c.src(), int64(c.n))
 			}
 		}
-		p.applyPatches(w, c.off)
+		patches.apply(w, c.off)
 		if !extent.Overlaps(written, c.off, int64(c.n)) {
 			clear(g)
 		} else if err := readFull(out, g, c.off, name); err != nil {
