@@ -132,7 +132,7 @@ func BenchmarkDelta(b *testing.B) {
 				moved = d.Totals.Copy + d.Totals.Decrypt + d.Totals.Zero
 			},
 		}
-		// The run right after the untimed copies above is slower (a full conversion by 0.05-0.1 s, against
+		// The run right after the untimed copies above is slower (a full conversion by 0.03-0.1 s, against
 		// one repeated right after it, on this machine): each run goes first in one of three iterations.
 		for k := range runs {
 			runs[(iter+k)%len(runs)]()
