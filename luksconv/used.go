@@ -193,6 +193,14 @@ func markZeroCiphertext(regions []Region, spans []span, sectorSize int64) []Regi
 // pieces marked ZeroCiphertextAsZero (Copy and Zero regions are then left alone).
 func split(regions []Region, spans []span, sectorSize int64, mark bool) ([]Region, []Skip) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
+	// reach[i] is the furthest end of spans[:i+1]: sorted even where one span lies inside another, so a
+	// binary search on it finds the first span that can reach a region.
+	reach := make([]int64, len(spans))
+	var far int64
+	for i, s := range spans {
+		far = max(far, s.off+s.n)
+		reach[i] = far
+	}
 	skipped := map[string]int64{}
 	var out []Region
 	for _, r := range regions {
@@ -206,7 +214,7 @@ func split(regions []Region, spans []span, sectorSize int64, mark bool) ([]Regio
 		}
 		pos := r.Offset // output offset up to which r has been emitted
 		end := r.Offset + r.Length
-		i := sort.Search(len(spans), func(i int) bool { return spans[i].off+spans[i].n > r.Offset })
+		i := sort.Search(len(reach), func(i int) bool { return reach[i] > r.Offset })
 		for ; i < len(spans) && spans[i].off < end; i++ {
 			s := spans[i]
 			a, b := max(s.off, pos), min(s.off+s.n, end)
