@@ -184,22 +184,27 @@ func (p *Plan) patchRanges(off, n int64) [][2]int64 {
 	return out
 }
 
-// patchIndex finds the patches that reach into a chunk. A plan's patches are sorted by offset, but one
-// may lie inside an earlier, longer one, so their ends are not sorted: reach[i], the furthest end of
-// patches[:i+1], is, and a binary search on it finds the first patch that can reach a chunk.
+// patchIndex finds the patches that reach into a chunk (reach: see reaches).
 type patchIndex struct {
 	patches []Patch
 	reach   []int64
 }
 
 func newPatchIndex(patches []Patch) patchIndex {
-	reach := make([]int64, len(patches))
-	var r int64
-	for i, pt := range patches {
-		r = max(r, pt.Offset+int64(len(pt.Data)))
-		reach[i] = r
+	return patchIndex{patches, reaches(patches, func(pt Patch) int64 { return pt.Offset + int64(len(pt.Data)) })}
+}
+
+// reaches returns, for ranges sorted by start, the furthest end of xs[:i+1] at i. The ends themselves
+// are not sorted where one range lies inside an earlier, longer one; these are, so a binary search on
+// them finds the first range that can reach an offset.
+func reaches[T any](xs []T, end func(T) int64) []int64 {
+	out := make([]int64, len(xs))
+	var far int64
+	for i, x := range xs {
+		far = max(far, end(x))
+		out[i] = far
 	}
-	return patchIndex{patches, reach}
+	return out
 }
 
 // apply overlays, in order, the patches that intersect the chunk b at output offset off.

@@ -193,14 +193,7 @@ func markZeroCiphertext(regions []Region, spans []span, sectorSize int64) []Regi
 // pieces marked ZeroCiphertextAsZero (Copy and Zero regions are then left alone).
 func split(regions []Region, spans []span, sectorSize int64, mark bool) ([]Region, []Skip) {
 	sort.Slice(spans, func(i, j int) bool { return spans[i].off < spans[j].off })
-	// reach[i] is the furthest end of spans[:i+1]: sorted even where one span lies inside another, so a
-	// binary search on it finds the first span that can reach a region.
-	reach := make([]int64, len(spans))
-	var far int64
-	for i, s := range spans {
-		far = max(far, s.off+s.n)
-		reach[i] = far
-	}
+	reach := reaches(spans, func(s span) int64 { return s.off + s.n })
 	skipped := map[string]int64{}
 	var out []Region
 	for _, r := range regions {
