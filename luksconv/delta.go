@@ -141,12 +141,8 @@ func samePatches(prev, next []Patch) map[patchKey]bool {
 		}
 	}
 	slices.SortFunc(all, func(a, b extent.Range) int { return cmp.Compare(a.Off, b.Off) })
-	// reach[i] is the furthest end of all[:i]: a range starting before all[i] reaches into it when
-	// its end passes all[i].Off.
-	reach := make([]int64, len(all)+1)
-	for i, r := range all {
-		reach[i+1] = max(reach[i], r.End())
-	}
+	// A range starting before all[i] reaches into it when reach[i-1] passes all[i].Off.
+	reach := reaches(all, extent.Range.End)
 	same := map[patchKey]bool{}
 	for _, pt := range next {
 		k := pt.key()
@@ -157,7 +153,7 @@ func samePatches(prev, next []Patch) map[patchKey]bool {
 		// start inside it, and none of those starting before it ends past its start.
 		lo, _ := slices.BinarySearchFunc(all, k.off, func(r extent.Range, off int64) int { return cmp.Compare(r.Off, off) })
 		hi, _ := slices.BinarySearchFunc(all, k.off+int64(k.n), func(r extent.Range, off int64) int { return cmp.Compare(r.Off, off) })
-		if hi-lo == 2 && reach[lo] <= k.off {
+		if hi-lo == 2 && (lo == 0 || reach[lo-1] <= k.off) {
 			same[k] = true
 		}
 	}
