@@ -134,3 +134,25 @@ func ExampleFS_JournalLog() {
 	// journal log: 14336 bytes at offset 36864
 	// journal log: 1032192 bytes at offset 67584
 }
+
+// ExampleFS_UnusedInodeTables shows the inode-table blocks past the watermark of inodes ever used,
+// which a converter may write as zeros, as the kernel's lazy init does.
+func ExampleFS_UnusedInodeTables() {
+	img := loadExample()
+	fsys, err := ext.Open(bytes.NewReader(img), int64(len(img)))
+	if err != nil {
+		log.Fatal(err)
+	}
+	g, _ := fsys.Group(0)
+	fmt.Printf("%d of %d inodes never used\n", g.ItableUnused, fsys.SB.InodesPerGroup)
+	rs, err := fsys.UnusedInodeTables()
+	if err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range rs {
+		fmt.Printf("unused inode table: %d bytes at offset %d\n", r.Len, r.Off)
+	}
+	// Output:
+	// 47 of 64 inodes never used
+	// unused inode table: 11264 bytes at offset 56320
+}

@@ -40,6 +40,7 @@ func (fs *FS) FreeSpace() ([]extent.Range, error) {
 	csum := fs.SB.HasGroupDescCsum()
 	var free []blockRun
 	var uninit []byte // reused for groups without a bitmap
+	bitmaps := &groupReader{fs: fs, what: "block bitmap", block: func(gd *GroupDesc) uint64 { return gd.BlockBitmap }}
 	for g := uint32(0); g < fs.groups; g++ {
 		gd := &fs.groupDescs[g]
 		first, nblk := fs.groupFirst(g), fs.groupBlocks(g)
@@ -50,7 +51,7 @@ func (fs *FS) FreeSpace() ([]extent.Range, error) {
 			bm = uninit
 		} else {
 			var err error
-			if bm, err = fs.blockBitmap(g); err != nil {
+			if bm, err = fs.blockBitmap(bitmaps, g); err != nil {
 				return nil, err
 			}
 			if err := fs.checkMetadataMarked(g, used, bm); err != nil {
@@ -81,11 +82,11 @@ func (fs *FS) FreeSpace() ([]extent.Range, error) {
 	return extent.Merge(out), nil
 }
 
-// blockBitmap reads group g's block bitmap and verifies its checksum.
-func (fs *FS) blockBitmap(g uint32) ([]byte, error) {
+// blockBitmap reads group g's block bitmap with r and verifies its checksum.
+func (fs *FS) blockBitmap(r *groupReader, g uint32) ([]byte, error) {
 	gd := &fs.groupDescs[g]
 	name := fmt.Sprintf("block bitmap of group %d", g)
-	bm, off, err := fs.readBlock(gd.BlockBitmap, name)
+	bm, off, err := r.read(g)
 	if err != nil {
 		return nil, err
 	}

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/fuzzimage"
 )
 
@@ -150,6 +151,27 @@ func exercise(t *testing.T, fs *FS, img *fuzzimage.Image, size int64) {
 			t.Fatalf("FreeSpace range %+v overlaps metadata or the journal", r)
 		}
 	}
+	// Unused inode tables: whole blocks of inode tables (the system zone), never the journal's, and
+	// never holding an inode the walk below reads.
+	its, err := fs.UnusedInodeTables()
+	known(err, "UnusedInodeTables")
+	if err == nil && werr != nil {
+		t.Fatalf("UnusedInodeTables listed %d ranges while Writable says %v", len(its), werr)
+	}
+	for i, r := range its {
+		blk, n := uint64(r.Off/fs.bs), uint64(r.Len/fs.bs)
+		if r.Off < 0 || r.Len <= 0 || r.Off%fs.bs != 0 || r.Len%fs.bs != 0 || r.End() > size || (i > 0 && r.Off <= its[i-1].End()) {
+			t.Fatalf("UnusedInodeTables range %d %+v invalid", i, r)
+		}
+		if !insideRuns(fs.system, blk, n) || overlapsRuns(fs.journal, blk, n) {
+			t.Fatalf("UnusedInodeTables range %+v outside the system zone or in the journal", r)
+		}
+	}
+	checkInode := func(ino *Inode) {
+		if extent.Overlaps(its, ino.Offset, int64(fs.inodeSize)) {
+			t.Fatalf("inode %d at %d, read, lies in an unused inode table %v", ino.Ino, ino.Offset, its)
+		}
+	}
 	dirs, entries, files, budget := 0, 0, 0, int64(fuzzMaxBytes)
 	seen := map[uint32]bool{}
 	queue := []string{"/"}
@@ -169,6 +191,7 @@ func exercise(t *testing.T, fs *FS, img *fuzzimage.Image, size int64) {
 			if err != nil {
 				continue
 			}
+			checkInode(ino)
 			switch {
 			case ino.IsDir():
 				if !seen[ino.Ino] {
@@ -327,4 +350,10 @@ func TestFuzzBases(t *testing.T) {
 			t.Errorf("%s: only %d patch targets", b.name, len(b.targets))
 		}
 	}
+}
+
+// insideRuns reports whether [start, start+n) lies within the sorted, merged runs rs.
+func insideRuns(rs []blockRun, start, n uint64) bool {
+	i := sort.Search(len(rs), func(i int) bool { return rs[i].start+rs[i].n > start })
+	return i < len(rs) && rs[i].start <= start && start+n <= rs[i].start+rs[i].n
 }

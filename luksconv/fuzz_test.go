@@ -58,7 +58,7 @@ func FuzzPlan(f *testing.F) {
 // encryption sectors), lun1 (in place online, GPT, LUKS2 whose data segment runs 8 MiB past the
 // filesystem) and lun2 (stop-and-copy, GPT, LUKS1). Bits 1-2 of the flags byte pick the disk (modulo
 // 3); the headers and patches are fuzzed as in FuzzPlan, and with bit 0 set fixChecksums also mends
-// the LUKS2 header copies and the ext4 superblock, group descriptors, block bitmaps and inodes. It
+// the LUKS2 header copies and the ext4 superblock, group descriptors, block and inode bitmaps and inodes. It
 // reaches the ext parser through luksconv: used-block maps from the bitmaps, the journal, the
 // fallbacks when ext refuses, and LUKS1 and LUKS2 headers whose segments were moved.
 func FuzzPlanData(f *testing.F) {
@@ -111,7 +111,7 @@ func planFuzzInput(t *testing.T, d *fuzzDisk, in []byte) {
 
 // fixChecksums appends to img.Patches the checksums that its patches made wrong, each over the bytes
 // the patches before it left: of each XFS v5 structure (by its magic number in the unmutated disk) a
-// patch touches; of the ext4 block bitmaps, inodes, group descriptors and superblock; of the LVM
+// patch touches; of the ext4 block and inode bitmaps, inodes, group descriptors and superblock; of the LVM
 // metadata text, metadata area header and label; of each LUKS2 header copy; of the GPT entry arrays
 // and headers. It returns what each appended checksum is of, in order.
 func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) (kinds []string) {
@@ -161,6 +161,14 @@ func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) (kinds []string) {
 				set16(x.off+gd.Offset+0x18, c, "ext bitmap")
 				if x.descSize >= 0x3a {
 					set16(x.off+gd.Offset+0x38, c>>16, "ext bitmap")
+				}
+				descs[g] = true
+			}
+			if ib := x.off + int64(gd.InodeBitmap)*x.bs; touched(ib, int64(x.ipg/8)) {
+				c := extCRC(x.seed, read(ib, int64(x.ipg/8)))
+				set16(x.off+gd.Offset+0x1a, c, "ext inode bitmap")
+				if x.descSize >= 0x3c {
+					set16(x.off+gd.Offset+0x3a, c>>16, "ext inode bitmap")
 				}
 				descs[g] = true
 			}
@@ -612,7 +620,7 @@ func (l *readLog) ReadAt(b []byte, off int64) (int, error) {
 // 4 KiB at each target; and it covers every kind of checksummed structure the disk's plan reads.
 func TestFixChecksums(t *testing.T) {
 	gpt := []string{"gpt entries", "gpt header"}
-	extKinds := []string{"ext superblock", "ext descriptor", "ext bitmap", "ext inode"}
+	extKinds := []string{"ext superblock", "ext descriptor", "ext bitmap", "ext inode bitmap", "ext inode"}
 	for _, c := range []struct {
 		name  string
 		disk  func(t *testing.T) *fuzzDisk

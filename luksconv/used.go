@@ -125,8 +125,10 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 
 // fsFree lists the free space of an XFS or ext2/3/4 filesystem, and an XFS filesystem's internal log
 // (see xfsFree). An ext filesystem's free space includes, when the journal is empty (nothing to
-// replay, which FreeSpace requires), the journal's log area past its superblock: nothing reads it
-// again, so it is written as zeros instead of being decrypted (up to 1 GiB per filesystem).
+// replay, which FreeSpace requires), the journal's log area past its superblock and the inode-table
+// blocks past each group's watermark of inodes ever used: nothing reads them again, so they are written
+// as zeros instead of being decrypted (up to 1 GiB of log per filesystem, 16 MiB of inode tables per
+// GiB at mke2fs's default inode ratio).
 func fsFree(r io.ReaderAt, size int64, content Content, toOut func(off, n int64, why string) []span) (free, logs []span, err error) {
 	if content == ContentXFS {
 		return xfsFree(r, size, toOut)
@@ -145,6 +147,14 @@ func fsFree(r io.ReaderAt, size int64, content Content, toOut func(off, n int64,
 	// The empty journal's log area is never read again (ext.FS.JournalLog): zeros, as mke2fs leaves it.
 	for _, f := range fs.JournalLog() {
 		free = append(free, toOut(f.Off, f.Len, "ext empty journal")...)
+	}
+	// Nor are inode-table blocks past each group's watermark: zeros, as the kernel's lazy init makes them.
+	its, err := fs.UnusedInodeTables()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range its {
+		free = append(free, toOut(f.Off, f.Len, "ext unused inode table")...)
 	}
 	return free, nil, nil
 }
