@@ -283,7 +283,9 @@ func TestBitmapReadsBatched(t *testing.T) {
 	testenv.NeedRoot(t)
 	testenv.Need(t, "mount", "umount")
 	img := filepath.Join(t.TempDir(), "fs.img")
-	testenv.Run(t, "mkfs.ext4", "-q", "-F", "-b", "1024", "-g", "1024", "-N", "16384", img, "128M")
+	// A fixed UUID and hash seed: the kernel places top-level directories by their names' hash.
+	testenv.Run(t, "mkfs.ext4", "-q", "-F", "-b", "1024", "-g", "1024", "-N", "16384", "-U", testUUID,
+		"-E", "hash_seed="+testHashSeed, img, "128M")
 	mnt := t.TempDir()
 	mountExt(t, img, mnt)
 	for i := range 256 {
