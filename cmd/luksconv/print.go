@@ -119,12 +119,23 @@ func printLUKS(w io.Writer, n int, l *luksconv.LUKSInfo) {
 
 func printPlan(w io.Writer, p *luksconv.Plan) {
 	v := p.Volume
-	where := fmt.Sprintf("partition %d (%s)", v.Partition, v.PartUUID)
-	switch {
-	case v.LV != "" && v.Partition == 0:
-		where = fmt.Sprintf("LV %s on the whole disk (an LVM PV)", v.LV)
-	case v.LV != "":
-		where = fmt.Sprintf("LV %s on partition %d (%s, an LVM PV)", v.LV, v.Partition, v.PartUUID)
+	// Partition 0 is the whole disk; a DOS partition has no UUID.
+	where := "the whole disk"
+	if v.Partition != 0 {
+		where = fmt.Sprintf("partition %d", v.Partition)
+	}
+	if v.LV != "" {
+		where = fmt.Sprintf("LV %s on %s", v.LV, where)
+	}
+	var notes []string
+	if v.PartUUID != "" {
+		notes = append(notes, v.PartUUID)
+	}
+	if v.LV != "" {
+		notes = append(notes, "an LVM PV")
+	}
+	if len(notes) > 0 {
+		where += " (" + strings.Join(notes, ", ") + ")"
 	}
 	fmt.Fprintf(w, "Volume: %s, LUKS%d %s header, %s %d-bit, %d-byte sectors, unlocked with keyslot %d, plaintext holds %s\n",
 		where, v.Version, v.Header, v.Cipher, v.KeySizeBits, v.SectorSize, v.Keyslot, v.Content)
