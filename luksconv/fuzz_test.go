@@ -58,9 +58,10 @@ func FuzzPlan(f *testing.F) {
 // encryption sectors), lun1 (in place online, GPT, LUKS2 whose data segment runs 8 MiB past the
 // filesystem) and lun2 (stop-and-copy, GPT, LUKS1). Bits 1-2 of the flags byte pick the disk (modulo
 // 3); the headers and patches are fuzzed as in FuzzPlan, and with bit 0 set fixChecksums also mends
-// the LUKS2 header copies and the ext4 superblock, group descriptors, block and inode bitmaps and inodes. It
-// reaches the ext parser through luksconv: used-block maps from the bitmaps, the journal, the
-// fallbacks when ext refuses, and LUKS1 and LUKS2 headers whose segments were moved.
+// the LUKS2 header copies and the ext4 superblock, group descriptors, block and inode bitmaps and
+// inodes. It reaches the ext parser through luksconv: used-block maps from the bitmaps, the journal,
+// the unused inode tables, the fallbacks when ext refuses, and LUKS1 and LUKS2 headers whose segments
+// were moved.
 func FuzzPlanData(f *testing.F) {
 	ds := loadFuzzDataDisks(f)
 	for i := range ds {
@@ -111,9 +112,9 @@ func planFuzzInput(t *testing.T, d *fuzzDisk, in []byte) {
 
 // fixChecksums appends to img.Patches the checksums that its patches made wrong, each over the bytes
 // the patches before it left: of each XFS v5 structure (by its magic number in the unmutated disk) a
-// patch touches; of the ext4 block and inode bitmaps, inodes, group descriptors and superblock; of the LVM
-// metadata text, metadata area header and label; of each LUKS2 header copy; of the GPT entry arrays
-// and headers. It returns what each appended checksum is of, in order.
+// patch touches; of the ext4 block and inode bitmaps, inodes, group descriptors and superblock; of the
+// LVM metadata text, metadata area header and label; of each LUKS2 header copy; of the GPT entry
+// arrays and headers. It returns what each appended checksum is of, in order.
 func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) (kinds []string) {
 	le := binary.LittleEndian
 	read := func(off, n int64) []byte {
