@@ -90,17 +90,26 @@ func (fs *FS) blockBitmap(r *groupReader, g uint32) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	if fs.SB.HasMetadataCsum() && !fs.noCRC {
-		want := crc32c(fs.csumSeed, bm[:fs.SB.ClustersPerGroup/8])
-		got := gd.BlockBitmapCsum
-		if fs.descSize < bgBlockBitmapCsumHiEnd {
-			want &= 0xffff
-		}
-		if got != want {
-			return nil, corrupt(name, off, "checksum mismatch (stored %#08x, computed %#08x)", got, want)
-		}
+	if err := fs.checkBitmapCsum(bm[:fs.SB.ClustersPerGroup/8], gd.BlockBitmapCsum, bgBlockBitmapCsumHiEnd, name, off); err != nil {
+		return nil, err
 	}
 	return bm, nil
+}
+
+// checkBitmapCsum verifies, with metadata_csum, a bitmap's checksum as its descriptor stores it:
+// crc32c of its first bytes (b), all 32 bits only in descriptors at least hiEnd bytes long.
+func (fs *FS) checkBitmapCsum(b []byte, stored uint32, hiEnd int, name string, off int64) error {
+	if !fs.SB.HasMetadataCsum() || fs.noCRC {
+		return nil
+	}
+	want := crc32c(fs.csumSeed, b)
+	if fs.descSize < hiEnd {
+		want &= 0xffff
+	}
+	if stored != want {
+		return corrupt(name, off, "checksum mismatch (stored %#08x, computed %#08x)", stored, want)
+	}
+	return nil
 }
 
 // checkMetadataMarked requires the bitmap bm of group g to mark every

@@ -257,6 +257,13 @@ func (fs *FS) readGroupDescs() error {
 // the boot block), merged and sorted. Extents must stay out of it (the
 // kernel's block_validity) and FreeSpace never lists it.
 func (fs *FS) systemZone() []blockRun {
+	return fs.metadataRuns(func(uint32) uint64 { return fs.itbPerGroup })
+}
+
+// metadataRuns lists, merged and sorted, the boot block and each group's
+// superblock copy, descriptor blocks and bitmaps, and the first itb(g)
+// blocks of group g's inode table.
+func (fs *FS) metadataRuns(itb func(g uint32) uint64) []blockRun {
 	var rs []blockRun
 	if fs.SB.FirstDataBlock > 0 {
 		rs = append(rs, blockRun{0, uint64(fs.SB.FirstDataBlock)})
@@ -264,7 +271,7 @@ func (fs *FS) systemZone() []blockRun {
 	for g := uint32(0); g < fs.groups; g++ {
 		rs = append(rs, fs.superAndDescs(g)...)
 		gd := &fs.groupDescs[g]
-		rs = append(rs, blockRun{gd.BlockBitmap, 1}, blockRun{gd.InodeBitmap, 1}, blockRun{gd.InodeTable, fs.itbPerGroup})
+		rs = append(rs, blockRun{gd.BlockBitmap, 1}, blockRun{gd.InodeBitmap, 1}, blockRun{gd.InodeTable, itb(g)})
 	}
 	return mergeRuns(rs)
 }

@@ -379,11 +379,12 @@ func mountedCopy(t *testing.T) (img, mnt string) {
 	return img, mnt
 }
 
-// mountExt loop-mounts the ext4 image img on mnt, read-write, and unmounts it when the test ends if
-// the test has not done so; without loop mounts the test is skipped, loudly.
-func mountExt(t *testing.T, img, mnt string) {
+// mountExt loop-mounts the ext4 image img on mnt, read-write, with the mount options opts besides
+// loop, and unmounts it when the test ends if the test has not done so; without loop mounts the test
+// is skipped, loudly.
+func mountExt(t *testing.T, img, mnt string, opts ...string) {
 	t.Helper()
-	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop", img, mnt); err != nil {
+	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", strings.Join(append([]string{"loop"}, opts...), ","), img, mnt); err != nil {
 		t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
 	}
 	t.Cleanup(func() { testenv.RunErr("umount", mnt) }) // fails harmlessly once unmounted

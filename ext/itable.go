@@ -39,8 +39,9 @@ func (fs *FS) UnusedInodeTables() ([]extent.Range, error) {
 	}
 	ipg := uint64(fs.SB.InodesPerGroup)
 	perBlock := uint64(fs.bs) / uint64(fs.inodeSize)
-	var unused, used []blockRun
+	usedItb := make([]uint64, fs.groups) // inode-table blocks in use, per group
 	bitmaps := &groupReader{fs: fs, what: "inode bitmap", block: func(gd *GroupDesc) uint64 { return gd.InodeBitmap }}
+	var unused []blockRun
 	for g := uint32(0); g < fs.groups; g++ {
 		gd := &fs.groupDescs[g]
 		n := uint64(gd.ItableUnused) // at most ipg: Open checked it
@@ -57,17 +58,13 @@ func (fs *FS) UnusedInodeTables() ([]extent.Range, error) {
 		}
 		// The blocks holding the first ipg - n inodes are in use, as the kernel's lazy init counts them.
 		k := min((ipg-n+perBlock-1)/perBlock, fs.itbPerGroup)
-		used = append(used, blockRun{gd.InodeTable, k}, blockRun{gd.BlockBitmap, 1}, blockRun{gd.InodeBitmap, 1})
-		used = append(used, fs.superAndDescs(g)...)
+		usedItb[g] = k
 		if k < fs.itbPerGroup {
 			unused = append(unused, blockRun{gd.InodeTable + k, fs.itbPerGroup - k})
 		}
 	}
-	if fs.SB.FirstDataBlock > 0 {
-		used = append(used, blockRun{0, uint64(fs.SB.FirstDataBlock)})
-	}
 	// A table placed over another group's metadata (a damaged or hostile layout) keeps that metadata.
-	used = mergeRuns(append(used, fs.journal...))
+	used := mergeRuns(append(fs.metadataRuns(func(g uint32) uint64 { return usedItb[g] }), fs.journal...))
 	var out []extent.Range
 	for _, r := range subtractRuns(mergeRuns(unused), used) {
 		out = append(out, extent.Range{Off: int64(r.start) * fs.bs, Len: int64(r.n) * fs.bs})
@@ -94,14 +91,8 @@ func (fs *FS) checkWatermark(r *groupReader, g uint32) error {
 		return err
 	}
 	ipg := uint64(fs.SB.InodesPerGroup)
-	if fs.SB.HasMetadataCsum() && !fs.noCRC {
-		want := crc32c(fs.csumSeed, bm[:ipg/8])
-		if fs.descSize < bgInodeBitmapCsumHiEnd {
-			want &= 0xffff
-		}
-		if got := gd.InodeBitmapCsum; got != want {
-			return corrupt(name, off, "checksum mismatch (stored %#08x, computed %#08x)", got, want)
-		}
+	if err := fs.checkBitmapCsum(bm[:ipg/8], gd.InodeBitmapCsum, bgInodeBitmapCsumHiEnd, name, off); err != nil {
+		return err
 	}
 	first := ipg - uint64(gd.ItableUnused)
 	if i := nextBit(bm, first, ipg, true); i < ipg {

@@ -142,15 +142,7 @@ func TestUnusedInodeTablesKernel(t *testing.T) {
 	}
 	f.Close()
 	mnt := t.TempDir()
-	if out, err := testenv.RunErr("mount", "-t", "ext4", "-o", "loop,noinit_itable", img, mnt); err != nil {
-		t.Skipf("LOOP MOUNT UNAVAILABLE: %v\n%s", err, out)
-	}
-	mounted := true
-	t.Cleanup(func() {
-		if mounted {
-			testenv.RunErr("umount", mnt)
-		}
-	})
+	mountExt(t, img, mnt, "noinit_itable")
 	const n = 3000
 	for i := range n {
 		dir := filepath.Join(mnt, fmt.Sprintf("d%02d", i%30)) // new directories spread over groups
@@ -162,7 +154,6 @@ func TestUnusedInodeTablesKernel(t *testing.T) {
 	if out, err := testenv.RunErr("umount", mnt); err != nil {
 		t.Fatalf("umount: %v\n%s", err, out)
 	}
-	mounted = false
 	if err := fsckClean(img); err != nil {
 		t.Fatalf("e2fsck -fn after the kernel allocated inodes over filled tables: %v", err)
 	}

@@ -156,20 +156,21 @@ func (d *fuzzDisk) fixChecksums(img *fuzzimage.Image) (kinds []string) {
 	if x := d.ext; x != nil {
 		descs := make([]bool, len(x.groups))
 		for g, gd := range x.groups {
-			bm := x.off + int64(gd.BlockBitmap)*x.bs
-			if touched(bm, int64(x.cpg/8)) {
-				c := extCRC(x.seed, read(bm, int64(x.cpg/8)))
-				set16(x.off+gd.Offset+0x18, c, "ext bitmap")
-				if x.descSize >= 0x3a {
-					set16(x.off+gd.Offset+0x38, c>>16, "ext bitmap")
+			// Each bitmap's checksum: low half at lo, high half at lo+0x20 in descriptors long enough.
+			for _, b := range []struct {
+				blk  uint64
+				n    int64
+				lo   int64
+				kind string
+			}{{gd.BlockBitmap, int64(x.cpg / 8), 0x18, "ext bitmap"}, {gd.InodeBitmap, int64(x.ipg / 8), 0x1a, "ext inode bitmap"}} {
+				at := x.off + int64(b.blk)*x.bs
+				if !touched(at, b.n) {
+					continue
 				}
-				descs[g] = true
-			}
-			if ib := x.off + int64(gd.InodeBitmap)*x.bs; touched(ib, int64(x.ipg/8)) {
-				c := extCRC(x.seed, read(ib, int64(x.ipg/8)))
-				set16(x.off+gd.Offset+0x1a, c, "ext inode bitmap")
-				if x.descSize >= 0x3c {
-					set16(x.off+gd.Offset+0x3a, c>>16, "ext inode bitmap")
+				c := extCRC(x.seed, read(at, b.n))
+				set16(x.off+gd.Offset+b.lo, c, b.kind)
+				if hi := b.lo + 0x20; x.descSize >= hi+2 {
+					set16(x.off+gd.Offset+hi, c>>16, b.kind)
 				}
 				descs[g] = true
 			}
