@@ -119,6 +119,30 @@ func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
 	return str(d.Properties.CreationData.ImageReference.ID)
 }
 
+// LicenseError is RecreateVM's failure after the new VM was created: the VM runs on the new disks, but
+// its RHEL licensing (the AHBForRHEL extension and licenseType) is not set. The re-creation stands: the
+// licensing is finished by hand (Hint says how), and running the conversion again would find the new
+// disks attached.
+type LicenseError struct {
+	VMID        string
+	LicenseType string
+	Err         error // why the extension or the licenseType could not be set
+}
+
+func (e *LicenseError) Error() string {
+	return fmt.Sprintf("azure: re-create VM %s: the VM is re-created on the new disks, but its licensing is not set: %v", e.VMID, e.Err)
+}
+
+func (e *LicenseError) Unwrap() error { return e.Err }
+
+// Hint is what a person does next.
+func (e *LicenseError) Hint() string {
+	rid, _ := parseID(e.VMID, typeVM)
+	return fmt.Sprintf("the VM is not deleted and nothing is to be run again: install the %s extension (publisher %s) and set its licenseType: "+
+		"az vm extension set -g %s --vm-name %s -n %s --publisher %s; az vm update -g %s -n %s --license-type %s",
+		ahbType, ahbPublisher, rid.ResourceGroup, rid.Name, ahbType, ahbPublisher, rid.ResourceGroup, rid.Name, e.LicenseType)
+}
+
 // applyLicensing installs the Azure Hybrid Benefit extension on the re-created VM and sets its
 // licenseType, in the order Microsoft documents for a custom-image VM.
 func (c *Client) applyLicensing(ctx context.Context, plan *VMPlan, rid resourceID, f *armcompute.ClientFactory) error {

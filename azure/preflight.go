@@ -380,8 +380,12 @@ func (c *Client) putVM(ctx context.Context, vms *armcompute.VirtualMachinesClien
 // it is back (on its old disks, without extensions); if not, ModelFile is
 // the file holding the rollback PUT body for a manual restore.
 type VMRecreateError struct {
-	VMID      string
-	Deleted   bool
+	VMID    string
+	Deleted bool
+	// Uncertain: the DELETE failed, but the VM may be deleted (it was left Failed, or could not be
+	// read); State is its provisioningState when last read and ModelFile holds its model.
+	Uncertain bool
+	State     string
 	Attempts  int    // PUTs of the new VM
 	Restored  bool   // the original VM was re-created
 	ModelFile string // where the rollback body was saved when the restore failed ("" if it could not be written)
@@ -394,6 +398,12 @@ func (e *VMRecreateError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Err.Error())
 	switch {
+	case e.Uncertain:
+		state := e.State
+		if state == "" {
+			state = "unknown"
+		}
+		fmt.Fprintf(&b, " (the VM may be deleted: its state is %s; its model is saved in %s)", state, e.ModelFile)
 	case !e.Deleted:
 		b.WriteString(" (the VM was not changed)")
 	case e.Restored:
@@ -414,6 +424,9 @@ func (e *VMRecreateError) Unwrap() error { return e.Err }
 // Hint is what a person does next.
 func (e *VMRecreateError) Hint() string {
 	switch {
+	case e.Uncertain:
+		return fmt.Sprintf("look at the VM (az vm show): if it is gone, restore it by hand with az rest --method put --url 'https://management.azure.com%s?api-version=%s' --body @%s; "+
+			"if it is there and Succeeded, run again", e.VMID, vmAPIVersion, e.ModelFile)
 	case !e.Deleted:
 		return "nothing was deleted: fix the cause and run again (the converted disks are kept)"
 	case e.Restored:

@@ -388,3 +388,66 @@ func TestRecreateVMInterrupted(t *testing.T) {
 	vmBack(t, c, resID(typeDisk, "osdisk-plain"))
 	noModelFiles(t, cl)
 }
+
+// TestRecreateVMDeleteOutcome: a DELETE whose operation ends in an error while Azure goes on deleting
+// the VM (as when its poll fails) is waited out: the VM is re-created once it is gone. A VM the failed
+// delete leaves in the Failed state may be half deleted: RecreateVM stops, says so, and keeps the model.
+func TestRecreateVMDeleteOutcome(t *testing.T) {
+	ctx := context.Background()
+	t.Run("deleted after the error", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		c.DeleteFails, c.DeletingReads = true, 3
+		cl := c.client()
+		if err := cl.RecreateVM(ctx, planVM1(t, c, cl)); err != nil {
+			t.Fatal(err)
+		}
+		if want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}; !slices.Equal(c.Calls, want) {
+			t.Errorf("calls %q, want %q", c.Calls, want)
+		}
+		vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+		noModelFiles(t, cl)
+	})
+	t.Run("left Failed", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		c.DeleteFails, c.DeletingReads, c.DeleteLeavesFailed = true, 2, true
+		cl := c.client()
+		err := cl.RecreateVM(ctx, planVM1(t, c, cl))
+		var re *VMRecreateError
+		if !errors.As(err, &re) || !re.Uncertain || re.State != "Failed" || re.ModelFile == "" {
+			t.Fatalf("RecreateVM: %v (%+v), want an uncertain delete with the model kept", err, re)
+		}
+		if _, serr := os.Stat(re.ModelFile); serr != nil {
+			t.Errorf("model file: %v", serr)
+		}
+		if !strings.Contains(err.Error(), "may be deleted") || !strings.Contains(re.Hint(), re.ModelFile) {
+			t.Errorf("error %q, hint %q: want the doubt and the model file named", err, re.Hint())
+		}
+		if slices.Contains(c.Calls, "PUT vm vm1") {
+			t.Errorf("a PUT over a VM whose delete failed half-way: %q", c.Calls)
+		}
+	})
+}
+
+// TestRecreateVMStartedDuringPreflight: a VM started while the preflight runs is not deleted.
+func TestRecreateVMStartedDuringPreflight(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	cl := c.client()
+	plan := planVM1(t, c, cl)
+	c.PolicyDeny = func(*armcompute.VirtualMachine) string {
+		c.PowerStates[key(rg, "vm1")] = "running" // the lock is held
+		return ""
+	}
+	err := cl.RecreateVM(context.Background(), plan)
+	var re *VMRecreateError
+	if !errors.As(err, &re) || re.Deleted || !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "running") {
+		t.Fatalf("RecreateVM: %v, want a refusal before the DELETE", err)
+	}
+	if slices.Contains(c.Calls, "DELETE vm vm1") {
+		t.Errorf("the running VM was deleted: %q", c.Calls)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk"))
+	noModelFiles(t, cl)
+}

@@ -505,24 +505,36 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 			return &VMRecreateError{VMID: plan.VMID, Err: opError("set deleteOption=Detach on", plan.VMID, err)}
 		}
 	}
-	if _, err := started(vms.BeginDelete(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c); err != nil {
-		derr := opError("delete VM", plan.VMID, err)
-		// A failed delete may still have deleted the VM: only a VM that is still there was not changed.
-		if _, gerr := vms.Get(context.WithoutCancel(ctx), rid.ResourceGroup, rid.Name, nil); !isNotFound(gerr) {
-			os.Remove(model)
-			return &VMRecreateError{VMID: plan.VMID, Err: derr}
-		}
+	// Once more right before the DELETE: the preflight and the PATCH take a while, and a VM started
+	// meanwhile would be deleted running.
+	if err := c.checkQuiet(ctx, plan); err != nil {
+		os.Remove(model)
+		return &VMRecreateError{VMID: plan.VMID, Err: err}
 	}
-	// From here on an interrupted run goes on to the end, bounded: a deleted VM is the worst place to
-	// stop, and a PUT already sent must not race a restore.
+	// From the DELETE on an interrupted run goes on to the end, bounded: a deleted VM is the worst place
+	// to stop, a DELETE Azure accepted goes on without us, and a PUT already sent must not race a
+	// restore.
 	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*(c.retryBound()+15*time.Minute))
 	defer cancel()
+	if _, err := started(vms.BeginDelete(pctx, rid.ResourceGroup, rid.Name, nil)).wait(pctx, c); err != nil {
+		derr := opError("delete VM", plan.VMID, err)
+		// A failed delete (or a failed poll of it) may still delete the VM: wait for Azure's word.
+		switch gone, state, gerr := c.awaitDelete(pctx, vms, rid); {
+		case gone:
+		case gerr == nil && !strings.EqualFold(state, "Failed"):
+			// Still there and not being deleted: the DELETE was refused and nothing changed.
+			os.Remove(model)
+			return &VMRecreateError{VMID: plan.VMID, Err: derr}
+		default:
+			// A VM whose delete failed half-way, or whose state cannot be read: the model stays.
+			return &VMRecreateError{VMID: plan.VMID, Uncertain: true, State: state, ModelFile: model, Err: errors.Join(derr, gerr)}
+		}
+	}
 	n, err := c.putVM(pctx, vms, rid.ResourceGroup, rid.Name, *plan.New)
 	if err == nil {
 		os.Remove(model)
 		if err := c.applyLicensing(pctx, plan, rid, f); err != nil {
-			return newError(op, plan.VMID, ErrLicense, "the VM is re-created, but its licensing is not set (%v): install the %s extension (%s) and set licenseType %s",
-				err, ahbType, ahbPublisher, plan.LicenseType)
+			return &LicenseError{VMID: plan.VMID, LicenseType: plan.LicenseType, Err: err}
 		}
 		return nil
 	}
@@ -534,6 +546,41 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	}
 	e.ModelFile = model
 	return e
+}
+
+// awaitDelete reads the VM until it is gone or no longer being deleted, for as long as ctx lets it,
+// after its DELETE (or the poll of it) failed: Azure may have accepted the DELETE and go on with it.
+// gone is true once the VM is not found; otherwise state is its provisioningState when last read and
+// err why it could not be read (nil when it was).
+func (c *Client) awaitDelete(ctx context.Context, vms *armcompute.VirtualMachinesClient, rid resourceID) (gone bool, state string, err error) {
+	every := c.pollOptions().Frequency
+	for {
+		r, gerr := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
+		switch {
+		case isNotFound(gerr):
+			return true, "", nil
+		case gerr == nil:
+			state, err = "", nil
+			if r.Properties != nil {
+				state = str(r.Properties.ProvisioningState)
+			}
+			if !strings.EqualFold(state, "Deleting") {
+				return false, state, nil
+			}
+		default:
+			err = opError("read VM", rid.ID, gerr)
+		}
+		t := time.NewTimer(every)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			if err == nil {
+				err = opError("read VM", rid.ID, fmt.Errorf("still %s: %w", state, ctx.Err()))
+			}
+			return false, state, err
+		case <-t.C:
+		}
+	}
 }
 
 func (c *Client) retryBound() time.Duration {

@@ -553,6 +553,27 @@ func TestPlanRecreateVMLicensing(t *testing.T) {
 		t.Errorf("licenseType %q", lt)
 	}
 
+	// The extension refused after the PUT: the VM stands on the new disk, and the error says so.
+	c = payg()
+	c.ExtensionFails = true
+	if plan, err = c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicensePAYG}); err != nil {
+		t.Fatal(err)
+	}
+	err = c.client().RecreateVM(ctx, plan)
+	var le *LicenseError
+	if !errors.As(err, &le) || errors.Is(err, ErrLicense) || !strings.Contains(err.Error(), "is re-created") {
+		t.Errorf("extension refused: %v, want a LicenseError", err)
+	} else if h := le.Hint(); !strings.Contains(h, "--license-type RHEL_BASE") {
+		t.Errorf("hint %q", h)
+	}
+	var re *VMRecreateError
+	if errors.As(err, &re) {
+		t.Errorf("a VMRecreateError for a VM that was re-created: %v", err)
+	}
+	if vm := c.VMs[key(rg, "vm1")]; vm == nil || str(vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID) != newOS {
+		t.Errorf("VM not on the new OS disk after the extension failed: calls %q", c.Calls)
+	}
+
 	c = payg()
 	plan, err = c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicenseBYOS})
 	if err != nil || plan.LicenseType != "" || !strings.Contains(strings.Join(plan.Warnings, "\n"), "RHUI") {

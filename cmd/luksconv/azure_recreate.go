@@ -12,8 +12,9 @@ import (
 // is a check that failed before anything was changed.
 func recreateError(err error) error {
 	var re *azure.VMRecreateError
-	if errors.As(err, &re) {
-		return err
+	var le *azure.LicenseError
+	if errors.As(err, &re) || errors.As(err, &le) {
+		return err // each says what happened to the VM
 	}
 	return &hintedError{err, "the VM was not changed; the converted disks are kept"}
 }

@@ -44,11 +44,14 @@ type stageRecord struct {
 	Plan json.RawMessage `json:"plan,omitempty"`
 	// Pending is the snapshot of a round that started and has not finished: a rerun reads it again,
 	// so that its plan, and its journal, are the same.
-	Pending     string       `json:"pending_snapshot,omitempty"`
-	PendingTime time.Time    `json:"pending_snapshot_time,omitzero"`
-	Rounds      []stageRound `json:"rounds,omitempty"`
-	Created     time.Time    `json:"created"`
-	Updated     time.Time    `json:"updated"`
+	Pending     string    `json:"pending_snapshot,omitempty"`
+	PendingTime time.Time `json:"pending_snapshot_time,omitzero"`
+	// PendingCutover: Pending was taken by a cutover, with the VM deallocated; a stage round's was
+	// taken while the VM could run, and only another stage round may finish it.
+	PendingCutover bool         `json:"pending_cutover,omitempty"`
+	Rounds         []stageRound `json:"rounds,omitempty"`
+	Created        time.Time    `json:"created"`
+	Updated        time.Time    `json:"updated"`
 }
 
 // stageRound is one finished round.
@@ -197,6 +200,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		rec = &stageRecord{SourceDisk: id, TargetDisk: diskID, Created: now}
 	}
 	round := rec.Round + 1
+	if err := f.checkPending(ctx, cl, rec, id, diskID, "", recPath); err != nil {
+		return err
+	}
 	snap := rec.Pending
 	reread := snap != ""
 	if reread {
@@ -212,7 +218,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			fmt.Fprintf(stderr, "Incremental snapshot: %s (kept; delete the stage snapshots when the new disk is verified)\n", snap)
 		}
 		// Before anything is written: a rerun must read this snapshot again.
-		rec.Pending, rec.PendingTime = snap, time.Now().UTC()
+		rec.Pending, rec.PendingTime, rec.PendingCutover = snap, time.Now().UTC(), f.cutover
 		if err := rec.save(recPath); err != nil {
 			return err
 		}
@@ -287,7 +293,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 		rec.Snapshot, rec.Round, rec.PlanID, rec.Plan = snap, round, p.ID(), pj
-		rec.Pending, rec.PendingTime = "", time.Time{}
+		rec.Pending, rec.PendingTime, rec.PendingCutover = "", time.Time{}, false
 		rec.Rounds = append(rec.Rounds, stats)
 		if err := rec.save(recPath); err != nil {
 			return err
@@ -338,6 +344,31 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))
 	}
 	return nil
+}
+
+// checkPending refuses a cutover that would finish the new disk diskID from a pending snapshot of
+// the disk sourceID that is not the VM's final state: a stage round's (taken while the VM could run;
+// the new disk may hold part of that round, so only a stage round can finish it), or a cutover's own
+// that the VM has run since. label prefixes the error ("" for one disk).
+func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *stageRecord, sourceID, diskID, label, recPath string) error {
+	if !f.cutover || rec.Pending == "" {
+		return nil
+	}
+	again := "finish that round first with the same command, --stage instead of --cutover; then cut over"
+	if !rec.PendingCutover {
+		return &hintedError{fmt.Errorf("%w: %sstage round %d, from snapshot %s taken at %s while the VM could run, was interrupted, and the new disk %s may hold part of it",
+			azure.ErrState, label, rec.Round+1, rec.Pending, rec.PendingTime.Format(time.RFC3339), diskID), again}
+	}
+	err := cl.CheckSnapshotCurrent(ctx, rec.Pending, sourceID)
+	if !errors.Is(err, azure.ErrState) {
+		return err
+	}
+	if st, serr := cl.DiskStatus(ctx, diskID); serr == nil && st.State == armcompute.DiskStateUnattached {
+		return &hintedError{fmt.Errorf("%s%w; the new disk %s was finished from it", label, err, diskID),
+			"the finished disk lacks what the VM wrote since and cannot take more: delete it (luksconv never deletes disks) and the stage record " +
+				recPath + ", then convert again"}
+	}
+	return &hintedError{fmt.Errorf("%s%w", label, err), again}
 }
 
 // stageSnapshotName names round's snapshot of the disk converted into the new disk target: the target's

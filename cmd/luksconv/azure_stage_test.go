@@ -448,6 +448,71 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	s.assertCutOver(t, dir, want2, "the resumed cutover")
 }
 
+// TestAzureCutoverPendingStale: a cutover never finishes the disk from a pending snapshot older than
+// the VM's last write. A stage round interrupted after its snapshot (taken while the VM ran), then the
+// VM's writes: the cutover refuses, and names the stage rerun that finishes the round; after it the
+// cutover holds the last state. A cutover interrupted after its snapshot, then the VM started again
+// (its disk changes hands): the rerun refuses that snapshot too.
+func TestAzureCutoverPendingStale(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	ran := func() { // the VM runs (and is deallocated again): its disk changes hands
+		s.Lock()
+		s.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now().Add(time.Hour))
+		s.Unlock()
+	}
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.Lock()
+	s.FailGrant = "transport" // round 2 stops after its snapshot is recorded
+	s.Unlock()
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code == 0 {
+		t.Fatalf("stage round 2 with its read grant refused: exit 0:\n%s", se)
+	}
+	s.Lock()
+	s.FailGrant = ""
+	s.Unlock()
+	s.toState2(t)
+	s.powerState("deallocated")
+	ran()
+	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != exitFailure || !strings.Contains(se, "stage round 2") || !strings.Contains(se, "--stage instead of --cutover") {
+		t.Fatalf("cutover over a pending stage snapshot: exit %d, want %d and the stage rerun named:\n%s", code, exitFailure, se)
+	}
+	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+		t.Fatalf("the refused cutover left the disk %s", st)
+	}
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 2 finished: exit %d:\n%s", code, se)
+	}
+
+	// A cutover interrupted after its snapshot; the VM then runs again.
+	ctx, cancel := context.WithCancel(context.Background())
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
+	_, se, code = runCLICtx(t, ctx, s.stageArgs(dir, "--cutover", "--workers", "1")...)
+	azureOutputHook = nil
+	cancel()
+	if code != exitInterrupted && code != 0 {
+		t.Fatalf("cancelled cutover: exit %d:\n%s", code, se)
+	}
+	if code == 0 {
+		t.Skip("the cutover had nothing left to write when it was cancelled") // the delta is one chunk
+	}
+	ran()
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover")...); code != exitFailure || !strings.Contains(se, "stale") {
+		t.Fatalf("cutover rerun after the VM ran: exit %d, want %d and the stale snapshot named:\n%s", code, exitFailure, se)
+	}
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round finishing the stale cutover's: exit %d:\n%s", code, se)
+	}
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...); code != 0 {
+		t.Fatalf("cutover: exit %d:\n%s", code, se)
+	}
+	s.assertCutOver(t, dir, want2, "the cutover")
+}
+
 // TestAzureStageUsage: --stage and --cutover misused exit 2.
 func TestAzureStageUsage(t *testing.T) {
 	disk, snap := fakeID("disks", "osdisk"), fakeID("snapshots", "snap")

@@ -233,7 +233,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				sr.DiskPlanTag = d.plan.ID()
 			}
 			sr.Snapshot, sr.Round, sr.PlanID, sr.Plan = d.Snapshot, round, d.plan.ID(), pj
-			sr.Pending, sr.PendingTime = "", time.Time{}
+			sr.Pending, sr.PendingTime, sr.PendingCutover = "", time.Time{}, false
 			sr.Rounds = append(sr.Rounds, stats[i])
 		}
 		rec.Round = round
@@ -312,6 +312,9 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 	rereads = make([]bool, len(disks))
 	for i, d := range disks {
 		sr := &rec.Disks[i].stageRecord
+		if err := f.checkPending(ctx, cl, sr, d.disk.DiskID, d.diskID, diskName(d.LUN)+": ", recPath); err != nil {
+			return nil, err
+		}
 		if sr.Pending != "" {
 			fmt.Fprintf(stderr, "%s: reading snapshot %s again: round %d was interrupted\n", diskName(d.LUN), sr.Pending, round)
 			d.Snapshot, rereads[i] = sr.Pending, true
@@ -327,7 +330,7 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 		if !f.quiet {
 			fmt.Fprintf(stderr, "%s: incremental snapshot %s (kept; delete the stage snapshots when the new disks are verified)\n", diskName(d.LUN), snap)
 		}
-		sr.Pending, sr.PendingTime = snap, time.Now().UTC()
+		sr.Pending, sr.PendingTime, sr.PendingCutover = snap, time.Now().UTC(), f.cutover
 		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
 			return nil, err
 		}

@@ -84,6 +84,14 @@ type Cloud struct {
 	// compute.
 	DeallocatingReads int
 	deallocating      map[string]int // reads left, by Key
+	// DeleteFails makes the operation of a VM DELETE end in an error, as a poll of it that fails
+	// would, while Azure goes on deleting the VM: it stays, provisioningState "Deleting", for
+	// DeletingReads reads of it, and is then gone (with DeleteLeavesFailed: stays, Failed, as a
+	// delete that failed half-way leaves it).
+	DeleteFails        bool
+	DeletingReads      int
+	DeleteLeavesFailed bool
+	deleting           map[string]int // reads left, by Key
 
 	// Calls records every mutating call and every Key Vault read, in order:
 	// "PUT disk NAME", "GRANT disk NAME Read|Write SECONDS",
@@ -185,6 +193,9 @@ type Cloud struct {
 	GraphFail      string
 	GraphQueries   []armresourcegraph.QueryRequest
 
+	// ExtensionFails refuses every VM extension PUT (VMExtensionProvisioningError).
+	ExtensionFails bool
+
 	nicHeld     map[string]int  // NIC ID (lower case) -> PUTs still refused
 	guestWrite  map[string]bool // disks (by Key) handed a guest state write SAS
 	failedAsync bool            // an operation failed asynchronously: see router
@@ -239,6 +250,10 @@ func (c *Cloud) ARMOptions() *arm.ClientOptions {
 					c.Lock()
 					defer c.Unlock()
 					c.record("PUT extension %s", name)
+					if c.ExtensionFails {
+						errResp.SetResponseError(http.StatusBadRequest, "VMExtensionProvisioningError")
+						return
+					}
 					vm, ok := c.VMs[Key(rg, vmName)]
 					if !ok {
 						notFound(&errResp)
@@ -549,11 +564,23 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 	return computefake.VirtualMachinesServer{
 		Get: func(ctx context.Context, rg, name string, o *armcompute.VirtualMachinesClientGetOptions) (azfake.Responder[armcompute.VirtualMachinesClientGetResponse], azfake.ErrorResponder) {
+			c.Lock()
 			if o != nil && o.Expand != nil {
-				c.Lock()
 				c.VMGetExpand = string(*o.Expand)
-				c.Unlock()
 			}
+			if n, ok := c.deleting[Key(rg, name)]; ok {
+				switch vm := c.VMs[Key(rg, name)]; {
+				case n == 0 && c.DeleteLeavesFailed:
+					vm.Properties.ProvisioningState = to.Ptr("Failed")
+					delete(c.deleting, Key(rg, name))
+				case n == 0:
+					delete(c.VMs, Key(rg, name))
+					delete(c.deleting, Key(rg, name))
+				default:
+					c.deleting[Key(rg, name)] = n - 1
+				}
+			}
+			c.Unlock()
 			return get(c, c.VMs, rg, name, func(vm armcompute.VirtualMachine) armcompute.VirtualMachinesClientGetResponse {
 				return armcompute.VirtualMachinesClientGetResponse{VirtualMachine: vm}
 			})
@@ -640,8 +667,24 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 					c.nicHeld[id] = c.NICHold
 				}
 			}
-			delete(c.VMs, Key(rg, name))
+			if vm, ok := c.VMs[Key(rg, name)]; ok && c.DeleteFails && c.DeletingReads > 0 {
+				deleting := *vm
+				props := *vm.Properties
+				props.ProvisioningState = to.Ptr("Deleting")
+				deleting.Properties = &props
+				c.VMs[Key(rg, name)] = &deleting
+				if c.deleting == nil {
+					c.deleting = map[string]int{}
+				}
+				c.deleting[Key(rg, name)] = c.DeletingReads
+			} else {
+				delete(c.VMs, Key(rg, name))
+			}
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
+			if c.DeleteFails {
+				resp.SetTerminalError(http.StatusInternalServerError, "InternalServerError")
+				return
+			}
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientDeleteResponse{}, nil)
 			return
 		},
