@@ -90,6 +90,7 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 	for _, r := range pv.FreeRanges() {
 		spans = append(spans, span{out + r.Off, r.Len, "lvm free extents"})
 	}
+	components := pv.VG.Components()
 	for i := range pv.VG.LVs {
 		lv := &pv.VG.LVs[i]
 		name := pv.VG.Name + "/" + lv.Name
@@ -101,6 +102,12 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 		n, _ := lvr.ReadAt(head, 0)
 		c := probeBytes(head[:n])
 		if c != ContentXFS && c != ContentExt4 {
+			continue
+		}
+		if components[lv.Name] {
+			// A snapshot's origin: the snapshot still reads the blocks the origin freed since it was
+			// taken. A RAID image or thin pool's data: the filesystem is laid out over the LV above.
+			warns = append(warns, warning(WarnCopiedInFull, "%s: LV %s is the origin of a snapshot or part of another LV: its free space is copied too", how, name))
 			continue
 		}
 		s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 	"strings"
 )
@@ -64,6 +65,11 @@ type Segment struct {
 	// of the segment ("mirrors", "raids", ...), so that FreeRanges can treat
 	// extents they name as used even for segment types Map refuses.
 	Areas []Stripe
+	// Names are the string values of the other segment types' fields (not
+	// "type"): the volumes they name, such as a snapshot's origin and
+	// cow_store or a thin pool's pool and metadata LVs. An LV named there
+	// is read through another LV, not only on its own.
+	Names []string
 }
 
 // Stripe is one area of a segment: a PV (or, for stacked LVs, an LV) name
@@ -71,6 +77,35 @@ type Segment struct {
 type Stripe struct {
 	PV          string
 	StartExtent int64
+}
+
+// Components returns the names of the VG's LVs that other LVs name in their
+// segments: the origin and COW store of a snapshot, a thin pool's data and
+// metadata LVs, RAID images and metadata, the LVs under stacked segments.
+// Such an LV's bytes are read through the LV naming it (a snapshot reads
+// the origin's blocks it has not copied), so what its own content says of
+// itself, such as a filesystem's free space, is not all that is in use.
+func (vg *VG) Components() map[string]bool {
+	lvs := map[string]bool{}
+	for _, lv := range vg.LVs {
+		lvs[lv.Name] = true
+	}
+	out := map[string]bool{}
+	for _, lv := range vg.LVs {
+		for _, s := range lv.Segments {
+			for _, a := range slices.Concat(s.Stripes, s.Areas) {
+				if lvs[a.PV] {
+					out[a.PV] = true
+				}
+			}
+			for _, n := range s.Names {
+				if lvs[n] {
+					out[n] = true
+				}
+			}
+		}
+	}
+	return out
 }
 
 // Extents returns the LV's length in extents.
@@ -329,9 +364,16 @@ func parseSegment(sn *node, lvName string, vg *VG) (Segment, error) {
 		}
 		return s, nil
 	}
-	// Other types: keep whatever (volume, extent) pairs their arrays hold.
+	// Other types: keep whatever (volume, extent) pairs their arrays hold, and the names their
+	// string fields give.
 	for _, c := range sn.children {
-		if c.val == nil || c.val.kind != kindArray || c.key == "tags" {
+		if c.val == nil || c.key == "tags" {
+			continue
+		}
+		if c.val.kind == kindString && c.key != "type" {
+			s.Names = append(s.Names, c.val.s)
+		}
+		if c.val.kind != kindArray {
 			continue
 		}
 		if areas, err := areaPairs(c.val.items); err == nil {

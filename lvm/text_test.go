@@ -2,8 +2,10 @@ package lvm_test
 
 import (
 	"errors"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -111,6 +113,34 @@ func TestParseMetadataErrors(t *testing.T) {
 	// The positive control for the helpers above.
 	if _, err := lvm.ParseMetadata([]byte(lvs(seg(0, 1, lin), seg(1, 2, lin)))); err != nil {
 		t.Errorf("valid text rejected: %v", err)
+	}
+}
+
+// TestComponents: the LVs other LVs name (a snapshot's origin and COW store, a thin pool's data and
+// metadata, the LV under a stacked segment) are components; a plain LV and a thin volume are not.
+func TestComponents(t *testing.T) {
+	pv := `physical_volumes { pv0 { id = "p" pe_start = 8 pe_count = 40 } }`
+	lv := func(name, seg string) string {
+		return name + ` { id = "` + name + `" segment_count = 1 s1 { start_extent = 0 extent_count = 2 ` + seg + ` } }`
+	}
+	lin := func(pe int) string {
+		return `type = "striped" stripe_count = 1 stripes = ["pv0", ` + strconv.Itoa(pe) + `]`
+	}
+	text := `vg { id = "v" seqno = 1 extent_size = 8 ` + pv + ` logical_volumes { ` +
+		lv("plain", lin(0)) + lv("root", lin(2)) + lv("cow", lin(4)) +
+		lv("snapshot0", `type = "snapshot" chunk_size = 8 origin = "root" cow_store = "cow"`) +
+		lv("tdata", lin(6)) + lv("tmeta", lin(8)) +
+		lv("pool", `type = "thin-pool" metadata = "tmeta" pool = "tdata" transaction_id = 1 chunk_size = 128`) +
+		lv("thin", `type = "thin" thin_pool = "pool" transaction_id = 1 device_id = 1`) +
+		lv("under", lin(10)) + lv("stacked", `type = "striped" stripe_count = 1 stripes = ["under", 0]`) +
+		` } }`
+	vg, err := lvm.ParseMetadata([]byte(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := slices.Sorted(maps.Keys(vg.Components()))
+	if want := []string{"cow", "pool", "root", "tdata", "tmeta", "under"}; !slices.Equal(got, want) {
+		t.Errorf("Components = %v, want %v", got, want)
 	}
 }
 
