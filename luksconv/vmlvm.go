@@ -175,6 +175,10 @@ func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMemb
 	if c != ContentXFS && c != ContentExt4 {
 		return
 	}
+	if vg.Components()[lv.Name] { // as lvmFree: another LV reads its blocks too
+		res.warnings = append(res.warnings, warning(WarnCopiedInFull, "LV %s is the origin of a snapshot or part of another LV: its free space is copied too", name))
+		return
+	}
 	var free, logs map[int][]span = map[int][]span{}, map[int][]span{}
 	_, _, err = fsFree(r, lv.Size, c, func(off, n int64, why string) []span {
 		ext, err := vg.Map(lv, off, n)
