@@ -314,6 +314,13 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			return err
 		}
 		rep.VMPlan = vp
+		if f.src.snapshot != "" {
+			// A snapshot the user names becomes the VM's disk only when it is of the VM's OS disk and the VM
+			// has not run since it was taken (RecreateVM then checks that it did not run since this plan).
+			if err := cl.CheckSnapshotCurrent(ctx, id, vp.OldOSDiskID); err != nil {
+				return &hintedError{err, "take a snapshot after the VM is deallocated, or give --source-disk: luksconv then snapshots the deallocated disk itself"}
+			}
+		}
 	}
 
 	if f.dryRun {

@@ -513,6 +513,58 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
+// TestAzureSnapshotRecreateStale: --snapshot with --recreate-vm re-creates the VM only on a snapshot
+// of its OS disk taken since it last ran. An earlier run's kept snapshot of state 1, then the VM runs
+// and writes state 2: the conversion of that snapshot is refused before any disk is made or the VM is
+// touched; a snapshot taken after the VM stopped converts.
+func TestAzureSnapshotRecreateStale(t *testing.T) {
+	s := setupStage(t)
+	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	s.powerState("deallocated")
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
+	s.Unlock()
+	snap := func(disk, name string) string {
+		t.Helper()
+		cred, opts := s.fakeAzure.hook()
+		cl, err := azure.New(fakeSub, cred, opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		id, err := cl.SnapshotDisk(context.Background(), fakeID("disks", disk), name, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return id
+	}
+	args := func(snapID, target string) []string {
+		return []string{"azure", "convert", "--snapshot", snapID, "--des", fakeDES, "--target-disk", target, "--header", s.set.S1.Header,
+			"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
+	}
+	old := snap("osdisk", "old")
+	s.toState2(t) // the VM runs, writes and is deallocated again: its disk changes hands
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now().Add(time.Hour))
+	s.Unlock()
+	s.takeCalls()
+	_, se, code := runCLI(t, args(old, "plain")...)
+	if code != exitFailure || !strings.Contains(se, "stale") {
+		t.Fatalf("--snapshot of state 1 after the VM ran: exit %d, want %d and the stale snapshot named:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT disk") || strings.Contains(c, " vm ") {
+			t.Errorf("the refused run did %q", c)
+		}
+	}
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now().Add(-time.Hour))
+	s.Unlock()
+	if _, se, code = runCLI(t, args(snap("osdisk", "new"), "plain")...); code != 0 {
+		t.Fatalf("--snapshot taken after the VM stopped: exit %d:\n%s", code, se)
+	}
+}
+
 // TestAzureStageUsage: --stage and --cutover misused exit 2.
 func TestAzureStageUsage(t *testing.T) {
 	disk, snap := fakeID("disks", "osdisk"), fakeID("snapshots", "snap")
