@@ -48,10 +48,13 @@ type stageRecord struct {
 	PendingTime time.Time `json:"pending_snapshot_time,omitzero"`
 	// PendingCutover: Pending was taken by a cutover, with the VM deallocated; a stage round's was
 	// taken while the VM could run, and only another stage round may finish it.
-	PendingCutover bool         `json:"pending_cutover,omitempty"`
-	Rounds         []stageRound `json:"rounds,omitempty"`
-	Created        time.Time    `json:"created"`
-	Updated        time.Time    `json:"updated"`
+	PendingCutover bool `json:"pending_cutover,omitempty"`
+	// PendingPlan is the ID of the pending round's delta plan, recorded before it writes anything: a
+	// rerun must make the same plan, or the earlier attempt's writes where the two differ would stay.
+	PendingPlan string       `json:"pending_plan_id,omitempty"`
+	Rounds      []stageRound `json:"rounds,omitempty"`
+	Created     time.Time    `json:"created"`
+	Updated     time.Time    `json:"updated"`
 }
 
 // stageRound is one finished round.
@@ -270,6 +273,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		if err != nil {
 			return err
 		}
+		if err := holdPendingPlan(rec, d, "", func() error { return rec.save(recPath) }); err != nil {
+			return err
+		}
 		if journal == "" {
 			journal = f.defaultJournal(d)
 		}
@@ -293,7 +299,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 		rec.Snapshot, rec.Round, rec.PlanID, rec.Plan = snap, round, p.ID(), pj
-		rec.Pending, rec.PendingTime, rec.PendingCutover = "", time.Time{}, false
+		rec.Pending, rec.PendingTime, rec.PendingCutover, rec.PendingPlan = "", time.Time{}, false, ""
 		rec.Rounds = append(rec.Rounds, stats)
 		if err := rec.save(recPath); err != nil {
 			return err
@@ -369,6 +375,25 @@ func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *
 				recPath + ", then convert again"}
 	}
 	return &hintedError{fmt.Errorf("%s%w", label, err), again}
+}
+
+// holdPendingPlan ties a round after the first to its delta plan d: the plan's ID is recorded (by
+// save) before anything of the round is written, and a rerun that reads the round's snapshot again
+// must make the same plan. Another plan (other flags, another luksconv version) would be written as if
+// the disk held only the last finished round, leaving the earlier attempt's writes where the two plans
+// differ. label prefixes the error ("" for one disk).
+func holdPendingPlan(rec *stageRecord, d *luksconv.Plan, label string, save func() error) error {
+	switch id := d.ID(); rec.PendingPlan {
+	case "":
+		rec.PendingPlan = id
+		return save()
+	case id:
+		return nil
+	default:
+		return &hintedError{fmt.Errorf("%w: %sround %d was begun with another plan (%s; now %s): the flags or luksconv's version differ",
+			azure.ErrState, label, rec.Round+1, rec.PendingPlan, id),
+			"run it again with the flags and the luksconv version it was begun with"}
+	}
 }
 
 // stageSnapshotName names round's snapshot of the disk converted into the new disk target: the target's

@@ -565,6 +565,44 @@ func TestAzureSnapshotRecreateStale(t *testing.T) {
 	}
 }
 
+// TestAzureStagePendingPlan: an interrupted round after the first is finished only by the plan it
+// was begun with; a rerun whose plan differs (here --full-copy) is refused before it writes, and the
+// rerun with the first flags finishes the round.
+func TestAzureStagePendingPlan(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.toState2(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
+	_, se, code := runCLICtx(t, ctx, s.stageArgs(dir, "--stage", "--workers", "1")...)
+	azureOutputHook = nil
+	cancel()
+	if code != exitInterrupted {
+		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.takeCalls()
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage", "--full-copy")...); code != exitFailure || !strings.Contains(se, "round 2 was begun with another plan") {
+		t.Fatalf("stage round 2 again with --full-copy: exit %d, want %d and the plan named:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "GRANT disk plain Write") {
+			t.Errorf("the refused rerun opened the new disk for writing: %q", c)
+		}
+	}
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 2 again: exit %d:\n%s", code, se)
+	}
+	s.powerState("deallocated")
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...); code != 0 {
+		t.Fatalf("cutover: exit %d:\n%s", code, se)
+	}
+	s.assertCutOver(t, dir, want2, "the cutover")
+}
+
 // TestAzureStageUsage: --stage and --cutover misused exit 2.
 func TestAzureStageUsage(t *testing.T) {
 	disk, snap := fakeID("disks", "osdisk"), fakeID("snapshots", "snap")

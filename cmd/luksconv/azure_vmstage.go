@@ -191,6 +191,9 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		if err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		}
+		if err := holdPendingPlan(sr, dp, diskName(d.LUN)+": ", func() error { return saveRecord(recPath, rec, &rec.Updated) }); err != nil {
+			return err
+		}
 		d.journal, work[i] = f.defaultJournal(dp), dp
 		deltas[d] = deltaJob{rec: sr, recPath: recPath, d: dp, src: d.src, snapshot: d.Snapshot, diskID: d.diskID, journal: d.journal,
 			reread: rereads[i], round: round}
@@ -233,7 +236,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				sr.DiskPlanTag = d.plan.ID()
 			}
 			sr.Snapshot, sr.Round, sr.PlanID, sr.Plan = d.Snapshot, round, d.plan.ID(), pj
-			sr.Pending, sr.PendingTime, sr.PendingCutover = "", time.Time{}, false
+			sr.Pending, sr.PendingTime, sr.PendingCutover, sr.PendingPlan = "", time.Time{}, false, ""
 			sr.Rounds = append(sr.Rounds, stats[i])
 		}
 		rec.Round = round
