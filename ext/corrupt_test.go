@@ -167,6 +167,12 @@ func TestCorruptSuperblock(t *testing.T) {
 		{"tiny groups", func(p *patcher) { p.u32(sbOffset+0x20, 128); p.u32(sbOffset+0x24, 128); p.sealSB() }, "clusters per group outside 256"},
 		{"inodes per group", func(p *patcher) { p.u32(sbOffset+0x28, 0); p.sealSB() }, "inodes per group"},
 		{"inode count", func(p *patcher) { p.u32(sbOffset, p.fs.SB.InodesCount+1); p.sealSB() }, "inodes, but"},
+		{"partial inode block", func(p *patcher) {
+			ipg := p.fs.SB.InodesPerGroup
+			p.u32(sbOffset, p.fs.SB.InodesCount/ipg*(ipg-1))
+			p.u32(sbOffset+0x28, ipg-1)
+			p.sealSB()
+		}, "do not fill whole blocks"},
 		{"inode size", func(p *patcher) { p.u16(sbOffset+0x58, 300); p.sealSB() }, "inode size"},
 		{"desc size", func(p *patcher) { p.u16(sbOffset+0xfe, 48); p.sealSB() }, "descriptor size"},
 		{"blocks beyond device", func(p *patcher) { p.u32(sbOffset+0x04, 1<<30); p.sealSB() }, "larger than the"},

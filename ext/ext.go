@@ -592,6 +592,11 @@ func (fs *FS) setGeometry(s *Superblock) error {
 	if s.InodesPerGroup == 0 || s.InodesPerGroup > uint32(bs)*8 || uint64(s.InodesPerGroup) < uint64(bs)/uint64(inodeSize) {
 		return bad("%d inodes per group outside %d..%d", s.InodesPerGroup, uint64(bs)/uint64(inodeSize), bs*8)
 	}
+	// mke2fs fills whole blocks with inodes. The kernel counts a table's blocks rounded down and could
+	// put data in a partial last block, which this package counts as inode table.
+	if ipb := uint64(bs) / uint64(inodeSize); uint64(s.InodesPerGroup)%ipb != 0 {
+		return bad("%d inodes per group do not fill whole blocks of %d inodes", s.InodesPerGroup, ipb)
+	}
 	blocks := s.BlocksCount()
 	if blocks <= uint64(s.FirstDataBlock) {
 		return bad("%d blocks", blocks)
