@@ -25,6 +25,7 @@ type azureSource struct {
 	subscription string
 	snapshot     string
 	sourceDisk   string
+	modelDir     string // where a VM re-creation saves the VM's rollback model ("" for the current directory)
 }
 
 func (s *azureSource) register(c *cobra.Command) {
@@ -63,13 +64,15 @@ func (s *azureSource) client(id string) (*azure.Client, error) {
 	}
 	if azureClientHook != nil {
 		cred, opts := azureClientHook()
-		return azure.New(sub, cred, opts)
+		o := *opts
+		o.VMModelDir = s.modelDir
+		return azure.New(sub, cred, &o)
 	}
 	cred, err := azure.DefaultCredentialIn(cl)
 	if err != nil {
 		return nil, fmt.Errorf("azure credential: %w", err)
 	}
-	return azure.New(sub, cred, &azure.Options{Cloud: cl})
+	return azure.New(sub, cred, &azure.Options{Cloud: cl, VMModelDir: s.modelDir})
 }
 
 func newAzureCmd() *cobra.Command {

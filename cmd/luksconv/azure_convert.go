@@ -124,7 +124,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.IntVar(&f.parallel, "parallel", 2, "with --vm alone: disks uploaded at the same time")
 	fl.IntVar(&f.workers, "workers", 0, "chunks processed in parallel (default: number of CPUs)")
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in --journal-dir)")
-	fl.StringVar(&f.journalDir, "journal-dir", ".", "directory of the default resume journals, one per disk (shared storage when the run may move to another machine)")
+	fl.StringVar(&f.journalDir, "journal-dir", ".", "directory of the default resume journals, one per disk, the stage records and a re-created VM's rollback model (shared storage when the run may move to another machine)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
 	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
 	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
@@ -196,6 +196,8 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if st, err := os.Stat(f.journalDir); err != nil || !st.IsDir() {
 		return fmt.Errorf("%w: --journal-dir %q is not a directory", errUsage, f.journalDir)
 	}
+	// The VM's rollback model goes beside the journals: the storage that outlives this run.
+	f.src.modelDir = f.journalDir
 	switch {
 	case f.inventory != "" && f.vm != "":
 		return fmt.Errorf("%w: --inventory and --index choose the VM: no --vm with them", errUsage)

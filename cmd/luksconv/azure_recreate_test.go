@@ -116,22 +116,22 @@ func TestAzureRecreateVM(t *testing.T) {
 }
 
 // TestAzureRecreateVMRestoreFails: the NIC stays held past the retry bound for the new VM and its
-// restore alike: the error says the VM is deleted and where its model is (in the current directory),
-// the hint gives the command that restores it, and the file is the rollback body.
+// restore alike: the error says the VM is deleted and where its model is (in --journal-dir, beside the
+// journals), the hint gives the command that restores it, and the file is the rollback body.
 func TestAzureRecreateVMRestoreFails(t *testing.T) {
 	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
 	dir := t.TempDir()
-	t.Chdir(dir)
 	f.retryWithin(t, 20*time.Millisecond)
 	f.Lock()
 	f.NICHold = 1 << 30
 	f.Unlock()
-	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm")
-	m := modelFiles(t)
-	if code == 0 || len(m) != 1 {
-		t.Fatalf("exit %d, model files %q: %s", code, m, se)
+	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm", "--journal-dir", dir)
+	m, _ := filepath.Glob(filepath.Join(dir, "luksconv-vm-vm1-*.json"))
+	if code == 0 || len(m) != 1 || len(modelFiles(t)) != 0 {
+		t.Fatalf("exit %d, model files %q in --journal-dir, %q in the current directory: %s", code, m, modelFiles(t), se)
 	}
-	path := filepath.Join(dir, m[0])
+	path := m[0]
 	for _, w := range []string{"NicReservedForAnotherVm", "restoring the original VM failed too", "the VM is deleted, its model is saved in " + path,
 		"hint: restore it by hand: az rest --method put", "--body @" + path} {
 		if !strings.Contains(se, w) {
