@@ -31,6 +31,14 @@ var ErrPreflight = errors.New("azure: the new VM would be refused")
 // a deleted VM's NICs for it for up to about 180 seconds), HTTP 429 and 5xx.
 const DefaultVMCreateRetry = 5 * time.Minute
 
+// MaxRecreateTime bounds, with the default VMCreateRetry, the part of RecreateVM that a cancelled
+// context does not stop (from the DELETE: the PUT, its retries and a restore): how long a job engine
+// should let the process run on after asking it to stop.
+const MaxRecreateTime = 2 * (DefaultVMCreateRetry + recreateStepTime)
+
+// recreateStepTime is what each of the DELETE, PUT and restore may take beyond the PUT's retries.
+const recreateStepTime = 15 * time.Minute
+
 // vmAPIVersion is the Microsoft.Compute API version of armcompute's VM
 // calls (v8.4.0), which the validated template and the manual-restore
 // command name so that they mean what the PUT means.

@@ -514,7 +514,7 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	// From the DELETE on an interrupted run goes on to the end, bounded: a deleted VM is the worst place
 	// to stop, a DELETE Azure accepted goes on without us, and a PUT already sent must not race a
 	// restore.
-	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*(c.retryBound()+15*time.Minute))
+	pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*(c.retryBound()+recreateStepTime))
 	defer cancel()
 	if _, err := started(vms.BeginDelete(pctx, rid.ResourceGroup, rid.Name, nil)).wait(pctx, c); err != nil {
 		derr := opError("delete VM", plan.VMID, err)

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/luksconv/luksconv/azure"
 	"github.com/spf13/cobra"
@@ -381,6 +382,21 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 		"securityContext": map[string]any{"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
 			"readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []string{"ALL"}}},
 	}
+	pod := map[string]any{
+		"serviceAccountName": f.serviceAccount,
+		"restartPolicy":      "Never",
+		"securityContext":    map[string]any{"fsGroup": 65532},
+		"containers":         []any{container},
+		"volumes": []map[string]any{
+			{"name": "inventory", "configMap": map[string]any{"name": f.name + "-inventory"}},
+			{"name": "journals", "persistentVolumeClaim": map[string]any{"claimName": f.journalClaim}},
+		},
+	}
+	if slices.Contains(container["args"].([]string), "--recreate-vm") {
+		// Once the VM is deleted luksconv finishes (re-creates or restores it) before it exits, even
+		// when asked to stop: the pod must not be killed in between (the default grace is 30 s).
+		pod["terminationGracePeriodSeconds"] = int64((azure.MaxRecreateTime + 5*time.Minute).Seconds())
+	}
 	return map[string]any{
 		"apiVersion": "batch/v1",
 		"kind":       "Job",
@@ -394,16 +410,7 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 			"podFailurePolicy":     map[string]any{"rules": rules},
 			"template": map[string]any{
 				"metadata": map[string]any{"labels": labels},
-				"spec": map[string]any{
-					"serviceAccountName": f.serviceAccount,
-					"restartPolicy":      "Never",
-					"securityContext":    map[string]any{"fsGroup": 65532},
-					"containers":         []any{container},
-					"volumes": []map[string]any{
-						{"name": "inventory", "configMap": map[string]any{"name": f.name + "-inventory"}},
-						{"name": "journals", "persistentVolumeClaim": map[string]any{"claimName": f.journalClaim}},
-					},
-				},
+				"spec":     pod,
 			},
 		},
 	}

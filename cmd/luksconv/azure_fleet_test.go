@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/luksconv/luksconv/azure"
 )
@@ -415,9 +416,10 @@ type fleetK8sJob struct {
 		Template struct {
 			Metadata struct{ Labels map[string]string }
 			Spec     struct {
-				ServiceAccountName string
-				RestartPolicy      string
-				Containers         []struct {
+				ServiceAccountName            string
+				RestartPolicy                 string
+				TerminationGracePeriodSeconds int64
+				Containers                    []struct {
 					Name, Image  string
 					Args         []string
 					VolumeMounts []struct{ Name, MountPath string }
@@ -499,6 +501,10 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 		if ps.ServiceAccountName != sa.Metadata.Name || ps.RestartPolicy != "Never" || labels["azure.workload.identity/use"] != "true" ||
 			labels["app.kubernetes.io/component"] != c.component || len(ps.Containers) != 1 {
 			t.Fatalf("%s pod: %+v, labels %v", c.component, ps, labels)
+		}
+		// The cutover re-creates the VM, which it finishes once begun: the pod gets the time for it.
+		if g, want := ps.TerminationGracePeriodSeconds, map[string]int64{"stage": 0, "cutover": int64((azure.MaxRecreateTime + 5*time.Minute).Seconds())}[c.component]; g != want {
+			t.Errorf("%s pod: terminationGracePeriodSeconds %d, want %d", c.component, g, want)
 		}
 		ct := ps.Containers[0]
 		if ct.Image != image || !slices.Equal(ct.Args, c.wantArgs) {
