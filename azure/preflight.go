@@ -433,14 +433,14 @@ func (e *VMRecreateError) Unwrap() error { return e.Err }
 func (e *VMRecreateError) Hint() string {
 	switch {
 	case e.Uncertain:
-		return fmt.Sprintf("look at the VM (az vm show): if it is gone, restore it by hand with az rest --method put --url 'https://management.azure.com%s?api-version=%s' --body @%s; "+
-			"if it is there and Succeeded, run again", e.VMID, vmAPIVersion, e.ModelFile)
+		return fmt.Sprintf("look at the VM (az vm show): if it is gone, restore it by hand with %s; if it is there and Succeeded, run again",
+			RestoreCommand(e.VMID, e.ModelFile))
 	case !e.Deleted:
 		return "nothing was deleted: fix the cause and run again (the converted disks are kept)"
 	case e.Restored:
 		return "the VM runs on its old ADE disks again (deallocated as before); re-add its extensions (the ADE extension need not come back) and fix the cause before converting again"
 	case e.ModelFile != "":
-		return fmt.Sprintf("restore it by hand: az rest --method put --url 'https://management.azure.com%s?api-version=%s' --body @%s", e.VMID, vmAPIVersion, e.ModelFile)
+		return "restore it by hand: " + RestoreCommand(e.VMID, e.ModelFile)
 	}
 	return "re-create it from the plan's rollbackVm (luksconv azure convert --dry-run --json prints it)"
 }
@@ -454,7 +454,7 @@ func (c *Client) saveModel(plan *VMPlan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("luksconv-vm-%s-%s.json", safeName.ReplaceAllString(plan.Name, "_"), time.Now().UTC().Format("20060102T150405Z"))
+	name := fmt.Sprintf("luksconv-vm-%s-%s.json", safeName.ReplaceAllString(plan.Name, "_"), time.Now().UTC().Format("20060102T150405Z")) // as SavedModels finds them
 	p := filepath.Join(c.opts.VMModelDir, name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -476,3 +476,16 @@ func (c *Client) saveModel(plan *VMPlan) (string, error) {
 }
 
 var safeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
+
+// RestoreCommand is the Azure CLI command that re-creates the VM vmID from a rollback model file that
+// RecreateVM saved.
+func RestoreCommand(vmID, file string) string {
+	return fmt.Sprintf("az rest --method put --url 'https://management.azure.com%s?api-version=%s' --body @%s", vmID, vmAPIVersion, file)
+}
+
+// SavedModels lists the rollback model files RecreateVM saved in dir for the VM named name, oldest
+// first: what is left of a re-creation that stopped between the DELETE and the end (a killed process).
+func SavedModels(dir, name string) []string {
+	m, _ := filepath.Glob(filepath.Join(dir, "luksconv-vm-"+safeName.ReplaceAllString(name, "_")+"-*.json"))
+	return m // the names end in the UTC time: sorted is oldest first
+}

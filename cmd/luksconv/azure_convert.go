@@ -198,6 +198,17 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	}
 	// The VM's rollback model goes beside the journals: the storage that outlives this run.
 	f.src.modelDir = f.journalDir
+	defer func() {
+		// A VM that is gone while a model of it is saved: a re-creation stopped after the DELETE.
+		if !f.recreate || f.vm == "" || !errors.Is(err, azure.ErrNotFound) {
+			return
+		}
+		if m := azure.SavedModels(f.journalDir, path.Base(f.vm)); len(m) > 0 {
+			file := m[len(m)-1]
+			err = &hintedError{err, fmt.Sprintf("an earlier run deleted the VM to re-create it and saved its model in %s: if the VM is gone, restore it with %s, then run again",
+				file, azure.RestoreCommand(f.vm, file))}
+		}
+	}()
 	switch {
 	case f.inventory != "" && f.vm != "":
 		return fmt.Errorf("%w: --inventory and --index choose the VM: no --vm with them", errUsage)

@@ -144,3 +144,23 @@ func TestAzureRecreateVMRestoreFails(t *testing.T) {
 	}
 	f.assertNoSAS(t, se+string(b))
 }
+
+// TestAzureRecreateVMGoneWithModel: a run killed between the DELETE and the PUT leaves the VM gone and
+// its model in --journal-dir; the rerun, which cannot find the VM, names the file and the command that
+// restores it.
+func TestAzureRecreateVMGoneWithModel(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	model := filepath.Join(dir, "luksconv-vm-vm1-20261207T120000Z.json")
+	if err := os.WriteFile(model, []byte("{}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f.Lock()
+	delete(f.VMs, azurefake.Key(fakeRG, "vm1"))
+	f.Unlock()
+	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm", "--journal-dir", dir)
+	if code != exitUsage || !strings.Contains(se, "saved its model in "+model) || !strings.Contains(se, "az rest --method put") {
+		t.Fatalf("exit %d, want %d and the model named:\n%s", code, exitUsage, se)
+	}
+}
