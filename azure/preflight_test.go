@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	azfake "github.com/Azure/azure-sdk-for-go/sdk/azcore/fake"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 
@@ -428,6 +430,44 @@ func TestRecreateVMDeleteOutcome(t *testing.T) {
 			t.Errorf("a PUT over a VM whose delete failed half-way: %q", c.Calls)
 		}
 	})
+}
+
+// lostPut forwards the first VM PUT and then loses its answer, as a broken connection would.
+type lostPut struct {
+	inner policy.Transporter
+	lost  bool
+}
+
+func (l *lostPut) Do(req *http.Request) (*http.Response, error) {
+	resp, err := l.inner.Do(req)
+	if req.Method == http.MethodPut && strings.HasSuffix(strings.ToLower(req.URL.Path), "/virtualmachines/vm1") && !l.lost {
+		l.lost = true
+		return nil, errors.New("connection reset by peer")
+	}
+	return resp, err
+}
+
+// TestRecreateVMPutAnswerLost: a PUT whose answer is lost may have created the VM: RecreateVM reads it
+// before restoring, and finds it re-created on the new disk (a restore would have raced it).
+func TestRecreateVMPutAnswerLost(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	arm := c.ARMOptions()
+	arm.Transport = &lostPut{inner: arm.Transport}
+	arm.Retry.MaxRetries = -1
+	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := planVM1(t, c, cl)
+	if err := cl.RecreateVM(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}; !slices.Equal(c.Calls, want) {
+		t.Errorf("calls %q, want %q (no restore)", c.Calls, want)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+	noModelFiles(t, cl)
 }
 
 // TestRecreateVMStartedDuringPreflight: a VM started while the preflight runs is not deleted.

@@ -531,6 +531,9 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 		}
 	}
 	n, err := c.putVM(pctx, vms, rid.ResourceGroup, rid.Name, *plan.New)
+	if err != nil && c.awaitCreated(pctx, vms, rid, plan.NewOSDiskID) {
+		err = nil // the answer was lost, not the VM: a restore now would race it
+	}
 	if err == nil {
 		os.Remove(model)
 		if err := c.applyLicensing(pctx, plan, rid, f); err != nil {
@@ -578,6 +581,34 @@ func (c *Client) awaitDelete(ctx context.Context, vms *armcompute.VirtualMachine
 				err = opError("read VM", rid.ID, fmt.Errorf("still %s: %w", state, ctx.Err()))
 			}
 			return false, state, err
+		case <-t.C:
+		}
+	}
+}
+
+// awaitCreated reports whether the VM exists, provisioned, on the OS disk osDiskID after a PUT of it
+// failed: one whose answer was lost (a broken connection) may still create it. A VM being created is
+// waited for, within recreateStepTime.
+func (c *Client) awaitCreated(ctx context.Context, vms *armcompute.VirtualMachinesClient, rid resourceID, osDiskID string) bool {
+	ctx, cancel := context.WithTimeout(ctx, recreateStepTime)
+	defer cancel()
+	for {
+		r, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
+		if err != nil || r.Properties == nil {
+			return false
+		}
+		switch state := str(r.Properties.ProvisioningState); {
+		case strings.EqualFold(state, "Succeeded"):
+			sp := r.Properties.StorageProfile
+			return sp != nil && sp.OSDisk != nil && sp.OSDisk.ManagedDisk != nil && sameID(str(sp.OSDisk.ManagedDisk.ID), osDiskID)
+		case !strings.EqualFold(state, "Creating") && !strings.EqualFold(state, "Updating"):
+			return false
+		}
+		t := time.NewTimer(c.pollOptions().Frequency)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return false
 		case <-t.C:
 		}
 	}

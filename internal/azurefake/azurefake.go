@@ -719,6 +719,11 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				resp.SetTerminalError(r.Status, r.Code)
 				return
 			}
+			if stored.Properties != nil { // as Azure reports a VM its PUT created
+				done := *stored.Properties
+				done.ProvisioningState = to.Ptr("Succeeded")
+				stored.Properties = &done
+			}
 			c.VMs[Key(rg, name)] = &stored
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientCreateOrUpdateResponse{VirtualMachine: stored}, nil)
 			return
