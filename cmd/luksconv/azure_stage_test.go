@@ -387,6 +387,18 @@ func (o *cancelOutput) WriteAt(b []byte, off int64) (int, error) {
 	return o.Output.WriteAt(b, off)
 }
 
+// runInterrupted runs the CLI with args and cancels it (Ctrl-C) at the upload's second write (cancelOutput);
+// it returns standard error and the exit code.
+func runInterrupted(t *testing.T, args ...string) (string, int) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
+	defer func() { azureOutputHook = nil }()
+	_, se, code := runCLICtx(t, ctx, args...)
+	return se, code
+}
+
 // TestAzureCutoverInterrupted: a first stage round, then a cutover, each cancelled mid-upload; the
 // cutover leaves the disk uploading, the record and its journal. The same command resumes each from
 // its snapshot and journal, and the disk equals a local conversion of state 2.
@@ -394,14 +406,7 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
 	want2 := s.local(t, s.set.S2, t.TempDir())
-	interrupt := func(args ...string) (string, int) {
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
-		defer func() { azureOutputHook = nil }()
-		_, se, code := runCLICtx(t, ctx, args...)
-		return se, code
-	}
+	interrupt := func(args ...string) (string, int) { return runInterrupted(t, args...) }
 	// An interrupted first round resumes from the same snapshot.
 	if se, code := interrupt(s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
 		t.Fatalf("cancelled stage: exit %d, want %d:\n%s", code, exitInterrupted, se)
@@ -489,11 +494,7 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 	}
 
 	// A cutover interrupted after its snapshot; the VM then runs again.
-	ctx, cancel := context.WithCancel(context.Background())
-	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
-	_, se, code = runCLICtx(t, ctx, s.stageArgs(dir, "--cutover", "--workers", "1")...)
-	azureOutputHook = nil
-	cancel()
+	se, code = runInterrupted(t, s.stageArgs(dir, "--cutover", "--workers", "1")...)
 	if code != exitInterrupted && code != 0 {
 		t.Fatalf("cancelled cutover: exit %d:\n%s", code, se)
 	}
@@ -576,11 +577,7 @@ func TestAzureStagePendingPlan(t *testing.T) {
 		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
 	}
 	s.toState2(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output { return &cancelOutput{Output: o, cancel: cancel} }
-	_, se, code := runCLICtx(t, ctx, s.stageArgs(dir, "--stage", "--workers", "1")...)
-	azureOutputHook = nil
-	cancel()
+	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	if code != exitInterrupted {
 		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
 	}
