@@ -71,7 +71,7 @@ func inventoryVM(path string, index int) (string, error) {
 
 // Exit codes a retry cannot change: the same input gives the same answer. The others (1: I/O and
 // service errors, 130: interrupted) are worth a retry, which resumes from the journals.
-var permanentExits = []int{exitUsage, exitWrongKey, exitUnsupported, exitCorrupt, exitReencrypting, exitOutput, exitNothingToDo, exitVerifyFailed, exitLimit}
+var permanentExits = []int{exitUsage, exitWrongKey, exitUnsupported, exitCorrupt, exitReencrypting, exitOutput, exitNothingToDo, exitVerifyFailed, exitLimit, exitFollowUp}
 
 type azureFleet struct {
 	engine, inventory, outDir string

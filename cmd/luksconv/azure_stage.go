@@ -323,7 +323,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 		if f.recreate {
 			if rep.VMPlan, err = f.recreateVM(ctx, cl, diskID, nil); err != nil {
-				return err
+				return finishedAnyway(err, recPath)
 			}
 			rep.VMRecreated = true
 		}
@@ -375,6 +375,19 @@ func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *
 				recPath + ", then convert again"}
 	}
 	return &hintedError{fmt.Errorf("%s%w", label, err), again}
+}
+
+// finishedAnyway returns err, the failure of a cutover's VM re-creation, and removes the stage record
+// recPath when the VM was re-created all the same (a *azure.LicenseError): the conversion is over, and
+// a rerun must not act on a record of it.
+func finishedAnyway(err error, recPath string) error {
+	var le *azure.LicenseError
+	if errors.As(err, &le) {
+		if rerr := os.Remove(recPath); rerr != nil && !errors.Is(rerr, os.ErrNotExist) {
+			return errors.Join(err, fmt.Errorf("stage record: %w", rerr))
+		}
+	}
+	return err
 }
 
 // holdPendingPlan ties a round after the first to its delta plan d: the plan's ID is recorded (by

@@ -600,6 +600,34 @@ func TestAzureStagePendingPlan(t *testing.T) {
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
+// TestAzureCutoverLicenseFails: a cutover whose VM is re-created but whose licensing then fails exits
+// 11 and removes the stage record: the conversion is over, and a rerun must not act on it.
+func TestAzureCutoverLicenseFails(t *testing.T) {
+	s := setupStage(t)
+	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
+	s.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"),
+		Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	s.ExtensionFails = true
+	s.Unlock()
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
+		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
+	}
+	s.powerState("deallocated")
+	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"), "--license", "payg")...)
+	if code != exitFollowUp || !strings.Contains(se, "the VM is re-created") {
+		t.Fatalf("cutover: exit %d, want %d:\n%s", code, exitFollowUp, se)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left: %v", err)
+	}
+	if d := s.vmOSDisk(); d != "plain" {
+		t.Errorf("VM on OS disk %q", d)
+	}
+}
+
 // TestAzureStageUsage: --stage and --cutover misused exit 2.
 func TestAzureStageUsage(t *testing.T) {
 	disk, snap := fakeID("disks", "osdisk"), fakeID("snapshots", "snap")

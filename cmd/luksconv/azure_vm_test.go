@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -510,5 +511,29 @@ func TestAzureConvertVMLicense(t *testing.T) {
 	defer f.Unlock()
 	if lt := f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.LicenseType; lt == nil || *lt != "RHEL_BASE" {
 		t.Errorf("licenseType %v", lt)
+	}
+}
+
+// TestAzureConvertVMLicenseFails: the AHBForRHEL extension refused after the new VM was created: exit 11
+// (not retried by the fleet's engines), the error says the VM is re-created, and the hint gives the
+// commands that finish the licensing.
+func TestAzureConvertVMLicenseFails(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	vmID := fakeID("virtualMachines", "vm1")
+	f.Lock()
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	f.ExtensionFails = true
+	f.Unlock()
+	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--license", "payg")
+	if code != exitFollowUp || !strings.Contains(se, "the VM is re-created on the new disks") || !strings.Contains(se, "--license-type RHEL_BASE") ||
+		strings.Contains(se, "not changed") {
+		t.Fatalf("extension refused: exit %d, want %d:\n%s", code, exitFollowUp, se)
+	}
+	if !slices.Contains(permanentExits, exitFollowUp) {
+		t.Errorf("exit %d is retried by the fleet's engines", exitFollowUp)
+	}
+	if d := f.vmOSDisk(); !strings.HasSuffix(d, "-luksconv") {
+		t.Errorf("VM on OS disk %s after the licensing failed", d)
 	}
 }

@@ -269,7 +269,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				newData[d.LUN] = d.diskID
 			}
 			if rep.VMPlan, err = f.recreateVM(ctx, cl, disks[0].diskID, newData); err != nil {
-				return err
+				return finishedAnyway(err, recPath)
 			}
 			rep.VMRecreated = true
 		}

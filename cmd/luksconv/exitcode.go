@@ -30,6 +30,10 @@ const (
 // exitLimit: an input over a resource limit, a keyslot's KDF cost (--kdf-max-memory, --kdf-max-time).
 const exitLimit = 10
 
+// exitFollowUp: the VM is re-created on the new disks, but a step after it (its RHEL licensing) failed;
+// a person finishes it as the hint says, and a rerun has nothing to do.
+const exitFollowUp = 11
+
 // exitCode maps an error to the documented exit code.
 func exitCode(err error) int {
 	switch {
@@ -37,6 +41,8 @@ func exitCode(err error) int {
 		return exitOK
 	case errors.Is(err, luksconv.ErrVerifyFailed):
 		return exitVerifyFailed
+	case errors.As(err, new(*azure.LicenseError)):
+		return exitFollowUp
 	case errors.Is(err, context.Canceled):
 		return exitInterrupted
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
