@@ -476,8 +476,17 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	}
 	debugAzure("create upload disk", diskID, "size", j.spec.SizeBytes)
 	tgt, err = cl.CreateUploadDisk(ctx, *j.spec)
-	if errors.Is(err, azure.ErrExists) {
+	switch {
+	case errors.Is(err, azure.ErrExists):
 		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
+	case err == nil:
+		// A disk this run created holds nothing: a journal at its path is of another disk (one deleted
+		// since, or another --target-disk) and must not mark a single byte of this one done.
+		if rerr := os.Remove(journal); rerr == nil {
+			fmt.Fprintf(stderr, "Discarding journal %s: it is of an earlier upload, and %s was just created\n", journal, diskID)
+		} else if !errors.Is(rerr, os.ErrNotExist) {
+			err = fmt.Errorf("journal: %w", rerr)
+		}
 	}
 	if err != nil {
 		return nil, nil, err

@@ -458,3 +458,48 @@ func TestAzureConvertFinishFails(t *testing.T) {
 		t.Errorf("after the rerun the disk is %s", st)
 	}
 }
+
+// TestAzureConvertStaleJournal: an interrupted upload leaves its journal; its disk is then deleted (as
+// luksconv's hints suggest, to start again) and the same command creates the disk afresh, whose blob
+// exists empty at once, as on Azure. The old journal is discarded, not applied: the new disk equals a
+// local conversion (the journal's ranges were skipped before, leaving them empty).
+func TestAzureConvertStaleJournal(t *testing.T) {
+	f, fx := setupAzure(t, false)
+	dir := t.TempDir()
+	want := localConversion(t, fx, dir)
+	journal := filepath.Join(dir, "j")
+	args := []string{"--debug", "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+		"--target-disk", "plain", "--journal", journal, "--workers", "1", "--json", "--write-access", "20m"}
+	f.interruptUpload(t, "plain", 30*time.Millisecond, args...)
+	jb, err := os.ReadFile(journal)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := journalWritten(jb); n == 0 {
+		t.Skip("nothing was journalled before the interruption") // the test then shows nothing
+	}
+	cc := f.az.ContainerClient(t, "disks")
+	props, err := cc.NewBlobClient("plain.vhd").GetProperties(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Lock()
+	delete(f.Disks, azurefake.Key(fakeRG, "plain"))
+	f.Unlock()
+	if _, err := cc.NewBlobClient("plain.vhd").Delete(context.Background(), nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cc.NewPageBlobClient("plain.vhd").Create(context.Background(), *props.ContentLength, nil); err != nil {
+		t.Fatal(err)
+	}
+	so, se, code := runCLI(t, args...)
+	if code != 0 || !strings.Contains(se, "Discarding journal "+journal) {
+		t.Fatalf("rerun into the new disk: exit %d, want 0 and the journal discarded:\n%s", code, se)
+	}
+	if resumed, _ := reportBytes(t, so); resumed != 0 {
+		t.Errorf("the new disk resumed %d bytes", resumed)
+	}
+	if got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want))); !bytes.Equal(got, want) {
+		t.Fatal("the new disk differs from a local conversion")
+	}
+}
