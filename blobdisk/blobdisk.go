@@ -86,8 +86,11 @@ type OutputOptions struct {
 	SameTarget bool
 	// HoldsData says the blob holds the conversion an earlier pass wrote, which p (a luksconv.Delta
 	// plan) updates in place: the blob must exist, and the Output is never ZeroFilled, as Delta
-	// requires, even when the blob's page list cannot be read (see blobio.SinkOptions.HoldsData).
+	// requires.
 	HoldsData bool
+	// Empty says the caller created the blob (a new upload disk) just now: it holds no data, and its
+	// page list is not read (see blobio.SinkOptions.Empty).
+	Empty bool
 }
 
 // DefaultJournal is the journal file name an upload of p uses unless told otherwise.
@@ -122,7 +125,7 @@ func CreateOutput(ctx context.Context, p *luksconv.Plan, sasURL string, opts Out
 	}
 	s, err := blobio.CreatePageBlobSink(ctx, sasURL, p.OutputSize, blobio.SinkOptions{Workers: opts.Workers, Logf: opts.Logf, Bearer: opts.Bearer,
 		Retry:   blobio.RetryOptions{NoProgress: opts.Timeout},
-		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget, HoldsData: opts.HoldsData})
+		Journal: journal, JournalTag: p.ID(), JournalRetarget: opts.SameTarget, HoldsData: opts.HoldsData, Empty: opts.Empty})
 	if err != nil {
 		return nil, err
 	}

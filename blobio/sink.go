@@ -65,10 +65,13 @@ type SinkOptions struct {
 	// HoldsData says the blob already holds a disk that this upload updates
 	// in place (an earlier pass's output, into which a luksconv.Delta plan
 	// is executed). The blob must exist, and it is never taken for empty:
-	// ZeroFilled is false and zero pages are cleared, also when its page
-	// list cannot be read (which otherwise counts as empty, as a new upload
-	// disk is, and would leave the earlier pass's data where zeros belong).
+	// ZeroFilled is false and zero pages are cleared.
 	HoldsData bool
+	// Empty says the caller created the blob just now (a new upload disk)
+	// and it holds no data: ZeroFilled is true without a page list. An
+	// existing blob without Empty, HoldsData or a journal is listed, and
+	// taken for holding data when its page list cannot be read.
+	Empty bool
 }
 
 // Sink writes a disk image into a page blob through a SAS URL: the disk's
@@ -235,6 +238,8 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 		s.zeroFilled = hdr.ZeroFilled
 	case opts.HoldsData:
 		s.zeroFilled = false
+	case opts.Empty:
+		s.zeroFilled = true
 	default:
 		s.zeroFilled = s.checkEmpty(ctx, workers)
 		if ctx.Err() != nil {
@@ -276,15 +281,16 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 }
 
 // checkEmpty reports whether the existing blob holds no data in the disk
-// area. If the page list cannot be read, it assumes so, as for any new
-// upload disk, and warns.
+// area. If the page list cannot be read, it assumes the blob holds data
+// (zero ranges are then cleared, not skipped) and warns: skipping would
+// leave whatever the blob held where the disk has zeros.
 func (s *Sink) checkEmpty(ctx context.Context, workers int) bool {
 	ext, err := s.c.pageRanges(ctx, s.size, destinationWindow, min(workers, 8))
 	if err != nil {
 		if ctx.Err() == nil {
-			s.c.logf("warning: %v; assuming the destination is empty, as a new upload disk is", err)
+			s.c.logf("warning: %v; taking the destination for one that holds data: zero ranges will be cleared, not skipped", err)
 		}
-		return true
+		return false
 	}
 	var n int64
 	for _, e := range ext {

@@ -476,6 +476,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 	}
 	debugAzure("create upload disk", diskID, "size", j.spec.SizeBytes)
 	tgt, err = cl.CreateUploadDisk(ctx, *j.spec)
+	created := err == nil
 	switch {
 	case errors.Is(err, azure.ErrExists):
 		tgt, err = f.resume(ctx, cl, err, diskID, journal, p.ID(), stderr)
@@ -513,6 +514,8 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 		// The disk was created by this run or reopened only when tagged with this plan: the journal
 		// follows the disk, not the upload URL of one grant.
 		SameTarget: true,
+		// A disk this run created holds nothing: its page list need not be read.
+		Empty: created,
 		// Once every byte is written, finishing is not cut short by Ctrl-C: Azure may carry out a
 		// revoke whose reply the run no longer waits for, leaving a finished disk the run would call
 		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
