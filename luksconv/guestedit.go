@@ -258,7 +258,7 @@ func (e *guestEditor) dataVolumeEdits() {
 			if g.mount == "" {
 				label = g.name + ":" + adeBackupDir
 			}
-			e.wipeIn(g, adeBackupDir, label, why)
+			e.wipeIn(g, adeBackupDir, label, why, nil)
 		}
 	}
 }
@@ -356,8 +356,36 @@ func (e *guestEditor) rootEdits() error {
 	if e.tools {
 		e.toolsRootEdits()
 	}
-	e.wipeTree("/var/lib/azure_disk_encryption_config", "wipe ADE's state and configuration")
+	e.wipeADEState()
 	return nil
+}
+
+// adeStateDir is ADE's state directory on the root filesystem.
+const adeStateDir = "/var/lib/azure_disk_encryption_config"
+
+// wipeADEState zeroes ADE's state directory. Unless every volume of the VM is converted (a whole-VM
+// plan), the files a volume left encrypted may still need are kept: dual-pass data disks' only LUKS
+// headers (azureluksheader*), the legacy mount table and the keys ADE kept there.
+func (e *guestEditor) wipeADEState() {
+	var kept []string
+	keep := func(gp string) bool {
+		if e.vmBackups {
+			return false
+		}
+		name := path.Base(gp)
+		if strings.HasPrefix(name, "azureluksheader") || strings.HasPrefix(name, "cleartext_key") || name == "azure_crypt_mount" || name == "bek_backup" {
+			kept = append(kept, name)
+			return true
+		}
+		return false
+	}
+	if g, p := e.resolve(adeStateDir); g != nil {
+		e.wipeIn(g, p, adeStateDir, "wipe ADE's state and configuration", keep)
+	}
+	if len(kept) > 0 {
+		e.warn(WarnNotEdited, "%s: kept %s: a volume left encrypted may need them (a dual-pass data disk's only LUKS header); "+
+			"convert the VM's volumes with this disk (luksconv vm convert), then delete the directory", adeStateDir, strings.Join(kept, ", "))
+	}
 }
 
 func (e *guestEditor) bootEdits() error {
@@ -595,12 +623,13 @@ const maxKernelConfig = 4 << 20
 // file), keeping sizes.
 func (e *guestEditor) wipeTree(dir, why string) {
 	if g, p := e.resolve(dir); g != nil {
-		e.wipeIn(g, p, dir, why)
+		e.wipeIn(g, p, dir, why, nil)
 	}
 }
 
-// wipeIn zeroes the regular files under path p of g (or p itself), named dir in reports.
-func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
+// wipeIn zeroes the regular files under path p of g (or p itself), named dir in reports, except those
+// keep (if not nil) reports true for, given their guest path.
+func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string, keep func(gp string) bool) {
 	ino, err := g.fs.Lookup(p)
 	if err != nil {
 		return
@@ -629,7 +658,7 @@ func (e *guestEditor) wipeIn(g *guestFS, p, dir, why string) {
 				}
 				walk(gp+"/"+d.Name, p+"/"+d.Name, child, depth+1)
 			}
-		case ino.IsRegular():
+		case ino.IsRegular() && (keep == nil || !keep(gp)):
 			e.wipeFile(g, gp, ino, why)
 		}
 	}

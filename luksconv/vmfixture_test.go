@@ -67,6 +67,10 @@ func TestVMFixturePlan(t *testing.T) {
 	if len(vp.Warnings) != 0 {
 		t.Errorf("warnings: %+v", vp.Warnings)
 	}
+	// Every volume converted: ADE's state goes, the dual-pass disk's header and the legacy mount table too.
+	if !hasEdit(vp.OS.Edits, "/azure_disk_encryption_config/azureluksheader") || !hasEdit(vp.OS.Edits, "/azure_disk_encryption_config/azure_crypt_mount") {
+		t.Errorf("ADE's state directory is not wiped whole: %+v", vp.OS.Edits)
+	}
 	uuids := map[string]string{} // mapper -> filesystem UUID
 	for _, dp := range vp.Data {
 		d, ok := m.Disk("lun" + itoa(dp.LUN))
@@ -310,6 +314,13 @@ func TestVMFixturePartial(t *testing.T) {
 	}
 	if hasEdit(vp.OS.Edits, "/etc/fstab.azure.backup") {
 		t.Error("ADE's fstab backup is wiped although volumes stay encrypted")
+	}
+	// What the volumes left may need stays: lun2's legacy mount line, the dual-pass header.
+	if hasEdit(vp.OS.Edits, "/azure_disk_encryption_config/azureluksheader") || hasEdit(vp.OS.Edits, "/azure_disk_encryption_config/azure_crypt_mount") {
+		t.Errorf("ADE's state directory with volumes left: %+v", vp.OS.Edits)
+	}
+	if !slices.ContainsFunc(vp.OS.Warnings, func(w luksconv.Warning) bool { return strings.Contains(w.Message, "azure_crypt_mount") }) {
+		t.Errorf("no warning names the kept state files: %+v", vp.OS.Warnings)
 	}
 	for _, dp := range vp.Data {
 		if dp.LUN == 6 && dp.Plan.Volume.Header != "detached" {
