@@ -2,6 +2,7 @@ package xfs
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -131,6 +132,45 @@ func TestCorruption(t *testing.T) {
 		_, err = fs2.Extents(ino)
 		wantFormatError(t, err, off, bad)
 	})
+}
+
+// TestFreeSpaceForged: a free-space record moved over blocks in use, with every checksum right (xfs_db
+// writes v5 metadata with fresh CRCs; v4 has none) and the AG's free total unchanged, passes every check
+// of the by-block btree alone; FreeSpace refuses it because the by-size btree lists other extents
+// (it listed file blocks as free). xfs_repair -n rejects the image too.
+func TestFreeSpaceForged(t *testing.T) {
+	testenv.Need(t, "xfs_db", "xfs_repair")
+	for _, v := range []struct {
+		name string
+		opts []string
+	}{{"v5", nil}, {"v4", []string{"-m", "crc=0,finobt=0,reflink=0,bigtime=0,inobtcount=0"}}} {
+		t.Run(v.name, func(t *testing.T) {
+			img := mkfsImage(t, "48m", v.opts...)
+			recs := regexp.MustCompile(`(\d+):\[(\d+),(\d+)\]`).FindAllStringSubmatch(xfsDB(t, img, "agf 0", "addr bnoroot", "p recs"), -1)
+			if len(recs) == 0 {
+				t.Fatal("no free-space record in AG 0")
+			}
+			last := recs[len(recs)-1]
+			start, _ := strconv.ParseUint(last[2], 10, 64)
+			data, err := os.ReadFile(img)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bad := filepath.Join(t.TempDir(), "forged.img")
+			writeSparse(t, bad, data)
+			testenv.Run(t, "xfs_db", "-x", "-c", "agf 0", "-c", "addr bnoroot", "-c", fmt.Sprintf("write recs[%s].startblock %d", last[1], start-8), bad)
+			fs, err := openFile(t, bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = fs.FreeSpace()
+			if err == nil || !strings.Contains(err.Error(), "by-size free-space btree") {
+				t.Fatalf("FreeSpace of the forged AG = %v, want the btrees' disagreement", err)
+			}
+			agf, _ := openImage(t, img).ReadAGF(0)
+			wantFormatError(t, err, agf.byteOffset, bad)
+		})
+	}
 }
 
 // TestMkfsRemoteSymlink: mkfs.xfs 6.1 writes remote symlinks of v5

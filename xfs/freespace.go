@@ -1,8 +1,10 @@
 package xfs
 
 import (
+	"cmp"
 	"encoding/binary"
 	"fmt"
+	"slices"
 
 	"github.com/luksconv/luksconv/extent"
 )
@@ -34,6 +36,8 @@ const (
 	agfCRCOff      = 216
 	bnoMagicV4     = 0x41425442 // "ABTB"
 	bnoMagicV5     = 0x41423342 // "AB3B"
+	cntMagicV4     = 0x41425443 // "ABTC"
+	cntMagicV5     = 0x41423343 // "AB3C"
 	sbtHdrV4       = 16
 	sbtHdrV5       = 56
 	sbtCRCOff      = 52
@@ -85,8 +89,10 @@ func (fs *FS) ReadAGF(agno uint32) (*AGF, error) {
 	if uint64(a.Length) != fs.agLength(agno) {
 		return nil, bad("length %d, superblock implies %d", a.Length, fs.agLength(agno))
 	}
-	if a.Levels[0] < 1 || a.Levels[0] > maxBtreeLevels || a.Roots[0] == 0 || a.Roots[0] >= a.Length {
-		return nil, bad("free-space btree root %d / level %d invalid", a.Roots[0], a.Levels[0])
+	for i, what := range []string{"free-space btree", "by-size free-space btree"} {
+		if a.Levels[i] < 1 || a.Levels[i] > maxBtreeLevels || a.Roots[i] == 0 || a.Roots[i] >= a.Length {
+			return nil, bad("%s root %d / level %d invalid", what, a.Roots[i], a.Levels[i])
+		}
 	}
 	if a.FreeBlks > a.Length {
 		return nil, bad("%d free blocks in a %d-block AG", a.FreeBlks, a.Length)
@@ -112,7 +118,10 @@ func (fs *FS) ReadAGF(agno uint32) (*AGF, error) {
 // The result is only trustworthy when the log is clean (a dirty log may hold
 // allocations not yet written to the btrees) and the filesystem does not need
 // repair, so FreeSpace returns an error wrapping ErrCannotEdit otherwise.
-// Each AG's total is checked against agf_freeblks.
+// Each AG's free extents are checked against what else says they are free
+// or in use, since a wrong one loses data: the by-size btree must list the
+// same extents, agf_freeblks their total, and none may cover the AG's
+// headers, a block of either btree or the internal log.
 func (fs *FS) FreeSpace() ([]extent.Range, error) {
 	if err := fs.Writable(); err != nil {
 		return nil, err
@@ -123,38 +132,95 @@ func (fs *FS) FreeSpace() ([]extent.Range, error) {
 		if err != nil {
 			return nil, err
 		}
-		w := &allocWalker{fs: fs, agno: agno, agf: agf, seen: map[uint32]bool{}}
-		if err := w.walk(agf.Roots[0], int(agf.Levels[0])-1); err != nil {
+		seen := map[uint32]bool{} // both trees' blocks: one in both is as wrong as a cycle
+		bno := &allocWalker{fs: fs, agno: agno, agf: agf, seen: seen}
+		if err := bno.walk(agf.Roots[0], int(agf.Levels[0])-1); err != nil {
 			return nil, err
 		}
-		if w.total != uint64(agf.FreeBlks) {
-			return nil, corrupt(fmt.Sprintf("AGF %d", agno), agf.byteOffset,
-				"free-space btree holds %d blocks, agf_freeblks says %d", w.total, agf.FreeBlks)
+		cnt := &allocWalker{fs: fs, agno: agno, agf: agf, seen: seen, byCount: true}
+		if err := cnt.walk(agf.Roots[1], int(agf.Levels[1])-1); err != nil {
+			return nil, err
 		}
-		out = append(out, w.out...)
+		if err := fs.checkFree(agf, bno, cnt); err != nil {
+			return nil, err
+		}
+		for _, r := range bno.recs {
+			o, n := fs.agbnoToOffset(agno, r.start), int64(r.n)*fs.bs
+			if k := len(out); k > 0 && out[k-1].Off+out[k-1].Len == o {
+				out[k-1].Len += n
+			} else {
+				out = append(out, extent.Range{Off: o, Len: n})
+			}
+		}
 	}
 	return out, nil
 }
 
+// checkFree checks an AG's free extents as walked in its by-block (bno) and by-size (cnt) btrees.
+func (fs *FS) checkFree(agf *AGF, bno, cnt *allocWalker) error {
+	bad := func(format string, args ...any) error {
+		return corrupt(fmt.Sprintf("AGF %d", bno.agno), agf.byteOffset, format, args...)
+	}
+	if bno.total != uint64(agf.FreeBlks) {
+		return bad("free-space btree holds %d blocks, agf_freeblks says %d", bno.total, agf.FreeBlks)
+	}
+	byStart := slices.SortedFunc(slices.Values(cnt.recs), func(a, b allocRec) int { return cmp.Compare(a.start, b.start) })
+	if !slices.Equal(bno.recs, byStart) {
+		return bad("the by-block and by-size free-space btrees list different extents (%d and %d)", len(bno.recs), len(cnt.recs))
+	}
+	// inFree reports the free extent holding AG block b, if any.
+	inFree := func(b uint64) (allocRec, bool) {
+		i, _ := slices.BinarySearchFunc(bno.recs, b, func(r allocRec, b uint64) int { return cmp.Compare(r.start+r.n, b+1) })
+		return bno.recs[min(i, len(bno.recs)-1)], i < len(bno.recs) && bno.recs[i].start <= b
+	}
+	if len(bno.recs) == 0 {
+		return nil
+	}
+	// The superblock, AGF, AGI and AGFL sectors.
+	if hdr := (4*uint64(fs.SB.SectSize) + uint64(fs.bs) - 1) / uint64(fs.bs); bno.recs[0].start < hdr {
+		return bad("free extent %d+%d covers the AG headers", bno.recs[0].start, bno.recs[0].n)
+	}
+	for b := range bno.seen {
+		if r, ok := inFree(uint64(b)); ok {
+			return bad("free extent %d+%d holds block %d of a free-space btree", r.start, r.n, b)
+		}
+	}
+	if s := fs.SB; s.LogStart != 0 && uint32(s.LogStart>>s.AGBlkLog) == bno.agno {
+		start := s.LogStart & (1<<s.AGBlkLog - 1)
+		i, _ := slices.BinarySearchFunc(bno.recs, start, func(r allocRec, b uint64) int { return cmp.Compare(r.start+r.n, b+1) })
+		if i < len(bno.recs) && bno.recs[i].start < start+uint64(s.LogBlocks) {
+			return bad("free extent %d+%d overlaps the internal log (%d+%d)", bno.recs[i].start, bno.recs[i].n, start, s.LogBlocks)
+		}
+	}
+	return nil
+}
+
+// allocRec is a free-space btree record: an extent of n AG blocks from start.
+type allocRec struct{ start, n uint64 }
+
 type allocWalker struct {
-	fs    *FS
-	agno  uint32
-	agf   *AGF
-	seen  map[uint32]bool
-	out   []extent.Range
-	total uint64
-	next  uint64 // first AG block after the previous record
+	fs      *FS
+	agno    uint32
+	agf     *AGF
+	byCount bool // the by-size btree: records sorted by length, then start
+	seen    map[uint32]bool
+	recs    []allocRec
+	total   uint64
 }
 
 func (w *allocWalker) walk(agbno uint32, level int) error {
 	fs := w.fs
-	name := fmt.Sprintf("free-space btree block %d of AG %d", agbno, w.agno)
+	what := "free-space btree"
+	if w.byCount {
+		what = "by-size free-space btree"
+	}
+	name := fmt.Sprintf("%s block %d of AG %d", what, agbno, w.agno)
 	if agbno == 0 || agbno >= w.agf.Length {
 		return corrupt(name, fs.agbnoToOffset(w.agno, 0), "block pointer outside the AG")
 	}
 	off := fs.agbnoToOffset(w.agno, uint64(agbno))
 	if w.seen[agbno] {
-		return corrupt(name, off, "block reached twice (btree cycle)")
+		return corrupt(name, off, "block reached twice (a cycle, or a block of both btrees)")
 	}
 	w.seen[agbno] = true
 	buf := make([]byte, fs.bs)
@@ -163,8 +229,13 @@ func (w *allocWalker) walk(agbno uint32, level int) error {
 	}
 	be := binary.BigEndian
 	hdr, magic := sbtHdrV4, uint32(bnoMagicV4)
-	if fs.SB.HasCRC() {
+	switch {
+	case fs.SB.HasCRC() && w.byCount:
+		hdr, magic = sbtHdrV5, cntMagicV5
+	case fs.SB.HasCRC():
 		hdr, magic = sbtHdrV5, bnoMagicV5
+	case w.byCount:
+		magic = cntMagicV4
 	}
 	if got := be.Uint32(buf); got != magic {
 		return corrupt(name, off, "bad magic %#08x", got)
@@ -195,18 +266,18 @@ func (w *allocWalker) walk(agbno uint32, level int) error {
 		}
 		for i := 0; i < numrecs; i++ {
 			r := buf[hdr+i*allocRecLen:]
-			start, n := uint64(be.Uint32(r)), uint64(be.Uint32(r[4:]))
-			if n == 0 || start < w.next || start+n > uint64(w.agf.Length) {
-				return corrupt(name, off, "record %d (%d+%d) out of order, overlapping or beyond the AG", i, start, n)
+			rec := allocRec{uint64(be.Uint32(r)), uint64(be.Uint32(r[4:]))}
+			if rec.n == 0 || rec.start+rec.n > uint64(w.agf.Length) {
+				return corrupt(name, off, "record %d (%d+%d) empty or beyond the AG", i, rec.start, rec.n)
 			}
-			w.next = start + n
-			w.total += n
-			o := fs.agbnoToOffset(w.agno, start)
-			if k := len(w.out); k > 0 && w.out[k-1].Off+w.out[k-1].Len == o {
-				w.out[k-1].Len += int64(n) * fs.bs
-			} else {
-				w.out = append(w.out, extent.Range{Off: o, Len: int64(n) * fs.bs})
+			if k := len(w.recs); k > 0 {
+				p := w.recs[k-1]
+				if !w.byCount && rec.start < p.start+p.n || w.byCount && (rec.n < p.n || rec.n == p.n && rec.start <= p.start) {
+					return corrupt(name, off, "record %d (%d+%d) out of order or overlapping the one before (%d+%d)", i, rec.start, rec.n, p.start, p.n)
+				}
 			}
+			w.recs = append(w.recs, rec)
+			w.total += rec.n
 		}
 		return nil
 	}
