@@ -467,9 +467,7 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 		s.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now().Add(time.Hour))
 		s.Unlock()
 	}
-	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
 	s.Lock()
 	s.FailGrant = "transport" // round 2 stops after its snapshot is recorded
 	s.Unlock()
@@ -489,9 +487,7 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
 		t.Fatalf("the refused cutover left the disk %s", st)
 	}
-	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round 2 finished: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round 2 finished", s.stageArgs(dir, "--stage")...)
 
 	// A cutover interrupted after its snapshot; the VM then runs again.
 	se, code = runInterrupted(t, s.stageArgs(dir, "--cutover", "--workers", "1")...)
@@ -505,12 +501,8 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover")...); code != exitFailure || !strings.Contains(se, "stale") {
 		t.Fatalf("cutover rerun after the VM ran: exit %d, want %d and the stale snapshot named:\n%s", code, exitFailure, se)
 	}
-	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round finishing the stale cutover's: exit %d:\n%s", code, se)
-	}
-	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...); code != 0 {
-		t.Fatalf("cutover: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round finishing the stale cutover's", s.stageArgs(dir, "--stage")...)
+	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--verify")...)
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
@@ -561,9 +553,7 @@ func TestAzureSnapshotRecreateStale(t *testing.T) {
 	s.Lock()
 	s.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.LastOwnershipUpdateTime = to.Ptr(time.Now().Add(-time.Hour))
 	s.Unlock()
-	if _, se, code = runCLI(t, args(snap("osdisk", "new"), "plain")...); code != 0 {
-		t.Fatalf("--snapshot taken after the VM stopped: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "--snapshot taken after the VM stopped", args(snap("osdisk", "new"), "plain")...)
 }
 
 // TestAzureStagePendingPlan: an interrupted round after the first is finished only by the plan it
@@ -573,9 +563,7 @@ func TestAzureStagePendingPlan(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
 	want2 := s.local(t, s.set.S2, t.TempDir())
-	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
 	s.toState2(t)
 	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	if code != exitInterrupted {
@@ -590,13 +578,9 @@ func TestAzureStagePendingPlan(t *testing.T) {
 			t.Errorf("the refused rerun opened the new disk for writing: %q", c)
 		}
 	}
-	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round 2 again: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round 2 again", s.stageArgs(dir, "--stage")...)
 	s.powerState("deallocated")
-	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...); code != 0 {
-		t.Fatalf("cutover: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--verify")...)
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
@@ -608,13 +592,10 @@ func TestAzureCutoverLicenseFails(t *testing.T) {
 	dir := t.TempDir()
 	s.Lock()
 	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
-	s.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"),
-		Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	s.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
 	s.ExtensionFails = true
 	s.Unlock()
-	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
-		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
-	}
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
 	s.powerState("deallocated")
 	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"), "--license", "payg")...)
 	if code != exitFollowUp || !strings.Contains(se, "the VM is re-created") {
@@ -626,6 +607,16 @@ func TestAzureCutoverLicenseFails(t *testing.T) {
 	if d := s.vmOSDisk(); d != "plain" {
 		t.Errorf("VM on OS disk %q", d)
 	}
+}
+
+// mustRun runs the CLI with args and fails the test unless it exits 0; what names the run.
+func mustRun(t *testing.T, what string, args ...string) string {
+	t.Helper()
+	so, se, code := runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("%s: exit %d:\n%s", what, code, se)
+	}
+	return so
 }
 
 // TestAzureStageUsage: --stage and --cutover misused exit 2.

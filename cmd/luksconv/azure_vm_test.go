@@ -488,7 +488,7 @@ func TestAzureConvertVMLicense(t *testing.T) {
 	t.Chdir(t.TempDir())
 	vmID := fakeID("virtualMachines", "vm1")
 	f.Lock()
-	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
 	f.Unlock()
 	f.takeCalls()
 	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm")
@@ -522,7 +522,7 @@ func TestAzureConvertVMLicenseFails(t *testing.T) {
 	t.Chdir(t.TempDir())
 	vmID := fakeID("virtualMachines", "vm1")
 	f.Lock()
-	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
 	f.ExtensionFails = true
 	f.Unlock()
 	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--license", "payg")
@@ -536,4 +536,9 @@ func TestAzureConvertVMLicenseFails(t *testing.T) {
 	if d := f.vmOSDisk(); !strings.HasSuffix(d, "-luksconv") {
 		t.Errorf("VM on OS disk %s after the licensing failed", d)
 	}
+}
+
+// rhelPAYG is the image reference of a VM from Red Hat's pay-as-you-go image (with no plan).
+func rhelPAYG() *armcompute.ImageReference {
+	return &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
 }
