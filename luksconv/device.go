@@ -29,6 +29,7 @@ type DeviceOutput struct {
 	head, tail []byte
 	tailOff    int64
 	ended      atomic.Bool // Commit or Abort ran
+	spare      int64       // device bytes past the disk (and its VHD footer), left as they are
 }
 
 // OpenDevice opens the block device at path as the output of p. It is opened exclusively (refused
@@ -80,7 +81,7 @@ func OpenDevice(p *Plan, path string, opts OutputOptions) (*DeviceOutput, error)
 	}
 	hold := min(int64(deviceHold), size/2)
 	d := &DeviceOutput{f: f, path: path, size: size, format: p.Format,
-		head: make([]byte, hold), tail: make([]byte, hold), tailOff: size - hold}
+		head: make([]byte, hold), tail: make([]byte, hold), tailOff: size - hold, spare: devSize - need}
 	// Blank both ends now: an interrupted run leaves no partition table behind.
 	if _, err := f.WriteAt(d.head, 0); err == nil {
 		_, err = f.WriteAt(d.tail, d.tailOff)
@@ -94,6 +95,11 @@ func OpenDevice(p *Plan, path string, opts OutputOptions) (*DeviceOutput, error)
 	}
 	return d, nil
 }
+
+// Spare is how many bytes the device holds past the converted disk (and its VHD footer). They are
+// not written: the converted disk's backup GPT, if it has one, lies at the disk's end and not at the
+// device's, which `sgdisk -e` fixes on the device.
+func (d *DeviceOutput) Spare() int64 { return d.spare }
 
 // Held is how many bytes of each end of the disk are held back until Commit.
 func (d *DeviceOutput) Held() int { return len(d.head) }

@@ -426,6 +426,9 @@ func TestDeviceOutputAbort(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		if d.Spare() != 0 {
+			t.Errorf("a device of the disk's size: Spare %d", d.Spare())
+		}
 		got, _ := os.ReadFile(back)
 		hold := d.Held()
 		end := len(got) - hold
@@ -437,6 +440,16 @@ func TestDeviceOutputAbort(t *testing.T) {
 		if commit && !ends || !commit && !zeros {
 			t.Fatalf("commit %v: the first and last %d bytes are wrong (written: %v, zeros: %v)", commit, hold, ends, zeros)
 		}
+	}
+	// A larger device: its bytes past the disk are counted, not written.
+	big := testenv.SparseFile(t, t.TempDir(), "big.img", p.OutputSize+1<<20)
+	bdev, _ := testenv.AttachLoop(t, big)
+	d, err := luksconv.OpenDevice(p, bdev, luksconv.OutputOptions{Overwrite: true})
+	if err != nil {
+		t.Fatalf("a device 1 MiB larger: %v", err)
+	}
+	if d.Abort(); d.Spare() != 1<<20 {
+		t.Errorf("a device 1 MiB larger: Spare %d", d.Spare())
 	}
 	small := testenv.SparseFile(t, t.TempDir(), "small.img", 8<<20)
 	sdev, _ := testenv.AttachLoop(t, small)

@@ -51,6 +51,10 @@ func newConvertCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			if d, ok := o.(*luksconv.DeviceOutput); ok && d.Spare() > 0 {
+				fmt.Fprintf(stderr, "luksconv: warning: %s is %s larger than the converted disk; those bytes are left as they are, "+
+					"and a GPT's backup copy is written at the converted disk's end (sgdisk -e %s moves it to the device's)\n", name, human(d.Spare()), name)
+			}
 			if jpath != "" && !quiet {
 				fmt.Fprintf(stderr, "Resume journal: %s (run the same command again to continue after an interruption)\n", jpath)
 			}
