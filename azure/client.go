@@ -158,6 +158,18 @@ func (o lro[T]) wait(ctx context.Context, c *Client) (T, error) {
 	return o.p.PollUntilDone(ctx, c.pollOptions())
 }
 
+// sleep waits for d, or returns ctx's error as soon as ctx ends.
+func sleep(ctx context.Context, d time.Duration) error {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-t.C:
+		return nil
+	}
+}
+
 // Resource types this package acts on, as they appear in resource IDs.
 const (
 	typeDisk     = "Microsoft.Compute/disks"

@@ -371,12 +371,8 @@ func (c *Client) putVM(ctx context.Context, vms *armcompute.VirtualMachinesClien
 		if err == nil || !retryablePut(err) || ctx.Err() != nil || bound < 0 || time.Now().Add(delay).After(deadline) {
 			return n, err
 		}
-		t := time.NewTimer(delay)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleep(ctx, delay) != nil {
 			return n, err
-		case <-t.C:
 		}
 		delay = min(2*delay, maxDelay)
 	}

@@ -573,15 +573,11 @@ func (c *Client) awaitDelete(ctx context.Context, vms *armcompute.VirtualMachine
 		default:
 			err = opError("read VM", rid.ID, gerr)
 		}
-		t := time.NewTimer(every)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if serr := sleep(ctx, every); serr != nil {
 			if err == nil {
-				err = opError("read VM", rid.ID, fmt.Errorf("still %s: %w", state, ctx.Err()))
+				err = opError("read VM", rid.ID, fmt.Errorf("still %s: %w", state, serr))
 			}
 			return false, state, err
-		case <-t.C:
 		}
 	}
 }
@@ -604,12 +600,8 @@ func (c *Client) awaitCreated(ctx context.Context, vms *armcompute.VirtualMachin
 		case !strings.EqualFold(state, "Creating") && !strings.EqualFold(state, "Updating"):
 			return false
 		}
-		t := time.NewTimer(c.pollOptions().Frequency)
-		select {
-		case <-ctx.Done():
-			t.Stop()
+		if sleep(ctx, c.pollOptions().Frequency) != nil {
 			return false
-		case <-t.C:
 		}
 	}
 }
