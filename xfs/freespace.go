@@ -168,28 +168,27 @@ func (fs *FS) checkFree(agf *AGF, bno, cnt *allocWalker) error {
 	if !slices.Equal(bno.recs, byStart) {
 		return bad("the by-block and by-size free-space btrees list different extents (%d and %d)", len(bno.recs), len(cnt.recs))
 	}
-	// inFree reports the free extent holding AG block b, if any.
-	inFree := func(b uint64) (allocRec, bool) {
-		i, _ := slices.BinarySearchFunc(bno.recs, b, func(r allocRec, b uint64) int { return cmp.Compare(r.start+r.n, b+1) })
-		return bno.recs[min(i, len(bno.recs)-1)], i < len(bno.recs) && bno.recs[i].start <= b
-	}
-	if len(bno.recs) == 0 {
-		return nil
+	// freeOver reports the first free extent that overlaps AG blocks [start, start+n), if any.
+	freeOver := func(start, n uint64) (allocRec, bool) {
+		i, _ := slices.BinarySearchFunc(bno.recs, start, func(r allocRec, b uint64) int { return cmp.Compare(r.start+r.n, b+1) })
+		if i < len(bno.recs) && bno.recs[i].start < start+n {
+			return bno.recs[i], true
+		}
+		return allocRec{}, false
 	}
 	// The superblock, AGF, AGI and AGFL sectors.
-	if hdr := (4*uint64(fs.SB.SectSize) + uint64(fs.bs) - 1) / uint64(fs.bs); bno.recs[0].start < hdr {
-		return bad("free extent %d+%d covers the AG headers", bno.recs[0].start, bno.recs[0].n)
+	if r, ok := freeOver(0, (4*uint64(fs.SB.SectSize)+uint64(fs.bs)-1)/uint64(fs.bs)); ok {
+		return bad("free extent %d+%d covers the AG headers", r.start, r.n)
 	}
 	for b := range bno.seen {
-		if r, ok := inFree(uint64(b)); ok {
+		if r, ok := freeOver(uint64(b), 1); ok {
 			return bad("free extent %d+%d holds block %d of a free-space btree", r.start, r.n, b)
 		}
 	}
 	if s := fs.SB; s.LogStart != 0 && uint32(s.LogStart>>s.AGBlkLog) == bno.agno {
 		start := s.LogStart & (1<<s.AGBlkLog - 1)
-		i, _ := slices.BinarySearchFunc(bno.recs, start, func(r allocRec, b uint64) int { return cmp.Compare(r.start+r.n, b+1) })
-		if i < len(bno.recs) && bno.recs[i].start < start+uint64(s.LogBlocks) {
-			return bad("free extent %d+%d overlaps the internal log (%d+%d)", bno.recs[i].start, bno.recs[i].n, start, s.LogBlocks)
+		if r, ok := freeOver(start, uint64(s.LogBlocks)); ok {
+			return bad("free extent %d+%d overlaps the internal log (%d+%d)", r.start, r.n, start, s.LogBlocks)
 		}
 	}
 	return nil
