@@ -140,8 +140,9 @@ func vmVolumeGroups(opened []*openedDisk, plain map[int][]diskPV) (*vmVGs, error
 			}
 			byName[info.Name] = *hit
 		}
+		components := vg.Components()
 		for i := range vg.LVs {
-			readSpanningLV(res, vg, &vg.LVs[i], byName)
+			readSpanningLV(res, vg, &vg.LVs[i], byName, components[vg.LVs[i].Name])
 		}
 	}
 	return res, nil
@@ -149,7 +150,8 @@ func vmVolumeGroups(opened []*openedDisk, plain map[int][]diskPV) (*vmVGs, error
 
 // readSpanningLV reads the filesystem of lv when its extents lie on PVs of more than one disk, and
 // files its free space and XFS log under each disk. LVs on one disk are left to that disk's analysis.
-func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMember) {
+// A component (lvm.VG.Components) keeps its free space, as in lvmFree.
+func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMember, component bool) {
 	ext, err := vg.Map(lv, 0, lv.Size)
 	if err != nil {
 		return // each disk's analysis says why
@@ -175,7 +177,7 @@ func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMemb
 	if c != ContentXFS && c != ContentExt4 {
 		return
 	}
-	if vg.Components()[lv.Name] { // as lvmFree: another LV reads its blocks too
+	if component {
 		res.warnings = append(res.warnings, warning(WarnCopiedInFull, "LV %s is the origin of a snapshot or part of another LV: its free space is copied too", name))
 		return
 	}
