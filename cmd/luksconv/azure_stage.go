@@ -136,6 +136,15 @@ func loadRecord[T any](name string, v **T) (found bool, err error) {
 }
 
 // save writes the record (see saveRecord).
+// pend records snap as the snapshot of the round that begins, taken by a cutover or not; "" records
+// that no round is pending (the last one finished).
+func (r *stageRecord) pend(snap string, cutover bool) {
+	r.Pending, r.PendingTime, r.PendingCutover, r.PendingPlan = snap, time.Time{}, cutover, ""
+	if snap != "" {
+		r.PendingTime = time.Now().UTC()
+	}
+}
+
 func (r *stageRecord) save(name string) error {
 	return saveRecord(name, r, &r.Updated)
 }
@@ -221,7 +230,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			fmt.Fprintf(stderr, "Incremental snapshot: %s (kept; delete the stage snapshots when the new disk is verified)\n", snap)
 		}
 		// Before anything is written: a rerun must read this snapshot again.
-		rec.Pending, rec.PendingTime, rec.PendingCutover = snap, time.Now().UTC(), f.cutover
+		rec.pend(snap, f.cutover)
 		if err := rec.save(recPath); err != nil {
 			return err
 		}
@@ -299,7 +308,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 		rec.Snapshot, rec.Round, rec.PlanID, rec.Plan = snap, round, p.ID(), pj
-		rec.Pending, rec.PendingTime, rec.PendingCutover, rec.PendingPlan = "", time.Time{}, false, ""
+		rec.pend("", false)
 		rec.Rounds = append(rec.Rounds, stats)
 		if err := rec.save(recPath); err != nil {
 			return err

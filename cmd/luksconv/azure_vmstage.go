@@ -236,7 +236,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				sr.DiskPlanTag = d.plan.ID()
 			}
 			sr.Snapshot, sr.Round, sr.PlanID, sr.Plan = d.Snapshot, round, d.plan.ID(), pj
-			sr.Pending, sr.PendingTime, sr.PendingCutover, sr.PendingPlan = "", time.Time{}, false, ""
+			sr.pend("", false)
 			sr.Rounds = append(sr.Rounds, stats[i])
 		}
 		rec.Round = round
@@ -333,7 +333,7 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 		if !f.quiet {
 			fmt.Fprintf(stderr, "%s: incremental snapshot %s (kept; delete the stage snapshots when the new disks are verified)\n", diskName(d.LUN), snap)
 		}
-		sr.Pending, sr.PendingTime, sr.PendingCutover = snap, time.Now().UTC(), f.cutover
+		sr.pend(snap, f.cutover)
 		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
 			return nil, err
 		}
