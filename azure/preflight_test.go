@@ -69,6 +69,17 @@ func (c *cloud) retryClient(bound time.Duration) *Client {
 	return cl
 }
 
+// recreatedOnce asserts a re-creation with nothing retried or restored: the validation, the PATCH, the
+// DELETE and one PUT, the VM on the new OS disk, and no model file left.
+func recreatedOnce(t *testing.T, c *cloud, cl *Client) {
+	t.Helper()
+	if want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}; !slices.Equal(c.Calls, want) {
+		t.Errorf("calls %q, want %q", c.Calls, want)
+	}
+	vmBack(t, c, resID(typeDisk, "osdisk-plain"))
+	noModelFiles(t, cl)
+}
+
 func planVM1(t *testing.T, c *cloud, cl *Client) *VMPlan {
 	t.Helper()
 	plan, err := cl.PlanRecreateVM(context.Background(), resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
@@ -404,11 +415,7 @@ func TestRecreateVMDeleteOutcome(t *testing.T) {
 		if err := cl.RecreateVM(ctx, planVM1(t, c, cl)); err != nil {
 			t.Fatal(err)
 		}
-		if want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}; !slices.Equal(c.Calls, want) {
-			t.Errorf("calls %q, want %q", c.Calls, want)
-		}
-		vmBack(t, c, resID(typeDisk, "osdisk-plain"))
-		noModelFiles(t, cl)
+		recreatedOnce(t, c, cl)
 	})
 	t.Run("left Failed", func(t *testing.T) {
 		c := newCloud(t)
@@ -463,11 +470,7 @@ func TestRecreateVMPutAnswerLost(t *testing.T) {
 	if err := cl.RecreateVM(context.Background(), plan); err != nil {
 		t.Fatal(err)
 	}
-	if want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1"}; !slices.Equal(c.Calls, want) {
-		t.Errorf("calls %q, want %q (no restore)", c.Calls, want)
-	}
-	vmBack(t, c, resID(typeDisk, "osdisk-plain"))
-	noModelFiles(t, cl)
+	recreatedOnce(t, c, cl)
 }
 
 // TestRecreateVMStartedDuringPreflight: a VM started while the preflight runs is not deleted.

@@ -484,12 +484,7 @@ func TestAzureConvertVMEncryptionAtHost(t *testing.T) {
 // --license (exit 2, before anything is created); with --license payg the re-created VM gets the
 // AHBForRHEL extension and licenseType RHEL_BASE.
 func TestAzureConvertVMLicense(t *testing.T) {
-	f, _ := setupAzureVM(t)
-	t.Chdir(t.TempDir())
-	vmID := fakeID("virtualMachines", "vm1")
-	f.Lock()
-	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
-	f.Unlock()
+	f, vmID := setupPAYGVM(t)
 	f.takeCalls()
 	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm")
 	if code != exitUsage || !strings.Contains(se, "pay-as-you-go") || !strings.Contains(se, "--license payg or --license byos") {
@@ -518,11 +513,8 @@ func TestAzureConvertVMLicense(t *testing.T) {
 // (not retried by the fleet's engines), the error says the VM is re-created, and the hint gives the
 // commands that finish the licensing.
 func TestAzureConvertVMLicenseFails(t *testing.T) {
-	f, _ := setupAzureVM(t)
-	t.Chdir(t.TempDir())
-	vmID := fakeID("virtualMachines", "vm1")
+	f, vmID := setupPAYGVM(t)
 	f.Lock()
-	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
 	f.ExtensionFails = true
 	f.Unlock()
 	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--license", "payg")
@@ -536,6 +528,17 @@ func TestAzureConvertVMLicenseFails(t *testing.T) {
 	if d := f.vmOSDisk(); !strings.HasSuffix(d, "-luksconv") {
 		t.Errorf("VM on OS disk %s after the licensing failed", d)
 	}
+}
+
+// setupPAYGVM is setupAzureVM with vm1 from Red Hat's pay-as-you-go image, run in a directory of its
+// own; it returns the fake and vm1's ID.
+func setupPAYGVM(t *testing.T) (*fakeAzure, string) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	f.Lock()
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
+	f.Unlock()
+	return f, fakeID("virtualMachines", "vm1")
 }
 
 // rhelPAYG is the image reference of a VM from Red Hat's pay-as-you-go image (with no plan).
