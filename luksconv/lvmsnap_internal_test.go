@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -66,16 +65,7 @@ func TestLVMSnapshotOrigin(t *testing.T) {
 			img := testenv.SparseFile(t, t.TempDir(), "pv.img", 32<<20)
 			dev, detach := testenv.AttachLoop(t, img)
 			sys := testenv.LVMSystemDir(t, dev)
-			run := func(args ...string) string {
-				t.Helper()
-				cmd := exec.Command(args[0], args[1:]...)
-				cmd.Env = append(os.Environ(), "LVM_SYSTEM_DIR="+sys, "LVM_SUPPRESS_FD_WARNINGS=1")
-				out, err := cmd.CombinedOutput()
-				if err != nil {
-					t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
-				}
-				return string(out)
-			}
+			run := func(args ...string) string { t.Helper(); return testenv.RunLVM(t, sys, args...) }
 			run("pvcreate", "-y", "-ff", "--norestorefile", dev)
 			run("vgcreate", "-s", "1m", "snapvg", dev)
 			bk := filepath.Join(t.TempDir(), "vg.txt")

@@ -222,13 +222,7 @@ func newLVMEnv(t testing.TB, dev string) *lvmEnv {
 
 func (e *lvmEnv) must(args ...string) string {
 	e.t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(os.Environ(), "LVM_SYSTEM_DIR="+e.sysDir, "LVM_SUPPRESS_FD_WARNINGS=1")
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		e.t.Fatalf("deltafixture: %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-	return string(out)
+	return testenv.RunLVM(e.t, e.sysDir, args...)
 }
 
 // backup returns vgcfgbackup's text of deltavg.

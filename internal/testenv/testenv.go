@@ -278,3 +278,16 @@ backup {
 	}
 	return dir
 }
+
+// RunLVM runs an lvm2 command in the private configuration sysDir (from LVMSystemDir) and returns its
+// combined output; the test fails if the command does.
+func RunLVM(t testing.TB, sysDir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(args[0], args[1:]...)
+	cmd.Env = append(os.Environ(), "LVM_SYSTEM_DIR="+sysDir, "LVM_SUPPRESS_FD_WARNINGS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
