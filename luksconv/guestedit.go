@@ -368,16 +368,16 @@ const adeStateDir = "/var/lib/azure_disk_encryption_config"
 // headers (azureluksheader*), the legacy mount table and the keys ADE kept there.
 func (e *guestEditor) wipeADEState() {
 	var kept []string
-	keep := func(gp string) bool {
-		if e.vmBackups {
+	var keep func(gp string) bool // nil: everything goes
+	if !e.vmBackups {
+		keep = func(gp string) bool {
+			name := path.Base(gp)
+			if strings.HasPrefix(name, "azureluksheader") || strings.HasPrefix(name, "cleartext_key") || name == "azure_crypt_mount" || name == "bek_backup" {
+				kept = append(kept, name)
+				return true
+			}
 			return false
 		}
-		name := path.Base(gp)
-		if strings.HasPrefix(name, "azureluksheader") || strings.HasPrefix(name, "cleartext_key") || name == "azure_crypt_mount" || name == "bek_backup" {
-			kept = append(kept, name)
-			return true
-		}
-		return false
 	}
 	if g, p := e.resolve(adeStateDir); g != nil {
 		e.wipeIn(g, p, adeStateDir, "wipe ADE's state and configuration", keep)
