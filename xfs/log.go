@@ -10,7 +10,9 @@ import (
 // so the head — where the next write goes — is where the cycle number drops.
 // The log is clean when the last record before the head is a lone unmount
 // record ending exactly at the head (xfsprogs libxlog / kernel
-// xfs_log_recover.c: xlog_find_head, xlog_check_unmount_rec).
+// xfs_log_recover.c: xlog_find_head, xlog_check_unmount_rec). As in the
+// kernel, a record that does not end at the head moves the head back to
+// its start first.
 
 const (
 	bbSize          = 512
@@ -182,58 +184,84 @@ func (fs *FS) checkLog() error {
 	} else if head == 0 && c == 0 {
 		return nil // never written: nothing to replay
 	}
-	// Find the last record header before the head, searching backwards.
-	search := min(int64(logRecSearchBBs), l.n)
-	rec := int64(-1)
-	var hdr []byte
-	for i := int64(1); i <= search; i++ {
-		bb := (head - i + l.n) % l.n
-		b, err := l.read(bb, 1)
-		if err != nil {
-			return err
-		}
-		if binary.BigEndian.Uint32(b) == logRecMagic {
-			rec, hdr = bb, b
-			break
-		}
-	}
 	dirty := func(format string, args ...any) error {
 		return fmt.Errorf("%w: %s", ErrDirtyLog, fmt.Sprintf(format, args...))
 	}
-	if rec < 0 {
-		return dirty("no log record header within %d blocks before the head (block %d)", search, head)
+	rec, err := l.lastRecord(head)
+	if err != nil {
+		return err
 	}
-	be := binary.BigEndian
-	version := be.Uint32(hdr[8:])
-	hlen := int64(be.Uint32(hdr[12:]))
-	numOps := be.Uint32(hdr[40:])
-	hsize := int64(be.Uint32(hdr[320:]))
-	if string(hdr[304:320]) != string(s.UUID[:]) {
-		return dirty("log record at block %d belongs to another filesystem UUID", rec)
-	}
-	if hlen > 1<<20 {
-		return corrupt("log record header", off+rec*bbSize, "length %d", hlen)
-	}
-	hblks := int64(1)
-	if version&logVersion2 != 0 && hsize > logHeaderCycle {
-		hblks = (hsize + logHeaderCycle - 1) / logHeaderCycle
-		if hblks > 8 {
-			return corrupt("log record header", off+rec*bbSize, "iclog size %d", hsize)
+	if rec != nil && rec.end != head {
+		// The kernel never puts the head inside or after a gap behind a
+		// record: it moves the head back to that record's start and
+		// ignores the record (xlog_find_verify_log_record). xfs_repair -L
+		// on a wrapped log leaves exactly this shape: a two-block unmount
+		// record, zeros up to block 512, then older-cycle records.
+		head = rec.bb
+		if rec, err = l.lastRecord(head); err != nil {
+			return err
 		}
 	}
-	after := (rec + hblks + (hlen+bbSize-1)/bbSize) % l.n
-	if after != head {
-		return dirty("last record (block %d) ends at block %d, head is at %d", rec, after, head)
+	if rec == nil {
+		return dirty("no log record header within %d blocks before the head (block %d)", min(int64(logRecSearchBBs), l.n), head)
 	}
-	if numOps != 1 {
-		return dirty("last record (block %d) holds %d operations, not an unmount record", rec, numOps)
+	if string(rec.hdr[304:320]) != string(s.UUID[:]) {
+		return dirty("log record at block %d belongs to another filesystem UUID", rec.bb)
 	}
-	op, err := l.read((rec+hblks)%l.n, 1)
+	if rec.end != head {
+		return dirty("last record (block %d) ends at block %d, head is at %d", rec.bb, rec.end, head)
+	}
+	if numOps := binary.BigEndian.Uint32(rec.hdr[40:]); numOps != 1 {
+		return dirty("last record (block %d) holds %d operations, not an unmount record", rec.bb, numOps)
+	}
+	op, err := l.read((rec.bb+rec.hblks)%l.n, 1)
 	if err != nil {
 		return err
 	}
 	if op[9]&logUnmountTrans == 0 {
-		return dirty("last record (block %d) is not an unmount record", rec)
+		return dirty("last record (block %d) is not an unmount record", rec.bb)
 	}
 	return nil
+}
+
+// logRecord is a log record header found in the log.
+type logRecord struct {
+	bb    int64  // BB of the header
+	hdr   []byte // the header's first BB
+	hblks int64  // header BBs (v2 logs with iclogs over 32 KiB have more)
+	end   int64  // BB after the record's data, modulo the log size
+}
+
+// lastRecord returns the last record header before BB head, searching
+// backwards as far as one record can reach, or nil if there is none.
+func (l *logDev) lastRecord(head int64) (*logRecord, error) {
+	search := min(int64(logRecSearchBBs), l.n)
+	for i := int64(1); i <= search; i++ {
+		bb := (head - i + l.n) % l.n
+		b, err := l.read(bb, 1)
+		if err != nil {
+			return nil, err
+		}
+		if binary.BigEndian.Uint32(b) != logRecMagic {
+			continue
+		}
+		be := binary.BigEndian
+		version := be.Uint32(b[8:])
+		hlen := int64(be.Uint32(b[12:]))
+		hsize := int64(be.Uint32(b[320:]))
+		at := l.off + bb*bbSize
+		if hlen > 1<<20 {
+			return nil, corrupt("log record header", at, "length %d", hlen)
+		}
+		hblks := int64(1)
+		if version&logVersion2 != 0 && hsize > logHeaderCycle {
+			hblks = (hsize + logHeaderCycle - 1) / logHeaderCycle
+			if hblks > 8 {
+				return nil, corrupt("log record header", at, "iclog size %d", hsize)
+			}
+		}
+		end := (bb + hblks + (hlen+bbSize-1)/bbSize) % l.n
+		return &logRecord{bb: bb, hdr: b, hblks: hblks, end: end}, nil
+	}
+	return nil, nil
 }
