@@ -227,3 +227,147 @@ func hasCheck(rep *luksconv.VerifyReport, name string, ok bool) bool {
 	}
 	return false
 }
+
+// TestMBRLogicalPartition converts a LUKS2 volume (4096-byte sectors) in the second logical partition
+// of a DOS extended partition, so that the parser must follow a chain of two EBRs: inspect names it
+// partition 6, the key alone finds it, a full copy leaves every byte outside it as the source has it
+// (MBR, both EBRs, the other partitions) and its content equal to the fixture's plaintext, sfdisk reads
+// the same table back, and the default conversion passes xfs_repair -n and Verify.
+func TestMBRLogicalPartition(t *testing.T) {
+	testenv.Need(t, "sfdisk", "xfs_repair")
+	set := fixture.Load(t)
+	f, ok := set.Get("data-luks2-4k")
+	if !ok {
+		t.Fatal("no data-luks2-4k fixture")
+	}
+	vol, ok := f.Part(f.Partition)
+	if !ok || vol.Size%512 != 0 {
+		t.Fatalf("fixture partition %d: %+v", f.Partition, vol)
+	}
+	// p1 primary (1 MiB), p2 extended; in it p5 (1 MiB) and p6, the volume.
+	const mib = 1 << 20
+	p1, ext, p5, p6 := int64(1*mib), int64(2*mib), int64(3*mib), int64(5*mib)
+	end := p6 + vol.Size
+	img := filepath.Join(t.TempDir(), "logical.raw")
+	fh, err := os.Create(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := fh.Truncate(end); err != nil {
+		t.Fatal(err)
+	}
+	fh.Close()
+	script := fmt.Sprintf("label: dos\nlabel-id: 0x%08x\nunit: sectors\n"+
+		"1: start=%d, size=%d, type=83\n2: start=%d, size=%d, type=5\n5: start=%d, size=%d, type=83\n6: start=%d, size=%d, type=83\n",
+		mbrLabelID, p1/512, mib/512, ext/512, (end-ext)/512, p5/512, mib/512, p6/512, vol.Size/512)
+	cmd := exec.Command("sfdisk", "--wipe", "always", "--no-reread", "--no-tell-kernel", img)
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("sfdisk: %v\n%s", err, out)
+	}
+	src, err := os.ReadFile(f.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, err := os.ReadFile(img)
+	if err != nil {
+		t.Fatal(err)
+	}
+	copy(disk[p6:end], src[vol.Start:vol.Start+vol.Size])
+	for i := range mib { // p1 and p5 hold bytes that must come through unchanged
+		disk[p1+int64(i)], disk[p5+int64(i)] = byte(i*7+1), byte(i*13+5)
+	}
+	if err := os.WriteFile(img, disk, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	want := sfdiskJSON(t, img)
+	if len(want.PartitionTable.Partitions) != 4 {
+		t.Fatalf("sfdisk wrote %+v", want)
+	}
+	for i := range want.PartitionTable.Partitions {
+		want.PartitionTable.Partitions[i].Node = "" // the image's file name
+	}
+
+	rep := inspectFile(t, img)
+	if rep.Table == nil || rep.Table.Type != "mbr" {
+		t.Fatalf("table: %+v", rep.Table)
+	}
+	var found bool
+	for _, pi := range rep.Partitions {
+		if pi.Number == 6 {
+			found = true
+			if pi.Offset != p6 || pi.Size != vol.Size || pi.LUKS == nil {
+				t.Errorf("partition 6: %+v, want LUKS at %d, %d bytes", pi, p6, vol.Size)
+			}
+		}
+	}
+	if !found {
+		t.Fatalf("inspect lists no partition 6: %+v", rep.Partitions)
+	}
+
+	t.Run("full-copy", func(t *testing.T) {
+		out, p, _ := convert(t, img, "", f.KeyFiles[0], 0, luksconv.FormatRaw, 2, false, true)
+		if p.Volume.Partition != 6 || p.OutputSize != end {
+			t.Fatalf("converted partition %d into %d bytes, want 6 and %d", p.Volume.Partition, p.OutputSize, end)
+		}
+		got, err := os.ReadFile(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exp, err := os.ReadFile(f.Expected)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if i := firstDiff(got[:p6], disk[:p6]); i >= 0 {
+			t.Errorf("output differs from the source at byte %d, before the volume", i)
+		}
+		if i := firstDiff(got[p6:end], exp[vol.Start:vol.Start+vol.Size]); i >= 0 {
+			t.Errorf("partition 6 differs from the fixture's plaintext at byte %d of it", i)
+		}
+		g := sfdiskJSON(t, out)
+		for i := range g.PartitionTable.Partitions {
+			g.PartitionTable.Partitions[i].Node = ""
+		}
+		if fmt.Sprint(g) != fmt.Sprint(want) {
+			t.Errorf("output table %+v, source %+v", g, want)
+		}
+	})
+
+	t.Run("default", func(t *testing.T) {
+		key, err := os.ReadFile(f.KeyFiles[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		out, p, _ := convertOpts(t, img, luksconv.PlanOptions{Passphrase: key}, 2)
+		if p.Volume.Partition != 6 {
+			t.Fatalf("converted partition %d", p.Volume.Partition)
+		}
+		lf := f
+		lf.Image, lf.Header, lf.Partition = img, "", 6
+		lf.Partitions = []fixture.Partition{{Number: 6, Start: p6, Size: vol.Size}}
+		for _, fsys := range f.Filesystems {
+			fsys.Partition = 6
+			xfsRepairClean(t, extractFS(t, out, lf, fsys))
+		}
+		vr, _, err := verifyFixture(t, lf, out, luksconv.FormatRaw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !vr.Pass || !hasCheck(vr, "mbr", true) {
+			t.Fatalf("verification: %+v", vr)
+		}
+	})
+}
+
+// firstDiff is the index of the first byte where a and b differ, or -1.
+func firstDiff(a, b []byte) int {
+	for i := range min(len(a), len(b)) {
+		if a[i] != b[i] {
+			return i
+		}
+	}
+	if len(a) != len(b) {
+		return min(len(a), len(b))
+	}
+	return -1
+}
