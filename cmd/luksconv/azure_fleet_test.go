@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -112,6 +113,7 @@ func TestAzureFleet(t *testing.T) {
 			t.Errorf("task %d: exitConditions %s, want none (no task dependencies in the job)", i, ec)
 		}
 	}
+	noWallClockLimit(t, out, "batch-job.json", "batch-tasks.json")
 	for i, tk := range tasks.Value {
 		args := strings.Fields(tk.CommandLine)
 		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--recreate-vm"}
@@ -299,6 +301,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 		Constraints          struct{ MaxTaskRetryCount int }
 	}
 	readJSON(t, filepath.Join(out, "batch-job.json"), &job)
+	noWallClockLimit(t, out, "batch-job.json", "batch-stage-tasks.json", "batch-cutover-tasks.json")
 	if job.ID != "luksconv-fleet" || job.PoolInfo.PoolID != "p1" || job.Constraints.MaxTaskRetryCount != 2 {
 		t.Errorf("batch job: %+v", job)
 	}
@@ -547,5 +550,21 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 	okArgs := slices.DeleteFunc(slices.Clone(bad), func(s string) bool { return s == "--delta" })
 	if _, se, code := runCLI(t, okArgs...); code != 0 {
 		t.Errorf("--name %s without --delta: exit %d\n%s", long, code, se)
+	}
+}
+
+// noWallClockLimit checks that the Batch files in dir set no maxWallClockTime, on the job or a task:
+// Batch has no termination grace, so such a limit could end a task between deleting its VM and
+// re-creating it (the README's runbook says none is set).
+func noWallClockLimit(t *testing.T, dir string, files ...string) {
+	t.Helper()
+	for _, f := range files {
+		b, err := os.ReadFile(filepath.Join(dir, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if bytes.Contains(b, []byte("maxWallClockTime")) {
+			t.Errorf("%s sets a maxWallClockTime", f)
+		}
 	}
 }
