@@ -68,19 +68,7 @@ func TestLVMSnapshotOrigin(t *testing.T) {
 			run := func(args ...string) string { t.Helper(); return testenv.RunLVM(t, sys, args...) }
 			run("pvcreate", "-y", "-ff", "--norestorefile", dev)
 			run("vgcreate", "-s", "1m", "snapvg", dev)
-			bk := filepath.Join(t.TempDir(), "vg.txt")
-			run("vgcfgbackup", "-f", bk, "snapvg")
-			b, err := os.ReadFile(bk)
-			if err != nil {
-				t.Fatal(err)
-			}
-			text := string(b)
-			i := strings.LastIndex(text, "\n}\n")
-			text = text[:i] + "\n\tlogical_volumes {\n" + tc.lvs + "\t}" + text[i:]
-			if err := os.WriteFile(bk, []byte(text), 0o644); err != nil {
-				t.Fatal(err)
-			}
-			run("vgcfgrestore", "-f", bk, "snapvg")
+			testenv.VGRestore(t, sys, "snapvg", testenv.AddToVG(t, testenv.VGBackup(t, sys, "snapvg"), "\tlogical_volumes {\n"+tc.lvs+"\t}"))
 			origin := strings.TrimSpace(run("lvs", "--noheadings", "-o", "origin", "snapvg/snap"))
 			if want := map[bool]string{false: "root", true: ""}[tc.skipRoot]; origin != want {
 				t.Fatalf("lvs: snap's origin %q, want %q", origin, want)

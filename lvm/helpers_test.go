@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -101,25 +100,7 @@ func (e *lvmEnv) pvckHeaders(target string) (map[string]string, string) {
 // current backup text and restores it with vgcfgrestore.
 func (e *lvmEnv) restoreWithLVs(vg, lvText string) {
 	e.t.Helper()
-	dir := e.t.TempDir()
-	bk := filepath.Join(dir, "backup.txt")
-	e.must("vgcfgbackup", "-f", bk, vg)
-	b, err := os.ReadFile(bk)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	s := string(b)
-	// The VG section is closed by the last line that is exactly "}".
-	i := strings.LastIndex(s, "\n}\n")
-	if i < 0 {
-		e.t.Fatalf("no VG section end in vgcfgbackup output:\n%s", s)
-	}
-	s = s[:i] + "\n" + lvText + s[i:]
-	in := filepath.Join(dir, "restore.txt")
-	if err := os.WriteFile(in, []byte(s), 0o644); err != nil {
-		e.t.Fatal(err)
-	}
-	e.must("vgcfgrestore", "-f", in, vg)
+	testenv.VGRestore(e.t, e.sysDir, vg, testenv.AddToVG(e.t, testenv.VGBackup(e.t, e.sysDir, vg), lvText))
 }
 
 // fields runs an lvm reporting command with machine-friendly options and

@@ -69,23 +69,19 @@ func BuildLVM(t testing.TB) *LVMSet {
 	env := newLVMEnv(t, dev)
 	env.must("pvcreate", "-y", "-ff", "--norestorefile", dev)
 	env.must("vgcreate", "-s", strconv.Itoa(lvmExtent>>10)+"k", "deltavg", dev)
-	base := env.backup()
-	i := strings.LastIndex(base, "\n}\n") // the VG section ends at the last line that is exactly "}"
-	if i < 0 {
-		t.Fatalf("deltafixture: no VG section end in vgcfgbackup's text:\n%s", base)
-	}
+	base := testenv.VGBackup(t, env.sysDir, "deltavg")
 	withLVs := func(seqno int, data ...Segment) string {
 		segs := make([]string, len(data))
 		for k, g := range data {
 			segs[k] = lvmSegment(k+1, g)
 		}
-		text := base[:i] + "\n\tlogical_volumes {\n" + lvmLV("datalv", lvmDataLV, segs...) +
-			lvmLV("smalllv", lvmSmallLV, lvmSegment(1, Segment{0, lvmSeg1, lvmSmall})) + "\n\t}" + base[i:]
+		text := testenv.AddToVG(t, base, "\tlogical_volumes {\n"+lvmLV("datalv", lvmDataLV, segs...)+
+			lvmLV("smalllv", lvmSmallLV, lvmSegment(1, Segment{0, lvmSeg1, lvmSmall}))+"\n\t}")
 		return regexp.MustCompile(`(?m)^(\s*seqno = )\d+$`).ReplaceAllString(text, "${1}"+strconv.Itoa(seqno))
 	}
 	want1 := []Segment{{0, 0, lvmSeg1}}
 	want2 := []Segment{{0, 0, lvmSeg1}, {lvmSeg1, lvmSeg1 + lvmSmall + lvmGap, lvmSeg2}}
-	env.restore(withLVs(10, want1...))
+	testenv.VGRestore(t, env.sysDir, "deltavg", withLVs(10, want1...))
 	s.ExtentSize, s.PEStart, s.Segs1 = env.layout()
 	detach()
 	if s.ExtentSize != lvmExtent || fmt.Sprint(s.Segs1) != fmt.Sprint(want1) {
@@ -114,7 +110,7 @@ func BuildLVM(t testing.TB) *LVMSet {
 	testenv.Run(t, "cp", "--sparse=always", plain1, plain2)
 	dev, detach = testenv.AttachLoop(t, plain2)
 	env = newLVMEnv(t, dev)
-	env.restore(withLVs(11, want2...))
+	testenv.VGRestore(t, env.sysDir, "deltavg", withLVs(11, want2...))
 	var es, ps int64
 	es, ps, s.Segs2 = env.layout()
 	detach()
@@ -225,29 +221,10 @@ func (e *lvmEnv) must(args ...string) string {
 	return testenv.RunLVM(e.t, e.sysDir, args...)
 }
 
-// backup returns vgcfgbackup's text of deltavg.
-func (e *lvmEnv) backup() string {
-	e.t.Helper()
-	f := filepath.Join(e.sysDir, "backup.txt")
-	e.must("vgcfgbackup", "-f", f, "deltavg")
-	b, err := os.ReadFile(f)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	return string(b)
-}
-
-// restore writes the VG metadata text with vgcfgrestore.
-func (e *lvmEnv) restore(text string) {
-	e.t.Helper()
-	f := testenv.WriteFile(e.t, e.sysDir, "restore.txt", []byte(text))
-	e.must("vgcfgrestore", "-f", f, "deltavg")
-}
-
 // layout reads back, with vgcfgbackup, the extent size and pe_start (bytes) and datalv's segments.
 func (e *lvmEnv) layout() (extentSize, peStart int64, segs []Segment) {
 	e.t.Helper()
-	text := e.backup()
+	text := testenv.VGBackup(e.t, e.sysDir, "deltavg")
 	num := func(re string) int64 {
 		m := regexp.MustCompile(`(?m)^\s*` + re + ` = (\d+)`).FindStringSubmatch(text)
 		if m == nil {

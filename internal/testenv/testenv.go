@@ -279,6 +279,40 @@ backup {
 	return dir
 }
 
+// VGBackup returns vgcfgbackup's text of the volume group vg, run in the private configuration sysDir.
+func VGBackup(t testing.TB, sysDir, vg string) string {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), vg+".backup")
+	RunLVM(t, sysDir, "vgcfgbackup", "-f", f, vg)
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// VGRestore writes text as the metadata of the volume group vg with vgcfgrestore (nothing is
+// activated, so no device-mapper is needed).
+func VGRestore(t testing.TB, sysDir, vg, text string) {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), vg+".restore")
+	if err := os.WriteFile(f, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	RunLVM(t, sysDir, "vgcfgrestore", "-f", f, vg)
+}
+
+// AddToVG returns a vgcfgbackup text with section (e.g. a logical_volumes section) added at the end
+// of its VG section, which closes at the last line that is exactly "}".
+func AddToVG(t testing.TB, text, section string) string {
+	t.Helper()
+	i := strings.LastIndex(text, "\n}\n")
+	if i < 0 {
+		t.Fatalf("no VG section end in vgcfgbackup's text:\n%s", text)
+	}
+	return text[:i] + "\n" + section + text[i:]
+}
+
 // RunLVM runs an lvm2 command in the private configuration sysDir (from LVMSystemDir) and returns its
 // combined output; the test fails if the command does.
 func RunLVM(t testing.TB, sysDir string, args ...string) string {
