@@ -105,9 +105,7 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 			continue
 		}
 		if components[lv.Name] {
-			// A snapshot's origin: the snapshot still reads the blocks the origin freed since it was
-			// taken. A RAID image or thin pool's data: the filesystem is laid out over the LV above.
-			warns = append(warns, warning(WarnCopiedInFull, "%s: LV %s is the origin of a snapshot or part of another LV: its free space is copied too", how, name))
+			warns = append(warns, componentCopied(how+": ", name))
 			continue
 		}
 		s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {
@@ -283,4 +281,11 @@ func lvToImage(pv *lvm.PV, lv *lvm.LV, payload int64) func(int64) (int64, bool) 
 		}
 		return payload + ext[0].PVOff, true
 	}
+}
+
+// componentCopied is the warning for an LV that other LVs are built on (lvm.VG.Components), whose
+// free space is copied: a snapshot still reads the blocks its origin freed since it was taken, and a
+// RAID image's or thin pool's filesystem is laid out over the LV above. prefix says where.
+func componentCopied(prefix, name string) Warning {
+	return warning(WarnCopiedInFull, "%sLV %s is the origin of a snapshot or part of another LV: its free space is copied too", prefix, name)
 }

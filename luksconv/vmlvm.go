@@ -178,7 +178,7 @@ func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMemb
 		return
 	}
 	if component {
-		res.warnings = append(res.warnings, warning(WarnCopiedInFull, "LV %s is the origin of a snapshot or part of another LV: its free space is copied too", name))
+		res.warnings = append(res.warnings, componentCopied("", name))
 		return
 	}
 	var free, logs map[int][]span = map[int][]span{}, map[int][]span{}
