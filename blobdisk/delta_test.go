@@ -18,6 +18,7 @@ import (
 	"github.com/luksconv/luksconv/internal/azurite"
 	"github.com/luksconv/luksconv/internal/blobfake"
 	"github.com/luksconv/luksconv/internal/deltafixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -338,7 +339,7 @@ func deltaUpload(t *testing.T, f *deltaFixture, s blobServer, blob string, commi
 	got := readBlob(t, ro)
 	checkFooter(t, got, size)
 	if !bytes.Equal(got[:size], f.want) {
-		t.Fatalf("the blob after the second pass differs from a full conversion of state 2 (first at byte %d)", firstDiff(got[:size], f.want))
+		t.Fatalf("the blob after the second pass differs from a full conversion of state 2 (first at byte %d)", testenv.FirstDiff(got[:size], f.want))
 	}
 	back, err := blobdisk.OpenSource(context.Background(), ro, blobdisk.Options{Logf: t.Logf})
 	if err != nil {
@@ -391,7 +392,7 @@ func TestDeltaUploadUnlisted(t *testing.T) {
 	got := readBlob(t, s.url(t, "unlisted.vhd", false))
 	checkFooter(t, got, size)
 	if !bytes.Equal(got[:size], f.want) {
-		t.Fatalf("without HoldsData, the unlisted blob differs from a full conversion of state 2 (first at byte %d)", firstDiff(got[:size], f.want))
+		t.Fatalf("without HoldsData, the unlisted blob differs from a full conversion of state 2 (first at byte %d)", testenv.FirstDiff(got[:size], f.want))
 	}
 
 	// A journal of a pass told the blob was Empty, resumed with HoldsData: refused.
@@ -421,7 +422,7 @@ func TestDeltaUploadUnlisted(t *testing.T) {
 	got = readBlob(t, s.url(t, "safe.vhd", false))
 	checkFooter(t, got, size)
 	if !bytes.Equal(got[:size], f.want) {
-		t.Fatalf("with HoldsData, the blob differs from a full conversion of state 2 (first at byte %d)", firstDiff(got[:size], f.want))
+		t.Fatalf("with HoldsData, the blob differs from a full conversion of state 2 (first at byte %d)", testenv.FirstDiff(got[:size], f.want))
 	}
 	if sent := stopped.stats.BytesWritten + stopped.stats.BytesCleared + second.stats.BytesWritten + second.stats.BytesCleared; sent != f.rewritten() {
 		t.Errorf("with HoldsData: sent %d bytes, the delta rewrites %d", sent, f.rewritten())
@@ -433,17 +434,4 @@ func TestDeltaUploadUnlisted(t *testing.T) {
 		requests(s, "create") != creates {
 		t.Fatalf("HoldsData on a missing blob: %v; %d blobs created", r.err, requests(s, "create")-creates)
 	}
-}
-
-// firstDiff is the offset of the first byte where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }

@@ -297,20 +297,11 @@ func TestReencryptKnownPlaintext(t *testing.T) {
 			// With --reduce-device-size the payload (dynamic: up to the end of
 			// the file) is larger than what was kept; the rest is garbage.
 			if len(got) < tc.keep || !bytes.Equal(got[:tc.keep], plain[:tc.keep]) {
-				t.Fatalf("decrypted payload differs from the plaintext (first difference at %d)", firstDiff(got, plain))
+				t.Fatalf("decrypted payload differs from the plaintext (first difference at %d)", testenv.FirstDiff(got, plain))
 			}
 			checkRandomReads(t, r, got)
 		})
 	}
-}
-
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	return min(len(a), len(b))
 }
 
 // checkRandomReads compares unaligned reads, reads across the end and

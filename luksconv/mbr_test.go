@@ -318,10 +318,10 @@ func TestMBRLogicalPartition(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if i := firstDiff(got[:p6], disk[:p6]); i >= 0 {
+		if i := testenv.FirstDiff(got[:p6], disk[:p6]); i >= 0 {
 			t.Errorf("output differs from the source at byte %d, before the volume", i)
 		}
-		if i := firstDiff(got[p6:end], exp[vol.Start:vol.Start+vol.Size]); i >= 0 {
+		if i := testenv.FirstDiff(got[p6:end], exp[vol.Start:vol.Start+vol.Size]); i >= 0 {
 			t.Errorf("partition 6 differs from the fixture's plaintext at byte %d of it", i)
 		}
 		g := sfdiskJSON(t, out)
@@ -357,17 +357,4 @@ func TestMBRLogicalPartition(t *testing.T) {
 			t.Fatalf("verification: %+v", vr)
 		}
 	})
-}
-
-// firstDiff is the index of the first byte where a and b differ, or -1.
-func firstDiff(a, b []byte) int {
-	for i := range min(len(a), len(b)) {
-		if a[i] != b[i] {
-			return i
-		}
-	}
-	if len(a) != len(b) {
-		return min(len(a), len(b))
-	}
-	return -1
 }
