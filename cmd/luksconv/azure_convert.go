@@ -265,6 +265,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		if err := f.checkQuiet(ctx, cl, id, stderr); err != nil {
 			return err
 		}
+		if err := f.checkTarget(ctx, cl, id, f.target); err != nil {
+			return err
+		}
 		if f.dryRun {
 			// Creating nothing means reading the disk itself, which Azure allows only while it is
 			// unattached or its VM deallocated.
@@ -441,6 +444,24 @@ func (f *azureConvert) diskSpec(ctx context.Context, cl *azure.Client, readID, s
 		spec.Tags[sourceTag] = snapName
 	}
 	return spec, nil
+}
+
+// checkTarget refuses, before a snapshot of the source disk sourceID is taken, what would refuse its
+// new disk target later: a --des that is missing or cannot encrypt it (another region or
+// subscription, a confidential type) and the flags that shape the disk. Taken first, the snapshot
+// would be left behind by each such run. The size is the plan's, checked once it is known.
+func (f *azureConvert) checkTarget(ctx context.Context, cl *azure.Client, sourceID, target string) error {
+	debugAzure("check new disk and disk encryption set", sourceID, "des", f.des, "target", target)
+	spec, err := cl.DiskSpecFrom(ctx, sourceID, f.rg, target, f.des)
+	if err != nil {
+		return err
+	}
+	f.platformKey(spec)
+	if err := f.applyAccess(spec); err != nil {
+		return err
+	}
+	spec.SizeBytes = azure.MinUploadDisk
+	return spec.Check()
 }
 
 // uploadJob is one disk to upload: the plan, its source, the new disk and its resume journal.

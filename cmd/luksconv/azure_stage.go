@@ -220,6 +220,11 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if reread {
 		fmt.Fprintf(stderr, "Reading snapshot %s again: round %d of the conversion into %s was interrupted\n", snap, round, diskID)
 	} else {
+		if round == 1 {
+			if err := f.checkTarget(ctx, cl, id, f.target); err != nil {
+				return err
+			}
+		}
 		name := stageSnapshotName(f.target, round)
 		debugAzure("snapshot disk (incremental)", id, "snapshot_name", name, "round", round)
 		if snap, err = cl.SnapshotDisk(ctx, id, name, &azure.SnapshotOptions{Incremental: true}); err != nil {

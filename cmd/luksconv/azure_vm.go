@@ -139,6 +139,11 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		}
 	}
 
+	if !f.dryRun {
+		if err := f.checkVMTargets(ctx, cl, disks); err != nil {
+			return err
+		}
+	}
 	if err := f.vmSnapshots(ctx, cl, disks, stderr); err != nil {
 		return err
 	}
@@ -307,6 +312,16 @@ func (f *azureConvert) vmDiskSpec(ctx context.Context, cl *azure.Client, d *azur
 		spec.Tags[sourceTag] = path.Base(d.Snapshot)
 	}
 	d.DiskSpec = spec
+	return nil
+}
+
+// checkVMTargets runs checkTarget for each disk to convert, before any of them is snapshotted.
+func (f *azureConvert) checkVMTargets(ctx context.Context, cl *azure.Client, disks []*azureVMDisk) error {
+	for _, d := range disks {
+		if err := f.checkTarget(ctx, cl, d.disk.DiskID, d.target); err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+	}
 	return nil
 }
 

@@ -145,6 +145,11 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		}
 	}
 	round := rec.Round + 1
+	if round == 1 {
+		if err := f.checkVMTargets(ctx, cl, disks); err != nil {
+			return err
+		}
+	}
 	rereads, err := f.vmStageSnapshots(ctx, cl, rec, recPath, disks, round, stderr)
 	if err != nil {
 		return err

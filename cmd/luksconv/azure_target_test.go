@@ -1,0 +1,59 @@
+package main
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/internal/azurefake"
+)
+
+// TestAzureConvertBadTargetFirst: a --des that cannot encrypt the new disk (another region, none
+// of that name) and a bad disk flag are refused before anything is created: no snapshot of the
+// source disk (one disk or a whole VM, converted at once or in --stage rounds) is taken, and no
+// access is granted.
+func TestAzureConvertBadTargetFirst(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	dir := t.TempDir()
+	otherRegion := "/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.Compute/diskEncryptionSets/des-east"
+	missing := "/subscriptions/" + fakeSub + "/resourceGroups/rg-keys/providers/Microsoft.Compute/diskEncryptionSets/nosuch"
+	f.Lock()
+	f.DiskEncryptionSets[azurefake.Key("rg-keys", "des-east")] = &armcompute.DiskEncryptionSet{
+		ID: to.Ptr(otherRegion), Location: to.Ptr("eastus"),
+		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)},
+	}
+	// The source disk carries the ADE settings its snapshot has (single pass), so that its key is found.
+	f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection =
+		f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection
+	f.Unlock()
+	disk, vm := fakeID("disks", "osdisk"), fakeID("virtualMachines", "vm1")
+	for _, tc := range []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"DES in another region", []string{"--source-disk", disk, "--des", otherRegion, "--target-disk", "plain"}, "same region"},
+		{"no such DES", []string{"--source-disk", disk, "--des", missing, "--target-disk", "plain"}, "nosuch"},
+		{"bad --sku", []string{"--source-disk", disk, "--des", fakeDES, "--target-disk", "plain", "--sku", "Premium"}, "--sku"},
+		{"stage, DES in another region", []string{"--source-disk", disk, "--des", otherRegion, "--target-disk", "plain", "--stage"}, "same region"},
+		{"whole VM, DES in another region", []string{"--vm", vm, "--des", otherRegion}, "same region"},
+		{"whole VM, stage, DES in another region", []string{"--vm", vm, "--des", otherRegion, "--stage"}, "same region"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			f.takeCalls()
+			args := append([]string{"azure", "convert", "-q", "--journal-dir", dir}, tc.args...)
+			_, se, code := runCLI(t, args...)
+			calls := f.takeCalls()
+			if code == 0 || !strings.Contains(se, tc.want) {
+				t.Errorf("exit %d, want an error naming %q:\n%s", code, tc.want, se)
+			}
+			if i := slices.IndexFunc(calls, func(c string) bool {
+				return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT")
+			}); i >= 0 {
+				t.Errorf("%q before the refusal: calls %q", calls[i], calls)
+			}
+		})
+	}
+}
