@@ -16,6 +16,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/azurite"
 	"github.com/luksconv/luksconv/luksconv"
@@ -196,5 +197,35 @@ func TestAzureConvertResumeNewURL(t *testing.T) {
 	got := download(t, f.az.BlobSAS(t, "disks", "plain.vhd", azurite.ReadSAS, time.Hour), int64(len(want)))
 	if !bytes.Equal(got, want) {
 		t.Fatal("the resumed disk differs from the local conversion")
+	}
+}
+
+// TestAzureConvertAllowAllOpensPublicAccess: --network-access-policy AllowAll, which the hint for a
+// private-endpoint 403 suggests, makes the new disk reachable from any network also when its source
+// has publicNetworkAccess Disabled, which otherwise keeps the data private "even when
+// NetworkAccessPolicy is set to AllowAll" (armcompute), so that the upload is refused again.
+func TestAzureConvertAllowAllOpensPublicAccess(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	f.Lock()
+	sp := f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties
+	sp.NetworkAccessPolicy = to.Ptr(armcompute.NetworkAccessPolicyAllowPrivate)
+	sp.DiskAccessID = to.Ptr("/subscriptions/" + fakeSub + "/resourceGroups/" + fakeRG + "/providers/Microsoft.Compute/diskAccesses/da1")
+	sp.PublicNetworkAccess = to.Ptr(armcompute.PublicNetworkAccessDisabled)
+	f.Unlock()
+	so, se, code := runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain",
+		"--dry-run", "--json", "--network-access-policy", "AllowAll")
+	if code != 0 {
+		t.Fatalf("dry run: exit %d:\n%s", code, se)
+	}
+	var rep struct {
+		Spec struct {
+			Access azure.DataAccess `json:"dataAccess"`
+		} `json:"disk_spec"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil {
+		t.Fatal(err)
+	}
+	if a := rep.Spec.Access; a.NetworkAccessPolicy != armcompute.NetworkAccessPolicyAllowAll || a.DiskAccessID != "" || a.Private() {
+		t.Errorf("with --network-access-policy AllowAll the new disk's access is %+v: still private", a)
 	}
 }

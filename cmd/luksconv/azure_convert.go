@@ -111,7 +111,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.BoolVar(&f.dryRun, "dry-run", false, "print the plan and the ARM changes; create nothing")
 	fl.BoolVar(&f.allowRunning, "allow-running", false, "read the disk of a running VM (a crash-consistent snapshot; never with --recreate-vm)")
 	fl.StringVar(&f.dataAuth, "data-access-auth-mode", "", "the new disk's dataAccessAuthMode: AzureActiveDirectory or None (default: the source's)")
-	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll, AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
+	fl.StringVar(&f.netPolicy, "network-access-policy", "", "the new disk's networkAccessPolicy: AllowAll (with publicNetworkAccess Enabled), AllowPrivate (with --disk-access) or DenyAll (default: the source's)")
 	fl.StringVar(&f.sku, "sku", "", "the new disk's SKU, e.g. Premium_LRS (default: the source disk's)")
 	fl.StringVar(&f.diskAccess, "disk-access", "", "resource ID of the disk access for --network-access-policy AllowPrivate")
 	fl.StringVar(&f.license, "license", "", "for a VM from Red Hat's pay-as-you-go image (with --recreate-vm): payg (Azure Hybrid Benefit keeps the billing and RHUI) or byos (your own Red Hat subscription)")
@@ -601,8 +601,13 @@ func (f *azureConvert) applyAccess(spec *azure.DiskSpec) error {
 	}
 	switch f.netPolicy {
 	case "":
-	case string(armcompute.NetworkAccessPolicyAllowAll), string(armcompute.NetworkAccessPolicyDenyAll):
-		spec.Access.NetworkAccessPolicy, spec.Access.DiskAccessID = armcompute.NetworkAccessPolicy(f.netPolicy), ""
+	case string(armcompute.NetworkAccessPolicyAllowAll):
+		// publicNetworkAccess Disabled, copied from the source, would keep the data private "even when
+		// NetworkAccessPolicy is set to AllowAll" (armcompute).
+		spec.Access.NetworkAccessPolicy, spec.Access.DiskAccessID = armcompute.NetworkAccessPolicyAllowAll, ""
+		spec.Access.PublicNetworkAccess = armcompute.PublicNetworkAccessEnabled
+	case string(armcompute.NetworkAccessPolicyDenyAll):
+		spec.Access.NetworkAccessPolicy, spec.Access.DiskAccessID = armcompute.NetworkAccessPolicyDenyAll, ""
 	case string(armcompute.NetworkAccessPolicyAllowPrivate):
 		spec.Access.NetworkAccessPolicy = armcompute.NetworkAccessPolicyAllowPrivate
 		if f.diskAccess != "" {
