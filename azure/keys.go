@@ -216,6 +216,10 @@ func fromVMSettings(s *armcompute.DiskEncryptionSettings, id string) []KeySource
 // the tag is absent or unknown) and the key version in the KEK URL. Both
 // base64 alphabets are accepted, with or without padding.
 //
+// When the KEK is named only by the tag, ks.KEKURL is set to it: KEKURL then
+// tells the caller, as for a KEK named by the encryption settings, that the
+// key was unwrapped (see the base64 note below).
+//
 // The caller owns the result and should clear it (clear(key)) when done.
 // Intermediate buffers are cleared here; the secret string inside the SDK's
 // response cannot be. Errors never contain secret or key bytes.
@@ -281,6 +285,7 @@ func (c *Client) RecoverKey(ctx context.Context, ks *KeySource) ([]byte, error) 
 	if len(ur.Result) == 0 {
 		return nil, newError("unwrap key with", kekURL, ErrBadSecret, "empty result")
 	}
+	ks.KEKURL = kekURL
 	return ur.Result, nil
 }
 

@@ -232,12 +232,17 @@ func TestRecoverKeyKEKFromTag(t *testing.T) {
 			TagKEKAlgorithm: to.Ptr("RSA-OAEP-256"),
 		},
 	}
-	got, err := c.client().RecoverKey(context.Background(), &KeySource{SecretURL: secretURL("bek")})
+	ks := KeySource{SecretURL: secretURL("bek")}
+	got, err := c.client().RecoverKey(context.Background(), &ks)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !bytes.Equal(got, want) {
 		t.Fatal("key differs")
+	}
+	// The caller learns that the key was unwrapped (old ADE builds wrapped base64 of the passphrase).
+	if ks.KEKURL != "https://adevault.vault.azure.net:443/keys/"+kekName+"/"+kekVer {
+		t.Errorf("KEKURL %q after unwrapping with the tag's KEK", ks.KEKURL)
 	}
 }
 

@@ -1,12 +1,16 @@
 package main
 
 import (
+	"encoding/base64"
+	"os"
 	"slices"
 	"strings"
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
+	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
 )
 
@@ -55,5 +59,35 @@ func TestAzureConvertBadTargetFirst(t *testing.T) {
 				t.Errorf("%q before the refusal: calls %q", calls[i], calls)
 			}
 		})
+	}
+}
+
+// TestAzureConvertKEKFromTagLegacy: a secret that names its KEK only in its tag (the disk's settings
+// have no keyEncryptionKey) is unwrapped, and, as for a KEK named by the settings, a passphrase that
+// an old ADE build base64-encoded before wrapping it is tried decoded.
+func TestAzureConvertKEKFromTagLegacy(t *testing.T) {
+	f, fx := setupAzure(t, true)
+	key, err := os.ReadFile(fx.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	// RSA1_5: the base64 of a 172-byte key file is too long for RSA-OAEP with a 2048-bit KEK.
+	w, err := f.Wrap(azkeys.EncryptionAlgorithmRSA15, []byte(base64.StdEncoding.EncodeToString(key)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Lock()
+	s := f.Secrets["bek/v1"]
+	s.Value = to.Ptr(base64.RawURLEncoding.EncodeToString(w))
+	s.Tags[azure.TagKEKAlgorithm] = to.Ptr("RSA1_5")
+	f.Secrets["bek/v1"] = s
+	f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection.EncryptionSettings[0].KeyEncryptionKey = nil
+	f.Unlock()
+	_, se, code := runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain", "--dry-run", "--json")
+	if code != 0 {
+		t.Fatalf("exit %d:\n%s", code, se)
+	}
+	if calls := f.takeCalls(); !slices.Contains(calls, "UNWRAP RSA1_5") {
+		t.Errorf("no unwrap with RSA1_5: %q", calls)
 	}
 }
