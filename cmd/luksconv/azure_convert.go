@@ -590,7 +590,13 @@ func (f *azureConvert) applyAccess(spec *azure.DiskSpec) error {
 		if !slices.Contains(armcompute.PossibleDiskStorageAccountTypesValues(), armcompute.DiskStorageAccountTypes(f.sku)) {
 			return fmt.Errorf("%w: --sku %q: want one of %v", errUsage, f.sku, armcompute.PossibleDiskStorageAccountTypesValues())
 		}
-		spec.SKU, spec.SKUFromSnapshot = armcompute.DiskStorageAccountTypes(f.sku), false
+		if sku := armcompute.DiskStorageAccountTypes(f.sku); sku != spec.SKU {
+			// The source's performance tier (P30) and bursting are settings of its SKU, which
+			// Azure refuses on another.
+			spec.Tier, spec.BurstingEnabled = "", false
+			spec.SKU = sku
+		}
+		spec.SKUFromSnapshot = false
 	}
 	switch f.dataAuth {
 	case "":

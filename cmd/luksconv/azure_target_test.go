@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"encoding/json"
 	"os"
 	"slices"
 	"strings"
@@ -89,5 +90,34 @@ func TestAzureConvertKEKFromTagLegacy(t *testing.T) {
 	}
 	if calls := f.takeCalls(); !slices.Contains(calls, "UNWRAP RSA1_5") {
 		t.Errorf("no unwrap with RSA1_5: %q", calls)
+	}
+}
+
+// TestAzureConvertSKUDropsTier: the source disk's performance tier (P30) and on-demand bursting are
+// Premium SSD settings; a --sku of another type does not carry them into the new disk.
+func TestAzureConvertSKUDropsTier(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	f.Lock()
+	p := f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties
+	p.Tier, p.BurstingEnabled = to.Ptr("P30"), to.Ptr(true)
+	f.Unlock()
+	for _, tc := range []struct{ sku, tier string }{{"", "P30"}, {"Premium_LRS", "P30"}, {"StandardSSD_LRS", ""}} {
+		args := []string{"azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain", "--dry-run", "--json"}
+		if tc.sku != "" {
+			args = append(args, "--sku", tc.sku)
+		}
+		so, se, code := runCLI(t, args...)
+		if code != 0 {
+			t.Fatalf("--sku %q: exit %d:\n%s", tc.sku, code, se)
+		}
+		var rep struct {
+			Spec azure.DiskSpec `json:"disk_spec"`
+		}
+		if err := json.Unmarshal([]byte(so), &rep); err != nil {
+			t.Fatal(err)
+		}
+		if rep.Spec.Tier != tc.tier || rep.Spec.BurstingEnabled != (tc.tier != "") {
+			t.Errorf("--sku %q: SKU %s with tier %q, bursting %v", tc.sku, rep.Spec.SKU, rep.Spec.Tier, rep.Spec.BurstingEnabled)
+		}
 	}
 }
