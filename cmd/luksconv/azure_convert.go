@@ -278,6 +278,8 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			// A resume must read the very snapshot the interrupted run uploaded from.
 			fmt.Fprintf(stderr, "Reading snapshot %s again: the unfinished upload to --target-disk %s was made from it\n", snap, f.target)
 			readID, snapName = snap, path.Base(snap)
+		} else if err := f.checkTargetFree(ctx, cl, f.targetID(id)); err != nil {
+			return err
 		} else {
 			name := srcSnapshotName(f.target, fmt.Sprint(time.Now().Unix()))
 			snapName = name
@@ -462,6 +464,18 @@ func (f *azureConvert) checkTarget(ctx context.Context, cl *azure.Client, source
 	}
 	spec.SizeBytes = azure.MinUploadDisk
 	return spec.Check()
+}
+
+// checkTargetFree refuses, before a snapshot is taken for it, a new disk diskID that exists and was
+// not made by luksconv: creating it would fail after the snapshot, which would be left behind.
+func (f *azureConvert) checkTargetFree(ctx context.Context, cl *azure.Client, diskID string) error {
+	st, err := cl.DiskStatus(ctx, diskID)
+	if err != nil || st.Tags[planTag] != "" {
+		// No such disk, or one this conversion may resume: creating the disk decides.
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: new disk %s exists and was not made by luksconv", azure.ErrExists, diskID),
+		"choose another --target-disk, or delete it (luksconv never deletes disks)"}
 }
 
 // uploadJob is one disk to upload: the plan, its source, the new disk and its resume journal.

@@ -224,6 +224,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			if err := f.checkTarget(ctx, cl, id, f.target); err != nil {
 				return err
 			}
+			if err := f.checkTargetFree(ctx, cl, diskID); err != nil {
+				return err
+			}
 		}
 		name := stageSnapshotName(f.target, round)
 		debugAzure("snapshot disk (incremental)", id, "snapshot_name", name, "round", round)

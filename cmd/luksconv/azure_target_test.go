@@ -121,3 +121,28 @@ func TestAzureConvertSKUDropsTier(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertForeignTargetFirst: a --target-disk that exists and was not made by luksconv is
+// refused before the source disk is snapshotted (one disk, a first --stage round).
+func TestAzureConvertForeignTargetFirst(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	f.Lock()
+	f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection =
+		f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection
+	f.Disks[azurefake.Key(fakeRG, "plain")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "plain")), Name: to.Ptr("plain"), Location: to.Ptr("westeurope"),
+		Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+	f.Unlock()
+	for _, extra := range [][]string{nil, {"--stage"}} {
+		f.takeCalls()
+		args := append([]string{"azure", "convert", "-q", "--journal-dir", t.TempDir(), "--source-disk", fakeID("disks", "osdisk"),
+			"--des", fakeDES, "--target-disk", "plain"}, extra...)
+		_, se, code := runCLI(t, args...)
+		calls := f.takeCalls()
+		if code == 0 || !strings.Contains(se, "exists and was not made by luksconv") {
+			t.Errorf("%q: exit %d:\n%s", extra, code, se)
+		}
+		if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
+			t.Errorf("%q: snapshot or grant before refusing an existing disk: %q", extra, calls)
+		}
+	}
+}
