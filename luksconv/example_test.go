@@ -249,6 +249,7 @@ func ExampleVerify() {
 	// Output:
 	// pass: true mismatches: 0
 	// size: true
+	// format: true
 	// gpt: true
 	// lvm: true
 	// xfs partition 1: true

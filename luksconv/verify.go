@@ -71,9 +71,9 @@ type VerifyReport struct {
 // Verify re-reads out, an output written by Execute from p and src, and compares every byte with what
 // Execute would have produced: Copy regions with the source, Decrypt regions with a fresh decryption of
 // the source, Zero regions with zeros, each with the plan's patches overlaid. It then checks the output's
-// size (a disk of exactly p.OutputSize bytes), its GPT, LVM metadata and XFS superblocks against the
-// source's. Where out is an Allocator (a page blob), the ranges it never wrote are taken as zeros
-// without being read.
+// size (a disk of exactly p.OutputSize bytes), its container (a fixed VHD for FormatVHD, else raw), its GPT,
+// LVM metadata and XFS superblocks against the source's. Where out is an Allocator (a page blob), the
+// ranges it never wrote are taken as zeros without being read.
 //
 // It returns the report and, when anything differs, an error wrapping ErrVerifyFailed that sums it
 // up. An output shorter than the plan, which cannot be compared, is an error wrapping ErrTruncated
@@ -165,11 +165,21 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 	if !size.OK {
 		size.Detail = fmt.Sprintf("a %d-byte disk, %d bytes longer than planned (another format?)", out.Size, out.Size-p.OutputSize)
 	}
+	// The container: a fixed VHD that lost its footer holds the same bytes as the raw disk, but Azure
+	// does not take it as a disk.
+	wantFormat := "raw"
+	if p.Format == FormatVHD {
+		wantFormat = "vhd-fixed"
+	}
+	format := StructureCheck{Name: "format", OK: out.Format == wantFormat, Detail: fmt.Sprintf("%s as planned (%s)", out.Format, p.Format)}
+	if !format.OK {
+		format.Detail = fmt.Sprintf("the output is %s, the plan's format %s is %s", out.Format, p.Format, wantFormat)
+	}
 	plainRd := rd // the source's plaintext view: through the LV for a volume inside one
 	if p.lvView != nil {
 		plainRd = rd.WithData(p.lvView(src))
 	}
-	rep.Structure = append([]StructureCheck{size}, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
+	rep.Structure = append([]StructureCheck{size, format}, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
 	rep.Pass = rep.MismatchCount == 0
 	var failed []string
 	for _, c := range rep.Structure {

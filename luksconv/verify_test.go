@@ -210,3 +210,37 @@ func sortedCopy(x []int64) []int64 {
 	}
 	return y
 }
+
+// TestVerifyFormatMismatch: an output in another container than the plan's is not the planned output,
+// even when the disk inside holds every planned byte. The fixture's disk is a whole MiB, so its raw and
+// VHD plans describe the same bytes: a fixed VHD that lost its footer (a raw image, which Azure does
+// not take as a disk) and a VHD checked against a raw plan both passed before the format was checked.
+func TestVerifyFormatMismatch(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, p, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
+		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	if p.OutputSize%(1<<20) != 0 {
+		t.Fatalf("the fixture's disk (%d bytes) is not a whole MiB: the test needs raw and VHD plans of one size", p.OutputSize)
+	}
+	noFooter := filepath.Join(t.TempDir(), "nofooter.vhd")
+	copyFileTo(t, out, noFooter)
+	if err := os.Truncate(noFooter, p.OutputSize); err != nil {
+		t.Fatal(err)
+	}
+	rep, _, err := verifyFixture(t, f, noFooter, luksconv.FormatVHD)
+	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil || rep.Pass || rep.MismatchCount != 0 || !hasCheck(rep, "format", false) {
+		t.Fatalf("a VHD without its footer, against a VHD plan: %v, report %+v; want ErrVerifyFailed from the format check", err, rep)
+	}
+	rep, _, err = verifyFixture(t, f, out, luksconv.FormatRaw)
+	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil || rep.Pass || !hasCheck(rep, "format", false) {
+		t.Fatalf("a fixed VHD against a raw plan: %v, report %+v; want ErrVerifyFailed from the format check", err, rep)
+	}
+	if rep, _, err := verifyFixture(t, f, out, luksconv.FormatVHD); err != nil || !hasCheck(rep, "format", true) {
+		t.Fatalf("the VHD against its own plan: %v, report %+v", err, rep)
+	}
+}

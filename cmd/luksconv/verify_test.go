@@ -101,3 +101,37 @@ func TestVerifyPageBlob(t *testing.T) {
 		t.Fatalf("verify of a page blob: exit %d:\n%s%s", code, so, se)
 	}
 }
+
+// TestVerifyFormatFlag: `verify --format vhd` of a fixed VHD that lost its footer (the fixture's disk
+// is a whole MiB, so the raw disk inside holds every planned byte) is a mismatch, and so is a VHD
+// verified with --format raw; the format found in OUT passes.
+func TestVerifyFormatFlag(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.vhd")
+	if _, se, code := run(t, nil, "convert", "-q", "--format", "vhd", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
+		t.Fatalf("convert: exit %d: %s", code, se)
+	}
+	fi, err := os.Stat(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	noFooter := filepath.Join(dir, "nofooter.vhd")
+	copyFile(t, out, noFooter, fi.Size()-512)
+	for _, c := range []struct {
+		args []string
+		code int
+	}{
+		{[]string{"--format", "vhd", f.Image, noFooter}, exitVerifyFailed},
+		{[]string{"--format", "raw", f.Image, out}, exitVerifyFailed},
+		{[]string{f.Image, out}, 0},
+	} {
+		so, se, code := run(t, nil, append([]string{"verify", "--key-file", f.KeyFiles[0]}, c.args...)...)
+		if code != c.code {
+			t.Errorf("verify %v: exit %d, want %d:\n%s%s", c.args, code, c.code, so, se)
+		} else if c.code != 0 && !strings.Contains(so, "FAIL format") {
+			t.Errorf("verify %v: the report does not name the format:\n%s", c.args, so)
+		}
+	}
+}
