@@ -10,6 +10,7 @@ import (
 
 	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/vhd"
 	"github.com/spf13/cobra"
 )
 
@@ -23,7 +24,8 @@ func newVerifyCmd() *cobra.Command {
 		Long: "verify rebuilds the plan from IMAGE with the same options convert was given (--keep-guest, --full-copy, ...)\n" +
 			"and compares OUT with it byte for byte: decrypted regions with a fresh decryption of the source, copied regions\n" +
 			"with the source, zero regions with zeros, guest edits with their planned content. It exits 0 on pass and 9 on\n" +
-			"a mismatch. The output format (raw or vhd) is taken from OUT unless --format is given.",
+			"a mismatch. The output format (raw or vhd) is taken from OUT unless --format is given; on a block device only\n" +
+			"the converted disk's bytes are compared (and its VHD footer, if there is one).",
 		Args: usageArgs(2),
 		RunE: func(c *cobra.Command, args []string) error {
 			in, out := args[0], args[1]
@@ -32,14 +34,20 @@ func newVerifyCmd() *cobra.Command {
 				return err
 			}
 			defer src.Close()
-			o, err := openSource(c.Context(), out, workers)
-			if err != nil {
-				return err
+			// A block device may be larger than the disk written onto it: it is opened once the plan
+			// says how large that disk is (as convert --verify does), and a fixed VHD is recognised
+			// by its footer at the padded disk's end.
+			dev := isBlockDevice(out)
+			var o *luksconv.Source
+			if !dev {
+				if o, err = openSource(c.Context(), out, workers); err != nil {
+					return err
+				}
+				defer o.Close()
 			}
-			defer o.Close()
 			if !c.Flags().Changed("format") {
 				cf.format = "raw"
-				if strings.HasPrefix(o.Format, "vhd") {
+				if dev && deviceHoldsVHD(out, src.Size) || !dev && strings.HasPrefix(o.Format, "vhd") {
 					cf.format = "vhd"
 				}
 			}
@@ -48,6 +56,12 @@ func newVerifyCmd() *cobra.Command {
 				return err
 			}
 			defer p.Close()
+			if dev {
+				if o, err = openOutput(c.Context(), p, out, workers); err != nil {
+					return err
+				}
+				defer o.Close()
+			}
 			return runVerify(c.Context(), c.OutOrStdout(), p, src, o, blobio.Redact(out), workers, maxMis, asJSON)
 		},
 	}
@@ -76,11 +90,29 @@ func runVerify(ctx context.Context, w io.Writer, p *luksconv.Plan, src, o *luksc
 	return err
 }
 
+// isBlockDevice reports whether path is a local block device.
+func isBlockDevice(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode()&os.ModeDevice != 0 && fi.Mode()&os.ModeCharDevice == 0
+}
+
+// deviceHoldsVHD reports whether the block device at path holds a fixed VHD of a disk converted from a
+// source of srcSize bytes: a footer at the end of that disk padded to a whole MiB.
+func deviceHoldsVHD(path string, srcSize int64) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	n := vhd.AzureSize(srcSize) + 512
+	s, err := luksconv.NewSource(io.NewSectionReader(f, 0, n), n)
+	return err == nil && s.Format == "vhd-fixed"
+}
+
 // openOutput opens a written output for verify: a file or page blob as a source, a block device as
 // its first bytes (it may be larger than the disk written onto it).
 func openOutput(ctx context.Context, p *luksconv.Plan, out string, workers int) (*luksconv.Source, error) {
-	fi, err := os.Stat(out)
-	if err != nil || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
+	if !isBlockDevice(out) {
 		return openSource(ctx, out, workers)
 	}
 	n := p.OutputSize

@@ -10,6 +10,7 @@ import (
 
 	"github.com/luksconv/luksconv/internal/azurite"
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 )
 
@@ -133,5 +134,27 @@ func TestVerifyFormatFlag(t *testing.T) {
 		} else if c.code != 0 && !strings.Contains(so, "FAIL format") {
 			t.Errorf("verify %v: the report does not name the format:\n%s", c.args, so)
 		}
+	}
+}
+
+// TestVerifyBlockDevice: a conversion onto a block device larger than the disk passes `verify` as it
+// passes `convert --verify` (the device's spare bytes past the disk are not part of it), raw or VHD;
+// a flipped byte on the device still fails.
+func TestVerifyBlockDevice(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("data-luks2-4k") // a 50 MiB disk
+	dir := t.TempDir()
+	dev, _ := testenv.AttachLoop(t, testenv.SparseFile(t, dir, "dev.img", 64<<20))
+	for _, format := range []string{"raw", "vhd"} {
+		if _, se, code := run(t, nil, "convert", "-q", "--force", "--verify", "--format", format, "--key-file", f.KeyFiles[0], f.Image, dev); code != 0 {
+			t.Fatalf("convert --verify --format %s onto %s: exit %d: %s", format, dev, code, se)
+		}
+		if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != 0 {
+			t.Fatalf("verify of %s (%s): exit %d, want 0:\n%s%s", dev, format, code, so, se)
+		}
+	}
+	flipByte(t, dev, 20<<20+123)
+	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != exitVerifyFailed {
+		t.Fatalf("verify of a corrupted device: exit %d, want %d:\n%s%s", code, exitVerifyFailed, so, se)
 	}
 }
