@@ -664,3 +664,22 @@ func TestGuestEditsCLI(t *testing.T) {
 		t.Errorf("second convert: exit %d: %s", code, se)
 	}
 }
+
+// TestKeyslotFlag: --keyslot naming a keyslot the header does not have is a usage error (exit 2, the
+// same answer on every run), not the retryable exit 1; nothing is written. The keyslot that exists works.
+func TestKeyslotFlag(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out.raw")
+	_, se, code := run(t, nil, "convert", "-q", "--keyslot", "5", "--key-file", f.KeyFiles[0], f.Image, out)
+	if code != exitUsage || !strings.Contains(se, "keyslot 5") || !strings.Contains(se, "inspect") {
+		t.Fatalf("--keyslot 5: exit %d, want %d, naming the keyslot and luksconv inspect:\n%s", code, exitUsage, se)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a refused run left %s behind", entries[0].Name())
+	}
+	if _, se, code := run(t, nil, "convert", "-q", "--keyslot", "0", "--key-file", f.KeyFiles[0], f.Image, out); code != 0 {
+		t.Fatalf("--keyslot 0: exit %d: %s", code, se)
+	}
+}
