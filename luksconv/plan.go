@@ -174,7 +174,8 @@ type PlanOptions struct {
 	// Header is a detached LUKS header. Nil means: the volume's own (attached) header, or else ADE's
 	// detached header /boot/luks/osluksheader, found on the disk's /boot.
 	Header *Header
-	// Partition is the number of the encrypted partition, as Linux numbers it (0: find it).
+	// Partition is the number of the encrypted partition, as Linux numbers it (0: find it; negative:
+	// ErrInvalidOption).
 	Partition int
 	// Keyslot restricts unlocking to one keyslot; nil tries every active one.
 	Keyslot *int
@@ -257,6 +258,9 @@ func openVolume(ctx context.Context, src *Source, opts *PlanOptions) (v *volume,
 	}
 	if opts.Format != FormatRaw && opts.Format != FormatVHD {
 		return nil, fmt.Errorf("%w: unknown output format %q (want raw or vhd)", ErrInvalidOption, opts.Format)
+	}
+	if opts.Partition < 0 {
+		return nil, fmt.Errorf("%w: partition %d (want a partition number, or 0 to find it)", ErrInvalidOption, opts.Partition)
 	}
 	var inputs []input
 	var readPass []byte

@@ -683,3 +683,18 @@ func TestKeyslotFlag(t *testing.T) {
 		t.Fatalf("--keyslot 0: exit %d: %s", code, se)
 	}
 }
+
+// TestNegativePartition: --partition -3 is a bad flag (exit 2), not "find the partition": it was
+// silently ignored and the disk converted.
+func TestNegativePartition(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	_, se, code := run(t, nil, "convert", "-q", "--partition", "-3", "--key-file", f.KeyFiles[0], f.Image, filepath.Join(dir, "out.raw"))
+	if code != exitUsage || !strings.Contains(se, "partition -3") {
+		t.Fatalf("--partition -3: exit %d, want %d:\n%s", code, exitUsage, se)
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 0 {
+		t.Fatalf("a refused run left %s behind", entries[0].Name())
+	}
+}
