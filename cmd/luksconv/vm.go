@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sort"
 	"strconv"
@@ -286,6 +287,13 @@ func newVMConvertCmd() *cobra.Command {
 				if err := jobs[i].out.Commit(ctx); err != nil {
 					jobs[i].out = nil
 					abortAll(jobs[i+1:])
+					// The files committed before this one go too: the VM's disks are converted together
+					// or not at all (a device, which has no temporary name, is left as it is).
+					for _, j := range jobs[:i] {
+						if _, ok := j.out.(*luksconv.FileOutput); ok {
+							os.Remove(j.path)
+						}
+					}
 					return fmt.Errorf("%s: %w", diskName(jobs[i].lun), err)
 				}
 			}

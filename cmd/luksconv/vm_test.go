@@ -1,10 +1,14 @@
 package main
 
 import (
+	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/luksconv/luksconv/internal/fixture"
 	"github.com/luksconv/luksconv/internal/vmfixture"
@@ -99,6 +103,53 @@ func TestVMConvertVGMemberMissing(t *testing.T) {
 	for _, f := range []string{"os.raw", "lun4.raw", "lun5.raw", "lun7.raw"} {
 		if _, err := os.Stat(filepath.Join(out, f)); err != nil {
 			t.Error(err)
+		}
+	}
+}
+
+// TestVMConvertCommitFailure: when the last output cannot be committed (here a directory appeared at
+// its name during the run), the outputs committed before it go too: "if one fails, none is left behind".
+// The run is stopped once its temporary files exist, the directory made, and the run continued.
+func TestVMConvertCommitFailure(t *testing.T) {
+	set := fixture.Load(t)
+	osf, _ := set.Get("rhel8-lvm")
+	df, _ := set.Get("data-luks2-4k")
+	out := filepath.Join(t.TempDir(), "vm")
+	os.Mkdir(out, 0o700)
+	cmd := exec.Command(binPath, "vm", "convert", "-q", "--os", osf.Image, "--key-file", osf.KeyFiles[0],
+		"--data", "3="+df.Image, "--data-key", "3="+df.KeyFiles[0], out)
+	var se strings.Builder
+	cmd.Stderr = &se
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stopped := false
+	for i := 0; i < 20000 && !stopped; i++ {
+		if m, _ := filepath.Glob(filepath.Join(out, ".lun3.raw.partial-*")); len(m) > 0 {
+			cmd.Process.Signal(syscall.SIGSTOP)
+			stopped = true
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !stopped {
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatal("the run's temporary outputs never appeared")
+	}
+	if err := os.Mkdir(filepath.Join(out, "lun3.raw"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Process.Signal(syscall.SIGCONT)
+	err := cmd.Wait()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
+		t.Fatalf("vm convert: %v, want a failure: %s", err, se.String())
+	}
+	ents, _ := os.ReadDir(out)
+	for _, e := range ents {
+		if e.Name() != "lun3.raw" {
+			t.Errorf("a failed run left %s behind (stderr: %s)", e.Name(), se.String())
 		}
 	}
 }
