@@ -138,6 +138,14 @@ func (e *guestEditor) editInitramfs(p string) error {
 	if pad := minSize - int64(len(out)); pad > 0 {
 		switch c := lastCompression(rep); c {
 		case initramfs.Zstd, initramfs.LZ4Legacy:
+			if c == initramfs.LZ4Legacy {
+				// lz4 chunks continue the last stream, which zero bytes after it have ended for the
+				// kernel (a zero chunk size) and lz4's tools: after them the chunks would be a segment
+				// of unknown magic. The zeros are padding the chunks replace.
+				last := rep.Segments[len(rep.Segments)-1]
+				out = out[:last.NewOffset+last.NewLength]
+				pad = minSize - int64(len(out))
+			}
 			// zstd's and lz4's tools stop at zero bytes: pad with a zstd frame or lz4 chunks that decode
 			// to zeros, at least the shortest (the file's last block leaves room for it).
 			padding, what, least := initramfs.ZstdPadding, "a zstd frame", initramfs.MinZstdPadding
