@@ -48,9 +48,8 @@ func (fs *FS) Rewrite(path string, data []byte, opt *RewriteOptions) ([]Write, e
 // verity-protected, immutable or append-only, or holds an extended
 // attribute value; when the first len(data) bytes rounded up to a block are
 // not entirely covered by written blocks (holes, unwritten extents, too
-// few blocks); and when the file would keep initialised blocks wholly
-// beyond its new end (e2fsck rejects "i_size is too small" files: shrink by
-// less than a block, or pad the content).
+// few blocks); and when data is shorter than MinRewriteSize (pad the
+// content).
 func (fs *FS) RewriteInode(ino *Inode, data []byte, opt *RewriteOptions) ([]Write, error) {
 	if err := fs.Writable(); err != nil {
 		return nil, err
@@ -85,11 +84,7 @@ func (fs *FS) RewriteInode(ino *Inode, data []byte, opt *RewriteOptions) ([]Writ
 	need := (size + fs.bs - 1) / fs.bs * fs.bs // bytes of blocks to rewrite
 	var writes []Write
 	pos := int64(0)
-	lastInit := int64(-1) // last initialised file block (e2fsck's last_init_lblock)
 	for _, e := range exts {
-		if !e.Unwritten {
-			lastInit = (e.FileOff+e.Len)/fs.bs - 1
-		}
 		if pos >= need || e.FileOff+e.Len <= pos {
 			continue
 		}
@@ -116,9 +111,9 @@ func (fs *FS) RewriteInode(ino *Inode, data []byte, opt *RewriteOptions) ([]Writ
 	if err := fs.checkCrossLinks(ino, writes, tree); err != nil {
 		return nil, err
 	}
-	if lastInit >= 0 && size < lastInit*fs.bs {
+	if min, lastInit := fs.minSize(ino, exts, tree); size < min {
 		return nil, refuse("%d bytes would leave allocated blocks up to file block %d beyond the end; "+
-			"the content must reach at least offset %d (pad it)", size, lastInit, lastInit*fs.bs)
+			"the content must be at least %d bytes (pad it)", size, lastInit, min)
 	}
 
 	raw := append([]byte(nil), ino.raw...)
@@ -141,6 +136,39 @@ func (fs *FS) RewriteInode(ino *Inode, data []byte, opt *RewriteOptions) ([]Writ
 		writes = append(writes, Write{Offset: ino.Offset, Data: raw})
 	}
 	return writes, nil
+}
+
+// MinRewriteSize returns the fewest bytes RewriteInode accepts as ino's new
+// content, since it frees no block: e2fsck rejects a file whose initialised
+// blocks lie wholly beyond its end ("i_size is too small"), so the content
+// must reach the start of the last one; and when the extent tree has index
+// blocks it must reach into it, since e2fsck takes the last index to cover
+// the blocks up to the end only ("end of extent exceeds allowed value").
+func (fs *FS) MinRewriteSize(ino *Inode) (int64, error) {
+	exts, tree, err := fs.mapping(ino)
+	if err != nil {
+		return 0, err
+	}
+	min, _ := fs.minSize(ino, exts, tree)
+	return min, nil
+}
+
+// minSize is MinRewriteSize for ino's mapping, and the last initialised file
+// block (e2fsck's last_init_lblock; -1 for none).
+func (fs *FS) minSize(ino *Inode, exts []Extent, tree []blockRun) (min, lastInit int64) {
+	lastInit = -1
+	for _, e := range exts {
+		if !e.Unwritten {
+			lastInit = (e.FileOff+e.Len)/fs.bs - 1
+		}
+	}
+	switch {
+	case lastInit < 0:
+		return 0, lastInit
+	case ino.Flags&FlagExtents != 0 && len(tree) > 0:
+		return lastInit*fs.bs + 1, lastInit
+	}
+	return lastInit * fs.bs, lastInit
 }
 
 // checkCrossLinks refuses data writes that hit the file's own block map

@@ -4,10 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // rewriteCase is one planned rewrite: ok says whether Rewrite must accept it.
@@ -204,5 +208,85 @@ func TestRewriteUnwritten(t *testing.T) {
 	}
 	if got := debugfsOut(t, cp, "cat /small/f4096"); !bytes.Equal(got, pseudoRandom(20, 4000)) {
 		t.Error("debugfs cat after the rewrite differs")
+	}
+}
+
+// TestRewriteIndexedTreeEnd: for a file whose extent tree has an index
+// level, e2fsck takes the last index to cover the blocks up to i_size only,
+// so a rewrite that ends exactly where the last initialised block starts
+// ("end of extent exceeds allowed value", although i_size is not too small
+// for its blocks) is refused; MinRewriteSize, one byte more, is accepted and
+// e2fsck -fn finds the result clean. A file mapped by the inode alone may end
+// at that block's start.
+func TestRewriteIndexedTreeEnd(t *testing.T) {
+	needE2fs(t)
+	dir := t.TempDir()
+	tree := filepath.Join(dir, "tree")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 400 {
+		testenv.WriteFile(t, tree, fmt.Sprintf("f%03d", i), bytes.Repeat([]byte{byte(i)}, 3000))
+	}
+	testenv.WriteFile(t, tree, "flat", pseudoRandom(30, 10000))
+	img := filepath.Join(dir, "ext4.img")
+	testenv.Run(t, "mkfs.ext4", "-q", "-b", "1024", "-d", tree, img, "16M")
+	// Every other file goes, and a new one fills the holes: dozens of
+	// extents, more than the inode holds.
+	var cmds []string
+	for i := 0; i < 400; i += 2 {
+		cmds = append(cmds, fmt.Sprintf("rm /f%03d", i))
+	}
+	data := pseudoRandom(31, 200000)
+	cmds = append(cmds, "write "+testenv.WriteFile(t, dir, "host", data)+" /frag")
+	testenv.WriteFile(t, dir, "cmds", []byte(strings.Join(cmds, "\n")+"\n"))
+	testenv.Run(t, "debugfs", "-w", "-f", filepath.Join(dir, "cmds"), img)
+	if err := fsckClean(img); err != nil {
+		t.Fatalf("e2fsck -fn on the fixture: %v", err)
+	}
+
+	fs := openImage(t, img)
+	for _, c := range []struct {
+		path    string
+		indexed bool
+	}{{"/frag", true}, {"/flat", false}} {
+		ino, err := fs.Lookup(c.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		exts, idx, err := fs.mapping(ino)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (len(idx) > 0) != c.indexed {
+			t.Fatalf("%s: %d index blocks, want an index level: %v", c.path, len(idx), c.indexed)
+		}
+		last := exts[len(exts)-1]
+		start := last.FileOff + last.Len - fs.bs // the last block's offset
+		want := start
+		if c.indexed {
+			want++
+		}
+		if min, err := fs.MinRewriteSize(ino); err != nil || min != want {
+			t.Fatalf("%s: MinRewriteSize = %d, %v; want %d", c.path, min, err, want)
+		}
+		if c.indexed {
+			if _, err := fs.RewriteInode(ino, pseudoRandom(32, int(start)), nil); !errors.Is(err, ErrCannotEdit) {
+				t.Fatalf("%s: a rewrite ending where the last block starts: %v, want ErrCannotEdit", c.path, err)
+			}
+		}
+		cp := copyImage(t, img)
+		newData := pseudoRandom(33, int(want))
+		ws, err := fs.RewriteInode(ino, newData, nil)
+		if err != nil {
+			t.Fatalf("%s: %d bytes: %v", c.path, want, err)
+		}
+		applyWrites(t, cp, ws)
+		if out, err := testenv.RunErr("e2fsck", "-fn", cp); err != nil {
+			t.Fatalf("%s: e2fsck -fn after a rewrite to %d bytes: %v\n%s", c.path, want, err, out)
+		}
+		if got := debugfsOut(t, cp, "cat "+c.path); !bytes.Equal(got, newData) {
+			t.Errorf("%s: debugfs cat: %d bytes, want %d", c.path, len(got), len(newData))
+		}
 	}
 }

@@ -189,15 +189,8 @@ func (f extFsys) Rewrite(n *node, data []byte) ([]devWrite, error) {
 }
 
 func (f extFsys) MinSize(n *node) (int64, error) {
-	exts, err := f.Extents(n)
-	if err != nil {
-		return 0, err
+	if n.inline {
+		return 0, nil // no blocks: the data is in the inode
 	}
-	end := int64(0)
-	for _, x := range exts {
-		if !x.Unwritten {
-			end = max(end, x.FileOff+x.Len)
-		}
-	}
-	return max(0, end-f.BlockSize()), nil
+	return f.fs.MinRewriteSize(n.ei)
 }
