@@ -70,6 +70,10 @@ var (
 	// ErrOutputType means the output path names something that is neither a regular file nor a block
 	// device (a directory, a FIFO, a character device).
 	ErrOutputType = errors.New("luksconv: output is neither a regular file nor a block device")
+	// ErrOutputDir means the output file cannot be created where asked: its directory does not exist,
+	// is not a directory, or refuses a new file (permissions, a read-only filesystem). Nothing is
+	// written.
+	ErrOutputDir = errors.New("luksconv: output directory cannot take the file")
 	// ErrInputType means an image or header path names something that is neither a regular file nor
 	// a block device (a directory, a FIFO that could block for ever, a character device).
 	ErrInputType = errors.New("luksconv: input is neither a regular file nor a block device")

@@ -26,7 +26,7 @@ type FileOutput struct {
 // CreateFile creates the file output of p at path (mode 0600: it holds the plaintext). An existing
 // file is replaced on Commit only with Overwrite (ErrOutputExists otherwise); an input of p never is
 // (ErrOutputIsInput); a path that exists and is neither a regular file nor a symbolic link to one is
-// ErrOutputType.
+// ErrOutputType; a directory that cannot take the file is ErrOutputDir.
 func CreateFile(p *Plan, path string, opts OutputOptions) (*FileOutput, error) {
 	size := p.OutputSize
 	if size <= 0 || size%512 != 0 {
@@ -47,7 +47,7 @@ func CreateFile(p *Plan, path string, opts OutputOptions) (*FileOutput, error) {
 	}
 	f, err := os.CreateTemp(dir, "."+base+".partial-*")
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("%w: %v", ErrOutputDir, err)
 	}
 	// The size is set now, so that writes land in a hole: XFS reserves space past the end of a file that
 	// grows by appends, and a skipped zero chunk there would then be allocated (README, Performance).

@@ -356,6 +356,15 @@ func TestOutputIsInput(t *testing.T) {
 	if ents, _ := os.ReadDir(dir); len(ents) != 7 {
 		t.Errorf("%d entries in the directory, want the 3 inputs and 4 links: a refused output left a file", len(ents))
 	}
+	// A directory that cannot take the file: missing, or a file.
+	for _, out := range []string{filepath.Join(dir, "missing", "out.raw"), filepath.Join(img, "out.raw")} {
+		if o, err := luksconv.CreateFile(p, out, luksconv.OutputOptions{}); !errors.Is(err, luksconv.ErrOutputDir) {
+			if o != nil {
+				o.Abort()
+			}
+			t.Errorf("output %s: %v, want ErrOutputDir", out, err)
+		}
+	}
 
 	// A loop device backed by the source, and the source's file when the source is the loop device.
 	testenv.NeedRoot(t)

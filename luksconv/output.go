@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"syscall"
 )
 
 // Output is where Execute writes the converted disk. CreateOutput makes one for a local file or a
@@ -73,8 +74,8 @@ type input struct {
 // ErrOutputIsInput). A path that does not exist yet names no input.
 func (p *Plan) checkOutput(path string) error {
 	fi, err := os.Stat(path)
-	if errors.Is(err, os.ErrNotExist) {
-		return nil
+	if errors.Is(err, os.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return nil // nothing there, so no input: creating the file decides (ErrOutputDir)
 	}
 	if err != nil {
 		return fmt.Errorf("output %s: %w", path, err)

@@ -698,3 +698,32 @@ func TestNegativePartition(t *testing.T) {
 		t.Fatalf("a refused run left %s behind", entries[0].Name())
 	}
 }
+
+// TestOutputDir: an output whose directory is missing, or is a file, is refused with exit 7 before the
+// key is tried (a wrong key file still gets exit 7, not 3), by convert and vm convert, and nothing is
+// left behind; retrying could not help, so it is not exit 1.
+func TestOutputDir(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	wrongKey := filepath.Join(dir, "wrong.key")
+	if err := os.WriteFile(wrongKey, []byte("not the passphrase"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"convert", "-q", "--key-file", wrongKey, f.Image, filepath.Join(dir, "missing", "out.raw")},
+		{"convert", "-q", "--key-file", wrongKey, f.Image, filepath.Join(file, "out.raw")},
+		{"vm", "convert", "-q", "--os", f.Image, "--key-file", wrongKey, filepath.Join(dir, "missing")},
+	} {
+		if _, se, code := run(t, nil, args...); code != exitOutput || !strings.Contains(se, "output directory") {
+			t.Errorf("%q: exit %d, want %d naming the output directory:\n%s", args, code, exitOutput, se)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 2 {
+		t.Errorf("refused runs left files behind: %d entries", len(entries))
+	}
+}

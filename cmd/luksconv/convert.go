@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/luksconv/luksconv/blobdisk"
@@ -30,6 +32,11 @@ func newConvertCmd() *cobra.Command {
 					return fmt.Errorf("%w: an upload URL takes a fixed VHD; drop --format %s", errUsage, cf.format)
 				}
 				cf.format = "vhd"
+			}
+			if !blobdisk.IsURL(out) {
+				if err := checkOutputDir(filepath.Dir(out)); err != nil {
+					return err
+				}
 			}
 			src, err := openSource(ctx, in, workers)
 			if err != nil {
@@ -105,6 +112,19 @@ func newConvertCmd() *cobra.Command {
 	c.Flags().IntVar(&workers, "workers", 0, fmt.Sprintf("chunks processed in parallel, at most %d (default: number of CPUs)", luksconv.MaxWorkers))
 	c.Flags().StringVar(&journal, "journal", "", "resume journal for an upload URL (default: .luksconv-<plan id>.journal in the current directory)")
 	return c
+}
+
+// checkOutputDir refuses, before the key derivation, an output directory that does not exist or is
+// not a directory: creating the output there would fail only after it (luksconv.ErrOutputDir then).
+func checkOutputDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err == nil && !fi.IsDir() {
+		err = fmt.Errorf("%s is not a directory", dir)
+	}
+	if err != nil {
+		return fmt.Errorf("%w: %v", luksconv.ErrOutputDir, err)
+	}
+	return nil
 }
 
 // createOutput opens OUT: a page blob by SAS URL (resumable through a journal; the VHD footer is

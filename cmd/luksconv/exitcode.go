@@ -64,7 +64,7 @@ func exitCode(err error) int {
 		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
 		return exitCorrupt
 	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, luksconv.ErrOutputIsInput), errors.Is(err, luksconv.ErrOutputTooSmall),
-		errors.Is(err, luksconv.ErrOutputType), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
+		errors.Is(err, luksconv.ErrOutputType), errors.Is(err, luksconv.ErrOutputDir), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
 		return exitOutput
 	case errors.Is(err, luksconv.ErrNothingToConvert), errors.Is(err, azure.ErrNoEncryptionSettings):
 		return exitNothingToDo

@@ -256,6 +256,9 @@ func newVMConvertCmd() *cobra.Command {
 			if parallel < 1 {
 				return fmt.Errorf("%w: --parallel must be at least 1", errUsage)
 			}
+			if err := checkOutputDir(args[0]); err != nil {
+				return err
+			}
 			vp, srcs, err := vf.plan(c, disks)
 			if err != nil {
 				return err
