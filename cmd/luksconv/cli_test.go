@@ -727,3 +727,28 @@ func TestOutputDir(t *testing.T) {
 		t.Errorf("refused runs left files behind: %d entries", len(entries))
 	}
 }
+
+// TestWorkersFlag: a --workers out of range is a usage error (exit 2) given before the key is tried (a
+// wrong key file still gets exit 2, not 3), by every command that has the flag.
+func TestWorkersFlag(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	dir := t.TempDir()
+	wrongKey := filepath.Join(dir, "wrong.key")
+	if err := os.WriteFile(wrongKey, []byte("not the passphrase"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{
+		{"convert", "-q", "--workers", "-1", "--key-file", wrongKey, f.Image, filepath.Join(dir, "out.raw")},
+		{"convert", "-q", "--workers", "65", "--key-file", wrongKey, f.Image, filepath.Join(dir, "out.raw")},
+		{"verify", "--workers", "-2", "--key-file", wrongKey, f.Image, f.Image},
+		{"vm", "convert", "-q", "--workers", "-1", "--os", f.Image, "--key-file", wrongKey, dir},
+	} {
+		if _, se, code := run(t, nil, args...); code != exitUsage || !strings.Contains(se, "--workers") {
+			t.Errorf("%q: exit %d, want %d naming --workers:\n%s", args, code, exitUsage, se)
+		}
+	}
+	if entries, _ := os.ReadDir(dir); len(entries) != 1 {
+		t.Errorf("refused runs left files behind: %d entries", len(entries))
+	}
+}

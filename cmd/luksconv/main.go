@@ -24,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 )
@@ -88,7 +89,7 @@ func newRootCmd() *cobra.Command {
 	var debug bool
 	root.PersistentFlags().BoolVar(&debug, "debug", false, "write debug lines (log/slog text) about what luksconv does on standard error; never keys or SAS signatures (also: "+debugEnv+"=1)")
 	root.PersistentFlags().DurationVar(&blobTimeout, "timeout", 10*time.Minute, "give up on a blob URL or managed disk (every command) once no request has succeeded for this long; 0: retry without an overall bound")
-	root.PersistentPreRun = func(c *cobra.Command, args []string) {
+	root.PersistentPreRunE = func(c *cobra.Command, args []string) error {
 		// Every argument and flag value that is a SAS URL lends its signature to the redaction.
 		vals := append([]string{}, args...)
 		c.Flags().Visit(func(f *pflag.Flag) { vals = append(vals, f.Value.String()) })
@@ -96,6 +97,11 @@ func newRootCmd() *cobra.Command {
 		if debugging() {
 			dlog.Debug("start", "version", buildVersion(), "command", c.CommandPath(), "args", args)
 		}
+		// Refused here, not by the engine after the key derivation.
+		if w, err := c.Flags().GetInt("workers"); err == nil && (w < 0 || w > luksconv.MaxWorkers) {
+			return fmt.Errorf("%w: --workers %d: want 0 (the number of CPUs) to %d", errUsage, w, luksconv.MaxWorkers)
+		}
+		return nil
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
