@@ -253,7 +253,9 @@ type InventoryDisk struct {
 	DESID                string `json:"des_id"`
 	DESOtherSubscription bool   `json:"des_other_subscription"`
 	// Convert: `azure convert --vm` converts this disk (it carries ADE settings, or is the OS disk,
-	// whose guest is edited). False for unattached disks.
+	// whose guest is edited). False for unattached disks, and for a dual-pass VM's data disks, which
+	// carry no settings: the run converts those the OS disk names (crypttab, azure_crypt_mount) or
+	// that hold a LUKS volume, which only their content tells (the VM's notes say so).
 	Convert bool `json:"convert"`
 	// ManagedBy is the VM the disk is attached to.
 	ManagedBy string `json:"managed_by"`
@@ -668,7 +670,8 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 		v.Notes = append(v.Notes, "no ADE extension on the VM (ADE settings found on its disks): volume type unknown")
 	}
 	if v.ADE.DualPass {
-		v.Notes = append(v.Notes, "dual-pass ADE: the OS disk's key references are on the VM model")
+		v.Notes = append(v.Notes, "dual-pass ADE: the OS disk's key references are on the VM model; its data disks carry none (convert false): "+
+			"azure convert --vm converts each one the OS disk's crypttab or azure_crypt_mount names, or that holds a LUKS volume, with the VM's secret, and leaves the others attached as they are")
 	}
 
 	v.Image = vmImage(vm, osDiskRow)

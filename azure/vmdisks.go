@@ -32,8 +32,13 @@ type VMDisk struct {
 // VMDisks are the managed disks of a VM: the OS disk first, then the data
 // disks by LUN.
 type VMDisks struct {
-	VMID     string   `json:"vmId"`
-	Location string   `json:"location"`
+	VMID     string `json:"vmId"`
+	Location string `json:"location"`
+	// DualPass reports that the VM model's OS disk carries enabled encryption settings
+	// (storageProfile.osDisk.encryptionSettings): dual-pass ADE, whose one Key Vault secret
+	// unlocks every volume it encrypted, and which stamps none of the data disks. Which of those
+	// are encrypted only their content (and the OS disk's crypttab) tells.
+	DualPass bool     `json:"dualPass"`
 	Disks    []VMDisk `json:"disks"`
 }
 
@@ -59,8 +64,9 @@ func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error)
 	if osd.ManagedDisk == nil || str(osd.ManagedDisk.ID) == "" {
 		return nil, newError(op, vmID, ErrUnsupported, "OS disk is not a managed disk")
 	}
+	out.DualPass = osd.EncryptionSettings != nil && deref(osd.EncryptionSettings.Enabled)
 	d := VMDisk{LUN: OSDiskLUN, DiskID: str(osd.ManagedDisk.ID), Name: str(osd.Name), WriteAccelerator: deref(osd.WriteAcceleratorEnabled),
-		ADE: osd.EncryptionSettings != nil && deref(osd.EncryptionSettings.Enabled)}
+		ADE: out.DualPass}
 	if osd.Caching != nil {
 		d.Caching = *osd.Caching
 	}

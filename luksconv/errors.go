@@ -201,6 +201,9 @@ const (
 	// WarnGuestLayout: the guest's filesystems were found in an unusual layout (several candidate root
 	// filesystems, an fstab that cannot be read).
 	WarnGuestLayout WarningCode = "guest-layout"
+	// WarnDiskSkipped: an optional data disk of a VM (VMDisk.Optional) holds no volume to convert and
+	// is left out of the plan (VMPlan.Skipped).
+	WarnDiskSkipped WarningCode = "disk-skipped"
 )
 
 // Warning is something a plan or report could not do as asked, or a fact about the disk worth a

@@ -2,6 +2,7 @@ package luksconv
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"slices"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/luksconv/luksconv/ext"
+	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/guest"
 	"github.com/luksconv/luksconv/xfs"
 )
@@ -34,6 +36,12 @@ type VMDisk struct {
 	// data volume's Partition and detached Header are taken from the OS disk's crypttab when not
 	// given: ADE's dual-pass volumes keep their header on the OS disk's root filesystem.
 	Options PlanOptions
+	// Optional marks a data disk that may not be encrypted at all: dual-pass ADE stamps its settings
+	// on the VM, not on the disks, so the caller cannot tell which data disks it encrypted. An
+	// optional disk is converted when an ADE line on the OS disk (crypttab, azure_crypt_mount) names
+	// its LUN or it holds a LUKS volume of its own; otherwise it is left out of the plan, listed in
+	// VMPlan.Skipped with a WarnDiskSkipped warning. Optional is ignored for the OS disk.
+	Optional bool
 }
 
 // VMPlan holds the plan of every disk of a VM. Like a Plan it is plain data; Close destroys the keys.
@@ -44,8 +52,11 @@ type VMPlan struct {
 	// filesystem UUID in fstab, and restore waagent.conf's resource-disk settings.
 	OS *Plan `json:"os"`
 	// Data are the data disks' plans, by LUN.
-	Data     []VMDataPlan `json:"data"`
-	Warnings []Warning    `json:"warnings,omitempty"`
+	Data []VMDataPlan `json:"data"`
+	// Skipped are the LUNs of the optional data disks (VMDisk.Optional) left out of the plan: nothing
+	// names them on the OS disk and they hold no LUKS volume. They have no plan and stay as they are.
+	Skipped  []int     `json:"skipped,omitempty"`
+	Warnings []Warning `json:"warnings,omitempty"`
 }
 
 // VMDataPlan is a data disk's plan and what the OS disk's edits use of it.
@@ -92,7 +103,9 @@ func (vp *VMPlan) Close() {
 // LUN, partition, dm-crypt mapper and detached header; then plans each data disk (a volume whose
 // header is on the OS disk can only be converted this way); then the OS disk, with the edits that
 // undo what ADE wrote there for the converted volumes and the resource disk. A data volume that
-// crypttab names but the run does not convert keeps its lines, with a warning. Errors name the disk.
+// crypttab names but the run does not convert keeps its lines, with a warning. An optional data disk
+// (VMDisk.Optional) that nothing names and that holds no LUKS volume is left out (VMPlan.Skipped).
+// Errors name the disk.
 func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 	var osDisk *VMDisk
 	var data []*VMDisk
@@ -198,6 +211,27 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 		}
 	}
 
+	// An optional disk nothing names is converted only when it holds a LUKS volume of its own; else it
+	// is not part of the VM's plan at all, its plain volume groups neither.
+	planned := data[:0:0]
+	for _, d := range data {
+		if d.Optional && len(byLUN[d.LUN]) == 0 {
+			own, why, err := ownLUKS(ctx, d.Source)
+			if err != nil {
+				return nil, fmt.Errorf("LUN %d: %w", d.LUN, err)
+			}
+			if !own {
+				vp.Skipped = append(vp.Skipped, d.LUN)
+				delete(plainVGs, d.LUN)
+				vp.Warnings = append(vp.Warnings, warning(WarnDiskSkipped, "LUN %d: no ADE line on the OS disk names it and it holds no LUKS volume (%s): it is not converted",
+					d.LUN, why))
+				continue
+			}
+		}
+		planned = append(planned, d)
+	}
+	data = planned
+
 	// Every data volume is opened first: a volume group over several disks is checked, and read, whole.
 	opened := make([]*openedDisk, 0, len(data))
 	defer func() {
@@ -273,6 +307,30 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 		return nil, fmt.Errorf("OS disk: %w", err)
 	}
 	return vp, nil
+}
+
+// ownLUKS reports whether the disk src holds a LUKS volume that a plan finds without the OS disk's
+// help (an attached header, or ADE's on its own /boot); why says what it holds instead. A disk
+// whose layout luksconv does not read (no partition table, ciphertext without a header) holds none.
+func ownLUKS(ctx context.Context, src *Source) (own bool, why string, err error) {
+	rep, _, err := inspect(ctx, src, InspectOptions{})
+	switch {
+	case errors.Is(err, ErrNothingToConvert) || errors.Is(err, gpt.ErrNoGPT):
+		return false, err.Error(), nil
+	case err != nil:
+		return false, "", err
+	}
+	var contents []string
+	for _, pi := range rep.Partitions {
+		if pi.LUKS != nil || pi.Content == ContentLUKS1 || pi.Content == ContentLUKS2 {
+			return true, "", nil
+		}
+		contents = append(contents, fmt.Sprintf("partition %d: %s", pi.Number, pi.Content))
+	}
+	if len(contents) == 0 {
+		return false, "no partitions", nil
+	}
+	return false, strings.Join(contents, ", "), nil
 }
 
 // openedDisk is a data disk whose volume is unlocked, waiting for its layout.

@@ -648,3 +648,83 @@ func TestVMFixtureCryptOnLVMAlone(t *testing.T) {
 		t.Fatalf("got %v, want nothing to convert, naming crypt-on-LVM", err)
 	}
 }
+
+// TestVMFixtureOptionalDisks: a dual-pass VM stamps ADE only on the VM, so a caller cannot tell its
+// encrypted data disks and gives them all as optional. Those the OS disk names (lun6's header is on
+// it, its disk alone shows no LUKS) are converted as if they were not optional; one that nothing
+// names and holds no LUKS volume is left out, reported, and changes nothing else of the plan.
+func TestVMFixtureOptionalDisks(t *testing.T) {
+	m := vmfixture.Load(t)
+	ctx := context.Background()
+	want, err := luksconv.NewVMPlan(ctx, vmDisks(t, m, luksconv.PlanOptions{}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer want.Close()
+
+	disks := vmDisks(t, m, luksconv.PlanOptions{})
+	for i := range disks {
+		disks[i].Optional = true // the OS disk's too: it is ignored there
+	}
+	// A zero-filled data disk: no partition table, no LUKS header, no crypttab line.
+	zero := filepath.Join(t.TempDir(), "lun9.img")
+	if err := os.WriteFile(zero, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(zero, 64<<20); err != nil {
+		t.Fatal(err)
+	}
+	src, err := luksconv.OpenFile(zero)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	o := disks[1].Options // a key that opens nothing on it
+	disks = append(disks, luksconv.VMDisk{LUN: 9, Source: src, Options: o, Optional: true})
+
+	vp, err := luksconv.NewVMPlan(ctx, disks)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vp.Close()
+	if !slices.Equal(vp.Skipped, []int{9}) {
+		t.Errorf("skipped %v, want [9]", vp.Skipped)
+	}
+	if vp.Disk(9) != nil {
+		t.Error("the skipped disk has a plan")
+	}
+	var skipWarn []luksconv.Warning
+	others := vp.Warnings[:0:0]
+	for _, w := range vp.Warnings {
+		if w.Code == luksconv.WarnDiskSkipped {
+			skipWarn = append(skipWarn, w)
+		} else {
+			others = append(others, w)
+		}
+	}
+	if len(skipWarn) != 1 || !strings.Contains(skipWarn[0].Message, "LUN 9") {
+		t.Errorf("disk-skipped warnings %+v, want one for LUN 9", skipWarn)
+	}
+	if !slices.Equal(others, want.Warnings) {
+		t.Errorf("other warnings %+v, want %+v", others, want.Warnings)
+	}
+	if len(vp.Data) != len(want.Data) {
+		t.Fatalf("%d data plans, want %d", len(vp.Data), len(want.Data))
+	}
+	for i, dp := range vp.Data {
+		w := want.Data[i]
+		if dp.LUN != w.LUN || dp.Mapper != w.Mapper || dp.FilesystemUUID != w.FilesystemUUID || dp.Plan.ID() != w.Plan.ID() {
+			t.Errorf("LUN %d: plan %s (%s, %s), want LUN %d: %s (%s, %s)", dp.LUN, dp.Plan.ID(), dp.Mapper, dp.FilesystemUUID,
+				w.LUN, w.Plan.ID(), w.Mapper, w.FilesystemUUID)
+		}
+		if dp.LUN == 6 && dp.Plan.Volume.Header != "detached" {
+			t.Errorf("LUN 6 is not converted with its detached header from the OS disk: %+v", dp.Plan.Volume)
+		}
+	}
+	if vp.OS.ID() != want.OS.ID() {
+		t.Errorf("OS disk plan %s, want %s: the skipped disk changed the OS disk's edits", vp.OS.ID(), want.OS.ID())
+	}
+	if want.Skipped != nil {
+		t.Errorf("disks not optional were skipped: %v", want.Skipped)
+	}
+}

@@ -1,12 +1,14 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"maps"
 	"path"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -29,8 +31,12 @@ const maxDiskName = 80
 type azureVMDisk struct {
 	LUN    int    `json:"lun"` // luksconv.OSDisk (-1) for the OS disk
 	Source string `json:"source"`
-	// Convert is false for a data disk without ADE settings: it is re-attached as it is.
-	Convert         bool                `json:"convert"`
+	// Convert is false for a data disk without ADE settings: it is re-attached as it is. On a dual-pass
+	// VM such a disk is Optional, and Convert turns false when the plan skips it.
+	Convert bool `json:"convert"`
+	// Optional: a data disk of a dual-pass VM without ADE settings (dual pass stamps only the VM), read
+	// with the VM's key and converted only if the OS disk names it or it holds a LUKS volume.
+	Optional        bool                `json:"optional,omitempty"`
 	Snapshot        string              `json:"snapshot,omitempty"`
 	SnapshotCreated bool                `json:"snapshot_created,omitempty"`
 	KeySource       *azure.KeySource    `json:"key_source,omitempty"`
@@ -133,10 +139,8 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 	}
 
 	// Every key first: they need no grant, and a missing secret fails before anything is created.
-	for _, d := range disks {
-		if err := f.vmKey(ctx, cl, d, rep); err != nil {
-			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
-		}
+	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
+		return err
 	}
 
 	if !f.dryRun {
@@ -160,7 +164,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		d.src = src
 	}
 
-	vp, err := f.planVM(ctx, disks)
+	vp, disks, err := f.planVM(ctx, disks, rep)
 	if err != nil {
 		return err
 	}
@@ -243,7 +247,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 }
 
 // vmDisks reads the VM's disks into rep.Disks and returns those to convert: the OS disk first, then
-// every data disk carrying ADE settings, each with the name and ID of its new disk.
+// every data disk carrying ADE settings, each with the name and ID of its new disk. A dual-pass VM
+// stamps its settings only on the VM model, so there every data disk without them is an Optional
+// candidate: planVM converts it if the OS disk names it or it holds a LUKS volume.
 func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azureVMReport) ([]*azureVMDisk, error) {
 	debugAzure("read VM disks", f.vm)
 	vmd, err := cl.ReadVMDisks(ctx, f.vm)
@@ -252,7 +258,8 @@ func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azure
 	}
 	var disks []*azureVMDisk // the disks to convert: the OS disk first
 	for _, d := range vmd.Disks {
-		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN}
+		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN || vmd.DualPass,
+			Optional: !d.ADE && d.LUN != azure.OSDiskLUN && vmd.DualPass}
 		if d.LUN == azure.OSDiskLUN {
 			vd.LUN = luksconv.OSDisk
 		}
@@ -325,23 +332,59 @@ func (f *azureConvert) checkVMTargets(ctx context.Context, cl *azure.Client, dis
 	return nil
 }
 
-// planVM plans the disks together (luksconv.NewVMPlan), from their sources and keys, and sets each
-// disk's plan.
-func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk) (*luksconv.VMPlan, error) {
+// planVM plans the disks together (luksconv.NewVMPlan), from their sources and keys, sets each
+// disk's plan and returns the disks to convert. An optional disk the plan skips (VMPlan.Skipped) is
+// then like a data disk without ADE settings: not converted, it stays attached as it is; its key is
+// cleared, and the snapshot the run took of it is kept, as every source snapshot is (a rerun of the
+// conversion reads the run's snapshots again).
+func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk, rep *azureVMReport) (*luksconv.VMPlan, []*azureVMDisk, error) {
 	vds := make([]luksconv.VMDisk, len(disks))
 	for i, d := range disks {
 		opts := f.pf.options(luksconv.FormatVHD)
 		opts.Passphrase, opts.Base64Fallback = d.pass, d.base64
-		vds[i] = luksconv.VMDisk{LUN: d.LUN, Source: d.src, Options: opts}
+		vds[i] = luksconv.VMDisk{LUN: d.LUN, Source: d.src, Options: opts, Optional: d.Optional}
 	}
 	vp, err := luksconv.NewVMPlan(ctx, vds)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	kept := disks[:0:0]
 	for _, d := range disks {
 		d.plan = vp.Disk(d.LUN)
+		if d.plan != nil {
+			kept = append(kept, d)
+			continue
+		}
+		if !d.Optional || !slices.Contains(vp.Skipped, d.LUN) {
+			vp.Close()
+			return nil, nil, fmt.Errorf("%w: %s has no plan", azure.ErrState, diskName(d.LUN))
+		}
+		d.Convert = false
+		clear(d.pass)
+		w := fmt.Sprintf("LUN %d (%s) carries no ADE settings (dual pass), no ADE line on the OS disk names it and it holds no LUKS volume: it is not converted and stays attached as it is", d.LUN, d.disk.Name)
+		if d.SnapshotCreated {
+			w += fmt.Sprintf("; its snapshot %s is kept with the others", d.Snapshot)
+		}
+		rep.Warnings = append(rep.Warnings, w)
 	}
-	return vp, nil
+	return vp, kept, nil
+}
+
+// vmKeys recovers every disk's passphrase. The OS disk's comes first: an optional disk (dual pass)
+// has no secret of its own, its volumes are under the VM's one passphrase, the OS disk's.
+func (f *azureConvert) vmKeys(ctx context.Context, cl *azure.Client, disks []*azureVMDisk, rep *azureVMReport) error {
+	for _, d := range disks {
+		if d.Optional {
+			// A copy: each disk's passphrase is cleared on its own.
+			os := disks[0]
+			d.pass, d.base64, d.KeySource = bytes.Clone(os.pass), os.base64, os.KeySource
+			continue
+		}
+		if err := f.vmKey(ctx, cl, d, rep); err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+	}
+	return nil
 }
 
 // vmKey recovers the disk's passphrase from its own Key Vault secret (the OS disk's may be on the VM

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -81,6 +82,22 @@ func (r *vmStageRecord) check(disks []*azureVMDisk) error {
 	return fmt.Errorf("%w: the VM's ADE disks (%s) are not those of its stage record (%s)", azure.ErrState, strings.Join(is, ", "), strings.Join(was, ", "))
 }
 
+// dropSkipped leaves out the optional disks (dual pass) that round 1 skipped: the record has no entry
+// for them. They stay attached as they are, as planVM reports.
+func (r *vmStageRecord) dropSkipped(disks []*azureVMDisk, rep *azureVMReport) []*azureVMDisk {
+	kept := disks[:0:0]
+	for _, d := range disks {
+		if d.Optional && !slices.ContainsFunc(r.Disks, func(rd *vmStageDisk) bool { return rd.LUN == d.LUN }) {
+			d.Convert = false
+			rep.Warnings = append(rep.Warnings, fmt.Sprintf("LUN %d (%s) carries no ADE settings (dual pass) and the first stage round found nothing to convert on it: it is not converted and stays attached as it is",
+				d.LUN, d.disk.Name))
+			continue
+		}
+		kept = append(kept, d)
+	}
+	return kept
+}
+
 // runVMStaged is a --stage round or the --cutover of the whole VM --vm.
 func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	ctx := c.Context()
@@ -118,6 +135,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		}
 	}()
 	if rec != nil {
+		disks = rec.dropSkipped(disks, rep)
 		if err := rec.check(disks); err != nil {
 			return &hintedError{err, "a disk was attached, detached or replaced since the first round: delete the record " + recPath +
 				" and the VM's new disks (luksconv never deletes disks) to start again"}
@@ -131,10 +149,8 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	if err := f.roundOwner(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
 		return err
 	}
-	for _, d := range disks {
-		if err := f.vmKey(ctx, cl, d, rep); err != nil {
-			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
-		}
+	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
+		return err
 	}
 
 	if rec == nil {
@@ -165,12 +181,31 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		d.src, d.readID, sas[i] = src, d.Snapshot, s
 	}
 	planStart := time.Now()
-	vp, err := f.planVM(ctx, disks)
+	vp, kept, err := f.planVM(ctx, disks, rep)
 	if err != nil {
 		return err
 	}
 	defer vp.Close()
 	planTime := time.Since(planStart)
+	if len(kept) < len(disks) {
+		// The record keeps only the disks converted: later rounds leave the skipped ones out before
+		// snapshotting them (dropSkipped). A disk converted in an earlier round must not turn skipped.
+		if rec.Round > 0 {
+			return fmt.Errorf("%w: %d of the disks of the stage record hold no volume to convert any more (%v): delete the record %s and the VM's new disks to start again",
+				azure.ErrState, len(disks)-len(kept), vp.Skipped, recPath)
+		}
+		// A skipped disk's snapshot leaves the record here; the plan's warning names it.
+		recDisks, rr, ss := rec.Disks[:0:0], rereads[:0:0], sas[:0:0]
+		for i, d := range disks {
+			if d.plan != nil {
+				recDisks, rr, ss = append(recDisks, rec.Disks[i]), append(rr, rereads[i]), append(ss, sas[i])
+			}
+		}
+		rec.Disks, rereads, sas, disks = recDisks, rr, ss, kept
+		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
+			return err
+		}
+	}
 	rep.Plan = vp
 	if !f.quiet {
 		printVMPlan(stderr, vp)

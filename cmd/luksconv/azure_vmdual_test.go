@@ -1,0 +1,172 @@
+package main
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
+	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/internal/azurite"
+	"github.com/luksconv/luksconv/internal/vmfixture"
+	"github.com/luksconv/luksconv/luksconv"
+)
+
+// setupAzureDualPassVM puts a dual-pass ADE VM into the fake: the fixture's OS disk and its
+// EncryptFormatAll data disks at LUN 0 and 3, with the encryption settings only on the VM model's
+// OS disk (one Key Vault secret) and none on any disk, plus the plain data disk at LUN 9 (zeros: no
+// LUKS, and no line on the OS disk names it). Dual pass keeps every volume under the VM's one
+// passphrase; the fixture keys each volume on its own, so copies of the data disks get the OS
+// disk's passphrase in a keyslot of their own (cryptsetup luksAddKey), their own keys still there.
+func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
+	cs, err := exec.LookPath("cryptsetup")
+	if err != nil {
+		t.Skip("cryptsetup is needed to give the data disks the VM's one passphrase")
+	}
+	m := vmfixture.Load(t)
+	osKey := m.Path(m.OS.KeyFile)
+	dir := t.TempDir()
+	disks := []vmTestDisk{{lun: luksconv.OSDisk, name: "osdisk", image: m.Path(m.OS.File), key: osKey, caching: armcompute.CachingTypesReadWrite}}
+	for _, lun := range []int{0, 3} {
+		d, ok := m.Disk("lun" + strconv.Itoa(lun))
+		if !ok {
+			t.Fatalf("no lun%d in the VM fixture", lun)
+		}
+		img := filepath.Join(dir, "lun"+strconv.Itoa(lun)+".raw")
+		b, err := os.ReadFile(m.Path(d.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(img, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		out, err := exec.Command(cs, "luksAddKey", "--batch-mode", "--disable-locks", "--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000",
+			"--key-file", m.Path(d.KeyFile), img, osKey).CombinedOutput()
+		if err != nil {
+			t.Skipf("cryptsetup luksAddKey: %v: %s", err, out)
+		}
+		disks = append(disks, vmTestDisk{lun: lun, name: "data" + strconv.Itoa(lun), image: img, key: osKey, caching: armcompute.CachingTypesNone})
+	}
+	zero := filepath.Join(dir, "plain9.raw")
+	if err := os.WriteFile(zero, make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	az := azurite.Start(t)
+	az.CreateContainer(t, "disks")
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
+	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
+	f.addVM(t, disks, func(d vmTestDisk) {
+		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
+	})
+	uploadImage(t, az.BlobSAS(t, "disks", "plain9.vhd", azurite.WriteSAS, time.Hour), zero)
+	f.Disks[azurefake.Key(fakeRG, "plain9")].Properties.DiskSizeBytes = to.Ptr(int64(16 << 20))
+	// Dual pass: the OS disk's settings go to the VM model, and no disk carries a stamp.
+	osSettings := f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection.EncryptionSettings[0]
+	for _, d := range disks {
+		f.Disks[azurefake.Key(fakeRG, d.name)].Properties.EncryptionSettingsCollection = nil
+	}
+	vm := f.VMs[azurefake.Key(fakeRG, "vm1")]
+	vm.Properties.StorageProfile.OSDisk.EncryptionSettings = &armcompute.DiskEncryptionSettings{Enabled: to.Ptr(true),
+		DiskEncryptionKey: &armcompute.KeyVaultSecretReference{SecretURL: osSettings.DiskEncryptionKey.SecretURL,
+			SourceVault: &armcompute.SubResource{ID: osSettings.DiskEncryptionKey.SourceVault.ID}}}
+	vm.Resources[0].Properties.TypeHandlerVersion = to.Ptr("0.1")
+	for _, d := range disks[1:] {
+		delete(f.Secrets, "bek-"+d.name+"/v1") // one secret: the VM's
+	}
+	f.install(t)
+	return f, disks
+}
+
+// TestAzureConvertVMDualPass: a dual-pass VM stamps ADE only on the VM model, so its encrypted data
+// disks carry no settings of their own. They were skipped ("carries no ADE settings") and --recreate-vm
+// re-created the VM without ADE around volumes left encrypted. Now every unstamped data disk is a
+// candidate read with the VM's one secret: those the OS disk's crypttab names (LUN 0 and 3) are
+// converted, the plain one nothing names (LUN 9) is reported and stays attached as it is, no disk is
+// created for it, and the dry run says the same.
+func TestAzureConvertVMDualPass(t *testing.T) {
+	f, _ := setupAzureDualPassVM(t)
+	t.Chdir(t.TempDir()) // the journals
+	vmID := fakeID("virtualMachines", "vm1")
+
+	check := func(what, so, se string) {
+		t.Helper()
+		var rep vmReport
+		if err := json.Unmarshal([]byte(so), &rep); err != nil {
+			t.Fatalf("%s: report: %v\n%s", what, err, so)
+		}
+		convert := map[int]bool{}
+		for _, d := range rep.Disks {
+			convert[d.LUN] = d.Convert
+		}
+		if len(rep.Disks) != 4 || !convert[luksconv.OSDisk] || !convert[0] || !convert[3] || convert[9] {
+			t.Errorf("%s: disks converted %v, want the OS disk, LUN 0 and 3, not 9:\n%s", what, convert, so)
+		}
+		if rep.VMPlan == nil || len(rep.VMPlan.DataDisks) != 2 {
+			t.Errorf("%s: VM plan swaps %+v, want LUN 0 and 3", what, rep.VMPlan)
+		}
+		if !strings.Contains(so+se, "LUN 9 (plain9) carries no ADE settings (dual pass), no ADE line on the OS disk names it") {
+			t.Errorf("%s: LUN 9 is not reported as left:\n%s%s", what, so, se)
+		}
+		for _, w := range []string{"LUN 0 (data0) carries no ADE settings", "LUN 3 (data3) carries no ADE settings"} {
+			if strings.Contains(so+se, w) {
+				t.Errorf("%s: says %q", what, w)
+			}
+		}
+	}
+
+	so, se, code := runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--dry-run", "--recreate-vm", "--json")
+	if code != 0 {
+		t.Fatalf("dry run: exit %d: %s", code, se)
+	}
+	check("dry run", so, se)
+	for _, c := range f.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "DELETE") {
+			t.Errorf("dry run made %s", c)
+		}
+	}
+
+	so, se, code = runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--verify", "--json")
+	if code != 0 {
+		t.Fatalf("run: exit %d: %s", code, se)
+	}
+	check("run", so, se)
+	f.assertNoSAS(t, so+se)
+	for _, name := range []string{"osdisk-luksconv", "data0-luksconv", "data3-luksconv"} {
+		if got := f.DiskState(fakeRG, name); got != armcompute.DiskStateAttached && got != armcompute.DiskStateReserved && got != armcompute.DiskStateUnattached {
+			t.Errorf("%s is %q", name, got)
+		}
+	}
+	if _, ok := f.Disks[azurefake.Key(fakeRG, "plain9-luksconv")]; ok {
+		t.Error("a new disk was created for the skipped LUN 9")
+	}
+	f.Lock()
+	put := f.VMPut
+	f.Unlock()
+	if put == nil {
+		t.Fatal("VM not re-created")
+	}
+	sp := put.Properties.StorageProfile
+	if *sp.OSDisk.ManagedDisk.ID != fakeID("disks", "osdisk-luksconv") || sp.OSDisk.EncryptionSettings != nil {
+		t.Errorf("new OS disk %s, encryption settings %+v", *sp.OSDisk.ManagedDisk.ID, sp.OSDisk.EncryptionSettings)
+	}
+	want := map[int32]string{0: fakeID("disks", "data0-luksconv"), 3: fakeID("disks", "data3-luksconv"), 9: fakeID("disks", "plain9")}
+	got := map[int32]string{}
+	for _, dd := range sp.DataDisks {
+		got[*dd.Lun] = *dd.ManagedDisk.ID
+	}
+	if len(got) != len(want) {
+		t.Errorf("data disks %v, want %v", got, want)
+	}
+	for l, id := range want {
+		if got[l] != id {
+			t.Errorf("LUN %d attached as %s, want %s", l, got[l], id)
+		}
+	}
+}
