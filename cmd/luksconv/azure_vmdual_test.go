@@ -21,10 +21,28 @@ import (
 // setupAzureDualPassVM puts a dual-pass ADE VM into the fake: the fixture's OS disk and its
 // EncryptFormatAll data disks at LUN 0 and 3, with the encryption settings only on the VM model's
 // OS disk (one Key Vault secret) and none on any disk, plus the plain data disk at LUN 9 (zeros: no
-// LUKS, and no line on the OS disk names it). Dual pass keeps every volume under the VM's one
-// passphrase; the fixture keys each volume on its own, so copies of the data disks get the OS
-// disk's passphrase in a keyslot of their own (cryptsetup luksAddKey), their own keys still there.
+// LUKS, and no line on the OS disk names it). The disks' blobs are their images in Azurite.
 func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
+	disks, zero := dualPassTestDisks(t)
+	az := azurite.Start(t)
+	az.CreateContainer(t, "disks")
+	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
+	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
+	f.addVM(t, disks, func(d vmTestDisk) {
+		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
+	})
+	uploadImage(t, az.BlobSAS(t, "disks", "plain9.vhd", azurite.WriteSAS, time.Hour), zero)
+	f.dualPass(disks)
+	f.install(t)
+	return f, disks
+}
+
+// dualPassTestDisks are the disks of a dual-pass VM: the fixture's OS disk and copies of its
+// EncryptFormatAll data disks at LUN 0 and 3, and the image of the plain disk at LUN 9 (16 MiB of
+// zeros). Dual pass keeps every volume under the VM's one passphrase; the fixture keys each volume on
+// its own, so the copies get the OS disk's passphrase in a keyslot of their own (cryptsetup
+// luksAddKey), their own keys still there. Each disk's key is the OS disk's.
+func dualPassTestDisks(t *testing.T) (disks []vmTestDisk, plain string) {
 	cs, err := exec.LookPath("cryptsetup")
 	if err != nil {
 		t.Skip("cryptsetup is needed to give the data disks the VM's one passphrase")
@@ -32,7 +50,7 @@ func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	m := vmfixture.Load(t)
 	osKey := m.Path(m.OS.KeyFile)
 	dir := t.TempDir()
-	disks := []vmTestDisk{{lun: luksconv.OSDisk, name: "osdisk", image: m.Path(m.OS.File), key: osKey, caching: armcompute.CachingTypesReadWrite}}
+	disks = []vmTestDisk{{lun: luksconv.OSDisk, name: "osdisk", image: m.Path(m.OS.File), key: osKey, caching: armcompute.CachingTypesReadWrite}}
 	for _, lun := range []int{0, 3} {
 		d, ok := m.Disk("lun" + strconv.Itoa(lun))
 		if !ok {
@@ -53,21 +71,18 @@ func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 		}
 		disks = append(disks, vmTestDisk{lun: lun, name: "data" + strconv.Itoa(lun), image: img, key: osKey, caching: armcompute.CachingTypesNone})
 	}
-	zero := filepath.Join(dir, "plain9.raw")
-	if err := os.WriteFile(zero, make([]byte, 16<<20), 0o600); err != nil {
+	plain = filepath.Join(dir, "plain9.raw")
+	if err := os.WriteFile(plain, make([]byte, 16<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	return disks, plain
+}
 
-	az := azurite.Start(t)
-	az.CreateContainer(t, "disks")
-	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
-	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
-	f.addVM(t, disks, func(d vmTestDisk) {
-		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
-	})
-	uploadImage(t, az.BlobSAS(t, "disks", "plain9.vhd", azurite.WriteSAS, time.Hour), zero)
+// dualPass turns addVM's VM into a dual-pass one: the OS disk's settings go to the VM model, no disk
+// carries a stamp, and the only secret is the VM's. The plain disk at LUN 9 is sized for
+// dualPassTestDisks' image.
+func (f *fakeAzure) dualPass(disks []vmTestDisk) {
 	f.Disks[azurefake.Key(fakeRG, "plain9")].Properties.DiskSizeBytes = to.Ptr(int64(16 << 20))
-	// Dual pass: the OS disk's settings go to the VM model, and no disk carries a stamp.
 	osSettings := f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection.EncryptionSettings[0]
 	for _, d := range disks {
 		f.Disks[azurefake.Key(fakeRG, d.name)].Properties.EncryptionSettingsCollection = nil
@@ -80,8 +95,6 @@ func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	for _, d := range disks[1:] {
 		delete(f.Secrets, "bek-"+d.name+"/v1") // one secret: the VM's
 	}
-	f.install(t)
-	return f, disks
 }
 
 // TestAzureConvertVMDualPass: a dual-pass VM stamps ADE only on the VM model, so its encrypted data
