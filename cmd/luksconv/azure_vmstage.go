@@ -38,6 +38,16 @@ type vmStageRecord struct {
 	Disks   []*vmStageDisk `json:"disks"` // the OS disk first, then by LUN, as the run converts them
 	Created time.Time      `json:"created"`
 	Updated time.Time      `json:"updated"`
+	// Skipped are the optional disks (dual pass) round 1 read and found nothing to convert on: later
+	// rounds leave out these disks, at these LUNs, and no other, so that a disk attached since is
+	// refused as check refuses any other change of the disks rather than left out unread.
+	Skipped []vmStageSkipped `json:"skipped,omitempty"`
+}
+
+// vmStageSkipped is an optional disk round 1 skipped.
+type vmStageSkipped struct {
+	LUN        int    `json:"lun"`
+	SourceDisk string `json:"source_disk"`
 }
 
 // vmStageDisk is one disk's stage record within the VM's.
@@ -82,12 +92,12 @@ func (r *vmStageRecord) check(disks []*azureVMDisk) error {
 	return fmt.Errorf("%w: the VM's ADE disks (%s) are not those of its stage record (%s)", azure.ErrState, strings.Join(is, ", "), strings.Join(was, ", "))
 }
 
-// dropSkipped leaves out the optional disks (dual pass) that round 1 skipped: the record has no entry
-// for them. They stay attached as they are, as planVM reports.
+// dropSkipped leaves out the optional disks (dual pass) that round 1 skipped (r.Skipped). They stay
+// attached as they are, as planVM reports.
 func (r *vmStageRecord) dropSkipped(disks []*azureVMDisk, rep *azureVMReport) []*azureVMDisk {
 	kept := disks[:0:0]
 	for _, d := range disks {
-		if d.Optional && !slices.ContainsFunc(r.Disks, func(rd *vmStageDisk) bool { return rd.LUN == d.LUN }) {
+		if d.Optional && slices.ContainsFunc(r.Skipped, func(s vmStageSkipped) bool { return s.LUN == d.LUN && strings.EqualFold(s.SourceDisk, d.Source) }) {
 			d.Convert = false
 			rep.Warnings = append(rep.Warnings, fmt.Sprintf("LUN %d (%s) carries no ADE settings (dual pass) and the first stage round found nothing to convert on it: it is not converted and stays attached as it is",
 				d.LUN, d.disk.Name))
@@ -199,7 +209,9 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		for i, d := range disks {
 			if d.plan != nil {
 				recDisks, rr, ss = append(recDisks, rec.Disks[i]), append(rr, rereads[i]), append(ss, sas[i])
+				continue
 			}
+			rec.Skipped = append(rec.Skipped, vmStageSkipped{LUN: d.LUN, SourceDisk: d.Source})
 		}
 		rec.Disks, rereads, sas, disks = recDisks, rr, ss, kept
 		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {

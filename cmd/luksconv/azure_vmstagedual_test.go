@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/extent"
 	"github.com/luksconv/luksconv/internal/azurefake"
@@ -63,6 +64,9 @@ func TestAzureVMStageDualPass(t *testing.T) {
 		}
 		if !slices.Equal(luns, []int{luksconv.OSDisk, 0, 3}) {
 			t.Errorf("after %s the stage record has the disks %v, want the OS disk, LUN 0 and 3", after, luns)
+		}
+		if len(rec.Skipped) != 1 || rec.Skipped[0].LUN != 9 || rec.Skipped[0].SourceDisk != fakeID("disks", "plain9") {
+			t.Errorf("after %s the stage record has the skipped disks %+v, want LUN 9", after, rec.Skipped)
 		}
 		return &rec
 	}
@@ -283,5 +287,73 @@ func TestAzureVMStageDualPass(t *testing.T) {
 		if !strings.HasPrefix(c, "GET") {
 			t.Errorf("the cutover after the cutover did %q", c)
 		}
+	}
+}
+
+// TestAzureVMStageDualPassAttached: the stage rounds after the first leave out the unstamped data disks
+// of a dual-pass VM that round 1 read and found nothing to convert on, and only those. A data disk
+// attached after round 1 (here one holding a LUKS volume, which the whole-VM run converts) or put in
+// the place of the skipped one at its LUN was never read: a later round refuses the record, as it
+// does when a stamped disk is attached or replaced, rather than leave the disk out unread and
+// re-create the VM without ADE around it.
+func TestAzureVMStageDualPassAttached(t *testing.T) {
+	disks, zero := dualPassTestDisks(t)
+	s := &vmStage{blobCloud: newBlobCloud(t), m: vmfixture.Load(t), disks: disks}
+	s.addVM(t, disks, func(d vmTestDisk) { uploadImage(t, s.url("/acct/disks/"+d.name), d.image) })
+	uploadImage(t, s.url("/acct/disks/plain9"), zero)
+	s.dualPass(disks)
+	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
+	s.install(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	args := func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+	}
+	mustRun(t, "stage round 1", args("--stage")...)
+
+	// Another copy of LUN 3's disk, unstamped as dual pass leaves every data disk, with its blob.
+	uploadImage(t, s.url("/acct/disks/data8"), disks[2].image)
+	st, err := os.Stat(disks[2].image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vm := s.VMs[azurefake.Key(fakeRG, "vm1")]
+	plain9 := s.Disks[azurefake.Key(fakeRG, "plain9")]
+	data8 := &armcompute.Disk{ID: to.Ptr(fakeID("disks", "data8")), Name: to.Ptr("data8"), Location: to.Ptr("westeurope"),
+		ManagedBy: to.Ptr(vmID), Properties: &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(st.Size()), DiskState: to.Ptr(armcompute.DiskStateAttached)}}
+	attach := func(lun int32, d *armcompute.Disk) {
+		s.Lock()
+		defer s.Unlock()
+		sp := vm.Properties.StorageProfile
+		sp.DataDisks = slices.DeleteFunc(sp.DataDisks, func(dd *armcompute.DataDisk) bool { return *dd.Lun == lun })
+		if d != nil {
+			sp.DataDisks = append(sp.DataDisks, &armcompute.DataDisk{Lun: to.Ptr(lun), Name: d.Name, Caching: to.Ptr(armcompute.CachingTypesNone),
+				CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach), ManagedDisk: &armcompute.ManagedDiskParameters{ID: d.ID}})
+			s.Disks[azurefake.Key(fakeRG, *d.Name)] = d
+		}
+	}
+	refused := func(what string) {
+		t.Helper()
+		s.takeCalls()
+		so, se, code := runCLI(t, args("--stage")...)
+		if code != 1 || !strings.Contains(se, "are not those of its stage record") {
+			t.Errorf("stage round 2 with %s: exit %d, want 1 and the record refused:\n%s\n%s", what, code, so, se)
+		}
+		for _, c := range s.takeCalls() {
+			if !strings.HasPrefix(c, "GET") {
+				t.Errorf("the refused round 2 (%s) did %q", what, c)
+			}
+		}
+	}
+
+	attach(8, data8)
+	refused("a LUKS disk attached at LUN 8 after round 1")
+	attach(8, nil)
+	attach(9, data8)
+	refused("another disk at the skipped disk's LUN 9")
+	attach(9, plain9)
+	so := mustRun(t, "stage round 2 on round 1's disks", args("--stage")...)
+	if r := reportOf[vmStageRep](t, so); r.Stage.Round != 2 {
+		t.Errorf("round 2 on round 1's disks: %+v", r.Stage)
 	}
 }
