@@ -23,7 +23,7 @@ type volumeFlags struct {
 
 func (v *volumeFlags) register(c *cobra.Command) {
 	c.Flags().StringVar(&v.header, "header", "", "detached LUKS header file (ADE: /boot/luks/osluksheader)")
-	c.Flags().IntVar(&v.partition, "partition", 0, "GPT partition number of the encrypted volume (default: find it)")
+	c.Flags().IntVar(&v.partition, "partition", 0, "partition number of the encrypted volume, as Linux numbers it (GPT or MBR; default: find it)")
 }
 
 // openHeader opens the detached header, if one was named. The caller closes it.
@@ -55,7 +55,7 @@ func (pf *planFlags) register(c *cobra.Command) {
 	fl := c.Flags()
 	fl.IntVar(&pf.keyslot, "keyslot", -1, "try only this keyslot (-1: every active one)")
 	fl.BoolVar(&pf.allowUnknown, "allow-unknown-content", false, "convert even if the plaintext has no recognisable signature")
-	fl.BoolVar(&pf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents, XFS and ext free space and empty ext journals become zeros)")
+	fl.BoolVar(&pf.fullCopy, "full-copy", false, "read and write free space too (default: free LVM extents, XFS and ext free space, empty ext journals' log areas and unused ext4 inode tables become zeros)")
 	fl.BoolVar(&pf.keepGuest, "keep-guest", false, "do not edit the guest: the output is the source with the volume decrypted, byte for byte (default: undo ADE in /boot and the root filesystem)")
 	fl.BoolVar(&pf.strictInitrd, "strict-initramfs", false, "fail if an initramfs holding ADE's hooks cannot be rewritten in place (default: warn and leave it)")
 	fl.Var(&pf.kdfMemory, "kdf-max-memory", fmt.Sprintf("largest Argon2 memory cost of a keyslot that is tried, e.g. 2GiB (default: %d MiB here: 4 GiB, at most half the available memory)", luks.DefaultKDFMaxMemoryKiB()>>10))
