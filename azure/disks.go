@@ -250,17 +250,17 @@ func (r *revoker) revoke(ctx context.Context) error {
 	return nil
 }
 
+// ReadAccessFor is the read SAS lifetime GrantRead asks for a disk or snapshot of size bytes when
+// given 0: an hour plus the disk read twice at 16 MiB/s (the conversion and --verify), rounded up to a
+// minute and at most MaxAccessDuration.
+func ReadAccessFor(size int64) time.Duration { return UploadAccessFor(2 * max(size, 0)) }
+
 // UploadAccessFor is a write-SAS lifetime for uploading size bytes: an hour
 // plus the upload at 16 MiB/s, a quarter of the rate one upload usually
 // gets, rounded up to a minute and at most MaxAccessDuration. A slow upload
 // still ends in time, while an interrupted one, whose grant cannot be
 // revoked without ending the upload (see UploadTarget.Revoke), does not stay
 // writable for days.
-// ReadAccessFor is the read SAS lifetime GrantRead asks for a disk or snapshot of size bytes when
-// given 0: an hour plus the disk read twice at 16 MiB/s (the conversion and --verify), rounded up to a
-// minute and at most MaxAccessDuration.
-func ReadAccessFor(size int64) time.Duration { return UploadAccessFor(2 * max(size, 0)) }
-
 func UploadAccessFor(size int64) time.Duration {
 	const rate = 16 << 20
 	d := time.Hour + time.Duration((max(size, 0)+rate-1)/rate)*time.Second

@@ -22,7 +22,8 @@ var (
 	// ErrExists: the target disk already exists.
 	ErrExists = errors.New("azure: already exists")
 	// ErrUnsupported: the source needs a feature this package does not
-	// implement (Trusted Launch or confidential disks, for instance).
+	// implement (a confidential VM's disk, an unmanaged disk, a DES that is
+	// not for encryption at rest, for instance).
 	ErrUnsupported = errors.New("azure: unsupported")
 	// ErrState: a resource is not in the state the operation needs.
 	ErrState = errors.New("azure: unexpected resource state")
@@ -49,6 +50,7 @@ type Error struct {
 	cause      error  // a sentinel or context error, never an SDK error
 }
 
+// Error names the operation, the resource, the HTTP status, the error code and the redacted message.
 func (e *Error) Error() string {
 	var b strings.Builder
 	b.WriteString("azure: ")

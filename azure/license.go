@@ -129,10 +129,12 @@ type LicenseError struct {
 	Err         error // why the extension or the licenseType could not be set
 }
 
+// Error says that the VM stands on the new disks and why its licensing is not set.
 func (e *LicenseError) Error() string {
 	return fmt.Sprintf("azure: re-create VM %s: the VM is re-created on the new disks, but its licensing is not set: %v", e.VMID, e.Err)
 }
 
+// Unwrap returns why the extension or the licenseType could not be set.
 func (e *LicenseError) Unwrap() error { return e.Err }
 
 // Hint is what a person does next.

@@ -398,6 +398,8 @@ type VMRecreateError struct {
 	SaveErr   error  // why the model could not be saved
 }
 
+// Error says why the new VM is not there and where the original VM stands: unchanged, restored, or
+// deleted with its model saved (and where).
 func (e *VMRecreateError) Error() string {
 	var b strings.Builder
 	b.WriteString(e.Err.Error())
@@ -423,6 +425,7 @@ func (e *VMRecreateError) Error() string {
 	return b.String()
 }
 
+// Unwrap returns why the new VM is not there (an *Error).
 func (e *VMRecreateError) Unwrap() error { return e.Err }
 
 // Hint is what a person does next.

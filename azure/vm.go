@@ -89,6 +89,7 @@ type Change struct {
 	New  json.RawMessage `json:"new,omitempty"`
 }
 
+// String renders the change as one line: "+ path: new", "- path: old" or "~ path: old -> new".
 func (c Change) String() string {
 	switch c.Op {
 	case "add":

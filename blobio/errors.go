@@ -33,6 +33,7 @@ type Error struct {
 	Err error
 }
 
+// Error describes the failed request, with any SAS signature redacted.
 func (e *Error) Error() string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "blobio: %s", e.Op)
@@ -52,6 +53,7 @@ func (e *Error) Error() string {
 	return Redact(b.String())
 }
 
+// Unwrap returns the underlying error.
 func (e *Error) Unwrap() error { return e.Err }
 
 // HTTPStatus returns the HTTP status of the failed request in err's chain, or 0.

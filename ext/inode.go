@@ -77,9 +77,13 @@ type Inode struct {
 	csumSeed uint32 // crc32c seed of this inode's metadata (metadata_csum)
 }
 
-// IsDir, IsRegular and IsSymlink test the file type in Mode.
-func (ino *Inode) IsDir() bool     { return ino.Mode&ModeType == ModeDir }
+// IsDir tells whether Mode's file type is a directory.
+func (ino *Inode) IsDir() bool { return ino.Mode&ModeType == ModeDir }
+
+// IsRegular tells whether Mode's file type is a regular file.
 func (ino *Inode) IsRegular() bool { return ino.Mode&ModeType == ModeRegular }
+
+// IsSymlink tells whether Mode's file type is a symbolic link.
 func (ino *Inode) IsSymlink() bool { return ino.Mode&ModeType == ModeSymlink }
 
 // HasInlineData reports data kept inside the inode (FlagInlineData).

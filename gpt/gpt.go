@@ -57,6 +57,7 @@ type FormatError struct {
 	Reason    string
 }
 
+// Error names the damaged structure, its LBA and byte offset, and why it is refused.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("gpt: %s at LBA %d (offset %d): %s", e.Structure, e.LBA, e.Offset, e.Reason)
 }

@@ -1,6 +1,6 @@
 // Package guest undoes what Azure Disk Encryption (ADE) changed in a RHEL 7/8/9 or Ubuntu
-// 16.04-22.04 guest's configuration files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
-// the caller reads the files from the guest's XFS/FAT filesystems and writes the results back in place.
+// 16.04-24.04 guest's configuration files, as pure text transforms: bytes in, bytes out plus a description of every edit. It does no I/O;
+// the caller reads the files from the guest's XFS, ext and FAT filesystems and writes the results back in place.
 //
 // This package is the one owner of the rules for what is ADE's: crypttab and fstab lines, lvm.conf
 // filters, kernel arguments, dracut settings and module names, and ADE's files inside an initramfs

@@ -77,6 +77,7 @@ type CostError struct {
 	Memory bool
 }
 
+// Error names the keyslot, its key derivation function, its cost and the limit it is over.
 func (e *CostError) Error() string {
 	return fmt.Sprintf("luks: keyslot %d: %s %s is over the limit of %s", e.Slot, e.KDF, e.Cost, e.Limit)
 }

@@ -67,6 +67,7 @@ type FormatError struct {
 	Reason    string
 }
 
+// Error names the damaged structure, its offset and why it is refused.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("luks: %s at offset %d: %s", e.Structure, e.Offset, e.Reason)
 }

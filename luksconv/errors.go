@@ -98,6 +98,7 @@ type LayerError struct {
 	Err    error
 }
 
+// Error names the layer and, when known, the image byte offset, then the underlying error.
 func (e *LayerError) Error() string {
 	if e.Offset >= 0 {
 		return fmt.Sprintf("%s (image byte %d): %v", e.Layer, e.Offset, e.Err)
@@ -105,6 +106,7 @@ func (e *LayerError) Error() string {
 	return fmt.Sprintf("%s: %v", e.Layer, e.Err)
 }
 
+// Unwrap returns the underlying error, so that errors.Is finds the format package's sentinel.
 func (e *LayerError) Unwrap() error { return e.Err }
 
 // layerErr wraps err for a layer whose byte 0 is image byte base (-1: not linear in the image);
@@ -213,6 +215,7 @@ type Warning struct {
 	Message string      `json:"message"`
 }
 
+// String returns the warning's message.
 func (w Warning) String() string { return w.Message }
 
 func warning(code WarningCode, format string, args ...any) Warning {

@@ -61,7 +61,10 @@ type PassphraseError struct {
 	Hint string
 }
 
+// Error returns the message of the underlying error.
 func (e *PassphraseError) Error() string { return e.Err.Error() }
+
+// Unwrap returns the underlying error (luks.ErrWrongPassphrase).
 func (e *PassphraseError) Unwrap() error { return e.Err }
 
 // passphraseHint guesses why pass opens nothing: a newline added by echo, or a key that is not an ADE

@@ -10,18 +10,21 @@ import (
 // Content names what a partition holds, judged by its signature.
 type Content string
 
+// The contents Inspect tells apart, by the signature at the partition's start (or, for BIOS boot, its type).
 const (
-	ContentLUKS1 Content = "luks1"
-	ContentLUKS2 Content = "luks2"
-	ContentXFS   Content = "xfs"
-	ContentExt4  Content = "ext"
-	ContentFAT   Content = "vfat"
-	ContentLVM2  Content = "lvm2-pv"
-	ContentSwap  Content = "swap"
+	ContentLUKS1 Content = "luks1"   // a LUKS1 header
+	ContentLUKS2 Content = "luks2"   // a LUKS2 header
+	ContentXFS   Content = "xfs"     // an XFS superblock
+	ContentExt4  Content = "ext"     // an ext2, ext3 or ext4 superblock
+	ContentFAT   Content = "vfat"    // a FAT12, FAT16 or FAT32 boot sector
+	ContentLVM2  Content = "lvm2-pv" // an LVM2 physical volume label in one of the first four sectors
+	ContentSwap  Content = "swap"    // a Linux swap signature
 	// ContentBtrfs is a btrfs filesystem: recognised (its UUID mounts it), its free space not judged.
-	ContentBtrfs    Content = "btrfs"
+	ContentBtrfs Content = "btrfs"
+	// ContentBIOSBoot is a GPT BIOS boot partition (GRUB's core image), recognised by its type GUID.
 	ContentBIOSBoot Content = "bios-boot"
-	ContentEmpty    Content = "empty"
+	// ContentEmpty is a start of only zero bytes.
+	ContentEmpty Content = "empty"
 	// ContentUnknown is data with no known signature: what a volume encrypted under a detached LUKS
 	// header (ADE's OS disk) looks like.
 	ContentUnknown Content = "no-signature"

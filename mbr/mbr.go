@@ -44,6 +44,7 @@ type FormatError struct {
 	Reason    string
 }
 
+// Error names the damaged structure, its offset and why it is refused.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("mbr: %s at offset %d: %s", e.Structure, e.Offset, e.Reason)
 }

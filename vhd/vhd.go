@@ -45,6 +45,7 @@ type FormatError struct {
 	Reason    string
 }
 
+// Error names the damaged structure, its offset and why it is refused.
 func (e *FormatError) Error() string {
 	return fmt.Sprintf("vhd: %s at offset %d: %s", e.Structure, e.Offset, e.Reason)
 }
@@ -62,6 +63,7 @@ const (
 	TypeDifferencing DiskType = 4
 )
 
+// String returns the footer's disk type as a word: "fixed", "dynamic" or "differencing".
 func (t DiskType) String() string {
 	switch t {
 	case TypeFixed:
@@ -84,6 +86,7 @@ const (
 	Dynamic
 )
 
+// String returns the container's name as reports print it: "raw", "vhd-fixed" or "vhd-dynamic".
 func (k Kind) String() string {
 	switch k {
 	case Raw:

@@ -75,9 +75,13 @@ type Inode struct {
 	raw []byte // the whole on-disk inode (InodeSize bytes)
 }
 
-// IsDir, IsRegular and IsSymlink test the file type in Mode.
-func (ino *Inode) IsDir() bool     { return ino.Mode&ModeType == ModeDir }
+// IsDir tells whether Mode's file type is a directory.
+func (ino *Inode) IsDir() bool { return ino.Mode&ModeType == ModeDir }
+
+// IsRegular tells whether Mode's file type is a regular file.
 func (ino *Inode) IsRegular() bool { return ino.Mode&ModeType == ModeRegular }
+
+// IsSymlink tells whether Mode's file type is a symbolic link.
 func (ino *Inode) IsSymlink() bool { return ino.Mode&ModeType == ModeSymlink }
 
 // FileMode converts Mode to an io/fs FileMode.

@@ -166,6 +166,7 @@ func errBlobNotFound() *storageError {
 	return fail(http.StatusNotFound, "BlobNotFound", "The specified blob does not exist.")
 }
 
+// ServeHTTP answers one Blob service request: Server is an http.Handler.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// The body is read before the lock, the response written after it.
 	var body []byte

@@ -35,6 +35,7 @@ type BootFiles struct {
 // ErrNoTool reports that a host tool ReadBootFiles needs (sgdisk, xfs_db) is not installed.
 type ErrNoTool struct{ Tool, Package string }
 
+// Error names the missing tool and the Debian package that has it.
 func (e *ErrNoTool) Error() string {
 	return fmt.Sprintf("qemuboot: %s not installed (Debian package %s)", e.Tool, e.Package)
 }

@@ -312,6 +312,7 @@ func Load(t testing.TB) *Manifest {
 // ErrNoTool reports a tool the boot helpers need (debugfs, sgdisk).
 type ErrNoTool struct{ Tool, Package string }
 
+// Error names the missing tool and the Debian package that has it.
 func (e *ErrNoTool) Error() string {
 	return fmt.Sprintf("%s not installed (Debian package %s)", e.Tool, e.Package)
 }
