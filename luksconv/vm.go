@@ -193,7 +193,7 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 			if vg, lvName, ok := lvDevice(ce.Device); ok {
 				lun, found, err := lunOfLV(plainVGs, vg, lvName)
 				if err != nil {
-					return nil, fmt.Errorf("crypttab line %d (%s on %s): %w", ce.Line, ce.Mapper, ce.Device, err)
+					return nil, fmt.Errorf("%s (%s on %s): %w", entryPlace(ce, legacy), ce.Mapper, ce.Device, err)
 				}
 				if found {
 					byLUN[lun] = append(byLUN[lun], ce)
@@ -287,16 +287,16 @@ func NewVMPlan(ctx context.Context, disks []VMDisk) (vp *VMPlan, err error) {
 	vm.wipeBackups = len(lvLeft) == 0
 	for _, ce := range lvLeft {
 		vm.left = append(vm.left, fmt.Sprintf("%s (%s) stays LUKS-encrypted: its volume group is on none of the disks converted", ce.Device, ce.Mapper))
-		vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "%s (%s, crypttab line %d) names a logical volume whose volume group is on none of the data disks of this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
-			ce.Device, ce.Mapper, ce.Line))
+		vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "%s (%s, %s) names a logical volume whose volume group is on none of the data disks of this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
+			ce.Device, ce.Mapper, entryPlace(ce, legacy)))
 	}
 	for lun, ents := range byLUN {
 		if !seen[lun] {
 			vm.wipeBackups = false
 			for _, ce := range ents {
 				vm.left = append(vm.left, fmt.Sprintf("LUN %d (%s) stays LUKS-encrypted: not converted in this run", lun, ce.Mapper))
-				vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "LUN %d (%s, crypttab line %d) is not converted in this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
-					lun, ce.Mapper, ce.Line))
+				vp.Warnings = append(vp.Warnings, warning(WarnVolumeLeft, "LUN %d (%s, %s) is not converted in this run: its crypttab and fstab lines stay, and the converted VM cannot unlock it without ADE",
+					lun, ce.Mapper, entryPlace(ce, legacy)))
 			}
 		}
 	}
@@ -409,4 +409,18 @@ func filesystemUUID(plain io.ReaderAt, size int64, content Content) string {
 // formatUUID writes a filesystem UUID as blkid and fstab do.
 func formatUUID(u [16]byte) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", u[0:4], u[4:6], u[6:8], u[8:10], u[10:16])
+}
+
+// entryPlace names where a volume's entry is: its crypttab line, or, for an entry that ADE's legacy
+// azure_crypt_mount stands for (crypttab lines are numbered from 1, these carry 0), that file's line.
+func entryPlace(ce guest.CrypttabEntry, legacy []guest.CryptMountEntry) string {
+	if ce.Line > 0 {
+		return fmt.Sprintf("crypttab line %d", ce.Line)
+	}
+	for _, le := range legacy {
+		if le.Mapper == ce.Mapper {
+			return fmt.Sprintf("azure_crypt_mount line %d", le.Line)
+		}
+	}
+	return "azure_crypt_mount"
 }
