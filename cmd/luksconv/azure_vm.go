@@ -376,8 +376,8 @@ func (f *azureConvert) vmKeys(ctx context.Context, cl *azure.Client, disks []*az
 	for _, d := range disks {
 		if d.Optional {
 			// A copy: each disk's passphrase is cleared on its own.
-			os := disks[0]
-			d.pass, d.base64, d.KeySource = bytes.Clone(os.pass), os.base64, os.KeySource
+			osd := disks[0]
+			d.pass, d.base64, d.KeySource = bytes.Clone(osd.pass), osd.base64, osd.KeySource
 			continue
 		}
 		if err := f.vmKey(ctx, cl, d, rep); err != nil {
