@@ -294,8 +294,8 @@ type InventoryBlocker struct {
 // InventoryEstimate is a VM's estimate (Label "estimate"; see InventoryEstimateModel).
 type InventoryEstimate struct {
 	Label string `json:"label"`
-	// Disks are the disks converted (Convert), StagingBytes their sizes added up: an upper bound
-	// of the data the staging pass moves.
+	// Disks are the disks converted (Convert; on a dual-pass VM every data disk too, since any may
+	// be), StagingBytes their sizes added up: an upper bound of the data the staging pass moves.
 	Disks          int   `json:"disks"`
 	StagingBytes   int64 `json:"staging_bytes"`
 	StagingSeconds int64 `json:"staging_seconds"`
@@ -711,7 +711,9 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 
 	var convert []int64
 	for _, d := range v.Disks {
-		if d.Convert {
+		// A dual-pass VM's data disks carry no settings, and the run reads each of them: any may be
+		// converted, so each counts, as the estimate is an upper bound.
+		if d.Convert || v.ADE.DualPass && d.Role == "data" {
 			convert = append(convert, d.SizeBytes)
 		}
 	}

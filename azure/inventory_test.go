@@ -330,7 +330,11 @@ func TestInventoryEdges(t *testing.T) {
 	dual := osDisk("dual", "dual-os", false, "")
 	dual.EncryptionSettings = &armcompute.DiskEncryptionSettings{Enabled: to.Ptr(true),
 		DiskEncryptionKey: &armcompute.KeyVaultSecretReference{SecretURL: to.Ptr(vault + "/secrets/dual/1"), SourceVault: &armcompute.SubResource{ID: to.Ptr("/x")}}}
-	addVM("dual", &armcompute.ImageReference{Publisher: to.Ptr("OpenLogic"), Offer: to.Ptr("CentOS"), SKU: to.Ptr("7_9")}, dual)
+	dualData := resID("Microsoft.Compute/disks", "dual-data")
+	c.Disks[key(rg, "dual-data")] = &armcompute.Disk{ID: to.Ptr(dualData), Name: to.Ptr("dual-data"), Location: to.Ptr(region),
+		ManagedBy: to.Ptr(resID("Microsoft.Compute/virtualMachines", "dual")), Properties: &armcompute.DiskProperties{DiskSizeGB: to.Ptr[int32](64)}}
+	addVM("dual", &armcompute.ImageReference{Publisher: to.Ptr("OpenLogic"), Offer: to.Ptr("CentOS"), SKU: to.Ptr("7_9")}, dual,
+		&armcompute.DataDisk{Lun: to.Ptr[int32](0), Name: to.Ptr("dual-data"), DiskSizeGB: to.Ptr[int32](64), ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(dualData)}})
 	addVM("from-disk", &armcompute.ImageReference{ID: to.Ptr("/subscriptions/" + sub + "/resourceGroups/img/providers/Microsoft.Compute/images/golden")},
 		osDisk("from-disk", "from-disk-os", true, "/Subscriptions/"+sub+"/Providers/Microsoft.Compute/Locations/westeurope/Publishers/Oracle/ArtifactTypes/VMImage/Offers/Oracle-Linux/Skus/ol89-lvm-gen2/Versions/8.9.1"))
 	addVM("gallery", &armcompute.ImageReference{ID: to.Ptr("/subscriptions/" + sub + "/resourceGroups/img/providers/Microsoft.Compute/galleries/g/images/rhel/versions/1.0.0")},
@@ -350,6 +354,10 @@ func TestInventoryEdges(t *testing.T) {
 	if d := v.Disks[0]; !v.ADE.DualPass || v.ADE.Extension != "" || v.VolumeType != "" || !d.ADE || d.ADEFrom != FromVM || d.KeyVaultURL != vault || !d.Convert ||
 		v.OSFamily != OSFamilyCentOS || !v.Convertible || len(v.Notes) != 2 || v.PowerState != "deallocated" {
 		t.Errorf("dual: %+v", *v)
+	}
+	// Its unstamped data disk is not known to be converted, but the run reads it: the estimate counts it.
+	if len(v.Disks) != 2 || v.Disks[1].Convert || v.Estimate.Disks != 2 || v.Estimate.StagingBytes != (32+64)<<30 {
+		t.Errorf("dual: disks %+v, estimate %+v; want the data disk not marked converted but counted", v.Disks, v.Estimate)
 	}
 	v = vmByName(inv, "from-disk")
 	if v.OSFamily != OSFamilyOracle || v.Image.From != "OS disk creationData" || v.Image.SKU != "ol89-lvm-gen2" || v.Image.Version != "8.9.1" || !v.Convertible {
