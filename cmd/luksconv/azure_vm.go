@@ -59,6 +59,11 @@ type azureVMDisk struct {
 	src     *luksconv.Source
 	plan    *luksconv.Plan
 	journal string
+	// noTarget is why an Optional disk's new disk cannot be made (its name too long, checkTarget, a
+	// disk of that name not made by luksconv): the error a disk to convert fails the run with. It
+	// matters only if the plan converts the disk, which is known only once the disk is read, so planVM
+	// fails then, and a disk the plan skips does not fail the run.
+	noTarget error
 }
 
 // azureVMReport is the final report of a whole-VM run; it holds no secret and no SAS URL.
@@ -270,7 +275,11 @@ func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azure
 		}
 		vd.target = d.Name + f.suffix
 		if len(vd.target) > maxDiskName {
-			return nil, fmt.Errorf("%w: %s: new disk name %q is longer than %d characters: choose a shorter --target-suffix", errUsage, diskName(vd.LUN), vd.target, maxDiskName)
+			err := fmt.Errorf("%w: %s: new disk name %q is longer than %d characters: choose a shorter --target-suffix", errUsage, diskName(vd.LUN), vd.target, maxDiskName)
+			if !vd.Optional {
+				return nil, err
+			}
+			vd.noTarget = err // planVM fails if it converts the disk
 		}
 		rg := f.rg
 		if rg == "" {
@@ -322,11 +331,19 @@ func (f *azureConvert) vmDiskSpec(ctx context.Context, cl *azure.Client, d *azur
 	return nil
 }
 
-// checkVMTargets runs checkTarget for each disk to convert, before any of them is snapshotted.
+// checkVMTargets runs checkTarget for each disk to convert, before any of them is snapshotted. An
+// Optional disk's failure is recorded (noTarget) for planVM: the plan may skip the disk.
 func (f *azureConvert) checkVMTargets(ctx context.Context, cl *azure.Client, disks []*azureVMDisk) error {
 	for _, d := range disks {
+		if d.noTarget != nil {
+			continue // its new disk is refused already
+		}
 		if err := f.checkTarget(ctx, cl, d.disk.DiskID, d.target); err != nil {
-			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+			err = fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+			if !d.Optional {
+				return err
+			}
+			d.noTarget = err
 		}
 	}
 	return nil
@@ -351,6 +368,11 @@ func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk, rep *az
 	kept := disks[:0:0]
 	for _, d := range disks {
 		d.plan = vp.Disk(d.LUN)
+		if d.plan != nil && d.noTarget != nil {
+			// Converted after all: the check its new disk failed earlier refuses the run now.
+			vp.Close()
+			return nil, nil, d.noTarget
+		}
 		if d.plan != nil {
 			kept = append(kept, d)
 			continue
@@ -423,6 +445,11 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 	}
 	stamp := ""
 	for _, d := range disks {
+		if d.noTarget != nil {
+			// An Optional disk whose new disk is refused already (a name too long may not even be
+			// looked up): planVM fails if it converts the disk.
+			continue
+		}
 		st, err := cl.DiskStatus(ctx, d.diskID)
 		switch {
 		case errors.Is(err, azure.ErrNotFound):
@@ -430,8 +457,14 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 		case err != nil:
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
 		case st.Tags[planTag] == "":
-			return &hintedError{fmt.Errorf("%s: %w: new disk %s exists and was not made by luksconv", diskName(d.LUN), azure.ErrExists, d.diskID),
+			err := &hintedError{fmt.Errorf("%s: %w: new disk %s exists and was not made by luksconv", diskName(d.LUN), azure.ErrExists, d.diskID),
 				"choose another --target-suffix, or delete the disk (luksconv never deletes disks)"}
+			if !d.Optional {
+				return err
+			}
+			// The disk is still read: planVM fails if it converts it, and a skipped disk needs no new disk.
+			d.noTarget = err
+			continue
 		}
 		name := st.Tags[sourceTag]
 		i := strings.LastIndex(name, snapshotInfix)

@@ -183,3 +183,113 @@ func TestAzureConvertVMDualPass(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertVMDualPassTargets: the checks of a new disk (its name's length, checkTarget, a disk of
+// its name that luksconv did not make) refused the whole run for an unstamped data disk of a dual-pass
+// VM before the plan had read it, so a plain disk the plan then skips failed the run. Now such a
+// disk's problem waits for the plan: the plain LUN 9 with a long name, in another region than the DES,
+// or beside a foreign disk named like its new disk is skipped and stays attached as it is, and the
+// run converts the others; LUN 3, which the OS disk names, beside a foreign data3-luksconv still
+// refuses the run (exit 7), naming it.
+func TestAzureConvertVMDualPassTargets(t *testing.T) {
+	long := "plain9-" + strings.Repeat("x", maxDiskName-len("plain9-")) // 80 characters: its new disk's would be 89
+	foreign := func(f *fakeAzure, name string) {
+		f.Disks[azurefake.Key(fakeRG, name)] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", name)), Name: to.Ptr(name), Location: to.Ptr("westeurope"),
+			Properties: &armcompute.DiskProperties{DiskSizeBytes: to.Ptr(int64(16 << 20)), DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
+	}
+	for _, c := range []struct {
+		name  string
+		plain string // LUN 9's disk
+		setup func(t *testing.T, f *fakeAzure)
+	}{
+		{"long name", long, func(t *testing.T, f *fakeAzure) {
+			uploadImage(t, f.az.BlobSAS(t, "disks", long+".vhd", azurite.WriteSAS, time.Hour), zeros(t))
+			f.renamePlain9(long)
+		}},
+		{"region", "plain9", func(t *testing.T, f *fakeAzure) {
+			f.Disks[azurefake.Key(fakeRG, "plain9")].Location = to.Ptr("northeurope") // the DES is in westeurope
+		}},
+		{"foreign new disk", "plain9", func(t *testing.T, f *fakeAzure) { foreign(f, "plain9-luksconv") }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			f, _ := setupAzureDualPassVM(t)
+			c.setup(t, f)
+			t.Chdir(t.TempDir()) // the journals
+			so, se, code := runCLI(t, "azure", "convert", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm", "--json")
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, se)
+			}
+			var rep vmReport
+			if err := json.Unmarshal([]byte(so), &rep); err != nil {
+				t.Fatalf("report: %v\n%s", err, so)
+			}
+			convert := map[int]bool{}
+			for _, d := range rep.Disks {
+				convert[d.LUN] = d.Convert
+			}
+			if len(rep.Disks) != 4 || !convert[luksconv.OSDisk] || !convert[0] || !convert[3] || convert[9] {
+				t.Errorf("disks converted %v, want the OS disk, LUN 0 and 3, not 9", convert)
+			}
+			if w := "LUN 9 (" + c.plain + ") carries no ADE settings (dual pass), no ADE line on the OS disk names it"; !strings.Contains(so+se, w) {
+				t.Errorf("LUN 9 is not reported as left (%q):\n%s\n%s", w, so, se)
+			}
+			for _, call := range f.takeCalls() {
+				if strings.HasPrefix(call, "PUT disk "+c.plain+"-luksconv") || strings.HasPrefix(call, "GRANT disk "+c.plain+"-luksconv") {
+					t.Errorf("the run did %q", call)
+				}
+			}
+			f.Lock()
+			put := f.VMPut
+			f.Unlock()
+			if put == nil {
+				t.Fatal("VM not re-created")
+			}
+			attached := map[int32]string{}
+			for _, dd := range put.Properties.StorageProfile.DataDisks {
+				attached[*dd.Lun] = *dd.ManagedDisk.ID
+			}
+			if len(attached) != 3 || attached[0] != fakeID("disks", "data0-luksconv") || attached[3] != fakeID("disks", "data3-luksconv") ||
+				attached[9] != fakeID("disks", c.plain) {
+				t.Errorf("the re-created VM's data disks: %v", attached)
+			}
+		})
+	}
+
+	t.Run("foreign new disk of a converted disk", func(t *testing.T) {
+		f, _ := setupAzureDualPassVM(t)
+		foreign(f, "data3-luksconv")
+		t.Chdir(t.TempDir())
+		so, se, code := runCLI(t, "azure", "convert", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm")
+		if code != exitOutput || !strings.Contains(se, "LUN 3: ") || !strings.Contains(se, "new disk "+fakeID("disks", "data3-luksconv")+" exists and was not made by luksconv") {
+			t.Errorf("exit %d, want %d and data3-luksconv refused:\n%s\n%s", code, exitOutput, so, se)
+		}
+		for _, call := range f.takeCalls() {
+			if strings.HasPrefix(call, "PUT disk") || strings.HasPrefix(call, "PUT vm") || strings.HasPrefix(call, "DELETE") {
+				t.Errorf("the refused run did %q", call)
+			}
+		}
+	})
+}
+
+// renamePlain9 gives the plain data disk at LUN 9 the name name: its disk and the VM's reference to
+// it. The caller puts its blob under the new name.
+func (f *fakeAzure) renamePlain9(name string) {
+	d := f.Disks[azurefake.Key(fakeRG, "plain9")]
+	delete(f.Disks, azurefake.Key(fakeRG, "plain9"))
+	d.ID, d.Name = to.Ptr(fakeID("disks", name)), to.Ptr(name)
+	f.Disks[azurefake.Key(fakeRG, name)] = d
+	for _, dd := range f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.DataDisks {
+		if *dd.Lun == 9 {
+			dd.Name, dd.ManagedDisk.ID = d.Name, d.ID
+		}
+	}
+}
+
+// zeros is an image of 16 MiB of zeros, as dualPassTestDisks' plain one.
+func zeros(t *testing.T) string {
+	img := filepath.Join(t.TempDir(), "zeros.raw")
+	if err := os.WriteFile(img, make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return img
+}

@@ -357,3 +357,69 @@ func TestAzureVMStageDualPassAttached(t *testing.T) {
 		t.Errorf("round 2 on round 1's disks: %+v", r.Stage)
 	}
 }
+
+// TestAzureVMStageDualPassTargets: as TestAzureConvertVMDualPassTargets for the stage rounds. The plain
+// LUN 9 of a dual-pass VM, with a name too long for its new disk's or in another region than the DES,
+// refused round 1 before the plan had read it; now the plan skips it, round 1 and 2 convert the
+// others, and LUN 9 gets no new disk and is recorded as skipped.
+func TestAzureVMStageDualPassTargets(t *testing.T) {
+	long := "plain9-" + strings.Repeat("x", maxDiskName-len("plain9-"))
+	for _, c := range []struct {
+		name  string
+		plain string // LUN 9's disk
+		setup func(t *testing.T, s *vmStage, zero string)
+	}{
+		{"long name", long, func(t *testing.T, s *vmStage, zero string) {
+			uploadImage(t, s.url("/acct/disks/"+long), zero)
+			s.renamePlain9(long)
+		}},
+		{"region", "plain9", func(_ *testing.T, s *vmStage, zero string) {
+			s.Disks[azurefake.Key(fakeRG, "plain9")].Location = to.Ptr("northeurope") // the DES is in westeurope
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			disks, zero := dualPassTestDisks(t)
+			s := &vmStage{blobCloud: newBlobCloud(t), m: vmfixture.Load(t), disks: disks}
+			s.addVM(t, disks, func(d vmTestDisk) { uploadImage(t, s.url("/acct/disks/"+d.name), d.image) })
+			uploadImage(t, s.url("/acct/disks/plain9"), zero)
+			s.dualPass(disks)
+			c.setup(t, s, zero)
+			s.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
+			s.install(t)
+			dir := t.TempDir()
+			vmID := fakeID("virtualMachines", "vm1")
+			args := []string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2", "--stage"}
+			for round := 1; round <= 2; round++ {
+				so, se, code := runCLI(t, args...)
+				if code != 0 {
+					t.Fatalf("stage round %d: exit %d:\n%s", round, code, se)
+				}
+				r := reportOf[vmStageRep](t, so)
+				convert := map[int]bool{}
+				for _, d := range r.Disks {
+					convert[d.LUN] = d.Convert
+				}
+				if r.Stage.Round != round || len(r.Disks) != 4 || !convert[luksconv.OSDisk] || !convert[0] || !convert[3] || convert[9] {
+					t.Errorf("stage round %d: round %d, disks converted %v, want the OS disk, LUN 0 and 3, not 9", round, r.Stage.Round, convert)
+				}
+				if w := "LUN 9 (" + c.plain + ") carries no ADE settings (dual pass)"; !strings.Contains(so+se, w) {
+					t.Errorf("stage round %d: LUN 9 is not reported as left (%q):\n%s\n%s", round, w, so, se)
+				}
+				if calls := s.takeCalls(); hasCall(calls, "PUT disk "+c.plain+"-luksconv") {
+					t.Errorf("stage round %d created a disk for LUN 9", round)
+				}
+			}
+			b, err := os.ReadFile((&azureConvert{journalDir: dir, vm: vmID}).vmStagePath())
+			if err != nil {
+				t.Fatal(err)
+			}
+			var rec vmStageRecord
+			if err := json.Unmarshal(b, &rec); err != nil {
+				t.Fatal(err)
+			}
+			if len(rec.Disks) != 3 || len(rec.Skipped) != 1 || rec.Skipped[0].SourceDisk != fakeID("disks", c.plain) {
+				t.Errorf("the stage record has %d disks and the skipped %+v, want 3 and LUN 9", len(rec.Disks), rec.Skipped)
+			}
+		})
+	}
+}
