@@ -169,10 +169,11 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 		d.src = src
 	}
 
-	vp, disks, err := f.planVM(ctx, disks, rep)
+	vp, kept, err := f.planVM(ctx, disks, rep)
 	if err != nil {
 		return err
 	}
+	disks = kept
 	defer vp.Close()
 	rep.Plan = vp
 	if !f.quiet || f.dryRun {
@@ -353,8 +354,15 @@ func (f *azureConvert) checkVMTargets(ctx context.Context, cl *azure.Client, dis
 // disk's plan and returns the disks to convert. An optional disk the plan skips (VMPlan.Skipped) is
 // then like a data disk without ADE settings: not converted, it stays attached as it is; its key is
 // cleared, and the snapshot the run took of it is kept, as every source snapshot is (a rerun of the
-// conversion reads the run's snapshots again).
-func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk, rep *azureVMReport) (*luksconv.VMPlan, []*azureVMDisk, error) {
+// conversion reads the run's snapshots again). On an error every disk's key is cleared.
+func (f *azureConvert) planVM(ctx context.Context, disks []*azureVMDisk, rep *azureVMReport) (_ *luksconv.VMPlan, _ []*azureVMDisk, err error) {
+	defer func() {
+		if err != nil {
+			for _, d := range disks {
+				clear(d.pass)
+			}
+		}
+	}()
 	vds := make([]luksconv.VMDisk, len(disks))
 	for i, d := range disks {
 		opts := f.pf.options(luksconv.FormatVHD)
