@@ -122,7 +122,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.vm, "vm", "", "resource ID of the VM: alone, every ADE disk of it is converted; with a source, the VM --recreate-vm re-creates")
 	fl.StringVar(&f.suffix, "target-suffix", "-luksconv", "with --vm alone: the new disks are named <disk name><suffix>")
 	fl.IntVar(&f.parallel, "parallel", 2, "with --vm alone: disks uploaded at the same time")
-	fl.IntVar(&f.workers, "workers", 0, fmt.Sprintf("chunks processed in parallel, at most %d (default: the number of CPUs, at least 2 and at most 16)", luksconv.MaxWorkers))
+	fl.IntVar(&f.workers, "workers", 0, workersUsage("chunks processed in parallel"))
 	fl.StringVar(&f.journal, "journal", "", "resume journal (default: .luksconv-<plan id>.journal in --journal-dir)")
 	fl.StringVar(&f.journalDir, "journal-dir", ".", "directory of the default resume journals, one per disk, the stage records and a re-created VM's rollback model (shared storage when the run may move to another machine)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")

@@ -109,7 +109,7 @@ func newConvertCmd() *cobra.Command {
 	c.Flags().BoolVar(&force, "force", false, "replace OUT if it exists, or write over a block device")
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	c.Flags().BoolVar(&verify, "verify", false, "re-read the output and check it against the plan after writing (see verify)")
-	c.Flags().IntVar(&workers, "workers", 0, fmt.Sprintf("chunks processed in parallel, at most %d (default: the number of CPUs, at least 2 and at most 16)", luksconv.MaxWorkers))
+	c.Flags().IntVar(&workers, "workers", 0, workersUsage("chunks processed in parallel"))
 	c.Flags().StringVar(&journal, "journal", "", "resume journal for an upload URL (default: .luksconv-<plan id>.journal in the current directory)")
 	return c
 }

@@ -26,6 +26,12 @@ func (v *volumeFlags) register(c *cobra.Command) {
 	c.Flags().IntVar(&v.partition, "partition", 0, "partition number of the encrypted volume, as Linux numbers it (GPT or MBR; default: find it)")
 }
 
+// workersUsage is the help of a --workers flag whose workers do what: the bound the root command's
+// pre-run enforces and the engine's default (luksconv's pipeline: the CPUs, at least 2 and at most 16).
+func workersUsage(what string) string {
+	return fmt.Sprintf("%s, at most %d (default: the number of CPUs, at least 2 and at most 16)", what, luksconv.MaxWorkers)
+}
+
 // openHeader opens the detached header, if one was named. The caller closes it.
 func (v *volumeFlags) openHeader() (*luksconv.Header, error) {
 	if v.header == "" {

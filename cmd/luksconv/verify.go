@@ -67,7 +67,7 @@ func newVerifyCmd() *cobra.Command {
 	}
 	cf.register(c)
 	c.Flags().BoolVar(&asJSON, "json", false, "print the report as JSON")
-	c.Flags().IntVar(&workers, "workers", 0, fmt.Sprintf("chunks compared in parallel, at most %d (default: the number of CPUs, at least 2 and at most 16)", luksconv.MaxWorkers))
+	c.Flags().IntVar(&workers, "workers", 0, workersUsage("chunks compared in parallel"))
 	c.Flags().IntVar(&maxMis, "max-mismatches", 20, "mismatching ranges listed (all are counted)")
 	return c
 }

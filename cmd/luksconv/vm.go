@@ -37,7 +37,7 @@ func (vf *vmFlags) register(c *cobra.Command) {
 	fl.StringArrayVar(&vf.data, "data", nil, "a data disk: LUN=IMAGE (repeat for each data disk; LUN as Azure attaches it)")
 	fl.StringArrayVar(&vf.dataKeys, "data-key", nil, "a data disk's key file: LUN=FILE (ADE keys every volume separately)")
 	fl.StringVar(&vf.format, "format", "raw", "output format: raw or vhd")
-	fl.IntVar(&vf.workers, "workers", 0, fmt.Sprintf("chunks processed in parallel per disk, at most %d (default: the number of CPUs, at least 2 and at most 16)", luksconv.MaxWorkers))
+	fl.IntVar(&vf.workers, "workers", 0, workersUsage("chunks processed in parallel per disk"))
 	// --header and --partition name the OS disk's volume; data volumes' come from its crypttab.
 	c.Flags().Lookup("header").Usage = "the OS disk's detached LUKS header file (default: found on its /boot)"
 	c.Flags().Lookup("partition").Usage = "the OS disk's encrypted partition (default: find it)"
