@@ -18,6 +18,20 @@ import (
 	"github.com/luksconv/luksconv/luksconv"
 )
 
+// runningDualPassVM installs the dual-pass VM of setupAzureDualPassVM, running, on blobs: its disks'
+// images and, for LUN 9, zeros.
+func runningDualPassVM(t *testing.T) (*vmStage, []vmTestDisk) {
+	t.Helper()
+	disks, zero := dualPassTestDisks(t)
+	s := &vmStage{blobCloud: newBlobCloud(t), m: vmfixture.Load(t), disks: disks}
+	s.addVM(t, disks, func(d vmTestDisk) { uploadImage(t, s.url("/acct/disks/"+d.name), d.image) })
+	uploadImage(t, s.url("/acct/disks/plain9"), zero)
+	s.dualPass(disks)
+	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
+	s.install(t)
+	return s, disks
+}
+
 // TestAzureVMStageDualPass: the delta cutover of a dual-pass VM (settings only on the VM model, one
 // secret; the OS disk, LUN 0 and 3, which its crypttab names, and the plain LUN 9, which nothing names).
 // Round 1, interrupted during LUN 0 once its plan has left LUN 9 out, resumes from the same snapshots
@@ -28,13 +42,7 @@ import (
 // final state. LUN 9 gets no new disk and is never in the stage record, and every run says it stays
 // as it is. A rerun of the finished cutover does nothing.
 func TestAzureVMStageDualPass(t *testing.T) {
-	disks, zero := dualPassTestDisks(t)
-	s := &vmStage{blobCloud: newBlobCloud(t), m: vmfixture.Load(t), disks: disks}
-	s.addVM(t, disks, func(d vmTestDisk) { uploadImage(t, s.url("/acct/disks/"+d.name), d.image) })
-	uploadImage(t, s.url("/acct/disks/plain9"), zero)
-	s.dualPass(disks)
-	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
-	s.install(t)
+	s, disks := runningDualPassVM(t)
 
 	img2, changed := s.lun0State2(t)
 	want := s.localVM(t, disks[1].image)
@@ -297,13 +305,7 @@ func TestAzureVMStageDualPass(t *testing.T) {
 // does when a stamped disk is attached or replaced, rather than leave the disk out unread and
 // re-create the VM without ADE around it.
 func TestAzureVMStageDualPassAttached(t *testing.T) {
-	disks, zero := dualPassTestDisks(t)
-	s := &vmStage{blobCloud: newBlobCloud(t), m: vmfixture.Load(t), disks: disks}
-	s.addVM(t, disks, func(d vmTestDisk) { uploadImage(t, s.url("/acct/disks/"+d.name), d.image) })
-	uploadImage(t, s.url("/acct/disks/plain9"), zero)
-	s.dualPass(disks)
-	s.PowerStates[azurefake.Key(fakeRG, "vm1")] = "running"
-	s.install(t)
+	s, disks := runningDualPassVM(t)
 	dir := t.TempDir()
 	vmID := fakeID("virtualMachines", "vm1")
 	args := func(extra ...string) []string {
