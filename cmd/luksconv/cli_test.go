@@ -706,14 +706,8 @@ func TestOutputDir(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
 	dir := t.TempDir()
-	wrongKey := filepath.Join(dir, "wrong.key")
-	if err := os.WriteFile(wrongKey, []byte("not the passphrase"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	wrongKey := testenv.WriteFile(t, dir, "wrong.key", []byte("not the passphrase"))
+	file := testenv.WriteFile(t, dir, "file", nil)
 	for _, args := range [][]string{
 		{"convert", "-q", "--key-file", wrongKey, f.Image, filepath.Join(dir, "missing", "out.raw")},
 		{"convert", "-q", "--key-file", wrongKey, f.Image, filepath.Join(file, "out.raw")},
@@ -734,10 +728,7 @@ func TestWorkersFlag(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
 	dir := t.TempDir()
-	wrongKey := filepath.Join(dir, "wrong.key")
-	if err := os.WriteFile(wrongKey, []byte("not the passphrase"), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	wrongKey := testenv.WriteFile(t, dir, "wrong.key", []byte("not the passphrase"))
 	for _, args := range [][]string{
 		{"convert", "-q", "--workers", "-1", "--key-file", wrongKey, f.Image, filepath.Join(dir, "out.raw")},
 		{"convert", "-q", "--workers", "65", "--key-file", wrongKey, f.Image, filepath.Join(dir, "out.raw")},
