@@ -9,6 +9,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,19 +252,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 	// from the same snapshots.
 	interrupt := func(extra ...string) {
 		t.Helper()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
-			if path.Base(j.diskID) == "data0-luksconv" {
-				return &interruptOutput{Output: o, cancel: cancel}
-			}
-			return o
-		}
-		defer func() { azureOutputHook = nil }()
-		_, se, code := runCLICtx(t, ctx, args(append(extra, "--parallel", "1", "--workers", "1")...)...)
-		if code != exitInterrupted {
-			t.Fatalf("interrupted %q: exit %d, want %d:\n%s", extra, code, exitInterrupted, se)
-		}
+		runInterruptedAt(t, "data0-luksconv", args(extra...)...)
 	}
 	interrupt("--stage")
 	if j, _ := filepath.Glob(filepath.Join(dir, "*.journal")); len(j) == 0 {
@@ -396,4 +385,24 @@ func TestAzureVMStageCutover(t *testing.T) {
 	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*")); len(ents) != 0 {
 		t.Errorf("files left after the cutover: %v", ents)
 	}
+}
+
+// runInterruptedAt runs the CLI with args, one disk and one worker at a time, and cancels it once the
+// upload into the new disk named target has begun: the run must exit interrupted. It returns stderr.
+func runInterruptedAt(t *testing.T, target string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
+		if path.Base(j.diskID) == target {
+			return &interruptOutput{Output: o, cancel: cancel}
+		}
+		return o
+	}
+	defer func() { azureOutputHook = nil }()
+	_, se, code := runCLICtx(t, ctx, slices.Concat(args, []string{"--parallel", "1", "--workers", "1"})...)
+	if code != exitInterrupted {
+		t.Fatalf("interrupted %q: exit %d, want %d:\n%s", args, code, exitInterrupted, se)
+	}
+	return se
 }

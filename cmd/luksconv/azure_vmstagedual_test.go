@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"encoding/json"
 	"os"
 	"path"
@@ -109,20 +108,7 @@ func TestAzureVMStageDualPass(t *testing.T) {
 	}
 	interrupt := func(extra ...string) string {
 		t.Helper()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
-			if path.Base(j.diskID) == "data0-luksconv" {
-				return &interruptOutput{Output: o, cancel: cancel}
-			}
-			return o
-		}
-		defer func() { azureOutputHook = nil }()
-		_, se, code := runCLICtx(t, ctx, args(append(extra, "--parallel", "1", "--workers", "1")...)...)
-		if code != exitInterrupted {
-			t.Fatalf("interrupted %q: exit %d, want %d:\n%s", extra, code, exitInterrupted, se)
-		}
-		return se
+		return runInterruptedAt(t, "data0-luksconv", args(extra...)...)
 	}
 	const dropped = "LUN 9 (plain9) carries no ADE settings (dual pass) and the first stage round found nothing to convert on it"
 
