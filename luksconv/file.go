@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync/atomic"
+	"syscall"
 
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -47,7 +49,12 @@ func CreateFile(p *Plan, path string, opts OutputOptions) (*FileOutput, error) {
 	}
 	f, err := os.CreateTemp(dir, "."+base+".partial-*")
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrOutputDir, err)
+		// What a retry cannot change is the directory's; anything else (too many open files, no
+		// space) stays a plain error.
+		if errors.Is(err, fs.ErrNotExist) || errors.Is(err, fs.ErrPermission) || errors.Is(err, syscall.ENOTDIR) || errors.Is(err, syscall.EROFS) {
+			err = fmt.Errorf("%w: %v", ErrOutputDir, err)
+		}
+		return nil, err
 	}
 	// The size is set now, so that writes land in a hole: XFS reserves space past the end of a file that
 	// grows by appends, and a skipped zero chunk there would then be allocated (README, Performance).
