@@ -40,6 +40,14 @@ type vmTestDisk struct {
 // LUN 9 without ADE settings. The disks' blobs are their images in Azurite.
 func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	disks := vmTestDisks(t, vmfixture.Load(t))
+	f := newAzureVM(t, disks)
+	f.install(t)
+	return f, disks
+}
+
+// newAzureVM puts disks into a new fake as the disks of VM vm1 (addVM), their blobs their images in
+// Azurite; the caller installs it.
+func newAzureVM(t *testing.T, disks []vmTestDisk) *fakeAzure {
 	az := azurite.Start(t)
 	az.CreateContainer(t, "disks")
 	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
@@ -47,8 +55,7 @@ func setupAzureVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	f.addVM(t, disks, func(d vmTestDisk) {
 		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
 	})
-	f.install(t)
-	return f, disks
+	return f
 }
 
 // vmTestDisks are the disks of the fake VM: the fixture's OS disk and its data disks at LUN 0, 1 and 3.

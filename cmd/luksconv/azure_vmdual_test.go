@@ -24,14 +24,8 @@ import (
 // LUKS, and no line on the OS disk names it). The disks' blobs are their images in Azurite.
 func setupAzureDualPassVM(t *testing.T) (*fakeAzure, []vmTestDisk) {
 	disks, zero := dualPassTestDisks(t)
-	az := azurite.Start(t)
-	az.CreateContainer(t, "disks")
-	f := &fakeAzure{Cloud: azurefake.New(fakeSub), t: t, az: az, writeExp: map[string]time.Time{}, snapshotsOfDisks: true}
-	f.SAS, f.HasFooter = f.grantSAS, f.hasFooter
-	f.addVM(t, disks, func(d vmTestDisk) {
-		uploadImage(t, az.BlobSAS(t, "disks", d.name+".vhd", azurite.WriteSAS, time.Hour), d.image)
-	})
-	uploadImage(t, az.BlobSAS(t, "disks", "plain9.vhd", azurite.WriteSAS, time.Hour), zero)
+	f := newAzureVM(t, disks)
+	uploadImage(t, f.az.BlobSAS(t, "disks", "plain9.vhd", azurite.WriteSAS, time.Hour), zero)
 	f.dualPass(disks)
 	f.install(t)
 	return f, disks
