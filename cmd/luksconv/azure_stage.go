@@ -135,7 +135,6 @@ func loadRecord[T any](name string, v **T) (found bool, err error) {
 	return true, nil
 }
 
-// save writes the record (see saveRecord).
 // pend records snap as the snapshot of the round that begins, taken by a cutover or not; "" records
 // that no round is pending (the last one finished).
 func (r *stageRecord) pend(snap string, cutover bool) {
@@ -145,6 +144,7 @@ func (r *stageRecord) pend(snap string, cutover bool) {
 	}
 }
 
+// save writes the record (see saveRecord).
 func (r *stageRecord) save(name string) error {
 	return saveRecord(name, r, &r.Updated)
 }
