@@ -264,8 +264,8 @@ func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azure
 	}
 	var disks []*azureVMDisk // the disks to convert: the OS disk first
 	for _, d := range vmd.Disks {
-		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN || vmd.DualPass,
-			Optional: !d.ADE && d.LUN != azure.OSDiskLUN && vmd.DualPass}
+		optional := vmd.DualPass && !d.ADE && d.LUN != azure.OSDiskLUN
+		vd := &azureVMDisk{LUN: d.LUN, Source: d.DiskID, disk: d, Convert: d.ADE || d.LUN == azure.OSDiskLUN || optional, Optional: optional}
 		if d.LUN == azure.OSDiskLUN {
 			vd.LUN = luksconv.OSDisk
 		}
