@@ -470,9 +470,14 @@ func (f *azureConvert) checkTarget(ctx context.Context, cl *azure.Client, source
 // not made by luksconv: creating it would fail after the snapshot, which would be left behind.
 func (f *azureConvert) checkTargetFree(ctx context.Context, cl *azure.Client, diskID string) error {
 	st, err := cl.DiskStatus(ctx, diskID)
-	if err != nil || st.Tags[planTag] != "" {
+	if errors.Is(err, azure.ErrNotFound) || err == nil && st.Tags[planTag] != "" {
 		// No such disk, or one this conversion may resume: creating the disk decides.
 		return nil
+	}
+	if err != nil {
+		// A disk that cannot be read (no read access, throttling) cannot be created or resumed either:
+		// refused now, before a snapshot would be left behind.
+		return err
 	}
 	return &hintedError{fmt.Errorf("%w: new disk %s exists and was not made by luksconv", azure.ErrExists, diskID),
 		"choose another --target-disk, or delete it (luksconv never deletes disks)"}

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/base64"
 	"encoding/json"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
@@ -143,6 +144,31 @@ func TestAzureConvertForeignTargetFirst(t *testing.T) {
 		}
 		if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
 			t.Errorf("%q: snapshot or grant before refusing an existing disk: %q", extra, calls)
+		}
+	}
+}
+
+// TestAzureConvertUnreadableTargetFirst: a --target-disk that cannot be read (403: no read access to its
+// resource group) cannot be created or resumed either. The run stops on that error before it takes a
+// snapshot, which it would leave behind, as it stops for a disk that exists (one convert and --stage).
+func TestAzureConvertUnreadableTargetFirst(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	f.Lock()
+	f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection =
+		f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection
+	f.DiskGetRefusals = map[string]azurefake.Refusal{azurefake.Key(fakeRG, "hidden"): {Status: http.StatusForbidden, Code: "AuthorizationFailed"}}
+	f.Unlock()
+	for _, extra := range [][]string{nil, {"--stage"}} {
+		f.takeCalls()
+		args := append([]string{"azure", "convert", "-q", "--journal-dir", t.TempDir(), "--source-disk", fakeID("disks", "osdisk"),
+			"--des", fakeDES, "--target-disk", "hidden"}, extra...)
+		_, se, code := runCLI(t, args...)
+		calls := f.takeCalls()
+		if code == 0 || !strings.Contains(se, "AuthorizationFailed") {
+			t.Errorf("%q: exit %d:\n%s", extra, code, se)
+		}
+		if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
+			t.Errorf("%q: snapshot or grant before refusing an unreadable disk: %q", extra, calls)
 		}
 	}
 }

@@ -195,6 +195,9 @@ type Cloud struct {
 
 	// ExtensionFails refuses every VM extension PUT (VMExtensionProvisioningError).
 	ExtensionFails bool
+	// DiskGetRefusals refuse every read of the disks they name (by Key), as a role without read
+	// access to a resource group is refused (403 AuthorizationFailed), whether the disk exists or not.
+	DiskGetRefusals map[string]Refusal
 
 	nicHeld     map[string]int  // NIC ID (lower case) -> PUTs still refused
 	guestWrite  map[string]bool // disks (by Key) handed a guest state write SAS
@@ -406,7 +409,14 @@ func grant[R any](c *Cloud, kind, rg, name string, found bool, g armcompute.Gran
 
 func (c *Cloud) disksServer() computefake.DisksServer {
 	return computefake.DisksServer{
-		Get: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (azfake.Responder[armcompute.DisksClientGetResponse], azfake.ErrorResponder) {
+		Get: func(ctx context.Context, rg, name string, _ *armcompute.DisksClientGetOptions) (resp azfake.Responder[armcompute.DisksClientGetResponse], errResp azfake.ErrorResponder) {
+			c.Lock()
+			r, refused := c.DiskGetRefusals[Key(rg, name)]
+			c.Unlock()
+			if refused {
+				errResp.SetResponseError(r.Status, r.Code)
+				return
+			}
 			return get(c, c.Disks, rg, name, func(d armcompute.Disk) armcompute.DisksClientGetResponse {
 				return armcompute.DisksClientGetResponse{Disk: d}
 			})
