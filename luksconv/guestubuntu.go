@@ -92,8 +92,16 @@ func (e *guestEditor) restoreCryptrootHook() {
 		e.warn(WarnNotEdited, "%s names ADE's volume or header, so it is not ADE's backup of the original hook: %s is left as it is", cryptrootHookOrig, pathCryptrootHook)
 		return
 	}
+	why := "disable ADE's backup of the cryptroot hook, now restored (initramfs-tools may run it as a hook): "
 	e.editFile(pathCryptrootHook, func(b []byte, room int) ([]byte, []guest.Change, error) {
 		if bytes.Equal(b, orig) {
+			return nil, nil, nil
+		}
+		if !bytes.Contains(b, []byte("osencrypt")) {
+			// ADE's patch adds osencrypt to the hook. Without it the hook was replaced since, by a
+			// cryptsetup update, and .orig is the older cryptsetup's hook: putting it back would pair
+			// it with the newer scripts.
+			why = "disable ADE's backup of an older cryptroot hook (the hook was updated since ADE's patch and is kept; initramfs-tools may run the backup as a hook): "
 			return nil, nil, nil
 		}
 		if len(orig) > room {
@@ -105,7 +113,7 @@ func (e *guestEditor) restoreCryptrootHook() {
 	e.editFile(cryptrootHookOrig, func(b []byte, room int) ([]byte, []guest.Change, error) {
 		n, c, err := guest.DisableScript(b, room)
 		for i := range c {
-			c[i].Why = "disable ADE's backup of the cryptroot hook, now restored (initramfs-tools may run it as a hook): " + c[i].Why
+			c[i].Why = why + c[i].Why
 		}
 		return n, c, err
 	})
