@@ -21,6 +21,7 @@ type FileOutput struct {
 	f         *os.File
 	size      int64 // the disk, without a VHD footer
 	format    Format
+	overwrite bool         // Commit may replace a file at path
 	wb        *writeBehind // nil outside Linux
 	ended     atomic.Bool  // Commit or Abort ran
 }
@@ -63,7 +64,25 @@ func CreateFile(p *Plan, path string, opts OutputOptions) (*FileOutput, error) {
 		os.Remove(f.Name())
 		return nil, fmt.Errorf("%s: sizing the output: %w", path, err)
 	}
-	return &FileOutput{path: path, tmp: f.Name(), f: f, size: size, format: p.Format, wb: startWriteBehind(f)}, nil
+	return &FileOutput{path: path, tmp: f.Name(), f: f, size: size, format: p.Format, overwrite: opts.Overwrite, wb: startWriteBehind(f)}, nil
+}
+
+// linkRename renames oldpath to newpath unless newpath exists (fs.ErrExist): a hard link, then the
+// unlink of oldpath. Where the filesystem has no hard links, newpath is looked up first and the
+// rename may still replace a file made in between.
+func linkRename(oldpath, newpath string) error {
+	err := os.Link(oldpath, newpath)
+	if err == nil {
+		os.Remove(oldpath) // newpath holds the file now; a name left over is only a name
+		return nil
+	}
+	if errors.Is(err, fs.ErrExist) {
+		return err
+	}
+	if _, err := os.Lstat(newpath); err == nil {
+		return &fs.PathError{Op: "rename", Path: newpath, Err: fs.ErrExist}
+	}
+	return os.Rename(oldpath, newpath)
 }
 
 // WriteAt writes within the disk.
@@ -89,7 +108,8 @@ func (o *FileOutput) TempPath() string { return o.tmp }
 func (o *FileOutput) Path() string { return o.path }
 
 // Commit appends the VHD footer, fsyncs the file, renames it to its final name and fsyncs the
-// directory. On error the partial file is removed.
+// directory. Without OutputOptions.Overwrite a file made at that name since CreateFile stays, and
+// Commit fails with ErrOutputExists. On error the partial file is removed.
 func (o *FileOutput) Commit(ctx context.Context) error {
 	if !o.ended.CompareAndSwap(false, true) {
 		return errors.New("luksconv: output already committed or aborted")
@@ -121,8 +141,16 @@ func (o *FileOutput) Commit(ctx context.Context) error {
 		os.Remove(o.tmp)
 		return fmt.Errorf("%s: %w", o.path, err)
 	}
-	if err := os.Rename(o.tmp, o.path); err != nil {
+	rename := renameNoReplace
+	if o.overwrite {
+		rename = os.Rename
+	}
+	if err := rename(o.tmp, o.path); err != nil {
 		os.Remove(o.tmp)
+		if errors.Is(err, fs.ErrExist) {
+			// Made by someone else while this output was written: it stays.
+			err = fmt.Errorf("%w (created while the conversion ran)", ErrOutputExists)
+		}
 		return fmt.Errorf("%s: %w", o.path, err)
 	}
 	// The rename is durable once the directory is.
