@@ -123,8 +123,10 @@ func TestAzureConvertSKUDropsTier(t *testing.T) {
 	}
 }
 
-// TestAzureConvertForeignTargetFirst: a --target-disk that exists and was not made by luksconv is
-// refused before the source disk is snapshotted (one disk, a first --stage round).
+// TestAzureConvertForeignTargetFirst: a --target-disk that exists and was not made by luksconv, or
+// that cannot be read (403: no read access to its resource group, so it can be neither created nor
+// resumed), is refused before the source disk is snapshotted (one disk, a first --stage round): the
+// snapshot would be left behind.
 func TestAzureConvertForeignTargetFirst(t *testing.T) {
 	f, _ := setupAzure(t, false)
 	f.Lock()
@@ -132,43 +134,21 @@ func TestAzureConvertForeignTargetFirst(t *testing.T) {
 		f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection
 	f.Disks[azurefake.Key(fakeRG, "plain")] = &armcompute.Disk{ID: to.Ptr(fakeID("disks", "plain")), Name: to.Ptr("plain"), Location: to.Ptr("westeurope"),
 		Properties: &armcompute.DiskProperties{DiskState: to.Ptr(armcompute.DiskStateUnattached)}}
-	f.Unlock()
-	for _, extra := range [][]string{nil, {"--stage"}} {
-		f.takeCalls()
-		args := append([]string{"azure", "convert", "-q", "--journal-dir", t.TempDir(), "--source-disk", fakeID("disks", "osdisk"),
-			"--des", fakeDES, "--target-disk", "plain"}, extra...)
-		_, se, code := runCLI(t, args...)
-		calls := f.takeCalls()
-		if code == 0 || !strings.Contains(se, "exists and was not made by luksconv") {
-			t.Errorf("%q: exit %d:\n%s", extra, code, se)
-		}
-		if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
-			t.Errorf("%q: snapshot or grant before refusing an existing disk: %q", extra, calls)
-		}
-	}
-}
-
-// TestAzureConvertUnreadableTargetFirst: a --target-disk that cannot be read (403: no read access to its
-// resource group) cannot be created or resumed either. The run stops on that error before it takes a
-// snapshot, which it would leave behind, as it stops for a disk that exists (one convert and --stage).
-func TestAzureConvertUnreadableTargetFirst(t *testing.T) {
-	f, _ := setupAzure(t, false)
-	f.Lock()
-	f.Disks[azurefake.Key(fakeRG, "osdisk")].Properties.EncryptionSettingsCollection =
-		f.Snapshots[azurefake.Key(fakeRG, "snap")].Properties.EncryptionSettingsCollection
 	f.DiskGetRefusals = map[string]azurefake.Refusal{azurefake.Key(fakeRG, "hidden"): {Status: http.StatusForbidden, Code: "AuthorizationFailed"}}
 	f.Unlock()
-	for _, extra := range [][]string{nil, {"--stage"}} {
-		f.takeCalls()
-		args := append([]string{"azure", "convert", "-q", "--journal-dir", t.TempDir(), "--source-disk", fakeID("disks", "osdisk"),
-			"--des", fakeDES, "--target-disk", "hidden"}, extra...)
-		_, se, code := runCLI(t, args...)
-		calls := f.takeCalls()
-		if code == 0 || !strings.Contains(se, "AuthorizationFailed") {
-			t.Errorf("%q: exit %d:\n%s", extra, code, se)
-		}
-		if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
-			t.Errorf("%q: snapshot or grant before refusing an unreadable disk: %q", extra, calls)
+	for target, want := range map[string]string{"plain": "exists and was not made by luksconv", "hidden": "HTTP 403 AuthorizationFailed"} {
+		for _, extra := range [][]string{nil, {"--stage"}} {
+			f.takeCalls()
+			args := append([]string{"azure", "convert", "-q", "--journal-dir", t.TempDir(), "--source-disk", fakeID("disks", "osdisk"),
+				"--des", fakeDES, "--target-disk", target}, extra...)
+			_, se, code := runCLI(t, args...)
+			calls := f.takeCalls()
+			if code == 0 || !strings.Contains(se, want) {
+				t.Errorf("%s %q: exit %d:\n%s", target, extra, code, se)
+			}
+			if slices.ContainsFunc(calls, func(c string) bool { return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") }) {
+				t.Errorf("%s %q: snapshot or grant before refusing the disk: %q", target, extra, calls)
+			}
 		}
 	}
 }
