@@ -29,11 +29,11 @@ import (
 
 // On-disk constants (lvm2 lib/label/label.h, lib/format_text/layout.h).
 const (
-	LabelID       = "LABELONE"
-	LabelType     = "LVM2 001"
-	MDAMagic      = " LVM2 x[5A%r0N*>"
-	MDAVersion    = 1
-	MDAHeaderSize = 512
+	LabelID       = "LABELONE"         // Label.ID: the first 8 bytes of the label sector
+	LabelType     = "LVM2 001"         // Label.Type of an LVM2 PV, the only type read
+	MDAMagic      = " LVM2 x[5A%r0N*>" // MDAHeader.Magic
+	MDAVersion    = 1                  // MDAHeader.Version, the only version read
+	MDAHeaderSize = 512                // bytes of the mda_header at the start of a metadata area
 	// RawLocnIgnored marks a metadata area that holds no metadata on purpose
 	// (pvchange --metadataignore).
 	RawLocnIgnored = 0x1
@@ -53,8 +53,8 @@ const (
 // VG together. Both keep what a hostile text makes the parser build small
 // (a 58 MB text of 520k segments took 1.5 GiB).
 const (
-	MaxTextSize = 8 << 20
-	MaxSegments = 1 << 16
+	MaxTextSize = 8 << 20 // bytes of metadata text (8 MiB)
+	MaxSegments = 1 << 16 // segments of all LVs of a VG together
 )
 
 // crcSeed is INITIAL_CRC in lvm2 lib/misc/crc.h.
@@ -84,8 +84,8 @@ var (
 // byte offset of the structure on the device.
 type FormatError struct {
 	Structure string // "label", "pv header", "mda header 1", "metadata text 2", ...
-	Offset    int64
-	Reason    string
+	Offset    int64  // byte offset of the structure on the device
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -109,14 +109,18 @@ type Label struct {
 // DiskLocn mirrors a disk_locn: a byte range on the PV. In the data area
 // list Size 0 means "to the end of the device".
 type DiskLocn struct {
-	Offset, Size uint64
+	Offset, Size uint64 // offset from the start of the PV and length, in bytes
 }
 
 // PVHeader mirrors the pv_header that follows the label.
 type PVHeader struct {
-	UUID          string // 32 characters, without dashes, as on disk
-	DeviceSize    uint64 // bytes
-	DataAreas     []DiskLocn
+	UUID       string // 32 characters, without dashes, as on disk
+	DeviceSize uint64 // bytes
+	// DataAreas lists the data areas; the first one's Offset is where
+	// extent 0 starts (pe_start) and its Size is normally 0.
+	DataAreas []DiskLocn
+	// MetadataAreas lists the metadata areas: normally one near the start
+	// of the PV and an optional second one at its end.
 	MetadataAreas []DiskLocn
 	// Extension is the pv_header_extension (lvm2 ≥ 2.02.110), nil if absent.
 	Extension *PVHeaderExtension
@@ -124,9 +128,9 @@ type PVHeader struct {
 
 // PVHeaderExtension mirrors pv_header_extension.
 type PVHeaderExtension struct {
-	Version         uint32
-	Flags           uint32
-	BootloaderAreas []DiskLocn
+	Version         uint32     // extension version, nonzero (2 in current lvm2)
+	Flags           uint32     // PV_EXT_* flags; 0x1 (PV_EXT_USED) means the PV belongs to a VG
+	BootloaderAreas []DiskLocn // byte ranges reserved for a bootloader (pvcreate --bootloaderareasize)
 }
 
 // FormattedUUID returns the UUID with dashes as lvm prints it
@@ -153,11 +157,13 @@ func FormatUUID(id string) string {
 
 // MDAHeader mirrors the 512-byte mda_header at the start of a metadata area.
 type MDAHeader struct {
-	Checksum uint32 // CRC of bytes 4..511
-	Magic    [16]byte
-	Version  uint32
-	Start    uint64 // absolute byte offset of this header
-	Size     uint64 // bytes in the metadata area, header included
+	Checksum uint32   // CRC of bytes 4..511
+	Magic    [16]byte // MDAMagic
+	Version  uint32   // MDAVersion
+	Start    uint64   // absolute byte offset of this header
+	Size     uint64   // bytes in the metadata area, header included
+	// RawLocns are the raw_locn entries up to the first with Offset 0;
+	// the first is the committed metadata.
 	RawLocns []RawLocn
 }
 
@@ -165,14 +171,14 @@ type MDAHeader struct {
 // Offset is relative to the start of the area; the text wraps to
 // Start+MDAHeaderSize when it runs past the end.
 type RawLocn struct {
-	Offset, Size uint64
+	Offset, Size uint64 // offset from MDAHeader.Start and length of the text, in bytes
 	Checksum     uint32 // CRC of the text
-	Flags        uint32
+	Flags        uint32 // RawLocnIgnored is the only flag lvm2 defines
 }
 
 // MDA describes one metadata area of the PV and what became of its copy.
 type MDA struct {
-	Area   DiskLocn
+	Area   DiskLocn   // the area's entry in PVHeader.MetadataAreas
 	Header *MDAHeader // nil when the header could not be read or is invalid
 	Seqno  int        // seqno of its metadata; 0 when none was read
 	Used   bool       // this copy is the one in PV.VG
@@ -181,13 +187,13 @@ type MDA struct {
 
 // PV is an opened physical volume with its parsed metadata.
 type PV struct {
-	Label  Label
-	Header PVHeader
+	Label  Label    // the label Open found
+	Header PVHeader // the PV header in the label's sector
 	// VG is the newest valid metadata, nil for a PV that belongs to no VG
 	// (or whose metadata areas are all empty or ignored).
 	VG       *VG
-	MDAs     []MDA
-	Warnings []string
+	MDAs     []MDA    // one per PVHeader.MetadataAreas entry, in that order
+	Warnings []string // problems that did not stop Open, such as an older or bad metadata copy
 
 	size int64
 	info *PVInfo // this PV's entry in VG.PVs

@@ -12,7 +12,7 @@ import (
 // Extent is a piece of an LV mapped onto the PV: LV bytes
 // [LVOff, LVOff+Len) are PV bytes [PVOff, PVOff+Len).
 type Extent struct {
-	LVOff, PVOff, Len int64
+	LVOff, PVOff, Len int64 // offsets from the start of the LV and of the PV, and the length, in bytes
 }
 
 // Map returns the PV byte ranges backing LV bytes [off, off+n), in LV order,
@@ -41,7 +41,7 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 // PVExtent is a piece of an LV mapped onto one of the VG's PVs: LV bytes
 // [LVOff, LVOff+Len) are bytes [PVOff, PVOff+Len) of the PV called PV ("pv0").
 type PVExtent struct {
-	PV string
+	PV string // PVInfo.Name of the PV holding the bytes
 	Extent
 }
 

@@ -22,42 +22,42 @@ const (
 
 // VG is a volume group as described by the text metadata.
 type VG struct {
-	Name       string
-	ID         string // dashed, as in the text
-	Seqno      int
-	Status     []string
-	ExtentSize int64 // bytes
-	PVs        []PVInfo
-	LVs        []LV
-	Raw        string // the metadata text (without the terminating NUL)
+	Name       string   // the VG name: the key of the text's top-level section
+	ID         string   // dashed, as in the text
+	Seqno      int      // metadata sequence number; lvm raises it on every change
+	Status     []string // the status flags ("RESIZEABLE", "READ", "WRITE", ...)
+	ExtentSize int64    // bytes
+	PVs        []PVInfo // the physical_volumes section, in text order
+	LVs        []LV     // the logical_volumes section, in text order
+	Raw        string   // the metadata text (without the terminating NUL)
 }
 
 // PVInfo is one entry of the VG's physical_volumes section.
 type PVInfo struct {
-	Name    string // "pv0", the name segments refer to
-	ID      string // dashed, as in the text
-	Device  string // last known device path; a hint only
-	Status  []string
-	PEStart int64 // bytes from the start of the PV to extent 0
-	PECount int64
-	DevSize int64 // bytes; 0 when absent
+	Name    string   // "pv0", the name segments refer to
+	ID      string   // dashed, as in the text
+	Device  string   // last known device path; a hint only
+	Status  []string // the status flags ("ALLOCATABLE", ...)
+	PEStart int64    // bytes from the start of the PV to extent 0
+	PECount int64    // number of extents (of VG.ExtentSize bytes) on the PV
+	DevSize int64    // bytes; 0 when absent
 }
 
 // LV is a logical volume. Segments are sorted by StartExtent and cover
 // extents 0..Extents()-1 without gaps.
 type LV struct {
-	Name     string
-	ID       string // dashed, as in the text
-	Status   []string
-	Segments []Segment
-	Size     int64 // bytes
+	Name     string    // the LV name: the key of its section ("root")
+	ID       string    // dashed, as in the text
+	Status   []string  // the status flags ("READ", "WRITE", "VISIBLE", ...)
+	Segments []Segment // the segment subsections, sorted by StartExtent
+	Size     int64     // bytes
 }
 
 // Segment maps LV extents [StartExtent, StartExtent+ExtentCount) to
 // storage. A linear segment is Type "striped" with one stripe.
 type Segment struct {
-	StartExtent int64
-	ExtentCount int64
+	StartExtent int64    // first LV extent the segment maps
+	ExtentCount int64    // number of LV extents it maps
 	Type        string   // "striped", "linear", "thin", "raid1", ...
 	Stripes     []Stripe // the "stripes" array of striped/linear segments
 	StripeSize  int64    // bytes; 0 for a single stripe
@@ -75,8 +75,8 @@ type Segment struct {
 // Stripe is one area of a segment: a PV (or, for stacked LVs, an LV) name
 // from the VG and the first extent on it.
 type Stripe struct {
-	PV          string
-	StartExtent int64
+	PV          string // PVInfo.Name ("pv0"), or an LV name for a stacked LV
+	StartExtent int64  // first extent on that volume (PV extents count from PEStart)
 }
 
 // Components returns the names of the VG's LVs that other LVs name in their
