@@ -17,23 +17,23 @@ import (
 // filesystem has the filetype feature; FTUnknown otherwise. They are the
 // numbers xfs uses.
 const (
-	FTUnknown = 0
-	FTRegular = 1
-	FTDir     = 2
-	FTChrdev  = 3
-	FTBlkdev  = 4
-	FTFifo    = 5
-	FTSock    = 6
-	FTSymlink = 7
+	FTUnknown = 0 // type not recorded
+	FTRegular = 1 // regular file
+	FTDir     = 2 // directory
+	FTChrdev  = 3 // character device
+	FTBlkdev  = 4 // block device
+	FTFifo    = 5 // named pipe
+	FTSock    = 6 // socket
+	FTSymlink = 7 // symbolic link
 
 	ftDirCsum = 0xde // EXT4_FT_DIR_CSUM: the checksum tail of a leaf block
 )
 
 // DirEntry is one directory entry ("." and ".." are not reported).
 type DirEntry struct {
-	Name string
-	Ino  uint32
-	Type uint8 // FT* constant; FTUnknown without the filetype feature
+	Name string // the entry's name (a single path component)
+	Ino  uint32 // the inode the entry names
+	Type uint8  // FT* constant; FTUnknown without the filetype feature
 }
 
 const (

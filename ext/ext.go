@@ -88,7 +88,7 @@ var (
 type FormatError struct {
 	Structure string // e.g. "superblock", "group descriptor 3", "inode 12", "extent block 4100 of inode 12"
 	Offset    int64  // byte offset of the structure within the filesystem
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -129,40 +129,40 @@ const (
 
 // Compatible feature bits (s_feature_compat): a reader may ignore them.
 const (
-	CompatDirPrealloc   = 0x0001
-	CompatImagicInodes  = 0x0002
-	CompatHasJournal    = 0x0004
-	CompatExtAttr       = 0x0008
-	CompatResizeInode   = 0x0010
-	CompatDirIndex      = 0x0020
-	CompatLazyBG        = 0x0040
-	CompatExcludeInode  = 0x0080
-	CompatExcludeBitmap = 0x0100
-	CompatSparseSuper2  = 0x0200
-	CompatFastCommit    = 0x0400
-	CompatStableInodes  = 0x0800
-	CompatOrphanFile    = 0x1000
+	CompatDirPrealloc   = 0x0001 // dir_prealloc: preallocate directory blocks
+	CompatImagicInodes  = 0x0002 // imagic_inodes (AFS server inodes)
+	CompatHasJournal    = 0x0004 // has_journal: a jbd2 journal (Superblock.JournalInum, or an external device)
+	CompatExtAttr       = 0x0008 // ext_attr: extended attributes
+	CompatResizeInode   = 0x0010 // resize_inode: descriptor blocks reserved for growing (inode 7)
+	CompatDirIndex      = 0x0020 // dir_index: hashed (htree) directories
+	CompatLazyBG        = 0x0040 // lazy_bg: groups left uninitialised (never used by ext4)
+	CompatExcludeInode  = 0x0080 // exclude_inode (out-of-tree snapshots)
+	CompatExcludeBitmap = 0x0100 // exclude_bitmap (out-of-tree snapshots)
+	CompatSparseSuper2  = 0x0200 // sparse_super2: superblock backups only in Superblock.BackupBGs
+	CompatFastCommit    = 0x0400 // fast_commit: the journal has a fast-commit area
+	CompatStableInodes  = 0x0800 // stable_inodes: inode numbers never change (for fscrypt)
+	CompatOrphanFile    = 0x1000 // orphan_file: the orphan list is kept in a file (Superblock.OrphanFileInum)
 )
 
 // Incompatible feature bits (s_feature_incompat): a reader must understand
 // every one that is set.
 const (
-	IncompatCompression = 0x00001
-	IncompatFiletype    = 0x00002
+	IncompatCompression = 0x00001 // compression (never in mainline)
+	IncompatFiletype    = 0x00002 // filetype: directory entries record the file type
 	IncompatRecover     = 0x00004 // needs_recovery
-	IncompatJournalDev  = 0x00008
-	IncompatMetaBG      = 0x00010
-	IncompatExtents     = 0x00040
-	Incompat64Bit       = 0x00080
-	IncompatMMP         = 0x00100
-	IncompatFlexBG      = 0x00200
-	IncompatEAInode     = 0x00400
-	IncompatDirData     = 0x01000
-	IncompatCsumSeed    = 0x02000
-	IncompatLargeDir    = 0x04000
-	IncompatInlineData  = 0x08000
-	IncompatEncrypt     = 0x10000
-	IncompatCasefold    = 0x20000
+	IncompatJournalDev  = 0x00008 // journal_dev: the device is an external journal, not a filesystem
+	IncompatMetaBG      = 0x00010 // meta_bg: descriptor blocks spread over the groups
+	IncompatExtents     = 0x00040 // extent: files may be mapped by extent trees
+	Incompat64Bit       = 0x00080 // 64bit: 48-bit block numbers, DescSize-byte descriptors
+	IncompatMMP         = 0x00100 // mmp: multi-mount protection (Superblock.MMPBlock)
+	IncompatFlexBG      = 0x00200 // flex_bg: bitmaps and inode tables packed per flex group
+	IncompatEAInode     = 0x00400 // ea_inode: large attribute values in their own inodes
+	IncompatDirData     = 0x01000 // dirdata: extra data in directory entries (Lustre)
+	IncompatCsumSeed    = 0x02000 // metadata_csum_seed: the checksum seed is Superblock.ChecksumSeed
+	IncompatLargeDir    = 0x04000 // large_dir: directories over 2 GiB and 3-level htrees
+	IncompatInlineData  = 0x08000 // inline_data: small files and directories kept in the inode
+	IncompatEncrypt     = 0x10000 // encrypt: fscrypt-encrypted files may exist
+	IncompatCasefold    = 0x20000 // casefold: case-insensitive directories may exist
 
 	// incompatRead lists the bits this package reads. Compression,
 	// journal devices and dirdata are known but refused.
@@ -174,23 +174,23 @@ const (
 // Read-only compatible feature bits (s_feature_ro_compat): a reader may
 // ignore them, a writer must understand them.
 const (
-	RoCompatSparseSuper   = 0x00001
-	RoCompatLargeFile     = 0x00002
-	RoCompatBtreeDir      = 0x00004
-	RoCompatHugeFile      = 0x00008
-	RoCompatGdtCsum       = 0x00010
-	RoCompatDirNlink      = 0x00020
-	RoCompatExtraIsize    = 0x00040
-	RoCompatHasSnapshot   = 0x00080
-	RoCompatQuota         = 0x00100
-	RoCompatBigalloc      = 0x00200
-	RoCompatMetadataCsum  = 0x00400
-	RoCompatReplica       = 0x00800
-	RoCompatReadonly      = 0x01000
-	RoCompatProject       = 0x02000
-	RoCompatSharedBlocks  = 0x04000
-	RoCompatVerity        = 0x08000
-	RoCompatOrphanPresent = 0x10000
+	RoCompatSparseSuper   = 0x00001 // sparse_super: superblock backups only in groups 1 and powers of 3, 5 and 7
+	RoCompatLargeFile     = 0x00002 // large_file: files of 2 GiB or more may exist
+	RoCompatBtreeDir      = 0x00004 // btree_dir (never used)
+	RoCompatHugeFile      = 0x00008 // huge_file: 48-bit i_blocks, in filesystem blocks with FlagHugeFile
+	RoCompatGdtCsum       = 0x00010 // uninit_bg: crc16 descriptor checksums and uninitialised groups
+	RoCompatDirNlink      = 0x00020 // dir_nlink: a directory with over 65000 subdirectories has link count 1
+	RoCompatExtraIsize    = 0x00040 // extra_isize: inodes have at least MinExtraIsize extra bytes
+	RoCompatHasSnapshot   = 0x00080 // has_snapshot (out-of-tree snapshots)
+	RoCompatQuota         = 0x00100 // quota: quota files in hidden inodes
+	RoCompatBigalloc      = 0x00200 // bigalloc: blocks are allocated in clusters
+	RoCompatMetadataCsum  = 0x00400 // metadata_csum: crc32c checksums on all metadata
+	RoCompatReplica       = 0x00800 // replica (never in mainline)
+	RoCompatReadonly      = 0x01000 // read-only: the filesystem must be mounted read-only
+	RoCompatProject       = 0x02000 // project: project IDs and quotas
+	RoCompatSharedBlocks  = 0x04000 // shared_blocks: blocks may be shared between files
+	RoCompatVerity        = 0x08000 // verity: fs-verity files may exist
+	RoCompatOrphanPresent = 0x10000 // orphan_present: the orphan file may hold entries
 
 	// roCompatEditable lists the bits under which a same-size rewrite of
 	// data blocks and i_size keeps the filesystem consistent.
@@ -417,7 +417,7 @@ func crc16(crc uint16, b []byte) uint16 {
 // FS is an opened ext2/3/4 filesystem. Its methods may be called
 // concurrently: after Open they only read through the io.ReaderAt.
 type FS struct {
-	SB Superblock
+	SB Superblock // the primary superblock
 	// Warnings lists problems that did not prevent reading, e.g. a journal
 	// that needs recovery or recorded errors.
 	Warnings []string

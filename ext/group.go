@@ -21,14 +21,14 @@ type GroupDesc struct {
 	InodeBitmap     uint64 // block of the inode bitmap
 	InodeTable      uint64 // first block of the inode table
 	FreeBlocksCount uint32 // free clusters
-	FreeInodesCount uint32
-	UsedDirsCount   uint32
+	FreeInodesCount uint32 // free inodes
+	UsedDirsCount   uint32 // directories
 	Flags           uint16 // BGInodeUninit, BGBlockUninit, BGInodeZeroed
-	ExcludeBitmap   uint64
+	ExcludeBitmap   uint64 // block of the snapshot exclude bitmap (out-of-tree snapshots); normally 0
 	BlockBitmapCsum uint32 // crc32c of the block bitmap (metadata_csum; the high half only with 64-byte descriptors)
-	InodeBitmapCsum uint32
+	InodeBitmapCsum uint32 // crc32c of the inode bitmap (metadata_csum; the high half only with 64-byte descriptors)
 	ItableUnused    uint32 // inodes at the end of the table never used
-	Checksum        uint16
+	Checksum        uint16 // crc16 (gdt_csum) or low 16 bits of crc32c (metadata_csum) of the descriptor
 
 	Offset int64 // byte offset of the descriptor within the filesystem
 }

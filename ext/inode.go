@@ -9,38 +9,38 @@ import (
 
 // Inode flags (i_flags).
 const (
-	FlagSecRm       = 0x00000001
-	FlagUnrm        = 0x00000002
-	FlagCompr       = 0x00000004
-	FlagSync        = 0x00000008
-	FlagImmutable   = 0x00000010
-	FlagAppend      = 0x00000020
-	FlagNoDump      = 0x00000040
-	FlagNoAtime     = 0x00000080
-	FlagComprBlk    = 0x00000200
-	FlagEncrypt     = 0x00000800
+	FlagSecRm       = 0x00000001 // secure deletion (chattr +s; ignored by ext4)
+	FlagUnrm        = 0x00000002 // undelete (chattr +u; ignored by ext4)
+	FlagCompr       = 0x00000004 // compressed file (chattr +c; not in ext4)
+	FlagSync        = 0x00000008 // synchronous updates (chattr +S)
+	FlagImmutable   = 0x00000010 // immutable file (chattr +i)
+	FlagAppend      = 0x00000020 // append only (chattr +a)
+	FlagNoDump      = 0x00000040 // not backed up by dump (chattr +d)
+	FlagNoAtime     = 0x00000080 // access time not updated (chattr +A)
+	FlagComprBlk    = 0x00000200 // one or more compressed clusters (not in ext4)
+	FlagEncrypt     = 0x00000800 // fscrypt-encrypted file or directory
 	FlagIndex       = 0x00001000 // hash-indexed (htree) directory
-	FlagImagic      = 0x00002000
-	FlagJournalData = 0x00004000
+	FlagImagic      = 0x00002000 // AFS directory
+	FlagJournalData = 0x00004000 // file data is journaled too (chattr +j)
 	FlagHugeFile    = 0x00040000 // i_blocks counts filesystem blocks
 	FlagExtents     = 0x00080000 // i_block holds an extent tree
-	FlagVerity      = 0x00100000
+	FlagVerity      = 0x00100000 // fs-verity file
 	FlagEAInode     = 0x00200000 // the inode holds an extended attribute value
 	FlagInlineData  = 0x10000000 // data in i_block and the system.data attribute
-	FlagProjInherit = 0x20000000
-	FlagCasefold    = 0x40000000
+	FlagProjInherit = 0x20000000 // new entries inherit the directory's project ID
+	FlagCasefold    = 0x40000000 // case-insensitive directory
 )
 
 // File type bits of Inode.Mode (S_IFMT).
 const (
-	ModeType    = 0o170000
-	ModeRegular = 0o100000
-	ModeDir     = 0o040000
-	ModeSymlink = 0o120000
-	ModeChar    = 0o020000
-	ModeBlock   = 0o060000
-	ModeFifo    = 0o010000
-	ModeSocket  = 0o140000
+	ModeType    = 0o170000 // mask of the file type bits
+	ModeRegular = 0o100000 // regular file
+	ModeDir     = 0o040000 // directory
+	ModeSymlink = 0o120000 // symbolic link
+	ModeChar    = 0o020000 // character device
+	ModeBlock   = 0o060000 // block device
+	ModeFifo    = 0o010000 // named pipe
+	ModeSocket  = 0o140000 // socket
 )
 
 const (
@@ -56,22 +56,22 @@ const (
 
 // Inode is a decoded on-disk inode (struct ext4_inode).
 type Inode struct {
-	Ino        uint32
-	Offset     int64 // byte offset of the inode within the filesystem
-	Mode       uint16
-	UID, GID   uint32
-	Size       int64
-	LinksCount uint16
-	Blocks     uint64 // 512-byte units (converted when FlagHugeFile counts filesystem blocks)
-	Flags      uint32
-	Generation uint32
-	FileACL    uint64 // block of the extended attribute block; 0 = none
-	ExtraIsize uint16 // bytes used beyond the first 128
-	Atime      time.Time
-	Ctime      time.Time
-	Mtime      time.Time
+	Ino        uint32    // inode number (the root directory is 2)
+	Offset     int64     // byte offset of the inode within the filesystem
+	Mode       uint16    // file type (ModeType bits) and permission bits
+	UID, GID   uint32    // owner and group, low and high 16 bits combined
+	Size       int64     // bytes (i_size_lo and i_size_high)
+	LinksCount uint16    // hard links; 1 also for a directory with too many subdirectories (dir_nlink)
+	Blocks     uint64    // 512-byte units (converted when FlagHugeFile counts filesystem blocks)
+	Flags      uint32    // Flag* constants
+	Generation uint32    // file version (NFS); part of the metadata_csum seed
+	FileACL    uint64    // block of the extended attribute block; 0 = none
+	ExtraIsize uint16    // bytes used beyond the first 128
+	Atime      time.Time // last access, UTC (nanoseconds and dates past 2038 when the inode has room)
+	Ctime      time.Time // last inode change, UTC
+	Mtime      time.Time // last data change, UTC
 	Crtime     time.Time // zero when the inode has no room for it
-	Dtime      uint32
+	Dtime      uint32    // deletion time (Unix seconds); 0 for a live inode; on the orphan list, the next orphan's number
 
 	raw      []byte // the whole on-disk inode (inode size bytes)
 	csumSeed uint32 // crc32c seed of this inode's metadata (metadata_csum)

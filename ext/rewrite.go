@@ -10,8 +10,8 @@ import (
 
 // Write is one byte patch on the filesystem.
 type Write struct {
-	Offset int64
-	Data   []byte
+	Offset int64  // byte offset within the filesystem
+	Data   []byte // the bytes to write there
 }
 
 // RewriteOptions tunes RewriteInode.
