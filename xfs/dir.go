@@ -17,22 +17,22 @@ import (
 // Directory entry file types (XFS_DIR3_FT_*), stored in DirEntry.Type when
 // the filesystem has the ftype feature; FTUnknown otherwise.
 const (
-	FTUnknown  = 0
-	FTRegular  = 1
-	FTDir      = 2
-	FTChrdev   = 3
-	FTBlkdev   = 4
-	FTFifo     = 5
-	FTSock     = 6
-	FTSymlink  = 7
-	FTWhiteout = 8
+	FTUnknown  = 0 // type not recorded
+	FTRegular  = 1 // regular file
+	FTDir      = 2 // directory
+	FTChrdev   = 3 // character device
+	FTBlkdev   = 4 // block device
+	FTFifo     = 5 // named pipe
+	FTSock     = 6 // socket
+	FTSymlink  = 7 // symbolic link
+	FTWhiteout = 8 // overlayfs whiteout
 )
 
 // DirEntry is one directory entry ("." and ".." are not reported).
 type DirEntry struct {
-	Name string
-	Ino  uint64
-	Type uint8 // FT* constant; FTUnknown without the ftype feature
+	Name string // the entry's name (a single path component)
+	Ino  uint64 // the inode the entry names
+	Type uint8  // FT* constant; FTUnknown without the ftype feature
 }
 
 const (

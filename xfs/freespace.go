@@ -12,21 +12,21 @@ import (
 // AGF is the allocation group free-space header (xfs_agf), in the second
 // sector of each AG.
 type AGF struct {
-	MagicNum      uint32 // "XAGF"
-	VersionNum    uint32
-	SeqNo         uint32 // AG number
-	Length        uint32 // blocks in this AG
-	Roots         [3]uint32
+	MagicNum      uint32    // "XAGF"
+	VersionNum    uint32    // 1
+	SeqNo         uint32    // AG number
+	Length        uint32    // blocks in this AG
+	Roots         [3]uint32 // AG block of the root of the bnobt, cntbt, rmapbt
 	Levels        [3]uint32 // bnobt, cntbt, rmapbt
-	FLFirst       uint32
-	FLLast        uint32
-	FLCount       uint32
-	FreeBlks      uint32 // blocks in the free-space btrees
-	Longest       uint32
-	BtreeBlks     uint32
-	RefcountRoot  uint32
-	RefcountLevel uint32
-	CRC           uint32 // little-endian, v5
+	FLFirst       uint32    // index of the first AGFL slot in use
+	FLLast        uint32    // index of the last AGFL slot in use
+	FLCount       uint32    // blocks on the AGFL (free list)
+	FreeBlks      uint32    // blocks in the free-space btrees
+	Longest       uint32    // blocks in the longest free extent
+	BtreeBlks     uint32    // blocks held by the AGF's btrees (agf_btreeblks)
+	RefcountRoot  uint32    // AG block of the refcount btree root (reflink)
+	RefcountLevel uint32    // levels of the refcount btree
+	CRC           uint32    // little-endian, v5
 
 	byteOffset int64
 }

@@ -17,24 +17,24 @@ const (
 
 // Inode flags (di_flags) and flags2 (di_flags2, v3 inodes only).
 const (
-	FlagRealtime  = 0x0001
-	FlagPrealloc  = 0x0002
-	FlagImmutable = 0x0008
-	FlagAppend    = 0x0010
+	FlagRealtime  = 0x0001 // file data is on the realtime device
+	FlagPrealloc  = 0x0002 // space was preallocated for the file (fallocate)
+	FlagImmutable = 0x0008 // immutable file (chattr +i)
+	FlagAppend    = 0x0010 // append only (chattr +a)
 
-	Flag2DAX        = 0x01
-	Flag2Reflink    = 0x02
-	Flag2CowExtSize = 0x04
-	Flag2Bigtime    = 0x08
-	Flag2Nrext64    = 0x10
+	Flag2DAX        = 0x01 // direct access to persistent memory
+	Flag2Reflink    = 0x02 // the file may share blocks with other files
+	Flag2CowExtSize = 0x04 // the copy-on-write extent size hint is set
+	Flag2Bigtime    = 0x08 // timestamps are 64-bit nanoseconds since 1901-12-13T20:45:52Z
+	Flag2Nrext64    = 0x10 // 64-bit data fork extent count at byte 24, 32-bit attribute fork count at 76
 )
 
 // File type bits of Inode.Mode (S_IFMT).
 const (
-	ModeType    = 0o170000
-	ModeRegular = 0o100000
-	ModeDir     = 0o040000
-	ModeSymlink = 0o120000
+	ModeType    = 0o170000 // mask of the file type bits
+	ModeRegular = 0o100000 // regular file
+	ModeDir     = 0o040000 // directory
+	ModeSymlink = 0o120000 // symbolic link
 )
 
 const (
@@ -49,27 +49,27 @@ const (
 // NExtents is the data fork extent count from di_big_nextents when Flags2
 // has Flag2Nrext64, otherwise from di_nextents.
 type Inode struct {
-	Ino         uint64
-	Offset      int64 // byte offset of the inode on the device
-	Mode        uint16
-	Version     uint8 // 1, 2 (v4 filesystems) or 3 (v5)
-	Format      uint8 // data fork format: FormatLocal, FormatExtents, ...
-	UID, GID    uint32
-	NLink       uint32
-	Size        int64
-	NBlocks     uint64 // blocks owned, btree blocks included
-	ExtSize     uint32
-	NExtents    uint64
-	ANExtents   uint32 // attribute fork extents
-	ForkOff     uint8  // attribute fork offset in 8-byte units; 0 = none
-	AFormat     uint8
-	Flags       uint16
-	Gen         uint32
-	Flags2      uint64 // v3 only
-	ChangeCount uint64 // v3 only
-	Atime       time.Time
-	Mtime       time.Time
-	Ctime       time.Time
+	Ino         uint64    // inode number: AG, block in the AG and slot in the block
+	Offset      int64     // byte offset of the inode on the device
+	Mode        uint16    // file type (ModeType bits) and permission bits
+	Version     uint8     // 1, 2 (v4 filesystems) or 3 (v5)
+	Format      uint8     // data fork format: FormatLocal, FormatExtents, ...
+	UID, GID    uint32    // owner and group
+	NLink       uint32    // hard links (di_onlink in v1 inodes, di_nlink otherwise)
+	Size        int64     // bytes
+	NBlocks     uint64    // blocks owned, btree blocks included
+	ExtSize     uint32    // extent size hint in filesystem blocks; 0 = none
+	NExtents    uint64    // data fork extent records
+	ANExtents   uint32    // attribute fork extents
+	ForkOff     uint8     // attribute fork offset in 8-byte units; 0 = none
+	AFormat     uint8     // attribute fork format: FormatLocal (shortform), FormatExtents, FormatBtree
+	Flags       uint16    // Flag* constants (di_flags)
+	Gen         uint32    // generation number (NFS file handles)
+	Flags2      uint64    // v3 only
+	ChangeCount uint64    // v3 only
+	Atime       time.Time // last access, UTC
+	Mtime       time.Time // last data change, UTC
+	Ctime       time.Time // last inode change, UTC
 	Crtime      time.Time // v3 only
 
 	raw []byte // the whole on-disk inode (InodeSize bytes)

@@ -9,8 +9,8 @@ import (
 
 // Write is one byte patch on the filesystem device.
 type Write struct {
-	Offset int64
-	Data   []byte
+	Offset int64  // byte offset on the device
+	Data   []byte // the bytes to write there
 }
 
 // Writable reports why the filesystem must not be edited in place, or nil:

@@ -62,7 +62,7 @@ var (
 type FormatError struct {
 	Structure string // e.g. "superblock", "inode 131", "directory block 2 of inode 128"
 	Offset    int64  // byte offset of the structure on the device
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -106,19 +106,19 @@ const (
 
 	// FeaturesIncompat bits.
 	IncompatFtype       = 1 << 0
-	IncompatSpinodes    = 1 << 1
-	IncompatMetaUUID    = 1 << 2
-	IncompatBigtime     = 1 << 3
-	IncompatNeedsRepair = 1 << 4
-	IncompatNrext64     = 1 << 5
+	IncompatSpinodes    = 1 << 1 // sparse inode chunks
+	IncompatMetaUUID    = 1 << 2 // metadata is stamped with Superblock.MetaUUID, not UUID
+	IncompatBigtime     = 1 << 3 // inodes may have 64-bit timestamps (Flag2Bigtime)
+	IncompatNeedsRepair = 1 << 4 // xfs_repair must run before the filesystem is mounted
+	IncompatNrext64     = 1 << 5 // inodes may have 64-bit extent counters (Flag2Nrext64)
 	incompatKnown       = IncompatFtype | IncompatSpinodes | IncompatMetaUUID | IncompatBigtime |
 		IncompatNeedsRepair | IncompatNrext64
 
 	// FeaturesRoCompat bits.
 	RoCompatFinobt   = 1 << 0
-	RoCompatRmapbt   = 1 << 1
-	RoCompatReflink  = 1 << 2
-	RoCompatInobtcnt = 1 << 3
+	RoCompatRmapbt   = 1 << 1 // reverse-mapping btree in each AG
+	RoCompatReflink  = 1 << 2 // refcount btree: files may share blocks
+	RoCompatInobtcnt = 1 << 3 // the AGI records the inode btrees' block counts
 	roCompatKnown    = RoCompatFinobt | RoCompatRmapbt | RoCompatReflink | RoCompatInobtcnt
 
 	sbCRCOff = 224
@@ -291,7 +291,7 @@ func checkCRC(b []byte, off int, structure string, at int64) error {
 // FS is an opened XFS filesystem. Its methods may be called concurrently:
 // they only read through the io.ReaderAt.
 type FS struct {
-	SB Superblock
+	SB Superblock // the primary superblock (AG 0)
 	// Warnings lists problems that did not prevent reading, e.g. a dirty
 	// log or unknown feature bits.
 	Warnings []string
