@@ -18,27 +18,27 @@ const (
 // ParentLocator mirrors one of the dynamic header's eight parent locator
 // entries (used only by differencing disks).
 type ParentLocator struct {
-	PlatformCode       [4]byte
-	PlatformDataSpace  uint32
-	PlatformDataLength uint32
-	Reserved           uint32
-	PlatformDataOffset uint64
+	PlatformCode       [4]byte // how the locator data names the parent ("W2ku", "W2ru", "Mac ", "MacX"); zero when unused
+	PlatformDataSpace  uint32  // space reserved for the locator data (512-byte sectors, per the specification)
+	PlatformDataLength uint32  // bytes of locator data
+	Reserved           uint32  // zero
+	PlatformDataOffset uint64  // byte offset of the locator data in the file
 }
 
 // DynamicHeader mirrors the 1024-byte dynamic disk header. Reserved bytes
 // other than the locators' are not kept.
 type DynamicHeader struct {
-	Cookie            [8]byte // "cxsparse"
-	DataOffset        uint64  // unused, all ones
-	TableOffset       uint64  // file offset of the BAT
-	HeaderVersion     uint32
-	MaxTableEntries   uint32
-	BlockSize         uint32 // data bytes per block (default 2 MiB)
-	Checksum          uint32
-	ParentUniqueID    [16]byte
-	ParentTimestamp   uint32
-	ParentUnicodeName [512]byte // UTF-16BE, NUL padded
-	ParentLocators    [8]ParentLocator
+	Cookie            [8]byte          // "cxsparse"
+	DataOffset        uint64           // unused, all ones
+	TableOffset       uint64           // file offset of the BAT
+	HeaderVersion     uint32           // 0x00010000
+	MaxTableEntries   uint32           // BAT entries; should be the number of blocks of the virtual disk
+	BlockSize         uint32           // data bytes per block (default 2 MiB)
+	Checksum          uint32           // one's complement of the byte sum of the header without this field
+	ParentUniqueID    [16]byte         // parent's Footer.UniqueID (differencing disks)
+	ParentTimestamp   uint32           // parent's modification time, seconds since 2000-01-01 UTC (differencing disks)
+	ParentUnicodeName [512]byte        // UTF-16BE, NUL padded
+	ParentLocators    [8]ParentLocator // where to find the parent file (differencing disks)
 }
 
 // ParentName decodes ParentUnicodeName.

@@ -26,9 +26,9 @@ var vhdEpoch = time.Date(2000, 1, 1, 0, 0, 0, 0, time.UTC)
 
 // Geometry is the footer's CHS disk geometry.
 type Geometry struct {
-	Cylinders       uint16
-	Heads           uint8
-	SectorsPerTrack uint8
+	Cylinders       uint16 // cylinders
+	Heads           uint8  // heads per cylinder
+	SectorsPerTrack uint8  // 512-byte sectors per track
 }
 
 // MaxGeometry is the largest geometry the specification's algorithm yields.
@@ -78,21 +78,21 @@ func GeometryFor(size int64) Geometry {
 
 // Footer mirrors the 512-byte hard disk footer. Reserved bytes are not kept.
 type Footer struct {
-	Cookie            [8]byte // "conectix"
-	Features          uint32
-	FileFormatVersion uint32
-	DataOffset        uint64 // dynamic header offset; all ones for fixed disks
-	Timestamp         uint32 // seconds since 2000-01-01 00:00:00 UTC
-	CreatorApp        [4]byte
-	CreatorVersion    uint32
-	CreatorHostOS     [4]byte
-	OriginalSize      uint64
-	CurrentSize       uint64 // the virtual disk size
-	Geometry          Geometry
-	DiskType          DiskType
-	Checksum          uint32
-	UniqueID          [16]byte
-	SavedState        uint8
+	Cookie            [8]byte  // "conectix"
+	Features          uint32   // 0x1 temporary disk, 0x2 reserved (always set)
+	FileFormatVersion uint32   // 0x00010000 (major 1, minor 0)
+	DataOffset        uint64   // dynamic header offset; all ones for fixed disks
+	Timestamp         uint32   // seconds since 2000-01-01 00:00:00 UTC
+	CreatorApp        [4]byte  // application that created the image ("qem2", "win ", ...)
+	CreatorVersion    uint32   // its version: major in the high 16 bits, minor in the low
+	CreatorHostOS     [4]byte  // host OS that created the image ("Wi2k", "Mac ")
+	OriginalSize      uint64   // the virtual disk size in bytes at creation
+	CurrentSize       uint64   // the virtual disk size in bytes
+	Geometry          Geometry // CHS geometry, see GeometryFor and MaxGeometry
+	DiskType          DiskType // TypeFixed, TypeDynamic or TypeDifferencing
+	Checksum          uint32   // one's complement of the byte sum of the footer without this field
+	UniqueID          [16]byte // identifies the disk; differencing disks name their parent by it
+	SavedState        uint8    // 1 when the disk belongs to a saved (suspended) VM
 }
 
 // Time converts the footer's timestamp.

@@ -21,7 +21,7 @@ const maxBlocks = 1 << 24
 // It is safe for concurrent use if the underlying io.ReaderAt is (as the
 // io.ReaderAt contract requires).
 type Image struct {
-	Kind   Kind
+	Kind   Kind           // the container format Open detected
 	Footer *Footer        // nil for raw images
 	Header *DynamicHeader // nil unless Kind is Dynamic
 

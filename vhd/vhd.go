@@ -26,8 +26,8 @@ const MiB = 1 << 20
 // Azure limits for uploaded (fixed) VHDs: the virtual size must be a whole
 // number of MiB within these bounds; the file is that plus the 512-byte footer.
 const (
-	AzureMinSize = 20 * MiB
-	AzureMaxSize = 32 << 40
+	AzureMinSize = 20 * MiB // smallest virtual size in bytes
+	AzureMaxSize = 32 << 40 // largest virtual size in bytes (32 TiB)
 )
 
 // ErrUnsupported is returned (wrapped) for valid images this package cannot
@@ -42,7 +42,7 @@ var ErrCorrupt = errors.New("vhd: corrupt image")
 type FormatError struct {
 	Structure string // "footer", "footer copy", "dynamic header", "BAT", "block bitmap"
 	Offset    int64  // byte offset of the structure (or field) in the file
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -58,9 +58,9 @@ type DiskType uint32
 
 // Disk types defined by the specification.
 const (
-	TypeFixed        DiskType = 2
-	TypeDynamic      DiskType = 3
-	TypeDifferencing DiskType = 4
+	TypeFixed        DiskType = 2 // the raw disk followed by the footer
+	TypeDynamic      DiskType = 3 // blocks allocated as written, found through the BAT
+	TypeDifferencing DiskType = 4 // a dynamic disk holding changes to a parent image
 )
 
 // String returns the footer's disk type as a word: "fixed", "dynamic" or "differencing".
@@ -81,9 +81,9 @@ type Kind int
 
 // Kinds of image.
 const (
-	Raw Kind = iota
-	Fixed
-	Dynamic
+	Raw     Kind = iota // no VHD footer: the file is the disk
+	Fixed               // a fixed VHD
+	Dynamic             // a dynamic VHD
 )
 
 // String returns the container's name as reports print it: "raw", "vhd-fixed" or "vhd-dynamic".
