@@ -21,14 +21,14 @@ type Compression string
 // The formats the kernel's decompress_method recognises, by their 2-byte magic. Bzip2, LZMA and LZO
 // are recognised (so the error can name them) but not decoded.
 const (
-	None      Compression = "none"
-	Gzip      Compression = "gzip"
-	XZ        Compression = "xz"
-	Zstd      Compression = "zstd"
-	LZ4Legacy Compression = "lz4-legacy"
-	Bzip2     Compression = "bzip2"
-	LZMA      Compression = "lzma"
-	LZO       Compression = "lzo"
+	None      Compression = "none"       // an uncompressed cpio archive
+	Gzip      Compression = "gzip"       // magic 1f 8b
+	XZ        Compression = "xz"         // magic fd 37
+	Zstd      Compression = "zstd"       // magic 28 b5
+	LZ4Legacy Compression = "lz4-legacy" // magic 02 21: lz4's legacy frame (lz4 -l), the only one the kernel reads
+	Bzip2     Compression = "bzip2"      // magic 42 5a; not decoded
+	LZMA      Compression = "lzma"       // magic 5d 00; not decoded
+	LZO       Compression = "lzo"        // magic 89 4c; not decoded
 )
 
 // xz check IDs (xz file format 1.0.4 §2.1.1.2) and their names as `xz --list` prints them.

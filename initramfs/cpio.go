@@ -44,14 +44,14 @@ const (
 
 // File type bits of Header.Mode (the st_mode layout cpio copies verbatim).
 const (
-	ModeType    = 0o170000
-	ModeDir     = 0o040000
-	ModeRegular = 0o100000
-	ModeSymlink = 0o120000
-	ModeChar    = 0o020000
-	ModeBlock   = 0o060000
-	ModeFIFO    = 0o010000
-	ModeSocket  = 0o140000
+	ModeType    = 0o170000 // mask of the file type bits
+	ModeDir     = 0o040000 // directory
+	ModeRegular = 0o100000 // regular file
+	ModeSymlink = 0o120000 // symbolic link
+	ModeChar    = 0o020000 // character device
+	ModeBlock   = 0o060000 // block device
+	ModeFIFO    = 0o010000 // named pipe
+	ModeSocket  = 0o140000 // socket
 )
 
 // Header mirrors a cpio newc ("070701") / crc ("070702") header; every field is kept so a rewrite
@@ -59,19 +59,19 @@ const (
 // six-byte magic.
 type Header struct {
 	Magic                             string // "070701" or "070702"
-	Ino, Mode, UID, GID, NLink, MTime uint32
-	FileSize                          uint32
-	DevMajor, DevMinor                uint32
-	RDevMajor, RDevMinor              uint32
+	Ino, Mode, UID, GID, NLink, MTime uint32 // inode number, st_mode, owner, group, links, mtime (Unix seconds)
+	FileSize                          uint32 // bytes of data
+	DevMajor, DevMinor                uint32 // device the file was on (with Ino, identifies hard links)
+	RDevMajor, RDevMinor              uint32 // device number of a character or block device node
 	NameSize                          uint32 // length of Name plus its NUL
 	Check                             uint32 // crc format: sum of the data bytes; newc: 0
-	Name                              string
+	Name                              string // path as stored, without the NUL (normally relative: "usr/bin/sh")
 }
 
 // Entry is one cpio member: its header and its data (file content, or the target of a symlink).
 type Entry struct {
 	Header
-	Data []byte
+	Data []byte // FileSize bytes; a Reader leaves it nil when FileSize is 0
 	// Offset is the byte offset of the header: within the image for an uncompressed segment, within
 	// the decompressed stream for a compressed one, within the input for a Reader. Writers ignore it.
 	Offset int64

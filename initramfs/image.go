@@ -38,8 +38,8 @@ type Archive struct {
 	// Offset and Length locate the archive within its segment's data: the image for an uncompressed
 	// segment, the decompressed stream for a compressed one. Length includes the trailer.
 	Offset, Length int64
-	Entries        []*Entry
-	Trailer        bool
+	Entries        []*Entry // in archive order, the trailer not included
+	Trailer        bool     // the archive ends with a TRAILER!!! entry
 }
 
 // Segment is one top-level piece of the image: an uncompressed cpio archive (such as dracut's early
@@ -48,10 +48,10 @@ type Segment struct {
 	// Offset and Length locate the segment in the image. For a compressed segment Length is what the
 	// kernel's decompressor consumes.
 	Offset, Length int64
-	Compression    Compression
+	Compression    Compression // None for an uncompressed archive
 	// Entries lists the entries of all Archives, in order.
 	Entries  []*Entry
-	Archives []Archive
+	Archives []Archive // the cpio archives, in order
 	// Padding is the number of zero bytes following the segment (before the next one or the end).
 	Padding int64
 	// ExpandedSize is the size of the decompressed stream (Length for an uncompressed segment).
@@ -63,8 +63,8 @@ type Segment struct {
 
 // Image is a parsed initramfs.
 type Image struct {
-	Segments []Segment
-	Size     int64
+	Segments []Segment // in image order
+	Size     int64     // bytes of the image
 	// LeadingPadding is the number of zero bytes before the first segment.
 	LeadingPadding int64
 }

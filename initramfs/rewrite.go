@@ -36,12 +36,12 @@ type Edit struct {
 
 // SegmentChange describes one segment before and after a rewrite.
 type SegmentChange struct {
-	Index       int
-	Compression Compression
+	Index       int         // index of the segment in Image.Segments
+	Compression Compression // the segment's format in the old image
 	// NewCompression is the format written: Compression unless Edit.Compression changed it.
 	NewCompression           Compression
-	OldOffset, OldLength     int64
-	NewOffset, NewLength     int64
+	OldOffset, OldLength     int64 // Segment.Offset and Length in the old image
+	NewOffset, NewLength     int64 // offset and length in bytes in the new image
 	OldExpanded, NewExpanded int64 // decompressed sizes
 	// Rewritten is false when the segment was copied byte for byte.
 	Rewritten bool
@@ -51,12 +51,12 @@ type SegmentChange struct {
 
 // Report says what a Rewrite changed. Paths are CleanPath names, sorted, each listed once.
 type Report struct {
-	Removed  []string
-	Replaced []string
+	Removed  []string // entries dropped
+	Replaced []string // entries whose content changed
 	// NotFound lists Remove, RemovePrefix and Replace paths that matched no entry.
 	NotFound         []string
-	Segments         []SegmentChange
-	OldSize, NewSize int64
+	Segments         []SegmentChange // one per segment, in image order
+	OldSize, NewSize int64           // bytes of the image before and after
 }
 
 // editPlan is an Edit with its paths cleaned.
