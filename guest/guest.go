@@ -56,26 +56,26 @@ import (
 // (/etc/crypttab, ...) or the path the caller passed; it is empty for FixGrubenv and
 // DisableDracutModule, whose caller knows which file it read.
 type Change struct {
-	Path   string
-	Why    string
-	Before []string
-	After  []string
+	Path   string   // the file's guest path, or "" (see above)
+	Why    string   // why the lines changed, one phrase for the report
+	Before []string // the changed lines as they were
+	After  []string // the lines that replace them; empty when lines were removed
 }
 
 // Finding is one piece of ADE residue reported by [Scan]. Line is 1-based; 0 means the whole file.
 type Finding struct {
-	Path string
-	What string
-	Line int
+	Path string // the file name given to Scan
+	What string // what was found, a phrase for the report
+	Line int    // 1-based line; 0 for the whole file
 }
 
 // Conventional guest paths of the fixed-location files, used in Change.Path.
 const (
-	PathDefaultGrub   = "/etc/default/grub"
-	PathKernelCmdline = "/etc/kernel/cmdline"
-	PathCrypttab      = "/etc/crypttab"
-	PathFstab         = "/etc/fstab"
-	PathLVMConf       = "/etc/lvm/lvm.conf"
+	PathDefaultGrub   = "/etc/default/grub"   // GRUB_CMDLINE_LINUX and the other grub-mkconfig settings
+	PathKernelCmdline = "/etc/kernel/cmdline" // the command line kernel-install gives new BLS entries
+	PathCrypttab      = "/etc/crypttab"       // encrypted volumes to unlock at boot
+	PathFstab         = "/etc/fstab"          // filesystems to mount
+	PathLVMConf       = "/etc/lvm/lvm.conf"   // LVM configuration, where ADE appends a device filter
 )
 
 // Policy widens what the Fix functions remove. The zero value is the default policy, used by the

@@ -13,21 +13,21 @@ import (
 
 // Mapper names ADE gives the volumes it encrypts besides data volumes (whose mapper is a random UUID).
 const (
-	MapperOS       = "osencrypt"
-	MapperResource = "resourceencrypt"
+	MapperOS       = "osencrypt"       // the OS volume
+	MapperResource = "resourceencrypt" // the resource (temporary) disk
 )
 
 // CrypttabEntry is one entry of /etc/crypttab.
 type CrypttabEntry struct {
-	Line      int    // 1-based
-	Mapper    string // the dm-crypt name: osencrypt, resourceencrypt, or a data volume's random UUID
-	Device    string // the source as written: /dev/disk/azure/scsi1/lun3-part1, UUID=…, /dev/mapper/vg-lv
-	KeyFile   string // "none" for RHEL 7's OS line
-	Options   []string
-	Header    string // the header= option: the detached header's path, "" for an attached one
-	ADE       bool   // ADE's: keyed by the BEK volume, or named osencrypt/resourceencrypt
-	LUN       int    // the data disk's LUN, from the device path or the key file's _<c>_<lun>; -1 if neither says
-	Partition int    // the -partM of an Azure device path; 0 for a whole disk or when the path does not say
+	Line      int      // 1-based
+	Mapper    string   // the dm-crypt name: osencrypt, resourceencrypt, or a data volume's random UUID
+	Device    string   // the source as written: /dev/disk/azure/scsi1/lun3-part1, UUID=…, /dev/mapper/vg-lv
+	KeyFile   string   // "none" for RHEL 7's OS line
+	Options   []string // the fourth field split at commas; nil when absent
+	Header    string   // the header= option: the detached header's path, "" for an attached one
+	ADE       bool     // ADE's: keyed by the BEK volume, or named osencrypt/resourceencrypt
+	LUN       int      // the data disk's LUN, from the device path or the key file's _<c>_<lun>; -1 if neither says
+	Partition int      // the -partM of an Azure device path; 0 for a whole disk or when the path does not say
 }
 
 // azureDeviceRE matches the udev links of Azure data disks that ADE writes into crypttab.
@@ -77,14 +77,14 @@ const PathAzureCryptMount = "/var/lib/azure_disk_encryption_config/azure_crypt_m
 // CryptMountEntry is one line of ADE's legacy azure_crypt_mount: mapper dev header mountpoint fs
 // uses_cleartext_key slot (CryptMountConfigUtil.py).
 type CryptMountEntry struct {
-	Line       int
-	Mapper     string
-	Device     string
+	Line       int    // 1-based
+	Mapper     string // the dm-crypt name the volume was opened as
+	Device     string // the encrypted device as written
 	Header     string // "None" for an attached header
-	MountPoint string
-	FSType     string
-	LUN        int // from an Azure device path, -1 otherwise
-	Partition  int
+	MountPoint string // where ADE mounted the volume
+	FSType     string // the filesystem type given to mount (ext4, xfs, ...)
+	LUN        int    // from an Azure device path, -1 otherwise
+	Partition  int    // the -partM of an Azure device path; 0 otherwise
 }
 
 // ParseAzureCryptMount lists the entries of an azure_crypt_mount file.
