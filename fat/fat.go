@@ -69,7 +69,7 @@ var (
 type FormatError struct {
 	Structure string // e.g. "boot sector", "FAT entry of cluster 5", "directory entry", "cluster chain from 9"
 	Offset    int64  // byte offset within the filesystem: of the structure, or of the boot sector's faulty field
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -96,12 +96,12 @@ const (
 
 // Directory entry attributes (byte 11 of an entry).
 const (
-	AttrReadOnly = 0x01
-	AttrHidden   = 0x02
-	AttrSystem   = 0x04
-	AttrVolumeID = 0x08
-	AttrDir      = 0x10
-	AttrArchive  = 0x20
+	AttrReadOnly = 0x01 // not to be written
+	AttrHidden   = 0x02 // hidden from normal listings
+	AttrSystem   = 0x04 // operating system file
+	AttrVolumeID = 0x08 // the volume label entry in the root directory
+	AttrDir      = 0x10 // a directory
+	AttrArchive  = 0x20 // changed since the last backup
 	// attrLFN marks a long-name entry: all of the low four bits, compared
 	// under attrLFNMask.
 	attrLFN     = 0x0f

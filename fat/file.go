@@ -61,8 +61,8 @@ func (fs *FS) ReadFile(f *File, max int64) ([]byte, []uint32, error) {
 
 // Write is one byte patch at Offset within the filesystem.
 type Write struct {
-	Offset int64
-	Data   []byte
+	Offset int64  // byte offset within the filesystem
+	Data   []byte // the bytes to write there
 }
 
 // Rewrite returns the writes that replace the content of the regular file f

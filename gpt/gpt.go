@@ -54,7 +54,7 @@ type FormatError struct {
 	Structure string // e.g. "primary header", "backup partition entry array", "primary partition entry 3"
 	LBA       int64  // sector holding the structure (or the offending entry)
 	Offset    int64  // byte offset of the structure on the disk
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its LBA and byte offset, and why it is refused.
@@ -72,16 +72,16 @@ type Header struct {
 	Revision                 uint32  // 0x00010000 for 1.0
 	HeaderSize               uint32  // bytes covered by HeaderCRC32, 92..sector size
 	HeaderCRC32              uint32  // CRC-32 of HeaderSize bytes with this field zeroed
-	Reserved                 uint32
-	MyLBA                    uint64 // LBA of this header
-	AlternateLBA             uint64 // LBA of the other header
-	FirstUsableLBA           uint64
-	LastUsableLBA            uint64 // inclusive
-	DiskGUID                 GUID
-	PartitionEntryLBA        uint64 // first LBA of this copy's entry array
-	NumPartitionEntries      uint32
-	SizeOfPartitionEntry     uint32
-	PartitionEntryArrayCRC32 uint32 // CRC-32 of NumPartitionEntries·SizeOfPartitionEntry bytes
+	Reserved                 uint32  // zero
+	MyLBA                    uint64  // LBA of this header
+	AlternateLBA             uint64  // LBA of the other header
+	FirstUsableLBA           uint64  // first sector partitions may use
+	LastUsableLBA            uint64  // inclusive
+	DiskGUID                 GUID    // identifies the disk
+	PartitionEntryLBA        uint64  // first LBA of this copy's entry array
+	NumPartitionEntries      uint32  // entries in the array, used or not (normally 128)
+	SizeOfPartitionEntry     uint32  // bytes per entry: 128 times a power of two (normally 128)
+	PartitionEntryArrayCRC32 uint32  // CRC-32 of NumPartitionEntries·SizeOfPartitionEntry bytes
 }
 
 func parseHeader(b []byte) Header {
@@ -144,7 +144,7 @@ type Partition struct {
 	GUID       GUID   // unique partition GUID (PARTUUID)
 	FirstLBA   uint64 // first sector
 	LastLBA    uint64 // last sector, inclusive
-	Attributes uint64
+	Attributes uint64 // bit 0 required by the platform, bit 2 legacy BIOS bootable, bits 48-63 type-specific
 	Name       string // decoded from UTF-16LE, up to the first NUL
 	Offset     int64  // FirstLBA in bytes
 	Size       int64  // length in bytes
@@ -152,9 +152,9 @@ type Partition struct {
 
 // A Table is a validated GUID partition table.
 type Table struct {
-	SectorSize int   // logical sector size the table was found with
-	DiskSize   int64 // disk size passed to Read, in bytes
-	Header     Header
+	SectorSize int    // logical sector size the table was found with
+	DiskSize   int64  // disk size passed to Read, in bytes
+	Header     Header // the header of the copy in use
 	// Primary and Backup are the two copies' headers; nil when that copy is
 	// missing or invalid. Header is a copy of the one in use.
 	Primary, Backup *Header

@@ -9,8 +9,8 @@ import (
 
 // A Write is a byte range to write to the disk.
 type Write struct {
-	Offset int64
-	Data   []byte
+	Offset int64  // byte offset on the disk
+	Data   []byte // the bytes to write there
 }
 
 // Relocate returns the writes that move the backup GPT to the end of the

@@ -41,7 +41,7 @@ var ErrCorrupt = errors.New("mbr: corrupt partition table")
 type FormatError struct {
 	Structure string // e.g. "MBR entry 2", "EBR at LBA 4096 entry 1"
 	Offset    int64  // byte offset of the structure (entry) on the disk
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -56,10 +56,10 @@ func (e *FormatError) Is(target error) bool { return target == ErrCorrupt }
 type Entry struct {
 	Status   byte    // 0x80 bootable, 0x00 not
 	FirstCHS [3]byte // ignored: LBA fields are authoritative
-	Type     byte
-	LastCHS  [3]byte
-	StartLBA uint32 // relative to the table's base (0, the EBR or the extended partition)
-	Sectors  uint32
+	Type     byte    // system ID; 0 for an empty entry
+	LastCHS  [3]byte // ignored, like FirstCHS
+	StartLBA uint32  // relative to the table's base (0, the EBR or the extended partition)
+	Sectors  uint32  // length in sectors
 }
 
 func parseEntry(b []byte) Entry {
@@ -79,20 +79,20 @@ func IsExtended(typ byte) bool { return typ == 0x05 || typ == 0x0F || typ == 0x8
 
 // A Partition is a non-empty primary or logical partition.
 type Partition struct {
-	Number   int  // Linux number: 1-4 primary slot, 5... logical in chain order
-	Type     byte // system ID, e.g. 0x83 Linux, 0x8E LVM, 0x05 extended
-	Bootable bool // status 0x80
-	Start    int64
+	Number   int    // Linux number: 1-4 primary slot, 5... logical in chain order
+	Type     byte   // system ID, e.g. 0x83 Linux, 0x8E LVM, 0x05 extended
+	Bootable bool   // status 0x80
+	Start    int64  // byte offset of the first sector on the disk
 	Size     int64  // bytes
 	StartLBA uint64 // absolute first sector
-	Sectors  uint64
-	Logical  bool // inside an extended partition
+	Sectors  uint64 // length in sectors
+	Logical  bool   // inside an extended partition
 }
 
 // A Table is a validated DOS partition table.
 type Table struct {
-	SectorSize    int // sector size passed to Read (512 when 0 was passed)
-	DiskSignature uint32
+	SectorSize    int    // sector size passed to Read (512 when 0 was passed)
+	DiskSignature uint32 // the 32-bit disk identifier at byte 440 (Linux's PTUUID)
 	// Partitions lists primaries in slot order (extended partitions
 	// included, as Linux lists them), then logicals in chain order.
 	Partitions []Partition
