@@ -13,7 +13,7 @@ import (
 // Bearer is an Entra credential sent with every request besides the SAS, as a managed disk or
 // snapshot with dataAccessAuthMode=AzureActiveDirectory requires for its export and upload URLs.
 type Bearer struct {
-	Credential azcore.TokenCredential
+	Credential azcore.TokenCredential // where tokens come from (an azidentity credential)
 	// Scope is the token's scope; for managed disks "https://disk.azure.com//.default" (the service
 	// checks for the trailing slash of https://disk.azure.com/, which azblob's Audience would trim).
 	Scope string

@@ -10,7 +10,9 @@ import (
 )
 
 // Range is the byte range [Off, Off+Len).
-type Range struct{ Off, Len int64 }
+type Range struct {
+	Off, Len int64 // offset and length in bytes
+}
 
 // End is Off+Len.
 func (r Range) End() int64 { return r.Off + r.Len }

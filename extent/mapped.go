@@ -9,7 +9,7 @@ import (
 // Mapped is a run of a file's bytes on its device, as a filesystem's block map gives it: file bytes
 // [FileOff, FileOff+Len) are device bytes [DiskOff, DiskOff+Len).
 type Mapped struct {
-	FileOff, DiskOff, Len int64
+	FileOff, DiskOff, Len int64 // offset in the file, offset on the device, length; all in bytes
 	// Unwritten runs are allocated but read as zeros (preallocated, or ext4's uninitialized extents).
 	Unwritten bool
 }

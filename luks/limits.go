@@ -69,8 +69,8 @@ func DefaultKDFMaxMemoryKiB() int64 {
 
 // CostError is a keyslot whose derivation is refused by KDFLimits.
 type CostError struct {
-	Slot  int
-	KDF   string
+	Slot  int    // Keyslot.ID
+	KDF   string // Keyslot.KDF
 	Cost  string // "memory 4194304 KiB (4.0 GiB)", "estimated 17m0s (pbkdf2-sha256, 2147483648 iterations)"
 	Limit string // "2.0 GiB", "1m0s"
 	// Memory is true for a memory cost, false for a time cost.

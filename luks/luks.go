@@ -64,7 +64,7 @@ var (
 type FormatError struct {
 	Structure string // e.g. "LUKS1 header", "LUKS2 primary header", "LUKS2 keyslot 3"
 	Offset    int64  // byte offset of the structure on the header device
-	Reason    string
+	Reason    string // what is wrong with it
 }
 
 // Error names the damaged structure, its offset and why it is refused.
@@ -81,7 +81,7 @@ func formatErr(structure string, off int64, format string, args ...any) *FormatE
 
 // Keyslot describes one keyslot. Salts and key material are not exported.
 type Keyslot struct {
-	ID     int
+	ID     int    // slot number: 0-7 in LUKS1, the keyslots object's key in LUKS2
 	Type   string // "luks1", "luks2", "reencrypt" (or another LUKS2 type, never usable)
 	Active bool   // LUKS1: enabled; LUKS2: present
 
@@ -108,7 +108,7 @@ type Keyslot struct {
 
 // Header is a parsed and structurally validated LUKS1 or LUKS2 header.
 type Header struct {
-	Version        int
+	Version        int       // 1 or 2
 	UUID, Label    string    // Label: LUKS2 only
 	Subsystem      string    // LUKS2 only
 	Cipher         string    // data cipher as a dm-crypt spec, e.g. "aes-xts-plain64"
