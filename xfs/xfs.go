@@ -132,56 +132,56 @@ type Superblock struct {
 	BlockSize           uint32   // 4: bytes per filesystem block
 	DBlocks             uint64   // 8: blocks in the data device
 	RBlocks             uint64   // 16: realtime blocks
-	RExtents            uint64   // 24
-	UUID                [16]byte // 32
+	RExtents            uint64   // 24: realtime extents
+	UUID                [16]byte // 32: filesystem UUID (blkid's UUID=)
 	LogStart            uint64   // 48: fsblock of the internal log, 0 = external log
-	RootIno             uint64   // 56
-	RBMIno              uint64   // 64
-	RSumIno             uint64   // 72
-	RExtSize            uint32   // 80
+	RootIno             uint64   // 56: inode number of the root directory
+	RBMIno              uint64   // 64: realtime bitmap inode
+	RSumIno             uint64   // 72: realtime summary inode
+	RExtSize            uint32   // 80: realtime extent size in blocks
 	AGBlocks            uint32   // 84: blocks per AG (the last AG may be shorter)
-	AGCount             uint32   // 88
-	RBMBlocks           uint32   // 92
-	LogBlocks           uint32   // 96
+	AGCount             uint32   // 88: number of AGs
+	RBMBlocks           uint32   // 92: blocks of the realtime bitmap
+	LogBlocks           uint32   // 96: blocks of the log
 	Versionnum          uint16   // 100: low nibble 4 or 5, plus v4 feature bits
-	SectSize            uint16   // 102
-	InodeSize           uint16   // 104
-	InopBlock           uint16   // 106
-	FName               [12]byte // 108: label
-	BlockLog            uint8    // 120
-	SectLog             uint8    // 121
-	InodeLog            uint8    // 122
-	InopBLog            uint8    // 123
+	SectSize            uint16   // 102: bytes per sector
+	InodeSize           uint16   // 104: bytes per inode
+	InopBlock           uint16   // 106: inodes per block
+	FName               [12]byte // 108: label, NUL-padded
+	BlockLog            uint8    // 120: log2(BlockSize)
+	SectLog             uint8    // 121: log2(SectSize)
+	InodeLog            uint8    // 122: log2(InodeSize)
+	InopBLog            uint8    // 123: log2(InopBlock)
 	AGBlkLog            uint8    // 124: ceil(log2(AGBlocks))
-	RExtSLog            uint8    // 125
+	RExtSLog            uint8    // 125: log2 of the realtime extent count
 	InProgress          uint8    // 126: mkfs not finished
-	IMaxPct             uint8    // 127
-	ICount              uint64   // 128
-	IFree               uint64   // 136
+	IMaxPct             uint8    // 127: most space inodes may take, in percent
+	ICount              uint64   // 128: allocated inodes (lazy on disk)
+	IFree               uint64   // 136: free inodes (lazy on disk)
 	FDBlocks            uint64   // 144: free data blocks (lazy on disk)
-	FRExtents           uint64   // 152
-	UQuotIno            uint64   // 160
-	GQuotIno            uint64   // 168
-	QFlags              uint16   // 176
-	Flags               uint8    // 178
-	SharedVN            uint8    // 179
-	InoAlignMt          uint32   // 180
-	Unit                uint32   // 184
-	Width               uint32   // 188
+	FRExtents           uint64   // 152: free realtime extents
+	UQuotIno            uint64   // 160: user quota inode
+	GQuotIno            uint64   // 168: group quota inode
+	QFlags              uint16   // 176: quota flags
+	Flags               uint8    // 178: XFS_SBF_* flags
+	SharedVN            uint8    // 179: shared version number (unused, 0)
+	InoAlignMt          uint32   // 180: inode chunk alignment in blocks
+	Unit                uint32   // 184: stripe unit in blocks
+	Width               uint32   // 188: stripe width in blocks
 	DirBlkLog           uint8    // 192: directory block = BlockSize << DirBlkLog
-	LogSectLog          uint8    // 193
-	LogSectSize         uint16   // 194
-	LogSUnit            uint32   // 196
-	Features2           uint32   // 200
-	BadFeatures2        uint32   // 204
-	FeaturesCompat      uint32   // 208 (v5)
-	FeaturesRoCompat    uint32   // 212 (v5)
-	FeaturesIncompat    uint32   // 216 (v5)
-	FeaturesLogIncompat uint32   // 220 (v5)
+	LogSectLog          uint8    // 193: log2(LogSectSize)
+	LogSectSize         uint16   // 194: sector size of the log in bytes
+	LogSUnit            uint32   // 196: log stripe unit in bytes
+	Features2           uint32   // 200: more v4 feature bits (Versionnum has 0x8000)
+	BadFeatures2        uint32   // 204: copy of Features2 (an old alignment bug wrote it here)
+	FeaturesCompat      uint32   // 208 (v5): compatible features; none defined
+	FeaturesRoCompat    uint32   // 212 (v5): RoCompat* bits
+	FeaturesIncompat    uint32   // 216 (v5): Incompat* bits
+	FeaturesLogIncompat uint32   // 220 (v5): log features a log replay must know
 	CRC                 uint32   // 224: CRC32C over SectSize bytes, little-endian (v5)
-	SpinoAlign          uint32   // 228
-	PQuotIno            uint64   // 232
-	LSN                 uint64   // 240
+	SpinoAlign          uint32   // 228: sparse inode chunk alignment in blocks
+	PQuotIno            uint64   // 232: project quota inode
+	LSN                 uint64   // 240: log sequence number of the last superblock write
 	MetaUUID            [16]byte // 248: used instead of UUID in metadata when IncompatMetaUUID
 }
 
