@@ -221,107 +221,107 @@ const (
 // bytes at byte 1024 of the filesystem, all little-endian. The *Lo/*Hi pairs
 // are combined by the methods (BlocksCount, ...).
 type Superblock struct {
-	InodesCount          uint32     // 0x00
-	BlocksCountLo        uint32     // 0x04
+	InodesCount          uint32     // 0x00: inodes in the filesystem
+	BlocksCountLo        uint32     // 0x04: blocks, low 32 bits (see BlocksCount)
 	RBlocksCountLo       uint32     // 0x08: reserved for root
 	FreeBlocksCountLo    uint32     // 0x0c: kept lazily by ext4; the descriptors' counts are exact
-	FreeInodesCount      uint32     // 0x10
+	FreeInodesCount      uint32     // 0x10: free inodes; kept lazily like the free block count
 	FirstDataBlock       uint32     // 0x14: 1 with 1 KiB blocks (block 0 is the boot block), else 0
 	LogBlockSize         uint32     // 0x18: block size = 1024 << LogBlockSize
 	LogClusterSize       uint32     // 0x1c: bigalloc cluster size; = LogBlockSize otherwise
-	BlocksPerGroup       uint32     // 0x20
-	ClustersPerGroup     uint32     // 0x24
-	InodesPerGroup       uint32     // 0x28
-	Mtime                uint32     // 0x2c
-	Wtime                uint32     // 0x30
-	MntCount             uint16     // 0x34
-	MaxMntCount          int16      // 0x36
+	BlocksPerGroup       uint32     // 0x20: blocks per group
+	ClustersPerGroup     uint32     // 0x24: clusters per group; = BlocksPerGroup without bigalloc
+	InodesPerGroup       uint32     // 0x28: inodes per group
+	Mtime                uint32     // 0x2c: last mount, Unix seconds (high bits in MtimeHi)
+	Wtime                uint32     // 0x30: last superblock write, Unix seconds (high bits in WtimeHi)
+	MntCount             uint16     // 0x34: mounts since the last fsck
+	MaxMntCount          int16      // 0x36: mounts before a fsck is due; -1 = never
 	Magic                uint16     // 0x38: 0xEF53
 	State                uint16     // 0x3a: StateValid, StateError, StateOrphan
 	Errors               uint16     // 0x3c: behaviour on errors
-	MinorRevLevel        uint16     // 0x3e
-	LastCheck            uint32     // 0x40
-	CheckInterval        uint32     // 0x44
-	CreatorOS            uint32     // 0x48
+	MinorRevLevel        uint16     // 0x3e: minor revision
+	LastCheck            uint32     // 0x40: last fsck, Unix seconds (high bits in LastCheckHi)
+	CheckInterval        uint32     // 0x44: seconds between forced fscks; 0 = never
+	CreatorOS            uint32     // 0x48: 0 Linux, 1 Hurd, 2 Masix, 3 FreeBSD, 4 Lites
 	RevLevel             uint32     // 0x4c: 0 (fixed 128-byte inodes) or 1 (dynamic)
-	DefResUID            uint16     // 0x50
-	DefResGID            uint16     // 0x52
+	DefResUID            uint16     // 0x50: owner of the reserved blocks
+	DefResGID            uint16     // 0x52: group of the reserved blocks
 	FirstIno             uint32     // 0x54: first non-reserved inode (rev 1)
-	InodeSize            uint16     // 0x58 (rev 1)
+	InodeSize            uint16     // 0x58 (rev 1): bytes per inode; 128 in rev 0
 	BlockGroupNr         uint16     // 0x5a: group holding this copy
-	FeatureCompat        uint32     // 0x5c
-	FeatureIncompat      uint32     // 0x60
-	FeatureRoCompat      uint32     // 0x64
-	UUID                 [16]byte   // 0x68
+	FeatureCompat        uint32     // 0x5c: Compat* bits
+	FeatureIncompat      uint32     // 0x60: Incompat* bits
+	FeatureRoCompat      uint32     // 0x64: RoCompat* bits
+	UUID                 [16]byte   // 0x68: filesystem UUID (see FS.UUID)
 	VolumeName           [16]byte   // 0x78: label, NUL-padded
-	LastMounted          [64]byte   // 0x88
-	AlgorithmUsageBitmap uint32     // 0xc8
-	PreallocBlocks       uint8      // 0xcc
-	PreallocDirBlocks    uint8      // 0xcd
+	LastMounted          [64]byte   // 0x88: directory last mounted on, NUL-padded
+	AlgorithmUsageBitmap uint32     // 0xc8: compression algorithms (unused)
+	PreallocBlocks       uint8      // 0xcc: blocks to preallocate for files (ext2)
+	PreallocDirBlocks    uint8      // 0xcd: blocks to preallocate for directories (dir_prealloc)
 	ReservedGDTBlocks    uint16     // 0xce: descriptor blocks kept for online resize
 	JournalUUID          [16]byte   // 0xd0: of an external journal
 	JournalInum          uint32     // 0xe0: inode of the internal journal (8)
-	JournalDev           uint32     // 0xe4
+	JournalDev           uint32     // 0xe4: device number of an external journal
 	LastOrphan           uint32     // 0xe8: head of the orphan inode list
 	HashSeed             [4]uint32  // 0xec: htree hash seed
-	DefHashVersion       uint8      // 0xfc
-	JnlBackupType        uint8      // 0xfd
+	DefHashVersion       uint8      // 0xfc: default htree hash: 0 legacy, 1 half MD4, 2 tea, 3-5 their unsigned forms, 6 siphash
+	JnlBackupType        uint8      // 0xfd: 1 when JnlBlocks holds the journal inode's blocks
 	DescSize             uint16     // 0xfe: group descriptor size with 64bit
-	DefaultMountOpts     uint32     // 0x100
+	DefaultMountOpts     uint32     // 0x100: default mount options (EXT4_DEFM_* bits)
 	FirstMetaBG          uint32     // 0x104: first descriptor block spread by meta_bg
-	MkfsTime             uint32     // 0x108
+	MkfsTime             uint32     // 0x108: creation, Unix seconds (high bits in MkfsTimeHi)
 	JnlBlocks            [17]uint32 // 0x10c: backup of the journal inode's i_block and size
-	BlocksCountHi        uint32     // 0x150 (64bit)
-	RBlocksCountHi       uint32     // 0x154
-	FreeBlocksCountHi    uint32     // 0x158
-	MinExtraIsize        uint16     // 0x15c
-	WantExtraIsize       uint16     // 0x15e
+	BlocksCountHi        uint32     // 0x150 (64bit): blocks, high 32 bits
+	RBlocksCountHi       uint32     // 0x154: reserved blocks, high 32 bits
+	FreeBlocksCountHi    uint32     // 0x158: free blocks, high 32 bits
+	MinExtraIsize        uint16     // 0x15c: extra inode bytes every inode has
+	WantExtraIsize       uint16     // 0x15e: extra inode bytes new inodes should have
 	Flags                uint32     // 0x160: signed/unsigned directory hash, ...
-	RaidStride           uint16     // 0x164
-	MMPInterval          uint16     // 0x166
+	RaidStride           uint16     // 0x164: RAID stride in blocks
+	MMPInterval          uint16     // 0x166: seconds between multi-mount protection checks
 	MMPBlock             uint64     // 0x168: multi-mount protection block
-	RaidStripeWidth      uint32     // 0x170
+	RaidStripeWidth      uint32     // 0x170: RAID stripe width in blocks
 	LogGroupsPerFlex     uint8      // 0x174: flex_bg size = 1 << LogGroupsPerFlex
 	ChecksumType         uint8      // 0x175: 1 = crc32c
-	EncryptionLevel      uint8      // 0x176
-	ReservedPad          uint8      // 0x177
-	KbytesWritten        uint64     // 0x178
-	SnapshotInum         uint32     // 0x180
-	SnapshotID           uint32     // 0x184
-	SnapshotRBlocksCount uint64     // 0x188
-	SnapshotList         uint32     // 0x190
+	EncryptionLevel      uint8      // 0x176: encryption version level
+	ReservedPad          uint8      // 0x177: padding
+	KbytesWritten        uint64     // 0x178: KiB written over the filesystem's life
+	SnapshotInum         uint32     // 0x180: inode of the active snapshot (out-of-tree snapshots)
+	SnapshotID           uint32     // 0x184: sequential id of the active snapshot
+	SnapshotRBlocksCount uint64     // 0x188: blocks reserved for the active snapshot
+	SnapshotList         uint32     // 0x190: inode at the head of the snapshot list
 	ErrorCount           uint32     // 0x194: errors recorded since the last fsck
-	FirstErrorTime       uint32     // 0x198
-	FirstErrorIno        uint32     // 0x19c
-	FirstErrorBlock      uint64     // 0x1a0
-	FirstErrorFunc       [32]byte   // 0x1a8
-	FirstErrorLine       uint32     // 0x1c8
-	LastErrorTime        uint32     // 0x1cc
-	LastErrorIno         uint32     // 0x1d0
-	LastErrorLine        uint32     // 0x1d4
-	LastErrorBlock       uint64     // 0x1d8
-	LastErrorFunc        [32]byte   // 0x1e0
-	MountOpts            [64]byte   // 0x200
-	UsrQuotaInum         uint32     // 0x240
-	GrpQuotaInum         uint32     // 0x244
-	OverheadClusters     uint32     // 0x248
+	FirstErrorTime       uint32     // 0x198: first recorded error, Unix seconds
+	FirstErrorIno        uint32     // 0x19c: inode involved in the first error
+	FirstErrorBlock      uint64     // 0x1a0: block involved in the first error
+	FirstErrorFunc       [32]byte   // 0x1a8: kernel function that reported it, NUL-padded
+	FirstErrorLine       uint32     // 0x1c8: source line that reported it
+	LastErrorTime        uint32     // 0x1cc: most recent error, Unix seconds
+	LastErrorIno         uint32     // 0x1d0: inode involved in the most recent error
+	LastErrorLine        uint32     // 0x1d4: source line that reported it
+	LastErrorBlock       uint64     // 0x1d8: block involved in the most recent error
+	LastErrorFunc        [32]byte   // 0x1e0: kernel function that reported it, NUL-padded
+	MountOpts            [64]byte   // 0x200: default mount options as a string, NUL-padded
+	UsrQuotaInum         uint32     // 0x240: user quota inode (quota feature)
+	GrpQuotaInum         uint32     // 0x244: group quota inode (quota feature)
+	OverheadClusters     uint32     // 0x248: clusters of metadata overhead; 0 = the kernel computes it
 	BackupBGs            [2]uint32  // 0x24c: the groups holding backups with sparse_super2
-	EncryptAlgos         [4]uint8   // 0x254
-	EncryptPwSalt        [16]byte   // 0x258
+	EncryptAlgos         [4]uint8   // 0x254: fscrypt encryption modes
+	EncryptPwSalt        [16]byte   // 0x258: salt for fscrypt's string-to-key
 	LpfIno               uint32     // 0x268: lost+found
-	PrjQuotaInum         uint32     // 0x26c
+	PrjQuotaInum         uint32     // 0x26c: project quota inode
 	ChecksumSeed         uint32     // 0x270: crc32c(~0, UUID), stored with csum_seed
-	WtimeHi              uint8      // 0x274
-	MtimeHi              uint8      // 0x275
-	MkfsTimeHi           uint8      // 0x276
-	LastCheckHi          uint8      // 0x277
-	FirstErrorTimeHi     uint8      // 0x278
-	LastErrorTimeHi      uint8      // 0x279
-	FirstErrorErrcode    uint8      // 0x27a
-	LastErrorErrcode     uint8      // 0x27b
+	WtimeHi              uint8      // 0x274: bits 32-39 of Wtime
+	MtimeHi              uint8      // 0x275: bits 32-39 of Mtime
+	MkfsTimeHi           uint8      // 0x276: bits 32-39 of MkfsTime
+	LastCheckHi          uint8      // 0x277: bits 32-39 of LastCheck
+	FirstErrorTimeHi     uint8      // 0x278: bits 32-39 of FirstErrorTime
+	LastErrorTimeHi      uint8      // 0x279: bits 32-39 of LastErrorTime
+	FirstErrorErrcode    uint8      // 0x27a: EXT4_ERR_* code of the first error
+	LastErrorErrcode     uint8      // 0x27b: EXT4_ERR_* code of the most recent error
 	Encoding             uint16     // 0x27c: casefold encoding
-	EncodingFlags        uint16     // 0x27e
-	OrphanFileInum       uint32     // 0x280
+	EncodingFlags        uint16     // 0x27e: casefold encoding flags (strict mode)
+	OrphanFileInum       uint32     // 0x280: inode of the orphan file (orphan_file)
 	_                    [376]byte  // 0x284: reserved
 	Checksum             uint32     // 0x3fc: crc32c of the bytes before it (metadata_csum)
 }
