@@ -116,33 +116,33 @@ const (
 // All fields are little-endian on disk.
 type BootSector struct {
 	Jump              [3]byte // 0: x86 jump, 0xEB xx 0x90 or 0xE9 xx xx
-	OEMName           [8]byte // 3
+	OEMName           [8]byte // 3: name of the formatting tool ("mkfs.fat", "MSWIN4.1"), informational
 	BytesPerSector    uint16  // 11: 512, 1024, 2048 or 4096
 	SectorsPerCluster uint8   // 13: power of two
 	ReservedSectors   uint16  // 14: sectors before the first FAT, boot sector included
-	NumFATs           uint8   // 16
+	NumFATs           uint8   // 16: copies of the FAT (normally 2)
 	RootEntries       uint16  // 17: entries of the fixed FAT12/16 root directory; 0 on FAT32
 	TotalSectors16    uint16  // 19: 0 when TotalSectors32 holds the count
 	Media             uint8   // 21: 0xF0 or 0xF8..0xFF
 	FATSize16         uint16  // 22: sectors per FAT; 0 on FAT32
-	SectorsPerTrack   uint16  // 24
-	NumHeads          uint16  // 26
+	SectorsPerTrack   uint16  // 24: CHS geometry; unused with LBA
+	NumHeads          uint16  // 26: CHS geometry; unused with LBA
 	HiddenSectors     uint32  // 28: sectors before the partition
-	TotalSectors32    uint32  // 32
+	TotalSectors32    uint32  // 32: sectors in the volume when TotalSectors16 is 0
 
 	// FAT32 extension, zero on FAT12/16.
 	FATSize32        uint32 // 36: sectors per FAT
 	ExtFlags         uint16 // 40: bit 7 set: only FAT number (bits 0-3) is active
 	FSVersion        uint16 // 42: 0.0
 	RootCluster      uint32 // 44: first cluster of the root directory
-	FSInfoSector     uint16 // 48
-	BackupBootSector uint16 // 50
+	FSInfoSector     uint16 // 48: sector of the FSInfo structure (normally 1)
+	BackupBootSector uint16 // 50: sector of the boot sector copy (normally 6); 0 = none
 
 	// Extended boot record, at 36 (FAT12/16) or 64 (FAT32).
-	DriveNumber   uint8    // +0
+	DriveNumber   uint8    // +0: BIOS drive number (0x80 for a hard disk)
 	BootSignature uint8    // +2: 0x29 (or 0x28: serial only) when the next fields are valid
 	VolumeID      uint32   // +3: volume serial number
-	VolumeLabel   [11]byte // +7 (0x29 only)
+	VolumeLabel   [11]byte // +7 (0x29 only): label, space-padded ("NO NAME    " when none)
 	FSType        [8]byte  // +18 (0x29 only), informational: "FAT12   ", "FAT32   "...
 
 	Signature uint16 // 510: 0xAA55

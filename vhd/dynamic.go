@@ -31,7 +31,7 @@ type DynamicHeader struct {
 	Cookie            [8]byte          // "cxsparse"
 	DataOffset        uint64           // unused, all ones
 	TableOffset       uint64           // file offset of the BAT
-	HeaderVersion     uint32           // 0x00010000
+	HeaderVersion     uint32           // 0x00010000 (1.0)
 	MaxTableEntries   uint32           // BAT entries; should be the number of blocks of the virtual disk
 	BlockSize         uint32           // data bytes per block (default 2 MiB)
 	Checksum          uint32           // one's complement of the byte sum of the header without this field

@@ -13,7 +13,7 @@ import (
 // sector of each AG.
 type AGF struct {
 	MagicNum      uint32    // "XAGF"
-	VersionNum    uint32    // 1
+	VersionNum    uint32    // 1 (XFS_AGF_VERSION)
 	SeqNo         uint32    // AG number
 	Length        uint32    // blocks in this AG
 	Roots         [3]uint32 // AG block of the root of the bnobt, cntbt, rmapbt
