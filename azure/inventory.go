@@ -103,6 +103,10 @@ const (
 	BlockerUnsupportedOS = "unsupported-os"
 	// BlockerUnmanagedDisk: a disk of the VM is a page blob, not a managed disk.
 	BlockerUnmanagedDisk = "unmanaged-disk"
+	// BlockerOSNotEncrypted: the VM's OS disk carries no ADE settings (ADE on data volumes only,
+	// or an extension left after the encryption was disabled). A whole-VM run starts from the OS
+	// disk's key, and stops without one.
+	BlockerOSNotEncrypted = "os-not-encrypted"
 )
 
 // OS families of InventoryVM.OSFamily.
@@ -614,6 +618,7 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 
 	stamped := ext != nil
 	var osDiskRow *armcompute.Disk
+	osADE, osName := true, "" // an unmanaged OS disk is a blocker of its own
 	if osd := sp.OSDisk; osd != nil {
 		if osd.OSType != nil {
 			v.OSType = string(*osd.OSType)
@@ -630,6 +635,7 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 				}
 			}
 			osDiskRow = disks[strings.ToLower(d.ID)]
+			osADE, osName = d.ADE, d.Name
 			if d.OSType == "" {
 				d.OSType = v.OSType
 			}
@@ -687,6 +693,10 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 			v.block(BlockerDESOtherSubscription, fmt.Sprintf("disk %s is encrypted at rest by %s, a Disk Encryption Set in subscription %s, not the disk's %s: a new disk's DES must be in its own subscription",
 				d.Name, d.DESID, did, d.Subscription))
 		}
+	}
+	if !osADE {
+		v.block(BlockerOSNotEncrypted, fmt.Sprintf("the OS disk %s carries no ADE settings (ADE on data volumes only, or encryption disabled): azure convert --vm recovers the OS disk's key first and stops without one (exit 8); "+
+			"convert each ADE data disk by itself (azure convert --source-disk) and drop its crypttab line in the guest", osName))
 	}
 	switch {
 	case strings.EqualFold(v.OSType, string(armcompute.OperatingSystemTypesWindows)):

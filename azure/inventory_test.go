@@ -116,13 +116,13 @@ func TestInventory(t *testing.T) {
 		t.Errorf("rhel-all estimate %+v", e)
 	}
 
-	// Data volumes only: the OS disk is not stamped but is converted (its guest is edited).
+	// Data volumes only: the OS disk is not stamped, and a whole-VM run needs its key: blocked.
 	v = vmByName(inv, "rhel-data")
 	luns = nil
 	for _, d := range v.Disks {
 		luns = append(luns, fmt.Sprintf("%s:%v:%v:%v", d.Name, d.ADE, d.Convert, d.LUN != nil && *d.LUN == 3))
 	}
-	if v.VolumeType != "Data" || !v.Convertible || !slices.Equal(luns, []string{"rhel-data-osdisk:false:true:false", "rhel-data-data0:true:true:false", "rhel-data-data3:true:true:true"}) ||
+	if v.VolumeType != "Data" || v.Convertible || !slices.Equal(blockerCodes(v), []string{BlockerOSNotEncrypted}) || !slices.Equal(luns, []string{"rhel-data-osdisk:false:true:false", "rhel-data-data0:true:true:false", "rhel-data-data3:true:true:true"}) ||
 		v.Estimate.Disks != 3 || v.Estimate.StagingSeconds != (512<<10+59)/60 {
 		t.Errorf("rhel-data: %q %+v", luns, *v)
 	}
@@ -133,7 +133,7 @@ func TestInventory(t *testing.T) {
 		t.Errorf("rhel-tl: %+v", *v)
 	}
 	v = vmByName(inv, "ubuntu-cvm")
-	if v.SecurityType != "ConfidentialVM" || v.Convertible || !slices.Equal(blockerCodes(v), []string{BlockerConfidentialVM}) || v.OSFamily != OSFamilyUbuntu || !v.Running {
+	if v.SecurityType != "ConfidentialVM" || v.Convertible || !slices.Equal(blockerCodes(v), []string{BlockerConfidentialVM, BlockerOSNotEncrypted}) || v.OSFamily != OSFamilyUbuntu || !v.Running {
 		t.Errorf("ubuntu-cvm: %+v", *v)
 	}
 	// A DES in another subscription is a blocker; one in the disk's own is not.
@@ -164,7 +164,7 @@ func TestInventory(t *testing.T) {
 		s.SizeGiB != 64 || s.KeyVaultURL != azurefake.FleetVault || s.ADEVersion != "1.1" {
 		t.Errorf("snapshot %+v", s)
 	}
-	if s := inv.Summary; s != (InventorySummary{VMs: 8, Convertible: 5, Blocked: 3, Running: 3, ConvertDisks: 1 + 3 + 3 + 1 + 2, ConvertBytes: (64 + 448 + 676 + 64 + 230) << 30,
+	if s := inv.Summary; s != (InventorySummary{VMs: 8, Convertible: 4, Blocked: 4, Running: 3, ConvertDisks: 1 + 3 + 1 + 2, ConvertBytes: (64 + 448 + 64 + 230) << 30,
 		UnattachedDisks: 1, Snapshots: 1}) {
 		t.Errorf("summary %+v", s)
 	}
@@ -370,5 +370,53 @@ func TestInventoryEdges(t *testing.T) {
 	v = vmByName(inv, "unmanaged")
 	if v.Convertible || !slices.Equal(blockerCodes(v), []string{BlockerUnmanagedDisk}) || !strings.Contains(v.Blockers[0].Message, "LUN 2 (blob)") || len(v.Disks) != 1 {
 		t.Errorf("unmanaged: %+v", *v)
+	}
+}
+
+// TestInventoryOSNotEncrypted: `azure convert --vm` recovers the OS disk's ADE key before anything
+// else and stops with exit 8 when the OS disk has none, so a VM whose OS disk carries no ADE
+// settings is not convertible: ADE on data volumes only (VolumeType Data), or an ADE extension left
+// on a VM whose encryption was disabled (no stamp at all). It is listed, blocked, and kept out of a
+// fleet run.
+func TestInventoryOSNotEncrypted(t *testing.T) {
+	c := newCloud(t)
+	rhel := &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2")}
+	addVM := func(name string, stampedData bool, op, volumeType string) {
+		vmID := resID("Microsoft.Compute/virtualMachines", name)
+		osID, dataID := resID("Microsoft.Compute/disks", name+"-os"), resID("Microsoft.Compute/disks", name+"-data")
+		c.Disks[key(rg, name+"-os")] = &armcompute.Disk{ID: to.Ptr(osID), Name: to.Ptr(name + "-os"), Location: to.Ptr(region), ManagedBy: to.Ptr(vmID),
+			Properties: &armcompute.DiskProperties{DiskSizeGB: to.Ptr[int32](32), OSType: to.Ptr(armcompute.OperatingSystemTypesLinux)}}
+		data := &armcompute.Disk{ID: to.Ptr(dataID), Name: to.Ptr(name + "-data"), Location: to.Ptr(region), ManagedBy: to.Ptr(vmID),
+			Properties: &armcompute.DiskProperties{DiskSizeGB: to.Ptr[int32](64)}}
+		if stampedData {
+			data.Properties.EncryptionSettingsCollection = adeCollection(false)
+		}
+		c.Disks[key(rg, name+"-data")] = data
+		c.VMs[key(rg, name)] = &armcompute.VirtualMachine{ID: to.Ptr(vmID), Name: to.Ptr(name), Location: to.Ptr(region),
+			Properties: &armcompute.VirtualMachineProperties{StorageProfile: &armcompute.StorageProfile{ImageReference: rhel,
+				OSDisk:    &armcompute.OSDisk{Name: to.Ptr(name + "-os"), OSType: to.Ptr(armcompute.OperatingSystemTypesLinux), ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(osID)}},
+				DataDisks: []*armcompute.DataDisk{{Lun: to.Ptr[int32](0), Name: to.Ptr(name + "-data"), ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(dataID)}}}}},
+			Resources: []*armcompute.VirtualMachineExtension{{ID: to.Ptr(vmID + "/extensions/AzureDiskEncryptionForLinux"), Name: to.Ptr("AzureDiskEncryptionForLinux"),
+				Properties: &armcompute.VirtualMachineExtensionProperties{Publisher: to.Ptr("Microsoft.Azure.Security"), Type: to.Ptr("AzureDiskEncryptionForLinux"),
+					TypeHandlerVersion: to.Ptr("1.1"), Settings: map[string]any{"EncryptionOperation": op, "VolumeType": volumeType}}}}}
+	}
+	addVM("data-only", true, "EnableEncryption", "Data")
+	addVM("disabled", false, "DisableEncryption", "All")
+
+	inv, err := c.client().Inventory(context.Background(), InventoryOptions{Subscriptions: []string{sub}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"data-only", "disabled"} {
+		v := vmByName(inv, name)
+		if v == nil {
+			t.Fatalf("%s is not listed", name)
+		}
+		if v.Convertible || !slices.Equal(blockerCodes(v), []string{BlockerOSNotEncrypted}) || !strings.Contains(v.Blockers[0].Message, name+"-os") {
+			t.Errorf("%s: convertible %v, blockers %+v; want blocked by %s", name, v.Convertible, v.Blockers, BlockerOSNotEncrypted)
+		}
+	}
+	if s := inv.Summary; s.Convertible != 0 || s.Blocked != 2 || s.ConvertDisks != 0 {
+		t.Errorf("summary %+v", s)
 	}
 }

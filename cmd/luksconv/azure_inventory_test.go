@@ -160,9 +160,9 @@ func TestAzureInventoryJSON(t *testing.T) {
 	want := map[string]row{
 		"rhel-os":    {"deallocated", "rhel", "Standard", "OS", false, true, "", 2, 1093, 611},
 		"rhel-all":   {"running", "rhel", "Standard", "All", true, true, "", 3, 4370, 644},
-		"rhel-data":  {"deallocated", "rhel", "Standard", "Data", false, true, "", 3, 8739, 688},
+		"rhel-data":  {"deallocated", "rhel", "Standard", "Data", false, false, azure.BlockerOSNotEncrypted, 3, 8739, 688},
 		"rhel-tl":    {"deallocated", "rhel", "TrustedLaunch", "OS", false, true, "", 1, 1093, 611},
-		"ubuntu-cvm": {"running", "ubuntu", "ConfidentialVM", "Data", true, false, azure.BlockerConfidentialVM, 2, 1093, 611},
+		"ubuntu-cvm": {"running", "ubuntu", "ConfidentialVM", "Data", true, false, azure.BlockerConfidentialVM + "," + azure.BlockerOSNotEncrypted, 2, 1093, 611},
 		"rhel-des":   {"deallocated", "rhel", "Standard", "OS", false, false, azure.BlockerDESOtherSubscription, 1, 1093, 611},
 		"win":        {"deallocated", "other", "Standard", "All", false, false, azure.BlockerUnsupportedOS, 1, 2168, 622},
 		"ubuntu":     {"running", "ubuntu", "Standard", "All", true, true, "", 2, 3414, 635},
@@ -228,7 +228,7 @@ func TestAzureInventoryText(t *testing.T) {
 		"  orphan-ade  rg-fleet        " + fakeSub + "  200 GiB  " + azurefake.FleetVault,
 		"ADE snapshots:\n",
 		"  rhel-os-snap  rg-fleet        " + fakeSub + "  64 GiB  rhel-os-osdisk",
-		"Summary: 8 ADE VM(s): 5 convertible, 3 blocked, 3 running; 10 disk(s), 1482 GiB at most, to convert; 1 unattached ADE disk(s), 1 ADE snapshot(s)",
+		"Summary: 8 ADE VM(s): 4 convertible, 4 blocked, 3 running; 7 disk(s), 806 GiB at most, to convert; 1 unattached ADE disk(s), 1 ADE snapshot(s)",
 		"Estimates are estimates: staging = the converted disks' sizes, an upper bound of the data in use",
 		"cutover = deallocate (3 min) + incremental snapshots",
 	} {
