@@ -11,6 +11,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -99,7 +100,7 @@ func newAzureConvertCmd() *cobra.Command {
 			"into new disks whose uploads stay open; each further --stage moves only what changed since the last round.\n" +
 			"--cutover (VM deallocated, or --deallocate) does the last round and finishes the disks.",
 		Args: usageArgs(0),
-		RunE: f.run,
+		RunE: f.runReported,
 	}
 	f.src.register(c)
 	f.pf.register(c)
@@ -127,7 +128,7 @@ func newAzureConvertCmd() *cobra.Command {
 	fl.StringVar(&f.journalDir, "journal-dir", ".", "directory of the default resume journals, one per disk, the stage records and a re-created VM's rollback model (shared storage when the run may move to another machine)")
 	fl.DurationVar(&f.writeAccess, "write-access", 0, "lifetime of the new disk's write SAS, which an interrupted upload keeps for a rerun (default: 1h + the disk at 16 MiB/s)")
 	fl.BoolVar(&f.verify, "verify", false, "read the new disk back and check it against the plan before any VM change (see verify)")
-	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output")
+	fl.BoolVar(&f.asJSON, "json", false, "print the final report as JSON on standard output (on a failure: the error, its exit code and whether a retry can help)")
 	fl.BoolVarP(&f.quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	fl.BoolVar(&f.stage, "stage", false, "with --source-disk, or the whole VM: convert incremental snapshots of the disks, VM running or not, into the new disks and leave their uploads open; "+
 		"run again for another round that moves only what changed (the record is .luksconv-stage-<target>.json, or .luksconv-stage-vm-<VM name>-<hash>.json, in --journal-dir)")
@@ -190,6 +191,53 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opt
 	opts.Passphrase = pass
 	opts.Base64Fallback = ks[0].KEKURL != ""
 	return nil
+}
+
+// azureErrorReport is what `azure convert --json` prints when the run fails: a fleet engine keeps each
+// task's standard output, so every VM leaves one JSON object there, whatever the outcome.
+type azureErrorReport struct {
+	VM       string `json:"vm,omitempty"`
+	Source   string `json:"source,omitempty"`
+	Error    string `json:"error"`
+	Hint     string `json:"hint,omitempty"`
+	ExitCode int    `json:"exit_code"`
+	// Retryable: a rerun may succeed (and resumes); false for the exit codes azure fleet tells the
+	// engines are permanent.
+	Retryable bool `json:"retryable"`
+}
+
+// countingWriter counts what was written through it.
+type countingWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countingWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// runReported runs the conversion. A panic on this goroutine becomes an error (exit 1): Go's own exit
+// code for a panic is 2, the usage code, which a fleet engine takes as permanent. With --json a failed
+// run that printed nothing on standard output prints an azureErrorReport there.
+func (f *azureConvert) runReported(c *cobra.Command, args []string) (err error) {
+	out := &countingWriter{w: c.OutOrStdout()}
+	c.SetOut(out)
+	defer func() {
+		if r := recover(); r != nil {
+			msg := blobio.Redact(fmt.Sprint(r))
+			fmt.Fprintf(c.ErrOrStderr(), "luksconv: panic: %s\n%s", msg, debug.Stack())
+			err = fmt.Errorf("internal error (panic): %s", msg)
+		}
+		if err == nil || !f.asJSON || out.n > 0 {
+			return
+		}
+		code := exitCode(err)
+		writeJSON(out, azureErrorReport{VM: f.vm, Source: cmp.Or(f.src.snapshot, f.src.sourceDisk), Error: blobio.Redact(err.Error()),
+			Hint: blobio.Redact(hintFor(err)), ExitCode: code, Retryable: !slices.Contains(permanentExits, code)})
+	}()
+	return f.run(c, args)
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/luksconv/luksconv/azure"
 )
 
@@ -566,5 +569,88 @@ func noWallClockLimit(t *testing.T, dir string, files ...string) {
 		if bytes.Contains(b, []byte("maxWallClockTime")) {
 			t.Errorf("%s sets a maxWallClockTime", f)
 		}
+	}
+}
+
+// panicCredential panics when asked for a token: a bug deep in a run, on the run's own goroutine.
+type panicCredential struct{}
+
+func (panicCredential) GetToken(context.Context, policy.TokenRequestOptions) (azcore.AccessToken, error) {
+	panic("credential bug")
+}
+
+// TestAzureConvertJSONOnError: a fleet task's `azure convert --json` prints one JSON object on
+// standard output whatever the outcome, so the engine's task output holds a result for each VM: on a
+// failure it names the VM, the error (no secret), the exit code and whether a retry can help, in
+// step with the exit code. A panic on the run's goroutine becomes exit 1 (Go's own exit code for a
+// panic, 2, is the usage code, which a fleet engine takes as permanent).
+func TestAzureConvertJSONOnError(t *testing.T) {
+	inventoryCloud(t)
+	dir := t.TempDir()
+	so, se, code := runCLI(t, "azure", "inventory", "--subscription", fakeSub, "--json")
+	if code != 0 {
+		t.Fatalf("inventory: exit %d:\n%s", code, se)
+	}
+	invPath := filepath.Join(dir, "inventory.json")
+	if err := os.WriteFile(invPath, []byte(so), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var inv azure.Inventory
+	readJSON(t, invPath, &inv)
+	running := -1 // index of the first convertible VM that runs: a whole-VM run refuses it (exit 1)
+	for i, vm := range fleetVMs(&inv) {
+		if vm.Running {
+			running = i
+			break
+		}
+	}
+	if running < 0 {
+		t.Fatal("the fake fleet has no convertible running VM")
+	}
+	missing := fakeID("virtualMachines", "gone")
+	for _, tc := range []struct {
+		name      string
+		args      []string
+		code      int
+		retryable bool
+		vm        string
+	}{
+		{"running VM", []string{"--inventory", invPath, "--index", fmt.Sprint(running)}, exitFailure, true, fleetVMs(&inv)[running].ID},
+		{"no such VM", []string{"--vm", missing}, exitUsage, false, missing},
+		{"index past the end", []string{"--inventory", invPath, "--index", "99"}, exitUsage, false, ""},
+	} {
+		args := append([]string{"azure", "convert", "--des", fakeDES, "--journal-dir", dir, "--json", "-q"}, tc.args...)
+		so, se, code := runCLI(t, args...)
+		var rep struct {
+			VM        string `json:"vm"`
+			Error     string `json:"error"`
+			ExitCode  int    `json:"exit_code"`
+			Retryable bool   `json:"retryable"`
+		}
+		dec := json.NewDecoder(strings.NewReader(so))
+		if err := dec.Decode(&rep); err != nil {
+			t.Errorf("%s: exit %d, stdout %q is not a JSON report: %v\n%s", tc.name, code, so, err, se)
+			continue
+		}
+		if dec.More() {
+			t.Errorf("%s: more than one JSON value on stdout: %s", tc.name, so)
+		}
+		if code != tc.code || rep.ExitCode != code || rep.Retryable != tc.retryable || rep.VM != tc.vm || rep.Error == "" {
+			t.Errorf("%s: exit %d, report %+v; want exit %d, retryable %v, vm %q", tc.name, code, rep, tc.code, tc.retryable, tc.vm)
+		}
+	}
+
+	old := azureClientHook
+	azureClientHook = func() (azcore.TokenCredential, *azure.Options) {
+		_, opts := old()
+		return panicCredential{}, opts
+	}
+	so, se, code = runCLI(t, "azure", "convert", "--vm", missing, "--des", fakeDES, "--journal-dir", dir, "--json")
+	var rep struct {
+		ExitCode  int  `json:"exit_code"`
+		Retryable bool `json:"retryable"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil || code != exitFailure || rep.ExitCode != exitFailure || !rep.Retryable || !strings.Contains(se, "credential bug") {
+		t.Errorf("panic: exit %d, stdout %q (%v), stderr:\n%s", code, so, err, se)
 	}
 }
