@@ -161,14 +161,14 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 	case f.engine == "batch":
 		files = f.batch(vms)
 	default:
-		raw, err := os.ReadFile(f.inventory)
+		raw, err := podInventory(inv, vms)
 		if err != nil {
 			return err
 		}
 		if f.delta {
-			files = f.kubernetesDelta(len(vms), string(raw))
+			files = f.kubernetesDelta(len(vms), raw)
 		} else {
-			files = map[string]any{"kubernetes.json": f.kubernetes(len(vms), string(raw))}
+			files = map[string]any{"kubernetes.json": f.kubernetes(len(vms), raw)}
 		}
 	}
 	names := make([]string, 0, len(files))
@@ -330,6 +330,41 @@ func (f *azureFleet) kubernetesDelta(n int, inventory string) map[string]any {
 		"kubernetes-stage.json":   map[string]any{"apiVersion": "v1", "kind": "List", "items": stage},
 		"kubernetes-cutover.json": map[string]any{"apiVersion": "v1", "kind": "List", "items": cutover},
 	}
+}
+
+// maxPodInventory bounds the inventory in the Kubernetes ConfigMap: `kubectl apply` copies the whole
+// object into an annotation, and Kubernetes allows 256 KiB of annotations (a ConfigMap 1 MiB); the
+// rest is room for the object around it.
+const maxPodInventory = 200 << 10
+
+// podInventory is the inventory the pods read (azure convert --inventory --index): the convertible VMs
+// alone, in their order, with what fleetVMs and inventoryVM read of them, as compact JSON. The whole
+// document (about 4 KB a VM) would make a fleet of some 60 VMs too large to apply.
+func podInventory(inv *azure.Inventory, vms []azure.InventoryVM) (string, error) {
+	type vm struct {
+		ID          string `json:"id"`
+		Name        string `json:"name"`
+		Convertible bool   `json:"convertible"`
+	}
+	doc := struct {
+		SchemaVersion int       `json:"schema_version"`
+		GeneratedAt   time.Time `json:"generated_at"`
+		Source        string    `json:"source"`
+		VMs           []vm      `json:"vms"`
+	}{inv.SchemaVersion, inv.GeneratedAt, inv.Source, make([]vm, 0, len(vms))}
+	for _, v := range vms {
+		doc.VMs = append(doc.VMs, vm{v.ID, v.Name, v.Convertible})
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxPodInventory {
+		per := len(b)/len(vms) + 1
+		return "", fmt.Errorf("%w: the inventory's %d convertible VMs take %d bytes in the Kubernetes ConfigMap, over %d (kubectl apply keeps the object in an annotation of at most 256 KiB): "+
+			"split the inventory into fleets of at most %d VMs, each with its own --name", errUsage, len(vms), len(b), maxPodInventory, maxPodInventory/per)
+	}
+	return string(b), nil
 }
 
 // fleetInventoryDir is where the pods mount the ConfigMap holding the inventory.

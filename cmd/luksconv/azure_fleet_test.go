@@ -148,9 +148,10 @@ func TestAzureFleet(t *testing.T) {
 	if list.Kind != "List" || len(list.Items) != 3 || sa.Metadata.Annotations["azure.workload.identity/client-id"] != identity {
 		t.Fatalf("kubernetes list: %+v", list)
 	}
-	inv, _ := os.ReadFile(invPath)
-	if cm.Data["inventory.json"] != string(inv) {
-		t.Errorf("the ConfigMap does not hold the inventory")
+	// The pods read the ConfigMap's copy of the inventory (its convertible VMs, in order).
+	mounted := filepath.Join(dir, "mounted-inventory.json")
+	if err := os.WriteFile(mounted, []byte(cm.Data["inventory.json"]), 0o644); err != nil {
+		t.Fatal(err)
 	}
 	sp := job2.Spec
 	if job2.APIVersion != "batch/v1" || sp.CompletionMode != "Indexed" || sp.Completions != len(ids) || sp.Parallelism != 2 || sp.BackoffLimitPerIndex != 2 {
@@ -183,9 +184,10 @@ func TestAzureFleet(t *testing.T) {
 
 	// The index → VM mapping is the CLI's: index i is the i-th convertible VM, past the end is exit 2.
 	for i, id := range ids {
-		vm, err := inventoryVM(invPath, i)
-		if err != nil || vm != id {
-			t.Errorf("index %d: %q, %v; want %s", i, vm, err, id)
+		for _, p := range []string{invPath, mounted} {
+			if vm, err := inventoryVM(p, i); err != nil || vm != id {
+				t.Errorf("%s: index %d: %q, %v; want %s", p, i, vm, err, id)
+			}
 		}
 	}
 	jdir := t.TempDir()
@@ -529,11 +531,7 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 		}
 	}
 
-	// The ConfigMap both Jobs mount is the inventory: index i resolves to the i-th convertible VM.
-	inv, _ := os.ReadFile(invPath)
-	if cm.Data["inventory.json"] != string(inv) {
-		t.Fatalf("the ConfigMap does not hold the inventory")
-	}
+	// The ConfigMap both Jobs mount holds the inventory's convertible VMs: index i resolves to the i-th.
 	mounted := filepath.Join(dir, "mounted-inventory.json")
 	if err := os.WriteFile(mounted, []byte(cm.Data["inventory.json"]), 0o644); err != nil {
 		t.Fatal(err)
@@ -652,5 +650,92 @@ func TestAzureConvertJSONOnError(t *testing.T) {
 	}
 	if err := json.Unmarshal([]byte(so), &rep); err != nil || code != exitFailure || rep.ExitCode != exitFailure || !rep.Retryable || !strings.Contains(se, "credential bug") {
 		t.Errorf("panic: exit %d, stdout %q (%v), stderr:\n%s", code, so, err, se)
+	}
+}
+
+// TestAzureFleetKubernetesLargeInventory: the Kubernetes files of a 500-VM fleet (the README's sizing
+// example) can be applied. `kubectl apply` keeps the whole object in an annotation, and Kubernetes
+// caps an object's annotations at 256 KiB (and a ConfigMap at 1 MiB), so the ConfigMap holds what
+// the pods need of the inventory, each convertible VM in the same order, not the whole document
+// (about 4 KB a VM as `azure inventory --json` prints it).
+func TestAzureFleetKubernetesLargeInventory(t *testing.T) {
+	dir := t.TempDir()
+	inv := azure.Inventory{SchemaVersion: azure.InventorySchemaVersion, Source: "Azure Resource Graph", Subscriptions: []string{fakeSub}}
+	var ids []string
+	for i := range 520 {
+		name := fmt.Sprintf("rhel-app-%04d", i)
+		id := fakeID("virtualMachines", name)
+		vm := azure.InventoryVM{ID: id, Name: name, ResourceGroup: fakeRG, Subscription: fakeSub, Location: "westeurope", Zones: []string{"1"},
+			Size: "Standard_D4s_v3", PowerState: "running", Running: true, OSType: "Linux", OSFamily: azure.OSFamilyRHEL, SecurityType: "Standard", VolumeType: "All",
+			Image:    azure.InventoryImage{Publisher: "RedHat", Offer: "RHEL", SKU: "8-lvm-gen2", Version: "latest", From: "imageReference"},
+			ADE:      azure.InventoryADE{Extension: "AzureDiskEncryptionForLinux", ExtensionVersion: "1.1", KeyVaultURL: "https://fleetvault.vault.azure.net"},
+			Blockers: []azure.InventoryBlocker{}, Convertible: i%10 != 3,
+			Notes: []string{"running (not a blocker): a staging pass can read a snapshot of the running VM, and the VM is deallocated for the cutover"}}
+		for lun := -1; lun < 2; lun++ {
+			dn := fmt.Sprintf("%s-disk%d", name, lun+1)
+			vm.Disks = append(vm.Disks, azure.InventoryDisk{ID: fakeID("disks", dn), Name: dn, ResourceGroup: fakeRG, Subscription: fakeSub, Location: "westeurope",
+				Role: "data", SizeGiB: 128, SizeBytes: 128 << 30, SKU: "Premium_LRS", State: "Attached", ADE: true, ADEFrom: "disk", ADEVersion: "1.1",
+				KeyVaultURL: "https://fleetvault.vault.azure.net", SecretURL: "https://fleetvault.vault.azure.net/secrets/" + dn + "-bek/0123456789abcdef0123456789abcdef",
+				Convert: true, ManagedBy: id})
+		}
+		if vm.Convertible {
+			ids = append(ids, id)
+		}
+		inv.VMs = append(inv.VMs, vm)
+	}
+	var buf bytes.Buffer
+	if err := writeJSON(&buf, inv); err != nil {
+		t.Fatal(err)
+	}
+	invPath := filepath.Join(dir, "inventory.json")
+	if err := os.WriteFile(invPath, buf.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "k8s")
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "kubernetes", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--identity", "cid", "--output-dir", out); code != 0 {
+		t.Fatalf("fleet: exit %d\n%s", code, se)
+	}
+	var list struct{ Items []json.RawMessage }
+	readJSON(t, filepath.Join(out, "kubernetes.json"), &list)
+	var cm struct {
+		Kind string
+		Data map[string]string
+	}
+	for _, it := range list.Items {
+		if json.Unmarshal(it, &cm) == nil && cm.Kind == "ConfigMap" {
+			if len(it) > 256<<10-4<<10 {
+				t.Errorf("the ConfigMap is %d bytes (inventory %d bytes): over what kubectl apply can annotate (256 KiB)", len(it), buf.Len())
+			}
+			break
+		}
+	}
+	mounted := filepath.Join(dir, "mounted.json")
+	if err := os.WriteFile(mounted, []byte(cm.Data["inventory.json"]), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, id := range ids {
+		if vm, err := inventoryVM(mounted, i); err != nil || vm != id {
+			t.Fatalf("index %d: %q, %v; want %s", i, vm, err, id)
+		}
+	}
+	if _, err := inventoryVM(mounted, len(ids)); err == nil {
+		t.Errorf("index %d resolves: the ConfigMap holds more VMs than the convertible ones", len(ids))
+	}
+
+	// Past what one ConfigMap can carry, the fleet is refused (split it), not written to fail at apply.
+	for i := range 1000 {
+		vm := inv.VMs[0]
+		vm.ID = fakeID("virtualMachines", fmt.Sprintf("more-%04d", i))
+		inv.VMs = append(inv.VMs, vm)
+	}
+	b, err := json.Marshal(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(invPath, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "kubernetes", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--output-dir", filepath.Join(dir, "big")); code != exitUsage || !strings.Contains(se, "split the inventory") {
+		t.Errorf("%d VMs: exit %d, want %d\n%s", len(inv.VMs), code, exitUsage, se)
 	}
 }
