@@ -201,10 +201,12 @@ const (
 	stepCutover                  // azure convert --cutover --deallocate: the last round, the VM down
 )
 
-// convertArgs is the command a task of the step runs, for the VM given by vmArgs. A stage round never
-// re-creates or verifies (the disks stay open); the cutover does both as a whole-VM run would.
+// convertArgs are the arguments a task of the step gives the image's ENTRYPOINT (/luksconv), for the
+// VM given by vmArgs: Docker appends a container's command to the ENTRYPOINT, and both a Batch
+// container task's commandLine and a Kubernetes container's args are that command. A stage round
+// never re-creates or verifies (the disks stay open); the cutover does both as a whole-VM run would.
 func (f *azureFleet) convertArgs(step fleetStep, vmArgs ...string) []string {
-	args := append([]string{"/luksconv", "azure", "convert"}, vmArgs...)
+	args := append([]string{"azure", "convert"}, vmArgs...)
 	args = append(args, "--des", f.des, "--journal-dir", f.journalDir, "--json", "-q")
 	switch step {
 	case stepStage:
@@ -243,7 +245,7 @@ func (f *azureFleet) batch(vms []azure.InventoryVM) map[string]any {
 	return map[string]any{"batch-job.json": job, "batch-tasks.json": map[string]any{"value": tasks}}
 }
 
-// batchTask is the task id running step for vm: the image's /luksconv with the journals' share
+// batchTask is the task id running step for vm: the image's ENTRYPOINT, /luksconv, with the journals' share
 // mounted at --journal-dir, the retries and the managed identity. A stage or cutover task (--delta,
 // a job with task dependencies) also lists the exit codes no retry changes, which block the tasks
 // depending on this one (stage → cutover). A whole-VM task does not: its job has no task
@@ -409,7 +411,7 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 	container := map[string]any{
 		"name":  "luksconv",
 		"image": f.image,
-		"args":  f.convertArgs(step, "--inventory", invDir+"/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)")[1:],
+		"args":  f.convertArgs(step, "--inventory", invDir+"/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)"),
 		"volumeMounts": []map[string]any{
 			{"name": "inventory", "mountPath": invDir, "readOnly": true},
 			{"name": "journals", "mountPath": f.journalDir},

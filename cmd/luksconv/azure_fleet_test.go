@@ -119,7 +119,7 @@ func TestAzureFleet(t *testing.T) {
 	noWallClockLimit(t, out, "batch-job.json", "batch-tasks.json")
 	for i, tk := range tasks.Value {
 		args := strings.Fields(tk.CommandLine)
-		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--recreate-vm"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--recreate-vm"}
 		if !slices.Equal(args, want) || tk.DisplayName != ids[i] {
 			t.Errorf("task %d: %q, want %q", i, args, want)
 		}
@@ -347,7 +347,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 	}
 	for i, tk := range stage.Value {
 		common("stage", i, tk)
-		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--stage"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--stage"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
 			t.Errorf("stage task %d: %q, want %q", i, args, want)
 		}
@@ -358,7 +358,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 	}
 	for i, tk := range cutover.Value {
 		common("cutover", i, tk)
-		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q",
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q",
 			"--cutover", "--deallocate", "--recreate-vm", "--verify"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
 			t.Errorf("cutover task %d: %q, want %q", i, args, want)
@@ -391,7 +391,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 		t.Fatalf("whole-VM job: %+v, %d tasks", plainJob, len(plainTasks.Value))
 	}
 	for i, tk := range plainTasks.Value {
-		want := []string{"/luksconv", "azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--verify"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--verify"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) || tk.DependsOn != nil {
 			t.Errorf("whole-VM task %d: %q (depends on %+v), want %q", i, args, tk.DependsOn, want)
 		}
@@ -737,5 +737,85 @@ func TestAzureFleetKubernetesLargeInventory(t *testing.T) {
 	}
 	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "kubernetes", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--output-dir", filepath.Join(dir, "big")); code != exitUsage || !strings.Contains(se, "split the inventory") {
 		t.Errorf("%d VMs: exit %d, want %d\n%s", len(inv.VMs), code, exitUsage, se)
+	}
+}
+
+// TestAzureFleetEntrypoint: the engines run the image of deploy/Dockerfile, whose ENTRYPOINT is the
+// CLI. Docker appends a container's command to the ENTRYPOINT: a Batch container task's commandLine
+// is that command (the ENTRYPOINT is replaced only with --entrypoint in containerRunOptions), and so
+// are a Kubernetes container's args. Each task's argv, ENTRYPOINT then command, must be a luksconv
+// azure convert command line.
+func TestAzureFleetEntrypoint(t *testing.T) {
+	df, err := os.ReadFile("../../deploy/Dockerfile")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var entrypoint []string
+	for line := range strings.Lines(string(df)) {
+		if rest, ok := strings.CutPrefix(line, "ENTRYPOINT "); ok {
+			if err := json.Unmarshal([]byte(rest), &entrypoint); err != nil {
+				t.Fatalf("ENTRYPOINT %s: %v", rest, err)
+			}
+		}
+	}
+	if len(entrypoint) != 1 || entrypoint[0] != "/luksconv" {
+		t.Fatalf("ENTRYPOINT %q", entrypoint)
+	}
+	dir := t.TempDir()
+	invPath, _ := fleetInventory(t, dir)
+	check := func(what string, argv []string) {
+		t.Helper()
+		cmd, rest, err := newRootCmd().Find(argv[1:])
+		if err != nil || cmd.CommandPath() != "luksconv azure convert" || len(rest) == 0 || rest[0] != "--des" && rest[0] != "--vm" && rest[0] != "--inventory" {
+			t.Errorf("%s: argv %q runs %q (%v), not luksconv azure convert", what, argv, cmd.CommandPath(), err)
+		}
+	}
+	for _, delta := range []bool{false, true} {
+		out := filepath.Join(dir, fmt.Sprint("out-", delta))
+		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--output-dir", out, "--recreate-vm"}
+		if delta {
+			args = append(args, "--delta")
+		}
+		for _, engine := range []string{"batch", "kubernetes"} {
+			if _, se, code := runCLI(t, append(args, "--engine", engine)...); code != 0 {
+				t.Fatalf("%s: exit %d\n%s", engine, code, se)
+			}
+		}
+		files, _ := filepath.Glob(filepath.Join(out, "batch-*tasks.json"))
+		for _, p := range files {
+			var tasks struct {
+				Value []struct{ ID, CommandLine string }
+			}
+			readJSON(t, p, &tasks)
+			for _, tk := range tasks.Value {
+				check(tk.ID, append(slices.Clone(entrypoint), strings.Fields(tk.CommandLine)...))
+			}
+		}
+		files, _ = filepath.Glob(filepath.Join(out, "kubernetes*.json"))
+		for _, p := range files {
+			var list struct {
+				Items []struct {
+					Kind string
+					Spec struct {
+						Template struct {
+							Spec struct {
+								Containers []struct{ Command, Args []string }
+							}
+						}
+					}
+				}
+			}
+			readJSON(t, p, &list)
+			for _, it := range list.Items {
+				if it.Kind != "Job" {
+					continue
+				}
+				c := it.Spec.Template.Spec.Containers[0]
+				if len(c.Command) != 0 {
+					t.Errorf("%s: the container replaces the ENTRYPOINT with %q", p, c.Command)
+				}
+				check(p, append(slices.Clone(entrypoint), c.Args...))
+			}
+		}
 	}
 }
