@@ -81,6 +81,7 @@ func newAzureCmd() *cobra.Command {
 		Short: "Convert an ADE managed disk or snapshot into a plaintext managed disk under a Disk Encryption Set",
 	}
 	c.AddCommand(newAzureInspectCmd(), newAzureConvertCmd(), newAzureFleetCmd(), newAzureInventoryCmd())
+	commandGroup(c)
 	return c
 }
 

@@ -819,3 +819,20 @@ func TestAzureFleetEntrypoint(t *testing.T) {
 		}
 	}
 }
+
+// TestUnknownCommand: a command line naming no command of luksconv is a usage error, exit 2, which a
+// fleet engine does not retry. It was exit 1 (retried) at the top level, and under `azure` or `vm`
+// exit 0 after the help: a task with a misspelt command "succeeded" without converting anything.
+func TestUnknownCommand(t *testing.T) {
+	for _, args := range [][]string{{"bogus"}, {"/luksconv", "azure", "convert"}, {"azure", "bogus"}, {"azure", "convrt"}, {"vm", "bogus"}} {
+		if _, se, code := runCLI(t, args...); code != exitUsage || !strings.Contains(se, "unknown command") {
+			t.Errorf("%q: exit %d, want %d:\n%s", args, code, exitUsage, se)
+		}
+	}
+	// A group alone still prints its help.
+	for _, args := range [][]string{{}, {"azure"}, {"vm"}} {
+		if so, se, code := runCLI(t, args...); code != 0 || !strings.Contains(so, "Available Commands") {
+			t.Errorf("%q: exit %d, want the help:\n%s%s", args, code, so, se)
+		}
+	}
+}

@@ -107,7 +107,22 @@ func newRootCmd() *cobra.Command {
 		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
 	})
 	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newVerifyCmd(), newVMCmd(), newAzureCmd())
+	commandGroup(root)
 	return root
+}
+
+// commandGroup makes c, a command that only holds subcommands, refuse an argument that names none of
+// them as a usage error (exit 2, which a fleet engine does not retry). Cobra would exit 1 at the top
+// level, and below it print the help and exit 0, as if a misspelt command had done its work. Alone,
+// the group prints its help.
+func commandGroup(c *cobra.Command) {
+	c.Args = cobra.ArbitraryArgs
+	c.RunE = func(c *cobra.Command, args []string) error {
+		if len(args) > 0 {
+			return fmt.Errorf("%w: unknown command %q for %q (see %s --help)", errUsage, args[0], c.CommandPath(), c.CommandPath())
+		}
+		return c.Help()
+	}
 }
 
 // usageArgs rejects a wrong number of positional arguments with the usage exit code.

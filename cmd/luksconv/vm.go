@@ -168,6 +168,7 @@ func newVMCmd() *cobra.Command {
 			"nothing of ADE. A data volume whose detached header ADE kept on the OS disk (dual-pass) is read from there.",
 	}
 	c.AddCommand(newVMPlanCmd(), newVMConvertCmd())
+	commandGroup(c)
 	return c
 }
 
