@@ -480,12 +480,12 @@ func (c *Client) applyDES(ctx context.Context, spec *DiskSpec, desID string) err
 		return opError(op, desID, err)
 	}
 	if spec.Location != "" && !sameLocation(str(des.Location), spec.Location) {
-		return newError(op, desID, ErrState, "DES is in %s, the disk in %s: they must be in the same region", str(des.Location), spec.Location)
+		return newError(op, desID, ErrDESMismatch, "DES is in %s, the disk in %s: they must be in the same region", str(des.Location), spec.Location)
 	}
 	if spec.Subscription != "" && !strings.EqualFold(spec.Subscription, did.Subscription) {
 		// A DES serves disks of its own subscription only, and the new disk must be where the
 		// VM that attaches it is.
-		return newError(op, desID, ErrState, "DES is in subscription %s, the disk in %s: they must be in the same subscription", did.Subscription, spec.Subscription)
+		return newError(op, desID, ErrDESMismatch, "DES is in subscription %s, the disk in %s: they must be in the same subscription", did.Subscription, spec.Subscription)
 	}
 	spec.DiskEncryptionSetID = desID
 	spec.EncryptionType = armcompute.EncryptionTypeEncryptionAtRestWithCustomerKey
@@ -532,7 +532,7 @@ func (s *DiskSpec) validate() error {
 			return err
 		}
 		if s.Subscription != "" && !sameID(did.Subscription, s.Subscription) {
-			return fmt.Errorf("DES subscription %s differs from the disk's %s", did.Subscription, s.Subscription)
+			return fmt.Errorf("%w: DES subscription %s differs from the disk's %s", ErrDESMismatch, did.Subscription, s.Subscription)
 		}
 	}
 	return nil

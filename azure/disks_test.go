@@ -158,12 +158,12 @@ func TestDiskSpecFrom(t *testing.T) {
 	// A DES in another subscription is refused: it cannot serve the source's subscription, and the
 	// new disk must stay beside the VM.
 	otherDES := strings.Replace(desID, sub, "00000000-0000-0000-0000-0000000000ff", 1)
-	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", otherDES); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "same subscription") {
+	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", otherDES); !errors.Is(err, ErrDESMismatch) || !strings.Contains(err.Error(), "same subscription") {
 		t.Errorf("DES in another subscription: %v", err)
 	}
 	// A DES in another region is refused.
 	c.DiskEncryptionSets[key("rg-keys", "des1")].Location = to.Ptr("northeurope")
-	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID); !errors.Is(err, ErrState) {
+	if _, err := cl.DiskSpecFrom(ctx, resID(typeSnapshot, "snap"), "", "new", desID); !errors.Is(err, ErrDESMismatch) {
 		t.Errorf("DES in another region: %v", err)
 	}
 

@@ -33,6 +33,9 @@ var (
 	// ErrLicense: the VM runs a Red Hat pay-as-you-go image and the re-creation needs a licensing
 	// choice (RecreateOptions.License).
 	ErrLicense = errors.New("azure: choose the re-created VM's RHEL licensing")
+	// ErrDESMismatch: the Disk Encryption Set cannot encrypt the new disk: it is in another region
+	// or another subscription. The same DES fails the same way every time.
+	ErrDESMismatch = errors.New("azure: the disk encryption set cannot encrypt this disk")
 	// ErrBadSecret: the Key Vault secret or unwrap result is malformed.
 	ErrBadSecret = errors.New("azure: malformed ADE secret")
 )
@@ -102,7 +105,7 @@ func opError(op, resource string, err error) error {
 		}
 	default:
 		e.Message = err.Error()
-		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings, ErrDiskSKU, ErrLicense} {
+		for _, s := range []error{context.Canceled, context.DeadlineExceeded, ErrNotFound, ErrExists, ErrUnsupported, ErrState, ErrBadSecret, ErrNoEncryptionSettings, ErrDiskSKU, ErrLicense, ErrDESMismatch} {
 			if errors.Is(err, s) {
 				e.cause = s
 				break

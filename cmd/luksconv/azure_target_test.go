@@ -19,7 +19,8 @@ import (
 // TestAzureConvertBadTargetFirst: a --des that cannot encrypt the new disk (another region, none
 // of that name) and a bad disk flag are refused before anything is created: no snapshot of the
 // source disk (one disk or a whole VM, converted at once or in --stage rounds) is taken, and no
-// access is granted.
+// access is granted. Each is a usage error (exit 2): the same --des fails the same way on a retry,
+// which a fleet engine must not spend its retries on.
 func TestAzureConvertBadTargetFirst(t *testing.T) {
 	f, _ := setupAzure(t, false)
 	dir := t.TempDir()
@@ -52,8 +53,8 @@ func TestAzureConvertBadTargetFirst(t *testing.T) {
 			args := append([]string{"azure", "convert", "-q", "--journal-dir", dir}, tc.args...)
 			_, se, code := runCLI(t, args...)
 			calls := f.takeCalls()
-			if code == 0 || !strings.Contains(se, tc.want) {
-				t.Errorf("exit %d, want an error naming %q:\n%s", code, tc.want, se)
+			if code != exitUsage || !strings.Contains(se, tc.want) {
+				t.Errorf("exit %d, want %d and an error naming %q:\n%s", code, exitUsage, tc.want, se)
 			}
 			if i := slices.IndexFunc(calls, func(c string) bool {
 				return strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT")

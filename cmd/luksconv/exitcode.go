@@ -48,7 +48,7 @@ func exitCode(err error) int {
 	case errors.Is(err, errUsage), errors.Is(err, luksconv.ErrInvalidOption), errors.Is(err, luksconv.ErrNoSuchPartition),
 		errors.Is(err, luksconv.ErrAmbiguous), errors.Is(err, luksconv.ErrNeedHeader), errors.Is(err, luksconv.ErrHeaderMismatch),
 		errors.Is(err, luksconv.ErrKeyFile), errors.Is(err, luksconv.ErrMissingDisk), errors.Is(err, azure.ErrNotFound),
-		errors.Is(err, azure.ErrDiskSKU), errors.Is(err, azure.ErrLicense), errors.Is(err, luksconv.ErrInputType),
+		errors.Is(err, azure.ErrDiskSKU), errors.Is(err, azure.ErrLicense), errors.Is(err, azure.ErrDESMismatch), errors.Is(err, luksconv.ErrInputType),
 		errors.Is(err, luks.ErrKeyslotUnusable):
 		return exitUsage
 	case errors.Is(err, luks.ErrKDFLimit):
@@ -92,6 +92,7 @@ var flagHints = []struct {
 	{luks.ErrKeyslotUnusable, "--keyslot names a keyslot that opens the volume; see the keyslots with luksconv inspect (default: try every one)"},
 	{luks.ErrKDFLimit, "if the header is trusted, raise the limit with --kdf-max-memory SIZE or --kdf-max-time DURATION"},
 	{azure.ErrDiskSKU, "--sku chooses the new disk's SKU"},
+	{azure.ErrDESMismatch, "--des names a Disk Encryption Set in the new disk's region and subscription (those of the source)"},
 	{luksconv.ErrGuestUnsupported, "--keep-guest converts the disk without editing the guest (it then needs its boot configuration fixed by hand)"},
 	{azure.ErrLicense, "--license payg or --license byos"},
 	{luksconv.ErrMissingDisk, "give the disk holding that PV too (--data LUN=FILE --data-key LUN=KEY)"},
