@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -11,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/spf13/cobra"
 )
@@ -151,6 +153,9 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 	if len(vms) == 0 {
 		return fmt.Errorf("%w: the inventory has no convertible VM", errUsage)
 	}
+	if err := desServes(f.des, vms); err != nil {
+		return err
+	}
 	if err := os.MkdirAll(f.outDir, 0o755); err != nil {
 		return err
 	}
@@ -188,6 +193,43 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		fmt.Fprintf(c.OutOrStdout(), "wrote %s\n", p)
 	}
 	fmt.Fprintf(c.OutOrStdout(), "%d VMs (%d in the inventory, %d blocked)\n", len(vms), len(inv.VMs), len(inv.VMs)-len(vms))
+	return nil
+}
+
+// desServes checks that the one --des of every task can encrypt each VM's new disks: a Disk
+// Encryption Set serves disks of its own subscription and region only, and azure convert refuses any
+// other (exit 2), so such a fleet is refused here rather than written to fail VM by VM.
+func desServes(des string, vms []azure.InventoryVM) error {
+	rid, err := arm.ParseResourceID(des)
+	if err != nil || !strings.EqualFold(rid.ResourceType.String(), "Microsoft.Compute/diskEncryptionSets") {
+		return fmt.Errorf("%w: --des %q is not the resource ID of a Disk Encryption Set", errUsage, des)
+	}
+	var other []string
+	regions := map[string][]string{}
+	for _, vm := range vms {
+		sub := vm.Subscription
+		if id, err := arm.ParseResourceID(vm.ID); err == nil {
+			sub = id.SubscriptionID
+		}
+		if !strings.EqualFold(sub, rid.SubscriptionID) {
+			other = append(other, vm.ID)
+		}
+		if loc := strings.ToLower(strings.ReplaceAll(vm.Location, " ", "")); loc != "" {
+			regions[loc] = append(regions[loc], vm.Name)
+		}
+	}
+	if len(other) > 0 {
+		return fmt.Errorf("%w: %d of the inventory's convertible VMs are in another subscription than --des (%s), which cannot encrypt their disks, e.g. %s: "+
+			"run one fleet per subscription, each with its own DES and an inventory of that subscription (azure inventory --subscription)", errUsage, len(other), rid.SubscriptionID, other[0])
+	}
+	if len(regions) > 1 {
+		var list []string
+		for _, r := range slices.Sorted(maps.Keys(regions)) {
+			list = append(list, fmt.Sprintf("%s (%d VMs, e.g. %s)", r, len(regions[r]), regions[r][0]))
+		}
+		return fmt.Errorf("%w: the inventory's convertible VMs are in %d regions, %s, and a Disk Encryption Set serves one: "+
+			"run one fleet per region, each with a DES of that region (jq '.vms |= map(select(.location == \"REGION\"))')", errUsage, len(regions), strings.Join(list, ", "))
+	}
 	return nil
 }
 

@@ -17,6 +17,9 @@ import (
 	"github.com/luksconv/luksconv/azure"
 )
 
+// fleetDES is a Disk Encryption Set in the subscription of fleetInventory's VMs.
+const fleetDES = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des"
+
 // fleetInventory writes an inventory of four VMs, the third blocked, and returns its path.
 func fleetInventory(t *testing.T, dir string) (string, []string) {
 	t.Helper()
@@ -68,7 +71,7 @@ func readJSON(t *testing.T, path string, v any) {
 func TestAzureFleet(t *testing.T) {
 	dir := t.TempDir()
 	invPath, ids := fleetInventory(t, dir)
-	const image, des, identity = "registry.example/luksconv:1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des", "11111111-2222-3333-4444-555555555555"
+	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
 	common := []string{"azure", "fleet", "--inventory", invPath, "--image", image, "--des", des, "--identity", identity, "--recreate-vm", "--retries", "2"}
 
 	out := filepath.Join(dir, "batch")
@@ -213,7 +216,8 @@ func TestAzureFleet(t *testing.T) {
 // inventory's order, and no blocked VM gets either.
 func TestAzureFleetFromInventory(t *testing.T) {
 	inventoryCloud(t)
-	so, se, code := runCLI(t, "azure", "inventory", "--subscription", fakeSub, "--subscription", fakeOtherSub, "--json")
+	// One subscription: a fleet's one DES serves disks of its own subscription only.
+	so, se, code := runCLI(t, "azure", "inventory", "--subscription", fakeSub, "--json")
 	if code != 0 {
 		t.Fatalf("inventory: exit %d:\n%s", code, se)
 	}
@@ -236,7 +240,7 @@ func TestAzureFleetFromInventory(t *testing.T) {
 		t.Fatalf("the fake fleet should have convertible and blocked VMs: %d and %d", len(want), len(blocked))
 	}
 	out := filepath.Join(dir, "batch")
-	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--inventory", invPath, "--image", "i", "--des", "d", "--output-dir", out); code != 0 {
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--inventory", invPath, "--image", "i", "--des", fakeDES, "--output-dir", out); code != 0 {
 		t.Fatalf("fleet: exit %d\n%s", code, se)
 	}
 	var tasks struct {
@@ -282,7 +286,7 @@ type fleetBatchTask struct {
 func TestAzureFleetDeltaBatch(t *testing.T) {
 	dir := t.TempDir()
 	invPath, ids := fleetInventory(t, dir)
-	const image, des, identity = "registry.example/luksconv:1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des", "11111111-2222-3333-4444-555555555555"
+	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
 	out := filepath.Join(dir, "batch")
 	so, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--delta", "--inventory", invPath, "--image", image, "--des", des,
 		"--identity", identity, "--recreate-vm", "--verify", "--retries", "2", "--pool", "p1", "--output-dir", out)
@@ -453,7 +457,7 @@ type fleetK8sJob struct {
 func TestAzureFleetDeltaKubernetes(t *testing.T) {
 	dir := t.TempDir()
 	invPath, ids := fleetInventory(t, dir)
-	const image, des, identity = "registry.example/luksconv:1", "/subscriptions/s/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des", "11111111-2222-3333-4444-555555555555"
+	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
 	common := []string{"azure", "fleet", "--engine", "kubernetes", "--delta", "--inventory", invPath, "--image", image, "--des", des,
 		"--identity", identity, "--recreate-vm", "--retries", "2", "--parallel", "2", "--name", "wave1", "--namespace", "conv",
 		"--journal-dir", "/var/journals", "--journal-claim", "shared-rwx"}
@@ -772,7 +776,7 @@ func TestAzureFleetEntrypoint(t *testing.T) {
 	}
 	for _, delta := range []bool{false, true} {
 		out := filepath.Join(dir, fmt.Sprint("out-", delta))
-		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--output-dir", out, "--recreate-vm"}
+		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--output-dir", out, "--recreate-vm"}
 		if delta {
 			args = append(args, "--delta")
 		}
@@ -834,5 +838,55 @@ func TestUnknownCommand(t *testing.T) {
 		if so, se, code := runCLI(t, args...); code != 0 || !strings.Contains(so, "Available Commands") {
 			t.Errorf("%q: exit %d, want the help:\n%s%s", args, code, so, se)
 		}
+	}
+}
+
+// TestAzureFleetDESPlace: every task of a fleet gets the same --des, and a DES encrypts disks of its
+// own subscription and region only (azure convert refuses any other: exit 2). A fleet whose
+// convertible VMs are in another subscription than the DES, or in several regions, would write
+// tasks that all fail there; it is refused, naming them, so that the inventory is split.
+func TestAzureFleetDESPlace(t *testing.T) {
+	dir := t.TempDir()
+	n := 0
+	write := func(vms ...azure.InventoryVM) string {
+		inv := azure.Inventory{SchemaVersion: azure.InventorySchemaVersion, VMs: vms}
+		b, err := json.Marshal(inv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n++
+		p := filepath.Join(dir, fmt.Sprintf("inv-%d.json", n))
+		if err := os.WriteFile(p, b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	vm := func(sub, name, loc string) azure.InventoryVM {
+		return azure.InventoryVM{ID: "/subscriptions/" + sub + "/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/" + name, Name: name,
+			Subscription: sub, ResourceGroup: "rg", Location: loc, Convertible: true}
+	}
+	blocked := vm(fakeOtherSub, "cvm", "eastus")
+	blocked.Convertible = false
+	for _, tc := range []struct {
+		name string
+		inv  string
+		code int
+		want string
+	}{
+		{"one subscription and region", write(vm(fakeSub, "a", "westeurope"), vm(fakeSub, "b", "West Europe"), blocked), 0, ""},
+		{"another subscription", write(vm(fakeSub, "a", "westeurope"), vm(fakeOtherSub, "b", "westeurope")), exitUsage, "virtualMachines/b"},
+		{"two regions", write(vm(fakeSub, "a", "westeurope"), vm(fakeSub, "b", "westeurope"), vm(fakeSub, "c", "eastus")), exitUsage, "eastus"},
+	} {
+		for _, engine := range []string{"batch", "kubernetes"} {
+			_, se, code := runCLI(t, "azure", "fleet", "--engine", engine, "--inventory", tc.inv, "--image", "img", "--des", fakeDES,
+				"--output-dir", filepath.Join(dir, "out"))
+			if code != tc.code || !strings.Contains(se, tc.want) {
+				t.Errorf("%s, %s: exit %d, want %d naming %q\n%s", tc.name, engine, code, tc.code, tc.want, se)
+			}
+		}
+	}
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--inventory", filepath.Join(dir, "inv-1.json"), "--image", "img", "--des", "des1",
+		"--output-dir", filepath.Join(dir, "out")); code != exitUsage || !strings.Contains(se, "--des") {
+		t.Errorf("--des that is no resource ID: exit %d\n%s", code, se)
 	}
 }
