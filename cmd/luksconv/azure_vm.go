@@ -76,6 +76,8 @@ type azureVMReport struct {
 	VMRecreated bool             `json:"vm_recreated,omitempty"`
 	Stage       *vmStageReport   `json:"stage,omitempty"` // a --stage or --cutover run
 	Warnings    []string         `json:"warnings,omitempty"`
+	// AlreadyConverted: the VM runs on disks an earlier run converted; nothing was done.
+	AlreadyConverted bool `json:"already_converted,omitempty"`
 }
 
 // wholeVM reports whether the flags ask for a whole-VM run: --vm without a source.
@@ -131,6 +133,11 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			clear(d.pass)
 		}
 	}()
+	if done, err := f.convertedVM(ctx, cl, rep); err != nil {
+		return err
+	} else if done {
+		return f.printConverted(c.OutOrStdout(), rep)
+	}
 
 	if !f.dryRun {
 		if err := f.checkQuiet(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
@@ -290,6 +297,36 @@ func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azure
 		disks = append(disks, vd)
 	}
 	return disks, nil
+}
+
+// convertedVM reports whether the VM runs on the disks of a finished whole-VM conversion: none of its
+// disks (rep.Disks, from vmDisks) carries ADE settings, and its OS disk bears luksconv's plan tag. A
+// rerun then has nothing to do (a fleet's Job applied again, a task ended after the re-creation),
+// where the OS disk's missing ADE key would fail it with exit 8.
+func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *azureVMReport) (bool, error) {
+	if len(rep.Disks) == 0 || rep.Disks[0].LUN != luksconv.OSDisk {
+		return false, nil
+	}
+	for _, d := range rep.Disks {
+		if d.disk.ADE {
+			return false, nil
+		}
+	}
+	st, err := cl.DiskStatus(ctx, rep.Disks[0].disk.DiskID)
+	if err != nil {
+		return false, err
+	}
+	return st.Tags[planTag] != "", nil
+}
+
+// printConverted reports a VM convertedVM found converted.
+func (f *azureConvert) printConverted(out io.Writer, rep *azureVMReport) error {
+	rep.AlreadyConverted = true
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s): nothing to do\n", f.vm, rep.Disks[0].Source)
+	return nil
 }
 
 // vmDiskSpec sets d.DiskSpec: the new disk's settings, read from what d is read from, with the flags

@@ -552,3 +552,34 @@ func setupPAYGVM(t *testing.T) (*fakeAzure, string) {
 func rhelPAYG() *armcompute.ImageReference {
 	return &armcompute.ImageReference{Publisher: to.Ptr("RedHat"), Offer: to.Ptr("RHEL"), SKU: to.Ptr("8-lvm-gen2"), Version: to.Ptr("latest")}
 }
+
+// TestAzureConvertVMRerun: a whole-VM task run again once its VM is converted (a fleet's Job applied
+// again, a task ended after the re-creation) has nothing to do and succeeds: the VM runs on disks
+// luksconv made (plan tag) and none carries ADE settings. It was exit 8 (no ADE key on the new OS
+// disk), which a fleet engine counts as a failed VM. The same for a cutover or a stage round run
+// again, and nothing is snapshotted, granted or created.
+func TestAzureConvertVMRerun(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	base := []string{"azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json"}
+	if _, se, code := runCLI(t, append(base, "--recreate-vm")...); code != 0 {
+		t.Fatalf("first run: exit %d\n%s", code, se)
+	}
+	f.takeCalls()
+	for _, extra := range [][]string{{"--recreate-vm"}, {"--recreate-vm", "--verify"}, {"--cutover", "--deallocate", "--recreate-vm"}, {"--stage"}, {}} {
+		so, se, code := runCLI(t, append(slices.Clone(base), extra...)...)
+		var rep struct {
+			VM               string `json:"vm"`
+			AlreadyConverted bool   `json:"already_converted"`
+		}
+		if err := json.Unmarshal([]byte(so), &rep); err != nil || code != 0 || !rep.AlreadyConverted || rep.VM != vmID {
+			t.Errorf("rerun %q: exit %d, report %s (%v)\n%s", extra, code, so, err, se)
+		}
+		for _, c := range f.takeCalls() {
+			if !strings.HasPrefix(c, "GET") {
+				t.Errorf("rerun %q made %s", extra, c)
+			}
+		}
+	}
+}

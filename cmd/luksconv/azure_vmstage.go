@@ -123,11 +123,28 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	} else if found && !strings.EqualFold(rec.VM, f.vm) {
 		return &hintedError{fmt.Errorf("%w: stage record %s is of VM %s, not %s", azure.ErrState, recPath, rec.VM, f.vm), "give another --journal-dir"}
 	}
-	if f.cutover && (rec == nil || rec.Round == 0) {
-		return &hintedError{fmt.Errorf("%w: no finished --stage round of VM %s (no record at %s)", azure.ErrState, f.vm, recPath),
-			"run the same command with --stage first (or convert without --cutover)"}
-	}
 	rep := &azureVMReport{VM: f.vm, DryRun: f.dryRun}
+	if f.cutover && (rec == nil || rec.Round == 0) {
+		err := &hintedError{fmt.Errorf("%w: no finished --stage round of VM %s (no record at %s)", azure.ErrState, f.vm, recPath),
+			"run the same command with --stage first (or convert without --cutover)"}
+		if rec != nil || f.dryRun {
+			return err
+		}
+		// The cutover removes the record once the VM is converted: a cutover run again finds none.
+		cl, cerr := f.src.client(f.vm)
+		if cerr != nil {
+			return cerr
+		}
+		if _, cerr := f.vmDisks(ctx, cl, rep); cerr != nil {
+			return cerr
+		}
+		if done, cerr := f.convertedVM(ctx, cl, rep); cerr != nil {
+			return cerr
+		} else if !done {
+			return err
+		}
+		return f.printConverted(out, rep)
+	}
 	if f.dryRun {
 		return f.estimateVMCutover(out, rec, recPath, rep)
 	}
@@ -144,6 +161,13 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			clear(d.pass)
 		}
 	}()
+	if rec == nil {
+		if done, err := f.convertedVM(ctx, cl, rep); err != nil {
+			return err
+		} else if done {
+			return f.printConverted(out, rep)
+		}
+	}
 	if rec != nil {
 		disks = rec.dropSkipped(disks, rep)
 		if err := rec.check(disks); err != nil {
