@@ -140,6 +140,10 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		return fmt.Errorf("%w: --retries must be at least 0 and --parallel at least 1", errUsage)
 	case !filepath.IsAbs(f.journalDir):
 		return fmt.Errorf("%w: --journal-dir %q: want an absolute path inside the container", errUsage, f.journalDir)
+	case f.engine == "kubernetes" && f.identity == "" && !c.Flags().Changed("service-account"):
+		// Without --identity no ServiceAccount is written, and pods naming one that does not exist are
+		// never created: the Job would wait for ever.
+		return fmt.Errorf("%w: Kubernetes: give --identity (the ServiceAccount --service-account is written with it) or --service-account naming an existing one federated with a managed identity", errUsage)
 	case f.engine == "kubernetes" && !k8sName.MatchString(f.name):
 		return fmt.Errorf("%w: --name %q is not a Kubernetes object name", errUsage, f.name)
 	case f.engine == "kubernetes" && f.delta && !k8sName.MatchString(f.name+"-cutover"):

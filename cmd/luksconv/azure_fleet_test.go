@@ -209,6 +209,19 @@ func TestAzureFleet(t *testing.T) {
 			t.Errorf("%q: exit %d, want %d\n%s", bad, code, exitUsage, se)
 		}
 	}
+	// Kubernetes without --identity writes no ServiceAccount, so its pods must name an existing one.
+	noID := slices.Clone(common)
+	i := slices.Index(noID, "--identity")
+	noID = slices.Delete(noID, i, i+2)
+	if _, se, code := runCLI(t, append(noID, "--engine", "kubernetes", "--output-dir", filepath.Join(dir, "noid"))...); code != exitUsage || !strings.Contains(se, "--service-account") {
+		t.Errorf("kubernetes without --identity or --service-account: exit %d, want %d\n%s", code, exitUsage, se)
+	}
+	if _, se, code := runCLI(t, append(noID, "--engine", "kubernetes", "--service-account", "federated", "--output-dir", filepath.Join(dir, "sa"))...); code != 0 {
+		t.Errorf("kubernetes with an existing --service-account: exit %d\n%s", code, se)
+	}
+	if _, se, code := runCLI(t, append(noID, "--engine", "batch", "--output-dir", filepath.Join(dir, "batchnoid"))...); code != 0 {
+		t.Errorf("batch without --identity: exit %d\n%s", code, se)
+	}
 }
 
 // TestAzureFleetFromInventory: the inventory the CLI prints for the fake's mixed fleet is the fleet's
