@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -36,6 +37,8 @@ type stageRecord struct {
 	// DiskPlanTag is the planTag the new disk was created with (round 1's plan ID): later rounds
 	// reopen the upload only when the disk carries it.
 	DiskPlanTag string `json:"disk_plan_tag,omitempty"`
+	// Disk is what the flags made of the new disk in round 1 (nil in records from before it was kept).
+	Disk *stageDisk `json:"disk,omitempty"`
 	// Snapshot is the snapshot whose conversion the disk holds: the last finished round's.
 	Snapshot string `json:"snapshot,omitempty"`
 	Round    int    `json:"round"` // rounds finished
@@ -55,6 +58,58 @@ type stageRecord struct {
 	Rounds      []stageRound `json:"rounds,omitempty"`
 	Created     time.Time    `json:"created"`
 	Updated     time.Time    `json:"updated"`
+}
+
+// stageDisk is the new disk's settings that come from the flags, as round 1 created the disk: a
+// later round writes into that disk and cannot change them.
+type stageDisk struct {
+	SKU            armcompute.DiskStorageAccountTypes `json:"sku,omitempty"`
+	DES            string                             `json:"des,omitempty"`
+	EncryptionType armcompute.EncryptionType          `json:"encryption_type,omitempty"`
+	Access         azure.DataAccess                   `json:"access"`
+}
+
+func stageDiskOf(spec *azure.DiskSpec) *stageDisk {
+	return &stageDisk{SKU: spec.SKU, DES: spec.DiskEncryptionSetID, EncryptionType: spec.EncryptionType, Access: spec.Access}
+}
+
+// checkDiskFlags refuses flags (--des, --sku, the data access flags) that ask for another disk than
+// round 1 created, d (nil: not recorded): the round would write into that disk as it is, and a
+// cutover would finish it with settings other than the ones given. label prefixes the message.
+func (f *azureConvert) checkDiskFlags(d *stageDisk, diskID, label, recPath string) error {
+	if d == nil {
+		return nil
+	}
+	// The flags applied over the disk's settings as they were applied over the source's in round 1.
+	spec := azure.DiskSpec{SKU: d.SKU, DiskEncryptionSetID: f.des, EncryptionType: d.EncryptionType, Access: d.Access}
+	f.platformKey(&spec)
+	if err := f.applyAccess(&spec); err != nil {
+		return err
+	}
+	var diff []string
+	if spec.SKU != d.SKU {
+		diff = append(diff, fmt.Sprintf("--sku %s (the disk is %s)", spec.SKU, d.SKU))
+	}
+	if !strings.EqualFold(spec.DiskEncryptionSetID, d.DES) || spec.EncryptionType != d.EncryptionType {
+		diff = append(diff, fmt.Sprintf("--des %q (the disk has %q, %s)", f.des, d.DES, d.EncryptionType))
+	}
+	if spec.Access.AuthMode != d.Access.AuthMode {
+		diff = append(diff, fmt.Sprintf("--data-access-auth-mode %s (the disk has %s)", spec.Access.AuthMode, d.Access.AuthMode))
+	}
+	if a, b := spec.Access, d.Access; a.NetworkAccessPolicy != b.NetworkAccessPolicy || !strings.EqualFold(a.DiskAccessID, b.DiskAccessID) ||
+		a.PublicNetworkAccess != b.PublicNetworkAccess {
+		net := func(a azure.DataAccess) string {
+			return fmt.Sprintf("networkAccessPolicy %s, disk access %s, publicNetworkAccess %s",
+				cmp.Or(string(a.NetworkAccessPolicy), "-"), cmp.Or(a.DiskAccessID, "-"), cmp.Or(string(a.PublicNetworkAccess), "-"))
+		}
+		diff = append(diff, fmt.Sprintf("--network-access-policy and --disk-access ask for %s (the disk has %s)", net(a), net(b)))
+	}
+	if len(diff) == 0 {
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: %sthe new disk %s was created by round 1 of the stage record %s, and later rounds cannot change it: %s",
+		errUsage, label, diskID, recPath, strings.Join(diff, "; ")),
+		"give the flags round 1 was given, or delete the new disk (luksconv never deletes disks) and the stage record to start again"}
 }
 
 // stageRound is one finished round.
@@ -185,6 +240,11 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		return &hintedError{fmt.Errorf("%w: no finished --stage round of %s into %s (no record at %s)", azure.ErrState, id, diskID, recPath),
 			"run the same command with --stage first (or convert without --cutover)"}
 	}
+	if rec != nil {
+		if err := f.checkDiskFlags(rec.Disk, diskID, "", recPath); err != nil {
+			return err
+		}
+	}
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
 	if f.dryRun {
 		return f.estimateCutover(out, rec, recPath, rep)
@@ -284,7 +344,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return fmt.Errorf("%w: %s is finished already, though the stage record %s says round 1 has not ended", azure.ErrState, diskID, recPath)
 		}
 		rep.Target, res = tgt, r
-		rec.DiskPlanTag = p.ID()
+		rec.DiskPlanTag, rec.Disk = p.ID(), stageDiskOf(spec)
 	} else {
 		d, err := f.deltaPlan(ctx, cl, rec, p, sas, &stats, "", stderr)
 		if err != nil {

@@ -914,3 +914,40 @@ func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
 	}
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
+
+// TestAzureStageDiskFlags: the rounds after the first write into the disk round 1 created, and cannot
+// change its settings. A later round whose --sku, --des or --network-access-policy asks for another disk
+// than round 1 made is refused (exit 2) before it takes a snapshot or opens the disk, rather than
+// finishing a disk of round 1's SKU or Disk Encryption Set as if it had the ones given; flags that name
+// what the disk has (--sku Premium_LRS, which round 1 took from the source) are accepted, and the
+// cutover finishes the disk.
+func TestAzureStageDiskFlags(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.toState2(t)
+	s.powerState("deallocated")
+	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
+	for _, c := range []struct{ flag, value string }{
+		{"--sku", string(armcompute.DiskStorageAccountTypesStandardLRS)},
+		{"--des", des2},
+		{"--network-access-policy", string(armcompute.NetworkAccessPolicyDenyAll)},
+	} {
+		s.takeCalls()
+		_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", c.flag, c.value)...)
+		if code != exitUsage || !strings.Contains(se, c.flag) {
+			t.Errorf("cutover with %s %s after round 1 without it: exit %d, want %d naming the flag:\n%s", c.flag, c.value, code, exitUsage, se)
+		}
+		for _, call := range s.takeCalls() {
+			if strings.HasPrefix(call, "PUT snapshot") || strings.HasPrefix(call, "GRANT disk plain") {
+				t.Errorf("the refused cutover with %s did %q", c.flag, call)
+			}
+		}
+		if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+			t.Fatalf("after the refused cutover with %s the disk is %s", c.flag, st)
+		}
+	}
+	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--verify", "--sku", string(armcompute.DiskStorageAccountTypesPremiumLRS))...)
+	s.assertCutOver(t, dir, want2, "the cutover")
+}

@@ -145,6 +145,13 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		}
 		return f.printConverted(out, rep)
 	}
+	if rec != nil {
+		for _, d := range rec.Disks {
+			if err := f.checkDiskFlags(d.Disk, d.TargetDisk, diskName(d.LUN)+": ", recPath); err != nil {
+				return err
+			}
+		}
+	}
 	if f.dryRun {
 		return f.estimateVMCutover(out, rec, recPath, rep)
 	}
@@ -309,7 +316,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			}
 			sr := &rec.Disks[i].stageRecord
 			if round == 1 {
-				sr.DiskPlanTag = d.plan.ID()
+				sr.DiskPlanTag, sr.Disk = d.plan.ID(), stageDiskOf(d.DiskSpec)
 			}
 			sr.Snapshot, sr.Round, sr.PlanID, sr.Plan = d.Snapshot, round, d.plan.ID(), pj
 			sr.pend("", false)

@@ -406,3 +406,32 @@ func runInterruptedAt(t *testing.T, target string, args ...string) string {
 	}
 	return se
 }
+
+// TestAzureVMStageDiskFlags: as TestAzureStageDiskFlags for a whole VM: a cutover whose --sku asks for
+// other disks than round 1 created is refused (exit 2, naming the OS disk) before any snapshot is
+// taken or any new disk opened, and the new disks stay uploading.
+func TestAzureVMStageDiskFlags(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	args := func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+	}
+	mustRun(t, "stage round 1", args("--stage")...)
+	s.powerState("deallocated")
+	s.takeCalls()
+	_, se, code := runCLI(t, args("--cutover", "--sku", string(armcompute.DiskStorageAccountTypesStandardSSDLRS))...)
+	if code != exitUsage || !strings.Contains(se, "OS disk: ") || !strings.Contains(se, "--sku StandardSSD_LRS") {
+		t.Errorf("cutover with another --sku: exit %d, want %d naming the disk and the flag:\n%s", code, exitUsage, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "GRANT disk") {
+			t.Errorf("the refused cutover did %q", c)
+		}
+	}
+	for _, name := range []string{"osdisk-luksconv", "data0-luksconv", "data1-luksconv", "data3-luksconv"} {
+		if st := s.DiskState(fakeRG, name); st != armcompute.DiskStateActiveUpload {
+			t.Errorf("after the refused cutover %s is %s", name, st)
+		}
+	}
+}
