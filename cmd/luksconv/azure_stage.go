@@ -249,6 +249,11 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if f.dryRun {
 		return f.estimateCutover(out, rec, recPath, rep)
 	}
+	if rec != nil {
+		if err := f.checkPendingStage(rec, diskID, ""); err != nil {
+			return err
+		}
+	}
 	cl, err := f.src.client(id)
 	if err != nil {
 		return err
@@ -434,13 +439,8 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 // the new disk may hold part of that round, so only a stage round can finish it), or a cutover's own
 // that the VM has run since. label prefixes the error ("" for one disk).
 func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *stageRecord, sourceID, diskID, label, recPath string) error {
-	if !f.cutover || rec.Pending == "" {
-		return nil
-	}
-	again := "finish that round first with the same command, --stage instead of --cutover; then cut over"
-	if !rec.PendingCutover {
-		return &hintedError{fmt.Errorf("%w: %sstage round %d, from snapshot %s taken at %s while the VM could run, was interrupted, and the new disk %s may hold part of it",
-			azure.ErrState, label, rec.Round+1, rec.Pending, rec.PendingTime.Format(time.RFC3339), diskID), again}
+	if err := f.checkPendingStage(rec, diskID, label); err != nil || !f.cutover || rec.Pending == "" {
+		return err
 	}
 	err := cl.CheckSnapshotCurrent(ctx, rec.Pending, sourceID)
 	if !errors.Is(err, azure.ErrState) {
@@ -451,7 +451,20 @@ func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *
 			"the finished disk lacks what the VM wrote since and cannot take more: delete it (luksconv never deletes disks) and the stage record " +
 				recPath + ", then convert again"}
 	}
-	return &hintedError{fmt.Errorf("%s%w", label, err), again}
+	return &hintedError{fmt.Errorf("%s%w", label, err), pendingAgain}
+}
+
+const pendingAgain = "finish that round first with the same command, --stage instead of --cutover; then cut over"
+
+// checkPendingStage is the part of checkPending that needs nothing from Azure: a cutover refuses a
+// stage round that was interrupted. It runs before --deallocate, which would otherwise take the VM
+// down for a cutover that cannot go on.
+func (f *azureConvert) checkPendingStage(rec *stageRecord, diskID, label string) error {
+	if !f.cutover || rec.Pending == "" || rec.PendingCutover {
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: %sstage round %d, from snapshot %s taken at %s while the VM could run, was interrupted, and the new disk %s may hold part of it",
+		azure.ErrState, label, rec.Round+1, rec.Pending, rec.PendingTime.Format(time.RFC3339), diskID), pendingAgain}
 }
 
 // finishedAnyway returns err, the failure of a cutover's VM re-creation, and removes the stage record

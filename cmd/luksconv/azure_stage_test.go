@@ -951,3 +951,36 @@ func TestAzureStageDiskFlags(t *testing.T) {
 	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--verify", "--sku", string(armcompute.DiskStorageAccountTypesPremiumLRS))...)
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
+
+// TestAzureCutoverPendingStageRunning: a cutover --deallocate that must refuse an interrupted stage
+// round (taken while the VM ran) refuses before it deallocates the VM: the VM keeps running, no
+// snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows.
+func TestAzureCutoverPendingStageRunning(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.toState2(t)
+	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
+		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.takeCalls()
+	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...)
+	if code != exitFailure || !strings.Contains(se, "stage round 2") || !strings.Contains(se, "--stage instead of --cutover") {
+		t.Errorf("cutover --deallocate over an interrupted stage round: exit %d, want %d naming the round:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "GRANT") {
+			t.Errorf("the refused cutover did %q", c)
+		}
+	}
+	s.Lock()
+	st := s.PowerStates[azurefake.Key(fakeRG, "vm1")]
+	s.Unlock()
+	if st != "running" {
+		t.Errorf("after the refused cutover the VM is %s, want running", st)
+	}
+	mustRun(t, "stage round 2 again", s.stageArgs(dir, "--stage")...)
+	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--deallocate", "--verify")...)
+	s.assertCutOver(t, dir, want2, "the cutover")
+}

@@ -182,6 +182,13 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				" and the VM's new disks (luksconv never deletes disks) to start again"}
 		}
 	}
+	if rec != nil {
+		for _, d := range rec.Disks {
+			if err := f.checkPendingStage(&d.stageRecord, d.TargetDisk, diskName(d.LUN)+": "); err != nil {
+				return err
+			}
+		}
+	}
 	if f.recreate {
 		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
 			return err

@@ -435,3 +435,39 @@ func TestAzureVMStageDiskFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureVMCutoverPendingStageRunning: as TestAzureCutoverPendingStageRunning for a whole VM whose
+// round 2 was interrupted (on LUN 0's upload): the cutover --deallocate refuses before it deallocates the VM
+// or snapshots any disk.
+func TestAzureVMCutoverPendingStageRunning(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	args := func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q"}, extra...)
+	}
+	mustRun(t, "stage round 1", args("--stage", "--workers", "2")...)
+	img2, changed := s.lun0State2(t)
+	b, err := os.ReadFile(img2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.writePages(t, "/acct/disks/data0", b, changed)
+	runInterruptedAt(t, "data0-luksconv", args("--stage")...)
+	s.takeCalls()
+	_, se, code := runCLI(t, args("--cutover", "--deallocate", "--workers", "2")...)
+	if code != exitFailure || !strings.Contains(se, ": stage round 2") {
+		t.Errorf("cutover --deallocate over an interrupted stage round: exit %d, want %d naming the round:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT snapshot") {
+			t.Errorf("the refused cutover did %q", c)
+		}
+	}
+	s.Lock()
+	st := s.PowerStates[azurefake.Key(fakeRG, "vm1")]
+	s.Unlock()
+	if st != "running" {
+		t.Errorf("after the refused cutover the VM is %s, want running", st)
+	}
+}
