@@ -194,10 +194,12 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			return err
 		}
 	}
-	if err := f.roundOwner(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
+	// The keys before the VM is deallocated (--deallocate): a cutover that cannot unlock the disks
+	// must not take the VM down.
+	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
 		return err
 	}
-	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
+	if err := f.roundOwner(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
 		return err
 	}
 

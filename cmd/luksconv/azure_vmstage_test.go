@@ -471,3 +471,34 @@ func TestAzureVMCutoverPendingStageRunning(t *testing.T) {
 		t.Errorf("after the refused cutover the VM is %s, want running", st)
 	}
 }
+
+// TestAzureVMCutoverKeysFirst: a whole VM's cutover --deallocate recovers the disks' keys before it
+// deallocates the VM, as the one-disk cutover does: with the secrets gone from Key Vault it fails
+// with the VM still running.
+func TestAzureVMCutoverKeysFirst(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	args := func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+	}
+	mustRun(t, "stage round 1", args("--stage")...)
+	s.Lock()
+	clear(s.Secrets)
+	s.Unlock()
+	s.takeCalls()
+	if _, se, code := runCLI(t, args("--cutover", "--deallocate")...); code == 0 {
+		t.Errorf("cutover without the secrets: exit 0:\n%s", se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT snapshot") {
+			t.Errorf("the failed cutover did %q", c)
+		}
+	}
+	s.Lock()
+	st := s.PowerStates[azurefake.Key(fakeRG, "vm1")]
+	s.Unlock()
+	if st != "running" {
+		t.Errorf("after the failed cutover the VM is %s, want running", st)
+	}
+}
