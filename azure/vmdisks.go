@@ -106,6 +106,8 @@ type DiskStatus struct {
 	Tags  map[string]string    `json:"tags,omitempty"`
 	// ManagedBy is the VM the disk is attached to, "" if none.
 	ManagedBy string `json:"managedBy,omitempty"`
+	// SizeBytes is the disk's DiskSizeBytes (0 when Azure reports none).
+	SizeBytes int64 `json:"sizeBytes,omitempty"`
 }
 
 // getDisk reads the managed disk diskID; errors are op's (ErrNotFound when there is no such disk).
@@ -135,6 +137,9 @@ func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, er
 	s := &DiskStatus{Tags: tagValues(r.Tags), ManagedBy: str(r.ManagedBy)}
 	if r.Properties != nil && r.Properties.DiskState != nil {
 		s.State = *r.Properties.DiskState
+	}
+	if r.Properties != nil && r.Properties.DiskSizeBytes != nil {
+		s.SizeBytes = *r.Properties.DiskSizeBytes
 	}
 	return s, nil
 }

@@ -263,6 +263,11 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		return err
 	}
 	defer clear(opts.Passphrase)
+	if rec != nil {
+		if err := checkSourceSize(ctx, cl, rec, id, "", recPath); err != nil {
+			return err
+		}
+	}
 	if f.recreate {
 		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {
 			return err
@@ -452,6 +457,34 @@ func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *
 				recPath + ", then convert again"}
 	}
 	return &hintedError{fmt.Errorf("%s%w", label, err), pendingAgain}
+}
+
+// checkSourceSize refuses a round after the first when the source disk sourceID is no longer the size
+// the last round converted (its plan's source): Azure resized it, and the new disk, created at the
+// old size, cannot take the disk as it is now (luksconv.Delta would refuse it). It runs before the
+// round's snapshot and before --deallocate, so that neither is done for a round that cannot go on,
+// and names the way out, which no rerun offers. label prefixes the error ("" for one disk).
+func checkSourceSize(ctx context.Context, cl *azure.Client, rec *stageRecord, sourceID, label, recPath string) error {
+	if rec.Round == 0 || len(rec.Plan) == 0 {
+		return nil
+	}
+	var prev struct {
+		Source luksconv.ImageInfo `json:"source"`
+	}
+	if err := json.Unmarshal(rec.Plan, &prev); err != nil {
+		return fmt.Errorf("stage record: the plan of round %d: %w", rec.Round, err)
+	}
+	debugAzure("read source disk (size)", sourceID)
+	st, err := cl.DiskStatus(ctx, sourceID)
+	if err != nil {
+		return err
+	}
+	if st.SizeBytes == 0 || prev.Source.Size == 0 || st.SizeBytes == prev.Source.Size {
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: %s%s was resized from %d to %d bytes since stage round %d of %s: the new disk %s was made for the old size",
+		luksconv.ErrInvalidOption, label, sourceID, prev.Source.Size, st.SizeBytes, rec.Round, recPath, rec.TargetDisk),
+		"a staged conversion cannot follow a resize: delete the new disk (luksconv never deletes disks), the stage record and the stage snapshots, then stage again"}
 }
 
 const pendingAgain = "finish that round first with the same command, --stage instead of --cutover; then cut over"

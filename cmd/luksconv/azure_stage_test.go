@@ -28,6 +28,7 @@ import (
 	"github.com/luksconv/luksconv/internal/blobfake"
 	"github.com/luksconv/luksconv/internal/deltafixture"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/vhd"
 )
 
 // The delta cutover's tests run the Azure control plane on the SDK fakes (as setupAzure) and the data
@@ -983,4 +984,56 @@ func TestAzureCutoverPendingStageRunning(t *testing.T) {
 	mustRun(t, "stage round 2 again", s.stageArgs(dir, "--stage")...)
 	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--deallocate", "--verify")...)
 	s.assertCutOver(t, dir, want2, "the cutover")
+}
+
+// growDisk grows the disk name by n bytes as an Azure disk resize does: the disk's size, and its blob,
+// whose VHD footer moves to the new end.
+func (s *blobCloud) growDisk(t *testing.T, name string, n int64) {
+	t.Helper()
+	s.Lock()
+	p := s.Disks[azurefake.Key(fakeRG, name)].Properties
+	old := *p.DiskSizeBytes
+	p.DiskSizeBytes = to.Ptr(old + n)
+	s.Unlock()
+	pb, err := pageblob.NewClientWithNoCredential(s.url("/acct/disks/"+name), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	footer, err := vhd.FixedFooterBytes(old + n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.Resize(ctx, old+n+512, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.ClearPages(ctx, blob.HTTPRange{Offset: old, Count: 512}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(footer)), blob.HTTPRange{Offset: old + n, Count: 512}, nil); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestAzureStageSourceResized: the source disk grown in Azure after round 1. The new disk was created
+// at the old size and cannot take the disk as it is now: a later --stage, and the --cutover, refuse
+// (exit 2, naming both sizes and what to delete) before they take a snapshot or deallocate the VM,
+// rather than leaving a pending round behind that no command can finish.
+func TestAzureStageSourceResized(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.growDisk(t, "osdisk", 1<<20)
+	for _, step := range [][]string{{"--stage"}, {"--cutover", "--deallocate"}, {"--stage"}} {
+		s.takeCalls()
+		_, se, code := runCLI(t, s.stageArgs(dir, step...)...)
+		if code != exitUsage || !strings.Contains(se, "resized") || !strings.Contains(se, ".luksconv-stage-plain.json") {
+			t.Errorf("%v after the source grew: exit %d, want %d naming the resize and the record:\n%s", step, code, exitUsage, se)
+		}
+		for _, c := range s.takeCalls() {
+			if strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "GRANT") {
+				t.Errorf("%v after the source grew did %q", step, c)
+			}
+		}
+	}
 }

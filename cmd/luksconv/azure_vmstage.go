@@ -187,6 +187,9 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			if err := f.checkPendingStage(&d.stageRecord, d.TargetDisk, diskName(d.LUN)+": "); err != nil {
 				return err
 			}
+			if err := checkSourceSize(ctx, cl, &d.stageRecord, d.SourceDisk, diskName(d.LUN)+": ", recPath); err != nil {
+				return err
+			}
 		}
 	}
 	if f.recreate {

@@ -502,3 +502,26 @@ func TestAzureVMCutoverKeysFirst(t *testing.T) {
 		t.Errorf("after the failed cutover the VM is %s, want running", st)
 	}
 }
+
+// TestAzureVMStageSourceResized: as TestAzureStageSourceResized for a whole VM whose LUN 1 disk grew
+// after round 1: the next round refuses (exit 2, naming LUN 1) before it snapshots any disk.
+func TestAzureVMStageSourceResized(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	vmID := fakeID("virtualMachines", "vm1")
+	args := func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+	}
+	mustRun(t, "stage round 1", args("--stage")...)
+	s.growDisk(t, "data1", 1<<20)
+	s.takeCalls()
+	_, se, code := runCLI(t, args("--stage")...)
+	if code != exitUsage || !strings.Contains(se, "LUN 1: ") || !strings.Contains(se, "resized") {
+		t.Errorf("stage round 2 after LUN 1 grew: exit %d, want %d naming LUN 1 and the resize:\n%s", code, exitUsage, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") {
+			t.Errorf("the refused round did %q", c)
+		}
+	}
+}

@@ -14,6 +14,8 @@
 //     in x-ms-range or Range, 512-byte aligned, at most 4 MiB per update),
 //   - Get Blob (GET, whole or x-ms-range / Range) and Get Blob Properties (HEAD),
 //   - Snapshot Blob (PUT ?comp=snapshot, answers x-ms-snapshot),
+//   - Set Blob Properties (PUT ?comp=properties), only to resize a page blob
+//     (x-ms-blob-content-length),
 //   - Get Page Ranges (GET ?comp=pagelist, of the blob or ?snapshot=, in a
 //     range, with marker / maxresults continuation, and against a previous
 //     snapshot named by ?prevsnapshot= or by x-ms-previous-snapshot-url).
@@ -196,6 +198,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		status, err = s.putPage(w, r, body)
 	case r.Method == http.MethodPut && comp == "snapshot":
 		status, err = s.snapshotBlob(w, r)
+	case r.Method == http.MethodPut && comp == "properties":
+		status, err = s.setProperties(w, r)
 	case r.Method == http.MethodGet && comp == "pagelist":
 		status, out, err = s.getPageRanges(w, r)
 	case (r.Method == http.MethodGet || r.Method == http.MethodHead) && comp == "":
@@ -328,6 +332,32 @@ func (s *Server) putBlob(w http.ResponseWriter, r *http.Request) (int, *storageE
 	versionHeaders(w, b.live)
 	w.Header().Set("x-ms-request-server-encrypted", "true")
 	return http.StatusCreated, nil
+}
+
+// setProperties is Set Blob Properties, of which only the page blob's resize (x-ms-blob-content-length,
+// a multiple of 512) is modelled: pages past a smaller size are dropped, a larger size adds pages that
+// were never written.
+func (s *Server) setProperties(w http.ResponseWriter, r *http.Request) (int, *storageError) {
+	b, serr := s.writable(r)
+	if serr != nil {
+		return 0, serr
+	}
+	if v := r.Header.Get("x-ms-blob-content-length"); v != "" {
+		size, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || size < 0 || size%PageSize != 0 {
+			return 0, fail(http.StatusBadRequest, "InvalidHeaderValue", "x-ms-blob-content-length %q is not a multiple of 512.", v)
+		}
+		pages := map[int64]page{}
+		for i, pg := range b.live.pages {
+			if i < size/PageSize {
+				pages[i] = pg
+			}
+		}
+		b.live.size, b.live.pages = size, pages
+	}
+	s.touch(b.live)
+	versionHeaders(w, b.live)
+	return http.StatusOK, nil
 }
 
 // parseRange reads "bytes=first-last" from x-ms-range, which wins, or Range.

@@ -349,3 +349,42 @@ func TestConcurrent(t *testing.T) {
 		t.Fatalf("after concurrent writes: %v %v", resp.PageRange, err)
 	}
 }
+
+// TestResize: Set Blob Properties resizes a page blob: a larger size adds pages never written (listed
+// by no diff), a smaller one drops the pages past it; the pages kept are unchanged, and a snapshot keeps
+// its size.
+func TestResize(t *testing.T) {
+	f := newFixture(t)
+	c := f.client("/acct/c/b")
+	if _, err := c.Create(f.ctx, 4096, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.put(c, 0, pages(1, 4096))
+	s1 := f.snapshot(c)
+	if _, err := c.Resize(f.ctx, 8192, nil); err != nil {
+		t.Fatal(err)
+	}
+	props, err := c.GetProperties(f.ctx, nil)
+	if err != nil || *props.ContentLength != 8192 {
+		t.Fatalf("after growing: %v, %v", props.ContentLength, err)
+	}
+	if changed, cleared, _, err := f.diff(c, pageblob.GetPageRangesDiffOptions{PrevSnapshot: &s1}); err != nil || len(changed)+len(cleared) != 0 {
+		t.Errorf("diff after growing: %v %v %v", changed, cleared, err)
+	}
+	if _, err := c.Resize(f.ctx, 1024, nil); err != nil {
+		t.Fatal(err)
+	}
+	if props, err := c.GetProperties(f.ctx, nil); err != nil || *props.ContentLength != 1024 {
+		t.Fatalf("after shrinking: %v, %v", props.ContentLength, err)
+	}
+	if changed, cleared, _, err := f.diff(c, pageblob.GetPageRangesDiffOptions{PrevSnapshot: &s1}); err != nil || len(changed)+len(cleared) != 0 {
+		t.Errorf("diff after shrinking (within the blob): %v %v %v", changed, cleared, err)
+	}
+	snap, err := c.WithSnapshot(s1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, err := snap.GetProperties(f.ctx, nil); err != nil || *p.ContentLength != 4096 {
+		t.Errorf("the snapshot after the resizes: %v, %v", p.ContentLength, err)
+	}
+}
