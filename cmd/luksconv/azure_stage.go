@@ -451,7 +451,7 @@ func (f *azureConvert) checkPending(ctx context.Context, cl *azure.Client, rec *
 	if !errors.Is(err, azure.ErrState) {
 		return err
 	}
-	if st, serr := cl.DiskStatus(ctx, diskID); serr == nil && st.State == armcompute.DiskStateUnattached {
+	if st, serr := cl.DiskStatus(ctx, diskID); serr == nil && finishedUpload(st.State) {
 		return &hintedError{fmt.Errorf("%s%w; the new disk %s was finished from it", label, err, diskID),
 			"the finished disk lacks what the VM wrote since and cannot take more: delete it (luksconv never deletes disks) and the stage record " +
 				recPath + ", then convert again"}
@@ -498,6 +498,17 @@ func (f *azureConvert) checkPendingStage(rec *stageRecord, diskID, label string)
 	}
 	return &hintedError{fmt.Errorf("%w: %sstage round %d, from snapshot %s taken at %s while the VM could run, was interrupted, and the new disk %s may hold part of it",
 		azure.ErrState, label, rec.Round+1, rec.Pending, rec.PendingTime.Format(time.RFC3339), diskID), pendingAgain}
+}
+
+// finishedUpload reports whether an upload disk in state st was finished: Unattached, or with a read
+// SAS open on it (a verification's grant, or an operator's), which a finished disk may have and an
+// unfinished one (ActiveUpload) cannot.
+func finishedUpload(st armcompute.DiskState) bool {
+	switch st {
+	case armcompute.DiskStateUnattached, armcompute.DiskStateActiveSAS, armcompute.DiskStateActiveSASFrozen:
+		return true
+	}
+	return false
 }
 
 // finishedAnyway returns err, the failure of a cutover's VM re-creation, and removes the stage record
@@ -666,11 +677,17 @@ type deltaJob struct {
 // nil when an earlier run of this cutover finished the disk (only possible when j.reread).
 func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j deltaJob, stderr io.Writer) (*azure.UploadTarget, *luksconv.Result, error) {
 	diskID := j.diskID
-	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.State == armcompute.DiskStateUnattached && st.Tags[planTag] == j.rec.DiskPlanTag && f.cutover && j.reread {
-		// An earlier run of this cutover finished the disk and stopped before the record was
-		// updated: the finish follows the last write, so the disk holds this round.
-		fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
-		return &azure.UploadTarget{DiskID: diskID, SizeBytes: j.d.OutputSize, UploadSizeBytes: j.d.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
+	if st, err := cl.DiskStatus(ctx, diskID); err == nil && finishedUpload(st.State) && st.Tags[planTag] == j.rec.DiskPlanTag && j.reread {
+		if f.cutover {
+			// An earlier run of this cutover finished the disk and stopped before the record was
+			// updated: the finish follows the last write, so the disk holds this round.
+			fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
+			return &azure.UploadTarget{DiskID: diskID, SizeBytes: j.d.OutputSize, UploadSizeBytes: j.d.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
+		}
+		if j.rec.PendingCutover {
+			return nil, nil, &hintedError{fmt.Errorf("%w: %s was finished by a cutover from snapshot %s, which stopped before its end", azure.ErrState, diskID, j.snapshot),
+				"run the same command with --cutover instead of --stage: it finds the disk finished and completes the cutover"}
+		}
 	}
 	_, jerr := os.Stat(j.journal)
 	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", jerr == nil)

@@ -1037,3 +1037,63 @@ func TestAzureStageSourceResized(t *testing.T) {
 		}
 	}
 }
+
+// cancelAfterCommit cancels the run once its output is committed (the upload finished).
+type cancelAfterCommit struct {
+	luksconv.Output
+	cancel func()
+}
+
+func (o *cancelAfterCommit) Commit(ctx context.Context) error {
+	err := o.Output.Commit(ctx)
+	o.cancel()
+	return err
+}
+
+// TestAzureCutoverFinishedActiveSAS: a cutover stopped after it finished the new disk (Ctrl-C during
+// --verify) keeps its snapshot pending, and the disk may be left with a read SAS open (ActiveSAS: the
+// verification's grant carried out although the run stopped, a revoke that failed, an operator's `az
+// disk grant-access`). The disk is finished all the same: a --stage run must not tell the user to
+// delete it and start over but name the cutover, and the cutover run again finds the disk finished,
+// verifies it and removes the record, as it does when the disk is Unattached.
+func TestAzureCutoverFinishedActiveSAS(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.toState2(t)
+	s.powerState("deallocated")
+	ctx, cancel := context.WithCancel(context.Background())
+	azureOutputHook = func(j *uploadJob, o luksconv.Output) luksconv.Output {
+		return &cancelAfterCommit{Output: o, cancel: cancel}
+	}
+	_, se, code := runCLICtx(t, ctx, s.stageArgs(dir, "--cutover", "--verify")...)
+	azureOutputHook = nil
+	cancel()
+	if code != exitInterrupted || s.DiskState(fakeRG, "plain") != armcompute.DiskStateUnattached {
+		t.Fatalf("cutover stopped after the finish: exit %d, disk %s:\n%s", code, s.DiskState(fakeRG, "plain"), se)
+	}
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "plain")].Properties.DiskState = to.Ptr(armcompute.DiskStateActiveSAS)
+	s.Unlock()
+	_, se, code = runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code == 0 || strings.Contains(se, "delete") || !strings.Contains(se, "--cutover") {
+		t.Errorf("stage after a finished cutover: exit %d; want a failure naming the cutover, not a deletion:\n%s", code, se)
+	}
+	s.takeCalls()
+	so := mustRun(t, "cutover again", s.stageArgs(dir, "--cutover", "--verify")...)
+	if r := reportOf[stageRep](t, so); !r.Verified {
+		t.Errorf("the cutover run again did not verify: %+v", r)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot") || strings.HasPrefix(c, "GRANT disk plain Write") {
+			t.Errorf("the cutover run again did %q", c)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".luksconv-stage-plain.json")); !os.IsNotExist(err) {
+		t.Errorf("stage record left: %v", err)
+	}
+	if got := s.target(t, len(want2)); !bytes.Equal(got, want2) {
+		t.Fatal("the new disk differs from a local conversion of state 2")
+	}
+}
