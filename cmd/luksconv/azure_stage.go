@@ -404,7 +404,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if f.cutover {
 		if f.verify {
 			if err := f.verifyDisk(ctx, cl, p, src, diskID, stderr); err != nil {
-				return err
+				return stagedVerifyHint(err, fmt.Sprintf("do not attach %s: delete it (luksconv never deletes disks)", diskID), recPath)
 			}
 			rep.Verified = true
 		}
@@ -498,6 +498,16 @@ func (f *azureConvert) checkPendingStage(rec *stageRecord, diskID, label string)
 	}
 	return &hintedError{fmt.Errorf("%w: %sstage round %d, from snapshot %s taken at %s while the VM could run, was interrupted, and the new disk %s may hold part of it",
 		azure.ErrState, label, rec.Round+1, rec.Pending, rec.PendingTime.Format(time.RFC3339), diskID), pendingAgain}
+}
+
+// stagedVerifyHint gives a cutover's failed verification (err) the way out, what (the disks to delete)
+// and the stage record recPath, then staging again: deleting the disks alone would leave a record
+// whose rounds no run can finish. Other errors are returned as they are.
+func stagedVerifyHint(err error, what, recPath string) error {
+	if !errors.Is(err, luksconv.ErrVerifyFailed) {
+		return err
+	}
+	return &hintedError{err, fmt.Sprintf("%s and the stage record %s, then convert again: --stage, then --cutover", what, recPath)}
 }
 
 // finishedUpload reports whether an upload disk in state st was finished: Unattached, or with a read

@@ -1097,3 +1097,41 @@ func TestAzureCutoverFinishedActiveSAS(t *testing.T) {
 		t.Fatal("the new disk differs from a local conversion of state 2")
 	}
 }
+
+// TestAzureCutoverVerifyFails: a cutover whose --verify finds the new disk wrong (here a page of it
+// overwritten after round 1, where no later round writes) exits 9 with a hint that names the stage
+// record as well as the disk: deleting the disk alone leaves a record whose rounds nothing can finish.
+// Following the hint (delete both, stage again, cut over) gives the right disk.
+func TestAzureCutoverVerifyFails(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	record := filepath.Join(dir, ".luksconv-stage-plain.json")
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	// The last page of the disk: past the volume's files, never in the diff.
+	last := int64(len(want2)) - 512
+	s.writePages(t, "/acct/disks/plain", append(make([]byte, last), bytes.Repeat([]byte{0xa5}, 512)...), []extent.Range{{Off: last, Len: 512}})
+	s.toState2(t)
+	s.powerState("deallocated")
+	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != exitVerifyFailed || !strings.Contains(se, record) {
+		t.Fatalf("cutover over a damaged disk: exit %d, want %d with a hint naming %s:\n%s", code, exitVerifyFailed, record, se)
+	}
+	// The disk deleted: its data goes with it.
+	s.Lock()
+	delete(s.Disks, azurefake.Key(fakeRG, "plain"))
+	s.Unlock()
+	pb, err := pageblob.NewClientWithNoCredential(s.url("/acct/disks/plain"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pb.ClearPages(context.Background(), blob.HTTPRange{Offset: 0, Count: int64(len(want2)) + 512}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(record); err != nil {
+		t.Fatal(err)
+	}
+	mustRun(t, "stage again", s.stageArgs(dir, "--stage")...)
+	mustRun(t, "cutover again", s.stageArgs(dir, "--cutover", "--verify")...)
+	s.assertCutOver(t, dir, want2, "the cutover after the hint")
+}

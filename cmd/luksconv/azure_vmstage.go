@@ -353,7 +353,8 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		if f.verify {
 			for _, d := range disks {
 				if err := f.verifyDisk(ctx, cl, d.plan, d.src, d.diskID, stderr); err != nil {
-					return fmt.Errorf("%s: %w", diskName(d.LUN), err)
+					return stagedVerifyHint(fmt.Errorf("%s: %w", diskName(d.LUN), err),
+						fmt.Sprintf("do not attach %s: delete it and the VM's other new disks (luksconv never deletes disks)", d.diskID), recPath)
 				}
 				d.Verified = true
 			}
