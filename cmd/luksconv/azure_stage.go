@@ -245,14 +245,15 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 	}
-	rep := &azureReport{Source: id, DryRun: f.dryRun}
-	if f.dryRun {
-		return f.estimateCutover(out, rec, recPath, rep)
-	}
 	if rec != nil {
+		// Before the dry run too: it must not promise a cutover that will be refused.
 		if err := f.checkPendingStage(rec, diskID, ""); err != nil {
 			return err
 		}
+	}
+	rep := &azureReport{Source: id, DryRun: f.dryRun}
+	if f.dryRun {
+		return f.estimateCutover(out, rec, recPath, rep)
 	}
 	cl, err := f.src.client(id)
 	if err != nil {

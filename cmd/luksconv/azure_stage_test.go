@@ -955,7 +955,8 @@ func TestAzureStageDiskFlags(t *testing.T) {
 
 // TestAzureCutoverPendingStageRunning: a cutover --deallocate that must refuse an interrupted stage
 // round (taken while the VM ran) refuses before it deallocates the VM: the VM keeps running, no
-// snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows.
+// snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows. Its dry run
+// refuses the same way instead of estimating a downtime.
 func TestAzureCutoverPendingStageRunning(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
@@ -966,6 +967,10 @@ func TestAzureCutoverPendingStageRunning(t *testing.T) {
 		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
 	}
 	s.takeCalls()
+	// The dry run says so too, rather than an expected downtime.
+	if so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate", "--dry-run")...); code != exitFailure || !strings.Contains(se, "stage round 2") {
+		t.Errorf("dry-run cutover over an interrupted stage round: exit %d, want %d naming the round:\n%s\n%s", code, exitFailure, so, se)
+	}
 	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...)
 	if code != exitFailure || !strings.Contains(se, "stage round 2") || !strings.Contains(se, "--stage instead of --cutover") {
 		t.Errorf("cutover --deallocate over an interrupted stage round: exit %d, want %d naming the round:\n%s", code, exitFailure, se)

@@ -150,6 +150,10 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			if err := f.checkDiskFlags(d.Disk, d.TargetDisk, diskName(d.LUN)+": ", recPath); err != nil {
 				return err
 			}
+			// Before the dry run too: it must not promise a cutover that will be refused.
+			if err := f.checkPendingStage(&d.stageRecord, d.TargetDisk, diskName(d.LUN)+": "); err != nil {
+				return err
+			}
 		}
 	}
 	if f.dryRun {
@@ -184,9 +188,6 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	}
 	if rec != nil {
 		for _, d := range rec.Disks {
-			if err := f.checkPendingStage(&d.stageRecord, d.TargetDisk, diskName(d.LUN)+": "); err != nil {
-				return err
-			}
 			if err := checkSourceSize(ctx, cl, &d.stageRecord, d.SourceDisk, diskName(d.LUN)+": ", recPath); err != nil {
 				return err
 			}
