@@ -382,6 +382,17 @@ func TestAzureConvert(t *testing.T) {
 			if !slices.Contains(f.Calls, "REVOKE snapshot snap") {
 				t.Errorf("source not revoked after a failure: %q", f.Calls)
 			}
+			// So with a read SAS open on it (a run stopped during --verify, whose grant Azure carried
+			// out): ActiveSAS is a finished disk, which cannot be reopened as an upload.
+			f.Lock()
+			f.Disks[azurefake.Key(fakeRG, "plain")].Properties.DiskState = to.Ptr(armcompute.DiskStateActiveSAS)
+			f.Calls = nil
+			f.Unlock()
+			_, se, code = runCLI(t, "azure", "convert", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES,
+				"--target-disk", "plain", "--journal", filepath.Join(dir, "j3"), "-q")
+			if code != 0 || !strings.Contains(se, "was uploaded by an earlier run") || slices.ContainsFunc(f.Calls, func(c string) bool { return strings.HasPrefix(c, "PUT disk") }) {
+				t.Errorf("finished target with a read SAS open: exit %d: %q\n%s", code, f.Calls, se)
+			}
 		})
 	}
 }
