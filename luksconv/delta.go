@@ -29,8 +29,9 @@ const deltaAlign = 4096
 //
 // The returned plan reads like next and shares its key: closing either closes both. Execute it into
 // the existing output, whose ZeroFilled must be false so that zeros are written. Its Regions cover only
-// what is rewritten (Totals count them); its ID differs from next's. prev may be a plan decoded from
-// JSON (it is only compared). Both plans must describe outputs of the same size and format.
+// what is rewritten (Totals count them), and its ID, computed from them as any plan's, equals next's
+// only when it rewrites everything. prev may be a plan decoded from JSON (it is only compared). Both
+// plans must describe outputs of the same size and format.
 func Delta(prev, next *Plan, changed []extent.Range) (*Plan, error) {
 	if prev.OutputSize != next.OutputSize || prev.Format != next.Format {
 		return nil, fmt.Errorf("%w: delta: the output was %d bytes (%s) and is %d bytes (%s) now: convert afresh",
