@@ -275,6 +275,13 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	if f.wholeVM() {
+		if !f.dryRun {
+			release, err := lockConversion(f.journalDir, f.vm)
+			if err != nil {
+				return err
+			}
+			defer release()
+		}
 		if f.cutover || f.stage && !f.dryRun {
 			return f.runVMStaged(c)
 		}
@@ -285,6 +292,17 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	id, err := f.check()
 	if err != nil {
 		return err
+	}
+	if !f.dryRun {
+		dir := f.journalDir
+		if f.journal != "" && !f.stage && !f.cutover {
+			dir = filepath.Dir(f.journal) // beside the state a rerun resumes from (a stage record is in --journal-dir)
+		}
+		release, err := lockConversion(dir, f.targetID(id))
+		if err != nil {
+			return err
+		}
+		defer release()
 	}
 	if f.cutover || f.stage && !f.dryRun {
 		return f.runStaged(c, id)

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -151,5 +152,52 @@ func TestAzureConvertForeignTargetFirst(t *testing.T) {
 				t.Errorf("%s %q: snapshot or grant before refusing the disk: %q", target, extra, calls)
 			}
 		}
+	}
+}
+
+// TestAzureConvertLocked: a run of a conversion that another run holds (a fleet task retried while the
+// first runs on, a manual run beside a fleet's) stops before it does anything in Azure, with exit 1
+// (a retry once the other has ended resumes or finds the work done), for one disk (its lock beside
+// --journal, or in --journal-dir for --stage) and a whole VM (in --journal-dir); once the other
+// releases the lock, the run goes on.
+func TestAzureConvertLocked(t *testing.T) {
+	f, fx := setupAzure(t, false)
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		key  string
+		args []string
+	}{
+		{fakeID("disks", "plain"), []string{"--snapshot", fakeID("snapshots", "snap"), "--target-disk", "plain", "--journal", filepath.Join(dir, "j")}},
+		{fakeID("disks", "plain"), []string{"--source-disk", fakeID("disks", "osdisk"), "--target-disk", "plain", "--stage", "--journal-dir", dir}},
+		{fakeID("virtualMachines", "vm1"), []string{"--vm", fakeID("virtualMachines", "vm1"), "--journal-dir", dir}},
+	} {
+		release, err := lockConversion(dir, tc.key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.takeCalls()
+		args := append([]string{"azure", "convert", "-q", "--des", fakeDES, "--key-file", fx.KeyFiles[0]}, tc.args...)
+		_, se, code := runCLI(t, args...)
+		if code != 1 || !strings.Contains(se, "another run of this conversion is in progress") {
+			t.Errorf("%q while another run holds the lock: exit %d:\n%s", tc.args, code, se)
+		}
+		if calls := f.takeCalls(); len(calls) > 0 {
+			t.Errorf("%q while another run holds the lock: %q", tc.args, calls)
+		}
+		if _, err := lockConversion(dir, tc.key); err == nil {
+			t.Errorf("%q: the lock was taken twice", tc.args)
+		}
+		release()
+		r2, err := lockConversion(dir, tc.key)
+		if err != nil {
+			t.Errorf("%q: the lock after its release: %v", tc.args, err)
+		} else {
+			r2()
+		}
+	}
+	// Released, a run goes on.
+	if _, se, code := runCLI(t, "azure", "convert", "-q", "--des", fakeDES, "--snapshot", fakeID("snapshots", "snap"), "--target-disk", "plain",
+		"--journal", filepath.Join(dir, "j")); code != 0 {
+		t.Errorf("after the release: exit %d:\n%s", code, se)
 	}
 }

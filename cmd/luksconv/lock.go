@@ -1,0 +1,38 @@
+package main
+
+import (
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+)
+
+// errBusy: another run of the same conversion holds its lock. A retry after that run ends can
+// succeed, so it is exit 1.
+var errBusy = errors.New("another run of this conversion is in progress")
+
+// lockConversion takes the lock of the conversion named by key (a VM's or a new disk's resource ID) in
+// dir, --journal-dir, for as long as the run lasts: two runs at once (a fleet task retried while the
+// first still runs on a lost node, a manual run beside a fleet's) would share the stage records and
+// journals, and could both re-create the VM. release drops it.
+func lockConversion(dir, key string) (release func(), err error) {
+	h := sha256.Sum256([]byte(strings.ToLower(key)))
+	name := filepath.Join(dir, fmt.Sprintf(".luksconv-%s-%x.lock", path.Base(key), h[:4]))
+	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("lock of the conversion: %w", err)
+	}
+	held, err := lockFile(f)
+	if err != nil || held {
+		f.Close()
+		if held {
+			return nil, &hintedError{fmt.Errorf("%w: %s is locked", errBusy, name),
+				"wait for the other run to end (a rerun then resumes or finds the work done); the lock goes with its process"}
+		}
+		return nil, fmt.Errorf("lock of the conversion %s: %w", name, err)
+	}
+	return func() { f.Close() }, nil
+}
