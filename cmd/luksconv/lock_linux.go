@@ -19,7 +19,7 @@ func lockFile(f *os.File) (held bool, err error) {
 		return false, nil
 	case errors.Is(err, unix.EAGAIN), errors.Is(err, unix.EACCES):
 		return true, nil
-	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP):
+	case errors.Is(err, unix.ENOLCK), errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP), errors.Is(err, unix.ENOSYS):
 		return false, nil
 	}
 	return false, err
