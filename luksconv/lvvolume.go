@@ -83,7 +83,7 @@ func findLV(ctx context.Context, src *Source, vg, lv string) (*Report, *lvVolume
 		if !ok {
 			return nil, nil, fmt.Errorf("%w: volume group %s on partition %d has no logical volume %s", ErrNothingToConvert, vg, d.part.Number, lv)
 		}
-		if _, err := d.pv.Map(l, 0, l.Size); err != nil {
+		if err := d.pv.Holds(l); err != nil {
 			return nil, nil, fmt.Errorf("LV %s/%s (a LUKS device) is not all on partition %d: %w", vg, lv, d.part.Number, err)
 		}
 		return rep, &lvVolume{name: vg + "/" + lv, part: d.part, pv: d.pv, lv: l}, nil

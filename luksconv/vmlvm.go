@@ -46,7 +46,7 @@ func lunOfLV(plain map[int][]diskPV, vg, lv string) (lun int, found bool, err er
 			if d.pv.VG.Name != vg || !ok {
 				continue
 			}
-			if _, err := d.pv.Map(x, 0, x.Size); err != nil {
+			if err := d.pv.Holds(x); err != nil {
 				spans = true
 				continue
 			}
@@ -152,7 +152,9 @@ func vmVolumeGroups(opened []*openedDisk, plain map[int][]diskPV) (*vmVGs, error
 // files its free space and XFS log under each disk. LVs on one disk are left to that disk's analysis.
 // A component (lvm.VG.Components) keeps its free space, as in lvmFree.
 func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMember, component bool) {
-	ext, err := vg.Map(lv, 0, lv.Size)
+	// PVRanges, not Map: where the bytes lie is all that is needed, and Map gives a piece per stripe
+	// chunk (millions for a striped LV of some TiB).
+	ext, err := vg.PVRanges(lv, 0, lv.Size)
 	if err != nil {
 		return // each disk's analysis says why
 	}
@@ -183,7 +185,7 @@ func readSpanningLV(res *vmVGs, vg *lvm.VG, lv *lvm.LV, byName map[string]vgMemb
 	}
 	var free, logs map[int][]span = map[int][]span{}, map[int][]span{}
 	_, _, err = fsFree(r, lv.Size, c, func(off, n int64, why string) []span {
-		ext, err := vg.Map(lv, off, n)
+		ext, err := vg.PVRanges(lv, off, n)
 		if err != nil {
 			return nil
 		}

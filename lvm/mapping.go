@@ -38,6 +38,24 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 	return out, nil
 }
 
+// Holds returns nil when all of lv lies on this PV, in segments Map handles, and otherwise the error
+// Map(lv, 0, lv.Size) gives, without Map's piece per stripe chunk (see VG.PVRanges).
+func (pv *PV) Holds(lv *LV) error {
+	if pv.VG == nil || pv.info == nil {
+		return errors.New("lvm: PV has no volume group metadata")
+	}
+	ext, err := pv.VG.PVRanges(lv, 0, lv.Size)
+	if err != nil {
+		return err
+	}
+	for _, e := range ext {
+		if e.PV != pv.info.Name {
+			return fmt.Errorf("%w: LV %s: extent %d lies on %q, another PV", ErrUnsupported, lv.Name, e.LVOff/pv.VG.ExtentSize, e.PV)
+		}
+	}
+	return nil
+}
+
 // PVExtent is a piece of an LV mapped onto one of the VG's PVs: LV bytes
 // [LVOff, LVOff+Len) are bytes [PVOff, PVOff+Len) of the PV called PV ("pv0").
 type PVExtent struct {
@@ -108,6 +126,61 @@ func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
 			add(PVExtent{s.Stripes[c%nst].PV, Extent{LVOff: pos, PVOff: bases[c%nst] + (c/nst)*chunk + within, Len: l}})
 			pos += l
 		}
+	}
+	return out, nil
+}
+
+// PVRanges returns the PV byte ranges backing LV bytes [off, off+n), as Map does but merged per PV
+// and segment: a striped segment gives one range per stripe, however many chunks it deals, so the
+// result grows with the segments and not with the LV's size over its stripe size (Map of a 16 TiB LV
+// in 64 KiB stripes is 256M pieces). For callers that need where the bytes lie, not their LV order:
+// LVOff is the LV offset of the range's first byte. Errors are Map's.
+func (vg *VG) PVRanges(lv *LV, off, n int64) ([]PVExtent, error) {
+	if lv == nil {
+		return nil, errors.New("lvm: nil LV")
+	}
+	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
+		return nil, fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
+	}
+	es := vg.ExtentSize
+	var out []PVExtent
+	for pos, end := off, off+n; pos < end; {
+		i := sort.Search(len(lv.Segments), func(i int) bool {
+			s := lv.Segments[i]
+			return s.StartExtent+s.ExtentCount > pos/es
+		})
+		if i == len(lv.Segments) {
+			return nil, fmt.Errorf("lvm: LV %s: no segment holds extent %d", lv.Name, pos/es)
+		}
+		s := &lv.Segments[i]
+		segStart := s.StartExtent * es
+		stop := min(end, segStart+s.ExtentCount*es)
+		// Map checks the segment (type, stacking, stripe size) and gives the range's first piece.
+		first, err := vg.Map(lv, pos, min(stop-pos, max(s.StripeSize, 1)))
+		if err != nil {
+			return nil, err
+		}
+		if len(s.Stripes) == 1 {
+			out = append(out, PVExtent{first[0].PV, Extent{LVOff: pos, PVOff: first[0].PVOff, Len: stop - pos}})
+			pos = stop
+			continue
+		}
+		// Stripe k holds, of segment bytes [0, o), whole rows of chunks plus up to one chunk of the
+		// partial row: its bytes of [pos, stop) are one run of its area.
+		chunk, nst := s.StripeSize, int64(len(s.Stripes))
+		on := func(k, o int64) int64 { return o/(chunk*nst)*chunk + min(max(o%(chunk*nst)-k*chunk, 0), chunk) }
+		for k, st := range s.Stripes {
+			lo, hi := on(int64(k), pos-segStart), on(int64(k), stop-segStart)
+			if lo >= hi {
+				continue
+			}
+			info, _ := vg.PV(st.PV)
+			// The LV offset of the run's first byte: chunk lo/chunk of the stripe is segment chunk
+			// lo/chunk*nst+k.
+			lvOff := segStart + (lo/chunk*nst+int64(k))*chunk + lo%chunk
+			out = append(out, PVExtent{st.PV, Extent{LVOff: lvOff, PVOff: info.PEStart + st.StartExtent*es + lo, Len: hi - lo}})
+		}
+		pos = stop
 	}
 	return out, nil
 }

@@ -317,6 +317,9 @@ stripes = ["mine", 0]
 		if wantErr != (err != nil) || (err != nil && !errors.Is(err, lvm.ErrUnsupported)) {
 			t.Errorf("Map(%s) = %v", name, err)
 		}
+		if err := pv.Holds(lv); wantErr != (err != nil) || (err != nil && !errors.Is(err, lvm.ErrUnsupported)) {
+			t.Errorf("Holds(%s) = %v", name, err)
+		}
 	}
 	split, _ := pv.VG.LV("split")
 	if ext, err := pv.Map(split, 0, 4096); err != nil || len(ext) != 1 || ext[0].PVOff != 16<<10+2*4096 {
