@@ -9,6 +9,7 @@ import (
 	"github.com/luksconv/luksconv/gpt"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/vhd"
 )
 
@@ -57,7 +58,7 @@ func exitCode(err error) int {
 		return exitWrongKey
 	case errors.Is(err, luks.ErrReencryptInProgress):
 		return exitReencrypting
-	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported),
+	case errors.Is(err, luks.ErrUnsupported), errors.Is(err, vhd.ErrUnsupported), errors.Is(err, diskcipher.ErrUnsupported), errors.Is(err, lvm.ErrUnsupported),
 		errors.Is(err, luksconv.ErrGuestEdit), errors.Is(err, luksconv.ErrGuestUnsupported), errors.Is(err, azure.ErrUnsupported):
 		return exitUnsupported
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -11,7 +12,9 @@ import (
 	"time"
 
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/internal/vmfixture"
+	"github.com/luksconv/luksconv/lvm"
 )
 
 // TestVMConvert converts an OS disk and a data disk in one run: each output equals what convert makes
@@ -151,5 +154,103 @@ func TestVMConvertCommitFailure(t *testing.T) {
 		if e.Name() != "lun3.raw" {
 			t.Errorf("a failed run left %s behind (stderr: %s)", e.Name(), se.String())
 		}
+	}
+}
+
+// TestVMConvertCryptLVOnTwoPVs: the LV holding lun7's LUKS device was extended onto a PV of another
+// disk (vgextend, lvextend: its last extents on pv1). luksconv converts only an LV on one disk: that
+// is unsupported, exit 4, the same answer on every run; it was exit 1, which a fleet engine retries.
+// lun7's metadata (made by vgcfgrestore) is edited here, its checksums computed again.
+func TestVMConvertCryptLVOnTwoPVs(t *testing.T) {
+	m := vmfixture.Load(t)
+	lun7, _ := m.Disk("lun7")
+	img := testenv.CopyFile(t, m.Path(lun7.File))
+	rewriteLVMText(t, img, func(s string) string {
+		s = strings.Replace(s, "pe_count = 15\n}\n", `pe_count = 15
+}
+
+pv1 {
+id = "Xt3Ab9-0000-1111-2222-3333-4444-555566"
+device = "/dev/sdd"
+
+status = ["ALLOCATABLE"]
+flags = []
+dev_size = 131072
+pe_start = 2048
+pe_count = 15
+}
+`, 1)
+		s = strings.Replace(s, "segment_count = 2\n", "segment_count = 3\n", 1)
+		return strings.Replace(s, `"pv0", 7
+]
+}
+`, `"pv0", 7
+]
+}
+segment3 {
+start_extent = 10
+extent_count = 5
+
+type = "striped"
+stripe_count = 1
+
+stripes = [
+"pv1", 0
+]
+}
+`, 1)
+	})
+	out := filepath.Join(t.TempDir(), "vm")
+	os.Mkdir(out, 0o700)
+	_, se, code := run(t, nil, "vm", "convert", "-q", "--os", m.Path(m.OS.File), "--key-file", m.Path(m.OS.KeyFile),
+		"--data", "7="+img, "--data-key", "7="+m.Path(lun7.KeyFile), out)
+	if code != exitUnsupported || !strings.Contains(se, "over several PVs") {
+		t.Fatalf("crypt-lv on two PVs: exit %d, want %d: %s", code, exitUnsupported, se)
+	}
+	if ents, _ := os.ReadDir(out); len(ents) != 0 {
+		t.Fatalf("a refused run left %s", ents[0].Name())
+	}
+}
+
+// rewriteLVMText replaces the VG metadata text of the PV image at path with edit's result, in place
+// in each metadata area, with the text's and the area header's checksums computed again.
+func rewriteLVMText(t *testing.T, path string, edit func(string) string) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	pv, err := lvm.Open(f, fi.Size())
+	if err != nil || pv.VG == nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	text := append([]byte(edit(pv.VG.Raw)), 0)
+	le := binary.LittleEndian
+	for _, mda := range pv.MDAs {
+		h := mda.Header
+		if h == nil || len(h.RawLocns) == 0 {
+			continue
+		}
+		if h.RawLocns[0].Offset+uint64(len(text)) > h.Size {
+			t.Fatalf("%s: the edited text does not fit the metadata area without wrapping", path)
+		}
+		hdr := make([]byte, lvm.MDAHeaderSize)
+		if _, err := f.ReadAt(hdr, int64(mda.Area.Offset)); err != nil {
+			t.Fatal(err)
+		}
+		le.PutUint64(hdr[48:], uint64(len(text))) // raw_locn 0: offset 40, size 48, checksum 56
+		le.PutUint32(hdr[56:], lvm.CRC(text))
+		le.PutUint32(hdr[0:], lvm.CRC(hdr[4:]))
+		if _, err := f.WriteAt(text, int64(mda.Area.Offset+h.RawLocns[0].Offset)); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := f.WriteAt(hdr, int64(mda.Area.Offset)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pv, err := lvm.Open(f, fi.Size()); err != nil || len(pv.VG.PVs) != 2 {
+		t.Fatalf("%s after the edit: %v", path, err)
 	}
 }
