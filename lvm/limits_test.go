@@ -27,9 +27,35 @@ func hostileText(n, lvs int) []byte {
 	return []byte(b.String())
 }
 
+// stripesText is a VG of pvs PVs and one LV of segs segments, each striped over stripes areas on the
+// PVs listed last (a name lookup that scans the PVs in order goes through nearly all of them).
+func stripesText(pvs, segs, stripes int) []byte {
+	var b strings.Builder
+	b.WriteString("vg {\nid = \"v\"\nseqno = 1\nextent_size = 8\nphysical_volumes {\n")
+	for i := range pvs {
+		fmt.Fprintf(&b, "p%d { id = \"x\" pe_start = 0 pe_count = 99 }\n", i)
+	}
+	fmt.Fprintf(&b, "}\nlogical_volumes {\nlv { id = \"l\" segment_count = %d\n", segs)
+	for s := range segs {
+		fmt.Fprintf(&b, "segment%d { start_extent = %d extent_count = %d type = \"striped\" stripe_count = %d stripe_size = 8 stripes = [",
+			s+1, s*stripes, stripes, stripes)
+		for i := range stripes {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			fmt.Fprintf(&b, "\"p%d\", %d", pvs-1-i%100, s)
+		}
+		b.WriteString("] }\n")
+	}
+	b.WriteString("}\n}\n}\n")
+	return []byte(b.String())
+}
+
 // TestMetadataLimits: a text over MaxTextSize (520k segments, 58 MB: what once took 1.5 GiB), one
-// under it with more than MaxSegments segments, and one of 30k LVs (whose names were once checked
-// pairwise) are refused or parsed quickly with bounded allocation; a VG at the segment limit parses.
+// under it with more than MaxSegments segments, one of 30k LVs (whose names were once checked
+// pairwise) and one of 100k PVs and 250k stripes (whose PV names were once looked up one PV after the
+// other: minutes) are refused or parsed quickly with bounded allocation; a VG at the segment limit
+// parses.
 func TestMetadataLimits(t *testing.T) {
 	for _, tc := range []struct {
 		name    string
@@ -40,6 +66,7 @@ func TestMetadataLimits(t *testing.T) {
 		{"over MaxSegments", hostileText(lvm.MaxSegments+1, 0), "segments"},
 		{"at MaxSegments", hostileText(lvm.MaxSegments-1000, 1000), ""},
 		{"30k LVs", hostileText(1, 30000), ""},
+		{"100k PVs, 250k stripes", stripesText(100000, 5, 50000), ""},
 	} {
 		var before, after runtime.MemStats
 		runtime.ReadMemStats(&before)

@@ -30,6 +30,10 @@ type VG struct {
 	PVs        []PVInfo // the physical_volumes section, in text order
 	LVs        []LV     // the logical_volumes section, in text order
 	Raw        string   // the metadata text (without the terminating NUL)
+
+	// pvIndex is each PV's index in PVs by name, as parsed: a text may list 100k PVs and name them in
+	// 250k stripes, and scanning PVs for each took minutes.
+	pvIndex map[string]int
 }
 
 // PVInfo is one entry of the VG's physical_volumes section.
@@ -133,6 +137,10 @@ func (vg *VG) LV(name string) (*LV, bool) {
 
 // PV returns the physical volume entry called name ("pv0").
 func (vg *VG) PV(name string) (*PVInfo, bool) {
+	// The index is a hint: PVs may have been changed since the parse.
+	if i, ok := vg.pvIndex[name]; ok && i < len(vg.PVs) && vg.PVs[i].Name == name {
+		return &vg.PVs[i], true
+	}
 	for i := range vg.PVs {
 		if vg.PVs[i].Name == name {
 			return &vg.PVs[i], true
@@ -208,7 +216,7 @@ func parseVG(text []byte) (*VG, error) {
 	if i := bytes.IndexByte(raw, 0); i >= 0 {
 		raw = raw[:i] // the parser stops at the terminating NUL too
 	}
-	vg := &VG{Name: vgn.key, Raw: string(raw)}
+	vg := &VG{Name: vgn.key, Raw: string(raw), pvIndex: map[string]int{}}
 	d := decoder{where: "volume group " + vg.Name}
 	vg.ID = d.str(vgn, "id", true)
 	vg.Seqno = int(d.int(vgn, "seqno", 0, math.MaxInt32, true))
@@ -245,6 +253,7 @@ func parseVG(text []byte) (*VG, error) {
 			return nil, fmt.Errorf("line %d: physical volume %s listed twice", pn.line, pv.Name)
 		}
 		names[pv.Name] = true
+		vg.pvIndex[pv.Name] = len(vg.PVs)
 		vg.PVs = append(vg.PVs, pv)
 	}
 
