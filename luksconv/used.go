@@ -109,7 +109,8 @@ func lvmFree(plain io.ReaderAt, size, out, img int64, vol, how string, done map[
 			continue
 		}
 		s, l, err := fsFree(lvr, lv.Size, c, func(off, n int64, why string) []span {
-			ext, err := pv.Map(lv, off, n)
+			// Ranges, not Map: spans need no LV order, and Map gives a piece per stripe chunk.
+			ext, err := pv.Ranges(lv, off, n)
 			if err != nil {
 				return nil
 			}

@@ -38,22 +38,31 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 	return out, nil
 }
 
-// Holds returns nil when all of lv lies on this PV, in segments Map handles, and otherwise the error
-// Map(lv, 0, lv.Size) gives, without Map's piece per stripe chunk (see VG.PVRanges).
-func (pv *PV) Holds(lv *LV) error {
+// Ranges is VG.PVRanges for an LV on this PV: the PV byte ranges backing LV bytes [off, off+n),
+// merged per stripe and segment, not in LV order. A range on another PV is the error Map gives.
+func (pv *PV) Ranges(lv *LV, off, n int64) ([]Extent, error) {
 	if pv.VG == nil || pv.info == nil {
-		return errors.New("lvm: PV has no volume group metadata")
+		return nil, errors.New("lvm: PV has no volume group metadata")
 	}
-	ext, err := pv.VG.PVRanges(lv, 0, lv.Size)
+	ext, err := pv.VG.PVRanges(lv, off, n)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	out := make([]Extent, 0, len(ext))
 	for _, e := range ext {
 		if e.PV != pv.info.Name {
-			return fmt.Errorf("%w: LV %s: extent %d lies on %q, another PV", ErrUnsupported, lv.Name, e.LVOff/pv.VG.ExtentSize, e.PV)
+			return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, another PV", ErrUnsupported, lv.Name, e.LVOff/pv.VG.ExtentSize, e.PV)
 		}
+		out = append(out, e.Extent)
 	}
-	return nil
+	return out, nil
+}
+
+// Holds returns nil when all of lv lies on this PV, in segments Map handles, and otherwise the error
+// Map(lv, 0, lv.Size) gives, without Map's piece per stripe chunk.
+func (pv *PV) Holds(lv *LV) error {
+	_, err := pv.Ranges(lv, 0, lv.Size)
+	return err
 }
 
 // PVExtent is a piece of an LV mapped onto one of the VG's PVs: LV bytes
