@@ -86,6 +86,14 @@ func findLV(ctx context.Context, src *Source, vg, lv string) (*Report, *lvVolume
 		if err := d.pv.Holds(l); err != nil {
 			return nil, nil, fmt.Errorf("LV %s/%s (a LUKS device) is not all on partition %d: %w", vg, lv, d.part.Number, err)
 		}
+		// All on this PV, several stripes are stripes over this one PV, which lvcreate never makes; in
+		// small chunks they would make the payload's plan a region per chunk (millions per TiB).
+		for _, s := range l.Segments {
+			if len(s.Stripes) > 1 {
+				return nil, nil, fmt.Errorf("%w: LV %s/%s (a LUKS device) is striped %d times over one PV (partition %d) at extent %d",
+					lvm.ErrUnsupported, vg, lv, len(s.Stripes), d.part.Number, s.StartExtent)
+			}
+		}
 		return rep, &lvVolume{name: vg + "/" + lv, part: d.part, pv: d.pv, lv: l}, nil
 	}
 	return nil, nil, fmt.Errorf("%w: no volume group %s on this disk", ErrNothingToConvert, vg)
