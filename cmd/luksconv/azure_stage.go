@@ -244,8 +244,6 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		if err := f.checkDiskFlags(rec.Disk, diskID, "", recPath); err != nil {
 			return err
 		}
-	}
-	if rec != nil {
 		// Before the dry run too: it must not promise a cutover that will be refused.
 		if err := f.checkPendingStage(rec, diskID, ""); err != nil {
 			return err

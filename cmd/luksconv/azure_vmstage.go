@@ -185,8 +185,6 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			return &hintedError{err, "a disk was attached, detached or replaced since the first round: delete the record " + recPath +
 				" and the VM's new disks (luksconv never deletes disks) to start again"}
 		}
-	}
-	if rec != nil {
 		for _, d := range rec.Disks {
 			if err := checkSourceSize(ctx, cl, &d.stageRecord, d.SourceDisk, diskName(d.LUN)+": ", recPath); err != nil {
 				return err
