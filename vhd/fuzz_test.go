@@ -2,6 +2,7 @@ package vhd_test
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -44,51 +45,90 @@ func FuzzOpen(f *testing.F) {
 	}
 
 	f.Fuzz(func(t *testing.T, data []byte) {
-		im, err := openBytes(data)
-		if err != nil {
-			var fe *vhd.FormatError
-			if !errors.As(err, &fe) && !errors.Is(err, vhd.ErrUnsupported) {
-				t.Fatalf("error of unexpected type %T: %v", err, err)
-			}
-			return
-		}
-		size := im.Size()
-		if size < 0 {
-			t.Fatalf("negative size %d", size)
-		}
-		var prev int64
-		for _, e := range im.Allocated() {
-			if e.Len <= 0 || e.Off < prev || e.Off+e.Len > size {
-				t.Fatalf("bad extent %+v in %v (size %d)", e, im.Allocated(), size)
-			}
-			prev = e.Off + e.Len
-		}
-		// Read the start, the end and the start of each allocated extent.
-		offs := []int64{0, max(0, size-5000)}
-		for i, e := range im.Allocated() {
-			if i < 8 {
-				offs = append(offs, e.Off, e.Off+e.Len-100)
-			}
-		}
-		p := make([]byte, 5000)
-		for _, off := range offs {
-			if off < 0 {
-				continue
-			}
-			n, err := im.ReadAt(p, off)
-			want := min(int64(len(p)), max(0, size-off))
-			if int64(n) != want {
-				t.Fatalf("ReadAt(%d) = %d bytes (%v), want %d", off, n, err, want)
-			}
-			if (want < int64(len(p))) != (err == io.EOF) || (err != nil && err != io.EOF) {
-				t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
-			}
-			switch im.Kind {
-			case vhd.Raw, vhd.Fixed: // the disk is the file's prefix
-				if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
-					t.Fatalf("%v ReadAt(%d) differs from the file", im.Kind, off)
-				}
-			}
+		checkOpen(t, data)
+		// Most mutations break a checksum, which Open checks first: the same input with the footers'
+		// and the dynamic header's checksums made right reaches the fields behind them.
+		if fixed := fixChecksums(data); !bytes.Equal(fixed, data) {
+			checkOpen(t, fixed)
 		}
 	})
+}
+
+// fixChecksums returns a copy of data whose footers (the first and the last 512 bytes, where they
+// carry the cookie "conectix") and dynamic header (at the footer's data offset, cookie "cxsparse") have
+// the checksums their bytes give.
+func fixChecksums(data []byte) []byte {
+	b := bytes.Clone(data)
+	sum := func(s []byte, at int) {
+		clear(s[at : at+4])
+		var c uint32
+		for _, x := range s {
+			c += uint32(x)
+		}
+		binary.BigEndian.PutUint32(s[at:], ^c)
+	}
+	if len(b) < 512 {
+		return b
+	}
+	for _, off := range []int{0, len(b) - 512} {
+		ft := b[off : off+512]
+		if string(ft[:8]) != "conectix" {
+			continue
+		}
+		if h := binary.BigEndian.Uint64(ft[16:24]); h <= uint64(len(b)-1024) && string(b[h:h+8]) == "cxsparse" {
+			sum(b[h:h+1024], 36)
+		}
+		sum(ft, 64)
+	}
+	return b
+}
+
+// checkOpen opens data and, if Open accepts it, reads it where its extents say it holds data.
+func checkOpen(t *testing.T, data []byte) {
+	im, err := openBytes(data)
+	if err != nil {
+		var fe *vhd.FormatError
+		if !errors.As(err, &fe) && !errors.Is(err, vhd.ErrUnsupported) {
+			t.Fatalf("error of unexpected type %T: %v", err, err)
+		}
+		return
+	}
+	size := im.Size()
+	if size < 0 {
+		t.Fatalf("negative size %d", size)
+	}
+	var prev int64
+	for _, e := range im.Allocated() {
+		if e.Len <= 0 || e.Off < prev || e.Off+e.Len > size {
+			t.Fatalf("bad extent %+v in %v (size %d)", e, im.Allocated(), size)
+		}
+		prev = e.Off + e.Len
+	}
+	// Read the start, the end and the start of each allocated extent.
+	offs := []int64{0, max(0, size-5000)}
+	for i, e := range im.Allocated() {
+		if i < 8 {
+			offs = append(offs, e.Off, e.Off+e.Len-100)
+		}
+	}
+	p := make([]byte, 5000)
+	for _, off := range offs {
+		if off < 0 {
+			continue
+		}
+		n, err := im.ReadAt(p, off)
+		want := min(int64(len(p)), max(0, size-off))
+		if int64(n) != want {
+			t.Fatalf("ReadAt(%d) = %d bytes (%v), want %d", off, n, err, want)
+		}
+		if (want < int64(len(p))) != (err == io.EOF) || (err != nil && err != io.EOF) {
+			t.Fatalf("ReadAt(%d) = %d, %v", off, n, err)
+		}
+		switch im.Kind {
+		case vhd.Raw, vhd.Fixed: // the disk is the file's prefix
+			if !bytes.Equal(p[:n], data[off:off+int64(n)]) {
+				t.Fatalf("%v ReadAt(%d) differs from the file", im.Kind, off)
+			}
+		}
+	}
 }
