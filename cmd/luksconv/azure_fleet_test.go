@@ -752,7 +752,7 @@ func TestAzureFleetKubernetesLargeInventory(t *testing.T) {
 	if err := os.WriteFile(invPath, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "kubernetes", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--output-dir", filepath.Join(dir, "big")); code != exitUsage || !strings.Contains(se, "split the inventory") {
+	if _, se, code := runCLI(t, "azure", "fleet", "--engine", "kubernetes", "--inventory", invPath, "--image", "img", "--des", fakeDES, "--identity", "cid", "--output-dir", filepath.Join(dir, "big")); code != exitUsage || !strings.Contains(se, "split the inventory") {
 		t.Errorf("%d VMs: exit %d, want %d\n%s", len(inv.VMs), code, exitUsage, se)
 	}
 }
@@ -789,7 +789,7 @@ func TestAzureFleetEntrypoint(t *testing.T) {
 	}
 	for _, delta := range []bool{false, true} {
 		out := filepath.Join(dir, fmt.Sprint("out-", delta))
-		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--output-dir", out, "--recreate-vm"}
+		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--identity", "cid", "--output-dir", out, "--recreate-vm"}
 		if delta {
 			args = append(args, "--delta")
 		}
@@ -892,7 +892,7 @@ func TestAzureFleetDESPlace(t *testing.T) {
 	} {
 		for _, engine := range []string{"batch", "kubernetes"} {
 			_, se, code := runCLI(t, "azure", "fleet", "--engine", engine, "--inventory", tc.inv, "--image", "img", "--des", fakeDES,
-				"--output-dir", filepath.Join(dir, "out"))
+				"--identity", "cid", "--output-dir", filepath.Join(dir, "out"))
 			if code != tc.code || !strings.Contains(se, tc.want) {
 				t.Errorf("%s, %s: exit %d, want %d naming %q\n%s", tc.name, engine, code, tc.code, tc.want, se)
 			}

@@ -17,22 +17,36 @@ var errBusy = errors.New("another run of this conversion is in progress")
 // lockConversion takes the lock of the conversion named by key (a VM's or a new disk's resource ID) in
 // dir, --journal-dir, for as long as the run lasts: two runs at once (a fleet task retried while the
 // first still runs on a lost node, a manual run beside a fleet's) would share the stage records and
-// journals, and could both re-create the VM. release drops it.
+// journals, and could both re-create the VM. release drops it and removes the lock file, so that
+// nothing but the journals and records stays in dir.
 func lockConversion(dir, key string) (release func(), err error) {
 	h := sha256.Sum256([]byte(strings.ToLower(key)))
 	name := filepath.Join(dir, fmt.Sprintf(".luksconv-%s-%x.lock", path.Base(key), h[:4]))
-	f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, fmt.Errorf("lock of the conversion: %w", err)
-	}
-	held, err := lockFile(f)
-	if err != nil || held {
-		f.Close()
-		if held {
-			return nil, &hintedError{fmt.Errorf("%w: %s is locked", errBusy, name),
-				"wait for the other run to end (a rerun then resumes or finds the work done); the lock goes with its process"}
+	// A holder removes the file while it still holds the lock: a run that locked the removed file
+	// finds another (or none) at the name, and tries again.
+	for range 8 {
+		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("lock of the conversion: %w", err)
 		}
-		return nil, fmt.Errorf("lock of the conversion %s: %w", name, err)
+		held, err := lockFile(f)
+		if err != nil || held {
+			f.Close()
+			if held {
+				return nil, &hintedError{fmt.Errorf("%w: %s is locked", errBusy, name),
+					"wait for the other run to end (a rerun then resumes or finds the work done); the lock goes with its process"}
+			}
+			return nil, fmt.Errorf("lock of the conversion %s: %w", name, err)
+		}
+		fi, ferr := f.Stat()
+		ni, nerr := os.Stat(name)
+		if ferr == nil && nerr == nil && os.SameFile(fi, ni) {
+			return func() {
+				os.Remove(name)
+				f.Close()
+			}, nil
+		}
+		f.Close()
 	}
-	return func() { f.Close() }, nil
+	return nil, fmt.Errorf("%w: %s keeps being replaced", errBusy, name)
 }
