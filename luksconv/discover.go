@@ -14,12 +14,15 @@ const ADEHeaderPath = "/luks/osluksheader"
 // ADEInfo is what Inspect found of Azure Disk Encryption on /boot.
 type ADEInfo struct {
 	// BootPartition holds /boot (the filesystem with luks/osluksheader).
-	BootPartition int    `json:"boot_partition"`
-	HeaderPath    string `json:"header_path"`
-	HeaderSize    int64  `json:"header_size"`
+	BootPartition int `json:"boot_partition"`
+	// HeaderPath is the header file's path relative to /boot (ADEHeaderPath).
+	HeaderPath string `json:"header_path"`
+	// HeaderSize is the header file's size in bytes.
+	HeaderSize int64 `json:"header_size"`
 	// PartUUID is the encrypted partition named by rd.luks.ade.partuuid, and ArgSource the file it was
 	// read from ("" when no boot configuration names it, as with RHEL 7's 91ade).
-	PartUUID  string `json:"partuuid,omitempty"`
+	PartUUID string `json:"partuuid,omitempty"`
+	// ArgSource is that file's path in the guest ("/boot/grub2/grubenv").
 	ArgSource string `json:"arg_source,omitempty"`
 }
 

@@ -95,7 +95,8 @@ type LayerError struct {
 	// Offset is the image byte offset of the structure the error names (for ciphertext: of its
 	// encrypted copy), or -1 when unknown.
 	Offset int64
-	Err    error
+	// Err is the underlying error, usually a format package's (a *xfs.FormatError, say).
+	Err error
 }
 
 // Error names the layer and, when known, the image byte offset, then the underlying error.
@@ -211,8 +212,8 @@ const (
 // Warning is something a plan or report could not do as asked, or a fact about the disk worth a
 // look, that does not stop the conversion.
 type Warning struct {
-	Code    WarningCode `json:"code"`
-	Message string      `json:"message"`
+	Code    WarningCode `json:"code"`    // the kind of warning, for programs
+	Message string      `json:"message"` // what was found, for people
 }
 
 // String returns the warning's message.

@@ -33,27 +33,35 @@ type Progress struct {
 	Done, Total int64
 	// Written counts bytes handed to the output; Skipped counts all-zero bytes not written (Execute).
 	Written, Skipped int64
-	Elapsed          time.Duration
+	// Elapsed is the time since the run started.
+	Elapsed time.Duration
 	// Final marks the last event. Err is then why the run stopped early, nil when it completed.
 	Final bool
-	Err   error
+	Err   error // set only with Final
 }
 
 // Result summarises a finished conversion: plain data.
 type Result struct {
-	BytesCopied    int64 `json:"bytes_copied"`
+	// BytesCopied counts the bytes of Copy regions read from the source.
+	BytesCopied int64 `json:"bytes_copied"`
+	// BytesDecrypted counts the bytes of Decrypt regions read and decrypted (ZeroCiphertextZeroed
+	// included).
 	BytesDecrypted int64 `json:"bytes_decrypted"`
-	BytesWritten   int64 `json:"bytes_written"`
-	BytesSkipped   int64 `json:"bytes_skipped_zero"`
+	// BytesWritten counts the bytes written to the output, patches applied.
+	BytesWritten int64 `json:"bytes_written"`
+	// BytesSkipped counts bytes that came out all zero (patches applied) and were not written, the
+	// output reading as zeros where nothing is written (Output.ZeroFilled).
+	BytesSkipped int64 `json:"bytes_skipped_zero"`
 	// BytesResumed counts bytes an earlier, interrupted run had already written (not read again).
 	BytesResumed int64 `json:"bytes_resumed,omitempty"`
 	// ZeroCiphertextZeroed counts bytes of all-zero ciphertext in Decrypt regions marked
 	// ZeroCiphertextAsZero (free space read with FullCopy, clean XFS logs), written as zero plaintext;
 	// ZeroCiphertextDecrypted counts those met elsewhere (space in use), decrypted like any other.
 	// Free space that is skipped without being read is not counted.
-	ZeroCiphertextZeroed    int64         `json:"zero_ciphertext_zeroed"`
-	ZeroCiphertextDecrypted int64         `json:"zero_ciphertext_decrypted"`
-	Duration                time.Duration `json:"duration_ns"`
+	ZeroCiphertextZeroed    int64 `json:"zero_ciphertext_zeroed"`
+	ZeroCiphertextDecrypted int64 `json:"zero_ciphertext_decrypted"` // see ZeroCiphertextZeroed
+	// Duration is the run's wall-clock time (in nanoseconds in JSON).
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // Execute produces the output described by p from src, the disk p was made from, into out. Each

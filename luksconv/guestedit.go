@@ -26,10 +26,11 @@ type Edit struct {
 	Filesystem string `json:"filesystem"`
 	// Path is the file's path in the running guest, e.g. /boot/grub2/grubenv.
 	Path string `json:"path"`
-	Why  string `json:"why"`
+	// Why says what the change does and what it is for.
+	Why string `json:"why"`
 	// Before and After are the changed lines (After is empty when lines are removed).
 	Before []string `json:"before,omitempty"`
-	After  []string `json:"after,omitempty"`
+	After  []string `json:"after,omitempty"` // the lines as the output holds them
 }
 
 const (

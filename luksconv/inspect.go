@@ -18,7 +18,9 @@ import (
 // opens a header file; Inspect and NewPlan find ADE's on /boot by themselves. A Header is safe for
 // concurrent use when R is.
 type Header struct {
-	R    io.ReaderAt
+	// R reads the header; its byte 0 is the header's first byte (the LUKS magic).
+	R io.ReaderAt
+	// Size is the length in bytes of what R reads (for OpenHeader, the file's size).
 	Size int64
 	// Path names the header in reports; it is not opened.
 	Path string
@@ -67,8 +69,12 @@ func (h *Header) fileInfo() os.FileInfo {
 // Report is what Inspect found on a disk: plain data that holds no secrets and marshals to JSON. It is
 // not modified once Inspect returns.
 type Report struct {
-	Image      ImageInfo       `json:"image"`
-	Table      *TableInfo      `json:"partition_table,omitempty"`
+	// Image describes the source container.
+	Image ImageInfo `json:"image"`
+	// Table describes the partition table; nil when the disk has none (a whole-disk LUKS volume or
+	// LVM PV, reported as partition 0).
+	Table *TableInfo `json:"partition_table,omitempty"`
+	// Partitions lists the table's partitions, or the whole disk as partition 0.
 	Partitions []PartitionInfo `json:"partitions"`
 	// ADE is set when /boot holds ADE's detached header.
 	ADE *ADEInfo `json:"ade,omitempty"`
@@ -78,7 +84,8 @@ type Report struct {
 	// Readiness is the LEAPP-style check of the guest as it is now (nil when no guest filesystem is
 	// readable).
 	Readiness *Readiness `json:"readiness,omitempty"`
-	Warnings  []Warning  `json:"warnings,omitempty"`
+	// Warnings reports what Inspect could not read or found unusual; none of them stops a conversion.
+	Warnings []Warning `json:"warnings,omitempty"`
 
 	tab  *gpt.Table // the table read, for NewPlan (nil without a GPT)
 	mtab *mbr.Table // the DOS table read when there is no GPT (nil otherwise)
@@ -86,65 +93,90 @@ type Report struct {
 
 // ImageInfo describes the source container.
 type ImageInfo struct {
-	Path     string `json:"path,omitempty"`
-	Format   string `json:"format"`
-	FileSize int64  `json:"file_size"`
-	Size     int64  `json:"virtual_size"`
+	// Path is Source.Path: the file the image was read from, or how the caller names it ("" if
+	// neither).
+	Path string `json:"path,omitempty"`
+	// Format is "raw", "vhd-fixed" or "vhd-dynamic".
+	Format string `json:"format"`
+	// FileSize is the container's size in bytes: the image file, device or blob, VHD structures
+	// included.
+	FileSize int64 `json:"file_size"`
+	// Size is the virtual disk size in bytes: what the guest sees as its disk.
+	Size int64 `json:"virtual_size"`
 }
 
 // TableInfo describes the partition table.
 type TableInfo struct {
-	Type       string `json:"type"` // "gpt" or "mbr"
-	SectorSize int    `json:"sector_size"`
+	Type string `json:"type"` // "gpt" or "mbr"
+	// SectorSize is the logical sector size in bytes the table was read with (512 or 4096).
+	SectorSize int `json:"sector_size"`
 	// DiskGUID is the GPT disk GUID, or for an MBR the disk signature as Linux shows it for PTUUID
 	// (8 hex digits).
-	DiskGUID   string `json:"disk_guid"`
-	UsedBackup bool   `json:"used_backup,omitempty"`
+	DiskGUID string `json:"disk_guid"`
+	// UsedBackup reports that the primary GPT was unusable and the backup at the end of the disk was
+	// read instead (always false for an MBR).
+	UsedBackup bool `json:"used_backup,omitempty"`
 }
 
 // PartitionInfo describes one partition and what it holds. On an MBR disk Number is the Linux number
 // (logical partitions from 5), Type the system ID ("0x8e"), GUID the PARTUUID Linux derives from the disk
 // signature ("1a2b3c4d-02") and Name is empty; extended partitions are not listed.
 type PartitionInfo struct {
-	Number   int       `json:"number"`
-	Name     string    `json:"name"`
-	Type     string    `json:"type_guid"`
-	TypeName string    `json:"type_name,omitempty"`
-	GUID     string    `json:"partuuid"`
-	Offset   int64     `json:"offset"`
-	Size     int64     `json:"size"`
-	Content  Content   `json:"content"`
-	LUKS     *LUKSInfo `json:"luks,omitempty"`
+	Number int `json:"number"` // partition number, from 1; 0 for the whole disk
+	// Name is the GPT partition name ("(whole disk)" for partition 0).
+	Name string `json:"name"`
+	// Type is the GPT partition type GUID, or the MBR system ID.
+	Type string `json:"type_guid"`
+	// TypeName is the type's usual name, when known.
+	TypeName string `json:"type_name,omitempty"`
+	// GUID is the partition's PARTUUID: the GPT unique partition GUID, or the MBR form above.
+	GUID string `json:"partuuid"`
+	// Offset and Size are the partition's first byte on the disk and its length, in bytes.
+	Offset int64 `json:"offset"`
+	Size   int64 `json:"size"` // in bytes
+	// Content is what the partition holds, judged by its signature.
+	Content Content `json:"content"`
+	// LUKS describes the partition's LUKS header, attached or detached (nil when it has none).
+	LUKS *LUKSInfo `json:"luks,omitempty"`
 }
 
 // LUKSInfo describes a LUKS header, attached or detached.
 type LUKSInfo struct {
-	Header      string        `json:"header"` // "attached" or "detached"
-	HeaderPath  string        `json:"header_path,omitempty"`
-	Version     int           `json:"version"`
-	UUID        string        `json:"uuid"`
-	Cipher      string        `json:"cipher"`
-	KeySizeBits int           `json:"key_size_bits"`
-	SectorSize  int           `json:"sector_size"`
-	DataOffset  int64         `json:"data_offset"`
-	DataSize    int64         `json:"data_size"` // -1: to the end of the partition
-	Keyslots    []KeyslotInfo `json:"keyslots"`
-	Convertible bool          `json:"convertible"`
-	Reason      string        `json:"reason,omitempty"` // why it cannot be converted
-	Warnings    []Warning     `json:"warnings,omitempty"`
+	Header string `json:"header"` // "attached" or "detached"
+	// HeaderPath names a detached header as Header.Path does ("" when attached).
+	HeaderPath string `json:"header_path,omitempty"`
+	Version    int    `json:"version"` // 1 or 2
+	UUID       string `json:"uuid"`    // the LUKS header's UUID
+	// Cipher is the data cipher as a dm-crypt spec ("aes-xts-plain64").
+	Cipher      string `json:"cipher"`
+	KeySizeBits int    `json:"key_size_bits"` // volume key size in bits (512 for AES-256-XTS)
+	// SectorSize is the encryption sector size in bytes (always 512 for LUKS1).
+	SectorSize int `json:"sector_size"`
+	// DataOffset is the byte offset of the encrypted payload from the start of the partition.
+	DataOffset int64 `json:"data_offset"`
+	// DataSize is the payload's length in bytes.
+	DataSize int64 `json:"data_size"` // -1: to the end of the partition
+	// Keyslots lists the active keyslots (LUKS1: enabled; LUKS2: present).
+	Keyslots []KeyslotInfo `json:"keyslots"`
+	// Convertible reports whether the header is one luksconv can convert; Reason says why not.
+	Convertible bool      `json:"convertible"`
+	Reason      string    `json:"reason,omitempty"`   // why it cannot be converted
+	Warnings    []Warning `json:"warnings,omitempty"` // damaged or stale LUKS2 copy, re-encryption markers
 }
 
 // KeyslotInfo describes one keyslot.
 type KeyslotInfo struct {
-	ID         int    `json:"id"`
-	Type       string `json:"type"`
+	ID   int    `json:"id"`   // slot number: 0-7 in LUKS1, the keyslots object's key in LUKS2
+	Type string `json:"type"` // "luks1", "luks2", "reencrypt" (or another LUKS2 type, never usable)
+	// KDF is "pbkdf2", "argon2i" or "argon2id" (or what the header says).
 	KDF        string `json:"kdf,omitempty"`
-	Hash       string `json:"hash,omitempty"`
-	Iterations int    `json:"iterations,omitempty"`
-	Time       int    `json:"time,omitempty"`
-	MemoryKiB  int    `json:"memory_kib,omitempty"`
-	CPUs       int    `json:"cpus,omitempty"`
-	Priority   int    `json:"priority,omitempty"`
+	Hash       string `json:"hash,omitempty"`       // pbkdf2 hash
+	Iterations int    `json:"iterations,omitempty"` // pbkdf2 iterations
+	Time       int    `json:"time,omitempty"`       // argon2 time cost
+	MemoryKiB  int    `json:"memory_kib,omitempty"` // argon2 memory cost in KiB
+	CPUs       int    `json:"cpus,omitempty"`       // argon2 lanes/threads
+	// Priority is 0 (ignore: tried only when named), 1 (normal, and always for LUKS1) or 2 (prefer).
+	Priority int `json:"priority,omitempty"`
 }
 
 // InspectOptions tune Inspect.

@@ -57,8 +57,8 @@ func ReadKey(r io.Reader, name string) ([]byte, error) {
 // luks.ErrWrongPassphrase. Hint says what is likely wrong, judged from the passphrase's shape alone
 // (it never quotes the passphrase).
 type PassphraseError struct {
-	Err  error
-	Hint string
+	Err  error  // luks.ErrWrongPassphrase, or an error wrapping it
+	Hint string // a likely cause, for people ("" when none is guessed)
 }
 
 // Error returns the message of the underlying error.

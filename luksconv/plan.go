@@ -32,9 +32,9 @@ const (
 
 // Region is one contiguous range of the output disk.
 type Region struct {
-	Kind   RegionKind `json:"kind"`
+	Kind   RegionKind `json:"kind"`   // how the range is produced
 	Offset int64      `json:"offset"` // in the output
-	Length int64      `json:"length"`
+	Length int64      `json:"length"` // in bytes
 	// Source is the byte offset in the source disk that Copy and Decrypt regions read.
 	Source int64 `json:"source,omitempty"`
 	// IV is the IV sector number (512-byte units) of the region's first byte, for Decrypt regions.
@@ -51,10 +51,12 @@ type Region struct {
 
 // Patch overwrites output bytes after the regions are produced (GPT relocation, guest edits).
 type Patch struct {
-	Offset int64  `json:"offset"`
-	Length int    `json:"length"`
-	Why    string `json:"why"`
-	Data   []byte `json:"-"`
+	Offset int64 `json:"offset"` // byte offset in the output
+	Length int   `json:"length"` // bytes patched (len(Data) when Data is there)
+	// Why says what the patch changes ("GPT: move the backup table …", a guest file).
+	Why string `json:"why"`
+	// Data is the bytes written at Offset. It is not marshalled: a plan read back from JSON has none.
+	Data []byte `json:"-"`
 	// Sum is the hex SHA-256 of Data. MarshalJSON sets it, so that a plan read back from JSON, without
 	// the data, still tells Delta whether a later plan patches the same bytes the same way.
 	Sum string `json:"sum,omitempty"`
@@ -91,19 +93,24 @@ const (
 
 // VolumeInfo describes the encrypted volume a plan converts.
 type VolumeInfo struct {
-	Partition     int    `json:"partition"`
-	PartUUID      string `json:"partuuid"`
-	Header        string `json:"header"` // "attached" or "detached"
-	HeaderPath    string `json:"header_path,omitempty"`
-	Version       int    `json:"luks_version"`
-	UUID          string `json:"luks_uuid"`
-	Cipher        string `json:"cipher"`
-	KeySizeBits   int    `json:"key_size_bits"`
-	SectorSize    int    `json:"sector_size"`
-	Keyslot       int    `json:"keyslot"`
-	PayloadOffset int64  `json:"payload_offset"` // in the source, absolute (of its first byte, in an LV)
-	PayloadSize   int64  `json:"payload_size"`
-	Content       string `json:"content"` // what the plaintext holds, by signature
+	Partition int    `json:"partition"` // partition number, as in PartitionInfo (0: the whole disk)
+	PartUUID  string `json:"partuuid"`  // the partition's PARTUUID
+	Header    string `json:"header"`    // "attached" or "detached"
+	// HeaderPath names a detached header as Header.Path does ("" when attached).
+	HeaderPath string `json:"header_path,omitempty"`
+	Version    int    `json:"luks_version"` // 1 or 2
+	UUID       string `json:"luks_uuid"`    // the LUKS header's UUID
+	// Cipher is the data cipher as a dm-crypt spec ("aes-xts-plain64").
+	Cipher      string `json:"cipher"`
+	KeySizeBits int    `json:"key_size_bits"` // volume key size in bits
+	SectorSize  int    `json:"sector_size"`   // encryption sector size in bytes (512 for LUKS1)
+	// Keyslot is the keyslot that yielded the volume key.
+	Keyslot       int   `json:"keyslot"`
+	PayloadOffset int64 `json:"payload_offset"` // in the source, absolute (of its first byte, in an LV)
+	// PayloadSize is the encrypted payload's length in bytes (a dynamic size, as LUKS1's always is,
+	// resolved to the end of the device in whole encryption sectors).
+	PayloadSize int64  `json:"payload_size"`
+	Content     string `json:"content"` // what the plaintext holds, by signature
 	// LV is the logical volume ("vg/lv") holding the LUKS device when it is inside one (crypt-on-LVM, on
 	// a plain PV); Partition and PartUUID are then the PV's (partition 0: the whole disk).
 	LV string `json:"lv,omitempty"`
@@ -116,13 +123,22 @@ type VolumeInfo struct {
 // Close may be called while they run (they then stop with ErrPlanClosed). Its exported fields are
 // read-only once NewPlan returns.
 type Plan struct {
-	Source     ImageInfo  `json:"source"`
-	Format     Format     `json:"format"`
-	OutputSize int64      `json:"output_size"`
-	Volume     VolumeInfo `json:"volume"`
-	Regions    []Region   `json:"regions"`
-	Patches    []Patch    `json:"patches,omitempty"`
-	Totals     Totals     `json:"totals"`
+	// Source describes the disk the plan was made from.
+	Source ImageInfo `json:"source"`
+	// Format is the output container format.
+	Format Format `json:"format"`
+	// OutputSize is the output's virtual disk size in bytes: the source's, padded to a whole MiB for
+	// FormatVHD (whose 512-byte footer comes on top).
+	OutputSize int64 `json:"output_size"`
+	// Volume describes the encrypted volume converted.
+	Volume VolumeInfo `json:"volume"`
+	// Regions tile the output from byte 0 to OutputSize, in order and without overlap.
+	Regions []Region `json:"regions"`
+	// Patches, sorted by offset, overlay the regions' bytes in order (a later patch wins where two
+	// overlap).
+	Patches []Patch `json:"patches,omitempty"`
+	// Totals sums the regions' lengths by kind.
+	Totals Totals `json:"totals"`
 	// Skipped sums the Zero regions that hold free space, by reason (empty with FullCopy).
 	Skipped []Skip `json:"skipped,omitempty"`
 	// Edits lists the changes made inside the guest (applied as Patches) so that the output boots
@@ -131,7 +147,9 @@ type Plan struct {
 	// Readiness is the LEAPP-style check of the guest as the output will hold it (nil when no guest
 	// filesystem was found, or with KeepGuest).
 	Readiness *Readiness `json:"readiness,omitempty"`
-	Warnings  []Warning  `json:"warnings,omitempty"`
+	// Warnings are the source report's and NewPlan's own: what the plan could not do as asked, or
+	// facts worth a look.
+	Warnings []Warning `json:"warnings,omitempty"`
 
 	key    *planKey
 	inputs []input // the files the plan reads, which no output may be
@@ -142,9 +160,9 @@ type Plan struct {
 
 // Totals sums region lengths by kind.
 type Totals struct {
-	Copy    int64 `json:"copy"`
-	Decrypt int64 `json:"decrypt"`
-	Zero    int64 `json:"zero"`
+	Copy    int64 `json:"copy"`    // bytes of Copy regions
+	Decrypt int64 `json:"decrypt"` // bytes of Decrypt regions
+	Zero    int64 `json:"zero"`    // bytes of Zero regions
 }
 
 // add counts region r.

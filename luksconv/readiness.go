@@ -9,9 +9,12 @@ import (
 
 // Check is one line of the readiness summary.
 type Check struct {
+	// Name says what is checked: a guest file's path, "/boot", "no encrypted volume".
 	Name string `json:"name"`
 	// Status is "pass", "fail" or "skip" (not checked; Detail says why).
-	Status string   `json:"status"`
+	Status string `json:"status"`
+	// Detail lists what was found (for a failure, each finding: "line 3: …") or why the check was
+	// skipped.
 	Detail []string `json:"detail,omitempty"`
 }
 
@@ -19,15 +22,15 @@ type Check struct {
 // crypttab line, LVM filter or active dracut module, a 1024-byte grubenv, /etc/default/grub with a
 // final newline. Ready means no check failed; skipped checks are not counted.
 type Readiness struct {
-	Ready  bool    `json:"ready"`
-	Checks []Check `json:"checks"`
+	Ready  bool    `json:"ready"`  // no check failed
+	Checks []Check `json:"checks"` // every check, in the order made
 }
 
 // Check statuses.
 const (
-	CheckPass = "pass"
-	CheckFail = "fail"
-	CheckSkip = "skip"
+	CheckPass = "pass" // nothing of ADE was found
+	CheckFail = "fail" // ADE residue was found; Detail lists it
+	CheckSkip = "skip" // not checked; Detail says why
 )
 
 // bootArgsPresent reports whether a boot loader command line on /boot (grubenv, grub.cfg, a BLS entry)

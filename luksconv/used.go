@@ -16,7 +16,7 @@ import (
 // an empty ext journal.
 type Skip struct {
 	Reason string `json:"reason"` // e.g. "lvm free extents", "xfs free space: rootvg/rootlv"
-	Bytes  int64  `json:"bytes"`
+	Bytes  int64  `json:"bytes"`  // output bytes skipped for that reason
 }
 
 // span is an output byte range with the reason it may be skipped.

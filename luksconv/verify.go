@@ -39,8 +39,8 @@ type VerifyOptions struct {
 
 // Mismatch is a range of the output whose bytes differ from the expected ones.
 type Mismatch struct {
-	Offset int64      `json:"offset"` // in the output
-	Length int64      `json:"length"`
+	Offset int64      `json:"offset"`        // in the output
+	Length int64      `json:"length"`        // in bytes
 	Kind   RegionKind `json:"kind"`          // the kind of the region the range lies in
 	Region int64      `json:"region_offset"` // that region's output offset
 	// Patch is the reason of a patch the range overlaps, if any.
@@ -49,23 +49,26 @@ type Mismatch struct {
 
 // StructureCheck is one consistency check of the output's metadata against the source's.
 type StructureCheck struct {
-	Name   string `json:"name"`
-	OK     bool   `json:"ok"`
-	Detail string `json:"detail,omitempty"`
+	Name   string `json:"name"`             // what is compared: "size", "format", a table or superblock
+	OK     bool   `json:"ok"`               // the check passed
+	Detail string `json:"detail,omitempty"` // what was expected, or the error found
 }
 
 // VerifyReport is the result of Verify: plain data.
 type VerifyReport struct {
+	// Pass reports that no byte mismatched and every structure check passed.
 	Pass bool `json:"pass"`
 	// Checked counts the output bytes compared, by region kind; Patched the patch bytes among them.
 	Checked Totals `json:"checked"`
-	Patched int64  `json:"patched"`
+	Patched int64  `json:"patched"` // see Checked
 	// Mismatches lists the first mismatching ranges by offset; MismatchCount and MismatchBytes count all.
-	Mismatches    []Mismatch       `json:"mismatches,omitempty"`
-	MismatchCount int              `json:"mismatch_count"`
-	MismatchBytes int64            `json:"mismatch_bytes"`
-	Structure     []StructureCheck `json:"structure"`
-	Duration      time.Duration    `json:"duration_ns"`
+	Mismatches    []Mismatch `json:"mismatches,omitempty"`
+	MismatchCount int        `json:"mismatch_count"` // all mismatching ranges
+	MismatchBytes int64      `json:"mismatch_bytes"` // all mismatching bytes
+	// Structure lists the consistency checks of the output's metadata, in the order made.
+	Structure []StructureCheck `json:"structure"`
+	// Duration is the run's wall-clock time (in nanoseconds in JSON).
+	Duration time.Duration `json:"duration_ns"`
 }
 
 // Verify re-reads out, an output written by Execute from p and src, and compares every byte with what

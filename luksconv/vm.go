@@ -30,7 +30,8 @@ const maxDetachedHeader = 64 << 20
 type VMDisk struct {
 	// LUN is the data disk's logical unit number as Azure attaches it, which ADE's lines on the OS disk
 	// name (/dev/disk/azure/scsi1/lun<N>); OSDisk for the OS disk.
-	LUN    int
+	LUN int
+	// Source is the disk's image, read only.
 	Source *Source
 	// Options plan the disk: its key (ADE keys each volume separately), the format, FullCopy, ... A
 	// data volume's Partition and detached Header are taken from the OS disk's crypttab when not
@@ -55,19 +56,21 @@ type VMPlan struct {
 	Data []VMDataPlan `json:"data"`
 	// Skipped are the LUNs of the optional data disks (VMDisk.Optional) left out of the plan: nothing
 	// names them on the OS disk and they hold no LUKS volume. They have no plan and stay as they are.
-	Skipped  []int     `json:"skipped,omitempty"`
+	Skipped []int `json:"skipped,omitempty"`
+	// Warnings concern the VM as a whole (data volumes left encrypted, skipped disks, an unreadable
+	// crypttab); each disk's plan has its own.
 	Warnings []Warning `json:"warnings,omitempty"`
 }
 
 // VMDataPlan is a data disk's plan and what the OS disk's edits use of it.
 type VMDataPlan struct {
-	LUN int `json:"lun"`
+	LUN int `json:"lun"` // the data disk's LUN, as in VMDisk
 	// Mapper is the volume's dm-crypt name in the OS disk's crypttab ("" when no line names the LUN).
 	Mapper string `json:"mapper,omitempty"`
 	// FilesystemUUID is the UUID of the filesystem the decrypted volume holds ("" for an LVM PV or an
 	// unknown filesystem); fstab mounts the volume by it.
 	FilesystemUUID string `json:"filesystem_uuid,omitempty"`
-	Plan           *Plan  `json:"plan"`
+	Plan           *Plan  `json:"plan"` // the disk's own conversion
 
 	device string // the device ADE's line names (/dev/disk/azure/scsi1/lun<N>…)
 }
