@@ -19,7 +19,10 @@ type DataAccess struct {
 	AuthMode armcompute.DataAccessAuthMode `json:"dataAccessAuthMode,omitempty"`
 	// NetworkAccessPolicy AllowPrivate (through DiskAccessID's private endpoint) or DenyAll.
 	NetworkAccessPolicy armcompute.NetworkAccessPolicy `json:"networkAccessPolicy,omitempty"`
-	DiskAccessID        string                         `json:"diskAccessId,omitempty"`
+	// DiskAccessID is the resource ID of the disk access resource whose private endpoint reaches the
+	// data with AllowPrivate ("" otherwise).
+	DiskAccessID string `json:"diskAccessId,omitempty"`
+	// PublicNetworkAccess Disabled: the data URLs do not answer from the internet.
 	PublicNetworkAccess armcompute.PublicNetworkAccess `json:"publicNetworkAccess,omitempty"`
 }
 

@@ -34,13 +34,13 @@ type Options struct {
 	// per vault from the URLs found on the disk. Tests set their Transport
 	// to azsecrets/fake and azkeys/fake server transports.
 	Secrets *azsecrets.ClientOptions
-	Keys    *azkeys.ClientOptions
+	Keys    *azkeys.ClientOptions // for unwrapping a wrapped BEK with its KEK
 
 	// NewSecretsClient and NewKeysClient, when set, replace the construction
 	// of Key Vault clients from Secrets and Keys; vaultURL is
 	// "https://host" without a port.
 	NewSecretsClient func(vaultURL string) (*azsecrets.Client, error)
-	NewKeysClient    func(vaultURL string) (*azkeys.Client, error)
+	NewKeysClient    func(vaultURL string) (*azkeys.Client, error) // see NewSecretsClient
 
 	// Cloud is the Azure cloud of the Microsoft.Compute endpoint (zero: the public cloud; see
 	// CloudByName). It is applied to ARM when ARM does not name a cloud itself. Key Vault URLs come

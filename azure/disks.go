@@ -22,8 +22,8 @@ const (
 	VHDFooterSize = 512
 	// MinUploadDisk and MaxUploadDisk bound DiskSizeBytes of an upload disk
 	// (20 MiB and 32 TiB, the documented UploadSizeBytes range less the footer).
-	MinUploadDisk = 20 << 20
-	MaxUploadDisk = 32 << 40
+	MinUploadDisk = 20 << 20 // 20 MiB
+	MaxUploadDisk = 32 << 40 // 32 TiB
 	// MaxAccessDuration is the longest SAS grant-access accepts (60 days).
 	MaxAccessDuration = 60 * 24 * time.Hour
 	// DefaultAccessDuration is used when a duration of 0 is given: long
@@ -281,9 +281,9 @@ func durationSeconds(d time.Duration) (int32, error) {
 // the source; every field can be overridden before CreateUploadDisk.
 type DiskSpec struct {
 	Subscription  string `json:"subscription,omitempty"` // default: the Client's
-	ResourceGroup string `json:"resourceGroup"`
-	Name          string `json:"name"`
-	Location      string `json:"location"`
+	ResourceGroup string `json:"resourceGroup"`          // the new disk's (DiskSpecFrom: the source's when not given)
+	Name          string `json:"name"`                   // the new disk's name
+	Location      string `json:"location"`               // the source's region; the disk must be in the VM's
 	// Zones must match the VM's zone for the disk to be attached to it.
 	Zones []string `json:"zones,omitempty"`
 	// SKU must be one the VM size supports; "" lets Azure choose
@@ -291,38 +291,40 @@ type DiskSpec struct {
 	SKU armcompute.DiskStorageAccountTypes `json:"sku,omitempty"`
 	// SizeBytes is the source's DiskSizeBytes, a whole number of MiB;
 	// the upload size is SizeBytes+512 (the VHD footer).
-	SizeBytes             int64                             `json:"sizeBytes"`
+	SizeBytes int64 `json:"sizeBytes"`
+	// OSType, HyperVGeneration, SupportedCapabilities and PurchasePlan are the source's.
 	OSType                armcompute.OperatingSystemTypes   `json:"osType,omitempty"`
-	HyperVGeneration      armcompute.HyperVGeneration       `json:"hyperVGeneration,omitempty"`
-	SupportedCapabilities *armcompute.SupportedCapabilities `json:"supportedCapabilities,omitempty"`
-	PurchasePlan          *armcompute.DiskPurchasePlan      `json:"purchasePlan,omitempty"`
-	// SecurityType is the source's security type (Trusted Launch,
-	// confidential). Those need an UploadPreparedSecure disk and the VM
-	// guest state, which this package does not handle: CreateUploadDisk
-	// refuses a spec with a SecurityType.
+	HyperVGeneration      armcompute.HyperVGeneration       `json:"hyperVGeneration,omitempty"`      // V1 or V2
+	SupportedCapabilities *armcompute.SupportedCapabilities `json:"supportedCapabilities,omitempty"` // e.g. accelerated networking, architecture
+	PurchasePlan          *armcompute.DiskPurchasePlan      `json:"purchasePlan,omitempty"`          // the marketplace plan, nil if none
+	// SecurityType is the source's security type. Trusted Launch makes the disk an
+	// UploadPreparedSecure one, into which UploadTarget.Finish copies the source's VM guest state;
+	// CreateUploadDisk refuses the other (confidential VM) types, and Trusted Launch with
+	// HyperVGeneration V1.
 	SecurityType armcompute.DiskSecurityTypes `json:"securityType,omitempty"`
-	// DiskEncryptionSetID is the DES whose customer-managed key encrypts
-	// the disk at rest; EncryptionType defaults to
-	// EncryptionAtRestWithCustomerKey and must match the DES's type.
 	// Tier and BurstingEnabled are the source disk's performance tier and on-demand bursting.
 	Tier            string `json:"tier,omitempty"`
-	BurstingEnabled bool   `json:"burstingEnabled,omitempty"`
+	BurstingEnabled bool   `json:"burstingEnabled,omitempty"` // see Tier
 	// SKUFromSnapshot: the source disk is gone and SKU names the snapshot's storage, not a disk
 	// tier chosen for the VM: an OS disk is then refused on Standard_LRS (give the SKU).
 	SKUFromSnapshot bool `json:"skuFromSnapshot,omitempty"`
 	// Access is copied from the source (a snapshot's own, else its disk's), so the plaintext disk
 	// is reached as the ADE disk was: Entra authentication, private network access.
-	Access              DataAccess                `json:"dataAccess"`
+	Access DataAccess `json:"dataAccess"`
+	// DiskEncryptionSetID is the DES whose customer-managed key encrypts
+	// the disk at rest; EncryptionType defaults to
+	// EncryptionAtRestWithCustomerKey and must match the DES's type.
 	DiskEncryptionSetID string                    `json:"diskEncryptionSetId,omitempty"`
-	EncryptionType      armcompute.EncryptionType `json:"encryptionType,omitempty"`
-	Tags                map[string]string         `json:"tags,omitempty"`
+	EncryptionType      armcompute.EncryptionType `json:"encryptionType,omitempty"` // see DiskEncryptionSetID
+	// Tags are set on the new disk (DiskSpecFrom sets none).
+	Tags map[string]string `json:"tags,omitempty"`
 	// AccessDuration is the lifetime of the upload SAS (0:
 	// DefaultAccessDuration).
 	AccessDuration time.Duration `json:"-"`
 	// SourceID and Notes are informational: where the spec came from and
 	// what DiskSpecFrom could not determine.
 	SourceID string   `json:"sourceId,omitempty"`
-	Notes    []string `json:"notes,omitempty"`
+	Notes    []string `json:"notes,omitempty"` // see SourceID
 }
 
 // ID returns the ARM ID the disk will have.
@@ -501,10 +503,10 @@ func (c *Client) applyDES(ctx context.Context, spec *DiskSpec, desID string) err
 	return nil
 }
 
-// validate checks the spec in one place before anything is created.
 // Check reports whether CreateUploadDisk would accept the spec, before anything is created.
 func (s *DiskSpec) Check() error { return s.validate() }
 
+// validate checks the spec in one place before anything is created.
 func (s *DiskSpec) validate() error {
 	switch {
 	case s.ResourceGroup == "" || s.Name == "":
@@ -590,18 +592,18 @@ func (s *DiskSpec) diskModel() armcompute.Disk {
 // UploadTarget is a managed disk open for direct upload. SASURL is a
 // write SAS for blobio's page-blob sink; the rest marshals to JSON.
 type UploadTarget struct {
-	DiskID          string    `json:"diskId"`
-	SizeBytes       int64     `json:"sizeBytes"`
-	UploadSizeBytes int64     `json:"uploadSizeBytes"`
-	Expires         time.Time `json:"sasExpires"`
-	SASURL          string    `json:"-"`
+	DiskID          string    `json:"diskId"`          // the disk's resource ID
+	SizeBytes       int64     `json:"sizeBytes"`       // the disk's size in bytes (DiskSpec.SizeBytes)
+	UploadSizeBytes int64     `json:"uploadSizeBytes"` // SizeBytes + VHDFooterSize: the disk and its VHD footer
+	Expires         time.Time `json:"sasExpires"`      // when the write SAS expires
+	SASURL          string    `json:"-"`               // the write SAS URL (a secret: not marshalled)
 	// SecurityType TrustedLaunch: an UploadPreparedSecure disk, into which Finish copies the VM
 	// guest state of GuestStateSource (a source granted by GrantRead) before revoking; GuestStateBytes
 	// is how much it copied, GuestStateLogf gets blobio's warnings of that copy (secure.go).
 	SecurityType     armcompute.DiskSecurityTypes `json:"securityType,omitempty"`
-	GuestStateSource string                       `json:"guestStateSource,omitempty"`
-	GuestStateBytes  int64                        `json:"guestStateBytes,omitempty"`
-	GuestStateLogf   func(string, ...any)         `json:"-"`
+	GuestStateSource string                       `json:"guestStateSource,omitempty"` // see SecurityType
+	GuestStateBytes  int64                        `json:"guestStateBytes,omitempty"`  // see SecurityType
+	GuestStateLogf   func(string, ...any)         `json:"-"`                          // see SecurityType
 	guestSAS         string
 	// Tags are the disk's tags (the spec's, or those read by OpenUploadDisk),
 	// e.g. to tell one's own unfinished upload from someone else's disk.

@@ -55,8 +55,8 @@ const (
 	// deallocating the VM, taking the incremental snapshots of its converted disks (together),
 	// and deleting and re-creating the VM around the new disks.
 	CutoverDeallocate = 3 * time.Minute
-	CutoverSnapshot   = 2 * time.Minute
-	CutoverRecreate   = 5 * time.Minute
+	CutoverSnapshot   = 2 * time.Minute // all the converted disks' snapshots, taken together
+	CutoverRecreate   = 5 * time.Minute // deleting the VM and creating it again
 )
 
 // CutoverFormula is the cutover estimate, as the inventory computes it (inventoryEstimate) and
@@ -111,10 +111,10 @@ const (
 
 // OS families of InventoryVM.OSFamily.
 const (
-	OSFamilyRHEL    = "rhel"
-	OSFamilyCentOS  = "centos"
-	OSFamilyOracle  = "oracle"
-	OSFamilyUbuntu  = "ubuntu"
+	OSFamilyRHEL    = "rhel"    // Red Hat Enterprise Linux
+	OSFamilyCentOS  = "centos"  // CentOS
+	OSFamilyOracle  = "oracle"  // Oracle Linux
+	OSFamilyUbuntu  = "ubuntu"  // Ubuntu
 	OSFamilyOther   = "other"   // another image: Windows, SUSE, Debian, …
 	OSFamilyUnknown = "unknown" // no marketplace image recorded (custom or gallery image, attached disk)
 )
@@ -122,8 +122,8 @@ const (
 // Inventory is the ADE estate of some subscriptions. It marshals to the JSON that a fleet run
 // reads (docs/inventory.md): one line per VM is `jq -c '.vms[]'`.
 type Inventory struct {
-	SchemaVersion int       `json:"schema_version"`
-	GeneratedAt   time.Time `json:"generated_at"`
+	SchemaVersion int       `json:"schema_version"` // InventorySchemaVersion
+	GeneratedAt   time.Time `json:"generated_at"`   // when the inventory was read, in UTC
 	// Source is where the inventory was read: "Azure Resource Graph".
 	Source string `json:"source"`
 	// Subscriptions are the subscriptions queried; empty means every subscription the credential
@@ -133,80 +133,94 @@ type Inventory struct {
 	Truncated bool `json:"truncated"`
 	// EstimateModel says how every VM's Estimate is computed.
 	EstimateModel InventoryEstimateModel `json:"estimate_model"`
-	Summary       InventorySummary       `json:"summary"`
-	VMs           []InventoryVM          `json:"vms"`
+	// Summary counts the VMs, disks and snapshots listed.
+	Summary InventorySummary `json:"summary"`
+	// VMs are the ADE VMs, by subscription, resource group and name.
+	VMs []InventoryVM `json:"vms"`
 	// UnattachedDisks are the ADE-stamped disks attached to no VM.
 	UnattachedDisks []InventoryDisk `json:"unattached_disks"`
 	// Snapshots are the ADE-stamped snapshots.
 	Snapshots []InventorySnapshot `json:"snapshots"`
-	Warnings  []string            `json:"warnings"`
+	// Warnings report what the inventory may lack: a truncated query, a stamped disk whose VM was
+	// not returned.
+	Warnings []string `json:"warnings"`
 }
 
 // InventoryEstimateModel holds the constants of the estimates.
 type InventoryEstimateModel struct {
-	Label               string  `json:"label"` // "estimate"
-	StageRateMiBPerSec  int     `json:"stage_rate_mib_per_s"`
-	Parallel            int     `json:"parallel"`
-	StagingBasis        string  `json:"staging_basis"`
-	CutoverFormula      string  `json:"cutover_formula"`
-	ChangedFraction     float64 `json:"changed_fraction"`
-	DeallocateSeconds   int64   `json:"deallocate_seconds"`
-	SnapshotSeconds     int64   `json:"snapshot_seconds"`
-	RecreateSeconds     int64   `json:"recreate_seconds"`
-	SizesAreUpperBounds bool    `json:"sizes_are_upper_bounds"`
+	Label              string `json:"label"`                // "estimate"
+	StageRateMiBPerSec int    `json:"stage_rate_mib_per_s"` // StageRate, in MiB/s per disk
+	Parallel           int    `json:"parallel"`             // disks of a VM staged at a time
+	StagingBasis       string `json:"staging_basis"`        // StagingBasis
+	CutoverFormula     string `json:"cutover_formula"`      // CutoverFormula
+	// ChangedFraction is the share of each converted disk assumed changed at the cutover
+	// (CutoverChangedPercent/100).
+	ChangedFraction   float64 `json:"changed_fraction"`
+	DeallocateSeconds int64   `json:"deallocate_seconds"` // CutoverDeallocate
+	SnapshotSeconds   int64   `json:"snapshot_seconds"`   // CutoverSnapshot
+	RecreateSeconds   int64   `json:"recreate_seconds"`   // CutoverRecreate
+	// SizesAreUpperBounds is always true: disk sizes stand for the data in use, which Azure's
+	// control plane does not know.
+	SizesAreUpperBounds bool `json:"sizes_are_upper_bounds"`
 }
 
 // InventorySummary counts the inventory.
 type InventorySummary struct {
-	VMs             int   `json:"vms"`
-	Convertible     int   `json:"convertible"`
-	Blocked         int   `json:"blocked"`
-	Running         int   `json:"running"`
-	ConvertDisks    int   `json:"convert_disks"`
-	ConvertBytes    int64 `json:"convert_bytes"`
-	UnattachedDisks int   `json:"unattached_disks"`
-	Snapshots       int   `json:"snapshots"`
+	VMs             int   `json:"vms"`              // VMs listed
+	Convertible     int   `json:"convertible"`      // VMs without blockers
+	Blocked         int   `json:"blocked"`          // VMs with blockers
+	Running         int   `json:"running"`          // VMs running (InventoryVM.Running)
+	ConvertDisks    int   `json:"convert_disks"`    // disks the convertible VMs convert
+	ConvertBytes    int64 `json:"convert_bytes"`    // their sizes added up, in bytes (an upper bound)
+	UnattachedDisks int   `json:"unattached_disks"` // len(Inventory.UnattachedDisks)
+	Snapshots       int   `json:"snapshots"`        // len(Inventory.Snapshots)
 }
 
 // InventoryVM is one ADE-stamped VM: what a fleet run converts with `azure convert --vm ID`.
 type InventoryVM struct {
-	ID            string   `json:"id"`
-	Name          string   `json:"name"`
-	ResourceGroup string   `json:"resource_group"`
-	Subscription  string   `json:"subscription"`
-	Location      string   `json:"location"`
-	Zones         []string `json:"zones"`
-	Size          string   `json:"size"`
+	ID            string   `json:"id"`             // the VM's resource ID
+	Name          string   `json:"name"`           // the VM's name
+	ResourceGroup string   `json:"resource_group"` // the VM's resource group
+	Subscription  string   `json:"subscription"`   // the VM's subscription ID
+	Location      string   `json:"location"`       // the VM's region
+	Zones         []string `json:"zones"`          // the VM's availability zones
+	Size          string   `json:"size"`           // the VM size, e.g. Standard_D4s_v3
 	// PowerState is the code after "PowerState/" ("running", "deallocated", "stopped", …), or
 	// "unknown". Running is not a blocker: a staging pass can read a snapshot of the running VM,
 	// which is deallocated for the cutover.
 	PowerState string `json:"power_state"`
-	Running    bool   `json:"running"`
+	Running    bool   `json:"running"` // PowerState is "running" or "starting"
 	// OSType is the OS disk's osType (Linux, Windows); OSFamily is read from Image: one of
 	// rhel, centos, oracle, ubuntu, other, unknown.
-	OSType   string         `json:"os_type"`
-	OSFamily string         `json:"os_family"`
-	Image    InventoryImage `json:"image"`
+	OSType   string `json:"os_type"`
+	OSFamily string `json:"os_family"` // an OSFamily constant
+	// Image is the image the VM was made from.
+	Image InventoryImage `json:"image"`
 	// SecurityType is the VM's securityProfile.securityType: Standard, TrustedLaunch or ConfidentialVM.
 	SecurityType string `json:"security_type"`
 	// VolumeType is the ADE extension's VolumeType setting (OS, Data, All), "" without an extension.
-	VolumeType string       `json:"volume_type"`
-	ADE        InventoryADE `json:"ade"`
+	VolumeType string `json:"volume_type"`
+	// ADE is the VM's ADE extension and where its settings are.
+	ADE InventoryADE `json:"ade"`
 	// Disks are the VM's disks, the OS disk first, then the data disks by LUN.
-	Disks    []InventoryDisk    `json:"disks"`
+	Disks []InventoryDisk `json:"disks"`
+	// Blockers say why the VM is not converted; empty if nothing stops it.
 	Blockers []InventoryBlocker `json:"blockers"`
 	// Convertible: no blocker.
-	Convertible bool              `json:"convertible"`
-	Notes       []string          `json:"notes"`
-	Estimate    InventoryEstimate `json:"estimate"`
+	Convertible bool `json:"convertible"`
+	// Notes are facts that do not block the conversion: running, Trusted Launch, dual pass, no
+	// extension.
+	Notes []string `json:"notes"`
+	// Estimate is the VM's staging and cutover estimate.
+	Estimate InventoryEstimate `json:"estimate"`
 }
 
 // InventoryImage is the marketplace image a VM was made from.
 type InventoryImage struct {
-	Publisher string `json:"publisher"`
-	Offer     string `json:"offer"`
-	SKU       string `json:"sku"`
-	Version   string `json:"version"`
+	Publisher string `json:"publisher"` // marketplace publisher, e.g. RedHat, Canonical
+	Offer     string `json:"offer"`     // e.g. RHEL, 0001-com-ubuntu-server-jammy
+	SKU       string `json:"sku"`       // e.g. 8-lvm-gen2
+	Version   string `json:"version"`   // the exact version when Azure reports it, else the requested one ("latest")
 	// ID is a custom or gallery image's resource ID.
 	ID string `json:"id"`
 	// From says where it was read: "imageReference", "plan", "OS disk creationData", or "" (none).
@@ -217,45 +231,47 @@ type InventoryImage struct {
 type InventoryADE struct {
 	// Extension is the extension's type (AzureDiskEncryptionForLinux, AzureDiskEncryption), "" if none.
 	Extension        string `json:"extension"`
-	ExtensionVersion string `json:"extension_version"`
+	ExtensionVersion string `json:"extension_version"` // its typeHandlerVersion
 	// KeyVaultURL and KEKURL are the extension's public settings (KeyVaultURL, KeyEncryptionKeyURL).
 	KeyVaultURL string `json:"key_vault_url"`
-	KEKURL      string `json:"kek_url"`
+	KEKURL      string `json:"kek_url"` // "" without a KEK
 	// DualPass: the OS disk's settings are on the VM model (ADE 0.x with an Entra application).
 	DualPass bool `json:"dual_pass"`
 }
 
 // InventoryDisk is a managed disk: one of a VM's, or an unattached one.
 type InventoryDisk struct {
-	ID            string `json:"id"`
-	Name          string `json:"name"`
-	ResourceGroup string `json:"resource_group"`
-	Subscription  string `json:"subscription"`
-	Location      string `json:"location"`
+	ID            string `json:"id"`             // the disk's resource ID
+	Name          string `json:"name"`           // the disk's name
+	ResourceGroup string `json:"resource_group"` // the disk's resource group (may differ from the VM's)
+	Subscription  string `json:"subscription"`   // the disk's subscription ID
+	Location      string `json:"location"`       // the disk's region
 	// Role is "os", "data" or "unattached"; LUN is the data disk's LUN (null otherwise).
 	Role string `json:"role"`
-	LUN  *int   `json:"lun"`
+	LUN  *int   `json:"lun"` // nil for the OS disk and unattached disks
 	// SizeGiB and SizeBytes are the disk's size (for a disk without ADE settings: the VM model's
 	// diskSizeGB; SizeBytes then SizeGiB × 2^30).
 	SizeGiB   int64  `json:"size_gib"`
-	SizeBytes int64  `json:"size_bytes"`
-	SKU       string `json:"sku"`
-	State     string `json:"state"`
-	OSType    string `json:"os_type"`
+	SizeBytes int64  `json:"size_bytes"` // see SizeGiB
+	SKU       string `json:"sku"`        // storage type, e.g. Premium_LRS
+	// State is the diskState (Attached, Reserved, Unattached, …); "" for a disk without ADE
+	// settings, which is not queried.
+	State  string `json:"state"`
+	OSType string `json:"os_type"` // the disk's osType (OS disks)
 	// ADE: the disk carries ADE settings (ADEFrom "disk": its encryptionSettingsCollection, with
 	// ADEVersion its encryptionSettingsVersion; "vm": the VM model's OS disk settings, dual pass).
 	ADE        bool   `json:"ade"`
-	ADEFrom    string `json:"ade_from"`
-	ADEVersion string `json:"ade_version"`
+	ADEFrom    string `json:"ade_from"`    // "disk" or "vm"; "" without ADE settings
+	ADEVersion string `json:"ade_version"` // "1.1" single pass, "1.0" with an Entra application
 	// KeyVaultURL is the vault of the disk's secret (https://NAME.vault.azure.net), SecretURL the
 	// secret (a reference, not the key), KEKURL the key that wraps it ("" for a plain BEK).
 	KeyVaultURL string `json:"key_vault_url"`
-	SecretURL   string `json:"secret_url"`
-	KEKURL      string `json:"kek_url"`
+	SecretURL   string `json:"secret_url"` // see KeyVaultURL
+	KEKURL      string `json:"kek_url"`    // see KeyVaultURL
 	// DESID is the Disk Encryption Set that encrypts the disk at rest, "" for a platform key;
 	// DESOtherSubscription: it is in another subscription than the disk.
 	DESID                string `json:"des_id"`
-	DESOtherSubscription bool   `json:"des_other_subscription"`
+	DESOtherSubscription bool   `json:"des_other_subscription"` // a blocker (BlockerDESOtherSubscription)
 	// Convert: `azure convert --vm` converts this disk (it carries ADE settings, or is the OS disk,
 	// whose guest is edited). False for unattached disks, and for a dual-pass VM's data disks, which
 	// carry no settings: the run converts those the OS disk names (crypttab, azure_crypt_mount) or
@@ -267,46 +283,47 @@ type InventoryDisk struct {
 
 // InventorySnapshot is an ADE-stamped snapshot.
 type InventorySnapshot struct {
-	ID            string `json:"id"`
-	Name          string `json:"name"`
-	ResourceGroup string `json:"resource_group"`
-	Subscription  string `json:"subscription"`
-	Location      string `json:"location"`
-	SizeGiB       int64  `json:"size_gib"`
-	SizeBytes     int64  `json:"size_bytes"`
-	OSType        string `json:"os_type"`
-	Incremental   bool   `json:"incremental"`
+	ID            string `json:"id"`             // the snapshot's resource ID
+	Name          string `json:"name"`           // the snapshot's name
+	ResourceGroup string `json:"resource_group"` // the snapshot's resource group
+	Subscription  string `json:"subscription"`   // the snapshot's subscription ID
+	Location      string `json:"location"`       // the snapshot's region
+	SizeGiB       int64  `json:"size_gib"`       // size in GiB (2^30 bytes), rounded up
+	SizeBytes     int64  `json:"size_bytes"`     // size in bytes
+	OSType        string `json:"os_type"`        // the snapshot's osType
+	Incremental   bool   `json:"incremental"`    // an incremental snapshot
 	// TimeCreated is when the snapshot was taken (null if Azure reports none).
 	TimeCreated *time.Time `json:"time_created"`
 	// SourceDiskID is the disk it was taken of (creationData.sourceResourceId); SourceVMID that
 	// disk's VM when the disk is in the inventory.
 	SourceDiskID   string `json:"source_disk_id"`
-	SourceDiskName string `json:"source_disk_name"`
-	SourceVMID     string `json:"source_vm_id"`
-	ADEVersion     string `json:"ade_version"`
-	KeyVaultURL    string `json:"key_vault_url"`
-	SecretURL      string `json:"secret_url"`
-	KEKURL         string `json:"kek_url"`
+	SourceDiskName string `json:"source_disk_name"` // the last element of SourceDiskID
+	SourceVMID     string `json:"source_vm_id"`     // "" when the disk is not in the inventory
+	// ADEVersion, KeyVaultURL, SecretURL and KEKURL are the ADE settings, as InventoryDisk's.
+	ADEVersion  string `json:"ade_version"`
+	KeyVaultURL string `json:"key_vault_url"` // the vault of the snapshot's secret
+	SecretURL   string `json:"secret_url"`    // the Key Vault secret holding the key (a reference)
+	KEKURL      string `json:"kek_url"`       // the key that wraps it, "" for a plain BEK
 }
 
 // InventoryBlocker is why a VM is not converted: Code is one of the Blocker constants.
 type InventoryBlocker struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
+	Code    string `json:"code"`    // a Blocker constant
+	Message string `json:"message"` // what and why, naming the disk or image
 }
 
 // InventoryEstimate is a VM's estimate (Label "estimate"; see InventoryEstimateModel).
 type InventoryEstimate struct {
-	Label string `json:"label"`
+	Label string `json:"label"` // "estimate"
 	// Disks are the disks converted (Convert; on a dual-pass VM every data disk too, since any may
 	// be), StagingBytes their sizes added up: an upper bound of the data the staging pass moves.
 	Disks          int   `json:"disks"`
-	StagingBytes   int64 `json:"staging_bytes"`
-	StagingSeconds int64 `json:"staging_seconds"`
+	StagingBytes   int64 `json:"staging_bytes"`   // see Disks
+	StagingSeconds int64 `json:"staging_seconds"` // estimated staging time, in seconds
 	// CutoverBytes is the changed data assumed (CutoverChangedPercent of each converted disk).
 	CutoverBytes   int64 `json:"cutover_bytes"`
-	CutoverSeconds int64 `json:"cutover_seconds"`
-	Parallel       int   `json:"parallel"`
+	CutoverSeconds int64 `json:"cutover_seconds"` // estimated cutover (downtime), in seconds
+	Parallel       int   `json:"parallel"`        // disks staged at a time
 }
 
 // InventoryOptions configure Inventory.

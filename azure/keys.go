@@ -23,12 +23,12 @@ const (
 
 // Secret tags written by ADE (Azure/azure-linux-extensions, Common.py).
 const (
-	TagKEKURL        = "DiskEncryptionKeyEncryptionKeyURL"
-	TagKEKAlgorithm  = "DiskEncryptionKeyEncryptionAlgorithm"
-	TagKeyFileName   = "DiskEncryptionKeyFileName"
-	ContentTypeBEK   = "BEK"
-	ContentTypeWBEK  = "Wrapped BEK"
-	DefaultAlgorithm = "RSA-OAEP" // ADE's default when the tag is absent
+	TagKEKURL        = "DiskEncryptionKeyEncryptionKeyURL"    // the KEK that wrapped the secret
+	TagKEKAlgorithm  = "DiskEncryptionKeyEncryptionAlgorithm" // the wrap algorithm (RSA-OAEP, …)
+	TagKeyFileName   = "DiskEncryptionKeyFileName"            // the name of the key file the secret holds
+	ContentTypeBEK   = "BEK"                                  // content type of a plain BEK secret
+	ContentTypeWBEK  = "Wrapped BEK"                          // content type of a BEK wrapped with a KEK
+	DefaultAlgorithm = "RSA-OAEP"                             // ADE's default when the tag is absent
 )
 
 // KeySource says where one ADE volume key lives in Key Vault. It holds only
@@ -54,7 +54,7 @@ type KeySource struct {
 	// From is FromSnapshot, FromDisk or FromVM, and ResourceID the resource
 	// the settings were read from.
 	From       string `json:"from"`
-	ResourceID string `json:"resourceId"`
+	ResourceID string `json:"resourceId"` // see From
 }
 
 // KeySources returns the ADE key references for the resource id: a

@@ -124,9 +124,9 @@ func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
 // licensing is finished by hand (Hint says how), and running the conversion again would find the new
 // disks attached.
 type LicenseError struct {
-	VMID        string
-	LicenseType string
-	Err         error // why the extension or the licenseType could not be set
+	VMID        string // the re-created VM's resource ID
+	LicenseType string // the licenseType that was to be set (VMPlan.LicenseType)
+	Err         error  // why the extension or the licenseType could not be set
 }
 
 // Error says that the VM stands on the new disks and why its licensing is not set.

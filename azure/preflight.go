@@ -384,12 +384,12 @@ func (c *Client) putVM(ctx context.Context, vms *armcompute.VirtualMachinesClien
 // it is back (on its old disks, without extensions); if not, ModelFile is
 // the file holding the rollback PUT body for a manual restore.
 type VMRecreateError struct {
-	VMID    string
-	Deleted bool
+	VMID    string // the VM's resource ID
+	Deleted bool   // the original VM was deleted, and the new VM's PUT failed
 	// Uncertain: the DELETE failed, but the VM may be deleted (it was left Failed, or could not be
 	// read); State is its provisioningState when last read and ModelFile holds its model.
 	Uncertain bool
-	State     string
+	State     string // see Uncertain
 	Attempts  int    // PUTs of the new VM
 	Restored  bool   // the original VM was re-created
 	ModelFile string // where the rollback body was saved when the restore failed ("" if it could not be written)

@@ -211,6 +211,8 @@ func (t *UploadTarget) copyGuestState(ctx context.Context) error {
 
 // GuestStateCopyOptions configure CopyGuestState.
 type GuestStateCopyOptions struct {
+	// SourceBearer and SinkBearer are the Entra credentials of the source's and the destination's
+	// data URLs, nil when their DataAccess needs only the SAS (see Client.DataBearer).
 	SourceBearer, SinkBearer *blobio.Bearer
 	// Logf receives blobio's warnings, already redacted (default: discarded).
 	Logf func(format string, args ...any)

@@ -26,14 +26,14 @@ import (
 // must not come back). The plan marshals to JSON and is what --dry-run
 // prints; RecreateVM executes it.
 type VMPlan struct {
-	VMID          string `json:"vmId"`
-	ResourceGroup string `json:"resourceGroup"`
-	Name          string `json:"name"`
+	VMID          string `json:"vmId"`          // the VM's resource ID, the same before and after
+	ResourceGroup string `json:"resourceGroup"` // the VM's resource group
+	Name          string `json:"name"`          // the VM's name
 	// Etag is the VM's etag when planned; RecreateVM refuses a VM that
 	// changed since.
 	Etag        string `json:"etag,omitempty"`
-	OldOSDiskID string `json:"oldOsDiskId"`
-	NewOSDiskID string `json:"newOsDiskId"`
+	OldOSDiskID string `json:"oldOsDiskId"` // the ADE OS disk the VM has now
+	NewOSDiskID string `json:"newOsDiskId"` // the plaintext OS disk the new VM boots from
 	// DataDisks are the data disks replaced by new ones, by LUN; the others
 	// are re-attached as they are.
 	DataDisks []DiskSwap `json:"dataDisks,omitempty"`
@@ -42,13 +42,13 @@ type VMPlan struct {
 	// deallocated or stopped, or whose disks' ownership changed since (the
 	// VM ran: writes after the snapshot would be lost).
 	PowerState string      `json:"powerState"`
-	DiskOwners []DiskOwner `json:"diskOwners"`
+	DiskOwners []DiskOwner `json:"diskOwners"` // see PowerState
 	// EncryptionAtHost: the new VM has securityProfile.encryptionAtHost on.
 	EncryptionAtHost bool `json:"encryptionAtHost,omitempty"`
 	// Licensing says how the re-created VM's RHEL is billed and updated ("" when not a Red Hat
 	// pay-as-you-go VM); LicenseType is set, with the AHBForRHEL extension, after the PUT.
 	Licensing   string `json:"licensing,omitempty"`
-	LicenseType string `json:"licenseType,omitempty"`
+	LicenseType string `json:"licenseType,omitempty"` // RHEL_BASE, RHEL_EUS, RHEL_SAPAPPS or RHEL_SAPHA; see Licensing
 	// Steps are the ARM calls, in order, in words.
 	Steps []string `json:"steps"`
 	// Changes is the difference between the recorded VM (read-only fields
@@ -74,19 +74,19 @@ type VMPlan struct {
 // DiskSwap is a data disk the new VM attaches in place of the old one, at
 // the same LUN with the same caching and write-accelerator settings.
 type DiskSwap struct {
-	LUN int    `json:"lun"`
-	Old string `json:"oldDiskId"`
-	New string `json:"newDiskId"`
+	LUN int    `json:"lun"`       // the data disk's LUN, the same on both VMs
+	Old string `json:"oldDiskId"` // the ADE disk's resource ID
+	New string `json:"newDiskId"` // the plaintext disk's resource ID
 }
 
 // Change is one difference between two JSON documents. Path uses dots for
 // object members ("properties.storageProfile.osDisk.createOption"),
 // [i] for array elements and ["…"] for members that are not identifiers.
 type Change struct {
-	Op   string          `json:"op"` // "add", "remove" or "replace"
-	Path string          `json:"path"`
-	Old  json.RawMessage `json:"old,omitempty"`
-	New  json.RawMessage `json:"new,omitempty"`
+	Op   string          `json:"op"`            // "add", "remove" or "replace"
+	Path string          `json:"path"`          // where the documents differ, as above
+	Old  json.RawMessage `json:"old,omitempty"` // the value in the first document (not for "add")
+	New  json.RawMessage `json:"new,omitempty"` // the value in the second document (not for "remove")
 }
 
 // String renders the change as one line: "+ path: new", "- path: old" or "~ path: old -> new".

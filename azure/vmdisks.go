@@ -17,9 +17,9 @@ const OSDiskLUN = -1
 type VMDisk struct {
 	// LUN is the data disk's logical unit number, OSDiskLUN for the OS disk.
 	LUN     int                     `json:"lun"`
-	DiskID  string                  `json:"diskId"`
-	Name    string                  `json:"name"`
-	Caching armcompute.CachingTypes `json:"caching,omitempty"`
+	DiskID  string                  `json:"diskId"`            // the disk's resource ID
+	Name    string                  `json:"name"`              // the disk's name as the VM model gives it
+	Caching armcompute.CachingTypes `json:"caching,omitempty"` // the attachment's host caching
 	// WriteAccelerator is the attachment's writeAcceleratorEnabled.
 	WriteAccelerator bool `json:"writeAcceleratorEnabled,omitempty"`
 	// ADE reports whether the disk carries ADE encryption settings (single
@@ -32,14 +32,14 @@ type VMDisk struct {
 // VMDisks are the managed disks of a VM: the OS disk first, then the data
 // disks by LUN.
 type VMDisks struct {
-	VMID     string `json:"vmId"`
-	Location string `json:"location"`
+	VMID     string `json:"vmId"`     // the VM's resource ID
+	Location string `json:"location"` // the VM's region
 	// DualPass reports that the VM model's OS disk carries enabled encryption settings
 	// (storageProfile.osDisk.encryptionSettings): dual-pass ADE, whose one Key Vault secret
 	// unlocks every volume it encrypted, and which stamps none of the data disks. Which of those
 	// are encrypted only their content (and the OS disk's crypttab) tells.
 	DualPass bool     `json:"dualPass"`
-	Disks    []VMDisk `json:"disks"`
+	Disks    []VMDisk `json:"disks"` // the OS disk, then the data disks by LUN
 }
 
 // ReadVMDisks reads the VM vmID and each of its managed disks. A VM with an
@@ -102,8 +102,8 @@ func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error)
 
 // DiskStatus is what a rerun needs to know of a disk it may have created.
 type DiskStatus struct {
-	State armcompute.DiskState `json:"state"`
-	Tags  map[string]string    `json:"tags,omitempty"`
+	State armcompute.DiskState `json:"state"`          // the diskState (ReadyToUpload, ActiveUpload, Unattached, …)
+	Tags  map[string]string    `json:"tags,omitempty"` // the disk's tags
 	// ManagedBy is the VM the disk is attached to, "" if none.
 	ManagedBy string `json:"managedBy,omitempty"`
 	// SizeBytes is the disk's DiskSizeBytes (0 when Azure reports none).
@@ -157,7 +157,7 @@ func DiskName(diskID string) string {
 // changed (Azure updates it when the VM starts, is deallocated, or the disk
 // is attached or detached).
 type DiskOwner struct {
-	DiskID string `json:"diskId"`
+	DiskID string `json:"diskId"` // the disk's resource ID
 	// VMID is the VM the disk is attached to, "" when it is not attached.
 	VMID string `json:"vmId,omitempty"`
 	// PowerState is the VM's power state ("running", "deallocated", "stopped", …; "" without a VM).
