@@ -247,9 +247,9 @@ func (p *Plan) patchBytes(off, n int64) int64 {
 	return t
 }
 
-// checkStructure compares the output's partition table (GPT or DOS), the LVM metadata in its converted partition and the XFS
-// superblocks it holds with the source's.
-// plain reads the source volume's plaintext as the plan's analysis did.
+// checkStructure compares the output's partition table (GPT or DOS), the LVM metadata in its converted
+// partition and the XFS superblocks it holds with the source's. plain reads the source volume's
+// plaintext as the plan's analysis did.
 func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []StructureCheck {
 	var checks []StructureCheck
 	add := func(name string, err error, detail string) {
