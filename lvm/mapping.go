@@ -25,6 +25,12 @@ func (pv *PV) Map(lv *LV, off, n int64) ([]Extent, error) {
 		return nil, errors.New("lvm: PV has no volume group metadata")
 	}
 	ext, err := pv.VG.Map(lv, off, n)
+	return pv.own(lv, ext, err)
+}
+
+// own keeps the extents of VG.Map's or VG.PVRanges' result (ext, err) for lv, which must all lie on
+// this PV.
+func (pv *PV) own(lv *LV, ext []PVExtent, err error) ([]Extent, error) {
 	if err != nil {
 		return nil, err
 	}
@@ -45,17 +51,7 @@ func (pv *PV) Ranges(lv *LV, off, n int64) ([]Extent, error) {
 		return nil, errors.New("lvm: PV has no volume group metadata")
 	}
 	ext, err := pv.VG.PVRanges(lv, off, n)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]Extent, 0, len(ext))
-	for _, e := range ext {
-		if e.PV != pv.info.Name {
-			return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, another PV", ErrUnsupported, lv.Name, e.LVOff/pv.VG.ExtentSize, e.PV)
-		}
-		out = append(out, e.Extent)
-	}
-	return out, nil
+	return pv.own(lv, ext, err)
 }
 
 // Holds returns nil when all of lv lies on this PV, in segments Map handles, and otherwise the error

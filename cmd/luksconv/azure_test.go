@@ -242,6 +242,23 @@ func localConversion(t *testing.T, fx fixture.Fixture, dir string) []byte {
 	return b
 }
 
+// checkStillRunning checks that a refused or failed run (what) made none of the calls starting with
+// a prefix of forbidden since the last takeCalls, and that it left vm1 running.
+func (f *fakeAzure) checkStillRunning(t *testing.T, what string, forbidden ...string) {
+	t.Helper()
+	for _, c := range f.takeCalls() {
+		if slices.ContainsFunc(forbidden, func(p string) bool { return strings.HasPrefix(c, p) }) {
+			t.Errorf("the %s did %q", what, c)
+		}
+	}
+	f.Lock()
+	st := f.PowerStates[azurefake.Key(fakeRG, "vm1")]
+	f.Unlock()
+	if st != "running" {
+		t.Errorf("after the %s the VM is %s, want running", what, st)
+	}
+}
+
 // takeCalls returns the calls the fake recorded so far and forgets them.
 func (f *fakeAzure) takeCalls() []string {
 	f.Lock()

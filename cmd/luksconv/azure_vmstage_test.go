@@ -459,17 +459,7 @@ func TestAzureVMCutoverPendingStageRunning(t *testing.T) {
 	if code != exitFailure || !strings.Contains(se, ": stage round 2") {
 		t.Errorf("cutover --deallocate over an interrupted stage round: exit %d, want %d naming the round:\n%s", code, exitFailure, se)
 	}
-	for _, c := range s.takeCalls() {
-		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT snapshot") {
-			t.Errorf("the refused cutover did %q", c)
-		}
-	}
-	s.Lock()
-	st := s.PowerStates[azurefake.Key(fakeRG, "vm1")]
-	s.Unlock()
-	if st != "running" {
-		t.Errorf("after the refused cutover the VM is %s, want running", st)
-	}
+	s.checkStillRunning(t, "refused cutover", "DEALLOCATE", "PUT snapshot")
 }
 
 // TestAzureVMCutoverKeysFirst: a whole VM's cutover --deallocate recovers the disks' keys before it
@@ -490,17 +480,7 @@ func TestAzureVMCutoverKeysFirst(t *testing.T) {
 	if _, se, code := runCLI(t, args("--cutover", "--deallocate")...); code == 0 {
 		t.Errorf("cutover without the secrets: exit 0:\n%s", se)
 	}
-	for _, c := range s.takeCalls() {
-		if strings.HasPrefix(c, "DEALLOCATE") || strings.HasPrefix(c, "PUT snapshot") {
-			t.Errorf("the failed cutover did %q", c)
-		}
-	}
-	s.Lock()
-	st := s.PowerStates[azurefake.Key(fakeRG, "vm1")]
-	s.Unlock()
-	if st != "running" {
-		t.Errorf("after the failed cutover the VM is %s, want running", st)
-	}
+	s.checkStillRunning(t, "failed cutover", "DEALLOCATE", "PUT snapshot")
 }
 
 // TestAzureVMStageSourceResized: as TestAzureStageSourceResized for a whole VM whose LUN 1 disk grew
