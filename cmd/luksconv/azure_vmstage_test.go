@@ -43,6 +43,14 @@ func setupVMStage(t *testing.T) *vmStage {
 	return s
 }
 
+// vmStageArgs returns the arguments of a whole-VM azure convert of vm1 with the records in dir, and
+// extra after them.
+func vmStageArgs(dir string) func(extra ...string) []string {
+	return func(extra ...string) []string {
+		return append([]string{"azure", "convert", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
+	}
+}
+
 // lun0State2 changes LUN 0's ext4 as its guest would (debugfs -w writes a 2 MiB file) and encrypts the
 // result with cryptsetup under the disk's own volume key, cipher and sector size. With a detached
 // header and the data at 0 that is the ciphertext of the disk's data segment (the plain64 IV counts
@@ -162,9 +170,7 @@ func TestAzureVMStageCutover(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(t.TempDir()) // where the VM's rollback model is saved
 	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	record := (&azureConvert{journalDir: dir, vm: vmID}).vmStagePath()
 	if !strings.HasPrefix(filepath.Base(record), ".luksconv-stage-vm-vm1-") {
 		t.Fatalf("stage record %s", record)
@@ -413,10 +419,7 @@ func runInterruptedAt(t *testing.T, target string, args ...string) string {
 func TestAzureVMStageDiskFlags(t *testing.T) {
 	s := setupVMStage(t)
 	dir := t.TempDir()
-	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	mustRun(t, "stage round 1", args("--stage")...)
 	s.powerState("deallocated")
 	s.takeCalls()
@@ -468,10 +471,7 @@ func TestAzureVMCutoverPendingStageRunning(t *testing.T) {
 func TestAzureVMCutoverKeysFirst(t *testing.T) {
 	s := setupVMStage(t)
 	dir := t.TempDir()
-	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	mustRun(t, "stage round 1", args("--stage")...)
 	s.Lock()
 	clear(s.Secrets)
@@ -488,10 +488,7 @@ func TestAzureVMCutoverKeysFirst(t *testing.T) {
 func TestAzureVMStageSourceResized(t *testing.T) {
 	s := setupVMStage(t)
 	dir := t.TempDir()
-	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	mustRun(t, "stage round 1", args("--stage")...)
 	s.growDisk(t, "data1", 1<<20)
 	s.takeCalls()

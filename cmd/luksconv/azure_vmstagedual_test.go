@@ -48,9 +48,7 @@ func TestAzureVMStageDualPass(t *testing.T) {
 	dir := t.TempDir()
 	t.Chdir(t.TempDir()) // where the VM's rollback model is saved
 	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	record := (&azureConvert{journalDir: dir, vm: vmID}).vmStagePath()
 	newDisks := []string{"osdisk-luksconv", "data0-luksconv", "data3-luksconv"}
 
@@ -294,9 +292,7 @@ func TestAzureVMStageDualPassAttached(t *testing.T) {
 	s, disks := runningDualPassVM(t)
 	dir := t.TempDir()
 	vmID := fakeID("virtualMachines", "vm1")
-	args := func(extra ...string) []string {
-		return append([]string{"azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--json", "-q", "--workers", "2"}, extra...)
-	}
+	args := vmStageArgs(dir)
 	mustRun(t, "stage round 1", args("--stage")...)
 
 	// Another copy of LUN 3's disk, unstamped as dual pass leaves every data disk, with its blob.
