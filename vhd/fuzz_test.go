@@ -75,7 +75,7 @@ func fixChecksums(data []byte) []byte {
 		if string(ft[:8]) != "conectix" {
 			continue
 		}
-		if h := binary.BigEndian.Uint64(ft[16:24]); h <= uint64(len(b)-1024) && string(b[h:h+8]) == "cxsparse" {
+		if h := binary.BigEndian.Uint64(ft[16:24]); len(b) >= 1024 && h <= uint64(len(b)-1024) && string(b[h:h+8]) == "cxsparse" {
 			sum(b[h:h+1024], 36)
 		}
 		sum(ft, 64)
