@@ -74,13 +74,6 @@ type PVExtent struct {
 // linear and striped segments; other segment types and areas on LVs
 // (stacking) give an error wrapping ErrUnsupported.
 func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
-	if lv == nil {
-		return nil, errors.New("lvm: nil LV")
-	}
-	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
-		return nil, fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
-	}
-	es := vg.ExtentSize
 	var out []PVExtent
 	add := func(e PVExtent) {
 		if k := len(out) - 1; k >= 0 && out[k].PV == e.PV && out[k].LVOff+out[k].Len == e.LVOff && out[k].PVOff+out[k].Len == e.PVOff {
@@ -89,41 +82,14 @@ func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
 		}
 		out = append(out, e)
 	}
-	for pos, end := off, off+n; pos < end; {
-		le := pos / es
-		i := sort.Search(len(lv.Segments), func(i int) bool {
-			s := lv.Segments[i]
-			return s.StartExtent+s.ExtentCount > le
-		})
-		if i == len(lv.Segments) {
-			return nil, fmt.Errorf("lvm: LV %s: no segment holds extent %d", lv.Name, le)
-		}
-		s := &lv.Segments[i]
-		segStart := s.StartExtent * es
-		segEnd := segStart + s.ExtentCount*es
-		stop := min(end, segEnd)
-		if s.Type != "striped" && s.Type != "linear" {
-			return nil, fmt.Errorf("%w: LV %s: segment type %q at extent %d", ErrUnsupported, lv.Name, s.Type, s.StartExtent)
-		}
-		bases := make([]int64, len(s.Stripes))
-		for k, st := range s.Stripes {
-			info, isPV := vg.PV(st.PV)
-			if !isPV {
-				return nil, fmt.Errorf("%w: LV %s: extent %d lies on %q, a logical volume (stacked LVs)", ErrUnsupported, lv.Name, s.StartExtent, st.PV)
-			}
-			bases[k] = info.PEStart + st.StartExtent*es
-		}
+	err := vg.walk(lv, off, n, func(s *Segment, pos, stop, segStart int64, bases []int64) {
 		if len(bases) == 1 {
 			add(PVExtent{s.Stripes[0].PV, Extent{LVOff: pos, PVOff: bases[0] + pos - segStart, Len: stop - pos}})
-			pos = stop
-			continue
+			return
 		}
 		// dm-stripe: chunk c of the segment goes to stripe c mod n, at
 		// chunk c div n of that stripe's area.
 		chunk, nst := s.StripeSize, int64(len(bases))
-		if chunk <= 0 || (s.ExtentCount/nst*es)%chunk != 0 {
-			return nil, fmt.Errorf("%w: LV %s: stripe size %d does not divide the stripe area", ErrUnsupported, lv.Name, chunk)
-		}
 		for pos < stop {
 			o := pos - segStart
 			c, within := o/chunk, o%chunk
@@ -131,6 +97,9 @@ func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
 			add(PVExtent{s.Stripes[c%nst].PV, Extent{LVOff: pos, PVOff: bases[c%nst] + (c/nst)*chunk + within, Len: l}})
 			pos += l
 		}
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
 }
@@ -141,53 +110,77 @@ func (vg *VG) Map(lv *LV, off, n int64) ([]PVExtent, error) {
 // in 64 KiB stripes is 256M pieces). For callers that need where the bytes lie, not their LV order:
 // LVOff is the LV offset of the range's first byte. Errors are Map's.
 func (vg *VG) PVRanges(lv *LV, off, n int64) ([]PVExtent, error) {
-	if lv == nil {
-		return nil, errors.New("lvm: nil LV")
-	}
-	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
-		return nil, fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
-	}
-	es := vg.ExtentSize
 	var out []PVExtent
-	for pos, end := off, off+n; pos < end; {
-		i := sort.Search(len(lv.Segments), func(i int) bool {
-			s := lv.Segments[i]
-			return s.StartExtent+s.ExtentCount > pos/es
-		})
-		if i == len(lv.Segments) {
-			return nil, fmt.Errorf("lvm: LV %s: no segment holds extent %d", lv.Name, pos/es)
-		}
-		s := &lv.Segments[i]
-		segStart := s.StartExtent * es
-		stop := min(end, segStart+s.ExtentCount*es)
-		// Map checks the segment (type, stacking, stripe size) and gives the range's first piece.
-		first, err := vg.Map(lv, pos, min(stop-pos, max(s.StripeSize, 1)))
-		if err != nil {
-			return nil, err
-		}
-		if len(s.Stripes) == 1 {
-			out = append(out, PVExtent{first[0].PV, Extent{LVOff: pos, PVOff: first[0].PVOff, Len: stop - pos}})
-			pos = stop
-			continue
+	err := vg.walk(lv, off, n, func(s *Segment, pos, stop, segStart int64, bases []int64) {
+		if len(bases) == 1 {
+			out = append(out, PVExtent{s.Stripes[0].PV, Extent{LVOff: pos, PVOff: bases[0] + pos - segStart, Len: stop - pos}})
+			return
 		}
 		// Stripe k holds, of segment bytes [0, o), whole rows of chunks plus up to one chunk of the
 		// partial row: its bytes of [pos, stop) are one run of its area.
-		chunk, nst := s.StripeSize, int64(len(s.Stripes))
+		chunk, nst := s.StripeSize, int64(len(bases))
 		on := func(k, o int64) int64 { return o/(chunk*nst)*chunk + min(max(o%(chunk*nst)-k*chunk, 0), chunk) }
 		for k, st := range s.Stripes {
 			lo, hi := on(int64(k), pos-segStart), on(int64(k), stop-segStart)
 			if lo >= hi {
 				continue
 			}
-			info, _ := vg.PV(st.PV)
 			// The LV offset of the run's first byte: chunk lo/chunk of the stripe is segment chunk
 			// lo/chunk*nst+k.
 			lvOff := segStart + (lo/chunk*nst+int64(k))*chunk + lo%chunk
-			out = append(out, PVExtent{st.PV, Extent{LVOff: lvOff, PVOff: info.PEStart + st.StartExtent*es + lo, Len: hi - lo}})
+			out = append(out, PVExtent{st.PV, Extent{LVOff: lvOff, PVOff: bases[k] + lo, Len: hi - lo}})
 		}
-		pos = stop
+	})
+	if err != nil {
+		return nil, err
 	}
 	return out, nil
+}
+
+// walk calls each, in LV order, for the part [pos, stop) of LV bytes [off, off+n) that each segment
+// holds, with the segment's first LV byte and the PV byte where each of its stripe areas starts. It
+// refuses, before any call for that segment, what Map cannot map: a segment type other than linear
+// or striped, an area on an LV, a stripe size that does not divide the stripe area.
+func (vg *VG) walk(lv *LV, off, n int64, each func(s *Segment, pos, stop, segStart int64, bases []int64)) error {
+	if lv == nil {
+		return errors.New("lvm: nil LV")
+	}
+	if off < 0 || n < 0 || off > lv.Size || n > lv.Size-off {
+		return fmt.Errorf("lvm: LV %s: range [%d, +%d) outside its %d bytes", lv.Name, off, n, lv.Size)
+	}
+	es := vg.ExtentSize
+	for pos, end := off, off+n; pos < end; {
+		le := pos / es
+		i := sort.Search(len(lv.Segments), func(i int) bool {
+			s := lv.Segments[i]
+			return s.StartExtent+s.ExtentCount > le
+		})
+		if i == len(lv.Segments) {
+			return fmt.Errorf("lvm: LV %s: no segment holds extent %d", lv.Name, le)
+		}
+		s := &lv.Segments[i]
+		segStart := s.StartExtent * es
+		stop := min(end, segStart+s.ExtentCount*es)
+		if s.Type != "striped" && s.Type != "linear" {
+			return fmt.Errorf("%w: LV %s: segment type %q at extent %d", ErrUnsupported, lv.Name, s.Type, s.StartExtent)
+		}
+		bases := make([]int64, len(s.Stripes))
+		for k, st := range s.Stripes {
+			info, isPV := vg.PV(st.PV)
+			if !isPV {
+				return fmt.Errorf("%w: LV %s: extent %d lies on %q, a logical volume (stacked LVs)", ErrUnsupported, lv.Name, s.StartExtent, st.PV)
+			}
+			bases[k] = info.PEStart + st.StartExtent*es
+		}
+		if nst := int64(len(bases)); nst > 1 {
+			if chunk := s.StripeSize; chunk <= 0 || (s.ExtentCount/nst*es)%chunk != 0 {
+				return fmt.Errorf("%w: LV %s: stripe size %d does not divide the stripe area", ErrUnsupported, lv.Name, chunk)
+			}
+		}
+		each(s, pos, stop, segStart, bases)
+		pos = stop
+	}
+	return nil
 }
 
 // LVReader returns a reader over the LV's contents, read from r (the PV
