@@ -133,6 +133,16 @@ func setupStage(t *testing.T) *stageAzure {
 	return s
 }
 
+// setupStaged is setupStage with stage round 1 run into dir: it returns the fake, dir and the local
+// conversion of state 2, which the cutovers must give.
+func setupStaged(t *testing.T) (*stageAzure, string, []byte) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	return s, dir, want2
+}
+
 func (s *blobCloud) hasFooter(name string, size int64) bool {
 	src, err := blobio.OpenPageBlob(context.Background(), s.url("/acct/disks/"+name), blobio.SourceOptions{})
 	if err != nil {
@@ -561,10 +571,7 @@ func TestAzureSnapshotRecreateStale(t *testing.T) {
 // was begun with; a rerun whose plan differs (here --full-copy) is refused before it writes, and the
 // rerun with the first flags finishes the round.
 func TestAzureStagePendingPlan(t *testing.T) {
-	s := setupStage(t)
-	dir := t.TempDir()
-	want2 := s.local(t, s.set.S2, t.TempDir())
-	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	if code != exitInterrupted {
@@ -923,10 +930,7 @@ func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
 // what the disk has (--sku Premium_LRS, which round 1 took from the source) are accepted, and the
 // cutover finishes the disk.
 func TestAzureStageDiskFlags(t *testing.T) {
-	s := setupStage(t)
-	dir := t.TempDir()
-	want2 := s.local(t, s.set.S2, t.TempDir())
-	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	s.powerState("deallocated")
 	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
@@ -958,10 +962,7 @@ func TestAzureStageDiskFlags(t *testing.T) {
 // snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows. Its dry run
 // refuses the same way instead of estimating a downtime.
 func TestAzureCutoverPendingStageRunning(t *testing.T) {
-	s := setupStage(t)
-	dir := t.TempDir()
-	want2 := s.local(t, s.set.S2, t.TempDir())
-	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
 		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
@@ -1052,10 +1053,7 @@ func (o *cancelAfterCommit) Commit(ctx context.Context) error {
 // delete it and start over but name the cutover, and the cutover run again finds the disk finished,
 // verifies it and removes the record, as it does when the disk is Unattached.
 func TestAzureCutoverFinishedActiveSAS(t *testing.T) {
-	s := setupStage(t)
-	dir := t.TempDir()
-	want2 := s.local(t, s.set.S2, t.TempDir())
-	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	s.powerState("deallocated")
 	ctx, cancel := context.WithCancel(context.Background())
