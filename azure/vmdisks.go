@@ -108,6 +108,13 @@ type DiskStatus struct {
 	ManagedBy string `json:"managedBy,omitempty"`
 	// SizeBytes is the disk's DiskSizeBytes (0 when Azure reports none).
 	SizeBytes int64 `json:"sizeBytes,omitempty"`
+	// SKU is the disk's storage type ("" when Azure reports none).
+	SKU armcompute.DiskStorageAccountTypes `json:"sku,omitempty"`
+	// DiskEncryptionSetID and EncryptionType are the disk's server-side encryption.
+	DiskEncryptionSetID string                    `json:"diskEncryptionSetId,omitempty"`
+	EncryptionType      armcompute.EncryptionType `json:"encryptionType,omitempty"`
+	// Access is how the disk's data URLs may be reached.
+	Access DataAccess `json:"access"`
 }
 
 // getDisk reads the managed disk diskID; errors are op's (ErrNotFound when there is no such disk).
@@ -141,6 +148,13 @@ func (c *Client) DiskStatus(ctx context.Context, diskID string) (*DiskStatus, er
 	if r.Properties != nil && r.Properties.DiskSizeBytes != nil {
 		s.SizeBytes = *r.Properties.DiskSizeBytes
 	}
+	if r.SKU != nil {
+		s.SKU = deref(r.SKU.Name)
+	}
+	if r.Properties != nil && r.Properties.Encryption != nil {
+		s.DiskEncryptionSetID, s.EncryptionType = str(r.Properties.Encryption.DiskEncryptionSetID), deref(r.Properties.Encryption.Type)
+	}
+	s.Access = diskAccess(r.Properties)
 	return s, nil
 }
 

@@ -572,7 +572,13 @@ var azureOutputHook func(j *uploadJob, o luksconv.Output) luksconv.Output
 // not written again: the result is then nil.
 func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob, stderr io.Writer) (tgt *azure.UploadTarget, res *luksconv.Result, err error) {
 	p, diskID, journal := j.plan, j.diskID, j.journal
-	if st, err := cl.DiskStatus(ctx, diskID); err == nil && finishedUpload(st.State) && st.Tags[planTag] == p.ID() {
+	st, serr := cl.DiskStatus(ctx, diskID)
+	if serr == nil && st.Tags[planTag] == p.ID() {
+		if err := checkReopened(st, j.spec, diskID); err != nil {
+			return nil, nil, err
+		}
+	}
+	if serr == nil && finishedUpload(st.State) && st.Tags[planTag] == p.ID() {
 		// Finished by an earlier run (whose finish may have outlasted its wait): the tag proves it
 		// holds this very plan, and an upload disk leaves ActiveUpload only through the finish that
 		// follows the last write.

@@ -86,12 +86,24 @@ func (f *azureConvert) checkDiskFlags(d *stageDisk, diskID, label, recPath strin
 	if err := f.applyAccess(&spec); err != nil {
 		return err
 	}
+	diff := diskDiff(&spec, d)
+	if len(diff) == 0 {
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: %sthe new disk %s was created by round 1 of the stage record %s, and later rounds cannot change it: %s",
+		errUsage, label, diskID, recPath, strings.Join(diff, "; ")),
+		"give the flags round 1 was given, or delete the new disk (luksconv never deletes disks) and the stage record to start again"}
+}
+
+// diskDiff says, flag by flag, where the new disk's settings that come from the flags, in spec, are not
+// the ones the disk d has.
+func diskDiff(spec *azure.DiskSpec, d *stageDisk) []string {
 	var diff []string
 	if spec.SKU != d.SKU {
 		diff = append(diff, fmt.Sprintf("--sku %s (the disk is %s)", spec.SKU, d.SKU))
 	}
 	if !strings.EqualFold(spec.DiskEncryptionSetID, d.DES) || spec.EncryptionType != d.EncryptionType {
-		diff = append(diff, fmt.Sprintf("--des %q (the disk has %q, %s)", f.des, d.DES, d.EncryptionType))
+		diff = append(diff, fmt.Sprintf("--des %q (the disk has %q, %s)", spec.DiskEncryptionSetID, d.DES, d.EncryptionType))
 	}
 	if spec.Access.AuthMode != d.Access.AuthMode {
 		diff = append(diff, fmt.Sprintf("--data-access-auth-mode %s (the disk has %s)", spec.Access.AuthMode, d.Access.AuthMode))
@@ -104,12 +116,33 @@ func (f *azureConvert) checkDiskFlags(d *stageDisk, diskID, label, recPath strin
 		}
 		diff = append(diff, fmt.Sprintf("--network-access-policy and --disk-access ask for %s (the disk has %s)", net(a), net(b)))
 	}
+	return diff
+}
+
+// checkReopened refuses to write into the new disk st, which an earlier run of this conversion
+// created, when the flags now ask, in spec, for other settings than it was created with: the run would
+// finish that disk as it is and report the flags as applied. A setting the spec leaves to Azure's
+// default ("") is not compared, as Azure reports the default it chose.
+func checkReopened(st *azure.DiskStatus, spec *azure.DiskSpec, diskID string) error {
+	have := stageDisk{SKU: st.SKU, DES: st.DiskEncryptionSetID, EncryptionType: st.EncryptionType, Access: st.Access}
+	unset := func(want string, have *string) {
+		if want == "" {
+			*have = ""
+		}
+	}
+	unset(string(spec.SKU), (*string)(&have.SKU))
+	unset(string(spec.EncryptionType), (*string)(&have.EncryptionType))
+	unset(string(spec.Access.AuthMode), (*string)(&have.Access.AuthMode))
+	unset(string(spec.Access.NetworkAccessPolicy), (*string)(&have.Access.NetworkAccessPolicy))
+	unset(spec.Access.DiskAccessID, &have.Access.DiskAccessID)
+	unset(string(spec.Access.PublicNetworkAccess), (*string)(&have.Access.PublicNetworkAccess))
+	diff := diskDiff(spec, &have)
 	if len(diff) == 0 {
 		return nil
 	}
-	return &hintedError{fmt.Errorf("%w: %sthe new disk %s was created by round 1 of the stage record %s, and later rounds cannot change it: %s",
-		errUsage, label, diskID, recPath, strings.Join(diff, "; ")),
-		"give the flags round 1 was given, or delete the new disk (luksconv never deletes disks) and the stage record to start again"}
+	return &hintedError{fmt.Errorf("%w: %s was created by an earlier run of this conversion with other settings than asked for now: %s",
+		errUsage, diskID, strings.Join(diff, "; ")),
+		"give the flags the earlier run was given, or delete the new disk (luksconv never deletes disks) and its journal to start again"}
 }
 
 // stageRound is one finished round.

@@ -957,6 +957,48 @@ func TestAzureStageDiskFlags(t *testing.T) {
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
+// TestAzureStageRound1DiskFlags: an interrupted round 1 rerun with another --sku, --des or data access
+// flag is refused (exit 2, naming the flag) before it writes: the disk was created with round 1's
+// first flags, and the rerun would go on into it as it is and record the new flags as the disk's.
+// With the first flags the round finishes, and a cutover with others is refused from the record.
+func TestAzureStageRound1DiskFlags(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
+		t.Fatalf("cancelled stage round 1: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
+	s.Lock()
+	s.DiskEncryptionSets[azurefake.Key("rg-keys", "des2")] = &armcompute.DiskEncryptionSet{ID: to.Ptr(des2), Location: to.Ptr("westeurope"),
+		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)}}
+	s.Unlock()
+	for _, c := range []struct{ flag, value string }{
+		{"--sku", string(armcompute.DiskStorageAccountTypesStandardLRS)},
+		{"--des", des2},
+		{"--network-access-policy", string(armcompute.NetworkAccessPolicyDenyAll)},
+	} {
+		s.takeCalls()
+		_, se, code := runCLI(t, s.stageArgs(dir, "--stage", c.flag, c.value)...)
+		if code != exitUsage || !strings.Contains(se, c.flag) {
+			t.Errorf("round 1 rerun with %s %s: exit %d, want %d naming the flag:\n%s", c.flag, c.value, code, exitUsage, se)
+		}
+		for _, call := range s.takeCalls() {
+			if strings.HasPrefix(call, "GRANT disk plain") {
+				t.Errorf("the refused rerun with %s did %q", c.flag, call)
+			}
+		}
+		if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+			t.Fatalf("after the refused rerun with %s the disk is %s", c.flag, st)
+		}
+	}
+	mustRun(t, "stage round 1 again", s.stageArgs(dir, "--stage")...)
+	s.toState2(t)
+	s.powerState("deallocated")
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--sku", string(armcompute.DiskStorageAccountTypesStandardLRS))...); code != exitUsage {
+		t.Errorf("cutover with another --sku: exit %d, want %d:\n%s", code, exitUsage, se)
+	}
+}
+
 // TestAzureCutoverPendingStageRunning: a cutover --deallocate that must refuse an interrupted stage
 // round (taken while the VM ran) refuses before it deallocates the VM: the VM keeps running, no
 // snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows. Its dry run

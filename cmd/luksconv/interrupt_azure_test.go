@@ -264,9 +264,30 @@ func TestAzureConvertRerun(t *testing.T) {
 	f.Lock()
 	f.expired = false
 	f.Unlock()
+	// A rerun that asks for another disk than the one the first run created is refused before any
+	// grant, unfinished or finished: it would go on into that disk and report the flag as applied.
+	otherSKU := append(slices.Clone(args), "--sku", string(armcompute.DiskStorageAccountTypesStandardSSDLRS))
+	checkOtherSKU := func(what string) {
+		t.Helper()
+		f.Lock()
+		f.Calls = nil
+		f.Unlock()
+		if _, se, code := runCLI(t, otherSKU...); code != exitUsage || !strings.Contains(se, "--sku StandardSSD_LRS (the disk is Premium_LRS)") {
+			t.Errorf("rerun into %s with another --sku: exit %d, want %d naming the flag:\n%s", what, code, exitUsage, se)
+		}
+		f.Lock()
+		defer f.Unlock()
+		for _, c := range f.Calls {
+			if strings.HasPrefix(c, "GRANT disk") {
+				t.Errorf("the refused rerun into %s called %q", what, c)
+			}
+		}
+	}
+	checkOtherSKU("the unfinished disk")
 	if _, se, code = runCLI(t, args...); code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
+	checkOtherSKU("the finished disk")
 	if !strings.Contains(se, "Resuming the upload to "+fakeID("disks", "plain")+" (no journal at ") {
 		t.Errorf("the rerun does not say it resumes without a journal:\n%s", se)
 	}
