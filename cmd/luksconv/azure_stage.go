@@ -216,12 +216,20 @@ func loadRecord[T any](name string, v **T) (found bool, err error) {
 		return false, fmt.Errorf("stage record: %w", err)
 	}
 	r := new(T)
-	if err := json.Unmarshal(b, r); err != nil {
-		return false, fmt.Errorf("stage record %s: %w", name, err)
+	err = json.Unmarshal(b, r)
+	if c, ok := any(r).(interface{ check() error }); ok && err == nil {
+		err = c.check()
+	}
+	if err != nil {
+		return false, &hintedError{fmt.Errorf("%w %s: %v", errRecord, name, err),
+			"luksconv writes its records whole (through a temporary file); restore this one, or delete it with the disks it names to start again"}
 	}
 	*v = r
 	return true, nil
 }
+
+// errRecord is a stage record that is not what luksconv writes: damaged input, which no rerun mends.
+var errRecord = errors.New("damaged stage record")
 
 // pend records snap as the snapshot of the round that begins, taken by a cutover or not; "" records
 // that no round is pending (the last one finished).

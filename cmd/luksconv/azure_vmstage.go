@@ -72,8 +72,18 @@ func (f *azureConvert) vmStagePath() string {
 	return filepath.Join(f.journalDir, fmt.Sprintf(".luksconv-stage-vm-%s-%x.json", path.Base(f.vm), h[:4]))
 }
 
-// check refuses a record whose disks are not the ones the run would convert now.
-func (r *vmStageRecord) check(disks []*azureVMDisk) error {
+// check refuses a record in which a disk is missing (null): its code reads every disk's.
+func (r *vmStageRecord) check() error {
+	for i, d := range r.Disks {
+		if d == nil {
+			return fmt.Errorf("disks[%d] is null", i)
+		}
+	}
+	return nil
+}
+
+// checkDisks refuses a record whose disks are not the ones the run would convert now.
+func (r *vmStageRecord) checkDisks(disks []*azureVMDisk) error {
 	same := len(r.Disks) == len(disks)
 	for i := 0; same && i < len(disks); i++ {
 		rd, d := r.Disks[i], disks[i]
@@ -181,7 +191,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	}
 	if rec != nil {
 		disks = rec.dropSkipped(disks, rep)
-		if err := rec.check(disks); err != nil {
+		if err := rec.checkDisks(disks); err != nil {
 			return &hintedError{err, "a disk was attached, detached or replaced since the first round: delete the record " + recPath +
 				" and the VM's new disks (luksconv never deletes disks) to start again"}
 		}

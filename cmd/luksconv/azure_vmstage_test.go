@@ -437,6 +437,30 @@ func TestAzureVMStageDiskFlags(t *testing.T) {
 			t.Errorf("after the refused cutover %s is %s", name, st)
 		}
 	}
+
+	// A record that is not what luksconv writes is damaged input (exit 5), not a crash.
+	rec := (&azureConvert{journalDir: dir, vm: fakeID("virtualMachines", "vm1")}).vmStagePath()
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r map[string]any
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	r["disks"].([]any)[1] = nil
+	nulled, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ what, text, want string }{{"a null disk", string(nulled), "disks[1] is null"}, {"no JSON", "{", "unexpected end of JSON input"}} {
+		if err := os.WriteFile(rec, []byte(c.text), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if _, se, code := runCLI(t, args("--cutover")...); code != exitCorrupt || !strings.Contains(se, c.want) {
+			t.Errorf("cutover with %s in the stage record: exit %d, want %d saying %q:\n%s", c.what, code, exitCorrupt, c.want, se)
+		}
+	}
 }
 
 // TestAzureVMCutoverPendingStageRunning: as TestAzureCutoverPendingStageRunning for a whole VM whose

@@ -62,7 +62,7 @@ func exitCode(err error) int {
 		errors.Is(err, luksconv.ErrGuestEdit), errors.Is(err, luksconv.ErrGuestUnsupported), errors.Is(err, azure.ErrUnsupported):
 		return exitUnsupported
 	case errors.Is(err, luks.ErrCorrupt), errors.Is(err, gpt.ErrCorrupt), errors.Is(err, vhd.ErrCorrupt),
-		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated):
+		errors.Is(err, gpt.ErrNoGPT), errors.Is(err, luks.ErrNotLUKS), errors.Is(err, luksconv.ErrTruncated), errors.Is(err, errRecord):
 		return exitCorrupt
 	case errors.Is(err, luksconv.ErrOutputExists), errors.Is(err, luksconv.ErrOutputIsInput), errors.Is(err, luksconv.ErrOutputTooSmall),
 		errors.Is(err, luksconv.ErrOutputType), errors.Is(err, luksconv.ErrOutputDir), errors.Is(err, errOutput), errors.Is(err, azure.ErrExists):
