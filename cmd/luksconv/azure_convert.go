@@ -282,7 +282,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			}
 			defer release()
 		}
-		if f.cutover || f.stage && !f.dryRun {
+		if f.cutover || f.stage && (!f.dryRun || stageRecorded(f.vmStagePath())) {
 			return f.runVMStaged(c)
 		}
 		return f.runVM(c)
@@ -304,7 +304,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		}
 		defer release()
 	}
-	if f.cutover || f.stage && !f.dryRun {
+	if f.cutover || f.stage && (!f.dryRun || stageRecorded(f.stagePath())) {
 		return f.runStaged(c, id)
 	}
 	cl, err := f.src.client(id)

@@ -169,10 +169,13 @@ type stageReport struct {
 }
 
 // stageEstimate is what --dry-run --cutover adds to the report: the expected downtime and how it was
-// estimated.
+// estimated; --dry-run --stage adds ExpectedChange.
 type stageEstimate struct {
 	ExpectedDowntime time.Duration `json:"expected_downtime_ns,omitempty"`
-	Estimate         string        `json:"estimate,omitempty"`
+	// ExpectedChange is what the stage rounds' change rate says has changed since the last round's
+	// snapshot(s): what the next round would write (0 when two rounds have not measured it).
+	ExpectedChange int64  `json:"expected_change_bytes,omitempty"`
+	Estimate       string `json:"estimate,omitempty"`
 }
 
 // checkStaged validates --stage and --cutover against the other flags (exit 2).
@@ -291,7 +294,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 	}
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
-	if f.dryRun {
+	if f.dryRun && f.stage {
+		return f.estimateStage(out, rec, recPath, rep)
+	} else if f.dryRun {
 		return f.estimateCutover(out, rec, recPath, rep)
 	}
 	cl, err := f.src.client(id)
@@ -856,6 +861,51 @@ func (f *azureConvert) downtime(plan time.Duration, n int64) time.Duration {
 		d += azure.CutoverRecreate
 	}
 	return d
+}
+
+// stageRecorded reports whether the stage record name may exist: a dry run of --stage then says what
+// the next round would do rather than show round 1's full plan. An error other than "not there" counts
+// as there, and the record's reading reports it.
+func stageRecorded(name string) bool {
+	_, err := os.Stat(name)
+	return !errors.Is(err, os.ErrNotExist)
+}
+
+// estimateStage prints what the next --stage round of the record would do, and how much it would
+// write by the change rate the rounds measured; like estimateCutover it reads the record only.
+func (f *azureConvert) estimateStage(out io.Writer, rec *stageRecord, recPath string, rep *azureReport) error {
+	if rec == nil {
+		return fmt.Errorf("%w: the stage record %s is gone", azure.ErrState, recPath)
+	}
+	msg, expect := nextStageRound(rec, "")
+	rep.Stage = &stageReport{Record: recPath, Round: stageRound{Round: rec.Round + 1, Snapshot: rec.Pending},
+		stageEstimate: stageEstimate{ExpectedChange: expect}}
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintln(out, msg)
+	return nil
+}
+
+// nextStageRound says what the next stage round of one disk's record r would do (label prefixes it),
+// and what it would write by the measured change rate (0: not measured).
+func nextStageRound(r *stageRecord, label string) (string, int64) {
+	n := r.Round + 1
+	switch {
+	case r.Pending != "":
+		return fmt.Sprintf("%sstage round %d was interrupted: would read its snapshot %s again and resume the upload into %s from its journal",
+			label, n, r.Pending, r.TargetDisk), 0
+	case len(r.Rounds) == 0:
+		return fmt.Sprintf("%sstage round %d: would take an incremental snapshot of %s and convert it into %s", label, n, r.SourceDisk, r.TargetDisk), 0
+	}
+	last := r.Rounds[len(r.Rounds)-1]
+	msg := fmt.Sprintf("%sstage round %d: would take an incremental snapshot of %s and write what changed since round %d's snapshot (%s ago) into %s, whose upload stays open",
+		label, n, r.SourceDisk, r.Round, time.Since(last.SnapshotTime).Round(time.Second), r.TargetDisk)
+	rate, expect, _, ok := changeRate(r.Rounds)
+	if !ok {
+		return msg + "; the change rate needs two rounds", 0
+	}
+	return fmt.Sprintf("%s; about %s at the measured change rate of %s per hour", msg, human(expect), human(int64(rate))), expect
 }
 
 // estimateCutover prints the expected downtime of the cutover from the change rate the stage rounds

@@ -245,7 +245,8 @@ type stageRep struct {
 			BytesWritten int64         `json:"bytes_written"`
 			Plan         time.Duration `json:"plan_ns"`
 		} `json:"round"`
-		Finished bool `json:"finished"`
+		Finished       bool  `json:"finished"`
+		ExpectedChange int64 `json:"expected_change_bytes"`
 	} `json:"stage"`
 	Result struct {
 		Resumed int64 `json:"bytes_resumed"`
@@ -357,6 +358,17 @@ func TestAzureStageCutover(t *testing.T) {
 	if plan := r2.Stage.Round.Plan; plan <= 0 || code != 0 || !strings.Contains(so, "expected downtime of the cutover: ") ||
 		!strings.Contains(so, azure.MeasuredCutoverFormula) || !strings.Contains(so, "; plan "+plan.Round(time.Millisecond).String()+")") {
 		t.Errorf("dry-run cutover (round 2 planned in %s): exit %d:\n%s\n%s", plan, code, so, se)
+	}
+	// So does the next stage round's, from the record: not round 1's full plan.
+	so, se, code = runCLI(t, s.stageArgs(dir, "--stage", "--dry-run")...)
+	if sr := reportOf[stageRep](t, so); code != 0 || sr.Stage.Round.Round != 3 || sr.Stage.ExpectedChange <= 0 {
+		t.Errorf("dry-run stage round 3: exit %d:\n%s\n%s", code, so, se)
+	}
+	so, se, code = runCLI(t, "azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--journal-dir", dir, "--stage", "--dry-run")
+	if code != 0 || !strings.Contains(so, "stage round 3: would take an incremental snapshot of "+fakeID("disks", "osdisk")) ||
+		!strings.Contains(so, "at the measured change rate of ") {
+		t.Errorf("dry-run stage round 3: exit %d:\n%s\n%s", code, so, se)
 	}
 	for _, c := range s.takeCalls() {
 		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") || strings.HasPrefix(c, "DELETE") {
@@ -1013,6 +1025,10 @@ func TestAzureCutoverPendingStageRunning(t *testing.T) {
 	// The dry run says so too, rather than an expected downtime.
 	if so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate", "--dry-run")...); code != exitFailure || !strings.Contains(se, "stage round 2") {
 		t.Errorf("dry-run cutover over an interrupted stage round: exit %d, want %d naming the round:\n%s\n%s", code, exitFailure, so, se)
+	}
+	// A stage round's dry run says it would resume that round.
+	if so, se, code := runCLI(t, s.stageArgs(dir, "--stage", "--dry-run", "--json=false")...); code != 0 || !strings.Contains(so, "stage round 2 was interrupted: would read its snapshot ") {
+		t.Errorf("dry-run stage over an interrupted stage round: exit %d:\n%s\n%s", code, so, se)
 	}
 	_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...)
 	if code != exitFailure || !strings.Contains(se, "stage round 2") || !strings.Contains(se, "--stage instead of --cutover") {

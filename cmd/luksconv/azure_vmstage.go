@@ -166,7 +166,9 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			}
 		}
 	}
-	if f.dryRun {
+	if f.dryRun && f.stage {
+		return f.estimateVMStage(out, rec, recPath, rep)
+	} else if f.dryRun {
 		return f.estimateVMCutover(out, rec, recPath, rep)
 	}
 	cl, err := f.src.client(f.vm)
@@ -444,6 +446,26 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 		}
 	}
 	return rereads, nil
+}
+
+// estimateVMStage prints what the VM's next --stage round would do on each disk; it reads the record only.
+func (f *azureConvert) estimateVMStage(out io.Writer, rec *vmStageRecord, recPath string, rep *azureVMReport) error {
+	if rec == nil {
+		return fmt.Errorf("%w: the stage record %s is gone", azure.ErrState, recPath)
+	}
+	sr := &vmStageReport{Record: recPath, Round: rec.Round + 1}
+	rep.Stage = sr
+	var lines []string
+	for _, d := range rec.Disks {
+		msg, expect := nextStageRound(&d.stageRecord, diskName(d.LUN)+": ")
+		lines = append(lines, msg)
+		sr.ExpectedChange += expect
+	}
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "stage round %d of VM %s (record %s):\n  %s\n", rec.Round+1, rec.VM, recPath, strings.Join(lines, "\n  "))
+	return nil
 }
 
 // estimateVMCutover prints the expected downtime of the VM's cutover from the change rate each disk's

@@ -312,6 +312,10 @@ func TestAzureVMStageCutover(t *testing.T) {
 		!strings.Contains(so, "Would deallocate VM ") || !strings.Contains(so, "; plan ") {
 		t.Errorf("dry-run cutover: exit %d:\n%s\n%s", code, so, se)
 	}
+	so, se, code = runCLI(t, "azure", "convert", "--vm", vmID, "--des", fakeDES, "--journal-dir", dir, "--stage", "--dry-run")
+	if code != 0 || !strings.Contains(so, "stage round 3 of VM ") || !strings.Contains(so, "LUN 0: stage round 3: would take an incremental snapshot of ") {
+		t.Errorf("dry-run stage round 3: exit %d:\n%s\n%s", code, so, se)
+	}
 	for _, c := range s.takeCalls() {
 		if !strings.HasPrefix(c, "GET") {
 			t.Errorf("the dry run did %q", c)
