@@ -59,6 +59,35 @@ func fixCRCs(b []byte) {
 	}
 }
 
+// checkDisjoint fails when two stripe areas of vg's linear and striped segments share PV extents,
+// which ParseMetadata and Open refuse. It compares pairs, so only small VGs (all a fuzzer makes).
+func checkDisjoint(t *testing.T, vg *lvm.VG) {
+	type area struct {
+		pv     string
+		lo, hi int64
+	}
+	var as []area
+	for _, lv := range vg.LVs {
+		for _, s := range lv.Segments {
+			for _, st := range s.Stripes {
+				if _, ok := vg.PV(st.PV); ok {
+					as = append(as, area{st.PV, st.StartExtent, st.StartExtent + s.ExtentCount/int64(len(s.Stripes))})
+				}
+			}
+		}
+	}
+	if len(as) > 1000 {
+		return
+	}
+	for i, a := range as {
+		for _, b := range as[i+1:] {
+			if a.pv == b.pv && a.lo < b.hi && b.lo < a.hi {
+				t.Fatalf("areas %+v and %+v overlap", a, b)
+			}
+		}
+	}
+}
+
 // tinyText is VG metadata for an 8 KiB PV: 512-byte extents from 4 KiB.
 func tinyText(seqno int, lvs string) string {
 	return fmt.Sprintf(`v {
@@ -119,6 +148,7 @@ func FuzzOpen(f *testing.F) {
 		if !ok {
 			t.Fatal("VG without this PV's entry")
 		}
+		checkDisjoint(t, pv.VG)
 		end := info.PEStart + info.PECount*pv.VG.ExtentSize
 		if end > int64(len(img)) {
 			t.Fatalf("extents end at %d past the %d-byte device", end, len(img))
@@ -166,6 +196,7 @@ logical_volumes { s { id = "s" segment_count = 1 seg { start_extent = 0 extent_c
 		if vg.ExtentSize <= 0 {
 			t.Fatalf("extent size %d", vg.ExtentSize)
 		}
+		checkDisjoint(t, vg)
 		for _, lv := range vg.LVs {
 			var le int64
 			for _, s := range lv.Segments {

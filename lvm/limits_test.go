@@ -28,7 +28,8 @@ func hostileText(n, lvs int) []byte {
 }
 
 // stripesText is a VG of pvs PVs and one LV of segs segments, each striped over stripes areas on the
-// PVs listed last (a name lookup that scans the PVs in order goes through nearly all of them).
+// PVs listed last (a name lookup that scans the PVs in order goes through half of them or more), each
+// area of a segment on a PV of its own while stripes <= pvs (areas that share extents are refused).
 func stripesText(pvs, segs, stripes int) []byte {
 	var b strings.Builder
 	b.WriteString("vg {\nid = \"v\"\nseqno = 1\nextent_size = 8\nphysical_volumes {\n")
@@ -43,7 +44,7 @@ func stripesText(pvs, segs, stripes int) []byte {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "\"p%d\", %d", pvs-1-i%100, s)
+			fmt.Fprintf(&b, "\"p%d\", %d", pvs-1-i%pvs, s)
 		}
 		b.WriteString("] }\n")
 	}

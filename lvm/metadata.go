@@ -2,6 +2,7 @@ package lvm
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"math"
 	"slices"
@@ -171,6 +172,9 @@ func hasFlag(list []string, f string) bool {
 // ParseMetadata parses VG metadata text as found in a metadata area or
 // written by vgcfgbackup. Errors are *FormatError with Structure
 // "metadata text" and Offset 0; Open reports the device offset instead.
+// Besides syntax and ranges it refuses what lvm2 refuses as corrupt:
+// segments that do not tile their LV, stripe areas past their PV's
+// pe_count, and stripe areas that share PV extents.
 func ParseMetadata(text []byte) (*VG, error) {
 	vg, err := parseVG(text)
 	if err != nil {
@@ -289,7 +293,70 @@ func parseVG(text []byte) (*VG, error) {
 			}
 		}
 	}
+	if err := checkOverlaps(vg); err != nil {
+		return nil, err
+	}
 	return vg, nil
+}
+
+// checkOverlaps refuses two stripe areas (of linear and striped segments, what Map maps) that share
+// PV extents. lvm2 refuses such metadata ("PV segments corrupted"); a conversion writing each LV to
+// its extents would write one LV over another. A pvmove is no exception: the moved LV lies on the
+// pvmove LV, whose mirror areas hold the PV extents. It sorts the areas by PV and first extent, so
+// 100k segments cost no more than their parse.
+func checkOverlaps(vg *VG) error {
+	type use struct {
+		pv, lv, seg, stripe int32
+		lo, hi              int64 // PV extents [lo, hi)
+	}
+	n := 0
+	for _, lv := range vg.LVs {
+		for _, s := range lv.Segments {
+			n += len(s.Stripes)
+		}
+	}
+	uses := make([]use, 0, n)
+	for li, lv := range vg.LVs {
+		for si, s := range lv.Segments {
+			if len(s.Stripes) == 0 {
+				continue
+			}
+			per := s.ExtentCount / int64(len(s.Stripes))
+			for k, st := range s.Stripes {
+				pi, ok := vg.pvIndex[st.PV]
+				if !ok || per == 0 {
+					continue // an area on an LV (stacked), or an empty one
+				}
+				uses = append(uses, use{int32(pi), int32(li), int32(si), int32(k), st.StartExtent, st.StartExtent + per})
+			}
+		}
+	}
+	slices.SortFunc(uses, func(a, b use) int {
+		return cmp.Or(cmp.Compare(a.pv, b.pv), cmp.Compare(a.lo, b.lo), cmp.Compare(a.lv, b.lv), cmp.Compare(a.seg, b.seg), cmp.Compare(a.stripe, b.stripe))
+	})
+	name := func(u use) string {
+		lv := &vg.LVs[u.lv]
+		s := &lv.Segments[u.seg]
+		if len(s.Stripes) > 1 {
+			return fmt.Sprintf("%s (segment at extent %d, stripe %d)", lv.Name, s.StartExtent, u.stripe+1)
+		}
+		return fmt.Sprintf("%s (segment at extent %d)", lv.Name, s.StartExtent)
+	}
+	reach := -1 // the use reaching furthest on the current PV so far
+	for i, u := range uses {
+		if reach >= 0 && uses[reach].pv == u.pv && u.lo < uses[reach].hi {
+			r := uses[reach]
+			at := fmt.Sprintf("extent %d", u.lo)
+			if last := min(u.hi, r.hi) - 1; last > u.lo {
+				at = fmt.Sprintf("extents %d..%d", u.lo, last)
+			}
+			return fmt.Errorf("logical volumes %s and %s both map %s %s", name(r), name(u), vg.PVs[u.pv].Name, at)
+		}
+		if reach < 0 || uses[reach].pv != u.pv || u.hi > uses[reach].hi {
+			reach = i
+		}
+	}
+	return nil
 }
 
 func parseLV(ln *node, vg *VG) (*LV, error) {

@@ -111,7 +111,7 @@ func TestParseMetadataErrors(t *testing.T) {
 		}
 	}
 	// The positive control for the helpers above.
-	if _, err := lvm.ParseMetadata([]byte(lvs(seg(0, 1, lin), seg(1, 2, lin)))); err != nil {
+	if _, err := lvm.ParseMetadata([]byte(lvs(seg(0, 1, lin), seg(1, 2, `type = "striped" stripe_count = 1 stripes = ["pv0", 1]`)))); err != nil {
 		t.Errorf("valid text rejected: %v", err)
 	}
 }
