@@ -88,3 +88,35 @@ func TestMetadataLimits(t *testing.T) {
 		t.Logf("%s (%d bytes): %v, %d MiB allocated, %v", tc.name, len(tc.text), err, alloc, d.Round(time.Millisecond))
 	}
 }
+
+// TestLVLookupScale: Verify looks each LV of a VG up by name in the output's VG; with 30k LVs a
+// lookup that scans the LVs took about a second for all of them (450M name comparisons). They must
+// take a few milliseconds.
+func TestLVLookupScale(t *testing.T) {
+	vg, err := lvm.ParseMetadata(hostileText(1, 30000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	for i := range vg.LVs {
+		if lv, ok := vg.LV(vg.LVs[i].Name); !ok || lv != &vg.LVs[i] {
+			t.Fatalf("LV(%q) = %v, %v", vg.LVs[i].Name, lv, ok)
+		}
+	}
+	d := time.Since(start)
+	t.Logf("%d lookups: %v", len(vg.LVs), d)
+	if d > 100*time.Millisecond {
+		t.Errorf("%d lookups took %v", len(vg.LVs), d)
+	}
+	if _, ok := vg.LV("nosuchlv"); ok {
+		t.Error("LV(nosuchlv) found")
+	}
+	// A VG changed after the parse (the index is then out of date) still answers right.
+	vg.LVs = append([]lvm.LV{{Name: "added"}}, vg.LVs[:3]...)
+	if lv, ok := vg.LV("added"); !ok || lv != &vg.LVs[0] {
+		t.Errorf("LV(added) = %v, %v", lv, ok)
+	}
+	if lv, ok := vg.LV(vg.LVs[2].Name); !ok || lv != &vg.LVs[2] {
+		t.Errorf("LV(%q) = %v, %v", vg.LVs[2].Name, lv, ok)
+	}
+}
