@@ -34,7 +34,7 @@ func stripesText(pvs, segs, stripes int) []byte {
 	var b strings.Builder
 	b.WriteString("vg {\nid = \"v\"\nseqno = 1\nextent_size = 8\nphysical_volumes {\n")
 	for i := range pvs {
-		fmt.Fprintf(&b, "p%d { id = \"x\" pe_start = 0 pe_count = 99 }\n", i)
+		fmt.Fprintf(&b, "p%d { id = \"%d\" pe_start = 0 pe_count = 99 }\n", i, i)
 	}
 	fmt.Fprintf(&b, "}\nlogical_volumes {\nlv { id = \"l\" segment_count = %d\n", segs)
 	for s := range segs {
@@ -42,7 +42,7 @@ func stripesText(pvs, segs, stripes int) []byte {
 			s+1, s*stripes, stripes, stripes)
 		for i := range stripes {
 			if i > 0 {
-				b.WriteString(", ")
+				b.WriteString(",")
 			}
 			fmt.Fprintf(&b, "\"p%d\", %d", pvs-1-i%pvs, s)
 		}

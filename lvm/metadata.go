@@ -180,8 +180,8 @@ func hasFlag(list []string, f string) bool {
 // written by vgcfgbackup. Errors are *FormatError with Structure
 // "metadata text" and Offset 0; Open reports the device offset instead.
 // Besides syntax and ranges it refuses what lvm2 refuses as corrupt:
-// segments that do not tile their LV, stripe areas past their PV's
-// pe_count, and stripe areas that share PV extents.
+// two PVs with one id, segments that do not tile their LV, stripe areas
+// past their PV's pe_count, and stripe areas that share PV extents.
 func ParseMetadata(text []byte) (*VG, error) {
 	vg, err := parseVG(text)
 	if err != nil {
@@ -242,6 +242,7 @@ func parseVG(text []byte) (*VG, error) {
 		return nil, fmt.Errorf("volume group %s: no physical_volumes section", vg.Name)
 	}
 	names := map[string]bool{}
+	ids := map[string]string{} // PV name by id without dashes
 	for _, pn := range pvs.children {
 		if !pn.section {
 			continue
@@ -263,6 +264,13 @@ func parseVG(text []byte) (*VG, error) {
 		if names[pv.Name] {
 			return nil, fmt.Errorf("line %d: physical volume %s listed twice", pn.line, pv.Name)
 		}
+		// lvm2 refuses this too (vg_validate): Open matches a PV to its entry by id, so a second
+		// entry would be the same disk under another name, its LVs' extents on the first's.
+		id := strings.ReplaceAll(pv.ID, "-", "")
+		if other, dup := ids[id]; dup {
+			return nil, fmt.Errorf("line %d: physical volumes %s and %s have the same id %s", pn.line, other, pv.Name, pv.ID)
+		}
+		ids[id] = pv.Name
 		names[pv.Name] = true
 		vg.pvIndex[pv.Name] = len(vg.PVs)
 		vg.PVs = append(vg.PVs, pv)

@@ -92,3 +92,67 @@ func TestOverlappingExtents(t *testing.T) {
 		})
 	}
 }
+
+// TestDuplicatePVIDs: a VG listing two PVs with one UUID (dashes or not) is refused by lvm2
+// ("Duplicate PV id", checked with vgcfgrestore) and must be refused by ParseMetadata: the two names
+// would be one disk, so an LV on the second lies on the first's extents while the first's free ranges
+// and the VG's PV-to-disk match (by UUID) treat it as elsewhere.
+func TestDuplicatePVIDs(t *testing.T) {
+	t.Parallel()
+	e := newLoopPV(t, 64<<20)
+	e.must("vgcreate", "-s", "1m", "vgd", e.dev)
+	backup := testenv.VGBackup(t, e.sysDir, "vgd")
+	pv0, ok := pvSection(backup)
+	if !ok {
+		t.Fatalf("no pv0 section in:\n%s", backup)
+	}
+	for _, tc := range []struct {
+		name string
+		id   func(string) string // pv1's id from pv0's
+	}{
+		{"same id", func(id string) string { return id }},
+		{"same id without dashes", func(id string) string { return strings.ReplaceAll(id, "-", "") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			id := pv0.id
+			pv1 := strings.Replace(strings.Replace(pv0.text, "pv0 {", "pv1 {", 1), id, tc.id(id), 1)
+			text := strings.Replace(backup, pv0.text, pv0.text+"\n"+pv1, 1)
+			text = testenv.AddToVG(t, text, `logical_volumes {
+				a { id = "Duplic-0000-0000-0000-0000-0000-000001" status = ["READ", "WRITE", "VISIBLE"] flags = [] segment_count = 1
+				segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 1 stripes = ["pv0", 0] } }
+				b { id = "Duplic-0000-0000-0000-0000-0000-000002" status = ["READ", "WRITE", "VISIBLE"] flags = [] segment_count = 1
+				segment1 { start_extent = 0 extent_count = 4 type = "striped" stripe_count = 1 stripes = ["pv1", 0] } }
+			}`)
+			path := testenv.WriteFile(t, t.TempDir(), "vgd.restore", []byte(text))
+			if out, err := e.run("vgcfgrestore", "-f", path, "vgd"); err == nil || !strings.Contains(err.Error(), "Duplicate PV id") {
+				t.Fatalf("lvm2 does not refuse the duplicate id: %v %s", err, out)
+			}
+			_, err := lvm.ParseMetadata([]byte(text))
+			if !errors.Is(err, lvm.ErrCorrupt) || !strings.Contains(err.Error(), "pv0") || !strings.Contains(err.Error(), "pv1") {
+				t.Fatalf("ParseMetadata = %v, want corrupt metadata naming pv0 and pv1", err)
+			}
+			t.Log(err)
+		})
+	}
+}
+
+type pvText struct{ text, id string }
+
+// pvSection returns the pv0 section of a vgcfgbackup text and its id.
+func pvSection(backup string) (pvText, bool) {
+	i := strings.Index(backup, "pv0 {")
+	if i < 0 {
+		return pvText{}, false
+	}
+	j := strings.Index(backup[i:], "}")
+	if j < 0 {
+		return pvText{}, false
+	}
+	s := backup[i : i+j+1]
+	k := strings.Index(s, `id = "`)
+	if k < 0 {
+		return pvText{}, false
+	}
+	id, _, _ := strings.Cut(s[k+len(`id = "`):], `"`)
+	return pvText{s, id}, true
+}
