@@ -193,6 +193,44 @@ func (f *azureConvert) key(ctx context.Context, cl *azure.Client, id string, opt
 	return nil
 }
 
+// snapshotKey returns the key reference of readID, the snapshot a run reads, when it is not ks, the one
+// the passphrase was recovered from (the source disk's, read before the snapshot was taken or, for a
+// rerun, long after): ADE's key rotation adds the new passphrase to the header, stamps the disk's
+// settings with it, then removes the old one, and a snapshot copies the settings with the data, so a
+// snapshot opens with the key its own settings name. nil: the same key, or one given by file.
+func (f *azureConvert) snapshotKey(ctx context.Context, cl *azure.Client, readID string, ks *azure.KeySource) (*azure.KeySource, error) {
+	if f.keyFile != "" || ks == nil || strings.EqualFold(readID, ks.ResourceID) {
+		return nil, nil
+	}
+	debugAzure("read ADE key references of the snapshot read", readID)
+	sks, err := cl.KeySources(ctx, readID)
+	if err != nil {
+		return nil, err
+	}
+	if strings.EqualFold(sks[0].SecretURL, ks.SecretURL) && strings.EqualFold(sks[0].KEKURL, ks.KEKURL) {
+		return nil, nil
+	}
+	return &sks[0], nil
+}
+
+// useSnapshotKey recovers the passphrase of the snapshot readID when its settings name another key
+// than the one in opts (snapshotKey), and says so on stderr.
+func (f *azureConvert) useSnapshotKey(ctx context.Context, cl *azure.Client, readID string, opts *luksconv.PlanOptions, rep *azureReport, stderr io.Writer) error {
+	ks, err := f.snapshotKey(ctx, cl, readID, rep.KeySource)
+	if err != nil || ks == nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "Snapshot %s names another ADE key than its disk (%s, not %s; rotated in between): using the snapshot's\n", readID, ks.SecretURL, rep.KeySource.SecretURL)
+	debugAzure("recover key from Key Vault", ks.ResourceID, "secret", ks.SecretURL, "kek", ks.KEKURL, "from", ks.From)
+	pass, err := cl.RecoverKey(ctx, ks)
+	if err != nil {
+		return err
+	}
+	clear(opts.Passphrase)
+	opts.Passphrase, opts.Base64Fallback, rep.KeySource = pass, ks.KEKURL != "", ks
+	return nil
+}
+
 // azureErrorReport is what `azure convert --json` prints when the run fails: a fleet engine keeps each
 // task's standard output, so every VM leaves one JSON object there, whatever the outcome.
 type azureErrorReport struct {
@@ -362,6 +400,9 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		}
 	}
 
+	if err := f.useSnapshotKey(ctx, cl, readID, &opts, rep, stderr); err != nil {
+		return err
+	}
 	src, done, err := grantRead(ctx, cl, readID, f.workers, stderr)
 	if err != nil {
 		if f.dryRun && f.src.sourceDisk != "" {

@@ -359,6 +359,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 	}
 
+	if err := f.useSnapshotKey(ctx, cl, snap, &opts, rep, stderr); err != nil {
+		return err
+	}
 	sas, src, done, err := grantReadSAS(ctx, cl, snap, f.workers, stderr)
 	if err != nil {
 		return err

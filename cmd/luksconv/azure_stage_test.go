@@ -1011,6 +1011,45 @@ func TestAzureStageRound1DiskFlags(t *testing.T) {
 	}
 }
 
+// rotateKey points the ADE settings of the disk name at the new secret (name/version), whose passphrase
+// opens none of the test's volumes, as ADE's key rotation stamps them; snapshots taken before keep the
+// old settings.
+func (f *fakeAzure) rotateKey(name, secret string) {
+	f.Lock()
+	defer f.Unlock()
+	f.Secrets[secret] = azsecrets.Secret{Value: to.Ptr(base64.StdEncoding.EncodeToString([]byte("a rotated passphrase"))), ContentType: to.Ptr(azure.ContentTypeBEK)}
+	d := f.Disks[azurefake.Key(fakeRG, name)]
+	p := *d.Properties
+	esc := *p.EncryptionSettingsCollection
+	el := *esc.EncryptionSettings[0]
+	dek := *el.DiskEncryptionKey
+	dek.SecretURL = to.Ptr(fakeVault + "/secrets/" + secret)
+	el.DiskEncryptionKey = &dek
+	esc.EncryptionSettings = []*armcompute.EncryptionSettingsElement{&el}
+	p.EncryptionSettingsCollection = &esc
+	d.Properties = &p
+}
+
+// TestAzureStageKeyRotated: ADE rotated the disk's key (its settings name another secret) while a round
+// was pending: the rerun reads the pending snapshot, whose header opens only with the key that
+// snapshot's own settings name, and uses that key, saying so. The disk's new key would open nothing
+// in it (exit 3 before).
+func TestAzureStageKeyRotated(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
+		t.Fatalf("cancelled stage round 1: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.rotateKey("osdisk", "bek/v2")
+	_, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != 0 || !strings.Contains(se, "names another ADE key than its disk") || strings.Contains(se, "a rotated passphrase") {
+		t.Fatalf("stage round 1 again after a key rotation: exit %d:\n%s", code, se)
+	}
+	if want := s.local(t, s.set.S1, t.TempDir()); !bytes.Equal(s.target(t, len(want)), want) {
+		t.Fatal("after round 1 the new disk differs from a local conversion of state 1")
+	}
+}
+
 // TestAzureCutoverPendingStageRunning: a cutover --deallocate that must refuse an interrupted stage
 // round (taken while the VM ran) refuses before it deallocates the VM: the VM keeps running, no
 // snapshot is taken, and exit 1 names the stage rerun, which the cutover then follows. Its dry run

@@ -163,6 +163,9 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 	if err := f.vmSnapshots(ctx, cl, disks, stderr); err != nil {
 		return err
 	}
+	if err := f.vmSnapshotKeys(ctx, cl, disks, stderr); err != nil {
+		return err
+	}
 	for _, d := range disks {
 		src, done, err := grantRead(ctx, cl, d.readID, f.workers, stderr)
 		if err != nil {
@@ -448,6 +451,34 @@ func (f *azureConvert) vmKeys(ctx context.Context, cl *azure.Client, disks []*az
 			continue
 		}
 		if err := f.vmKey(ctx, cl, d, rep); err != nil {
+			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+	}
+	return nil
+}
+
+// vmSnapshotKeys recovers the passphrase of each disk's snapshot (d.readID) whose settings name another
+// key than its disk's (snapshotKey); an optional disk's is the OS disk's again.
+func (f *azureConvert) vmSnapshotKeys(ctx context.Context, cl *azure.Client, disks []*azureVMDisk, stderr io.Writer) error {
+	for _, d := range disks {
+		if d.Optional {
+			if osd := disks[0]; !bytes.Equal(d.pass, osd.pass) {
+				clear(d.pass)
+				d.pass, d.base64, d.KeySource = bytes.Clone(osd.pass), osd.base64, osd.KeySource
+			}
+			continue
+		}
+		ks, err := f.snapshotKey(ctx, cl, d.readID, d.KeySource)
+		if err == nil && ks != nil {
+			fmt.Fprintf(stderr, "%s: snapshot %s names another ADE key than its disk (%s, not %s; rotated in between): using the snapshot's\n",
+				diskName(d.LUN), d.readID, ks.SecretURL, d.KeySource.SecretURL)
+			var pass []byte
+			if pass, err = cl.RecoverKey(ctx, ks); err == nil {
+				clear(d.pass)
+				d.pass, d.base64, d.KeySource = pass, ks.KEKURL != "", ks
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
 		}
 	}

@@ -234,6 +234,12 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	if err != nil {
 		return err
 	}
+	for _, d := range disks {
+		d.readID = d.Snapshot
+	}
+	if err := f.vmSnapshotKeys(ctx, cl, disks, stderr); err != nil {
+		return err
+	}
 	sas := make([]string, len(disks))
 	for i, d := range disks {
 		s, src, done, err := grantReadSAS(ctx, cl, d.Snapshot, f.workers, stderr)

@@ -417,6 +417,20 @@ func runInterruptedAt(t *testing.T, target string, args ...string) string {
 	return se
 }
 
+// TestAzureVMStageKeyRotated: as TestAzureStageKeyRotated for a whole VM whose round 1 was interrupted
+// on LUN 0's upload: the rerun opens LUN 0's pending snapshot with the key its settings name.
+func TestAzureVMStageKeyRotated(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	args := vmStageArgs(dir)
+	runInterruptedAt(t, "data0-luksconv", args("--stage")...)
+	s.rotateKey("data0", "bek-data0/v2")
+	_, se, code := runCLI(t, args("--stage")...)
+	if code != 0 || !strings.Contains(se, "LUN 0: snapshot ") || !strings.Contains(se, "names another ADE key than its disk") {
+		t.Fatalf("stage round 1 again after a key rotation: exit %d:\n%s", code, se)
+	}
+}
+
 // TestAzureVMStageDiskFlags: as TestAzureStageDiskFlags for a whole VM: a cutover whose --sku asks for
 // other disks than round 1 created is refused (exit 2, naming the OS disk) before any snapshot is
 // taken or any new disk opened, and the new disks stay uploading.
