@@ -426,6 +426,10 @@ func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine
 	if !sameLocation(str(d.Location), str(vm.Location)) {
 		return newError(op, diskID, ErrState, "disk is in %s, the VM in %s", str(d.Location), str(vm.Location))
 	}
+	// A VM attaches only managed disks of its own subscription.
+	if vid, err := parseID(str(vm.ID), typeVM); err == nil && !strings.EqualFold(vid.Subscription, did.Subscription) {
+		return newError(op, diskID, ErrState, "disk is in subscription %s, the VM in %s", did.Subscription, vid.Subscription)
+	}
 	if vz, dz := ptrStrings(vm.Zones), ptrStrings(d.Zones); len(vz) > 0 && !slices.Equal(vz, dz) {
 		return newError(op, diskID, ErrState, "disk zones %v differ from the VM's %v", dz, vz)
 	}

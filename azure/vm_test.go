@@ -375,6 +375,14 @@ func TestRecreateVMRefuses(t *testing.T) {
 			}
 		})
 	}
+	t.Run("new disk in another subscription", func(t *testing.T) {
+		c := newCloud(t)
+		adeVM(c)
+		other := strings.Replace(newDisk, "/subscriptions/"+sub+"/", "/subscriptions/00000000-0000-0000-0000-0000000000bb/", 1)
+		if _, err := c.client().PlanRecreateVM(ctx, resID(typeVM, "vm1"), other); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "subscription") {
+			t.Fatalf("planned a VM on a disk of another subscription: %v", err)
+		}
+	})
 	t.Run("same disk", func(t *testing.T) {
 		c := newCloud(t)
 		adeVM(c)

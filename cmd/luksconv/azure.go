@@ -31,7 +31,7 @@ type azureSource struct {
 func (s *azureSource) register(c *cobra.Command) {
 	c.Flags().StringVar(&s.snapshot, "snapshot", "", "resource ID of the ADE disk's snapshot")
 	c.Flags().StringVar(&s.sourceDisk, "source-disk", "", "resource ID of the ADE managed disk")
-	c.Flags().StringVar(&s.subscription, "subscription", "", "subscription ID (default: the one in the resource ID)")
+	c.Flags().StringVar(&s.subscription, "subscription", "", "subscription ID of the client and of the new disks (default: the one in the resource ID); with --recreate-vm it must be the VM's")
 	c.Flags().StringVar(&s.cloud, "cloud", "", "Azure `cloud`, as az cloud list names it: AzureCloud (default), AzureChinaCloud or AzureUSGovernment")
 }
 

@@ -159,7 +159,22 @@ func (f *azureConvert) check() (string, error) {
 	case f.recreate && f.allowRunning:
 		return "", fmt.Errorf("%w: --allow-running cannot go with --recreate-vm: the VM's writes after the snapshot would be lost", errUsage)
 	}
-	return id, nil
+	return id, f.checkSubscription()
+}
+
+// checkSubscription refuses --recreate-vm with a --subscription, where the new disks go, other than the
+// VM's: a VM attaches only disks of its own subscription, and Azure would refuse the new VM only after
+// the old one is deleted.
+func (f *azureConvert) checkSubscription() error {
+	if !f.recreate || f.src.subscription == "" {
+		return nil
+	}
+	rid, err := arm.ParseResourceID(f.vm)
+	if err != nil || strings.EqualFold(rid.SubscriptionID, f.src.subscription) {
+		return nil // a VM ID that does not parse is refused where it is read
+	}
+	return fmt.Errorf("%w: --subscription %s puts the new disks in another subscription than VM %s's (%s), which --recreate-vm cannot attach: drop --subscription",
+		errUsage, f.src.subscription, rid.Name, rid.SubscriptionID)
 }
 
 // key puts the passphrase into opts: the --key-file, or the key recovered from Key Vault (then

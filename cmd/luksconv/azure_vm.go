@@ -108,7 +108,7 @@ func (f *azureConvert) checkVM() error {
 	case f.recreate && f.allowRunning:
 		return fmt.Errorf("%w: --allow-running cannot go with --recreate-vm: the VM's writes after the snapshots would be lost", errUsage)
 	}
-	return nil
+	return f.checkSubscription()
 }
 
 func (f *azureConvert) runVM(c *cobra.Command) (err error) {

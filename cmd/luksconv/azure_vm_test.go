@@ -583,3 +583,21 @@ func TestAzureConvertVMRerun(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureRecreateOtherSubscription: --recreate-vm with a --subscription (where the new disks go)
+// other than the VM's is refused (exit 2) before anything is read: the VM could not attach the disks,
+// and Azure would refuse the new VM only after the old one is deleted.
+func TestAzureRecreateOtherSubscription(t *testing.T) {
+	t.Chdir(t.TempDir())
+	vm, disk := fakeID("virtualMachines", "vm1"), fakeID("disks", "osdisk")
+	const other = "00000000-0000-0000-0000-0000000000bb"
+	for _, args := range [][]string{
+		{"--vm", vm, "--recreate-vm", "--subscription", other},
+		{"--source-disk", disk, "--target-disk", "t", "--vm", vm, "--recreate-vm", "--subscription", other},
+	} {
+		args = append([]string{"azure", "convert", "--des", fakeDES, "--license", "byos"}, args...)
+		if _, se, code := runCLI(t, args...); code != exitUsage || !strings.Contains(se, "another subscription than VM vm1's") {
+			t.Errorf("%q: exit %d, want %d:\n%s", args, code, exitUsage, se)
+		}
+	}
+}
