@@ -935,6 +935,39 @@ func TestAzureStageCutoverTrustedLaunch(t *testing.T) {
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
 
+// diskFlagsRefused runs what, args(flag, value), once with each of a --sku, a --des (des2, added to the
+// fake) and a data access flag other than the new disk's: each must exit 2 naming the flag, make no
+// call that starts with one of forbid, and leave the disk uploading.
+func (s *stageAzure) diskFlagsRefused(t *testing.T, what string, args func(flag, value string) []string, forbid ...string) {
+	t.Helper()
+	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
+	s.Lock()
+	s.DiskEncryptionSets[azurefake.Key("rg-keys", "des2")] = &armcompute.DiskEncryptionSet{ID: to.Ptr(des2), Location: to.Ptr("westeurope"),
+		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)}}
+	s.Unlock()
+	for _, c := range []struct{ flag, value string }{
+		{"--sku", string(armcompute.DiskStorageAccountTypesStandardLRS)},
+		{"--des", des2},
+		{"--network-access-policy", string(armcompute.NetworkAccessPolicyDenyAll)},
+	} {
+		s.takeCalls()
+		_, se, code := runCLI(t, args(c.flag, c.value)...)
+		if code != exitUsage || !strings.Contains(se, c.flag) {
+			t.Errorf("%s with %s %s: exit %d, want %d naming the flag:\n%s", what, c.flag, c.value, code, exitUsage, se)
+		}
+		for _, call := range s.takeCalls() {
+			for _, f := range forbid {
+				if strings.HasPrefix(call, f) {
+					t.Errorf("the refused %s with %s did %q", what, c.flag, call)
+				}
+			}
+		}
+		if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
+			t.Fatalf("after the refused %s with %s the disk is %s", what, c.flag, st)
+		}
+	}
+}
+
 // TestAzureStageDiskFlags: the rounds after the first write into the disk round 1 created, and cannot
 // change its settings. A later round whose --sku, --des or --network-access-policy asks for another disk
 // than round 1 made is refused (exit 2) before it takes a snapshot or opens the disk, rather than
@@ -945,26 +978,7 @@ func TestAzureStageDiskFlags(t *testing.T) {
 	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	s.powerState("deallocated")
-	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
-	for _, c := range []struct{ flag, value string }{
-		{"--sku", string(armcompute.DiskStorageAccountTypesStandardLRS)},
-		{"--des", des2},
-		{"--network-access-policy", string(armcompute.NetworkAccessPolicyDenyAll)},
-	} {
-		s.takeCalls()
-		_, se, code := runCLI(t, s.stageArgs(dir, "--cutover", c.flag, c.value)...)
-		if code != exitUsage || !strings.Contains(se, c.flag) {
-			t.Errorf("cutover with %s %s after round 1 without it: exit %d, want %d naming the flag:\n%s", c.flag, c.value, code, exitUsage, se)
-		}
-		for _, call := range s.takeCalls() {
-			if strings.HasPrefix(call, "PUT snapshot") || strings.HasPrefix(call, "GRANT disk plain") {
-				t.Errorf("the refused cutover with %s did %q", c.flag, call)
-			}
-		}
-		if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
-			t.Fatalf("after the refused cutover with %s the disk is %s", c.flag, st)
-		}
-	}
+	s.diskFlagsRefused(t, "cutover", func(flag, value string) []string { return s.stageArgs(dir, "--cutover", flag, value) }, "PUT snapshot", "GRANT disk plain")
 	mustRun(t, "cutover", s.stageArgs(dir, "--cutover", "--verify", "--sku", string(armcompute.DiskStorageAccountTypesPremiumLRS))...)
 	s.assertCutOver(t, dir, want2, "the cutover")
 }
@@ -979,30 +993,7 @@ func TestAzureStageRound1DiskFlags(t *testing.T) {
 	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
 		t.Fatalf("cancelled stage round 1: exit %d, want %d:\n%s", code, exitInterrupted, se)
 	}
-	des2 := strings.Replace(fakeDES, "/des1", "/des2", 1)
-	s.Lock()
-	s.DiskEncryptionSets[azurefake.Key("rg-keys", "des2")] = &armcompute.DiskEncryptionSet{ID: to.Ptr(des2), Location: to.Ptr("westeurope"),
-		Properties: &armcompute.EncryptionSetProperties{EncryptionType: to.Ptr(armcompute.DiskEncryptionSetTypeEncryptionAtRestWithCustomerKey)}}
-	s.Unlock()
-	for _, c := range []struct{ flag, value string }{
-		{"--sku", string(armcompute.DiskStorageAccountTypesStandardLRS)},
-		{"--des", des2},
-		{"--network-access-policy", string(armcompute.NetworkAccessPolicyDenyAll)},
-	} {
-		s.takeCalls()
-		_, se, code := runCLI(t, s.stageArgs(dir, "--stage", c.flag, c.value)...)
-		if code != exitUsage || !strings.Contains(se, c.flag) {
-			t.Errorf("round 1 rerun with %s %s: exit %d, want %d naming the flag:\n%s", c.flag, c.value, code, exitUsage, se)
-		}
-		for _, call := range s.takeCalls() {
-			if strings.HasPrefix(call, "GRANT disk plain") {
-				t.Errorf("the refused rerun with %s did %q", c.flag, call)
-			}
-		}
-		if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
-			t.Fatalf("after the refused rerun with %s the disk is %s", c.flag, st)
-		}
-	}
+	s.diskFlagsRefused(t, "round 1 rerun", func(flag, value string) []string { return s.stageArgs(dir, "--stage", flag, value) }, "GRANT disk plain")
 	mustRun(t, "stage round 1 again", s.stageArgs(dir, "--stage")...)
 	s.toState2(t)
 	s.powerState("deallocated")
