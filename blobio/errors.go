@@ -29,7 +29,8 @@ type Error struct {
 	// Err is the cause. It is context.Canceled or context.DeadlineExceeded when
 	// the caller's context ended; otherwise an error whose text has been
 	// redacted. The SDK's own error is not kept, because its text and fields
-	// carry the request URL.
+	// carry the request URL. A panic while listing page ranges is kept as such
+	// (with its stack, for errors.As); Error() redacts its text.
 	Err error
 }
 

@@ -2,12 +2,14 @@ package blobio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"sync"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/recovered"
 )
 
 // Get Page Ranges answers with a PageList: <PageRange> elements (pages that
@@ -101,7 +103,17 @@ func (c *conn) listRanges(ctx context.Context, op string, size, window int64, pa
 		go func() {
 			defer wg.Done()
 			for w := range windows {
-				got, err := c.listWindow(lctx, op, w, size, tries, fetch)
+				// A panic (a bug in reading a response) fails the listing: on this goroutine it would
+				// end the caller's process. The *Error redacts its text.
+				var got [2][]extent.Range
+				err := recovered.Call(func() (err error) {
+					got, err = c.listWindow(lctx, op, w, size, tries, fetch)
+					return err
+				})
+				var pe *recovered.Error
+				if errors.As(err, &pe) {
+					err = &Error{Op: op, URL: c.url, Off: w.Off, Len: w.Len, Err: pe}
+				}
 				mu.Lock()
 				if err != nil && firstErr == nil {
 					firstErr = err

@@ -2,6 +2,7 @@ package blobio
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -10,8 +11,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/luksconv/luksconv/extent"
+	"github.com/luksconv/luksconv/internal/recovered"
 )
 
 // pageListServer serves Get Properties and Get Page Ranges for a blob of
@@ -190,5 +193,28 @@ func TestAllocatedCancelled(t *testing.T) {
 	cancel()
 	if _, err := src.Allocated(ctx); err == nil || !strings.Contains(err.Error(), "canceled") {
 		t.Fatalf("Allocated with a cancelled context: %v", err)
+	}
+}
+
+// TestListRangesPanic: a panic while listing a window (a bug in parsing a response, say) is the
+// listing's error, a *Error whose text is redacted and through which errors.As finds the panic with its
+// stack, instead of ending the process from a goroutine the caller cannot recover.
+func TestListRangesPanic(t *testing.T) {
+	c := &conn{url: "https://account.invalid/c/b?sig=REDACTED", red: newRedactor(""),
+		retry: RetryOptions{MaxTries: 1, TryTimeout: time.Minute}, logf: func(string, ...any) {}}
+	fetch := func(ctx context.Context, w extent.Range, marker *string) (pageList, error) {
+		if w.Off == 3*PageSize {
+			panic("parser bug at https://account.invalid/c/b?sig=c2VjcmV0")
+		}
+		return pageList{}, nil
+	}
+	_, err := c.listRanges(context.Background(), "get page ranges", 8*PageSize, PageSize, 2, 1, fetch)
+	var e *Error
+	var pe *recovered.Error
+	if !errors.As(err, &e) || !errors.As(err, &pe) || !strings.Contains(string(pe.Stack), "pagelist_test.go") {
+		t.Fatalf("listRanges returned %v, want a *Error holding the panic", err)
+	}
+	if msg := err.Error(); strings.Contains(msg, "c2VjcmV0") || !strings.Contains(msg, "panic") {
+		t.Errorf("error text %q: want the panic, redacted", msg)
 	}
 }

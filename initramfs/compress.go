@@ -11,6 +11,7 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/pierrec/lz4/v4"
 	"github.com/ulikunitz/xz"
 )
@@ -584,7 +585,12 @@ func compressBlockContext(ctx context.Context, c blockCompressor, src, dst []byt
 	}
 	done := make(chan result, 1)
 	go func() {
-		n, err := c.CompressBlock(src, dst)
+		var n int
+		// A panic is the chunk's error: on this goroutine it would end the process.
+		err := recovered.Call(func() (err error) {
+			n, err = c.CompressBlock(src, dst)
+			return err
+		})
 		done <- result{n, err}
 	}()
 	select {

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sync"
 
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/ulikunitz/xz/lzma"
 )
 
@@ -43,7 +44,11 @@ func encodeXZ(ctx context.Context, raw []byte) ([]byte, error) {
 		go func() {
 			defer wg.Done()
 			for i := range next {
-				blocks[i], errs[i] = xzBlock(ctx, part(i))
+				// A panic (in the lzma package) is the block's error: here it would end the process.
+				errs[i] = recovered.Call(func() (err error) {
+					blocks[i], err = xzBlock(ctx, part(i))
+					return err
+				})
 			}
 		}()
 	}

@@ -19,6 +19,7 @@ import (
 	"sync"
 
 	"github.com/luksconv/luksconv/diskcipher"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/blake2b"
 	"golang.org/x/crypto/blake2s"
@@ -313,18 +314,26 @@ func deriveKey(ctx context.Context, st string, ks *Keyslot, pass []byte) ([]byte
 
 // argon2Context runs the Argon2 function f on its own goroutine so that a cancelled ctx returns at
 // once. The goroutine works on a copy of the passphrase and zeroes it, and an abandoned result, when
-// it finishes.
+// it finishes. A panic there is the returned error: on that goroutine it would end the process.
 func argon2Context(ctx context.Context, f func(pass, salt []byte, time, memory uint32, threads uint8, keyLen uint32) []byte,
 	pass, salt []byte, time, memory uint32, threads uint8, keyLen uint32) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
 	p := bytes.Clone(pass)
-	done := make(chan []byte, 1)
+	type result struct {
+		k   []byte
+		err error
+	}
+	done := make(chan result, 1)
 	var mu sync.Mutex
 	abandoned := false
 	go func() {
-		k := f(p, salt, time, memory, threads, keyLen)
+		var k []byte
+		err := recovered.Call(func() error {
+			k = f(p, salt, time, memory, threads, keyLen)
+			return nil
+		})
 		clear(p)
 		mu.Lock()
 		defer mu.Unlock()
@@ -332,17 +341,17 @@ func argon2Context(ctx context.Context, f func(pass, salt []byte, time, memory u
 			clear(k)
 			return
 		}
-		done <- k
+		done <- result{k, err}
 	}()
 	select {
-	case k := <-done:
-		return k, nil
+	case r := <-done:
+		return r.k, r.err
 	case <-ctx.Done():
 		mu.Lock()
 		defer mu.Unlock()
 		select {
-		case k := <-done: // finished meanwhile
-			clear(k)
+		case r := <-done: // finished meanwhile
+			clear(r.k)
 		default:
 			abandoned = true
 		}

@@ -6,6 +6,7 @@ import (
 
 	"github.com/luksconv/luksconv/fat"
 	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/lvm"
 	"github.com/luksconv/luksconv/mbr"
@@ -78,6 +79,11 @@ var (
 	// a block device (a directory, a FIFO that could block for ever, a character device).
 	ErrInputType = errors.New("luksconv: input is neither a regular file nor a block device")
 )
+
+// PanicError is a panic on a goroutine of Execute, Verify or a file output's write-behind, returned
+// as the call's error (errors.As) instead of ending the process: Value is what panic was called with
+// (Unwrap gives it when it is an error), Stack the panicking goroutine's stack. Error() holds no stack.
+type PanicError = recovered.Error
 
 // LayerError places an error of a format package in the disk image: the layer it was read from — a
 // partition, the decrypted volume, a logical volume, a detached header file — and where that is.

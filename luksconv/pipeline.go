@@ -7,13 +7,16 @@ import (
 	"runtime"
 	"sync"
 	"time"
+
+	"github.com/luksconv/luksconv/internal/recovered"
 )
 
 // The pipeline behind Execute and Verify: a producer cuts the plan's regions into chunks, a bounded
 // pool of workers processes them, each with its own buffers, reused for every chunk and cleared at
 // the end (they hold plaintext). The first error cancels the rest and is the one returned. Progress
 // events come from one goroutine at a fixed interval, and a final one always, after the workers have
-// stopped, also on error and cancellation.
+// stopped, also on error and cancellation. A panic on any of these goroutines is an error like any
+// other (a *PanicError): the caller's clean-up runs, and the process does not end.
 
 const (
 	// DefaultChunkSize is the default unit of work.
@@ -99,15 +102,27 @@ func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(c
 	fn func(ctx context.Context, bufs [][]byte, c chunk) error, snapshot func() Progress) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	var once sync.Once
+	// A mutex, not a sync.Once: the progress goroutine may fail after the workers have stopped.
+	var mu sync.Mutex
 	var firstErr error
 	fail := func(err error) {
-		once.Do(func() { firstErr = err; cancel(err) })
+		mu.Lock()
+		defer mu.Unlock()
+		if firstErr == nil {
+			firstErr = err
+			cancel(err)
+		}
+	}
+	first := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return firstErr
 	}
 
 	jobs := make(chan chunk, pl.workers)
 	go func() {
 		defer close(jobs)
+		defer recovered.Catch(fail)
 		for c := range produce {
 			select {
 			case jobs <- c:
@@ -124,6 +139,7 @@ func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(c
 		pwg.Add(1)
 		go func() {
 			defer pwg.Done()
+			defer recovered.Catch(fail)
 			t := time.NewTicker(pl.interval)
 			defer t.Stop()
 			for {
@@ -147,6 +163,7 @@ func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(c
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer recovered.Catch(fail) // after the buffers are cleared
 			// The buffers are made at the first chunk and only the bytes a chunk used are cleared at
 			// the end: the kernel maps a buffer's pages on first touch, so a short run (a small delta,
 			// a worker left idle) does not fault in, and wipe, chunkSize bytes it never used.
@@ -174,13 +191,16 @@ func (pl *pipeline) run(ctx context.Context, nbuf int, produce func(yield func(c
 		}()
 	}
 	wg.Wait()
-	err := firstErr
+	err := first()
 	if err == nil && ctx.Err() != nil {
 		// Ended by the caller or by Plan.Close: what was left was skipped.
 		err = context.Cause(ctx)
 	}
 	ended <- err
 	pwg.Wait()
+	if err == nil {
+		err = first() // a panic of the final progress event
+	}
 	return err
 }
 

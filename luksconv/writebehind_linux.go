@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/luksconv/luksconv/internal/recovered"
 	"golang.org/x/sys/unix"
 )
 
@@ -16,6 +17,8 @@ func startWriteBehind(f *os.File) *writeBehind {
 
 func (w *writeBehind) run() {
 	defer close(w.done)
+	// A panic is a writeback error, which stop returns: Commit fails and the output is removed.
+	defer recovered.Catch(func(err error) { w.err = err })
 	fd := int(w.f.Fd())
 	n := writeBehindWindow
 	next := int64(0) // the first window not yet written back

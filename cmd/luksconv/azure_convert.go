@@ -11,7 +11,6 @@ import (
 	"os"
 	"path"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strings"
 	"time"
@@ -21,6 +20,7 @@ import (
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/blobdisk"
 	"github.com/luksconv/luksconv/blobio"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -271,18 +271,14 @@ func (c *countingWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// runReported runs the conversion. A panic on this goroutine becomes an error (exit 1): Go's own exit
-// code for a panic is 2, the usage code, which a fleet engine takes as permanent. With --json a failed
-// run that printed nothing on standard output prints an azureErrorReport there.
+// runReported runs the conversion. A panic on this goroutine, as on those the run starts, becomes an
+// error (exit 1; reportError prints its stack): Go's own exit code for a panic is 2, the usage code,
+// which a fleet engine takes as permanent. With --json a failed run that printed nothing on standard
+// output prints an azureErrorReport there.
 func (f *azureConvert) runReported(c *cobra.Command, args []string) (err error) {
 	out := &countingWriter{w: c.OutOrStdout()}
 	c.SetOut(out)
 	defer func() {
-		if r := recover(); r != nil {
-			msg := blobio.Redact(fmt.Sprint(r))
-			fmt.Fprintf(c.ErrOrStderr(), "luksconv: panic: %s\n%s", msg, debug.Stack())
-			err = fmt.Errorf("internal error (panic): %s", msg)
-		}
 		if err == nil || !f.asJSON || out.n > 0 {
 			return
 		}
@@ -290,7 +286,7 @@ func (f *azureConvert) runReported(c *cobra.Command, args []string) (err error) 
 		writeJSON(out, azureErrorReport{VM: f.vm, Source: cmp.Or(f.src.snapshot, f.src.sourceDisk), Error: blobio.Redact(err.Error()),
 			Hint: blobio.Redact(hintFor(err)), ExitCode: code, Retryable: !slices.Contains(permanentExits, code)})
 	}()
-	return f.run(c, args)
+	return recovered.Call(func() error { return f.run(c, args) })
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
 	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -645,7 +646,9 @@ func (f *azureConvert) eachDisk(ctx context.Context, disks []*azureVMDisk, plans
 				if ctx.Err() != nil {
 					return
 				}
-				err := run(ctx, d, func(p luksconv.Progress) { agg.update(i, p) })
+				// A panic fails this disk like an error: it would end the process, the VM's clean-up
+				// (grants revoked, journals kept) undone, with Go's exit code 2.
+				err := recovered.Call(func() error { return run(ctx, d, func(p luksconv.Progress) { agg.update(i, p) }) })
 				if err != nil {
 					d.Error = err.Error()
 					mu.Lock()

@@ -7,6 +7,7 @@ import (
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/diskcipher"
 	"github.com/luksconv/luksconv/gpt"
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luks"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/luksconv/luksconv/lvm"
@@ -40,6 +41,9 @@ func exitCode(err error) int {
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, new(*recovered.Error)):
+		// A bug, whatever its value wraps: a rerun may not meet it (a fleet engine retries exit 1).
+		return exitFailure
 	case errors.Is(err, luksconv.ErrVerifyFailed):
 		return exitVerifyFailed
 	case errors.As(err, new(*azure.LicenseError)):

@@ -14,6 +14,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"github.com/luksconv/luksconv/blobio"
 	"io"
@@ -24,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -147,6 +149,10 @@ func reportError(w io.Writer, err error) {
 	fmt.Fprintln(w, msg)
 	if hint := hintFor(err); hint != "" {
 		fmt.Fprintf(w, "hint: %s\n", blobio.Redact(hint))
+	}
+	var pe *recovered.Error
+	if errors.As(err, &pe) {
+		fmt.Fprintf(w, "luksconv: the panic's stack:\n%s", blobio.Redact(string(pe.Stack)))
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
 )
@@ -393,9 +394,12 @@ func runVMJobs(ctx context.Context, jobs []vmJob, parallel, workers int, agg *ag
 				return
 			}
 			defer func() { <-sem }()
-			res, err := luksconv.Execute(ctx, j.plan, j.src, j.out, luksconv.ExecuteOptions{Workers: workers,
-				Progress: debugProgress(func(p luksconv.Progress) { agg.update(i, p) })})
-			j.res = res
+			// A panic fails the disk like an error, so that every output is aborted.
+			err := recovered.Call(func() (err error) {
+				j.res, err = luksconv.Execute(ctx, j.plan, j.src, j.out, luksconv.ExecuteOptions{Workers: workers,
+					Progress: debugProgress(func(p luksconv.Progress) { agg.update(i, p) })})
+				return err
+			})
 			if err != nil {
 				once.Do(func() {
 					first = fmt.Errorf("%s: %w", diskName(j.lun), err)
