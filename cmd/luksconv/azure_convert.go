@@ -12,6 +12,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -102,6 +103,7 @@ func newAzureConvertCmd() *cobra.Command {
 		Args: usageArgs(0),
 		RunE: f.runReported,
 	}
+	f.reportEarly(c)
 	f.src.register(c)
 	f.pf.register(c)
 	fl := c.Flags()
@@ -282,11 +284,57 @@ func (f *azureConvert) runReported(c *cobra.Command, args []string) (err error) 
 		if err == nil || !f.asJSON || out.n > 0 {
 			return
 		}
-		code := exitCode(err)
-		writeJSON(out, azureErrorReport{VM: f.vm, Source: cmp.Or(f.src.snapshot, f.src.sourceDisk), Error: blobio.Redact(err.Error()),
-			Hint: blobio.Redact(hintFor(err)), ExitCode: code, Retryable: !slices.Contains(permanentExits, code)})
+		f.writeErrorReport(out, err)
 	}()
 	return recovered.Call(func() error { return f.run(c, args) })
+}
+
+// writeErrorReport prints the azureErrorReport of err on w.
+func (f *azureConvert) writeErrorReport(w io.Writer, err error) {
+	code := exitCode(err)
+	writeJSON(w, azureErrorReport{VM: f.vm, Source: cmp.Or(f.src.snapshot, f.src.sourceDisk), Error: blobio.Redact(err.Error()),
+		Hint: blobio.Redact(hintFor(err)), ExitCode: code, Retryable: !slices.Contains(permanentExits, code)})
+}
+
+// reportEarly makes a usage error found before the run, which runReported never sees, leave its JSON
+// report with --json too: a flag this version does not know (fleet files of another version than the
+// image), a bad flag value, --workers out of range.
+func (f *azureConvert) reportEarly(c *cobra.Command) {
+	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		err = flagError(c, err)
+		// The flags after the bad one are not parsed: --json is looked for in the arguments, those
+		// of the process, which cobra parses when no test set others.
+		if f.asJSON || jsonArg(os.Args[1:]) {
+			f.writeErrorReport(c.OutOrStdout(), err)
+		}
+		return err
+	})
+	// The root's hook runs in its stead otherwise (cobra runs the nearest PersistentPreRunE only).
+	c.PersistentPreRunE = func(c *cobra.Command, args []string) error {
+		err := c.Root().PersistentPreRunE(c, args)
+		if err != nil && f.asJSON {
+			f.writeErrorReport(c.OutOrStdout(), err)
+		}
+		return err
+	}
+}
+
+// jsonArg reports whether args, unparsed, ask for --json: the last --json or --json=BOOL before any
+// "--" decides, as in parsing.
+func jsonArg(args []string) bool {
+	on := false
+	for _, a := range args {
+		if a == "--" {
+			break
+		}
+		if v, ok := strings.CutPrefix(a, "--json"); ok && v == "" {
+			on = true
+		} else if ok && v[0] == '=' {
+			b, err := strconv.ParseBool(v[1:])
+			on = err == nil && b
+		}
+	}
+	return on
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {

@@ -670,6 +670,48 @@ func TestAzureConvertJSONOnError(t *testing.T) {
 	}
 }
 
+// TestAzureConvertJSONOnFlagError: a flag the binary does not know (fleet files of a newer version than
+// the image) is a usage error that still leaves its JSON report with --json, wherever --json stands:
+// exit 2, not retryable. The built binary sees the process's arguments; in-process, --json before the
+// bad flag is parsed already.
+func TestAzureConvertJSONOnFlagError(t *testing.T) {
+	vm := fakeID("virtualMachines", "vm1")
+	check := func(name, so, se string, code int) {
+		t.Helper()
+		var rep azureErrorReport
+		dec := json.NewDecoder(strings.NewReader(so))
+		if err := dec.Decode(&rep); err != nil || dec.More() {
+			t.Errorf("%s: exit %d, stdout %q is not one JSON report (%v):\n%s", name, code, so, err, se)
+			return
+		}
+		if code != exitUsage || rep.ExitCode != exitUsage || rep.Retryable || !strings.Contains(rep.Error, "--stage-window") ||
+			!strings.Contains(se, "unknown flag: --stage-window") {
+			t.Errorf("%s: exit %d, report %+v:\n%s", name, code, rep, se)
+		}
+	}
+	for _, args := range [][]string{
+		{"azure", "convert", "--vm", vm, "--json", "--stage-window", "2h"},
+		{"azure", "convert", "--vm", vm, "--stage-window", "2h", "--json"},
+		{"azure", "convert", "--stage-window", "2h", "--vm", vm, "--json=true", "-q"},
+	} {
+		so, se, code := run(t, nil, args...)
+		check(fmt.Sprintf("binary %q", args), so, se, code)
+	}
+	so, se, code := runCLI(t, "azure", "convert", "--json", "--stage-window", "2h")
+	check("in-process", so, se, code)
+	// So for a flag value refused before the run (root's PersistentPreRunE).
+	so, se, code = runCLI(t, "azure", "convert", "--json", "--vm", vm, "--workers", "65")
+	if rep := errorReport(t, so); code != exitUsage || rep.ExitCode != exitUsage || rep.Retryable || rep.VM != vm || !strings.Contains(rep.Error, "--workers 65") {
+		t.Errorf("--workers 65: exit %d, report %+v:\n%s", code, rep, se)
+	}
+	// Without --json, or with --json=false, standard output stays empty.
+	for _, args := range [][]string{{"azure", "convert", "--stage-window", "2h"}, {"azure", "convert", "--json=false", "--stage-window", "2h"}} {
+		if so, se, code := run(t, nil, args...); code != exitUsage || so != "" {
+			t.Errorf("%q: exit %d, stdout %q:\n%s", args, code, so, se)
+		}
+	}
+}
+
 // TestAzureFleetKubernetesLargeInventory: the Kubernetes files of a 500-VM fleet (the README's sizing
 // example) can be applied. `kubectl apply` keeps the whole object in an annotation, and Kubernetes
 // caps an object's annotations at 256 KiB (and a ConfigMap at 1 MiB), so the ConfigMap holds what

@@ -105,12 +105,15 @@ func newRootCmd() *cobra.Command {
 		}
 		return nil
 	}
-	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
-	})
+	root.SetFlagErrorFunc(flagError)
 	root.AddCommand(newInspectCmd(), newPlanCmd(), newConvertCmd(), newVerifyCmd(), newVMCmd(), newAzureCmd())
 	commandGroup(root)
 	return root
+}
+
+// flagError makes an error parsing c's flags a usage error.
+func flagError(c *cobra.Command, err error) error {
+	return fmt.Errorf("%w: %v (see %s --help)", errUsage, err, c.CommandPath())
 }
 
 // commandGroup makes c, a command that only holds subcommands, refuse an argument that names none of
