@@ -338,8 +338,10 @@ func jsonArg(args []string) bool {
 }
 
 func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
-	if st, err := os.Stat(f.journalDir); err != nil || !st.IsDir() {
+	if st, err := os.Stat(f.journalDir); missingDir(err) || err == nil && !st.IsDir() {
 		return fmt.Errorf("%w: --journal-dir %q is not a directory", errUsage, f.journalDir)
+	} else if err != nil {
+		return fmt.Errorf("--journal-dir: %w", err)
 	}
 	// The VM's rollback model goes beside the journals: the storage that outlives this run.
 	f.src.modelDir = f.journalDir

@@ -201,3 +201,40 @@ func TestAzureConvertLocked(t *testing.T) {
 		t.Errorf("after the release: exit %d:\n%s", code, se)
 	}
 }
+
+// TestAzureConvertJournalDirUnreadable: only a --journal-dir (or --journal directory) that does not
+// exist or is not a directory is a usage error (exit 2, not retried); one whose stat fails otherwise (a
+// share's EIO, ESTALE or EACCES; here ELOOP, which root meets too) may pass and is exit 1, retryable,
+// whether met checking --journal-dir or opening the run's lock file.
+func TestAzureConvertJournalDirUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	vm := []string{"--vm", fakeID("virtualMachines", "vm1")}
+	disk := []string{"--snapshot", fakeID("snapshots", "snap"), "--target-disk", "plain"}
+	for _, tc := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"--journal-dir missing", append([]string{"--journal-dir", filepath.Join(dir, "none")}, vm...), exitUsage},
+		{"--journal-dir a file", append([]string{"--journal-dir", file}, vm...), exitUsage},
+		{"--journal-dir through a file", append([]string{"--journal-dir", filepath.Join(file, "d")}, vm...), exitUsage},
+		{"--journal-dir unreadable", append([]string{"--journal-dir", loop}, vm...), exitFailure},
+		{"--journal in a missing directory", append([]string{"--journal", filepath.Join(dir, "none", "j")}, disk...), exitUsage},
+		{"--journal through a file", append([]string{"--journal", filepath.Join(file, "j")}, disk...), exitUsage},
+		{"--journal in an unreadable directory", append([]string{"--journal", filepath.Join(loop, "j")}, disk...), exitFailure},
+	} {
+		so, se, code := runCLI(t, append([]string{"azure", "convert", "--des", fakeDES, "--json"}, tc.args...)...)
+		rep := errorReport(t, so)
+		if code != tc.code || rep.ExitCode != tc.code || rep.Retryable != (tc.code == exitFailure) {
+			t.Errorf("%s: exit %d, report %+v, want exit %d:\n%s", tc.name, code, rep, tc.code, se)
+		}
+	}
+}

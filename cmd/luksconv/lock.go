@@ -4,10 +4,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // errBusy: another run of the same conversion holds its lock. A retry after that run ends can
@@ -26,7 +28,9 @@ func lockConversion(dir, key string) (release func(), err error) {
 	// finds another (or none) at the name, and tries again.
 	for range 8 {
 		f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
+		if missingDir(err) {
+			return nil, fmt.Errorf("%w: lock of the conversion: %s does not exist or is not a directory: %v", errUsage, dir, err)
+		} else if err != nil {
 			return nil, fmt.Errorf("lock of the conversion: %w", err)
 		}
 		held, err := lockFile(f)
@@ -49,4 +53,11 @@ func lockConversion(dir, key string) (release func(), err error) {
 		f.Close()
 	}
 	return nil, fmt.Errorf("%w: %s keeps being replaced", errBusy, name)
+}
+
+// missingDir reports whether err says that a path, or a directory on its way, does not exist or is
+// not a directory: a usage error (exit 2). Any other error reaching the journal directory (a share's
+// EIO, ESTALE, EACCES) may pass on a retry (exit 1).
+func missingDir(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
