@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"os"
@@ -10,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
@@ -45,8 +47,11 @@ func fleetVMs(inv *azure.Inventory) []azure.InventoryVM {
 // readInventory reads an `azure inventory --json` document.
 func readInventory(path string) (*azure.Inventory, error) {
 	b, err := os.ReadFile(path)
-	if err != nil {
+	if missingDir(err) || errors.Is(err, syscall.EISDIR) {
 		return nil, fmt.Errorf("%w: --inventory: %v", errUsage, err)
+	} else if err != nil {
+		// A share's EIO or ESTALE: a retry may read it.
+		return nil, fmt.Errorf("--inventory: %w", err)
 	}
 	var inv azure.Inventory
 	if err := json.Unmarshal(b, &inv); err != nil {

@@ -238,3 +238,19 @@ func TestAzureConvertJournalDirUnreadable(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureConvertInventoryUnreadable: an --inventory that does not exist is a usage error (exit 2), one
+// that cannot be read otherwise (a share's EIO; here ELOOP) may be read on a retry: exit 1.
+func TestAzureConvertInventoryUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
+	for inv, want := range map[string]int{filepath.Join(dir, "none"): exitUsage, loop: exitFailure} {
+		so, se, code := runCLI(t, "azure", "convert", "--des", fakeDES, "--journal-dir", dir, "--json", "--inventory", inv, "--index", "0")
+		if rep := errorReport(t, so); code != want || rep.ExitCode != want {
+			t.Errorf("--inventory %s: exit %d, want %d:\n%s", inv, code, want, se)
+		}
+	}
+}
