@@ -116,10 +116,13 @@ func newConvertCmd() *cobra.Command {
 
 // checkOutputDir refuses, before the key derivation, an output directory that does not exist or is
 // not a directory: creating the output there would fail only after it (luksconv.ErrOutputDir then).
+// Any other error reaching it (a share's EIO or ESTALE) may pass on a retry: a plain error.
 func checkOutputDir(dir string) error {
 	fi, err := os.Stat(dir)
 	if err == nil && !fi.IsDir() {
 		err = fmt.Errorf("%s is not a directory", dir)
+	} else if err != nil && !missingDir(err) {
+		return fmt.Errorf("output directory: %w", err)
 	}
 	if err != nil {
 		return fmt.Errorf("%w: %v", luksconv.ErrOutputDir, err)

@@ -254,3 +254,27 @@ func rewriteLVMText(t *testing.T, path string, edit func(string) string) {
 		t.Fatalf("%s after the edit: %v", path, err)
 	}
 }
+
+// TestOutputDirUnreadable: an output directory that does not exist or is not a directory is refused as
+// an output error (exit 7, permanent); one whose stat fails otherwise (a share's EIO or ESTALE; here
+// ELOOP, which root meets too) may pass and is exit 1, for vm convert OUTDIR and convert's OUT.
+func TestOutputDirUnreadable(t *testing.T) {
+	dir := t.TempDir()
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	img, key := filepath.Join(dir, "img"), filepath.Join(dir, "key")
+	for out, want := range map[string]int{filepath.Join(dir, "none"): exitOutput, file: exitOutput, filepath.Join(file, "d"): exitOutput, loop: exitFailure} {
+		if _, se, code := runCLI(t, "vm", "convert", "--os", img, "--key-file", key, out); code != want {
+			t.Errorf("vm convert into %s: exit %d, want %d:\n%s", out, code, want, se)
+		}
+		if _, se, code := runCLI(t, "convert", "--key-file", key, img, filepath.Join(out, "out.raw")); code != want {
+			t.Errorf("convert into %s: exit %d, want %d:\n%s", out, code, want, se)
+		}
+	}
+}
