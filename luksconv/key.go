@@ -3,9 +3,12 @@ package luksconv
 import (
 	"bytes"
 	"encoding/base64"
+	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"syscall"
 )
 
 // MaxKeyFile bounds a key file, as cryptsetup's default --keyfile-size limit does (8 MiB).
@@ -17,22 +20,32 @@ const adeKeyLen = 172
 // ReadKeyFile returns the passphrase in a key file: its exact bytes, as cryptsetup --key-file reads
 // them (ADE's BEK file holds 172 base64 characters and no newline). Only a regular file is read: a
 // FIFO could block forever and a directory holds no key. An empty file, a file larger than
-// MaxKeyFile and anything but a regular file give an error wrapping ErrKeyFile. The caller should
-// clear the result when done.
+// MaxKeyFile and anything but a regular file give an error wrapping ErrKeyFile, as does a path that
+// does not exist; any other error reaching the file (a share's EIO or ESTALE) is returned as such, so
+// that a caller may try again. The caller should clear the result when done.
 func ReadKeyFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, keyFileError(err)
 	}
 	if !fi.Mode().IsRegular() {
 		return nil, fmt.Errorf("%w: %s is not a regular file (%s)", ErrKeyFile, path, fi.Mode().Type())
 	}
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrKeyFile, err)
+		return nil, keyFileError(err)
 	}
 	defer f.Close()
 	return ReadKey(f, path)
+}
+
+// keyFileError is err from reaching a key file: ErrKeyFile when the path does not exist or runs
+// through a non-directory, else the error itself.
+func keyFileError(err error) error {
+	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		return fmt.Errorf("%w: %v", ErrKeyFile, err)
+	}
+	return fmt.Errorf("key file: %w", err)
 }
 
 // ReadKey reads a passphrase from r (standard input, say), named name in errors, with the bounds of
