@@ -907,6 +907,11 @@ func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client
 // is one, then names what is done; without it every page is written again.
 func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists error, diskID, journal, planID string, stderr io.Writer) (*azure.UploadTarget, error) {
 	_, jerr := os.Stat(journal)
+	if jerr != nil && !errors.Is(jerr, os.ErrNotExist) {
+		// Not an absent journal (a share's EIO or ESTALE): a rerun may read it, so nothing is granted
+		// now, and the pages it lists are not written again.
+		return nil, fmt.Errorf("journal: %w", jerr)
+	}
 	debugAzure("open upload disk (resume)", diskID, "journal", journal, "journal_found", jerr == nil)
 	// Only a disk tagged with this plan is reopened: another disk of that name, a finished upload
 	// (Unattached) or another conversion's upload, is refused before any access is granted.

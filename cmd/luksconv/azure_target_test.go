@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/luksconv"
 )
 
 // TestAzureConvertBadTargetFirst: a --des that cannot encrypt the new disk (another region, none
@@ -252,5 +254,37 @@ func TestAzureConvertInventoryUnreadable(t *testing.T) {
 		if rep := errorReport(t, so); code != want || rep.ExitCode != want {
 			t.Errorf("--inventory %s: exit %d, want %d:\n%s", inv, code, want, se)
 		}
+	}
+}
+
+// TestAzureConvertResumeJournalUnreadable: a rerun whose journal cannot be read for another reason than
+// its absence (a share's EIO; here ELOOP) stops with exit 1 before it grants write access again, instead
+// of announcing that every page is written again and then failing to open the journal.
+func TestAzureConvertResumeJournalUnreadable(t *testing.T) {
+	f, _ := setupAzure(t, false)
+	dir := t.TempDir()
+	journal := filepath.Join(dir, "j")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	azureOutputHook = func(_ *uploadJob, o luksconv.Output) luksconv.Output {
+		return &interruptOutput{Output: o, cancel: cancel}
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	args := []string{"azure", "convert", "-q", "--snapshot", fakeID("snapshots", "snap"), "--des", fakeDES, "--target-disk", "plain",
+		"--journal", journal, "--workers", "1"}
+	if _, se, code := runCLICtx(t, ctx, args...); code != exitInterrupted {
+		t.Fatalf("interrupted run: exit %d:\n%s", code, se)
+	}
+	azureOutputHook = nil
+	if err := os.Remove(journal); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("j", journal); err != nil {
+		t.Fatal(err)
+	}
+	f.takeCalls()
+	_, se, code := runCLI(t, args...)
+	if code != exitFailure || strings.Contains(se, "every page is written again") || hasCall(f.takeCalls(), "GRANT disk plain Write") {
+		t.Errorf("rerun with an unreadable journal: exit %d, want %d without a new write grant:\n%s", code, exitFailure, se)
 	}
 }
