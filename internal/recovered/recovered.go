@@ -5,6 +5,7 @@
 package recovered
 
 import (
+	"bytes"
 	"fmt"
 	"runtime/debug"
 )
@@ -13,7 +14,7 @@ import (
 // the value only (it reaches reports); the stack is for standard error or a debug log.
 type Error struct {
 	Value any    // what panic was called with
-	Stack []byte // debug.Stack() of the panicking goroutine
+	Stack []byte // debug.Stack() of the panicking goroutine, without the argument values
 }
 
 func (e *Error) Error() string { return fmt.Sprintf("internal error (panic): %v", e.Value) }
@@ -28,8 +29,24 @@ func (e *Error) Unwrap() error {
 // (defer recovered.Catch(fail)), not called from a deferred function: recover works only there.
 func Catch(fail func(error)) {
 	if r := recover(); r != nil {
-		fail(&Error{Value: r, Stack: debug.Stack()})
+		fail(&Error{Value: r, Stack: stripArgs(debug.Stack())})
 	}
+}
+
+// stripArgs replaces the argument values of each function line of a goroutine's stack with "...":
+// Go prints the words of arguments passed by value, which may be key material.
+func stripArgs(stack []byte) []byte {
+	lines := bytes.Split(stack, []byte("\n"))
+	for i, l := range lines {
+		if len(l) == 0 || l[0] == '\t' || !bytes.HasSuffix(l, []byte(")")) {
+			continue // a file:line, the goroutine header or "created by ..."
+		}
+		// The arguments are the last parenthesised group: their values hold no parenthesis.
+		if j := bytes.LastIndexByte(l, '('); j > 0 {
+			lines[i] = append(l[:j:j], "(...)"...)
+		}
+	}
+	return bytes.Join(lines, []byte("\n"))
 }
 
 // Call runs f and returns its error, or a panic in f as an *Error.

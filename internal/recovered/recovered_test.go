@@ -32,3 +32,25 @@ func TestCall(t *testing.T) {
 		t.Errorf("Call of an f that succeeds: %v", err)
 	}
 }
+
+//go:noinline
+func panicWith(secret uint64, b [2]uint64) { panic("bug") }
+
+// TestStackHoldsNoArguments: the stack names the functions and lines, not the argument values Go
+// prints, which may be key material.
+func TestStackHoldsNoArguments(t *testing.T) {
+	err := Call(func() error { panicWith(0x5ec7e75ec7e7, [2]uint64{0xabcdef123457, 0xabcdef123458}); return nil })
+	var pe *Error
+	if !errors.As(err, &pe) {
+		t.Fatal(err)
+	}
+	s := string(pe.Stack)
+	for _, secret := range []string{"5ec7e75ec7e7", "abcdef12345"} {
+		if strings.Contains(s, secret) {
+			t.Errorf("the stack holds an argument value %s:\n%s", secret, s)
+		}
+	}
+	if !strings.Contains(s, "recovered.panicWith(...)") || !strings.Contains(s, "recovered_test.go:") {
+		t.Errorf("the stack lost its functions or lines:\n%s", s)
+	}
+}
