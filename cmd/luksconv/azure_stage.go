@@ -748,6 +748,10 @@ func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j delta
 		}
 	}
 	_, jerr := os.Stat(j.journal)
+	if jerr != nil && !errors.Is(jerr, os.ErrNotExist) {
+		// Not an absent journal (a share's EIO or ESTALE): a rerun may read it, so nothing is granted now.
+		return nil, nil, fmt.Errorf("journal: %w", jerr)
+	}
 	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", jerr == nil)
 	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: j.rec.DiskPlanTag})
 	if err != nil {

@@ -1217,3 +1217,34 @@ func TestAzureCutoverVerifyFails(t *testing.T) {
 	mustRun(t, "cutover again", s.stageArgs(dir, "--cutover", "--verify")...)
 	s.assertCutOver(t, dir, want2, "the cutover after the hint")
 }
+
+// TestAzureStageJournalUnreadable: a stage round whose journal cannot be read for another reason than
+// its absence (a share's EIO; here ELOOP) stops with exit 1 before it opens the new disk for writing.
+func TestAzureStageJournalUnreadable(t *testing.T) {
+	s, dir, _ := setupStaged(t)
+	s.toState2(t)
+	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
+	if code != exitInterrupted {
+		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	js, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*.journal"))
+	if len(js) != 1 {
+		t.Fatalf("journals after the interrupted round: %v", js)
+	}
+	if err := os.Remove(js[0]); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(filepath.Base(js[0]), js[0]); err != nil {
+		t.Fatal(err)
+	}
+	s.takeCalls()
+	_, se, code = runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != exitFailure || !strings.Contains(se, "too many levels of symbolic links") {
+		t.Errorf("stage round 2 with an unreadable journal: exit %d, want %d:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "GRANT disk plain Write") {
+			t.Errorf("the refused round opened the new disk for writing: %q", c)
+		}
+	}
+}
