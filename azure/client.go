@@ -158,6 +158,32 @@ func (o lro[T]) wait(ctx context.Context, c *Client) (T, error) {
 	return o.p.PollUntilDone(ctx, c.pollOptions())
 }
 
+// settleTime bounds how long an operation cut off by a cancelled context is still polled (settle).
+const settleTime = 2 * time.Minute
+
+// settle polls the operation to its end, as wait does. When ctx ends first (Ctrl-C), Azure goes on
+// with the operation regardless: settle polls it on, for up to settleTime with a context that is not
+// cancelled, so that the caller knows what the operation left (a grant to revoke, a snapshot to name)
+// instead of finding it done after its cleanup. It then returns the operation's result, valid when
+// the operation succeeded, with ctx's error (joined with the poll's if it did not end).
+func (o lro[T]) settle(ctx context.Context, c *Client) (T, error) {
+	r, err := o.wait(ctx, c)
+	if err == nil || ctx.Err() == nil || o.err != nil {
+		return r, err
+	}
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTime)
+	defer cancel()
+	r, serr := o.p.PollUntilDone(sctx, c.pollOptions())
+	if serr != nil {
+		if sctx.Err() != nil {
+			serr = fmt.Errorf("still running %v after the cancellation: %w", settleTime, serr)
+		}
+		var zero T
+		return zero, errors.Join(ctx.Err(), serr)
+	}
+	return r, ctx.Err()
+}
+
 // sleep waits for d, or returns ctx's error as soon as ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {
 	t := time.NewTimer(d)

@@ -204,7 +204,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 			_, err := started(sc.BeginRevokeAccess(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
 			return opError("revoke access to", id, err)
 		})
-		r, gerr := started(sc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).wait(ctx, c)
+		r, gerr := started(sc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
 		sas, err = r.AccessSAS, gerr
 		c.guest.note(id, r.SecurityDataAccessSAS)
 	} else {
@@ -213,7 +213,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 			_, err := started(dc.BeginRevokeAccess(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
 			return opError("revoke access to", id, err)
 		})
-		r, gerr := started(dc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).wait(ctx, c)
+		r, gerr := started(dc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
 		sas, err = r.AccessSAS, gerr
 		c.guest.note(id, r.SecurityDataAccessSAS)
 	}
@@ -222,7 +222,9 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 	}
 	if err != nil {
 		// The grant may have taken effect even though the call failed (a
-		// timeout while polling): revoke so no SAS stays open.
+		// timeout while polling): revoke so no SAS stays open. One cut off by
+		// ctx was waited for (settle): a revoke before its end would be undone.
+		c.guest.note(id, nil)
 		return "", nil, errors.Join(opError(op, id, err), rev.revoke(context.WithoutCancel(ctx)))
 	}
 	return *sas, c.guest.forgetOnRevoke(id, rev.revoke), nil

@@ -567,3 +567,46 @@ func TestCloud(t *testing.T) {
 		t.Error("an unknown cloud is accepted")
 	}
 }
+
+// TestGrantReadCancelled: a grant cut off by Ctrl-C goes on in Azure. GrantRead must wait for it to
+// end (with a context of its own) before it revokes: a revoke that comes first finds nothing to end,
+// and the grant then leaves the source ActiveSAS with a SAS open until it expires.
+func TestGrantReadCancelled(t *testing.T) {
+	for _, name := range []string{"snap", "osdisk"} {
+		t.Run(name, func(t *testing.T) {
+			c := newCloud(t)
+			sourceFixture(c)
+			cl := c.client()
+			id, state := resID(typeSnapshot, name), func() armcompute.DiskState { return c.SnapshotState(rg, name) }
+			if name == "osdisk" {
+				id, state = resID(typeDisk, name), func() armcompute.DiskState { return c.DiskState(rg, name) }
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			c.Slow = func(call string) int {
+				if strings.HasPrefix(call, "GRANT ") {
+					return 3
+				}
+				return 0
+			}
+			c.Polled = func(string) { cancel() } // Ctrl-C while the run waits for the grant
+			_, rv, err := cl.GrantRead(ctx, id, time.Hour)
+			if !errors.Is(err, context.Canceled) || rv != nil {
+				t.Fatalf("GrantRead cut off: err %v, want context.Canceled and no revoke function", err)
+			}
+			if strings.Contains(err.Error(), sasSecret) {
+				t.Errorf("the error shows the SAS: %v", err)
+			}
+			if n := c.InFlight(); n != 0 {
+				t.Errorf("GrantRead returned with %d operation(s) still in flight", n)
+			}
+			c.Settle() // Azure ends what was left running
+			if st := state(); st == armcompute.DiskStateActiveSAS {
+				t.Errorf("after the cut-off grant %s is %s: the grant outlived its revoke (calls %q)", name, st, c.Calls)
+			}
+			if n := len(c.Calls); n == 0 || !strings.HasPrefix(c.Calls[n-1], "REVOKE ") {
+				t.Errorf("calls %q: want the revoke last", c.Calls)
+			}
+		})
+	}
+}

@@ -174,6 +174,15 @@ type Cloud struct {
 	// OnCall, if set, is called with each call as it is recorded (with
 	// the lock held), e.g. to interrupt a run at that point.
 	OnCall func(call string)
+	// Slow, if set, is asked (with the lock held) about each grant and snapshot PUT as it starts, by
+	// its call as recorded ("GRANT disk NAME Read 3600", "PUT snapshot NAME"): an operation it gives
+	// n > 0 answers its next n polls "in progress" and takes effect only at the poll after them, as
+	// an operation takes a while in Azure. Azure goes on with an operation whose client stopped
+	// polling it: Settle carries out those still in progress, as time passing would.
+	Slow func(call string) int
+	// Polled, if set, is called (with the lock held) at each poll of an operation Slow made slow, by
+	// its call, e.g. to interrupt a run while it waits for that operation.
+	Polled func(call string)
 	// ValidateAsUpdate makes the validation of a VM that exists judge the
 	// body as an update of it, refusing a changed osDisk.createOption with
 	// PropertyChangeNotAllowed, as the Compute provider may (unverified).
@@ -199,7 +208,9 @@ type Cloud struct {
 	// access to a resource group is refused (403 AuthorizationFailed), whether the disk exists or not.
 	DiskGetRefusals map[string]Refusal
 
-	nicHeld     map[string]int  // NIC ID (lower case) -> PUTs still refused
+	nicHeld     map[string]int // NIC ID (lower case) -> PUTs still refused
+	slow        map[string]*slowOp
+	settled     bool            // Settle ended operations in flight: see router
 	guestWrite  map[string]bool // disks (by Key) handed a guest state write SAS
 	failedAsync bool            // an operation failed asynchronously: see router
 
@@ -322,6 +333,24 @@ func (c *Cloud) Count(verb string) int {
 	return n
 }
 
+// SnapshotState is the state of a snapshot: ActiveSAS while a grant is open on it, Unattached once
+// revoked, "" if it was never granted or there is no such snapshot.
+func (c *Cloud) SnapshotState(resourceGroup, name string) armcompute.DiskState {
+	c.Lock()
+	defer c.Unlock()
+	if s, ok := c.Snapshots[Key(resourceGroup, name)]; ok && s.Properties != nil && s.Properties.DiskState != nil {
+		return *s.Properties.DiskState
+	}
+	return ""
+}
+
+func setSnapshotState(s *armcompute.Snapshot, st armcompute.DiskState) {
+	if s.Properties == nil {
+		s.Properties = &armcompute.SnapshotProperties{}
+	}
+	s.Properties.DiskState = to.Ptr(st)
+}
+
 // DiskState is the state of a disk ("" if there is no such disk).
 func (c *Cloud) DiskState(resourceGroup, name string) armcompute.DiskState {
 	c.Lock()
@@ -367,7 +396,7 @@ func get[T, R any](c *Cloud, m map[string]*T, resourceGroup, name string, wrap f
 
 // grant serves the grant-access of a disk or snapshot, which differ only
 // in their types and in what a grant does to a disk's state (granted).
-func grant[R any](c *Cloud, kind, rg, name string, found bool, g armcompute.GrantAccessData, granted func(), wrap func(armcompute.AccessURI) R) (resp azfake.PollerResponder[R], errResp azfake.ErrorResponder) {
+func grant[R any](ctx context.Context, c *Cloud, kind, rg, name string, found bool, g armcompute.GrantAccessData, granted func(), wrap func(armcompute.AccessURI) R) (resp azfake.PollerResponder[R], errResp azfake.ErrorResponder) {
 	var access armcompute.AccessLevel
 	if g.Access != nil {
 		access = *g.Access
@@ -376,7 +405,8 @@ func grant[R any](c *Cloud, kind, rg, name string, found bool, g armcompute.Gran
 	if g.DurationInSeconds != nil {
 		secs = *g.DurationInSeconds
 	}
-	c.record("GRANT %s %s %s %d", kind, name, access, secs)
+	call := fmt.Sprintf("GRANT %s %s %s %d", kind, name, access, secs)
+	c.record("%s", call)
 	if !found {
 		notFound(&errResp)
 		return
@@ -395,7 +425,7 @@ func grant[R any](c *Cloud, kind, rg, name string, found bool, g armcompute.Gran
 		return
 	}
 	if granted != nil {
-		granted()
+		later(ctx, c, call, &resp, granted)
 	}
 	var u armcompute.AccessURI
 	if c.FailGrant != "nosas" {
@@ -463,7 +493,7 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 				}
 				d.Properties.DiskState = to.Ptr(st)
 			}
-			return grant(c, "disk", rg, name, ok, g, granted, func(u armcompute.AccessURI) armcompute.DisksClientGrantAccessResponse {
+			return grant(ctx, c, "disk", rg, name, ok, g, granted, func(u armcompute.AccessURI) armcompute.DisksClientGrantAccessResponse {
 				return armcompute.DisksClientGrantAccessResponse{AccessURI: u}
 			})
 		},
@@ -527,7 +557,8 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 		BeginCreateOrUpdate: func(ctx context.Context, rg, name string, s armcompute.Snapshot, _ *armcompute.SnapshotsClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.SnapshotsClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
 			c.Lock()
 			defer c.Unlock()
-			c.record("PUT snapshot %s", name)
+			call := "PUT snapshot " + name
+			c.record("%s", call)
 			body := s
 			c.SnapshotPut = &body
 			stored := s
@@ -548,7 +579,7 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 			if c.SnapshotTaken != nil {
 				c.SnapshotTaken(rg, name, &stored)
 			}
-			c.Snapshots[Key(rg, name)] = &stored
+			later(ctx, c, call, &resp, func() { c.Snapshots[Key(rg, name)] = &stored })
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 			resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientCreateOrUpdateResponse{Snapshot: stored}, nil)
 			return
@@ -556,8 +587,10 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 		BeginGrantAccess: func(ctx context.Context, rg, name string, g armcompute.GrantAccessData, _ *armcompute.SnapshotsClientBeginGrantAccessOptions) (azfake.PollerResponder[armcompute.SnapshotsClientGrantAccessResponse], azfake.ErrorResponder) {
 			c.Lock()
 			defer c.Unlock()
-			_, ok := c.Snapshots[Key(rg, name)]
-			return grant(c, "snapshot", rg, name, ok, g, nil, func(u armcompute.AccessURI) armcompute.SnapshotsClientGrantAccessResponse {
+			s, ok := c.Snapshots[Key(rg, name)]
+			// A snapshot open for export is ActiveSAS until its access is revoked, as a disk is.
+			granted := func() { setSnapshotState(s, armcompute.DiskStateActiveSAS) }
+			return grant(ctx, c, "snapshot", rg, name, ok, g, granted, func(u armcompute.AccessURI) armcompute.SnapshotsClientGrantAccessResponse {
 				return armcompute.SnapshotsClientGrantAccessResponse{AccessURI: u}
 			})
 		},
@@ -565,6 +598,9 @@ func (c *Cloud) snapshotsServer() computefake.SnapshotsServer {
 			c.Lock()
 			defer c.Unlock()
 			c.record("REVOKE snapshot %s", name)
+			if s, ok := c.Snapshots[Key(rg, name)]; ok && s.Properties != nil && s.Properties.DiskState != nil {
+				setSnapshotState(s, armcompute.DiskStateUnattached)
+			}
 			resp.SetTerminalResponse(http.StatusOK, armcompute.SnapshotsClientRevokeAccessResponse{}, nil)
 			return
 		},

@@ -59,10 +59,16 @@ func (r *router) Do(req *http.Request) (*http.Response, error) {
 	// The SDK fake keeps the poller of a failed operation for its URL and answers the next PUT there
 	// with it, exhausted; after an asynchronous refusal a PUT gets a fresh transport, as a new
 	// operation gets in Azure. (Pollers of other operations in flight are lost: the tests that use
-	// Async refusals run one operation at a time.)
-	if r.c.failedAsync && req.Method == http.MethodPut {
-		r.c.failedAsync = false
+	// Async refusals run one operation at a time.) So does any request after Settle, which leaves
+	// the pollers of the operations it ended unfinished.
+	if r.c.settled || r.c.failedAsync && req.Method == http.MethodPut {
+		r.c.settled, r.c.failedAsync = false, false
 		r.compute = r.newCompute()
+	}
+	if req.Method == http.MethodGet && strings.HasSuffix(req.URL.Path, pollSuffix) {
+		r.c.polled(req.URL.Path)
+	} else {
+		req = req.WithContext(context.WithValue(req.Context(), pathKey{}, req.URL.Path))
 	}
 	t := r.compute
 	r.c.Unlock()
