@@ -165,11 +165,11 @@ const settleTime = 2 * time.Minute
 // with the operation regardless: settle polls it on, for up to settleTime with a context that is not
 // cancelled, so that the caller knows what the operation left (a grant to revoke, a snapshot to name)
 // instead of finding it done after its cleanup. It then returns the operation's result, valid when
-// the operation succeeded, with ctx's error (joined with the poll's if it did not end).
-func (o lro[T]) settle(ctx context.Context, c *Client) (T, error) {
-	r, err := o.wait(ctx, c)
+// the operation succeeded (ok), with ctx's error (joined with the poll's if it did not end).
+func (o lro[T]) settle(ctx context.Context, c *Client) (r T, ok bool, err error) {
+	r, err = o.wait(ctx, c)
 	if err == nil || ctx.Err() == nil || o.err != nil {
-		return r, err
+		return r, err == nil, err
 	}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTime)
 	defer cancel()
@@ -179,9 +179,9 @@ func (o lro[T]) settle(ctx context.Context, c *Client) (T, error) {
 			serr = fmt.Errorf("still running %v after the cancellation: %w", settleTime, serr)
 		}
 		var zero T
-		return zero, errors.Join(ctx.Err(), serr)
+		return zero, false, errors.Join(ctx.Err(), serr)
 	}
-	return r, ctx.Err()
+	return r, true, ctx.Err()
 }
 
 // sleep waits for d, or returns ctx's error as soon as ctx ends.

@@ -46,6 +46,11 @@ type SnapshotOptions struct {
 // and returns its resource ID. The platform copies the disk's
 // encryptionSettingsCollection onto the snapshot, so KeySources works on
 // it. For a consistent image, stop the VM first. opts may be nil.
+//
+// Azure goes on with a creation it accepted whatever the caller does: when
+// ctx ends first (Ctrl-C), SnapshotDisk waits for the creation to end (at
+// most two minutes, with a context of its own) and, when the snapshot was
+// made, returns its ID with ctx's error, for the caller to record or name.
 func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *SnapshotOptions) (string, error) {
 	const op = "snapshot disk"
 	if opts == nil {
@@ -88,14 +93,19 @@ func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *Sn
 		diskAccess(d.Properties).apply(&snap.Properties.DataAccessAuthMode, &snap.Properties.NetworkAccessPolicy, &snap.Properties.DiskAccessID,
 			&snap.Properties.PublicNetworkAccess)
 	}
-	r, err := started(f.NewSnapshotsClient().BeginCreateOrUpdate(ctx, rg, name, snap, nil)).wait(ctx, c)
+	r, made, err := started(f.NewSnapshotsClient().BeginCreateOrUpdate(ctx, rg, name, snap, nil)).settle(ctx, c)
+	id := str(r.ID)
+	if id == "" {
+		id = fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s/%s", rid.Subscription, rg, typeSnapshot, name)
+	}
 	if err != nil {
+		if made {
+			// Cut off by ctx, and made all the same: the caller records or names it.
+			return id, opError(op, diskID, err)
+		}
 		return "", opError(op, diskID, err)
 	}
-	if id := str(r.ID); id != "" {
-		return id, nil
-	}
-	return fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s/%s", rid.Subscription, rg, typeSnapshot, name), nil
+	return id, nil
 }
 
 // SnapshotSource returns the resource the snapshot snapID was made from
@@ -204,7 +214,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 			_, err := started(sc.BeginRevokeAccess(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
 			return opError("revoke access to", id, err)
 		})
-		r, gerr := started(sc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
+		r, _, gerr := started(sc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
 		sas, err = r.AccessSAS, gerr
 		c.guest.note(id, r.SecurityDataAccessSAS)
 	} else {
@@ -213,7 +223,7 @@ func (c *Client) GrantRead(ctx context.Context, id string, dur time.Duration) (s
 			_, err := started(dc.BeginRevokeAccess(ctx, rid.ResourceGroup, rid.Name, nil)).wait(ctx, c)
 			return opError("revoke access to", id, err)
 		})
-		r, gerr := started(dc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
+		r, _, gerr := started(dc.BeginGrantAccess(ctx, rid.ResourceGroup, rid.Name, data, nil)).settle(ctx, c)
 		sas, err = r.AccessSAS, gerr
 		c.guest.note(id, r.SecurityDataAccessSAS)
 	}

@@ -610,3 +610,34 @@ func TestGrantReadCancelled(t *testing.T) {
 		})
 	}
 }
+
+// TestSnapshotDiskCancelled: a snapshot creation cut off by Ctrl-C goes on in Azure. SnapshotDisk waits
+// for it and returns the snapshot's ID with the cancellation, so that the caller records or names it;
+// returning at once left a snapshot that nothing named.
+func TestSnapshotDiskCancelled(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Slow = func(call string) int {
+		if strings.HasPrefix(call, "PUT snapshot ") {
+			return 3
+		}
+		return 0
+	}
+	c.Polled = func(string) { cancel() }
+	id, err := c.client().SnapshotDisk(ctx, resID(typeDisk, "osdisk"), "snap2", nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("SnapshotDisk cut off: err %v, want context.Canceled", err)
+	}
+	if n := c.InFlight(); n != 0 {
+		t.Errorf("SnapshotDisk returned with %d operation(s) in flight", n)
+	}
+	if id != resID(typeSnapshot, "snap2") {
+		t.Errorf("SnapshotDisk cut off returned ID %q, want the snapshot Azure made, %s", id, resID(typeSnapshot, "snap2"))
+	}
+	c.Settle()
+	if _, ok := c.Snapshots[key(rg, "snap2")]; !ok {
+		t.Error("no snapshot snap2")
+	}
+}

@@ -345,8 +345,12 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 		name := stageSnapshotName(f.target, round)
 		debugAzure("snapshot disk (incremental)", id, "snapshot_name", name, "round", round)
-		if snap, err = cl.SnapshotDisk(ctx, id, name, &azure.SnapshotOptions{Incremental: true}); err != nil {
-			return err
+		// A snapshot cut off by Ctrl-C that Azure made all the same comes back with the error: it is
+		// recorded as well, so that the rerun reads it rather than taking another.
+		var serr error
+		snap, serr = cl.SnapshotDisk(ctx, id, name, &azure.SnapshotOptions{Incremental: true})
+		if snap == "" {
+			return serr
 		}
 		rep.SnapshotCreated = snap
 		if !f.quiet {
@@ -355,7 +359,10 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		// Before anything is written: a rerun must read this snapshot again.
 		rec.pend(snap, f.cutover)
 		if err := rec.save(recPath); err != nil {
-			return err
+			return errors.Join(serr, err)
+		}
+		if serr != nil {
+			return serr
 		}
 	}
 

@@ -1248,3 +1248,34 @@ func TestAzureStageJournalUnreadable(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureStageSnapshotCutOff: Ctrl-C while Azure takes a stage round's incremental snapshot. Azure
+// makes it all the same: the run waits for it and records it as the round's pending snapshot, and the
+// same command then reads that snapshot again rather than taking another, which left the first behind
+// named nowhere (-q).
+func TestAzureStageSnapshotCutOff(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cutOff("PUT snapshot ", cancel)
+	if _, se, code := runCLICtx(t, ctx, s.stageArgs(dir, "--stage")...); code != exitInterrupted {
+		t.Fatalf("stage round cut off in its snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.cutOff("", nil)
+	s.Settle()
+	snap := calledWith(s.takeCalls(), "PUT snapshot ")
+	if snap == "" {
+		t.Fatal("no snapshot taken")
+	}
+	so, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	if again := calledWith(s.takeCalls(), "PUT snapshot "); again != "" || !strings.Contains(se, "Reading snapshot "+fakeID("snapshots", snap)+" again") {
+		t.Errorf("the rerun took snapshot %q, leaving the cut-off %s behind:\n%s", again, snap, se)
+	}
+	if r := reportOf[stageRep](t, so); r.Stage.Round.Round != 1 {
+		t.Errorf("the rerun did round %d, want 1", r.Stage.Round.Round)
+	}
+}

@@ -268,6 +268,37 @@ func (f *fakeAzure) takeCalls() []string {
 	return c
 }
 
+// cutOff makes the operations whose call starts with prefix take two polls and calls cancel at their
+// first: Ctrl-C while the run waits for Azure, which goes on with the operation (Settle ends it). An
+// empty prefix ends that.
+func (f *fakeAzure) cutOff(prefix string, cancel func()) {
+	f.Lock()
+	defer f.Unlock()
+	if prefix == "" {
+		f.Slow, f.Polled = nil, nil
+		return
+	}
+	f.Slow = func(call string) int {
+		if strings.HasPrefix(call, prefix) {
+			return 2
+		}
+		return 0
+	}
+	f.Polled = func(call string) {
+		if strings.HasPrefix(call, prefix) {
+			cancel()
+		}
+	}
+}
+
+// calledWith returns the first call that starts with prefix, less the prefix ("" if none).
+func calledWith(calls []string, prefix string) string {
+	if i := slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, prefix) }); i >= 0 {
+		return strings.TrimPrefix(calls[i], prefix)
+	}
+	return ""
+}
+
 // reportBytes reads the bytes a run's --json report says it resumed from its journal and wrote.
 func reportBytes(t *testing.T, so string) (resumed, written int64) {
 	t.Helper()

@@ -438,9 +438,14 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 		}
 		name := stageSnapshotName(d.target, round)
 		debugAzure("snapshot disk (incremental)", d.disk.DiskID, "snapshot_name", name, "round", round)
-		snap, err := cl.SnapshotDisk(ctx, d.disk.DiskID, name, &azure.SnapshotOptions{Incremental: true})
-		if err != nil {
-			return nil, fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		// A snapshot cut off by Ctrl-C that Azure made all the same comes back with the error: it is
+		// recorded as well, so that the rerun reads it rather than taking another.
+		snap, serr := cl.SnapshotDisk(ctx, d.disk.DiskID, name, &azure.SnapshotOptions{Incremental: true})
+		if serr != nil {
+			serr = fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, serr)
+		}
+		if snap == "" {
+			return nil, serr
 		}
 		d.Snapshot, d.SnapshotCreated = snap, true
 		if !f.quiet {
@@ -448,7 +453,10 @@ func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, r
 		}
 		sr.pend(snap, f.cutover)
 		if err := saveRecord(recPath, rec, &rec.Updated); err != nil {
-			return nil, err
+			return nil, errors.Join(serr, err)
+		}
+		if serr != nil {
+			return nil, serr
 		}
 	}
 	return rereads, nil

@@ -544,3 +544,38 @@ func TestAzureVMStageSourceResized(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureVMStageSnapshotCutOff: as TestAzureStageSnapshotCutOff for a whole VM: the snapshot of the
+// first disk, cut off by Ctrl-C and made by Azure all the same, is recorded, and the rerun reads it
+// again and takes the other disks' snapshots only.
+func TestAzureVMStageSnapshotCutOff(t *testing.T) {
+	s := setupVMStage(t)
+	dir := t.TempDir()
+	args := vmStageArgs(dir)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cutOff("PUT snapshot ", cancel)
+	if _, se, code := runCLICtx(t, ctx, args("--stage")...); code != exitInterrupted {
+		t.Fatalf("stage round cut off in a snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.cutOff("", nil)
+	s.Settle()
+	c := s.takeCalls()
+	snap := calledWith(c, "PUT snapshot ")
+	if snap == "" {
+		t.Fatalf("no snapshot taken: %q", c)
+	}
+	_, se, code := runCLI(t, args("--stage")...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	snaps := 0
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT snapshot ") {
+			snaps++
+		}
+	}
+	if snaps != 3 || !strings.Contains(se, "reading snapshot "+fakeID("snapshots", snap)+" again") {
+		t.Errorf("the rerun took %d snapshots (want 3) and did not read the cut-off %s again:\n%s", snaps, snap, se)
+	}
+}
