@@ -411,6 +411,11 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
+	defer func() {
+		if err != nil && rep.SnapshotCreated != "" {
+			keptSnapshots(ctx, cl, stderr, []string{rep.SnapshotCreated}, []string{f.targetID(id)})
+		}
+	}()
 
 	// The key first: it needs no grant, and a wrong vault fails before anything is created.
 	opts := f.pf.options(luksconv.FormatVHD)
@@ -449,11 +454,12 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			name := srcSnapshotName(f.target, fmt.Sprint(time.Now().Unix()))
 			snapName = name
 			debugAzure("snapshot disk", id, "snapshot_name", name)
-			snap, err := cl.SnapshotDisk(ctx, id, name, nil)
-			if err != nil {
-				return err
-			}
+			// One cut off by Ctrl-C that Azure made all the same comes back with the error.
+			snap, serr := cl.SnapshotDisk(ctx, id, name, nil)
 			rep.SnapshotCreated = snap
+			if serr != nil {
+				return serr
+			}
 			readID = snap
 			if !f.quiet {
 				fmt.Fprintf(stderr, "Snapshot: %s (kept; delete it when the new disk is verified)\n", snap)
@@ -900,6 +906,26 @@ func (f *azureConvert) interruptedSnapshot(ctx context.Context, cl *azure.Client
 		return "", &hintedError{err, fmt.Sprintf("the new disk %s was made from it: delete that disk (luksconv never deletes disks) to convert the disk as it is now", target)}
 	}
 	return snap, nil
+}
+
+// keptSnapshots names on stderr the snapshots snaps that a failed run took when none of its new disks
+// (targets) names one of them in its luksconv-source tag yet: a rerun finds a run's snapshots only
+// through that tag, so it takes new ones, and these stay behind (also with -q, and when Ctrl-C cut
+// off their creation, which Azure finished all the same).
+func keptSnapshots(ctx context.Context, cl *azure.Client, stderr io.Writer, snaps, targets []string) {
+	if len(snaps) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+	defer cancel()
+	for _, t := range targets {
+		if st, err := cl.DiskStatus(ctx, t); err == nil && st.Tags[sourceTag] != "" &&
+			slices.ContainsFunc(snaps, func(s string) bool { return strings.EqualFold(path.Base(s), st.Tags[sourceTag]) }) {
+			return
+		}
+	}
+	fmt.Fprintf(stderr, "luksconv: the snapshots this run took are kept, and no new disk names them, so a rerun takes new ones: delete %s\n",
+		strings.Join(snaps, ", "))
 }
 
 // resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this

@@ -1279,3 +1279,31 @@ func TestAzureStageSnapshotCutOff(t *testing.T) {
 		t.Errorf("the rerun did round %d, want 1", r.Stage.Round.Round)
 	}
 }
+
+// TestAzureConvertSnapshotCutOff: Ctrl-C while Azure takes the snapshot of azure convert --source-disk
+// (-q). Azure makes it all the same, and no new disk names it, so the rerun takes another: the
+// interrupted run must say that it is kept and that it is to be deleted. It was named nowhere.
+func TestAzureConvertSnapshotCutOff(t *testing.T) {
+	s := setupStage(t)
+	s.powerState("deallocated")
+	dir := t.TempDir()
+	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--header", s.set.S1.Header, "--journal-dir", dir, "-q", "--workers", "2"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cutOff("PUT snapshot ", cancel)
+	_, se, code := runCLICtx(t, ctx, args...)
+	if code != exitInterrupted {
+		t.Fatalf("convert cut off in its snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.cutOff("", nil)
+	s.Settle()
+	snap := calledWith(s.takeCalls(), "PUT snapshot ")
+	if snap == "" {
+		t.Fatal("no snapshot taken")
+	}
+	if !strings.Contains(se, "delete "+fakeID("snapshots", snap)) {
+		t.Errorf("the interrupted run does not name the snapshot %s it leaves behind:\n%s", snap, se)
+	}
+	s.assertNoSAS(t, se)
+}

@@ -161,6 +161,20 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			return err
 		}
 	}
+	all := disks // planVM may drop disks whose snapshots were taken
+	defer func() {
+		if err == nil || f.dryRun {
+			return
+		}
+		var snaps, targets []string
+		for _, d := range all {
+			if d.SnapshotCreated {
+				snaps = append(snaps, d.Snapshot)
+			}
+			targets = append(targets, d.diskID)
+		}
+		keptSnapshots(ctx, cl, stderr, snaps, targets)
+	}()
 	if err := f.vmSnapshots(ctx, cl, disks, stderr); err != nil {
 		return err
 	}
@@ -577,11 +591,14 @@ func (f *azureConvert) vmSnapshots(ctx context.Context, cl *azure.Client, disks 
 			continue
 		}
 		debugAzure("snapshot disk", d.disk.DiskID, "snapshot_name", name)
+		// One cut off by Ctrl-C that Azure made all the same comes back with the error.
 		id, err := cl.SnapshotDisk(ctx, d.disk.DiskID, name, nil)
+		if id != "" {
+			d.readID, d.Snapshot, d.SnapshotCreated = id, id, true
+		}
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
 		}
-		d.readID, d.Snapshot, d.SnapshotCreated = id, id, true
 		if !f.quiet {
 			fmt.Fprintf(stderr, "%s: snapshot %s (kept; delete it when the new disk is verified)\n", diskName(d.LUN), id)
 		}
