@@ -802,11 +802,13 @@ func (t *UploadTarget) grant(ctx context.Context, secs int32) error {
 		return opError("revoke access to", t.DiskID, err)
 	})
 	start := time.Now()
-	r, err := started(dc.BeginGrantAccess(ctx, t.rid.ResourceGroup, t.rid.Name, armcompute.GrantAccessData{
+	// One cut off by ctx is waited for (settle): the revoke below would come before its end, and the
+	// grant would then open the disk again.
+	r, _, err := started(dc.BeginGrantAccess(ctx, t.rid.ResourceGroup, t.rid.Name, armcompute.GrantAccessData{
 		Access:                   to.Ptr(armcompute.AccessLevelWrite),
 		DurationInSeconds:        to.Ptr(secs),
 		GetSecureVMGuestStateSAS: t.guestGrant(),
-	}, nil)).wait(ctx, t.c)
+	}, nil)).settle(ctx, t.c)
 	if err == nil && str(r.AccessSAS) == "" {
 		err = newError(op, t.DiskID, ErrState, "grant-access returned no SAS URL")
 	}

@@ -641,3 +641,35 @@ func TestSnapshotDiskCancelled(t *testing.T) {
 		t.Error("no snapshot snap2")
 	}
 }
+
+// TestOpenUploadDiskCancelled: the write grant of a resumed upload cut off by Ctrl-C goes on in Azure.
+// Here every byte and the footer were written (an earlier finish failed), so the revoke after the
+// failed grant ends the upload; sent before the grant ended, it was undone by it, and the finished
+// disk stayed ActiveUpload with a write SAS open until expiry.
+func TestOpenUploadDiskCancelled(t *testing.T) {
+	c := newCloud(t)
+	cl := c.client()
+	tgt, err := cl.CreateUploadDisk(context.Background(), DiskSpec{ResourceGroup: rg, Name: "d", Location: region, SizeBytes: 30 * gib, DiskEncryptionSetID: desID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Slow = func(call string) int {
+		if strings.HasPrefix(call, "GRANT disk d Write") {
+			return 3
+		}
+		return 0
+	}
+	c.Polled = func(string) { cancel() }
+	if _, err := cl.OpenUploadDisk(ctx, tgt.DiskID, time.Hour, nil); !errors.Is(err, context.Canceled) {
+		t.Fatalf("OpenUploadDisk cut off: %v, want context.Canceled", err)
+	}
+	if n := c.InFlight(); n != 0 {
+		t.Errorf("OpenUploadDisk returned with %d operation(s) in flight", n)
+	}
+	c.Settle()
+	if st := c.DiskState(rg, "d"); st != armcompute.DiskStateUnattached {
+		t.Errorf("after the cut-off grant and its revoke the disk is %s, want %s (calls %q)", st, armcompute.DiskStateUnattached, c.Calls)
+	}
+}
