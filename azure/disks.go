@@ -669,7 +669,9 @@ func (c *Client) CreateUploadDisk(ctx context.Context, spec DiskSpec) (*UploadTa
 	} else if !isNotFound(err) {
 		return nil, opError(op, id, err)
 	}
-	r, err := started(dc.BeginCreateOrUpdate(ctx, spec.ResourceGroup, spec.Name, spec.diskModel(), nil)).wait(ctx, c)
+	// One cut off by ctx is waited for (settle): Azure creates the disk all the same, and the caller
+	// then finds it, tagged, instead of a creation still under way.
+	r, _, err := started(dc.BeginCreateOrUpdate(ctx, spec.ResourceGroup, spec.Name, spec.diskModel(), nil)).settle(ctx, c)
 	if err != nil {
 		return nil, opError(op, id, err)
 	}

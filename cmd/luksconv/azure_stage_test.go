@@ -1307,3 +1307,34 @@ func TestAzureConvertSnapshotCutOff(t *testing.T) {
 	}
 	s.assertNoSAS(t, se)
 }
+
+// TestAzureConvertDiskCutOff: Ctrl-C while Azure creates the new disk of azure convert --source-disk.
+// Azure creates it all the same, tagged with the snapshot: the run waits for it, so it does not tell
+// that a rerun takes another snapshot, and the rerun resumes into that disk from that snapshot.
+func TestAzureConvertDiskCutOff(t *testing.T) {
+	s := setupStage(t)
+	s.powerState("deallocated")
+	dir := t.TempDir()
+	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--header", s.set.S1.Header, "--journal-dir", dir, "-q", "--workers", "2"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cutOff("PUT disk ", cancel)
+	_, se, code := runCLICtx(t, ctx, args...)
+	if code != exitInterrupted {
+		t.Fatalf("convert cut off in its disk creation: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	}
+	s.cutOff("", nil)
+	if n := s.InFlight(); n != 0 || strings.Contains(se, "a rerun takes new ones") {
+		t.Errorf("the run returned with %d operation(s) in flight, saying:\n%s", n, se)
+	}
+	s.Settle()
+	snap := calledWith(s.takeCalls(), "PUT snapshot ")
+	_, se, code = runCLI(t, args...)
+	if code != 0 {
+		t.Fatalf("rerun: exit %d:\n%s", code, se)
+	}
+	if again := calledWith(s.takeCalls(), "PUT snapshot "); again != "" || snap == "" {
+		t.Errorf("the rerun took snapshot %q after %q", again, snap)
+	}
+}

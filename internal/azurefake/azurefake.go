@@ -174,8 +174,8 @@ type Cloud struct {
 	// OnCall, if set, is called with each call as it is recorded (with
 	// the lock held), e.g. to interrupt a run at that point.
 	OnCall func(call string)
-	// Slow, if set, is asked (with the lock held) about each grant and snapshot PUT as it starts, by
-	// its call as recorded ("GRANT disk NAME Read 3600", "PUT snapshot NAME"): an operation it gives
+	// Slow, if set, is asked (with the lock held) about each grant, snapshot PUT and disk PUT as it
+	// starts, by its call as recorded ("GRANT disk NAME Read 3600", "PUT snapshot NAME"): an operation it gives
 	// n > 0 answers its next n polls "in progress" and takes effect only at the poll after them, as
 	// an operation takes a while in Azure. Azure goes on with an operation whose client stopped
 	// polling it: Settle carries out those still in progress, as time passing would.
@@ -456,7 +456,8 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 		BeginCreateOrUpdate: func(ctx context.Context, rg, name string, disk armcompute.Disk, _ *armcompute.DisksClientBeginCreateOrUpdateOptions) (resp azfake.PollerResponder[armcompute.DisksClientCreateOrUpdateResponse], errResp azfake.ErrorResponder) {
 			c.Lock()
 			defer c.Unlock()
-			c.record("PUT disk %s", name)
+			call := "PUT disk " + name
+			c.record("%s", call)
 			body := disk
 			c.DiskPut = &body
 			if code := secureDiskRefusal(disk); code != "" {
@@ -474,7 +475,7 @@ func (c *Cloud) disksServer() computefake.DisksServer {
 				p.DiskSizeBytes = to.Ptr(*p.CreationData.UploadSizeBytes - 512)
 			}
 			stored.Properties = &p
-			c.Disks[Key(rg, name)] = &stored
+			later(ctx, c, call, &resp, func() { c.Disks[Key(rg, name)] = &stored })
 			resp.AddNonTerminalResponse(http.StatusAccepted, nil)
 			resp.SetTerminalResponse(http.StatusOK, armcompute.DisksClientCreateOrUpdateResponse{Disk: stored}, nil)
 			return
