@@ -50,7 +50,8 @@ type SnapshotOptions struct {
 // Azure goes on with a creation it accepted whatever the caller does: when
 // ctx ends first (Ctrl-C), SnapshotDisk waits for the creation to end (at
 // most two minutes, with a context of its own) and, when the snapshot was
-// made, returns its ID with ctx's error, for the caller to record or name.
+// made (or exists after a PUT whose answer was cut off), returns its ID with
+// ctx's error, for the caller to record or name.
 func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *SnapshotOptions) (string, error) {
 	const op = "snapshot disk"
 	if opts == nil {
@@ -93,10 +94,18 @@ func (c *Client) SnapshotDisk(ctx context.Context, diskID, name string, opts *Sn
 		diskAccess(d.Properties).apply(&snap.Properties.DataAccessAuthMode, &snap.Properties.NetworkAccessPolicy, &snap.Properties.DiskAccessID,
 			&snap.Properties.PublicNetworkAccess)
 	}
-	r, made, err := started(f.NewSnapshotsClient().BeginCreateOrUpdate(ctx, rg, name, snap, nil)).settle(ctx, c)
+	sc := f.NewSnapshotsClient()
+	r, made, err := started(sc.BeginCreateOrUpdate(ctx, rg, name, snap, nil)).settle(ctx, c)
 	id := str(r.ID)
 	if id == "" {
 		id = fmt.Sprintf("/subscriptions/%s/resourceGroups/%s/providers/%s/%s", rid.Subscription, rg, typeSnapshot, name)
+	}
+	if err != nil && !made && ctx.Err() != nil {
+		// Cut off before Azure's answer, with no operation to poll: Azure may have accepted the PUT.
+		gctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
+		defer cancel()
+		_, gerr := sc.Get(gctx, rg, name, nil)
+		made = gerr == nil
 	}
 	if err != nil {
 		if made {

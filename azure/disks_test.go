@@ -673,3 +673,28 @@ func TestOpenUploadDiskCancelled(t *testing.T) {
 		t.Errorf("after the cut-off grant and its revoke the disk is %s, want %s (calls %q)", st, armcompute.DiskStateUnattached, c.Calls)
 	}
 }
+
+// TestSnapshotDiskCancelledRequest: Ctrl-C while the snapshot's PUT is answered. Azure accepted it, but
+// the run never got the operation to poll: SnapshotDisk must still find the snapshot and return its ID
+// with the cancellation, for the caller to record or name it.
+func TestSnapshotDiskCancelledRequest(t *testing.T) {
+	c := newCloud(t)
+	sourceFixture(c)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.OnCall = func(call string) {
+		if strings.HasPrefix(call, "PUT snapshot ") {
+			cancel()
+		}
+	}
+	id, err := c.client().SnapshotDisk(ctx, resID(typeDisk, "osdisk"), "snap2", nil)
+	if !errors.Is(err, context.Canceled) {
+		t.Fatalf("SnapshotDisk cut off: err %v, want context.Canceled", err)
+	}
+	if _, ok := c.Snapshots[key(rg, "snap2")]; !ok {
+		t.Fatal("Azure made no snapshot snap2")
+	}
+	if id != resID(typeSnapshot, "snap2") {
+		t.Errorf("SnapshotDisk cut off returned ID %q, want the snapshot Azure made, %s", id, resID(typeSnapshot, "snap2"))
+	}
+}
