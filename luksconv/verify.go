@@ -74,9 +74,9 @@ type VerifyReport struct {
 // Verify re-reads out, an output written by Execute from p and src, and compares every byte with what
 // Execute would have produced: Copy regions with the source, Decrypt regions with a fresh decryption of
 // the source, Zero regions with zeros, each with the plan's patches overlaid. It then checks the output's
-// size (a disk of exactly p.OutputSize bytes), its container (a fixed VHD for FormatVHD, else raw), its GPT,
-// LVM metadata and XFS superblocks against the source's. Where out is an Allocator (a page blob), the
-// ranges it never wrote are taken as zeros without being read.
+// size (a disk of exactly p.OutputSize bytes), its container (a fixed VHD for FormatVHD, its footer right
+// after the disk, else raw), its GPT, LVM metadata and XFS superblocks against the source's. Where out
+// is an Allocator (a page blob), the ranges it never wrote are taken as zeros without being read.
 //
 // It returns the report and, when anything differs, an error wrapping ErrVerifyFailed that sums it
 // up. An output shorter than the plan, which cannot be compared, is an error wrapping ErrTruncated
@@ -182,7 +182,11 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 	if p.lvView != nil {
 		plainRd = rd.WithData(p.lvView(src))
 	}
-	rep.Structure = append([]StructureCheck{size, format}, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
+	checks := []StructureCheck{size, format}
+	if p.Format == FormatVHD && out.Format == "vhd-fixed" {
+		checks = append(checks, footerCheck(out))
+	}
+	rep.Structure = append(checks, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
 	rep.Pass = rep.MismatchCount == 0
 	var failed []string
 	for _, c := range rep.Structure {
@@ -197,6 +201,26 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 			rep.MismatchCount, rep.MismatchBytes, strings.Join(append(failed, "none")[:max(len(failed), 1)], ", "))
 	}
 	return rep, nil
+}
+
+// footerCheck checks what the size and format checks leave of a fixed VHD's footer: that it follows the
+// disk directly (a file of the disk and 512 bytes, N MiB + 512 as Azure takes it; bytes between the two
+// belong to neither) and describes a fixed disk (no data offset) in no saved state. The creator, time,
+// unique id and geometry differ between writers (qemu-img, Azure's exports) and are not compared: Azure
+// and Hyper-V size the disk by the footer's current size, which the size check compares.
+func footerCheck(out *Source) StructureCheck {
+	c := StructureCheck{Name: "vhd footer", OK: true, Detail: "right after the disk, a fixed disk in no saved state"}
+	ft := out.img.Footer
+	switch {
+	case out.img.Trailing != 0:
+		c.OK, c.Detail = false, fmt.Sprintf("%d bytes lie between the disk's end and the footer (a %d-byte file for a %d-byte disk)",
+			out.img.Trailing, out.FileSize, out.Size)
+	case ft.DataOffset != ^uint64(0):
+		c.OK, c.Detail = false, fmt.Sprintf("data offset %d: a fixed disk has none (0xffffffffffffffff)", ft.DataOffset)
+	case ft.SavedState != 0:
+		c.OK, c.Detail = false, fmt.Sprintf("saved state %d: the disk is marked as belonging to a saved VM", ft.SavedState)
+	}
+	return c
 }
 
 func sortMismatches(m []Mismatch) {

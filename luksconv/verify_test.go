@@ -1,14 +1,18 @@
 package luksconv_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 
 	"github.com/luksconv/luksconv/internal/fixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/luksconv/luksconv/vhd"
 )
 
 // verifyFixture plans the fixture's conversion afresh (with guest edits, as convert does by default) and
@@ -242,5 +246,67 @@ func TestVerifyFormatMismatch(t *testing.T) {
 	}
 	if rep, _, err := verifyFixture(t, f, out, luksconv.FormatVHD); err != nil || !hasCheck(rep, "format", true) {
 		t.Fatalf("the VHD against its own plan: %v, report %+v", err, rep)
+	}
+}
+
+// TestVerifyVHDFooter: a fixed VHD whose every disk byte is right but whose container Azure would not
+// take as written fails the "vhd footer" check: a sector between the disk and its footer (a file one
+// sector longer, which is no longer N MiB + 512 bytes), or a footer (checksum intact) that marks the
+// disk as in a saved state or gives a fixed disk a data offset. These passed before the footer was
+// checked. A footer written by another tool (qemu-img, other creator, time and geometry) still passes.
+func TestVerifyVHDFooter(t *testing.T) {
+	testenv.Need(t, "qemu-img")
+	set := fixture.Load(t)
+	f, _ := set.Get("rhel8-lvm")
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
+		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	disk, foot := b[:len(b)-vhd.FooterSize], b[len(b)-vhd.FooterSize:]
+	withFooter := func(edit func(*vhd.Footer)) []byte {
+		ft, err := vhd.ParseFooter(foot)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(ft)
+		nb, _ := ft.MarshalBinary()
+		return nb
+	}
+	dir := t.TempDir()
+	for _, c := range []struct {
+		name string
+		data [][]byte
+	}{
+		{"a sector between the disk and the footer", [][]byte{disk, make([]byte, 512), foot}},
+		{"a saved state", [][]byte{disk, withFooter(func(ft *vhd.Footer) { ft.SavedState = 1 })}},
+		{"a data offset", [][]byte{disk, withFooter(func(ft *vhd.Footer) { ft.DataOffset = 512 })}},
+	} {
+		bad := filepath.Join(dir, "bad.vhd")
+		if err := os.WriteFile(bad, bytes.Join(c.data, nil), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		rep, _, err := verifyFixture(t, f, bad, luksconv.FormatVHD)
+		if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil || rep.Pass || rep.MismatchCount != 0 || !hasCheck(rep, "vhd footer", false) {
+			t.Errorf("%s: %v, report %+v; want ErrVerifyFailed from the vhd footer check alone", c.name, err, rep)
+		}
+	}
+
+	// The raw disk wrapped by qemu-img (force_size keeps the size exact) holds the same disk.
+	raw := filepath.Join(dir, "disk.raw")
+	if err := os.WriteFile(raw, disk, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	qv := filepath.Join(dir, "qemu.vhd")
+	if o, err := exec.Command("qemu-img", "convert", "-f", "raw", "-O", "vpc", "-o", "subformat=fixed,force_size", raw, qv).CombinedOutput(); err != nil {
+		t.Fatalf("qemu-img: %v: %s", err, o)
+	}
+	if rep, _, err := verifyFixture(t, f, qv, luksconv.FormatVHD); err != nil || !hasCheck(rep, "vhd footer", true) {
+		t.Fatalf("qemu-img's fixed VHD of the output: %v, report %+v", err, rep)
 	}
 }
