@@ -859,6 +859,9 @@ func (f *azureConvert) checkQuiet(ctx context.Context, cl *azure.Client, diskID 
 func (f *azureConvert) verifyDisk(ctx context.Context, cl *azure.Client, p *luksconv.Plan, src *luksconv.Source, diskID string, stderr io.Writer) (err error) {
 	out, done, err := grantRead(ctx, cl, diskID, f.workers, stderr)
 	if err != nil {
+		if err = outputUnreadable(err); errors.Is(err, luksconv.ErrVerifyFailed) {
+			return &hintedError{fmt.Errorf("verify: %w", err), fmt.Sprintf("do not attach %s: delete it (luksconv never deletes disks) and run again", diskID)}
+		}
 		return fmt.Errorf("verify: %w", err)
 	}
 	defer func() { err = errors.Join(err, done()) }()

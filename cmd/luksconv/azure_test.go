@@ -58,10 +58,35 @@ type fakeAzure struct {
 	// corruptOnRead names a disk whose blob gets one page of 0xAA at 1 MiB when it is granted for
 	// reading, as if the upload had gone wrong: what verification must catch.
 	corruptOnRead string
+	// corruptFooterOnRead names a disk whose VHD footer gets one byte flipped (its checksum then fails)
+	// when it is granted for reading.
+	corruptFooterOnRead string
 	// snapshotsOfDisks: a snapshot's blob is the blob of the disk it was taken from (else "snap").
 	snapshotsOfDisks bool
 	// rewrite, if set, replaces each SAS URL handed out (to route it through a test's proxy).
 	rewrite func(kind, name, sasURL string) string
+}
+
+// flipFooterByte flips a reserved byte of the footer of blob name in the disks container.
+func (f *fakeAzure) flipFooterByte(name string) {
+	ctx := context.Background()
+	pb, err := pageblob.NewClientWithNoCredential(f.az.BlobSAS(f.t, "disks", name, azurite.WriteSAS, time.Minute), nil)
+	var page []byte
+	var props blob.GetPropertiesResponse
+	if err == nil {
+		props, err = pb.GetProperties(ctx, nil)
+	}
+	if err == nil {
+		page = make([]byte, 512)
+		_, err = pb.DownloadBuffer(ctx, page, &blob.DownloadBufferOptions{Range: blob.HTTPRange{Offset: *props.ContentLength - 512, Count: 512}})
+	}
+	if err == nil {
+		page[100] ^= 1
+		_, err = pb.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(page)), blob.HTTPRange{Offset: *props.ContentLength - 512, Count: 512}, nil)
+	}
+	if err != nil {
+		f.t.Errorf("corrupting the footer of %s: %v", name, err)
+	}
 }
 
 // writeExpiry is when the last write SAS of the disk name expires.
@@ -94,6 +119,9 @@ func (f *fakeAzure) grantSAS(kind, name string, g armcompute.GrantAccessData) st
 		if err != nil {
 			f.t.Errorf("corrupting %s: %v", name, err)
 		}
+	}
+	if kind == "disk" && *g.Access == armcompute.AccessLevelRead && name == f.corruptFooterOnRead {
+		f.flipFooterByte(name + ".vhd")
 	}
 	blobName := name
 	if kind == "snapshot" {

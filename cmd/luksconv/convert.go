@@ -161,7 +161,7 @@ func createOutput(ctx context.Context, p *luksconv.Plan, out string, force bool,
 func verifyOutput(c *cobra.Command, p *luksconv.Plan, src *luksconv.Source, out, name string, workers int, quiet bool) error {
 	o, err := openOutput(c.Context(), p, out, workers)
 	if err != nil {
-		return fmt.Errorf("verify: %w", err)
+		return fmt.Errorf("verify: %w", outputUnreadable(err))
 	}
 	defer o.Close()
 	dlog.Debug("verify", "output", name)

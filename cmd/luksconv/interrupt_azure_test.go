@@ -381,6 +381,22 @@ func TestAzureConvertVerify(t *testing.T) {
 			t.Errorf("the VM was touched although verification failed: %q", c)
 		}
 	}
+
+	// A footer that fails its checksum is a disk that differs from the plan too: exit 9 with the footer
+	// named and the hint, not the exit code of a damaged input (5).
+	f.Lock()
+	f.corruptFooterOnRead = "badfooter"
+	f.Unlock()
+	se, code, calls = convert("badfooter", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))
+	if code != exitVerifyFailed || !strings.Contains(se, "footer") || !strings.Contains(se, "hint: do not attach "+fakeID("disks", "badfooter")+": delete it") {
+		t.Fatalf("azure convert --verify of a disk whose footer is damaged: exit %d, want %d, the footer named and the hint:\n%s", code, exitVerifyFailed, se)
+	}
+	readBack("badfooter", calls)
+	for _, c := range calls {
+		if strings.Contains(c, " vm ") {
+			t.Errorf("the VM was touched although verification failed: %q", c)
+		}
+	}
 }
 
 // TestInterruptAzureConvertSourceDisk: with --source-disk, luksconv snapshots the disk; after an

@@ -41,7 +41,7 @@ func newVerifyCmd() *cobra.Command {
 			var o *luksconv.Source
 			if !dev {
 				if o, err = openSource(c.Context(), out, workers); err != nil {
-					return err
+					return outputUnreadable(err)
 				}
 				defer o.Close()
 			}
@@ -58,7 +58,7 @@ func newVerifyCmd() *cobra.Command {
 			defer p.Close()
 			if dev {
 				if o, err = openOutput(c.Context(), p, out, workers); err != nil {
-					return err
+					return outputUnreadable(err)
 				}
 				defer o.Close()
 			}
@@ -86,6 +86,16 @@ func runVerify(ctx context.Context, w io.Writer, p *luksconv.Plan, src, o *luksc
 		}
 	} else {
 		printVerify(w, name, rep)
+	}
+	return err
+}
+
+// outputUnreadable makes an output whose container does not open (a VHD footer that fails its checksum,
+// a differencing disk) a failed verification: it is not what convert writes, and the exit code of a
+// damaged input would blame the source. Other errors (a short output, I/O) are returned as they are.
+func outputUnreadable(err error) error {
+	if errors.Is(err, vhd.ErrCorrupt) || errors.Is(err, vhd.ErrUnsupported) {
+		return fmt.Errorf("%w: %w", luksconv.ErrVerifyFailed, err)
 	}
 	return err
 }

@@ -105,7 +105,7 @@ func TestVerifyPageBlob(t *testing.T) {
 
 // TestVerifyFormatFlag: `verify --format vhd` of a fixed VHD that lost its footer (the fixture's disk
 // is a whole MiB, so the raw disk inside holds every planned byte) is a mismatch, and so is a VHD
-// verified with --format raw; the format found in OUT passes.
+// verified with --format raw, or one whose footer is damaged; the format found in OUT passes.
 func TestVerifyFormatFlag(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("rhel8-lvm")
@@ -134,6 +134,15 @@ func TestVerifyFormatFlag(t *testing.T) {
 		} else if c.code != 0 && !strings.Contains(so, "FAIL format") {
 			t.Errorf("verify %v: the report does not name the format:\n%s", c.args, so)
 		}
+	}
+
+	// A flipped byte in the footer (its checksum fails) is an output that differs from the plan, exit
+	// 9 with the footer named, not the exit code of a damaged input (5), which blames the source.
+	badFooter := filepath.Join(dir, "badfooter.vhd")
+	copyFile(t, out, badFooter, -1)
+	flipByte(t, badFooter, fi.Size()-512+100)
+	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, badFooter); code != exitVerifyFailed || !strings.Contains(se, "footer") {
+		t.Errorf("verify of a VHD whose footer fails its checksum: exit %d, want %d and the footer named:\n%s%s", code, exitVerifyFailed, so, se)
 	}
 }
 
