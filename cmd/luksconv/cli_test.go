@@ -734,6 +734,7 @@ func TestWorkersFlag(t *testing.T) {
 		{"convert", "-q", "--workers", "65", "--key-file", wrongKey, f.Image, filepath.Join(dir, "out.raw")},
 		{"verify", "--workers", "-2", "--key-file", wrongKey, f.Image, f.Image},
 		{"vm", "convert", "-q", "--workers", "-1", "--os", f.Image, "--key-file", wrongKey, dir},
+		{"vm", "verify", "--workers", "-1", "--os", f.Image, "--key-file", wrongKey, dir},
 	} {
 		if _, se, code := run(t, nil, args...); code != exitUsage || !strings.Contains(se, "--workers") {
 			t.Errorf("%q: exit %d, want %d naming --workers:\n%s", args, code, exitUsage, se)

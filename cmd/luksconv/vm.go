@@ -168,7 +168,7 @@ func newVMCmd() *cobra.Command {
 			"OS disk is edited so that the converted VM mounts the plaintext volumes (by filesystem UUID) and knows\n" +
 			"nothing of ADE. A data volume whose detached header ADE kept on the OS disk (dual-pass) is read from there.",
 	}
-	c.AddCommand(newVMPlanCmd(), newVMConvertCmd())
+	c.AddCommand(newVMPlanCmd(), newVMConvertCmd(), newVMVerifyCmd())
 	commandGroup(c)
 	return c
 }
@@ -344,6 +344,75 @@ func newVMConvertCmd() *cobra.Command {
 	c.Flags().BoolVarP(&quiet, "quiet", "q", false, "no plan summary and no progress (warnings are still printed)")
 	c.Flags().BoolVar(&verify, "verify", false, "re-read every output and check it against its plan (see verify)")
 	c.Flags().IntVar(&parallel, "parallel", 2, "disks converted at the same time")
+	return c
+}
+
+func newVMVerifyCmd() *cobra.Command {
+	var vf vmFlags
+	var asJSON bool
+	var maxMis int
+	c := &cobra.Command{
+		Use:   "verify --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]... OUTDIR",
+		Short: "Check the outputs of vm convert in OUTDIR against a fresh plan of the VM: every byte of every disk",
+		Long: "vm verify plans the VM again from the disks and options vm convert was given (--format, --keep-guest,\n" +
+			"--full-copy, ...) and checks each output in OUTDIR (os.raw, lun<N>.raw; .vhd with --format vhd) against its disk's\n" +
+			"plan as verify does. The OS disk's edits for the data volumes and a crypt-on-LVM data volume are planned from the\n" +
+			"whole VM, so verify of one disk alone cannot check them. It exits 0 when every disk passes and 9 when one differs.",
+		Args: usageArgs(1),
+		RunE: func(c *cobra.Command, args []string) error {
+			ctx := c.Context()
+			disks, err := vf.disks()
+			if err != nil {
+				return err
+			}
+			vp, srcs, err := vf.plan(c, disks)
+			if err != nil {
+				return err
+			}
+			defer closeSources(srcs)
+			defer vp.Close()
+			type diskReport struct {
+				LUN    int                    `json:"lun"`
+				Output string                 `json:"output"`
+				Report *luksconv.VerifyReport `json:"report"`
+			}
+			var reps []diskReport
+			var verr error
+			// Every disk is checked, also after one failed: the report says which outputs to redo.
+			for _, j := range vmJobs(vp, srcs, args[0], vf.format) {
+				o, err := openOutput(ctx, j.plan, j.path, vf.workers)
+				if err != nil {
+					if err = outputUnreadable(err); !errors.Is(err, luksconv.ErrVerifyFailed) {
+						return fmt.Errorf("%s: %w", diskName(j.lun), err)
+					}
+					verr = errors.Join(verr, fmt.Errorf("%s: %w", diskName(j.lun), err))
+					continue
+				}
+				o.Path = j.path
+				rep, err := luksconv.Verify(ctx, j.plan, j.src, o, luksconv.VerifyOptions{Workers: vf.workers, MaxMismatches: maxMis})
+				o.Close()
+				if rep == nil {
+					return fmt.Errorf("%s: %w", diskName(j.lun), err)
+				}
+				if !asJSON {
+					printVerify(c.OutOrStdout(), j.path, rep)
+				}
+				reps = append(reps, diskReport{j.lun, j.path, rep})
+				if err != nil {
+					verr = errors.Join(verr, fmt.Errorf("%s: %w", diskName(j.lun), err))
+				}
+			}
+			if asJSON {
+				if err := writeJSON(c.OutOrStdout(), reps); err != nil {
+					return errors.Join(verr, err)
+				}
+			}
+			return verr
+		},
+	}
+	vf.register(c)
+	c.Flags().BoolVar(&asJSON, "json", false, "print the reports as JSON (a list, one per disk)")
+	c.Flags().IntVar(&maxMis, "max-mismatches", 20, "mismatching ranges listed per disk (all are counted)")
 	return c
 }
 
