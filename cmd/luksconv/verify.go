@@ -107,7 +107,8 @@ func isBlockDevice(path string) bool {
 }
 
 // deviceHoldsVHD reports whether the block device at path holds a fixed VHD of a disk converted from a
-// source of srcSize bytes: a footer at the end of that disk padded to a whole MiB.
+// source of srcSize bytes: a footer at the end of that disk padded to a whole MiB. A footer that fails
+// its checks counts (verifying the device as a raw disk would pass it without the footer it needs).
 func deviceHoldsVHD(path string, srcSize int64) bool {
 	f, err := os.Open(path)
 	if err != nil {
@@ -116,7 +117,7 @@ func deviceHoldsVHD(path string, srcSize int64) bool {
 	defer f.Close()
 	n := vhd.AzureSize(srcSize) + 512
 	s, err := luksconv.NewSource(io.NewSectionReader(f, 0, n), n)
-	return err == nil && s.Format == "vhd-fixed"
+	return err == nil && s.Format == "vhd-fixed" || errors.Is(err, vhd.ErrCorrupt)
 }
 
 // openOutput opens a written output for verify: a file or page blob as a source, a block device as

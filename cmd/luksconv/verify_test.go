@@ -148,7 +148,7 @@ func TestVerifyFormatFlag(t *testing.T) {
 
 // TestVerifyBlockDevice: a conversion onto a block device larger than the disk passes `verify` as it
 // passes `convert --verify` (the device's spare bytes past the disk are not part of it), raw or VHD;
-// a flipped byte on the device still fails.
+// a flipped byte on the device still fails, and so does a flipped byte in the VHD's footer.
 func TestVerifyBlockDevice(t *testing.T) {
 	set := fixture.Load(t)
 	f, _ := set.Get("data-luks2-4k") // a 50 MiB disk
@@ -162,6 +162,13 @@ func TestVerifyBlockDevice(t *testing.T) {
 			t.Fatalf("verify of %s (%s): exit %d, want 0:\n%s%s", dev, format, code, so, se)
 		}
 	}
+	// The device holds the VHD (the last conversion): a flipped byte in its footer fails, rather than
+	// the device passing as a raw disk without one.
+	flipByte(t, dev, f.DiskSize+100)
+	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != exitVerifyFailed || !strings.Contains(se, "footer") {
+		t.Fatalf("verify of a device whose VHD footer is damaged: exit %d, want %d and the footer named:\n%s%s", code, exitVerifyFailed, so, se)
+	}
+	flipByte(t, dev, f.DiskSize+100)
 	flipByte(t, dev, 20<<20+123)
 	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != exitVerifyFailed {
 		t.Fatalf("verify of a corrupted device: exit %d, want %d:\n%s%s", code, exitVerifyFailed, so, se)
