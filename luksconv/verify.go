@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -419,8 +420,15 @@ func (p *Plan) checkTable(src, out io.ReaderAt, add func(string, error, string))
 		return nil, false
 	}
 	ot, err := gpt.Read(out, p.OutputSize, st.SectorSize)
-	if err == nil && len(ot.Warnings) > 0 {
-		err = fmt.Errorf("output: %s", ot.Warnings[0])
+	if err == nil {
+		// A warning the source carries too is the source's layout, kept as it is (a disk grown after
+		// partitioning keeps its backup table at the old end); only a new one is the output's fault.
+		for _, w := range ot.Warnings {
+			if !slices.Contains(st.Warnings, w) {
+				err = fmt.Errorf("output: %s", w)
+				break
+			}
+		}
 	}
 	if err == nil {
 		err = samePartitions(st.Partitions, ot.Partitions)

@@ -310,3 +310,58 @@ func TestVerifyVHDFooter(t *testing.T) {
 		t.Fatalf("qemu-img's fixed VHD of the output: %v, report %+v", err, rep)
 	}
 }
+
+// TestVerifyGrownDisk: a disk grown after partitioning (an Azure disk resized, the guest not yet told)
+// keeps its backup GPT at the old end, and the conversion keeps it there as the source has it. That
+// correct output failed the gpt check on the warning the source carries too; a warning the source
+// does not have (the output's primary header damaged, the backup used) still fails.
+func TestVerifyGrownDisk(t *testing.T) {
+	set := fixture.Load(t)
+	f, _ := set.Get("data-luks2-4k")
+	b, err := os.ReadFile(f.Image)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Image = filepath.Join(t.TempDir(), "grown.raw")
+	if err := os.WriteFile(f.Image, append(b, make([]byte, 1<<20)...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if o, err := exec.Command("sgdisk", "-v", f.Image).CombinedOutput(); !bytes.Contains(o, []byte("secondary header's self-pointer")) {
+		t.Fatalf("sgdisk -v does not see the backup header away from the grown disk's end: %v\n%s", err, o)
+	}
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, format := range []luksconv.Format{luksconv.FormatRaw, luksconv.FormatVHD} {
+		out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Partition: f.Partition, Format: format}, 2)
+		rep, _, err := verifyFixture(t, f, out, format)
+		if err != nil || !hasCheck(rep, "gpt", true) {
+			t.Fatalf("%s output of a grown disk: %v, report %+v", format, err, rep)
+		}
+		if format != luksconv.FormatRaw {
+			continue
+		}
+		flipByteAt(t, out, 512+20) // the primary header: the output's table is read from the backup
+		if rep, _, err := verifyFixture(t, f, out, format); !errors.Is(err, luksconv.ErrVerifyFailed) || !hasCheck(rep, "gpt", false) {
+			t.Fatalf("grown disk's output with its primary GPT header damaged: %v, report %+v; want the gpt check failing", err, rep)
+		}
+	}
+}
+
+func flipByteAt(t *testing.T, path string, off int64) {
+	t.Helper()
+	fh, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	b := make([]byte, 1)
+	if _, err := fh.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0x5a
+	if _, err := fh.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
