@@ -158,11 +158,12 @@ func (o lro[T]) wait(ctx context.Context, c *Client) (T, error) {
 	return o.p.PollUntilDone(ctx, c.pollOptions())
 }
 
-// settleTime bounds how long an operation cut off by a cancelled context is still polled (settle).
-const settleTime = 2 * time.Minute
+// SettleTime bounds how long an operation cut off by a cancelled context (Ctrl-C, SIGTERM) is still
+// polled, so that what it leaves is known and undone (a grant revoked, a snapshot named).
+const SettleTime = 2 * time.Minute
 
 // settle polls the operation to its end, as wait does. When ctx ends first (Ctrl-C), Azure goes on
-// with the operation regardless: settle polls it on, for up to settleTime with a context that is not
+// with the operation regardless: settle polls it on, for up to SettleTime with a context that is not
 // cancelled, so that the caller knows what the operation left (a grant to revoke, a snapshot to name)
 // instead of finding it done after its cleanup. It then returns the operation's result, valid when
 // the operation succeeded (ok), with ctx's error (joined with the poll's if it did not end).
@@ -171,12 +172,12 @@ func (o lro[T]) settle(ctx context.Context, c *Client) (r T, ok bool, err error)
 	if err == nil || ctx.Err() == nil || o.err != nil {
 		return r, err == nil, err
 	}
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), settleTime)
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), SettleTime)
 	defer cancel()
 	r, serr := o.p.PollUntilDone(sctx, c.pollOptions())
 	if serr != nil {
 		if sctx.Err() != nil {
-			serr = fmt.Errorf("still running %v after the cancellation: %w", settleTime, serr)
+			serr = fmt.Errorf("still running %v after the cancellation: %w", SettleTime, serr)
 		}
 		var zero T
 		return zero, false, errors.Join(ctx.Err(), serr)

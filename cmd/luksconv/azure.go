@@ -19,6 +19,10 @@ import (
 // azureClientHook, when set (by tests only), replaces the credential and options of the Azure client.
 var azureClientHook func() (azcore.TokenCredential, *azure.Options)
 
+// cleanupTimeout bounds each step of a run's clean-up that goes on after Ctrl-C or SIGTERM: an
+// upload's finish once every byte is written, the revoke of a source's read grant.
+const cleanupTimeout = 5 * time.Minute
+
 // azureSource is the resource a command reads: a snapshot, or a managed disk.
 type azureSource struct {
 	cloud        string
@@ -124,7 +128,7 @@ func grantAccess(ctx context.Context, cl *azure.Client, id string, w io.Writer) 
 	}
 	debugAzure("read access granted", id, "sas", blobio.Redact(sas))
 	return sas, func() error {
-		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+		rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 		defer cancel()
 		debugAzure("revoke read access", id)
 		if err := revoke(rctx); err != nil {

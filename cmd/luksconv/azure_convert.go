@@ -741,7 +741,7 @@ func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob
 		// open. If it fails, the journal stays: a rerun skips every page and only finishes.
 		Finish: func(ctx context.Context) error {
 			debugAzure("finish upload (revoke write access)", tgt.DiskID)
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
 			return tgt.Finish(fctx)
 		}})

@@ -480,11 +480,15 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 			{"name": "journals", "persistentVolumeClaim": map[string]any{"claimName": f.journalClaim}},
 		},
 	}
+	// Asked to stop, luksconv cleans up before it exits: an Azure operation under way is polled to its
+	// end, the upload's finish once begun and the source grants' revoke are each given cleanupTimeout;
+	// once a VM is deleted it is re-created or restored. The pod must not be killed in between (the
+	// default grace is 30 s).
+	grace := azure.SettleTime + 2*cleanupTimeout
 	if slices.Contains(container["args"].([]string), "--recreate-vm") {
-		// Once the VM is deleted luksconv finishes (re-creates or restores it) before it exits, even
-		// when asked to stop: the pod must not be killed in between (the default grace is 30 s).
-		pod["terminationGracePeriodSeconds"] = int64((azure.MaxRecreateTime + 5*time.Minute).Seconds())
+		grace = max(grace, azure.MaxRecreateTime+5*time.Minute)
 	}
+	pod["terminationGracePeriodSeconds"] = int64(grace.Seconds())
 	return map[string]any{
 		"apiVersion": "batch/v1",
 		"kind":       "Job",

@@ -527,8 +527,10 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 			labels["app.kubernetes.io/component"] != c.component || len(ps.Containers) != 1 {
 			t.Fatalf("%s pod: %+v, labels %v", c.component, ps, labels)
 		}
-		// The cutover re-creates the VM, which it finishes once begun: the pod gets the time for it.
-		if g, want := ps.TerminationGracePeriodSeconds, map[string]int64{"stage": 0, "cutover": int64((azure.MaxRecreateTime + 5*time.Minute).Seconds())}[c.component]; g != want {
+		// Every pod gets the time for its clean-up; the cutover re-creates the VM, which it finishes
+		// once begun, and gets the time for that.
+		if g, want := ps.TerminationGracePeriodSeconds, map[string]int64{"stage": int64((azure.SettleTime + 2*cleanupTimeout).Seconds()),
+			"cutover": int64((azure.MaxRecreateTime + 5*time.Minute).Seconds())}[c.component]; g != want {
 			t.Errorf("%s pod: terminationGracePeriodSeconds %d, want %d", c.component, g, want)
 		}
 		ct := ps.Containers[0]

@@ -782,7 +782,7 @@ func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j delta
 	if f.cutover {
 		oo.Finish = func(ctx context.Context) error {
 			debugAzure("finish upload (revoke write access)", tgt.DiskID)
-			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Minute)
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), cleanupTimeout)
 			defer cancel()
 			return tgt.Finish(fctx)
 		}
