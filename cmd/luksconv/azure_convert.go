@@ -345,6 +345,14 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	}
 	// The VM's rollback model goes beside the journals: the storage that outlives this run.
 	f.src.modelDir = f.journalDir
+	// Asked to stop, the run cleans up before it returns, which may take minutes; the user who does
+	// not know that may stop it again, which ends the process at once (main).
+	stderr := &lockedWriter{w: c.ErrOrStderr()}
+	c.SetErr(stderr)
+	defer context.AfterFunc(c.Context(), func() {
+		fmt.Fprintf(stderr, "luksconv: stopping: an Azure operation under way is awaited (at most %v), then the read grants are revoked "+
+			"and what is left is named; a second Ctrl-C ends the process at once and may leave a grant open\n", azure.SettleTime)
+	})()
 	defer func() {
 		// A VM that is gone while a model of it is saved: a re-creation stopped after the DELETE.
 		if !f.recreate || f.vm == "" || !errors.Is(err, azure.ErrNotFound) {
@@ -387,7 +395,6 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return f.runVM(c)
 	}
 	ctx := c.Context()
-	stderr := c.ErrOrStderr()
 	id, err := f.check()
 	if err != nil {
 		return err

@@ -990,8 +990,9 @@ func TestAzureStageDiskFlags(t *testing.T) {
 func TestAzureStageRound1DiskFlags(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
-	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
-		t.Fatalf("cancelled stage round 1: exit %d, want %d:\n%s", code, exitInterrupted, se)
+	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted ||
+		!strings.Contains(se, "luksconv: stopping: an Azure operation under way is awaited") {
+		t.Fatalf("cancelled stage round 1: exit %d, want %d and a line saying what the run still does:\n%s", code, exitInterrupted, se)
 	}
 	s.diskFlagsRefused(t, "round 1 rerun", func(flag, value string) []string { return s.stageArgs(dir, "--stage", flag, value) }, "GRANT disk plain")
 	mustRun(t, "stage round 1 again", s.stageArgs(dir, "--stage")...)
