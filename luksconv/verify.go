@@ -44,6 +44,10 @@ type Mismatch struct {
 	Length int64      `json:"length"`        // in bytes
 	Kind   RegionKind `json:"kind"`          // the kind of the region the range lies in
 	Region int64      `json:"region_offset"` // that region's output offset
+	// Reason is the region's (why a Zero region is zero: the free space of which filesystem, padding).
+	Reason string `json:"reason,omitempty"`
+	// Partition is the number of the source's partition the range starts in (0: none, or no table).
+	Partition int `json:"partition,omitempty"`
 	// Patch is the reason of a patch the range overlaps, if any.
 	Patch string `json:"patch,omitempty"`
 }
@@ -187,7 +191,18 @@ func Verify(ctx context.Context, p *Plan, src io.ReaderAt, out *Source, opts Ver
 	if p.Format == FormatVHD && out.Format == "vhd-fixed" {
 		checks = append(checks, footerCheck(out))
 	}
-	rep.Structure = append(checks, p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)...)
+	more, parts := p.checkStructure(plainRd.WithZeroCiphertextAsZero(true), src, out)
+	rep.Structure = append(checks, more...)
+	// Where each listed mismatch lies: a Copy region spans every partition before the volume (ESP,
+	// /boot, BIOS boot) and its offset alone does not say which was damaged.
+	for i := range rep.Mismatches {
+		m := &rep.Mismatches[i]
+		for _, e := range parts {
+			if e.Number != 0 && e.Offset <= m.Offset && m.Offset < e.Offset+e.Size {
+				m.Partition = e.Number
+			}
+		}
+	}
 	rep.Pass = rep.MismatchCount == 0
 	var failed []string
 	for _, c := range rep.Structure {
@@ -248,7 +263,7 @@ func (p *Plan) diff(want, got []byte, off int64, r *Region) []Mismatch {
 				e = k + 1
 			}
 		}
-		m := Mismatch{Offset: off + int64(s), Length: int64(e - s), Kind: r.Kind, Region: r.Offset}
+		m := Mismatch{Offset: off + int64(s), Length: int64(e - s), Kind: r.Kind, Region: r.Offset, Reason: r.Reason}
 		for _, pt := range p.Patches {
 			if pt.Offset < m.Offset+m.Length && m.Offset < pt.Offset+int64(len(pt.Data)) {
 				m.Patch = pt.Why
@@ -275,8 +290,7 @@ func (p *Plan) patchBytes(off, n int64) int64 {
 // checkStructure compares the output's partition table (GPT or DOS), the LVM metadata in its converted
 // partition and the XFS superblocks it holds with the source's. plain reads the source volume's
 // plaintext as the plan's analysis did.
-func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []StructureCheck {
-	var checks []StructureCheck
+func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) (checks []StructureCheck, parts []partExtent) {
 	add := func(name string, err error, detail string) {
 		c := StructureCheck{Name: name, OK: err == nil, Detail: detail}
 		if err != nil {
@@ -286,7 +300,7 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 	}
 	parts, ok := p.checkTable(src, out, add)
 	if !ok {
-		return checks
+		return checks, nil
 	}
 
 	// The converted partition's plaintext, in the source (decrypted afresh) and in the output.
@@ -298,7 +312,7 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		}
 	}
 	if !ok {
-		return checks
+		return checks, parts
 	}
 	srcPlain := plain
 	var outPlain io.ReaderAt = io.NewSectionReader(out, gp.Offset, p.Volume.PayloadSize)
@@ -324,7 +338,7 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		}
 		add("lvm", err, fmt.Sprintf("the PV of %s as in the source", p.Volume.LV))
 		if err != nil {
-			return checks
+			return checks, parts
 		}
 		for i := range spv.VG.LVs {
 			lv := &spv.VG.LVs[i]
@@ -392,7 +406,7 @@ func (p *Plan) checkStructure(plain *luks.Reader, src, out io.ReaderAt) []Struct
 		}
 		// Neither: nothing to check.
 	}
-	return checks
+	return checks, parts
 }
 
 // partExtent is where a partition lies, whichever table describes it.

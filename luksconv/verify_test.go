@@ -76,8 +76,8 @@ func TestVerify(t *testing.T) {
 		t.Fatalf("structure checks missing or failing: %+v", rep.Structure)
 	}
 
-	// Flip one byte in a Decrypt region, one in a Copy region and one inside a patch, each away from the
-	// others and from the metadata the structure checks read.
+	// Flip one byte in a Decrypt region, one in a Copy region, one in a Zero region and one inside a
+	// patch, each away from the others and from the metadata the structure checks read.
 	patched := func(off int64) bool {
 		for _, pt := range p.Patches {
 			if off >= pt.Offset-4096 && off < pt.Offset+int64(len(pt.Data))+4096 {
@@ -87,7 +87,7 @@ func TestVerify(t *testing.T) {
 		return false
 	}
 	var flips []int64
-	for _, kind := range []luksconv.RegionKind{luksconv.Decrypt, luksconv.Copy} {
+	for _, kind := range []luksconv.RegionKind{luksconv.Decrypt, luksconv.Copy, luksconv.Zero} {
 		found := false
 		for _, r := range p.Regions {
 			if r.Kind != kind || r.Length < 3<<20 {
@@ -128,10 +128,10 @@ func TestVerify(t *testing.T) {
 	fh.Close()
 	rep, _, err = verifyFixture(t, f, bad, luksconv.FormatRaw)
 	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil {
-		t.Fatalf("three flipped bytes: %v, want a report and ErrVerifyFailed", err)
+		t.Fatalf("four flipped bytes: %v, want a report and ErrVerifyFailed", err)
 	}
-	if rep.Pass || rep.MismatchCount != 3 || rep.MismatchBytes != 3 || len(rep.Mismatches) != 3 {
-		t.Fatalf("three flipped bytes: pass %v, %d mismatches (%d bytes): %+v", rep.Pass, rep.MismatchCount, rep.MismatchBytes, rep.Mismatches)
+	if rep.Pass || rep.MismatchCount != 4 || rep.MismatchBytes != 4 || len(rep.Mismatches) != 4 {
+		t.Fatalf("four flipped bytes: pass %v, %d mismatches (%d bytes): %+v", rep.Pass, rep.MismatchCount, rep.MismatchBytes, rep.Mismatches)
 	}
 	kinds := map[luksconv.RegionKind]int{}
 	var inPatch int
@@ -140,14 +140,22 @@ func TestVerify(t *testing.T) {
 			t.Errorf("mismatch %d at %d, flipped bytes at %v", i, m.Offset, flips)
 		}
 		kinds[m.Kind]++
+		// Each lies in a partition (the Copy region spans the ESP, /boot and BIOS boot), the decrypted
+		// one in the volume's.
+		if m.Partition == 0 || m.Kind == luksconv.Decrypt && m.Partition != p.Volume.Partition {
+			t.Errorf("mismatch at %d (%s) names partition %d; the volume is partition %d", m.Offset, m.Kind, m.Partition, p.Volume.Partition)
+		}
+		if m.Kind == luksconv.Zero && m.Reason == "" {
+			t.Errorf("mismatch at %d in a zero region does not say why the region is zero", m.Offset)
+		}
 		if m.Patch != "" {
 			inPatch++
-			if m.Offset != flips[2] {
-				t.Errorf("mismatch at %d names patch %q; only %d is inside one", m.Offset, m.Patch, flips[2])
+			if m.Offset != flips[3] {
+				t.Errorf("mismatch at %d names patch %q; only %d is inside one", m.Offset, m.Patch, flips[3])
 			}
 		}
 	}
-	if kinds[luksconv.Decrypt] == 0 || kinds[luksconv.Copy] == 0 || inPatch != 1 {
+	if kinds[luksconv.Decrypt] == 0 || kinds[luksconv.Copy] == 0 || kinds[luksconv.Zero] == 0 || inPatch != 1 {
 		t.Fatalf("mismatches do not name each region kind and the patch: %+v", rep.Mismatches)
 	}
 

@@ -212,6 +212,12 @@ func printVerify(w io.Writer, name string, rep *luksconv.VerifyReport) {
 		fmt.Fprintf(w, "  mismatches: %d ranges, %d bytes\n", rep.MismatchCount, rep.MismatchBytes)
 		for _, m := range rep.Mismatches {
 			fmt.Fprintf(w, "    %d+%d in the %s region at %d", m.Offset, m.Length, m.Kind, m.Region)
+			if m.Reason != "" {
+				fmt.Fprintf(w, " (%s)", m.Reason)
+			}
+			if m.Partition != 0 {
+				fmt.Fprintf(w, ", partition %d", m.Partition)
+			}
 			if m.Patch != "" {
 				fmt.Fprintf(w, ", patch: %s", m.Patch)
 			}
