@@ -141,6 +141,9 @@ type Inventory struct {
 	UnattachedDisks []InventoryDisk `json:"unattached_disks"`
 	// Snapshots are the ADE-stamped snapshots.
 	Snapshots []InventorySnapshot `json:"snapshots"`
+	// ScaleSets are the scale sets whose model carries the ADE extension: luksconv does not convert
+	// them (a Flexible one's VMs are under VMs).
+	ScaleSets []InventoryScaleSet `json:"scale_sets"`
 	// Warnings report what the inventory may lack: a truncated query, a stamped disk whose VM was
 	// not returned.
 	Warnings []string `json:"warnings"`
@@ -174,6 +177,22 @@ type InventorySummary struct {
 	ConvertBytes    int64 `json:"convert_bytes"`    // their sizes added up, in bytes (an upper bound)
 	UnattachedDisks int   `json:"unattached_disks"` // len(Inventory.UnattachedDisks)
 	Snapshots       int   `json:"snapshots"`        // len(Inventory.Snapshots)
+	ScaleSets       int   `json:"scale_sets"`       // len(Inventory.ScaleSets)
+}
+
+// InventoryScaleSet is a virtual machine scale set whose model carries the ADE extension.
+type InventoryScaleSet struct {
+	ID            string `json:"id"`             // the scale set's resource ID
+	Name          string `json:"name"`           // its name
+	ResourceGroup string `json:"resource_group"` // from ID
+	Subscription  string `json:"subscription"`   // from ID
+	Location      string `json:"location"`       // its region
+	// OrchestrationMode is Uniform or Flexible ("" when Azure reports none: Uniform).
+	OrchestrationMode string `json:"orchestration_mode"`
+	Capacity          int64  `json:"capacity"`    // sku.capacity: the instances it runs
+	Extension         string `json:"extension"`   // the ADE extension's type
+	VolumeType        string `json:"volume_type"` // its VolumeType setting (OS, Data, All)
+	Note              string `json:"note"`        // why luksconv does not convert it, and what to do
 }
 
 // InventoryVM is one ADE-stamped VM: what a fleet run converts with `azure convert --vm ID`.
@@ -353,6 +372,10 @@ const (
 	inventoryVMsQuery = `Resources
 | where type =~ 'microsoft.compute/virtualmachines'
 | project id, name, type, location, zones, plan, tags, subscriptionId, resourceGroup, properties`
+	inventoryScaleSetsQuery = `Resources
+| where type =~ 'microsoft.compute/virtualmachinescalesets'
+| where tostring(properties.virtualMachineProfile.extensionProfile.extensions) contains 'AzureDiskEncryption'
+| project id, name, type, location, sku, subscriptionId, resourceGroup, properties`
 )
 
 // graphPageSize is the $top of every page: Resource Graph's maximum.
@@ -385,7 +408,7 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 			ChangedFraction: CutoverChangedPercent / 100.0, DeallocateSeconds: int64(CutoverDeallocate / time.Second),
 			SnapshotSeconds: int64(CutoverSnapshot / time.Second), RecreateSeconds: int64(CutoverRecreate / time.Second), SizesAreUpperBounds: true,
 		},
-		VMs: []InventoryVM{}, UnattachedDisks: []InventoryDisk{}, Snapshots: []InventorySnapshot{}, Warnings: []string{},
+		VMs: []InventoryVM{}, UnattachedDisks: []InventoryDisk{}, Snapshots: []InventorySnapshot{}, ScaleSets: []InventoryScaleSet{}, Warnings: []string{},
 	}
 	for _, s := range opts.Subscriptions {
 		s = strings.TrimSpace(s)
@@ -398,7 +421,7 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 		q.subs = append(q.subs, to.Ptr(s))
 	}
 
-	var diskRows, snapRows, extRows, vmRows []json.RawMessage
+	var diskRows, snapRows, extRows, vmRows, vmssRows []json.RawMessage
 	for _, r := range []struct {
 		what, query string
 		rows        *[]json.RawMessage
@@ -407,6 +430,7 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 		{"ADE snapshots", inventorySnapshotsQuery, &snapRows},
 		{"ADE extensions", inventoryExtensionsQuery, &extRows},
 		{"virtual machines", inventoryVMsQuery, &vmRows},
+		{"ADE scale sets", inventoryScaleSetsQuery, &vmssRows},
 	} {
 		if *r.rows, err = q.run(ctx, r.what, r.query); err != nil {
 			return nil, err
@@ -520,8 +544,21 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 		return strings.Compare(strings.ToLower(a.ID), strings.ToLower(b.ID))
 	})
 
+	for _, raw := range vmssRows {
+		var ss armcompute.VirtualMachineScaleSet
+		if err := json.Unmarshal(raw, &ss); err != nil {
+			return nil, newError("read Resource Graph row of", "", ErrState, "a scale set: %v", err)
+		}
+		if is, ok := inventoryScaleSet(&ss); ok {
+			inv.ScaleSets = append(inv.ScaleSets, is)
+		}
+	}
+	slices.SortFunc(inv.ScaleSets, func(a, b InventoryScaleSet) int {
+		return strings.Compare(strings.ToLower(a.ID), strings.ToLower(b.ID))
+	})
+
 	s := &inv.Summary
-	s.VMs, s.UnattachedDisks, s.Snapshots = len(inv.VMs), len(inv.UnattachedDisks), len(inv.Snapshots)
+	s.VMs, s.UnattachedDisks, s.Snapshots, s.ScaleSets = len(inv.VMs), len(inv.UnattachedDisks), len(inv.Snapshots), len(inv.ScaleSets)
 	for _, vm := range inv.VMs {
 		if vm.Convertible {
 			s.Convertible++
@@ -535,6 +572,40 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 		}
 	}
 	return inv, nil
+}
+
+// inventoryScaleSet is the entry of a scale set whose model carries the ADE extension (ok false when
+// it carries none: the query's text match is loose).
+func inventoryScaleSet(ss *armcompute.VirtualMachineScaleSet) (InventoryScaleSet, bool) {
+	is := InventoryScaleSet{ID: str(ss.ID), Name: str(ss.Name), Location: str(ss.Location)}
+	is.Subscription, is.ResourceGroup = idParts(is.ID)
+	if ss.SKU != nil {
+		is.Capacity = deref(ss.SKU.Capacity)
+	}
+	p := ss.Properties
+	if p == nil {
+		return is, false
+	}
+	is.OrchestrationMode = string(deref(p.OrchestrationMode))
+	if vp := p.VirtualMachineProfile; vp != nil && vp.ExtensionProfile != nil {
+		for _, e := range vp.ExtensionProfile.Extensions {
+			if e != nil && e.Properties != nil && IsADEExtension(str(e.Properties.Publisher), str(e.Properties.Type)) {
+				is.Extension, is.VolumeType = str(e.Properties.Type), volumeType(setting(e.Properties.Settings, "VolumeType"))
+				break
+			}
+		}
+	}
+	if is.Extension == "" {
+		return is, false
+	}
+	if strings.EqualFold(is.OrchestrationMode, string(armcompute.OrchestrationModeFlexible)) {
+		is.Note = "Flexible: its VMs are listed under vms and converted one by one (re-creating a VM inside a scale set is untested); " +
+			"remove the ADE extension from the scale set's model too, or new instances get ADE again"
+	} else {
+		is.Note = "Uniform: its instances cannot be re-created on converted disks one by one, and luksconv does not convert them; " +
+			"give the scale set a model without the ADE extension and re-image or replace its instances"
+	}
+	return is, true
 }
 
 // graphQuery runs the inventory's queries in one scope.

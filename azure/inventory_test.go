@@ -165,8 +165,17 @@ func TestInventory(t *testing.T) {
 		t.Errorf("snapshot %+v", s)
 	}
 	if s := inv.Summary; s != (InventorySummary{VMs: 8, Convertible: 4, Blocked: 4, Running: 3, ConvertDisks: 1 + 3 + 1 + 2, ConvertBytes: (64 + 448 + 64 + 230) << 30,
-		UnattachedDisks: 1, Snapshots: 1}) {
+		UnattachedDisks: 1, Snapshots: 1, ScaleSets: 2}) {
 		t.Errorf("summary %+v", s)
+	}
+	// The scale sets with ADE's extension in their model, not the one without; neither is converted.
+	if len(inv.ScaleSets) != 2 {
+		t.Fatalf("scale sets %+v", inv.ScaleSets)
+	}
+	if f, u := inv.ScaleSets[0], inv.ScaleSets[1]; f.Name != "rhel-flex" || f.OrchestrationMode != "Flexible" || !strings.Contains(f.Note, "listed under vms") ||
+		u.Name != "rhel-vmss" || u.OrchestrationMode != "Uniform" || u.Capacity != 3 || u.Extension != "AzureDiskEncryptionForLinux" || u.VolumeType != "All" ||
+		u.ResourceGroup != azurefake.FleetRG || u.Subscription != sub || !strings.Contains(u.Note, "luksconv does not convert them") {
+		t.Errorf("scale sets %+v", inv.ScaleSets)
 	}
 
 	// Every query was paged with $skipToken, each page repeating its query and scope.
@@ -185,8 +194,9 @@ func TestInventory(t *testing.T) {
 		}
 		pages[typ]++
 	}
-	// 9 VMs in the two subscriptions, 9 extensions, 18 disks, 2 snapshots: pages of 4.
-	if want := map[string]int{"microsoft.compute/virtualmachines": 3, "microsoft.compute/virtualmachines/extensions": 3, "microsoft.compute/disks": 5, "microsoft.compute/snapshots": 1}; !mapsEqual(pages, want) {
+	// 9 VMs in the two subscriptions, 9 extensions, 18 disks, 2 snapshots, 3 scale sets: pages of 4.
+	if want := map[string]int{"microsoft.compute/virtualmachines": 3, "microsoft.compute/virtualmachines/extensions": 3, "microsoft.compute/disks": 5,
+		"microsoft.compute/snapshots": 1, "microsoft.compute/virtualmachinescalesets": 1}; !mapsEqual(pages, want) {
 		t.Errorf("pages %v, want %v", pages, want)
 	}
 

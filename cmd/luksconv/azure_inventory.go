@@ -101,7 +101,8 @@ func inventoryClient(cloud string) (*azure.Client, error) {
 	return azure.New("", cred, &azure.Options{Cloud: cl})
 }
 
-// printInventory prints one block per VM, then the unattached disks, the snapshots and a summary.
+// printInventory prints one block per VM, then the unattached disks, the snapshots, the scale sets and
+// a summary.
 func printInventory(w io.Writer, inv *azure.Inventory) {
 	scope := "every subscription the credential can read"
 	if len(inv.Subscriptions) > 0 {
@@ -179,9 +180,17 @@ func printInventory(w io.Writer, inv *azure.Inventory) {
 		tw.Flush()
 	}
 
+	if len(inv.ScaleSets) > 0 {
+		fmt.Fprintln(w, "\nScale sets with ADE's extension in their model (not converted by luksconv):")
+		for _, ss := range inv.ScaleSets {
+			fmt.Fprintf(w, "  %s (%s, %s): %s, %d instance(s), %s VolumeType %s\n    %s\n", printable(ss.Name), printable(ss.ResourceGroup), ss.Subscription,
+				dash(ss.OrchestrationMode), ss.Capacity, printable(ss.Extension), dash(printable(ss.VolumeType)), ss.Note)
+		}
+	}
+
 	s := inv.Summary
-	fmt.Fprintf(w, "\nSummary: %d ADE VM(s): %d convertible, %d blocked, %d running; %d disk(s), %d GiB at most, to convert; %d unattached ADE disk(s), %d ADE snapshot(s)\n",
-		s.VMs, s.Convertible, s.Blocked, s.Running, s.ConvertDisks, s.ConvertBytes>>30, s.UnattachedDisks, s.Snapshots)
+	fmt.Fprintf(w, "\nSummary: %d ADE VM(s): %d convertible, %d blocked, %d running; %d disk(s), %d GiB at most, to convert; %d unattached ADE disk(s), %d ADE snapshot(s), %d ADE scale set(s)\n",
+		s.VMs, s.Convertible, s.Blocked, s.Running, s.ConvertDisks, s.ConvertBytes>>30, s.UnattachedDisks, s.Snapshots, s.ScaleSets)
 	m := inv.EstimateModel
 	fmt.Fprintf(w, "Estimates are estimates: staging = %s; %s.\n", m.StagingBasis, m.CutoverFormula)
 }

@@ -61,8 +61,8 @@ func TestAzureInventoryJSON(t *testing.T) {
 	cloud.Lock()
 	queries := len(cloud.GraphQueries)
 	cloud.Unlock()
-	if queries != 3+3+5+1 {
-		t.Errorf("%d Resource Graph requests, want 12 (pages of 4)", queries)
+	if queries != 3+3+5+1+1 {
+		t.Errorf("%d Resource Graph requests, want 13 (pages of 4)", queries)
 	}
 
 	// The schema: the documented keys, every one present, nothing else.
@@ -91,7 +91,7 @@ func TestAzureInventoryJSON(t *testing.T) {
 		}
 	}
 	top := jsonKeys(t, json.RawMessage(so))
-	if want := sorted("schema_version", "generated_at", "source", "subscriptions", "truncated", "estimate_model", "summary", "vms", "unattached_disks", "snapshots", "warnings"); !slices.Equal(top, want) {
+	if want := sorted("schema_version", "generated_at", "source", "subscriptions", "truncated", "estimate_model", "summary", "vms", "unattached_disks", "snapshots", "scale_sets", "warnings"); !slices.Equal(top, want) {
 		t.Errorf("top-level keys %q, want %q", top, want)
 	}
 	documented("top-level", top)

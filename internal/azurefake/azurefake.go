@@ -75,6 +75,8 @@ type Cloud struct {
 	VMs                map[string]*armcompute.VirtualMachine    // by Key
 	DiskEncryptionSets map[string]*armcompute.DiskEncryptionSet // by Key
 	Secrets            map[string]azsecrets.Secret              // by "name/version"
+	// ScaleSets are served to Resource Graph only (the inventory), by Key.
+	ScaleSets map[string]*armcompute.VirtualMachineScaleSet
 	// PowerStates are the VMs' power states by Key ("running", …); a VM
 	// not listed is "deallocated".
 	PowerStates map[string]string
@@ -238,6 +240,7 @@ func New(subscription string) *Cloud {
 		Disks:              map[string]*armcompute.Disk{},
 		Snapshots:          map[string]*armcompute.Snapshot{},
 		VMs:                map[string]*armcompute.VirtualMachine{},
+		ScaleSets:          map[string]*armcompute.VirtualMachineScaleSet{},
 		DiskEncryptionSets: map[string]*armcompute.DiskEncryptionSet{},
 		Secrets:            map[string]azsecrets.Secret{},
 		PowerStates:        map[string]string{},

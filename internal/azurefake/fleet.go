@@ -21,6 +21,8 @@ import (
 //	plain       RHEL 8 without ADE (no extension, no stamp)
 //	orphan-ade  an unattached stamped disk, 200 GiB; orphan-plain an unattached disk without ADE
 //	rhel-os-snap  an incremental snapshot of rhel-os's OS disk, stamped; plain-snap one without ADE
+//	rhel-vmss   a Uniform scale set of 3 with ADE's extension in its model (VolumeType All); rhel-flex a
+//	            Flexible one with it; plain-vmss a Uniform one without
 //
 // In the other subscription, resource group FleetOtherRG: ubuntu (Ubuntu 22.04, VolumeType All,
 // running: OS 30 and LUN 0 200 GiB stamped, under a DES of its own subscription) and the DES
@@ -136,6 +138,21 @@ func (c *Cloud) AddFleet(otherSub string) {
 	}
 	c.Snapshots[Key(FleetRG, "rhel-os-snap")] = snap("rhel-os-snap", true)
 	c.Snapshots[Key(FleetRG, "plain-snap")] = snap("plain-snap", false)
+	vmss := func(name string, mode armcompute.OrchestrationMode, ade bool) *armcompute.VirtualMachineScaleSet {
+		ss := &armcompute.VirtualMachineScaleSet{ID: to.Ptr(FleetID(sub, FleetRG, "virtualMachineScaleSets", name)), Name: to.Ptr(name), Location: to.Ptr(Region),
+			SKU:        &armcompute.SKU{Name: to.Ptr("Standard_D4s_v5"), Capacity: to.Ptr[int64](3)},
+			Properties: &armcompute.VirtualMachineScaleSetProperties{OrchestrationMode: to.Ptr(mode), VirtualMachineProfile: &armcompute.VirtualMachineScaleSetVMProfile{}}}
+		if ade {
+			ss.Properties.VirtualMachineProfile.ExtensionProfile = &armcompute.VirtualMachineScaleSetExtensionProfile{Extensions: []*armcompute.VirtualMachineScaleSetExtension{{
+				Name: to.Ptr(linuxADE), Properties: &armcompute.VirtualMachineScaleSetExtensionProperties{Publisher: to.Ptr("Microsoft.Azure.Security"),
+					Type: to.Ptr(linuxADE), TypeHandlerVersion: to.Ptr("1.1"), Settings: map[string]any{"VolumeType": "All", "KeyVaultURL": FleetVault + "/"},
+					ProtectedSettings: map[string]any{"Passphrase": FleetProtectedSecret}}}}}
+		}
+		return ss
+	}
+	c.ScaleSets[Key(FleetRG, "rhel-vmss")] = vmss("rhel-vmss", armcompute.OrchestrationModeUniform, true)
+	c.ScaleSets[Key(FleetRG, "rhel-flex")] = vmss("rhel-flex", armcompute.OrchestrationModeFlexible, true)
+	c.ScaleSets[Key(FleetRG, "plain-vmss")] = vmss("plain-vmss", armcompute.OrchestrationModeUniform, false)
 }
 
 func (c *Cloud) addFleetVM(v fleetVM) {

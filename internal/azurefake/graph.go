@@ -22,7 +22,7 @@ import (
 //
 // The fake does not evaluate KQL. A query is answered with every resource of the one type its
 // first `type =~ '…'` names (microsoft.compute/disks, …/snapshots, …/virtualmachines,
-// …/virtualmachines/extensions) in the queried subscriptions, read from the Cloud's maps: a disk,
+// …/virtualmachines/extensions, …/virtualmachinescalesets) in the queried subscriptions, read from the Cloud's maps: a disk,
 // snapshot or VM as the Compute API's model marshals it (the same shape as a Resource Graph row
 // of the Resources table), plus the columns Resource Graph adds (subscriptionId, resourceGroup,
 // type in lower case). A VM row carries properties.extended.instanceView.powerState from
@@ -45,6 +45,7 @@ const (
 	graphSnapshots  = "microsoft.compute/snapshots"
 	graphVMs        = "microsoft.compute/virtualmachines"
 	graphExtensions = "microsoft.compute/virtualmachines/extensions"
+	graphScaleSets  = "microsoft.compute/virtualmachinescalesets"
 )
 
 var graphTypeRe = regexp.MustCompile(`(?i)\btype\s*=~\s*'([^']+)'`)
@@ -195,6 +196,26 @@ func (c *Cloud) graphRows(typ string, subs []string) ([]any, error) {
 				}
 				err = cmp.Or(err, add(&ext, id))
 			}
+		}
+	case graphScaleSets:
+		for k, ss := range c.ScaleSets {
+			// ARM never returns an extension's protected settings, in the scale set's model neither.
+			cp := *ss
+			if p := cp.Properties; p != nil && p.VirtualMachineProfile != nil && p.VirtualMachineProfile.ExtensionProfile != nil {
+				pp, vp, ep := *p, *p.VirtualMachineProfile, *p.VirtualMachineProfile.ExtensionProfile
+				ep.Extensions = nil
+				for _, e := range p.VirtualMachineProfile.ExtensionProfile.Extensions {
+					ec := *e
+					if ec.Properties != nil {
+						ep := *ec.Properties
+						ep.ProtectedSettings, ep.ProtectedSettingsFromKeyVault = nil, nil
+						ec.Properties = &ep
+					}
+					ep.Extensions = append(ep.Extensions, &ec)
+				}
+				vp.ExtensionProfile, pp.VirtualMachineProfile, cp.Properties = &ep, &vp, &pp
+			}
+			err = cmp.Or(err, add(&cp, idOr(ss.ID, c.keyID(k, "virtualMachineScaleSets"))))
 		}
 	default:
 		return nil, fmt.Errorf("azurefake: Resource Graph type %q is not served", typ)
