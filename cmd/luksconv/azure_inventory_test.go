@@ -228,7 +228,9 @@ func TestAzureInventoryText(t *testing.T) {
 		"  orphan-ade  rg-fleet        " + fakeSub + "  200 GiB  " + azurefake.FleetVault,
 		"ADE snapshots:\n",
 		"  rhel-os-snap  rg-fleet        " + fakeSub + "  64 GiB  rhel-os-osdisk",
-		"Summary: 8 ADE VM(s): 4 convertible, 4 blocked, 3 running; 7 disk(s), 806 GiB at most, to convert; 1 unattached ADE disk(s), 1 ADE snapshot(s)",
+		"Scale sets with ADE's extension in their model (not converted by luksconv):\n  rhel-flex (rg-fleet, " + fakeSub + "): Flexible, 3 instance(s)",
+		"  rhel-vmss (rg-fleet, " + fakeSub + "): Uniform, 3 instance(s), AzureDiskEncryptionForLinux VolumeType All\n    Uniform: its instances cannot be re-created",
+		"Summary: 8 ADE VM(s): 4 convertible, 4 blocked, 3 running; 7 disk(s), 806 GiB at most, to convert; 1 unattached ADE disk(s), 1 ADE snapshot(s), 2 ADE scale set(s)",
 		"Estimates are estimates: staging = the converted disks' sizes, an upper bound of the data in use",
 		"cutover = deallocate (3 min) + incremental snapshots",
 	} {
@@ -236,7 +238,7 @@ func TestAzureInventoryText(t *testing.T) {
 			t.Errorf("the output lacks %q:\n%s", w, so)
 		}
 	}
-	for _, no := range []string{"VM plain ", "VM elsewhere ", "orphan-plain", "plain-snap", azurefake.FleetProtectedSecret} {
+	for _, no := range []string{"VM plain ", "VM elsewhere ", "orphan-plain", "plain-snap", "plain-vmss", azurefake.FleetProtectedSecret} {
 		if strings.Contains(so+se, no) {
 			t.Errorf("the output holds %q:\n%s", no, so)
 		}
