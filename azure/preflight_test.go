@@ -494,3 +494,57 @@ func TestRecreateVMStartedDuringPreflight(t *testing.T) {
 	vmBack(t, c, resID(typeDisk, "osdisk"))
 	noModelFiles(t, cl)
 }
+
+// TestRecreateVMEditedDuringPreflight: a VM edited while the preflight runs (a data disk attached: Azure
+// gives it a new etag) is not deleted: its re-creation from the plan would drop the disk, and the PATCH's
+// data disk list would detach it. Edited as the PATCH is sent alike (its If-Match refuses it).
+func TestRecreateVMEditedDuringPreflight(t *testing.T) {
+	attach := func(c *cloud) { // the lock is held
+		vm := c.VMs[key(rg, "vm1")]
+		vm.Etag = to.Ptr(`"edited"`)
+		vm.Properties.StorageProfile.DataDisks = append(vm.Properties.StorageProfile.DataDisks, &armcompute.DataDisk{
+			Lun: to.Ptr[int32](1), CreateOption: to.Ptr(armcompute.DiskCreateOptionTypesAttach), ManagedDisk: &armcompute.ManagedDiskParameters{ID: to.Ptr(resID(typeDisk, "logs"))}})
+	}
+	for _, tc := range []struct {
+		name   string
+		detach bool // the VM has a deleteOption Delete: the PATCH runs
+		at     string
+	}{
+		{"during the preflight", true, validateCall},
+		{"during the preflight, nothing to detach", false, validateCall},
+		{"as the PATCH is sent", true, "PATCH vm vm1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			if !tc.detach {
+				p := c.VMs[key(rg, "vm1")].Properties
+				p.NetworkProfile.NetworkInterfaces[0].Properties.DeleteOption = nil
+				p.StorageProfile.DataDisks[0].DeleteOption = nil
+			}
+			cl := c.client()
+			plan := planVM1(t, c, cl)
+			if (plan.DetachUpdate != nil) != tc.detach {
+				t.Fatalf("detach update %v", plan.DetachUpdate)
+			}
+			c.OnCall = func(call string) {
+				if call == tc.at {
+					attach(c)
+				}
+			}
+			err := cl.RecreateVM(context.Background(), plan)
+			var re *VMRecreateError
+			if !errors.As(err, &re) || re.Deleted || !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "changed since the plan") {
+				t.Fatalf("RecreateVM: %v, want a refusal before the DELETE", err)
+			}
+			if slices.Contains(c.Calls, "DELETE vm vm1") {
+				t.Errorf("the edited VM was deleted: %q", c.Calls)
+			}
+			vmBack(t, c, resID(typeDisk, "osdisk"))
+			if dd := c.VMs[key(rg, "vm1")].Properties.StorageProfile.DataDisks; len(dd) != 2 {
+				t.Errorf("data disks %d, want 2", len(dd))
+			}
+			noModelFiles(t, cl)
+		})
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"reflect"
 	"regexp"
@@ -14,6 +15,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 )
@@ -478,8 +480,8 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if err != nil {
 		return opError(op, plan.VMID, err)
 	}
-	if plan.Etag != "" && str(cur.Etag) != "" && str(cur.Etag) != plan.Etag {
-		return newError(op, plan.VMID, ErrState, "VM changed since the plan (etag %s, planned %s): plan again", str(cur.Etag), plan.Etag)
+	if err := changedSince(&cur.VirtualMachine, plan.Etag, plan.VMID); err != nil {
+		return err
 	}
 	if err := c.checkNewDisk(ctx, &cur.VirtualMachine, "new OS disk", plan.NewOSDiskID, nil); err != nil {
 		return err
@@ -504,15 +506,36 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if err != nil {
 		return &VMRecreateError{VMID: plan.VMID, Err: opError("save the rollback model of", plan.VMID, err)}
 	}
+	// The VM must still be the planned one when it is deleted: the preflight takes a while, and a VM
+	// edited meanwhile (a disk attached, a setting changed) would be re-created without the edit.
+	etag := plan.Etag
 	if plan.DetachUpdate != nil {
-		if _, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, nil)).wait(ctx, c); err != nil {
+		// If-Match: the PATCH's data disk list would detach a disk attached since the plan.
+		var uo *armcompute.VirtualMachinesClientBeginUpdateOptions
+		if etag != "" {
+			uo = &armcompute.VirtualMachinesClientBeginUpdateOptions{IfMatch: to.Ptr(etag)}
+		}
+		r, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, uo)).wait(ctx, c)
+		if err != nil {
 			os.Remove(model)
+			var re *azcore.ResponseError
+			if errors.As(err, &re) && re.StatusCode == http.StatusPreconditionFailed {
+				err = newError(op, plan.VMID, ErrState, "VM changed since the plan (etag %s no longer matches): plan again", etag)
+			}
 			return &VMRecreateError{VMID: plan.VMID, Err: opError("set deleteOption=Detach on", plan.VMID, err)}
 		}
+		etag = str(r.Etag) // the PATCH's own change
 	}
 	// Once more right before the DELETE: the preflight and the PATCH take a while, and a VM started
 	// meanwhile would be deleted running.
 	if err := c.checkQuiet(ctx, plan); err != nil {
+		os.Remove(model)
+		return &VMRecreateError{VMID: plan.VMID, Err: err}
+	}
+	if cur, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil); err != nil {
+		os.Remove(model)
+		return &VMRecreateError{VMID: plan.VMID, Err: opError(op, plan.VMID, err)}
+	} else if err := changedSince(&cur.VirtualMachine, etag, plan.VMID); err != nil {
 		os.Remove(model)
 		return &VMRecreateError{VMID: plan.VMID, Err: err}
 	}
@@ -554,6 +577,15 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	}
 	e.ModelFile = model
 	return e
+}
+
+// changedSince refuses a VM whose etag is no longer etag (an edit since it was read); an etag that
+// either side lacks is no evidence.
+func changedSince(vm *armcompute.VirtualMachine, etag, vmID string) error {
+	if etag != "" && str(vm.Etag) != "" && str(vm.Etag) != etag {
+		return newError("re-create VM", vmID, ErrState, "VM changed since the plan (etag %s, expected %s): plan again", str(vm.Etag), etag)
+	}
+	return nil
 }
 
 // awaitDelete reads the VM until it is gone or no longer being deleted, for as long as ctx lets it,

@@ -654,7 +654,7 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				Statuses: []*armcompute.InstanceViewStatus{{Code: to.Ptr("ProvisioningState/succeeded")}, {Code: to.Ptr("PowerState/" + ps)}}}}, nil)
 			return
 		},
-		BeginUpdate: func(ctx context.Context, rg, name string, u armcompute.VirtualMachineUpdate, _ *armcompute.VirtualMachinesClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientUpdateResponse], errResp azfake.ErrorResponder) {
+		BeginUpdate: func(ctx context.Context, rg, name string, u armcompute.VirtualMachineUpdate, o *armcompute.VirtualMachinesClientBeginUpdateOptions) (resp azfake.PollerResponder[armcompute.VirtualMachinesClientUpdateResponse], errResp azfake.ErrorResponder) {
 			c.Lock()
 			defer c.Unlock()
 			c.record("PATCH vm %s", name)
@@ -677,6 +677,14 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 			if !ok {
 				notFound(&errResp)
 				return
+			}
+			// As Azure, refuse a PATCH whose If-Match is not the VM's etag, and give the patched VM a new one.
+			if o != nil && o.IfMatch != nil && *o.IfMatch != "*" && *o.IfMatch != deref(vm.Etag) {
+				errResp.SetResponseError(http.StatusPreconditionFailed, "PreconditionFailed")
+				return
+			}
+			if vm.Etag != nil {
+				vm.Etag = to.Ptr(strings.TrimSuffix(*vm.Etag, `"`) + `+patched"`)
 			}
 			if p := u.Properties; p != nil && p.LicenseType != nil {
 				if vm.Properties == nil {
