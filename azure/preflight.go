@@ -477,9 +477,10 @@ func (c *Client) saveModel(plan *VMPlan) (string, error) {
 var safeName = regexp.MustCompile(`[^A-Za-z0-9._-]`)
 
 // RestoreCommand is the Azure CLI command that re-creates the VM vmID from a rollback model file that
-// RecreateVM saved.
+// RecreateVM saved. Its URL is the VM's ID without a host: az rest prefixes it with the Resource
+// Manager endpoint of the cloud it is set to, so the command holds in every cloud.
 func RestoreCommand(vmID, file string) string {
-	return fmt.Sprintf("az rest --method put --url 'https://management.azure.com%s?api-version=%s' --body @%s", vmID, vmAPIVersion, file)
+	return fmt.Sprintf("az rest --method put --url '%s?api-version=%s' --body @%s", vmID, vmAPIVersion, file)
 }
 
 // SavedModels lists the rollback model files RecreateVM saved in dir for the VM named name, oldest

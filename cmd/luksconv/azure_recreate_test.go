@@ -147,7 +147,9 @@ func TestAzureRecreateVMRestoreFails(t *testing.T) {
 
 // TestAzureRecreateVMGoneWithModel: a run killed between the DELETE and the PUT leaves the VM gone and
 // its model in --journal-dir; the rerun, which cannot find the VM, names the file and the command that
-// restores it.
+// restores it. The command is for the cloud the VM is in: its URL is the VM's ID, which az rest
+// prefixes with the Resource Manager endpoint of the cloud it is set to (management.azure.com is the
+// public cloud's only).
 func TestAzureRecreateVMGoneWithModel(t *testing.T) {
 	f, _ := setupAzureVM(t)
 	t.Chdir(t.TempDir())
@@ -159,8 +161,11 @@ func TestAzureRecreateVMGoneWithModel(t *testing.T) {
 	f.Lock()
 	delete(f.VMs, azurefake.Key(fakeRG, "vm1"))
 	f.Unlock()
-	_, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm", "--journal-dir", dir)
-	if code != exitUsage || !strings.Contains(se, "saved its model in "+model) || !strings.Contains(se, "az rest --method put") {
-		t.Fatalf("exit %d, want %d and the model named:\n%s", code, exitUsage, se)
+	vmID := fakeID("virtualMachines", "vm1")
+	for _, cloud := range []string{"AzureCloud", "AzureUSGovernment"} {
+		_, se, code := runCLI(t, "azure", "convert", "-q", "--cloud", cloud, "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--journal-dir", dir)
+		if code != exitUsage || !strings.Contains(se, "saved its model in "+model) || !strings.Contains(se, "az rest --method put --url '"+vmID+"?api-version=") {
+			t.Fatalf("%s: exit %d, want %d and the model and the restore command named:\n%s", cloud, code, exitUsage, se)
+		}
 	}
 }
