@@ -59,7 +59,12 @@ type VMPlan struct {
 	// RemovedExtensions lists the extensions that are not re-created, as
 	// "name (publisher/type)"; ADE's is among them.
 	RemovedExtensions []string `json:"removedExtensions,omitempty"`
-	// Warnings are manual follow-ups and checks that need a person.
+	// Checks are what the plan found that RecreateVM checks again before the DELETE (the VM not
+	// deallocated, a new disk missing or still uploading): they stop a re-creation, they do not
+	// follow one.
+	Checks []string `json:"checks,omitempty"`
+	// Warnings are manual follow-ups and checks that need a person: what the re-created VM lacks or
+	// changed, to be said after it is re-created too.
 	Warnings []string `json:"warnings,omitempty"`
 	// DetachUpdate is the PATCH that sets deleteOption=Detach on the NICs
 	// and disks before the delete, nil when all are Detach already.
@@ -116,9 +121,9 @@ func (p *VMPlan) String() string {
 	for _, c := range p.Changes {
 		fmt.Fprintf(&b, "  %s\n", c)
 	}
-	if len(p.Warnings) > 0 {
+	if len(p.Checks)+len(p.Warnings) > 0 {
 		b.WriteString("Warnings:\n")
-		for _, w := range p.Warnings {
+		for _, w := range slices.Concat(p.Checks, p.Warnings) {
 			fmt.Fprintf(&b, "  ! %s\n", w)
 		}
 	}
@@ -251,7 +256,7 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 		return nil, err
 	}
 	if !quietState(plan.PowerState) {
-		plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM is %s: the re-creation refuses to delete it until it is deallocated (writes after the snapshot would be lost)", plan.PowerState))
+		plan.Checks = append(plan.Checks, fmt.Sprintf("the VM is %s: the re-creation refuses to delete it until it is deallocated (writes after the snapshot would be lost)", plan.PowerState))
 	}
 
 	plan.New = attachModel(&vm, newOSDiskID, plan.DataDisks, false)
@@ -408,7 +413,7 @@ func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine
 	d, err := f.NewDisksClient().Get(ctx, did.ResourceGroup, did.Name, nil)
 	if err != nil {
 		if isNotFound(err) && plan != nil {
-			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s %s does not exist yet; it is checked again before the VM is deleted", what, diskID))
+			plan.Checks = append(plan.Checks, fmt.Sprintf("%s %s does not exist yet; it is checked again before the VM is deleted", what, diskID))
 			return nil
 		}
 		return opError(op, diskID, err)
@@ -444,7 +449,7 @@ func (c *Client) checkNewDisk(ctx context.Context, vm *armcompute.VirtualMachine
 	}
 	if state != armcompute.DiskStateUnattached {
 		if plan != nil && (state == armcompute.DiskStateReadyToUpload || state == armcompute.DiskStateActiveUpload) {
-			plan.Warnings = append(plan.Warnings, fmt.Sprintf("%s is %s: finish the upload before re-creating the VM", what, state))
+			plan.Checks = append(plan.Checks, fmt.Sprintf("%s is %s: finish the upload before re-creating the VM", what, state))
 			return nil
 		}
 		return newError(op, diskID, ErrState, "disk is %q, want %s", state, armcompute.DiskStateUnattached)

@@ -295,7 +295,7 @@ func TestRecreateVMRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if plan.PowerState != "running" || !strings.Contains(strings.Join(plan.Warnings, "\n"), "the VM is running") {
+		if plan.PowerState != "running" || !strings.Contains(strings.Join(plan.Checks, "\n"), "the VM is running") {
 			t.Errorf("power state %q, warnings %q", plan.PowerState, plan.Warnings)
 		}
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) || !strings.Contains(err.Error(), "VM is running") {
@@ -330,8 +330,8 @@ func TestRecreateVMRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(strings.Join(plan.Warnings, "\n"), "ActiveUpload") {
-			t.Errorf("no warning: %q", plan.Warnings)
+		if !strings.Contains(strings.Join(plan.Checks, "\n"), "ActiveUpload") {
+			t.Errorf("no warning: %q", plan.Checks)
 		}
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrState) {
 			t.Fatalf("err = %v", err)
@@ -349,8 +349,8 @@ func TestRecreateVMRefuses(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(strings.Join(plan.Warnings, "\n"), "does not exist yet") {
-			t.Errorf("no warning: %q", plan.Warnings)
+		if !strings.Contains(strings.Join(plan.Checks, "\n"), "does not exist yet") {
+			t.Errorf("no warning: %q", plan.Checks)
 		}
 		if err := cl.RecreateVM(ctx, plan); !errors.Is(err, ErrNotFound) {
 			t.Fatalf("err = %v", err)

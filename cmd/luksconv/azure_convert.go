@@ -578,7 +578,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 			human(res.BytesDecrypted), human(res.BytesCopied), human(res.BytesWritten), res.Duration.Round(time.Millisecond))
 	}
 	if rep.VMRecreated {
-		fmt.Fprintf(out, "re-created VM %s on the new OS disk\n", f.vm)
+		printRecreated(out, f.vm, "the new OS disk", rep.VMPlan)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))

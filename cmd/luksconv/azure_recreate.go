@@ -2,6 +2,8 @@ package main
 
 import (
 	"errors"
+	"fmt"
+	"io"
 
 	"github.com/luksconv/luksconv/azure"
 )
@@ -17,4 +19,18 @@ func recreateError(err error) error {
 		return err // each says what happened to the VM
 	}
 	return &hintedError{err, "the VM was not changed; the converted disks are kept"}
+}
+
+// printRecreated says that the VM vmID was re-created on the new disks (on names them), then what the
+// re-created VM lacks or changed that a person must see to (the plan's warnings: extensions not
+// re-created, a new identity principal, Backup protection, …), which otherwise only a dry run or the
+// --json report would say.
+func printRecreated(out io.Writer, vmID, on string, vp *azure.VMPlan) {
+	fmt.Fprintf(out, "re-created VM %s on %s\n", vmID, on)
+	if vp == nil {
+		return
+	}
+	for _, w := range vp.Warnings {
+		fmt.Fprintf(out, "warning: %s\n", w)
+	}
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 
 	"github.com/luksconv/luksconv/azure"
@@ -167,5 +168,33 @@ func TestAzureRecreateVMGoneWithModel(t *testing.T) {
 		if code != exitUsage || !strings.Contains(se, "saved its model in "+model) || !strings.Contains(se, "az rest --method put --url '"+vmID+"?api-version=") {
 			t.Fatalf("%s: exit %d, want %d and the model and the restore command named:\n%s", cloud, code, exitUsage, se)
 		}
+	}
+}
+
+// TestAzureRecreateVMFollowUps: what the re-created VM lost and a person must redo (an extension not
+// re-created, the system-assigned identity's new principal, Backup protection) is said at the end of a
+// run that re-created it, not only by the dry run; what the plan noted and the re-creation checked (the
+// new disks did not exist yet at planning) is not.
+func TestAzureRecreateVMFollowUps(t *testing.T) {
+	f, _ := setupAzureVM(t)
+	t.Chdir(t.TempDir())
+	f.Lock()
+	vm := f.VMs[azurefake.Key(fakeRG, "vm1")]
+	vm.Resources = append(vm.Resources, &armcompute.VirtualMachineExtension{Name: to.Ptr("AzureMonitorLinuxAgent"),
+		Properties: &armcompute.VirtualMachineExtensionProperties{Publisher: to.Ptr("Microsoft.Azure.Monitor"), Type: to.Ptr("AzureMonitorLinuxAgent")}})
+	vm.Identity = &armcompute.VirtualMachineIdentity{Type: to.Ptr(armcompute.ResourceIdentityTypeSystemAssigned)}
+	f.Unlock()
+	so, se, code := runCLI(t, "azure", "convert", "-q", "--vm", fakeID("virtualMachines", "vm1"), "--des", fakeDES, "--recreate-vm")
+	if code != 0 || !strings.Contains(so, "re-created VM") {
+		t.Fatalf("exit %d:\n%s%s", code, so, se)
+	}
+	for _, w := range []string{"warning: extension AzureMonitorLinuxAgent (Microsoft.Azure.Monitor/AzureMonitorLinuxAgent) is not re-created",
+		"warning: the system-assigned identity gets a new principal", "warning: if Azure Backup or Azure Site Recovery protects the VM"} {
+		if !strings.Contains(so+se, w) {
+			t.Errorf("the run does not say %q:\n%s%s", w, so, se)
+		}
+	}
+	if strings.Contains(so+se, "does not exist yet") {
+		t.Errorf("the run repeats a planning note the re-creation settled:\n%s%s", so, se)
 	}
 }

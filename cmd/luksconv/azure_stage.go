@@ -486,7 +486,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			round, id, diskID, human(stats.BytesRead), human(stats.BytesWritten), stats.Duration.Round(time.Millisecond))
 	}
 	if rep.VMRecreated {
-		fmt.Fprintf(out, "re-created VM %s on the new OS disk\n", f.vm)
+		printRecreated(out, f.vm, "the new OS disk", rep.VMPlan)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", blobio.Redact(w))

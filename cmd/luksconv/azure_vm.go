@@ -269,7 +269,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 			human(d.Result.BytesDecrypted), human(d.Result.BytesCopied), human(d.Result.BytesWritten), d.Result.Duration.Round(time.Millisecond))
 	}
 	if rep.VMRecreated {
-		fmt.Fprintf(out, "re-created VM %s on the new disks\n", f.vm)
+		printRecreated(out, f.vm, "the new disks", rep.VMPlan)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)

@@ -412,7 +412,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		fmt.Fprintf(out, "the uploads stay open (ActiveUpload) for the next round or --cutover\n")
 	}
 	if rep.VMRecreated {
-		fmt.Fprintf(out, "re-created VM %s on the new disks\n", f.vm)
+		printRecreated(out, f.vm, "the new disks", rep.VMPlan)
 	}
 	for _, w := range rep.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
