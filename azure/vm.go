@@ -9,6 +9,7 @@ import (
 	"maps"
 	"net/http"
 	"os"
+	"path"
 	"reflect"
 	"regexp"
 	"slices"
@@ -300,6 +301,11 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 			plan.Warnings = append(plan.Warnings, fmt.Sprintf("extension %s (%s/%s) is not re-created: re-add it after boot (its protected settings cannot be read back)", extName(e), pub, typ))
 		}
 	}
+	if l := deletedWithVM(p); len(l) > 0 {
+		plan.Warnings = append(plan.Warnings, "deleteOption Delete of "+strings.Join(l, ", ")+" is Detach on the new VM (a failed creation is deleted before the restore, "+
+			"and must not take them along): deleting the VM later keeps them; set it again with az vm update --set "+
+			"(storageProfile.osDisk.deleteOption, storageProfile.dataDisks[i].deleteOption, networkProfile.networkInterfaces[i].deleteOption)")
+	}
 	if np := p.NetworkProfile; np != nil && len(np.NetworkInterfaceConfigurations) > 0 {
 		plan.Warnings = append(plan.Warnings, "the VM's NICs were created from networkInterfaceConfigurations; the new VM references the existing NICs by ID instead")
 	}
@@ -351,6 +357,29 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	}
 	diffJSON("", before, after, &plan.Changes)
 	return plan, nil
+}
+
+// deletedWithVM names the NICs and disks the VM deletes with it (deleteOption Delete), which the new
+// VM detaches instead.
+func deletedWithVM(p *armcompute.VirtualMachineProperties) []string {
+	var l []string
+	if np := p.NetworkProfile; np != nil {
+		for _, n := range np.NetworkInterfaces {
+			if n != nil && n.Properties != nil && deref(n.Properties.DeleteOption) == armcompute.DeleteOptionsDelete {
+				l = append(l, "NIC "+path.Base(str(n.ID)))
+			}
+		}
+	}
+	sp := p.StorageProfile
+	if deref(sp.OSDisk.DeleteOption) == armcompute.DiskDeleteOptionTypesDelete {
+		l = append(l, "OS disk "+str(sp.OSDisk.Name))
+	}
+	for _, d := range sp.DataDisks {
+		if d != nil && deref(d.DeleteOption) == armcompute.DiskDeleteOptionTypesDelete {
+			l = append(l, fmt.Sprintf("data disk %s (LUN %d)", str(d.Name), deref(d.Lun)))
+		}
+	}
+	return l
 }
 
 // osProfileLost lists, in words, the osProfile settings a VM created on an attached disk cannot carry

@@ -201,6 +201,10 @@ func TestPlanRecreateVM(t *testing.T) {
 	if !strings.Contains(warn, "AzureMonitorLinuxAgent") || strings.Contains(warn, "extension AzureDiskEncryption") || !strings.Contains(warn, "data disks") {
 		t.Errorf("warnings %q", plan.Warnings)
 	}
+	// deleteOption Delete (nic1, data1) is Detach on the new VM: deleting it later would keep them.
+	if !strings.Contains(warn, "deleteOption Delete of NIC nic1, data disk data1 (LUN 0) is Detach on the new VM") {
+		t.Errorf("the change of deleteOption is not warned: %q", plan.Warnings)
+	}
 	text := plan.String()
 	if !strings.Contains(text, "~ properties.storageProfile.osDisk.managedDisk.id: ") || !strings.Contains(text, "DELETE ") {
 		t.Errorf("plan text:\n%s", text)
