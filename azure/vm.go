@@ -194,6 +194,11 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 		return nil, newError(op, vmID, ErrUnsupported, "OS disk is not a managed disk")
 	}
 	plan.OldOSDiskID = *osd.ManagedDisk.ID
+	if osd.DiffDiskSettings != nil {
+		// It lives on the host and is gone with the VM: the new VM would get a persistent disk, and
+		// the rollback could attach nothing.
+		return nil, newError(op, vmID, ErrUnsupported, "the OS disk is ephemeral (diffDiskSettings): it is lost when the VM is deleted, so the VM could not be restored")
+	}
 	if sameID(plan.OldOSDiskID, newOSDiskID) {
 		return nil, newError(op, vmID, ErrState, "new OS disk is the VM's current OS disk")
 	}

@@ -366,6 +366,10 @@ func TestRecreateVMRefuses(t *testing.T) {
 		},
 		"new disk in another zone": func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].Zones = []*string{to.Ptr("3")} },
 		"new disk attached":        func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].ManagedBy = to.Ptr(resID(typeVM, "other")) },
+		// An ephemeral OS disk lives on the host and goes with the VM: the rollback could not attach it.
+		"ephemeral OS disk": func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.StorageProfile.OSDisk.DiffDiskSettings = &armcompute.DiffDiskSettings{Option: to.Ptr(armcompute.DiffDiskOptionsLocal)}
+		},
 		"trusted launch VM": func(c *cloud) {
 			c.VMs[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch)}
 		},
