@@ -81,6 +81,9 @@ type azureReport struct {
 	// Stage is the round a --stage or --cutover run did.
 	Stage    *stageReport `json:"stage,omitempty"`
 	Warnings []string     `json:"warnings,omitempty"`
+	// AlreadyConverted: with --recreate-vm, the VM runs on the new OS disk (an earlier run re-created
+	// it); nothing was done.
+	AlreadyConverted bool `json:"already_converted,omitempty"`
 }
 
 func newAzureConvertCmd() *cobra.Command {
@@ -418,6 +421,22 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
+	if f.recreate {
+		// An earlier run re-created the VM and ended after the PUT (killed, or its licensing failed):
+		// planning it again would refuse the disk the VM already runs on.
+		vmd, err := cl.ReadVMDisks(ctx, f.vm)
+		if err != nil {
+			return err
+		}
+		if on := vmd.Disks[0].DiskID; strings.EqualFold(on, f.targetID(id)) {
+			rep.AlreadyConverted = true
+			if f.asJSON {
+				return writeJSON(c.OutOrStdout(), rep)
+			}
+			fmt.Fprintf(c.OutOrStdout(), "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, on)
+			return nil
+		}
+	}
 	defer func() {
 		if err != nil && rep.SnapshotCreated != "" {
 			keptSnapshots(ctx, cl, stderr, []string{rep.SnapshotCreated}, []string{f.targetID(id)})

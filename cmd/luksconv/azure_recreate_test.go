@@ -198,3 +198,30 @@ func TestAzureRecreateVMFollowUps(t *testing.T) {
 		t.Errorf("the run repeats a planning note the re-creation settled:\n%s%s", so, se)
 	}
 }
+
+// TestAzureRecreateVMRerunOneDisk: the same one-disk `azure convert --recreate-vm` run again once the
+// VM runs on the new OS disk (a run that ended after the PUT: killed, or exit 11 for its licensing)
+// has nothing to do: exit 0, no snapshot, grant or VM call; it failed with "new OS disk is the VM's
+// current OS disk" (exit 1, which a fleet engine retries) after reading the source again.
+func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
+	s := setupStage(t)
+	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	s.powerState("deallocated")
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
+	s.Unlock()
+	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain", "--header", s.set.S1.Header,
+		"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
+	mustRun(t, "first run", args...)
+	s.takeCalls()
+	so, se, code := runCLI(t, args...)
+	if code != 0 || !strings.Contains(so, "already runs on "+fakeID("disks", "plain")) {
+		t.Fatalf("rerun: exit %d:\n%s%s", code, so, se)
+	}
+	for _, c := range s.takeCalls() {
+		if !strings.HasPrefix(c, "GET secret") {
+			t.Errorf("the rerun did %q", c)
+		}
+	}
+}
