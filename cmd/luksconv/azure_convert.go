@@ -421,21 +421,11 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		return err
 	}
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
-	if f.recreate {
-		// An earlier run re-created the VM and ended after the PUT (killed, or its licensing failed):
-		// planning it again would refuse the disk the VM already runs on.
-		vmd, err := cl.ReadVMDisks(ctx, f.vm)
-		if err != nil {
-			return err
+	if done, err := f.recreatedBefore(ctx, cl, f.targetID(id)); err != nil || done {
+		if err == nil {
+			err = f.printRecreatedBefore(c.OutOrStdout(), rep, f.targetID(id))
 		}
-		if on := vmd.Disks[0].DiskID; strings.EqualFold(on, f.targetID(id)) {
-			rep.AlreadyConverted = true
-			if f.asJSON {
-				return writeJSON(c.OutOrStdout(), rep)
-			}
-			fmt.Fprintf(c.OutOrStdout(), "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, on)
-			return nil
-		}
+		return err
 	}
 	defer func() {
 		if err != nil && rep.SnapshotCreated != "" {

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/luksconv/luksconv/azure"
 )
@@ -33,4 +35,28 @@ func printRecreated(out io.Writer, vmID, on string, vp *azure.VMPlan) {
 	for _, w := range vp.Warnings {
 		fmt.Fprintf(out, "warning: %s\n", w)
 	}
+}
+
+// recreatedBefore reports whether, with --recreate-vm, the VM already runs on the new OS disk diskID:
+// an earlier run re-created it and ended after the PUT (killed, or its licensing failed), and planning
+// it again would refuse the disk the VM runs on.
+func (f *azureConvert) recreatedBefore(ctx context.Context, cl *azure.Client, diskID string) (bool, error) {
+	if !f.recreate {
+		return false, nil
+	}
+	vmd, err := cl.ReadVMDisks(ctx, f.vm)
+	if err != nil {
+		return false, err
+	}
+	return strings.EqualFold(vmd.Disks[0].DiskID, diskID), nil
+}
+
+// printRecreatedBefore reports a run recreatedBefore found done.
+func (f *azureConvert) printRecreatedBefore(out io.Writer, rep *azureReport, diskID string) error {
+	rep.AlreadyConverted = true
+	if f.asJSON {
+		return writeJSON(out, rep)
+	}
+	fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, diskID)
+	return nil
 }

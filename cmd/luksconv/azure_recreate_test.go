@@ -225,3 +225,27 @@ func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 		}
 	}
 }
+
+// TestAzureCutoverRecreateVMRerun: `--cutover --recreate-vm` run again once the VM runs on the new OS
+// disk has nothing to do (exit 0), as the one-disk conversion: it failed asking for a --stage round
+// (exit 1, retryable) since the cutover removes the stage record.
+func TestAzureCutoverRecreateVMRerun(t *testing.T) {
+	s := setupStage(t)
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
+	s.Unlock()
+	t.Chdir(t.TempDir())
+	dir := t.TempDir()
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.powerState("deallocated")
+	args := s.stageArgs(dir, "--cutover", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))
+	mustRun(t, "cutover", args...)
+	s.takeCalls()
+	so, se, code := runCLI(t, args...)
+	if code != 0 || !strings.Contains(so, `"already_converted": true`) {
+		t.Fatalf("rerun: exit %d:\n%s%s", code, so, se)
+	}
+	for _, c := range s.takeCalls() {
+		t.Errorf("the rerun did %q", c)
+	}
+}

@@ -276,6 +276,19 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		return err
 	}
 	diskID := f.targetID(id)
+	if f.recreate && rec == nil {
+		// A cutover that re-created the VM removed the record: run again, it has nothing to do.
+		cl, err := f.src.client(id)
+		if err != nil {
+			return err
+		}
+		if done, err := f.recreatedBefore(ctx, cl, diskID); err != nil || done {
+			if err == nil {
+				err = f.printRecreatedBefore(out, &azureReport{Source: id, DryRun: f.dryRun}, diskID)
+			}
+			return err
+		}
+	}
 	if rec != nil && (!strings.EqualFold(rec.SourceDisk, id) || !strings.EqualFold(rec.TargetDisk, diskID)) {
 		return &hintedError{fmt.Errorf("%w: stage record %s is of %s -> %s, not %s -> %s", azure.ErrState, recPath, rec.SourceDisk, rec.TargetDisk, id, diskID),
 			"give the --source-disk and --target-disk it was made for, or another --journal-dir"}
