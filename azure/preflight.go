@@ -437,7 +437,8 @@ func (e *VMRecreateError) Hint() string {
 	case !e.Deleted:
 		return "nothing was deleted: fix the cause and run again (the converted disks are kept)"
 	case e.Restored:
-		return "the VM runs on its old ADE disks again (deallocated as before); re-add its extensions (the ADE extension need not come back) and fix the cause before converting again"
+		return "the VM runs on its old ADE disks again, started (Azure starts a VM it creates): deallocate it before converting again (az vm deallocate), " +
+			"re-add its extensions (the ADE extension need not come back) and fix the cause"
 	case e.ModelFile != "":
 		return "restore it by hand: " + RestoreCommand(e.VMID, e.ModelFile)
 	}

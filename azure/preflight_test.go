@@ -262,7 +262,7 @@ func TestRecreateVMRestores(t *testing.T) {
 	err := cl.RecreateVM(context.Background(), plan)
 	var re *VMRecreateError
 	if !errors.As(err, &re) || !re.Deleted || !re.Restored || re.Attempts != 1 || re.ModelFile != "" || !strings.Contains(err.Error(), "AllocationFailed") ||
-		!strings.Contains(re.Hint(), "old ADE disks") {
+		!strings.Contains(re.Hint(), "old ADE disks") || !strings.Contains(re.Hint(), "deallocate it before converting again") {
 		t.Fatalf("err = %v", err)
 	}
 	want := []string{validateCall, "PATCH vm vm1", "DELETE vm vm1", "PUT vm vm1", "DELETE vm vm1", "PUT vm vm1"}

@@ -84,7 +84,9 @@ func TestAzureRecreateVM(t *testing.T) {
 	f.VMPutErrors = []azurefake.Refusal{azurefake.AllocationFail}
 	f.Unlock()
 	_, se, code = runCLI(t, args...)
-	if code == 0 || !strings.Contains(se, "AllocationFailed") || !strings.Contains(se, "the original VM was restored") || !strings.Contains(se, "hint: the VM runs on its old ADE disks") {
+	// Azure starts the VM it re-creates: the hint says to deallocate it before converting again.
+	if code == 0 || !strings.Contains(se, "AllocationFailed") || !strings.Contains(se, "the original VM was restored") || !strings.Contains(se, "hint: the VM runs on its old ADE disks") ||
+		!strings.Contains(se, "deallocate it") || strings.Contains(se, "deallocated as before") {
 		t.Fatalf("failed create: exit %d: %s", code, se)
 	}
 	if d := f.vmOSDisk(); d != "osdisk" {
@@ -96,6 +98,7 @@ func TestAzureRecreateVM(t *testing.T) {
 
 	f.Lock()
 	f.NICHold = 2
+	f.PowerStates[azurefake.Key(fakeRG, "vm1")] = "deallocated" // az vm deallocate, as the hint says
 	f.Unlock()
 	f.takeCalls()
 	so, se, code := runCLI(t, args...)

@@ -78,7 +78,8 @@ type Cloud struct {
 	// ScaleSets are served to Resource Graph only (the inventory), by Key.
 	ScaleSets map[string]*armcompute.VirtualMachineScaleSet
 	// PowerStates are the VMs' power states by Key ("running", …); a VM
-	// not listed is "deallocated".
+	// not listed is "deallocated", and one a PUT creates "running", as
+	// Azure starts every VM it creates.
 	PowerStates map[string]string
 	KEK         *rsa.PrivateKey // the key KEKName/KEKVersion
 	// DeallocatingReads, if set, makes a VM whose deallocation ended report "deallocating" for that
@@ -781,6 +782,10 @@ func (c *Cloud) vmsServer() computefake.VirtualMachinesServer {
 				done := *stored.Properties
 				done.ProvisioningState = to.Ptr("Succeeded")
 				stored.Properties = &done
+			}
+			if _, ok := c.VMs[Key(rg, name)]; !ok {
+				// A VM Azure creates is started: there is no creating one deallocated.
+				c.PowerStates[Key(rg, name)] = "running"
 			}
 			c.VMs[Key(rg, name)] = &stored
 			resp.SetTerminalResponse(http.StatusOK, armcompute.VirtualMachinesClientCreateOrUpdateResponse{VirtualMachine: stored}, nil)
