@@ -41,28 +41,35 @@ type rhelImage struct {
 // RedHat, no marketplace plan (BYOS images carry one), no licenseType yet. diskImageID is the OS
 // disk's creationData.imageReference.id, for a VM whose own imageReference is gone.
 func rhelPAYG(vm *armcompute.VirtualMachine, diskImageID string) *rhelImage {
+	return paygImage(vm, diskImageID, "RedHat")
+}
+
+// paygImage reports the pay-as-you-go marketplace image of publisher the VM runs, nil when it does
+// not: no marketplace plan (BYOS images carry one), no licenseType yet, no BYOS offer. diskImageID is
+// as for rhelPAYG.
+func paygImage(vm *armcompute.VirtualMachine, diskImageID, publisher string) *rhelImage {
 	p := vm.Properties
 	if vm.Plan != nil || p == nil || str(p.LicenseType) != "" {
 		return nil
 	}
-	if sp := p.StorageProfile; sp != nil && sp.ImageReference != nil && strings.EqualFold(str(sp.ImageReference.Publisher), "RedHat") {
-		return &rhelImage{Offer: str(sp.ImageReference.Offer), SKU: str(sp.ImageReference.SKU), From: "imageReference"}
-	}
-	// /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…
-	seg := strings.Split(diskImageID, "/")
-	img := &rhelImage{From: "OS disk creationData"}
-	publisher := ""
-	for i := 0; i+1 < len(seg); i++ {
-		switch strings.ToLower(seg[i]) {
-		case "publishers":
-			publisher = seg[i+1]
-		case "offers":
-			img.Offer = seg[i+1]
-		case "skus":
-			img.SKU = seg[i+1]
+	img, pub := &rhelImage{From: "OS disk creationData"}, ""
+	if sp := p.StorageProfile; sp != nil && sp.ImageReference != nil && str(sp.ImageReference.Publisher) != "" {
+		pub, img = str(sp.ImageReference.Publisher), &rhelImage{Offer: str(sp.ImageReference.Offer), SKU: str(sp.ImageReference.SKU), From: "imageReference"}
+	} else {
+		// /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…
+		seg := strings.Split(diskImageID, "/")
+		for i := 0; i+1 < len(seg); i++ {
+			switch strings.ToLower(seg[i]) {
+			case "publishers":
+				pub = seg[i+1]
+			case "offers":
+				img.Offer = seg[i+1]
+			case "skus":
+				img.SKU = seg[i+1]
+			}
 		}
 	}
-	if !strings.EqualFold(publisher, "RedHat") || strings.Contains(strings.ToLower(img.Offer), "byos") {
+	if !strings.EqualFold(pub, publisher) || strings.Contains(strings.ToLower(img.Offer), "byos") {
 		return nil
 	}
 	return img
@@ -87,7 +94,13 @@ func (i *rhelImage) licenseType() string {
 // image; without a choice it is an error (ErrLicense) that says what each choice means.
 func (c *Client) planLicensing(ctx context.Context, plan *VMPlan, vm *armcompute.VirtualMachine, choice Licensing) error {
 	const op = "plan re-creation of"
-	img := rhelPAYG(vm, c.osDiskImage(ctx, plan.OldOSDiskID))
+	diskImage := c.osDiskImage(ctx, plan.OldOSDiskID)
+	if img := paygImage(vm, diskImage, "SUSE"); img != nil {
+		// The same loss as RHEL's, which luksconv does not re-license: said, for a person to decide.
+		plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM runs SUSE's pay-as-you-go image %s/%s (%s): on an upload disk it is no longer billed for SLES "+
+			"through Azure and loses SUSE's update service for pay-as-you-go VMs; re-license it (Azure Hybrid Benefit for SLES) or register it with your own SUSE subscription", img.Offer, img.SKU, img.From))
+	}
+	img := rhelPAYG(vm, diskImage)
 	if img == nil {
 		if choice != "" {
 			plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM does not run a Red Hat pay-as-you-go image: --license %s changes nothing", choice))

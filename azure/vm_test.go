@@ -636,3 +636,43 @@ func TestPlanRecreateVMOSProfile(t *testing.T) {
 		t.Error("a warning holds the customData itself")
 	}
 }
+
+// TestPlanRecreateVMSUSEPayg: a VM from SUSE's pay-as-you-go image (no plan, no licenseType) loses its
+// SLES billing and SUSE's update service on an upload disk, as a RHEL one does: the plan warns, from the
+// VM's imageReference or its OS disk's creationData; a BYOS image or a licenseType needs no warning.
+func TestPlanRecreateVMSUSEPayg(t *testing.T) {
+	ctx := context.Background()
+	vmID, newOS := resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain")
+	for _, tc := range []struct {
+		name string
+		set  func(c *cloud)
+		warn bool
+	}{
+		{"imageReference", func(c *cloud) {}, true},
+		{"OS disk creationData", func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.StorageProfile.ImageReference = nil
+			c.Disks[key(rg, "osdisk")].Properties.CreationData = &armcompute.CreationData{CreateOption: to.Ptr(armcompute.DiskCreateOptionFromImage),
+				ImageReference: &armcompute.ImageDiskReference{ID: to.Ptr("/Subscriptions/" + sub + "/Providers/Microsoft.Compute/Locations/westeurope/Publishers/SUSE/ArtifactTypes/VMImage/Offers/sles-sap-15-sp5/Skus/gen2/Versions/2024.01.01")}}
+		}, true},
+		{"BYOS image", func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.StorageProfile.ImageReference.Offer = to.Ptr("sles-15-sp5-byos")
+		}, false},
+		{"licenseType", func(c *cloud) { c.VMs[key(rg, "vm1")].Properties.LicenseType = to.Ptr("SLES_STANDARD") }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			vm := c.VMs[key(rg, "vm1")]
+			vm.Plan = nil
+			vm.Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("SUSE"), Offer: to.Ptr("sles-15-sp5"), SKU: to.Ptr("gen2"), Version: to.Ptr("latest")}
+			tc.set(c)
+			plan, err := c.client().PlanRecreateVM(ctx, vmID, newOS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := strings.Contains(strings.Join(plan.Warnings, "\n"), "SUSE's pay-as-you-go image"); got != tc.warn {
+				t.Errorf("warned %v, want %v: %q", got, tc.warn, plan.Warnings)
+			}
+		})
+	}
+}
