@@ -202,6 +202,13 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	if sameID(plan.OldOSDiskID, newOSDiskID) {
 		return nil, newError(op, vmID, ErrState, "new OS disk is the VM's current OS disk")
 	}
+	if l := configDeletedWithVM(p.NetworkProfile); len(l) > 0 {
+		// Only the NIC references are PATCHed to Detach: the DELETE would take these, and neither the
+		// new VM nor the restore could be created on the NIC without them.
+		return nil, newError(op, vmID, ErrUnsupported, "%s would be deleted with the VM (deleteOption Delete in networkProfile.networkInterfaceConfigurations): "+
+			"set it to Detach first (az vm update --set networkProfile.networkInterfaceConfigurations[i].deleteOption=Detach, "+
+			"…ipConfigurations[j].publicIPAddressConfiguration.deleteOption=Detach)", strings.Join(l, ", "))
+	}
 	if err := planSecurity(&vm, plan); err != nil { // Trusted Launch kept (secure.go)
 		return nil, err
 	}
@@ -382,6 +389,31 @@ func deletedWithVM(p *armcompute.VirtualMachineProperties) []string {
 	for _, d := range sp.DataDisks {
 		if d != nil && deref(d.DeleteOption) == armcompute.DiskDeleteOptionTypesDelete {
 			l = append(l, fmt.Sprintf("data disk %s (LUN %d)", str(d.Name), deref(d.Lun)))
+		}
+	}
+	return l
+}
+
+// configDeletedWithVM names the NICs and public IPs that networkInterfaceConfigurations delete with the VM.
+func configDeletedWithVM(np *armcompute.NetworkProfile) []string {
+	if np == nil {
+		return nil
+	}
+	var l []string
+	for _, n := range np.NetworkInterfaceConfigurations {
+		if n == nil || n.Properties == nil {
+			continue
+		}
+		if deref(n.Properties.DeleteOption) == armcompute.DeleteOptionsDelete {
+			l = append(l, "NIC configuration "+str(n.Name))
+		}
+		for _, ip := range n.Properties.IPConfigurations {
+			if ip == nil || ip.Properties == nil || ip.Properties.PublicIPAddressConfiguration == nil {
+				continue
+			}
+			if pc := ip.Properties.PublicIPAddressConfiguration; pc.Properties != nil && deref(pc.Properties.DeleteOption) == armcompute.DeleteOptionsDelete {
+				l = append(l, "public IP configuration "+str(pc.Name)+" of NIC configuration "+str(n.Name))
+			}
 		}
 	}
 	return l

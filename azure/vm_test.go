@@ -366,6 +366,20 @@ func TestRecreateVMRefuses(t *testing.T) {
 		},
 		"new disk in another zone": func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].Zones = []*string{to.Ptr("3")} },
 		"new disk attached":        func(c *cloud) { c.Disks[key(rg, "osdisk-plain")].ManagedBy = to.Ptr(resID(typeVM, "other")) },
+		// NICs made from networkInterfaceConfigurations: their deleteOption (and their public IPs') is
+		// set there, which the PATCH does not change: the DELETE would take them, and neither the new VM
+		// nor the restore could use them.
+		"NIC configuration deleted with the VM": func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.NetworkProfile.NetworkInterfaceConfigurations = []*armcompute.VirtualMachineNetworkInterfaceConfiguration{{
+				Name: to.Ptr("nic1"), Properties: &armcompute.VirtualMachineNetworkInterfaceConfigurationProperties{DeleteOption: to.Ptr(armcompute.DeleteOptionsDelete)}}}
+		},
+		"public IP configuration deleted with the VM": func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.NetworkProfile.NetworkInterfaceConfigurations = []*armcompute.VirtualMachineNetworkInterfaceConfiguration{{
+				Name: to.Ptr("nic1"), Properties: &armcompute.VirtualMachineNetworkInterfaceConfigurationProperties{DeleteOption: to.Ptr(armcompute.DeleteOptionsDetach),
+					IPConfigurations: []*armcompute.VirtualMachineNetworkInterfaceIPConfiguration{{Name: to.Ptr("ip1"), Properties: &armcompute.VirtualMachineNetworkInterfaceIPConfigurationProperties{
+						PublicIPAddressConfiguration: &armcompute.VirtualMachinePublicIPAddressConfiguration{Name: to.Ptr("pip1"),
+							Properties: &armcompute.VirtualMachinePublicIPAddressConfigurationProperties{DeleteOption: to.Ptr(armcompute.DeleteOptionsDelete)}}}}}}}}
+		},
 		// An ephemeral OS disk lives on the host and goes with the VM: the rollback could not attach it.
 		"ephemeral OS disk": func(c *cloud) {
 			c.VMs[key(rg, "vm1")].Properties.StorageProfile.OSDisk.DiffDiskSettings = &armcompute.DiffDiskSettings{Option: to.Ptr(armcompute.DiffDiskOptionsLocal)}
