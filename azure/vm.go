@@ -327,6 +327,11 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	if id := vm.Identity; id != nil && id.Type != nil && strings.Contains(strings.ToLower(string(*id.Type)), "systemassigned") {
 		plan.Warnings = append(plan.Warnings, "the system-assigned identity gets a new principal: re-create its role assignments and Key Vault access")
 	}
+	if deref(p.Priority) == armcompute.VirtualMachinePriorityTypesSpot {
+		// The DELETE releases the VM's compute; the preflight checks offer and policy, not capacity.
+		plan.Warnings = append(plan.Warnings, "a Spot VM is re-created, and restored after a failed PUT, only if Spot capacity (within its maxPrice) is there at the PUT: "+
+			"without it the VM stays deleted, its model saved, until capacity returns")
+	}
 	if p.VirtualMachineScaleSet != nil {
 		plan.Warnings = append(plan.Warnings, "the VM belongs to a flexible scale set; re-creating it there is untested")
 	}

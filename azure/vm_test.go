@@ -690,3 +690,24 @@ func TestPlanRecreateVMSUSEPayg(t *testing.T) {
 		})
 	}
 }
+
+// TestPlanRecreateVMSpot: a Spot VM keeps its priority, eviction policy and max price, and the plan warns
+// that its re-creation, and a restore, need Spot capacity at the PUT, which the preflight cannot check.
+func TestPlanRecreateVMSpot(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	p := c.VMs[key(rg, "vm1")].Properties
+	p.Priority, p.EvictionPolicy = to.Ptr(armcompute.VirtualMachinePriorityTypesSpot), to.Ptr(armcompute.VirtualMachineEvictionPolicyTypesDeallocate)
+	p.BillingProfile = &armcompute.BillingProfile{MaxPrice: to.Ptr(0.25)}
+	plan, err := c.client().PlanRecreateVM(context.Background(), resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	np := plan.New.Properties
+	if deref(np.Priority) != armcompute.VirtualMachinePriorityTypesSpot || deref(np.EvictionPolicy) != armcompute.VirtualMachineEvictionPolicyTypesDeallocate || deref(np.BillingProfile.MaxPrice) != 0.25 {
+		t.Errorf("Spot settings not kept: %+v", np)
+	}
+	if !strings.Contains(strings.Join(plan.Warnings, "\n"), "Spot capacity") {
+		t.Errorf("no Spot warning: %q", plan.Warnings)
+	}
+}
