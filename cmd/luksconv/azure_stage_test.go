@@ -1281,23 +1281,30 @@ func TestAzureStageSnapshotCutOff(t *testing.T) {
 	}
 }
 
+// convertCutOff runs azure convert --source-disk of osdisk into plain (-q) and cancels it at the first
+// call that starts with prefix: it must exit interrupted. It returns the arguments and stderr.
+func (s *stageAzure) convertCutOff(t *testing.T, prefix string) ([]string, string) {
+	t.Helper()
+	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+		"--header", s.set.S1.Header, "--journal-dir", t.TempDir(), "-q", "--workers", "2"}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	s.cutOff(prefix, cancel)
+	_, se, code := runCLICtx(t, ctx, args...)
+	if code != exitInterrupted {
+		t.Fatalf("convert cut off at %q: exit %d, want %d:\n%s", prefix, code, exitInterrupted, se)
+	}
+	s.cutOff("", nil)
+	return args, se
+}
+
 // TestAzureConvertSnapshotCutOff: Ctrl-C while Azure takes the snapshot of azure convert --source-disk
 // (-q). Azure makes it all the same, and no new disk names it, so the rerun takes another: the
 // interrupted run must say that it is kept and that it is to be deleted. It was named nowhere.
 func TestAzureConvertSnapshotCutOff(t *testing.T) {
 	s := setupStage(t)
 	s.powerState("deallocated")
-	dir := t.TempDir()
-	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
-		"--header", s.set.S1.Header, "--journal-dir", dir, "-q", "--workers", "2"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.cutOff("PUT snapshot ", cancel)
-	_, se, code := runCLICtx(t, ctx, args...)
-	if code != exitInterrupted {
-		t.Fatalf("convert cut off in its snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
-	s.cutOff("", nil)
+	_, se := s.convertCutOff(t, "PUT snapshot ")
 	s.Settle()
 	snap := calledWith(s.takeCalls(), "PUT snapshot ")
 	if snap == "" {
@@ -1315,24 +1322,13 @@ func TestAzureConvertSnapshotCutOff(t *testing.T) {
 func TestAzureConvertDiskCutOff(t *testing.T) {
 	s := setupStage(t)
 	s.powerState("deallocated")
-	dir := t.TempDir()
-	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
-		"--header", s.set.S1.Header, "--journal-dir", dir, "-q", "--workers", "2"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.cutOff("PUT disk ", cancel)
-	_, se, code := runCLICtx(t, ctx, args...)
-	if code != exitInterrupted {
-		t.Fatalf("convert cut off in its disk creation: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
-	s.cutOff("", nil)
+	args, se := s.convertCutOff(t, "PUT disk ")
 	if n := s.InFlight(); n != 0 || strings.Contains(se, "a rerun takes new ones") {
 		t.Errorf("the run returned with %d operation(s) in flight, saying:\n%s", n, se)
 	}
 	s.Settle()
 	snap := calledWith(s.takeCalls(), "PUT snapshot ")
-	_, se, code = runCLI(t, args...)
-	if code != 0 {
+	if _, se, code := runCLI(t, args...); code != 0 {
 		t.Fatalf("rerun: exit %d:\n%s", code, se)
 	}
 	if again := calledWith(s.takeCalls(), "PUT snapshot "); again != "" || snap == "" {
