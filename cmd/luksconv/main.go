@@ -6,6 +6,7 @@
 //	luksconv verify  --key-file F [--header F] IMAGE OUT
 //	luksconv vm plan    --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]...
 //	luksconv vm convert --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]... OUTDIR
+//	luksconv vm verify  --os IMAGE --key-file F [--data LUN=IMAGE --data-key LUN=F]... OUTDIR
 //	luksconv azure inspect (--snapshot ID | --source-disk ID)
 //	luksconv azure convert (--snapshot ID | --source-disk ID) --des DES_ID --target-disk NAME [--dry-run]
 //
