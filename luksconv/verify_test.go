@@ -111,21 +111,9 @@ func TestVerify(t *testing.T) {
 
 	bad := filepath.Join(t.TempDir(), "bad.raw")
 	copyFileTo(t, out, bad)
-	fh, err := os.OpenFile(bad, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
 	for _, off := range flips {
-		b := make([]byte, 1)
-		if _, err := fh.ReadAt(b, off); err != nil {
-			t.Fatal(err)
-		}
-		b[0] ^= 0x5a
-		if _, err := fh.WriteAt(b, off); err != nil {
-			t.Fatal(err)
-		}
+		testenv.FlipByte(t, bad, off)
 	}
-	fh.Close()
 	rep, _, err = verifyFixture(t, f, bad, luksconv.FormatRaw)
 	if !errors.Is(err, luksconv.ErrVerifyFailed) || rep == nil {
 		t.Fatalf("four flipped bytes: %v, want a report and ErrVerifyFailed", err)
@@ -350,26 +338,9 @@ func TestVerifyGrownDisk(t *testing.T) {
 		if format != luksconv.FormatRaw {
 			continue
 		}
-		flipByteAt(t, out, 512+20) // the primary header: the output's table is read from the backup
+		testenv.FlipByte(t, out, 512+20) // the primary header: the output's table is read from the backup
 		if rep, _, err := verifyFixture(t, f, out, format); !errors.Is(err, luksconv.ErrVerifyFailed) || !hasCheck(rep, "gpt", false) {
 			t.Fatalf("grown disk's output with its primary GPT header damaged: %v, report %+v; want the gpt check failing", err, rep)
 		}
-	}
-}
-
-func flipByteAt(t *testing.T, path string, off int64) {
-	t.Helper()
-	fh, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	b := make([]byte, 1)
-	if _, err := fh.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0x5a
-	if _, err := fh.WriteAt(b, off); err != nil {
-		t.Fatal(err)
 	}
 }

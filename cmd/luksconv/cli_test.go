@@ -256,16 +256,16 @@ func TestBadInput(t *testing.T) {
 	copyFile(t, f.Header, oneCopy, -1)
 	copyFile(t, f.Header, bothCopies, -1)
 	hdrSize := luks2HeaderSize(t, f.Header)
-	flipByte(t, oneCopy, 4096+10)            // primary JSON area
-	flipByte(t, bothCopies, 4096+10)         // primary JSON area
-	flipByte(t, bothCopies, hdrSize+4096+10) // secondary JSON area
+	testenv.FlipByte(t, oneCopy, 4096+10)            // primary JSON area
+	testenv.FlipByte(t, bothCopies, 4096+10)         // primary JSON area
+	testenv.FlipByte(t, bothCopies, hdrSize+4096+10) // secondary JSON area
 
 	badPrimaryGPT := filepath.Join(dir, "gpt-primary.raw")
 	copyFile(t, f.Image, badPrimaryGPT, -1)
-	flipByte(t, badPrimaryGPT, 512+20) // primary header CRC field
+	testenv.FlipByte(t, badPrimaryGPT, 512+20) // primary header CRC field
 	badBothGPT := filepath.Join(dir, "gpt-both.raw")
 	copyFile(t, badPrimaryGPT, badBothGPT, -1)
-	flipByte(t, badBothGPT, fi.Size()-512+20) // backup header CRC field
+	testenv.FlipByte(t, badBothGPT, fi.Size()-512+20) // backup header CRC field
 
 	cases := []badInputCase{
 		{"wrong key", f.Image, []string{"--key-file", wrongKey, "--header", f.Header}, exitWrongKey, "no keyslot", false, "", nil},
@@ -552,23 +552,6 @@ func TestNoSecretInOutput(t *testing.T) {
 		// plain.raw is the plain decryption (--keep-guest): its /boot still holds the LUKS header,
 		// whose keyslots hold the volume key only encrypted; the key itself must not appear anywhere.
 		check("output file "+e.Name(), b)
-	}
-}
-
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	fh, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer fh.Close()
-	b := make([]byte, 1)
-	if _, err := fh.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 0xff
-	if _, err := fh.WriteAt(b, off); err != nil {
-		t.Fatal(err)
 	}
 }
 

@@ -57,15 +57,7 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	bad := filepath.Join(dir, "bad.vhd")
 	copyFile(t, out, bad, -1)
-	fh, err := os.OpenFile(bad, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	b := []byte{0}
-	fh.ReadAt(b, flip)
-	b[0] ^= 1
-	fh.WriteAt(b, flip)
-	fh.Close()
+	testenv.FlipByte(t, bad, flip)
 	so, se, code = run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, bad)
 	if code != exitVerifyFailed || !strings.Contains(so, "FAIL") || !strings.Contains(so, "in the decrypt region") {
 		t.Fatalf("verify of a corrupted output: exit %d, want %d:\n%s%s", code, exitVerifyFailed, so, se)
@@ -140,7 +132,7 @@ func TestVerifyFormatFlag(t *testing.T) {
 	// 9 with the footer named, not the exit code of a damaged input (5), which blames the source.
 	badFooter := filepath.Join(dir, "badfooter.vhd")
 	copyFile(t, out, badFooter, -1)
-	flipByte(t, badFooter, fi.Size()-512+100)
+	testenv.FlipByte(t, badFooter, fi.Size()-512+100)
 	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, badFooter); code != exitVerifyFailed || !strings.Contains(se, "footer") {
 		t.Errorf("verify of a VHD whose footer fails its checksum: exit %d, want %d and the footer named:\n%s%s", code, exitVerifyFailed, so, se)
 	}
@@ -164,12 +156,12 @@ func TestVerifyBlockDevice(t *testing.T) {
 	}
 	// The device holds the VHD (the last conversion): a flipped byte in its footer fails, rather than
 	// the device passing as a raw disk without one.
-	flipByte(t, dev, f.DiskSize+100)
+	testenv.FlipByte(t, dev, f.DiskSize+100)
 	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != exitVerifyFailed || !strings.Contains(se, "footer") {
 		t.Fatalf("verify of a device whose VHD footer is damaged: exit %d, want %d and the footer named:\n%s%s", code, exitVerifyFailed, so, se)
 	}
-	flipByte(t, dev, f.DiskSize+100)
-	flipByte(t, dev, 20<<20+123)
+	testenv.FlipByte(t, dev, f.DiskSize+100)
+	testenv.FlipByte(t, dev, 20<<20+123)
 	if so, se, code := run(t, nil, "verify", "--key-file", f.KeyFiles[0], f.Image, dev); code != exitVerifyFailed {
 		t.Fatalf("verify of a corrupted device: exit %d, want %d:\n%s%s", code, exitVerifyFailed, so, se)
 	}

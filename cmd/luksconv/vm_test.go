@@ -309,7 +309,7 @@ func TestVMVerify(t *testing.T) {
 		}
 	}
 
-	flipByte(t, filepath.Join(out, "lun5.raw"), 5<<20+123)
+	testenv.FlipByte(t, filepath.Join(out, "lun5.raw"), 5<<20+123)
 	so, se, code = run(t, nil, append(append([]string{"vm", "verify"}, disks...), out)...)
 	if code != exitVerifyFailed || !strings.Contains(so, "Verify "+filepath.Join(out, "lun5.raw")+": FAIL") ||
 		!strings.Contains(se, "LUN 5") || !strings.Contains(so, "Verify "+filepath.Join(out, "lun7.raw")+": PASS") {

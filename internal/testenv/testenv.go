@@ -339,3 +339,22 @@ func FirstDiff(a, b []byte) int {
 	}
 	return -1
 }
+
+// FlipByte inverts the byte at off of the file path in place (XOR 0xff: it always changes, and a
+// second flip restores it), as a corrupted output or header byte for a test to find.
+func FlipByte(t testing.TB, path string, off int64) {
+	t.Helper()
+	f, err := os.OpenFile(path, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	b := make([]byte, 1)
+	if _, err := f.ReadAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+	b[0] ^= 0xff
+	if _, err := f.WriteAt(b, off); err != nil {
+		t.Fatal(err)
+	}
+}
