@@ -44,16 +44,7 @@ func verifyFixture(t *testing.T, f fixture.Fixture, out string, format luksconv.
 }
 
 func TestVerify(t *testing.T) {
-	set := fixture.Load(t)
-	f, ok := set.Get("rhel8-lvm")
-	if !ok {
-		t.Fatal("no rhel8-lvm fixture")
-	}
-	key, err := os.ReadFile(f.KeyFiles[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header), Partition: f.Partition}, 2)
+	f, out, _ := convertRHEL8(t, luksconv.FormatRaw)
 
 	rep, p, err := verifyFixture(t, f, out, luksconv.FormatRaw)
 	if err != nil {
@@ -171,14 +162,7 @@ func TestVerify(t *testing.T) {
 }
 
 func TestVerifyVHD(t *testing.T) {
-	set := fixture.Load(t)
-	f, _ := set.Get("rhel8-lvm")
-	key, err := os.ReadFile(f.KeyFiles[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
-		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	f, out, _ := convertRHEL8(t, luksconv.FormatVHD)
 	rep, _, err := verifyFixture(t, f, out, luksconv.FormatVHD)
 	if err != nil {
 		t.Fatal(err)
@@ -186,6 +170,22 @@ func TestVerifyVHD(t *testing.T) {
 	if !rep.Pass {
 		t.Fatalf("VHD output fails verification: %+v", rep)
 	}
+}
+
+// convertRHEL8 converts the rhel8-lvm fixture, opened with its first key file, into format and returns
+// the fixture, the output and the plan.
+func convertRHEL8(t *testing.T, format luksconv.Format) (fixture.Fixture, string, *luksconv.Plan) {
+	t.Helper()
+	f, ok := fixture.Load(t).Get("rhel8-lvm")
+	if !ok {
+		t.Fatal("no rhel8-lvm fixture")
+	}
+	key, err := os.ReadFile(f.KeyFiles[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, p, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header), Partition: f.Partition, Format: format}, 2)
+	return f, out, p
 }
 
 func copyFileTo(t *testing.T, src, dst string) {
@@ -216,14 +216,7 @@ func sortedCopy(x []int64) []int64 {
 // VHD plans describe the same bytes: a fixed VHD that lost its footer (a raw image, which Azure does
 // not take as a disk) and a VHD checked against a raw plan both passed before the format was checked.
 func TestVerifyFormatMismatch(t *testing.T) {
-	set := fixture.Load(t)
-	f, _ := set.Get("rhel8-lvm")
-	key, err := os.ReadFile(f.KeyFiles[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, p, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
-		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	f, out, p := convertRHEL8(t, luksconv.FormatVHD)
 	if p.OutputSize%(1<<20) != 0 {
 		t.Fatalf("the fixture's disk (%d bytes) is not a whole MiB: the test needs raw and VHD plans of one size", p.OutputSize)
 	}
@@ -252,14 +245,7 @@ func TestVerifyFormatMismatch(t *testing.T) {
 // checked. A footer written by another tool (qemu-img, other creator, time and geometry) still passes.
 func TestVerifyVHDFooter(t *testing.T) {
 	testenv.Need(t, "qemu-img")
-	set := fixture.Load(t)
-	f, _ := set.Get("rhel8-lvm")
-	key, err := os.ReadFile(f.KeyFiles[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, _, _ := convertOpts(t, f.Image, luksconv.PlanOptions{Passphrase: key, Header: openHeader(t, f.Header),
-		Partition: f.Partition, Format: luksconv.FormatVHD}, 2)
+	f, out, _ := convertRHEL8(t, luksconv.FormatVHD)
 	b, err := os.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
