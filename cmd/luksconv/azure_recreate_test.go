@@ -207,13 +207,8 @@ func TestAzureRecreateVMFollowUps(t *testing.T) {
 // has nothing to do: exit 0, no snapshot, grant or VM call; it failed with "new OS disk is the VM's
 // current OS disk" (exit 1, which a fleet engine retries) after reading the source again.
 func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
-	s := setupStage(t)
-	t.Chdir(t.TempDir())
-	dir := t.TempDir()
+	s, dir := setupZonalStage(t)
 	s.powerState("deallocated")
-	s.Lock()
-	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
-	s.Unlock()
 	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain", "--header", s.set.S1.Header,
 		"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
 	mustRun(t, "first run", args...)
@@ -233,12 +228,7 @@ func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 // disk has nothing to do (exit 0), as the one-disk conversion: it failed asking for a --stage round
 // (exit 1, retryable) since the cutover removes the stage record.
 func TestAzureCutoverRecreateVMRerun(t *testing.T) {
-	s := setupStage(t)
-	s.Lock()
-	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
-	s.Unlock()
-	t.Chdir(t.TempDir())
-	dir := t.TempDir()
+	s, dir := setupZonalStage(t)
 	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
 	s.powerState("deallocated")
 	args := s.stageArgs(dir, "--cutover", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))

@@ -133,6 +133,18 @@ func setupStage(t *testing.T) *stageAzure {
 	return s
 }
 
+// setupZonalStage is setupStage for the tests that re-create vm1: vm1 is zonal (zone 1), so its OS
+// disk is too, as Azure requires, and the new disk must follow it. The working directory, where a
+// re-creation saves the VM's rollback model, and the journal directory it returns are temporary.
+func setupZonalStage(t *testing.T) (*stageAzure, string) {
+	s := setupStage(t)
+	s.Lock()
+	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")}
+	s.Unlock()
+	t.Chdir(t.TempDir())
+	return s, t.TempDir()
+}
+
 // setupStaged is setupStage with stage round 1 run into dir: it returns the fake, dir and the local
 // conversion of state 2, which the cutovers must give.
 func setupStaged(t *testing.T) (*stageAzure, string, []byte) {
@@ -534,13 +546,8 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 // and writes state 2: the conversion of that snapshot is refused before any disk is made or the VM is
 // touched; a snapshot taken after the VM stopped converts.
 func TestAzureSnapshotRecreateStale(t *testing.T) {
-	s := setupStage(t)
-	t.Chdir(t.TempDir())
-	dir := t.TempDir()
+	s, dir := setupZonalStage(t)
 	s.powerState("deallocated")
-	s.Lock()
-	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
-	s.Unlock()
 	snap := func(disk, name string) string {
 		t.Helper()
 		cred, opts := s.fakeAzure.hook()
@@ -607,11 +614,8 @@ func TestAzureStagePendingPlan(t *testing.T) {
 // TestAzureCutoverLicenseFails: a cutover whose VM is re-created but whose licensing then fails exits
 // 11 and removes the stage record: the conversion is over, and a rerun must not act on it.
 func TestAzureCutoverLicenseFails(t *testing.T) {
-	s := setupStage(t)
-	t.Chdir(t.TempDir())
-	dir := t.TempDir()
+	s, dir := setupZonalStage(t)
 	s.Lock()
-	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")} // the VM's zone: the new disk's
 	s.VMs[azurefake.Key(fakeRG, "vm1")].Properties.StorageProfile.ImageReference = rhelPAYG()
 	s.ExtensionFails = true
 	s.Unlock()
@@ -671,13 +675,7 @@ func TestAzureStageUsage(t *testing.T) {
 // before the DELETE, the PUT after it, carrying the new disk and no ADE extension. The disk equals a
 // local conversion of state 2, and the stage record and the VM model file are gone.
 func TestAzureCutoverRecreateVM(t *testing.T) {
-	s := setupStage(t)
-	// vm1 is zonal (zone 1), so its OS disk is too, as Azure requires; the new disk must follow it.
-	s.Lock()
-	s.Disks[azurefake.Key(fakeRG, "osdisk")].Zones = []*string{to.Ptr("1")}
-	s.Unlock()
-	t.Chdir(t.TempDir()) // where the VM's rollback model is saved
-	dir := t.TempDir()
+	s, dir := setupZonalStage(t)
 	want2 := s.local(t, s.set.S2, t.TempDir())
 	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != 0 {
 		t.Fatalf("stage round 1: exit %d:\n%s", code, se)
