@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 )
 
@@ -15,10 +16,7 @@ import (
 // may not meet.
 func TestReadKeyFileErrors(t *testing.T) {
 	dir := t.TempDir()
-	loop := filepath.Join(dir, "loop")
-	if err := os.Symlink("loop", loop); err != nil {
-		t.Fatal(err)
-	}
+	loop := testenv.LoopPath(t, dir)
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)

@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/security/keyvault/azkeys"
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 )
 
@@ -210,10 +211,7 @@ func TestAzureConvertLocked(t *testing.T) {
 // whether met checking --journal-dir or opening the run's lock file.
 func TestAzureConvertJournalDirUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	loop := filepath.Join(dir, "loop")
-	if err := os.Symlink("loop", loop); err != nil {
-		t.Fatal(err)
-	}
+	loop := testenv.LoopPath(t, dir)
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)
@@ -245,10 +243,7 @@ func TestAzureConvertJournalDirUnreadable(t *testing.T) {
 // that cannot be read otherwise (a share's EIO; here ELOOP) may be read on a retry: exit 1.
 func TestAzureConvertInventoryUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	loop := filepath.Join(dir, "loop")
-	if err := os.Symlink("loop", loop); err != nil {
-		t.Fatal(err)
-	}
+	loop := testenv.LoopPath(t, dir)
 	for inv, want := range map[string]int{filepath.Join(dir, "none"): exitUsage, loop: exitFailure} {
 		so, se, code := runCLI(t, "azure", "convert", "--des", fakeDES, "--journal-dir", dir, "--json", "--inventory", inv, "--index", "0")
 		if rep := errorReport(t, so); code != want || rep.ExitCode != want {

@@ -260,10 +260,7 @@ func rewriteLVMText(t *testing.T, path string, edit func(string) string) {
 // ELOOP, which root meets too) may pass and is exit 1, for vm convert OUTDIR and convert's OUT.
 func TestOutputDirUnreadable(t *testing.T) {
 	dir := t.TempDir()
-	loop := filepath.Join(dir, "loop")
-	if err := os.Symlink("loop", loop); err != nil {
-		t.Fatal(err)
-	}
+	loop := testenv.LoopPath(t, dir)
 	file := filepath.Join(dir, "file")
 	if err := os.WriteFile(file, nil, 0o600); err != nil {
 		t.Fatal(err)

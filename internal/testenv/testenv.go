@@ -358,3 +358,14 @@ func FlipByte(t testing.TB, path string, off int64) {
 		t.Fatal(err)
 	}
 }
+
+// LoopPath returns a path in dir that is a symlink to itself: every stat or open of it fails with
+// ELOOP. It stands for a share's EIO or ESTALE, which a test run as root cannot provoke with modes.
+func LoopPath(t testing.TB, dir string) string {
+	t.Helper()
+	loop := filepath.Join(dir, "loop")
+	if err := os.Symlink("loop", loop); err != nil {
+		t.Fatal(err)
+	}
+	return loop
+}
