@@ -1255,13 +1255,7 @@ func TestAzureStageJournalUnreadable(t *testing.T) {
 func TestAzureStageSnapshotCutOff(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.cutOff("PUT snapshot ", cancel)
-	if _, se, code := runCLICtx(t, ctx, s.stageArgs(dir, "--stage")...); code != exitInterrupted {
-		t.Fatalf("stage round cut off in its snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
-	s.cutOff("", nil)
+	s.runCutOff(t, "PUT snapshot ", s.stageArgs(dir, "--stage")...)
 	s.Settle()
 	snap := calledWith(s.takeCalls(), "PUT snapshot ")
 	if snap == "" {
@@ -1279,21 +1273,13 @@ func TestAzureStageSnapshotCutOff(t *testing.T) {
 	}
 }
 
-// convertCutOff runs azure convert --source-disk of osdisk into plain (-q) and cancels it at the first
-// call that starts with prefix: it must exit interrupted. It returns the arguments and stderr.
+// convertCutOff runs azure convert --source-disk of osdisk into plain (-q), cut off at the first call
+// that starts with prefix (runCutOff), and returns the arguments and stderr.
 func (s *stageAzure) convertCutOff(t *testing.T, prefix string) ([]string, string) {
 	t.Helper()
 	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
 		"--header", s.set.S1.Header, "--journal-dir", t.TempDir(), "-q", "--workers", "2"}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.cutOff(prefix, cancel)
-	_, se, code := runCLICtx(t, ctx, args...)
-	if code != exitInterrupted {
-		t.Fatalf("convert cut off at %q: exit %d, want %d:\n%s", prefix, code, exitInterrupted, se)
-	}
-	s.cutOff("", nil)
-	return args, se
+	return args, s.runCutOff(t, prefix, args...)
 }
 
 // TestAzureConvertSnapshotCutOff: Ctrl-C while Azure takes the snapshot of azure convert --source-disk

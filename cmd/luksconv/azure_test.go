@@ -296,16 +296,15 @@ func (f *fakeAzure) takeCalls() []string {
 	return c
 }
 
-// cutOff makes the operations whose call starts with prefix take two polls and calls cancel at their
-// first: Ctrl-C while the run waits for Azure, which goes on with the operation (Settle ends it). An
-// empty prefix ends that.
-func (f *fakeAzure) cutOff(prefix string, cancel func()) {
+// runCutOff runs the CLI with args and presses Ctrl-C while it waits for Azure on the first operation
+// whose call starts with prefix: that operation takes two polls and the run's context is cancelled at
+// the first; Azure goes on with it (Settle ends it). The run must exit interrupted; runCutOff returns
+// its standard error.
+func (f *fakeAzure) runCutOff(t *testing.T, prefix string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
 	f.Lock()
-	defer f.Unlock()
-	if prefix == "" {
-		f.Slow, f.Polled = nil, nil
-		return
-	}
 	f.Slow = func(call string) int {
 		if strings.HasPrefix(call, prefix) {
 			return 2
@@ -317,6 +316,15 @@ func (f *fakeAzure) cutOff(prefix string, cancel func()) {
 			cancel()
 		}
 	}
+	f.Unlock()
+	_, se, code := runCLICtx(t, ctx, args...)
+	f.Lock()
+	f.Slow, f.Polled = nil, nil
+	f.Unlock()
+	if code != exitInterrupted {
+		t.Fatalf("%q cut off at %q: exit %d, want %d:\n%s", args, prefix, code, exitInterrupted, se)
+	}
+	return se
 }
 
 // calledWith returns the first call that starts with prefix, less the prefix ("" if none).

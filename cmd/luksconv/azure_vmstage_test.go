@@ -552,13 +552,7 @@ func TestAzureVMStageSnapshotCutOff(t *testing.T) {
 	s := setupVMStage(t)
 	dir := t.TempDir()
 	args := vmStageArgs(dir)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	s.cutOff("PUT snapshot ", cancel)
-	if _, se, code := runCLICtx(t, ctx, args("--stage")...); code != exitInterrupted {
-		t.Fatalf("stage round cut off in a snapshot: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
-	s.cutOff("", nil)
+	s.runCutOff(t, "PUT snapshot ", args("--stage")...)
 	s.Settle()
 	c := s.takeCalls()
 	snap := calledWith(c, "PUT snapshot ")
