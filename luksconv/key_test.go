@@ -2,7 +2,6 @@ package luksconv_test
 
 import (
 	"errors"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -17,10 +16,7 @@ import (
 func TestReadKeyFileErrors(t *testing.T) {
 	dir := t.TempDir()
 	loop := testenv.LoopPath(t, dir)
-	empty := filepath.Join(dir, "empty")
-	if err := os.WriteFile(empty, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	empty := testenv.WriteFile(t, dir, "empty", nil)
 	for path, want := range map[string]bool{filepath.Join(dir, "none"): true, filepath.Join(empty, "k"): true, dir: true, empty: true, loop: false} {
 		_, err := luksconv.ReadKeyFile(path)
 		if err == nil || errors.Is(err, luksconv.ErrKeyFile) != want {

@@ -212,10 +212,7 @@ func TestAzureConvertLocked(t *testing.T) {
 func TestAzureConvertJournalDirUnreadable(t *testing.T) {
 	dir := t.TempDir()
 	loop := testenv.LoopPath(t, dir)
-	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := testenv.WriteFile(t, dir, "file", nil)
 	vm := []string{"--vm", fakeID("virtualMachines", "vm1")}
 	disk := []string{"--snapshot", fakeID("snapshots", "snap"), "--target-disk", "plain"}
 	for _, tc := range []struct {

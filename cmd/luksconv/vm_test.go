@@ -261,10 +261,7 @@ func rewriteLVMText(t *testing.T, path string, edit func(string) string) {
 func TestOutputDirUnreadable(t *testing.T) {
 	dir := t.TempDir()
 	loop := testenv.LoopPath(t, dir)
-	file := filepath.Join(dir, "file")
-	if err := os.WriteFile(file, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	file := testenv.WriteFile(t, dir, "file", nil)
 	img, key := filepath.Join(dir, "img"), filepath.Join(dir, "key")
 	for out, want := range map[string]int{filepath.Join(dir, "none"): exitOutput, file: exitOutput, filepath.Join(file, "d"): exitOutput, loop: exitFailure} {
 		if _, se, code := runCLI(t, "vm", "convert", "--os", img, "--key-file", key, out); code != want {
