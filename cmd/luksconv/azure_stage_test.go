@@ -434,6 +434,16 @@ func runInterrupted(t *testing.T, args ...string) (string, int) {
 	return se, code
 }
 
+// mustInterrupt is runInterrupted of a run that must exit interrupted; it returns standard error.
+func mustInterrupt(t *testing.T, args ...string) string {
+	t.Helper()
+	se, code := runInterrupted(t, args...)
+	if code != exitInterrupted {
+		t.Fatalf("%q cancelled mid-upload: exit %d, want %d:\n%s", args, code, exitInterrupted, se)
+	}
+	return se
+}
+
 // TestAzureCutoverInterrupted: a first stage round, then a cutover, each cancelled mid-upload; the
 // cutover leaves the disk uploading, the record and its journal. The same command resumes each from
 // its snapshot and journal, and the disk equals a local conversion of state 2.
@@ -441,11 +451,8 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
 	want2 := s.local(t, s.set.S2, t.TempDir())
-	interrupt := func(args ...string) (string, int) { return runInterrupted(t, args...) }
 	// An interrupted first round resumes from the same snapshot.
-	if se, code := interrupt(s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
-		t.Fatalf("cancelled stage: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	s.takeCalls()
 	so, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
 	if code != 0 {
@@ -461,10 +468,7 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 	}
 	s.toState2(t)
 	s.powerState("deallocated")
-	se, code = interrupt(s.stageArgs(dir, "--cutover", "--workers", "1")...)
-	if code != exitInterrupted {
-		t.Fatalf("cancelled cutover: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--cutover", "--workers", "1")...)
 	if st := s.DiskState(fakeRG, "plain"); st != armcompute.DiskStateActiveUpload {
 		t.Errorf("after the interruption the disk is %s", st)
 	}
@@ -592,12 +596,9 @@ func TestAzureSnapshotRecreateStale(t *testing.T) {
 func TestAzureStagePendingPlan(t *testing.T) {
 	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
-	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
-	if code != exitInterrupted {
-		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	s.takeCalls()
-	if _, se, code = runCLI(t, s.stageArgs(dir, "--stage", "--full-copy")...); code != exitFailure || !strings.Contains(se, "round 2 was begun with another plan") {
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage", "--full-copy")...); code != exitFailure || !strings.Contains(se, "round 2 was begun with another plan") {
 		t.Fatalf("stage round 2 again with --full-copy: exit %d, want %d and the plan named:\n%s", code, exitFailure, se)
 	}
 	for _, c := range s.takeCalls() {
@@ -988,9 +989,8 @@ func TestAzureStageDiskFlags(t *testing.T) {
 func TestAzureStageRound1DiskFlags(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
-	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted ||
-		!strings.Contains(se, "luksconv: stopping: an Azure operation under way is awaited") {
-		t.Fatalf("cancelled stage round 1: exit %d, want %d and a line saying what the run still does:\n%s", code, exitInterrupted, se)
+	if se := mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...); !strings.Contains(se, "luksconv: stopping: an Azure operation under way is awaited") {
+		t.Fatalf("cancelled stage round 1 does not say what the run still does:\n%s", se)
 	}
 	s.diskFlagsRefused(t, "round 1 rerun", func(flag, value string) []string { return s.stageArgs(dir, "--stage", flag, value) }, "GRANT disk plain")
 	mustRun(t, "stage round 1 again", s.stageArgs(dir, "--stage")...)
@@ -1027,9 +1027,7 @@ func (f *fakeAzure) rotateKey(name, secret string) {
 func TestAzureStageKeyRotated(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
-	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
-		t.Fatalf("cancelled stage round 1: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	s.rotateKey("osdisk", "bek/v2")
 	_, se, code := runCLI(t, s.stageArgs(dir, "--stage")...)
 	if code != 0 || !strings.Contains(se, "names another ADE key than its disk") || strings.Contains(se, "a rotated passphrase") {
@@ -1047,9 +1045,7 @@ func TestAzureStageKeyRotated(t *testing.T) {
 func TestAzureCutoverPendingStageRunning(t *testing.T) {
 	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
-	if se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...); code != exitInterrupted {
-		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	s.takeCalls()
 	// The dry run says so too, rather than an expected downtime.
 	if so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate", "--dry-run")...); code != exitFailure || !strings.Contains(se, "stage round 2") {
@@ -1222,10 +1218,7 @@ func TestAzureCutoverVerifyFails(t *testing.T) {
 func TestAzureStageJournalUnreadable(t *testing.T) {
 	s, dir, _ := setupStaged(t)
 	s.toState2(t)
-	se, code := runInterrupted(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
-	if code != exitInterrupted {
-		t.Fatalf("cancelled stage round 2: exit %d, want %d:\n%s", code, exitInterrupted, se)
-	}
+	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	js, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*.journal"))
 	if len(js) != 1 {
 		t.Fatalf("journals after the interrupted round: %v", js)
@@ -1237,8 +1230,7 @@ func TestAzureStageJournalUnreadable(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.takeCalls()
-	_, se, code = runCLI(t, s.stageArgs(dir, "--stage")...)
-	if code != exitFailure || !strings.Contains(se, "too many levels of symbolic links") {
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage")...); code != exitFailure || !strings.Contains(se, "too many levels of symbolic links") {
 		t.Errorf("stage round 2 with an unreadable journal: exit %d, want %d:\n%s", code, exitFailure, se)
 	}
 	for _, c := range s.takeCalls() {
