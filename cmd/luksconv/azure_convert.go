@@ -233,17 +233,27 @@ func (f *azureConvert) snapshotKey(ctx context.Context, cl *azure.Client, readID
 	return &sks[0], nil
 }
 
-// useSnapshotKey recovers the passphrase of the snapshot readID when its settings name another key
-// than the one in opts (snapshotKey), and says so on stderr.
-func (f *azureConvert) useSnapshotKey(ctx context.Context, cl *azure.Client, readID string, opts *luksconv.PlanOptions, rep *azureReport, stderr io.Writer) error {
-	ks, err := f.snapshotKey(ctx, cl, readID, rep.KeySource)
-	if err != nil || ks == nil {
-		return err
+// snapshotPass recovers the passphrase of readID when its settings name another key than ks
+// (snapshotKey), and says so on stderr after label; a nil key: the same key.
+func (f *azureConvert) snapshotPass(ctx context.Context, cl *azure.Client, readID string, ks *azure.KeySource, label string, stderr io.Writer) ([]byte, *azure.KeySource, error) {
+	sks, err := f.snapshotKey(ctx, cl, readID, ks)
+	if err != nil || sks == nil {
+		return nil, nil, err
 	}
-	fmt.Fprintf(stderr, "Snapshot %s names another ADE key than its disk (%s, not %s; rotated in between): using the snapshot's\n", readID, ks.SecretURL, rep.KeySource.SecretURL)
-	debugAzure("recover key from Key Vault", ks.ResourceID, "secret", ks.SecretURL, "kek", ks.KEKURL, "from", ks.From)
-	pass, err := cl.RecoverKey(ctx, ks)
+	fmt.Fprintf(stderr, "%s%s names another ADE key than its disk (%s, not %s; rotated in between): using the snapshot's\n", label, readID, sks.SecretURL, ks.SecretURL)
+	debugAzure("recover key from Key Vault", sks.ResourceID, "secret", sks.SecretURL, "kek", sks.KEKURL, "from", sks.From)
+	pass, err := cl.RecoverKey(ctx, sks)
 	if err != nil {
+		return nil, nil, err
+	}
+	return pass, sks, nil
+}
+
+// useSnapshotKey puts the passphrase of the snapshot readID into opts when its settings name another
+// key than the one there (snapshotPass).
+func (f *azureConvert) useSnapshotKey(ctx context.Context, cl *azure.Client, readID string, opts *luksconv.PlanOptions, rep *azureReport, stderr io.Writer) error {
+	pass, ks, err := f.snapshotPass(ctx, cl, readID, rep.KeySource, "Snapshot ", stderr)
+	if err != nil || ks == nil {
 		return err
 	}
 	clear(opts.Passphrase)

@@ -483,18 +483,13 @@ func (f *azureConvert) vmSnapshotKeys(ctx context.Context, cl *azure.Client, dis
 			}
 			continue
 		}
-		ks, err := f.snapshotKey(ctx, cl, d.readID, d.KeySource)
-		if err == nil && ks != nil {
-			fmt.Fprintf(stderr, "%s: snapshot %s names another ADE key than its disk (%s, not %s; rotated in between): using the snapshot's\n",
-				diskName(d.LUN), d.readID, ks.SecretURL, d.KeySource.SecretURL)
-			var pass []byte
-			if pass, err = cl.RecoverKey(ctx, ks); err == nil {
-				clear(d.pass)
-				d.pass, d.base64, d.KeySource = pass, ks.KEKURL != "", ks
-			}
-		}
+		pass, ks, err := f.snapshotPass(ctx, cl, d.readID, d.KeySource, diskName(d.LUN)+": snapshot ", stderr)
 		if err != nil {
 			return fmt.Errorf("%s (%s): %w", diskName(d.LUN), d.disk.Name, err)
+		}
+		if ks != nil {
+			clear(d.pass)
+			d.pass, d.base64, d.KeySource = pass, ks.KEKURL != "", ks
 		}
 	}
 	return nil
