@@ -706,19 +706,19 @@ var azureOutputHook func(j *uploadJob, o luksconv.Output) luksconv.Output
 // not written again: the result is then nil.
 func (f *azureConvert) upload(ctx context.Context, cl *azure.Client, j uploadJob, stderr io.Writer) (tgt *azure.UploadTarget, res *luksconv.Result, err error) {
 	p, diskID, journal := j.plan, j.diskID, j.journal
-	st, serr := cl.DiskStatus(ctx, diskID)
-	if serr == nil && st.Tags[planTag] == p.ID() {
+	if st, err := cl.DiskStatus(ctx, diskID); err == nil && st.Tags[planTag] == p.ID() {
+		// This conversion's disk, made by an earlier run.
 		if err := checkReopened(st, j.spec, diskID); err != nil {
 			return nil, nil, err
 		}
-	}
-	if serr == nil && finishedUpload(st.State) && st.Tags[planTag] == p.ID() {
-		// Finished by an earlier run (whose finish may have outlasted its wait): the tag proves it
-		// holds this very plan, and an upload disk leaves ActiveUpload only through the finish that
-		// follows the last write.
-		debugAzure("upload finished by an earlier run", diskID)
-		fmt.Fprintf(stderr, "%s was uploaded by an earlier run of this conversion\n", diskID)
-		return &azure.UploadTarget{DiskID: diskID, SizeBytes: p.OutputSize, UploadSizeBytes: p.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
+		if finishedUpload(st.State) {
+			// Finished by an earlier run (whose finish may have outlasted its wait): the tag proves it
+			// holds this very plan, and an upload disk leaves ActiveUpload only through the finish that
+			// follows the last write.
+			debugAzure("upload finished by an earlier run", diskID)
+			fmt.Fprintf(stderr, "%s was uploaded by an earlier run of this conversion\n", diskID)
+			return &azure.UploadTarget{DiskID: diskID, SizeBytes: p.OutputSize, UploadSizeBytes: p.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
+		}
 	}
 	debugAzure("create upload disk", diskID, "size", j.spec.SizeBytes)
 	tgt, err = cl.CreateUploadDisk(ctx, *j.spec)
