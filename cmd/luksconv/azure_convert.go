@@ -957,17 +957,26 @@ func keptSnapshots(ctx context.Context, cl *azure.Client, stderr io.Writer, snap
 		strings.Join(snaps, ", "))
 }
 
+// journalFound reports whether the resume journal at path exists. An error other than its absence (a
+// share's EIO or ESTALE) is returned: a rerun may read that journal, so nothing is granted now, and the
+// pages it lists are not written again.
+func journalFound(path string) (bool, error) {
+	_, err := os.Stat(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return false, fmt.Errorf("journal: %w", err)
+	}
+	return err == nil, nil
+}
+
 // resume reopens the target disk that CreateUploadDisk found existing (exists) when it is this
 // conversion's unfinished upload: still uploading and tagged with the plan's ID. The journal, if there
 // is one, then names what is done; without it every page is written again.
 func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists error, diskID, journal, planID string, stderr io.Writer) (*azure.UploadTarget, error) {
-	_, jerr := os.Stat(journal)
-	if jerr != nil && !errors.Is(jerr, os.ErrNotExist) {
-		// Not an absent journal (a share's EIO or ESTALE): a rerun may read it, so nothing is granted
-		// now, and the pages it lists are not written again.
-		return nil, fmt.Errorf("journal: %w", jerr)
+	found, err := journalFound(journal)
+	if err != nil {
+		return nil, err
 	}
-	debugAzure("open upload disk (resume)", diskID, "journal", journal, "journal_found", jerr == nil)
+	debugAzure("open upload disk (resume)", diskID, "journal", journal, "journal_found", found)
 	// Only a disk tagged with this plan is reopened: another disk of that name, a finished upload
 	// (Unattached) or another conversion's upload, is refused before any access is granted.
 	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: planID})
@@ -977,7 +986,7 @@ func (f *azureConvert) resume(ctx context.Context, cl *azure.Client, exists erro
 			"choose another --target-disk, or delete it (luksconv never deletes disks)"}
 	case err != nil:
 		return nil, err
-	case jerr != nil:
+	case !found:
 		fmt.Fprintf(stderr, "Resuming the upload to %s (no journal at %s: every page is written again)\n", diskID, journal)
 	default:
 		fmt.Fprintf(stderr, "Resuming the upload to %s (journal %s)\n", diskID, journal)

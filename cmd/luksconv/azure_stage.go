@@ -767,12 +767,11 @@ func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j delta
 				"run the same command with --cutover instead of --stage: it finds the disk finished and completes the cutover"}
 		}
 	}
-	_, jerr := os.Stat(j.journal)
-	if jerr != nil && !errors.Is(jerr, os.ErrNotExist) {
-		// Not an absent journal (a share's EIO or ESTALE): a rerun may read it, so nothing is granted now.
-		return nil, nil, fmt.Errorf("journal: %w", jerr)
+	found, err := journalFound(j.journal)
+	if err != nil {
+		return nil, nil, err
 	}
-	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", jerr == nil)
+	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", found)
 	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: j.rec.DiskPlanTag})
 	if err != nil {
 		if errors.Is(err, azure.ErrState) {
