@@ -144,7 +144,7 @@ func runCLICtx(t *testing.T, ctx context.Context, args ...string) (string, strin
 	root.SetOut(&so)
 	root.SetErr(&se)
 	root.SetIn(strings.NewReader(""))
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, root)
 	if err != nil {
 		reportError(&se, err)
 	}

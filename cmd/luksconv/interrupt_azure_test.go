@@ -76,7 +76,7 @@ func runCLISignalled(t *testing.T, sig syscall.Signal, mark string, delay time.D
 			sent <- false
 		}
 	}()
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, root)
 	close(finished)
 	if <-sent {
 		// The handler must have taken the signal before stop() restores the default action, which

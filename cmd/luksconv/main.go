@@ -17,7 +17,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/luksconv/luksconv/blobio"
 	"io"
 	"os"
 	"os/signal"
@@ -26,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/luksconv/luksconv/blobio"
 	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/spf13/cobra"
@@ -69,8 +69,7 @@ func main() {
 		<-ctx.Done()
 		stop()
 	}()
-	root := newRootCmd()
-	err := root.ExecuteContext(ctx)
+	err := execute(ctx, newRootCmd())
 	if err != nil {
 		dlog.Debug("failed", "exit_code", exitCode(err), "error", err)
 		reportError(os.Stderr, err)
@@ -79,6 +78,14 @@ func main() {
 		dlog.Debug("done", "exit_code", 0)
 	}
 	os.Exit(exitCode(err))
+}
+
+// execute runs root. A panic on the command's own goroutine is an error of the run like one on a
+// worker (exit 1, its stack printed without argument values; deferred clean-ups ran as it unwound):
+// left to Go, it would exit 2, the usage code a fleet engine does not retry, and its trace would show
+// the argument words of every frame, key bytes among them when a function takes a key by value.
+func execute(ctx context.Context, root *cobra.Command) error {
+	return recovered.Call(func() error { return root.ExecuteContext(ctx) })
 }
 
 func newRootCmd() *cobra.Command {

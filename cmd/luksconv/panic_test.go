@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,6 +15,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/luksconv/luksconv/internal/recovered"
 	"github.com/luksconv/luksconv/luksconv"
+	"github.com/spf13/cobra"
 )
 
 // panicOutput panics in its third write: a bug on one of Execute's worker goroutines.
@@ -131,5 +134,45 @@ func TestAzureConvertVMDiskPanic(t *testing.T) {
 		if got := f.DiskState(fakeRG, name); got != want {
 			t.Errorf("after the panic %s is %s, want %s", name, got, want)
 		}
+	}
+}
+
+//go:noinline
+func panicWithKey(key [4]uint64) { panic(fmt.Sprintf("command bug %d", len(key))) }
+
+// TestCommandPanic: a panic on a command's own goroutine (here convert's run, holding a key by value)
+// exits 1 with the internal-error message and the panic's stack, which names the function but not its
+// argument words; the command's deferred clean-up ran. Go's own handling exits 2 and prints them.
+func TestCommandPanic(t *testing.T) {
+	root := newRootCmd()
+	conv, _, err := root.Find([]string{"convert"})
+	if err != nil || conv.Name() != "convert" {
+		t.Fatalf("no convert command: %v", err)
+	}
+	cleaned := false
+	conv.RunE = func(*cobra.Command, []string) error {
+		defer func() { cleaned = true }()
+		panicWithKey([4]uint64{0x5ec7e75ec7e7, 0x5ec7e75ec7e8, 0x5ec7e75ec7e9, 0x5ec7e75ec7ea})
+		return nil
+	}
+	var so, se bytes.Buffer
+	root.SetArgs([]string{"convert", "--key-file", "k", "in", "out"})
+	root.SetOut(&so)
+	root.SetErr(&se)
+	err = execute(context.Background(), root)
+	if err == nil {
+		t.Fatal("a panicking command succeeded")
+	}
+	reportError(&se, err)
+	out := se.String()
+	if code := exitCode(err); code != exitFailure || !strings.Contains(out, "luksconv: internal error (panic): command bug 4") ||
+		!strings.Contains(out, "panicWithKey(...)") {
+		t.Fatalf("exit %d, standard error:\n%s", code, out)
+	}
+	if strings.Contains(out, "5ec7e75ec7e") {
+		t.Errorf("the stack shows the key's words:\n%s", out)
+	}
+	if !cleaned {
+		t.Error("the command's deferred clean-up did not run")
 	}
 }
