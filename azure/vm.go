@@ -221,6 +221,12 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 			return nil, newError(op, vmID, ErrUnsupported, "data disk at LUN %d is not a managed disk", deref(d.Lun))
 		}
 		lun := int(deref(d.Lun))
+		if deref(d.ToBeDetached) {
+			// A detach under way or left failed: the new VM would attach the disk again (its model
+			// lists it), and the rollback too.
+			return nil, newError(op, vmID, ErrState, "the data disk at LUN %d is being detached (toBeDetached): finish the detach "+
+				"(az vm disk detach, --force-detach when it is stuck) or undo it before the re-creation", lun)
+		}
 		nd, ok := newData[lun]
 		if !ok {
 			kept++

@@ -384,6 +384,10 @@ func TestRecreateVMRefuses(t *testing.T) {
 		"ephemeral OS disk": func(c *cloud) {
 			c.VMs[key(rg, "vm1")].Properties.StorageProfile.OSDisk.DiffDiskSettings = &armcompute.DiffDiskSettings{Option: to.Ptr(armcompute.DiffDiskOptionsLocal)}
 		},
+		// A detach under way: the new VM's model would attach the disk again.
+		"data disk being detached": func(c *cloud) {
+			c.VMs[key(rg, "vm1")].Properties.StorageProfile.DataDisks[0].ToBeDetached = to.Ptr(true)
+		},
 		"trusted launch VM": func(c *cloud) {
 			c.VMs[key(rg, "vm1")].Properties.SecurityProfile = &armcompute.SecurityProfile{SecurityType: to.Ptr(armcompute.SecurityTypesTrustedLaunch)}
 		},
