@@ -65,11 +65,15 @@ type Options struct {
 	Marker string
 	Grace  time.Duration // 0 means 20 s
 	// StopOn, if set, ends the boot (killing qemu) as soon as a console line matches.
-	StopOn  *regexp.Regexp
-	MemoryM int    // guest memory in MiB, 1024 if 0
-	CPUs    int    // guest CPUs, 2 if 0
-	Accel   string // qemu accelerator; $LUKSCONV_QEMU_ACCEL or "tcg" if empty
-	QEMU    string // the qemu binary, "qemu-system-x86_64" if empty
+	StopOn *regexp.Regexp
+	// GraceAfter, if set, ends a boot that is to hang at a known point: once a console line
+	// matches it, qemu gets Grace as after the marker. Its end then does not depend on how fast
+	// the host got the guest there, as a short Timeout's would.
+	GraceAfter *regexp.Regexp
+	MemoryM    int    // guest memory in MiB, 1024 if 0
+	CPUs       int    // guest CPUs, 2 if 0
+	Accel      string // qemu accelerator; $LUKSCONV_QEMU_ACCEL or "tcg" if empty
+	QEMU       string // the qemu binary, "qemu-system-x86_64" if empty
 	// LogFile, if set, receives a copy of the serial console as it arrives.
 	LogFile string
 }
@@ -351,7 +355,7 @@ loop:
 				continue
 			}
 			clean := strings.TrimSpace(StripANSI(line))
-			if graceC == nil && (clean == marker || strings.HasPrefix(clean, marker+" ")) {
+			if graceC == nil && (clean == marker || strings.HasPrefix(clean, marker+" ") || o.GraceAfter != nil && o.GraceAfter.MatchString(clean)) {
 				t := time.NewTimer(grace)
 				defer t.Stop()
 				graceC = t.C
