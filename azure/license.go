@@ -75,6 +75,13 @@ func paygImage(vm *armcompute.VirtualMachine, diskImageID, publisher string) *rh
 	return img
 }
 
+// ubuntuPro reports whether a Canonical image is Ubuntu Pro: offers 0001-com-ubuntu-pro-<release>[-fips],
+// or the SKUs ubuntu-pro[-gen1] and pro-<release>… of the other offers.
+func (i *rhelImage) ubuntuPro() bool {
+	o, s := strings.ToLower(i.Offer), strings.ToLower(i.SKU)
+	return strings.Contains(o, "ubuntu-pro") || strings.Contains(s, "ubuntu-pro") || strings.HasPrefix(s, "pro-")
+}
+
 // licenseType is the Azure Hybrid Benefit licenseType that keeps the image's pay-as-you-go billing:
 // RHEL for SAP HA and SAP applications have their own; EUS SKUs RHEL_EUS; the rest RHEL_BASE.
 func (i *rhelImage) licenseType() string {
@@ -99,6 +106,13 @@ func (c *Client) planLicensing(ctx context.Context, plan *VMPlan, vm *armcompute
 		// The same loss as RHEL's, which luksconv does not re-license: said, for a person to decide.
 		plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM runs SUSE's pay-as-you-go image %s/%s (%s): on an upload disk it is no longer billed for SLES "+
 			"through Azure and loses SUSE's update service for pay-as-you-go VMs; re-license it (Azure Hybrid Benefit for SLES) or register it with your own SUSE subscription", img.Offer, img.SKU, img.From))
+	}
+	if img := paygImage(vm, diskImage, "Canonical"); img != nil && img.ubuntuPro() {
+		// Pro through Azure is the image's billing, or licenseType UBUNTU_PRO (Azure's in-place upgrade
+		// to Pro): the latter keeps it on an upload disk. Said, for a person to decide.
+		plan.Warnings = append(plan.Warnings, fmt.Sprintf("the VM runs Canonical's Ubuntu Pro image %s/%s (%s): on an upload disk it is no longer billed for Ubuntu Pro "+
+			"through Azure, and its Pro services (ESM, Livepatch) stop once the guest's entitlement is checked again; keep Pro with licenseType UBUNTU_PRO "+
+			"(az vm update --license-type UBUNTU_PRO, after the swap) or attach the guest to your own Pro subscription", img.Offer, img.SKU, img.From))
 	}
 	img := rhelPAYG(vm, diskImage)
 	if img == nil {

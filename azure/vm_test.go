@@ -695,6 +695,45 @@ func TestPlanRecreateVMSUSEPayg(t *testing.T) {
 	}
 }
 
+// TestPlanRecreateVMUbuntuPro: a VM from a Canonical Ubuntu Pro image (its offer or its SKU says so)
+// loses its Pro billing on an upload disk: the plan warns and names licenseType UBUNTU_PRO; an Ubuntu
+// Server image, or a VM that has a licenseType already, needs no warning.
+func TestPlanRecreateVMUbuntuPro(t *testing.T) {
+	ctx := context.Background()
+	vmID, newOS := resID(typeVM, "vm1"), resID(typeDisk, "osdisk-plain")
+	for _, tc := range []struct {
+		offer, sku, license string
+		warn                bool
+	}{
+		{"0001-com-ubuntu-pro-jammy", "pro-22_04-lts-gen2", "", true},
+		{"0001-com-ubuntu-pro-focal-fips", "pro-fips-20_04-gen2", "", true},
+		{"ubuntu-24_04-lts", "ubuntu-pro", "", true},
+		{"ubuntu-24_04-lts", "server", "", false},
+		{"0001-com-ubuntu-server-jammy", "22_04-lts-gen2", "", false},
+		{"ubuntu-24_04-lts", "server", "UBUNTU_PRO", false},
+		{"0001-com-ubuntu-pro-jammy", "pro-22_04-lts-gen2", "UBUNTU_PRO", false},
+	} {
+		t.Run(tc.offer+"/"+tc.sku+"/"+tc.license, func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			vm := c.VMs[key(rg, "vm1")]
+			vm.Plan = nil
+			vm.Properties.StorageProfile.ImageReference = &armcompute.ImageReference{Publisher: to.Ptr("Canonical"), Offer: to.Ptr(tc.offer), SKU: to.Ptr(tc.sku), Version: to.Ptr("latest")}
+			if tc.license != "" {
+				vm.Properties.LicenseType = to.Ptr(tc.license)
+			}
+			plan, err := c.client().PlanRecreateVM(ctx, vmID, newOS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			w := strings.Join(plan.Warnings, "\n")
+			if got := strings.Contains(w, "Ubuntu Pro image"); got != tc.warn || (got && !strings.Contains(w, "--license-type UBUNTU_PRO")) {
+				t.Errorf("warned %v, want %v: %q", got, tc.warn, plan.Warnings)
+			}
+		})
+	}
+}
+
 // TestPlanRecreateVMSpot: a Spot VM keeps its priority, eviction policy and max price, and the plan warns
 // that its re-creation, and a restore, need Spot capacity at the PUT, which the preflight cannot check.
 func TestPlanRecreateVMSpot(t *testing.T) {
