@@ -439,15 +439,22 @@ func TestRecreateVMDeleteOutcome(t *testing.T) {
 	})
 }
 
-// lostPut forwards the first VM PUT and then loses its answer, as a broken connection would.
+// lostPut forwards the first VM PUT and then loses its answer, as a broken connection would, and
+// fails the failGets reads of the VM after it the same way.
 type lostPut struct {
-	inner policy.Transporter
-	lost  bool
+	inner    policy.Transporter
+	lost     bool
+	failGets int
 }
 
 func (l *lostPut) Do(req *http.Request) (*http.Response, error) {
+	vm1 := strings.HasSuffix(strings.ToLower(req.URL.Path), "/virtualmachines/vm1")
+	if vm1 && req.Method == http.MethodGet && l.lost && l.failGets > 0 {
+		l.failGets--
+		return nil, errors.New("connection reset by peer")
+	}
 	resp, err := l.inner.Do(req)
-	if req.Method == http.MethodPut && strings.HasSuffix(strings.ToLower(req.URL.Path), "/virtualmachines/vm1") && !l.lost {
+	if req.Method == http.MethodPut && vm1 && !l.lost {
 		l.lost = true
 		return nil, errors.New("connection reset by peer")
 	}
@@ -461,6 +468,26 @@ func TestRecreateVMPutAnswerLost(t *testing.T) {
 	adeVM(c)
 	arm := c.ARMOptions()
 	arm.Transport = &lostPut{inner: arm.Transport}
+	arm.Retry.MaxRetries = -1
+	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := planVM1(t, c, cl)
+	if err := cl.RecreateVM(context.Background(), plan); err != nil {
+		t.Fatal(err)
+	}
+	recreatedOnce(t, c, cl)
+}
+
+// TestRecreateVMPutAnswerLostReadsFail: the reads of the VM after a lost PUT answer fail for a while:
+// RecreateVM reads again until one answers (it took the first failure for "not created" and restored
+// the original VM over the one just created, or failed that restore and called the VM deleted).
+func TestRecreateVMPutAnswerLostReadsFail(t *testing.T) {
+	c := newCloud(t)
+	adeVM(c)
+	arm := c.ARMOptions()
+	arm.Transport = &lostPut{inner: arm.Transport, failGets: 3}
 	arm.Retry.MaxRetries = -1
 	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
 	if err != nil {

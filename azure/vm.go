@@ -641,8 +641,15 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 		}
 	}
 	n, err := c.putVM(pctx, vms, rid.ResourceGroup, rid.Name, *plan.New)
-	if err != nil && c.awaitCreated(pctx, vms, rid, plan.NewOSDiskID) {
-		err = nil // the answer was lost, not the VM: a restore now would race it
+	if err != nil {
+		switch created, state, aerr := c.awaitCreated(pctx, vms, rid, plan.NewOSDiskID); {
+		case aerr != nil:
+			// Neither created nor not: a restore could race the PUT, or overwrite the new VM.
+			return &VMRecreateError{VMID: plan.VMID, Deleted: true, Uncertain: true, State: state, Attempts: n, ModelFile: model,
+				Err: errors.Join(opError("create VM", plan.VMID, err), aerr)}
+		case created:
+			err = nil // the answer was lost, not the VM: a restore now would race it
+		}
 	}
 	if err == nil {
 		os.Remove(model)
@@ -701,26 +708,38 @@ func (c *Client) awaitDelete(ctx context.Context, vms *armcompute.VirtualMachine
 	}
 }
 
-// awaitCreated reports whether the VM exists, provisioned, on the OS disk osDiskID after a PUT of it
-// failed: one whose answer was lost (a broken connection) may still create it. A VM being created is
-// waited for, within recreateStepTime.
-func (c *Client) awaitCreated(ctx context.Context, vms *armcompute.VirtualMachinesClient, rid resourceID, osDiskID string) bool {
+// awaitCreated reads the VM after a PUT of it failed, as one whose answer was lost (a broken
+// connection) may still have created it: created when it exists, provisioned, on the OS disk
+// osDiskID; not when it is gone, Failed or on other disks. A VM being created is waited for, and a
+// read that fails is tried again, within recreateStepTime; err says its state could not be told by
+// then (state: the last one read).
+func (c *Client) awaitCreated(ctx context.Context, vms *armcompute.VirtualMachinesClient, rid resourceID, osDiskID string) (created bool, state string, err error) {
 	ctx, cancel := context.WithTimeout(ctx, recreateStepTime)
 	defer cancel()
 	for {
-		r, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
-		if err != nil || r.Properties == nil {
-			return false
+		r, gerr := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
+		switch {
+		case isNotFound(gerr):
+			return false, "", nil
+		case gerr != nil:
+			err = opError("read VM", rid.ID, gerr)
+		case r.Properties == nil:
+			return false, "", nil
+		default:
+			err = nil
+			switch state = str(r.Properties.ProvisioningState); {
+			case strings.EqualFold(state, "Succeeded"):
+				sp := r.Properties.StorageProfile
+				return sp != nil && sp.OSDisk != nil && sp.OSDisk.ManagedDisk != nil && sameID(str(sp.OSDisk.ManagedDisk.ID), osDiskID), state, nil
+			case !strings.EqualFold(state, "Creating") && !strings.EqualFold(state, "Updating"):
+				return false, state, nil
+			}
 		}
-		switch state := str(r.Properties.ProvisioningState); {
-		case strings.EqualFold(state, "Succeeded"):
-			sp := r.Properties.StorageProfile
-			return sp != nil && sp.OSDisk != nil && sp.OSDisk.ManagedDisk != nil && sameID(str(sp.OSDisk.ManagedDisk.ID), osDiskID)
-		case !strings.EqualFold(state, "Creating") && !strings.EqualFold(state, "Updating"):
-			return false
-		}
-		if sleep(ctx, c.pollOptions().Frequency) != nil {
-			return false
+		if serr := sleep(ctx, c.pollOptions().Frequency); serr != nil {
+			if err == nil {
+				err = opError("read VM", rid.ID, fmt.Errorf("still %s: %w", state, serr))
+			}
+			return false, state, err
 		}
 	}
 }

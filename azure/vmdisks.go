@@ -40,6 +40,8 @@ type VMDisks struct {
 	// are encrypted only their content (and the OS disk's crypttab) tells.
 	DualPass bool     `json:"dualPass"`
 	Disks    []VMDisk `json:"disks"` // the OS disk, then the data disks by LUN
+	// ProvisioningState is the VM's, as the model reports it (Succeeded, Failed, Updating, …).
+	ProvisioningState string `json:"provisioningState"`
 }
 
 // ReadVMDisks reads the VM vmID and each of its managed disks. A VM with an
@@ -59,7 +61,7 @@ func (c *Client) ReadVMDisks(ctx context.Context, vmID string) (*VMDisks, error)
 		return nil, newError(op, vmID, ErrState, "VM model has no storageProfile.osDisk")
 	}
 	sp := p.StorageProfile
-	out := &VMDisks{VMID: vmID, Location: str(r.Location)}
+	out := &VMDisks{VMID: vmID, Location: str(r.Location), ProvisioningState: str(p.ProvisioningState)}
 	osd := sp.OSDisk
 	if osd.ManagedDisk == nil || str(osd.ManagedDisk.ID) == "" {
 		return nil, newError(op, vmID, ErrUnsupported, "OS disk is not a managed disk")

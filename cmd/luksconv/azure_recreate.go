@@ -48,7 +48,26 @@ func (f *azureConvert) recreatedBefore(ctx context.Context, cl *azure.Client, di
 	if err != nil {
 		return false, err
 	}
-	return strings.EqualFold(vmd.Disks[0].DiskID, diskID), nil
+	if !strings.EqualFold(vmd.Disks[0].DiskID, diskID) {
+		return false, nil
+	}
+	return true, recreatedState(f.vm, vmd.ProvisioningState)
+}
+
+// recreatedState refuses to call a VM found on the new disks done while its provisioning state says
+// otherwise: the PUT of a run that ended after sending it failed (the run that sent it would have
+// restored the old VM) or is still under way. A run that then saw nothing to do would exit 0 on a
+// VM that does not run.
+func recreatedState(vmID, state string) error {
+	switch {
+	case state == "" || strings.EqualFold(state, "Succeeded"):
+		return nil
+	case strings.EqualFold(state, "Failed"):
+		return &hintedError{fmt.Errorf("%w: VM %s stands on the new disks an earlier run made, but its provisioning state is Failed", azure.ErrState, vmID),
+			"see the VM's activity log and instance view (az vm get-instance-view); az vm redeploy or az vm start usually brings it up; then run the same command again"}
+	default:
+		return fmt.Errorf("%w: VM %s stands on the new disks an earlier run made and is still %s: run the same command again once that ends", azure.ErrState, vmID, state)
+	}
 }
 
 // printRecreatedBefore reports a run recreatedBefore found done.

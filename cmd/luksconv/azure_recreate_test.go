@@ -38,6 +38,28 @@ func (f *fakeAzure) vmOSDisk() string {
 	return filepath.Base(*vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID)
 }
 
+// vmProvisioning sets the provisioning state of vm1 in the fake.
+func (f *fakeAzure) vmProvisioning(state string) {
+	f.Lock()
+	defer f.Unlock()
+	f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.ProvisioningState = to.Ptr(state)
+}
+
+// rerunNotProvisioned runs args, an `azure convert --recreate-vm` whose VM stands on its new disks,
+// with the VM left Failed and then Updating by the fake: each must exit 1 with what is wrong (exit 0,
+// nothing to do, would call a VM that does not run converted); the VM is left Succeeded.
+func rerunNotProvisioned(t *testing.T, f *fakeAzure, args ...string) {
+	t.Helper()
+	for state, want := range map[string]string{"Failed": "its provisioning state is Failed", "Updating": "is still Updating"} {
+		f.vmProvisioning(state)
+		so, se, code := runCLI(t, args...)
+		if code != exitFailure || !strings.Contains(so+se, want) || (state == "Failed" && !strings.Contains(so+se, "az vm redeploy")) {
+			t.Errorf("rerun on a VM %s: exit %d, want %d and %q:\n%s%s", state, code, exitFailure, want, so, se)
+		}
+	}
+	f.vmProvisioning("Succeeded")
+}
+
 func modelFiles(t *testing.T) []string {
 	m, err := filepath.Glob("luksconv-vm-vm1-*.json")
 	if err != nil {
@@ -205,13 +227,15 @@ func TestAzureRecreateVMFollowUps(t *testing.T) {
 // TestAzureRecreateVMRerunOneDisk: the same one-disk `azure convert --recreate-vm` run again once the
 // VM runs on the new OS disk (a run that ended after the PUT: killed, or exit 11 for its licensing)
 // has nothing to do: exit 0, no snapshot, grant or VM call; it failed with "new OS disk is the VM's
-// current OS disk" (exit 1, which a fleet engine retries) after reading the source again.
+// current OS disk" (exit 1, which a fleet engine retries) after reading the source again. While the
+// VM's provisioning state is Failed or Updating the rerun exits 1 and says so.
 func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 	s, dir := setupZonalStage(t)
 	s.powerState("deallocated")
 	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain", "--header", s.set.S1.Header,
 		"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
 	mustRun(t, "first run", args...)
+	rerunNotProvisioned(t, s.fakeAzure, args...)
 	s.takeCalls()
 	so, se, code := runCLI(t, args...)
 	if code != 0 || !strings.Contains(so, "already runs on "+fakeID("disks", "plain")) {

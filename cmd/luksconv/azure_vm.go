@@ -79,6 +79,8 @@ type azureVMReport struct {
 	Warnings    []string         `json:"warnings,omitempty"`
 	// AlreadyConverted: the VM runs on disks an earlier run converted; nothing was done.
 	AlreadyConverted bool `json:"already_converted,omitempty"`
+
+	provisioning string // the VM's provisioning state as vmDisks read it
 }
 
 // wholeVM reports whether the flags ask for a whole-VM run: --vm without a source.
@@ -287,6 +289,7 @@ func (f *azureConvert) vmDisks(ctx context.Context, cl *azure.Client, rep *azure
 	if err != nil {
 		return nil, err
 	}
+	rep.provisioning = vmd.ProvisioningState
 	var disks []*azureVMDisk // the disks to convert: the OS disk first
 	for _, d := range vmd.Disks {
 		optional := vmd.DualPass && !d.ADE && d.LUN != azure.OSDiskLUN
@@ -331,10 +334,10 @@ func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *a
 		}
 	}
 	st, err := cl.DiskStatus(ctx, rep.Disks[0].disk.DiskID)
-	if err != nil {
+	if err != nil || st.Tags[planTag] == "" {
 		return false, err
 	}
-	return st.Tags[planTag] != "", nil
+	return true, recreatedState(f.vm, rep.provisioning)
 }
 
 // printConverted reports a VM convertedVM found converted.

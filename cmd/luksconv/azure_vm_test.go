@@ -557,7 +557,7 @@ func rhelPAYG() *armcompute.ImageReference {
 // again, a task ended after the re-creation) has nothing to do and succeeds: the VM runs on disks
 // luksconv made (plan tag) and none carries ADE settings. It was exit 8 (no ADE key on the new OS
 // disk), which a fleet engine counts as a failed VM. The same for a cutover or a stage round run
-// again, and nothing is snapshotted, granted or created.
+// again, and nothing is snapshotted, granted or created. A VM left Failed or Updating exits 1.
 func TestAzureConvertVMRerun(t *testing.T) {
 	f, _ := setupAzureVM(t)
 	dir := t.TempDir()
@@ -566,6 +566,7 @@ func TestAzureConvertVMRerun(t *testing.T) {
 	if _, se, code := runCLI(t, append(base, "--recreate-vm")...); code != 0 {
 		t.Fatalf("first run: exit %d\n%s", code, se)
 	}
+	rerunNotProvisioned(t, f, append(slices.Clone(base), "--recreate-vm")...)
 	f.takeCalls()
 	for _, extra := range [][]string{{"--recreate-vm"}, {"--recreate-vm", "--verify"}, {"--cutover", "--deallocate", "--recreate-vm"}, {"--stage"}, {}} {
 		so, se, code := runCLI(t, append(slices.Clone(base), extra...)...)
