@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -462,42 +463,29 @@ func (l *lostPut) Do(req *http.Request) (*http.Response, error) {
 }
 
 // TestRecreateVMPutAnswerLost: a PUT whose answer is lost may have created the VM: RecreateVM reads it
-// before restoring, and finds it re-created on the new disk (a restore would have raced it).
+// before restoring, and finds it re-created on the new disk (a restore would have raced it). When the
+// reads after it fail for a while, it reads again until one answers: it took the first failure for
+// "not created" and restored the original VM over the new one, or failed that restore and called the
+// VM deleted.
 func TestRecreateVMPutAnswerLost(t *testing.T) {
-	c := newCloud(t)
-	adeVM(c)
-	arm := c.ARMOptions()
-	arm.Transport = &lostPut{inner: arm.Transport}
-	arm.Retry.MaxRetries = -1
-	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
+	for _, failGets := range []int{0, 3} {
+		t.Run(fmt.Sprintf("failed reads %d", failGets), func(t *testing.T) {
+			c := newCloud(t)
+			adeVM(c)
+			arm := c.ARMOptions()
+			arm.Transport = &lostPut{inner: arm.Transport, failGets: failGets}
+			arm.Retry.MaxRetries = -1
+			cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			plan := planVM1(t, c, cl)
+			if err := cl.RecreateVM(context.Background(), plan); err != nil {
+				t.Fatal(err)
+			}
+			recreatedOnce(t, c, cl)
+		})
 	}
-	plan := planVM1(t, c, cl)
-	if err := cl.RecreateVM(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
-	recreatedOnce(t, c, cl)
-}
-
-// TestRecreateVMPutAnswerLostReadsFail: the reads of the VM after a lost PUT answer fail for a while:
-// RecreateVM reads again until one answers (it took the first failure for "not created" and restored
-// the original VM over the one just created, or failed that restore and called the VM deleted).
-func TestRecreateVMPutAnswerLostReadsFail(t *testing.T) {
-	c := newCloud(t)
-	adeVM(c)
-	arm := c.ARMOptions()
-	arm.Transport = &lostPut{inner: arm.Transport, failGets: 3}
-	arm.Retry.MaxRetries = -1
-	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	plan := planVM1(t, c, cl)
-	if err := cl.RecreateVM(context.Background(), plan); err != nil {
-		t.Fatal(err)
-	}
-	recreatedOnce(t, c, cl)
 }
 
 // TestRecreateVMStartedDuringPreflight: a VM started while the preflight runs is not deleted.
