@@ -19,6 +19,8 @@ image="$out/disk/$(jq -r "$fx.image" "$m")"
 key="$out/disk/$(jq -r "$fx.key_files[0]" "$m")"
 expected="$out/disk/$(jq -r "$fx.expected" "$m")"
 echo "image  $image ($(du -h --apparent-size "$image" | cut -f1), $(wc -c <"$key")-byte BEK key file)"
+echo "(its /boot kernel and initramfs are random stand-ins: luksconv warns that it cannot read that"
+echo " initramfs, as it would for a real one it cannot parse; the bootable sample below has a real one)"
 echo
 
 before=$(sha256sum "$image" | cut -d' ' -f1)
