@@ -24,7 +24,7 @@ func get(n int) []byte {
 	}
 	pool.Unlock()
 	// Map Size more than needed and unmap the ends, so that the buffer's huge pages line up with the
-	// kernel's (newer kernels align large mappings themselves; older ones, those of RHEL 8 and 9, not).
+	// kernel's: Linux aligns large anonymous mappings itself only since 6.7.
 	pg := uintptr(unix.Getpagesize())
 	m := (uintptr(n) + pg - 1) &^ (pg - 1)
 	span := m + Size
