@@ -5,9 +5,10 @@
 // the page cache into four fresh 4 MiB buffers took 10.1-10.7 ms from the Go heap and 2.0-2.1 ms
 // from Get, hand-back included (BenchmarkFirstFill). A short run, such as the second pass of a
 // cutover that moves 10 MiB, pays that once per buffer. On Linux, buffers of at least 2 MiB are
-// anonymous mappings aligned to and advised for transparent huge pages, mapped 2 MiB per fault. Put gives a buffer's pages back to the kernel (it reads as zeros from then on) and keeps the
-// mapping for the next Get of the same size; mappings are never unmapped, so a late reader of a
-// returned buffer (an HTTP transport still sending a cancelled request's body) reads zeros instead of
+// anonymous mappings aligned to and advised for transparent huge pages, mapped 2 MiB per fault. Put
+// gives a buffer's pages back to the kernel (it reads as zeros from then on) and keeps the mapping
+// for the next Get of the same size; mappings are never unmapped, so a late reader of a returned
+// buffer (an HTTP transport still sending a cancelled request's body) reads zeros instead of
 // faulting. Elsewhere, and when the kernel refuses a mapping, Get is make and Put clears.
 package hugebuf
 
