@@ -488,6 +488,38 @@ func TestRecreateVMPutAnswerLost(t *testing.T) {
 	}
 }
 
+// TestRecreateVMPutAnswerLostUnreadable: after a lost PUT answer the VM cannot be read at all within
+// the wait: RecreateVM cannot tell whether the new VM exists, so it does not restore (a PUT of the old
+// model could overwrite the new VM) and says the VM's state is unknown, its model kept.
+func TestRecreateVMPutAnswerLostUnreadable(t *testing.T) {
+	defer func(d time.Duration) { createdWait = d }(createdWait)
+	createdWait = 50 * time.Millisecond
+	c := newCloud(t)
+	adeVM(c)
+	arm := c.ARMOptions()
+	arm.Transport = &lostPut{inner: arm.Transport, failGets: 1 << 30}
+	arm.Retry.MaxRetries = -1
+	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := planVM1(t, c, cl)
+	err = cl.RecreateVM(context.Background(), plan)
+	var re *VMRecreateError
+	if !errors.As(err, &re) || !re.Uncertain || re.Restored || re.Restore != nil || re.ModelFile == "" {
+		t.Fatalf("RecreateVM: %v (%+v), want an uncertain failure without a restore", err, re)
+	}
+	if _, err := os.Stat(re.ModelFile); err != nil {
+		t.Errorf("model file: %v", err)
+	}
+	if n := strings.Count(strings.Join(c.Calls, "\n"), "PUT vm vm1"); n != 1 {
+		t.Errorf("calls %q: want the one PUT of the new VM, no restore", c.Calls)
+	}
+	if !strings.Contains(err.Error(), "its state is unknown") || !strings.Contains(re.Hint(), "az vm show") {
+		t.Errorf("error %q, hint %q", err, re.Hint())
+	}
+}
+
 // TestRecreateVMStartedDuringPreflight: a VM started while the preflight runs is not deleted.
 func TestRecreateVMStartedDuringPreflight(t *testing.T) {
 	c := newCloud(t)

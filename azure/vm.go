@@ -708,13 +708,16 @@ func (c *Client) awaitDelete(ctx context.Context, vms *armcompute.VirtualMachine
 	}
 }
 
+// createdWait bounds awaitCreated: recreateStepTime (a test shortens it).
+var createdWait = recreateStepTime
+
 // awaitCreated reads the VM after a PUT of it failed, as one whose answer was lost (a broken
 // connection) may still have created it: created when it exists, provisioned, on the OS disk
 // osDiskID; not when it is gone, Failed or on other disks. A VM being created is waited for, and a
-// read that fails is tried again, within recreateStepTime; err says its state could not be told by
-// then (state: the last one read).
+// read that fails is tried again, within createdWait; err says its state could not be told by then
+// (state: the last one read).
 func (c *Client) awaitCreated(ctx context.Context, vms *armcompute.VirtualMachinesClient, rid resourceID, osDiskID string) (created bool, state string, err error) {
-	ctx, cancel := context.WithTimeout(ctx, recreateStepTime)
+	ctx, cancel := context.WithTimeout(ctx, createdWait)
 	defer cancel()
 	for {
 		r, gerr := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil)
