@@ -486,7 +486,18 @@ func RestoreCommand(vmID, file string) string {
 
 // SavedModels lists the rollback model files RecreateVM saved in dir for the VM named name, oldest
 // first: what is left of a re-creation that stopped between the DELETE and the end (a killed process).
+// Only names that end in a time after the VM's name are its: VM vm1-2's files are not vm1's, though
+// they start alike (a fleet shares one journal directory).
 func SavedModels(dir, name string) []string {
-	m, _ := filepath.Glob(filepath.Join(dir, "luksconv-vm-"+safeName.ReplaceAllString(name, "_")+"-*.json"))
-	return m // the names end in the UTC time: sorted is oldest first
+	prefix := "luksconv-vm-" + safeName.ReplaceAllString(name, "_") + "-"
+	ents, _ := os.ReadDir(dir) // sorted by name, and the names end in the UTC time: oldest first
+	var m []string
+	for _, e := range ents {
+		if rest, ok := strings.CutPrefix(e.Name(), prefix); ok && e.Type().IsRegular() {
+			if _, err := time.Parse("20060102T150405Z.json", rest); err == nil {
+				m = append(m, filepath.Join(dir, e.Name()))
+			}
+		}
+	}
+	return m
 }

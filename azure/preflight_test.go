@@ -595,3 +595,22 @@ func TestRecreateVMEditedDuringPreflight(t *testing.T) {
 		})
 	}
 }
+
+// TestSavedModels: the model files of VM vm1 are those named for it and a time, oldest first; those of
+// VM vm1-2 in the same directory (a fleet's shared journal directory) are not, nor other files.
+func TestSavedModels(t *testing.T) {
+	dir := t.TempDir()
+	for _, n := range []string{"luksconv-vm-vm1-20261208T010203Z.json", "luksconv-vm-vm1-20251208T010203Z.json",
+		"luksconv-vm-vm1-2-20261208T010203Z.json", "luksconv-vm-vm1-notes.json", "luksconv-vm-vm1-20261208T010203Z.json.bak"} {
+		if err := os.WriteFile(filepath.Join(dir, n), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := []string{filepath.Join(dir, "luksconv-vm-vm1-20251208T010203Z.json"), filepath.Join(dir, "luksconv-vm-vm1-20261208T010203Z.json")}
+	if got := SavedModels(dir, "vm1"); !slices.Equal(got, want) {
+		t.Errorf("SavedModels(vm1) = %q, want %q", got, want)
+	}
+	if got := SavedModels(dir, "vm1-2"); len(got) != 1 || filepath.Base(got[0]) != "luksconv-vm-vm1-2-20261208T010203Z.json" {
+		t.Errorf("SavedModels(vm1-2) = %q", got)
+	}
+}
