@@ -84,6 +84,9 @@ type azureReport struct {
 	// AlreadyConverted: with --recreate-vm, the VM runs on the new OS disk (an earlier run re-created
 	// it); nothing was done.
 	AlreadyConverted bool `json:"already_converted,omitempty"`
+	// StaleModels: with AlreadyConverted, the rollback models of the VM an earlier run saved in
+	// --journal-dir, removed (with --dry-run: to be removed).
+	StaleModels []string `json:"stale_models,omitempty"`
 }
 
 func newAzureConvertCmd() *cobra.Command {

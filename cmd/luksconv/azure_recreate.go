@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
+	"path"
 	"strings"
 
 	"github.com/luksconv/luksconv/azure"
@@ -73,9 +75,37 @@ func recreatedState(vmID, state string) error {
 // printRecreatedBefore reports a run recreatedBefore found done.
 func (f *azureConvert) printRecreatedBefore(out io.Writer, rep *azureReport, diskID string) error {
 	rep.AlreadyConverted = true
+	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
 	fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, diskID)
+	f.printStaleModels(out, rep.StaleModels)
 	return nil
+}
+
+// dropModels removes the rollback models of the VM that an earlier run saved in --journal-dir and
+// left (it ended between the DELETE and its end: killed, or unsure whether the new VM existed), once
+// the VM is found on its new disks, as a run that sees its re-creation through removes its own: they
+// would bring back the ADE VM, and a later run's restore hint for a VM gone would offer them. A dry
+// run only lists them.
+func (f *azureConvert) dropModels() []string {
+	var stale []string
+	for _, m := range azure.SavedModels(f.journalDir, path.Base(f.vm)) {
+		if f.dryRun || os.Remove(m) == nil {
+			stale = append(stale, m)
+		}
+	}
+	return stale
+}
+
+// printStaleModels says what dropModels did.
+func (f *azureConvert) printStaleModels(out io.Writer, stale []string) {
+	verb := "removed"
+	if f.dryRun {
+		verb = "would remove"
+	}
+	for _, m := range stale {
+		fmt.Fprintf(out, "%s %s, the rollback model of the VM an earlier run saved: the VM stands on its new disks\n", verb, m)
+	}
 }

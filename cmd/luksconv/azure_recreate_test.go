@@ -14,6 +14,7 @@ import (
 
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // retryWithin makes the CLI's Azure client retry a refused VM PUT for bound only.
@@ -228,18 +229,34 @@ func TestAzureRecreateVMFollowUps(t *testing.T) {
 // VM runs on the new OS disk (a run that ended after the PUT: killed, or exit 11 for its licensing)
 // has nothing to do: exit 0, no snapshot, grant or VM call; it failed with "new OS disk is the VM's
 // current OS disk" (exit 1, which a fleet engine retries) after reading the source again. While the
-// VM's provisioning state is Failed or Updating the rerun exits 1 and says so.
+// VM's provisioning state is Failed or Updating the rerun exits 1 and says so. A rollback model of the
+// VM an earlier run left is removed then (listed by a dry run), another VM's is not.
 func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 	s, dir := setupZonalStage(t)
 	s.powerState("deallocated")
 	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain", "--header", s.set.S1.Header,
 		"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
 	mustRun(t, "first run", args...)
+	// A model file an earlier run left (stopped unsure whether the new VM existed), and one of VM vm1-2
+	// beside it in the shared journal directory.
+	mine, other := filepath.Join(dir, "luksconv-vm-vm1-20261208T010203Z.json"), filepath.Join(dir, "luksconv-vm-vm1-2-20261208T010203Z.json")
+	for _, m := range []string{mine, other} {
+		testenv.WriteFile(t, dir, filepath.Base(m), []byte("{}"))
+	}
 	rerunNotProvisioned(t, s.fakeAzure, args...)
+	if so, se, code := runCLI(t, append(slices.Clone(args), "--dry-run")...); code != 0 || !strings.Contains(so, "would remove "+mine) {
+		t.Errorf("dry rerun: exit %d:\n%s%s", code, so, se)
+	}
 	s.takeCalls()
 	so, se, code := runCLI(t, args...)
-	if code != 0 || !strings.Contains(so, "already runs on "+fakeID("disks", "plain")) {
+	if code != 0 || !strings.Contains(so, "already runs on "+fakeID("disks", "plain")) || !strings.Contains(so, "removed "+mine) {
 		t.Fatalf("rerun: exit %d:\n%s%s", code, so, se)
+	}
+	if _, err := os.Stat(mine); !os.IsNotExist(err) {
+		t.Errorf("the VM's stale model is still there (%v)", err)
+	}
+	if _, err := os.Stat(other); err != nil {
+		t.Errorf("VM vm1-2's model: %v", err)
 	}
 	for _, c := range s.takeCalls() {
 		if !strings.HasPrefix(c, "GET secret") {

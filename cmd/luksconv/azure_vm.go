@@ -79,6 +79,8 @@ type azureVMReport struct {
 	Warnings    []string         `json:"warnings,omitempty"`
 	// AlreadyConverted: the VM runs on disks an earlier run converted; nothing was done.
 	AlreadyConverted bool `json:"already_converted,omitempty"`
+	// StaleModels: as azureReport's.
+	StaleModels []string `json:"stale_models,omitempty"`
 
 	provisioning string // the VM's provisioning state as vmDisks read it
 }
@@ -343,10 +345,12 @@ func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *a
 // printConverted reports a VM convertedVM found converted.
 func (f *azureConvert) printConverted(out io.Writer, rep *azureVMReport) error {
 	rep.AlreadyConverted = true
+	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
 	fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s): nothing to do\n", f.vm, rep.Disks[0].Source)
+	f.printStaleModels(out, rep.StaleModels)
 	return nil
 }
 

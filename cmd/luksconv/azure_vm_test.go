@@ -19,6 +19,7 @@ import (
 	"github.com/luksconv/luksconv/azure"
 	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/azurite"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/internal/vmfixture"
 	"github.com/luksconv/luksconv/luksconv"
 )
@@ -557,7 +558,8 @@ func rhelPAYG() *armcompute.ImageReference {
 // again, a task ended after the re-creation) has nothing to do and succeeds: the VM runs on disks
 // luksconv made (plan tag) and none carries ADE settings. It was exit 8 (no ADE key on the new OS
 // disk), which a fleet engine counts as a failed VM. The same for a cutover or a stage round run
-// again, and nothing is snapshotted, granted or created. A VM left Failed or Updating exits 1.
+// again, and nothing is snapshotted, granted or created. A VM left Failed or Updating exits 1. The
+// first rerun removes a rollback model an earlier run left (stale_models).
 func TestAzureConvertVMRerun(t *testing.T) {
 	f, _ := setupAzureVM(t)
 	dir := t.TempDir()
@@ -567,14 +569,18 @@ func TestAzureConvertVMRerun(t *testing.T) {
 		t.Fatalf("first run: exit %d\n%s", code, se)
 	}
 	rerunNotProvisioned(t, f, append(slices.Clone(base), "--recreate-vm")...)
+	// A rollback model an earlier run left: the first rerun that finds the VM converted removes it.
+	stale := testenv.WriteFile(t, dir, "luksconv-vm-vm1-20261208T010203Z.json", []byte("{}"))
 	f.takeCalls()
 	for _, extra := range [][]string{{"--recreate-vm"}, {"--recreate-vm", "--verify"}, {"--cutover", "--deallocate", "--recreate-vm"}, {"--stage"}, {}} {
 		so, se, code := runCLI(t, append(slices.Clone(base), extra...)...)
 		var rep struct {
-			VM               string `json:"vm"`
-			AlreadyConverted bool   `json:"already_converted"`
+			VM               string   `json:"vm"`
+			AlreadyConverted bool     `json:"already_converted"`
+			StaleModels      []string `json:"stale_models"`
 		}
-		if err := json.Unmarshal([]byte(so), &rep); err != nil || code != 0 || !rep.AlreadyConverted || rep.VM != vmID {
+		if err := json.Unmarshal([]byte(so), &rep); err != nil || code != 0 || !rep.AlreadyConverted || rep.VM != vmID ||
+			len(extra) == 1 && extra[0] == "--recreate-vm" && !slices.Equal(rep.StaleModels, []string{stale}) {
 			t.Errorf("rerun %q: exit %d, report %s (%v)\n%s", extra, code, so, err, se)
 		}
 		for _, c := range f.takeCalls() {
