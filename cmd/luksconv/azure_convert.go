@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
@@ -365,10 +366,21 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	// not know that may stop it again, which ends the process at once (main).
 	stderr := &lockedWriter{w: c.ErrOrStderr()}
 	c.SetErr(stderr)
-	defer context.AfterFunc(c.Context(), func() {
-		fmt.Fprintf(stderr, "luksconv: stopping: an Azure operation under way is awaited (at most %v), then the read grants are revoked "+
-			"and what is left is named; a second Ctrl-C ends the process at once and may leave a grant open\n", azure.SettleTime)
-	})()
+	var stopping sync.Once
+	sayStopping := func() {
+		stopping.Do(func() {
+			fmt.Fprintf(stderr, "luksconv: stopping: an Azure operation under way is awaited (at most %v), then the read grants are revoked "+
+				"and what is left is named; a second Ctrl-C ends the process at once and may leave a grant open\n", azure.SettleTime)
+		})
+	}
+	stopSaying := context.AfterFunc(c.Context(), sayStopping)
+	defer func() {
+		// AfterFunc's goroutine may not have printed yet when a cancelled run ends: the line is out
+		// before the run returns, not after the error it ends with, or never.
+		if !stopSaying() {
+			sayStopping()
+		}
+	}()
 	defer func() {
 		// A VM that is gone while a model of it is saved: a re-creation stopped after the DELETE.
 		if !f.recreate || f.vm == "" || !errors.Is(err, azure.ErrNotFound) {
