@@ -12,24 +12,6 @@ import (
 	"github.com/luksconv/luksconv/lvm"
 )
 
-// flipByte XORs the byte at off with 0x01 (so it always changes).
-func flipByte(t *testing.T, path string, off int64) {
-	t.Helper()
-	f, err := os.OpenFile(path, os.O_RDWR, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	b := make([]byte, 1)
-	if _, err := f.ReadAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-	b[0] ^= 1
-	if _, err := f.WriteAt(b, off); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func openPath(t *testing.T, path string) (*lvm.PV, error) {
 	t.Helper()
 	f, size := testenv.Open(t, path)
@@ -102,7 +84,7 @@ func TestCorruptCopies(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			img := testenv.CopyFile(t, e.img)
 			for _, d := range c.damage {
-				flipByte(t, img, d.at)
+				testenv.XORByte(t, img, d.at, 1) // one bit: a damage only the checksums show
 			}
 			_, dump := e.pvckHeaders(img)
 			for _, d := range c.damage {

@@ -344,6 +344,13 @@ func FirstDiff(a, b []byte) int {
 // second flip restores it), as a corrupted output or header byte for a test to find.
 func FlipByte(t testing.TB, path string, off int64) {
 	t.Helper()
+	XORByte(t, path, off, 0xff)
+}
+
+// XORByte XORs the byte at off of the file path with mask (non-zero: the byte changes) in place, for
+// a damage that must stay close to the original (mask 1 turns a digit into its neighbour).
+func XORByte(t testing.TB, path string, off int64, mask byte) {
+	t.Helper()
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -353,7 +360,7 @@ func FlipByte(t testing.TB, path string, off int64) {
 	if _, err := f.ReadAt(b, off); err != nil {
 		t.Fatal(err)
 	}
-	b[0] ^= 0xff
+	b[0] ^= mask
 	if _, err := f.WriteAt(b, off); err != nil {
 		t.Fatal(err)
 	}
