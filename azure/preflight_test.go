@@ -462,6 +462,22 @@ func (l *lostPut) Do(req *http.Request) (*http.Response, error) {
 	return resp, err
 }
 
+// lostPutClient returns a fake cloud holding the ADE VM vm1 and a client whose transport loses the
+// answer of the first PUT of vm1 and fails the failGets reads of it after that, without retries.
+func lostPutClient(t *testing.T, failGets int) (*cloud, *Client) {
+	t.Helper()
+	c := newCloud(t)
+	adeVM(c)
+	arm := c.ARMOptions()
+	arm.Transport = &lostPut{inner: arm.Transport, failGets: failGets}
+	arm.Retry.MaxRetries = -1
+	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, cl
+}
+
 // TestRecreateVMPutAnswerLost: a PUT whose answer is lost may have created the VM: RecreateVM reads it
 // before restoring, and finds it re-created on the new disk (a restore would have raced it). When the
 // reads after it fail for a while, it reads again until one answers: it took the first failure for
@@ -470,15 +486,7 @@ func (l *lostPut) Do(req *http.Request) (*http.Response, error) {
 func TestRecreateVMPutAnswerLost(t *testing.T) {
 	for _, failGets := range []int{0, 3} {
 		t.Run(fmt.Sprintf("failed reads %d", failGets), func(t *testing.T) {
-			c := newCloud(t)
-			adeVM(c)
-			arm := c.ARMOptions()
-			arm.Transport = &lostPut{inner: arm.Transport, failGets: failGets}
-			arm.Retry.MaxRetries = -1
-			cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, cl := lostPutClient(t, failGets)
 			plan := planVM1(t, c, cl)
 			if err := cl.RecreateVM(context.Background(), plan); err != nil {
 				t.Fatal(err)
@@ -494,17 +502,9 @@ func TestRecreateVMPutAnswerLost(t *testing.T) {
 func TestRecreateVMPutAnswerLostUnreadable(t *testing.T) {
 	defer func(d time.Duration) { createdWait = d }(createdWait)
 	createdWait = 50 * time.Millisecond
-	c := newCloud(t)
-	adeVM(c)
-	arm := c.ARMOptions()
-	arm.Transport = &lostPut{inner: arm.Transport, failGets: 1 << 30}
-	arm.Retry.MaxRetries = -1
-	cl, err := New(sub, &azfake.TokenCredential{}, &Options{ARM: arm, PollFrequency: time.Millisecond, VMModelDir: t.TempDir()})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, cl := lostPutClient(t, 1<<30)
 	plan := planVM1(t, c, cl)
-	err = cl.RecreateVM(context.Background(), plan)
+	err := cl.RecreateVM(context.Background(), plan)
 	var re *VMRecreateError
 	if !errors.As(err, &re) || !re.Uncertain || re.Restored || re.Restore != nil || re.ModelFile == "" {
 		t.Fatalf("RecreateVM: %v (%+v), want an uncertain failure without a restore", err, re)
