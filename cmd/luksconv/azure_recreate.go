@@ -72,7 +72,7 @@ func recreatedState(vmID, state string) error {
 	}
 }
 
-// printRecreatedBefore reports a run recreatedBefore found done.
+// printRecreatedBefore reports a run recreatedBefore found done, after dropModels.
 func (f *azureConvert) printRecreatedBefore(out io.Writer, rep *azureReport, diskID string) error {
 	rep.AlreadyConverted = true
 	rep.StaleModels = f.dropModels()

@@ -342,7 +342,7 @@ func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *a
 	return true, recreatedState(f.vm, rep.provisioning)
 }
 
-// printConverted reports a VM convertedVM found converted.
+// printConverted reports a VM convertedVM found converted, after dropModels.
 func (f *azureConvert) printConverted(out io.Writer, rep *azureVMReport) error {
 	rep.AlreadyConverted = true
 	rep.StaleModels = f.dropModels()
