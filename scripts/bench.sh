@@ -166,7 +166,7 @@ delta_row() {
   printf '| ciphertext changed | %s%% of the volume |\n| second pass moves (Delta regions) | %s%% |\n' "$(m changed-%)" "$(m moved-%)"
   printf '| full conversion reads (decrypts) | %s%% |\n' "$(m full-read-%)"
   printf '| full conversion of the final state (plan + execute) | %s s |\n| cutover (plan + Delta + execute into the first output) | %s s |\n' "$(m full-s)" "$(m cutover-s)"
-  printf '| cutover / full | %s |\n' "$(m ratio)"
+  printf '| cutover / full | %s |\n| bytes the cutover moves / bytes the full conversion reads (the time ratio at equal cost per byte) | %s |\n' "$(m ratio)" "$(m bytes-ratio)"
   printf '| --full-copy conversion of the final state (the whole volume decrypted) | %s s |\n| cutover / --full-copy | %s |\n' "$(m full-copy-s)" "$(m ratio-full-copy)"
   printf '| cat of the final state > a file; sync (same filesystem, the copy ceiling) | %s s |\n' "$(m cat-sync-s)"
 }
