@@ -57,7 +57,7 @@ type Options struct {
 	// 30 PollFrequency; 0 means DefaultVMCreateRetry, negative no retry.
 	VMCreateRetry time.Duration
 	// VMModelDir is where RecreateVM saves the rollback model of the VM
-	// it deletes (luksconv-vm-NAME-TIME.json), kept when neither the new
+	// it deletes (luksconv-vm-NAME-HASH-TIME.json), kept when neither the new
 	// VM nor the restore could be created; "" is the current directory.
 	VMModelDir string
 }

@@ -2,10 +2,12 @@ package azure
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -445,7 +447,7 @@ func (e *VMRecreateError) Hint() string {
 	return "re-create it from the plan's rollbackVm (luksconv azure convert --dry-run --json prints it)"
 }
 
-// saveModel writes the rollback PUT body to luksconv-vm-NAME-TIME.json in
+// saveModel writes the rollback PUT body to luksconv-vm-NAME-HASH-TIME.json in
 // Options.VMModelDir (default: the current directory), mode 0600. The body
 // holds no secret the service returns (no SAS, key or password; userData
 // is kept: the restored VM needs it).
@@ -454,7 +456,7 @@ func (c *Client) saveModel(plan *VMPlan) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	name := fmt.Sprintf("luksconv-vm-%s-%s.json", safeName.ReplaceAllString(plan.Name, "_"), time.Now().UTC().Format("20060102T150405Z")) // as SavedModels finds them
+	name := ModelName(plan.VMID, time.Now())
 	p := filepath.Join(c.opts.VMModelDir, name)
 	f, err := os.OpenFile(p, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
@@ -484,20 +486,37 @@ func RestoreCommand(vmID, file string) string {
 	return fmt.Sprintf("az rest --method put --url '%s?api-version=%s' --body @%s", vmID, vmAPIVersion, file)
 }
 
-// SavedModels lists the rollback model files RecreateVM saved in dir for the VM named name, oldest
-// first: what is left of a re-creation that stopped between the DELETE and the end (a killed process).
-// Only names that end in a time after the VM's name are its: VM vm1-2's files are not vm1's, though
-// they start alike (a fleet shares one journal directory).
-func SavedModels(dir, name string) []string {
-	prefix := "luksconv-vm-" + safeName.ReplaceAllString(name, "_") + "-"
+// SavedModels lists the rollback model files RecreateVM saved in dir for the VM vmID, oldest first:
+// what is left of a re-creation that stopped between the DELETE and the end (a killed process). A
+// file's name holds the VM's name and a hash of its resource ID, then the time: VM vm1 of another
+// resource group, or VM vm1-2, share a fleet's journal directory without sharing files.
+func SavedModels(dir, vmID string) []string {
+	prefix := modelPrefix(vmID)
 	ents, _ := os.ReadDir(dir) // sorted by name, and the names end in the UTC time: oldest first
 	var m []string
 	for _, e := range ents {
 		if rest, ok := strings.CutPrefix(e.Name(), prefix); ok && e.Type().IsRegular() {
-			if _, err := time.Parse("20060102T150405Z.json", rest); err == nil {
+			if _, err := time.Parse(modelTime, rest); err == nil {
 				m = append(m, filepath.Join(dir, e.Name()))
 			}
 		}
 	}
 	return m
+}
+
+// ModelName is the name of the rollback model file of the VM vmID saved at t, as SavedModels finds it.
+func ModelName(vmID string, t time.Time) string {
+	return modelPrefix(vmID) + t.UTC().Format(modelTime)
+}
+
+// modelTime is the end of a model file's name: the UTC time it was saved.
+const modelTime = "20060102T150405Z.json"
+
+// modelPrefix is the start of the names of the VM vmID's model files: luksconv-vm-NAME-HASH-, the
+// name in lower case and the hash the first 4 bytes of SHA-256 of the lower-case ID, as Azure's IDs
+// are case-insensitive (an inventory's and ARM's spelling may differ).
+func modelPrefix(vmID string) string {
+	id := strings.ToLower(vmID)
+	h := sha256.Sum256([]byte(id))
+	return fmt.Sprintf("luksconv-vm-%s-%x-", safeName.ReplaceAllString(path.Base(id), "_"), h[:4])
 }

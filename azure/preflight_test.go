@@ -596,21 +596,34 @@ func TestRecreateVMEditedDuringPreflight(t *testing.T) {
 	}
 }
 
-// TestSavedModels: the model files of VM vm1 are those named for it and a time, oldest first; those of
-// VM vm1-2 in the same directory (a fleet's shared journal directory) are not, nor other files.
+// TestSavedModels: the model files of VM vm1 are those named for its resource ID and a time, oldest
+// first; those of VM vm1 of another resource group and of VM vm1-2 in the same directory (a fleet's
+// shared journal directory) are not, nor other files.
 func TestSavedModels(t *testing.T) {
 	dir := t.TempDir()
-	for _, n := range []string{"luksconv-vm-vm1-20261208T010203Z.json", "luksconv-vm-vm1-20251208T010203Z.json",
-		"luksconv-vm-vm1-2-20261208T010203Z.json", "luksconv-vm-vm1-notes.json", "luksconv-vm-vm1-20261208T010203Z.json.bak"} {
+	sub := "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/"
+	vm1, vm1b, vm12 := sub+"rg-a/providers/Microsoft.Compute/virtualMachines/vm1", sub+"rg-b/providers/Microsoft.Compute/virtualMachines/vm1",
+		sub+"rg-a/providers/Microsoft.Compute/virtualMachines/vm1-2"
+	t1, t2 := time.Date(2025, 12, 8, 1, 2, 3, 0, time.UTC), time.Date(2026, 12, 8, 1, 2, 3, 0, time.UTC)
+	if n := ModelName(vm1, t2); !strings.HasPrefix(n, "luksconv-vm-vm1-") || !strings.HasSuffix(n, "-20261208T010203Z.json") || n == ModelName(vm1b, t2) {
+		t.Errorf("ModelName: %s (rg-b: %s)", n, ModelName(vm1b, t2))
+	}
+	if ModelName(vm1, t2) != ModelName(strings.ToUpper(vm1), t2) {
+		t.Error("ModelName depends on the ID's case")
+	}
+	for _, n := range []string{ModelName(vm1, t2), ModelName(vm1, t1), ModelName(vm1b, t2), ModelName(vm12, t2),
+		"luksconv-vm-vm1-20261208T010203Z.json", ModelName(vm1, t2) + ".bak", strings.TrimSuffix(ModelName(vm1, t2), "20261208T010203Z.json") + "notes.json"} {
 		if err := os.WriteFile(filepath.Join(dir, n), []byte("{}"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := []string{filepath.Join(dir, "luksconv-vm-vm1-20251208T010203Z.json"), filepath.Join(dir, "luksconv-vm-vm1-20261208T010203Z.json")}
-	if got := SavedModels(dir, "vm1"); !slices.Equal(got, want) {
+	want := []string{filepath.Join(dir, ModelName(vm1, t1)), filepath.Join(dir, ModelName(vm1, t2))}
+	if got := SavedModels(dir, vm1); !slices.Equal(got, want) {
 		t.Errorf("SavedModels(vm1) = %q, want %q", got, want)
 	}
-	if got := SavedModels(dir, "vm1-2"); len(got) != 1 || filepath.Base(got[0]) != "luksconv-vm-vm1-2-20261208T010203Z.json" {
-		t.Errorf("SavedModels(vm1-2) = %q", got)
+	for _, id := range []string{vm1b, vm12} {
+		if got := SavedModels(dir, id); len(got) != 1 || filepath.Base(got[0]) != ModelName(id, t2) {
+			t.Errorf("SavedModels(%s) = %q", id, got)
+		}
 	}
 }

@@ -356,7 +356,7 @@ func (c *Client) PlanRecreateVMWith(ctx context.Context, vmID, newOSDiskID strin
 	}
 	plan.Steps = append([]string{
 		fmt.Sprintf("preflight, nothing changed: size %s offered and unrestricted in %s %v (resource SKUs); ARM validates a deployment of newVm in %s (Azure Policy, Compute checks)", size, str(vm.Location), ptrStrings(vm.Zones), rid.ResourceGroup),
-		"save rollbackVm to luksconv-vm-" + rid.Name + "-TIME.json (removed once a VM exists again)",
+		"save rollbackVm to " + modelPrefix(plan.VMID) + "TIME.json (removed once a VM exists again)",
 	}, plan.Steps...)
 	plan.Steps = append(plan.Steps,
 		fmt.Sprintf("DELETE %s: NICs, OS disk %s and data disks are kept", vmID, plan.OldOSDiskID),

@@ -386,7 +386,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 		if !f.recreate || f.vm == "" || !errors.Is(err, azure.ErrNotFound) {
 			return
 		}
-		if m := azure.SavedModels(f.journalDir, path.Base(f.vm)); len(m) > 0 {
+		if m := azure.SavedModels(f.journalDir, f.vm); len(m) > 0 {
 			file := m[len(m)-1]
 			err = &hintedError{err, fmt.Sprintf("an earlier run deleted the VM to re-create it and saved its model in %s: if the VM is gone, restore it with %s, then run again",
 				file, azure.RestoreCommand(f.vm, file))}

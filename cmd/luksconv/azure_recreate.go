@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"strings"
 
 	"github.com/luksconv/luksconv/azure"
@@ -91,7 +90,7 @@ func (f *azureConvert) printRecreatedBefore(out io.Writer, rep *azureReport, dis
 // run only lists them.
 func (f *azureConvert) dropModels() []string {
 	var stale []string
-	for _, m := range azure.SavedModels(f.journalDir, path.Base(f.vm)) {
+	for _, m := range azure.SavedModels(f.journalDir, f.vm) {
 		if f.dryRun || os.Remove(m) == nil {
 			stale = append(stale, m)
 		}

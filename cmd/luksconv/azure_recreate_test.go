@@ -181,14 +181,14 @@ func TestAzureRecreateVMGoneWithModel(t *testing.T) {
 	f, _ := setupAzureVM(t)
 	t.Chdir(t.TempDir())
 	dir := t.TempDir()
-	model := filepath.Join(dir, "luksconv-vm-vm1-20261207T120000Z.json")
+	vmID := fakeID("virtualMachines", "vm1")
+	model := filepath.Join(dir, azure.ModelName(vmID, time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)))
 	if err := os.WriteFile(model, []byte("{}\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	f.Lock()
 	delete(f.VMs, azurefake.Key(fakeRG, "vm1"))
 	f.Unlock()
-	vmID := fakeID("virtualMachines", "vm1")
 	for _, cloud := range []string{"AzureCloud", "AzureUSGovernment"} {
 		_, se, code := runCLI(t, "azure", "convert", "-q", "--cloud", cloud, "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--journal-dir", dir)
 		if code != exitUsage || !strings.Contains(se, "saved its model in "+model) || !strings.Contains(se, "az rest --method put --url '"+vmID+"?api-version=") {
@@ -237,10 +237,13 @@ func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 	args := []string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain", "--header", s.set.S1.Header,
 		"--journal-dir", dir, "-q", "--workers", "2", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1")}
 	mustRun(t, "first run", args...)
-	// A model file an earlier run left (stopped unsure whether the new VM existed), and one of VM vm1-2
-	// beside it in the shared journal directory.
-	mine, other := filepath.Join(dir, "luksconv-vm-vm1-20261208T010203Z.json"), filepath.Join(dir, "luksconv-vm-vm1-2-20261208T010203Z.json")
-	for _, m := range []string{mine, other} {
+	// A model file an earlier run left (stopped unsure whether the new VM existed), and those of VM
+	// vm1-2 and of VM vm1 of another resource group beside it in the shared journal directory.
+	at := time.Date(2026, 12, 8, 1, 2, 3, 0, time.UTC)
+	mine := filepath.Join(dir, azure.ModelName(fakeID("virtualMachines", "vm1"), at))
+	others := []string{filepath.Join(dir, azure.ModelName(fakeID("virtualMachines", "vm1-2"), at)),
+		filepath.Join(dir, azure.ModelName(strings.Replace(fakeID("virtualMachines", "vm1"), "/resourceGroups/"+fakeRG+"/", "/resourceGroups/rg-other/", 1), at))}
+	for _, m := range append([]string{mine}, others...) {
 		testenv.WriteFile(t, dir, filepath.Base(m), []byte("{}"))
 	}
 	rerunNotProvisioned(t, s.fakeAzure, args...)
@@ -255,8 +258,10 @@ func TestAzureRecreateVMRerunOneDisk(t *testing.T) {
 	if _, err := os.Stat(mine); !os.IsNotExist(err) {
 		t.Errorf("the VM's stale model is still there (%v)", err)
 	}
-	if _, err := os.Stat(other); err != nil {
-		t.Errorf("VM vm1-2's model: %v", err)
+	for _, m := range others {
+		if _, err := os.Stat(m); err != nil {
+			t.Errorf("another VM's model: %v", err)
+		}
 	}
 	for _, c := range s.takeCalls() {
 		if !strings.HasPrefix(c, "GET secret") {

@@ -570,7 +570,7 @@ func TestAzureConvertVMRerun(t *testing.T) {
 	}
 	rerunNotProvisioned(t, f, append(slices.Clone(base), "--recreate-vm")...)
 	// A rollback model an earlier run left: the first rerun that finds the VM converted removes it.
-	stale := testenv.WriteFile(t, dir, "luksconv-vm-vm1-20261208T010203Z.json", []byte("{}"))
+	stale := testenv.WriteFile(t, dir, azure.ModelName(vmID, time.Date(2026, 12, 8, 1, 2, 3, 0, time.UTC)), []byte("{}"))
 	f.takeCalls()
 	for _, extra := range [][]string{{"--recreate-vm"}, {"--recreate-vm", "--verify"}, {"--cutover", "--deallocate", "--recreate-vm"}, {"--stage"}, {}} {
 		so, se, code := runCLI(t, append(slices.Clone(base), extra...)...)
