@@ -463,7 +463,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	if err := f.key(ctx, cl, id, &opts, rep); err != nil {
 		return err
 	}
-	defer clear(opts.Passphrase)
+	defer func() { clear(opts.Passphrase) }() // useSnapshotKey may put another there
 
 	if f.recreate {
 		if err := cl.CheckLicensing(ctx, f.vm, azure.Licensing(f.license)); err != nil {

@@ -320,7 +320,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if err := f.key(ctx, cl, id, &opts, rep); err != nil {
 		return err
 	}
-	defer clear(opts.Passphrase)
+	defer func() { clear(opts.Passphrase) }() // useSnapshotKey may put another there
 	if rec != nil {
 		if err := checkSourceSize(ctx, cl, rec, id, "", recPath); err != nil {
 			return err
@@ -772,7 +772,11 @@ func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j delta
 		return nil, nil, err
 	}
 	debugAzure("open upload disk (stage round)", diskID, "round", j.round, "journal", j.journal, "journal_found", found)
-	tgt, err := cl.OpenUploadDisk(ctx, diskID, f.writeAccess, map[string]string{planTag: j.rec.DiskPlanTag})
+	sasFor := f.writeAccess // round 1 set it from the plan (diskSpec); later rounds make no disk
+	if sasFor == 0 {
+		sasFor = azure.UploadAccessFor(j.d.OutputSize)
+	}
+	tgt, err := cl.OpenUploadDisk(ctx, diskID, sasFor, map[string]string{planTag: j.rec.DiskPlanTag})
 	if err != nil {
 		if errors.Is(err, azure.ErrState) {
 			return nil, nil, &hintedError{err, "the stage record's disk is not this conversion's open upload any more: delete the record " +

@@ -10,6 +10,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -349,6 +350,10 @@ func TestAzureStageCutover(t *testing.T) {
 		t.Fatalf("stage round 2: exit %d:\n%s", code, se)
 	}
 	r2 := reportOf[stageRep](t, so)
+	// Round 2 makes no disk, and its write access lasts --write-access's default too, not Azure's day.
+	if g := "GRANT disk plain Write " + strconv.Itoa(int(azure.UploadAccessFor(int64(len(want2))).Seconds())); !slices.Contains(s.takeCalls(), g) {
+		t.Errorf("round 2 made no %q", g)
+	}
 	t.Logf("round 1 wrote %d bytes; %d bytes changed, the diff said %d, round 2 read %d and wrote %d", r1.Stage.Round.BytesWritten, changed,
 		r2.Stage.Round.BytesChanged, r2.Stage.Round.BytesRead, r2.Stage.Round.BytesWritten)
 	if r2.Stage.Round.Round != 2 || r2.Stage.Round.BytesChanged < changed || r2.Stage.Round.BytesWritten == 0 ||
