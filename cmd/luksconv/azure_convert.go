@@ -879,8 +879,15 @@ func (f *azureConvert) checkQuiet(ctx context.Context, cl *azure.Client, diskID 
 	if err != nil {
 		return err
 	}
-	if o.Quiet() {
+	if o.Quiet() && !(f.cutover && o.PowerState == "stopped") {
 		return nil
+	}
+	if f.cutover && o.PowerState == "stopped" {
+		// A stopped VM keeps its allocation: started again, it writes without Azure marking the disk's
+		// owner changed, so an interrupted cutover's snapshot could not be known stale. Deallocated, any
+		// start changes the disk's ownership time, which the rerun checks.
+		return &hintedError{fmt.Errorf("%w: disk %s is attached to VM %s, which is stopped but not deallocated: a cutover needs it deallocated",
+			azure.ErrState, diskID, o.VMID), "deallocate the VM first (az vm deallocate), or let the cutover do it (--deallocate)"}
 	}
 	if !f.allowRunning {
 		hint := "deallocate the VM first (az vm deallocate); --allow-running takes a crash-consistent snapshot instead (never with --recreate-vm)"

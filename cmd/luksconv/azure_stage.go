@@ -331,6 +331,13 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			return err
 		}
 	}
+	// A cutover's pending snapshot is checked before --deallocate: a VM started since it makes it stale,
+	// and the cutover would take the VM down only to refuse.
+	if rec != nil {
+		if err := f.checkPending(ctx, cl, rec, id, diskID, "", recPath); err != nil {
+			return err
+		}
+	}
 	if err := f.roundOwner(ctx, cl, id, stderr); err != nil {
 		return err
 	}
@@ -340,9 +347,6 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		rec = &stageRecord{SourceDisk: id, TargetDisk: diskID, Created: now}
 	}
 	round := rec.Round + 1
-	if err := f.checkPending(ctx, cl, rec, id, diskID, "", recPath); err != nil {
-		return err
-	}
 	snap := rec.Pending
 	reread := snap != ""
 	if reread {
@@ -666,13 +670,13 @@ var (
 	deallocatePoll = 5 * time.Second
 )
 
-// deallocateOwner deallocates the VM the disk id is attached to, if it runs (--cutover --deallocate),
-// and waits until its power state says deallocated. A disk with no VM, or whose VM is deallocated or
-// stopped already, is left alone.
+// deallocateOwner deallocates the VM the disk id is attached to, if it runs or is stopped (--cutover
+// --deallocate), and waits until its power state says deallocated. A disk with no VM, or whose VM is
+// deallocated already, is left alone.
 func (f *azureConvert) deallocateOwner(ctx context.Context, cl *azure.Client, id string, stderr io.Writer) error {
 	debugAzure("read disk owner", id)
 	o, err := cl.ReadDiskOwner(ctx, id)
-	if err != nil || o.Quiet() {
+	if err != nil || o.VMID == "" || o.PowerState == "deallocated" {
 		return err
 	}
 	vm := o.VMID

@@ -501,7 +501,8 @@ func TestAzureCutoverInterrupted(t *testing.T) {
 // the VM's last write. A stage round interrupted after its snapshot (taken while the VM ran), then the
 // VM's writes: the cutover refuses, and names the stage rerun that finishes the round; after it the
 // cutover holds the last state. A cutover interrupted after its snapshot, then the VM started again
-// (its disk changes hands): the rerun refuses that snapshot too.
+// (its disk changes hands): the rerun refuses that snapshot too, with --deallocate before it takes
+// the VM down.
 func TestAzureCutoverPendingStale(t *testing.T) {
 	s := setupStage(t)
 	dir := t.TempDir()
@@ -542,6 +543,13 @@ func TestAzureCutoverPendingStale(t *testing.T) {
 		t.Skip("the cutover had nothing left to write when it was cancelled") // the delta is one chunk
 	}
 	ran()
+	// Started again: --deallocate must not take it down for a cutover that refuses the snapshot.
+	s.powerState("running")
+	s.takeCalls()
+	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate")...); code != exitFailure || !strings.Contains(se, "stale") || hasCall(s.takeCalls(), "DEALLOCATE vm vm1") {
+		t.Fatalf("cutover --deallocate of the running VM over a stale snapshot: exit %d, want %d, the stale snapshot named and no deallocation:\n%s", code, exitFailure, se)
+	}
+	s.powerState("deallocated")
 	if _, se, code = runCLI(t, s.stageArgs(dir, "--cutover")...); code != exitFailure || !strings.Contains(se, "stale") {
 		t.Fatalf("cutover rerun after the VM ran: exit %d, want %d and the stale snapshot named:\n%s", code, exitFailure, se)
 	}
@@ -784,6 +792,17 @@ func TestAzureCutoverDeallocate(t *testing.T) {
 	}
 	if !running() {
 		t.Fatal("the dry run changed the VM's power state")
+	}
+	// A stopped VM keeps its allocation and may start without its disk changing hands: a cutover
+	// refuses it, before any snapshot, and --deallocate deallocates it like a running one.
+	s.powerState("stopped")
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--cutover")...); code != exitFailure || !strings.Contains(se, "stopped but not deallocated") {
+		t.Errorf("cutover of a stopped VM: exit %d, want %d:\n%s", code, exitFailure, se)
+	}
+	for _, c := range s.takeCalls() {
+		if strings.HasPrefix(c, "PUT") || strings.HasPrefix(c, "GRANT") || strings.HasPrefix(c, "DEALLOCATE") {
+			t.Errorf("the refused cutover did %q", c)
+		}
 	}
 
 	so, se, code = runCLI(t, s.stageArgs(dir, "--cutover", "--deallocate", "--verify")...)

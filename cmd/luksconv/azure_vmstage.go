@@ -213,6 +213,15 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
 		return err
 	}
+	// Each pending cutover snapshot is checked before --deallocate (see runStaged); vmStageSnapshots
+	// checks them again with the round's record.
+	if rec != nil {
+		for i, d := range disks {
+			if err := f.checkPending(ctx, cl, &rec.Disks[i].stageRecord, d.disk.DiskID, d.diskID, diskName(d.LUN)+": ", recPath); err != nil {
+				return err
+			}
+		}
+	}
 	if err := f.roundOwner(ctx, cl, disks[0].disk.DiskID, stderr); err != nil {
 		return err
 	}
