@@ -266,6 +266,14 @@ func saveRecord(name string, v any, updated *time.Time) error {
 	return nil
 }
 
+// removeRecord removes the stage record of a finished conversion.
+func removeRecord(recPath string) error {
+	if err := os.Remove(recPath); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("stage record: %w", err)
+	}
+	return nil
+}
+
 // runStaged is a --stage round or the --cutover of the source disk id.
 func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	ctx := c.Context()
@@ -276,13 +284,18 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		return err
 	}
 	diskID := f.targetID(id)
-	if f.recreate && rec == nil {
-		// A cutover that re-created the VM removed the record: run again, it has nothing to do.
+	if f.recreate {
+		// A cutover that re-created the VM removed the record: run again, it has nothing to do. One
+		// killed between the re-creation and the record's removal left it: it goes now (its pending
+		// snapshot is stale, the old disk having changed hands, and no round can write to a disk in use).
 		cl, err := f.src.client(id)
 		if err != nil {
 			return err
 		}
 		if done, err := f.recreatedBefore(ctx, cl, diskID); err != nil || done {
+			if err == nil && rec != nil && !f.dryRun {
+				err = removeRecord(recPath)
+			}
 			if err == nil {
 				err = f.printRecreatedBefore(out, &azureReport{Source: id, DryRun: f.dryRun}, diskID)
 			}
@@ -487,8 +500,8 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 			rep.VMRecreated = true
 		}
 		// The conversion is over: nothing is left to resume or to delta against.
-		if err := os.Remove(recPath); err != nil {
-			return fmt.Errorf("stage record: %w", err)
+		if err := removeRecord(recPath); err != nil {
+			return err
 		}
 	}
 

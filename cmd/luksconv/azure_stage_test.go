@@ -28,6 +28,7 @@ import (
 	"github.com/luksconv/luksconv/internal/azurefake"
 	"github.com/luksconv/luksconv/internal/blobfake"
 	"github.com/luksconv/luksconv/internal/deltafixture"
+	"github.com/luksconv/luksconv/internal/testenv"
 	"github.com/luksconv/luksconv/luksconv"
 	"github.com/luksconv/luksconv/vhd"
 )
@@ -687,7 +688,8 @@ func TestAzureStageUsage(t *testing.T) {
 // VM deallocated: the cutover finishes the disk, verifies it (a read grant after the finish), and only
 // then re-creates the VM around the new OS disk as `azure convert --recreate-vm` does: ARM's validation
 // before the DELETE, the PUT after it, carrying the new disk and no ADE extension. The disk equals a
-// local conversion of state 2, and the stage record and the VM model file are gone.
+// local conversion of state 2, and the stage record and the VM model file are gone. A run killed after
+// the re-creation and before the record's removal: the rerun removes the record and exits 0.
 func TestAzureCutoverRecreateVM(t *testing.T) {
 	s, dir := setupZonalStage(t)
 	want2 := s.local(t, s.set.S2, t.TempDir())
@@ -697,7 +699,17 @@ func TestAzureCutoverRecreateVM(t *testing.T) {
 	s.toState2(t)
 	s.powerState("deallocated")
 	s.takeCalls()
-	so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))...)
+	// The record as it is once the disk is finished, for the rerun of a run killed after the VM's
+	// re-creation and before the record's removal.
+	record := filepath.Join(dir, ".luksconv-stage-plain.json")
+	var saved []byte
+	azureOutputHook = func(_ *uploadJob, o luksconv.Output) luksconv.Output {
+		return commitSpy{o, func() { saved, _ = os.ReadFile(record) }}
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	args := s.stageArgs(dir, "--cutover", "--verify", "--recreate-vm", "--vm", fakeID("virtualMachines", "vm1"))
+	so, se, code := runCLI(t, args...)
+	azureOutputHook = nil
 	if code != 0 {
 		t.Fatalf("cutover --recreate-vm: exit %d:\n%s", code, se)
 	}
@@ -760,6 +772,36 @@ func TestAzureCutoverRecreateVM(t *testing.T) {
 	if m := modelFiles(t); len(m) != 0 {
 		t.Errorf("model file kept after the re-creation: %q", m)
 	}
+
+	// Killed after the re-creation, before the record went: the rerun finds the VM on the new disk
+	// and removes the record (its pending snapshot is stale: the old disk changed hands), exit 0.
+	if len(saved) == 0 {
+		t.Fatal("no stage record at the finish")
+	}
+	testenv.WriteFile(t, dir, filepath.Base(record), saved)
+	s.Lock()
+	od := s.Disks[azurefake.Key(fakeRG, "osdisk")]
+	od.ManagedBy, od.Properties.LastOwnershipUpdateTime = nil, to.Ptr(time.Now().Add(time.Hour))
+	s.Unlock()
+	so, se, code = runCLI(t, args...)
+	if code != 0 || !strings.Contains(so, `"already_converted": true`) {
+		t.Errorf("rerun with the record left: exit %d:\n%s%s", code, so, se)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("stage record left after the rerun: %v", err)
+	}
+}
+
+// commitSpy calls after once the output it wraps is committed.
+type commitSpy struct {
+	luksconv.Output
+	after func()
+}
+
+func (c commitSpy) Commit(ctx context.Context) error {
+	err := c.Output.Commit(ctx)
+	c.after()
+	return err
 }
 
 // TestAzureCutoverDeallocate: with the VM running, `--dry-run --cutover --deallocate` deallocates

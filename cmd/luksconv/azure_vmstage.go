@@ -184,12 +184,17 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			clear(d.pass)
 		}
 	}()
-	if rec == nil {
-		if done, err := f.convertedVM(ctx, cl, rep); err != nil {
-			return err
-		} else if done {
-			return f.printConverted(out, rep)
+	// Converted already: a record left means a run killed between the VM's re-creation and the
+	// record's removal; it goes now (no round can write to disks in use).
+	if done, err := f.convertedVM(ctx, cl, rep); err != nil {
+		return err
+	} else if done {
+		if rec != nil {
+			if err := removeRecord(recPath); err != nil {
+				return err
+			}
 		}
+		return f.printConverted(out, rep)
 	}
 	if rec != nil {
 		disks = rec.dropSkipped(disks, rep)
@@ -395,8 +400,8 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			}
 			rep.VMRecreated = true
 		}
-		if err := os.Remove(recPath); err != nil {
-			return fmt.Errorf("stage record: %w", err)
+		if err := removeRecord(recPath); err != nil {
+			return err
 		}
 	}
 

@@ -340,6 +340,10 @@ func TestAzureVMStageCutover(t *testing.T) {
 		t.Errorf("the interrupted cutover removed the record: %v", err)
 	}
 
+	saved, err := os.ReadFile(record)
+	if err != nil {
+		t.Fatal(err)
+	}
 	so, se, code = runCLI(t, args("--cutover", "--deallocate", "--verify", "--recreate-vm", "--parallel", "1")...)
 	if code != 0 {
 		t.Fatalf("resumed cutover: exit %d:\n%s", code, se)
@@ -394,6 +398,17 @@ func TestAzureVMStageCutover(t *testing.T) {
 	}
 	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*")); len(ents) != 0 {
 		t.Errorf("files left after the cutover: %v", ents)
+	}
+	// A run killed after the re-creation, before the record went: the rerun removes it, exit 0.
+	if err := os.WriteFile(record, saved, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	so, se, code = runCLI(t, args("--cutover", "--deallocate", "--verify", "--recreate-vm")...)
+	if code != 0 || !strings.Contains(so, `"already_converted": true`) {
+		t.Errorf("rerun with the record left: exit %d:\n%s%s", code, so, se)
+	}
+	if _, err := os.Stat(record); !os.IsNotExist(err) {
+		t.Errorf("stage record left after the rerun: %v", err)
 	}
 }
 
