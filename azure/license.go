@@ -2,7 +2,10 @@ package azure
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
@@ -146,10 +149,10 @@ func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
 	return str(d.Properties.CreationData.ImageReference.ID)
 }
 
-// LicenseError is RecreateVM's failure after the new VM was created: the VM runs on the new disks, but
-// its RHEL licensing (the AHBForRHEL extension and licenseType) is not set. The re-creation stands: the
-// licensing is finished by hand (Hint says how), and running the conversion again would find the new
-// disks attached.
+// LicenseError is RecreateVM's (or FinishLicensing's) failure after the new VM was created: the VM runs
+// on the new disks, but its RHEL licensing (the AHBForRHEL extension and licenseType) is not set. The
+// re-creation stands; the licensing stays pending (PendingLicense) for FinishLicensing, which a rerun
+// of the conversion calls, or is set by hand (Hint says how).
 type LicenseError struct {
 	VMID        string // the re-created VM's resource ID
 	LicenseType string // the licenseType that was to be set (VMPlan.LicenseType)
@@ -167,27 +170,106 @@ func (e *LicenseError) Unwrap() error { return e.Err }
 // Hint is what a person does next.
 func (e *LicenseError) Hint() string {
 	rid, _ := parseID(e.VMID, typeVM)
-	return fmt.Sprintf("the VM is not deleted and nothing is to be run again: install the %s extension (publisher %s) and set its licenseType: "+
+	return fmt.Sprintf("the VM is not deleted: run the same command again once the cause is fixed (it sets what is missing), or install the %s extension (publisher %s) and set its licenseType: "+
 		"az vm extension set -g %s --vm-name %s -n %s --publisher %s; az vm update -g %s -n %s --license-type %s",
 		ahbType, ahbPublisher, rid.ResourceGroup, rid.Name, ahbType, ahbPublisher, rid.ResourceGroup, rid.Name, e.LicenseType)
 }
 
-// applyLicensing installs the Azure Hybrid Benefit extension on the re-created VM and sets its
-// licenseType, in the order Microsoft documents for a custom-image VM.
-func (c *Client) applyLicensing(ctx context.Context, plan *VMPlan, rid resourceID, f *armcompute.ClientFactory) error {
-	if plan.LicenseType == "" {
+// applyLicensing installs the Azure Hybrid Benefit extension on the re-created VM vmID (in location)
+// and sets its licenseType lt, in the order Microsoft documents for a custom-image VM; "" sets nothing.
+// Both are idempotent: a rerun sends them again.
+func (c *Client) applyLicensing(ctx context.Context, vmID, location, lt string, rid resourceID, f *armcompute.ClientFactory) error {
+	if lt == "" {
 		return nil
 	}
-	ext := armcompute.VirtualMachineExtension{Location: plan.New.Location, Properties: &armcompute.VirtualMachineExtensionProperties{
+	ext := armcompute.VirtualMachineExtension{Location: to.Ptr(location), Properties: &armcompute.VirtualMachineExtensionProperties{
 		Publisher: to.Ptr(ahbPublisher), Type: to.Ptr(ahbType), TypeHandlerVersion: to.Ptr(ahbVersion), AutoUpgradeMinorVersion: to.Ptr(true)}}
 	if _, err := started(f.NewVirtualMachineExtensionsClient().BeginCreateOrUpdate(ctx, rid.ResourceGroup, rid.Name, ahbType, ext, nil)).wait(ctx, c); err != nil {
-		return opError("install the "+ahbType+" extension on", plan.VMID, err)
+		return opError("install the "+ahbType+" extension on", vmID, err)
 	}
-	u := armcompute.VirtualMachineUpdate{Properties: &armcompute.VirtualMachineProperties{LicenseType: to.Ptr(plan.LicenseType)}}
+	u := armcompute.VirtualMachineUpdate{Properties: &armcompute.VirtualMachineProperties{LicenseType: to.Ptr(lt)}}
 	if _, err := started(f.NewVirtualMachinesClient().BeginUpdate(ctx, rid.ResourceGroup, rid.Name, u, nil)).wait(ctx, c); err != nil {
-		return opError("set licenseType "+plan.LicenseType+" on", plan.VMID, err)
+		return opError("set licenseType "+lt+" on", vmID, err)
 	}
 	return nil
+}
+
+// pendingLicense is the licensing RecreateVM is to set on the VM it re-creates, saved before the
+// DELETE in Options.VMModelDir and removed once it is set (or the VM was not re-created).
+type pendingLicense struct {
+	VMID        string `json:"vm"`
+	LicenseType string `json:"license_type"`
+}
+
+// pendingLicensePath is the file of the VM vmID's pending licensing in dir: named, as its model
+// files, for the VM's name and a hash of its ID.
+func pendingLicensePath(dir, vmID string) string {
+	return filepath.Join(dir, strings.Replace(strings.TrimSuffix(modelPrefix(vmID), "-"), "luksconv-vm-", "luksconv-license-", 1)+".json")
+}
+
+// savePendingLicense saves plan's licensing (none: "", nothing saved) and returns the file's path.
+func (c *Client) savePendingLicense(plan *VMPlan) (string, error) {
+	if plan.LicenseType == "" {
+		return "", nil
+	}
+	b, err := json.Marshal(pendingLicense{VMID: plan.VMID, LicenseType: plan.LicenseType})
+	if err != nil {
+		return "", err
+	}
+	p := pendingLicensePath(c.opts.VMModelDir, plan.VMID)
+	tmp := p + ".tmp"
+	if err := os.WriteFile(tmp, append(b, '\n'), 0o600); err != nil {
+		return "", err
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		os.Remove(tmp)
+		return "", err
+	}
+	return p, nil
+}
+
+// PendingLicense returns the licenseType an earlier RecreateVM of the VM vmID was to set and did not
+// (it ended after the VM's re-creation: killed, or the extension or update refused), as saved in
+// dir, its Options.VMModelDir; "" when none is pending.
+func PendingLicense(dir, vmID string) string {
+	b, err := os.ReadFile(pendingLicensePath(dir, vmID))
+	if err != nil {
+		return ""
+	}
+	var p pendingLicense
+	if json.Unmarshal(b, &p) != nil || !strings.EqualFold(p.VMID, vmID) {
+		return ""
+	}
+	return p.LicenseType
+}
+
+// FinishLicensing sets the licensing an earlier RecreateVM of the VM vmID left pending (PendingLicense
+// in Options.VMModelDir): the Azure Hybrid Benefit extension and the licenseType, then removes the
+// record. It returns the licenseType set, "" when none was pending; on failure a *LicenseError, and
+// the record stays for the next run.
+func (c *Client) FinishLicensing(ctx context.Context, vmID string) (string, error) {
+	const op = "finish licensing of VM"
+	lt := PendingLicense(c.opts.VMModelDir, vmID)
+	if lt == "" {
+		return "", nil
+	}
+	rid, err := parseID(vmID, typeVM)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	f, err := c.compute(rid.Subscription)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	r, err := f.NewVirtualMachinesClient().Get(ctx, rid.ResourceGroup, rid.Name, nil)
+	if err != nil {
+		return "", opError(op, vmID, err)
+	}
+	if err := c.applyLicensing(ctx, vmID, str(r.Location), lt, rid, f); err != nil {
+		return "", &LicenseError{VMID: vmID, LicenseType: lt, Err: err}
+	}
+	os.Remove(pendingLicensePath(c.opts.VMModelDir, vmID))
+	return lt, nil
 }
 
 // CheckLicensing reads the VM and refuses (ErrLicense) to go on without a choice when it runs a Red

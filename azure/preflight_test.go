@@ -23,12 +23,13 @@ import (
 
 const validateCall = "VALIDATE deployment luksconv-preflight-vm1"
 
-// noModelFiles fails when a rollback model file was left behind.
+// noModelFiles fails when a rollback model file or a pending licensing was left behind.
 func noModelFiles(t *testing.T, cl *Client) {
 	t.Helper()
 	m, _ := filepath.Glob(filepath.Join(cl.opts.VMModelDir, "luksconv-vm-*.json"))
-	if len(m) != 0 {
-		t.Errorf("model files left: %q", m)
+	l, _ := filepath.Glob(filepath.Join(cl.opts.VMModelDir, "luksconv-license-*"))
+	if len(m)+len(l) != 0 {
+		t.Errorf("model files left: %q %q", m, l)
 	}
 }
 

@@ -588,6 +588,20 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	if err != nil {
 		return &VMRecreateError{VMID: plan.VMID, Err: opError("save the rollback model of", plan.VMID, err)}
 	}
+	// The licensing still to set once the new VM exists, kept until it is: a run that ends between
+	// the PUT and the licensing (killed, or the extension refused) leaves it for FinishLicensing.
+	pending, err := c.savePendingLicense(plan)
+	if err != nil {
+		os.Remove(model)
+		return &VMRecreateError{VMID: plan.VMID, Err: opError("save the licensing to set on", plan.VMID, err)}
+	}
+	// Nothing re-created (refused, or restored): neither file is wanted.
+	dropFiles := func() {
+		os.Remove(model)
+		if pending != "" {
+			os.Remove(pending)
+		}
+	}
 	// The VM must still be the planned one when it is deleted: the preflight takes a while, and a VM
 	// edited meanwhile (a disk attached, a setting changed) would be re-created without the edit.
 	etag := plan.Etag
@@ -599,7 +613,7 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 		}
 		r, err := started(vms.BeginUpdate(ctx, rid.ResourceGroup, rid.Name, *plan.DetachUpdate, uo)).wait(ctx, c)
 		if err != nil {
-			os.Remove(model)
+			dropFiles()
 			var re *azcore.ResponseError
 			if errors.As(err, &re) && re.StatusCode == http.StatusPreconditionFailed {
 				err = newError(op, plan.VMID, ErrState, "VM changed since the plan (etag %s no longer matches): plan again", etag)
@@ -611,14 +625,14 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	// Once more right before the DELETE: the preflight and the PATCH take a while, and a VM started
 	// meanwhile would be deleted running.
 	if err := c.checkQuiet(ctx, plan); err != nil {
-		os.Remove(model)
+		dropFiles()
 		return &VMRecreateError{VMID: plan.VMID, Err: err}
 	}
 	if cur, err := vms.Get(ctx, rid.ResourceGroup, rid.Name, nil); err != nil {
-		os.Remove(model)
+		dropFiles()
 		return &VMRecreateError{VMID: plan.VMID, Err: opError(op, plan.VMID, err)}
 	} else if err := changedSince(&cur.VirtualMachine, etag, plan.VMID); err != nil {
-		os.Remove(model)
+		dropFiles()
 		return &VMRecreateError{VMID: plan.VMID, Err: err}
 	}
 	// From the DELETE on an interrupted run goes on to the end, bounded: a deleted VM is the worst place
@@ -633,7 +647,7 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 		case gone:
 		case gerr == nil && !strings.EqualFold(state, "Failed"):
 			// Still there and not being deleted: the DELETE was refused and nothing changed.
-			os.Remove(model)
+			dropFiles()
 			return &VMRecreateError{VMID: plan.VMID, Err: derr}
 		default:
 			// A VM whose delete failed half-way, or whose state cannot be read: the model stays.
@@ -653,15 +667,18 @@ func (c *Client) RecreateVM(ctx context.Context, plan *VMPlan) error {
 	}
 	if err == nil {
 		os.Remove(model)
-		if err := c.applyLicensing(pctx, plan, rid, f); err != nil {
+		if err := c.applyLicensing(pctx, plan.VMID, str(plan.New.Location), plan.LicenseType, rid, f); err != nil {
 			return &LicenseError{VMID: plan.VMID, LicenseType: plan.LicenseType, Err: err}
+		}
+		if pending != "" {
+			os.Remove(pending)
 		}
 		return nil
 	}
 	e := &VMRecreateError{VMID: plan.VMID, Deleted: true, Attempts: n, Err: opError("create VM", plan.VMID, err)}
 	if e.Restore = c.RestoreVM(pctx, plan); e.Restore == nil {
 		e.Restored = true
-		os.Remove(model)
+		dropFiles()
 		return e
 	}
 	e.ModelFile = model

@@ -576,9 +576,11 @@ func TestPlanRecreateVMLicensing(t *testing.T) {
 		!strings.Contains(strings.Join(plan.Steps, "\n"), "PUT extension AHBForRHEL") {
 		t.Errorf("payg plan: %s", plan)
 	}
-	if err := c.client().RecreateVM(ctx, plan); err != nil {
+	cl := c.client()
+	if err := cl.RecreateVM(ctx, plan); err != nil {
 		t.Fatal(err)
 	}
+	noModelFiles(t, cl)
 	i := slices.Index(c.Calls, "PUT vm vm1")
 	if i < 0 || !slices.Equal(c.Calls[i+1:], []string{"PUT extension AHBForRHEL", "PATCH vm vm1"}) {
 		t.Errorf("calls %q", c.Calls)
@@ -593,7 +595,8 @@ func TestPlanRecreateVMLicensing(t *testing.T) {
 	if plan, err = c.client().PlanRecreateVMWith(ctx, vmID, newOS, nil, RecreateOptions{License: LicensePAYG}); err != nil {
 		t.Fatal(err)
 	}
-	err = c.client().RecreateVM(ctx, plan)
+	cl = c.client()
+	err = cl.RecreateVM(ctx, plan)
 	var le *LicenseError
 	if !errors.As(err, &le) || errors.Is(err, ErrLicense) || !strings.Contains(err.Error(), "is re-created") {
 		t.Errorf("extension refused: %v, want a LicenseError", err)
@@ -606,6 +609,22 @@ func TestPlanRecreateVMLicensing(t *testing.T) {
 	}
 	if vm := c.VMs[key(rg, "vm1")]; vm == nil || str(vm.Properties.StorageProfile.OSDisk.ManagedDisk.ID) != newOS {
 		t.Errorf("VM not on the new OS disk after the extension failed: calls %q", c.Calls)
+	}
+	// The licensing stays pending for a rerun's FinishLicensing: a LicenseError while the extension is
+	// refused, the licensing set (and the record gone) once it is not.
+	if lt := PendingLicense(cl.opts.VMModelDir, vmID); lt != "RHEL_BASE" {
+		t.Errorf("pending licensing after the failure: %q", lt)
+	}
+	if _, err := cl.FinishLicensing(ctx, vmID); !errors.As(err, &le) {
+		t.Errorf("FinishLicensing, the extension refused: %v", err)
+	}
+	c.ExtensionFails = false
+	if lt, err := cl.FinishLicensing(ctx, vmID); err != nil || lt != "RHEL_BASE" || str(c.VMs[key(rg, "vm1")].Properties.LicenseType) != "RHEL_BASE" {
+		t.Errorf("FinishLicensing: %q %v, licenseType %q", lt, err, str(c.VMs[key(rg, "vm1")].Properties.LicenseType))
+	}
+	noModelFiles(t, cl)
+	if lt, err := cl.FinishLicensing(ctx, vmID); err != nil || lt != "" {
+		t.Errorf("FinishLicensing with nothing pending: %q %v", lt, err)
 	}
 
 	c = payg()

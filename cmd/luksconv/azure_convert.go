@@ -83,8 +83,12 @@ type azureReport struct {
 	Stage    *stageReport `json:"stage,omitempty"`
 	Warnings []string     `json:"warnings,omitempty"`
 	// AlreadyConverted: with --recreate-vm, the VM runs on the new OS disk (an earlier run re-created
-	// it); nothing was done.
+	// it); nothing was done but LicensingSet.
 	AlreadyConverted bool `json:"already_converted,omitempty"`
+	// LicensingSet: with AlreadyConverted, the licenseType (and the AHBForRHEL extension) an earlier
+	// run's re-creation left unset (exit 11, or killed after the VM's PUT) and this run set (with
+	// --dry-run: would set).
+	LicensingSet string `json:"licensing_set,omitempty"`
 	// StaleModels: with AlreadyConverted, the rollback models of the VM an earlier run saved in
 	// --journal-dir, removed (with --dry-run: to be removed).
 	StaleModels []string `json:"stale_models,omitempty"`
@@ -448,7 +452,7 @@ func (f *azureConvert) run(c *cobra.Command, _ []string) (err error) {
 	rep := &azureReport{Source: id, DryRun: f.dryRun}
 	if done, err := f.recreatedBefore(ctx, cl, f.targetID(id)); err != nil || done {
 		if err == nil {
-			err = f.printRecreatedBefore(c.OutOrStdout(), rep, f.targetID(id))
+			err = f.printRecreatedBefore(ctx, cl, c.OutOrStdout(), rep, f.targetID(id))
 		}
 		return err
 	}

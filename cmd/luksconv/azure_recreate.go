@@ -71,16 +71,49 @@ func recreatedState(vmID, state string) error {
 	}
 }
 
-// printRecreatedBefore reports a run recreatedBefore found done, after dropModels.
-func (f *azureConvert) printRecreatedBefore(out io.Writer, rep *azureReport, diskID string) error {
+// printRecreatedBefore reports a run recreatedBefore found done, after finishLicensing and dropModels.
+func (f *azureConvert) printRecreatedBefore(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureReport, diskID string) error {
 	rep.AlreadyConverted = true
+	lt, err := f.finishLicensing(ctx, cl)
+	if err != nil {
+		return err
+	}
+	rep.LicensingSet = lt
 	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
-	fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, diskID)
+	if lt == "" {
+		fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, diskID)
+	} else {
+		fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made\n", f.vm, diskID)
+	}
+	f.printLicensingSet(out, lt)
 	f.printStaleModels(out, rep.StaleModels)
 	return nil
+}
+
+// finishLicensing sets the RHEL licensing an earlier run's re-creation of the VM left unset (it
+// ended after the PUT: killed, or the extension refused, exit 11), as the run saved it in
+// --journal-dir; a dry run only reads it. It returns the licenseType ("" when none was pending).
+func (f *azureConvert) finishLicensing(ctx context.Context, cl *azure.Client) (string, error) {
+	if f.dryRun {
+		return azure.PendingLicense(f.journalDir, f.vm), nil
+	}
+	debugAzure("finish licensing", f.vm)
+	return cl.FinishLicensing(ctx, f.vm)
+}
+
+// printLicensingSet says what finishLicensing did.
+func (f *azureConvert) printLicensingSet(out io.Writer, lt string) {
+	if lt == "" {
+		return
+	}
+	verb := "set"
+	if f.dryRun {
+		verb = "would set"
+	}
+	fmt.Fprintf(out, "%s licenseType %s and the AHBForRHEL extension on VM %s, which an earlier run re-created without them\n", verb, lt, f.vm)
 }
 
 // dropModels removes the rollback models of the VM that an earlier run saved in --journal-dir and

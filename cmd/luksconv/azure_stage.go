@@ -297,7 +297,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 				err = removeRecord(recPath)
 			}
 			if err == nil {
-				err = f.printRecreatedBefore(out, &azureReport{Source: id, DryRun: f.dryRun}, diskID)
+				err = f.printRecreatedBefore(ctx, cl, out, &azureReport{Source: id, DryRun: f.dryRun}, diskID)
 			}
 			return err
 		}

@@ -77,8 +77,11 @@ type azureVMReport struct {
 	VMRecreated bool             `json:"vm_recreated,omitempty"`
 	Stage       *vmStageReport   `json:"stage,omitempty"` // a --stage or --cutover run
 	Warnings    []string         `json:"warnings,omitempty"`
-	// AlreadyConverted: the VM runs on disks an earlier run converted; nothing was done.
+	// AlreadyConverted: the VM runs on disks an earlier run converted; nothing was done but
+	// LicensingSet.
 	AlreadyConverted bool `json:"already_converted,omitempty"`
+	// LicensingSet: as azureReport's.
+	LicensingSet string `json:"licensing_set,omitempty"`
 	// StaleModels: as azureReport's.
 	StaleModels []string `json:"stale_models,omitempty"`
 
@@ -141,7 +144,7 @@ func (f *azureConvert) runVM(c *cobra.Command) (err error) {
 	if done, err := f.convertedVM(ctx, cl, rep); err != nil {
 		return err
 	} else if done {
-		return f.printConverted(c.OutOrStdout(), rep)
+		return f.printConverted(ctx, cl, c.OutOrStdout(), rep)
 	}
 
 	if !f.dryRun {
@@ -342,14 +345,24 @@ func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *a
 	return true, recreatedState(f.vm, rep.provisioning)
 }
 
-// printConverted reports a VM convertedVM found converted, after dropModels.
-func (f *azureConvert) printConverted(out io.Writer, rep *azureVMReport) error {
+// printConverted reports a VM convertedVM found converted, after finishLicensing and dropModels.
+func (f *azureConvert) printConverted(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureVMReport) error {
 	rep.AlreadyConverted = true
+	lt, err := f.finishLicensing(ctx, cl)
+	if err != nil {
+		return err
+	}
+	rep.LicensingSet = lt
 	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
-	fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s): nothing to do\n", f.vm, rep.Disks[0].Source)
+	if lt == "" {
+		fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s): nothing to do\n", f.vm, rep.Disks[0].Source)
+	} else {
+		fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s)\n", f.vm, rep.Disks[0].Source)
+	}
+	f.printLicensingSet(out, lt)
 	f.printStaleModels(out, rep.StaleModels)
 	return nil
 }

@@ -536,6 +536,37 @@ func TestAzureConvertVMLicenseFails(t *testing.T) {
 	if d := f.vmOSDisk(); !strings.HasSuffix(d, "-luksconv") {
 		t.Errorf("VM on OS disk %s after the licensing failed", d)
 	}
+	// The licensing stays pending: a rerun (a fleet engine's retry) tries it again and exits 11 while
+	// it fails — it exited 0, "already converted", leaving the VM unlicensed — and sets it once the
+	// cause is gone; a dry run says it would.
+	args := []string{"azure", "convert", "-q", "--vm", vmID, "--des", fakeDES, "--recreate-vm", "--license", "payg"}
+	if so, se, code := runCLI(t, args...); code != exitFollowUp || !strings.Contains(se, "run the same command again") {
+		t.Errorf("rerun, the extension still refused: exit %d, want %d:\n%s%s", code, exitFollowUp, so, se)
+	}
+	f.Lock()
+	f.ExtensionFails = false
+	f.Unlock()
+	if so, se, code := runCLI(t, append(slices.Clone(args), "--dry-run")...); code != 0 || !strings.Contains(so, "would set licenseType RHEL_BASE") {
+		t.Errorf("dry rerun: exit %d:\n%s%s", code, so, se)
+	}
+	f.takeCalls()
+	so, se, code := runCLI(t, append(slices.Clone(args), "--json")...)
+	var rep struct {
+		AlreadyConverted bool   `json:"already_converted"`
+		LicensingSet     string `json:"licensing_set"`
+	}
+	if err := json.Unmarshal([]byte(so), &rep); err != nil || code != 0 || !rep.AlreadyConverted || rep.LicensingSet != "RHEL_BASE" {
+		t.Fatalf("rerun: exit %d, report %s (%v):\n%s", code, so, err, se)
+	}
+	f.Lock()
+	lt := f.VMs[azurefake.Key(fakeRG, "vm1")].Properties.LicenseType
+	f.Unlock()
+	if lt == nil || *lt != "RHEL_BASE" {
+		t.Errorf("licenseType after the rerun: %v (calls %q)", lt, f.takeCalls())
+	}
+	if so, se, code := runCLI(t, args...); code != 0 || strings.Contains(so, "licenseType") {
+		t.Errorf("second rerun: exit %d, want 0 and nothing set:\n%s%s", code, so, se)
+	}
 }
 
 // setupPAYGVM is setupAzureVM with vm1 from Red Hat's pay-as-you-go image, run in a directory of its

@@ -153,7 +153,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		} else if !done {
 			return err
 		}
-		return f.printConverted(out, rep)
+		return f.printConverted(ctx, cl, out, rep)
 	}
 	if rec != nil {
 		for _, d := range rec.Disks {
@@ -194,7 +194,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				return err
 			}
 		}
-		return f.printConverted(out, rep)
+		return f.printConverted(ctx, cl, out, rep)
 	}
 	if rec != nil {
 		disks = rec.dropSkipped(disks, rep)

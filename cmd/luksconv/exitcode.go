@@ -33,7 +33,7 @@ const (
 const exitLimit = 10
 
 // exitFollowUp: the VM is re-created on the new disks, but a step after it (its RHEL licensing) failed;
-// a person finishes it as the hint says, and a rerun has nothing to do.
+// a rerun sets it (azure.FinishLicensing) once the cause is fixed, or a person does as the hint says.
 const exitFollowUp = 11
 
 // exitCode maps an error to the documented exit code.
