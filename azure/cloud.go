@@ -30,6 +30,16 @@ func CloudByName(name string) (azcloud.Configuration, error) {
 	return azcloud.Configuration{}, fmt.Errorf("azure: unknown cloud %q (want AzureCloud, AzureChinaCloud or AzureUSGovernment)", name)
 }
 
+// CloudName is the name `az cloud list` gives the cloud CloudByName(name) returns: "AzureCloud" for "".
+func CloudName(name string) string {
+	for n := range Clouds {
+		if strings.EqualFold(n, name) {
+			return n
+		}
+	}
+	return "AzureCloud"
+}
+
 // DefaultCredentialIn is DefaultCredential for the cloud c: its sign-in authority.
 func DefaultCredentialIn(c azcloud.Configuration) (azcore.TokenCredential, error) {
 	return azidentity.NewDefaultAzureCredential(&azidentity.DefaultAzureCredentialOptions{ClientOptions: azcore.ClientOptions{Cloud: c}})

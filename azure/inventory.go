@@ -126,6 +126,9 @@ type Inventory struct {
 	GeneratedAt   time.Time `json:"generated_at"`   // when the inventory was read, in UTC
 	// Source is where the inventory was read: "Azure Resource Graph".
 	Source string `json:"source"`
+	// Cloud is the Azure cloud it was read in, as `az cloud list` names it (AzureCloud,
+	// AzureChinaCloud, AzureUSGovernment); the caller sets it ("" when unknown: AzureCloud).
+	Cloud string `json:"cloud"`
 	// Subscriptions are the subscriptions queried; empty means every subscription the credential
 	// can read (Resource Graph's tenant scope).
 	Subscriptions []string `json:"subscriptions"`
@@ -215,6 +218,9 @@ type InventoryVM struct {
 	OSFamily string `json:"os_family"` // an OSFamily constant
 	// Image is the image the VM was made from.
 	Image InventoryImage `json:"image"`
+	// RHELPAYG: the VM runs Red Hat's pay-as-you-go image (publisher RedHat, no marketplace plan, no
+	// BYOS offer, no licenseType): re-created on an upload disk it needs azure convert's --license.
+	RHELPAYG bool `json:"rhel_payg"`
 	// SecurityType is the VM's securityProfile.securityType: Standard, TrustedLaunch or ConfidentialVM.
 	SecurityType string `json:"security_type"`
 	// VolumeType is the ADE extension's VolumeType setting (OS, Data, All), "" without an extension.
@@ -770,6 +776,11 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 
 	v.Image = vmImage(vm, osDiskRow)
 	v.OSFamily = osFamily(v.Image)
+	diskImage := ""
+	if osDiskRow != nil && osDiskRow.Properties != nil && osDiskRow.Properties.CreationData != nil && osDiskRow.Properties.CreationData.ImageReference != nil {
+		diskImage = str(osDiskRow.Properties.CreationData.ImageReference.ID)
+	}
+	v.RHELPAYG = rhelPAYG(vm, diskImage) != nil
 
 	// Blockers.
 	if v.SecurityType == string(armcompute.SecurityTypesConfidentialVM) {

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"cmp"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -85,10 +87,15 @@ type azureFleet struct {
 	image, des, identity      string
 	journalDir                string
 	retries, parallel         int
+	diskParallel              int
 	recreate, verify, delta   bool
+	license, cloud            string
 	pool, name, namespace     string
 	serviceAccount            string
 	journalClaim              string
+	batchMount                string
+
+	configMap string // Kubernetes: the name of the inventory's ConfigMap (inventoryMapName)
 }
 
 func newAzureFleetCmd() *cobra.Command {
@@ -124,11 +131,16 @@ func newAzureFleetCmd() *cobra.Command {
 	fl.BoolVar(&f.verify, "verify", false, "read each new disk back and check it before any VM change (azure convert --verify; with --delta, in the cutover tasks)")
 	fl.BoolVar(&f.delta, "delta", false, "write stage tasks (azure convert --stage, the VMs running, no --recreate-vm) and cutover tasks "+
 		"(azure convert --cutover --deallocate, added at the maintenance window) instead of whole-VM tasks: each VM is down for its cutover only")
+	fl.StringVar(&f.license, "license", "", "with --recreate-vm, for the VMs from Red Hat's pay-as-you-go image (rhel_payg in the inventory): payg or byos (azure convert --license)")
+	fl.StringVar(&f.cloud, "cloud", "", "the Azure `cloud` of the tasks (azure convert --cloud; default: the inventory's)")
+	fl.IntVar(&f.diskParallel, "disk-parallel", 0, "disks of a VM each task uploads at the same time (azure convert --parallel; default: the inventory's estimate_model.parallel, which its estimates assume)")
 	fl.StringVar(&f.pool, "pool", "luksconv", "Batch: the pool's ID")
 	fl.StringVar(&f.name, "name", "luksconv-fleet", "the job's name (Batch job ID, Kubernetes Job and ConfigMap name)")
 	fl.StringVar(&f.namespace, "namespace", "default", "Kubernetes: the namespace")
 	fl.StringVar(&f.serviceAccount, "service-account", "luksconv", "Kubernetes: the service account federated with --identity")
 	fl.StringVar(&f.journalClaim, "journal-claim", "luksconv-journals", "Kubernetes: the PersistentVolumeClaim (ReadWriteMany) mounted at --journal-dir")
+	fl.StringVar(&f.batchMount, "batch-journal-mount", "/mnt/batch/tasks/fsmounts/journals", "Batch: the node's path of the journals' share "+
+		"($AZ_BATCH_NODE_MOUNTS_DIR/journals: the pool's mountConfiguration relativeMountPath journals; /mnt/resource/batch/tasks/fsmounts/journals on images whose Batch root is there)")
 	return c
 }
 
@@ -153,10 +165,26 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		return fmt.Errorf("%w: --name %q is not a Kubernetes object name", errUsage, f.name)
 	case f.engine == "kubernetes" && f.delta && !k8sName.MatchString(f.name+"-cutover"):
 		return fmt.Errorf("%w: --name %q: with --delta, %s-cutover must be a Kubernetes object name (at most 63 characters)", errUsage, f.name, f.name)
+	case f.license != "" && f.license != string(azure.LicensePAYG) && f.license != string(azure.LicenseBYOS):
+		return fmt.Errorf("%w: --license %q: want payg or byos", errUsage, f.license)
+	case f.license != "" && !f.recreate:
+		return fmt.Errorf("%w: --license is for --recreate-vm: a VM not re-created keeps its image's billing", errUsage)
+	case f.diskParallel < 0 || f.diskParallel > 64:
+		return fmt.Errorf("%w: --disk-parallel %d: want 1 to 64", errUsage, f.diskParallel)
+	case !filepath.IsAbs(f.batchMount):
+		return fmt.Errorf("%w: --batch-journal-mount %q: want an absolute path on the node", errUsage, f.batchMount)
+	}
+	if f.cloud != "" {
+		if _, err := azure.CloudByName(f.cloud); err != nil {
+			return fmt.Errorf("%w: --cloud: %v", errUsage, err)
+		}
 	}
 	inv, err := readInventory(f.inventory)
 	if err != nil {
 		return err
+	}
+	if inv.Truncated {
+		fmt.Fprintf(c.ErrOrStderr(), "luksconv: warning: the inventory is marked truncated (Resource Graph cut a result short): VMs may be missing from the fleet; read it again with fewer --subscription at a time\n")
 	}
 	vms := fleetVMs(inv)
 	if len(vms) == 0 {
@@ -164,6 +192,15 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 	}
 	if err := desServes(f.des, vms); err != nil {
 		return err
+	}
+	if err := f.licensed(vms); err != nil {
+		return err
+	}
+	if f.cloud == "" {
+		f.cloud = inv.Cloud
+	}
+	if f.diskParallel == 0 {
+		f.diskParallel = cmp.Or(inv.EstimateModel.Parallel, azure.DefaultInventoryParallel)
 	}
 	if err := os.MkdirAll(f.outDir, 0o755); err != nil {
 		return err
@@ -179,6 +216,7 @@ func (f *azureFleet) run(c *cobra.Command, _ []string) error {
 		if err != nil {
 			return err
 		}
+		f.configMap = inventoryMapName(f.name, raw)
 		if f.delta {
 			files = f.kubernetesDelta(len(vms), raw)
 		} else {
@@ -242,6 +280,27 @@ func desServes(des string, vms []azure.InventoryVM) error {
 	return nil
 }
 
+// licensed refuses a fleet that re-creates VMs from Red Hat's pay-as-you-go image without --license:
+// each such task would stop on azure convert's licensing check (exit 2) — with --delta only in the
+// cutover, inside the maintenance window.
+func (f *azureFleet) licensed(vms []azure.InventoryVM) error {
+	if !f.recreate || f.license != "" {
+		return nil
+	}
+	var payg []string
+	for _, vm := range vms {
+		if vm.RHELPAYG {
+			payg = append(payg, vm.ID)
+		}
+	}
+	if len(payg) == 0 {
+		return nil
+	}
+	return &hintedError{fmt.Errorf("%w: %d of the inventory's convertible VMs run Red Hat's pay-as-you-go image (rhel_payg), e.g. %s: re-created on an upload disk "+
+		"each would lose that billing and RHUI, so azure convert --recreate-vm needs a choice", errUsage, len(payg), payg[0]),
+		"add --license payg (Azure Hybrid Benefit keeps both) or --license byos (your own Red Hat subscription), or make one fleet of those VMs (jq '.vms |= map(select(.rhel_payg))')"}
+}
+
 // fleetStep is what a task does to its VM: all of the conversion at once, or (--delta) one stage
 // round or the cutover.
 type fleetStep int
@@ -258,7 +317,10 @@ const (
 // never re-creates or verifies (the disks stay open); the cutover does both as a whole-VM run would.
 func (f *azureFleet) convertArgs(step fleetStep, vmArgs ...string) []string {
 	args := append([]string{"azure", "convert"}, vmArgs...)
-	args = append(args, "--des", f.des, "--journal-dir", f.journalDir, "--json", "-q")
+	args = append(args, "--des", f.des, "--journal-dir", f.journalDir, "--json", "-q", "--parallel", strconv.Itoa(f.diskParallel))
+	if f.cloud != "" && f.cloud != "AzureCloud" {
+		args = append(args, "--cloud", f.cloud)
+	}
 	switch step {
 	case stepStage:
 		return append(args, "--stage")
@@ -267,6 +329,9 @@ func (f *azureFleet) convertArgs(step fleetStep, vmArgs ...string) []string {
 	}
 	if f.recreate {
 		args = append(args, "--recreate-vm")
+		if f.license != "" {
+			args = append(args, "--license", f.license)
+		}
 	}
 	if f.verify {
 		args = append(args, "--verify")
@@ -310,7 +375,7 @@ func (f *azureFleet) batchTask(id string, vm azure.InventoryVM, step fleetStep) 
 		"containerSettings": map[string]any{
 			"imageName": f.image,
 			// The pool mounts the journals' file share at fsmounts/journals (mountConfiguration).
-			"containerRunOptions": "--rm -v /mnt/batch/tasks/fsmounts/journals:" + f.journalDir,
+			"containerRunOptions": "--rm -v " + f.batchMount + ":" + f.journalDir,
 			"workingDirectory":    "containerImageDefault",
 		},
 		"userIdentity": map[string]any{"autoUser": map[string]any{"scope": "pool", "elevationLevel": "nonadmin"}},
@@ -423,13 +488,23 @@ func podInventory(inv *azure.Inventory, vms []azure.InventoryVM) (string, error)
 // fleetInventoryDir is where the pods mount the ConfigMap holding the inventory.
 const fleetInventoryDir = "/inventory"
 
-// kubernetesShared returns what every Job of the fleet uses: the ConfigMap holding the inventory and,
-// with --identity, the ServiceAccount federated with it.
+// inventoryMapName is the name of the ConfigMap holding inventory: NAME-inventory- and 8 hex digits
+// of its SHA-256. A fleet written again from another inventory under the same --name (the next
+// wave) makes another ConfigMap, so a Job still running reads the mapping it was made with: an index
+// retried after the apply would otherwise convert (and, at a cutover, deallocate) the next wave's VM.
+func inventoryMapName(name, inventory string) string {
+	h := sha256.Sum256([]byte(inventory))
+	return fmt.Sprintf("%s-inventory-%x", name, h[:4])
+}
+
+// kubernetesShared returns what every Job of the fleet uses: the ConfigMap holding the inventory,
+// immutable (see inventoryMapName), and, with --identity, the ServiceAccount federated with it.
 func (f *azureFleet) kubernetesShared(inventory string) []any {
 	cm := map[string]any{
 		"apiVersion": "v1",
 		"kind":       "ConfigMap",
-		"metadata":   map[string]any{"name": f.name + "-inventory", "namespace": f.namespace},
+		"metadata":   map[string]any{"name": f.configMap, "namespace": f.namespace},
+		"immutable":  true,
 		"data":       map[string]any{"inventory.json": inventory},
 	}
 	items := []any{cm}
@@ -448,13 +523,14 @@ func (f *azureFleet) kubernetesShared(inventory string) []any {
 // convertible VM; component, if set, labels its pods (stage or cutover).
 func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int) map[string]any {
 	const invDir = fleetInventoryDir
-	var rules []map[string]any
 	codes := make([]int, len(permanentExits))
 	copy(codes, permanentExits)
-	rules = append(rules, map[string]any{
-		"action":      "FailIndex",
-		"onExitCodes": map[string]any{"containerName": "luksconv", "operator": "In", "values": codes},
-	})
+	rules := []map[string]any{
+		// A pod evicted by a node drain, an upgrade or preemption (luksconv then exits 130) is not the
+		// VM's failure: it does not count against --retries (the rerun resumes).
+		{"action": "Ignore", "onPodConditions": []map[string]any{{"type": "DisruptionTarget"}}},
+		{"action": "FailIndex", "onExitCodes": map[string]any{"containerName": "luksconv", "operator": "In", "values": codes}},
+	}
 	labels := map[string]any{"app.kubernetes.io/name": "luksconv", "azure.workload.identity/use": "true"}
 	if component != "" {
 		labels["app.kubernetes.io/component"] = component
@@ -467,8 +543,10 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 			{"name": "inventory", "mountPath": invDir, "readOnly": true},
 			{"name": "journals", "mountPath": f.journalDir},
 		},
+		// Pod Security "restricted" asks for all of it, the seccomp profile included.
 		"securityContext": map[string]any{"runAsNonRoot": true, "runAsUser": 65532, "allowPrivilegeEscalation": false,
-			"readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []string{"ALL"}}},
+			"readOnlyRootFilesystem": true, "capabilities": map[string]any{"drop": []string{"ALL"}},
+			"seccompProfile": map[string]any{"type": "RuntimeDefault"}},
 	}
 	pod := map[string]any{
 		"serviceAccountName": f.serviceAccount,
@@ -476,7 +554,7 @@ func (f *azureFleet) kubernetesJob(name, component string, step fleetStep, n int
 		"securityContext":    map[string]any{"fsGroup": 65532},
 		"containers":         []any{container},
 		"volumes": []map[string]any{
-			{"name": "inventory", "configMap": map[string]any{"name": f.name + "-inventory"}},
+			{"name": "inventory", "configMap": map[string]any{"name": f.configMap}},
 			{"name": "journals", "persistentVolumeClaim": map[string]any{"claimName": f.journalClaim}},
 		},
 	}

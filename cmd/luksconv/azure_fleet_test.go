@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
@@ -15,19 +16,21 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/policy"
 	"github.com/luksconv/luksconv/azure"
+	"github.com/luksconv/luksconv/internal/testenv"
 )
 
 // fleetDES is a Disk Encryption Set in the subscription of fleetInventory's VMs.
 const fleetDES = "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/diskEncryptionSets/des"
 
-// fleetInventory writes an inventory of four VMs, the third blocked, and returns its path.
+// fleetInventory writes an inventory of four VMs, the third blocked, the first from Red Hat's
+// pay-as-you-go image, its estimates for 3 disks of a VM at a time, and returns its path.
 func fleetInventory(t *testing.T, dir string) (string, []string) {
 	t.Helper()
-	inv := azure.Inventory{SchemaVersion: azure.InventorySchemaVersion, Source: "test"}
+	inv := azure.Inventory{SchemaVersion: azure.InventorySchemaVersion, Source: "test", EstimateModel: azure.InventoryEstimateModel{Parallel: 3}}
 	var ids []string
 	for i, name := range []string{"rhel-a", "rhel-b", "cvm", "ubuntu"} {
 		id := "/subscriptions/00000000-0000-0000-0000-000000000001/resourceGroups/rg/providers/Microsoft.Compute/virtualMachines/" + name
-		vm := azure.InventoryVM{ID: id, Name: name, Convertible: i != 2}
+		vm := azure.InventoryVM{ID: id, Name: name, Convertible: i != 2, RHELPAYG: name == "rhel-a"}
 		if i == 2 {
 			vm.Blockers = []azure.InventoryBlocker{{Code: "confidential-vm", Message: "Confidential VM"}}
 		} else {
@@ -72,7 +75,7 @@ func TestAzureFleet(t *testing.T) {
 	dir := t.TempDir()
 	invPath, ids := fleetInventory(t, dir)
 	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
-	common := []string{"azure", "fleet", "--inventory", invPath, "--image", image, "--des", des, "--identity", identity, "--recreate-vm", "--retries", "2"}
+	common := []string{"azure", "fleet", "--inventory", invPath, "--image", image, "--des", des, "--identity", identity, "--recreate-vm", "--license", "payg", "--retries", "2"}
 
 	out := filepath.Join(dir, "batch")
 	if _, se, code := runCLI(t, append(common, "--engine", "batch", "--output-dir", out, "--pool", "p1")...); code != 0 {
@@ -122,7 +125,7 @@ func TestAzureFleet(t *testing.T) {
 	noWallClockLimit(t, out, "batch-job.json", "batch-tasks.json")
 	for i, tk := range tasks.Value {
 		args := strings.Fields(tk.CommandLine)
-		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--recreate-vm"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--parallel", "3", "--recreate-vm", "--license", "payg"}
 		if !slices.Equal(args, want) || tk.DisplayName != ids[i] {
 			t.Errorf("task %d: %q, want %q", i, args, want)
 		}
@@ -160,18 +163,18 @@ func TestAzureFleet(t *testing.T) {
 	if job2.APIVersion != "batch/v1" || sp.CompletionMode != "Indexed" || sp.Completions != len(ids) || sp.Parallelism != 2 || sp.BackoffLimitPerIndex != 2 {
 		t.Errorf("job spec: %+v", sp)
 	}
-	if r := sp.PodFailurePolicy.Rules; len(r) != 1 || r[0].Action != "FailIndex" || r[0].OnExitCodes.Operator != "In" ||
-		r[0].OnExitCodes.ContainerName != "luksconv" || !slices.Equal(r[0].OnExitCodes.Values, permanentExits) {
-		t.Errorf("pod failure policy: %+v", r)
-	}
+	checkPodFailurePolicy(t, "", sp.PodFailurePolicy.Rules)
 	ps := sp.Template.Spec
 	if ps.ServiceAccountName != sa.Metadata.Name || ps.RestartPolicy != "Never" || sp.Template.Metadata.Labels["azure.workload.identity/use"] != "true" || len(ps.Containers) != 1 {
 		t.Fatalf("pod spec: %+v", ps)
 	}
 	ct := ps.Containers[0]
-	wantArgs := []string{"azure", "convert", "--inventory", "/inventory/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)", "--des", des, "--journal-dir", "/journals", "--json", "-q", "--recreate-vm"}
-	if ct.Image != image || !slices.Equal(ct.Args, wantArgs) {
+	wantArgs := []string{"azure", "convert", "--inventory", "/inventory/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)", "--des", des, "--journal-dir", "/journals", "--json", "-q", "--parallel", "3", "--recreate-vm", "--license", "payg"}
+	if ct.Image != image || !slices.Equal(ct.Args, wantArgs) || ct.SecurityContext.SeccompProfile.Type != "RuntimeDefault" {
 		t.Errorf("container: %+v", ct)
+	}
+	if !regexp.MustCompile(`^luksconv-fleet-inventory-[0-9a-f]{8}$`).MatchString(cm.Metadata.Name) || cm.Immutable == nil || !*cm.Immutable {
+		t.Errorf("ConfigMap %s, immutable %v: want it named for its content, and immutable", cm.Metadata.Name, cm.Immutable)
 	}
 	mounts := map[string]string{}
 	for _, m := range ct.VolumeMounts {
@@ -221,6 +224,91 @@ func TestAzureFleet(t *testing.T) {
 	}
 	if _, se, code := runCLI(t, append(noID, "--engine", "batch", "--output-dir", filepath.Join(dir, "batchnoid"))...); code != 0 {
 		t.Errorf("batch without --identity: exit %d\n%s", code, se)
+	}
+}
+
+// TestAzureFleetOptions: what the tasks inherit from the fleet's flags and the inventory. --license
+// goes to every re-creating task, and a fleet re-creating VMs from Red Hat's pay-as-you-go image
+// without it is refused (each task would stop on azure convert's licensing check, with --delta only
+// in the window); --cloud, else the inventory's cloud, goes to every task (the default, AzureCloud,
+// is left out); --disk-parallel, else the inventory's estimate_model.parallel, is each task's
+// --parallel; --batch-journal-mount is the node's side of the journals' mount. The ConfigMap of
+// another inventory under the same --name is another object, so a Job still running keeps its
+// index → VM mapping. A truncated inventory is warned about.
+func TestAzureFleetOptions(t *testing.T) {
+	dir := t.TempDir()
+	invPath, ids := fleetInventory(t, dir)
+	base := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--identity", "cid"}
+	tasks := func(out string) []fleetBatchTask {
+		var ts struct{ Value []fleetBatchTask }
+		readJSON(t, filepath.Join(out, "batch-tasks.json"), &ts)
+		return ts.Value
+	}
+	for _, bad := range [][]string{
+		{"--recreate-vm"}, // rhel-a needs a licensing choice
+		{"--recreate-vm", "--license", "paygo"},
+		{"--license", "payg"},
+		{"--disk-parallel", "65"},
+		{"--cloud", "AzureMars"},
+		{"--batch-journal-mount", "journals"},
+	} {
+		_, se, code := runCLI(t, slices.Concat(base, []string{"--engine", "batch", "--output-dir", filepath.Join(dir, "bad")}, bad)...)
+		if code != exitUsage || bad[0] == "--recreate-vm" && len(bad) == 1 && (!strings.Contains(se, ids[0]) || !strings.Contains(se, "--license payg")) {
+			t.Errorf("%q: exit %d, want %d\n%s", bad, code, exitUsage, se)
+		}
+	}
+
+	out := filepath.Join(dir, "gov")
+	mustRun(t, "fleet", slices.Concat(base, []string{"--engine", "batch", "--output-dir", out, "--recreate-vm", "--license", "byos", "--cloud", "AzureUSGovernment",
+		"--disk-parallel", "5", "--batch-journal-mount", "/mnt/resource/batch/tasks/fsmounts/journals"})...)
+	for i, tk := range tasks(out) {
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", fleetDES, "--journal-dir", "/journals", "--json", "-q", "--parallel", "5",
+			"--cloud", "AzureUSGovernment", "--recreate-vm", "--license", "byos"}
+		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
+			t.Errorf("task %d: %q, want %q", i, args, want)
+		}
+		if tk.ContainerSettings.ContainerRunOptions != "--rm -v /mnt/resource/batch/tasks/fsmounts/journals:/journals" {
+			t.Errorf("task %d: containerRunOptions %q", i, tk.ContainerSettings.ContainerRunOptions)
+		}
+	}
+
+	// The inventory's cloud; a truncated inventory warned about.
+	var inv azure.Inventory
+	readJSON(t, invPath, &inv)
+	inv.Cloud, inv.Truncated = "AzureChinaCloud", true
+	inv.VMs = inv.VMs[:2]
+	b, err := json.Marshal(inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	china := testenv.WriteFile(t, dir, "china.json", b)
+	out = filepath.Join(dir, "china")
+	_, se, code := runCLI(t, "azure", "fleet", "--inventory", china, "--image", "img", "--des", fleetDES, "--engine", "batch", "--output-dir", out)
+	if code != 0 || !strings.Contains(se, "truncated") {
+		t.Fatalf("fleet of a truncated inventory: exit %d, want 0 and a warning:\n%s", code, se)
+	}
+	for i, tk := range tasks(out) {
+		if args := strings.Fields(tk.CommandLine); !slices.Contains(args, "AzureChinaCloud") {
+			t.Errorf("task %d: %q, want the inventory's --cloud", i, args)
+		}
+	}
+
+	// Another inventory under the same --name: another ConfigMap.
+	cmName := func(inv, out string) string {
+		mustRun(t, "fleet", "azure", "fleet", "--inventory", inv, "--image", "img", "--des", fleetDES, "--identity", "cid", "--engine", "kubernetes", "--output-dir", out)
+		var list struct{ Items []fleetK8sJob }
+		readJSON(t, filepath.Join(out, "kubernetes.json"), &list)
+		for _, it := range list.Items {
+			if it.Kind == "ConfigMap" {
+				return it.Metadata.Name
+			}
+		}
+		t.Fatalf("%s: no ConfigMap", out)
+		return ""
+	}
+	a, a2, c := cmName(invPath, filepath.Join(dir, "k1")), cmName(invPath, filepath.Join(dir, "k2")), cmName(china, filepath.Join(dir, "k3"))
+	if a != a2 || a == c {
+		t.Errorf("ConfigMaps %s (again: %s) and %s of another inventory: want one name per content", a, a2, c)
 	}
 }
 
@@ -302,7 +390,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
 	out := filepath.Join(dir, "batch")
 	so, se, code := runCLI(t, "azure", "fleet", "--engine", "batch", "--delta", "--inventory", invPath, "--image", image, "--des", des,
-		"--identity", identity, "--recreate-vm", "--verify", "--retries", "2", "--pool", "p1", "--output-dir", out)
+		"--identity", identity, "--recreate-vm", "--license", "payg", "--verify", "--retries", "2", "--pool", "p1", "--output-dir", out)
 	if code != 0 {
 		t.Fatalf("batch --delta: exit %d\n%s", code, se)
 	}
@@ -364,7 +452,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 	}
 	for i, tk := range stage.Value {
 		common("stage", i, tk)
-		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--stage"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--parallel", "3", "--stage"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
 			t.Errorf("stage task %d: %q, want %q", i, args, want)
 		}
@@ -375,8 +463,8 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 	}
 	for i, tk := range cutover.Value {
 		common("cutover", i, tk)
-		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q",
-			"--cutover", "--deallocate", "--recreate-vm", "--verify"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--parallel", "3",
+			"--cutover", "--deallocate", "--recreate-vm", "--license", "payg", "--verify"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) {
 			t.Errorf("cutover task %d: %q, want %q", i, args, want)
 		}
@@ -408,7 +496,7 @@ func TestAzureFleetDeltaBatch(t *testing.T) {
 		t.Fatalf("whole-VM job: %+v, %d tasks", plainJob, len(plainTasks.Value))
 	}
 	for i, tk := range plainTasks.Value {
-		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--verify"}
+		want := []string{"azure", "convert", "--vm", ids[i], "--des", des, "--journal-dir", "/journals", "--json", "-q", "--parallel", "3", "--verify"}
 		if args := strings.Fields(tk.CommandLine); !slices.Equal(args, want) || tk.DependsOn != nil {
 			t.Errorf("whole-VM task %d: %q (depends on %+v), want %q", i, args, tk.DependsOn, want)
 		}
@@ -423,20 +511,15 @@ type fleetK8sJob struct {
 		Name, Namespace string
 		Annotations     map[string]string
 	}
-	Data map[string]string
-	Spec struct {
+	Data      map[string]string
+	Immutable *bool
+	Spec      struct {
 		CompletionMode       string
 		Completions          int
 		Parallelism          int
 		BackoffLimitPerIndex int
 		PodFailurePolicy     struct {
-			Rules []struct {
-				Action      string
-				OnExitCodes struct {
-					ContainerName, Operator string
-					Values                  []int
-				}
-			}
+			Rules []fleetK8sRule
 		}
 		Template struct {
 			Metadata struct{ Labels map[string]string }
@@ -445,9 +528,10 @@ type fleetK8sJob struct {
 				RestartPolicy                 string
 				TerminationGracePeriodSeconds int64
 				Containers                    []struct {
-					Name, Image  string
-					Args         []string
-					VolumeMounts []struct{ Name, MountPath string }
+					Name, Image     string
+					Args            []string
+					VolumeMounts    []struct{ Name, MountPath string }
+					SecurityContext struct{ SeccompProfile struct{ Type string } }
 				}
 				Volumes []struct {
 					Name                  string
@@ -456,6 +540,27 @@ type fleetK8sJob struct {
 				}
 			}
 		}
+	}
+}
+
+// fleetK8sRule is a rule of a Job's podFailurePolicy.
+type fleetK8sRule struct {
+	Action      string
+	OnExitCodes *struct {
+		ContainerName, Operator string
+		Values                  []int
+	}
+	OnPodConditions []struct{ Type string }
+}
+
+// checkPodFailurePolicy checks the rules of a fleet Job: a pod disrupted (drained node, preemption) is
+// ignored, not counted against the retries; the exit codes no retry changes fail the index.
+func checkPodFailurePolicy(t *testing.T, what string, r []fleetK8sRule) {
+	t.Helper()
+	if len(r) != 2 || r[0].Action != "Ignore" || r[0].OnExitCodes != nil || len(r[0].OnPodConditions) != 1 || r[0].OnPodConditions[0].Type != "DisruptionTarget" ||
+		r[1].Action != "FailIndex" || r[1].OnExitCodes == nil || r[1].OnExitCodes.Operator != "In" || r[1].OnExitCodes.ContainerName != "luksconv" ||
+		!slices.Equal(r[1].OnExitCodes.Values, permanentExits) {
+		t.Errorf("%s pod failure policy: %+v", what, r)
 	}
 }
 
@@ -472,7 +577,7 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 	invPath, ids := fleetInventory(t, dir)
 	const image, des, identity = "registry.example/luksconv:1", fleetDES, "11111111-2222-3333-4444-555555555555"
 	common := []string{"azure", "fleet", "--engine", "kubernetes", "--delta", "--inventory", invPath, "--image", image, "--des", des,
-		"--identity", identity, "--recreate-vm", "--retries", "2", "--parallel", "2", "--name", "wave1", "--namespace", "conv",
+		"--identity", identity, "--recreate-vm", "--license", "payg", "--retries", "2", "--parallel", "2", "--name", "wave1", "--namespace", "conv",
 		"--journal-dir", "/var/journals", "--journal-claim", "shared-rwx"}
 	out := filepath.Join(dir, "k8s")
 	if _, se, code := runCLI(t, append(common, "--output-dir", out)...); code != 0 {
@@ -504,23 +609,20 @@ func TestAzureFleetDeltaKubernetes(t *testing.T) {
 		t.Errorf("jobs %s/%s and %s/%s", stage.Metadata.Namespace, stage.Metadata.Name, cutover.Metadata.Namespace, cutover.Metadata.Name)
 	}
 
-	inventoryArgs := []string{"azure", "convert", "--inventory", "/inventory/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)", "--des", des, "--journal-dir", "/var/journals", "--json", "-q"}
+	inventoryArgs := []string{"azure", "convert", "--inventory", "/inventory/inventory.json", "--index", "$(JOB_COMPLETION_INDEX)", "--des", des, "--journal-dir", "/var/journals", "--json", "-q", "--parallel", "3"}
 	for _, c := range []struct {
 		job       fleetK8sJob
 		component string
 		wantArgs  []string
 	}{
 		{stage, "stage", append(slices.Clone(inventoryArgs), "--stage")},
-		{cutover, "cutover", append(slices.Clone(inventoryArgs), "--cutover", "--deallocate", "--recreate-vm")},
+		{cutover, "cutover", append(slices.Clone(inventoryArgs), "--cutover", "--deallocate", "--recreate-vm", "--license", "payg")},
 	} {
 		sp := c.job.Spec
 		if c.job.APIVersion != "batch/v1" || sp.CompletionMode != "Indexed" || sp.Completions != len(ids) || sp.Parallelism != 2 || sp.BackoffLimitPerIndex != 2 {
 			t.Errorf("%s job spec: %+v", c.component, sp)
 		}
-		if r := sp.PodFailurePolicy.Rules; len(r) != 1 || r[0].Action != "FailIndex" || r[0].OnExitCodes.Operator != "In" ||
-			r[0].OnExitCodes.ContainerName != "luksconv" || !slices.Equal(r[0].OnExitCodes.Values, permanentExits) {
-			t.Errorf("%s pod failure policy: %+v", c.component, r)
-		}
+		checkPodFailurePolicy(t, c.component, sp.PodFailurePolicy.Rules)
 		ps := sp.Template.Spec
 		labels := sp.Template.Metadata.Labels
 		if ps.ServiceAccountName != sa.Metadata.Name || ps.RestartPolicy != "Never" || labels["azure.workload.identity/use"] != "true" ||
@@ -833,7 +935,7 @@ func TestAzureFleetEntrypoint(t *testing.T) {
 	}
 	for _, delta := range []bool{false, true} {
 		out := filepath.Join(dir, fmt.Sprint("out-", delta))
-		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--identity", "cid", "--output-dir", out, "--recreate-vm"}
+		args := []string{"azure", "fleet", "--inventory", invPath, "--image", "img", "--des", fleetDES, "--identity", "cid", "--output-dir", out, "--recreate-vm", "--license", "byos"}
 		if delta {
 			args = append(args, "--delta")
 		}

@@ -58,6 +58,7 @@ func newAzureInventoryCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
+			inv.Cloud = azure.CloudName(cloud) // known by now: inventoryClient refused any other name
 			if asJSON {
 				err = writeJSON(c.OutOrStdout(), inv)
 			} else {

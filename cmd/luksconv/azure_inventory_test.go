@@ -91,12 +91,12 @@ func TestAzureInventoryJSON(t *testing.T) {
 		}
 	}
 	top := jsonKeys(t, json.RawMessage(so))
-	if want := sorted("schema_version", "generated_at", "source", "subscriptions", "truncated", "estimate_model", "summary", "vms", "unattached_disks", "snapshots", "scale_sets", "warnings"); !slices.Equal(top, want) {
+	if want := sorted("schema_version", "generated_at", "source", "cloud", "subscriptions", "truncated", "estimate_model", "summary", "vms", "unattached_disks", "snapshots", "scale_sets", "warnings"); !slices.Equal(top, want) {
 		t.Errorf("top-level keys %q, want %q", top, want)
 	}
 	documented("top-level", top)
 	vmKeys := jsonKeys(t, doc.VMs[0])
-	if want := sorted("id", "name", "resource_group", "subscription", "location", "zones", "size", "power_state", "running", "os_type", "os_family", "image",
+	if want := sorted("id", "name", "resource_group", "subscription", "location", "zones", "size", "power_state", "running", "os_type", "os_family", "image", "rhel_payg",
 		"security_type", "volume_type", "ade", "disks", "blockers", "convertible", "notes", "estimate"); !slices.Equal(vmKeys, want) {
 		t.Errorf("VM keys %q, want %q", vmKeys, want)
 	}
@@ -174,6 +174,15 @@ func TestAzureInventoryJSON(t *testing.T) {
 	}
 	if len(got) != len(want) {
 		t.Errorf("VMs %v", got)
+	}
+	// The fake's RHEL VMs come from RedHat/RHEL without a plan or licenseType: pay-as-you-go.
+	for _, v := range inv.VMs {
+		if v.RHELPAYG != (v.OSFamily == "rhel") {
+			t.Errorf("%s (%s, %+v): rhel_payg %v", v.Name, v.OSFamily, v.Image, v.RHELPAYG)
+		}
+	}
+	if inv.Cloud != "AzureCloud" {
+		t.Errorf("cloud %q, want AzureCloud", inv.Cloud)
 	}
 	d := inv.VMs[0].Disks // rhel-all
 	if d[2].LUN == nil || *d[2].LUN != 1 || d[2].SizeGiB != 256 || !d[2].ADE || d[2].KeyVaultURL != azurefake.FleetVault || !strings.Contains(d[2].KEKURL, "/keys/") {
