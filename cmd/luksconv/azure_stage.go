@@ -10,6 +10,7 @@ import (
 	"os"
 	"path"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -165,7 +166,29 @@ type stageReport struct {
 	Record   string     `json:"record"`
 	Round    stageRound `json:"round"`
 	Finished bool       `json:"finished"` // the upload was finished (cutover)
+	// Snapshots: at the cutover, every round's incremental snapshot, kept (luksconv deletes no
+	// snapshot) and listed nowhere else once the record is gone: delete them when the VM runs well on
+	// the new disk; the first holds the whole disk and is billed for it.
+	Snapshots []string `json:"snapshots,omitempty"`
 	stageEstimate
+}
+
+// roundSnapshots are the snapshots of rec's rounds, each once, in order, the pending one (the
+// cutover's, until the record goes) last.
+func roundSnapshots(rec *stageRecord) []string {
+	var snaps []string
+	for _, r := range rec.Rounds {
+		snaps = append(snaps, r.Snapshot)
+	}
+	snaps = append(snaps, rec.Pending)
+	return slices.DeleteFunc(slices.Compact(snaps), func(s string) bool { return s == "" })
+}
+
+// printKeptSnapshots lists the stage snapshots a finished cutover leaves.
+func printKeptSnapshots(out io.Writer, snaps []string) {
+	if len(snaps) > 0 {
+		fmt.Fprintf(out, "stage snapshots kept (delete them once the VM runs well on the new disks): %s\n", strings.Join(snaps, " "))
+	}
 }
 
 // stageEstimate is what --dry-run --cutover adds to the report: the expected downtime and how it was
@@ -485,6 +508,9 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	// a failed verification or VM re-creation reads that snapshot again and finds the disk finished
 	// with it, rather than taking a snapshot the finished disk does not hold.
 	rep.Stage = &stageReport{Record: recPath, Round: stats, Finished: f.cutover}
+	if f.cutover {
+		rep.Stage.Snapshots = roundSnapshots(rec)
+	}
 
 	if f.cutover {
 		if f.verify {
@@ -511,6 +537,7 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 	if f.cutover {
 		fmt.Fprintf(out, "cutover %s -> %s (round %d): read %s, wrote %s in %s; the disk is finished\n", id, diskID, round,
 			human(stats.BytesRead), human(stats.BytesWritten), stats.Duration.Round(time.Millisecond))
+		printKeptSnapshots(out, rep.Stage.Snapshots)
 	} else {
 		fmt.Fprintf(out, "stage round %d %s -> %s: read %s, wrote %s in %s; the upload stays open (ActiveUpload) for the next round or --cutover\n",
 			round, id, diskID, human(stats.BytesRead), human(stats.BytesWritten), stats.Duration.Round(time.Millisecond))

@@ -259,8 +259,9 @@ type stageRep struct {
 			BytesWritten int64         `json:"bytes_written"`
 			Plan         time.Duration `json:"plan_ns"`
 		} `json:"round"`
-		Finished       bool  `json:"finished"`
-		ExpectedChange int64 `json:"expected_change_bytes"`
+		Finished       bool     `json:"finished"`
+		ExpectedChange int64    `json:"expected_change_bytes"`
+		Snapshots      []string `json:"snapshots"`
 	} `json:"stage"`
 	Result struct {
 		Resumed int64 `json:"bytes_resumed"`
@@ -407,6 +408,10 @@ func TestAzureStageCutover(t *testing.T) {
 	r3 := reportOf[stageRep](t, so)
 	if !r3.Verified || !r3.Stage.Finished || r3.Stage.Round.Round != 3 {
 		t.Errorf("cutover report %+v", r3)
+	}
+	// The three rounds' snapshots, kept, are named once the record that listed them is gone.
+	if sn := r3.Stage.Snapshots; len(sn) != 3 || !strings.Contains(sn[0], "-luksconv-r1-") || !strings.Contains(sn[2], "-luksconv-r3-") {
+		t.Errorf("cutover report's snapshots %q, want rounds 1 to 3", sn)
 	}
 	s.assertCutOver(t, dir, want2, "the cutover")
 	if ents, _ := filepath.Glob(filepath.Join(dir, ".luksconv-*")); len(ents) != 0 {

@@ -62,6 +62,8 @@ type vmStageReport struct {
 	Record   string `json:"record"`
 	Round    int    `json:"round"`
 	Finished bool   `json:"finished"` // the uploads were finished (cutover)
+	// Snapshots: at the cutover, every disk's round snapshots, kept (as stageReport's).
+	Snapshots []string `json:"snapshots,omitempty"`
 	stageEstimate
 }
 
@@ -377,6 +379,11 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 		}
 	}
 	rep.Stage = &vmStageReport{Record: recPath, Round: round, Finished: f.cutover}
+	if f.cutover {
+		for _, d := range rec.Disks {
+			rep.Stage.Snapshots = append(rep.Stage.Snapshots, roundSnapshots(&d.stageRecord)...)
+		}
+	}
 
 	if f.cutover {
 		// As for one disk, the snapshots stay pending until the record goes: a rerun after a failed
@@ -422,6 +429,7 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	}
 	if f.cutover {
 		fmt.Fprintf(out, "the new disks of VM %s are finished\n", f.vm)
+		printKeptSnapshots(out, rep.Stage.Snapshots)
 	} else {
 		fmt.Fprintf(out, "the uploads stay open (ActiveUpload) for the next round or --cutover\n")
 	}

@@ -147,9 +147,10 @@ type vmStageRep struct {
 		} `json:"result"`
 	} `json:"disks"`
 	Stage struct {
-		Record   string `json:"record"`
-		Round    int    `json:"round"`
-		Finished bool   `json:"finished"`
+		Record    string   `json:"record"`
+		Round     int      `json:"round"`
+		Finished  bool     `json:"finished"`
+		Snapshots []string `json:"snapshots"`
 	} `json:"stage"`
 	VMRecreated bool `json:"vm_recreated"`
 }
@@ -358,6 +359,10 @@ func TestAzureVMStageCutover(t *testing.T) {
 	r3 := reportOf[vmStageRep](t, so)
 	if !r3.Stage.Finished || r3.Stage.Round != 3 || !r3.VMRecreated {
 		t.Errorf("cutover report: %+v, vm_recreated %v", r3.Stage, r3.VMRecreated)
+	}
+	// Every disk's round snapshots, kept, named in the report (three rounds of four disks).
+	if sn := r3.Stage.Snapshots; len(sn) != 12 {
+		t.Errorf("cutover report's snapshots %q, want 12", sn)
 	}
 	for _, d := range r3.Disks {
 		if !d.Convert {
