@@ -76,7 +76,7 @@ const CutoverFormula = "cutover = deallocate (3 min) + incremental snapshots of 
 const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snapshot (2 min) + " +
 	"plan of the final snapshot (as long as the last stage round's) + " +
 	"changed data (bytes the later stage rounds wrote per hour between their snapshots, times the hours since the last snapshot, at 60 MiB/s) + " +
-	"VM re-creation (5 min, with --recreate-vm)"
+	"VM re-creation (5 min, with --recreate-vm) + the data in use read back (at 60 MiB/s, with --verify)"
 
 // MeasuredVMCutoverFormula is MeasuredCutoverFormula for a whole VM staged with `azure convert --vm
 // --stage`: each disk's changed data is measured by its own rounds, and the disks go --parallel at a
@@ -84,7 +84,8 @@ const MeasuredCutoverFormula = "cutover = deallocate (3 min) + incremental snaps
 const MeasuredVMCutoverFormula = "cutover = deallocate (3 min) + incremental snapshots (2 min) + " +
 	"plan of the final snapshots (as long as the last stage round's) + " +
 	"changed data (for each disk, bytes its later stage rounds wrote per hour between their snapshots, times the hours since its last snapshot; " +
-	"at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min, with --recreate-vm)"
+	"at 60 MiB/s per disk, --parallel disks at a time) + VM re-creation (5 min, with --recreate-vm) + " +
+	"the data in use read back (every disk's, one after the other, at 60 MiB/s, with --verify)"
 
 // StagingBasis says what the staging estimate is based on.
 const StagingBasis = "the converted disks' sizes, an upper bound of the data in use (not known to Azure's control plane), " +

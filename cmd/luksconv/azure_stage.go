@@ -927,14 +927,30 @@ func changeRate(rounds []stageRound) (rate float64, expect int64, since time.Dur
 	return rate, int64(rate * since.Hours()), since, true
 }
 
-// downtime is the expected downtime of a cutover that plans its final snapshot(s) in plan and writes n
-// bytes into a disk (or the disks that go at the same time).
-func (f *azureConvert) downtime(plan time.Duration, n int64) time.Duration {
+// downtime is the expected downtime of a cutover that plans its final snapshot(s) in plan, writes n
+// bytes into a disk (or the disks that go at the same time) and, with --verify, reads verify bytes
+// back.
+func (f *azureConvert) downtime(plan time.Duration, n, verify int64) time.Duration {
 	d := azure.CutoverDeallocate + azure.CutoverSnapshot + plan + time.Duration(float64(n)/float64(azure.StageRate)*float64(time.Second))
 	if f.recreate {
 		d += azure.CutoverRecreate
 	}
+	if f.verify {
+		d += time.Duration(float64(verify) / float64(azure.StageRate) * float64(time.Second))
+	}
 	return d
+}
+
+// recordedReads is what the verification of the disk rec holds reads back: the data its last plan
+// copies and decrypts (0 when the record holds no plan).
+func recordedReads(rec *stageRecord) int64 {
+	var p struct {
+		Totals luksconv.Totals `json:"totals"`
+	}
+	if json.Unmarshal(rec.Plan, &p) != nil {
+		return 0
+	}
+	return p.Totals.Copy + p.Totals.Decrypt
 }
 
 // stageRecorded reports whether the stage record name may exist: a dry run of --stage then says what
@@ -992,7 +1008,7 @@ func (f *azureConvert) estimateCutover(out io.Writer, rec *stageRecord, recPath 
 		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", len(rec.Rounds))
 	} else {
 		plan := rec.Rounds[len(rec.Rounds)-1].Plan
-		sr.ExpectedDowntime = f.downtime(plan, expect)
+		sr.ExpectedDowntime = f.downtime(plan, expect, recordedReads(rec))
 		msg = fmt.Sprintf("expected downtime of the cutover: %s (change rate %s per hour, %s expected since the last snapshot %s ago; plan %s)",
 			sr.ExpectedDowntime.Round(time.Second), human(int64(rate)), human(expect), since.Round(time.Second), plan.Round(time.Millisecond))
 	}

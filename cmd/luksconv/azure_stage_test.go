@@ -378,6 +378,24 @@ func TestAzureStageCutover(t *testing.T) {
 		!strings.Contains(so, azure.MeasuredCutoverFormula) || !strings.Contains(so, "; plan "+plan.Round(time.Millisecond).String()+")") {
 		t.Errorf("dry-run cutover (round 2 planned in %s): exit %d:\n%s\n%s", plan, code, so, se)
 	}
+	// --verify reads the disk's data back while the VM is down: the estimate adds it at 60 MiB/s.
+	est := func(extra ...string) time.Duration {
+		so, se, code := runCLI(t, append([]string{"azure", "convert", "--source-disk", fakeID("disks", "osdisk"), "--des", fakeDES, "--target-disk", "plain",
+			"--journal-dir", dir, "--cutover", "--dry-run", "--json"}, extra...)...)
+		var r struct {
+			Stage struct {
+				Downtime time.Duration `json:"expected_downtime_ns"`
+			} `json:"stage"`
+		}
+		if err := json.Unmarshal([]byte(so), &r); code != 0 || err != nil || r.Stage.Downtime <= 0 {
+			t.Fatalf("dry-run cutover %q: exit %d, %v:\n%s\n%s", extra, code, err, so, se)
+		}
+		return r.Stage.Downtime
+	}
+	// (--verify's first: the expected change grows with the time since the snapshot, against it.)
+	if dv, d0 := est("--verify"), est(); dv-d0 < time.Duration(float64(r2.Stage.Round.BytesRead)/float64(azure.StageRate)*float64(time.Second))/2 {
+		t.Errorf("the estimate with --verify (%s) adds too little to the one without (%s)", dv, d0)
+	}
 	// So does the next stage round's, from the record: not round 1's full plan.
 	so, se, code = runCLI(t, s.stageArgs(dir, "--stage", "--dry-run")...)
 	if sr := reportOf[stageRep](t, so); code != 0 || sr.Stage.Round.Round != 3 || sr.Stage.ExpectedChange <= 0 {

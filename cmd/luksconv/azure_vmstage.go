@@ -526,7 +526,11 @@ func (f *azureConvert) estimateVMCutover(out io.Writer, rec *vmStageRecord, recP
 		msg = fmt.Sprintf("cannot estimate the cutover's downtime: %d stage round(s), and the change rate needs two; run --stage again later", rec.Round)
 	} else {
 		transfer := max(largest, total/int64(max(1, min(f.parallel, len(rec.Disks)))))
-		sr.ExpectedDowntime = f.downtime(plan, transfer)
+		var reads int64 // --verify reads the disks back one after the other
+		for _, d := range rec.Disks {
+			reads += recordedReads(&d.stageRecord)
+		}
+		sr.ExpectedDowntime = f.downtime(plan, transfer, reads)
 		msg = fmt.Sprintf("expected downtime of the cutover: %s (%s expected to have changed on %d disks since their last snapshots; plan %s)",
 			sr.ExpectedDowntime.Round(time.Second), human(total), len(rec.Disks), plan.Round(time.Millisecond))
 	}
