@@ -392,6 +392,11 @@ const graphPageSize = 1000
 // tokens without end.
 const maxGraphPages = 1000
 
+// graphSubscriptions is how many subscriptions one Resource Graph request names at most: its REST
+// API limits the list (Microsoft's troubleshooting guide asks for batches under 1000), so a longer
+// --subscription list is queried in batches, each paged, the rows put together.
+var graphSubscriptions = 1000
+
 // Inventory lists every ADE-stamped VM, disk and snapshot of the subscriptions through Azure
 // Resource Graph, with each VM's blockers and time estimates. Nothing is changed. When Resource
 // Graph truncates a result the inventory is returned with Truncated set and a warning, not an
@@ -622,12 +627,29 @@ type graphQuery struct {
 	inv    *Inventory
 }
 
-// run returns every row of query, page by page. A truncated page marks the inventory.
+// run returns every row of query, over every batch of graphSubscriptions subscriptions (or the
+// tenant's scope), page by page. A truncated page marks the inventory.
 func (q *graphQuery) run(ctx context.Context, what, query string) ([]json.RawMessage, error) {
+	if len(q.subs) <= graphSubscriptions {
+		return q.runIn(ctx, what, query, q.subs)
+	}
+	var rows []json.RawMessage
+	for batch := range slices.Chunk(q.subs, graphSubscriptions) {
+		r, err := q.runIn(ctx, what, query, batch)
+		if err != nil {
+			return nil, err
+		}
+		rows = append(rows, r...)
+	}
+	return rows, nil
+}
+
+// runIn returns every row of query in the subscriptions subs (nil: the tenant's scope), page by page.
+func (q *graphQuery) runIn(ctx context.Context, what, query string, subs []*string) ([]json.RawMessage, error) {
 	op := "query Azure Resource Graph for " + what
 	req := armresourcegraph.QueryRequest{
 		Query:         to.Ptr(query),
-		Subscriptions: q.subs,
+		Subscriptions: subs,
 		Options: &armresourcegraph.QueryRequestOptions{
 			ResultFormat: to.Ptr(armresourcegraph.ResultFormatObjectArray),
 			Top:          to.Ptr(int32(graphPageSize)),

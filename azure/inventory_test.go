@@ -1,6 +1,7 @@
 package azure
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -260,6 +261,36 @@ func TestInventoryTenantScope(t *testing.T) {
 		if len(q.Subscriptions) != 0 {
 			t.Errorf("query scoped to %d subscriptions", len(q.Subscriptions))
 		}
+	}
+}
+
+// TestInventoryManySubscriptions: a --subscription list longer than one request may name is queried in
+// batches (graphSubscriptions, 1000 in Azure; 2 here), each paged, with the same result as one request.
+func TestInventoryManySubscriptions(t *testing.T) {
+	subs := []string{sub, "00000000-0000-0000-0000-0000000000f1", otherSub, "00000000-0000-0000-0000-0000000000f2", "00000000-0000-0000-0000-0000000000f3"}
+	whole, err := fleetCloud(t, 4).client().Inventory(context.Background(), InventoryOptions{Subscriptions: subs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func(n int) { graphSubscriptions = n }(graphSubscriptions)
+	graphSubscriptions = 2
+	c := fleetCloud(t, 4)
+	inv, err := c.client().Inventory(context.Background(), InventoryOptions{Subscriptions: subs})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scopes := map[int]int{}
+	for _, q := range c.GraphQueries {
+		scopes[len(q.Subscriptions)]++
+	}
+	if scopes[0] != 0 || scopes[3] != 0 || scopes[1] == 0 || scopes[2] == 0 {
+		t.Errorf("requests by the number of subscriptions they name: %v, want batches of at most 2", scopes)
+	}
+	inv.GeneratedAt, whole.GeneratedAt = time.Time{}, time.Time{}
+	a, _ := json.Marshal(inv)
+	b, _ := json.Marshal(whole)
+	if !bytes.Equal(a, b) || len(inv.VMs) != 8 {
+		t.Errorf("batched inventory (%d VMs) differs from one request's (%d VMs)", len(inv.VMs), len(whole.VMs))
 	}
 }
 
