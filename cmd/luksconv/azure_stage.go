@@ -463,6 +463,8 @@ func (f *azureConvert) runStaged(c *cobra.Command, id string) (err error) {
 		}
 		rep.Target, res = tgt, r
 		rec.DiskPlanTag, rec.Disk = p.ID(), stageDiskOf(spec)
+	} else if tgt := f.finishedCutover(ctx, cl, rec, diskID, reread, p.OutputSize, stderr); tgt != nil {
+		rep.Target, rep.AlreadyUploaded = tgt, true
 	} else {
 		d, err := f.deltaPlan(ctx, cl, rec, p, sas, &stats, "", stderr)
 		if err != nil {
@@ -778,6 +780,22 @@ func (f *azureConvert) deltaPlan(ctx context.Context, cl *azure.Client, rec *sta
 			rec.Snapshot, human(d.Totals.Decrypt+d.Totals.Copy+d.Totals.Zero), human(d.Totals.Decrypt), human(d.Totals.Copy), human(d.Totals.Zero))
 	}
 	return d, nil
+}
+
+// finishedCutover returns the new disk diskID when an earlier run of this cutover finished it from
+// the pending snapshot this run reads again (reread) and stopped after (a failed verification or VM
+// re-creation, a killed process); nil otherwise. Such a disk takes no delta, so no page diff either:
+// the last stage round's snapshot that the diff needs may be deleted by then.
+func (f *azureConvert) finishedCutover(ctx context.Context, cl *azure.Client, rec *stageRecord, diskID string, reread bool, size int64, stderr io.Writer) *azure.UploadTarget {
+	if !f.cutover || !reread {
+		return nil
+	}
+	st, err := cl.DiskStatus(ctx, diskID)
+	if err != nil || !finishedUpload(st.State) || st.Tags[planTag] != rec.DiskPlanTag {
+		return nil // deltaWrite reads it again, and reports what it finds
+	}
+	fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
+	return &azure.UploadTarget{DiskID: diskID, SizeBytes: size, UploadSizeBytes: size + azure.VHDFooterSize, Tags: st.Tags}
 }
 
 // deltaJob is a round after the first of one disk: the delta plan d, its source, the open upload it

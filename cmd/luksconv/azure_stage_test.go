@@ -815,6 +815,46 @@ func TestAzureCutoverRecreateVM(t *testing.T) {
 	}
 }
 
+// TestAzureCutoverFinishedPrevSnapshotGone: a cutover that finished the disk and stopped before its
+// end (here: killed before the record went), after which the operator deleted the earlier stage
+// snapshots: the rerun has nothing to write and takes no page diff, which needed round 1's snapshot
+// (it failed with ResourceNotFound), and completes.
+func TestAzureCutoverFinishedPrevSnapshotGone(t *testing.T) {
+	s := setupStage(t)
+	dir := t.TempDir()
+	want2 := s.local(t, s.set.S2, t.TempDir())
+	mustRun(t, "stage round 1", s.stageArgs(dir, "--stage")...)
+	s.toState2(t)
+	s.powerState("deallocated")
+	record := filepath.Join(dir, ".luksconv-stage-plain.json")
+	var saved []byte
+	azureOutputHook = func(_ *uploadJob, o luksconv.Output) luksconv.Output {
+		return commitSpy{o, func() { saved, _ = os.ReadFile(record) }}
+	}
+	t.Cleanup(func() { azureOutputHook = nil })
+	mustRun(t, "cutover", s.stageArgs(dir, "--cutover")...)
+	azureOutputHook = nil
+	if len(saved) == 0 {
+		t.Fatal("no stage record at the finish")
+	}
+	testenv.WriteFile(t, dir, filepath.Base(record), saved)
+	s.Lock()
+	for k := range s.Snapshots {
+		if strings.Contains(k, "-luksconv-r1-") {
+			delete(s.Snapshots, k)
+		}
+	}
+	s.Unlock()
+	so, se, code := runCLI(t, s.stageArgs(dir, "--cutover", "--verify")...)
+	if code != 0 || !strings.Contains(se, "finished by an earlier run of this cutover") {
+		t.Fatalf("rerun of a finished cutover, round 1's snapshot deleted: exit %d:\n%s\n%s", code, so, se)
+	}
+	if r := reportOf[stageRep](t, so); !r.Verified || !r.Stage.Finished {
+		t.Errorf("rerun report: %s", so)
+	}
+	s.assertCutOver(t, dir, want2, "the rerun")
+}
+
 // commitSpy calls after once the output it wraps is committed.
 type commitSpy struct {
 	luksconv.Output

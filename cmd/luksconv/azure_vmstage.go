@@ -315,6 +315,10 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 			d.journal, work[i] = f.defaultJournal(d.plan), d.plan
 			continue
 		}
+		if tgt := f.finishedCutover(ctx, cl, sr, d.diskID, rereads[i], d.plan.OutputSize, stderr); tgt != nil {
+			d.Target, d.AlreadyUploaded, work[i] = tgt, true, &luksconv.Plan{} // nothing to write
+			continue
+		}
 		dp, err := f.deltaPlan(ctx, cl, sr, d.plan, sas[i], &stats[i], diskName(d.LUN)+": ", stderr)
 		if err != nil {
 			return fmt.Errorf("%s: %w", diskName(d.LUN), err)
@@ -335,6 +339,9 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 				err = fmt.Errorf("%w: %s is finished already, though the stage record %s says round 1 has not ended", azure.ErrState, d.diskID, recPath)
 			}
 			return err
+		}
+		if d.AlreadyUploaded {
+			return nil // finishedCutover
 		}
 		j := deltas[d]
 		j.progress = debugProgress(progress)
