@@ -92,7 +92,9 @@ type Sink struct {
 	resumed int64
 
 	written, cleared, skipped atomic.Int64
-	closeOnce                 sync.Once
+	// noClear: the destination refused Put Page's clear, so zero pages are written as data (clear).
+	noClear   atomic.Bool
+	closeOnce sync.Once
 	closeErr                  error
 }
 
@@ -253,11 +255,7 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 		// luksconv.Output contract), so the footer page is cleared first. A
 		// rerun that resumes the journal need not: the run that made the
 		// journal cleared it before making it.
-		err := c.do(ctx, "clear footer", s.size, PageSize, 0, func(ctx context.Context) error {
-			_, err := c.client.ClearPages(ctx, blob.HTTPRange{Offset: s.size, Count: PageSize}, nil)
-			return err
-		})
-		if err != nil {
+		if err := s.clear(s.size, PageSize); err != nil {
 			return err
 		}
 	}
@@ -460,16 +458,53 @@ func (s *Sink) put(b []byte, off int64) error {
 	return err
 }
 
-// clear zeroes pages of a blob that is not zero-filled.
+// clear zeroes pages of a blob that is not zero-filled: with Put Page's clear, or, once the
+// destination refused that (a managed disk's upload URL is not known to take it in every cloud),
+// by writing zero pages, which any page blob that takes writes takes.
 func (s *Sink) clear(off, n int64) error {
-	err := s.c.do(s.ctx, "clear", off, n, 0, func(ctx context.Context) error {
-		_, err := s.c.client.ClearPages(ctx, blob.HTTPRange{Offset: off, Count: n}, nil)
-		return err
-	})
-	if err == nil {
-		s.cleared.Add(n)
+	if !s.noClear.Load() {
+		err := s.c.do(s.ctx, "clear", off, n, 0, func(ctx context.Context) error {
+			_, err := s.c.client.ClearPages(ctx, blob.HTTPRange{Offset: off, Count: n}, nil)
+			return err
+		})
+		if err == nil {
+			s.cleared.Add(n)
+			return nil
+		}
+		if !clearRefused(err) {
+			return err
+		}
+		if s.noClear.CompareAndSwap(false, true) {
+			s.c.logf("blobio: warning: the destination refuses Put Page's clear (%v): zero pages are written as data from now on", err)
+		}
 	}
-	return err
+	for o := int64(0); o < n; o += MaxPutPage {
+		m := min(MaxPutPage, n-o)
+		if err := s.put(zeroes[:m], off+o); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// zeroes is the data of zero pages written in place of a clear: MaxPutPage bytes, read only.
+var zeroes = make([]byte, MaxPutPage)
+
+// clearRefused reports whether err is Azure refusing the clear operation itself (400, 403 other
+// than an authentication failure, 405, 501), which writing the zeros may get past; any other error
+// (a missing blob, a lease, the network) would stop a write as well.
+func clearRefused(err error) bool {
+	var e *Error
+	if !errors.As(err, &e) {
+		return false
+	}
+	switch status, code := e.StatusCode, e.Code; status {
+	case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusNotImplemented:
+		return true
+	case http.StatusForbidden:
+		return code != "AuthenticationFailed"
+	}
+	return false
 }
 
 // run is a part of a write: all zero pages or data.

@@ -74,15 +74,16 @@ type Server struct {
 	// 403 AuthenticationFailed.
 	Signature string
 
-	mu       sync.Mutex
-	blobs    map[string]*blob
-	aliases  map[string]*version // Publish
-	gen      uint64              // the last page generation
-	seq      uint64              // the last version sequence number
-	lineage  uint64              // the last blob incarnation
-	last     time.Time           // the last snapshot time
-	counts   map[string]int
-	requests int
+	mu          sync.Mutex
+	refuseClear bool // SetRefuseClear
+	blobs       map[string]*blob
+	aliases     map[string]*version // Publish
+	gen         uint64              // the last page generation
+	seq         uint64              // the last version sequence number
+	lineage     uint64              // the last blob incarnation
+	last        time.Time           // the last snapshot time
+	counts      map[string]int
+	requests    int
 }
 
 type blob struct {
@@ -137,6 +138,14 @@ func (s *Server) Publish(alias, blobPath, snapshot string) error {
 	}
 	s.aliases[alias] = b.snapshots[snapshot]
 	return nil
+}
+
+// SetRefuseClear makes the server refuse Put Page's clear (403 AuthorizationPermissionMismatch), as
+// a destination that takes writes but not clears would, or take it again.
+func (s *Server) SetRefuseClear(refuse bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.refuseClear = refuse
 }
 
 // Requests returns how many requests of each operation the server answered
@@ -403,6 +412,9 @@ func (s *Server) putPage(w http.ResponseWriter, r *http.Request, body []byte) (i
 		}
 	case "clear":
 		s.counts["clear pages"]++
+		if s.refuseClear {
+			return 0, fail(http.StatusForbidden, "AuthorizationPermissionMismatch", "This request is not authorized to perform this operation using this permission.")
+		}
 		if len(body) > 0 {
 			return 0, fail(http.StatusBadRequest, "InvalidHeaderValue", "Content-Length must be 0 to clear pages.")
 		}
