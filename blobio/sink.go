@@ -95,7 +95,7 @@ type Sink struct {
 	// noClear: the destination refused Put Page's clear, so zero pages are written as data (clear).
 	noClear   atomic.Bool
 	closeOnce sync.Once
-	closeErr                  error
+	closeErr  error
 }
 
 // SinkStats counts a Sink's work.
