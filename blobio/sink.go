@@ -255,7 +255,7 @@ func (s *Sink) open(ctx context.Context, sasURL string, workers int, opts SinkOp
 		// luksconv.Output contract), so the footer page is cleared first. A
 		// rerun that resumes the journal need not: the run that made the
 		// journal cleared it before making it.
-		if err := s.clear(s.size, PageSize); err != nil {
+		if err := s.zero(s.size, PageSize, false); err != nil {
 			return err
 		}
 	}
@@ -444,31 +444,41 @@ func (s *Sink) WriteAt(p []byte, off int64) (int, error) {
 	return len(p), nil
 }
 
-// put stores one Put Page of at most 4 MiB.
+// put stores one Put Page of at most 4 MiB, counted in BytesWritten.
 func (s *Sink) put(b []byte, off int64) error {
-	err := s.c.do(s.ctx, "write", off, int64(len(b)), 0, func(ctx context.Context) error {
-		// A fresh reader per attempt: the body is sent again from its start.
-		_, err := s.c.client.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)),
-			blob.HTTPRange{Offset: off, Count: int64(len(b))}, nil)
-		return err
-	})
+	err := s.putPage(b, off)
 	if err == nil {
 		s.written.Add(int64(len(b)))
 	}
 	return err
 }
 
-// clear zeroes pages of a blob that is not zero-filled: with Put Page's clear, or, once the
+// putPage stores one Put Page of at most 4 MiB.
+func (s *Sink) putPage(b []byte, off int64) error {
+	return s.c.do(s.ctx, "write", off, int64(len(b)), 0, func(ctx context.Context) error {
+		// A fresh reader per attempt: the body is sent again from its start.
+		_, err := s.c.client.UploadPages(ctx, streaming.NopCloser(bytes.NewReader(b)),
+			blob.HTTPRange{Offset: off, Count: int64(len(b))}, nil)
+		return err
+	})
+}
+
+// clear zeroes pages of a blob that is not zero-filled, counted in the stats (zero).
+func (s *Sink) clear(off, n int64) error { return s.zero(off, n, true) }
+
+// zero zeroes pages: with Put Page's clear (counted, if count, in BytesCleared), or, once the
 // destination refused that (a managed disk's upload URL is not known to take it in every cloud),
-// by writing zero pages, which any page blob that takes writes takes.
-func (s *Sink) clear(off, n int64) error {
+// by writing zero pages (in BytesWritten), which any page blob that takes writes takes.
+func (s *Sink) zero(off, n int64, count bool) error {
 	if !s.noClear.Load() {
 		err := s.c.do(s.ctx, "clear", off, n, 0, func(ctx context.Context) error {
 			_, err := s.c.client.ClearPages(ctx, blob.HTTPRange{Offset: off, Count: n}, nil)
 			return err
 		})
 		if err == nil {
-			s.cleared.Add(n)
+			if count {
+				s.cleared.Add(n)
+			}
 			return nil
 		}
 		if !clearRefused(err) {
@@ -480,8 +490,11 @@ func (s *Sink) clear(off, n int64) error {
 	}
 	for o := int64(0); o < n; o += MaxPutPage {
 		m := min(MaxPutPage, n-o)
-		if err := s.put(zeroes[:m], off+o); err != nil {
+		if err := s.putPage(zeroes[:m], off+o); err != nil {
 			return err
+		}
+		if count {
+			s.written.Add(m)
 		}
 	}
 	return nil
