@@ -6,12 +6,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net/http"
 	"net/url"
 	"slices"
 	"strings"
 	"time"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/arm"
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/runtime"
 	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/compute/armcompute/v8"
 	"github.com/Azure/azure-sdk-for-go/sdk/resourcemanager/resourcegraph/armresourcegraph"
@@ -622,9 +624,10 @@ func inventoryScaleSet(ss *armcompute.VirtualMachineScaleSet) (InventoryScaleSet
 
 // graphQuery runs the inventory's queries in one scope.
 type graphQuery struct {
-	client *armresourcegraph.Client
-	subs   []*string
-	inv    *Inventory
+	client   *armresourcegraph.Client
+	subs     []*string
+	inv      *Inventory
+	limitHit bool // a response said x-ms-tenant-subscription-limit-hit (warned once)
 }
 
 // run returns every row of query, over every batch of graphSubscriptions subscriptions (or the
@@ -658,9 +661,17 @@ func (q *graphQuery) runIn(ctx context.Context, what, query string, subs []*stri
 	var rows []json.RawMessage
 	seen := map[string]bool{}
 	for page := 1; ; page++ {
-		r, err := q.client.Resources(ctx, req, nil)
+		var raw *http.Response
+		r, err := q.client.Resources(runtime.WithCaptureResponse(ctx, &raw), req, nil)
 		if err != nil {
 			return nil, opError(op, "", err)
+		}
+		if raw != nil && strings.EqualFold(raw.Header.Get("x-ms-tenant-subscription-limit-hit"), "true") && !q.limitHit {
+			// A tenant-scope query covers the first 10,000 subscriptions the principal sees, and
+			// says so only in this header.
+			q.limitHit, q.inv.Truncated = true, true
+			q.inv.Warnings = append(q.inv.Warnings, "Resource Graph answered for only part of the subscriptions the credential can read (x-ms-tenant-subscription-limit-hit): "+
+				"the inventory is incomplete; list the subscriptions with --subscription")
 		}
 		b, err := json.Marshal(r.Data)
 		if err != nil {

@@ -294,6 +294,25 @@ func TestInventoryManySubscriptions(t *testing.T) {
 	}
 }
 
+// TestInventoryTenantLimit: a tenant-scope answer covering only part of the subscriptions the
+// credential sees (x-ms-tenant-subscription-limit-hit: true, its only sign) marks the inventory
+// truncated, with one warning.
+func TestInventoryTenantLimit(t *testing.T) {
+	c := fleetCloud(t, 4)
+	c.GraphTenantLimitHit = true
+	inv, err := c.client().Inventory(context.Background(), InventoryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !inv.Truncated || len(inv.Warnings) != 1 || !strings.Contains(inv.Warnings[0], "x-ms-tenant-subscription-limit-hit") || len(inv.VMs) != 9 {
+		t.Errorf("truncated %v, warnings %q, %d VMs", inv.Truncated, inv.Warnings, len(inv.VMs))
+	}
+	// Named subscriptions are not the tenant's scope: no such header.
+	if inv, err := c.client().Inventory(context.Background(), InventoryOptions{Subscriptions: []string{sub}}); err != nil || inv.Truncated {
+		t.Errorf("with --subscription: %v, truncated %v", err, inv.Truncated)
+	}
+}
+
 // TestInventoryGraphError: a refused query is an *Error naming the query, with the service's code.
 func TestInventoryGraphError(t *testing.T) {
 	c := fleetCloud(t, 0)

@@ -204,6 +204,10 @@ type Cloud struct {
 	GraphTruncated string
 	GraphFail      string
 	GraphQueries   []armresourcegraph.QueryRequest
+	// GraphTenantLimitHit answers every tenant-scope query (no subscriptions named) with the header
+	// x-ms-tenant-subscription-limit-hit: true, as Resource Graph does when the principal sees more
+	// subscriptions than such a query covers.
+	GraphTenantLimitHit bool
 
 	// ExtensionFails refuses every VM extension PUT (VMExtensionProvisioningError).
 	ExtensionFails bool

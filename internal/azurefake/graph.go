@@ -124,7 +124,14 @@ func (c *Cloud) graphTransport() transporter {
 				c.graphTokens[tok] = graphPage{query: query, subs: scope, offset: end}
 				out.SkipToken = to.Ptr(tok)
 			}
-			resp.SetResponse(http.StatusOK, armresourcegraph.ClientResourcesResponse{QueryResponse: out}, nil)
+			var opts *azfake.SetResponseOptions
+			if c.GraphTenantLimitHit && len(subs) == 0 {
+				// What Resource Graph says of a tenant-scope query whose principal sees more
+				// subscriptions than it serves (the first 10,000).
+				opts = &azfake.SetResponseOptions{Header: http.Header{}}
+				opts.Header.Set("x-ms-tenant-subscription-limit-hit", "true")
+			}
+			resp.SetResponse(http.StatusOK, armresourcegraph.ClientResourcesResponse{QueryResponse: out}, opts)
 			return
 		},
 	}})
