@@ -390,6 +390,11 @@ const (
 // graphPageSize is the $top of every page: Resource Graph's maximum.
 const graphPageSize = 1000
 
+// graphVMPageSize is the $top of the VMs query's pages: it returns every VM of the scope with its
+// whole properties (several KB each, more with many data disks, tags or SSH keys), and Resource Graph
+// refuses a response over 16 MiB (ResponsePayloadTooLarge), which 1000 such rows can reach.
+const graphVMPageSize = 200
+
 // maxGraphPages bounds the pages of one query (a million rows), against a service that hands out
 // tokens without end.
 const maxGraphPages = 1000
@@ -438,15 +443,16 @@ func (c *Client) Inventory(ctx context.Context, opts InventoryOptions) (*Invento
 	var diskRows, snapRows, extRows, vmRows, vmssRows []json.RawMessage
 	for _, r := range []struct {
 		what, query string
+		top         int
 		rows        *[]json.RawMessage
 	}{
-		{"ADE disks", inventoryDisksQuery, &diskRows},
-		{"ADE snapshots", inventorySnapshotsQuery, &snapRows},
-		{"ADE extensions", inventoryExtensionsQuery, &extRows},
-		{"virtual machines", inventoryVMsQuery, &vmRows},
-		{"ADE scale sets", inventoryScaleSetsQuery, &vmssRows},
+		{"ADE disks", inventoryDisksQuery, graphPageSize, &diskRows},
+		{"ADE snapshots", inventorySnapshotsQuery, graphPageSize, &snapRows},
+		{"ADE extensions", inventoryExtensionsQuery, graphPageSize, &extRows},
+		{"virtual machines", inventoryVMsQuery, graphVMPageSize, &vmRows},
+		{"ADE scale sets", inventoryScaleSetsQuery, graphPageSize, &vmssRows},
 	} {
-		if *r.rows, err = q.run(ctx, r.what, r.query); err != nil {
+		if *r.rows, err = q.run(ctx, r.what, r.query, r.top); err != nil {
 			return nil, err
 		}
 	}
@@ -632,13 +638,13 @@ type graphQuery struct {
 
 // run returns every row of query, over every batch of graphSubscriptions subscriptions (or the
 // tenant's scope), page by page. A truncated page marks the inventory.
-func (q *graphQuery) run(ctx context.Context, what, query string) ([]json.RawMessage, error) {
+func (q *graphQuery) run(ctx context.Context, what, query string, top int) ([]json.RawMessage, error) {
 	if len(q.subs) <= graphSubscriptions {
-		return q.runIn(ctx, what, query, q.subs)
+		return q.runIn(ctx, what, query, top, q.subs)
 	}
 	var rows []json.RawMessage
 	for batch := range slices.Chunk(q.subs, graphSubscriptions) {
-		r, err := q.runIn(ctx, what, query, batch)
+		r, err := q.runIn(ctx, what, query, top, batch)
 		if err != nil {
 			return nil, err
 		}
@@ -647,15 +653,16 @@ func (q *graphQuery) run(ctx context.Context, what, query string) ([]json.RawMes
 	return rows, nil
 }
 
-// runIn returns every row of query in the subscriptions subs (nil: the tenant's scope), page by page.
-func (q *graphQuery) runIn(ctx context.Context, what, query string, subs []*string) ([]json.RawMessage, error) {
+// runIn returns every row of query in the subscriptions subs (nil: the tenant's scope), page by page,
+// top rows a page.
+func (q *graphQuery) runIn(ctx context.Context, what, query string, top int, subs []*string) ([]json.RawMessage, error) {
 	op := "query Azure Resource Graph for " + what
 	req := armresourcegraph.QueryRequest{
 		Query:         to.Ptr(query),
 		Subscriptions: subs,
 		Options: &armresourcegraph.QueryRequestOptions{
 			ResultFormat: to.Ptr(armresourcegraph.ResultFormatObjectArray),
-			Top:          to.Ptr(int32(graphPageSize)),
+			Top:          to.Ptr(int32(top)),
 		},
 	}
 	var rows []json.RawMessage

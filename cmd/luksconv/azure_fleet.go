@@ -135,7 +135,7 @@ func newAzureFleetCmd() *cobra.Command {
 	fl.StringVar(&f.cloud, "cloud", "", "the Azure `cloud` of the tasks (azure convert --cloud; default: the inventory's)")
 	fl.IntVar(&f.diskParallel, "disk-parallel", 0, "disks of a VM each task uploads at the same time (azure convert --parallel; default: the inventory's estimate_model.parallel, which its estimates assume)")
 	fl.StringVar(&f.pool, "pool", "luksconv", "Batch: the pool's ID")
-	fl.StringVar(&f.name, "name", "luksconv-fleet", "the job's name (Batch job ID, Kubernetes Job and ConfigMap name)")
+	fl.StringVar(&f.name, "name", "luksconv-fleet", "the job's name (Batch job ID, Kubernetes Job name and the ConfigMap's prefix)")
 	fl.StringVar(&f.namespace, "namespace", "default", "Kubernetes: the namespace")
 	fl.StringVar(&f.serviceAccount, "service-account", "luksconv", "Kubernetes: the service account federated with --identity")
 	fl.StringVar(&f.journalClaim, "journal-claim", "luksconv-journals", "Kubernetes: the PersistentVolumeClaim (ReadWriteMany) mounted at --journal-dir")
