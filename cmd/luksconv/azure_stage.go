@@ -661,8 +661,9 @@ func holdPendingPlan(rec *stageRecord, d *luksconv.Plan, label string, save func
 	case id:
 		return nil
 	default:
+		// Exit 2: the same command gives the same plan, so no retry (a fleet engine's) can change it.
 		return &hintedError{fmt.Errorf("%w: %sround %d was begun with another plan (%s; now %s): the flags or luksconv's version differ",
-			azure.ErrState, label, rec.Round+1, rec.PendingPlan, id),
+			errUsage, label, rec.Round+1, rec.PendingPlan, id),
 			"run it again with the flags and the luksconv version it was begun with"}
 	}
 }

@@ -628,15 +628,16 @@ func TestAzureSnapshotRecreateStale(t *testing.T) {
 }
 
 // TestAzureStagePendingPlan: an interrupted round after the first is finished only by the plan it
-// was begun with; a rerun whose plan differs (here --full-copy) is refused before it writes, and the
-// rerun with the first flags finishes the round.
+// was begun with; a rerun whose plan differs (here --full-copy) is refused before it writes, with exit
+// 2 (the same command makes the same plan: a fleet engine must not retry it), and the rerun with the
+// first flags finishes the round.
 func TestAzureStagePendingPlan(t *testing.T) {
 	s, dir, want2 := setupStaged(t)
 	s.toState2(t)
 	mustInterrupt(t, s.stageArgs(dir, "--stage", "--workers", "1")...)
 	s.takeCalls()
-	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage", "--full-copy")...); code != exitFailure || !strings.Contains(se, "round 2 was begun with another plan") {
-		t.Fatalf("stage round 2 again with --full-copy: exit %d, want %d and the plan named:\n%s", code, exitFailure, se)
+	if _, se, code := runCLI(t, s.stageArgs(dir, "--stage", "--full-copy")...); code != exitUsage || !strings.Contains(se, "round 2 was begun with another plan") {
+		t.Fatalf("stage round 2 again with --full-copy: exit %d, want %d (no retry changes the plan) and the plan named:\n%s", code, exitUsage, se)
 	}
 	for _, c := range s.takeCalls() {
 		if strings.HasPrefix(c, "GRANT disk plain Write") {
