@@ -220,8 +220,8 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 	if err := f.vmKeys(ctx, cl, disks, rep); err != nil {
 		return err
 	}
-	// Each pending cutover snapshot is checked before --deallocate (see runStaged); vmStageSnapshots
-	// checks them again with the round's record.
+	// Each pending snapshot is checked before --deallocate (see runStaged), and only here: a record
+	// made below, for round 1, has none.
 	if rec != nil {
 		for i, d := range disks {
 			if err := f.checkPending(ctx, cl, &rec.Disks[i].stageRecord, d.disk.DiskID, d.diskID, diskName(d.LUN)+": ", recPath); err != nil {
@@ -450,16 +450,13 @@ func (f *azureConvert) runVMStaged(c *cobra.Command) (err error) {
 }
 
 // vmStageSnapshots sets each disk's Snapshot for this round: its pending snapshot when an earlier run
-// started the round (rereads[i] is then true), else a new incremental one, recorded as pending before
-// anything is written so that a rerun reads it again.
+// started the round (rereads[i] is then true; checkPending vetted it before --deallocate), else a new
+// incremental one, recorded as pending before anything is written so that a rerun reads it again.
 func (f *azureConvert) vmStageSnapshots(ctx context.Context, cl *azure.Client, rec *vmStageRecord, recPath string, disks []*azureVMDisk, round int,
 	stderr io.Writer) (rereads []bool, err error) {
 	rereads = make([]bool, len(disks))
 	for i, d := range disks {
 		sr := &rec.Disks[i].stageRecord
-		if err := f.checkPending(ctx, cl, sr, d.disk.DiskID, d.diskID, diskName(d.LUN)+": ", recPath); err != nil {
-			return nil, err
-		}
 		if sr.Pending != "" {
 			fmt.Fprintf(stderr, "%s: reading snapshot %s again: round %d was interrupted\n", diskName(d.LUN), sr.Pending, round)
 			d.Snapshot, rereads[i] = sr.Pending, true
