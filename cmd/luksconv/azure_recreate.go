@@ -71,26 +71,41 @@ func recreatedState(vmID, state string) error {
 	}
 }
 
-// printRecreatedBefore reports a run recreatedBefore found done, after finishLicensing and dropModels.
-func (f *azureConvert) printRecreatedBefore(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureReport, diskID string) error {
+// printRecreatedBefore reports a run recreatedBefore found done, after finishRerun.
+func (f *azureConvert) printRecreatedBefore(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureReport, diskID string) (err error) {
 	rep.AlreadyConverted = true
-	lt, err := f.finishLicensing(ctx, cl)
-	if err != nil {
+	if rep.LicensingSet, rep.StaleModels, err = f.finishRerun(ctx, cl); err != nil {
 		return err
 	}
-	rep.LicensingSet = lt
-	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
-	if lt == "" {
-		fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made: nothing to do\n", f.vm, diskID)
-	} else {
-		fmt.Fprintf(out, "VM %s already runs on %s, the new OS disk an earlier run made\n", f.vm, diskID)
-	}
-	f.printLicensingSet(out, lt)
-	f.printStaleModels(out, rep.StaleModels)
+	f.printRerun(out, fmt.Sprintf("VM %s already runs on %s, the new OS disk an earlier run made", f.vm, diskID), rep.LicensingSet, rep.StaleModels)
 	return nil
+}
+
+// finishRerun does what is left for a run that finds the VM converted by an earlier one: the RHEL
+// licensing that run left pending (finishLicensing), then its stale rollback models (dropModels).
+func (f *azureConvert) finishRerun(ctx context.Context, cl *azure.Client) (licensing string, stale []string, err error) {
+	if licensing, err = f.finishLicensing(ctx, cl); err != nil {
+		return "", nil, err
+	}
+	return licensing, f.dropModels(), nil
+}
+
+// printRerun says what finishRerun did, after found, where the VM stands: "nothing to do" when it set
+// no licensing.
+func (f *azureConvert) printRerun(out io.Writer, found, licensing string, stale []string) {
+	if licensing == "" {
+		fmt.Fprintf(out, "%s: nothing to do\n", found)
+	} else {
+		verb := "set"
+		if f.dryRun {
+			verb = "would set"
+		}
+		fmt.Fprintf(out, "%s\n%s licenseType %s and the AHBForRHEL extension on VM %s, which an earlier run re-created without them\n", found, verb, licensing, f.vm)
+	}
+	f.printStaleModels(out, stale)
 }
 
 // finishLicensing sets the RHEL licensing an earlier run's re-creation of the VM left unset (it
@@ -102,18 +117,6 @@ func (f *azureConvert) finishLicensing(ctx context.Context, cl *azure.Client) (s
 	}
 	debugAzure("finish licensing", f.vm)
 	return cl.FinishLicensing(ctx, f.vm)
-}
-
-// printLicensingSet says what finishLicensing did.
-func (f *azureConvert) printLicensingSet(out io.Writer, lt string) {
-	if lt == "" {
-		return
-	}
-	verb := "set"
-	if f.dryRun {
-		verb = "would set"
-	}
-	fmt.Fprintf(out, "%s licenseType %s and the AHBForRHEL extension on VM %s, which an earlier run re-created without them\n", verb, lt, f.vm)
 }
 
 // dropModels removes the rollback models of the VM that an earlier run saved in --journal-dir and

@@ -345,25 +345,16 @@ func (f *azureConvert) convertedVM(ctx context.Context, cl *azure.Client, rep *a
 	return true, recreatedState(f.vm, rep.provisioning)
 }
 
-// printConverted reports a VM convertedVM found converted, after finishLicensing and dropModels.
-func (f *azureConvert) printConverted(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureVMReport) error {
+// printConverted reports a VM convertedVM found converted, after finishRerun.
+func (f *azureConvert) printConverted(ctx context.Context, cl *azure.Client, out io.Writer, rep *azureVMReport) (err error) {
 	rep.AlreadyConverted = true
-	lt, err := f.finishLicensing(ctx, cl)
-	if err != nil {
+	if rep.LicensingSet, rep.StaleModels, err = f.finishRerun(ctx, cl); err != nil {
 		return err
 	}
-	rep.LicensingSet = lt
-	rep.StaleModels = f.dropModels()
 	if f.asJSON {
 		return writeJSON(out, rep)
 	}
-	if lt == "" {
-		fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s): nothing to do\n", f.vm, rep.Disks[0].Source)
-	} else {
-		fmt.Fprintf(out, "VM %s runs on disks luksconv converted (OS disk %s)\n", f.vm, rep.Disks[0].Source)
-	}
-	f.printLicensingSet(out, lt)
-	f.printStaleModels(out, rep.StaleModels)
+	f.printRerun(out, fmt.Sprintf("VM %s runs on disks luksconv converted (OS disk %s)", f.vm, rep.Disks[0].Source), rep.LicensingSet, rep.StaleModels)
 	return nil
 }
 
