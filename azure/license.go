@@ -201,10 +201,10 @@ type pendingLicense struct {
 	LicenseType string `json:"license_type"`
 }
 
-// pendingLicensePath is the file of the VM vmID's pending licensing in dir: named, as its model
-// files, for the VM's name and a hash of its ID.
+// pendingLicensePath is the file of the VM vmID's pending licensing in dir,
+// luksconv-license-NAME-HASH.json: named, as its model files, for the VM's name and a hash of its ID.
 func pendingLicensePath(dir, vmID string) string {
-	return filepath.Join(dir, strings.Replace(strings.TrimSuffix(modelPrefix(vmID), "-"), "luksconv-vm-", "luksconv-license-", 1)+".json")
+	return filepath.Join(dir, "luksconv-license-"+vmFileStem(vmID)+".json")
 }
 
 // savePendingLicense saves plan's licensing (none: "", nothing saved) and returns the file's path.

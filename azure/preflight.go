@@ -512,11 +512,14 @@ func ModelName(vmID string, t time.Time) string {
 // modelTime is the end of a model file's name: the UTC time it was saved.
 const modelTime = "20060102T150405Z.json"
 
-// modelPrefix is the start of the names of the VM vmID's model files: luksconv-vm-NAME-HASH-, the
-// name in lower case and the hash the first 4 bytes of SHA-256 of the lower-case ID, as Azure's IDs
-// are case-insensitive (an inventory's and ARM's spelling may differ).
-func modelPrefix(vmID string) string {
+// modelPrefix is the start of the names of the VM vmID's model files: luksconv-vm-NAME-HASH-.
+func modelPrefix(vmID string) string { return "luksconv-vm-" + vmFileStem(vmID) + "-" }
+
+// vmFileStem is NAME-HASH, what names the files RecreateVM keeps for the VM vmID: the name in lower
+// case and the hash the first 4 bytes of SHA-256 of the lower-case ID, as Azure's IDs are
+// case-insensitive (an inventory's and ARM's spelling may differ).
+func vmFileStem(vmID string) string {
 	id := strings.ToLower(vmID)
 	h := sha256.Sum256([]byte(id))
-	return fmt.Sprintf("luksconv-vm-%s-%x-", safeName.ReplaceAllString(path.Base(id), "_"), h[:4])
+	return fmt.Sprintf("%s-%x", safeName.ReplaceAllString(path.Base(id), "_"), h[:4])
 }
