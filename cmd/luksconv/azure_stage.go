@@ -785,7 +785,8 @@ func (f *azureConvert) deltaPlan(ctx context.Context, cl *azure.Client, rec *sta
 
 // finishedCutover returns the new disk diskID when an earlier run of this cutover finished it from
 // the pending snapshot this run reads again (reread) and stopped after (a failed verification or VM
-// re-creation, a killed process); nil otherwise. Such a disk takes no delta, so no page diff either:
+// re-creation, a killed process; the finish follows the last write, so the disk holds this round);
+// nil otherwise. Such a disk takes no delta, so no page diff either:
 // the last stage round's snapshot that the diff needs may be deleted by then.
 func (f *azureConvert) finishedCutover(ctx context.Context, cl *azure.Client, rec *stageRecord, diskID string, reread bool, size int64, stderr io.Writer) *azure.UploadTarget {
 	if !f.cutover || !reread {
@@ -815,17 +816,15 @@ type deltaJob struct {
 }
 
 // deltaWrite writes j.d into the open upload j.diskID; the cutover finishes the upload. The result is
-// nil when an earlier run of this cutover finished the disk (only possible when j.reread).
+// nil when an earlier run of this cutover finished the disk (finishedCutover, which the callers ask
+// before they plan the delta; a disk that could not be read then is read again here).
 func (f *azureConvert) deltaWrite(ctx context.Context, cl *azure.Client, j deltaJob, stderr io.Writer) (*azure.UploadTarget, *luksconv.Result, error) {
 	diskID := j.diskID
-	if st, err := cl.DiskStatus(ctx, diskID); err == nil && finishedUpload(st.State) && st.Tags[planTag] == j.rec.DiskPlanTag && j.reread {
-		if f.cutover {
-			// An earlier run of this cutover finished the disk and stopped before the record was
-			// updated: the finish follows the last write, so the disk holds this round.
-			fmt.Fprintf(stderr, "%s was finished by an earlier run of this cutover\n", diskID)
-			return &azure.UploadTarget{DiskID: diskID, SizeBytes: j.d.OutputSize, UploadSizeBytes: j.d.OutputSize + azure.VHDFooterSize, Tags: st.Tags}, nil, nil
-		}
-		if j.rec.PendingCutover {
+	if tgt := f.finishedCutover(ctx, cl, j.rec, diskID, j.reread, j.d.OutputSize, stderr); tgt != nil {
+		return tgt, nil, nil
+	}
+	if !f.cutover && j.reread && j.rec.PendingCutover {
+		if st, err := cl.DiskStatus(ctx, diskID); err == nil && finishedUpload(st.State) && st.Tags[planTag] == j.rec.DiskPlanTag {
 			return nil, nil, &hintedError{fmt.Errorf("%w: %s was finished by a cutover from snapshot %s, which stopped before its end", azure.ErrState, diskID, j.snapshot),
 				"run the same command with --cutover instead of --stage: it finds the disk finished and completes the cutover"}
 		}
