@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/pageblob"
 	"github.com/luksconv/luksconv/blobio"
 )
 
@@ -44,15 +45,7 @@ func TestSinkClearRefused(t *testing.T) {
 	}
 	s.Close()
 	st := s.Stats()
-	resp, err := f.pb.DownloadStream(context.Background(), &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: 0, Count: size}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	got, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := readBlob(t, f.pb, 0, size)
 	if !bytes.Equal(got, want) || st.BytesCleared != 0 || st.BytesWritten < 2*mib {
 		t.Errorf("content equal %v, stats %+v", bytes.Equal(got, want), st)
 	}
@@ -65,4 +58,19 @@ func TestSinkClearRefused(t *testing.T) {
 	if strings.Contains(logs.String(), diffSig) {
 		t.Errorf("the SAS signature is in the log:\n%s", logs.String())
 	}
+}
+
+// readBlob reads n bytes of the page blob c from off, with the SDK alone.
+func readBlob(t *testing.T, c *pageblob.Client, off, n int64) []byte {
+	t.Helper()
+	resp, err := c.DownloadStream(context.Background(), &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: off, Count: n}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

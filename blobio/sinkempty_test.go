@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -68,14 +67,8 @@ func TestSinkEmptyUnknown(t *testing.T) {
 			t.Fatal(err)
 		}
 		s.Close()
-		resp, err := c.DownloadStream(ctx, &blob.DownloadStreamOptions{Range: blob.HTTPRange{Offset: 0, Count: size}})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		if err != nil || !bytes.Equal(got, disk) {
-			t.Fatalf("Empty %v: the blob holds %d nonzero bytes where the disk has zeros (%v)", empty, len(got)-bytes.Count(got, []byte{0}), err)
+		if got := readBlob(t, c, 0, size); !bytes.Equal(got, disk) {
+			t.Fatalf("Empty %v: the blob holds %d nonzero bytes where the disk has zeros", empty, len(got)-bytes.Count(got, []byte{0}))
 		}
 	}
 }
