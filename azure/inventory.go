@@ -817,11 +817,7 @@ func inventoryVM(vm *armcompute.VirtualMachine, ext *armcompute.VirtualMachineEx
 
 	v.Image = vmImage(vm, osDiskRow)
 	v.OSFamily = osFamily(v.Image)
-	diskImage := ""
-	if osDiskRow != nil && osDiskRow.Properties != nil && osDiskRow.Properties.CreationData != nil && osDiskRow.Properties.CreationData.ImageReference != nil {
-		diskImage = str(osDiskRow.Properties.CreationData.ImageReference.ID)
-	}
-	v.RHELPAYG = rhelPAYG(vm, diskImage) != nil
+	v.RHELPAYG = rhelPAYG(vm, diskImageID(osDiskRow)) != nil
 
 	// Blockers.
 	if v.SecurityType == string(armcompute.SecurityTypesConfidentialVM) {
@@ -997,24 +993,8 @@ func vmImage(vm *armcompute.VirtualMachine, osDisk *armcompute.Disk) InventoryIm
 		img.Publisher, img.Offer, img.SKU, img.From = str(pl.Publisher), str(pl.Product), str(pl.Name), "plan"
 		return img
 	}
-	if osDisk != nil && osDisk.Properties != nil && osDisk.Properties.CreationData != nil && osDisk.Properties.CreationData.ImageReference != nil {
-		// /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…
-		id := str(osDisk.Properties.CreationData.ImageReference.ID)
-		seg := strings.Split(id, "/")
-		var pub, offer, sku, ver string
-		for i := 0; i+1 < len(seg); i++ {
-			switch strings.ToLower(seg[i]) {
-			case "publishers":
-				pub = seg[i+1]
-			case "offers":
-				offer = seg[i+1]
-			case "skus":
-				sku = seg[i+1]
-			case "versions":
-				ver = seg[i+1]
-			}
-		}
-		if pub != "" {
+	if id := diskImageID(osDisk); id != "" {
+		if pub, offer, sku, ver := imageIDParts(id); pub != "" {
 			return InventoryImage{Publisher: pub, Offer: offer, SKU: sku, Version: ver, ID: img.ID, From: "OS disk creationData"}
 		}
 		if img.ID == "" {

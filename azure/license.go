@@ -59,23 +59,40 @@ func paygImage(vm *armcompute.VirtualMachine, diskImageID, publisher string) *rh
 	if sp := p.StorageProfile; sp != nil && sp.ImageReference != nil && str(sp.ImageReference.Publisher) != "" {
 		pub, img = str(sp.ImageReference.Publisher), &rhelImage{Offer: str(sp.ImageReference.Offer), SKU: str(sp.ImageReference.SKU), From: "imageReference"}
 	} else {
-		// /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…
-		seg := strings.Split(diskImageID, "/")
-		for i := 0; i+1 < len(seg); i++ {
-			switch strings.ToLower(seg[i]) {
-			case "publishers":
-				pub = seg[i+1]
-			case "offers":
-				img.Offer = seg[i+1]
-			case "skus":
-				img.SKU = seg[i+1]
-			}
-		}
+		pub, img.Offer, img.SKU, _ = imageIDParts(diskImageID)
 	}
 	if !strings.EqualFold(pub, publisher) || strings.Contains(strings.ToLower(img.Offer), "byos") {
 		return nil
 	}
 	return img
+}
+
+// imageIDParts reads a platform image's ID, /Subscriptions/…/Providers/Microsoft.Compute/Locations/…/
+// Publishers/RedHat/ArtifactTypes/VMImage/Offers/RHEL/Skus/8-lvm-gen2/Versions/…: its publisher, offer,
+// SKU and version ("" for each it lacks, all of them for a gallery or custom image).
+func imageIDParts(id string) (publisher, offer, sku, version string) {
+	seg := strings.Split(id, "/")
+	for i := 0; i+1 < len(seg); i++ {
+		switch strings.ToLower(seg[i]) {
+		case "publishers":
+			publisher = seg[i+1]
+		case "offers":
+			offer = seg[i+1]
+		case "skus":
+			sku = seg[i+1]
+		case "versions":
+			version = seg[i+1]
+		}
+	}
+	return publisher, offer, sku, version
+}
+
+// diskImageID is a disk's creationData.imageReference.id, the image it was made from ("" for none).
+func diskImageID(d *armcompute.Disk) string {
+	if d == nil || d.Properties == nil || d.Properties.CreationData == nil || d.Properties.CreationData.ImageReference == nil {
+		return ""
+	}
+	return str(d.Properties.CreationData.ImageReference.ID)
 }
 
 // ubuntuPro reports whether a Canonical image is Ubuntu Pro: offers 0001-com-ubuntu-pro-<release>[-fips],
@@ -143,10 +160,10 @@ func (c *Client) planLicensing(ctx context.Context, plan *VMPlan, vm *armcompute
 // osDiskImage is the OS disk's creationData.imageReference.id ("" when it has none or cannot be read).
 func (c *Client) osDiskImage(ctx context.Context, diskID string) string {
 	d, err := c.getDisk(ctx, "read disk", diskID)
-	if err != nil || d.Properties == nil || d.Properties.CreationData == nil || d.Properties.CreationData.ImageReference == nil {
+	if err != nil {
 		return ""
 	}
-	return str(d.Properties.CreationData.ImageReference.ID)
+	return diskImageID(d)
 }
 
 // LicenseError is RecreateVM's (or FinishLicensing's) failure after the new VM was created: the VM runs
