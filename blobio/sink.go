@@ -490,7 +490,7 @@ func (s *Sink) zero(off, n int64, count bool) error {
 	}
 	for o := int64(0); o < n; o += MaxPutPage {
 		m := min(MaxPutPage, n-o)
-		if err := s.putPage(zeroes[:m], off+o); err != nil {
+		if err := s.putPage(zeroes()[:m], off+o); err != nil {
 			return err
 		}
 		if count {
@@ -500,8 +500,9 @@ func (s *Sink) zero(off, n int64, count bool) error {
 	return nil
 }
 
-// zeroes is the data of zero pages written in place of a clear: MaxPutPage bytes, read only.
-var zeroes = make([]byte, MaxPutPage)
+// zeroes is the data of zero pages written in place of a clear: MaxPutPage bytes, read only, made
+// the first time a destination refuses a clear rather than in every process that imports blobio.
+var zeroes = sync.OnceValue(func() []byte { return make([]byte, MaxPutPage) })
 
 // clearRefused reports whether err is Azure refusing the clear operation itself (400, 403 other
 // than an authentication failure, 405, 501), which writing the zeros may get past; any other error
